@@ -1,0 +1,19 @@
+//! The Compartment control plane's client side: the wire protocol both ends share, and a
+//! small synchronous client for it.
+//!
+//! # Layout
+//!
+//! - [`wire`]: JSON-RPC 2.0 envelopes, every method's params and result, roles, statuses and
+//!   the stable error kinds. The daemon depends on this module, so the two ends cannot drift.
+//! - [`email`]: the one definition of a valid e-mail address.
+//! - [`client`]: a blocking [`Client`] that speaks one request per line over the Unix socket.
+//! - [`paths`]: where the daemon's socket lives when nobody says otherwise.
+//!
+//! The `compartmentctl` binary (`src/main.rs` and `src/cli/`) is built on these.
+
+pub mod client;
+pub mod email;
+pub mod paths;
+pub mod wire;
+
+pub use client::{Client, ClientError};
