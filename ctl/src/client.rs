@@ -26,7 +26,11 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Connect { path, source } => {
-                write!(f, "cannot reach compartmentd at {}: {source}", path.display())
+                write!(
+                    f,
+                    "cannot reach compartmentd at {}: {source}",
+                    path.display()
+                )
             }
             ClientError::Io(err) => write!(f, "connection to compartmentd failed: {err}"),
             ClientError::Protocol(msg) => write!(f, "unexpected answer from compartmentd: {msg}"),
@@ -68,7 +72,7 @@ impl Client {
         self.writer.write_all(&line).map_err(ClientError::Io)?;
 
         let response = self.read_response()?;
-        if response.id != serde_json::Value::from(id) {
+        if response.id != id {
             return Err(ClientError::Protocol(format!(
                 "answer for id {} to request {id}",
                 response.id
@@ -95,7 +99,9 @@ impl Client {
             )));
         }
         if line.last() != Some(&b'\n') {
-            return Err(ClientError::Protocol("response line too long or cut off".into()));
+            return Err(ClientError::Protocol(
+                "response line too long or cut off".into(),
+            ));
         }
         serde_json::from_slice(&line).map_err(|err| ClientError::Protocol(err.to_string()))
     }

@@ -18,7 +18,11 @@ pub struct InvalidEmail {
 
 impl fmt::Display for InvalidEmail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} is not a valid e-mail address: {}", self.input, self.reason)
+        write!(
+            f,
+            "{:?} is not a valid e-mail address: {}",
+            self.input, self.reason
+        )
     }
 }
 
@@ -54,7 +58,9 @@ impl Email {
         }
         let labels_ok = domain.split('.').all(|label| !label.is_empty());
         if !domain.contains('.') || !labels_ok {
-            return Err(fail("the domain after the @ needs a dot, as in example.com"));
+            return Err(fail(
+                "the domain after the @ needs a dot, as in example.com",
+            ));
         }
         Ok(Email(trimmed.to_lowercase()))
     }
@@ -85,6 +91,8 @@ fn truncate_for_display(input: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -100,15 +108,27 @@ mod tests {
             ("no-at.example.com", "it must contain exactly one @"),
             ("a@b@example.com", "it must contain exactly one @"),
             ("@example.com", "nothing comes before the @"),
-            ("a@localhost", "the domain after the @ needs a dot, as in example.com"),
-            ("a@example.", "the domain after the @ needs a dot, as in example.com"),
-            ("a b@example.com", "it contains spaces, control characters or quotes"),
+            (
+                "a@localhost",
+                "the domain after the @ needs a dot, as in example.com",
+            ),
+            (
+                "a@example.",
+                "the domain after the @ needs a dot, as in example.com",
+            ),
+            (
+                "a b@example.com",
+                "it contains spaces, control characters or quotes",
+            ),
         ] {
             let err = Email::parse(input).unwrap_err();
             assert_eq!(err.reason, reason, "input {input:?}");
         }
         let long = format!("{}@example.com", "a".repeat(250));
-        assert_eq!(Email::parse(&long).unwrap_err().reason, "it is longer than 254 bytes");
+        assert_eq!(
+            Email::parse(&long).unwrap_err().reason,
+            "it is longer than 254 bytes"
+        );
     }
 
     #[test]

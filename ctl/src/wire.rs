@@ -353,7 +353,9 @@ pub fn decode_request(line: &[u8]) -> (Value, Result<Request, RpcError>) {
         Some(_) => {
             return (
                 Value::Null,
-                Err(RpcError::invalid_request("\"id\" must be a number or a string")),
+                Err(RpcError::invalid_request(
+                    "\"id\" must be a number or a string",
+                )),
             )
         }
     };
@@ -672,11 +674,8 @@ impl RpcError {
     }
 
     pub fn invalid_request(message: &str) -> RpcError {
-        let mut error = RpcError::new(
-            ErrorKind::BadRequest,
-            format!("invalid request: {message}"),
-        )
-        .with_hint(r#"a request looks like {"jsonrpc":"2.0","id":1,"method":"whoami"}"#);
+        let mut error = RpcError::new(ErrorKind::BadRequest, format!("invalid request: {message}"))
+            .with_hint(r#"a request looks like {"jsonrpc":"2.0","id":1,"method":"whoami"}"#);
         error.code = -32600;
         error
     }
@@ -690,8 +689,11 @@ impl RpcError {
 
     pub fn unknown_method(method: &str) -> RpcError {
         let shown: String = method.chars().take(64).collect();
-        RpcError::new(ErrorKind::UnknownMethod, format!("unknown method {shown:?}"))
-            .with_hint(format!("methods are {}", METHODS.join(", ")))
+        RpcError::new(
+            ErrorKind::UnknownMethod,
+            format!("unknown method {shown:?}"),
+        )
+        .with_hint(format!("methods are {}", METHODS.join(", ")))
     }
 
     pub fn frame_too_long() -> RpcError {
@@ -722,6 +724,8 @@ pub fn token_from_url_or_token(input: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use serde_json::json;
 
@@ -771,7 +775,12 @@ mod tests {
         for (line, kind, code) in cases {
             let (_, result) = decode_request(line);
             let err = result.unwrap_err();
-            assert_eq!((err.kind(), err.code), (kind, code), "{}", String::from_utf8_lossy(line));
+            assert_eq!(
+                (err.kind(), err.code),
+                (kind, code),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
         }
     }
 
@@ -782,7 +791,12 @@ mod tests {
         );
         let err = result.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadRequest);
-        assert!(err.message.contains("roles are admin, deployer, readonly and viewer"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("roles are admin, deployer, readonly and viewer"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -803,8 +817,14 @@ mod tests {
 
     #[test]
     fn token_comes_out_of_a_url() {
-        assert_eq!(token_from_url_or_token("https://h/activate?token=abc_-1"), "abc_-1");
-        assert_eq!(token_from_url_or_token("https://h/activate?token=abc&x=1"), "abc");
+        assert_eq!(
+            token_from_url_or_token("https://h/activate?token=abc_-1"),
+            "abc_-1"
+        );
+        assert_eq!(
+            token_from_url_or_token("https://h/activate?token=abc&x=1"),
+            "abc"
+        );
         assert_eq!(token_from_url_or_token(" abc "), "abc");
     }
 }

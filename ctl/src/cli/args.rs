@@ -1,0 +1,221 @@
+//! The command line's grammar: every flag, subcommand and help text, as clap definitions.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValue, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+use compartmentctl::wire::Role;
+
+/// Manage who may do what on a Compartment host: organizations, members, roles and
+/// invitations, through the local compartmentd daemon.
+#[derive(Debug, Parser)]
+#[command(
+    // Fixed so that help and usage read the same when run through the `compartment` link.
+    name = "compartmentctl",
+    bin_name = "compartmentctl",
+    version,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true,
+    after_help = "Examples:\n  \
+        compartmentctl user invite deploy@example.com --role deployer\n  \
+        compartmentctl user list --org acme\n  \
+        compartmentctl role grant user@example.com deployer\n  \
+        compartmentctl activate 'https://your-compartment-host/activate?token=...'"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOptions,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, before or after the subcommand.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
+pub struct GlobalOptions {
+    /// The daemon's socket [default: /run/compartment/compartmentd.sock when it exists,
+    /// else $XDG_RUNTIME_DIR/compartment/compartmentd.sock]
+    #[arg(long, global = true, env = "COMPARTMENT_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// The organization to act in [default: the one chosen with `org use`, else your only
+    /// one]
+    #[arg(long, global = true, env = "COMPARTMENT_ORG", value_name = "ORG")]
+    pub org: Option<String>,
+
+    /// How to print results: sentences and tables for people, or one JSON object a line
+    /// for scripts
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text, value_name = "FORMAT")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Sentences and aligned tables
+    Text,
+    /// The daemon's result object as compact JSON; errors as the JSON-RPC error object
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Invite, list and remove the members of an organization
+    #[command(subcommand)]
+    User(UserCommand),
+
+    /// Change a member's role, or list the roles
+    #[command(subcommand)]
+    Role(RoleCommand),
+
+    /// Activate your account from an invitation, binding it to your Unix user
+    Activate {
+        /// The activation URL you were sent, or just its token
+        #[arg(value_name = "URL_OR_TOKEN")]
+        token: String,
+    },
+
+    /// Show who the daemon thinks you are, and your organizations
+    Whoami,
+
+    /// Create organizations, list them, choose the current one
+    #[command(subcommand)]
+    Org(OrgCommand),
+
+    /// Check that compartmentd is running and show its version
+    Ping,
+
+    /// Print a shell completion script to stdout
+    #[command(
+        after_help = "Example: compartmentctl completions bash > /etc/bash_completion.d/compartmentctl"
+    )]
+    Completions {
+        /// The shell to complete for
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Invite someone to the organization with a role (admin only)
+    #[command(
+        long_about = "Invite someone to the organization with a role (admin only).\n\n\
+            If the address has no active account yet, this prints a single-use activation \
+            URL to send to them; they run `compartment activate <URL>` as their own Unix \
+            user. If it already has an account, access is granted at once and no URL is \
+            needed.\n\n\
+            The URL lives for the daemon's default invitation lifetime (7 days unless its \
+            --invitation-ttl says otherwise), or for --expires-in, at most 30 days."
+    )]
+    Invite {
+        /// The person's e-mail address
+        email: String,
+
+        /// The role to give them
+        #[arg(long, value_parser = RoleParser)]
+        role: Role,
+
+        /// How long the activation URL stays valid, e.g. 2h, 3days [default: the daemon's,
+        /// 7 days] [maximum: 30 days]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
+        expires_in: Option<String>,
+
+        /// Issue a new activation URL for a pending invitation, revoking the old one
+        #[arg(long)]
+        resend: bool,
+    },
+
+    /// List the organization's members with their role and status
+    List,
+
+    /// Remove a member, or revoke their invitation, at once
+    Remove {
+        /// The member's e-mail address
+        email: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Give a member a role, up to your own
+    Grant {
+        /// The member's e-mail address
+        email: String,
+
+        /// The new role, at most your own
+        #[arg(value_parser = RoleParser)]
+        role: Role,
+    },
+
+    /// List the roles and what each may do
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization and invite its first admin (superuser only)
+    Create {
+        /// The organization's name: lowercase letters, digits and dashes, starting with a
+        /// letter
+        name: String,
+
+        /// E-mail address of the organization's first admin
+        #[arg(long, value_name = "EMAIL")]
+        admin: String,
+    },
+
+    /// List the organizations you belong to
+    List,
+
+    /// Make an organization the current one for your later commands
+    Use {
+        /// The organization's name
+        name: String,
+    },
+}
+
+/// Parses a role with [`Role`]'s own `FromStr`, so a wrong name gets the wire's sentence
+/// that lists the roles, while help and completions still learn the four names.
+#[derive(Debug, Clone, Copy)]
+struct RoleParser;
+
+impl TypedValueParser for RoleParser {
+    type Value = Role;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Role, clap::Error> {
+        (|text: &str| text.parse::<Role>()).parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(
+            Role::ALL
+                .into_iter()
+                .map(|role| PossibleValue::new(role.as_str())),
+        ))
+    }
+}
+
+/// Checks a duration locally so a typo is a usage error before anything is sent, but
+/// keeps the text as typed: the daemon owns the lifetime rules and reads the same form.
+fn parse_duration_text(text: &str) -> Result<String, humantime::DurationError> {
+    humantime::parse_duration(text).map(|_| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,227 @@
+//! How a command that failed ends: its exit code, and the lines it leaves on stderr.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use compartmentctl::wire::{ErrorKind, RpcError};
+use compartmentctl::ClientError;
+
+use super::args::OutputFormat;
+
+/// The exit codes of DESIGN §7; scripts branch on them, so they never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Ok = 0,
+    /// A rule refused the change, or the daemon could not carry it out.
+    Refused = 1,
+    Usage = 2,
+    Unreachable = 3,
+    PermissionDenied = 4,
+    NotFound = 5,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
+
+/// The one mapping from the daemon's error kinds to exit codes.
+pub fn exit_for_kind(kind: ErrorKind) -> Exit {
+    match kind {
+        ErrorKind::BadRequest | ErrorKind::UnknownMethod | ErrorKind::OrgRequired => Exit::Usage,
+        ErrorKind::Unauthenticated | ErrorKind::Forbidden | ErrorKind::RoleAboveOwn => {
+            Exit::PermissionDenied
+        }
+        ErrorKind::NotFound => Exit::NotFound,
+        ErrorKind::LastAdmin
+        | ErrorKind::AlreadyMember
+        | ErrorKind::AlreadyInvited
+        | ErrorKind::AlreadyExists
+        | ErrorKind::InvalidToken
+        | ErrorKind::TokenExpired
+        | ErrorKind::TokenUsed
+        | ErrorKind::FrameTooLong
+        | ErrorKind::Busy
+        | ErrorKind::Unavailable
+        | ErrorKind::Internal
+        | ErrorKind::Other => Exit::Refused,
+    }
+}
+
+/// Why a command did not print its result.
+#[derive(Debug)]
+pub enum Failure {
+    Client(ClientError),
+    /// Stdout failed for a reason other than its reader leaving, or the result would not
+    /// encode.
+    Output(io::Error),
+}
+
+impl From<ClientError> for Failure {
+    fn from(err: ClientError) -> Failure {
+        Failure::Client(err)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(err: io::Error) -> Failure {
+        Failure::Output(err)
+    }
+}
+
+impl From<serde_json::Error> for Failure {
+    fn from(err: serde_json::Error) -> Failure {
+        Failure::Output(err.into())
+    }
+}
+
+const CONNECT_HINT: &str =
+    "is compartmentd running? start it, or point --socket / COMPARTMENT_SOCKET at its socket";
+
+impl Failure {
+    pub fn exit(&self) -> Exit {
+        match self {
+            Failure::Client(ClientError::Connect { .. } | ClientError::Io(_)) => Exit::Unreachable,
+            Failure::Client(ClientError::Protocol(_)) => Exit::Refused,
+            Failure::Client(ClientError::Rpc(err)) => exit_for_kind(err.kind()),
+            Failure::Output(_) => Exit::Refused,
+        }
+    }
+
+    /// What stderr shows: `<prog>: <message>` and an optional `hint: …` line, or with
+    /// `--output json` a daemon error as its JSON-RPC error object, for scripts to parse.
+    pub fn report(&self, prog: &str, format: OutputFormat) -> String {
+        let (message, hint) = match self {
+            Failure::Client(ClientError::Rpc(err)) => {
+                if format == OutputFormat::Json {
+                    if let Some(line) = rpc_error_json(err) {
+                        return line;
+                    }
+                }
+                (err.message.clone(), err.hint())
+            }
+            Failure::Client(err @ ClientError::Connect { .. }) => {
+                (err.to_string(), Some(CONNECT_HINT))
+            }
+            Failure::Client(err) => (err.to_string(), None),
+            Failure::Output(err) => (format!("cannot write the output: {err}"), None),
+        };
+        let mut text = format!("{prog}: {message}\n");
+        if let Some(hint) = hint {
+            text.push_str(&format!("hint: {hint}\n"));
+        }
+        text
+    }
+}
+
+fn rpc_error_json(err: &RpcError) -> Option<String> {
+    let mut line = serde_json::to_string(err).ok()?;
+    line.push('\n');
+    Some(line)
+}
+
+/// Writes a failure report. Nothing is left to tell when stderr itself is gone, so its
+/// errors are dropped.
+pub fn write_stderr(text: &str) {
+    let mut stderr = io::stderr().lock();
+    let _ = stderr
+        .write_all(text.as_bytes())
+        .and_then(|()| stderr.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn every_kind_has_its_exit_code() {
+        let cases = [
+            (ErrorKind::BadRequest, 2),
+            (ErrorKind::UnknownMethod, 2),
+            (ErrorKind::Unauthenticated, 4),
+            (ErrorKind::Forbidden, 4),
+            (ErrorKind::NotFound, 5),
+            (ErrorKind::AlreadyExists, 1),
+            (ErrorKind::AlreadyMember, 1),
+            (ErrorKind::AlreadyInvited, 1),
+            (ErrorKind::LastAdmin, 1),
+            (ErrorKind::RoleAboveOwn, 4),
+            (ErrorKind::InvalidToken, 1),
+            (ErrorKind::TokenExpired, 1),
+            (ErrorKind::TokenUsed, 1),
+            (ErrorKind::OrgRequired, 2),
+            (ErrorKind::FrameTooLong, 1),
+            (ErrorKind::Busy, 1),
+            (ErrorKind::Unavailable, 1),
+            (ErrorKind::Internal, 1),
+            (ErrorKind::Other, 1),
+        ];
+        for (kind, code) in cases {
+            assert_eq!(exit_for_kind(kind) as u8, code, "{kind}");
+        }
+        // Every kind is listed once: the wire's codes are distinct per kind.
+        let mut codes: Vec<i64> = cases.iter().map(|(kind, _)| kind.code()).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), 19);
+    }
+
+    #[test]
+    fn client_failures_have_their_exit_codes() {
+        let connect = Failure::Client(ClientError::Connect {
+            path: PathBuf::from("/x.sock"),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+        assert_eq!(connect.exit(), Exit::Unreachable);
+        let io = Failure::Client(ClientError::Io(io::Error::from(
+            io::ErrorKind::UnexpectedEof,
+        )));
+        assert_eq!(io.exit(), Exit::Unreachable);
+        let protocol = Failure::Client(ClientError::Protocol("garbage".into()));
+        assert_eq!(protocol.exit(), Exit::Refused);
+        let rpc = Failure::Client(ClientError::Rpc(RpcError::new(ErrorKind::NotFound, "no")));
+        assert_eq!(rpc.exit(), Exit::NotFound);
+    }
+
+    #[test]
+    fn reports_message_and_hint() {
+        let err = RpcError::new(ErrorKind::LastAdmin, "cannot remove the last admin of acme")
+            .with_hint("grant admin to another member first");
+        let failure = Failure::Client(ClientError::Rpc(err));
+        assert_eq!(
+            failure.report("compartment", OutputFormat::Text),
+            "compartment: cannot remove the last admin of acme\n\
+             hint: grant admin to another member first\n"
+        );
+        assert_eq!(
+            failure.report("compartmentctl", OutputFormat::Json),
+            "{\"code\":-32003,\"message\":\"cannot remove the last admin of acme\",\
+             \"data\":{\"kind\":\"last_admin\",\"hint\":\"grant admin to another member first\"}}\n"
+        );
+        let no_hint = Failure::Client(ClientError::Rpc(RpcError::new(ErrorKind::NotFound, "gone")));
+        assert_eq!(
+            no_hint.report("compartmentctl", OutputFormat::Text),
+            "compartmentctl: gone\n"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_daemon_gets_the_connect_hint() {
+        let failure = Failure::Client(ClientError::Connect {
+            path: PathBuf::from("/nonexistent/x.sock"),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        });
+        let report = failure.report("compartmentctl", OutputFormat::Json);
+        assert!(
+            report.starts_with("compartmentctl: cannot reach compartmentd at /nonexistent/x.sock"),
+            "{report}"
+        );
+        assert!(
+            report.ends_with(&format!("\nhint: {CONNECT_HINT}\n")),
+            "{report}"
+        );
+    }
+}

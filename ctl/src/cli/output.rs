@@ -1,0 +1,475 @@
+//! What a successful command prints: the documentation page's sentences, aligned tables,
+//! or the result as compact JSON, and the one place that writes it to stdout.
+
+use std::io::{self, Write};
+
+use compartmentctl::wire::{
+    AccountStatus, Activated, Granted, Invitation, MemberList, OrgCreated, OrgList, OrgUsed, Pong,
+    Removed, RoleList, WhoAmI,
+};
+use serde::Serialize;
+
+/// Left-aligned columns separated by two spaces, each padded to its widest cell. The last
+/// column is never padded and every line is trimmed, so no line ends in spaces.
+pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|cell| cell.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = header.map(str::to_owned);
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
+            if column > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            if column + 1 < N {
+                let pad = width.saturating_sub(cell.chars().count());
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The result object as one line of compact JSON.
+pub fn json<T: Serialize>(result: &T) -> Result<String, serde_json::Error> {
+    let mut line = serde_json::to_string(result)?;
+    line.push('\n');
+    Ok(line)
+}
+
+/// The page's invitation sentences; without an activation URL the account already exists
+/// and the membership is active now.
+pub fn invitation(invitation: &Invitation) -> String {
+    let Invitation {
+        email,
+        role,
+        activation_url,
+        expires_at,
+        ..
+    } = invitation;
+    let mut out = format!("Invited {email} as {role}.\n");
+    match activation_url {
+        Some(url) => {
+            out.push_str(&format!("Activation URL: {url}\n"));
+            if let Some(expires_at) = expires_at {
+                out.push_str(&format!("Invitation expires at: {expires_at}\n"));
+            }
+        }
+        None => out.push_str(&format!(
+            "{email} already has an account: access is granted now, no activation URL needed.\n"
+        )),
+    }
+    out
+}
+
+pub fn org_created(created: &OrgCreated) -> String {
+    format!(
+        "Created organization {}.\n{}",
+        created.org,
+        invitation(&created.admin)
+    )
+}
+
+pub fn member_list(list: &MemberList) -> String {
+    let rows: Vec<[String; 4]> = list
+        .members
+        .iter()
+        .map(|member| {
+            [
+                member.email.clone(),
+                member.role.to_string(),
+                member.status.to_string(),
+                member.expires_at.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    table(["EMAIL", "ROLE", "STATUS", "EXPIRES"], &rows)
+}
+
+pub fn removed(removed: &Removed) -> String {
+    format!("Removed {} from {}.\n", removed.email, removed.org)
+}
+
+pub fn granted(granted: &Granted) -> String {
+    format!(
+        "Granted {} to {} in {} (was {}).\n",
+        granted.role, granted.email, granted.org, granted.previous_role
+    )
+}
+
+pub fn role_list(list: &RoleList) -> String {
+    let rows: Vec<[String; 2]> = list
+        .roles
+        .iter()
+        .map(|role| [role.name.to_string(), role.description.clone()])
+        .collect();
+    table(["ROLE", "DESCRIPTION"], &rows)
+}
+
+pub fn activated(activated: &Activated) -> String {
+    format!(
+        "Activated {}: you are now {} in {}.\n",
+        activated.email, activated.role, activated.org
+    )
+}
+
+pub fn whoami(who: &WhoAmI) -> String {
+    let uid = who.uid;
+    let mut out = match (&who.account, who.superuser) {
+        (Some(account), false) => {
+            format!(
+                "uid {uid}: {} ({})\n",
+                account.email,
+                account_status(account.status)
+            )
+        }
+        (Some(account), true) => format!(
+            "uid {uid}: {} ({}), superuser\n",
+            account.email,
+            account_status(account.status)
+        ),
+        (None, true) => format!("uid {uid}: superuser (admin power in every organization)\n"),
+        (None, false) => format!(
+            "uid {uid}: no account yet (activate an invitation with: compartment activate <URL>)\n"
+        ),
+    };
+    if let Some(org) = &who.current_org {
+        out.push_str(&format!("current organization: {org}\n"));
+    }
+    if !who.memberships.is_empty() {
+        let rows: Vec<[String; 3]> = who
+            .memberships
+            .iter()
+            .map(|m| [m.org.clone(), m.role.to_string(), m.status.to_string()])
+            .collect();
+        out.push_str(&table(["ORGANIZATION", "ROLE", "STATUS"], &rows));
+    }
+    out
+}
+
+fn account_status(status: AccountStatus) -> &'static str {
+    match status {
+        AccountStatus::Pending => "pending",
+        AccountStatus::Active => "active",
+    }
+}
+
+pub fn org_list(list: &OrgList) -> String {
+    let rows: Vec<[String; 3]> = list
+        .orgs
+        .iter()
+        .map(|org| {
+            [
+                org.name.clone(),
+                org.role
+                    .map_or_else(|| "-".to_owned(), |role| role.to_string()),
+                if org.current { "*" } else { "" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(["ORGANIZATION", "ROLE", "CURRENT"], &rows)
+}
+
+pub fn org_used(used: &OrgUsed) -> String {
+    format!("Now using organization {}.\n", used.org)
+}
+
+pub fn pong(pong: &Pong) -> String {
+    format!("compartmentd {} is running.\n", pong.version)
+}
+
+/// Writes everything to stdout. A reader that went away (`| head`) has all it wanted, so a
+/// broken pipe is a normal end, not an error.
+pub fn write_stdout(text: &[u8]) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(text).and_then(|()| stdout.flush()) {
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use compartmentctl::wire::{
+        AccountInfo, Member, MemberStatus, OrgEntry, OrgMembership, Role, RoleInfo,
+    };
+
+    fn invited() -> Invitation {
+        Invitation {
+            org: "acme".into(),
+            email: "deploy@example.com".into(),
+            role: Role::Deployer,
+            status: MemberStatus::Invited,
+            activation_url: Some("https://your-compartment-host/activate?token=abc".into()),
+            expires_at: Some("2026-05-01T12:00:00Z".into()),
+        }
+    }
+
+    #[test]
+    fn table_aligns_columns_without_trailing_spaces() {
+        let rows = [
+            [
+                "admin@example.com".to_owned(),
+                "admin".into(),
+                "active".into(),
+                "-".into(),
+            ],
+            [
+                "deploy@example.com".to_owned(),
+                "deployer".into(),
+                "invited".into(),
+                "2026-05-01T12:00:00Z".into(),
+            ],
+        ];
+        assert_eq!(
+            table(["EMAIL", "ROLE", "STATUS", "EXPIRES"], &rows),
+            "EMAIL               ROLE      STATUS   EXPIRES\n\
+             admin@example.com   admin     active   -\n\
+             deploy@example.com  deployer  invited  2026-05-01T12:00:00Z\n"
+        );
+    }
+
+    #[test]
+    fn table_trims_an_empty_last_cell_and_prints_a_lone_header() {
+        let rows = [
+            ["acme".to_owned(), "admin".into(), "*".into()],
+            ["beta-corporation".to_owned(), "-".into(), String::new()],
+        ];
+        let text = table(["ORGANIZATION", "ROLE", "CURRENT"], &rows);
+        assert_eq!(
+            text,
+            "ORGANIZATION      ROLE   CURRENT\n\
+             acme              admin  *\n\
+             beta-corporation  -\n"
+        );
+        assert_eq!(table(["EMAIL", "ROLE"], &[]), "EMAIL  ROLE\n");
+    }
+
+    #[test]
+    fn invitation_prints_the_pages_three_lines() {
+        assert_eq!(
+            invitation(&invited()),
+            "Invited deploy@example.com as deployer.\n\
+             Activation URL: https://your-compartment-host/activate?token=abc\n\
+             Invitation expires at: 2026-05-01T12:00:00Z\n"
+        );
+    }
+
+    #[test]
+    fn invitation_of_an_existing_account_needs_no_url() {
+        let active = Invitation {
+            email: "ops@example.com".into(),
+            status: MemberStatus::Active,
+            activation_url: None,
+            expires_at: None,
+            ..invited()
+        };
+        assert_eq!(
+            invitation(&active),
+            "Invited ops@example.com as deployer.\n\
+             ops@example.com already has an account: access is granted now, no activation URL needed.\n"
+        );
+    }
+
+    #[test]
+    fn org_created_announces_the_org_then_the_admins_invitation() {
+        let created = OrgCreated {
+            org: "acme".into(),
+            admin: Invitation {
+                role: Role::Admin,
+                ..invited()
+            },
+        };
+        assert_eq!(
+            org_created(&created),
+            "Created organization acme.\n\
+             Invited deploy@example.com as admin.\n\
+             Activation URL: https://your-compartment-host/activate?token=abc\n\
+             Invitation expires at: 2026-05-01T12:00:00Z\n"
+        );
+    }
+
+    #[test]
+    fn member_list_with_no_members_is_the_header() {
+        let list = MemberList {
+            org: "acme".into(),
+            members: vec![],
+        };
+        assert_eq!(member_list(&list), "EMAIL  ROLE  STATUS  EXPIRES\n");
+        let list = MemberList {
+            org: "acme".into(),
+            members: vec![Member {
+                email: "a@example.com".into(),
+                role: Role::Viewer,
+                status: MemberStatus::Expired,
+                expires_at: Some("2026-05-01T12:00:00Z".into()),
+            }],
+        };
+        assert_eq!(
+            member_list(&list),
+            "EMAIL          ROLE    STATUS   EXPIRES\n\
+             a@example.com  viewer  expired  2026-05-01T12:00:00Z\n"
+        );
+    }
+
+    #[test]
+    fn sentences() {
+        let removed_text = removed(&Removed {
+            org: "acme".into(),
+            email: "former-colleague@example.com".into(),
+        });
+        assert_eq!(
+            removed_text,
+            "Removed former-colleague@example.com from acme.\n"
+        );
+        let granted_text = granted(&Granted {
+            org: "acme".into(),
+            email: "user@example.com".into(),
+            role: Role::Deployer,
+            previous_role: Role::Readonly,
+        });
+        assert_eq!(
+            granted_text,
+            "Granted deployer to user@example.com in acme (was readonly).\n"
+        );
+        let activated_text = activated(&Activated {
+            org: "acme".into(),
+            email: "deploy@example.com".into(),
+            role: Role::Deployer,
+        });
+        assert_eq!(
+            activated_text,
+            "Activated deploy@example.com: you are now deployer in acme.\n"
+        );
+        assert_eq!(
+            org_used(&OrgUsed { org: "acme".into() }),
+            "Now using organization acme.\n"
+        );
+        assert_eq!(
+            pong(&Pong {
+                version: "0.1.0".into()
+            }),
+            "compartmentd 0.1.0 is running.\n"
+        );
+    }
+
+    #[test]
+    fn role_list_is_a_table() {
+        let list = RoleList {
+            roles: vec![
+                RoleInfo {
+                    name: Role::Admin,
+                    description: "all".into(),
+                },
+                RoleInfo {
+                    name: Role::Readonly,
+                    description: "look".into(),
+                },
+            ],
+        };
+        assert_eq!(
+            role_list(&list),
+            "ROLE      DESCRIPTION\nadmin     all\nreadonly  look\n"
+        );
+    }
+
+    fn who(uid: u32, superuser: bool, account: Option<&str>) -> WhoAmI {
+        WhoAmI {
+            uid,
+            gid: uid,
+            pid: Some(42),
+            superuser,
+            account: account.map(|email| AccountInfo {
+                email: email.into(),
+                status: AccountStatus::Active,
+            }),
+            current_org: None,
+            memberships: vec![],
+        }
+    }
+
+    #[test]
+    fn whoami_names_each_kind_of_caller() {
+        assert_eq!(
+            whoami(&who(1001, false, Some("deploy@example.com"))),
+            "uid 1001: deploy@example.com (active)\n"
+        );
+        assert_eq!(
+            whoami(&who(0, true, None)),
+            "uid 0: superuser (admin power in every organization)\n"
+        );
+        assert_eq!(
+            whoami(&who(0, true, Some("a@example.com"))),
+            "uid 0: a@example.com (active), superuser\n"
+        );
+        assert_eq!(
+            whoami(&who(1001, false, None)),
+            "uid 1001: no account yet (activate an invitation with: compartment activate <URL>)\n"
+        );
+    }
+
+    #[test]
+    fn whoami_shows_the_current_org_and_memberships() {
+        let mut me = who(1001, false, Some("deploy@example.com"));
+        me.current_org = Some("acme".into());
+        me.memberships = vec![
+            OrgMembership {
+                org: "acme".into(),
+                role: Role::Deployer,
+                status: MemberStatus::Active,
+            },
+            OrgMembership {
+                org: "beta".into(),
+                role: Role::Viewer,
+                status: MemberStatus::Invited,
+            },
+        ];
+        assert_eq!(
+            whoami(&me),
+            "uid 1001: deploy@example.com (active)\n\
+             current organization: acme\n\
+             ORGANIZATION  ROLE      STATUS\n\
+             acme          deployer  active\n\
+             beta          viewer    invited\n"
+        );
+    }
+
+    #[test]
+    fn org_list_marks_the_current_one() {
+        let list = OrgList {
+            orgs: vec![
+                OrgEntry {
+                    name: "acme".into(),
+                    role: Some(Role::Admin),
+                    current: true,
+                },
+                OrgEntry {
+                    name: "beta".into(),
+                    role: None,
+                    current: false,
+                },
+            ],
+        };
+        assert_eq!(
+            org_list(&list),
+            "ORGANIZATION  ROLE   CURRENT\nacme          admin  *\nbeta          -\n"
+        );
+    }
+
+    #[test]
+    fn json_is_one_compact_line() {
+        let line = json(&OrgUsed { org: "acme".into() }).unwrap();
+        assert_eq!(line, "{\"org\":\"acme\"}\n");
+    }
+}

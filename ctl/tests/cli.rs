@@ -1,0 +1,343 @@
+//! The `compartmentctl` binary as a user meets it, without a real daemon: usage errors,
+//! an unreachable socket, completions, and a fake daemon that answers one canned line.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_compartmentctl");
+
+const CONNECT_HINT: &str =
+    "hint: is compartmentd running? start it, or point --socket / COMPARTMENT_SOCKET at its socket\n";
+
+const LAST_ADMIN: &str = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32003,"message":"cannot remove the last admin of acme","data":{"kind":"last_admin","hint":"grant admin to another member first"}}}"#;
+
+const MEMBERS: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","members":[{"email":"admin@example.com","role":"admin","status":"active","expires_at":null},{"email":"deploy@example.com","role":"deployer","status":"invited","expires_at":"2026-05-01T12:00:00Z"}]}}"#;
+
+const MEMBER_TABLE: &str = "\
+EMAIL               ROLE      STATUS   EXPIRES
+admin@example.com   admin     active   -
+deploy@example.com  deployer  invited  2026-05-01T12:00:00Z
+";
+
+/// The binary with the caller's own socket and organization settings cleared, so the
+/// tests see only what they pass.
+fn ctl(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env_remove("COMPARTMENT_SOCKET")
+        .env_remove("COMPARTMENT_ORG");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    ctl(Path::new(BIN)).args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// A socket in a temp dir where a fake daemon will answer.
+struct FakeDaemon {
+    _dir: tempfile::TempDir,
+    socket: PathBuf,
+    listener: UnixListener,
+}
+
+impl FakeDaemon {
+    fn bind() -> FakeDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("compartmentd.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        FakeDaemon {
+            _dir: dir,
+            socket,
+            listener,
+        }
+    }
+
+    fn socket(&self) -> &str {
+        self.socket.to_str().unwrap()
+    }
+
+    /// Accepts one connection, reads one request line, answers `response`, and returns
+    /// the request as JSON. Gives up after ten seconds so a CLI that never connects fails
+    /// the test instead of hanging it.
+    fn answer_one(&self, response: &str) -> Value {
+        self.listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(err) if err.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(err) => panic!("the CLI never connected: {err}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(&stream).read_line(&mut line).unwrap();
+        (&stream)
+            .write_all(format!("{response}\n").as_bytes())
+            .unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Runs the CLI with `args` while answering its one request with `response`.
+    fn serve(&self, response: &str, command: &mut Command) -> (Value, Output) {
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let request = self.answer_one(response);
+        (request, child.wait_with_output().unwrap())
+    }
+}
+
+#[test]
+fn an_unknown_subcommand_is_a_usage_error() {
+    let out = run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("frobnicate"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn an_unknown_role_is_a_usage_error_naming_the_roles() {
+    let out = run(&["role", "grant", "a@example.com", "owner"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("\"owner\" is not a role: roles are admin, deployer, readonly and viewer"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_duration_is_a_usage_error() {
+    let out = run(&[
+        "user",
+        "invite",
+        "a@example.com",
+        "--role",
+        "viewer",
+        "--expires-in",
+        "a while",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn an_unreachable_daemon_exits_3_with_a_hint() {
+    let out = run(&["--socket", "/nonexistent/x.sock", "whoami"]);
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("compartmentctl: cannot reach compartmentd at /nonexistent/x.sock"),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with(CONNECT_HINT), "{stderr}");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn the_socket_comes_from_the_environment() {
+    let out = ctl(Path::new(BIN))
+        .env("COMPARTMENT_SOCKET", "/nonexistent/env.sock")
+        .arg("ping")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr)
+            .starts_with("compartmentctl: cannot reach compartmentd at /nonexistent/env.sock"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn through_the_compartment_link_errors_say_compartment() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("compartment");
+    std::os::unix::fs::symlink(BIN, &link).unwrap();
+    let out = ctl(&link)
+        .args(["whoami", "--socket", "/nonexistent/x.sock"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("compartment: cannot reach compartmentd at /nonexistent/x.sock"),
+        "{stderr}"
+    );
+    assert!(stderr.ends_with(CONNECT_HINT), "{stderr}");
+
+    let help = ctl(&link).arg("--help").output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert!(
+        text(&help.stdout).contains("Usage: compartmentctl"),
+        "{}",
+        text(&help.stdout)
+    );
+}
+
+#[test]
+fn completions_need_no_daemon() {
+    let out = run(&["--socket", "/nonexistent/x.sock", "completions", "bash"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("compartmentctl"));
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn invite_help_tells_the_invitation_lifetime() {
+    let out = run(&["user", "invite", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    assert!(help.contains("7 days"), "{help}");
+    assert!(help.contains("30 days"), "{help}");
+}
+
+#[test]
+fn a_refusal_prints_message_and_hint_and_exits_1() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = daemon.serve(
+        LAST_ADMIN,
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "user",
+            "remove",
+            "a@example.com",
+        ]),
+    );
+    assert_eq!(request["method"], "user.remove");
+    assert_eq!(request["params"], json!({"email": "a@example.com"}));
+    assert_eq!(
+        text(&out.stderr),
+        "compartmentctl: cannot remove the last admin of acme\nhint: grant admin to another member first\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn with_json_output_a_refusal_is_the_error_object() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        LAST_ADMIN,
+        ctl(Path::new(BIN)).args([
+            "user",
+            "remove",
+            "a@example.com",
+            "--output",
+            "json",
+            "--socket",
+            daemon.socket(),
+        ]),
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "{\"code\":-32003,\"message\":\"cannot remove the last admin of acme\",\"data\":{\"kind\":\"last_admin\",\"hint\":\"grant admin to another member first\"}}\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn user_list_prints_the_table_and_sends_the_org() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = daemon.serve(
+        MEMBERS,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "user", "list", "--org", "acme"]),
+    );
+    assert_eq!(request["jsonrpc"], "2.0");
+    assert_eq!(request["method"], "user.list");
+    assert_eq!(request["params"], json!({"org": "acme"}));
+    assert_eq!(text(&out.stdout), MEMBER_TABLE);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn without_an_org_the_daemon_chooses() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = daemon.serve(
+        MEMBERS,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "user", "list"]),
+    );
+    assert_eq!(request["params"], json!({}));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn json_output_is_the_result_object_and_env_names_socket_and_org() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = daemon.serve(
+        MEMBERS,
+        ctl(Path::new(BIN))
+            .env("COMPARTMENT_SOCKET", daemon.socket())
+            .env("COMPARTMENT_ORG", "acme")
+            .args(["--output", "json", "user", "list"]),
+    );
+    assert_eq!(request["params"], json!({"org": "acme"}));
+    // The typed result's field order, one line, exactly as scripts will read it.
+    assert_eq!(
+        text(&out.stdout),
+        concat!(
+            r#"{"org":"acme","members":[{"email":"admin@example.com","role":"admin","status":"active","expires_at":null},"#,
+            r#"{"email":"deploy@example.com","role":"deployer","status":"invited","expires_at":"2026-05-01T12:00:00Z"}]}"#,
+            "\n"
+        )
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_reader_that_leaves_early_is_a_normal_end() {
+    let daemon = FakeDaemon::bind();
+    let mut child = ctl(Path::new(BIN))
+        .args(["--socket", daemon.socket(), "user", "list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before the answer arrives, so the CLI's first write meets a broken pipe.
+    drop(child.stdout.take());
+    daemon.answer_one(MEMBERS);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_missing_account_exits_5() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32005,"message":"nobody@example.com is not a member of acme","data":{"kind":"not_found"}}}"#,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "role", "grant", "nobody@example.com", "viewer"]),
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "compartmentctl: nobody@example.com is not a member of acme\n"
+    );
+    assert_eq!(out.status.code(), Some(5));
+}

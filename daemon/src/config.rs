@@ -1,0 +1,128 @@
+//! The daemon's command line. Every flag is also an environment variable, so that
+//! `/etc/default/compartmentd` can set it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::rules::MAX_INVITATION_TTL;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// The journal when started by systemd with a journal, else text on stderr.
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+/// compartmentd: organizations, members, roles and invitations of one Compartment host,
+/// served as JSON-RPC over a local Unix socket.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "compartmentd", version)]
+pub struct Config {
+    /// The Unix socket to listen on [default: /run/compartment/compartmentd.sock as root
+    /// or under systemd, else $XDG_RUNTIME_DIR/compartment/compartmentd.sock]
+    #[arg(long, env = "COMPARTMENT_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Where the database lives [default: /var/lib/compartment as root or under systemd,
+    /// else $XDG_STATE_HOME/compartment]
+    #[arg(long, env = "COMPARTMENT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// The base of activation URLs: https://HOST[:PORT] [default: https://<hostname>]
+    #[arg(long, env = "COMPARTMENT_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+
+    /// How long an invitation lives unless the inviter says otherwise (at most 30 days)
+    #[arg(long, env = "COMPARTMENT_INVITATION_TTL", value_name = "DURATION",
+          default_value = "7days", value_parser = parse_ttl)]
+    pub invitation_ttl: Duration,
+
+    /// The longest the invitation sweeper sleeps; it also wakes at each expiry
+    #[arg(long, env = "COMPARTMENT_SWEEP_INTERVAL", value_name = "DURATION",
+          default_value = "1min", value_parser = parse_positive)]
+    pub sweep_interval: Duration,
+
+    /// Where logs go
+    #[arg(long, env = "COMPARTMENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn socket(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(compartmentctl::paths::default_daemon_socket)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(compartmentctl::paths::default_state_dir)
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| {
+            let host = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into());
+            format!("https://{host}")
+        })
+    }
+}
+
+fn parse_positive(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let duration = parse_positive(text)?;
+    if duration > MAX_INVITATION_TTL {
+        return Err("must be at most 30 days".into());
+    }
+    Ok(duration)
+}
+
+fn parse_public_url(text: &str) -> Result<String, String> {
+    let url = text.trim().trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err("must be https://HOST[:PORT][/PATH] without a query".into());
+    }
+    Ok(url.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn flags_are_validated() {
+        assert_eq!(parse_ttl("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_ttl("31days").unwrap_err(), "must be at most 30 days");
+        assert_eq!(parse_positive("0s").unwrap_err(), "must be more than zero");
+        assert_eq!(
+            parse_public_url("https://h.example/").unwrap(),
+            "https://h.example"
+        );
+        assert!(parse_public_url("h.example").is_err());
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+}

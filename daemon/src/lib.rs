@@ -1,0 +1,27 @@
+//! `compartmentd`: the membership and access authority of one Compartment host.
+//!
+//! # Layout
+//!
+//! - [`config`]: the command line, each flag also an environment variable.
+//! - [`server`]: the accept loop and one task per connection: peer credentials first,
+//!   then JSON lines in, answers out in order; graceful shutdown.
+//! - [`dispatch`]: a parsed request to the rule that serves it, read or write.
+//! - [`rules`]: who may do what to whom (DESIGN §3, §4), on a store transaction.
+//! - [`store`]: redb tables, their indexes, the schema version.
+//! - [`writer`]: the single task that owns the write side; every change goes through it.
+//! - [`sweeper`]: expires invitations, waking at the earliest expiry.
+//! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
+//! - [`clock`], [`token`]: time and randomness, as parameters.
+//! - [`logging`]: tracing to stderr or the journal.
+
+pub mod clock;
+pub mod config;
+pub mod dispatch;
+pub mod logging;
+pub mod rules;
+pub mod server;
+pub mod socket;
+pub mod store;
+pub mod sweeper;
+pub mod token;
+pub mod writer;

@@ -1,0 +1,238 @@
+//! The rules' refusals, one variant per reason, each with one sentence for the user, a
+//! hint where there is something to do, and its wire kind.
+
+use std::fmt;
+
+use compartmentctl::wire::{ErrorKind, Role, RpcError};
+
+use crate::clock::rfc3339;
+use crate::store::{Millis, StoreError};
+
+/// A change the last-admin rule refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminLoss {
+    Removal,
+    Demotion,
+}
+
+#[derive(Debug)]
+pub enum RuleError {
+    BadRequest(String),
+    Unauthenticated {
+        uid: u32,
+    },
+    /// The caller's role is below what the action needs.
+    RoleTooLow {
+        action: &'static str,
+        org: String,
+        needed: Role,
+        own: Role,
+    },
+    /// Only a superuser may do this.
+    SuperuserOnly {
+        action: &'static str,
+    },
+    /// Activation would bind a uid or an account that is already bound elsewhere.
+    BindingConflict(String),
+    /// Missing, or not visible to the caller: the same answer, so existence does not leak.
+    OrgNotFound(String),
+    NotMember {
+        org: String,
+        email: String,
+    },
+    OrgExists(String),
+    AlreadyMember {
+        org: String,
+        email: String,
+    },
+    AlreadyInvited {
+        org: String,
+        email: String,
+    },
+    LastAdmin {
+        org: String,
+        change: AdminLoss,
+    },
+    GrantAboveOwn {
+        org: String,
+        role: Role,
+        own: Role,
+    },
+    TargetAboveOwn {
+        email: String,
+        target: Role,
+        own: Role,
+    },
+    InvalidToken,
+    TokenRevoked,
+    TokenUsed,
+    TokenExpired {
+        at: Millis,
+    },
+    OrgRequired {
+        orgs: Vec<String>,
+    },
+    /// The writer has stopped: the daemon is on its way out.
+    ShuttingDown,
+    /// A bug, already logged: the client learns only that it happened.
+    Internal(&'static str),
+    Store(StoreError),
+}
+
+impl From<StoreError> for RuleError {
+    fn from(err: StoreError) -> RuleError {
+        RuleError::Store(err)
+    }
+}
+
+impl From<redb::Error> for RuleError {
+    fn from(err: redb::Error) -> RuleError {
+        RuleError::Store(StoreError::Redb(err))
+    }
+}
+
+impl RuleError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RuleError::BadRequest(_) => ErrorKind::BadRequest,
+            RuleError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            RuleError::RoleTooLow { .. }
+            | RuleError::SuperuserOnly { .. }
+            | RuleError::BindingConflict(_) => ErrorKind::Forbidden,
+            RuleError::OrgNotFound(_) | RuleError::NotMember { .. } => ErrorKind::NotFound,
+            RuleError::OrgExists(_) => ErrorKind::AlreadyExists,
+            RuleError::AlreadyMember { .. } => ErrorKind::AlreadyMember,
+            RuleError::AlreadyInvited { .. } => ErrorKind::AlreadyInvited,
+            RuleError::LastAdmin { .. } => ErrorKind::LastAdmin,
+            RuleError::GrantAboveOwn { .. } | RuleError::TargetAboveOwn { .. } => {
+                ErrorKind::RoleAboveOwn
+            }
+            RuleError::InvalidToken | RuleError::TokenRevoked => ErrorKind::InvalidToken,
+            RuleError::TokenUsed => ErrorKind::TokenUsed,
+            RuleError::TokenExpired { .. } => ErrorKind::TokenExpired,
+            RuleError::OrgRequired { .. } => ErrorKind::OrgRequired,
+            RuleError::ShuttingDown => ErrorKind::Unavailable,
+            RuleError::Store(err) if err.is_storage_full() => ErrorKind::Unavailable,
+            RuleError::Store(_) | RuleError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            RuleError::Unauthenticated { .. } => {
+                "activate your invitation first: compartment activate <activation URL>".into()
+            }
+            RuleError::RoleTooLow { org, needed, .. } => {
+                format!("ask an admin of {org} for the {needed} role")
+            }
+            RuleError::SuperuserOnly { .. } => "run it as root".into(),
+            RuleError::OrgNotFound(_) => "compartment org list shows your organizations".into(),
+            RuleError::NotMember { .. } => "compartment user list shows the members".into(),
+            RuleError::AlreadyInvited { .. } => {
+                "pass --resend to issue a new activation URL and revoke the old one".into()
+            }
+            RuleError::LastAdmin { .. } => "grant admin to another member first".into(),
+            RuleError::GrantAboveOwn { org, role, .. } => {
+                format!("ask an admin of {org} to grant {role}")
+            }
+            RuleError::TargetAboveOwn { .. } => {
+                "only a member with at least their role can change them".into()
+            }
+            RuleError::InvalidToken => "check that the URL was copied whole".into(),
+            RuleError::TokenRevoked | RuleError::TokenUsed | RuleError::TokenExpired { .. } => {
+                "ask an admin to invite you again".into()
+            }
+            RuleError::OrgRequired { orgs } if orgs.is_empty() => {
+                "you are not a member of any organization yet".into()
+            }
+            RuleError::OrgRequired { orgs } => format!(
+                "pass --org, set COMPARTMENT_ORG, or run compartment org use <name>; yours: {}",
+                orgs.join(", ")
+            ),
+            RuleError::Store(err) if err.is_storage_full() => {
+                "free space on the daemon's state directory, then try again".into()
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleError::BadRequest(message) | RuleError::BindingConflict(message) => {
+                f.write_str(message)
+            }
+            RuleError::Unauthenticated { uid } => write!(f, "uid {uid} is not bound to an account"),
+            RuleError::RoleTooLow {
+                action,
+                org,
+                needed,
+                own,
+            } => {
+                let needed = match needed {
+                    Role::Admin => "the admin role".to_owned(),
+                    other => format!("the {other} role or above"),
+                };
+                write!(f, "{action} {org} needs {needed}; yours is {own}")
+            }
+            RuleError::SuperuserOnly { action } => {
+                write!(
+                    f,
+                    "{action} is for superusers (root or the daemon's own user)"
+                )
+            }
+            RuleError::OrgNotFound(org) => write!(f, "organization {org} not found"),
+            RuleError::NotMember { org, email } => write!(f, "{email} is not a member of {org}"),
+            RuleError::OrgExists(org) => write!(f, "organization {org} already exists"),
+            RuleError::AlreadyMember { org, email } => {
+                write!(f, "{email} is already a member of {org}")
+            }
+            RuleError::AlreadyInvited { org, email } => {
+                write!(f, "{email} is already invited to {org}")
+            }
+            RuleError::LastAdmin { org, change } => match change {
+                AdminLoss::Removal => write!(f, "cannot remove the last admin of {org}"),
+                AdminLoss::Demotion => write!(f, "cannot demote the last admin of {org}"),
+            },
+            RuleError::GrantAboveOwn { org, role, own } => write!(
+                f,
+                "you cannot grant {role}: your own role in {org}, {own}, caps what you can grant"
+            ),
+            RuleError::TargetAboveOwn { email, target, own } => write!(
+                f,
+                "you cannot change {email}, whose role {target} is above your own ({own})"
+            ),
+            RuleError::InvalidToken => f.write_str("this activation URL is not valid"),
+            RuleError::TokenRevoked => {
+                f.write_str("this activation URL has been replaced or revoked")
+            }
+            RuleError::TokenUsed => f.write_str("this activation URL has already been used"),
+            RuleError::TokenExpired { at } => {
+                write!(f, "this activation URL expired at {}", rfc3339(*at))
+            }
+            RuleError::OrgRequired { .. } => {
+                f.write_str("no organization given, and none could be chosen")
+            }
+            RuleError::ShuttingDown => {
+                f.write_str("compartmentd is shutting down; try again in a moment")
+            }
+            RuleError::Store(err) if err.is_storage_full() => {
+                f.write_str("the change was not saved: the daemon's disk is full")
+            }
+            RuleError::Store(_) | RuleError::Internal(_) => {
+                f.write_str("internal error; the daemon's log has details")
+            }
+        }
+    }
+}
+
+impl From<RuleError> for RpcError {
+    fn from(err: RuleError) -> RpcError {
+        let rpc = RpcError::new(err.kind(), err.to_string());
+        match err.hint() {
+            Some(hint) => rpc.with_hint(hint),
+            None => rpc,
+        }
+    }
+}

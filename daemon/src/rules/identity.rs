@@ -1,0 +1,174 @@
+//! Who the caller is: their account from the uid binding, the organizations they can
+//! act in, and their role there. Also `whoami`.
+
+use compartmentctl::wire::{AccountInfo, MemberStatus, OrgMembership, Role, WhoAmI};
+
+use super::{Caller, RuleError};
+use crate::store::{Millis, Reader};
+
+/// An authenticated caller: a superuser, or a uid bound to an account.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub caller: Caller,
+    /// The bound account; a superuser may have none.
+    pub email: Option<String>,
+}
+
+impl Actor {
+    /// How the actor is named in `invited_by` and the audit log.
+    pub fn label(&self) -> String {
+        self.email.clone().unwrap_or_else(|| self.caller.label())
+    }
+}
+
+/// The actor inside one organization.
+#[derive(Debug, Clone)]
+pub struct InOrg {
+    pub actor: Actor,
+    pub org: String,
+    /// Admin for a superuser; else the role of the actor's active membership.
+    pub role: Role,
+}
+
+impl InOrg {
+    /// Refuses unless the actor's role is at least `needed`.
+    pub fn require(&self, needed: Role, action: &'static str) -> Result<(), RuleError> {
+        if self.role >= needed {
+            return Ok(());
+        }
+        Err(RuleError::RoleTooLow {
+            action,
+            org: self.org.clone(),
+            needed,
+            own: self.role,
+        })
+    }
+}
+
+/// The caller as an [`Actor`]; only superusers may act without an account.
+pub fn authenticate(reader: &impl Reader, caller: Caller) -> Result<Actor, RuleError> {
+    let email = reader.bound_email(caller.uid)?;
+    if email.is_none() && !caller.superuser {
+        return Err(RuleError::Unauthenticated { uid: caller.uid });
+    }
+    Ok(Actor { caller, email })
+}
+
+/// The actor's role in `org`, or `None` when the organization does not exist or is not
+/// theirs to act in.
+fn role_in(reader: &impl Reader, actor: &Actor, org: &str) -> Result<Option<Role>, RuleError> {
+    if reader.org(org)?.is_none() {
+        return Ok(None);
+    }
+    if actor.caller.superuser {
+        return Ok(Some(Role::Admin));
+    }
+    let Some(email) = &actor.email else {
+        return Ok(None);
+    };
+    Ok(reader
+        .membership(org, email)?
+        .filter(|m| m.status == MemberStatus::Active)
+        .map(|m| m.role))
+}
+
+/// The organizations the actor can act in, by name.
+pub fn visible_orgs(reader: &impl Reader, actor: &Actor) -> Result<Vec<String>, RuleError> {
+    if actor.caller.superuser {
+        return Ok(reader.org_names()?);
+    }
+    let Some(email) = &actor.email else {
+        return Ok(Vec::new());
+    };
+    let mut orgs = Vec::new();
+    for org in reader.orgs_of(email)? {
+        if role_in(reader, actor, &org)?.is_some() {
+            orgs.push(org);
+        }
+    }
+    Ok(orgs)
+}
+
+/// The organization a request acts in (DESIGN §2): the one named, else the one chosen
+/// with `org use`, else the actor's only one.
+pub fn in_org(
+    reader: &impl Reader,
+    actor: &Actor,
+    requested: Option<&str>,
+) -> Result<InOrg, RuleError> {
+    let org = match requested {
+        Some(org) => org.to_owned(),
+        None => match current_org(reader, actor)? {
+            Some(org) => org,
+            None => {
+                return Err(RuleError::OrgRequired {
+                    orgs: visible_orgs(reader, actor)?,
+                })
+            }
+        },
+    };
+    match role_in(reader, actor, &org)? {
+        Some(role) => Ok(InOrg {
+            actor: actor.clone(),
+            org,
+            role,
+        }),
+        None => Err(RuleError::OrgNotFound(org)),
+    }
+}
+
+/// The organization used when none is named, if one can be chosen.
+pub fn current_org(reader: &impl Reader, actor: &Actor) -> Result<Option<String>, RuleError> {
+    if let Some(org) = reader.current_org(actor.caller.uid)? {
+        if role_in(reader, actor, &org)?.is_some() {
+            return Ok(Some(org));
+        }
+    }
+    let mut visible = visible_orgs(reader, actor)?;
+    Ok(match visible.len() {
+        1 => visible.pop(),
+        _ => None,
+    })
+}
+
+/// `whoami`: open to everyone, bound or not.
+pub fn whoami(reader: &impl Reader, caller: Caller, now: Millis) -> Result<WhoAmI, RuleError> {
+    let email = reader.bound_email(caller.uid)?;
+    let actor = Actor {
+        caller,
+        email: email.clone(),
+    };
+    let mut account = None;
+    let mut memberships = Vec::new();
+    if let Some(email) = &email {
+        if let Some(record) = reader.account(email)? {
+            account = Some(AccountInfo {
+                email: email.clone(),
+                status: record.status,
+            });
+        }
+        for org in reader.orgs_of(email)? {
+            if let Some(m) = reader.membership(&org, email)? {
+                memberships.push(OrgMembership {
+                    org,
+                    role: m.role,
+                    status: m.status_at(now),
+                });
+            }
+        }
+    }
+    let current_org = if caller.superuser || email.is_some() {
+        current_org(reader, &actor)?
+    } else {
+        None
+    };
+    Ok(WhoAmI {
+        uid: caller.uid,
+        gid: caller.gid,
+        pid: caller.pid,
+        superuser: caller.superuser,
+        account,
+        current_org,
+        memberships,
+    })
+}

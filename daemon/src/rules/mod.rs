@@ -1,0 +1,92 @@
+//! The rules of DESIGN §3 and §4: who may do what to whom, checked against one view of
+//! the store and applied in the same transaction.
+//!
+//! Every function takes the caller, `now` and a transaction; none reads a clock, a
+//! socket or a global. Errors are [`RuleError`], which maps one-to-one onto the wire's
+//! `data.kind`.
+//!
+//! - [`identity`]: `whoami`, and who a caller is in an organization.
+//! - [`orgs`]: `org.create`, `org.list`, `org.use`.
+//! - [`members`]: `user.list`, `user.remove`, `role.grant`.
+//! - [`invitations`]: `user.invite`, `account.activate`, and the sweeper's expiry.
+
+mod error;
+pub mod identity;
+pub mod invitations;
+pub mod members;
+pub mod orgs;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+pub use error::RuleError;
+
+/// Who is calling, from the socket's peer credentials; never from the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+    /// uid 0 or the daemon's own uid: admin power in every organization.
+    pub superuser: bool,
+}
+
+impl Caller {
+    /// How the caller is named in `invited_by` and the audit log when it has no account.
+    fn label(&self) -> String {
+        format!("uid {}", self.uid)
+    }
+}
+
+/// Daemon settings the rules need.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `https://host`, without the trailing slash; activation URLs hang off it.
+    pub public_url: String,
+    /// Lifetime of an invitation when the inviter does not give one.
+    pub invitation_ttl: Duration,
+}
+
+/// The longest an invitation may live.
+pub const MAX_INVITATION_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Validates an organization name: `^[a-z][a-z0-9-]{0,62}$`.
+pub fn valid_org_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'a'..=b'z'))
+        && name.len() <= 63
+        && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Appends what a request changed to the audit log, in the change's own transaction.
+fn audit(
+    txn: &impl crate::store::Writer,
+    actor: Option<&identity::Actor>,
+    action: &str,
+    org: &str,
+    target: Option<&str>,
+    detail: Option<String>,
+    now: crate::store::Millis,
+) -> Result<(), RuleError> {
+    txn.append_audit(&crate::store::AuditRecord {
+        at: now,
+        uid: actor.map(|a| a.caller.uid),
+        pid: actor.and_then(|a| a.caller.pid),
+        action: action.to_owned(),
+        org: Some(org.to_owned()),
+        target: target.map(str::to_owned),
+        detail,
+    })?;
+    Ok(())
+}
+
+/// Parses an e-mail from a request, as a `bad_request` when it is not one.
+fn parse_email(input: &str) -> Result<compartmentctl::email::Email, RuleError> {
+    compartmentctl::email::Email::parse(input).map_err(|err| RuleError::BadRequest(err.to_string()))
+}

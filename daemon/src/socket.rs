@@ -1,0 +1,81 @@
+//! Binding the daemon's Unix socket: mode 0666 (authorization is by peer credentials, not
+//! file mode); a stale socket file is replaced, a live daemon on it is never displaced.
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub enum BindError {
+    /// Another daemon answers on the socket.
+    InUse(PathBuf),
+    /// Something that is not a socket sits at the path.
+    NotASocket(PathBuf),
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindError::InUse(path) => write!(
+                f,
+                "another compartmentd is already listening on {}; stop it first, or pass a different --socket",
+                path.display()
+            ),
+            BindError::NotASocket(path) => write!(
+                f,
+                "{} exists and is not a socket; move it away or pass a different --socket",
+                path.display()
+            ),
+            BindError::Io { path, source } => {
+                write!(f, "cannot listen on {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// Binds `path`, creating its directory if needed.
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let io_err = |source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_socket() => {
+            return Err(BindError::NotASocket(path.to_owned()))
+        }
+        Ok(_) => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(BindError::InUse(path.to_owned()));
+            }
+            // Nobody answers: a daemon that died without cleaning up left it.
+            tracing::info!(socket = %path.display(), "replacing a stale socket");
+            std::fs::remove_file(path).map_err(io_err)?;
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(io_err(err)),
+    }
+    let listener = UnixListener::bind(path).map_err(io_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(io_err)?;
+    listener.set_nonblocking(true).map_err(io_err)?;
+    Ok(listener)
+}
+
+/// Removes the socket file on the way out, so clients see "not running" at once.
+pub fn remove(path: &Path) {
+    if let Err(err) = std::fs::remove_file(path) {
+        if err.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(socket = %path.display(), error = %err, "could not remove the socket");
+        }
+    }
+}

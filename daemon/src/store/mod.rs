@@ -1,0 +1,411 @@
+//! The redb store: its tables, the one place their indexes are kept in step, and
+//! opening a database with its schema version checked.
+//!
+//! Reads go through [`Reader`], which both read snapshots and the writer's transaction
+//! implement, so a rule sees the same view whether it only reads or also writes. Writes go
+//! through [`Writer`], implemented by `WriteTransaction` only; it is the single place that
+//! maintains the secondary indexes (`account_orgs`, `pending_by_expiry`), so they cannot
+//! drift from `memberships`.
+
+mod records;
+mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use records::*;
+pub use schema::{OpenError, CURRENT_SCHEMA_VERSION};
+
+/// The file name of the database inside the state directory.
+pub const DATABASE_FILE: &str = "compartment.redb";
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ORGS: TableDefinition<&str, &[u8]> = TableDefinition::new("orgs");
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// (org, email) → membership.
+const MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memberships");
+/// (email, org): the organizations an account belongs to.
+const ACCOUNT_ORGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("account_orgs");
+/// uid → email.
+const UID_BINDINGS: TableDefinition<u32, &str> = TableDefinition::new("uid_bindings");
+/// SHA-256(token) → token record.
+const TOKENS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tokens");
+/// (expires_at, org, email) for every membership whose invitation is pending, so the
+/// sweeper finds what is due without scanning what is not.
+const PENDING_BY_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("pending_by_expiry");
+/// uid → the organization chosen with `org use`.
+const CURRENT_ORG: TableDefinition<u32, &str> = TableDefinition::new("current_org");
+/// Sequence number → audit record.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// What went wrong below the rules.
+#[derive(Debug)]
+pub enum StoreError {
+    Redb(redb::Error),
+    /// A stored value that does not decode: the file was changed behind our back.
+    Corrupt {
+        table: &'static str,
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// True when the disk is full: the client is told to try later, not that we broke.
+    pub fn is_storage_full(&self) -> bool {
+        let StoreError::Redb(redb::Error::Io(err)) = self else {
+            return false;
+        };
+        err.raw_os_error() == Some(nix::libc::ENOSPC)
+            || err.raw_os_error() == Some(nix::libc::EDQUOT)
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Redb(err) => write!(f, "database error: {err}"),
+            StoreError::Corrupt { table, detail } => {
+                write!(f, "unreadable record in table {table}: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(err: E) -> StoreError {
+        StoreError::Redb(err.into())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Records are plain structs of strings and numbers: serializing them cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+        table,
+        detail: err.to_string(),
+    })
+}
+
+/// The database, shared by the connections (which read snapshots) and the writer.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) `<state_dir>/compartment.redb`, migrating an older schema and
+    /// refusing a newer one or a database another daemon holds.
+    pub fn open(state_dir: &Path) -> Result<Store, OpenError> {
+        let path = state_dir.join(DATABASE_FILE);
+        let db = schema::open(state_dir, &path)?;
+        Ok(Store { db, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A consistent snapshot to read from.
+    pub fn read(&self) -> Result<ReadTransaction> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// The write side; only the writer task calls it.
+    pub(crate) fn begin_write(&self) -> Result<WriteTransaction> {
+        Ok(self.db.begin_write()?)
+    }
+}
+
+/// Reads shared by snapshots and the write transaction.
+pub trait Reader {
+    fn org(&self, name: &str) -> Result<Option<OrgRecord>>;
+    /// Every organization, by name.
+    fn org_names(&self) -> Result<Vec<String>>;
+    fn account(&self, email: &str) -> Result<Option<AccountRecord>>;
+    /// The e-mail of the account bound to `uid`.
+    fn bound_email(&self, uid: u32) -> Result<Option<String>>;
+    fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>>;
+    /// Every membership of `org`, by e-mail.
+    fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>>;
+    /// The organizations `email` has a membership in (any status), by name.
+    fn orgs_of(&self, email: &str) -> Result<Vec<String>>;
+    fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
+    fn current_org(&self, uid: u32) -> Result<Option<String>>;
+    /// The earliest expiry among pending invitations.
+    fn next_expiry(&self) -> Result<Option<Millis>>;
+    /// Pending invitations whose expiry is at or before `now`, as (org, email).
+    fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>>;
+    /// Every audit record in order (for tests and, later, `audit list`).
+    fn audit(&self) -> Result<Vec<AuditRecord>>;
+}
+
+/// Implements [`Reader`] for a transaction type; both of redb's transaction types have
+/// `open_table` returning a [`ReadableTable`].
+macro_rules! impl_reader {
+    ($txn:ty) => {
+        impl Reader for $txn {
+            fn org(&self, name: &str) -> Result<Option<OrgRecord>> {
+                let table = self.open_table(ORGS)?;
+                let value = table.get(name)?;
+                value.map(|v| decode("orgs", v.value())).transpose()
+            }
+
+            fn org_names(&self) -> Result<Vec<String>> {
+                let table = self.open_table(ORGS)?;
+                let mut names = Vec::new();
+                for entry in table.iter()? {
+                    let (key, _) = entry?;
+                    names.push(key.value().to_owned());
+                }
+                Ok(names)
+            }
+
+            fn account(&self, email: &str) -> Result<Option<AccountRecord>> {
+                let table = self.open_table(ACCOUNTS)?;
+                let value = table.get(email)?;
+                value.map(|v| decode("accounts", v.value())).transpose()
+            }
+
+            fn bound_email(&self, uid: u32) -> Result<Option<String>> {
+                let table = self.open_table(UID_BINDINGS)?;
+                let value = table.get(uid)?;
+                Ok(value.map(|v| v.value().to_owned()))
+            }
+
+            fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
+                let table = self.open_table(MEMBERSHIPS)?;
+                let value = table.get((org, email))?;
+                value.map(|v| decode("memberships", v.value())).transpose()
+            }
+
+            fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>> {
+                let table = self.open_table(MEMBERSHIPS)?;
+                let mut members = Vec::new();
+                for entry in table.range((org, "")..)? {
+                    let (key, value) = entry?;
+                    let (key_org, email) = key.value();
+                    if key_org != org {
+                        break;
+                    }
+                    members.push((email.to_owned(), decode("memberships", value.value())?));
+                }
+                Ok(members)
+            }
+
+            fn orgs_of(&self, email: &str) -> Result<Vec<String>> {
+                let table = self.open_table(ACCOUNT_ORGS)?;
+                let mut orgs = Vec::new();
+                for entry in table.range((email, "")..)? {
+                    let (key, _) = entry?;
+                    let (key_email, org) = key.value();
+                    if key_email != email {
+                        break;
+                    }
+                    orgs.push(org.to_owned());
+                }
+                Ok(orgs)
+            }
+
+            fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+                let table = self.open_table(TOKENS)?;
+                let value = table.get(&hash.0)?;
+                value.map(|v| decode("tokens", v.value())).transpose()
+            }
+
+            fn current_org(&self, uid: u32) -> Result<Option<String>> {
+                let table = self.open_table(CURRENT_ORG)?;
+                let value = table.get(uid)?;
+                Ok(value.map(|v| v.value().to_owned()))
+            }
+
+            fn next_expiry(&self) -> Result<Option<Millis>> {
+                let table = self.open_table(PENDING_BY_EXPIRY)?;
+                let first = table.first()?;
+                Ok(first.map(|(key, _)| key.value().0))
+            }
+
+            fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>> {
+                let table = self.open_table(PENDING_BY_EXPIRY)?;
+                let mut due = Vec::new();
+                for entry in table.range(..=(now, "\u{10FFFF}", "\u{10FFFF}"))? {
+                    let (key, _) = entry?;
+                    let (_, org, email) = key.value();
+                    due.push((org.to_owned(), email.to_owned()));
+                }
+                Ok(due)
+            }
+
+            fn audit(&self) -> Result<Vec<AuditRecord>> {
+                let table = self.open_table(AUDIT)?;
+                let mut records = Vec::new();
+                for entry in table.iter()? {
+                    let (_, value) = entry?;
+                    records.push(decode("audit", value.value())?);
+                }
+                Ok(records)
+            }
+        }
+    };
+}
+
+impl_reader!(ReadTransaction);
+impl_reader!(WriteTransaction);
+
+/// Changes, on the writer's transaction only.
+pub trait Writer: Reader {
+    fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()>;
+    fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()>;
+    fn bind_uid(&self, uid: u32, email: &str) -> Result<()>;
+    /// Writes a membership, keeping `account_orgs` and `pending_by_expiry` in step with
+    /// it; `old` is the record it replaces.
+    fn put_membership(
+        &self,
+        org: &str,
+        email: &str,
+        new: &MembershipRecord,
+        old: Option<&MembershipRecord>,
+    ) -> Result<()>;
+    /// Deletes a membership and its index entries; `old` is the record being deleted.
+    fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()>;
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()>;
+    fn set_current_org(&self, uid: u32, org: &str) -> Result<()>;
+    fn clear_current_org(&self, uid: u32) -> Result<()>;
+    fn append_audit(&self, record: &AuditRecord) -> Result<()>;
+}
+
+/// The pending-index key of a membership, if it has one.
+fn pending_key(record: &MembershipRecord) -> Option<Millis> {
+    match (record.status, record.expires_at) {
+        (compartmentctl::wire::MemberStatus::Invited, Some(expires_at)) => Some(expires_at),
+        _ => None,
+    }
+}
+
+impl Writer for WriteTransaction {
+    fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
+        self.open_table(ORGS)?
+            .insert(name, encode(org).as_slice())?;
+        Ok(())
+    }
+
+    fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
+        self.open_table(ACCOUNTS)?
+            .insert(email, encode(account).as_slice())?;
+        Ok(())
+    }
+
+    fn bind_uid(&self, uid: u32, email: &str) -> Result<()> {
+        self.open_table(UID_BINDINGS)?.insert(uid, email)?;
+        Ok(())
+    }
+
+    fn put_membership(
+        &self,
+        org: &str,
+        email: &str,
+        new: &MembershipRecord,
+        old: Option<&MembershipRecord>,
+    ) -> Result<()> {
+        self.open_table(MEMBERSHIPS)?
+            .insert((org, email), encode(new).as_slice())?;
+        if old.is_none() {
+            self.open_table(ACCOUNT_ORGS)?.insert((email, org), ())?;
+        }
+        let (old_key, new_key) = (old.and_then(pending_key), pending_key(new));
+        if old_key != new_key {
+            let mut pending = self.open_table(PENDING_BY_EXPIRY)?;
+            if let Some(expires_at) = old_key {
+                pending.remove((expires_at, org, email))?;
+            }
+            if let Some(expires_at) = new_key {
+                pending.insert((expires_at, org, email), ())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
+        self.open_table(MEMBERSHIPS)?.remove((org, email))?;
+        self.open_table(ACCOUNT_ORGS)?.remove((email, org))?;
+        if let Some(expires_at) = pending_key(old) {
+            self.open_table(PENDING_BY_EXPIRY)?
+                .remove((expires_at, org, email))?;
+        }
+        Ok(())
+    }
+
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
+        self.open_table(TOKENS)?
+            .insert(&hash.0, encode(token).as_slice())?;
+        Ok(())
+    }
+
+    fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
+        self.open_table(CURRENT_ORG)?.insert(uid, org)?;
+        Ok(())
+    }
+
+    fn clear_current_org(&self, uid: u32) -> Result<()> {
+        self.open_table(CURRENT_ORG)?.remove(uid)?;
+        Ok(())
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        let mut table = self.open_table(AUDIT)?;
+        let next = match table.last()? {
+            Some((key, _)) => key.value() + 1,
+            None => 1,
+        };
+        table.insert(next, encode(record).as_slice())?;
+        Ok(())
+    }
+}
+
+/// Creates every table, so that read snapshots can open them all.
+pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(META)?;
+    txn.open_table(ORGS)?;
+    txn.open_table(ACCOUNTS)?;
+    txn.open_table(MEMBERSHIPS)?;
+    txn.open_table(ACCOUNT_ORGS)?;
+    txn.open_table(UID_BINDINGS)?;
+    txn.open_table(TOKENS)?;
+    txn.open_table(PENDING_BY_EXPIRY)?;
+    txn.open_table(CURRENT_ORG)?;
+    txn.open_table(AUDIT)?;
+    Ok(())
+}
+
+/// Checks that the secondary indexes agree with `memberships` (tests and, later,
+/// `compartmentd check`).
+pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for org in reader.org_names()? {
+        for (email, membership) in reader.members(&org)? {
+            if !reader.orgs_of(&email)?.contains(&org) {
+                problems.push(format!("account_orgs lacks ({email}, {org})"));
+            }
+            if let Some(expires_at) = pending_key(&membership) {
+                let due = reader.due_invitations(expires_at)?;
+                if !due.contains(&(org.clone(), email.clone())) {
+                    problems.push(format!("pending_by_expiry lacks ({org}, {email})"));
+                }
+            }
+        }
+    }
+    Ok(problems)
+}

@@ -1,0 +1,237 @@
+//! Opening the database file: a clear refusal when another daemon holds it, when it is
+//! damaged or when a newer daemon wrote it; migrations when an older one did.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, TableError, WriteTransaction};
+
+use super::{create_tables, StoreError, META};
+
+/// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
+pub const CURRENT_SCHEMA_VERSION: u64 = 1;
+const VERSION_KEY: &str = "schema_version";
+
+/// A step from version `n` to `n + 1`, at index `n - 1`.
+type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
+
+/// Version 1 is the first schema: nothing to migrate yet.
+const MIGRATIONS: &[Migration] = &[];
+
+/// Why the daemon cannot use the database file. Each message says what is wrong and
+/// what to do; none of these paths writes to the file.
+#[derive(Debug)]
+pub enum OpenError {
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    InUse {
+        path: PathBuf,
+    },
+    Damaged {
+        path: PathBuf,
+        detail: String,
+    },
+    TooNew {
+        path: PathBuf,
+        found: u64,
+    },
+    Store {
+        path: PathBuf,
+        source: StoreError,
+    },
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::StateDir { path, source } => write!(
+                f,
+                "cannot use state directory {}: {source}; create it or pass --state-dir",
+                path.display()
+            ),
+            OpenError::InUse { path } => write!(
+                f,
+                "the database {} is in use by another compartmentd; only one daemon may use a state directory (stop the other one, or pass a different --state-dir)",
+                path.display()
+            ),
+            OpenError::Damaged { path, detail } => write!(
+                f,
+                "the database {} is damaged or is not a compartmentd database ({detail}); it was left untouched: restore it from a backup, or move it aside to start empty",
+                path.display()
+            ),
+            OpenError::TooNew { path, found } => write!(
+                f,
+                "the database {} has schema version {found}, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; it was left untouched: run a newer compartmentd",
+                path.display()
+            ),
+            OpenError::Store { path, source } => {
+                write!(f, "cannot open the database {}: {source}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for OpenError {}
+
+pub(super) fn open(state_dir: &Path, path: &Path) -> Result<Database, OpenError> {
+    std::fs::create_dir_all(state_dir).map_err(|source| OpenError::StateDir {
+        path: state_dir.to_owned(),
+        source,
+    })?;
+    let db = Database::create(path).map_err(|err| match err {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
+            path: path.to_owned(),
+        },
+        redb::DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Store {
+            path: path.to_owned(),
+            source: StoreError::Redb(redb::Error::Io(source)),
+        },
+        other => OpenError::Damaged {
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    })?;
+    let store_err = |source: StoreError| OpenError::Store {
+        path: path.to_owned(),
+        source,
+    };
+    let found = stored_version(&db).map_err(store_err)?;
+    if let Some(found) = found {
+        if found > CURRENT_SCHEMA_VERSION {
+            return Err(OpenError::TooNew {
+                path: path.to_owned(),
+                found,
+            });
+        }
+    }
+    migrate(&db, found, MIGRATIONS).map_err(store_err)?;
+    Ok(db)
+}
+
+/// The schema version in the file, `None` for a new, empty database.
+fn stored_version(db: &Database) -> Result<Option<u64>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(META) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let version = table.get(VERSION_KEY)?.map(|v| v.value());
+    Ok(version)
+}
+
+/// Brings a database from `found` (`None`: brand new) to the current version, in one
+/// transaction so that a crash mid-way leaves the old version intact.
+fn migrate(db: &Database, found: Option<u64>, migrations: &[Migration]) -> Result<(), StoreError> {
+    let target = migrations.len() as u64 + 1;
+    if found == Some(target) {
+        return Ok(());
+    }
+    let txn = db.begin_write()?;
+    if let Some(from) = found {
+        for step in migrations.iter().skip(from.saturating_sub(1) as usize) {
+            step(&txn)?;
+        }
+    }
+    create_tables(&txn)?;
+    txn.open_table(META)?.insert(VERSION_KEY, target)?;
+    txn.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn set_version(path: &Path, version: u64) {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(VERSION_KEY, version)
+            .unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_new_database_gets_the_current_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let db = open(dir.path(), &path).unwrap();
+        assert_eq!(stored_version(&db).unwrap(), Some(CURRENT_SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        set_version(&path, CURRENT_SCHEMA_VERSION + 1);
+        let before = std::fs::read(&path).unwrap();
+        let err = open(dir.path(), &path).unwrap_err();
+        assert!(
+            matches!(err, OpenError::TooNew { found, .. } if found == CURRENT_SCHEMA_VERSION + 1)
+        );
+        assert!(
+            err.to_string().contains("run a newer compartmentd"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn migrations_run_in_order_from_the_stored_version() {
+        const TRACE: redb::TableDefinition<u64, ()> = redb::TableDefinition::new("trace");
+        fn step2(txn: &WriteTransaction) -> Result<(), StoreError> {
+            txn.open_table(TRACE)?.insert(2, ())?;
+            Ok(())
+        }
+        fn step3(txn: &WriteTransaction) -> Result<(), StoreError> {
+            txn.open_table(TRACE)?.insert(3, ())?;
+            Ok(())
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        set_version(&path, 2);
+        let db = Database::create(&path).unwrap();
+        // From version 2 only the step 2 → 3 runs (index 1); step 1 → 2 is skipped.
+        migrate(&db, Some(2), &[step2, step3]).unwrap();
+        assert_eq!(stored_version(&db).unwrap(), Some(3));
+        let txn = db.begin_read().unwrap();
+        let steps: Vec<u64> = txn
+            .open_table(TRACE)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().0.value())
+            .collect();
+        assert_eq!(steps, vec![3]);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        std::fs::write(
+            &path,
+            b"this is not a redb file, it is a note to self".repeat(200),
+        )
+        .unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let err = open(dir.path(), &path).unwrap_err();
+        assert!(matches!(err, OpenError::Damaged { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_second_open_is_refused_as_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let _first = open(dir.path(), &path).unwrap();
+        let err = open(dir.path(), &path).unwrap_err();
+        assert!(matches!(err, OpenError::InUse { .. }), "{err}");
+    }
+}
