@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, TableError, WriteTransaction};
+use redb::{Database, ReadOnlyDatabase, ReadableDatabase, TableError, WriteTransaction};
 
 use super::{create_tables, StoreError, META};
 
@@ -80,38 +80,67 @@ pub(super) fn open(state_dir: &Path, path: &Path) -> Result<Database, OpenError>
         path: state_dir.to_owned(),
         source,
     })?;
-    let db = Database::create(path).map_err(|err| match err {
-        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
-            path: path.to_owned(),
-        },
-        redb::DatabaseError::Storage(redb::StorageError::Io(source)) => OpenError::Store {
-            path: path.to_owned(),
-            source: StoreError::Redb(redb::Error::Io(source)),
-        },
-        other => OpenError::Damaged {
-            path: path.to_owned(),
-            detail: other.to_string(),
-        },
-    })?;
     let store_err = |source: StoreError| OpenError::Store {
         path: path.to_owned(),
         source,
     };
-    let found = stored_version(&db).map_err(store_err)?;
-    if let Some(found) = found {
-        if found > CURRENT_SCHEMA_VERSION {
-            return Err(OpenError::TooNew {
-                path: path.to_owned(),
-                found,
-            });
+    // Look before writing: a database that is damaged or from a newer daemon is refused
+    // through a read-only handle, so nothing is written to it, not even a header flag.
+    let existing = std::fs::metadata(path)
+        .map(|m| m.len() > 0)
+        .unwrap_or(false);
+    if existing {
+        match ReadOnlyDatabase::open(path) {
+            Ok(db) => {
+                check_version(path, stored_version(&db).map_err(store_err)?)?;
+                drop(db);
+            }
+            // Left unclean by a crash: the read-write open below repairs it, as redb does
+            // after every unclean stop; the version is checked after that.
+            Err(redb::DatabaseError::RepairAborted) => {}
+            Err(err) => return Err(open_error(path, err)),
         }
     }
+    let db = Database::create(path).map_err(|err| open_error(path, err))?;
+    let found = stored_version(&db).map_err(store_err)?;
+    check_version(path, found)?;
     migrate(&db, found, MIGRATIONS).map_err(store_err)?;
     Ok(db)
 }
 
+fn check_version(path: &Path, found: Option<u64>) -> Result<(), OpenError> {
+    match found {
+        Some(found) if found > CURRENT_SCHEMA_VERSION => Err(OpenError::TooNew {
+            path: path.to_owned(),
+            found,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn open_error(path: &Path, err: redb::DatabaseError) -> OpenError {
+    match err {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
+            path: path.to_owned(),
+        },
+        // redb reports a file that is not a database as invalid data.
+        redb::DatabaseError::Storage(redb::StorageError::Io(source))
+            if source.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            OpenError::Store {
+                path: path.to_owned(),
+                source: StoreError::Redb(redb::Error::Io(source)),
+            }
+        }
+        other => OpenError::Damaged {
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    }
+}
+
 /// The schema version in the file, `None` for a new, empty database.
-fn stored_version(db: &Database) -> Result<Option<u64>, StoreError> {
+fn stored_version(db: &impl ReadableDatabase) -> Result<Option<u64>, StoreError> {
     let txn = db.begin_read()?;
     let table = match txn.open_table(META) {
         Ok(table) => table,
@@ -146,6 +175,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use redb::ReadableTable;
 
     fn set_version(path: &Path, version: u64) {
         let db = Database::create(path).unwrap();
