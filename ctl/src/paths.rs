@@ -16,13 +16,32 @@ fn system_mode() -> bool {
     nix::unistd::geteuid().is_root() || std::env::var_os("INVOCATION_ID").is_some()
 }
 
-/// The runtime directory for a non-root user: `$XDG_RUNTIME_DIR/compartment`, else a
-/// per-uid directory under `/tmp`.
+/// The runtime directory for a non-root user: `$XDG_RUNTIME_DIR/compartment`, else the
+/// user's state directory. Never a shared directory such as `/tmp`, where another user
+/// could put a socket of their own first.
 pub fn user_runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("compartment"),
-        None => PathBuf::from(format!("/tmp/compartment-{}", nix::unistd::geteuid())),
+        None => user_state_dir(),
     }
+}
+
+/// `$XDG_STATE_HOME/compartment`, else `~/.local/state/compartment`.
+fn user_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir).join("compartment");
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|user| user.dir)
+        })
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/state/compartment")
 }
 
 /// The socket the daemon binds by default.
@@ -45,13 +64,7 @@ pub fn default_state_dir() -> PathBuf {
     if system_mode() {
         return PathBuf::from(SYSTEM_STATE_DIR);
     }
-    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        Some(dir) => PathBuf::from(dir).join("compartment"),
-        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            Some(home) => PathBuf::from(home).join(".local/state/compartment"),
-            None => PathBuf::from(format!("/tmp/compartment-{}/state", nix::unistd::geteuid())),
-        },
-    }
+    user_state_dir()
 }
 
 /// The socket the client talks to when neither `--socket` nor `COMPARTMENT_SOCKET` is

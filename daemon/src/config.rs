@@ -23,12 +23,13 @@ pub enum LogFormat {
 #[command(name = "compartmentd", version)]
 pub struct Config {
     /// The Unix socket to listen on [default: /run/compartment/compartmentd.sock as root
-    /// or under systemd, else $XDG_RUNTIME_DIR/compartment/compartmentd.sock]
+    /// or under systemd, else $XDG_RUNTIME_DIR/compartment/compartmentd.sock, else
+    /// ~/.local/state/compartment/compartmentd.sock]
     #[arg(long, env = "COMPARTMENT_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
     /// Where the database lives [default: /var/lib/compartment as root or under systemd,
-    /// else $XDG_STATE_HOME/compartment]
+    /// else $XDG_STATE_HOME/compartment, else ~/.local/state/compartment]
     #[arg(long, env = "COMPARTMENT_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 

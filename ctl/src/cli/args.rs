@@ -38,7 +38,7 @@ pub struct Cli {
 #[command(next_help_heading = "Global options")]
 pub struct GlobalOptions {
     /// The daemon's socket [default: /run/compartment/compartmentd.sock when it exists,
-    /// else $XDG_RUNTIME_DIR/compartment/compartmentd.sock]
+    /// else $XDG_RUNTIME_DIR/compartment/compartmentd.sock, else ~/.local/state/compartment/compartmentd.sock]
     #[arg(long, global = true, env = "COMPARTMENT_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
