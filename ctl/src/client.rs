@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use crate::wire::{Request, RequestEnvelope, Response, RpcError, MAX_LINE};
+use crate::wire::{Request, RequestEnvelope, Response, RpcError, MAX_RESPONSE_LINE};
 
 /// Why a call did not produce a result.
 #[derive(Debug)]
@@ -89,7 +89,7 @@ impl Client {
     fn read_response(&mut self) -> Result<Response, ClientError> {
         let mut line = Vec::new();
         let read = (&mut self.reader)
-            .take(MAX_LINE as u64 + 1)
+            .take(MAX_RESPONSE_LINE as u64 + 1)
             .read_until(b'\n', &mut line)
             .map_err(ClientError::Io)?;
         if read == 0 {

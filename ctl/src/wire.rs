@@ -11,8 +11,11 @@ use serde_json::Value;
 
 /// The only protocol version spoken.
 pub const JSONRPC: &str = "2.0";
-/// The longest request or response line, newline excluded.
+/// The longest request line, newline excluded.
 pub const MAX_LINE: usize = 64 * 1024;
+/// The longest response line a client accepts: responses such as a large `user list`
+/// outgrow the request limit.
+pub const MAX_RESPONSE_LINE: usize = 16 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------
 // Roles and statuses

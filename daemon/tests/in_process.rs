@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
-    ActivateParams, ErrorKind, MemberList, MemberStatus, OrgCreateParams, OrgCreated,
-    OrgParams, Request,
+    ActivateParams, ErrorKind, MemberList, MemberStatus, OrgCreateParams, OrgCreated, OrgParams,
+    Request,
 };
 use compartmentctl::{Client, ClientError};
 use compartmentd::clock::{Clock, FakeClock, SystemClock};
@@ -55,7 +55,13 @@ fn start(clock: Arc<dyn Clock>, ttl: Duration, sweep_interval: Duration) -> Runn
             .await
         })
     });
-    Running { socket, store, stop_tx: Some(stop_tx), done, _dir: dir }
+    Running {
+        socket,
+        store,
+        stop_tx: Some(stop_tx),
+        done,
+        _dir: dir,
+    }
 }
 
 impl Running {
@@ -82,7 +88,9 @@ fn create_acme(client: &mut Client) -> OrgCreated {
 
 fn list_acme(client: &mut Client) -> MemberList {
     client
-        .call(&Request::UserList(OrgParams { org: Some("acme".into()) }))
+        .call(&Request::UserList(OrgParams {
+            org: Some("acme".into()),
+        }))
         .unwrap()
 }
 
@@ -91,10 +99,17 @@ fn expiry_follows_the_daemons_clock_before_any_sweep() {
     const T0: u64 = 1_777_636_800_000; // 2026-05-01T12:00:00Z
     let clock = Arc::new(FakeClock::new(T0));
     // The sweeper sleeps at most an hour of real time: it will not run during this test.
-    let daemon = start(clock.clone(), Duration::from_secs(7 * 86_400), Duration::from_secs(3600));
+    let daemon = start(
+        clock.clone(),
+        Duration::from_secs(7 * 86_400),
+        Duration::from_secs(3600),
+    );
     let mut client = daemon.client();
     let created = create_acme(&mut client);
-    assert_eq!(created.admin.expires_at.as_deref(), Some("2026-05-08T12:00:00Z"));
+    assert_eq!(
+        created.admin.expires_at.as_deref(),
+        Some("2026-05-08T12:00:00Z")
+    );
     let url = created.admin.activation_url.unwrap();
 
     clock.advance(Duration::from_secs(7 * 86_400));
@@ -106,26 +121,48 @@ fn expiry_follows_the_daemons_clock_before_any_sweep() {
         panic!("activation of an expired token succeeded");
     };
     assert_eq!(err.kind(), ErrorKind::TokenExpired);
-    assert_eq!(err.message, "this activation URL expired at 2026-05-08T12:00:00Z");
+    assert_eq!(
+        err.message,
+        "this activation URL expired at 2026-05-08T12:00:00Z"
+    );
     // The store still holds it as invited: the refusal came from the rule, not the sweeper.
-    let stored = daemon.store.read().unwrap().membership("acme", "admin@example.com").unwrap().unwrap();
+    let stored = daemon
+        .store
+        .read()
+        .unwrap()
+        .membership("acme", "admin@example.com")
+        .unwrap()
+        .unwrap();
     assert_eq!(stored.status, MemberStatus::Invited);
     daemon.stop();
 }
 
 #[test]
 fn the_sweeper_wakes_at_the_earliest_expiry_not_its_interval() {
-    let daemon = start(Arc::new(SystemClock), Duration::from_millis(300), Duration::from_secs(3600));
+    let daemon = start(
+        Arc::new(SystemClock),
+        Duration::from_millis(300),
+        Duration::from_secs(3600),
+    );
     let mut client = daemon.client();
     create_acme(&mut client);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let stored = daemon.store.read().unwrap().membership("acme", "admin@example.com").unwrap().unwrap();
+        let stored = daemon
+            .store
+            .read()
+            .unwrap()
+            .membership("acme", "admin@example.com")
+            .unwrap()
+            .unwrap();
         if stored.status == MemberStatus::Expired {
             assert_eq!(stored.token_hash, None, "the sweeper deletes the token");
             break;
         }
-        assert!(Instant::now() < deadline, "not swept 5 s after a 300 ms expiry");
+        assert!(
+            Instant::now() < deadline,
+            "not swept 5 s after a 300 ms expiry"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let audit = daemon.store.read().unwrap().audit().unwrap();
@@ -135,13 +172,20 @@ fn the_sweeper_wakes_at_the_earliest_expiry_not_its_interval() {
 
 #[test]
 fn shutdown_answers_nothing_new_and_returns_promptly() {
-    let daemon = start(Arc::new(SystemClock), Duration::from_secs(60), Duration::from_secs(3600));
+    let daemon = start(
+        Arc::new(SystemClock),
+        Duration::from_secs(60),
+        Duration::from_secs(3600),
+    );
     let mut idle = daemon.client();
     let _: serde_json::Value = idle.call(&Request::Ping).unwrap();
     let socket = daemon.socket.clone();
     let took = daemon.stop();
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     // The idle connection was closed rather than left hanging.
-    assert!(matches!(idle.call::<serde_json::Value>(&Request::Ping), Err(ClientError::Io(_))));
+    assert!(matches!(
+        idle.call::<serde_json::Value>(&Request::Ping),
+        Err(ClientError::Io(_))
+    ));
     assert!(Client::connect(&socket).is_err());
 }
