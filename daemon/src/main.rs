@@ -39,13 +39,22 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let state_dir = config.state_dir();
     let socket_path = config.socket();
     let store = Store::open(&state_dir)?;
-    let listener = tokio::net::UnixListener::from_std(socket::bind(&socket_path)?)?;
+    // Under socket activation the socket unit owns the path: nothing to bind or remove.
+    let (listener, bound_path) = match socket::inherited()? {
+        Some(listener) => (listener, None),
+        None => (socket::bind(&socket_path)?, Some(socket_path.clone())),
+    };
+    let listening_on = match &bound_path {
+        Some(path) => path.display().to_string(),
+        None => "the socket systemd passed".to_owned(),
+    };
+    let listener = tokio::net::UnixListener::from_std(listener)?;
     let policy = Policy {
         public_url: config.public_url(),
         invitation_ttl: config.invitation_ttl,
     };
     tracing::info!(
-        socket = %socket_path.display(),
+        socket = %listening_on,
         database = %store.path().display(),
         public_url = %policy.public_url,
         "compartmentd listening"
@@ -57,9 +66,24 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         daemon_uid: nix::unistd::geteuid().as_raw(),
         sweep_interval: config.sweep_interval,
     };
-    let result = server::run(listener, daemon, shutdown_signal()).await;
-    socket::remove(&socket_path);
+    // Requests that arrive from here on wait in the listen queue until the accept loop runs.
+    notify(sd_notify::NotifyState::Ready);
+    let result = server::run(listener, daemon, async {
+        shutdown_signal().await;
+        notify(sd_notify::NotifyState::Stopping);
+    })
+    .await;
+    if let Some(path) = bound_path {
+        socket::remove(&path);
+    }
     Ok(result?)
+}
+
+/// Tells systemd (when `NOTIFY_SOCKET` is set) where the daemon is in its life.
+fn notify(state: sd_notify::NotifyState<'_>) {
+    if let Err(err) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %err, "cannot notify the service manager");
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,8 +1,10 @@
-//! Binding the daemon's Unix socket: mode 0666 (authorization is by peer credentials, not
-//! file mode); a stale socket file is replaced, a live daemon on it is never displaced.
+//! The daemon's listening socket: inherited from systemd (socket activation), or bound
+//! here with mode 0666 (authorization is by peer credentials, not file mode); a stale
+//! socket file is replaced, a live daemon on it is never displaced.
 
 use std::fmt;
 use std::io;
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,8 @@ pub enum BindError {
         path: PathBuf,
         source: io::Error,
     },
+    /// systemd passed sockets we cannot use.
+    Activation(String),
 }
 
 impl fmt::Display for BindError {
@@ -35,11 +39,39 @@ impl fmt::Display for BindError {
             BindError::Io { path, source } => {
                 write!(f, "cannot listen on {}: {source}", path.display())
             }
+            BindError::Activation(detail) => write!(f, "socket activation: {detail}"),
         }
     }
 }
 
 impl std::error::Error for BindError {}
+
+/// The listening socket systemd passed (`LISTEN_FDS`/`LISTEN_PID`), if any. The daemon
+/// then binds and unlinks nothing: the socket unit owns the path.
+pub fn inherited() -> Result<Option<UnixListener>, BindError> {
+    let mut fds = sd_notify::listen_fds().map_err(|err| BindError::Activation(err.to_string()))?;
+    let fd = match (fds.next(), fds.len()) {
+        (None, _) => return Ok(None),
+        (Some(fd), 0) => fd,
+        (Some(_), more) => {
+            return Err(BindError::Activation(format!(
+                "expected one socket, got {}; the socket unit should have one ListenStream=",
+                more + 1
+            )))
+        }
+    };
+    // SAFETY: the service manager handed this descriptor to this process (LISTEN_PID is
+    // ours), and nothing else in the process owns it.
+    let listener = unsafe { UnixListener::from_raw_fd(fd) };
+    let activation_err = |err: io::Error| {
+        BindError::Activation(format!(
+            "descriptor {fd} is not a listening Unix socket: {err}"
+        ))
+    };
+    listener.local_addr().map_err(activation_err)?;
+    listener.set_nonblocking(true).map_err(activation_err)?;
+    Ok(Some(listener))
+}
 
 /// Binds `path`, creating its directory if needed.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
