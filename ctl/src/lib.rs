@@ -8,9 +8,12 @@
 //! - [`email`]: the one definition of a valid e-mail address.
 //! - [`client`]: a blocking [`Client`] that speaks one request per line over the Unix socket.
 //! - [`paths`]: where the daemon's socket lives when nobody says otherwise.
+//! - [`args`]: the CLI's grammar (clap), here so that packaging can render man pages and
+//!   completions from it.
 //!
 //! The `compartmentctl` binary (`src/main.rs` and `src/cli/`) is built on these.
 
+pub mod args;
 pub mod client;
 pub mod email;
 pub mod paths;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use compartmentctl::wire::{ErrorKind, RpcError};
 use compartmentctl::ClientError;
 
-use super::args::OutputFormat;
+use compartmentctl::args::OutputFormat;
 
 /// The exit codes of DESIGN §7; scripts branch on them, so they never change meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,6 @@
 //! - [`output`]: the sentences, tables and JSON a successful call prints.
 //! - [`exit`]: exit codes and the error report on stderr.
 
-mod args;
 mod exit;
 mod output;
 
@@ -25,7 +24,7 @@ use compartmentctl::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use args::{Cli, Command, OrgCommand, OutputFormat, RoleCommand, UserCommand};
+use compartmentctl::args::{Cli, Command, OrgCommand, OutputFormat, RoleCommand, UserCommand};
 use exit::{Exit, Failure};
 
 /// The whole program, minus turning the exit code into a process status.

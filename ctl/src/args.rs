@@ -3,10 +3,10 @@
 use std::ffi::OsStr;
 use std::path::PathBuf;
 
+use crate::wire::Role;
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
-use compartmentctl::wire::Role;
 
 /// Manage who may do what on a Compartment host: organizations, members, roles and
 /// invitations, through the local compartmentd daemon.
