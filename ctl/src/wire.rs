@@ -257,6 +257,23 @@ impl Request {
         }
     }
 
+    /// The organization the request names, if it names one.
+    pub fn org(&self) -> Option<&str> {
+        match self {
+            Request::OrgCreate(p) => Some(&p.name),
+            Request::OrgUse(p) => Some(&p.name),
+            Request::UserInvite(p) => p.org.as_deref(),
+            Request::UserList(p) => p.org.as_deref(),
+            Request::UserRemove(p) => p.org.as_deref(),
+            Request::RoleGrant(p) => p.org.as_deref(),
+            Request::Ping
+            | Request::Whoami
+            | Request::OrgList
+            | Request::RoleList
+            | Request::AccountActivate(_) => None,
+        }
+    }
+
     /// Builds the request for `method` from its params, with a `bad_request` or
     /// `unknown_method` error a client can act on.
     pub fn parse(method: &str, params: Option<Value>) -> Result<Request, RpcError> {

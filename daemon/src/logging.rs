@@ -23,7 +23,11 @@ pub fn init(format: LogFormat) -> Option<String> {
     if want_journal {
         match tracing_journald::layer() {
             Ok(layer) => {
-                let layer = layer.with_syslog_identifier("compartmentd".into());
+                // Fields go in as named (UID, PID, METHOD, ORG, OUTCOME), not F_-prefixed,
+                // so `journalctl -u compartmentd METHOD=user.remove` reads naturally.
+                let layer = layer
+                    .with_syslog_identifier("compartmentd".into())
+                    .with_field_prefix(None);
                 if registry.with(layer).try_init().is_ok() {
                     return None;
                 }

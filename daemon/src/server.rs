@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compartmentctl::wire::{decode_request, Response, RpcError, MAX_LINE};
+use compartmentctl::wire::{decode_request, ErrorKind, Response, RpcError, MAX_LINE};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -149,8 +149,8 @@ async fn serve_lines(stream: UnixStream, ctx: &Context, caller: Caller, stop: Ca
     }
 }
 
-/// Decodes, authorizes and serves one line. Logs the method and outcome, never params
-/// (they may hold a token).
+/// Decodes, authorizes and serves one line. Logs the method, organization and outcome,
+/// never params (they may hold a token).
 async fn answer(ctx: &Context, caller: Caller, line: &[u8]) -> Response {
     let started = Instant::now();
     let (id, request) = decode_request(line);
@@ -162,22 +162,32 @@ async fn answer(ctx: &Context, caller: Caller, line: &[u8]) -> Response {
         }
     };
     let method = request.method();
-    match dispatch(ctx, caller, request).await {
+    let requested_org = request.org().map(str::to_owned);
+    let result = dispatch(ctx, caller, request).await;
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    match result {
         Ok(result) => {
+            // The organization acted in, as resolved by the rules when the caller named none.
+            let org = result
+                .get("org")
+                .and_then(Value::as_str)
+                .or(requested_org.as_deref());
             tracing::info!(
                 method,
+                org = org.unwrap_or("-"),
                 outcome = "ok",
-                micros = started.elapsed().as_micros() as u64,
+                micros,
                 "request"
             );
             Response::ok(id, result)
         }
         Err(err) => {
             let kind = err.kind();
-            if matches!(kind, compartmentctl::wire::ErrorKind::Internal) {
+            if kind == ErrorKind::Internal {
                 tracing::error!(method, error = ?err, "request failed");
             }
-            tracing::info!(method, outcome = %kind, micros = started.elapsed().as_micros() as u64, "request");
+            let org = requested_org.as_deref().unwrap_or("-");
+            tracing::info!(method, org, outcome = %kind, micros, "request");
             Response::err(id, err.into())
         }
     }

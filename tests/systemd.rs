@@ -1,0 +1,390 @@
+//! The daemon as systemd runs it: unit files that verify cleanly, socket activation,
+//! `READY=1`/`STOPPING=1` notifications, and logs to the journal (or stderr without one).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use compartment_e2e::{binary, ctl_command, is_root, say_loudly};
+use compartmentctl::wire::{Pong, Request};
+use compartmentctl::Client;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn repo_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn tool_exists(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A temp dir other uids can traverse, as the daemon's home for one test.
+fn temp_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    dir
+}
+
+/// Pings until the daemon answers, or panics after [`WAIT`].
+fn wait_for_ping(socket: &Path) -> Instant {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(mut client) = Client::connect(socket) {
+            if client.call::<Pong>(&Request::Ping).is_ok() {
+                return Instant::now();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer on {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the daemon ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
+
+#[test]
+fn both_units_verify_without_a_word() {
+    if !tool_exists("systemd-analyze") {
+        say_loudly("SKIPPED: both_units_verify_without_a_word needs systemd-analyze");
+        return;
+    }
+    // systemd-analyze checks that ExecStart exists: point it at the built daemon. The man
+    // pages it would also look for are checked after the package is installed (.ci/package).
+    let dir = temp_dir();
+    let service = std::fs::read_to_string(repo_file("systemd/compartmentd.service")).unwrap();
+    let daemon = binary("compartmentd");
+    let service = service.replace("/usr/sbin/compartmentd", daemon.to_str().unwrap());
+    std::fs::write(dir.path().join("compartmentd.service"), service).unwrap();
+    std::fs::copy(
+        repo_file("systemd/compartmentd.socket"),
+        dir.path().join("compartmentd.socket"),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .args([
+            "verify",
+            "--man=no",
+            "compartmentd.socket",
+            "compartmentd.service",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.is_empty(),
+        "systemd-analyze verify said:\n{said}"
+    );
+}
+
+#[test]
+fn the_service_unit_asks_for_what_the_daemon_needs() {
+    let service = std::fs::read_to_string(repo_file("systemd/compartmentd.service")).unwrap();
+    let socket = std::fs::read_to_string(repo_file("systemd/compartmentd.socket")).unwrap();
+    for line in [
+        "Type=notify",
+        "StateDirectory=compartment",
+        "RuntimeDirectory=compartment",
+        "RuntimeDirectoryPreserve=yes",
+        "EnvironmentFile=-/etc/default/compartmentd",
+        "Restart=on-failure",
+        "RestrictAddressFamilies=AF_UNIX",
+        "SystemCallFilter=@system-service",
+    ] {
+        assert!(
+            service.lines().any(|l| l == line),
+            "the service lacks {line}"
+        );
+    }
+    // Peer credentials are the identity: a user namespace would map every caller to nobody.
+    assert!(!service.contains("PrivateUsers=yes"));
+    for line in [
+        "ListenStream=/run/compartment/compartmentd.sock",
+        "SocketMode=0666",
+    ] {
+        assert!(socket.lines().any(|l| l == line), "the socket lacks {line}");
+    }
+}
+
+#[test]
+fn socket_activation_serves_the_inherited_socket_and_binds_nothing() {
+    if !tool_exists("systemd-socket-activate") {
+        say_loudly("SKIPPED: socket activation test needs systemd-socket-activate");
+        return;
+    }
+    let dir = temp_dir();
+    let socket = dir.path().join("activated.sock");
+    let unused = dir.path().join("never-bound.sock");
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(binary("compartmentd"))
+        .arg("--socket")
+        .arg(&unused)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first connection starts the daemon, which then serves it on the inherited socket.
+    wait_for_ping(&socket);
+    let out = ctl_command(
+        &socket,
+        0,
+        &["org", "create", "acme", "--admin", "a@example.com"],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !unused.exists(),
+        "the daemon bound its own socket despite LISTEN_FDS"
+    );
+    assert!(stop(&mut child).success());
+    // The socket belongs to whoever passed it: the daemon does not unlink it.
+    assert!(
+        socket.exists(),
+        "the daemon removed the inherited socket's path"
+    );
+    let log = stderr_of(&mut child);
+    assert!(log.contains("socket=the socket systemd passed"), "{log}");
+}
+
+#[test]
+fn it_tells_systemd_when_it_is_ready_and_when_it_stops() {
+    let dir = temp_dir();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let socket = dir.path().join("d.sock");
+    let receiver = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("READY=1 within 10 s");
+        let first = (
+            String::from_utf8_lossy(&buf[..n]).into_owned(),
+            Instant::now(),
+        );
+        let n = notify.recv(&mut buf).expect("STOPPING=1 after SIGTERM");
+        (first, String::from_utf8_lossy(&buf[..n]).into_owned())
+    });
+    let mut child = Command::new(binary("compartmentd"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let first_answer = wait_for_ping(&socket);
+    assert!(stop(&mut child).success());
+    let ((ready, ready_at), stopping) = receiver.join().unwrap();
+    assert_eq!(ready, "READY=1\n");
+    assert!(
+        ready_at <= first_answer,
+        "a request was answered before READY=1"
+    );
+    assert_eq!(stopping, "STOPPING=1\n");
+}
+
+/// Starts the daemon in a private mount namespace whose /run/systemd/journal/socket is
+/// `journal`, a datagram socket the test reads: journald as the daemon sees it.
+fn spawn_with_fake_journal(dir: &Path, journal: &Path, extra_env: &[(&str, &str)]) -> Child {
+    let script = r#"set -e
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal
+touch /run/systemd/journal/socket
+mount --bind "$FAKE_JOURNAL" /run/systemd/journal/socket
+exec "$@""#;
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(binary("compartmentd"))
+        .arg("--socket")
+        .arg(dir.join("d.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .env("FAKE_JOURNAL", journal)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (key, value) in extra_env {
+        command.env(key, value);
+    }
+    command.spawn().unwrap()
+}
+
+/// Journal export records (`NAME=value` lines, or `NAME\n<u64 le length><value>\n`) as
+/// (name, value) pairs.
+fn journal_fields(mut datagram: &[u8]) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    while let Some(end) = datagram.iter().position(|&b| b == b'\n' || b == b'=') {
+        let name = String::from_utf8_lossy(&datagram[..end]).into_owned();
+        if datagram[end] == b'=' {
+            let rest = &datagram[end + 1..];
+            let stop = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            fields.push((name, String::from_utf8_lossy(&rest[..stop]).into_owned()));
+            datagram = rest.get(stop + 1..).unwrap_or_default();
+        } else {
+            let rest = &datagram[end + 1..];
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            fields.push((
+                name,
+                String::from_utf8_lossy(&rest[8..8 + len]).into_owned(),
+            ));
+            datagram = rest.get(8 + len + 1..).unwrap_or_default();
+        }
+    }
+    fields
+}
+
+#[test]
+fn under_systemd_it_logs_structured_records_to_the_journal() {
+    if !is_root() || !tool_exists("unshare") {
+        say_loudly("SKIPPED: the journald test needs root (and unshare) to fake /run/systemd/journal/socket");
+        return;
+    }
+    for (case, env) in [
+        ("JOURNAL_STREAM set", vec![("JOURNAL_STREAM", "8:12345")]),
+        (
+            "--log-format journald",
+            vec![("COMPARTMENT_LOG_FORMAT", "journald")],
+        ),
+    ] {
+        let dir = temp_dir();
+        let journal_path = dir.path().join("journal.sock");
+        let journal = UnixDatagram::bind(&journal_path).unwrap();
+        journal
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut child = spawn_with_fake_journal(dir.path(), &journal_path, &env);
+        wait_for_ping(&dir.path().join("d.sock"));
+        assert!(stop(&mut child).success());
+
+        let mut records = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = journal.recv(&mut buf) {
+            if n > 0 {
+                records.push(journal_fields(&buf[..n]));
+            }
+        }
+        let field = |record: &Vec<(String, String)>, name: &str| {
+            record
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert!(!records.is_empty(), "{case}: nothing reached the journal");
+        assert!(
+            records
+                .iter()
+                .all(|r| field(r, "SYSLOG_IDENTIFIER").as_deref() == Some("compartmentd")),
+            "{case}: {records:?}"
+        );
+        let ping = records
+            .iter()
+            .find(|r| field(r, "METHOD").as_deref() == Some("ping"))
+            .unwrap_or_else(|| panic!("{case}: no request record: {records:?}"));
+        assert_eq!(field(ping, "OUTCOME").as_deref(), Some("ok"), "{case}");
+        assert_eq!(field(ping, "UID").as_deref(), Some("0"), "{case}");
+        assert!(field(ping, "PID").is_some(), "{case}: {ping:?}");
+        assert_eq!(field(ping, "ORG").as_deref(), Some("-"), "{case}");
+        // Nothing went to stderr but what the journal could not take.
+        let stderr = stderr_of(&mut child);
+        assert!(
+            !stderr.contains("compartmentd listening"),
+            "{case}: logged to stderr too:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn without_a_journal_it_logs_to_stderr_and_keeps_running() {
+    for env in [vec![], vec![("JOURNAL_STREAM", "8:12345")]] {
+        let dir = temp_dir();
+        let socket = dir.path().join("d.sock");
+        let mut command = Command::new(binary("compartmentd"));
+        command
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, value) in &env {
+            command.env(key, value);
+        }
+        // Where a journal does run, only the plain case says something about this machine.
+        let journal_present = Path::new("/run/systemd/journal/socket").exists();
+        let mut child = command.spawn().unwrap();
+        wait_for_ping(&socket);
+        assert!(stop(&mut child).success());
+        let stderr = stderr_of(&mut child);
+        if env.is_empty() || !journal_present {
+            assert!(
+                stderr.contains("compartmentd listening"),
+                "{env:?}: {stderr}"
+            );
+            assert!(stderr.contains("method=\"ping\""), "{env:?}: {stderr}");
+        }
+        if !env.is_empty() && !journal_present {
+            assert!(
+                stderr.contains("the journal is unreachable"),
+                "a missing journal should be reported, not fatal: {stderr}"
+            );
+        }
+    }
+}
