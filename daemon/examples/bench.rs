@@ -15,6 +15,7 @@ use compartmentctl::wire::{
 };
 use compartmentctl::Client;
 use compartmentd::clock::SystemClock;
+use compartmentd::limits::Limits;
 use compartmentd::rules::Policy;
 use compartmentd::server::{self, Daemon};
 use compartmentd::store::Store;
@@ -37,6 +38,7 @@ fn main() {
         },
         daemon_uid: nix::unistd::geteuid().as_raw(),
         sweep_interval: Duration::from_secs(60),
+        limits: Limits::default(),
     };
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()

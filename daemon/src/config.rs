@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::limits::Limits;
 use crate::rules::MAX_INVITATION_TTL;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,12 +48,42 @@ pub struct Config {
           default_value = "1min", value_parser = parse_positive)]
     pub sweep_interval: Duration,
 
+    /// Connections served at once, from everyone together; more are answered `busy`
+    #[arg(long, env = "COMPARTMENT_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Connections served at once from one Unix user; more are answered `busy`
+    #[arg(long, env = "COMPARTMENT_MAX_CONNECTIONS_PER_UID", value_name = "N", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_uid: u32,
+
+    /// How long a request line may take to arrive once it has begun; a slower one closes
+    /// the connection
+    #[arg(long, env = "COMPARTMENT_LINE_TIMEOUT", value_name = "DURATION",
+          default_value = "5s", value_parser = parse_positive)]
+    pub line_timeout: Duration,
+
+    /// How long a connection may stay without a request before it is closed
+    #[arg(long, env = "COMPARTMENT_IDLE_TIMEOUT", value_name = "DURATION",
+          default_value = "5min", value_parser = parse_positive)]
+    pub idle_timeout: Duration,
+
     /// Where logs go
     #[arg(long, env = "COMPARTMENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 }
 
 impl Config {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections as usize,
+            max_connections_per_uid: self.max_connections_per_uid as usize,
+            line_timeout: self.line_timeout,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.socket
             .clone()

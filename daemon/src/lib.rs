@@ -3,8 +3,10 @@
 //! # Layout
 //!
 //! - [`config`]: the command line, each flag also an environment variable.
-//! - [`server`]: the accept loop and one task per connection: peer credentials first,
-//!   then JSON lines in, answers out in order; graceful shutdown.
+//! - [`server`]: the accept loop: peer credentials first, caps on connections, graceful
+//!   shutdown.
+//! - [`connection`]: one connection: JSON lines in, answers out in order, timeouts.
+//! - [`limits`]: connection caps and timeouts.
 //! - [`dispatch`]: a parsed request to the rule that serves it, read or write.
 //! - [`rules`]: who may do what to whom (DESIGN §3, §4), on a store transaction.
 //! - [`store`]: redb tables, their indexes, the schema version.
@@ -16,7 +18,9 @@
 
 pub mod clock;
 pub mod config;
+pub mod connection;
 pub mod dispatch;
+pub mod limits;
 pub mod logging;
 pub mod rules;
 pub mod server;

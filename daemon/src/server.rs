@@ -1,26 +1,22 @@
-//! The accept loop and one task per connection. Identity comes first: the peer
-//! credentials are read before any request, and a connection without them is dropped.
-//! Then JSON lines in, answers out, in order. Shutdown stops accepting, lets each
-//! connection finish the request it is serving, then stops the sweeper and the writer.
+//! The accept loop. Identity comes first: the peer credentials are read as a connection is
+//! accepted, and a connection without them is dropped; one over the caps is answered
+//! `busy`. Shutdown stops accepting, lets each connection finish the request it is
+//! serving, then stops the sweeper and the writer.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use compartmentctl::wire::{decode_request, ErrorKind, Response, RpcError, MAX_LINE};
-use futures_util::StreamExt;
-use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument;
 
 use crate::clock::Clock;
-use crate::dispatch::{dispatch, Context};
-use crate::rules::{Caller, Policy};
+use crate::connection;
+use crate::dispatch::Context;
+use crate::limits::{Limits, Slots};
+use crate::rules::Policy;
 use crate::store::Store;
 use crate::sweeper::Sweeper;
 use crate::writer::Writer;
@@ -34,6 +30,7 @@ pub struct Daemon {
     pub daemon_uid: u32,
     /// The longest the sweeper sleeps.
     pub sweep_interval: Duration,
+    pub limits: Limits,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops gracefully: no new
@@ -53,6 +50,7 @@ pub async fn run(
         daemon_uid: daemon.daemon_uid,
         sweeper_wake: sweeper_wake.clone(),
     });
+    let slots = Slots::new(daemon.limits);
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(
@@ -71,9 +69,7 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tasks.spawn(serve_connection(stream, ctx.clone(), stop.clone()));
-                }
+                Ok((stream, _)) => admit(stream, &ctx, &slots, &tasks, &stop),
                 Err(err) => {
                     // Out of file descriptors, most likely: wait rather than spin.
                     tracing::warn!(error = %err, "accept failed");
@@ -100,7 +96,14 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, stop: CancellationToken) {
+/// Gives an accepted connection its task, or tells it why it cannot have one.
+fn admit(
+    stream: UnixStream,
+    ctx: &Arc<Context>,
+    slots: &Arc<Slots>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) {
     let cred = match stream.peer_cred() {
         Ok(cred) => cred,
         Err(err) => {
@@ -109,95 +112,25 @@ async fn serve_connection(stream: UnixStream, ctx: Arc<Context>, stop: Cancellat
         }
     };
     let caller = ctx.caller(cred.uid(), cred.gid(), cred.pid());
-    let span = tracing::info_span!("conn", uid = caller.uid, pid = caller.pid);
-    serve_lines(stream, &ctx, caller, stop)
-        .instrument(span)
-        .await;
-}
-
-async fn serve_lines(stream: UnixStream, ctx: &Context, caller: Caller, stop: CancellationToken) {
-    let (read_half, mut write_half) = stream.into_split();
-    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), MAX_LINE);
-    let mut lines = FramedRead::new(read_half, codec);
-    loop {
-        let frame = tokio::select! {
-            frame = lines.next() => frame,
-            () = stop.cancelled() => break,
-        };
-        let response = match frame {
-            None => break,
-            Some(Ok(line)) => {
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                answer(ctx, caller, &line).await
-            }
-            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
-                tracing::warn!(limit = MAX_LINE, "request line too long; closing");
-                let response = Response::err(Value::Null, RpcError::frame_too_long());
-                let _ = send(&mut write_half, &response).await;
-                break;
-            }
-            Some(Err(AnyDelimiterCodecError::Io(err))) => {
-                tracing::debug!(error = %err, "connection read failed");
-                break;
-            }
-        };
-        if send(&mut write_half, &response).await.is_err() {
-            break;
+    match slots.take(caller.uid) {
+        Ok(slot) => {
+            let limits = slots.limits();
+            tasks.spawn(connection::serve(
+                stream,
+                ctx.clone(),
+                caller,
+                slot,
+                limits,
+                stop.clone(),
+            ));
         }
-    }
-}
-
-/// Decodes, authorizes and serves one line. Logs the method, organization and outcome,
-/// never params (they may hold a token).
-async fn answer(ctx: &Context, caller: Caller, line: &[u8]) -> Response {
-    let started = Instant::now();
-    let (id, request) = decode_request(line);
-    let request = match request {
-        Ok(request) => request,
-        Err(error) => {
-            tracing::info!(outcome = %error.kind(), "undecodable request");
-            return Response::err(id, error);
-        }
-    };
-    let method = request.method();
-    let requested_org = request.org().map(str::to_owned);
-    let result = dispatch(ctx, caller, request).await;
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    match result {
-        Ok(result) => {
-            // The organization acted in, as resolved by the rules when the caller named none.
-            let org = result
-                .get("org")
-                .and_then(Value::as_str)
-                .or(requested_org.as_deref());
-            tracing::info!(
-                method,
-                org = org.unwrap_or("-"),
-                outcome = "ok",
-                micros,
-                "request"
+        Err(busy) => {
+            tracing::warn!(
+                uid = caller.uid,
+                pid = caller.pid,
+                "refusing a connection: {busy}"
             );
-            Response::ok(id, result)
-        }
-        Err(err) => {
-            let kind = err.kind();
-            if kind == ErrorKind::Internal {
-                tracing::error!(method, error = ?err, "request failed");
-            }
-            let org = requested_org.as_deref().unwrap_or("-");
-            tracing::info!(method, org, outcome = %kind, micros, "request");
-            Response::err(id, err.into())
+            tasks.spawn(connection::refuse(stream, busy));
         }
     }
-}
-
-async fn send(
-    write_half: &mut tokio::net::unix::OwnedWriteHalf,
-    response: &Response,
-) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    write_half.write_all(&line).await
 }

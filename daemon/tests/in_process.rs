@@ -13,6 +13,7 @@ use compartmentctl::wire::{
 };
 use compartmentctl::{Client, ClientError};
 use compartmentd::clock::{Clock, FakeClock, SystemClock};
+use compartmentd::limits::Limits;
 use compartmentd::rules::Policy;
 use compartmentd::server::{self, Daemon};
 use compartmentd::store::{Reader, Store};
@@ -41,6 +42,7 @@ fn start(clock: Arc<dyn Clock>, ttl: Duration, sweep_interval: Duration) -> Runn
         },
         daemon_uid: nix::unistd::geteuid().as_raw(),
         sweep_interval,
+        limits: Limits::default(),
     };
     let done = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,158 @@
+//! Hostile clients meet the daemon's limits: connection caps answered `busy` (and another
+//! uid still served), slow-loris lines and idle connections closed on time, and memory
+//! that stays flat however long a line is.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use compartment_e2e::{skip_unless_root, Daemon, DaemonOptions, RawConn};
+
+const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+
+/// Connects and expects the connection to be refused with `busy` and closed.
+fn assert_busy(daemon: &Daemon, message: &str) {
+    let mut conn = RawConn::connect(&daemon.socket());
+    let reply = conn.read_json();
+    assert_eq!(reply["error"]["data"]["kind"], "busy", "{reply}");
+    assert_eq!(reply["error"]["message"], message, "{reply}");
+    assert!(conn.is_closed());
+}
+
+fn answers_ping(conn: &mut RawConn) -> bool {
+    conn.call(PING)["result"]["version"].is_string()
+}
+
+#[test]
+fn one_uid_over_its_cap_is_told_busy_and_others_are_still_served() {
+    if skip_unless_root("one_uid_over_its_cap_is_told_busy_and_others_are_still_served") {
+        return;
+    }
+    let daemon = Daemon::start(DaemonOptions::new().args(&["--max-connections-per-uid", "8"]));
+    let mut held: Vec<RawConn> = (0..8).map(|_| RawConn::connect(&daemon.socket())).collect();
+    for conn in &mut held {
+        assert!(answers_ping(conn));
+    }
+    assert_busy(&daemon, "uid 0 already holds 8 connections, the most one user may");
+    // Another uid is served while root is at its cap.
+    let out = daemon.ctl(61070, &["ping"]);
+    out.assert_success();
+    // A slot comes back when a connection closes.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conn = RawConn::connect(&daemon.socket());
+        let reply = conn.call(PING);
+        if reply["result"].is_object() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the closed connection's slot never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_total_cap_holds_across_uids() {
+    let daemon = Daemon::start(DaemonOptions::new().args(&["--max-connections", "5"]));
+    let mut held: Vec<RawConn> = (0..5).map(|_| RawConn::connect(&daemon.socket())).collect();
+    for conn in &mut held {
+        assert!(answers_ping(conn));
+    }
+    assert_busy(&daemon, "compartmentd is serving its maximum of 5 connections");
+}
+
+#[test]
+fn a_line_trickled_byte_by_byte_is_cut_off_on_time() {
+    let daemon = Daemon::start(DaemonOptions::new().args(&["--line-timeout", "1s"]));
+    let mut stream = UnixStream::connect(daemon.socket()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    let closed_after = loop {
+        // One byte every 50 ms: the line would take far longer than the timeout.
+        if stream.write_all(&PING.as_bytes()[sent % PING.len()..][..1]).is_err() {
+            break started.elapsed();
+        }
+        sent += 1;
+        let mut buf = [0u8; 64];
+        match stream.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(n) => panic!("unexpected answer: {}", String::from_utf8_lossy(&buf[..n])),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => break started.elapsed(),
+            Err(_) => {}
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "still open after 5 s");
+    };
+    println!("trickled {sent} bytes; closed after {closed_after:?}");
+    assert!(closed_after >= Duration::from_secs(1), "closed too early: {closed_after:?}");
+    assert!(closed_after < Duration::from_millis(1800), "closed late: {closed_after:?}");
+    // A client that finishes its line promptly is unaffected.
+    let mut conn = RawConn::connect(&daemon.socket());
+    assert!(answers_ping(&mut conn));
+}
+
+#[test]
+fn idle_connections_close_and_busy_ones_stay() {
+    let daemon = Daemon::start(DaemonOptions::new().args(&["--idle-timeout", "1s"]));
+    let mut idle = RawConn::connect(&daemon.socket());
+    let mut busy = RawConn::connect(&daemon.socket());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2000) {
+        assert!(answers_ping(&mut busy), "an active connection was closed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(idle.is_closed(), "the idle connection is still open after 2 s");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_hundred_mebibytes_without_a_newline_leave_memory_flat() {
+    let daemon = Daemon::start_default();
+    let pid = daemon.pid().unwrap();
+    let before = rss_kib(pid);
+    let chunk = vec![b'x'; 64 * 1024];
+    let target: usize = 100 * 1024 * 1024;
+    let (mut total, mut connections, mut peak) = (0usize, 0, before);
+    // Several senders at once, each writing until the daemon cuts it off, until 100 MiB
+    // have gone out in all.
+    while total < target {
+        let mut streams: Vec<UnixStream> =
+            (0..8).map(|_| UnixStream::connect(daemon.socket()).unwrap()).collect();
+        connections += streams.len();
+        for stream in &mut streams {
+            stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+            while total < target {
+                match stream.write(&chunk) {
+                    Ok(n) => total += n,
+                    Err(_) => break,
+                }
+            }
+            peak = peak.max(rss_kib(pid));
+        }
+        for mut stream in streams {
+            let mut reply = String::new();
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = stream.read_to_string(&mut reply);
+            if !reply.is_empty() {
+                assert!(reply.contains("\"frame_too_long\""), "{reply}");
+            }
+        }
+    }
+    let after = rss_kib(pid);
+    println!(
+        "sent {} MiB over {connections} connections; daemon RSS {before} KiB before, peak {peak} KiB, {after} KiB after",
+        total / (1024 * 1024)
+    );
+    assert!(peak < before + 16 * 1024, "RSS grew from {before} KiB to {peak} KiB");
+    // Still serving.
+    let mut conn = RawConn::connect(&daemon.socket());
+    assert!(answers_ping(&mut conn));
+}
