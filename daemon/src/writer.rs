@@ -74,17 +74,23 @@ fn apply<T>(
     now: Millis,
     change: impl FnOnce(&WriteTransaction, Millis) -> Result<T, RuleError>,
 ) -> Result<T, RuleError> {
-    let txn = store.begin_write()?;
-    match change(&txn, now) {
-        Ok(value) => {
-            txn.commit().map_err(StoreError::from)?;
-            Ok(value)
-        }
-        Err(err) => {
-            if let Err(abort) = txn.abort() {
-                tracing::error!(error = %abort, "rolling back a refused change failed");
+    let result = (|| {
+        let txn = store.begin_write()?;
+        match change(&txn, now) {
+            Ok(value) => {
+                txn.commit().map_err(StoreError::from)?;
+                Ok(value)
             }
-            Err(err)
+            Err(err) => {
+                if let Err(abort) = txn.abort() {
+                    tracing::error!(error = %abort, "rolling back a refused change failed");
+                }
+                Err(err)
+            }
         }
+    })();
+    if let Err(RuleError::Store(err)) = &result {
+        store.note_failure(err);
     }
+    result
 }

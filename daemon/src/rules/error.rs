@@ -113,6 +113,7 @@ impl RuleError {
             RuleError::OrgRequired { .. } => ErrorKind::OrgRequired,
             RuleError::ShuttingDown => ErrorKind::Unavailable,
             RuleError::Store(err) if err.is_storage_full() => ErrorKind::Unavailable,
+            RuleError::Store(StoreError::Reopening) => ErrorKind::Unavailable,
             RuleError::Store(_) | RuleError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -219,6 +220,9 @@ impl fmt::Display for RuleError {
             }
             RuleError::Store(err) if err.is_storage_full() => {
                 f.write_str("the change was not saved: the daemon's disk is full")
+            }
+            RuleError::Store(StoreError::Reopening) => {
+                f.write_str("the database is being reopened after a failed write; try again")
             }
             RuleError::Store(_) | RuleError::Internal(_) => {
                 f.write_str("internal error; the daemon's log has details")

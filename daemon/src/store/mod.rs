@@ -12,6 +12,8 @@ mod schema;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
@@ -54,16 +56,33 @@ pub enum StoreError {
         table: &'static str,
         detail: String,
     },
+    /// A write failed for want of space, and there is still too little to resume writing.
+    DiskFull,
+    /// The database is being reopened after a write failed; try again.
+    Reopening,
 }
 
 impl StoreError {
-    /// True when the disk is full: the client is told to try later, not that we broke.
+    /// True when the disk is full: the client is told to free space and retry, not that
+    /// the daemon broke.
     pub fn is_storage_full(&self) -> bool {
-        let StoreError::Redb(redb::Error::Io(err)) = self else {
-            return false;
-        };
-        err.raw_os_error() == Some(nix::libc::ENOSPC)
-            || err.raw_os_error() == Some(nix::libc::EDQUOT)
+        match self {
+            StoreError::DiskFull => true,
+            StoreError::Redb(redb::Error::Io(err)) => {
+                err.raw_os_error() == Some(nix::libc::ENOSPC)
+                    || err.raw_os_error() == Some(nix::libc::EDQUOT)
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the error leaves redb's handle unusable for writes until it is reopened:
+    /// redb latches the first I/O error and answers `PreviousIo` from then on.
+    fn breaks_the_handle(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Redb(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
     }
 }
 
@@ -74,6 +93,8 @@ impl fmt::Display for StoreError {
             StoreError::Corrupt { table, detail } => {
                 write!(f, "unreadable record in table {table}: {detail}")
             }
+            StoreError::DiskFull => f.write_str("no space left for the database"),
+            StoreError::Reopening => f.write_str("the database is being reopened"),
         }
     }
 }
@@ -100,10 +121,20 @@ fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
     })
 }
 
+/// Free space the state directory needs before writes resume after running out.
+const SPACE_TO_RESUME: u64 = 1024 * 1024;
+
 /// The database, shared by the connections (which read snapshots) and the writer.
+///
+/// redb latches the first I/O error of a handle (a full disk, say) and refuses writes from
+/// then on, while reads of committed data keep working. So the writer marks the handle
+/// broken, and before its next change, once there is space again, reopens the file (redb
+/// repairs it on open); reads use the old handle until that moment.
 pub struct Store {
-    db: Database,
+    db: RwLock<Option<Arc<Database>>>,
+    broken: AtomicBool,
     path: PathBuf,
+    state_dir: PathBuf,
 }
 
 impl Store {
@@ -112,21 +143,70 @@ impl Store {
     pub fn open(state_dir: &Path) -> Result<Store, OpenError> {
         let path = state_dir.join(DATABASE_FILE);
         let db = schema::open(state_dir, &path)?;
-        Ok(Store { db, path })
+        Ok(Store {
+            db: RwLock::new(Some(Arc::new(db))),
+            broken: AtomicBool::new(false),
+            path,
+            state_dir: state_dir.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// A consistent snapshot to read from.
-    pub fn read(&self) -> Result<ReadTransaction> {
-        Ok(self.db.begin_read()?)
+    fn handle(&self) -> Result<Arc<Database>> {
+        let slot = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        slot.clone().ok_or(StoreError::Reopening)
     }
 
-    /// The write side; only the writer task calls it.
+    /// A consistent snapshot to read from.
+    pub fn read(&self) -> Result<ReadTransaction> {
+        Ok(self.handle()?.begin_read()?)
+    }
+
+    /// The write side; only the writer task calls it. Reopens a broken handle first.
     pub(crate) fn begin_write(&self) -> Result<WriteTransaction> {
-        Ok(self.db.begin_write()?)
+        if self.broken.load(Ordering::Acquire) {
+            self.reopen()?;
+        }
+        Ok(self.handle()?.begin_write()?)
+    }
+
+    /// Called by the writer with every store error a change met.
+    pub(crate) fn note_failure(&self, err: &StoreError) {
+        if err.breaks_the_handle() {
+            tracing::warn!(error = %err, "a database write failed; reopening before the next change");
+            self.broken.store(true, Ordering::Release);
+        }
+    }
+
+    fn reopen(&self) -> Result<()> {
+        let free = nix::sys::statvfs::statvfs(&self.state_dir)
+            .map(|s| u64::from(s.blocks_available()) * s.fragment_size())
+            .unwrap_or(0);
+        if free < SPACE_TO_RESUME {
+            return Err(StoreError::DiskFull);
+        }
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        // The file lock goes when the last reader of the old handle finishes.
+        slot.take();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let db = loop {
+            match Database::create(&self.path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
+        *slot = Some(Arc::new(db));
+        self.broken.store(false, Ordering::Release);
+        tracing::info!(database = %self.path.display(), "database reopened; writes resume");
+        Ok(())
     }
 }
 

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadOnlyDatabase, ReadableDatabase, TableError, WriteTransaction};
+use redb::{
+    Builder, Database, ReadOnlyDatabase, ReadableDatabase, TableError, WriteTransaction,
+};
 
 use super::{create_tables, StoreError, META};
 
@@ -90,18 +92,31 @@ pub(super) fn open(state_dir: &Path, path: &Path) -> Result<Database, OpenError>
         .map(|m| m.len() > 0)
         .unwrap_or(false);
     if existing {
-        match ReadOnlyDatabase::open(path) {
-            Ok(db) => {
-                check_version(path, stored_version(&db).map_err(store_err)?)?;
-                drop(db);
-            }
+        // redb trusts a cleanly closed file on a plain open and may panic on damage it then
+        // meets; a panic here means the same as a damaged file.
+        let probe = std::panic::catch_unwind(|| {
+            ReadOnlyDatabase::open(path).map(|db| stored_version(&db))
+        });
+        match probe {
+            Ok(Ok(version)) => check_version(path, version.map_err(store_err)?)?,
             // Left unclean by a crash: the read-write open below repairs it, as redb does
             // after every unclean stop; the version is checked after that.
-            Err(redb::DatabaseError::RepairAborted) => {}
-            Err(err) => return Err(open_error(path, err)),
+            Ok(Err(redb::DatabaseError::RepairAborted)) => {}
+            Ok(Err(err)) => return Err(open_error(path, err)),
+            Err(_) => {
+                return Err(OpenError::Damaged {
+                    path: path.to_owned(),
+                    detail: "reading it failed".into(),
+                })
+            }
         }
     }
-    let db = Database::create(path).map_err(|err| open_error(path, err))?;
+    // Every page's checksum is verified on open: damage made outside redb is refused here
+    // rather than met later by a request.
+    let db = Builder::new()
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|err| open_error(path, err))?;
     let found = stored_version(&db).map_err(store_err)?;
     check_version(path, found)?;
     migrate(&db, found, MIGRATIONS).map_err(store_err)?;
@@ -254,6 +269,45 @@ mod tests {
         let err = open(dir.path(), &path).unwrap_err();
         assert!(matches!(err, OpenError::Damaged { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), before);
+    }
+
+    #[test]
+    fn a_damaged_database_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        {
+            let db = open(dir.path(), &path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                for i in 0..2000u64 {
+                    meta.insert(format!("filler-{i}").as_str(), i).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        // A stripe of garbage in every 4 KiB page after the header hits pages in use.
+        for page in (4096..bytes.len()).step_by(4096) {
+            bytes[page + 100..page + 164].copy_from_slice(&[0xA5; 64]);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let err = open(dir.path(), &path).unwrap_err();
+        assert!(matches!(err, OpenError::Damaged { .. }), "{err}");
+        assert!(err.to_string().contains("it was left untouched"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the damaged file was modified");
+    }
+
+    #[test]
+    fn a_truncated_database_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        drop(open(dir.path(), &path).unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let err = open(dir.path(), &path).unwrap_err();
+        assert!(matches!(err, OpenError::Damaged { .. }), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), &bytes[..bytes.len() / 2]);
     }
 
     #[test]
