@@ -81,20 +81,28 @@ fn stop(mut child: Child) {
 fn members(socket: &Path) -> Vec<String> {
     let list: MemberList = Client::connect(socket)
         .unwrap()
-        .call(&Request::UserList(OrgParams { org: Some("acme".into()) }))
+        .call(&Request::UserList(OrgParams {
+            org: Some("acme".into()),
+        }))
         .unwrap();
     list.members.into_iter().map(|m| m.email).collect()
 }
 
 fn invite(socket: &Path, email: &str) -> std::process::Output {
-    ctl_command(socket, 0, &["--org", "acme", "user", "invite", email, "--role", "viewer"])
-        .output()
-        .unwrap()
+    ctl_command(
+        socket,
+        0,
+        &["--org", "acme", "user", "invite", email, "--role", "viewer"],
+    )
+    .output()
+    .unwrap()
 }
 
 #[test]
 fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
-    if skip_unless_root("a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers (mounts a tmpfs)") {
+    if skip_unless_root(
+        "a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers (mounts a tmpfs)",
+    ) {
         return;
     }
     let Some(disk) = SmallDisk::new("4m") else {
@@ -102,9 +110,13 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
     };
     let socket = disk._dir.path().join("d.sock");
     let daemon = start_daemon(&socket, &disk.mount);
-    let out = ctl_command(&socket, 0, &["org", "create", "acme", "--admin", "admin@example.com"])
-        .output()
-        .unwrap();
+    let out = ctl_command(
+        &socket,
+        0,
+        &["org", "create", "acme", "--admin", "admin@example.com"],
+    )
+    .output()
+    .unwrap();
     assert!(out.status.success(), "{out:?}");
     let mut acknowledged = vec!["admin@example.com".to_owned()];
     for i in 0..10 {
@@ -131,7 +143,10 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
              hint: free space on the daemon's state directory, then try again\n"
         );
     }
-    assert!(refused >= 15, "only {refused} of 20 writes were refused on a full disk");
+    assert!(
+        refused >= 15,
+        "only {refused} of 20 writes were refused on a full disk"
+    );
     // Reads keep working, and show everything acknowledged.
     let mut listed = members(&socket);
     listed.sort();
@@ -140,7 +155,10 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
 
     std::fs::remove_file(filler).unwrap();
     let out = invite(&socket, "after@example.com");
-    assert!(out.status.success(), "writes did not resume once space was freed: {out:?}");
+    assert!(
+        out.status.success(),
+        "writes did not resume once space was freed: {out:?}"
+    );
     acknowledged.push("after@example.com".into());
 
     stop(daemon);
@@ -156,11 +174,25 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
 fn a_used_database() -> Daemon {
     let mut daemon = Daemon::start_default();
     daemon
-        .ctl(0, &["org", "create", "acme", "--admin", "admin@example.com"])
+        .ctl(
+            0,
+            &["org", "create", "acme", "--admin", "admin@example.com"],
+        )
         .assert_success();
     for i in 0..20 {
         daemon
-            .ctl(0, &["--org", "acme", "user", "invite", &format!("u{i}@example.com"), "--role", "viewer"])
+            .ctl(
+                0,
+                &[
+                    "--org",
+                    "acme",
+                    "user",
+                    "invite",
+                    &format!("u{i}@example.com"),
+                    "--role",
+                    "viewer",
+                ],
+            )
             .assert_success();
     }
     daemon.stop();
@@ -176,9 +208,16 @@ fn assert_refused(daemon: &Daemon, expected: &[&str]) {
         .expect("the daemon kept running on a bad database");
     assert_eq!(out.code, 1, "{out:?}");
     for words in expected {
-        assert!(out.stderr.contains(words), "stderr lacks {words:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(words),
+            "stderr lacks {words:?}: {}",
+            out.stderr
+        );
     }
-    assert!(std::fs::read(daemon.db_path()).unwrap() == before, "the daemon modified the bad database");
+    assert!(
+        std::fs::read(daemon.db_path()).unwrap() == before,
+        "the daemon modified the bad database"
+    );
 }
 
 #[test]
@@ -186,7 +225,14 @@ fn a_truncated_database_is_refused_and_left_untouched() {
     let daemon = a_used_database();
     let bytes = std::fs::read(daemon.db_path()).unwrap();
     std::fs::write(daemon.db_path(), &bytes[..bytes.len() / 2]).unwrap();
-    assert_refused(&daemon, &["is damaged", "it was left untouched", "restore it from a backup"]);
+    assert_refused(
+        &daemon,
+        &[
+            "is damaged",
+            "it was left untouched",
+            "restore it from a backup",
+        ],
+    );
 }
 
 #[test]
@@ -197,7 +243,14 @@ fn a_damaged_database_is_refused_and_left_untouched() {
         bytes[page + 100..page + 164].copy_from_slice(&[0x5A; 64]);
     }
     std::fs::write(daemon.db_path(), &bytes).unwrap();
-    assert_refused(&daemon, &["is damaged", "it was left untouched", "restore it from a backup"]);
+    assert_refused(
+        &daemon,
+        &[
+            "is damaged",
+            "it was left untouched",
+            "restore it from a backup",
+        ],
+    );
 }
 
 #[test]
@@ -207,8 +260,18 @@ fn a_database_from_a_newer_schema_is_refused_and_left_untouched() {
         const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
         let db = redb::Database::create(daemon.db_path()).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(META).unwrap().insert("schema_version", 99).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert("schema_version", 99)
+            .unwrap();
         txn.commit().unwrap();
     }
-    assert_refused(&daemon, &["schema version 99", "newer than the 1", "run a newer compartmentd"]);
+    assert_refused(
+        &daemon,
+        &[
+            "schema version 99",
+            "newer than the 1",
+            "run a newer compartmentd",
+        ],
+    );
 }

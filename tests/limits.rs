@@ -25,17 +25,39 @@ fn answers_ping(conn: &mut RawConn) -> bool {
     conn.call(PING)["result"]["version"].is_string()
 }
 
+/// Opens `n` connections that each answer a ping. The daemon gives a slot back when it
+/// sees a client's close, a moment after the client closed (the harness's own readiness
+/// ping, say), so a refused set is dropped and tried again.
+fn hold(daemon: &Daemon, n: usize) -> Vec<RawConn> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut conns: Vec<RawConn> = (0..n).map(|_| RawConn::connect(&daemon.socket())).collect();
+        let all_served = conns.iter_mut().all(|conn| {
+            let mut line = PING.as_bytes().to_vec();
+            line.push(b'\n');
+            conn.try_send(&line).is_ok()
+                && matches!(conn.try_read_line(), Ok(Some(reply)) if reply.contains("\"result\""))
+        });
+        if all_served {
+            return conns;
+        }
+        assert!(Instant::now() < deadline, "could not hold {n} connections");
+        drop(conns);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn one_uid_over_its_cap_is_told_busy_and_others_are_still_served() {
     if skip_unless_root("one_uid_over_its_cap_is_told_busy_and_others_are_still_served") {
         return;
     }
     let daemon = Daemon::start(DaemonOptions::new().args(&["--max-connections-per-uid", "8"]));
-    let mut held: Vec<RawConn> = (0..8).map(|_| RawConn::connect(&daemon.socket())).collect();
-    for conn in &mut held {
-        assert!(answers_ping(conn));
-    }
-    assert_busy(&daemon, "uid 0 already holds 8 connections, the most one user may");
+    let mut held = hold(&daemon, 8);
+    assert_busy(
+        &daemon,
+        "uid 0 already holds 8 connections, the most one user may",
+    );
     // Another uid is served while root is at its cap.
     let out = daemon.ctl(61070, &["ping"]);
     out.assert_success();
@@ -48,7 +70,10 @@ fn one_uid_over_its_cap_is_told_busy_and_others_are_still_served() {
         if reply["result"].is_object() {
             break;
         }
-        assert!(Instant::now() < deadline, "the closed connection's slot never came back");
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's slot never came back"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -56,23 +81,28 @@ fn one_uid_over_its_cap_is_told_busy_and_others_are_still_served() {
 #[test]
 fn the_total_cap_holds_across_uids() {
     let daemon = Daemon::start(DaemonOptions::new().args(&["--max-connections", "5"]));
-    let mut held: Vec<RawConn> = (0..5).map(|_| RawConn::connect(&daemon.socket())).collect();
-    for conn in &mut held {
-        assert!(answers_ping(conn));
-    }
-    assert_busy(&daemon, "compartmentd is serving its maximum of 5 connections");
+    let _held = hold(&daemon, 5);
+    assert_busy(
+        &daemon,
+        "compartmentd is serving its maximum of 5 connections",
+    );
 }
 
 #[test]
 fn a_line_trickled_byte_by_byte_is_cut_off_on_time() {
     let daemon = Daemon::start(DaemonOptions::new().args(&["--line-timeout", "1s"]));
     let mut stream = UnixStream::connect(daemon.socket()).unwrap();
-    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let started = Instant::now();
     let mut sent = 0;
     let closed_after = loop {
         // One byte every 50 ms: the line would take far longer than the timeout.
-        if stream.write_all(&PING.as_bytes()[sent % PING.len()..][..1]).is_err() {
+        if stream
+            .write_all(&PING.as_bytes()[sent % PING.len()..][..1])
+            .is_err()
+        {
             break started.elapsed();
         }
         sent += 1;
@@ -80,14 +110,25 @@ fn a_line_trickled_byte_by_byte_is_cut_off_on_time() {
         match stream.read(&mut buf) {
             Ok(0) => break started.elapsed(),
             Ok(n) => panic!("unexpected answer: {}", String::from_utf8_lossy(&buf[..n])),
-            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => break started.elapsed(),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => {
+                break started.elapsed()
+            }
             Err(_) => {}
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "still open after 5 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still open after 5 s"
+        );
     };
     println!("trickled {sent} bytes; closed after {closed_after:?}");
-    assert!(closed_after >= Duration::from_secs(1), "closed too early: {closed_after:?}");
-    assert!(closed_after < Duration::from_millis(1800), "closed late: {closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_secs(1),
+        "closed too early: {closed_after:?}"
+    );
+    assert!(
+        closed_after < Duration::from_millis(1800),
+        "closed late: {closed_after:?}"
+    );
     // A client that finishes its line promptly is unaffected.
     let mut conn = RawConn::connect(&daemon.socket());
     assert!(answers_ping(&mut conn));
@@ -103,7 +144,10 @@ fn idle_connections_close_and_busy_ones_stay() {
         assert!(answers_ping(&mut busy), "an active connection was closed");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert!(idle.is_closed(), "the idle connection is still open after 2 s");
+    assert!(
+        idle.is_closed(),
+        "the idle connection is still open after 2 s"
+    );
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -123,25 +167,32 @@ fn a_hundred_mebibytes_without_a_newline_leave_memory_flat() {
     // Several senders at once, each writing until the daemon cuts it off, until 100 MiB
     // have gone out in all.
     while total < target {
-        let mut streams: Vec<UnixStream> =
-            (0..8).map(|_| UnixStream::connect(daemon.socket()).unwrap()).collect();
+        let mut streams: Vec<(UnixStream, usize)> = (0..8)
+            .map(|_| (UnixStream::connect(daemon.socket()).unwrap(), 0))
+            .collect();
         connections += streams.len();
-        for stream in &mut streams {
-            stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        for (stream, sent) in &mut streams {
+            stream
+                .set_write_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
             while total < target {
                 match stream.write(&chunk) {
-                    Ok(n) => total += n,
+                    Ok(n) => (total, *sent) = (total + n, *sent + n),
                     Err(_) => break,
                 }
             }
             peak = peak.max(rss_kib(pid));
         }
-        for mut stream in streams {
+        for (mut stream, sent) in streams {
             let mut reply = String::new();
             let _ = stream.shutdown(std::net::Shutdown::Write);
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
             let _ = stream.read_to_string(&mut reply);
-            if !reply.is_empty() {
+            // The reply may be lost to a reset; when it arrives it names the reason. (The
+            // last sender may stop short of the limit: its bytes are then a bad request.)
+            if !reply.is_empty() && sent > 64 * 1024 {
                 assert!(reply.contains("\"frame_too_long\""), "{reply}");
             }
         }
@@ -151,7 +202,10 @@ fn a_hundred_mebibytes_without_a_newline_leave_memory_flat() {
         "sent {} MiB over {connections} connections; daemon RSS {before} KiB before, peak {peak} KiB, {after} KiB after",
         total / (1024 * 1024)
     );
-    assert!(peak < before + 16 * 1024, "RSS grew from {before} KiB to {peak} KiB");
+    assert!(
+        peak < before + 16 * 1024,
+        "RSS grew from {before} KiB to {peak} KiB"
+    );
     // Still serving.
     let mut conn = RawConn::connect(&daemon.socket());
     assert!(answers_ping(&mut conn));

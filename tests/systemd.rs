@@ -59,7 +59,16 @@ fn wait_for_ping(socket: &Path) -> Instant {
     }
 }
 
+/// SIGTERM, then the exit status; panics with the daemon's stderr if it is not success.
 fn stop(child: &mut Child) -> std::process::ExitStatus {
+    let status = terminate(child);
+    if !status.success() {
+        panic!("the daemon exited with {status:?}:\n{}", stderr_of(child));
+    }
+    status
+}
+
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let deadline = Instant::now() + WAIT;
     loop {

@@ -4,7 +4,7 @@
 use compartmentctl::wire::{AccountInfo, MemberStatus, OrgMembership, Role, WhoAmI};
 
 use super::{Caller, RuleError};
-use crate::store::{Millis, Reader};
+use crate::store::{MembershipRecord, Millis, Reader};
 
 /// An authenticated caller: a superuser, or a uid bound to an account.
 #[derive(Debug, Clone)]
@@ -31,6 +31,40 @@ pub struct InOrg {
 }
 
 impl InOrg {
+    /// The grant cap: nobody grants a role above their own, by grant or by invitation.
+    pub fn may_grant(&self, role: Role) -> Result<(), RuleError> {
+        if role <= self.role {
+            return Ok(());
+        }
+        Err(RuleError::GrantAboveOwn {
+            org: self.org.clone(),
+            role,
+            own: self.role,
+        })
+    }
+
+    /// The target cap: nobody changes or removes a member whose role is above their own.
+    pub fn may_change(&self, email: &str, target: Role) -> Result<(), RuleError> {
+        if target <= self.role {
+            return Ok(());
+        }
+        Err(RuleError::TargetAboveOwn {
+            email: email.to_owned(),
+            target,
+            own: self.role,
+        })
+    }
+
+    /// The membership of `email` here, which the request is about.
+    pub fn member(&self, reader: &impl Reader, email: &str) -> Result<MembershipRecord, RuleError> {
+        reader
+            .membership(&self.org, email)?
+            .ok_or_else(|| RuleError::NotMember {
+                org: self.org.clone(),
+                email: email.to_owned(),
+            })
+    }
+
     /// Refuses unless the actor's role is at least `needed`.
     pub fn require(&self, needed: Role, action: &'static str) -> Result<(), RuleError> {
         if self.role >= needed {

@@ -33,24 +33,12 @@ pub fn invite(
     let actor = authenticate(txn, caller)?;
     let here = in_org(txn, &actor, params.org.as_deref())?;
     here.require(Role::Admin, "inviting users to")?;
-    if params.role > here.role {
-        return Err(RuleError::GrantAboveOwn {
-            org: here.org,
-            role: params.role,
-            own: here.role,
-        });
-    }
+    here.may_grant(params.role)?;
     let email = parse_email(&params.email)?;
     let ttl = invitation_ttl(params.expires_in.as_deref(), policy)?;
     let existing = txn.membership(&here.org, email.as_str())?;
     if let Some(existing) = &existing {
-        if existing.role > here.role {
-            return Err(RuleError::TargetAboveOwn {
-                email: email.to_string(),
-                target: existing.role,
-                own: here.role,
-            });
-        }
+        here.may_change(email.as_str(), existing.role)?;
         match existing.status_at(now) {
             MemberStatus::Active => {
                 return Err(RuleError::AlreadyMember {

@@ -65,19 +65,8 @@ pub fn remove(
     here.require(Role::Admin, "removing users from")?;
     let email = parse_email(&params.email)?;
     let email = email.as_str();
-    let Some(membership) = txn.membership(&here.org, email)? else {
-        return Err(RuleError::NotMember {
-            org: here.org,
-            email: email.to_owned(),
-        });
-    };
-    if membership.role > here.role {
-        return Err(RuleError::TargetAboveOwn {
-            email: email.to_owned(),
-            target: membership.role,
-            own: here.role,
-        });
-    }
+    let membership = here.member(txn, email)?;
+    here.may_change(email, membership.role)?;
     // Counted inside the write transaction, so two admins removing each other at once
     // cannot both succeed: the writer applies one change at a time.
     if membership.is_active_admin() && active_admins(txn, &here.org)? <= 1 {
@@ -116,28 +105,11 @@ pub fn grant(
     let actor = authenticate(txn, caller)?;
     let here = in_org(txn, &actor, params.org.as_deref())?;
     here.require(Role::Deployer, "granting roles in")?;
-    if params.role > here.role {
-        return Err(RuleError::GrantAboveOwn {
-            org: here.org,
-            role: params.role,
-            own: here.role,
-        });
-    }
+    here.may_grant(params.role)?;
     let email = parse_email(&params.email)?;
     let email = email.as_str();
-    let Some(membership) = txn.membership(&here.org, email)? else {
-        return Err(RuleError::NotMember {
-            org: here.org,
-            email: email.to_owned(),
-        });
-    };
-    if membership.role > here.role {
-        return Err(RuleError::TargetAboveOwn {
-            email: email.to_owned(),
-            target: membership.role,
-            own: here.role,
-        });
-    }
+    let membership = here.member(txn, email)?;
+    here.may_change(email, membership.role)?;
     if membership.is_active_admin()
         && params.role < Role::Admin
         && active_admins(txn, &here.org)? <= 1

@@ -17,6 +17,8 @@ pub mod members;
 pub mod orgs;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;
 
 use std::time::Duration;

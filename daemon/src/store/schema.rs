@@ -4,9 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use redb::{
-    Builder, Database, ReadOnlyDatabase, ReadableDatabase, TableError, WriteTransaction,
-};
+use redb::{Builder, Database, ReadOnlyDatabase, ReadableDatabase, TableError, WriteTransaction};
 
 use super::{create_tables, StoreError, META};
 
@@ -94,9 +92,8 @@ pub(super) fn open(state_dir: &Path, path: &Path) -> Result<Database, OpenError>
     if existing {
         // redb trusts a cleanly closed file on a plain open and may panic on damage it then
         // meets; a panic here means the same as a damaged file.
-        let probe = std::panic::catch_unwind(|| {
-            ReadOnlyDatabase::open(path).map(|db| stored_version(&db))
-        });
+        let probe =
+            std::panic::catch_unwind(|| ReadOnlyDatabase::open(path).map(|db| stored_version(&db)));
         match probe {
             Ok(Ok(version)) => check_version(path, version.map_err(store_err)?)?,
             // Left unclean by a crash: the read-write open below repairs it, as redb does
@@ -295,7 +292,11 @@ mod tests {
         let err = open(dir.path(), &path).unwrap_err();
         assert!(matches!(err, OpenError::Damaged { .. }), "{err}");
         assert!(err.to_string().contains("it was left untouched"), "{err}");
-        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the damaged file was modified");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "the damaged file was modified"
+        );
     }
 
     #[test]

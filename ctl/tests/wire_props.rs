@@ -1,0 +1,571 @@
+//! Property tests of the wire decoder: `decode_request` never panics, and answers every
+//! line, whatever its bytes, with a request that round-trips or a well-formed error reply.
+//!
+//! Inputs: arbitrary bytes (invalid UTF-8 included), arbitrary JSON values, request-shaped
+//! objects with mutated methods, ids of every JSON type and params right, wrong, partial
+//! or padded, and valid request lines with bytes flipped, cut or inserted.
+//!
+//! `PROPTEST_CASES=100000 cargo test -p compartmentctl --test wire_props` searches deeper
+//! than the 512 cases a strategy gets in CI.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use compartmentctl::wire::{
+    decode_request, ErrorKind, Request, RequestEnvelope, Response, RpcError, METHODS,
+};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use serde_json::{json, Map, Value};
+
+/// Fails the test case with a message when `cond` is false.
+macro_rules! check {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(TestCaseError::fail(format!($($fmt)+)));
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------------------
+// What every answer must be
+
+/// The JSON-RPC code the envelope alone decides, or `None` when the line is a request for
+/// a known method (which then decodes, or fails on its params with -32602).
+fn envelope_code(line: &[u8]) -> Option<i64> {
+    let Ok(value) = serde_json::from_slice::<Value>(line) else {
+        return Some(-32700);
+    };
+    let Value::Object(object) = value else {
+        return Some(-32600);
+    };
+    if !matches!(object.get("id"), Some(Value::Number(_) | Value::String(_))) {
+        return Some(-32600);
+    }
+    if object.get("jsonrpc") != Some(&json!("2.0")) {
+        return Some(-32600);
+    }
+    match object.get("method") {
+        Some(Value::String(method)) if METHODS.contains(&method.as_str()) => None,
+        Some(Value::String(_)) => Some(-32601),
+        _ => Some(-32600),
+    }
+}
+
+/// The `id` a reply must carry: the request's own when it is a number or a string.
+fn expected_id(line: &[u8]) -> Value {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(mut object)) => match object.remove("id") {
+            Some(id @ (Value::Number(_) | Value::String(_))) => id,
+            _ => Value::Null,
+        },
+        _ => Value::Null,
+    }
+}
+
+/// Ids compare by value; a float may come back one unit in the last place away, as
+/// serde_json parses floats fast rather than exactly.
+fn same_id(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs())
+        }
+        _ => a == b,
+    }
+}
+
+/// Decodes `line` and checks the answer: an error of a documented kind and code whose
+/// reply is one line of JSON-RPC, or a request that round-trips.
+fn check_line(line: &[u8]) -> Result<(), TestCaseError> {
+    let (id, result) = decode_request(line);
+    let expected = expected_id(line);
+    check!(
+        same_id(&id, &expected),
+        "answered with id {id}, the request's id is {expected}"
+    );
+    let code = envelope_code(line);
+    match result {
+        Err(error) => check_error(line, id, error, code),
+        Ok(request) => {
+            check!(
+                code.is_none(),
+                "decoded {request:?}, expected error {code:?}"
+            );
+            check_request(line, &id, &request)
+        }
+    }
+}
+
+fn check_error(
+    line: &[u8],
+    id: Value,
+    error: RpcError,
+    envelope: Option<i64>,
+) -> Result<(), TestCaseError> {
+    let kind = error.kind();
+    check!(
+        matches!(kind, ErrorKind::BadRequest | ErrorKind::UnknownMethod),
+        "undocumented kind {kind}"
+    );
+    let expected_code = envelope.unwrap_or(-32602);
+    check!(
+        error.code == expected_code,
+        "code {} ({kind}: {}), expected {expected_code}",
+        error.code,
+        error.message
+    );
+    let expected_kind = if expected_code == -32601 {
+        ErrorKind::UnknownMethod
+    } else {
+        ErrorKind::BadRequest
+    };
+    check!(
+        kind == expected_kind,
+        "code {} with kind {kind}",
+        error.code
+    );
+    check!(!error.message.is_empty(), "an empty message");
+    if expected_code != -32700 {
+        check!(
+            !matches!(id, Value::Null) || envelope == Some(-32600),
+            "a request with a valid id was answered with id null"
+        );
+    }
+
+    let response = Response::err(id.clone(), error.clone());
+    let text = serde_json::to_string(&response).unwrap();
+    check!(!text.contains('\n'), "a reply spans lines: {text}");
+    check!(
+        text.len() <= 2 * line.len() + 4096,
+        "a {}-byte line got a {}-byte reply",
+        line.len(),
+        text.len()
+    );
+    let back: Value = serde_json::from_str(&text).unwrap();
+    check!(
+        back["jsonrpc"] == "2.0",
+        "reply without jsonrpc 2.0: {text}"
+    );
+    check!(
+        same_id(&back["id"], &id),
+        "reply id {} for {id}",
+        back["id"]
+    );
+    check!(back.get("result").is_none(), "an error reply with a result");
+    check!(
+        back["error"]["code"] == error.code,
+        "reply code {}",
+        back["error"]["code"]
+    );
+    check!(
+        back["error"]["data"]["kind"] == kind.as_str(),
+        "reply kind {} for {kind}",
+        back["error"]["data"]["kind"]
+    );
+    check!(
+        back["error"]["message"] == error.message.as_str(),
+        "reply message differs"
+    );
+    // A client reads the reply back into the same error.
+    let parsed: Response = serde_json::from_str(&text).unwrap();
+    check!(
+        parsed.error.as_ref() == Some(&error),
+        "reply reads back as {:?}",
+        parsed.error
+    );
+    Ok(())
+}
+
+fn check_request(line: &[u8], id: &Value, request: &Request) -> Result<(), TestCaseError> {
+    let sent: Value = serde_json::from_slice(line).unwrap();
+    check!(
+        sent["method"] == request.method(),
+        "sent {}, decoded {}",
+        sent["method"],
+        request.method()
+    );
+    check!(
+        matches!(id, Value::Number(_) | Value::String(_)),
+        "decoded a request with id {id}"
+    );
+    let again = serde_json::to_vec(&RequestEnvelope::new(1, request)).unwrap();
+    check!(!again.contains(&b'\n'), "an encoded request spans lines");
+    let (again_id, again_request) = decode_request(&again);
+    check!(
+        again_id == json!(1),
+        "re-encoded id came back as {again_id}"
+    );
+    match again_request {
+        Ok(again_request) => check!(
+            &again_request == request,
+            "round trip changed {request:?} into {again_request:?}"
+        ),
+        Err(error) => {
+            return Err(TestCaseError::fail(format!(
+                "{request:?} re-encoded as {} does not decode: {error:?}",
+                String::from_utf8_lossy(&again)
+            )))
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Inputs
+
+/// Keys that make a random object look like a request, and every params field name.
+const KEYS: [&str; 12] = [
+    "jsonrpc",
+    "id",
+    "method",
+    "params",
+    "org",
+    "email",
+    "role",
+    "expires_in",
+    "resend",
+    "name",
+    "admin",
+    "token",
+];
+
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => proptest::sample::select(KEYS.to_vec()).prop_map(str::to_owned),
+        1 => ".{0,12}",
+    ]
+}
+
+fn number() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (-3i64..3).prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+    ]
+}
+
+fn leaf() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        number(),
+        ".{0,16}".prop_map(Value::String),
+        proptest::sample::select(METHODS.to_vec()).prop_map(Value::from),
+        Just(json!("2.0")),
+    ]
+}
+
+/// Any JSON value, a few levels deep.
+fn json_value() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            proptest::collection::vec((key(), inner), 0..6)
+                .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+        ]
+    })
+}
+
+/// A method name: a real one, one bent out of shape, or anything.
+fn method() -> impl Strategy<Value = Value> {
+    let real = proptest::sample::select(METHODS.to_vec());
+    prop_oneof![
+        12 => real.clone().prop_map(Value::from),
+        1 => real.clone().prop_map(|m| Value::from(m.to_uppercase())),
+        1 => (real.clone(), ".{0,2}").prop_map(|(m, s)| Value::from(format!("{m}{s}"))),
+        1 => (real.clone(), any::<proptest::sample::Index>())
+            .prop_map(|(m, i)| Value::from(&m[..i.index(m.len())])),
+        1 => real.prop_map(|m| Value::from(format!(" {m}"))),
+        1 => ".{0,20}".prop_map(Value::from),
+        1 => json_value(),
+    ]
+}
+
+/// An id of every JSON type.
+fn id() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        10 => number(),
+        5 => ".{0,16}".prop_map(Value::from),
+        1 => Just(Value::Null),
+        1 => any::<bool>().prop_map(Value::Bool),
+        1 => json_value(),
+    ]
+}
+
+/// A value of the right type for a params field, most of the time.
+fn field_value(name: &'static str) -> BoxedStrategy<Value> {
+    let right: BoxedStrategy<Value> = match name {
+        "role" => prop_oneof![
+            8 => proptest::sample::select(vec!["admin", "deployer", "readonly", "viewer"])
+                .prop_map(Value::from),
+            1 => ".{0,10}".prop_map(Value::from),
+        ]
+        .boxed(),
+        "resend" => any::<bool>().prop_map(Value::Bool).boxed(),
+        "email" | "admin" => prop_oneof![
+            Just(json!("a@example.com")),
+            "[a-zA-Z]{1,6}@[a-z]{1,6}\\.[a-z]{2,3}".prop_map(Value::from),
+            ".{0,20}".prop_map(Value::from),
+        ]
+        .boxed(),
+        "org" => prop_oneof![
+            Just(json!("acme")),
+            Just(Value::Null),
+            ".{0,12}".prop_map(Value::from)
+        ]
+        .boxed(),
+        "expires_in" => prop_oneof![
+            proptest::sample::select(vec!["2h", "7days", "0s", "31days", "soon"])
+                .prop_map(Value::from),
+            Just(Value::Null),
+        ]
+        .boxed(),
+        "token" => prop_oneof![
+            "[A-Za-z0-9_-]{43}".prop_map(Value::from),
+            "https://h/activate\\?token=[A-Za-z0-9_-]{0,50}".prop_map(Value::from),
+            ".{0,50}".prop_map(Value::from),
+        ]
+        .boxed(),
+        _ => ".{0,12}".prop_map(Value::from).boxed(),
+    };
+    prop_oneof![12 => right, 1 => json_value()].boxed()
+}
+
+/// The params fields of a method: (name, required).
+fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
+    match method {
+        "org.create" => &[("name", true), ("admin", true)],
+        "org.use" => &[("name", true)],
+        "user.invite" => &[
+            ("org", false),
+            ("email", true),
+            ("role", true),
+            ("expires_in", false),
+            ("resend", false),
+        ],
+        "user.list" => &[("org", false)],
+        "user.remove" => &[("org", false), ("email", true)],
+        "role.grant" => &[("org", false), ("email", true), ("role", true)],
+        "account.activate" => &[("token", true)],
+        _ => &[],
+    }
+}
+
+/// Params for `method`: its own fields, each present most of the time (optional ones half
+/// of it) with a value mostly of the right type; now and then a field of another method
+/// or an unknown one; or not an object at all.
+fn params_for(method: &Value) -> BoxedStrategy<Option<Value>> {
+    let own = fields_of(method.as_str().unwrap_or_default());
+    let fields: Vec<BoxedStrategy<Option<(String, Value)>>> = own
+        .iter()
+        .map(|&(name, required)| {
+            let p = if required { 0.9 } else { 0.5 };
+            proptest::option::weighted(p, field_value(name).prop_map(move |v| (name.to_owned(), v)))
+                .boxed()
+        })
+        .collect();
+    let stranger = prop_oneof![
+        proptest::sample::select(KEYS[4..].to_vec()).prop_map(str::to_owned),
+        ".{1,8}",
+    ];
+    let object = (
+        fields,
+        proptest::option::weighted(0.1, (stranger, json_value())),
+    )
+        .prop_map(|(fields, extra)| {
+            let mut map: Map<String, Value> = fields.into_iter().flatten().collect();
+            if let Some((k, v)) = extra {
+                map.entry(k).or_insert(v);
+            }
+            Value::Object(map)
+        });
+    prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(Value::Null)),
+        1 => Just(Some(json!({}))),
+        10 => object.prop_map(Some),
+        1 => json_value().prop_map(Some),
+    ]
+    .boxed()
+}
+
+/// A request-shaped object: each envelope member usually right, sometimes wrong or
+/// missing, sometimes with company.
+fn request_object() -> impl Strategy<Value = Value> {
+    let jsonrpc = prop_oneof![
+        20 => Just(Some(json!("2.0"))),
+        1 => Just(None),
+        1 => prop_oneof![Just(json!("1.0")), Just(json!(2.0)), json_value()].prop_map(Some),
+    ];
+    let id = prop_oneof![19 => id().prop_map(Some), 1 => Just(None)];
+    let method = prop_oneof![19 => method().prop_map(Some), 1 => Just(None)];
+    let method_and_params = method.prop_flat_map(|method| {
+        let params = params_for(method.as_ref().unwrap_or(&Value::Null));
+        (Just(method), params)
+    });
+    let extra = proptest::option::weighted(0.1, (key(), json_value()));
+    (jsonrpc, id, method_and_params, extra).prop_map(|(jsonrpc, id, (method, params), extra)| {
+        let mut object = Map::new();
+        if let Some((k, v)) = extra {
+            object.insert(k, v);
+        }
+        for (key, value) in [
+            ("jsonrpc", jsonrpc),
+            ("id", id),
+            ("method", method),
+            ("params", params),
+        ] {
+            if let Some(value) = value {
+                object.insert(key.to_owned(), value);
+            }
+        }
+        Value::Object(object)
+    })
+}
+
+/// One way of damaging a line.
+#[derive(Debug, Clone)]
+enum Damage {
+    Cut(proptest::sample::Index),
+    Flip(proptest::sample::Index, u8),
+    Insert(proptest::sample::Index, Vec<u8>),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        any::<proptest::sample::Index>().prop_map(Damage::Cut),
+        (any::<proptest::sample::Index>(), any::<u8>()).prop_map(|(i, b)| Damage::Flip(i, b)),
+        (
+            any::<proptest::sample::Index>(),
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 1..4),
+                proptest::sample::select(vec![
+                    b"\"".to_vec(),
+                    b"\\".to_vec(),
+                    b"{".to_vec(),
+                    b"}".to_vec(),
+                    b",".to_vec(),
+                    b"\\u0000".to_vec(),
+                    b"\\ud800".to_vec(),
+                    b"\xff".to_vec(),
+                ]),
+            ]
+        )
+            .prop_map(|(i, bytes)| Damage::Insert(i, bytes)),
+    ]
+}
+
+fn apply(mut line: Vec<u8>, damage: &[Damage]) -> Vec<u8> {
+    for d in damage {
+        match d {
+            Damage::Cut(i) => line.truncate(i.index(line.len() + 1)),
+            Damage::Flip(i, b) if !line.is_empty() => {
+                let at = i.index(line.len());
+                line[at] = *b;
+            }
+            Damage::Flip(..) => {}
+            Damage::Insert(i, bytes) => {
+                let at = i.index(line.len() + 1);
+                line.splice(at..at, bytes.iter().copied());
+            }
+        }
+    }
+    line
+}
+
+fn config(cases: u32) -> ProptestConfig {
+    let mut config = ProptestConfig {
+        // A failure prints its minimal input; no regression files beside the tests.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        config.cases = cases;
+    }
+    config
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn arbitrary_bytes_get_a_well_formed_answer(
+        line in proptest::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        check_line(&line)?;
+    }
+
+    #[test]
+    fn arbitrary_json_gets_a_well_formed_answer(value in json_value()) {
+        check_line(&serde_json::to_vec(&value).unwrap())?;
+    }
+
+    #[test]
+    fn arbitrary_json_as_params_gets_a_well_formed_answer(
+        method in proptest::sample::select(METHODS.to_vec()),
+        params in json_value(),
+    ) {
+        let line = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        check_line(&serde_json::to_vec(&line).unwrap())?;
+    }
+
+    #[test]
+    fn request_shaped_objects_decode_or_get_a_well_formed_answer(value in request_object()) {
+        check_line(&serde_json::to_vec(&value).unwrap())?;
+    }
+
+    #[test]
+    fn damaged_requests_get_a_well_formed_answer(
+        value in request_object(),
+        damage in proptest::collection::vec(damage(), 1..4),
+    ) {
+        check_line(&apply(serde_json::to_vec(&value).unwrap(), &damage))?;
+    }
+}
+
+#[test]
+fn every_method_round_trips_through_the_checks() {
+    let lines = [
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":"x","method":"whoami","params":null}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"org.create","params":{"name":"acme","admin":"a@example.com"}}"#,
+        r#"{"jsonrpc":"2.0","id":3,"method":"org.list","params":{}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"method":"org.use","params":{"name":"acme"}}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":"user.invite","params":{"org":"acme","email":"d@example.com","role":"deployer","expires_in":"2h","resend":true}}"#,
+        r#"{"jsonrpc":"2.0","id":6,"method":"user.list","params":{"org":"acme"}}"#,
+        r#"{"jsonrpc":"2.0","id":7,"method":"user.remove","params":{"email":"d@example.com"}}"#,
+        r#"{"jsonrpc":"2.0","id":8,"method":"role.grant","params":{"org":null,"email":"d@example.com","role":"viewer"}}"#,
+        r#"{"jsonrpc":"2.0","id":9,"method":"role.list"}"#,
+        r#"{"jsonrpc":"2.0","id":10,"method":"account.activate","params":{"token":"https://h/activate?token=abc"}}"#,
+    ];
+    assert_eq!(lines.len(), METHODS.len());
+    for line in lines {
+        let (_, result) = decode_request(line.as_bytes());
+        assert!(result.is_ok(), "{line}: {result:?}");
+        check_line(line.as_bytes())
+            .map_err(|e| format!("{line}: {e}"))
+            .unwrap();
+    }
+}
+
+#[test]
+fn deep_nesting_is_a_parse_error_not_a_stack_overflow() {
+    for depth in [127, 128, 129, 10_000, 100_000] {
+        for (open, close) in [("[", "]"), (r#"{"a":"#, "}")] {
+            let line = format!("{}{}", open.repeat(depth), close.repeat(depth));
+            check_line(line.as_bytes())
+                .map_err(|e| format!("depth {depth}: {e}"))
+                .unwrap();
+            let params = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"org.use","params":{{"name":{}1{}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            check_line(params.as_bytes())
+                .map_err(|e| format!("params at depth {depth}: {e}"))
+                .unwrap();
+        }
+    }
+}
