@@ -69,7 +69,9 @@ impl Writer {
     }
 }
 
-fn apply<T>(
+/// Runs `change` in one write transaction: committed when it returns `Ok`, rolled back
+/// when it returns `Err`. The writer's unit of work, and the test fixtures'.
+pub(crate) fn apply<T>(
     store: &Store,
     now: Millis,
     change: impl FnOnce(&WriteTransaction, Millis) -> Result<T, RuleError>,

@@ -18,14 +18,13 @@ pub fn create(
     policy: &Policy,
     now: Millis,
 ) -> Result<OrgCreated, RuleError> {
+    // An unbound caller is told to activate first, like every other non-public method.
+    let actor = authenticate(txn, caller)?;
     if !caller.superuser {
-        // An unbound caller is told to activate first, like every other non-public method.
-        authenticate(txn, caller)?;
         return Err(RuleError::SuperuserOnly {
             action: "creating an organization",
         });
     }
-    let actor = authenticate(txn, caller)?;
     let name = params.name.as_str();
     if !valid_org_name(name) {
         let shown: String = name.chars().take(80).collect();

@@ -63,14 +63,7 @@ impl Fixture {
         &self,
         change: impl FnOnce(&redb::WriteTransaction) -> Result<T, RuleError>,
     ) -> Result<T, RuleError> {
-        let txn = self.store.begin_write().unwrap();
-        let result = change(&txn);
-        if result.is_ok() {
-            txn.commit().unwrap();
-        } else {
-            txn.abort().unwrap();
-        }
-        result
+        crate::writer::apply(&self.store, T0, |txn, _| change(txn))
     }
 
     /// A token with a known, distinct text.
