@@ -58,6 +58,49 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// True when a user other than the owner may run `path`: the file and every directory
+/// above it are open to others.
+fn others_may_run(path: &Path) -> bool {
+    let open_to_others =
+        |p: &Path, bits: u32| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & bits == bits);
+    open_to_others(path, 0o005)
+        && path
+            .ancestors()
+            .skip(1)
+            .all(|dir| dir.as_os_str().is_empty() || open_to_others(dir, 0o001))
+}
+
+/// [`binary`], at a path other Unix users can run it from. A checkout under a private
+/// directory (`/root`, say) is out of their reach; the binary is then copied once per
+/// build to a shared temp directory.
+pub fn binary_for_other_users(name: &str) -> PathBuf {
+    let path = binary(name);
+    if others_may_run(&path) {
+        return path;
+    }
+    let meta = fs::metadata(&path).expect("the binary's metadata");
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!("compartment-e2e-bin-{}-{modified:x}", meta.len()));
+    let shared = dir.join(name);
+    if !shared.is_file() {
+        fs::create_dir_all(&dir).expect("create the shared binary directory");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod it");
+        // Copied under a private name, then renamed: test processes running at once never
+        // run a half-written file.
+        static COPIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let copy = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let partial = dir.join(format!("{name}.{}.{copy}", std::process::id()));
+        fs::copy(&path, &partial).expect("copy the binary");
+        fs::set_permissions(&partial, fs::Permissions::from_mode(0o755)).expect("chmod it");
+        fs::rename(&partial, &shared).expect("move the copy into place");
+    }
+    shared
+}
+
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
@@ -217,7 +260,12 @@ fn search_path() -> String {
 /// `compartmentctl --socket <socket> <args…>` as `uid` (and gid = uid, no supplementary
 /// groups), with a clean environment: only `PATH` and `HOME=/`.
 pub fn ctl_command(socket: &Path, uid: u32, args: &[&str]) -> Command {
-    let mut command = Command::new(binary("compartmentctl"));
+    let program = if uid == ROOT {
+        binary("compartmentctl")
+    } else {
+        binary_for_other_users("compartmentctl")
+    };
+    let mut command = Command::new(program);
     command
         .arg("--socket")
         .arg(socket)
