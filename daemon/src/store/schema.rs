@@ -93,7 +93,7 @@ pub(super) fn open(state_dir: &Path, path: &Path) -> Result<Database, OpenError>
         // redb trusts a cleanly closed file on a plain open and may panic on damage it then
         // meets; a panic here means the same as a damaged file.
         let probe =
-            std::panic::catch_unwind(|| ReadOnlyDatabase::open(path).map(|db| stored_version(&db)));
+            quietly_catch_unwind(|| ReadOnlyDatabase::open(path).map(|db| stored_version(&db)));
         match probe {
             Ok(Ok(version)) => check_version(path, version.map_err(store_err)?)?,
             // Left unclean by a crash: the read-write open below repairs it, as redb does
@@ -118,6 +118,18 @@ pub(super) fn open(state_dir: &Path, path: &Path) -> Result<Database, OpenError>
     check_version(path, found)?;
     migrate(&db, found, MIGRATIONS).map_err(store_err)?;
     Ok(db)
+}
+
+/// `catch_unwind` without the panic hook's message: the caller reports what went wrong
+/// in its own words. (The hook is process-wide; this runs at start-up, before any request.)
+fn quietly_catch_unwind<T>(
+    probe: impl FnOnce() -> T + std::panic::UnwindSafe,
+) -> std::thread::Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(probe);
+    std::panic::set_hook(hook);
+    result
 }
 
 fn check_version(path: &Path, found: Option<u64>) -> Result<(), OpenError> {
