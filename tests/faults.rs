@@ -207,6 +207,11 @@ fn assert_refused(daemon: &Daemon, expected: &[&str]) {
         .run_second_daemon(&other_socket, &daemon.state_dir())
         .expect("the daemon kept running on a bad database");
     assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        !out.stderr.contains("panicked"),
+        "a panic reached the operator: {}",
+        out.stderr
+    );
     for words in expected {
         assert!(
             out.stderr.contains(words),
