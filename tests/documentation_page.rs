@@ -24,18 +24,7 @@ fn the_documentation_page_as_one_story() {
 
     // Bootstrap: root creates the organization and gets its first admin's activation URL.
     let before = now_unix();
-    let out = d.ctl(
-        ROOT,
-        &["org", "create", "acme", "--admin", "admin@example.com"],
-    );
-    out.assert_success();
-    let lines = out.stdout_lines();
-    assert_eq!(
-        lines.first(),
-        Some(&"Created organization acme."),
-        "{out:#?}"
-    );
-    let admin_invite = parse_invitation_lines(&lines[1..], "admin@example.com", "admin");
+    let admin_invite = d.create_acme();
     let expiry = admin_invite.expires_at_unix;
     assert!(
         (before + SEVEN_DAYS - 2..=now_unix() + SEVEN_DAYS + 2).contains(&expiry),

@@ -170,6 +170,13 @@ fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
     stop(daemon);
 }
 
+/// What the daemon says of a truncated or damaged database.
+const DAMAGED: &[&str] = &[
+    "is damaged",
+    "it was left untouched",
+    "restore it from a backup",
+];
+
 /// A stopped daemon's state dir holding an org with a few members.
 fn a_used_database() -> Daemon {
     let mut daemon = Daemon::start_default();
@@ -230,14 +237,7 @@ fn a_truncated_database_is_refused_and_left_untouched() {
     let daemon = a_used_database();
     let bytes = std::fs::read(daemon.db_path()).unwrap();
     std::fs::write(daemon.db_path(), &bytes[..bytes.len() / 2]).unwrap();
-    assert_refused(
-        &daemon,
-        &[
-            "is damaged",
-            "it was left untouched",
-            "restore it from a backup",
-        ],
-    );
+    assert_refused(&daemon, DAMAGED);
 }
 
 #[test]
@@ -248,14 +248,7 @@ fn a_damaged_database_is_refused_and_left_untouched() {
         bytes[page + 100..page + 164].copy_from_slice(&[0x5A; 64]);
     }
     std::fs::write(daemon.db_path(), &bytes).unwrap();
-    assert_refused(
-        &daemon,
-        &[
-            "is damaged",
-            "it was left untouched",
-            "restore it from a backup",
-        ],
-    );
+    assert_refused(&daemon, DAMAGED);
 }
 
 #[test]

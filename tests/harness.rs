@@ -521,6 +521,24 @@ impl Daemon {
         Running::spawn(ctl_command(&self.socket(), uid, args))
     }
 
+    /// Root creates `acme` with `admin@example.com`; returns the admin's invitation, after
+    /// checking the page's lines.
+    #[track_caller]
+    pub fn create_acme(&self) -> InvitationLines {
+        let out = self.ctl(
+            ROOT,
+            &["org", "create", "acme", "--admin", "admin@example.com"],
+        );
+        out.assert_success();
+        let lines = out.stdout_lines();
+        assert_eq!(
+            lines.first(),
+            Some(&"Created organization acme."),
+            "{out:#?}"
+        );
+        parse_invitation_lines(&lines[1..], "admin@example.com", "admin")
+    }
+
     /// A library client, as the test process (root: a superuser).
     pub fn client(&self) -> Client {
         Client::connect(&self.socket()).expect("connect to compartmentd")
@@ -844,6 +862,21 @@ pub fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Optio
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).expect("read the state dir") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            let bytes = fs::read(&path).expect("read a state file");
+            files.push((path, bytes));
+        }
+    }
+    files
 }
 
 #[cfg(test)]

@@ -2,13 +2,11 @@
 //! removal, and that no token ever reaches the database file or the daemon's log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::time::Duration;
 
 use compartment_e2e::{
-    assert_token_shape, member_table, now_unix, parse_invitation_lines, parse_invite,
-    parse_rfc3339, poll, skip_unless_root, token_bytes, Daemon, DaemonOptions, InvitationLines,
-    ROOT, URL_PREFIX,
+    assert_token_shape, files_under, member_table, now_unix, parse_invite, parse_rfc3339, poll,
+    skip_unless_root, token_bytes, Daemon, DaemonOptions, InvitationLines, ROOT, URL_PREFIX,
 };
 use compartmentctl::wire::MemberStatus;
 use serde_json::{json, Value};
@@ -17,25 +15,9 @@ const ADMIN: u32 = 61001;
 const OTHER: u32 = 61002;
 const THIRD: u32 = 61003;
 
-/// Root creates `acme` with `admin@example.com`, whose invitation is returned.
-fn create_acme(d: &Daemon) -> InvitationLines {
-    let out = d.ctl(
-        ROOT,
-        &["org", "create", "acme", "--admin", "admin@example.com"],
-    );
-    out.assert_success();
-    let lines = out.stdout_lines();
-    assert_eq!(
-        lines.first(),
-        Some(&"Created organization acme."),
-        "{out:#?}"
-    );
-    parse_invitation_lines(&lines[1..], "admin@example.com", "admin")
-}
-
 /// `create_acme`, then the admin activates as uid `ADMIN`.
 fn acme_with_active_admin(d: &Daemon) {
-    let admin = create_acme(d);
+    let admin = d.create_acme();
     d.ctl(ADMIN, &["activate", &admin.url])
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 }
@@ -53,7 +35,7 @@ fn a_lapsed_invitation_is_marked_expired_refused_and_can_be_issued_again() {
     ]));
 
     let before = now_unix();
-    let admin = create_acme(&d);
+    let admin = d.create_acme();
     let after = now_unix();
     assert!(
         (before + 1..=after + 3).contains(&admin.expires_at_unix),
@@ -122,7 +104,7 @@ fn a_used_activation_url_is_refused() {
         return;
     }
     let d = Daemon::start_default();
-    let admin = create_acme(&d);
+    let admin = d.create_acme();
     d.ctl(ADMIN, &["activate", &admin.url])
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 
@@ -148,7 +130,7 @@ fn an_unknown_activation_url_is_not_valid() {
         return;
     }
     let d = Daemon::start_default();
-    create_acme(&d);
+    d.create_acme();
     let forged = format!("{URL_PREFIX}{}", "A".repeat(43));
     d.ctl(OTHER, &["activate", &forged])
         .assert_err(1, "this activation URL is not valid");
@@ -340,21 +322,6 @@ fn expires_in_sets_an_invitations_lifetime() {
         .assert_ok("Activated json@example.com: you are now readonly in acme.\n");
 }
 
-/// Every file under `dir`, recursively, with its bytes.
-fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read the state dir") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            let bytes = std::fs::read(&path).expect("read a state file");
-            files.push((path, bytes));
-        }
-    }
-    files
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
@@ -406,7 +373,7 @@ fn tokens_never_reach_the_database_file_or_the_log() {
     }
     // The most talkative logging the daemon may be asked for.
     let mut d = Daemon::start(DaemonOptions::new().env("RUST_LOG", "trace"));
-    let admin = create_acme(&d);
+    let admin = d.create_acme();
     d.ctl(ADMIN, &["activate", &admin.url]).assert_success();
 
     let mut invitations = vec![admin];

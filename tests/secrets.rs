@@ -4,12 +4,11 @@
 //! CLI's output other than the one reply that issues it, or the database file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use compartment_e2e::{
-    parse_invitation_lines, poll, skip_unless_root, token_bytes, Daemon, DaemonOptions, Out, ROOT,
-    URL_PREFIX,
+    files_under, parse_invitation_lines, poll, skip_unless_root, token_bytes, Daemon,
+    DaemonOptions, Out, ROOT, URL_PREFIX,
 };
 use serde_json::Value;
 
@@ -144,21 +143,6 @@ fn json_url(out: &Out) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no activation_url: {invitation}"))
         .to_owned()
-}
-
-/// Every file under `dir`, recursively, with its bytes.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read the state dir") {
-        let path = entry.expect("a dir entry").path();
-        if path.is_dir() {
-            files.extend(files_under(&path));
-        } else {
-            let bytes = std::fs::read(&path).expect("read a state file");
-            files.push((path, bytes));
-        }
-    }
-    files
 }
 
 /// Changes the character at `at` to another base64url character.
