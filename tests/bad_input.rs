@@ -18,6 +18,7 @@ fn create_acme(d: &Daemon) {
         .call(&Request::OrgCreate(OrgCreateParams {
             name: "acme".into(),
             admin: "admin@example.com".into(),
+            admin_unix_user: None,
         }))
         .expect("org.create as root");
 }

@@ -60,6 +60,7 @@ fn invite(email: &str) -> Request {
         role: Role::Viewer,
         expires_in: None,
         resend: false,
+        unix_user: None,
     })
 }
 
@@ -254,6 +255,7 @@ fn acknowledged_invitations_survive_repeated_kill_9_under_concurrent_writers() {
         .call(&Request::OrgCreate(OrgCreateParams {
             name: ORG.into(),
             admin: ADMIN.into(),
+            admin_unix_user: None,
         }))
         .expect("org.create");
 

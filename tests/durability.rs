@@ -20,6 +20,7 @@ fn acme_with_invitations(d: &Daemon) -> Vec<Invitation> {
         .call(&Request::OrgCreate(OrgCreateParams {
             name: "acme".into(),
             admin: "admin@example.com".into(),
+            admin_unix_user: None,
         }))
         .expect("org.create");
     (0..INVITES)
@@ -31,6 +32,7 @@ fn acme_with_invitations(d: &Daemon) -> Vec<Invitation> {
                     role: Role::Readonly,
                     expires_in: None,
                     resend: false,
+                    unix_user: None,
                 }))
                 .unwrap_or_else(|err| panic!("invitation {i}: {err}"));
             assert_eq!(invitation.status, MemberStatus::Invited, "{invitation:?}");

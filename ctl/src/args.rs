@@ -85,6 +85,10 @@ pub enum Command {
     #[command(subcommand)]
     Org(OrgCommand),
 
+    /// Accounts and the Unix users they are bound to (superuser only)
+    #[command(subcommand)]
+    Account(AccountCommand),
+
     /// Check that compartmentd is running and show its version
     Ping,
 
@@ -126,6 +130,10 @@ pub enum UserCommand {
         /// Issue a new activation URL for a pending invitation, revoking the old one
         #[arg(long)]
         resend: bool,
+
+        /// Only this Unix user may redeem the activation URL
+        #[arg(long, value_name = "NAME")]
+        unix_user: Option<String>,
     },
 
     /// List the organization's members with their role and status
@@ -155,6 +163,36 @@ pub enum RoleCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// List every account with its Unix user and how it was bound
+    List,
+
+    /// Show an account: its binding and its memberships
+    Show {
+        /// The account's e-mail address
+        email: String,
+    },
+
+    /// Free an account from its Unix user (break-glass). Its memberships stay, pinned to
+    /// the old uid, until a superuser binds the account again
+    Unbind {
+        /// The account's e-mail address
+        email: String,
+    },
+
+    /// Bind an account to a Unix user on your word, moving it from any user that held it
+    /// and carrying its memberships over
+    Bind {
+        /// The account's e-mail address
+        email: String,
+
+        /// The Unix user to bind it to
+        #[arg(long, value_name = "NAME")]
+        unix_user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum OrgCommand {
     /// Create an organization and invite its first admin (superuser only)
     Create {
@@ -165,6 +203,10 @@ pub enum OrgCommand {
         /// E-mail address of the organization's first admin
         #[arg(long, value_name = "EMAIL")]
         admin: String,
+
+        /// Only this Unix user may redeem the first admin's activation URL
+        #[arg(long, value_name = "NAME")]
+        admin_unix_user: Option<String>,
     },
 
     /// List the organizations you belong to

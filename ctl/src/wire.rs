@@ -161,6 +161,9 @@ pub struct OrgCreateParams {
     pub name: String,
     /// E-mail of the organization's first admin.
     pub admin: String,
+    /// The only Unix user who may redeem the first admin's activation URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_unix_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +186,9 @@ pub struct UserInviteParams {
     /// Issue a new token for a pending invitation, revoking the old one.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resend: bool,
+    /// The only Unix user who may redeem the activation URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +206,21 @@ pub struct RoleGrantParams {
     pub org: Option<String>,
     pub email: String,
     pub role: Role,
+}
+
+/// Params naming one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountParams {
+    pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountBindParams {
+    pub email: String,
+    /// The Unix user to bind the account to.
+    pub unix_user: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -223,10 +244,14 @@ pub enum Request {
     RoleGrant(RoleGrantParams),
     RoleList,
     AccountActivate(ActivateParams),
+    AccountList,
+    AccountShow(AccountParams),
+    AccountUnbind(AccountParams),
+    AccountBind(AccountBindParams),
 }
 
 /// Every method name, for error hints and documentation.
-pub const METHODS: [&str; 11] = [
+pub const METHODS: [&str; 15] = [
     "ping",
     "whoami",
     "org.create",
@@ -238,6 +263,10 @@ pub const METHODS: [&str; 11] = [
     "role.grant",
     "role.list",
     "account.activate",
+    "account.list",
+    "account.show",
+    "account.unbind",
+    "account.bind",
 ];
 
 impl Request {
@@ -254,6 +283,10 @@ impl Request {
             Request::RoleGrant(_) => "role.grant",
             Request::RoleList => "role.list",
             Request::AccountActivate(_) => "account.activate",
+            Request::AccountList => "account.list",
+            Request::AccountShow(_) => "account.show",
+            Request::AccountUnbind(_) => "account.unbind",
+            Request::AccountBind(_) => "account.bind",
         }
     }
 
@@ -270,7 +303,11 @@ impl Request {
             | Request::Whoami
             | Request::OrgList
             | Request::RoleList
-            | Request::AccountActivate(_) => None,
+            | Request::AccountActivate(_)
+            | Request::AccountList
+            | Request::AccountShow(_)
+            | Request::AccountUnbind(_)
+            | Request::AccountBind(_) => None,
         }
     }
 
@@ -303,6 +340,10 @@ impl Request {
             "role.grant" => Request::RoleGrant(typed(method, params)?),
             "role.list" => typed::<NoParams>(method, params).map(|_| Request::RoleList)?,
             "account.activate" => Request::AccountActivate(typed(method, params)?),
+            "account.list" => typed::<NoParams>(method, params).map(|_| Request::AccountList)?,
+            "account.show" => Request::AccountShow(typed(method, params)?),
+            "account.unbind" => Request::AccountUnbind(typed(method, params)?),
+            "account.bind" => Request::AccountBind(typed(method, params)?),
             _ => return Err(RpcError::unknown_method(method)),
         })
     }
@@ -310,9 +351,11 @@ impl Request {
     /// The params object as sent on the wire.
     pub fn params(&self) -> Value {
         let value = match self {
-            Request::Ping | Request::Whoami | Request::OrgList | Request::RoleList => {
-                return Value::Object(Default::default())
-            }
+            Request::Ping
+            | Request::Whoami
+            | Request::OrgList
+            | Request::RoleList
+            | Request::AccountList => return Value::Object(Default::default()),
             Request::OrgCreate(p) => serde_json::to_value(p),
             Request::OrgUse(p) => serde_json::to_value(p),
             Request::UserInvite(p) => serde_json::to_value(p),
@@ -320,6 +363,8 @@ impl Request {
             Request::UserRemove(p) => serde_json::to_value(p),
             Request::RoleGrant(p) => serde_json::to_value(p),
             Request::AccountActivate(p) => serde_json::to_value(p),
+            Request::AccountShow(p) | Request::AccountUnbind(p) => serde_json::to_value(p),
+            Request::AccountBind(p) => serde_json::to_value(p),
         };
         // Plain structs of strings always serialize.
         value.unwrap_or_default()
@@ -419,6 +464,10 @@ pub struct OrgMembership {
     pub org: String,
     pub role: Role,
     pub status: MemberStatus,
+    /// In `account.show`: false for an active membership pinned to a uid that no longer
+    /// holds the account, through which nobody acts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usable: Option<bool>,
 }
 
 /// Who the daemon thinks the caller is, from the socket's peer credentials.
@@ -429,6 +478,12 @@ pub struct WhoAmI {
     pub pid: Option<i32>,
     /// uid 0 or the daemon's own uid: admin power in every organization.
     pub superuser: bool,
+    /// The caller's Unix user, as NSS names its uid.
+    #[serde(default)]
+    pub unix_user: Option<String>,
+    /// Why the uid's binding no longer holds (its user was deleted or the uid reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_problem: Option<String>,
     pub account: Option<AccountInfo>,
     /// The organization commands act in when `--org` is not given, if one can be chosen.
     pub current_org: Option<String>,
@@ -446,6 +501,13 @@ pub struct Invitation {
     pub activation_url: Option<String>,
     /// RFC 3339, whole seconds, UTC.
     pub expires_at: Option<String>,
+    /// The Unix user who already holds the account, when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
+    /// The only Unix user who may redeem the activation URL: the account's holder, whose
+    /// consent it asks for, or the user the inviter named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeemable_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,6 +541,9 @@ pub struct Member {
     pub status: MemberStatus,
     /// When the invitation expires (or expired); `None` for active members.
     pub expires_at: Option<String>,
+    /// The Unix user an active member acts as.
+    #[serde(default)]
+    pub unix_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -512,6 +577,39 @@ pub struct RoleInfo {
 pub struct RoleList {
     /// Highest first.
     pub roles: Vec<RoleInfo>,
+}
+
+/// An account, its binding and its memberships (`account.show`, `account.list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDetail {
+    pub email: String,
+    pub status: AccountStatus,
+    /// The bound uid, and the user name it was bound as.
+    pub uid: Option<u32>,
+    pub unix_user: Option<String>,
+    /// Whom the bound uid belongs to now (NSS); a name other than `unix_user`, or `None`,
+    /// means the binding no longer holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid_now_belongs_to: Option<Option<String>>,
+    /// RFC 3339, whole seconds, UTC.
+    pub bound_at: Option<String>,
+    /// Who made the binding: "a superuser", "organization acme", ….
+    pub bound_through: Option<String>,
+    pub memberships: Vec<OrgMembership>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountList {
+    /// Ordered by e-mail.
+    pub accounts: Vec<AccountDetail>,
+}
+
+/// A binding made or undone by a superuser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountBinding {
+    pub email: String,
+    pub uid: u32,
+    pub unix_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -778,6 +876,7 @@ mod tests {
                 role: Role::Deployer,
                 expires_in: None,
                 resend: false,
+                unix_user: None,
             })
         );
     }

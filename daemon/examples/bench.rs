@@ -39,6 +39,7 @@ fn main() {
         daemon_uid: nix::unistd::geteuid().as_raw(),
         sweep_interval: Duration::from_secs(60),
         limits: Limits::default(),
+        users: compartmentd::users::SystemUsers::new(),
     };
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -58,6 +59,7 @@ fn main() {
         .call(&Request::OrgCreate(OrgCreateParams {
             name: "bench".into(),
             admin: "admin@bench.example".into(),
+            admin_unix_user: None,
         }))
         .unwrap();
 
@@ -75,6 +77,7 @@ fn main() {
                     role: Role::Viewer,
                     expires_in: None,
                     resend: false,
+                    unix_user: None,
                 }))
                 .unwrap();
         },

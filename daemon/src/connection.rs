@@ -101,7 +101,7 @@ async fn serve_lines(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                answer(ctx, caller, &line).await
+                answer(ctx, caller.clone(), &line).await
             }
             Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                 let response = Response::err(Value::Null, RpcError::frame_too_long());

@@ -1,7 +1,8 @@
 //! From a parsed request to the rule that serves it: reads on a snapshot, changes through
 //! the writer. One small arm per method.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use compartmentctl::wire::{Pong, Request, Role, RoleInfo, RoleList};
 use serde::Serialize;
@@ -9,9 +10,12 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
-use crate::rules::{identity, invitations, members, orgs, Caller, Policy, RuleError};
-use crate::store::Store;
+use crate::rules::{
+    accounts, identity, invitations, members, orgs, Caller, Policy, RuleError, Unbound,
+};
+use crate::store::{AuditRecord, Reader, Store, UnixUser, Writer as _};
 use crate::token::Token;
+use crate::users::Directory;
 use crate::writer::Writer;
 
 /// What every request handler shares.
@@ -24,6 +28,10 @@ pub struct Context {
     pub daemon_uid: u32,
     /// Wakes the sweeper when an invitation that may expire sooner is written.
     pub sweeper_wake: Arc<Notify>,
+    /// The host's users (NSS), cached a few seconds.
+    pub users: Arc<dyn Directory>,
+    /// Stale bindings already audited in this run, by (uid, recorded name).
+    pub stale_audited: Mutex<HashSet<(u32, Option<String>)>>,
 }
 
 impl Context {
@@ -34,6 +42,84 @@ impl Context {
             gid,
             pid,
             superuser: uid == 0 || uid == self.daemon_uid,
+            user: None,
+        }
+    }
+
+    /// The caller with its Unix user as NSS names it now (cached a few seconds at most), so
+    /// that a binding is checked against a name never older than that.
+    async fn identify(&self, mut caller: Caller) -> Caller {
+        let users = self.users.clone();
+        let uid = caller.uid;
+        // NSS may ask a directory server: never on a runtime worker.
+        caller.user = tokio::task::spawn_blocking(move || users.name_of(uid))
+            .await
+            .ok()
+            .flatten()
+            .map(Arc::from);
+        caller
+    }
+
+    /// The user `name` as NSS resolves it, refused when there is none that may hold an
+    /// account.
+    async fn unix_user(&self, name: &str) -> Result<UnixUser, RuleError> {
+        let users = self.users.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || users.user_named(&owned))
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| RuleError::NoSuchUnixUser(name.to_owned()))
+    }
+
+    /// Audits, once per daemon run and binding, that a uid no longer resolves to the user
+    /// it was bound as: a deleted user, or a reused uid trying the old account.
+    async fn audit_stale_binding(
+        &self,
+        caller: &Caller,
+        recorded: Option<String>,
+        now: Option<String>,
+    ) {
+        let first = self
+            .stale_audited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((caller.uid, recorded.clone()));
+        if !first {
+            return;
+        }
+        let (uid, pid) = (caller.uid, caller.pid);
+        let detail = format!(
+            "uid {uid} was bound as {}, now {}",
+            recorded.as_deref().unwrap_or("(no user)"),
+            now.as_deref().unwrap_or("(no user)")
+        );
+        tracing::warn!(uid, "{detail}; the caller acts without its account");
+        let written = self
+            .writer
+            .write(move |txn, at| {
+                let target = txn.binding(uid)?.map(|b| b.email);
+                txn.append_audit(&AuditRecord {
+                    at,
+                    uid: Some(uid),
+                    pid,
+                    action: "binding.stale".into(),
+                    org: None,
+                    target,
+                    detail: Some(detail),
+                })?;
+                Ok(())
+            })
+            .await;
+        if let Err(err) = written {
+            tracing::error!(error = %err, "cannot audit a stale binding");
+        }
+    }
+
+    async fn named_user(&self, name: Option<&str>) -> Result<Option<UnixUser>, RuleError> {
+        match name {
+            Some(name) => Ok(Some(self.unix_user(name).await?)),
+            None => Ok(None),
         }
     }
 }
@@ -51,6 +137,20 @@ fn new_token() -> Result<Token, RuleError> {
 
 /// Serves one request for `caller`.
 pub async fn dispatch(ctx: &Context, caller: Caller, request: Request) -> Result<Value, RuleError> {
+    let caller = ctx.identify(caller).await;
+    let result = serve(ctx, &caller, request).await;
+    if let Err(RuleError::Unauthenticated {
+        why: Unbound::UserChanged { recorded, now },
+        ..
+    }) = &result
+    {
+        ctx.audit_stale_binding(&caller, recorded.clone(), now.clone())
+            .await;
+    }
+    result
+}
+
+async fn serve(ctx: &Context, caller: &Caller, request: Request) -> Result<Value, RuleError> {
     match request {
         Request::Ping => to_value(Pong {
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -71,47 +171,107 @@ pub async fn dispatch(ctx: &Context, caller: Caller, request: Request) -> Result
             )?)
         }
         Request::OrgCreate(params) => {
+            let named = ctx.named_user(params.admin_unix_user.as_deref()).await?;
             let token = new_token()?;
             let policy = ctx.policy.clone();
+            let caller = caller.clone();
             let created = ctx
                 .writer
-                .write(move |txn, now| orgs::create(txn, caller, &params, &token, &policy, now))
+                .write(move |txn, now| {
+                    orgs::create(txn, &caller, &params, named, &token, &policy, now)
+                })
                 .await?;
             ctx.sweeper_wake.notify_one();
             to_value(created)
         }
-        Request::OrgUse(params) => to_value(
-            ctx.writer
-                .write(move |txn, _| orgs::use_org(txn, caller, &params.name))
-                .await?,
-        ),
+        Request::OrgUse(params) => {
+            let caller = caller.clone();
+            to_value(
+                ctx.writer
+                    .write(move |txn, _| orgs::use_org(txn, &caller, &params.name))
+                    .await?,
+            )
+        }
         Request::UserInvite(params) => {
+            let named = ctx.named_user(params.unix_user.as_deref()).await?;
             let token = new_token()?;
             let policy = ctx.policy.clone();
+            let caller = caller.clone();
             let invitation = ctx
                 .writer
                 .write(move |txn, now| {
-                    invitations::invite(txn, caller, &params, &token, &policy, now)
+                    invitations::invite(txn, &caller, &params, named, &token, &policy, now)
                 })
                 .await?;
             ctx.sweeper_wake.notify_one();
             to_value(invitation)
         }
-        Request::UserRemove(params) => to_value(
-            ctx.writer
-                .write(move |txn, now| members::remove(txn, caller, &params, now))
-                .await?,
-        ),
-        Request::RoleGrant(params) => to_value(
-            ctx.writer
-                .write(move |txn, now| members::grant(txn, caller, &params, now))
-                .await?,
-        ),
-        Request::AccountActivate(params) => to_value(
-            ctx.writer
-                .write(move |txn, now| invitations::activate(txn, caller, &params.token, now))
-                .await?,
-        ),
+        Request::UserRemove(params) => {
+            let caller = caller.clone();
+            to_value(
+                ctx.writer
+                    .write(move |txn, now| members::remove(txn, &caller, &params, now))
+                    .await?,
+            )
+        }
+        Request::RoleGrant(params) => {
+            let caller = caller.clone();
+            to_value(
+                ctx.writer
+                    .write(move |txn, now| members::grant(txn, &caller, &params, now))
+                    .await?,
+            )
+        }
+        Request::AccountActivate(params) => {
+            let caller = caller.clone();
+            to_value(
+                ctx.writer
+                    .write(move |txn, now| invitations::activate(txn, &caller, &params.token, now))
+                    .await?,
+            )
+        }
+        Request::AccountList => {
+            let snapshot = ctx.store.read()?;
+            to_value(accounts::list(
+                &snapshot,
+                caller,
+                ctx.users.as_ref(),
+                ctx.clock.now(),
+            )?)
+        }
+        Request::AccountShow(params) => {
+            let snapshot = ctx.store.read()?;
+            to_value(accounts::show(
+                &snapshot,
+                caller,
+                ctx.users.as_ref(),
+                &params.email,
+                ctx.clock.now(),
+            )?)
+        }
+        Request::AccountUnbind(params) => {
+            let caller = caller.clone();
+            to_value(
+                ctx.writer
+                    .write(move |txn, now| accounts::unbind(txn, &caller, &params.email, now))
+                    .await?,
+            )
+        }
+        Request::AccountBind(params) => {
+            if !caller.superuser {
+                // Refused before NSS is asked, so nobody else learns what it would say.
+                return Err(RuleError::SuperuserOnly {
+                    action: "binding accounts",
+                });
+            }
+            let user = ctx.unix_user(&params.unix_user).await?;
+            let caller = caller.clone();
+            to_value(
+                ctx.writer
+                    .write(move |txn, now| accounts::bind(txn, &caller, &params, &user, now))
+                    .await?,
+            )
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`writer`]: the single task that owns the write side; every change goes through it.
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
 //! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
+//! - [`users`]: the host's users (NSS), cached briefly.
 //! - [`clock`], [`token`]: time and randomness, as parameters.
 //! - [`logging`]: tracing to stderr or the journal.
 
@@ -28,4 +29,5 @@ pub mod socket;
 pub mod store;
 pub mod sweeper;
 pub mod token;
+pub mod users;
 pub mod writer;

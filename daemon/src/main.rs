@@ -66,6 +66,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         daemon_uid: nix::unistd::geteuid().as_raw(),
         sweep_interval: config.sweep_interval,
         limits: config.limits(),
+        users: compartmentd::users::SystemUsers::new(),
     };
     // Requests that arrive from here on wait in the listen queue until the accept loop runs.
     notify(sd_notify::NotifyState::Ready);

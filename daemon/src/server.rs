@@ -19,6 +19,7 @@ use crate::limits::{Limits, Slots};
 use crate::rules::Policy;
 use crate::store::Store;
 use crate::sweeper::Sweeper;
+use crate::users::Directory;
 use crate::writer::Writer;
 
 /// Everything the daemon serves from.
@@ -31,6 +32,8 @@ pub struct Daemon {
     /// The longest the sweeper sleeps.
     pub sweep_interval: Duration,
     pub limits: Limits,
+    /// The host's users: NSS in the daemon, a table in tests.
+    pub users: Arc<dyn Directory>,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops gracefully: no new
@@ -49,6 +52,8 @@ pub async fn run(
         policy: Arc::new(daemon.policy),
         daemon_uid: daemon.daemon_uid,
         sweeper_wake: sweeper_wake.clone(),
+        users: daemon.users.clone(),
+        stale_audited: Default::default(),
     });
     let slots = Slots::new(daemon.limits);
     let stop = CancellationToken::new();

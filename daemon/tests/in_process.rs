@@ -43,6 +43,7 @@ fn start(clock: Arc<dyn Clock>, ttl: Duration, sweep_interval: Duration) -> Runn
         daemon_uid: nix::unistd::geteuid().as_raw(),
         sweep_interval,
         limits: Limits::default(),
+        users: compartmentd::users::SystemUsers::new(),
     };
     let done = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -84,6 +85,7 @@ fn create_acme(client: &mut Client) -> OrgCreated {
         .call(&Request::OrgCreate(OrgCreateParams {
             name: "acme".into(),
             admin: "admin@example.com".into(),
+            admin_unix_user: None,
         }))
         .unwrap()
 }

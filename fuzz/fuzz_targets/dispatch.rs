@@ -44,6 +44,23 @@ struct Harness {
 
 static HARNESS: OnceLock<Harness> = OnceLock::new();
 
+/// A directory in which every uid has a user named after it.
+struct AnyUid;
+
+impl compartmentd::users::Directory for AnyUid {
+    fn name_of(&self, uid: u32) -> Option<String> {
+        Some(format!("user{uid}"))
+    }
+
+    fn user_named(&self, name: &str) -> Option<compartmentd::store::UnixUser> {
+        let uid = name.strip_prefix("user")?.parse().ok()?;
+        Some(compartmentd::store::UnixUser {
+            uid,
+            name: name.to_owned(),
+        })
+    }
+}
+
 fn caller(ctx: &Context, uid: u32) -> Caller {
     ctx.caller(uid, uid, Some(1))
 }
@@ -83,6 +100,9 @@ fn harness() -> &'static Harness {
             }),
             daemon_uid: DAEMON_UID,
             sweeper_wake: Arc::new(Notify::new()),
+            // Every uid the fuzzer calls as has a user, so activations can bind.
+            users: Arc::new(AnyUid),
+            stale_audited: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -116,6 +136,7 @@ async fn seed(ctx: &Context) -> String {
         Request::OrgCreate(OrgCreateParams {
             name: "acme".into(),
             admin: "a@example.com".into(),
+            admin_unix_user: None,
         }),
     )
     .await;
@@ -134,6 +155,7 @@ async fn seed(ctx: &Context) -> String {
             role: Role::Deployer,
             expires_in: None,
             resend: false,
+            unix_user: None,
         }),
     )
     .await;
@@ -149,6 +171,7 @@ async fn seed(ctx: &Context) -> String {
         Request::OrgCreate(OrgCreateParams {
             name: "beta".into(),
             admin: "b@example.com".into(),
+            admin_unix_user: None,
         }),
     )
     .await;

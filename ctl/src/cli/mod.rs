@@ -17,14 +17,16 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use compartmentctl::paths::default_client_socket;
 use compartmentctl::wire::{
-    ActivateParams, OrgCreateParams, OrgParams, OrgUseParams, Request, RoleGrantParams,
-    UserInviteParams, UserRemoveParams,
+    AccountBindParams, AccountParams, ActivateParams, OrgCreateParams, OrgParams, OrgUseParams,
+    Request, RoleGrantParams, UserInviteParams, UserRemoveParams,
 };
 use compartmentctl::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use compartmentctl::args::{Cli, Command, OrgCommand, OutputFormat, RoleCommand, UserCommand};
+use compartmentctl::args::{
+    AccountCommand, Cli, Command, OrgCommand, OutputFormat, RoleCommand, UserCommand,
+};
 use exit::{Exit, Failure};
 
 /// The whole program, minus turning the exit code into a process status.
@@ -81,12 +83,14 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             role,
             expires_in,
             resend,
+            unix_user,
         }) => Request::UserInvite(UserInviteParams {
             org,
             email,
             role,
             expires_in,
             resend,
+            unix_user,
         }),
         Command::User(UserCommand::List) => Request::UserList(OrgParams { org }),
         Command::User(UserCommand::Remove { email }) => {
@@ -99,8 +103,24 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         // The daemon pulls the token out of a URL itself, so the argument goes as typed.
         Command::Activate { token } => Request::AccountActivate(ActivateParams { token }),
         Command::Whoami => Request::Whoami,
-        Command::Org(OrgCommand::Create { name, admin }) => {
-            Request::OrgCreate(OrgCreateParams { name, admin })
+        Command::Org(OrgCommand::Create {
+            name,
+            admin,
+            admin_unix_user,
+        }) => Request::OrgCreate(OrgCreateParams {
+            name,
+            admin,
+            admin_unix_user,
+        }),
+        Command::Account(AccountCommand::List) => Request::AccountList,
+        Command::Account(AccountCommand::Show { email }) => {
+            Request::AccountShow(AccountParams { email })
+        }
+        Command::Account(AccountCommand::Unbind { email }) => {
+            Request::AccountUnbind(AccountParams { email })
+        }
+        Command::Account(AccountCommand::Bind { email, unix_user }) => {
+            Request::AccountBind(AccountBindParams { email, unix_user })
         }
         Command::Org(OrgCommand::List) => Request::OrgList,
         Command::Org(OrgCommand::Use { name }) => Request::OrgUse(OrgUseParams { name }),
@@ -129,6 +149,10 @@ fn call(client: &mut Client, request: &Request, format: OutputFormat) -> Result<
         Request::OrgList => render(client, request, format, output::org_list),
         Request::OrgUse(_) => render(client, request, format, output::org_used),
         Request::Ping => render(client, request, format, output::pong),
+        Request::AccountList => render(client, request, format, output::account_list),
+        Request::AccountShow(_) => render(client, request, format, output::account_detail),
+        Request::AccountUnbind(_) => render(client, request, format, output::unbound),
+        Request::AccountBind(_) => render(client, request, format, output::bound),
     }
 }
 
@@ -180,6 +204,7 @@ mod tests {
                 role: Role::Deployer,
                 expires_in: Some("2days".into()),
                 resend: true,
+                unix_user: None,
             })
         );
     }

@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 
 use compartmentctl::wire::{
-    AccountStatus, Activated, Granted, Invitation, MemberList, OrgCreated, OrgList, OrgUsed, Pong,
-    Removed, RoleList, WhoAmI,
+    AccountBinding, AccountDetail, AccountList, AccountStatus, Activated, Granted, Invitation,
+    MemberList, OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleList, WhoAmI,
 };
 use serde::Serialize;
 
@@ -53,6 +53,8 @@ pub fn invitation(invitation: &Invitation) -> String {
         role,
         activation_url,
         expires_at,
+        held_by,
+        redeemable_by,
         ..
     } = invitation;
     let mut out = format!("Invited {email} as {role}.\n");
@@ -62,10 +64,25 @@ pub fn invitation(invitation: &Invitation) -> String {
             if let Some(expires_at) = expires_at {
                 out.push_str(&format!("Invitation expires at: {expires_at}\n"));
             }
+            match (held_by, redeemable_by) {
+                (Some(holder), _) => out.push_str(&format!(
+                    "{email} already has an account, held by Unix user {holder}: only {holder} can redeem this URL.\n"
+                )),
+                (None, Some(user)) => {
+                    out.push_str(&format!("Only Unix user {user} can redeem this URL.\n"))
+                }
+                (None, None) => {}
+            }
         }
-        None => out.push_str(&format!(
-            "{email} already has an account: access is granted now, no activation URL needed.\n"
-        )),
+        None => {
+            let held = held_by
+                .as_ref()
+                .map(|holder| format!(" (Unix user {holder})"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{email} already has an account{held}: access is granted now, no activation URL needed.\n"
+            ))
+        }
     }
     out
 }
@@ -79,7 +96,7 @@ pub fn org_created(created: &OrgCreated) -> String {
 }
 
 pub fn member_list(list: &MemberList) -> String {
-    let rows: Vec<[String; 4]> = list
+    let rows: Vec<[String; 5]> = list
         .members
         .iter()
         .map(|member| {
@@ -87,11 +104,100 @@ pub fn member_list(list: &MemberList) -> String {
                 member.email.clone(),
                 member.role.to_string(),
                 member.status.to_string(),
-                member.expires_at.clone().unwrap_or_else(|| "-".to_owned()),
+                dash(member.unix_user.as_deref()),
+                dash(member.expires_at.as_deref()),
             ]
         })
         .collect();
-    table(["EMAIL", "ROLE", "STATUS", "EXPIRES"], &rows)
+    table(["EMAIL", "ROLE", "STATUS", "UNIX USER", "EXPIRES"], &rows)
+}
+
+/// A cell's text, or `-` when it has none.
+fn dash(cell: Option<&str>) -> String {
+    cell.unwrap_or("-").to_owned()
+}
+
+pub fn account_list(list: &AccountList) -> String {
+    let rows: Vec<[String; 5]> = list
+        .accounts
+        .iter()
+        .map(|account| {
+            [
+                account.email.clone(),
+                account_status(account.status).to_owned(),
+                dash(account.unix_user.as_deref()),
+                account
+                    .uid
+                    .map_or_else(|| "-".to_owned(), |uid| uid.to_string()),
+                dash(account.bound_through.as_deref()),
+            ]
+        })
+        .collect();
+    table(
+        ["EMAIL", "STATUS", "UNIX USER", "UID", "BOUND THROUGH"],
+        &rows,
+    )
+}
+
+pub fn account_detail(account: &AccountDetail) -> String {
+    let mut out = format!(
+        "account: {}\nstatus: {}\n",
+        account.email,
+        account_status(account.status)
+    );
+    match (account.uid, &account.unix_user) {
+        (Some(uid), user) => {
+            let user = user.as_deref().unwrap_or("(no user at the upgrade)");
+            out.push_str(&format!("bound to: Unix user {user} (uid {uid})"));
+            if let Some(now) = &account.uid_now_belongs_to {
+                if now.as_deref() != account.unix_user.as_deref() {
+                    let now = now.as_deref().unwrap_or("no user");
+                    out.push_str(&format!(
+                        "; uid {uid} is now {now}: the binding does not hold"
+                    ));
+                }
+            }
+            out.push('\n');
+        }
+        (None, _) => out.push_str("bound to: nobody\n"),
+    }
+    if let Some(at) = &account.bound_at {
+        out.push_str(&format!("bound at: {at}\n"));
+    }
+    if let Some(through) = &account.bound_through {
+        out.push_str(&format!("bound through: {through}\n"));
+    }
+    if !account.memberships.is_empty() {
+        let rows: Vec<[String; 3]> = account
+            .memberships
+            .iter()
+            .map(|m| {
+                let status = match m.usable {
+                    Some(false) => format!("{} (pinned to an earlier uid)", m.status),
+                    _ => m.status.to_string(),
+                };
+                [m.org.clone(), m.role.to_string(), status]
+            })
+            .collect();
+        out.push_str(&table(["ORGANIZATION", "ROLE", "STATUS"], &rows));
+    }
+    out
+}
+
+pub fn unbound(binding: &AccountBinding) -> String {
+    let user = binding.unix_user.as_deref().unwrap_or("(no user)");
+    format!(
+        "Unbound {} from Unix user {user} (uid {}).\n",
+        binding.email, binding.uid
+    )
+}
+
+pub fn bound(binding: &AccountBinding) -> String {
+    let user = binding.unix_user.as_deref().unwrap_or("(no user)");
+    format!(
+        "Bound {} to Unix user {user} (uid {}).\n",
+        binding.email, binding.uid
+    )
 }
 
 pub fn removed(removed: &Removed) -> String {
@@ -122,7 +228,15 @@ pub fn activated(activated: &Activated) -> String {
 }
 
 pub fn whoami(who: &WhoAmI) -> String {
-    let uid = who.uid;
+    let uid = match &who.unix_user {
+        Some(user) => format!("{} ({user})", who.uid),
+        None => who.uid.to_string(),
+    };
+    if let Some(problem) = &who.binding_problem {
+        return format!(
+            "uid {uid}: no account: {problem}; ask a superuser to rebind or unbind it\n"
+        );
+    }
     let mut out = match (&who.account, who.superuser) {
         (Some(account), false) => {
             format!(
@@ -138,7 +252,7 @@ pub fn whoami(who: &WhoAmI) -> String {
         ),
         (None, true) => format!("uid {uid}: superuser (admin power in every organization)\n"),
         (None, false) => format!(
-            "uid {uid}: no account yet (activate an invitation with: compartment activate <URL>)\n"
+            "uid {uid}: no account yet (activate an invitation: run compartment activate and paste its URL)\n"
         ),
     };
     if let Some(org) = &who.current_org {
@@ -213,6 +327,8 @@ mod tests {
             status: MemberStatus::Invited,
             activation_url: Some("https://your-compartment-host/activate?token=abc".into()),
             expires_at: Some("2026-05-01T12:00:00Z".into()),
+            held_by: None,
+            redeemable_by: None,
         }
     }
 
@@ -306,7 +422,10 @@ mod tests {
             org: "acme".into(),
             members: vec![],
         };
-        assert_eq!(member_list(&list), "EMAIL  ROLE  STATUS  EXPIRES\n");
+        assert_eq!(
+            member_list(&list),
+            "EMAIL  ROLE  STATUS  UNIX USER  EXPIRES\n"
+        );
         let list = MemberList {
             org: "acme".into(),
             members: vec![Member {
@@ -314,12 +433,28 @@ mod tests {
                 role: Role::Viewer,
                 status: MemberStatus::Expired,
                 expires_at: Some("2026-05-01T12:00:00Z".into()),
+                unix_user: None,
             }],
         };
         assert_eq!(
             member_list(&list),
-            "EMAIL          ROLE    STATUS   EXPIRES\n\
-             a@example.com  viewer  expired  2026-05-01T12:00:00Z\n"
+            "EMAIL          ROLE    STATUS   UNIX USER  EXPIRES\n\
+             a@example.com  viewer  expired  -          2026-05-01T12:00:00Z\n"
+        );
+        let list = MemberList {
+            org: "acme".into(),
+            members: vec![Member {
+                email: "a@example.com".into(),
+                role: Role::Admin,
+                status: MemberStatus::Active,
+                expires_at: None,
+                unix_user: Some("alice".into()),
+            }],
+        };
+        assert_eq!(
+            member_list(&list),
+            "EMAIL          ROLE   STATUS  UNIX USER  EXPIRES\n\
+             a@example.com  admin  active  alice      -\n"
         );
     }
 
@@ -390,6 +525,8 @@ mod tests {
             gid: uid,
             pid: Some(42),
             superuser,
+            unix_user: None,
+            binding_problem: None,
             account: account.map(|email| AccountInfo {
                 email: email.into(),
                 status: AccountStatus::Active,
@@ -415,7 +552,105 @@ mod tests {
         );
         assert_eq!(
             whoami(&who(1001, false, None)),
-            "uid 1001: no account yet (activate an invitation with: compartment activate <URL>)\n"
+            "uid 1001: no account yet (activate an invitation: run compartment activate and paste its URL)\n"
+        );
+    }
+
+    #[test]
+    fn whoami_names_the_unix_user_and_a_binding_that_no_longer_holds() {
+        let mut me = who(1001, false, Some("deploy@example.com"));
+        me.unix_user = Some("alice".into());
+        assert_eq!(
+            whoami(&me),
+            "uid 1001 (alice): deploy@example.com (active)\n"
+        );
+        let mut reused = who(1001, false, None);
+        reused.unix_user = Some("bob".into());
+        reused.binding_problem =
+            Some("its binding was made for Unix user alice, and it now belongs to bob".into());
+        assert_eq!(
+            whoami(&reused),
+            "uid 1001 (bob): no account: its binding was made for Unix user alice, and it now belongs to bob; ask a superuser to rebind or unbind it\n"
+        );
+    }
+
+    #[test]
+    fn an_invitation_says_who_may_redeem_it() {
+        let mut held = invited();
+        held.held_by = Some("evil".into());
+        held.redeemable_by = Some("evil".into());
+        assert_eq!(
+            invitation(&held),
+            "Invited deploy@example.com as deployer.\n\
+             Activation URL: https://your-compartment-host/activate?token=abc\n\
+             Invitation expires at: 2026-05-01T12:00:00Z\n\
+             deploy@example.com already has an account, held by Unix user evil: only evil can redeem this URL.\n"
+        );
+        let mut named = invited();
+        named.redeemable_by = Some("bob".into());
+        assert!(
+            invitation(&named).ends_with("\nOnly Unix user bob can redeem this URL.\n"),
+            "{}",
+            invitation(&named)
+        );
+        let mut joined = invited();
+        joined.status = MemberStatus::Active;
+        joined.activation_url = None;
+        joined.expires_at = None;
+        joined.held_by = Some("bob".into());
+        assert_eq!(
+            invitation(&joined),
+            "Invited deploy@example.com as deployer.\n\
+             deploy@example.com already has an account (Unix user bob): access is granted now, no activation URL needed.\n"
+        );
+    }
+
+    #[test]
+    fn accounts_show_their_binding() {
+        let account = AccountDetail {
+            email: "a@example.com".into(),
+            status: AccountStatus::Active,
+            uid: Some(1001),
+            unix_user: Some("alice".into()),
+            uid_now_belongs_to: Some(Some("bob".into())),
+            bound_at: Some("2026-05-01T12:00:00Z".into()),
+            bound_through: Some("organization acme".into()),
+            memberships: vec![OrgMembership {
+                org: "acme".into(),
+                role: Role::Admin,
+                status: MemberStatus::Active,
+                usable: Some(false),
+            }],
+        };
+        assert_eq!(
+            account_detail(&account),
+            "account: a@example.com\n\
+             status: active\n\
+             bound to: Unix user alice (uid 1001); uid 1001 is now bob: the binding does not hold\n\
+             bound at: 2026-05-01T12:00:00Z\n\
+             bound through: organization acme\n\
+             ORGANIZATION  ROLE   STATUS\n\
+             acme          admin  active (pinned to an earlier uid)\n"
+        );
+        assert_eq!(
+            account_list(&AccountList {
+                accounts: vec![account]
+            }),
+            "EMAIL          STATUS  UNIX USER  UID   BOUND THROUGH\n\
+             a@example.com  active  alice      1001  organization acme\n"
+        );
+        let binding = AccountBinding {
+            email: "a@example.com".into(),
+            uid: 1001,
+            unix_user: Some("alice".into()),
+        };
+        assert_eq!(
+            unbound(&binding),
+            "Unbound a@example.com from Unix user alice (uid 1001).\n"
+        );
+        assert_eq!(
+            bound(&binding),
+            "Bound a@example.com to Unix user alice (uid 1001).\n"
         );
     }
 
@@ -428,11 +663,13 @@ mod tests {
                 org: "acme".into(),
                 role: Role::Deployer,
                 status: MemberStatus::Active,
+                usable: None,
             },
             OrgMembership {
                 org: "beta".into(),
                 role: Role::Viewer,
                 status: MemberStatus::Invited,
+                usable: None,
             },
         ];
         assert_eq!(

@@ -15,12 +15,52 @@ pub enum AdminLoss {
     Demotion,
 }
 
+/// Why a uid acts without an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unbound {
+    /// It was never bound, or a superuser unbound it.
+    NoBinding,
+    /// It is bound, but no longer resolves to the user it was bound as: the user was
+    /// deleted, or the uid now belongs to someone else. The binding holds for nobody until
+    /// a superuser rebinds or unbinds it.
+    UserChanged {
+        recorded: Option<String>,
+        now: Option<String>,
+    },
+}
+
+impl fmt::Display for Unbound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unbound::NoBinding => f.write_str("it is not bound to an account"),
+            Unbound::UserChanged { recorded, now } => {
+                let was = match recorded {
+                    Some(name) => format!("Unix user {name}"),
+                    None => "a Unix user that no longer existed at the upgrade".into(),
+                };
+                let is = match now {
+                    Some(name) => format!("it now belongs to {name}"),
+                    None => "it has no user now".into(),
+                };
+                write!(f, "its binding was made for {was}, and {is}")
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum RuleError {
     BadRequest(String),
     Unauthenticated {
         uid: u32,
+        why: Unbound,
     },
+    /// The activation URL was issued for another Unix user to redeem.
+    NotTheRedeemer,
+    /// No Unix user of that name may hold an account here.
+    NoSuchUnixUser(String),
+    /// No account has this e-mail.
+    AccountNotFound(String),
     /// The caller's role is below what the action needs.
     RoleTooLow {
         action: &'static str,
@@ -96,7 +136,9 @@ impl RuleError {
         match self {
             RuleError::BadRequest(_) => ErrorKind::BadRequest,
             RuleError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
-            RuleError::RoleTooLow { .. }
+            RuleError::NoSuchUnixUser(_) | RuleError::AccountNotFound(_) => ErrorKind::NotFound,
+            RuleError::NotTheRedeemer
+            | RuleError::RoleTooLow { .. }
             | RuleError::SuperuserOnly { .. }
             | RuleError::BindingConflict(_) => ErrorKind::Forbidden,
             RuleError::OrgNotFound(_) | RuleError::NotMember { .. } => ErrorKind::NotFound,
@@ -120,9 +162,22 @@ impl RuleError {
 
     pub fn hint(&self) -> Option<String> {
         Some(match self {
-            RuleError::Unauthenticated { .. } => {
-                "activate your invitation first: compartment activate <activation URL>".into()
+            RuleError::Unauthenticated {
+                why: Unbound::NoBinding,
+                ..
+            } => {
+                "activate your invitation first: run compartment activate and paste its URL".into()
             }
+            RuleError::Unauthenticated { .. } => {
+                "ask a superuser to rebind or unbind it (compartment account bind|unbind)".into()
+            }
+            RuleError::NotTheRedeemer => {
+                "run compartment activate as the Unix user the invitation names".into()
+            }
+            RuleError::NoSuchUnixUser(_) => {
+                "name an existing user (getent passwd NAME shows it)".into()
+            }
+            RuleError::AccountNotFound(_) => "compartment account list shows the accounts".into(),
             RuleError::RoleTooLow { org, needed, .. } => {
                 format!("ask an admin of {org} for the {needed} role")
             }
@@ -164,7 +219,24 @@ impl fmt::Display for RuleError {
             RuleError::BadRequest(message) | RuleError::BindingConflict(message) => {
                 f.write_str(message)
             }
-            RuleError::Unauthenticated { uid } => write!(f, "uid {uid} is not bound to an account"),
+            RuleError::Unauthenticated {
+                uid,
+                why: Unbound::NoBinding,
+            } => write!(f, "uid {uid} is not bound to an account"),
+            RuleError::Unauthenticated { uid, why } => {
+                write!(f, "uid {uid} acts without an account: {why}")
+            }
+            RuleError::NotTheRedeemer => {
+                f.write_str("this activation URL was issued for another Unix user to redeem")
+            }
+            RuleError::NoSuchUnixUser(name) => {
+                let shown: String = name.chars().take(64).collect();
+                write!(
+                    f,
+                    "there is no Unix user {shown:?} that may hold an account"
+                )
+            }
+            RuleError::AccountNotFound(email) => write!(f, "no account {email}"),
             RuleError::RoleTooLow {
                 action,
                 org,

@@ -3,8 +3,8 @@
 
 use compartmentctl::wire::{AccountInfo, MemberStatus, OrgMembership, Role, WhoAmI};
 
-use super::{Caller, RuleError};
-use crate::store::{MembershipRecord, Millis, Reader};
+use super::{Caller, RuleError, Unbound};
+use crate::store::{BindingRecord, MembershipRecord, Millis, Provenance, Reader};
 
 /// An authenticated caller: a superuser, or a uid bound to an account.
 #[derive(Debug, Clone)]
@@ -12,6 +12,36 @@ pub struct Actor {
     pub caller: Caller,
     /// The bound account; a superuser may have none.
     pub email: Option<String>,
+}
+
+/// The caller's binding, if it holds: the uid is bound and still resolves to the user name
+/// recorded when it was bound. Otherwise why not.
+pub fn binding_of(
+    reader: &impl Reader,
+    caller: &Caller,
+) -> Result<Result<BindingRecord, Unbound>, RuleError> {
+    let Some(binding) = reader.binding(caller.uid)? else {
+        return Ok(Err(Unbound::NoBinding));
+    };
+    if binding.user_name.is_some() && binding.user_name.as_deref() == caller.user.as_deref() {
+        return Ok(Ok(binding));
+    }
+    Ok(Err(Unbound::UserChanged {
+        recorded: binding.user_name,
+        now: caller.user.as_deref().map(str::to_owned),
+    }))
+}
+
+/// True when an invitation to `org` by `inviter` may make `binding`'s account a member at
+/// once: the inviter is a superuser, or the binding was made by a superuser or through this
+/// same organization (DESIGN §4). Anyone else's binding needs its holder's consent.
+pub fn may_vouch_for(binding: &BindingRecord, inviter: &Caller, org: &str) -> bool {
+    inviter.superuser
+        || match &binding.provenance {
+            Provenance::Superuser => true,
+            Provenance::Org(made_in) => made_in == org,
+            Provenance::Unknown => false,
+        }
 }
 
 impl Actor {
@@ -80,12 +110,21 @@ impl InOrg {
 }
 
 /// The caller as an [`Actor`]; only superusers may act without an account.
-pub fn authenticate(reader: &impl Reader, caller: Caller) -> Result<Actor, RuleError> {
-    let email = reader.bound_email(caller.uid)?;
-    if email.is_none() && !caller.superuser {
-        return Err(RuleError::Unauthenticated { uid: caller.uid });
-    }
-    Ok(Actor { caller, email })
+pub fn authenticate(reader: &impl Reader, caller: &Caller) -> Result<Actor, RuleError> {
+    let email = match binding_of(reader, caller)? {
+        Ok(binding) => Some(binding.email),
+        Err(_) if caller.superuser => None,
+        Err(why) => {
+            return Err(RuleError::Unauthenticated {
+                uid: caller.uid,
+                why,
+            })
+        }
+    };
+    Ok(Actor {
+        caller: caller.clone(),
+        email,
+    })
 }
 
 /// The actor's role in `org`, or `None` when the organization does not exist or is not
@@ -102,7 +141,7 @@ fn role_in(reader: &impl Reader, actor: &Actor, org: &str) -> Result<Option<Role
     };
     Ok(reader
         .membership(org, email)?
-        .filter(|m| m.status == MemberStatus::Active)
+        .filter(|m| m.is_active_for(actor.caller.uid))
         .map(|m| m.role))
 }
 
@@ -166,10 +205,15 @@ pub fn current_org(reader: &impl Reader, actor: &Actor) -> Result<Option<String>
 }
 
 /// `whoami`: open to everyone, bound or not.
-pub fn whoami(reader: &impl Reader, caller: Caller, now: Millis) -> Result<WhoAmI, RuleError> {
-    let email = reader.bound_email(caller.uid)?;
+pub fn whoami(reader: &impl Reader, caller: &Caller, now: Millis) -> Result<WhoAmI, RuleError> {
+    let binding = binding_of(reader, caller)?;
+    let binding_problem = match &binding {
+        Err(why @ Unbound::UserChanged { .. }) => Some(why.to_string()),
+        _ => None,
+    };
+    let email = binding.ok().map(|b| b.email);
     let actor = Actor {
-        caller,
+        caller: caller.clone(),
         email: email.clone(),
     };
     let mut account = None;
@@ -182,11 +226,16 @@ pub fn whoami(reader: &impl Reader, caller: Caller, now: Millis) -> Result<WhoAm
             });
         }
         for org in reader.orgs_of(email)? {
-            if let Some(m) = reader.membership(&org, email)? {
+            // An active membership pinned to another uid is not this caller's to use.
+            let mine = |m: &MembershipRecord| {
+                m.status != MemberStatus::Active || m.is_active_for(caller.uid)
+            };
+            if let Some(m) = reader.membership(&org, email)?.filter(mine) {
                 memberships.push(OrgMembership {
                     org,
                     role: m.role,
                     status: m.status_at(now),
+                    usable: None,
                 });
             }
         }
@@ -201,6 +250,8 @@ pub fn whoami(reader: &impl Reader, caller: Caller, now: Millis) -> Result<WhoAm
         gid: caller.gid,
         pid: caller.pid,
         superuser: caller.superuser,
+        unix_user: caller.user.as_deref().map(str::to_owned),
+        binding_problem,
         account,
         current_org,
         memberships,

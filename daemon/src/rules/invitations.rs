@@ -12,20 +12,22 @@ use compartmentctl::wire::{
     UserInviteParams,
 };
 
-use super::identity::{authenticate, in_org, Actor};
-use super::{audit, millis, parse_email, Caller, Policy, RuleError, MAX_INVITATION_TTL};
+use super::identity::{authenticate, in_org, may_vouch_for, Actor};
+use super::{audit, millis, parse_email, Caller, Policy, RuleError, Unbound, MAX_INVITATION_TTL};
 use crate::clock::rfc3339;
 use crate::store::{
-    AccountRecord, AuditRecord, MembershipRecord, Millis, TokenHash, TokenRecord, TokenState,
-    Writer,
+    AccountRecord, AuditRecord, BindingRecord, MembershipRecord, Millis, Provenance, Reader,
+    TokenHash, TokenRecord, TokenState, UnixUser, Writer,
 };
 use crate::token::{hash_text, looks_like_token, Token};
 
-/// `user invite`: admins only; the role at most the inviter's own.
+/// `user invite`: admins only; the role at most the inviter's own. `named` is the Unix
+/// user `--unix-user` named, as NSS resolved it before the change was queued.
 pub fn invite(
     txn: &impl Writer,
-    caller: Caller,
+    caller: &Caller,
     params: &UserInviteParams,
+    named: Option<UnixUser>,
     token: &Token,
     policy: &Policy,
     now: Millis,
@@ -67,6 +69,7 @@ pub fn invite(
             email: &email,
             role: params.role,
             invited_by: &actor,
+            named,
             ttl,
             replacing: existing.as_ref(),
         },
@@ -74,7 +77,10 @@ pub fn invite(
         policy,
         now,
     )?;
-    let detail = format!("role {}", params.role);
+    let mut detail = format!("role {}", params.role);
+    if let Some(user) = &invitation.redeemable_by {
+        detail.push_str(&format!(", redeemable by {user}"));
+    }
     audit(
         txn,
         Some(&actor),
@@ -98,9 +104,9 @@ fn invitation_ttl(expires_in: Option<&str>, policy: &Policy) -> Result<Duration,
             "{shown:?} is not a duration ({err}); write it like 2h, 3days or 1week"
         ))
     })?;
-    if ttl.is_zero() || ttl > MAX_INVITATION_TTL {
+    if ttl < Duration::from_secs(1) || ttl > MAX_INVITATION_TTL {
         return Err(RuleError::BadRequest(format!(
-            "an invitation must expire within 30 days, not in {}",
+            "an invitation must expire in 1 second to 30 days, not in {}",
             humantime::format_duration(ttl)
         )));
     }
@@ -113,14 +119,18 @@ pub(super) struct AddMember<'a> {
     pub email: &'a Email,
     pub role: Role,
     pub invited_by: &'a Actor,
+    /// The only Unix user who may redeem the invitation (`--unix-user`).
+    pub named: Option<UnixUser>,
     pub ttl: Duration,
     /// The membership this one replaces (a resend or a re-invitation after expiry).
     pub replacing: Option<&'a MembershipRecord>,
 }
 
-/// Writes a membership for an invitation: active at once when the account is already
-/// active, otherwise invited with `token`, whose hash alone is stored. A token the
-/// replaced membership held is revoked.
+/// Writes a membership for an invitation (DESIGN §4). An account already bound joins at
+/// once when the inviter may vouch for its binding; otherwise, and for every account not
+/// yet bound, the membership waits for `token`, whose hash alone is stored, and which only
+/// the account's holder (or the user `--unix-user` named) may redeem. A token the replaced
+/// membership held is revoked.
 pub(super) fn add_member(
     txn: &impl Writer,
     new: AddMember<'_>,
@@ -129,24 +139,52 @@ pub(super) fn add_member(
     now: Millis,
 ) -> Result<Invitation, RuleError> {
     let email = new.email.as_str();
+    let inviter = &new.invited_by.caller;
+    if let Some(named) = &new.named {
+        refuse_unbindable(txn, named, email)?;
+    }
+    let holder = match txn.account(email)? {
+        Some(account) => holder_of(txn, email, &account)?,
+        None => {
+            txn.put_account(
+                email,
+                &AccountRecord {
+                    status: AccountStatus::Pending,
+                    uid: None,
+                    created_at: now,
+                    activated_at: None,
+                },
+            )?;
+            None
+        }
+    };
+    // Whom the URL is for: the account's holder, whose consent the URL asks for, or the
+    // user the inviter named; they must agree.
+    let redeemer = match (&holder, new.named) {
+        (Some((uid, binding)), named) => {
+            let Some(name) = binding.user_name.clone() else {
+                return Err(RuleError::BindingConflict(format!(
+                    "{email} is bound to uid {uid}, whose user no longer exists; a superuser can unbind it (compartment account unbind {email})"
+                )));
+            };
+            if named.is_some_and(|n| n.uid != *uid || n.name != name) {
+                return Err(RuleError::BindingConflict(format!(
+                    "{email} is already held by Unix user {name}; a superuser can unbind it (compartment account unbind {email})"
+                )));
+            }
+            Some(UnixUser { uid: *uid, name })
+        }
+        (None, named) => named,
+    };
     if let Some(hash) = new.replacing.and_then(|m| m.token_hash.as_ref()) {
         revoke_token(txn, hash)?;
     }
-    let account = txn.account(email)?;
-    let already_active = matches!(&account, Some(a) if a.status == AccountStatus::Active);
-    if account.is_none() {
-        txn.put_account(
-            email,
-            &AccountRecord {
-                status: AccountStatus::Pending,
-                uid: None,
-                created_at: now,
-                activated_at: None,
-            },
-        )?;
-    }
+    let vouched = holder
+        .as_ref()
+        .is_some_and(|(_, binding)| may_vouch_for(binding, inviter, new.org));
     let mut membership = MembershipRecord {
         role: new.role,
+        uid: None,
         status: MemberStatus::Active,
         invited_by: new.invited_by.label(),
         invited_at: now,
@@ -160,10 +198,15 @@ pub(super) fn add_member(
         status: MemberStatus::Active,
         activation_url: None,
         expires_at: None,
+        held_by: holder.as_ref().and_then(|(_, b)| b.user_name.clone()),
+        redeemable_by: None,
     };
-    if !already_active {
+    if vouched {
+        membership.uid = redeemer.map(|r| r.uid);
+    } else {
         let expires_at = now.saturating_add(millis(new.ttl));
         let hash = token.hash();
+        invitation.redeemable_by = redeemer.as_ref().map(|r| r.name.clone());
         txn.put_token(
             &hash,
             &TokenRecord {
@@ -171,6 +214,8 @@ pub(super) fn add_member(
                 email: email.to_owned(),
                 expires_at,
                 state: TokenState::Pending,
+                redeemer,
+                issued_by_superuser: inviter.superuser,
             },
         )?;
         membership.status = MemberStatus::Invited;
@@ -186,6 +231,39 @@ pub(super) fn add_member(
     }
     txn.put_membership(new.org, email, &membership, new.replacing)?;
     Ok(invitation)
+}
+
+/// The uid bound to an active account and its binding, if it has one.
+fn holder_of(
+    reader: &impl Reader,
+    email: &str,
+    account: &AccountRecord,
+) -> Result<Option<(u32, BindingRecord)>, RuleError> {
+    let Some(uid) = account.uid else {
+        return Ok(None);
+    };
+    Ok(reader
+        .binding(uid)?
+        .filter(|b| b.email == email)
+        .map(|b| (uid, b)))
+}
+
+/// Refuses to name a Unix user who cannot hold `email`: a superuser, or one that already
+/// holds another account.
+fn refuse_unbindable(reader: &impl Reader, named: &UnixUser, email: &str) -> Result<(), RuleError> {
+    if named.uid == 0 {
+        return Err(RuleError::BadRequest(format!(
+            "{} is a superuser and needs no account",
+            named.name
+        )));
+    }
+    match reader.binding(named.uid)? {
+        Some(binding) if binding.email != email => Err(RuleError::BindingConflict(format!(
+            "Unix user {} already holds another account; each Unix user holds one",
+            named.name
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Marks a token unusable because its invitation was replaced or removed.
@@ -208,10 +286,11 @@ fn set_token_state(
 }
 
 /// `activate`: spends a token (single use, unexpired at `now` whether or not the sweeper
-/// has run), binds the caller's uid to the account and makes the membership active.
+/// has run, redeemable by this caller), binds the caller's uid to the account if it is not
+/// yet, and makes active exactly the membership the token was issued for, for this uid.
 pub fn activate(
     txn: &impl Writer,
-    caller: Caller,
+    caller: &Caller,
     url_or_token: &str,
     now: Millis,
 ) -> Result<Activated, RuleError> {
@@ -251,24 +330,61 @@ pub fn activate(
             caller.uid
         )));
     }
-    if let Some(bound) = txn.bound_email(caller.uid)? {
-        if bound != email {
-            return Err(RuleError::BindingConflict(format!(
-                "uid {} is already bound to {bound}; each account is activated by its own Unix user",
-                caller.uid
-            )));
+    if let Some(redeemer) = &token.redeemer {
+        if redeemer.uid != caller.uid || caller.user.as_deref() != Some(redeemer.name.as_str()) {
+            return Err(RuleError::NotTheRedeemer);
         }
     }
+    let Some(user_name) = caller.user.as_deref() else {
+        return Err(RuleError::BindingConflict(format!(
+            "uid {} has no Unix user (deleted, nobody or unmapped), so it cannot be bound to an account",
+            caller.uid
+        )));
+    };
+    let binding = match txn.binding(caller.uid)? {
+        Some(binding) if binding.user_name.as_deref() != Some(user_name) => {
+            return Err(RuleError::Unauthenticated {
+                uid: caller.uid,
+                why: Unbound::UserChanged {
+                    recorded: binding.user_name,
+                    now: Some(user_name.to_owned()),
+                },
+            })
+        }
+        Some(binding) if binding.email != email => {
+            return Err(RuleError::BindingConflict(format!(
+                "uid {} is already bound to {}; each account is activated by its own Unix user",
+                caller.uid, binding.email
+            )))
+        }
+        binding => binding,
+    };
     let mut account = txn.account(&email)?.unwrap_or(AccountRecord {
         status: AccountStatus::Pending,
         uid: None,
         created_at: now,
         activated_at: None,
     });
-    if let Some(uid) = account.uid.filter(|&uid| uid != caller.uid) {
+    if account.uid.is_some_and(|uid| uid != caller.uid) {
         return Err(RuleError::BindingConflict(format!(
-            "{email} is already bound to another Unix user (uid {uid})"
+            "{email} is already bound to another Unix user; a superuser can unbind it (compartment account unbind {email})"
         )));
+    }
+    if binding.is_none() {
+        let provenance = if token.issued_by_superuser {
+            Provenance::Superuser
+        } else {
+            Provenance::Org(org.clone())
+        };
+        txn.put_binding(
+            caller.uid,
+            &BindingRecord {
+                email: email.clone(),
+                user_name: Some(user_name.to_owned()),
+                bound_at: now,
+                provenance,
+            },
+        )?;
     }
     if account.status != AccountStatus::Active {
         account.status = AccountStatus::Active;
@@ -276,10 +392,10 @@ pub fn activate(
     }
     account.uid = Some(caller.uid);
     txn.put_account(&email, &account)?;
-    txn.bind_uid(caller.uid, &email)?;
 
     let mut active = membership.clone();
     active.status = MemberStatus::Active;
+    active.uid = Some(caller.uid);
     active.expires_at = None;
     active.token_hash = None;
     txn.put_membership(&org, &email, &active, Some(&membership))?;
@@ -287,7 +403,7 @@ pub fn activate(
     txn.put_token(&hash, &token)?;
 
     let actor = Actor {
-        caller,
+        caller: caller.clone(),
         email: Some(email.clone()),
     };
     audit(
@@ -296,7 +412,7 @@ pub fn activate(
         "account.activate",
         &org,
         Some(&email),
-        None,
+        Some(format!("Unix user {user_name} (uid {})", caller.uid)),
         now,
     )?;
     Ok(Activated {

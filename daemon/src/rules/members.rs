@@ -9,38 +9,55 @@ use super::identity::{authenticate, in_org};
 use super::invitations::revoke_token;
 use super::{audit, parse_email, Caller, RuleError};
 use crate::clock::rfc3339;
-use crate::store::{Millis, Reader, Writer};
+use crate::store::{MembershipRecord, Millis, Reader, Writer};
 
 /// `user list`: every member with role and status; readonly and above.
 pub fn list(
     reader: &impl Reader,
-    caller: Caller,
+    caller: &Caller,
     org: Option<&str>,
     now: Millis,
 ) -> Result<MemberList, RuleError> {
     let actor = authenticate(reader, caller)?;
     let here = in_org(reader, &actor, org)?;
     here.require(Role::Readonly, "listing the members of")?;
-    let members = reader
-        .members(&here.org)?
-        .into_iter()
-        .map(|(email, m)| {
-            let status = m.status_at(now);
-            Member {
-                email,
-                role: m.role,
-                status,
-                expires_at: match status {
-                    MemberStatus::Active => None,
-                    MemberStatus::Invited | MemberStatus::Expired => m.expires_at.map(rfc3339),
-                },
-            }
-        })
-        .collect();
+    let mut members = Vec::new();
+    for (email, m) in reader.members(&here.org)? {
+        let status = m.status_at(now);
+        members.push(Member {
+            unix_user: unix_user_of(reader, &email, &m)?,
+            email,
+            role: m.role,
+            status,
+            expires_at: match status {
+                MemberStatus::Active => None,
+                MemberStatus::Invited | MemberStatus::Expired => m.expires_at.map(rfc3339),
+            },
+        });
+    }
     Ok(MemberList {
         org: here.org,
         members,
     })
+}
+
+/// The Unix user an active member acts as: the name its uid was bound as, while the uid is
+/// still bound to this account.
+fn unix_user_of(
+    reader: &impl Reader,
+    email: &str,
+    membership: &MembershipRecord,
+) -> Result<Option<String>, RuleError> {
+    let Some(uid) = membership
+        .uid
+        .filter(|_| membership.status == MemberStatus::Active)
+    else {
+        return Ok(None);
+    };
+    Ok(reader
+        .binding(uid)?
+        .filter(|b| b.email == email)
+        .and_then(|b| b.user_name))
 }
 
 /// Active admins of `org`: what the last-admin rule counts.
@@ -56,7 +73,7 @@ fn active_admins(reader: &impl Reader, org: &str) -> Result<usize, RuleError> {
 /// request is judged without the membership, and a pending token dies with it.
 pub fn remove(
     txn: &impl Writer,
-    caller: Caller,
+    caller: &Caller,
     params: &UserRemoveParams,
     now: Millis,
 ) -> Result<Removed, RuleError> {
@@ -98,7 +115,7 @@ pub fn remove(
 /// whose role is above theirs, never demoting the last active admin.
 pub fn grant(
     txn: &impl Writer,
-    caller: Caller,
+    caller: &Caller,
     params: &RoleGrantParams,
     now: Millis,
 ) -> Result<Granted, RuleError> {

@@ -9,7 +9,9 @@
 //! - [`orgs`]: `org.create`, `org.list`, `org.use`.
 //! - [`members`]: `user.list`, `user.remove`, `role.grant`.
 //! - [`invitations`]: `user.invite`, `account.activate`, and the sweeper's expiry.
+//! - [`accounts`]: accounts and their bindings, for superusers (`account.*`).
 
+pub mod accounts;
 mod error;
 pub mod identity;
 pub mod invitations;
@@ -21,18 +23,22 @@ mod properties;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::RuleError;
+pub use error::{RuleError, Unbound};
 
 /// Who is calling, from the socket's peer credentials; never from the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: Option<i32>,
     /// uid 0 or the daemon's own uid: admin power in every organization.
     pub superuser: bool,
+    /// The uid's user name as NSS gave it moments ago (cached a few seconds at most);
+    /// `None` when the uid has no user. A binding holds only while this is its name.
+    pub user: Option<Arc<str>>,
 }
 
 impl Caller {

@@ -5,15 +5,16 @@ use compartmentctl::wire::{OrgCreateParams, OrgCreated, OrgEntry, OrgList, OrgUs
 use super::identity::{authenticate, current_org, in_org, visible_orgs};
 use super::invitations::{add_member, AddMember};
 use super::{audit, parse_email, valid_org_name, Caller, Policy, RuleError};
-use crate::store::{Millis, OrgRecord, Reader, Writer};
+use crate::store::{Millis, OrgRecord, Reader, UnixUser, Writer};
 use crate::token::Token;
 
 /// Creates an organization and invites its first admin (who joins at once when their
 /// account is already active).
 pub fn create(
     txn: &impl Writer,
-    caller: Caller,
+    caller: &Caller,
     params: &OrgCreateParams,
+    named: Option<UnixUser>,
     token: &Token,
     policy: &Policy,
     now: Millis,
@@ -51,6 +52,7 @@ pub fn create(
             email: &admin,
             role: Role::Admin,
             invited_by: &actor,
+            named,
             ttl: policy.invitation_ttl,
             replacing: None,
         },
@@ -65,13 +67,16 @@ pub fn create(
 }
 
 /// The organizations the caller can act in, with their role and which one is current.
-pub fn list(reader: &impl Reader, caller: Caller) -> Result<OrgList, RuleError> {
+pub fn list(reader: &impl Reader, caller: &Caller) -> Result<OrgList, RuleError> {
     let actor = authenticate(reader, caller)?;
     let current = current_org(reader, &actor)?;
     let mut orgs = Vec::new();
     for name in visible_orgs(reader, &actor)? {
         let role = match &actor.email {
-            Some(email) => reader.membership(&name, email)?.map(|m| m.role),
+            Some(email) => reader
+                .membership(&name, email)?
+                .filter(|m| m.is_active_for(caller.uid))
+                .map(|m| m.role),
             None => None,
         };
         orgs.push(OrgEntry {
@@ -84,7 +89,7 @@ pub fn list(reader: &impl Reader, caller: Caller) -> Result<OrgList, RuleError> 
 }
 
 /// Chooses the organization commands act in when none is named.
-pub fn use_org(txn: &impl Writer, caller: Caller, name: &str) -> Result<OrgUsed, RuleError> {
+pub fn use_org(txn: &impl Writer, caller: &Caller, name: &str) -> Result<OrgUsed, RuleError> {
     let actor = authenticate(txn, caller)?;
     let org = in_org(txn, &actor, Some(name))?.org;
     txn.set_current_org(caller.uid, &org)?;

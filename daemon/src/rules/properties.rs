@@ -98,6 +98,7 @@ impl Who {
             gid: uid,
             pid: Some(2),
             superuser: uid == 0,
+            user: Some(super::tests::user_name(uid).into()),
         }
     }
 }
@@ -796,10 +797,11 @@ impl World {
             role,
             expires_in: expires_in.map(str::to_owned),
             resend,
+            unix_user: None,
         };
         let (policy, now) = (self.policy.clone(), self.now);
-        let result =
-            self.write(|txn| invitations::invite(txn, caller, &params, &token, &policy, now));
+        let result = self
+            .write(|txn| invitations::invite(txn, &caller, &params, None, &token, &policy, now));
         let invitation = match result {
             Ok(invitation) => invitation,
             Err(err) => return Ok(Err(err)),
@@ -873,7 +875,7 @@ impl World {
         };
         let invitee = index.map(|i| self.issued[i].email.clone());
         let caller = by.caller(pre, invitee.as_deref());
-        let result = self.write(|txn| invitations::activate(txn, caller, &input, now));
+        let result = self.write(|txn| invitations::activate(txn, &caller, &input, now));
         let Some(index) = index else {
             // Never issued.
             if let Err(err) = &result {
@@ -976,7 +978,7 @@ impl World {
             role,
         };
         let now = self.now;
-        let granted = match self.write(|txn| members::grant(txn, caller, &params, now)) {
+        let granted = match self.write(|txn| members::grant(txn, &caller, &params, now)) {
             Ok(granted) => granted,
             Err(err) => return Ok(Err(err)),
         };
@@ -1028,7 +1030,7 @@ impl World {
             email: email.to_owned(),
         };
         let now = self.now;
-        let removed = match self.write(|txn| members::remove(txn, caller, &params, now)) {
+        let removed = match self.write(|txn| members::remove(txn, &caller, &params, now)) {
             Ok(removed) => removed,
             Err(err) => return Ok(Err(err)),
         };
@@ -1115,13 +1117,15 @@ impl World {
         let params = OrgCreateParams {
             name: name.to_owned(),
             admin: admin.to_owned(),
+            admin_unix_user: None,
         };
         let (policy, now) = (self.policy.clone(), self.now);
-        let created =
-            match self.write(|txn| orgs::create(txn, caller, &params, &token, &policy, now)) {
-                Ok(created) => created,
-                Err(err) => return Ok(Err(err)),
-            };
+        let created = match self
+            .write(|txn| orgs::create(txn, &caller, &params, None, &token, &policy, now))
+        {
+            Ok(created) => created,
+            Err(err) => return Ok(Err(err)),
+        };
         check!(caller.superuser, "{by:?} created an organization");
         check!(
             pre.org(name).unwrap().is_none(),
@@ -1146,12 +1150,12 @@ impl World {
         name: &str,
     ) -> Result<Outcome, TestCaseError> {
         let caller = by.caller(pre, None);
-        let used = match self.write(|txn| orgs::use_org(txn, caller, name)) {
+        let used = match self.write(|txn| orgs::use_org(txn, &caller, name)) {
             Ok(used) => used,
             Err(err) => return Ok(Err(err)),
         };
         check!(
-            effective_role(pre, caller, name).is_some(),
+            effective_role(pre, caller.clone(), name).is_some(),
             "{by:?} chose {name}, where they cannot act"
         );
         let current = self.store.read().unwrap().current_org(caller.uid).unwrap();
@@ -1170,7 +1174,7 @@ impl World {
     ) -> Result<Outcome, TestCaseError> {
         let caller = by.caller(pre, None);
         let snapshot = self.store.read().unwrap();
-        let who = identity::whoami(&snapshot, caller, self.now);
+        let who = identity::whoami(&snapshot, &caller, self.now);
         let who = match who {
             Ok(who) => who,
             Err(err) => {
@@ -1186,14 +1190,14 @@ impl World {
             who.account,
             caller.uid
         );
-        if let Err(err) = orgs::list(&snapshot, caller) {
+        if let Err(err) = orgs::list(&snapshot, &caller) {
             check!(
                 matches!(err.kind(), ErrorKind::Unauthenticated),
                 "org.list refused {by:?} as {}",
                 err.kind()
             );
         }
-        let listed = members::list(&snapshot, caller, org, self.now);
+        let listed = members::list(&snapshot, &caller, org, self.now);
         if let Ok(list) = &listed {
             let own = effective_role(&snapshot, caller, &list.org);
             check!(

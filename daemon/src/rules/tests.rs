@@ -30,6 +30,7 @@ fn root() -> Caller {
         gid: 0,
         pid: Some(1),
         superuser: true,
+        user: Some("root".into()),
     }
 }
 
@@ -39,7 +40,13 @@ fn user(uid: u32) -> Caller {
         gid: uid,
         pid: Some(2),
         superuser: false,
+        user: Some(user_name(uid).into()),
     }
+}
+
+/// The Unix user name every test uid has.
+pub(super) fn user_name(uid: u32) -> String {
+    format!("user{uid}")
 }
 
 impl Fixture {
@@ -78,9 +85,10 @@ impl Fixture {
         let params = OrgCreateParams {
             name: org.into(),
             admin: admin.into(),
+            admin_unix_user: None,
         };
         let created = self
-            .write(|txn| orgs::create(txn, root(), &params, &token, &policy, T0))
+            .write(|txn| orgs::create(txn, &root(), &params, None, &token, &policy, T0))
             .unwrap();
         created.admin.activation_url.unwrap()
     }
@@ -102,12 +110,13 @@ impl Fixture {
             role,
             expires_in: None,
             resend,
+            unix_user: None,
         };
-        self.write(|txn| invitations::invite(txn, caller, &params, &token, &policy, now))
+        self.write(|txn| invitations::invite(txn, &caller, &params, None, &token, &policy, now))
     }
 
     fn activate(&self, caller: Caller, url: &str, now: Millis) -> Result<(), RuleError> {
-        self.write(|txn| invitations::activate(txn, caller, url, now))
+        self.write(|txn| invitations::activate(txn, &caller, url, now))
             .map(|_| ())
     }
 
@@ -132,7 +141,7 @@ impl Fixture {
             email: email.into(),
             role,
         };
-        self.write(|txn| members::grant(txn, caller, &params, T0))
+        self.write(|txn| members::grant(txn, &caller, &params, T0))
             .map(|_| ())
     }
 
@@ -141,13 +150,13 @@ impl Fixture {
             org: Some(org.into()),
             email: email.into(),
         };
-        self.write(|txn| members::remove(txn, caller, &params, T0))
+        self.write(|txn| members::remove(txn, &caller, &params, T0))
             .map(|_| ())
     }
 
     fn status(&self, org: &str, email: &str, now: Millis) -> MemberStatus {
         let snapshot = self.store.read().unwrap();
-        let list = members::list(&snapshot, root(), Some(org), now).unwrap();
+        let list = members::list(&snapshot, &root(), Some(org), now).unwrap();
         list.members
             .into_iter()
             .find(|m| m.email == email)
@@ -326,10 +335,10 @@ fn grants_are_capped_at_the_granters_role() {
         ],
     );
     let deployer = user(1002);
-    f.grant(deployer, "acme", "ro@example.com", Role::Deployer)
+    f.grant(deployer.clone(), "acme", "ro@example.com", Role::Deployer)
         .unwrap();
     let err = f
-        .grant(deployer, "acme", "ro@example.com", Role::Admin)
+        .grant(deployer.clone(), "acme", "ro@example.com", Role::Admin)
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RoleAboveOwn);
     assert_eq!(
@@ -338,7 +347,7 @@ fn grants_are_capped_at_the_granters_role() {
     );
     // Target cap: a deployer cannot touch an admin, even to demote.
     let err = f
-        .grant(deployer, "acme", "admin@example.com", Role::Viewer)
+        .grant(deployer.clone(), "acme", "admin@example.com", Role::Viewer)
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::RoleAboveOwn);
     assert_eq!(
@@ -370,7 +379,9 @@ fn the_last_admin_stays_for_everyone_superusers_included() {
     let mut f = Fixture::new();
     f.org_with("acme", &[("second@example.com", Role::Deployer)]);
     for caller in [root(), user(1001)] {
-        let err = f.remove(caller, "acme", "admin@example.com").unwrap_err();
+        let err = f
+            .remove(caller.clone(), "acme", "admin@example.com")
+            .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::LastAdmin);
         assert_eq!(err.to_string(), "cannot remove the last admin of acme");
         let err = f
@@ -409,11 +420,11 @@ fn removal_is_immediate_and_kills_a_pending_token() {
     let mut f = Fixture::new();
     f.org_with("acme", &[("gone@example.com", Role::Readonly)]);
     let snapshot = f.store.read().unwrap();
-    members::list(&snapshot, user(1002), Some("acme"), T0).unwrap();
+    members::list(&snapshot, &user(1002), Some("acme"), T0).unwrap();
     drop(snapshot);
     f.remove(user(1001), "acme", "gone@example.com").unwrap();
     let snapshot = f.store.read().unwrap();
-    let err = members::list(&snapshot, user(1002), Some("acme"), T0).unwrap_err();
+    let err = members::list(&snapshot, &user(1002), Some("acme"), T0).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert_eq!(err.to_string(), "organization acme not found");
     drop(snapshot);
@@ -435,14 +446,14 @@ fn callers_without_an_account_may_only_activate_and_ask_who_they_are() {
     f.org_with("acme", &[]);
     let stranger = user(9999);
     let snapshot = f.store.read().unwrap();
-    let err = members::list(&snapshot, stranger, Some("acme"), T0).unwrap_err();
+    let err = members::list(&snapshot, &stranger, Some("acme"), T0).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthenticated);
     assert_eq!(err.to_string(), "uid 9999 is not bound to an account");
     assert_eq!(
-        kind(orgs::list(&snapshot, stranger)),
+        kind(orgs::list(&snapshot, &stranger)),
         ErrorKind::Unauthenticated
     );
-    let who = identity::whoami(&snapshot, stranger, T0).unwrap();
+    let who = identity::whoami(&snapshot, &stranger, T0).unwrap();
     assert_eq!((who.account, who.current_org), (None, None));
     drop(snapshot);
     assert_eq!(
@@ -480,7 +491,7 @@ fn current_org_comes_from_org_use_else_the_only_one() {
     let admin = user(1001);
     let snapshot = f.store.read().unwrap();
     assert_eq!(
-        members::list(&snapshot, admin, None, T0).unwrap().org,
+        members::list(&snapshot, &admin, None, T0).unwrap().org,
         "acme"
     );
     drop(snapshot);
@@ -490,7 +501,7 @@ fn current_org_comes_from_org_use_else_the_only_one() {
         .unwrap();
     // Now admin@ is in two orgs: no choice can be made.
     let snapshot = f.store.read().unwrap();
-    let err = members::list(&snapshot, admin, None, T0).unwrap_err();
+    let err = members::list(&snapshot, &admin, None, T0).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::OrgRequired);
     assert!(
         err.hint().unwrap().ends_with("yours: acme, beta"),
@@ -498,15 +509,15 @@ fn current_org_comes_from_org_use_else_the_only_one() {
         err.hint()
     );
     drop(snapshot);
-    f.write(|txn| orgs::use_org(txn, admin, "beta")).unwrap();
+    f.write(|txn| orgs::use_org(txn, &admin, "beta")).unwrap();
     let snapshot = f.store.read().unwrap();
     assert_eq!(
-        kind(members::list(&snapshot, admin, None, T0)),
+        kind(members::list(&snapshot, &admin, None, T0)),
         ErrorKind::Forbidden
     );
     drop(snapshot);
     assert_eq!(
-        kind(f.write(|txn| orgs::use_org(txn, admin, "nope"))),
+        kind(f.write(|txn| orgs::use_org(txn, &admin, "nope"))),
         ErrorKind::NotFound
     );
 }
@@ -561,9 +572,10 @@ fn bad_input_is_a_bad_request() {
         let params = OrgCreateParams {
             name: name.into(),
             admin: admin.into(),
+            admin_unix_user: None,
         };
         let err = f
-            .write(|txn| orgs::create(txn, root(), &params, &token, &policy, T0))
+            .write(|txn| orgs::create(txn, &root(), &params, None, &token, &policy, T0))
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadRequest, "{name} {admin}");
     }
@@ -574,10 +586,470 @@ fn bad_input_is_a_bad_request() {
             role: Role::Viewer,
             expires_in: Some(expires_in.into()),
             resend: false,
+            unix_user: None,
         };
         let err = f
-            .write(|txn| invitations::invite(txn, root(), &params, &token, &policy, T0))
+            .write(|txn| invitations::invite(txn, &root(), &params, None, &token, &policy, T0))
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadRequest, "{expires_in}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The trust model (DESIGN §2, §4, §8): no organization reaches into another.
+
+/// `caller` invites `email` to `org`, naming the only Unix user who may redeem the URL.
+fn invite_named(
+    f: &mut Fixture,
+    caller: &Caller,
+    org: &str,
+    email: &str,
+    role: Role,
+    named: Option<crate::store::UnixUser>,
+) -> Result<compartmentctl::wire::Invitation, RuleError> {
+    let token = f.next_token();
+    let policy = f.policy.clone();
+    let params = UserInviteParams {
+        org: Some(org.into()),
+        email: email.into(),
+        role,
+        expires_in: None,
+        resend: false,
+        unix_user: None,
+    };
+    f.write(|txn| invitations::invite(txn, caller, &params, named, &token, &policy, T0))
+}
+
+fn unix_user(uid: u32) -> crate::store::UnixUser {
+    crate::store::UnixUser {
+        uid,
+        name: user_name(uid),
+    }
+}
+
+/// The caller `uid` when NSS names its user `name` (or finds none).
+fn reused(uid: u32, name: Option<&str>) -> Caller {
+    Caller {
+        user: name.map(Into::into),
+        ..user(uid)
+    }
+}
+
+const EVIL_ADMIN: u32 = 1666;
+const EVIL_PUPPET: u32 = 1667;
+
+/// `acme` (admin at 1001) and `evil` (admin at 1666), each created by root.
+fn two_tenants() -> Fixture {
+    let mut f = Fixture::new();
+    let url = f.create_org("acme", "admin@example.com");
+    f.activate(user(1001), &url, T0).unwrap();
+    let url = f.create_org("evil", "boss@evil.example");
+    f.activate(user(EVIL_ADMIN), &url, T0).unwrap();
+    f
+}
+
+#[test]
+fn activating_one_organizations_url_activates_nothing_in_another() {
+    let mut f = two_tenants();
+    let acme_url = invite_named(
+        &mut f,
+        &user(1001),
+        "acme",
+        "new-hire@acme.com",
+        Role::Admin,
+        None,
+    )
+    .unwrap()
+    .activation_url
+    .unwrap();
+    let evil_url = invite_named(
+        &mut f,
+        &user(EVIL_ADMIN),
+        "evil",
+        "new-hire@acme.com",
+        Role::Viewer,
+        None,
+    )
+    .unwrap()
+    .activation_url
+    .unwrap();
+    f.activate(user(EVIL_PUPPET), &evil_url, T0).unwrap();
+    // The puppet is bound to the address, and is still nobody in acme.
+    let snapshot = f.store.read().unwrap();
+    let err = members::list(&snapshot, &user(EVIL_PUPPET), Some("acme"), T0).unwrap_err();
+    assert_eq!(err.to_string(), "organization acme not found");
+    drop(snapshot);
+    assert_eq!(
+        f.status("acme", "new-hire@acme.com", T0),
+        MemberStatus::Invited
+    );
+    // The real hire's URL is refused with what to do, until a superuser unbinds the claim.
+    let err = f.activate(user(1500), &acme_url, T0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden);
+    assert_eq!(
+        err.to_string(),
+        "new-hire@acme.com is already bound to another Unix user; a superuser can unbind it (compartment account unbind new-hire@acme.com)"
+    );
+    f.write(|txn| accounts::unbind(txn, &root(), "new-hire@acme.com", T0))
+        .unwrap();
+    f.activate(user(1500), &acme_url, T0).unwrap();
+    let snapshot = f.store.read().unwrap();
+    let list = members::list(&snapshot, &user(1500), Some("acme"), T0).unwrap();
+    let hire = list
+        .members
+        .iter()
+        .find(|m| m.email == "new-hire@acme.com")
+        .unwrap();
+    assert_eq!(hire.unix_user.as_deref(), Some("user1500"));
+    // evil's membership stays pinned to its puppet's uid: the hire inherits nothing there.
+    let err = members::list(&snapshot, &user(1500), Some("evil"), T0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+#[test]
+fn an_account_bound_elsewhere_joins_only_with_its_holders_consent() {
+    let mut f = two_tenants();
+    let evil_url = invite_named(
+        &mut f,
+        &user(EVIL_ADMIN),
+        "evil",
+        "cfo@acme.com",
+        Role::Viewer,
+        None,
+    )
+    .unwrap()
+    .activation_url
+    .unwrap();
+    f.activate(user(EVIL_PUPPET), &evil_url, T0).unwrap();
+    // acme's admin cannot vouch for a binding evil made: a URL for its holder alone, and
+    // the inviter is told who holds it.
+    let invitation = invite_named(
+        &mut f,
+        &user(1001),
+        "acme",
+        "cfo@acme.com",
+        Role::Admin,
+        None,
+    )
+    .unwrap();
+    assert_eq!(invitation.status, MemberStatus::Invited);
+    assert_eq!(invitation.held_by.as_deref(), Some("user1667"));
+    assert_eq!(invitation.redeemable_by.as_deref(), Some("user1667"));
+    let url = invitation.activation_url.unwrap();
+    // The real cfo, holding the e-mailed URL, cannot redeem it; nor can anyone else.
+    let err = f.activate(user(1500), &url, T0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden);
+    assert_eq!(
+        err.to_string(),
+        "this activation URL was issued for another Unix user to redeem"
+    );
+    assert_eq!(f.status("acme", "cfo@acme.com", T0), MemberStatus::Invited);
+    // A superuser may vouch for any binding: the account joins at once.
+    let invitation = invite_named(&mut f, &root(), "acme", "cfo@acme.com", Role::Viewer, None);
+    assert_eq!(kind(invitation), ErrorKind::AlreadyInvited);
+}
+
+#[test]
+fn a_binding_made_through_this_organization_or_a_superuser_joins_at_once() {
+    let mut f = two_tenants();
+    let url = invite_named(
+        &mut f,
+        &user(1001),
+        "acme",
+        "ops@example.com",
+        Role::Viewer,
+        None,
+    )
+    .unwrap()
+    .activation_url
+    .unwrap();
+    f.activate(user(1500), &url, T0).unwrap();
+    f.remove(user(1001), "acme", "ops@example.com").unwrap();
+    // Bound through acme: acme may vouch for it again.
+    let again = invite_named(
+        &mut f,
+        &user(1001),
+        "acme",
+        "ops@example.com",
+        Role::Viewer,
+        None,
+    )
+    .unwrap();
+    assert_eq!(again.status, MemberStatus::Active);
+    assert_eq!(again.held_by.as_deref(), Some("user1500"));
+    // Bound through acme, invited by evil's admin: consent needed.
+    let evil = invite_named(
+        &mut f,
+        &user(EVIL_ADMIN),
+        "evil",
+        "ops@example.com",
+        Role::Viewer,
+        None,
+    )
+    .unwrap();
+    assert_eq!(evil.status, MemberStatus::Invited);
+    assert_eq!(evil.redeemable_by.as_deref(), Some("user1500"));
+    // The holder consents by redeeming it.
+    f.activate(user(1500), &evil.activation_url.unwrap(), T0)
+        .unwrap();
+    assert_eq!(
+        f.status("evil", "ops@example.com", T0),
+        MemberStatus::Active
+    );
+}
+
+#[test]
+fn a_url_issued_for_a_unix_user_is_redeemed_by_that_user_only() {
+    let mut f = two_tenants();
+    let url = invite_named(
+        &mut f,
+        &user(1001),
+        "acme",
+        "bob@example.com",
+        Role::Deployer,
+        Some(unix_user(1500)),
+    )
+    .unwrap();
+    assert_eq!(url.redeemable_by.as_deref(), Some("user1500"));
+    let url = url.activation_url.unwrap();
+    // A thief with the URL, another uid: refused. The right uid under another name (reused
+    // or renamed): refused too.
+    assert_eq!(kind(f.activate(user(1501), &url, T0)), ErrorKind::Forbidden);
+    assert_eq!(
+        kind(f.activate(reused(1500, Some("mallory")), &url, T0)),
+        ErrorKind::Forbidden
+    );
+    f.activate(user(1500), &url, T0).unwrap();
+    // Naming a user who already holds another account is refused at once.
+    let err = invite_named(
+        &mut f,
+        &user(1001),
+        "acme",
+        "other@example.com",
+        Role::Viewer,
+        Some(unix_user(1500)),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Unix user user1500 already holds another account; each Unix user holds one"
+    );
+    // Naming a user other than the account's holder is refused.
+    f.remove(user(1001), "acme", "bob@example.com").unwrap();
+    let err = invite_named(
+        &mut f,
+        &user(EVIL_ADMIN),
+        "evil",
+        "bob@example.com",
+        Role::Viewer,
+        Some(unix_user(EVIL_PUPPET)),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bob@example.com is already held by Unix user user1500; a superuser can unbind it (compartment account unbind bob@example.com)"
+    );
+}
+
+#[test]
+fn a_reused_uid_inherits_nothing_until_a_superuser_rebinds_or_unbinds() {
+    let mut f = two_tenants();
+    // uid 1001 was bound as user1001; the user is deleted and the uid given to "newcomer".
+    let newcomer = reused(1001, Some("newcomer"));
+    let snapshot = f.store.read().unwrap();
+    let err = members::list(&snapshot, &newcomer, Some("acme"), T0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    assert_eq!(
+        err.to_string(),
+        "uid 1001 acts without an account: its binding was made for Unix user user1001, and it now belongs to newcomer"
+    );
+    let who = identity::whoami(&snapshot, &newcomer, T0).unwrap();
+    assert_eq!(who.account, None);
+    assert!(who.memberships.is_empty(), "{who:?}");
+    // A deleted user, no name at all: the same.
+    let gone = reused(1001, None);
+    assert_eq!(
+        kind(members::list(&snapshot, &gone, Some("acme"), T0)),
+        ErrorKind::Unauthenticated
+    );
+    drop(snapshot);
+    // The newcomer's own invitation cannot bind the uid while the old binding stands.
+    let url = invite_named(
+        &mut f,
+        &root(),
+        "acme",
+        "newcomer@example.com",
+        Role::Viewer,
+        None,
+    )
+    .unwrap()
+    .activation_url
+    .unwrap();
+    assert_eq!(
+        kind(f.activate(newcomer.clone(), &url, T0)),
+        ErrorKind::Unauthenticated
+    );
+    // A superuser rebinds the old account to its user's new uid; the memberships follow.
+    let params = compartmentctl::wire::AccountBindParams {
+        email: "admin@example.com".into(),
+        unix_user: "user1002".into(),
+    };
+    f.write(|txn| accounts::bind(txn, &root(), &params, &unix_user(1002), T0))
+        .unwrap();
+    let snapshot = f.store.read().unwrap();
+    assert_eq!(
+        members::list(&snapshot, &user(1002), Some("acme"), T0)
+            .unwrap()
+            .org,
+        "acme"
+    );
+    drop(snapshot);
+    // The uid is free: the newcomer activates their own invitation.
+    f.activate(newcomer, &url, T0).unwrap();
+}
+
+#[test]
+fn a_uid_without_a_user_is_never_bound() {
+    let mut f = Fixture::new();
+    let url = f.create_org("acme", "admin@example.com");
+    let err = f.activate(reused(4242, None), &url, T0).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden);
+    assert_eq!(
+        err.to_string(),
+        "uid 4242 has no Unix user (deleted, nobody or unmapped), so it cannot be bound to an account"
+    );
+}
+
+#[test]
+fn only_superusers_list_show_bind_and_unbind_accounts() {
+    let f = two_tenants();
+    let users = crate::users::FakeUsers::new(&[(1001, "user1001"), (EVIL_ADMIN, "user1666")]);
+    let snapshot = f.store.read().unwrap();
+    for caller in [user(1001), user(EVIL_ADMIN)] {
+        assert_eq!(
+            kind(accounts::list(&snapshot, &caller, users.as_ref(), T0)),
+            ErrorKind::Forbidden
+        );
+        assert_eq!(
+            kind(accounts::show(
+                &snapshot,
+                &caller,
+                users.as_ref(),
+                "admin@example.com",
+                T0
+            )),
+            ErrorKind::Forbidden
+        );
+    }
+    let shown =
+        accounts::show(&snapshot, &root(), users.as_ref(), "admin@example.com", T0).unwrap();
+    assert_eq!(shown.unix_user.as_deref(), Some("user1001"));
+    assert_eq!(shown.bound_through.as_deref(), Some("a superuser"));
+    assert_eq!(
+        accounts::list(&snapshot, &root(), users.as_ref(), T0)
+            .unwrap()
+            .accounts
+            .len(),
+        2
+    );
+    drop(snapshot);
+    assert_eq!(
+        kind(f.write(|txn| accounts::unbind(txn, &user(EVIL_ADMIN), "admin@example.com", T0))),
+        ErrorKind::Forbidden
+    );
+    f.write(|txn| accounts::unbind(txn, &root(), "admin@example.com", T0))
+        .unwrap();
+    // Unbound: its old uid acts as nobody, and the membership stays pinned to that uid.
+    let snapshot = f.store.read().unwrap();
+    assert_eq!(
+        kind(members::list(&snapshot, &user(1001), Some("acme"), T0)),
+        ErrorKind::Unauthenticated
+    );
+    let shown =
+        accounts::show(&snapshot, &root(), users.as_ref(), "admin@example.com", T0).unwrap();
+    assert_eq!(shown.uid, None);
+    assert_eq!(shown.memberships[0].usable, Some(false));
+}
+
+// ---------------------------------------------------------------------------------------
+// Upgrades: a database written by the schema-1 daemon (tests/fixtures/make-v1.sh).
+
+#[test]
+fn a_schema_1_database_opens_migrated_and_keeps_working() {
+    use crate::store::{Provenance, CURRENT_SCHEMA_VERSION};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures.join("schema-v1.redb"),
+        dir.path().join(crate::store::DATABASE_FILE),
+    )
+    .unwrap();
+    let tokens = std::fs::read_to_string(fixtures.join("schema-v1.tokens.txt")).unwrap();
+    let deploy_token = tokens.split_whitespace().nth(1).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(CURRENT_SCHEMA_VERSION, 2);
+    let now = 1_796_000_000_000; // 2026-11-30, before the fixture's invitations lapse
+    {
+        let snapshot = store.read().unwrap();
+        assert!(check_indexes(&snapshot).unwrap().is_empty());
+        // uid 1 (Debian's `daemon`) was bound by activating acme's invitation.
+        let admin = snapshot.binding(1).unwrap().unwrap();
+        assert_eq!(admin.email, "admin@example.com");
+        assert_eq!(admin.user_name.as_deref(), Some("daemon"));
+        assert_eq!(admin.provenance, Provenance::Org("acme".into()));
+        // `nobody` and a uid without a user keep bindings that hold for nobody.
+        let viewer = snapshot.binding(65534).unwrap().unwrap();
+        assert_eq!(viewer.email, "viewer@example.com");
+        assert_eq!(viewer.user_name, None);
+        assert_eq!(snapshot.binding(4242).unwrap().unwrap().user_name, None);
+        // Active memberships are pinned to the uid that held them.
+        for org in ["acme", "beta"] {
+            let m = snapshot
+                .membership(org, "admin@example.com")
+                .unwrap()
+                .unwrap();
+            assert_eq!(m.uid, Some(1), "{org}");
+        }
+        let daemon_user = Caller {
+            user: Some("daemon".into()),
+            ..user(1)
+        };
+        let list = members::list(&snapshot, &daemon_user, Some("acme"), now).unwrap();
+        let rows: Vec<(&str, &str, Option<&str>)> = list
+            .members
+            .iter()
+            .map(|m| (m.email.as_str(), m.status.as_str(), m.unix_user.as_deref()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("admin@example.com", "active", Some("daemon")),
+                ("deploy@example.com", "invited", None),
+                ("ghost@example.com", "active", None),
+                ("late@example.com", "expired", None),
+                ("viewer@example.com", "active", None),
+            ]
+        );
+        assert_eq!(
+            kind(members::list(
+                &snapshot,
+                &reused(65534, None),
+                Some("acme"),
+                now
+            )),
+            ErrorKind::Unauthenticated
+        );
+    }
+    // The pending invitation written by the old daemon is redeemed by the new one.
+    crate::writer::apply(&store, now, |txn, now| {
+        invitations::activate(txn, &user(1500), deploy_token, now)
+    })
+    .unwrap();
+    let snapshot = store.read().unwrap();
+    let deploy = snapshot
+        .membership("acme", "deploy@example.com")
+        .unwrap()
+        .unwrap();
+    assert_eq!(deploy.uid, Some(1500));
+    assert!(check_indexes(&snapshot).unwrap().is_empty());
 }

@@ -34,8 +34,8 @@ const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memberships");
 /// (email, org): the organizations an account belongs to.
 const ACCOUNT_ORGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("account_orgs");
-/// uid → email.
-const UID_BINDINGS: TableDefinition<u32, &str> = TableDefinition::new("uid_bindings");
+/// uid → its binding to an account (schema 2 on).
+const BINDINGS: TableDefinition<u32, &[u8]> = TableDefinition::new("bindings");
 /// SHA-256(token) → token record.
 const TOKENS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tokens");
 /// (expires_at, org, email) for every membership whose invitation is pending, so the
@@ -216,8 +216,14 @@ pub trait Reader {
     /// Every organization, by name.
     fn org_names(&self) -> Result<Vec<String>>;
     fn account(&self, email: &str) -> Result<Option<AccountRecord>>;
-    /// The e-mail of the account bound to `uid`.
-    fn bound_email(&self, uid: u32) -> Result<Option<String>>;
+    /// The binding of `uid`, if it has one (whether or not it still holds).
+    fn binding(&self, uid: u32) -> Result<Option<BindingRecord>>;
+    /// The e-mail of the account `uid` is bound to (whether or not the binding holds).
+    fn bound_email(&self, uid: u32) -> Result<Option<String>> {
+        Ok(self.binding(uid)?.map(|b| b.email))
+    }
+    /// Every account, by e-mail.
+    fn accounts(&self) -> Result<Vec<(String, AccountRecord)>>;
     fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>>;
     /// Every membership of `org`, by e-mail.
     fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>>;
@@ -260,10 +266,20 @@ macro_rules! impl_reader {
                 value.map(|v| decode("accounts", v.value())).transpose()
             }
 
-            fn bound_email(&self, uid: u32) -> Result<Option<String>> {
-                let table = self.open_table(UID_BINDINGS)?;
+            fn binding(&self, uid: u32) -> Result<Option<BindingRecord>> {
+                let table = self.open_table(BINDINGS)?;
                 let value = table.get(uid)?;
-                Ok(value.map(|v| v.value().to_owned()))
+                value.map(|v| decode("bindings", v.value())).transpose()
+            }
+
+            fn accounts(&self) -> Result<Vec<(String, AccountRecord)>> {
+                let table = self.open_table(ACCOUNTS)?;
+                let mut accounts = Vec::new();
+                for entry in table.iter()? {
+                    let (key, value) = entry?;
+                    accounts.push((key.value().to_owned(), decode("accounts", value.value())?));
+                }
+                Ok(accounts)
             }
 
             fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
@@ -349,7 +365,8 @@ impl_reader!(WriteTransaction);
 pub trait Writer: Reader {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()>;
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()>;
-    fn bind_uid(&self, uid: u32, email: &str) -> Result<()>;
+    fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()>;
+    fn delete_binding(&self, uid: u32) -> Result<()>;
     /// Writes a membership, keeping `account_orgs` and `pending_by_expiry` in step with
     /// it; `old` is the record it replaces.
     fn put_membership(
@@ -388,8 +405,14 @@ impl Writer for WriteTransaction {
         Ok(())
     }
 
-    fn bind_uid(&self, uid: u32, email: &str) -> Result<()> {
-        self.open_table(UID_BINDINGS)?.insert(uid, email)?;
+    fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
+        self.open_table(BINDINGS)?
+            .insert(uid, encode(binding).as_slice())?;
+        Ok(())
+    }
+
+    fn delete_binding(&self, uid: u32) -> Result<()> {
+        self.open_table(BINDINGS)?.remove(uid)?;
         Ok(())
     }
 
@@ -462,7 +485,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(ACCOUNTS)?;
     txn.open_table(MEMBERSHIPS)?;
     txn.open_table(ACCOUNT_ORGS)?;
-    txn.open_table(UID_BINDINGS)?;
+    txn.open_table(BINDINGS)?;
     txn.open_table(TOKENS)?;
     txn.open_table(PENDING_BY_EXPIRY)?;
     txn.open_table(CURRENT_ORG)?;

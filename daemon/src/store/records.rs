@@ -25,6 +25,12 @@ pub struct AccountRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipRecord {
     pub role: Role,
+    /// The uid this membership was made active for (by redeeming its token, or at once
+    /// when the inviter could vouch for the account's binding). Only that uid, while it
+    /// is still bound to the account, acts through it: a later binding of the same
+    /// account, made elsewhere, inherits nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
     /// `Invited` or `Expired` while the account has not joined through this membership.
     pub status: MemberStatus,
     /// Who invited: an e-mail, or `uid N` for a superuser without an account.
@@ -44,6 +50,11 @@ impl MembershipRecord {
             (MemberStatus::Invited, Some(expires_at)) if expires_at <= now => MemberStatus::Expired,
             (status, _) => status,
         }
+    }
+
+    /// True when `uid` acts through this membership: it is active, and active for `uid`.
+    pub fn is_active_for(&self, uid: u32) -> bool {
+        self.status == MemberStatus::Active && self.uid == Some(uid)
     }
 
     /// An active admin is what the last-admin rule protects.
@@ -74,6 +85,45 @@ pub struct TokenRecord {
     pub email: String,
     pub expires_at: Millis,
     pub state: TokenState,
+    /// The only Unix user who may redeem it: named by `--unix-user`, or the user who
+    /// already holds the account when the inviter could not vouch for that binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redeemer: Option<UnixUser>,
+    /// Issued by a superuser: a binding it makes has a superuser's provenance.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub issued_by_superuser: bool,
+}
+
+/// A Unix user as NSS named it at the time: its uid and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixUser {
+    pub uid: u32,
+    pub name: String,
+}
+
+/// Who made a binding, and so who may vouch for it (DESIGN §2, §4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// A superuser: by `account bind`, or by redeeming a superuser's invitation.
+    Superuser,
+    /// Redeeming an invitation of this organization.
+    Org(String),
+    /// Made before bindings recorded their provenance, through no organization the
+    /// audit log names: only a superuser may vouch for it.
+    Unknown,
+}
+
+/// A uid's binding to an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub email: String,
+    /// The uid's user name when it was bound (NSS). The binding holds only while the uid
+    /// still resolves to this name; `None` for a binding carried over from a database
+    /// whose uid had no user at the upgrade.
+    pub user_name: Option<String>,
+    pub bound_at: Millis,
+    pub provenance: Provenance,
 }
 
 /// One line of the audit log: who changed what, when.

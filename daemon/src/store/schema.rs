@@ -6,17 +6,81 @@ use std::path::{Path, PathBuf};
 
 use redb::{Builder, Database, ReadOnlyDatabase, ReadableDatabase, TableError, WriteTransaction};
 
-use super::{create_tables, StoreError, META};
+use compartmentctl::wire::{AccountStatus, MemberStatus};
+
+use super::{create_tables, BindingRecord, Provenance, Reader, StoreError, Writer, META};
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
-pub const CURRENT_SCHEMA_VERSION: u64 = 1;
+pub const CURRENT_SCHEMA_VERSION: u64 = 2;
 const VERSION_KEY: &str = "schema_version";
 
 /// A step from version `n` to `n + 1`, at index `n - 1`.
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
-/// Version 1 is the first schema: nothing to migrate yet.
-const MIGRATIONS: &[Migration] = &[];
+const MIGRATIONS: &[Migration] = &[bindings_with_names_and_provenance];
+
+/// Version 1 → 2: a binding was `uid → email`; it becomes a record with the uid's user
+/// name and the binding's provenance, and each active membership is pinned to the uid that
+/// held it.
+///
+/// The name is what NSS says at the upgrade: the best knowledge there is of who held the
+/// uid. A uid with no user then (deleted, `nobody`) keeps a binding without a name, which
+/// holds for nobody until a superuser rebinds or unbinds it. The provenance is the
+/// organization whose activation made the binding, read from the audit log; `Unknown` (only
+/// a superuser may vouch for it) when the log does not say.
+fn bindings_with_names_and_provenance(txn: &WriteTransaction) -> Result<(), StoreError> {
+    const V1_BINDINGS: redb::TableDefinition<u32, &str> =
+        redb::TableDefinition::new("uid_bindings");
+    let old: Vec<(u32, String)> = {
+        let table = match txn.open_table(V1_BINDINGS) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(err) => return Err(err.into()),
+        };
+        let mut old = Vec::new();
+        for entry in redb::ReadableTable::iter(&table)? {
+            let (uid, email) = entry?;
+            old.push((uid.value(), email.value().to_owned()));
+        }
+        old
+    };
+    let activations = txn.audit()?;
+    for (uid, email) in old {
+        let provenance = activations
+            .iter()
+            .find(|r| r.action == "account.activate" && r.target.as_deref() == Some(&email))
+            .and_then(|r| r.org.clone())
+            .map_or(Provenance::Unknown, Provenance::Org);
+        let account = txn.account(&email)?;
+        let bound_at = account
+            .as_ref()
+            .and_then(|a| a.activated_at.or(Some(a.created_at)))
+            .unwrap_or(0);
+        txn.put_binding(
+            uid,
+            &BindingRecord {
+                email: email.clone(),
+                user_name: crate::users::lookup_uid(uid),
+                bound_at,
+                provenance,
+            },
+        )?;
+        if !matches!(&account, Some(a) if a.status == AccountStatus::Active) {
+            continue;
+        }
+        for org in txn.orgs_of(&email)? {
+            if let Some(old) = txn.membership(&org, &email)? {
+                if old.status == MemberStatus::Active && old.uid.is_none() {
+                    let mut pinned = old.clone();
+                    pinned.uid = Some(uid);
+                    txn.put_membership(&org, &email, &pinned, Some(&old))?;
+                }
+            }
+        }
+    }
+    txn.delete_table(V1_BINDINGS)?;
+    Ok(())
+}
 
 /// Why the daemon cannot use the database file. Each message says what is wrong and
 /// what to do; none of these paths writes to the file.

@@ -1,0 +1,165 @@
+//! The host's users, as NSS knows them (so LDAP and sssd users work): uid ↔ name, with a
+//! short cache so that a request never waits on a directory lookup it made seconds ago.
+//!
+//! A uid with no user (deleted, unmapped in a user namespace, or the kernel's overflow uid
+//! `nobody`) resolves to nothing: it can never be bound to an account.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::store::UnixUser;
+
+/// The name the kernel gives uids it cannot map, and Debian's user for them.
+const NOBODY: &str = "nobody";
+/// The kernel's overflow uid (`/proc/sys/kernel/overflowuid`), 65534 unless changed.
+const OVERFLOW_UID: u32 = 65534;
+/// How long a lookup is trusted: a uid deleted and reused is noticed within this.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+/// Entries kept at most; the cache starts over when full rather than grow.
+const CACHE_CAP: usize = 4096;
+
+/// Where user names come from: the system's NSS in the daemon, a table in tests.
+pub trait Directory: Send + Sync + 'static {
+    /// The name of `uid`'s user, if it has one that may hold an account.
+    fn name_of(&self, uid: u32) -> Option<String>;
+    /// The user called `name`, if there is one that may hold an account.
+    fn user_named(&self, name: &str) -> Option<UnixUser>;
+}
+
+/// True when `uid`/`name` is a real user that may hold an account.
+fn usable(uid: u32, name: &str) -> bool {
+    uid != OVERFLOW_UID && name != NOBODY && !name.is_empty()
+}
+
+/// NSS through libc's `getpwuid_r`/`getpwnam_r`, uncached.
+pub fn lookup_uid(uid: u32) -> Option<String> {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    usable(uid, &user.name).then_some(user.name)
+}
+
+fn lookup_name(name: &str) -> Option<UnixUser> {
+    let user = nix::unistd::User::from_name(name).ok()??;
+    let uid = user.uid.as_raw();
+    usable(uid, &user.name).then_some(UnixUser {
+        uid,
+        name: user.name,
+    })
+}
+
+/// The system's users, cached for [`CACHE_TTL`].
+#[derive(Default)]
+pub struct SystemUsers {
+    by_uid: Mutex<HashMap<u32, (Instant, Option<String>)>>,
+}
+
+impl SystemUsers {
+    pub fn new() -> Arc<SystemUsers> {
+        Arc::new(SystemUsers::default())
+    }
+}
+
+impl Directory for SystemUsers {
+    fn name_of(&self, uid: u32) -> Option<String> {
+        let now = Instant::now();
+        {
+            let cache = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, name)) = cache.get(&uid) {
+                if now.duration_since(*at) < CACHE_TTL {
+                    return name.clone();
+                }
+            }
+        }
+        let name = lookup_uid(uid);
+        let mut cache = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_CAP {
+            cache.clear();
+        }
+        cache.insert(uid, (now, name.clone()));
+        name
+    }
+
+    fn user_named(&self, name: &str) -> Option<UnixUser> {
+        // Asked only by invitations that name a user: rare enough to go to NSS each time,
+        // and then the answer is as fresh as it can be.
+        lookup_name(name)
+    }
+}
+
+/// A fixed table of users, for tests.
+#[derive(Default)]
+pub struct FakeUsers {
+    users: Mutex<HashMap<u32, String>>,
+}
+
+impl FakeUsers {
+    pub fn new(users: &[(u32, &str)]) -> Arc<FakeUsers> {
+        let fake = FakeUsers::default();
+        for (uid, name) in users {
+            fake.set(*uid, Some(name));
+        }
+        Arc::new(fake)
+    }
+
+    /// Gives `uid` a user called `name`, or (with `None`) deletes its user.
+    pub fn set(&self, uid: u32, name: Option<&str>) {
+        let mut users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        match name {
+            Some(name) => users.insert(uid, name.to_owned()),
+            None => users.remove(&uid),
+        };
+    }
+}
+
+impl Directory for FakeUsers {
+    fn name_of(&self, uid: u32) -> Option<String> {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        users.get(&uid).filter(|name| usable(uid, name)).cloned()
+    }
+
+    fn user_named(&self, name: &str) -> Option<UnixUser> {
+        let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
+        users
+            .iter()
+            .find(|(uid, n)| n.as_str() == name && usable(**uid, n))
+            .map(|(uid, n)| UnixUser {
+                uid: *uid,
+                name: n.clone(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn nobody_and_missing_users_resolve_to_nothing() {
+        assert_eq!(lookup_uid(0).as_deref(), Some("root"));
+        assert_eq!(lookup_uid(OVERFLOW_UID), None);
+        assert_eq!(lookup_uid(3_999_999_999), None);
+        assert_eq!(lookup_name("root").unwrap().uid, 0);
+        assert_eq!(lookup_name(NOBODY), None);
+        assert_eq!(lookup_name("no-such-user-here"), None);
+    }
+
+    #[test]
+    fn the_cache_answers_within_its_lifetime() {
+        let users = SystemUsers::new();
+        assert_eq!(users.name_of(0).as_deref(), Some("root"));
+        // A planted entry is what the next lookup within the lifetime sees.
+        users
+            .by_uid
+            .lock()
+            .unwrap()
+            .insert(0, (Instant::now(), Some("planted".into())));
+        assert_eq!(users.name_of(0).as_deref(), Some("planted"));
+        users
+            .by_uid
+            .lock()
+            .unwrap()
+            .insert(0, (Instant::now() - CACHE_TTL, Some("planted".into())));
+        assert_eq!(users.name_of(0).as_deref(), Some("root"));
+    }
+}
