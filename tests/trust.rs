@@ -1,0 +1,486 @@
+//! The trust model end to end (DESIGN §2, §4, §8), as real Unix users: no organization's
+//! admin reaches into another organization, a URL issued for one Unix user is useless to
+//! anyone else, and a reused uid inherits nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use compartment_e2e::{
+    parse_invitation_lines, parse_invite, poll, skip_unless_root, Daemon, InvitationLines, ROOT,
+};
+
+/// A real Unix user, made with `useradd` if it does not exist yet.
+struct User {
+    name: String,
+    uid: u32,
+}
+
+fn lookup(name: &str) -> Option<u32> {
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
+}
+
+/// Runs `useradd` (or `userdel`) until it is not refused for a concurrently locked
+/// `/etc/passwd` (exit 10).
+fn shadow_tool(program: &str, args: &[&str]) -> i32 {
+    for _ in 0..100 {
+        let status = Command::new(program)
+            .args(args)
+            .status()
+            .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
+        match status.code() {
+            Some(10) => std::thread::sleep(Duration::from_millis(50)),
+            Some(code) => return code,
+            None => panic!("{program} was killed"),
+        }
+    }
+    panic!("{program} {args:?}: /etc/passwd stayed locked");
+}
+
+fn user(name: &str) -> User {
+    if lookup(name).is_none() {
+        // 9: created meanwhile by a test running at the same time.
+        let code = shadow_tool(
+            "useradd",
+            &[
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ],
+        );
+        assert!(code == 0 || code == 9, "useradd {name} exited {code}");
+    }
+    let uid = lookup(name).unwrap_or_else(|| panic!("{name} has no uid after useradd"));
+    User {
+        name: name.to_owned(),
+        uid,
+    }
+}
+
+/// The three lines of the documentation page, then whatever the invitation adds.
+#[track_caller]
+fn invitation_with_note(
+    out: &compartment_e2e::Out,
+    email: &str,
+    role: &str,
+) -> (InvitationLines, String) {
+    out.assert_success();
+    let lines = out.stdout_lines();
+    assert_eq!(lines.len(), 4, "{out:#?}");
+    (
+        parse_invitation_lines(&lines[..3], email, role),
+        lines[3].to_owned(),
+    )
+}
+
+/// acme with its admin, and evil with its admin and a puppet uid evil's admin controls.
+struct Tenants {
+    daemon: Daemon,
+    acme_admin: User,
+    evil_admin: User,
+    puppet: User,
+    hire: User,
+}
+
+fn tenants() -> Tenants {
+    let daemon = Daemon::start_default();
+    let t = Tenants {
+        acme_admin: user("cpt-t-acme"),
+        evil_admin: user("cpt-t-evil"),
+        puppet: user("cpt-t-puppet"),
+        hire: user("cpt-t-hire"),
+        daemon,
+    };
+    let acme = t.daemon.create_acme();
+    t.daemon
+        .ctl(t.acme_admin.uid, &["activate", &acme.url])
+        .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
+    let out = t.daemon.ctl(
+        ROOT,
+        &["org", "create", "evil", "--admin", "boss@evil.example"],
+    );
+    out.assert_success();
+    let evil = parse_invitation_lines(&out.stdout_lines()[1..], "boss@evil.example", "admin");
+    t.daemon
+        .ctl(t.evil_admin.uid, &["activate", &evil.url])
+        .assert_ok("Activated boss@evil.example: you are now admin in evil.\n");
+    t
+}
+
+#[test]
+fn another_organizations_activation_takes_over_nothing_in_acme() {
+    if skip_unless_root("another_organizations_activation_takes_over_nothing_in_acme") {
+        return;
+    }
+    let t = tenants();
+    let d = &t.daemon;
+    let acme_url = parse_invite(
+        &d.ctl(
+            t.acme_admin.uid,
+            &["user", "invite", "new-hire@acme.com", "--role", "admin"],
+        ),
+        "new-hire@acme.com",
+        "admin",
+    );
+    let evil_url = parse_invite(
+        &d.ctl(
+            t.evil_admin.uid,
+            &["user", "invite", "new-hire@acme.com", "--role", "viewer"],
+        ),
+        "new-hire@acme.com",
+        "viewer",
+    );
+    d.ctl(t.puppet.uid, &["activate", &evil_url.url])
+        .assert_ok("Activated new-hire@acme.com: you are now viewer in evil.\n");
+    // evil's puppet is nobody in acme: it neither lists nor removes acme's members.
+    d.ctl(t.puppet.uid, &["--org", "acme", "user", "list"])
+        .assert_err(5, "organization acme not found");
+    d.ctl(
+        t.puppet.uid,
+        &["--org", "acme", "user", "remove", "admin@example.com"],
+    )
+    .assert_err(5, "organization acme not found");
+    // acme still waits for its hire, who is told what to do; a superuser frees the address.
+    d.ctl(t.hire.uid, &["activate", &acme_url.url]).assert_err(
+        4,
+        "new-hire@acme.com is already bound to another Unix user; a superuser can unbind it (compartment account unbind new-hire@acme.com)",
+    );
+    d.ctl(ROOT, &["account", "unbind", "new-hire@acme.com"])
+        .assert_ok(&format!(
+            "Unbound new-hire@acme.com from Unix user {} (uid {}).\n",
+            t.puppet.name, t.puppet.uid
+        ));
+    d.ctl(t.hire.uid, &["activate", &acme_url.url])
+        .assert_ok("Activated new-hire@acme.com: you are now admin in acme.\n");
+    let out = d.ctl(t.acme_admin.uid, &["user", "list"]);
+    out.assert_success();
+    let hire_row = out
+        .stdout_lines()
+        .into_iter()
+        .find(|l| l.starts_with("new-hire@acme.com"))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        hire_row,
+        Some(vec![
+            "new-hire@acme.com",
+            "admin",
+            "active",
+            t.hire.name.as_str(),
+            "-"
+        ]),
+        "{out:#?}"
+    );
+    // The hire inherits nothing in evil: that membership stays with the puppet's uid.
+    d.ctl(t.hire.uid, &["--org", "evil", "user", "list"])
+        .assert_err(5, "organization evil not found");
+}
+
+#[test]
+fn an_account_claimed_first_by_another_organization_needs_its_holders_consent() {
+    if skip_unless_root(
+        "an_account_claimed_first_by_another_organization_needs_its_holders_consent",
+    ) {
+        return;
+    }
+    let t = tenants();
+    let d = &t.daemon;
+    let evil_url = parse_invite(
+        &d.ctl(
+            t.evil_admin.uid,
+            &["user", "invite", "cfo@acme.com", "--role", "viewer"],
+        ),
+        "cfo@acme.com",
+        "viewer",
+    );
+    d.ctl(t.puppet.uid, &["activate", &evil_url.url])
+        .assert_success();
+    // acme invites the same address: no silent join; a URL only the holder can redeem, and
+    // acme's admin is told who holds the account.
+    let (invitation, note) = invitation_with_note(
+        &d.ctl(
+            t.acme_admin.uid,
+            &["user", "invite", "cfo@acme.com", "--role", "admin"],
+        ),
+        "cfo@acme.com",
+        "admin",
+    );
+    assert_eq!(
+        note,
+        format!(
+            "cfo@acme.com already has an account, held by Unix user {0}: only {0} can redeem this URL.",
+            t.puppet.name
+        )
+    );
+    d.ctl(t.puppet.uid, &["--org", "acme", "user", "list"])
+        .assert_err(5, "organization acme not found");
+    // The real cfo, who received the URL, cannot redeem it.
+    d.ctl(t.hire.uid, &["activate", &invitation.url])
+        .assert_err_hint(
+            4,
+            "this activation URL was issued for another Unix user to redeem",
+            "run compartment activate as the Unix user the invitation names",
+        );
+    let out = d.ctl(t.acme_admin.uid, &["--output", "json", "user", "list"]);
+    out.assert_success();
+    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let cfo = list["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == "cfo@acme.com")
+        .unwrap()
+        .clone();
+    assert_eq!(cfo["status"], "invited");
+    assert_eq!(cfo["unix_user"], serde_json::Value::Null);
+}
+
+#[test]
+fn a_url_issued_for_a_unix_user_is_useless_to_anyone_else() {
+    if skip_unless_root("a_url_issued_for_a_unix_user_is_useless_to_anyone_else") {
+        return;
+    }
+    let t = tenants();
+    let d = &t.daemon;
+    let bob = user("cpt-t-bob");
+    let (invitation, note) = invitation_with_note(
+        &d.ctl(
+            t.acme_admin.uid,
+            &[
+                "user",
+                "invite",
+                "bob@example.com",
+                "--role",
+                "deployer",
+                "--unix-user",
+                &bob.name,
+            ],
+        ),
+        "bob@example.com",
+        "deployer",
+    );
+    assert_eq!(
+        note,
+        format!("Only Unix user {} can redeem this URL.", bob.name)
+    );
+    // The thief of the URL is refused, and the URL stays good for bob.
+    d.ctl(t.puppet.uid, &["activate", &invitation.url])
+        .assert_err(
+            4,
+            "this activation URL was issued for another Unix user to redeem",
+        );
+    d.ctl(bob.uid, &["activate", &invitation.url])
+        .assert_ok("Activated bob@example.com: you are now deployer in acme.\n");
+    // An unknown user is refused before anything is written.
+    d.ctl(
+        t.acme_admin.uid,
+        &[
+            "user",
+            "invite",
+            "x@example.com",
+            "--role",
+            "viewer",
+            "--unix-user",
+            "cpt-no-such-user",
+        ],
+    )
+    .assert_err(
+        5,
+        "there is no Unix user \"cpt-no-such-user\" that may hold an account",
+    );
+    // org create names its first admin's Unix user the same way.
+    let out = d.ctl(
+        ROOT,
+        &[
+            "org",
+            "create",
+            "gamma",
+            "--admin",
+            "g@example.com",
+            "--admin-unix-user",
+            &t.hire.name,
+        ],
+    );
+    out.assert_success();
+    let lines = out.stdout_lines();
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("Only Unix user {} can redeem this URL.", t.hire.name).as_str())
+    );
+    let gamma = parse_invitation_lines(&lines[1..4], "g@example.com", "admin");
+    d.ctl(t.puppet.uid, &["activate", &gamma.url]).assert_err(
+        4,
+        "this activation URL was issued for another Unix user to redeem",
+    );
+    d.ctl(t.hire.uid, &["activate", &gamma.url])
+        .assert_ok("Activated g@example.com: you are now admin in gamma.\n");
+}
+
+#[test]
+fn a_uid_without_a_user_is_never_bound() {
+    if skip_unless_root("a_uid_without_a_user_is_never_bound") {
+        return;
+    }
+    let d = Daemon::start_default();
+    let acme = d.create_acme();
+    for uid in [65534, 3_999_999] {
+        d.ctl(uid, &["activate", &acme.url]).assert_err(
+            4,
+            &format!("uid {uid} has no Unix user (deleted, nobody or unmapped), so it cannot be bound to an account"),
+        );
+    }
+}
+
+#[test]
+fn a_reused_uid_inherits_nothing() {
+    if skip_unless_root("a_reused_uid_inherits_nothing") {
+        return;
+    }
+    let d = Daemon::start_default();
+    let acme = d.create_acme();
+    // A user of its own for this test, at a uid outside the system range, so that no user
+    // made meanwhile by a test running at the same time takes the uid it frees.
+    const REUSED_UID: u32 = 59_321;
+    let (old_name, new_name) = ("cpt-t-reuse-old", "cpt-t-reuse-new");
+    let uid = REUSED_UID.to_string();
+    for name in [old_name, new_name] {
+        if lookup(name).is_some() {
+            assert_eq!(shadow_tool("userdel", &[name]), 0);
+        }
+    }
+    if let Ok(Some(squatter)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(REUSED_UID))
+    {
+        panic!(
+            "uid {uid} belongs to {}; this test needs it free",
+            squatter.name
+        );
+    }
+    let add = |name: &str| {
+        shadow_tool(
+            "useradd",
+            &[
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "-u",
+                &uid,
+                name,
+            ],
+        )
+    };
+    assert_eq!(add(old_name), 0);
+    let old = user(old_name);
+    d.ctl(old.uid, &["activate", &acme.url])
+        .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
+    assert_eq!(shadow_tool("userdel", &[old_name]), 0);
+    assert_eq!(add(new_name), 0);
+    // Within a few seconds (the daemon caches names briefly) the new user is refused.
+    let expected = format!(
+        "uid {uid} acts without an account: its binding was made for Unix user {old_name}, and it now belongs to {new_name}"
+    );
+    let refused = poll(Duration::from_secs(10), || {
+        let out = d.ctl(old.uid, &["--org", "acme", "user", "list"]);
+        (out.code == 4).then_some(out)
+    })
+    .expect("the reused uid was still served as the old account after 10 s");
+    refused.assert_err_hint(
+        4,
+        &expected,
+        "ask a superuser to rebind or unbind it (compartment account bind|unbind)",
+    );
+    d.ctl(old.uid, &["whoami"]).assert_ok(&format!(
+        "uid {uid} ({new_name}): no account: its binding was made for Unix user {old_name}, and it now belongs to {new_name}; ask a superuser to rebind or unbind it\n"
+    ));
+    assert!(
+        d.log().contains(&format!(
+            "uid {uid} was bound as {old_name}, now {new_name}"
+        )),
+        "the stale binding was not logged:\n{}",
+        d.log()
+    );
+    // The superuser sees it and unbinds; the new user then starts from nothing.
+    let out = d.ctl(ROOT, &["account", "show", "admin@example.com"]);
+    out.assert_success();
+    assert_eq!(
+        out.stdout_lines()[2],
+        format!("bound to: Unix user {old_name} (uid {uid}); uid {uid} is now {new_name}: the binding does not hold")
+    );
+    d.ctl(ROOT, &["account", "unbind", "admin@example.com"])
+        .assert_success();
+    d.ctl(old.uid, &["--org", "acme", "user", "list"])
+        .assert_err(4, &format!("uid {uid} is not bound to an account"));
+    shadow_tool("userdel", &[new_name]);
+}
+
+#[test]
+fn only_superusers_manage_accounts() {
+    if skip_unless_root("only_superusers_manage_accounts") {
+        return;
+    }
+    let t = tenants();
+    let d = &t.daemon;
+    for (args, action) in [
+        (&["account", "list"][..], "listing accounts"),
+        (
+            &["account", "show", "admin@example.com"][..],
+            "showing accounts",
+        ),
+        (
+            &["account", "unbind", "admin@example.com"][..],
+            "unbinding accounts",
+        ),
+        (
+            &[
+                "account",
+                "bind",
+                "admin@example.com",
+                "--unix-user",
+                "cpt-t-evil",
+            ][..],
+            "binding accounts",
+        ),
+    ] {
+        d.ctl(t.evil_admin.uid, args).assert_err(
+            4,
+            &format!("{action} is for superusers (root or the daemon's own user)"),
+        );
+    }
+    let out = d.ctl(ROOT, &["account", "list"]);
+    out.assert_success();
+    let rows: Vec<Vec<&str>> = out
+        .stdout_lines()
+        .iter()
+        .map(|l| {
+            l.split("  ")
+                .filter(|c| !c.is_empty())
+                .map(str::trim)
+                .collect()
+        })
+        .collect();
+    let (acme_uid, evil_uid) = (t.acme_admin.uid.to_string(), t.evil_admin.uid.to_string());
+    assert_eq!(
+        rows,
+        [
+            vec!["EMAIL", "STATUS", "UNIX USER", "UID", "BOUND THROUGH"],
+            vec![
+                "admin@example.com",
+                "active",
+                &t.acme_admin.name,
+                &acme_uid,
+                "a superuser"
+            ],
+            vec![
+                "boss@evil.example",
+                "active",
+                &t.evil_admin.name,
+                &evil_uid,
+                "a superuser"
+            ],
+        ],
+        "{out:#?}"
+    );
+}
