@@ -8,6 +8,24 @@ use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
+/// Who can do what to whom, in a few sentences: the man page's TRUST MODEL section and the
+/// README's "Trust model" say exactly this.
+pub const TRUST_MODEL: &str = "\
+Identity is taken from the socket's peer credentials when a connection is opened, as \
+PostgreSQL's peer authentication does: a connection handed to another process keeps its \
+opener's identity. Root and the user the daemon runs as are superusers: they act in every \
+organization with admin power, and they alone create organizations and list, show, bind and \
+unbind accounts. Every other Unix user acts only through the account its uid is bound to, \
+and in an organization only through a membership made active for that uid, within its role \
+there (admin > deployer > readonly > viewer). A binding holds while the uid still resolves \
+to the user name it was bound as: a reused uid inherits nothing. An activation URL makes \
+active exactly the membership it was issued for; one issued with --unix-user, or for an \
+account that another organization's invitation bound, can be redeemed by that Unix user \
+only. An admin of another organization can never act in yours, learn your members, make an \
+account join you, or take over an account your organization bound; the most it can do is \
+bind an address that nobody has activated yet, which a superuser undoes with \
+compartment account unbind.";
+
 /// Manage who may do what on a Compartment host: organizations, members, roles and
 /// invitations, through the local compartmentd daemon.
 #[derive(Debug, Parser)]
@@ -259,5 +277,15 @@ mod tests {
     #[test]
     fn definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_readme_states_the_trust_model_in_the_man_pages_words() {
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let readme = words(include_str!("../../README.md"));
+        assert!(
+            readme.contains(&words(TRUST_MODEL)),
+            "README.md's \"Trust model\" section must say what TRUST_MODEL says"
+        );
     }
 }

@@ -228,7 +228,14 @@ fn cli_sections() -> Vec<(&'static str, Roff)> {
     );
     notes.text([bold("compartmentctl activate"), roman(".")]);
 
-    vec![("EXIT STATUS", exit), ("FILES", files), ("NOTES", notes)]
+    let trust = paragraph(compartmentctl::args::TRUST_MODEL);
+
+    vec![
+        ("TRUST MODEL", trust),
+        ("EXIT STATUS", exit),
+        ("FILES", files),
+        ("NOTES", notes),
+    ]
 }
 
 fn daemon_sections() -> Vec<(&'static str, Roff)> {
