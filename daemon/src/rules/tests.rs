@@ -102,6 +102,21 @@ impl Fixture {
         resend: bool,
         now: Millis,
     ) -> Result<compartmentctl::wire::Invitation, RuleError> {
+        self.invite_full(&caller, org, email, role, resend, None, now)
+    }
+
+    /// An invitation with every choice the inviter has: `named` is `--unix-user`.
+    #[allow(clippy::too_many_arguments)]
+    fn invite_full(
+        &mut self,
+        caller: &Caller,
+        org: &str,
+        email: &str,
+        role: Role,
+        resend: bool,
+        named: Option<crate::store::UnixUser>,
+        now: Millis,
+    ) -> Result<compartmentctl::wire::Invitation, RuleError> {
         let token = self.next_token();
         let policy = self.policy.clone();
         let params = UserInviteParams {
@@ -112,7 +127,7 @@ impl Fixture {
             resend,
             unix_user: None,
         };
-        self.write(|txn| invitations::invite(txn, &caller, &params, None, &token, &policy, now))
+        self.write(|txn| invitations::invite(txn, caller, &params, named, &token, &policy, now))
     }
 
     fn activate(&self, caller: Caller, url: &str, now: Millis) -> Result<(), RuleError> {
@@ -607,17 +622,7 @@ fn invite_named(
     role: Role,
     named: Option<crate::store::UnixUser>,
 ) -> Result<compartmentctl::wire::Invitation, RuleError> {
-    let token = f.next_token();
-    let policy = f.policy.clone();
-    let params = UserInviteParams {
-        org: Some(org.into()),
-        email: email.into(),
-        role,
-        expires_in: None,
-        resend: false,
-        unix_user: None,
-    };
-    f.write(|txn| invitations::invite(txn, caller, &params, named, &token, &policy, T0))
+    f.invite_full(caller, org, email, role, false, named, T0)
 }
 
 fn unix_user(uid: u32) -> crate::store::UnixUser {
