@@ -594,7 +594,7 @@ fn bad_input_is_a_bad_request() {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadRequest, "{name} {admin}");
     }
-    for expires_in in ["0s", "31days", "soon"] {
+    for expires_in in ["0s", "999ms", "1ns", "31days", "soon"] {
         let params = UserInviteParams {
             org: Some("acme".into()),
             email: "x@example.com".into(),
@@ -607,6 +607,13 @@ fn bad_input_is_a_bad_request() {
             .write(|txn| invitations::invite(txn, &root(), &params, None, &token, &policy, T0))
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::BadRequest, "{expires_in}");
+        if expires_in == "999ms" {
+            // An invitation that would be born expired is refused, not issued.
+            assert_eq!(
+                err.to_string(),
+                "an invitation must expire in 1 second to 30 days, not in 999ms"
+            );
+        }
     }
 }
 
