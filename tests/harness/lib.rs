@@ -1,0 +1,33 @@
+//! Test support for the end-to-end tests: finds the built binaries, runs a real
+//! `compartmentd` in its own temp dir, runs `compartmentctl` as any Unix uid, and speaks
+//! the raw line protocol with timeouts so that no test can hang.
+//!
+//! # Layout
+//!
+//! - `privileges`: the built binaries, and whether this process may act as other Unix
+//!   users.
+//! - `process`: running a process with a deadline, and the CLI's command line as any uid.
+//! - `daemon`: the daemon under test in its own temp dir ([`Daemon`]).
+//! - `raw`: the raw line protocol ([`RawConn`]).
+//! - `printed`: what the CLI prints (invitation lines, the member table).
+//! - `time`: the clock, RFC 3339 as the CLI prints it, polling with a deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod daemon;
+mod printed;
+mod privileges;
+mod process;
+mod raw;
+mod time;
+
+pub use daemon::{files_under, Daemon, DaemonOptions, PUBLIC_URL};
+pub use printed::{
+    assert_token_shape, member_table, parse_invitation_lines, parse_invite, token_bytes,
+    InvitationLines, URL_PREFIX,
+};
+pub use privileges::{
+    binary, binary_for_other_users, is_root, profile_dir, say_loudly, skip_unless_root, ROOT,
+};
+pub use process::{ctl_command, Out, Running};
+pub use raw::RawConn;
+pub use time::{now_unix, parse_rfc3339, poll};

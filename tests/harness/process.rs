@@ -1,0 +1,171 @@
+//! Running processes with a deadline: what a finished process left behind, a spawned
+//! process that is killed when it overruns, and the command line of the CLI run as any
+//! Unix user.
+
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::privileges::{binary, binary_for_other_users, ROOT};
+
+/// How long a CLI run or a second daemon may take before the test gives up on it.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a finished process left behind.
+#[derive(Debug, Clone)]
+pub struct Out {
+    /// The command line, for failure messages.
+    pub cmd: String,
+    /// The exit code; `128 + signal` when a signal ended it.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+fn exit_code(status: ExitStatus) -> i32 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => -1,
+    }
+}
+
+impl Out {
+    pub fn stdout_lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr.lines().collect()
+    }
+
+    /// Exit 0 and exactly `stdout`.
+    #[track_caller]
+    pub fn assert_ok(&self, stdout: &str) -> &Out {
+        assert_eq!(self.code, 0, "expected exit 0 from {self:#?}");
+        assert_eq!(self.stdout, stdout, "stdout of {self:#?}");
+        self
+    }
+
+    /// Exit 0, whatever the output.
+    #[track_caller]
+    pub fn assert_success(&self) -> &Out {
+        assert_eq!(self.code, 0, "expected exit 0 from {self:#?}");
+        self
+    }
+
+    /// Exit `code`, nothing on stdout, and `compartmentctl: <message>` as the first line of
+    /// stderr (a hint line may follow).
+    #[track_caller]
+    pub fn assert_err(&self, code: i32, message: &str) -> &Out {
+        assert_eq!(self.code, code, "expected exit {code} from {self:#?}");
+        assert_eq!(self.stdout, "", "stdout of a failed command {self:#?}");
+        assert_eq!(
+            self.stderr_lines().first().copied(),
+            Some(format!("compartmentctl: {message}").as_str()),
+            "first stderr line of {self:#?}"
+        );
+        self
+    }
+
+    /// Exit `code`, nothing on stdout, and exactly the two stderr lines
+    /// `compartmentctl: <message>` and `hint: <hint>`.
+    #[track_caller]
+    pub fn assert_err_hint(&self, code: i32, message: &str, hint: &str) -> &Out {
+        assert_eq!(self.code, code, "expected exit {code} from {self:#?}");
+        assert_eq!(self.stdout, "", "stdout of a failed command {self:#?}");
+        assert_eq!(
+            self.stderr,
+            format!("compartmentctl: {message}\nhint: {hint}\n"),
+            "stderr of {self:#?}"
+        );
+        self
+    }
+}
+
+/// A spawned process whose output is being collected.
+pub struct Running {
+    cmd: String,
+    pid: Pid,
+    done_rx: mpsc::Receiver<io::Result<std::process::Output>>,
+}
+
+impl Running {
+    pub(crate) fn spawn(mut command: Command) -> Running {
+        let cmd = format!("{command:?}");
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {cmd}: {err}"));
+        let pid = Pid::from_raw(child.id() as i32);
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(child.wait_with_output());
+        });
+        Running { cmd, pid, done_rx }
+    }
+
+    /// The output, or `None` (after killing the process) when it ran past `timeout`.
+    pub fn wait_timeout(self, timeout: Duration) -> Option<Out> {
+        match self.done_rx.recv_timeout(timeout) {
+            Ok(output) => {
+                let output = output.unwrap_or_else(|err| panic!("waiting for {}: {err}", self.cmd));
+                Some(Out {
+                    cmd: self.cmd,
+                    code: exit_code(output.status),
+                    stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                })
+            }
+            Err(_) => {
+                let _ = kill(self.pid, Signal::SIGKILL);
+                let _ = self.done_rx.recv_timeout(Duration::from_secs(5));
+                None
+            }
+        }
+    }
+
+    /// The output; panics when the process runs for more than 30 s.
+    #[track_caller]
+    pub fn wait(self) -> Out {
+        let cmd = self.cmd.clone();
+        self.wait_timeout(PROCESS_TIMEOUT)
+            .unwrap_or_else(|| panic!("{cmd} ran for more than {PROCESS_TIMEOUT:?}; killed it"))
+    }
+}
+
+pub(crate) fn search_path() -> String {
+    std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())
+}
+
+/// `compartmentctl --socket <socket> <args…>` as `uid` (and gid = uid, no supplementary
+/// groups), with a clean environment: only `PATH` and `HOME=/`.
+pub fn ctl_command(socket: &Path, uid: u32, args: &[&str]) -> Command {
+    let program = if uid == ROOT {
+        binary("compartmentctl")
+    } else {
+        binary_for_other_users("compartmentctl")
+    };
+    let mut command = Command::new(program);
+    command
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_clear()
+        .env("PATH", search_path())
+        .env("HOME", "/")
+        .current_dir("/");
+    if uid != ROOT {
+        command.uid(uid).gid(uid);
+    }
+    command
+}
