@@ -3,15 +3,33 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use compartment_e2e::{
-    member_table, now_unix, parse_invitation_lines, parse_invite, skip_unless_root, Daemon, ROOT,
+    member_table, now_unix, parse_invitation_lines, parse_invite, skip_unless_root, Daemon,
+    TestUser, ROOT,
 };
 use serde_json::{json, Value};
 
-const ADMIN: u32 = 61001;
-const DEPLOYER: u32 = 61002;
-const READONLY: u32 = 61003;
-const VIEWER: u32 = 61004;
-const BETA_ADMIN: u32 = 61005;
+/// acme's first admin (the page's `alice`).
+fn admin_user() -> TestUser {
+    TestUser::get("cpt-admin")
+}
+
+/// acme's deployer (the page's `bob`).
+fn deployer_user() -> TestUser {
+    TestUser::get("cpt-deployer")
+}
+
+fn readonly_user() -> TestUser {
+    TestUser::get("cpt-readonly")
+}
+
+fn viewer_user() -> TestUser {
+    TestUser::get("cpt-viewer")
+}
+
+/// The first admin of a second organization, `beta`.
+fn beta_admin_user() -> TestUser {
+    TestUser::get("cpt-beta-admin")
+}
 
 const SEVEN_DAYS: i64 = 7 * 24 * 3600;
 
@@ -41,21 +59,21 @@ fn the_documentation_page_as_one_story() {
         ]]));
 
     // An unbound uid may not act yet.
-    d.ctl(ADMIN, &["user", "list"]).assert_err_hint(
+    d.ctl(admin_user().uid, &["user", "list"]).assert_err_hint(
         4,
-        "uid 61001 is not bound to an account",
+        &format!("uid {} is not bound to an account", admin_user().uid),
         "activate your invitation first: compartment activate <activation URL>",
     );
 
-    d.ctl(ADMIN, &["activate", &admin_invite.url])
+    d.ctl(admin_user().uid, &["activate", &admin_invite.url])
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 
     // whoami knows the caller from the socket's peer credentials.
-    let out = d.ctl(ADMIN, &["--output", "json", "whoami"]);
+    let out = d.ctl(admin_user().uid, &["--output", "json", "whoami"]);
     out.assert_success();
     let whoami: Value = serde_json::from_str(&out.stdout).expect("whoami JSON");
-    assert_eq!(whoami["uid"], json!(ADMIN), "{whoami}");
-    assert_eq!(whoami["gid"], json!(ADMIN), "{whoami}");
+    assert_eq!(whoami["uid"], json!(admin_user().uid), "{whoami}");
+    assert_eq!(whoami["gid"], json!(admin_user().gid), "{whoami}");
     assert_eq!(whoami["superuser"], json!(false), "{whoami}");
     assert_eq!(
         whoami["account"],
@@ -72,7 +90,7 @@ fn the_documentation_page_as_one_story() {
     // The admin invites one user per role; each gets the page's three lines.
     let deploy = parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &["user", "invite", "deploy@example.com", "--role", "deployer"],
         ),
         "deploy@example.com",
@@ -80,7 +98,7 @@ fn the_documentation_page_as_one_story() {
     );
     let readonly = parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &[
                 "user",
                 "invite",
@@ -94,7 +112,7 @@ fn the_documentation_page_as_one_story() {
     );
     let viewer = parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &["user", "invite", "viewer@example.com", "--role", "viewer"],
         ),
         "viewer@example.com",
@@ -110,34 +128,35 @@ fn the_documentation_page_as_one_story() {
     tokens.dedup();
     assert_eq!(tokens.len(), 4, "every invitation gets its own token");
 
-    d.ctl(ADMIN, &["user", "list"]).assert_ok(&member_table(&[
-        ["admin@example.com", "admin", "active", "-"],
-        [
-            "deploy@example.com",
-            "deployer",
-            "invited",
-            &deploy.expires_at,
-        ],
-        [
-            "readonly@example.com",
-            "readonly",
-            "invited",
-            &readonly.expires_at,
-        ],
-        [
-            "viewer@example.com",
-            "viewer",
-            "invited",
-            &viewer.expires_at,
-        ],
-    ]));
+    d.ctl(admin_user().uid, &["user", "list"])
+        .assert_ok(&member_table(&[
+            ["admin@example.com", "admin", "active", "-"],
+            [
+                "deploy@example.com",
+                "deployer",
+                "invited",
+                &deploy.expires_at,
+            ],
+            [
+                "readonly@example.com",
+                "readonly",
+                "invited",
+                &readonly.expires_at,
+            ],
+            [
+                "viewer@example.com",
+                "viewer",
+                "invited",
+                &viewer.expires_at,
+            ],
+        ]));
 
     // Each activates as their own Unix user.
-    d.ctl(DEPLOYER, &["activate", &deploy.url])
+    d.ctl(deployer_user().uid, &["activate", &deploy.url])
         .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
-    d.ctl(READONLY, &["activate", &readonly.url])
+    d.ctl(readonly_user().uid, &["activate", &readonly.url])
         .assert_ok("Activated readonly@example.com: you are now readonly in acme.\n");
-    d.ctl(VIEWER, &["activate", &viewer.url])
+    d.ctl(viewer_user().uid, &["activate", &viewer.url])
         .assert_ok("Activated viewer@example.com: you are now viewer in acme.\n");
 
     let all_active = "\
@@ -147,10 +166,12 @@ deploy@example.com    deployer  active  -
 readonly@example.com  readonly  active  -
 viewer@example.com    viewer    active  -
 ";
-    d.ctl(ADMIN, &["user", "list"]).assert_ok(all_active);
-    d.ctl(READONLY, &["user", "list"]).assert_ok(all_active);
+    d.ctl(admin_user().uid, &["user", "list"])
+        .assert_ok(all_active);
+    d.ctl(readonly_user().uid, &["user", "list"])
+        .assert_ok(all_active);
 
-    let out = d.ctl(ADMIN, &["--output", "json", "user", "list"]);
+    let out = d.ctl(admin_user().uid, &["--output", "json", "user", "list"]);
     out.assert_success();
     assert_eq!(
         out.stdout_lines().len(),
@@ -169,12 +190,12 @@ viewer@example.com    viewer    active  -
     );
 
     // What each role may not do.
-    d.ctl(VIEWER, &["user", "list"]).assert_err(
+    d.ctl(viewer_user().uid, &["user", "list"]).assert_err(
         4,
         "listing the members of acme needs the readonly role or above; yours is viewer",
     );
     d.ctl(
-        READONLY,
+        readonly_user().uid,
         &["role", "grant", "viewer@example.com", "readonly"],
     )
     .assert_err(
@@ -182,25 +203,31 @@ viewer@example.com    viewer    active  -
         "granting roles in acme needs the deployer role or above; yours is readonly",
     );
     d.ctl(
-        DEPLOYER,
+        deployer_user().uid,
         &["user", "invite", "new@example.com", "--role", "viewer"],
     )
     .assert_err(
         4,
         "inviting users to acme needs the admin role; yours is deployer",
     );
-    d.ctl(DEPLOYER, &["user", "remove", "viewer@example.com"])
-        .assert_err(
-            4,
-            "removing users from acme needs the admin role; yours is deployer",
-        );
-    d.ctl(DEPLOYER, &["role", "grant", "viewer@example.com", "admin"])
-        .assert_err(
-            4,
-            "you cannot grant admin: your own role in acme, deployer, caps what you can grant",
-        );
     d.ctl(
-        DEPLOYER,
+        deployer_user().uid,
+        &["user", "remove", "viewer@example.com"],
+    )
+    .assert_err(
+        4,
+        "removing users from acme needs the admin role; yours is deployer",
+    );
+    d.ctl(
+        deployer_user().uid,
+        &["role", "grant", "viewer@example.com", "admin"],
+    )
+    .assert_err(
+        4,
+        "you cannot grant admin: your own role in acme, deployer, caps what you can grant",
+    );
+    d.ctl(
+        deployer_user().uid,
         &["role", "grant", "admin@example.com", "readonly"],
     )
     .assert_err(
@@ -210,17 +237,20 @@ viewer@example.com    viewer    active  -
 
     // A deployer can grant roles up to deployer: the page's promotion.
     d.ctl(
-        DEPLOYER,
+        deployer_user().uid,
         &["role", "grant", "readonly@example.com", "deployer"],
     )
     .assert_ok("Granted deployer to readonly@example.com in acme (was readonly).\n");
 
     // The last admin can be neither removed nor demoted, not even by root.
     let last_admin_hint = "grant admin to another member first";
-    d.ctl(ADMIN, &["user", "remove", "admin@example.com"])
+    d.ctl(admin_user().uid, &["user", "remove", "admin@example.com"])
         .assert_err_hint(1, "cannot remove the last admin of acme", last_admin_hint);
-    d.ctl(ADMIN, &["role", "grant", "admin@example.com", "deployer"])
-        .assert_err_hint(1, "cannot demote the last admin of acme", last_admin_hint);
+    d.ctl(
+        admin_user().uid,
+        &["role", "grant", "admin@example.com", "deployer"],
+    )
+    .assert_err_hint(1, "cannot demote the last admin of acme", last_admin_hint);
     d.ctl(
         ROOT,
         &["--org", "acme", "user", "remove", "admin@example.com"],
@@ -228,24 +258,31 @@ viewer@example.com    viewer    active  -
     .assert_err_hint(1, "cannot remove the last admin of acme", last_admin_hint);
 
     // Removal is immediate: the member's very next request is judged without the membership.
-    d.ctl(READONLY, &["--org", "acme", "user", "list"])
+    d.ctl(readonly_user().uid, &["--org", "acme", "user", "list"])
         .assert_success();
-    d.ctl(ADMIN, &["user", "remove", "readonly@example.com"])
-        .assert_ok("Removed readonly@example.com from acme.\n");
+    d.ctl(
+        admin_user().uid,
+        &["user", "remove", "readonly@example.com"],
+    )
+    .assert_ok("Removed readonly@example.com from acme.\n");
     // Their very next command no longer finds acme as their organization: they have none.
-    d.ctl(READONLY, &["user", "list"]).assert_err_hint(
-        2,
-        "no organization given, and none could be chosen",
-        "you are not a member of any organization yet",
-    );
+    d.ctl(readonly_user().uid, &["user", "list"])
+        .assert_err_hint(
+            2,
+            "no organization given, and none could be chosen",
+            "you are not a member of any organization yet",
+        );
     // Named explicitly, acme is not found: the same answer as for an organization that
     // does not exist, so that existence does not leak.
-    d.ctl(READONLY, &["--org", "acme", "user", "list"])
+    d.ctl(readonly_user().uid, &["--org", "acme", "user", "list"])
         .assert_err(5, "organization acme not found");
-    d.ctl(READONLY, &["--org", "no-such-org", "user", "list"])
-        .assert_err(5, "organization no-such-org not found");
     d.ctl(
-        READONLY,
+        readonly_user().uid,
+        &["--org", "no-such-org", "user", "list"],
+    )
+    .assert_err(5, "organization no-such-org not found");
+    d.ctl(
+        readonly_user().uid,
         &[
             "--org",
             "acme",
@@ -257,7 +294,7 @@ viewer@example.com    viewer    active  -
     )
     .assert_err(5, "organization acme not found");
 
-    d.ctl(ADMIN, &["user", "list"]).assert_ok(
+    d.ctl(admin_user().uid, &["user", "list"]).assert_ok(
         "\
 EMAIL               ROLE      STATUS  EXPIRES
 admin@example.com   admin     active  -
@@ -267,8 +304,11 @@ viewer@example.com  viewer    active  -
     );
 
     // Removing someone who is not a member is not found, not a silent success.
-    d.ctl(ADMIN, &["user", "remove", "readonly@example.com"])
-        .assert_err(5, "readonly@example.com is not a member of acme");
+    d.ctl(
+        admin_user().uid,
+        &["user", "remove", "readonly@example.com"],
+    )
+    .assert_err(5, "readonly@example.com is not a member of acme");
 }
 
 #[test]
@@ -276,7 +316,7 @@ fn an_account_active_elsewhere_is_granted_access_at_once_without_a_url() {
     if skip_unless_root("an_account_active_elsewhere_is_granted_access_at_once_without_a_url") {
         return;
     }
-    const OPS: u32 = DEPLOYER;
+    let ops_user = deployer_user();
     let d = Daemon::start_default();
 
     let out = d.ctl(
@@ -285,16 +325,17 @@ fn an_account_active_elsewhere_is_granted_access_at_once_without_a_url() {
     );
     out.assert_success();
     let admin = parse_invitation_lines(&out.stdout_lines()[1..], "admin@example.com", "admin");
-    d.ctl(ADMIN, &["activate", &admin.url]).assert_success();
+    d.ctl(admin_user().uid, &["activate", &admin.url])
+        .assert_success();
     let ops = parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &["user", "invite", "ops@example.com", "--role", "deployer"],
         ),
         "ops@example.com",
         "deployer",
     );
-    d.ctl(OPS, &["activate", &ops.url])
+    d.ctl(ops_user.uid, &["activate", &ops.url])
         .assert_ok("Activated ops@example.com: you are now deployer in acme.\n");
 
     // A second organization with its own admin, who invites the acme member.
@@ -310,10 +351,10 @@ fn an_account_active_elsewhere_is_granted_access_at_once_without_a_url() {
         "{out:#?}"
     );
     let beta_admin = parse_invitation_lines(&lines[1..], "beta-admin@example.com", "admin");
-    d.ctl(BETA_ADMIN, &["activate", &beta_admin.url])
+    d.ctl(beta_admin_user().uid, &["activate", &beta_admin.url])
         .assert_ok("Activated beta-admin@example.com: you are now admin in beta.\n");
 
-    d.ctl(BETA_ADMIN, &["user", "invite", "ops@example.com", "--role", "deployer"]).assert_ok(
+    d.ctl(beta_admin_user().uid, &["user", "invite", "ops@example.com", "--role", "deployer"]).assert_ok(
         "Invited ops@example.com as deployer.\n\
          ops@example.com already has an account: access is granted now, no activation URL needed.\n",
     );
@@ -324,13 +365,14 @@ EMAIL                   ROLE      STATUS  EXPIRES
 beta-admin@example.com  admin     active  -
 ops@example.com         deployer  active  -
 ";
-    d.ctl(BETA_ADMIN, &["user", "list"]).assert_ok(beta_members);
-    d.ctl(OPS, &["--org", "beta", "user", "list"])
+    d.ctl(beta_admin_user().uid, &["user", "list"])
+        .assert_ok(beta_members);
+    d.ctl(ops_user.uid, &["--org", "beta", "user", "list"])
         .assert_ok(beta_members);
 
     // Two organizations: without --org there is no single current one, and the error
     // names them.
-    let out = d.ctl(OPS, &["user", "list"]);
+    let out = d.ctl(ops_user.uid, &["user", "list"]);
     assert_eq!(out.code, 2, "org_required is a usage error: {out:#?}");
     assert!(
         out.stderr.starts_with("compartmentctl: ")
@@ -341,7 +383,7 @@ ops@example.com         deployer  active  -
 
     // In JSON the same kind of invitation has no URL and no expiry.
     let out = d.ctl(
-        BETA_ADMIN,
+        beta_admin_user().uid,
         &[
             "--output",
             "json",
@@ -372,7 +414,7 @@ ops@example.com         deployer  active  -
     );
 
     d.ctl(
-        BETA_ADMIN,
+        beta_admin_user().uid,
         &["user", "invite", "ops@example.com", "--role", "viewer"],
     )
     .assert_err(1, "ops@example.com is already a member of beta");

@@ -6,19 +6,31 @@ use std::time::Duration;
 
 use compartment_e2e::{
     assert_token_shape, files_under, member_table, now_unix, parse_invite, parse_rfc3339, poll,
-    skip_unless_root, token_bytes, Daemon, DaemonOptions, InvitationLines, ROOT, URL_PREFIX,
+    skip_unless_root, token_bytes, Daemon, DaemonOptions, InvitationLines, TestUser, ROOT,
+    URL_PREFIX,
 };
 use compartmentctl::wire::MemberStatus;
 use serde_json::{json, Value};
 
-const ADMIN: u32 = 61001;
-const OTHER: u32 = 61002;
-const THIRD: u32 = 61003;
+/// acme's first admin.
+fn admin_user() -> TestUser {
+    TestUser::get("cpt-admin")
+}
 
-/// `create_acme`, then the admin activates as uid `ADMIN`.
+/// A user who is sent activation URLs.
+fn other_user() -> TestUser {
+    TestUser::get("cpt-invitee")
+}
+
+/// A second user, who tries URLs the first one used.
+fn third_user() -> TestUser {
+    TestUser::get("cpt-invitee-2")
+}
+
+/// `create_acme`, then the admin activates as [`admin_user`].
 fn acme_with_active_admin(d: &Daemon) {
     let admin = d.create_acme();
-    d.ctl(ADMIN, &["activate", &admin.url])
+    d.ctl(admin_user().uid, &["activate", &admin.url])
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 }
 
@@ -61,14 +73,17 @@ fn a_lapsed_invitation_is_marked_expired_refused_and_can_be_issued_again() {
             &admin.expires_at,
         ]]));
 
-    d.ctl(ADMIN, &["activate", &admin.url]).assert_err_hint(
-        1,
-        &format!("this activation URL expired at {}", admin.expires_at),
-        "ask an admin to invite you again",
-    );
+    d.ctl(admin_user().uid, &["activate", &admin.url])
+        .assert_err_hint(
+            1,
+            &format!("this activation URL expired at {}", admin.expires_at),
+            "ask an admin to invite you again",
+        );
     // The refused activation bound nothing.
-    d.ctl(ADMIN, &["user", "list"])
-        .assert_err(4, "uid 61001 is not bound to an account");
+    d.ctl(admin_user().uid, &["user", "list"]).assert_err(
+        4,
+        &format!("uid {} is not bound to an account", admin_user().uid),
+    );
 
     // Inviting an expired row again issues a new invitation at once.
     let again = parse_invite(
@@ -88,14 +103,15 @@ fn a_lapsed_invitation_is_marked_expired_refused_and_can_be_issued_again() {
         "admin",
     );
     assert_ne!(again.token, admin.token, "a new invitation has a new token");
-    d.ctl(ADMIN, &["activate", &again.url])
+    d.ctl(admin_user().uid, &["activate", &again.url])
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
-    d.ctl(ADMIN, &["user", "list"]).assert_ok(&member_table(&[[
-        "admin@example.com",
-        "admin",
-        "active",
-        "-",
-    ]]));
+    d.ctl(admin_user().uid, &["user", "list"])
+        .assert_ok(&member_table(&[[
+            "admin@example.com",
+            "admin",
+            "active",
+            "-",
+        ]]));
 }
 
 #[test]
@@ -105,23 +121,24 @@ fn a_used_activation_url_is_refused() {
     }
     let d = Daemon::start_default();
     let admin = d.create_acme();
-    d.ctl(ADMIN, &["activate", &admin.url])
+    d.ctl(admin_user().uid, &["activate", &admin.url])
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 
-    d.ctl(OTHER, &["activate", &admin.url])
+    d.ctl(other_user().uid, &["activate", &admin.url])
         .assert_err(1, "this activation URL has already been used");
     // The refused caller stays unbound; the first one keeps the account.
-    d.ctl(OTHER, &["user", "list"]).assert_err_hint(
+    d.ctl(other_user().uid, &["user", "list"]).assert_err_hint(
         4,
-        "uid 61002 is not bound to an account",
+        &format!("uid {} is not bound to an account", other_user().uid),
         "activate your invitation first: compartment activate <activation URL>",
     );
-    d.ctl(ADMIN, &["user", "list"]).assert_ok(&member_table(&[[
-        "admin@example.com",
-        "admin",
-        "active",
-        "-",
-    ]]));
+    d.ctl(admin_user().uid, &["user", "list"])
+        .assert_ok(&member_table(&[[
+            "admin@example.com",
+            "admin",
+            "active",
+            "-",
+        ]]));
 }
 
 #[test]
@@ -132,9 +149,9 @@ fn an_unknown_activation_url_is_not_valid() {
     let d = Daemon::start_default();
     d.create_acme();
     let forged = format!("{URL_PREFIX}{}", "A".repeat(43));
-    d.ctl(OTHER, &["activate", &forged])
+    d.ctl(other_user().uid, &["activate", &forged])
         .assert_err(1, "this activation URL is not valid");
-    d.ctl(OTHER, &["activate", "not-a-token"])
+    d.ctl(other_user().uid, &["activate", "not-a-token"])
         .assert_err(1, "this activation URL is not valid");
 }
 
@@ -148,14 +165,14 @@ fn resend_replaces_the_activation_url_and_revokes_the_old_one() {
 
     let first = parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &["user", "invite", "deploy@example.com", "--role", "deployer"],
         ),
         "deploy@example.com",
         "deployer",
     );
     d.ctl(
-        ADMIN,
+        admin_user().uid,
         &["user", "invite", "deploy@example.com", "--role", "deployer"],
     )
     .assert_err_hint(
@@ -166,7 +183,7 @@ fn resend_replaces_the_activation_url_and_revokes_the_old_one() {
 
     let second = parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &[
                 "user",
                 "invite",
@@ -185,19 +202,19 @@ fn resend_replaces_the_activation_url_and_revokes_the_old_one() {
         "{first:#?} {second:#?}"
     );
 
-    d.ctl(OTHER, &["activate", &first.url])
+    d.ctl(other_user().uid, &["activate", &first.url])
         .assert_err(1, "this activation URL has been replaced or revoked");
-    d.ctl(OTHER, &["activate", &second.url])
+    d.ctl(other_user().uid, &["activate", &second.url])
         .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
 
     // Once active, the account is a member: neither a plain invite nor --resend applies.
     d.ctl(
-        ADMIN,
+        admin_user().uid,
         &["user", "invite", "deploy@example.com", "--role", "deployer"],
     )
     .assert_err(1, "deploy@example.com is already a member of acme");
     d.ctl(
-        ADMIN,
+        admin_user().uid,
         &[
             "user",
             "invite",
@@ -220,27 +237,27 @@ fn removing_an_invited_user_revokes_the_url_and_a_new_invitation_works() {
 
     let first = parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &["user", "invite", "former@example.com", "--role", "readonly"],
         ),
         "former@example.com",
         "readonly",
     );
-    d.ctl(ADMIN, &["user", "remove", "former@example.com"])
+    d.ctl(admin_user().uid, &["user", "remove", "former@example.com"])
         .assert_ok("Removed former@example.com from acme.\n");
-    d.ctl(OTHER, &["activate", &first.url])
+    d.ctl(other_user().uid, &["activate", &first.url])
         .assert_err(1, "this activation URL has been replaced or revoked");
 
     // The page's way out: remove and invite again. A bare token activates too.
     let again = parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &["user", "invite", "former@example.com", "--role", "viewer"],
         ),
         "former@example.com",
         "viewer",
     );
-    d.ctl(OTHER, &["activate", &again.token])
+    d.ctl(other_user().uid, &["activate", &again.token])
         .assert_ok("Activated former@example.com: you are now viewer in acme.\n");
 }
 
@@ -254,7 +271,7 @@ fn expires_in_sets_an_invitations_lifetime() {
     let before = now_unix();
     let invite = parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &[
                 "user",
                 "invite",
@@ -276,7 +293,7 @@ fn expires_in_sets_an_invitations_lifetime() {
     // The same in JSON: one line, the wire's Invitation, with the URL and the expiry.
     let before = now_unix();
     let out = d.ctl(
-        ADMIN,
+        admin_user().uid,
         &[
             "--output",
             "json",
@@ -318,7 +335,7 @@ fn expires_in_sets_an_invitations_lifetime() {
             "expires_at": expires_at,
         })
     );
-    d.ctl(OTHER, &["activate", url])
+    d.ctl(other_user().uid, &["activate", url])
         .assert_ok("Activated json@example.com: you are now readonly in acme.\n");
 }
 
@@ -374,7 +391,8 @@ fn tokens_never_reach_the_database_file_or_the_log() {
     // The most talkative logging the daemon may be asked for.
     let mut d = Daemon::start(DaemonOptions::new().env("RUST_LOG", "trace"));
     let admin = d.create_acme();
-    d.ctl(ADMIN, &["activate", &admin.url]).assert_success();
+    d.ctl(admin_user().uid, &["activate", &admin.url])
+        .assert_success();
 
     let mut invitations = vec![admin];
     for (email, role) in [
@@ -383,14 +401,14 @@ fn tokens_never_reach_the_database_file_or_the_log() {
         ("viewer@example.com", "viewer"),
     ] {
         invitations.push(parse_invite(
-            &d.ctl(ADMIN, &["user", "invite", email, "--role", role]),
+            &d.ctl(admin_user().uid, &["user", "invite", email, "--role", role]),
             email,
             role,
         ));
     }
     invitations.push(parse_invite(
         &d.ctl(
-            ADMIN,
+            admin_user().uid,
             &[
                 "user",
                 "invite",
@@ -404,11 +422,11 @@ fn tokens_never_reach_the_database_file_or_the_log() {
         "viewer",
     ));
     // One used, one refused as used, one refused as replaced: every token path is logged.
-    d.ctl(OTHER, &["activate", &invitations[1].url])
+    d.ctl(other_user().uid, &["activate", &invitations[1].url])
         .assert_success();
-    d.ctl(THIRD, &["activate", &invitations[1].url])
+    d.ctl(third_user().uid, &["activate", &invitations[1].url])
         .assert_err(1, "this activation URL has already been used");
-    d.ctl(THIRD, &["activate", &invitations[3].url])
+    d.ctl(third_user().uid, &["activate", &invitations[3].url])
         .assert_err(1, "this activation URL has been replaced or revoked");
 
     assert_no_token_stored(&d, &invitations);

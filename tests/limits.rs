@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use compartment_e2e::{skip_unless_root, Daemon, DaemonOptions, RawConn};
+use compartment_e2e::{skip_unless_root, Daemon, DaemonOptions, RawConn, TestUser};
 
 const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
@@ -58,8 +58,8 @@ fn one_uid_over_its_cap_is_told_busy_and_others_are_still_served() {
         &daemon,
         "uid 0 already holds 8 connections, the most one user may",
     );
-    // Another uid is served while root is at its cap.
-    let out = daemon.ctl(61070, &["ping"]);
+    // Another user is served while root is at its cap.
+    let out = daemon.ctl(TestUser::get("cpt-bystander").uid, &["ping"]);
     out.assert_success();
     // A slot comes back when a connection closes.
     drop(held.pop());

@@ -5,7 +5,9 @@
 
 use std::fmt;
 
-use compartment_e2e::{parse_invitation_lines, parse_invite, skip_unless_root, Daemon, Out, ROOT};
+use compartment_e2e::{
+    parse_invitation_lines, parse_invite, skip_unless_root, Daemon, Out, TestUser, ROOT,
+};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
@@ -15,14 +17,14 @@ use serde_json::Value;
 enum Caller {
     /// uid 0.
     Superuser,
-    /// Active members of `acme`, each with its own uid.
+    /// Active members of `acme`, each its own Unix user.
     Admin,
     Deployer,
     Readonly,
     Viewer,
     /// An active admin of `beta` only.
     Outsider,
-    /// A uid bound to no account.
+    /// A Unix user bound to no account.
     Unbound,
 }
 
@@ -33,15 +35,11 @@ const CALLERS: [Caller; 7] = [
 ];
 
 impl Caller {
+    /// The caller's uid: root's, or that of the Unix user `cpt-<name>`.
     fn uid(self) -> u32 {
         match self {
             Superuser => ROOT,
-            Admin => 62001,
-            Deployer => 62002,
-            Readonly => 62003,
-            Viewer => 62004,
-            Outsider => 62005,
-            Unbound => 62006,
+            _ => TestUser::get(&format!("cpt-{}", self.name())).uid,
         }
     }
 
@@ -60,7 +58,7 @@ impl Caller {
 
 /// A member of both organizations with the viewer role, whose role the `role.grant` rows
 /// set to viewer again: a grant every granter may make, so it tests only authorization.
-const GRANTEE_UID: u32 = 62007;
+const GRANTEE_USER: &str = "cpt-grantee";
 const GRANTEE: &str = "grantee@example.com";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,7 +450,13 @@ fn set_up(d: &Daemon) {
     );
     active_member(d, "acme", "viewer@example.com", "viewer", Viewer.uid());
     org_with_admin(d, "beta", "outsider@example.com", Outsider.uid());
-    active_member(d, "acme", GRANTEE, "viewer", GRANTEE_UID);
+    active_member(
+        d,
+        "acme",
+        GRANTEE,
+        "viewer",
+        TestUser::get(GRANTEE_USER).uid,
+    );
     // The grantee's account is active: the invitation to beta makes them a member at once.
     d.ctl(
         ROOT,

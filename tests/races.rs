@@ -2,12 +2,20 @@
 //! activating one URL, two admins inviting one address. Exactly one side wins each time.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use compartment_e2e::{parse_invitation_lines, parse_invite, skip_unless_root, Daemon, Out, ROOT};
+use compartment_e2e::{
+    parse_invitation_lines, parse_invite, skip_unless_root, Daemon, Out, TestUser, ROOT,
+};
 use compartmentctl::wire::{MemberStatus, Role};
 use serde_json::{json, Value};
 
-const ALICE: u32 = 61001;
-const BOB: u32 = 61002;
+fn alice_user() -> TestUser {
+    TestUser::get("cpt-alice")
+}
+
+fn bob_user() -> TestUser {
+    TestUser::get("cpt-bob")
+}
+
 const ROUNDS: usize = 10;
 
 /// Root creates `setup` with alice as admin and bob as a second admin, both active, so
@@ -19,7 +27,8 @@ fn two_active_admins(d: &Daemon) {
     );
     out.assert_success();
     let alice = parse_invitation_lines(&out.stdout_lines()[1..], "alice@example.com", "admin");
-    d.ctl(ALICE, &["activate", &alice.url]).assert_success();
+    d.ctl(alice_user().uid, &["activate", &alice.url])
+        .assert_success();
     let bob = parse_invite(
         &d.ctl(
             ROOT,
@@ -36,7 +45,8 @@ fn two_active_admins(d: &Daemon) {
         "bob@example.com",
         "admin",
     );
-    d.ctl(BOB, &["activate", &bob.url]).assert_success();
+    d.ctl(bob_user().uid, &["activate", &bob.url])
+        .assert_success();
 }
 
 /// A fresh organization where alice and bob are both active admins.
@@ -66,8 +76,14 @@ fn two_admins_removing_each_other_at_once_leave_exactly_one_admin() {
         let org = format!("race-{round}");
         org_with_two_admins(&d, &org);
 
-        let alice_run = d.spawn_ctl(ALICE, &["--org", &org, "user", "remove", "bob@example.com"]);
-        let bob_run = d.spawn_ctl(BOB, &["--org", &org, "user", "remove", "alice@example.com"]);
+        let alice_run = d.spawn_ctl(
+            alice_user().uid,
+            &["--org", &org, "user", "remove", "bob@example.com"],
+        );
+        let bob_run = d.spawn_ctl(
+            bob_user().uid,
+            &["--org", &org, "user", "remove", "alice@example.com"],
+        );
         let (alice, bob) = (alice_run.wait(), bob_run.wait());
 
         let (winner, winner_email, loser) = match (alice.code, bob.code) {
@@ -139,7 +155,7 @@ fn two_admins_demoting_themselves_at_once_leave_exactly_one_admin() {
         org_with_two_admins(&d, &org);
 
         let alice_run = d.spawn_ctl(
-            ALICE,
+            alice_user().uid,
             &[
                 "--org",
                 &org,
@@ -150,7 +166,7 @@ fn two_admins_demoting_themselves_at_once_leave_exactly_one_admin() {
             ],
         );
         let bob_run = d.spawn_ctl(
-            BOB,
+            bob_user().uid,
             &[
                 "--org",
                 &org,
@@ -197,9 +213,9 @@ fn one_activation_url_used_from_two_uids_at_once_binds_exactly_one() {
     for round in 0..ROUNDS {
         let org = format!("tok-{round}");
         let email = format!("t{round}@example.com");
-        // Fresh uids each round: a uid is bound to at most one account.
-        let first_uid = 61100 + 2 * round as u32;
-        let second_uid = first_uid + 1;
+        // Fresh users each round: a uid is bound to at most one account.
+        let first_uid = TestUser::get(&format!("cpt-race-{}", 2 * round)).uid;
+        let second_uid = TestUser::get(&format!("cpt-race-{}", 2 * round + 1)).uid;
 
         let out = d.ctl(ROOT, &["org", "create", &org, "--admin", &email]);
         out.assert_success();
@@ -247,13 +263,13 @@ fn two_admins_inviting_one_address_at_once_issue_one_invitation() {
     for round in 0..ROUNDS {
         let email = format!("new{round}@example.com");
         let alice_run = d.spawn_ctl(
-            ALICE,
+            alice_user().uid,
             &[
                 "--org", "setup", "user", "invite", &email, "--role", "viewer",
             ],
         );
         let bob_run = d.spawn_ctl(
-            BOB,
+            bob_user().uid,
             &[
                 "--org", "setup", "user", "invite", &email, "--role", "viewer",
             ],

@@ -8,13 +8,22 @@ use std::time::Duration;
 
 use compartment_e2e::{
     files_under, parse_invitation_lines, poll, skip_unless_root, token_bytes, Daemon,
-    DaemonOptions, Out, ROOT, URL_PREFIX,
+    DaemonOptions, Out, TestUser, ROOT, URL_PREFIX,
 };
 use serde_json::Value;
 
-const ADMIN: u32 = 63001;
-const DEPLOY: u32 = 63002;
-const STRANGER: u32 = 63003;
+fn admin_user() -> TestUser {
+    TestUser::get("cpt-admin")
+}
+
+fn deployer_user() -> TestUser {
+    TestUser::get("cpt-deployer")
+}
+
+/// A user with no account, who tries other people's URLs.
+fn stranger_user() -> TestUser {
+    TestUser::get("cpt-stranger")
+}
 
 /// A piece of a token this long, anywhere, counts as a leak.
 const WINDOW: usize = 16;
@@ -280,16 +289,26 @@ fn no_token_reaches_the_log_the_cli_output_or_the_database() {
     .assert_ok("Removed leaver@example.com from acme.\n");
 
     // Activate, then every way an activation is refused.
-    t.run(&d, DEPLOY, &["activate", &deploy])
+    t.run(&d, deployer_user().uid, &["activate", &deploy])
         .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
-    t.refused(&d, STRANGER, &["activate", &deploy], "token_used");
     t.refused(
         &d,
-        STRANGER,
+        stranger_user().uid,
+        &["activate", &deploy],
+        "token_used",
+    );
+    t.refused(
+        &d,
+        stranger_user().uid,
         &["activate", &deploy_replaced],
         "invalid_token",
     );
-    t.refused(&d, STRANGER, &["activate", &leaver], "invalid_token");
+    t.refused(
+        &d,
+        stranger_user().uid,
+        &["activate", &leaver],
+        "invalid_token",
+    );
     let viewer_token = viewer.strip_prefix(URL_PREFIX).expect("a URL").to_owned();
     for garbled in [
         format!("{URL_PREFIX}{}", garble(&viewer_token, 20)),
@@ -299,12 +318,17 @@ fn no_token_reaches_the_log_the_cli_output_or_the_database() {
         format!("{viewer_token}A"),
         format!("{URL_PREFIX}{viewer_token}x&utm=1"),
     ] {
-        t.refused(&d, STRANGER, &["activate", &garbled], "invalid_token");
+        t.refused(
+            &d,
+            stranger_user().uid,
+            &["activate", &garbled],
+            "invalid_token",
+        );
     }
     // A superuser may not take an account: refused after the token was looked up.
     t.refused(&d, ROOT, &["activate", &viewer], "forbidden");
     // The deployer's uid is bound already: it may not take a second account.
-    t.refused(&d, DEPLOY, &["activate", &viewer], "forbidden");
+    t.refused(&d, deployer_user().uid, &["activate", &viewer], "forbidden");
 
     // Expired: wait for the sweeper to mark the admin's invitation, then try it.
     poll(Duration::from_secs(15), || {
@@ -317,7 +341,12 @@ fn no_token_reaches_the_log_the_cli_output_or_the_database() {
         expired.then_some(())
     })
     .expect("the sweeper marks the admin's invitation expired within 15 s");
-    t.refused(&d, ADMIN, &["activate", &admin_lapsed], "token_expired");
+    t.refused(
+        &d,
+        admin_user().uid,
+        &["activate", &admin_lapsed],
+        "token_expired",
+    );
 
     // Invited again after expiry (a new token at once), and activated.
     let url = t.issue(
@@ -337,17 +366,27 @@ fn no_token_reaches_the_log_the_cli_output_or_the_database() {
         text_url,
     );
     tokens.push(Issued::from_url("admin's second invitation", &url));
-    t.run(&d, ADMIN, &["activate", &url])
+    t.run(&d, admin_user().uid, &["activate", &url])
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
-    t.refused(&d, ADMIN, &["activate", &admin_lapsed], "token_expired");
+    t.refused(
+        &d,
+        admin_user().uid,
+        &["activate", &admin_lapsed],
+        "token_expired",
+    );
 
     // What the accounts and the members look like now, as text and as JSON.
-    for uid in [ROOT, ADMIN, DEPLOY, STRANGER] {
+    for uid in [
+        ROOT,
+        admin_user().uid,
+        deployer_user().uid,
+        stranger_user().uid,
+    ] {
         t.run(&d, uid, &["whoami"]).assert_success();
         t.run(&d, uid, &["--output", "json", "whoami"])
             .assert_success();
     }
-    for uid in [ROOT, ADMIN, DEPLOY] {
+    for uid in [ROOT, admin_user().uid, deployer_user().uid] {
         t.run(&d, uid, &["--org", "acme", "user", "list"])
             .assert_success();
         let out = t.run(

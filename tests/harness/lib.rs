@@ -1,11 +1,12 @@
 //! Test support for the end-to-end tests: finds the built binaries, runs a real
-//! `compartmentd` in its own temp dir, runs `compartmentctl` as any Unix uid, and speaks
+//! `compartmentd` in its own temp dir, runs `compartmentctl` as real Unix users, and speaks
 //! the raw line protocol with timeouts so that no test can hang.
 //!
 //! # Layout
 //!
 //! - `privileges`: the built binaries, and whether this process may act as other Unix
 //!   users.
+//! - `users`: real Unix users ([`TestUser`]), created with `useradd` on first use.
 //! - `process`: running a process with a deadline, and the CLI's command line as any uid.
 //! - `daemon`: the daemon under test in its own temp dir ([`Daemon`]).
 //! - `raw`: the raw line protocol ([`RawConn`]).
@@ -19,6 +20,7 @@ mod privileges;
 mod process;
 mod raw;
 mod time;
+mod users;
 
 pub use daemon::{files_under, Daemon, DaemonOptions, PUBLIC_URL};
 pub use printed::{
@@ -31,3 +33,4 @@ pub use privileges::{
 pub use process::{ctl_command, Out, Running};
 pub use raw::RawConn;
 pub use time::{now_unix, parse_rfc3339, poll};
+pub use users::{primary_gid, uid_without_user, TestUser, TEST_USER_PREFIX};

@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::privileges::{binary, binary_for_other_users, ROOT};
+use crate::users::primary_gid;
 
 /// How long a CLI run or a second daemon may take before the test gives up on it.
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -147,8 +148,9 @@ pub(crate) fn search_path() -> String {
     std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())
 }
 
-/// `compartmentctl --socket <socket> <args…>` as `uid` (and gid = uid, no supplementary
-/// groups), with a clean environment: only `PATH` and `HOME=/`.
+/// `compartmentctl --socket <socket> <args…>` as `uid`, with the primary group of the Unix
+/// user that owns the uid (the uid itself as gid when no user does) and no supplementary
+/// groups, and a clean environment: only `PATH` and `HOME=/`.
 pub fn ctl_command(socket: &Path, uid: u32, args: &[&str]) -> Command {
     let program = if uid == ROOT {
         binary("compartmentctl")
@@ -165,7 +167,7 @@ pub fn ctl_command(socket: &Path, uid: u32, args: &[&str]) -> Command {
         .env("HOME", "/")
         .current_dir("/");
     if uid != ROOT {
-        command.uid(uid).gid(uid);
+        command.uid(uid).gid(primary_gid(uid).unwrap_or(uid));
     }
     command
 }
