@@ -3,8 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use compartment_e2e::{
-    member_table, now_unix, parse_invitation_lines, parse_invite, skip_unless_root, Daemon,
-    TestUser, ROOT,
+    member_table, now_unix, parse_invitation_lines, parse_invite, root_test, Daemon, TestUser, ROOT,
 };
 use serde_json::{json, Value};
 
@@ -33,11 +32,7 @@ fn beta_admin_user() -> TestUser {
 
 const SEVEN_DAYS: i64 = 7 * 24 * 3600;
 
-#[test]
-fn the_documentation_page_as_one_story() {
-    if skip_unless_root("the_documentation_page_as_one_story") {
-        return;
-    }
+root_test!(the_documentation_page_as_one_story, || {
     let d = Daemon::start_default();
 
     // Bootstrap: root creates the organization and gets its first admin's activation URL.
@@ -309,113 +304,112 @@ viewer@example.com  viewer    active  -
         &["user", "remove", "readonly@example.com"],
     )
     .assert_err(5, "readonly@example.com is not a member of acme");
-}
+});
 
-#[test]
-fn an_account_active_elsewhere_is_granted_access_at_once_without_a_url() {
-    if skip_unless_root("an_account_active_elsewhere_is_granted_access_at_once_without_a_url") {
-        return;
-    }
-    let ops_user = deployer_user();
-    let d = Daemon::start_default();
+root_test!(
+    an_account_active_elsewhere_is_granted_access_at_once_without_a_url,
+    || {
+        let ops_user = deployer_user();
+        let d = Daemon::start_default();
 
-    let out = d.ctl(
-        ROOT,
-        &["org", "create", "acme", "--admin", "admin@example.com"],
-    );
-    out.assert_success();
-    let admin = parse_invitation_lines(&out.stdout_lines()[1..], "admin@example.com", "admin");
-    d.ctl(admin_user().uid, &["activate", &admin.url])
-        .assert_success();
-    let ops = parse_invite(
-        &d.ctl(
-            admin_user().uid,
-            &["user", "invite", "ops@example.com", "--role", "deployer"],
-        ),
-        "ops@example.com",
-        "deployer",
-    );
-    d.ctl(ops_user.uid, &["activate", &ops.url])
-        .assert_ok("Activated ops@example.com: you are now deployer in acme.\n");
+        let out = d.ctl(
+            ROOT,
+            &["org", "create", "acme", "--admin", "admin@example.com"],
+        );
+        out.assert_success();
+        let admin = parse_invitation_lines(&out.stdout_lines()[1..], "admin@example.com", "admin");
+        d.ctl(admin_user().uid, &["activate", &admin.url])
+            .assert_success();
+        let ops = parse_invite(
+            &d.ctl(
+                admin_user().uid,
+                &["user", "invite", "ops@example.com", "--role", "deployer"],
+            ),
+            "ops@example.com",
+            "deployer",
+        );
+        d.ctl(ops_user.uid, &["activate", &ops.url])
+            .assert_ok("Activated ops@example.com: you are now deployer in acme.\n");
 
-    // A second organization with its own admin, who invites the acme member.
-    let out = d.ctl(
-        ROOT,
-        &["org", "create", "beta", "--admin", "beta-admin@example.com"],
-    );
-    out.assert_success();
-    let lines = out.stdout_lines();
-    assert_eq!(
-        lines.first(),
-        Some(&"Created organization beta."),
-        "{out:#?}"
-    );
-    let beta_admin = parse_invitation_lines(&lines[1..], "beta-admin@example.com", "admin");
-    d.ctl(beta_admin_user().uid, &["activate", &beta_admin.url])
-        .assert_ok("Activated beta-admin@example.com: you are now admin in beta.\n");
+        // A second organization with its own admin, who invites the acme member.
+        let out = d.ctl(
+            ROOT,
+            &["org", "create", "beta", "--admin", "beta-admin@example.com"],
+        );
+        out.assert_success();
+        let lines = out.stdout_lines();
+        assert_eq!(
+            lines.first(),
+            Some(&"Created organization beta."),
+            "{out:#?}"
+        );
+        let beta_admin = parse_invitation_lines(&lines[1..], "beta-admin@example.com", "admin");
+        d.ctl(beta_admin_user().uid, &["activate", &beta_admin.url])
+            .assert_ok("Activated beta-admin@example.com: you are now admin in beta.\n");
 
-    d.ctl(beta_admin_user().uid, &["user", "invite", "ops@example.com", "--role", "deployer"]).assert_ok(
+        d.ctl(beta_admin_user().uid, &["user", "invite", "ops@example.com", "--role", "deployer"]).assert_ok(
         "Invited ops@example.com as deployer.\n\
          ops@example.com already has an account: access is granted now, no activation URL needed.\n",
     );
 
-    // The access is there at once, no activation.
-    let beta_members = "\
+        // The access is there at once, no activation.
+        let beta_members = "\
 EMAIL                   ROLE      STATUS  EXPIRES
 beta-admin@example.com  admin     active  -
 ops@example.com         deployer  active  -
 ";
-    d.ctl(beta_admin_user().uid, &["user", "list"])
-        .assert_ok(beta_members);
-    d.ctl(ops_user.uid, &["--org", "beta", "user", "list"])
-        .assert_ok(beta_members);
+        d.ctl(beta_admin_user().uid, &["user", "list"])
+            .assert_ok(beta_members);
+        d.ctl(ops_user.uid, &["--org", "beta", "user", "list"])
+            .assert_ok(beta_members);
 
-    // Two organizations: without --org there is no single current one, and the error
-    // names them.
-    let out = d.ctl(ops_user.uid, &["user", "list"]);
-    assert_eq!(out.code, 2, "org_required is a usage error: {out:#?}");
-    assert!(
-        out.stderr.starts_with("compartmentctl: ")
-            && out.stderr.contains("acme")
-            && out.stderr.contains("beta"),
-        "the error lists the caller's organizations: {out:#?}"
-    );
+        // Two organizations: without --org there is no single current one, and the error
+        // names them.
+        let out = d.ctl(ops_user.uid, &["user", "list"]);
+        assert_eq!(out.code, 2, "org_required is a usage error: {out:#?}");
+        assert!(
+            out.stderr.starts_with("compartmentctl: ")
+                && out.stderr.contains("acme")
+                && out.stderr.contains("beta"),
+            "the error lists the caller's organizations: {out:#?}"
+        );
 
-    // In JSON the same kind of invitation has no URL and no expiry.
-    let out = d.ctl(
-        beta_admin_user().uid,
-        &[
-            "--output",
-            "json",
-            "user",
-            "invite",
-            "admin@example.com",
-            "--role",
-            "readonly",
-        ],
-    );
-    out.assert_success();
-    assert_eq!(
-        out.stdout_lines().len(),
-        1,
-        "JSON output is one line: {out:#?}"
-    );
-    let invitation: Value = serde_json::from_str(&out.stdout).expect("invite JSON");
-    assert_eq!(
-        invitation,
-        json!({
-            "org": "beta",
-            "email": "admin@example.com",
-            "role": "readonly",
-            "status": "active",
-            "activation_url": null,
-            "expires_at": null,
-        })
-    );
+        // In JSON the same kind of invitation has no URL and no expiry.
+        let out = d.ctl(
+            beta_admin_user().uid,
+            &[
+                "--output",
+                "json",
+                "user",
+                "invite",
+                "admin@example.com",
+                "--role",
+                "readonly",
+            ],
+        );
+        out.assert_success();
+        assert_eq!(
+            out.stdout_lines().len(),
+            1,
+            "JSON output is one line: {out:#?}"
+        );
+        let invitation: Value = serde_json::from_str(&out.stdout).expect("invite JSON");
+        assert_eq!(
+            invitation,
+            json!({
+                "org": "beta",
+                "email": "admin@example.com",
+                "role": "readonly",
+                "status": "active",
+                "activation_url": null,
+                "expires_at": null,
+            })
+        );
 
-    d.ctl(
-        beta_admin_user().uid,
-        &["user", "invite", "ops@example.com", "--role", "viewer"],
-    )
-    .assert_err(1, "ops@example.com is already a member of beta");
-}
+        d.ctl(
+            beta_admin_user().uid,
+            &["user", "invite", "ops@example.com", "--role", "viewer"],
+        )
+        .assert_err(1, "ops@example.com is already a member of beta");
+    }
+);

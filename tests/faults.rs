@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use compartment_e2e::{binary, ctl_command, skip_unless_root, Daemon};
+use compartment_e2e::{binary, ctl_command, root_test, Daemon};
 use compartmentctl::wire::{MemberList, OrgParams, Pong, Request};
 use compartmentctl::Client;
 use nix::sys::signal::{kill, Signal};
@@ -98,77 +98,75 @@ fn invite(socket: &Path, email: &str) -> std::process::Output {
     .unwrap()
 }
 
-#[test]
-fn a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers() {
-    if skip_unless_root(
-        "a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers (mounts a tmpfs)",
-    ) {
-        return;
-    }
-    let Some(disk) = SmallDisk::new("4m") else {
-        panic!("mounting a tmpfs failed although running as root");
-    };
-    let socket = disk._dir.path().join("d.sock");
-    let daemon = start_daemon(&socket, &disk.mount);
-    let out = ctl_command(
-        &socket,
-        0,
-        &["org", "create", "acme", "--admin", "admin@example.com"],
-    )
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let mut acknowledged = vec!["admin@example.com".to_owned()];
-    for i in 0..10 {
-        let email = format!("before{i}@example.com");
-        assert!(invite(&socket, &email).status.success());
-        acknowledged.push(email);
-    }
-
-    let filler = disk.fill();
-    let mut refused = 0;
-    for i in 0..20 {
-        let email = format!("during{i}@example.com");
-        let out = invite(&socket, &email);
-        if out.status.success() {
-            // Pages redb had already allocated may absorb a few writes.
+root_test!(
+    a_full_disk_refuses_writes_clearly_keeps_reads_and_recovers,
+    "to mount a tmpfs",
+    || {
+        let Some(disk) = SmallDisk::new("4m") else {
+            panic!("mounting a tmpfs failed although running as root");
+        };
+        let socket = disk._dir.path().join("d.sock");
+        let daemon = start_daemon(&socket, &disk.mount);
+        let out = ctl_command(
+            &socket,
+            0,
+            &["org", "create", "acme", "--admin", "admin@example.com"],
+        )
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let mut acknowledged = vec!["admin@example.com".to_owned()];
+        for i in 0..10 {
+            let email = format!("before{i}@example.com");
+            assert!(invite(&socket, &email).status.success());
             acknowledged.push(email);
-            continue;
         }
-        refused += 1;
-        assert_eq!(out.status.code(), Some(1), "{out:?}");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stderr),
-            "compartmentctl: the change was not saved: the daemon's disk is full\n\
+
+        let filler = disk.fill();
+        let mut refused = 0;
+        for i in 0..20 {
+            let email = format!("during{i}@example.com");
+            let out = invite(&socket, &email);
+            if out.status.success() {
+                // Pages redb had already allocated may absorb a few writes.
+                acknowledged.push(email);
+                continue;
+            }
+            refused += 1;
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr),
+                "compartmentctl: the change was not saved: the daemon's disk is full\n\
              hint: free space on the daemon's state directory, then try again\n"
+            );
+        }
+        assert!(
+            refused >= 15,
+            "only {refused} of 20 writes were refused on a full disk"
         );
+        // Reads keep working, and show everything acknowledged.
+        let mut listed = members(&socket);
+        listed.sort();
+        acknowledged.sort();
+        assert_eq!(listed, acknowledged);
+
+        std::fs::remove_file(filler).unwrap();
+        let out = invite(&socket, "after@example.com");
+        assert!(
+            out.status.success(),
+            "writes did not resume once space was freed: {out:?}"
+        );
+        acknowledged.push("after@example.com".into());
+
+        stop(daemon);
+        let daemon = start_daemon(&socket, &disk.mount);
+        let mut listed = members(&socket);
+        listed.sort();
+        acknowledged.sort();
+        assert_eq!(listed, acknowledged, "something acknowledged was lost");
+        stop(daemon);
     }
-    assert!(
-        refused >= 15,
-        "only {refused} of 20 writes were refused on a full disk"
-    );
-    // Reads keep working, and show everything acknowledged.
-    let mut listed = members(&socket);
-    listed.sort();
-    acknowledged.sort();
-    assert_eq!(listed, acknowledged);
-
-    std::fs::remove_file(filler).unwrap();
-    let out = invite(&socket, "after@example.com");
-    assert!(
-        out.status.success(),
-        "writes did not resume once space was freed: {out:?}"
-    );
-    acknowledged.push("after@example.com".into());
-
-    stop(daemon);
-    let daemon = start_daemon(&socket, &disk.mount);
-    let mut listed = members(&socket);
-    listed.sort();
-    acknowledged.sort();
-    assert_eq!(listed, acknowledged, "something acknowledged was lost");
-    stop(daemon);
-}
+);
 
 /// What the daemon says of a truncated or damaged database.
 const DAMAGED: &[&str] = &[

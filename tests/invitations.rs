@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use compartment_e2e::{
     assert_token_shape, files_under, member_table, now_unix, parse_invite, parse_rfc3339, poll,
-    skip_unless_root, token_bytes, Daemon, DaemonOptions, InvitationLines, TestUser, ROOT,
-    URL_PREFIX,
+    root_test, token_bytes, Daemon, DaemonOptions, InvitationLines, TestUser, ROOT, URL_PREFIX,
 };
 use compartmentctl::wire::MemberStatus;
 use serde_json::{json, Value};
@@ -34,91 +33,86 @@ fn acme_with_active_admin(d: &Daemon) {
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 }
 
-#[test]
-fn a_lapsed_invitation_is_marked_expired_refused_and_can_be_issued_again() {
-    if skip_unless_root("a_lapsed_invitation_is_marked_expired_refused_and_can_be_issued_again") {
-        return;
-    }
-    let d = Daemon::start(DaemonOptions::new().args(&[
-        "--invitation-ttl",
-        "2s",
-        "--sweep-interval",
-        "1s",
-    ]));
+root_test!(
+    a_lapsed_invitation_is_marked_expired_refused_and_can_be_issued_again,
+    || {
+        let d = Daemon::start(DaemonOptions::new().args(&[
+            "--invitation-ttl",
+            "2s",
+            "--sweep-interval",
+            "1s",
+        ]));
 
-    let before = now_unix();
-    let admin = d.create_acme();
-    let after = now_unix();
-    assert!(
+        let before = now_unix();
+        let admin = d.create_acme();
+        let after = now_unix();
+        assert!(
         (before + 1..=after + 3).contains(&admin.expires_at_unix),
         "--invitation-ttl 2s gives a two-second invitation: {admin:#?} (created between {before} and {after})"
     );
 
-    // The sweeper marks it expired soon after its expiry; the row stays.
-    let seen_expired = poll(Duration::from_secs(10), || {
-        let member = d.members("acme").members.into_iter().next()?;
-        (member.status == MemberStatus::Expired).then_some(now_unix())
-    })
-    .expect("the invitation is shown as expired within 10 s");
-    assert!(
+        // The sweeper marks it expired soon after its expiry; the row stays.
+        let seen_expired = poll(Duration::from_secs(10), || {
+            let member = d.members("acme").members.into_iter().next()?;
+            (member.status == MemberStatus::Expired).then_some(now_unix())
+        })
+        .expect("the invitation is shown as expired within 10 s");
+        assert!(
         seen_expired <= admin.expires_at_unix + 5,
         "the sweeper marked the invitation expired only at {seen_expired}, {}s after its expiry",
         seen_expired - admin.expires_at_unix
     );
-    d.ctl(ROOT, &["--org", "acme", "user", "list"])
-        .assert_ok(&member_table(&[[
-            "admin@example.com",
-            "admin",
-            "expired",
-            &admin.expires_at,
-        ]]));
-
-    d.ctl(admin_user().uid, &["activate", &admin.url])
-        .assert_err_hint(
-            1,
-            &format!("this activation URL expired at {}", admin.expires_at),
-            "ask an admin to invite you again",
-        );
-    // The refused activation bound nothing.
-    d.ctl(admin_user().uid, &["user", "list"]).assert_err(
-        4,
-        &format!("uid {} is not bound to an account", admin_user().uid),
-    );
-
-    // Inviting an expired row again issues a new invitation at once.
-    let again = parse_invite(
-        &d.ctl(
-            ROOT,
-            &[
-                "--org",
-                "acme",
-                "user",
-                "invite",
+        d.ctl(ROOT, &["--org", "acme", "user", "list"])
+            .assert_ok(&member_table(&[[
                 "admin@example.com",
-                "--role",
                 "admin",
-            ],
-        ),
-        "admin@example.com",
-        "admin",
-    );
-    assert_ne!(again.token, admin.token, "a new invitation has a new token");
-    d.ctl(admin_user().uid, &["activate", &again.url])
-        .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
-    d.ctl(admin_user().uid, &["user", "list"])
-        .assert_ok(&member_table(&[[
+                "expired",
+                &admin.expires_at,
+            ]]));
+
+        d.ctl(admin_user().uid, &["activate", &admin.url])
+            .assert_err_hint(
+                1,
+                &format!("this activation URL expired at {}", admin.expires_at),
+                "ask an admin to invite you again",
+            );
+        // The refused activation bound nothing.
+        d.ctl(admin_user().uid, &["user", "list"]).assert_err(
+            4,
+            &format!("uid {} is not bound to an account", admin_user().uid),
+        );
+
+        // Inviting an expired row again issues a new invitation at once.
+        let again = parse_invite(
+            &d.ctl(
+                ROOT,
+                &[
+                    "--org",
+                    "acme",
+                    "user",
+                    "invite",
+                    "admin@example.com",
+                    "--role",
+                    "admin",
+                ],
+            ),
             "admin@example.com",
             "admin",
-            "active",
-            "-",
-        ]]));
-}
-
-#[test]
-fn a_used_activation_url_is_refused() {
-    if skip_unless_root("a_used_activation_url_is_refused") {
-        return;
+        );
+        assert_ne!(again.token, admin.token, "a new invitation has a new token");
+        d.ctl(admin_user().uid, &["activate", &again.url])
+            .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
+        d.ctl(admin_user().uid, &["user", "list"])
+            .assert_ok(&member_table(&[[
+                "admin@example.com",
+                "admin",
+                "active",
+                "-",
+            ]]));
     }
+);
+
+root_test!(a_used_activation_url_is_refused, || {
     let d = Daemon::start_default();
     let admin = d.create_acme();
     d.ctl(admin_user().uid, &["activate", &admin.url])
@@ -139,13 +133,9 @@ fn a_used_activation_url_is_refused() {
             "active",
             "-",
         ]]));
-}
+});
 
-#[test]
-fn an_unknown_activation_url_is_not_valid() {
-    if skip_unless_root("an_unknown_activation_url_is_not_valid") {
-        return;
-    }
+root_test!(an_unknown_activation_url_is_not_valid, || {
     let d = Daemon::start_default();
     d.create_acme();
     let forged = format!("{URL_PREFIX}{}", "A".repeat(43));
@@ -153,36 +143,65 @@ fn an_unknown_activation_url_is_not_valid() {
         .assert_err(1, "this activation URL is not valid");
     d.ctl(other_user().uid, &["activate", "not-a-token"])
         .assert_err(1, "this activation URL is not valid");
-}
+});
 
-#[test]
-fn resend_replaces_the_activation_url_and_revokes_the_old_one() {
-    if skip_unless_root("resend_replaces_the_activation_url_and_revokes_the_old_one") {
-        return;
-    }
-    let d = Daemon::start_default();
-    acme_with_active_admin(&d);
+root_test!(
+    resend_replaces_the_activation_url_and_revokes_the_old_one,
+    || {
+        let d = Daemon::start_default();
+        acme_with_active_admin(&d);
 
-    let first = parse_invite(
-        &d.ctl(
+        let first = parse_invite(
+            &d.ctl(
+                admin_user().uid,
+                &["user", "invite", "deploy@example.com", "--role", "deployer"],
+            ),
+            "deploy@example.com",
+            "deployer",
+        );
+        d.ctl(
             admin_user().uid,
             &["user", "invite", "deploy@example.com", "--role", "deployer"],
-        ),
-        "deploy@example.com",
-        "deployer",
-    );
-    d.ctl(
-        admin_user().uid,
-        &["user", "invite", "deploy@example.com", "--role", "deployer"],
-    )
-    .assert_err_hint(
-        1,
-        "deploy@example.com is already invited to acme",
-        "pass --resend to issue a new activation URL and revoke the old one",
-    );
+        )
+        .assert_err_hint(
+            1,
+            "deploy@example.com is already invited to acme",
+            "pass --resend to issue a new activation URL and revoke the old one",
+        );
 
-    let second = parse_invite(
-        &d.ctl(
+        let second = parse_invite(
+            &d.ctl(
+                admin_user().uid,
+                &[
+                    "user",
+                    "invite",
+                    "deploy@example.com",
+                    "--role",
+                    "deployer",
+                    "--resend",
+                ],
+            ),
+            "deploy@example.com",
+            "deployer",
+        );
+        assert_ne!(second.token, first.token, "--resend issues a new token");
+        assert!(
+            second.expires_at_unix >= first.expires_at_unix,
+            "{first:#?} {second:#?}"
+        );
+
+        d.ctl(other_user().uid, &["activate", &first.url])
+            .assert_err(1, "this activation URL has been replaced or revoked");
+        d.ctl(other_user().uid, &["activate", &second.url])
+            .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
+
+        // Once active, the account is a member: neither a plain invite nor --resend applies.
+        d.ctl(
+            admin_user().uid,
+            &["user", "invite", "deploy@example.com", "--role", "deployer"],
+        )
+        .assert_err(1, "deploy@example.com is already a member of acme");
+        d.ctl(
             admin_user().uid,
             &[
                 "user",
@@ -192,80 +211,45 @@ fn resend_replaces_the_activation_url_and_revokes_the_old_one() {
                 "deployer",
                 "--resend",
             ],
-        ),
-        "deploy@example.com",
-        "deployer",
-    );
-    assert_ne!(second.token, first.token, "--resend issues a new token");
-    assert!(
-        second.expires_at_unix >= first.expires_at_unix,
-        "{first:#?} {second:#?}"
-    );
-
-    d.ctl(other_user().uid, &["activate", &first.url])
-        .assert_err(1, "this activation URL has been replaced or revoked");
-    d.ctl(other_user().uid, &["activate", &second.url])
-        .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
-
-    // Once active, the account is a member: neither a plain invite nor --resend applies.
-    d.ctl(
-        admin_user().uid,
-        &["user", "invite", "deploy@example.com", "--role", "deployer"],
-    )
-    .assert_err(1, "deploy@example.com is already a member of acme");
-    d.ctl(
-        admin_user().uid,
-        &[
-            "user",
-            "invite",
-            "deploy@example.com",
-            "--role",
-            "deployer",
-            "--resend",
-        ],
-    )
-    .assert_err(1, "deploy@example.com is already a member of acme");
-}
-
-#[test]
-fn removing_an_invited_user_revokes_the_url_and_a_new_invitation_works() {
-    if skip_unless_root("removing_an_invited_user_revokes_the_url_and_a_new_invitation_works") {
-        return;
+        )
+        .assert_err(1, "deploy@example.com is already a member of acme");
     }
-    let d = Daemon::start_default();
-    acme_with_active_admin(&d);
+);
 
-    let first = parse_invite(
-        &d.ctl(
-            admin_user().uid,
-            &["user", "invite", "former@example.com", "--role", "readonly"],
-        ),
-        "former@example.com",
-        "readonly",
-    );
-    d.ctl(admin_user().uid, &["user", "remove", "former@example.com"])
-        .assert_ok("Removed former@example.com from acme.\n");
-    d.ctl(other_user().uid, &["activate", &first.url])
-        .assert_err(1, "this activation URL has been replaced or revoked");
+root_test!(
+    removing_an_invited_user_revokes_the_url_and_a_new_invitation_works,
+    || {
+        let d = Daemon::start_default();
+        acme_with_active_admin(&d);
 
-    // The page's way out: remove and invite again. A bare token activates too.
-    let again = parse_invite(
-        &d.ctl(
-            admin_user().uid,
-            &["user", "invite", "former@example.com", "--role", "viewer"],
-        ),
-        "former@example.com",
-        "viewer",
-    );
-    d.ctl(other_user().uid, &["activate", &again.token])
-        .assert_ok("Activated former@example.com: you are now viewer in acme.\n");
-}
+        let first = parse_invite(
+            &d.ctl(
+                admin_user().uid,
+                &["user", "invite", "former@example.com", "--role", "readonly"],
+            ),
+            "former@example.com",
+            "readonly",
+        );
+        d.ctl(admin_user().uid, &["user", "remove", "former@example.com"])
+            .assert_ok("Removed former@example.com from acme.\n");
+        d.ctl(other_user().uid, &["activate", &first.url])
+            .assert_err(1, "this activation URL has been replaced or revoked");
 
-#[test]
-fn expires_in_sets_an_invitations_lifetime() {
-    if skip_unless_root("expires_in_sets_an_invitations_lifetime") {
-        return;
+        // The page's way out: remove and invite again. A bare token activates too.
+        let again = parse_invite(
+            &d.ctl(
+                admin_user().uid,
+                &["user", "invite", "former@example.com", "--role", "viewer"],
+            ),
+            "former@example.com",
+            "viewer",
+        );
+        d.ctl(other_user().uid, &["activate", &again.token])
+            .assert_ok("Activated former@example.com: you are now viewer in acme.\n");
     }
+);
+
+root_test!(expires_in_sets_an_invitations_lifetime, || {
     let d = Daemon::start_default();
     acme_with_active_admin(&d);
     let before = now_unix();
@@ -337,7 +321,7 @@ fn expires_in_sets_an_invitations_lifetime() {
     );
     d.ctl(other_user().uid, &["activate", url])
         .assert_ok("Activated json@example.com: you are now readonly in acme.\n");
-}
+});
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
@@ -383,11 +367,7 @@ fn assert_no_token_stored(d: &Daemon, invitations: &[InvitationLines]) {
     }
 }
 
-#[test]
-fn tokens_never_reach_the_database_file_or_the_log() {
-    if skip_unless_root("tokens_never_reach_the_database_file_or_the_log") {
-        return;
-    }
+root_test!(tokens_never_reach_the_database_file_or_the_log, || {
     // The most talkative logging the daemon may be asked for.
     let mut d = Daemon::start(DaemonOptions::new().env("RUST_LOG", "trace"));
     let admin = d.create_acme();
@@ -441,4 +421,4 @@ fn tokens_never_reach_the_database_file_or_the_log() {
             invitation.email
         );
     }
-}
+});

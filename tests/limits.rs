@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use compartment_e2e::{skip_unless_root, Daemon, DaemonOptions, RawConn, TestUser};
+use compartment_e2e::{root_test, Daemon, DaemonOptions, RawConn, TestUser};
 
 const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
@@ -47,36 +47,35 @@ fn hold(daemon: &Daemon, n: usize) -> Vec<RawConn> {
     }
 }
 
-#[test]
-fn one_uid_over_its_cap_is_told_busy_and_others_are_still_served() {
-    if skip_unless_root("one_uid_over_its_cap_is_told_busy_and_others_are_still_served") {
-        return;
-    }
-    let daemon = Daemon::start(DaemonOptions::new().args(&["--max-connections-per-uid", "8"]));
-    let mut held = hold(&daemon, 8);
-    assert_busy(
-        &daemon,
-        "uid 0 already holds 8 connections, the most one user may",
-    );
-    // Another user is served while root is at its cap.
-    let out = daemon.ctl(TestUser::get("cpt-bystander").uid, &["ping"]);
-    out.assert_success();
-    // A slot comes back when a connection closes.
-    drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let mut conn = RawConn::connect(&daemon.socket());
-        let reply = conn.call(PING);
-        if reply["result"].is_object() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closed connection's slot never came back"
+root_test!(
+    one_uid_over_its_cap_is_told_busy_and_others_are_still_served,
+    || {
+        let daemon = Daemon::start(DaemonOptions::new().args(&["--max-connections-per-uid", "8"]));
+        let mut held = hold(&daemon, 8);
+        assert_busy(
+            &daemon,
+            "uid 0 already holds 8 connections, the most one user may",
         );
-        std::thread::sleep(Duration::from_millis(20));
+        // Another user is served while root is at its cap.
+        let out = daemon.ctl(TestUser::get("cpt-bystander").uid, &["ping"]);
+        out.assert_success();
+        // A slot comes back when a connection closes.
+        drop(held.pop());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut conn = RawConn::connect(&daemon.socket());
+            let reply = conn.call(PING);
+            if reply["result"].is_object() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the closed connection's slot never came back"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-}
+);
 
 #[test]
 fn the_total_cap_holds_across_uids() {

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use compartment_e2e::{
-    parse_invitation_lines, parse_invite, skip_unless_root, Daemon, Out, TestUser, ROOT,
+    parse_invitation_lines, parse_invite, root_test, Daemon, Out, TestUser, ROOT,
 };
 use serde_json::Value;
 
@@ -510,65 +510,64 @@ fn the_table_covers_every_method_caller_and_target_once() {
     );
 }
 
-#[test]
-fn every_method_caller_and_target_gets_the_designed_answer() {
-    if skip_unless_root("every_method_caller_and_target_gets_the_designed_answer") {
-        return;
-    }
-    let d = Daemon::start_default();
-    set_up(&d);
+root_test!(
+    every_method_caller_and_target_gets_the_designed_answer,
+    || {
+        let d = Daemon::start_default();
+        set_up(&d);
 
-    let mut results = Vec::new();
-    for (seq, row) in rows().into_iter().enumerate() {
-        let args = request(&d, &row, seq);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = d.ctl(row.caller.uid(), &args);
-        results.push(Ran {
-            row,
-            actual: outcome(&out),
-            exit: out.code,
-            detail: format!(
-                "uid {} ran {:?}: exit {}, stdout {:?}, stderr {:?}",
-                row.caller.uid(),
-                args,
-                out.code,
-                out.stdout.trim_end(),
-                out.stderr.trim_end()
-            ),
-        });
-    }
+        let mut results = Vec::new();
+        for (seq, row) in rows().into_iter().enumerate() {
+            let args = request(&d, &row, seq);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = d.ctl(row.caller.uid(), &args);
+            results.push(Ran {
+                row,
+                actual: outcome(&out),
+                exit: out.code,
+                detail: format!(
+                    "uid {} ran {:?}: exit {}, stdout {:?}, stderr {:?}",
+                    row.caller.uid(),
+                    args,
+                    out.code,
+                    out.stdout.trim_end(),
+                    out.stderr.trim_end()
+                ),
+            });
+        }
 
-    let failed: Vec<&Ran> = results
-        .iter()
-        .filter(|r| !r.outcome_ok() || !r.exit_ok())
-        .collect();
-    if !failed.is_empty() {
-        let table: Vec<String> = results.iter().map(ToString::to_string).collect();
-        let details: Vec<String> = failed
+        let failed: Vec<&Ran> = results
             .iter()
-            .map(|r| {
-                let why = if r.outcome_ok() {
-                    format!(
-                        "exit {} where DESIGN §7 gives {} exit {}",
-                        r.exit,
-                        r.actual,
-                        exit_code_for(&r.actual)
-                    )
-                } else {
-                    format!("expected {}, got {}", r.row.expected, r.actual)
-                };
-                format!("{r}\n      {why}\n      {}", r.detail)
-            })
+            .filter(|r| !r.outcome_ok() || !r.exit_ok())
             .collect();
-        panic!(
+        if !failed.is_empty() {
+            let table: Vec<String> = results.iter().map(ToString::to_string).collect();
+            let details: Vec<String> = failed
+                .iter()
+                .map(|r| {
+                    let why = if r.outcome_ok() {
+                        format!(
+                            "exit {} where DESIGN §7 gives {} exit {}",
+                            r.exit,
+                            r.actual,
+                            exit_code_for(&r.actual)
+                        )
+                    } else {
+                        format!("expected {}, got {}", r.row.expected, r.actual)
+                    };
+                    format!("{r}\n      {why}\n      {}", r.detail)
+                })
+                .collect();
+            panic!(
             "{} of {} rows differ from DESIGN (✗: outcome, ✗e: exit code):\n{}\n\nthe whole table:\n{}",
             failed.len(),
             results.len(),
             details.join("\n"),
             table.join("\n")
         );
+        }
     }
-}
+);
 
 /// After authorization come the rules of the request itself (DESIGN §3 step 4), each
 /// reached only by a caller who passed steps 1–3, and never by one who did not: a row per
@@ -602,11 +601,7 @@ const REQUEST_RULES: &[(Caller, &[&str], &str)] = &[
     (Superuser, &["org", "create", "beta", "--admin", "someone@example.com"],          EXISTS),
 ];
 
-#[test]
-fn the_request_rules_apply_only_after_authorization() {
-    if skip_unless_root("the_request_rules_apply_only_after_authorization") {
-        return;
-    }
+root_test!(the_request_rules_apply_only_after_authorization, || {
     let d = Daemon::start_default();
     set_up(&d);
 
@@ -633,4 +628,4 @@ fn the_request_rules_apply_only_after_authorization() {
         REQUEST_RULES.len(),
         failed.join("\n")
     );
-}
+});

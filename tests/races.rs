@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use compartment_e2e::{
-    parse_invitation_lines, parse_invite, skip_unless_root, Daemon, Out, TestUser, ROOT,
+    parse_invitation_lines, parse_invite, root_test, Daemon, Out, TestUser, ROOT,
 };
 use compartmentctl::wire::{MemberStatus, Role};
 use serde_json::{json, Value};
@@ -63,57 +63,56 @@ fn org_with_two_admins(d: &Daemon, org: &str) {
         );
 }
 
-#[test]
-fn two_admins_removing_each_other_at_once_leave_exactly_one_admin() {
-    if skip_unless_root("two_admins_removing_each_other_at_once_leave_exactly_one_admin") {
-        return;
+root_test!(
+    two_admins_removing_each_other_at_once_leave_exactly_one_admin,
+    || {
+        let d = Daemon::start_default();
+        two_active_admins(&d);
+
+        let mut loser_kinds = Vec::new();
+        for round in 0..ROUNDS {
+            let org = format!("race-{round}");
+            org_with_two_admins(&d, &org);
+
+            let alice_run = d.spawn_ctl(
+                alice_user().uid,
+                &["--org", &org, "user", "remove", "bob@example.com"],
+            );
+            let bob_run = d.spawn_ctl(
+                bob_user().uid,
+                &["--org", &org, "user", "remove", "alice@example.com"],
+            );
+            let (alice, bob) = (alice_run.wait(), bob_run.wait());
+
+            let (winner, winner_email, loser) = match (alice.code, bob.code) {
+                (0, 0) => panic!("both admins removed each other from {org}: {alice:#?} {bob:#?}"),
+                (0, _) => ("alice@example.com", "bob@example.com", &bob),
+                (_, 0) => ("bob@example.com", "alice@example.com", &alice),
+                _ => panic!("neither removal succeeded in {org}: {alice:#?} {bob:#?}"),
+            };
+            let winner_out = if winner == "alice@example.com" {
+                &alice
+            } else {
+                &bob
+            };
+            winner_out.assert_ok(&format!("Removed {winner_email} from {org}.\n"));
+            loser_kinds.push(assert_lost_removal(loser, &org));
+
+            let members = d.members(&org).members;
+            assert_eq!(members.len(), 1, "one member left in {org}: {members:#?}");
+            assert_eq!(
+                (
+                    members[0].email.as_str(),
+                    members[0].role,
+                    members[0].status
+                ),
+                (winner, Role::Admin, MemberStatus::Active),
+                "{org}"
+            );
+        }
+        eprintln!("races: the losing removal was refused as {loser_kinds:?}");
     }
-    let d = Daemon::start_default();
-    two_active_admins(&d);
-
-    let mut loser_kinds = Vec::new();
-    for round in 0..ROUNDS {
-        let org = format!("race-{round}");
-        org_with_two_admins(&d, &org);
-
-        let alice_run = d.spawn_ctl(
-            alice_user().uid,
-            &["--org", &org, "user", "remove", "bob@example.com"],
-        );
-        let bob_run = d.spawn_ctl(
-            bob_user().uid,
-            &["--org", &org, "user", "remove", "alice@example.com"],
-        );
-        let (alice, bob) = (alice_run.wait(), bob_run.wait());
-
-        let (winner, winner_email, loser) = match (alice.code, bob.code) {
-            (0, 0) => panic!("both admins removed each other from {org}: {alice:#?} {bob:#?}"),
-            (0, _) => ("alice@example.com", "bob@example.com", &bob),
-            (_, 0) => ("bob@example.com", "alice@example.com", &alice),
-            _ => panic!("neither removal succeeded in {org}: {alice:#?} {bob:#?}"),
-        };
-        let winner_out = if winner == "alice@example.com" {
-            &alice
-        } else {
-            &bob
-        };
-        winner_out.assert_ok(&format!("Removed {winner_email} from {org}.\n"));
-        loser_kinds.push(assert_lost_removal(loser, &org));
-
-        let members = d.members(&org).members;
-        assert_eq!(members.len(), 1, "one member left in {org}: {members:#?}");
-        assert_eq!(
-            (
-                members[0].email.as_str(),
-                members[0].role,
-                members[0].status
-            ),
-            (winner, Role::Admin, MemberStatus::Active),
-            "{org}"
-        );
-    }
-    eprintln!("races: the losing removal was refused as {loser_kinds:?}");
-}
+);
 
 /// The removal that lost the race is refused. Whichever removal the single writer applies
 /// first leaves its caller the one admin; the other is then judged either without its
@@ -140,159 +139,156 @@ fn assert_lost_removal(loser: &Out, org: &str) -> &'static str {
     }
 }
 
-#[test]
-fn two_admins_demoting_themselves_at_once_leave_exactly_one_admin() {
-    if skip_unless_root("two_admins_demoting_themselves_at_once_leave_exactly_one_admin") {
-        return;
+root_test!(
+    two_admins_demoting_themselves_at_once_leave_exactly_one_admin,
+    || {
+        let d = Daemon::start_default();
+        two_active_admins(&d);
+
+        // Both callers stay members whatever the order, so only the last-admin rule, checked
+        // in the write transaction, can stop the second demotion.
+        for round in 0..ROUNDS {
+            let org = format!("demote-{round}");
+            org_with_two_admins(&d, &org);
+
+            let alice_run = d.spawn_ctl(
+                alice_user().uid,
+                &[
+                    "--org",
+                    &org,
+                    "role",
+                    "grant",
+                    "alice@example.com",
+                    "deployer",
+                ],
+            );
+            let bob_run = d.spawn_ctl(
+                bob_user().uid,
+                &[
+                    "--org",
+                    &org,
+                    "role",
+                    "grant",
+                    "bob@example.com",
+                    "deployer",
+                ],
+            );
+            let (alice, bob) = (alice_run.wait(), bob_run.wait());
+            let (winner_email, winner, admin_email, loser) = match (alice.code, bob.code) {
+                (0, 0) => panic!("both admins demoted themselves in {org}: {alice:#?} {bob:#?}"),
+                (0, _) => ("alice@example.com", &alice, "bob@example.com", &bob),
+                (_, 0) => ("bob@example.com", &bob, "alice@example.com", &alice),
+                _ => panic!("neither demotion succeeded in {org}: {alice:#?} {bob:#?}"),
+            };
+            winner.assert_ok(&format!(
+                "Granted deployer to {winner_email} in {org} (was admin).\n"
+            ));
+            loser.assert_err_hint(
+                1,
+                &format!("cannot demote the last admin of {org}"),
+                "grant admin to another member first",
+            );
+
+            let admins: Vec<String> = d
+                .members(&org)
+                .members
+                .into_iter()
+                .filter(|member| member.role == Role::Admin)
+                .map(|member| member.email)
+                .collect();
+            assert_eq!(admins, [admin_email], "exactly one admin left in {org}");
+        }
     }
-    let d = Daemon::start_default();
-    two_active_admins(&d);
+);
 
-    // Both callers stay members whatever the order, so only the last-admin rule, checked
-    // in the write transaction, can stop the second demotion.
-    for round in 0..ROUNDS {
-        let org = format!("demote-{round}");
-        org_with_two_admins(&d, &org);
+root_test!(
+    one_activation_url_used_from_two_uids_at_once_binds_exactly_one,
+    || {
+        let d = Daemon::start_default();
 
-        let alice_run = d.spawn_ctl(
-            alice_user().uid,
-            &[
-                "--org",
-                &org,
-                "role",
-                "grant",
-                "alice@example.com",
-                "deployer",
-            ],
-        );
-        let bob_run = d.spawn_ctl(
-            bob_user().uid,
-            &[
-                "--org",
-                &org,
-                "role",
-                "grant",
-                "bob@example.com",
-                "deployer",
-            ],
-        );
-        let (alice, bob) = (alice_run.wait(), bob_run.wait());
-        let (winner_email, winner, admin_email, loser) = match (alice.code, bob.code) {
-            (0, 0) => panic!("both admins demoted themselves in {org}: {alice:#?} {bob:#?}"),
-            (0, _) => ("alice@example.com", &alice, "bob@example.com", &bob),
-            (_, 0) => ("bob@example.com", &bob, "alice@example.com", &alice),
-            _ => panic!("neither demotion succeeded in {org}: {alice:#?} {bob:#?}"),
-        };
-        winner.assert_ok(&format!(
-            "Granted deployer to {winner_email} in {org} (was admin).\n"
-        ));
-        loser.assert_err_hint(
-            1,
-            &format!("cannot demote the last admin of {org}"),
-            "grant admin to another member first",
-        );
+        for round in 0..ROUNDS {
+            let org = format!("tok-{round}");
+            let email = format!("t{round}@example.com");
+            // Fresh users each round: a uid is bound to at most one account.
+            let first_uid = TestUser::get(&format!("cpt-race-{}", 2 * round)).uid;
+            let second_uid = TestUser::get(&format!("cpt-race-{}", 2 * round + 1)).uid;
 
-        let admins: Vec<String> = d
-            .members(&org)
-            .members
-            .into_iter()
-            .filter(|member| member.role == Role::Admin)
-            .map(|member| member.email)
-            .collect();
-        assert_eq!(admins, [admin_email], "exactly one admin left in {org}");
+            let out = d.ctl(ROOT, &["org", "create", &org, "--admin", &email]);
+            out.assert_success();
+            let invitation = parse_invitation_lines(&out.stdout_lines()[1..], &email, "admin");
+
+            let first_run = d.spawn_ctl(first_uid, &["activate", &invitation.url]);
+            let second_run = d.spawn_ctl(second_uid, &["activate", &invitation.url]);
+            let (first, second) = (first_run.wait(), second_run.wait());
+
+            let (winner_uid, winner, loser_uid, loser) = match (first.code, second.code) {
+                (0, 0) => panic!("one URL activated twice: {first:#?} {second:#?}"),
+                (0, _) => (first_uid, &first, second_uid, &second),
+                (_, 0) => (second_uid, &second, first_uid, &first),
+                _ => panic!("neither activation succeeded: {first:#?} {second:#?}"),
+            };
+            winner.assert_ok(&format!("Activated {email}: you are now admin in {org}.\n"));
+            loser.assert_err(1, "this activation URL has already been used");
+
+            // The winner's uid is bound to the account; the loser's to nothing.
+            let out = d.ctl(winner_uid, &["--output", "json", "whoami"]);
+            out.assert_success();
+            let whoami: Value = serde_json::from_str(&out.stdout).expect("whoami JSON");
+            assert_eq!(
+                whoami["account"],
+                json!({"email": email, "status": "active"}),
+                "{whoami}"
+            );
+            d.ctl(loser_uid, &["--org", &org, "user", "list"])
+                .assert_err(4, &format!("uid {loser_uid} is not bound to an account"));
+
+            let members = d.members(&org).members;
+            assert_eq!(members.len(), 1, "{members:#?}");
+            assert_eq!(members[0].status, MemberStatus::Active, "{members:#?}");
+        }
     }
-}
+);
 
-#[test]
-fn one_activation_url_used_from_two_uids_at_once_binds_exactly_one() {
-    if skip_unless_root("one_activation_url_used_from_two_uids_at_once_binds_exactly_one") {
-        return;
+root_test!(
+    two_admins_inviting_one_address_at_once_issue_one_invitation,
+    || {
+        let d = Daemon::start_default();
+        two_active_admins(&d);
+
+        for round in 0..ROUNDS {
+            let email = format!("new{round}@example.com");
+            let alice_run = d.spawn_ctl(
+                alice_user().uid,
+                &[
+                    "--org", "setup", "user", "invite", &email, "--role", "viewer",
+                ],
+            );
+            let bob_run = d.spawn_ctl(
+                bob_user().uid,
+                &[
+                    "--org", "setup", "user", "invite", &email, "--role", "viewer",
+                ],
+            );
+            let (alice, bob) = (alice_run.wait(), bob_run.wait());
+            let (winner, loser) = match (alice.code, bob.code) {
+                (0, 0) => panic!("{email} invited twice: {alice:#?} {bob:#?}"),
+                (0, _) => (&alice, &bob),
+                (_, 0) => (&bob, &alice),
+                _ => panic!("neither invitation succeeded: {alice:#?} {bob:#?}"),
+            };
+            parse_invite(winner, &email, "viewer");
+            loser.assert_err_hint(
+                1,
+                &format!("{email} is already invited to setup"),
+                "pass --resend to issue a new activation URL and revoke the old one",
+            );
+            let invited = d
+                .members("setup")
+                .members
+                .into_iter()
+                .filter(|member| member.email == email)
+                .count();
+            assert_eq!(invited, 1, "one row for {email}");
+        }
     }
-    let d = Daemon::start_default();
-
-    for round in 0..ROUNDS {
-        let org = format!("tok-{round}");
-        let email = format!("t{round}@example.com");
-        // Fresh users each round: a uid is bound to at most one account.
-        let first_uid = TestUser::get(&format!("cpt-race-{}", 2 * round)).uid;
-        let second_uid = TestUser::get(&format!("cpt-race-{}", 2 * round + 1)).uid;
-
-        let out = d.ctl(ROOT, &["org", "create", &org, "--admin", &email]);
-        out.assert_success();
-        let invitation = parse_invitation_lines(&out.stdout_lines()[1..], &email, "admin");
-
-        let first_run = d.spawn_ctl(first_uid, &["activate", &invitation.url]);
-        let second_run = d.spawn_ctl(second_uid, &["activate", &invitation.url]);
-        let (first, second) = (first_run.wait(), second_run.wait());
-
-        let (winner_uid, winner, loser_uid, loser) = match (first.code, second.code) {
-            (0, 0) => panic!("one URL activated twice: {first:#?} {second:#?}"),
-            (0, _) => (first_uid, &first, second_uid, &second),
-            (_, 0) => (second_uid, &second, first_uid, &first),
-            _ => panic!("neither activation succeeded: {first:#?} {second:#?}"),
-        };
-        winner.assert_ok(&format!("Activated {email}: you are now admin in {org}.\n"));
-        loser.assert_err(1, "this activation URL has already been used");
-
-        // The winner's uid is bound to the account; the loser's to nothing.
-        let out = d.ctl(winner_uid, &["--output", "json", "whoami"]);
-        out.assert_success();
-        let whoami: Value = serde_json::from_str(&out.stdout).expect("whoami JSON");
-        assert_eq!(
-            whoami["account"],
-            json!({"email": email, "status": "active"}),
-            "{whoami}"
-        );
-        d.ctl(loser_uid, &["--org", &org, "user", "list"])
-            .assert_err(4, &format!("uid {loser_uid} is not bound to an account"));
-
-        let members = d.members(&org).members;
-        assert_eq!(members.len(), 1, "{members:#?}");
-        assert_eq!(members[0].status, MemberStatus::Active, "{members:#?}");
-    }
-}
-
-#[test]
-fn two_admins_inviting_one_address_at_once_issue_one_invitation() {
-    if skip_unless_root("two_admins_inviting_one_address_at_once_issue_one_invitation") {
-        return;
-    }
-    let d = Daemon::start_default();
-    two_active_admins(&d);
-
-    for round in 0..ROUNDS {
-        let email = format!("new{round}@example.com");
-        let alice_run = d.spawn_ctl(
-            alice_user().uid,
-            &[
-                "--org", "setup", "user", "invite", &email, "--role", "viewer",
-            ],
-        );
-        let bob_run = d.spawn_ctl(
-            bob_user().uid,
-            &[
-                "--org", "setup", "user", "invite", &email, "--role", "viewer",
-            ],
-        );
-        let (alice, bob) = (alice_run.wait(), bob_run.wait());
-        let (winner, loser) = match (alice.code, bob.code) {
-            (0, 0) => panic!("{email} invited twice: {alice:#?} {bob:#?}"),
-            (0, _) => (&alice, &bob),
-            (_, 0) => (&bob, &alice),
-            _ => panic!("neither invitation succeeded: {alice:#?} {bob:#?}"),
-        };
-        parse_invite(winner, &email, "viewer");
-        loser.assert_err_hint(
-            1,
-            &format!("{email} is already invited to setup"),
-            "pass --resend to issue a new activation URL and revoke the old one",
-        );
-        let invited = d
-            .members("setup")
-            .members
-            .into_iter()
-            .filter(|member| member.email == email)
-            .count();
-        assert_eq!(invited, 1, "one row for {email}");
-    }
-}
+);

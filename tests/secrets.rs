@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use compartment_e2e::{
-    files_under, parse_invitation_lines, poll, skip_unless_root, token_bytes, Daemon,
-    DaemonOptions, Out, TestUser, ROOT, URL_PREFIX,
+    files_under, parse_invitation_lines, poll, root_test, token_bytes, Daemon, DaemonOptions, Out,
+    TestUser, ROOT, URL_PREFIX,
 };
 use serde_json::Value;
 
@@ -205,277 +205,276 @@ fn assert_no_token_in_state(d: &Daemon, tokens: &[Issued], when: &str) {
     );
 }
 
-#[test]
-fn no_token_reaches_the_log_the_cli_output_or_the_database() {
-    if skip_unless_root("no_token_reaches_the_log_the_cli_output_or_the_database") {
-        return;
-    }
-    let mut d = Daemon::start(DaemonOptions::new().env("RUST_LOG", "trace").args(&[
-        "--invitation-ttl",
-        "2s",
-        "--sweep-interval",
-        "1s",
-    ]));
-    let mut t = Transcript::default();
-    let mut tokens = Vec::new();
-    let invite = |email: &'static str, role: &'static str, extra: &[&'static str]| {
-        let mut args = vec!["--org", "acme", "user", "invite", email, "--role", role];
-        args.extend_from_slice(extra);
-        args
-    };
+root_test!(
+    no_token_reaches_the_log_the_cli_output_or_the_database,
+    || {
+        let mut d = Daemon::start(DaemonOptions::new().env("RUST_LOG", "trace").args(&[
+            "--invitation-ttl",
+            "2s",
+            "--sweep-interval",
+            "1s",
+        ]));
+        let mut t = Transcript::default();
+        let mut tokens = Vec::new();
+        let invite = |email: &'static str, role: &'static str, extra: &[&'static str]| {
+            let mut args = vec!["--org", "acme", "user", "invite", email, "--role", role];
+            args.extend_from_slice(extra);
+            args
+        };
 
-    // Issue: the first admin's invitation lives 2 s (the daemon's --invitation-ttl) and is
-    // left to lapse; the others ask for an hour.
-    let url = t.issue(
-        &d,
-        ROOT,
-        &["org", "create", "acme", "--admin", "admin@example.com"],
-        text_url,
-    );
-    tokens.push(Issued::from_url("admin's lapsed invitation", &url));
-    let admin_lapsed = url;
+        // Issue: the first admin's invitation lives 2 s (the daemon's --invitation-ttl) and is
+        // left to lapse; the others ask for an hour.
+        let url = t.issue(
+            &d,
+            ROOT,
+            &["org", "create", "acme", "--admin", "admin@example.com"],
+            text_url,
+        );
+        tokens.push(Issued::from_url("admin's lapsed invitation", &url));
+        let admin_lapsed = url;
 
-    let url = t.issue(
-        &d,
-        ROOT,
-        &invite("deploy@example.com", "deployer", &["--expires-in", "1h"]),
-        text_url,
-    );
-    tokens.push(Issued::from_url("deploy's replaced invitation", &url));
-    let deploy_replaced = url;
+        let url = t.issue(
+            &d,
+            ROOT,
+            &invite("deploy@example.com", "deployer", &["--expires-in", "1h"]),
+            text_url,
+        );
+        tokens.push(Issued::from_url("deploy's replaced invitation", &url));
+        let deploy_replaced = url;
 
-    // Already invited: refused with the hint to resend.
-    t.refused(
-        &d,
-        ROOT,
-        &invite("deploy@example.com", "deployer", &["--expires-in", "1h"]),
-        "already_invited",
-    );
+        // Already invited: refused with the hint to resend.
+        t.refused(
+            &d,
+            ROOT,
+            &invite("deploy@example.com", "deployer", &["--expires-in", "1h"]),
+            "already_invited",
+        );
 
-    // Resend, in JSON: a new token, the old one revoked.
-    let mut resend = vec!["--output", "json"];
-    resend.extend(invite(
-        "deploy@example.com",
-        "deployer",
-        &["--expires-in", "1h", "--resend"],
-    ));
-    let url = t.issue(&d, ROOT, &resend, json_url);
-    tokens.push(Issued::from_url("deploy's resent invitation", &url));
-    let deploy = url;
+        // Resend, in JSON: a new token, the old one revoked.
+        let mut resend = vec!["--output", "json"];
+        resend.extend(invite(
+            "deploy@example.com",
+            "deployer",
+            &["--expires-in", "1h", "--resend"],
+        ));
+        let url = t.issue(&d, ROOT, &resend, json_url);
+        tokens.push(Issued::from_url("deploy's resent invitation", &url));
+        let deploy = url;
 
-    let url = t.issue(
-        &d,
-        ROOT,
-        &invite("viewer@example.com", "viewer", &["--expires-in", "1h"]),
-        text_url,
-    );
-    tokens.push(Issued::from_url("viewer's pending invitation", &url));
-    let viewer = url;
+        let url = t.issue(
+            &d,
+            ROOT,
+            &invite("viewer@example.com", "viewer", &["--expires-in", "1h"]),
+            text_url,
+        );
+        tokens.push(Issued::from_url("viewer's pending invitation", &url));
+        let viewer = url;
 
-    // A pending invitee removed: the token dies with the membership.
-    let url = t.issue(
-        &d,
-        ROOT,
-        &invite("leaver@example.com", "viewer", &["--expires-in", "1h"]),
-        text_url,
-    );
-    tokens.push(Issued::from_url("leaver's removed invitation", &url));
-    let leaver = url;
-    t.run(
-        &d,
-        ROOT,
-        &["--org", "acme", "user", "remove", "leaver@example.com"],
-    )
-    .assert_ok("Removed leaver@example.com from acme.\n");
+        // A pending invitee removed: the token dies with the membership.
+        let url = t.issue(
+            &d,
+            ROOT,
+            &invite("leaver@example.com", "viewer", &["--expires-in", "1h"]),
+            text_url,
+        );
+        tokens.push(Issued::from_url("leaver's removed invitation", &url));
+        let leaver = url;
+        t.run(
+            &d,
+            ROOT,
+            &["--org", "acme", "user", "remove", "leaver@example.com"],
+        )
+        .assert_ok("Removed leaver@example.com from acme.\n");
 
-    // Activate, then every way an activation is refused.
-    t.run(&d, deployer_user().uid, &["activate", &deploy])
-        .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
-    t.refused(
-        &d,
-        stranger_user().uid,
-        &["activate", &deploy],
-        "token_used",
-    );
-    t.refused(
-        &d,
-        stranger_user().uid,
-        &["activate", &deploy_replaced],
-        "invalid_token",
-    );
-    t.refused(
-        &d,
-        stranger_user().uid,
-        &["activate", &leaver],
-        "invalid_token",
-    );
-    let viewer_token = viewer.strip_prefix(URL_PREFIX).expect("a URL").to_owned();
-    for garbled in [
-        format!("{URL_PREFIX}{}", garble(&viewer_token, 20)),
-        garble(&viewer_token, 0),
-        garble(&viewer_token, 42),
-        viewer_token[..42].to_owned(),
-        format!("{viewer_token}A"),
-        format!("{URL_PREFIX}{viewer_token}x&utm=1"),
-    ] {
+        // Activate, then every way an activation is refused.
+        t.run(&d, deployer_user().uid, &["activate", &deploy])
+            .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
         t.refused(
             &d,
             stranger_user().uid,
-            &["activate", &garbled],
+            &["activate", &deploy],
+            "token_used",
+        );
+        t.refused(
+            &d,
+            stranger_user().uid,
+            &["activate", &deploy_replaced],
             "invalid_token",
         );
-    }
-    // A superuser may not take an account: refused after the token was looked up.
-    t.refused(&d, ROOT, &["activate", &viewer], "forbidden");
-    // The deployer's uid is bound already: it may not take a second account.
-    t.refused(&d, deployer_user().uid, &["activate", &viewer], "forbidden");
-
-    // Expired: wait for the sweeper to mark the admin's invitation, then try it.
-    poll(Duration::from_secs(15), || {
-        let out = d.ctl(ROOT, &["--org", "acme", "--output", "json", "user", "list"]);
-        let list: Value = serde_json::from_str(&out.stdout).ok()?;
-        let expired = list["members"]
-            .as_array()?
-            .iter()
-            .any(|m| m["email"] == "admin@example.com" && m["status"] == "expired");
-        expired.then_some(())
-    })
-    .expect("the sweeper marks the admin's invitation expired within 15 s");
-    t.refused(
-        &d,
-        admin_user().uid,
-        &["activate", &admin_lapsed],
-        "token_expired",
-    );
-
-    // Invited again after expiry (a new token at once), and activated.
-    let url = t.issue(
-        &d,
-        ROOT,
-        &[
-            "--org",
-            "acme",
-            "user",
-            "invite",
-            "admin@example.com",
-            "--role",
-            "admin",
-            "--expires-in",
-            "1h",
-        ],
-        text_url,
-    );
-    tokens.push(Issued::from_url("admin's second invitation", &url));
-    t.run(&d, admin_user().uid, &["activate", &url])
-        .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
-    t.refused(
-        &d,
-        admin_user().uid,
-        &["activate", &admin_lapsed],
-        "token_expired",
-    );
-
-    // What the accounts and the members look like now, as text and as JSON.
-    for uid in [
-        ROOT,
-        admin_user().uid,
-        deployer_user().uid,
-        stranger_user().uid,
-    ] {
-        t.run(&d, uid, &["whoami"]).assert_success();
-        t.run(&d, uid, &["--output", "json", "whoami"])
-            .assert_success();
-    }
-    for uid in [ROOT, admin_user().uid, deployer_user().uid] {
-        t.run(&d, uid, &["--org", "acme", "user", "list"])
-            .assert_success();
-        let out = t.run(
+        t.refused(
             &d,
-            uid,
-            &["--org", "acme", "--output", "json", "user", "list"],
+            stranger_user().uid,
+            &["activate", &leaver],
+            "invalid_token",
         );
-        out.assert_success();
-        assert!(
+        let viewer_token = viewer.strip_prefix(URL_PREFIX).expect("a URL").to_owned();
+        for garbled in [
+            format!("{URL_PREFIX}{}", garble(&viewer_token, 20)),
+            garble(&viewer_token, 0),
+            garble(&viewer_token, 42),
+            viewer_token[..42].to_owned(),
+            format!("{viewer_token}A"),
+            format!("{URL_PREFIX}{viewer_token}x&utm=1"),
+        ] {
+            t.refused(
+                &d,
+                stranger_user().uid,
+                &["activate", &garbled],
+                "invalid_token",
+            );
+        }
+        // A superuser may not take an account: refused after the token was looked up.
+        t.refused(&d, ROOT, &["activate", &viewer], "forbidden");
+        // The deployer's uid is bound already: it may not take a second account.
+        t.refused(&d, deployer_user().uid, &["activate", &viewer], "forbidden");
+
+        // Expired: wait for the sweeper to mark the admin's invitation, then try it.
+        poll(Duration::from_secs(15), || {
+            let out = d.ctl(ROOT, &["--org", "acme", "--output", "json", "user", "list"]);
+            let list: Value = serde_json::from_str(&out.stdout).ok()?;
+            let expired = list["members"]
+                .as_array()?
+                .iter()
+                .any(|m| m["email"] == "admin@example.com" && m["status"] == "expired");
+            expired.then_some(())
+        })
+        .expect("the sweeper marks the admin's invitation expired within 15 s");
+        t.refused(
+            &d,
+            admin_user().uid,
+            &["activate", &admin_lapsed],
+            "token_expired",
+        );
+
+        // Invited again after expiry (a new token at once), and activated.
+        let url = t.issue(
+            &d,
+            ROOT,
+            &[
+                "--org",
+                "acme",
+                "user",
+                "invite",
+                "admin@example.com",
+                "--role",
+                "admin",
+                "--expires-in",
+                "1h",
+            ],
+            text_url,
+        );
+        tokens.push(Issued::from_url("admin's second invitation", &url));
+        t.run(&d, admin_user().uid, &["activate", &url])
+            .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
+        t.refused(
+            &d,
+            admin_user().uid,
+            &["activate", &admin_lapsed],
+            "token_expired",
+        );
+
+        // What the accounts and the members look like now, as text and as JSON.
+        for uid in [
+            ROOT,
+            admin_user().uid,
+            deployer_user().uid,
+            stranger_user().uid,
+        ] {
+            t.run(&d, uid, &["whoami"]).assert_success();
+            t.run(&d, uid, &["--output", "json", "whoami"])
+                .assert_success();
+        }
+        for uid in [ROOT, admin_user().uid, deployer_user().uid] {
+            t.run(&d, uid, &["--org", "acme", "user", "list"])
+                .assert_success();
+            let out = t.run(
+                &d,
+                uid,
+                &["--org", "acme", "--output", "json", "user", "list"],
+            );
+            out.assert_success();
+            assert!(
             out.stdout.contains("viewer@example.com") && out.stdout.contains("\"invited\""),
             "the pending viewer is listed, so the search of this output means something: {out:#?}"
         );
-        t.run(&d, uid, &["--output", "json", "org", "list"])
-            .assert_success();
-    }
+            t.run(&d, uid, &["--output", "json", "org", "list"])
+                .assert_success();
+        }
 
-    // The database while the daemon runs, after a clean stop, and after another start.
-    assert_no_token_in_state(&d, &tokens, "while the daemon runs");
-    d.stop();
-    assert_no_token_in_state(&d, &tokens, "after a clean stop");
-    d.restart();
-    t.run(
-        &d,
-        ROOT,
-        &["--org", "acme", "--output", "json", "user", "list"],
-    )
-    .assert_success();
-    d.stop();
-    assert_no_token_in_state(&d, &tokens, "after a second run");
+        // The database while the daemon runs, after a clean stop, and after another start.
+        assert_no_token_in_state(&d, &tokens, "while the daemon runs");
+        d.stop();
+        assert_no_token_in_state(&d, &tokens, "after a clean stop");
+        d.restart();
+        t.run(
+            &d,
+            ROOT,
+            &["--org", "acme", "--output", "json", "user", "list"],
+        )
+        .assert_success();
+        d.stop();
+        assert_no_token_in_state(&d, &tokens, "after a second run");
 
-    // The CLI's output: only the reply that issued a token shows it.
-    let mut leaks = Vec::new();
-    for (out, allowed) in &t.runs {
-        for issued in &tokens {
-            let stdout_may_show = allowed.as_deref() == Some(issued.token.as_str());
-            for (what, needle) in issued.needles() {
-                if contains(out.stderr.as_bytes(), &needle) {
-                    leaks.push(format!("stderr of {}: {what} of {}", out.cmd, issued.what));
-                }
-                if !stdout_may_show && contains(out.stdout.as_bytes(), &needle) {
-                    leaks.push(format!("stdout of {}: {what} of {}", out.cmd, issued.what));
+        // The CLI's output: only the reply that issued a token shows it.
+        let mut leaks = Vec::new();
+        for (out, allowed) in &t.runs {
+            for issued in &tokens {
+                let stdout_may_show = allowed.as_deref() == Some(issued.token.as_str());
+                for (what, needle) in issued.needles() {
+                    if contains(out.stderr.as_bytes(), &needle) {
+                        leaks.push(format!("stderr of {}: {what} of {}", out.cmd, issued.what));
+                    }
+                    if !stdout_may_show && contains(out.stdout.as_bytes(), &needle) {
+                        leaks.push(format!("stdout of {}: {what} of {}", out.cmd, issued.what));
+                    }
                 }
             }
         }
-    }
-    let issuing = t.runs.iter().filter(|(_, allowed)| allowed.is_some());
-    for (out, allowed) in issuing {
-        let token = allowed.as_deref().expect("an issued token");
-        assert!(
-            out.stdout.contains(token),
-            "the issuing reply shows its token, so the search of CLI output works: {out:#?}"
-        );
-    }
+        let issuing = t.runs.iter().filter(|(_, allowed)| allowed.is_some());
+        for (out, allowed) in issuing {
+            let token = allowed.as_deref().expect("an issued token");
+            assert!(
+                out.stdout.contains(token),
+                "the issuing reply shows its token, so the search of CLI output works: {out:#?}"
+            );
+        }
 
-    // The daemon's log, at trace, over both runs. It never names e-mails (it logs the
-    // method, organization and outcome of each request), so those are what it must show:
-    // with the debug lines, proof that the search runs over a talkative log.
-    let log = d.log();
-    for known in [
-        " DEBUG ",
-        "org=\"acme\"",
-        "account.activate",
-        "token_used",
-        "token_expired",
-        "invalid_token",
-        "expired invitations",
-    ] {
-        assert!(
+        // The daemon's log, at trace, over both runs. It never names e-mails (it logs the
+        // method, organization and outcome of each request), so those are what it must show:
+        // with the debug lines, proof that the search runs over a talkative log.
+        let log = d.log();
+        for known in [
+            " DEBUG ",
+            "org=\"acme\"",
+            "account.activate",
+            "token_used",
+            "token_expired",
+            "invalid_token",
+            "expired invitations",
+        ] {
+            assert!(
             log.contains(known),
             "the daemon log lacks {known:?}, so a search of it for tokens proves little:\n{log}"
         );
-    }
-    for issued in &tokens {
-        for (what, needle) in issued.needles() {
-            if contains(log.as_bytes(), &needle) {
-                leaks.push(format!("the daemon log: {what} of {}", issued.what));
+        }
+        for issued in &tokens {
+            for (what, needle) in issued.needles() {
+                if contains(log.as_bytes(), &needle) {
+                    leaks.push(format!("the daemon log: {what} of {}", issued.what));
+                }
             }
         }
+        assert!(
+            leaks.is_empty(),
+            "{} leaks of a token:\n{}\n\nthe daemon log:\n{log}",
+            leaks.len(),
+            leaks.join("\n")
+        );
+        eprintln!(
+            "secrets: {} tokens, {} CLI runs, {} bytes of trace log searched; no leak",
+            tokens.len(),
+            t.runs.len(),
+            log.len()
+        );
     }
-    assert!(
-        leaks.is_empty(),
-        "{} leaks of a token:\n{}\n\nthe daemon log:\n{log}",
-        leaks.len(),
-        leaks.join("\n")
-    );
-    eprintln!(
-        "secrets: {} tokens, {} CLI runs, {} bytes of trace log searched; no leak",
-        tokens.len(),
-        t.runs.len(),
-        log.len()
-    );
-}
+);

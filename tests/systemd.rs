@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use compartment_e2e::{binary, ctl_command, is_root, say_loudly};
+use compartment_e2e::{binary, ctl_command, root_test, say_loudly};
 use compartmentctl::wire::{Pong, Request};
 use compartmentctl::Client;
 use nix::sys::signal::{kill, Signal};
@@ -300,65 +300,68 @@ fn journal_fields(mut datagram: &[u8]) -> Vec<(String, String)> {
     fields
 }
 
-#[test]
-fn under_systemd_it_logs_structured_records_to_the_journal() {
-    if !is_root() || !tool_exists("unshare") {
-        say_loudly("SKIPPED: the journald test needs root (and unshare) to fake /run/systemd/journal/socket");
-        return;
-    }
-    for (case, env) in [
-        ("JOURNAL_STREAM set", vec![("JOURNAL_STREAM", "8:12345")]),
-        (
-            "--log-format journald",
-            vec![("COMPARTMENT_LOG_FORMAT", "journald")],
-        ),
-    ] {
-        let dir = temp_dir();
-        let journal_path = dir.path().join("journal.sock");
-        let journal = UnixDatagram::bind(&journal_path).unwrap();
-        journal
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let mut child = spawn_with_fake_journal(dir.path(), &journal_path, &env);
-        wait_for_ping(&dir.path().join("d.sock"));
-        assert!(stop(&mut child).success());
-
-        let mut records = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(n) = journal.recv(&mut buf) {
-            if n > 0 {
-                records.push(journal_fields(&buf[..n]));
-            }
+root_test!(
+    under_systemd_it_logs_structured_records_to_the_journal,
+    "to fake /run/systemd/journal/socket in a mount namespace",
+    || {
+        if !tool_exists("unshare") {
+            say_loudly("SKIPPED: the journald test needs unshare (util-linux)");
+            return;
         }
-        let field = |record: &Vec<(String, String)>, name: &str| {
-            record
+        for (case, env) in [
+            ("JOURNAL_STREAM set", vec![("JOURNAL_STREAM", "8:12345")]),
+            (
+                "--log-format journald",
+                vec![("COMPARTMENT_LOG_FORMAT", "journald")],
+            ),
+        ] {
+            let dir = temp_dir();
+            let journal_path = dir.path().join("journal.sock");
+            let journal = UnixDatagram::bind(&journal_path).unwrap();
+            journal
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            let mut child = spawn_with_fake_journal(dir.path(), &journal_path, &env);
+            wait_for_ping(&dir.path().join("d.sock"));
+            assert!(stop(&mut child).success());
+
+            let mut records = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = journal.recv(&mut buf) {
+                if n > 0 {
+                    records.push(journal_fields(&buf[..n]));
+                }
+            }
+            let field = |record: &Vec<(String, String)>, name: &str| {
+                record
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            };
+            assert!(!records.is_empty(), "{case}: nothing reached the journal");
+            assert!(
+                records
+                    .iter()
+                    .all(|r| field(r, "SYSLOG_IDENTIFIER").as_deref() == Some("compartmentd")),
+                "{case}: {records:?}"
+            );
+            let ping = records
                 .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.clone())
-        };
-        assert!(!records.is_empty(), "{case}: nothing reached the journal");
-        assert!(
-            records
-                .iter()
-                .all(|r| field(r, "SYSLOG_IDENTIFIER").as_deref() == Some("compartmentd")),
-            "{case}: {records:?}"
-        );
-        let ping = records
-            .iter()
-            .find(|r| field(r, "METHOD").as_deref() == Some("ping"))
-            .unwrap_or_else(|| panic!("{case}: no request record: {records:?}"));
-        assert_eq!(field(ping, "OUTCOME").as_deref(), Some("ok"), "{case}");
-        assert_eq!(field(ping, "UID").as_deref(), Some("0"), "{case}");
-        assert!(field(ping, "PID").is_some(), "{case}: {ping:?}");
-        assert_eq!(field(ping, "ORG").as_deref(), Some("-"), "{case}");
-        // Nothing went to stderr but what the journal could not take.
-        let stderr = stderr_of(&mut child);
-        assert!(
-            !stderr.contains("compartmentd listening"),
-            "{case}: logged to stderr too:\n{stderr}"
-        );
+                .find(|r| field(r, "METHOD").as_deref() == Some("ping"))
+                .unwrap_or_else(|| panic!("{case}: no request record: {records:?}"));
+            assert_eq!(field(ping, "OUTCOME").as_deref(), Some("ok"), "{case}");
+            assert_eq!(field(ping, "UID").as_deref(), Some("0"), "{case}");
+            assert!(field(ping, "PID").is_some(), "{case}: {ping:?}");
+            assert_eq!(field(ping, "ORG").as_deref(), Some("-"), "{case}");
+            // Nothing went to stderr but what the journal could not take.
+            let stderr = stderr_of(&mut child);
+            assert!(
+                !stderr.contains("compartmentd listening"),
+                "{case}: logged to stderr too:\n{stderr}"
+            );
+        }
     }
-}
+);
 
 #[test]
 fn without_a_journal_it_logs_to_stderr_and_keeps_running() {

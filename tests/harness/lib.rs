@@ -4,8 +4,9 @@
 //!
 //! # Layout
 //!
-//! - `privileges`: the built binaries, and whether this process may act as other Unix
-//!   users.
+//! - `privileges`: the built binaries, whether this process may act as other Unix users,
+//!   and [`root_test!`], which names a root-only test once and fails it under `CI` rather
+//!   than let it pass by skipping.
 //! - `users`: real Unix users ([`TestUser`]), created with `useradd` on first use.
 //! - `process`: running a process with a deadline, and the CLI's command line as any uid.
 //! - `daemon`: the daemon under test in its own temp dir ([`Daemon`]).
@@ -28,7 +29,8 @@ pub use printed::{
     InvitationLines, URL_PREFIX,
 };
 pub use privileges::{
-    binary, binary_for_other_users, is_root, profile_dir, say_loudly, skip_unless_root, ROOT,
+    binary, binary_for_other_users, in_ci, is_root, profile_dir, root_for_part, say_loudly,
+    skip_unless_root, skip_unless_root_for, NEEDS_ROOT_FOR_USERS, ROOT,
 };
 pub use process::{ctl_command, Out, Running};
 pub use raw::RawConn;

@@ -332,39 +332,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn threads_asking_for_a_missing_user_at_once_get_the_one_same_user() {
-        if crate::skip_unless_root(
-            "threads_asking_for_a_missing_user_at_once_get_the_one_same_user",
-        ) {
-            return;
+    crate::root_test!(
+        threads_asking_for_a_missing_user_at_once_get_the_one_same_user,
+        || {
+            // The process id keeps two runs of this test at once apart.
+            let name: &'static str = format!("cpt-kit-conc-{}", std::process::id()).leak();
+            let threads: Vec<_> = (0..8)
+                .map(|_| std::thread::spawn(move || TestUser::deletable(name)))
+                .collect();
+            let users: Vec<TestUser> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            assert!(users.iter().all(|user| *user == users[0]), "{users:#?}");
+            let user = &users[0];
+            assert_eq!(user.name, name);
+            assert_eq!(TestUser::by_uid(user.uid).as_ref(), Some(user));
+            let entry = User::from_name(name).unwrap().unwrap();
+            assert_eq!(entry.shell, Path::new("/usr/sbin/nologin"));
+            assert!(
+                !entry.dir.exists(),
+                "no home directory: {}",
+                entry.dir.display()
+            );
+            user.delete();
+            assert_eq!(TestUser::lookup(name), None);
         }
-        // The process id keeps two runs of this test at once apart.
-        let name: &'static str = format!("cpt-kit-conc-{}", std::process::id()).leak();
-        let threads: Vec<_> = (0..8)
-            .map(|_| std::thread::spawn(move || TestUser::deletable(name)))
-            .collect();
-        let users: Vec<TestUser> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-        assert!(users.iter().all(|user| *user == users[0]), "{users:#?}");
-        let user = &users[0];
-        assert_eq!(user.name, name);
-        assert_eq!(TestUser::by_uid(user.uid).as_ref(), Some(user));
-        let entry = User::from_name(name).unwrap().unwrap();
-        assert_eq!(entry.shell, Path::new("/usr/sbin/nologin"));
-        assert!(
-            !entry.dir.exists(),
-            "no home directory: {}",
-            entry.dir.display()
-        );
-        user.delete();
-        assert_eq!(TestUser::lookup(name), None);
-    }
+    );
 
-    #[test]
-    fn a_deleted_users_uid_goes_to_a_new_name() {
-        if crate::skip_unless_root("a_deleted_users_uid_goes_to_a_new_name") {
-            return;
-        }
+    crate::root_test!(a_deleted_users_uid_goes_to_a_new_name, || {
         // The process id keeps two runs of this test at once apart.
         let old_name = format!("cpt-kit-old-{}", std::process::id());
         let new_name = format!("cpt-kit-new-{}", std::process::id());
@@ -384,18 +377,14 @@ mod tests {
         after.delete();
         assert_eq!(TestUser::by_uid(after.uid), None);
         assert_eq!(primary_gid(after.uid), None);
-    }
+    });
 
-    #[test]
-    fn shared_users_are_never_deleted() {
-        if crate::skip_unless_root("shared_users_are_never_deleted") {
-            return;
-        }
+    crate::root_test!(shared_users_are_never_deleted, || {
         let shared = TestUser::get("cpt-admin");
         let result = std::panic::catch_unwind(|| shared.delete());
         assert!(result.is_err(), "{shared:?} was deleted");
         assert_eq!(TestUser::lookup("cpt-admin"), Some(shared));
-    }
+    });
 
     #[test]
     fn an_unassigned_uid_has_no_user() {
