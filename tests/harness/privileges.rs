@@ -101,11 +101,13 @@ pub fn in_ci() -> bool {
 /// `compartmentctl` as other Unix users; the caller then returns. Under CI it panics
 /// instead: a root-only test must not pass by skipping there. Prefer [`root_test!`], which
 /// names the test for you.
+#[track_caller]
 pub fn skip_unless_root(test: &str) -> bool {
     skip_unless_root_for(test, NEEDS_ROOT_FOR_USERS)
 }
 
 /// [`skip_unless_root`] with the reason the test needs root (`"to mount a tmpfs"`).
+#[track_caller]
 pub fn skip_unless_root_for(test: &str, reason: &str) -> bool {
     if is_root() {
         return false;
@@ -118,6 +120,7 @@ pub fn skip_unless_root_for(test: &str, reason: &str) -> bool {
 /// For a test of which only a part needs root: true when that part may run. Otherwise says
 /// loudly which part of which test is skipped (the test's name is its thread's, as the
 /// standard test runner names it) and returns false; under CI it panics instead.
+#[track_caller]
 pub fn root_for_part(part: &str) -> bool {
     if is_root() {
         return true;
@@ -189,8 +192,8 @@ mod tests {
             .args(["--exact", "privileges::tests::specimen_root_test"])
             .env_clear()
             .current_dir("/")
-            .uid(65534)
-            .gid(65534);
+            .uid(crate::NOBODY)
+            .gid(crate::NOBODY);
         if let Some(ci) = ci {
             command.env("CI", ci);
         }
@@ -205,6 +208,7 @@ mod tests {
 
     crate::root_test!(
         a_root_test_skips_loudly_without_root_and_fails_under_ci,
+        "to run a test as nobody",
         || {
             let skipped = format!("SKIPPED: specimen_root_test needs root {NEEDS_ROOT_FOR_USERS}");
             for ci in [None, Some("")] {

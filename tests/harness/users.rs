@@ -31,6 +31,9 @@ const DELETABLE_UIDS: RangeInclusive<u32> = 60_001..=64_999;
 /// [`uid_without_user`] finds its uids in this part.
 const UNASSIGNED_UIDS: RangeInclusive<u32> = 65_000..=65_533;
 
+/// The uid of `nobody`, the overflow user: it has a passwd entry, but stands for no one.
+pub const NOBODY: u32 = 65_534;
+
 /// A Unix user that exists on this host, as NSS reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestUser {
@@ -334,6 +337,7 @@ mod tests {
 
     crate::root_test!(
         threads_asking_for_a_missing_user_at_once_get_the_one_same_user,
+        "to create and delete Unix users",
         || {
             // The process id keeps two runs of this test at once apart.
             let name: &'static str = format!("cpt-kit-conc-{}", std::process::id()).leak();
@@ -357,34 +361,42 @@ mod tests {
         }
     );
 
-    crate::root_test!(a_deleted_users_uid_goes_to_a_new_name, || {
-        // The process id keeps two runs of this test at once apart.
-        let old_name = format!("cpt-kit-old-{}", std::process::id());
-        let new_name = format!("cpt-kit-new-{}", std::process::id());
-        let before = TestUser::deletable(&old_name);
-        assert!(DELETABLE_UIDS.contains(&before.uid), "{before:?}");
-        assert_eq!(TestUser::deletable(&old_name), before);
+    crate::root_test!(
+        a_deleted_users_uid_goes_to_a_new_name,
+        "to create and delete Unix users",
+        || {
+            // The process id keeps two runs of this test at once apart.
+            let old_name = format!("cpt-kit-old-{}", std::process::id());
+            let new_name = format!("cpt-kit-new-{}", std::process::id());
+            let before = TestUser::deletable(&old_name);
+            assert!(DELETABLE_UIDS.contains(&before.uid), "{before:?}");
+            assert_eq!(TestUser::deletable(&old_name), before);
 
-        let after = before.reuse_uid(&new_name);
-        assert_eq!(after.uid, before.uid);
-        assert_eq!(after.name, new_name);
-        assert_eq!(TestUser::lookup(&old_name), None);
-        assert_eq!(TestUser::by_uid(before.uid), Some(after.clone()));
-        assert_eq!(primary_gid(before.uid), Some(after.gid));
+            let after = before.reuse_uid(&new_name);
+            assert_eq!(after.uid, before.uid);
+            assert_eq!(after.name, new_name);
+            assert_eq!(TestUser::lookup(&old_name), None);
+            assert_eq!(TestUser::by_uid(before.uid), Some(after.clone()));
+            assert_eq!(primary_gid(before.uid), Some(after.gid));
 
-        // Deleting leaves the uid to no one; deleting again is no error.
-        after.delete();
-        after.delete();
-        assert_eq!(TestUser::by_uid(after.uid), None);
-        assert_eq!(primary_gid(after.uid), None);
-    });
+            // Deleting leaves the uid to no one; deleting again is no error.
+            after.delete();
+            after.delete();
+            assert_eq!(TestUser::by_uid(after.uid), None);
+            assert_eq!(primary_gid(after.uid), None);
+        }
+    );
 
-    crate::root_test!(shared_users_are_never_deleted, || {
-        let shared = TestUser::get("cpt-admin");
-        let result = std::panic::catch_unwind(|| shared.delete());
-        assert!(result.is_err(), "{shared:?} was deleted");
-        assert_eq!(TestUser::lookup("cpt-admin"), Some(shared));
-    });
+    crate::root_test!(
+        shared_users_are_never_deleted,
+        "to create and delete Unix users",
+        || {
+            let shared = TestUser::get("cpt-admin");
+            let result = std::panic::catch_unwind(|| shared.delete());
+            assert!(result.is_err(), "{shared:?} was deleted");
+            assert_eq!(TestUser::lookup("cpt-admin"), Some(shared));
+        }
+    );
 
     #[test]
     fn an_unassigned_uid_has_no_user() {
