@@ -50,6 +50,7 @@ root_test!(the_documentation_page_as_one_story, || {
             "admin@example.com",
             "admin",
             "invited",
+            "-",
             &admin_invite.expires_at,
         ]]));
 
@@ -57,7 +58,7 @@ root_test!(the_documentation_page_as_one_story, || {
     d.ctl(admin_user().uid, &["user", "list"]).assert_err_hint(
         4,
         &format!("uid {} is not bound to an account", admin_user().uid),
-        "activate your invitation first: compartment activate <activation URL>",
+        "activate your invitation first: run compartment activate and paste its URL",
     );
 
     d.ctl(admin_user().uid, &["activate", &admin_invite.url])
@@ -125,23 +126,26 @@ root_test!(the_documentation_page_as_one_story, || {
 
     d.ctl(admin_user().uid, &["user", "list"])
         .assert_ok(&member_table(&[
-            ["admin@example.com", "admin", "active", "-"],
+            ["admin@example.com", "admin", "active", "cpt-admin", "-"],
             [
                 "deploy@example.com",
                 "deployer",
                 "invited",
+                "-",
                 &deploy.expires_at,
             ],
             [
                 "readonly@example.com",
                 "readonly",
                 "invited",
+                "-",
                 &readonly.expires_at,
             ],
             [
                 "viewer@example.com",
                 "viewer",
                 "invited",
+                "-",
                 &viewer.expires_at,
             ],
         ]));
@@ -155,11 +159,11 @@ root_test!(the_documentation_page_as_one_story, || {
         .assert_ok("Activated viewer@example.com: you are now viewer in acme.\n");
 
     let all_active = "\
-EMAIL                 ROLE      STATUS  EXPIRES
-admin@example.com     admin     active  -
-deploy@example.com    deployer  active  -
-readonly@example.com  readonly  active  -
-viewer@example.com    viewer    active  -
+EMAIL                 ROLE      STATUS  UNIX USER     EXPIRES
+admin@example.com     admin     active  cpt-admin     -
+deploy@example.com    deployer  active  cpt-deployer  -
+readonly@example.com  readonly  active  cpt-readonly  -
+viewer@example.com    viewer    active  cpt-viewer    -
 ";
     d.ctl(admin_user().uid, &["user", "list"])
         .assert_ok(all_active);
@@ -177,10 +181,10 @@ viewer@example.com    viewer    active  -
     assert_eq!(
         list,
         json!({"org": "acme", "members": [
-            {"email": "admin@example.com", "role": "admin", "status": "active", "expires_at": null},
-            {"email": "deploy@example.com", "role": "deployer", "status": "active", "expires_at": null},
-            {"email": "readonly@example.com", "role": "readonly", "status": "active", "expires_at": null},
-            {"email": "viewer@example.com", "role": "viewer", "status": "active", "expires_at": null},
+            {"email": "admin@example.com", "role": "admin", "status": "active", "unix_user": "cpt-admin", "expires_at": null},
+            {"email": "deploy@example.com", "role": "deployer", "status": "active", "unix_user": "cpt-deployer", "expires_at": null},
+            {"email": "readonly@example.com", "role": "readonly", "status": "active", "unix_user": "cpt-readonly", "expires_at": null},
+            {"email": "viewer@example.com", "role": "viewer", "status": "active", "unix_user": "cpt-viewer", "expires_at": null},
         ]})
     );
 
@@ -291,10 +295,10 @@ viewer@example.com    viewer    active  -
 
     d.ctl(admin_user().uid, &["user", "list"]).assert_ok(
         "\
-EMAIL               ROLE      STATUS  EXPIRES
-admin@example.com   admin     active  -
-deploy@example.com  deployer  active  -
-viewer@example.com  viewer    active  -
+EMAIL               ROLE      STATUS  UNIX USER     EXPIRES
+admin@example.com   admin     active  cpt-admin     -
+deploy@example.com  deployer  active  cpt-deployer  -
+viewer@example.com  viewer    active  cpt-viewer    -
 ",
     );
 
@@ -331,7 +335,8 @@ root_test!(
         d.ctl(ops_user.uid, &["activate", &ops.url])
             .assert_ok("Activated ops@example.com: you are now deployer in acme.\n");
 
-        // A second organization with its own admin, who invites the acme member.
+        // A second organization with its own admin. A superuser, who may vouch for every
+        // binding, invites the acme member to it.
         let out = d.ctl(
             ROOT,
             &["org", "create", "beta", "--admin", "beta-admin@example.com"],
@@ -347,16 +352,29 @@ root_test!(
         d.ctl(beta_admin_user().uid, &["activate", &beta_admin.url])
             .assert_ok("Activated beta-admin@example.com: you are now admin in beta.\n");
 
-        d.ctl(beta_admin_user().uid, &["user", "invite", "ops@example.com", "--role", "deployer"]).assert_ok(
-        "Invited ops@example.com as deployer.\n\
-         ops@example.com already has an account: access is granted now, no activation URL needed.\n",
-    );
+        d.ctl(
+            ROOT,
+            &[
+                "--org",
+                "beta",
+                "user",
+                "invite",
+                "ops@example.com",
+                "--role",
+                "deployer",
+            ],
+        )
+        .assert_ok(
+            "Invited ops@example.com as deployer.\n\
+             ops@example.com already has an account (Unix user cpt-deployer): access is granted \
+             now, no activation URL needed.\n",
+        );
 
         // The access is there at once, no activation.
         let beta_members = "\
-EMAIL                   ROLE      STATUS  EXPIRES
-beta-admin@example.com  admin     active  -
-ops@example.com         deployer  active  -
+EMAIL                   ROLE      STATUS  UNIX USER       EXPIRES
+beta-admin@example.com  admin     active  cpt-beta-admin  -
+ops@example.com         deployer  active  cpt-deployer    -
 ";
         d.ctl(beta_admin_user().uid, &["user", "list"])
             .assert_ok(beta_members);
@@ -376,10 +394,12 @@ ops@example.com         deployer  active  -
 
         // In JSON the same kind of invitation has no URL and no expiry.
         let out = d.ctl(
-            beta_admin_user().uid,
+            ROOT,
             &[
                 "--output",
                 "json",
+                "--org",
+                "beta",
                 "user",
                 "invite",
                 "admin@example.com",
@@ -401,6 +421,7 @@ ops@example.com         deployer  active  -
                 "email": "admin@example.com",
                 "role": "readonly",
                 "status": "active",
+                "held_by": "cpt-admin",
                 "activation_url": null,
                 "expires_at": null,
             })

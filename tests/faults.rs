@@ -266,7 +266,7 @@ fn a_database_from_a_newer_schema_is_refused_and_left_untouched() {
         &daemon,
         &[
             "schema version 99",
-            "newer than the 1",
+            "newer than the 2",
             "run a newer compartmentd",
         ],
     );

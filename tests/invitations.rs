@@ -67,6 +67,7 @@ root_test!(
                 "admin@example.com",
                 "admin",
                 "expired",
+                "-",
                 &admin.expires_at,
             ]]));
 
@@ -107,6 +108,7 @@ root_test!(
                 "admin@example.com",
                 "admin",
                 "active",
+                &admin_user().name,
                 "-",
             ]]));
     }
@@ -124,13 +126,14 @@ root_test!(a_used_activation_url_is_refused, || {
     d.ctl(other_user().uid, &["user", "list"]).assert_err_hint(
         4,
         &format!("uid {} is not bound to an account", other_user().uid),
-        "activate your invitation first: compartment activate <activation URL>",
+        "activate your invitation first: run compartment activate and paste its URL",
     );
     d.ctl(admin_user().uid, &["user", "list"])
         .assert_ok(&member_table(&[[
             "admin@example.com",
             "admin",
             "active",
+            &admin_user().name,
             "-",
         ]]));
 });

@@ -54,13 +54,15 @@ fn org_with_two_admins(d: &Daemon, org: &str) {
     d.ctl(ROOT, &["org", "create", org, "--admin", "alice@example.com"]).assert_ok(&format!(
         "Created organization {org}.\n\
          Invited alice@example.com as admin.\n\
-         alice@example.com already has an account: access is granted now, no activation URL needed.\n"
+         alice@example.com already has an account (Unix user {alice}): access is granted now, no activation URL needed.\n",
+        alice = alice_user().name
     ));
     d.ctl(ROOT, &["--org", org, "user", "invite", "bob@example.com", "--role", "admin"])
-        .assert_ok(
+        .assert_ok(&format!(
             "Invited bob@example.com as admin.\n\
-             bob@example.com already has an account: access is granted now, no activation URL needed.\n",
-        );
+             bob@example.com already has an account (Unix user {bob}): access is granted now, no activation URL needed.\n",
+            bob = bob_user().name
+        ));
 }
 
 root_test!(

@@ -25,8 +25,8 @@ mod users;
 
 pub use daemon::{files_under, Daemon, DaemonOptions, PUBLIC_URL};
 pub use printed::{
-    assert_token_shape, member_table, parse_invitation_lines, parse_invite, token_bytes,
-    InvitationLines, URL_PREFIX,
+    account_table, assert_token_shape, member_table, parse_invitation_lines, parse_invite,
+    text_table, token_bytes, InvitationLines, URL_PREFIX,
 };
 pub use privileges::{
     binary, binary_for_other_users, in_ci, is_root, profile_dir, root_for_part, say_loudly,

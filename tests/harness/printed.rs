@@ -80,10 +80,24 @@ pub fn token_bytes(token: &str) -> Vec<u8> {
         .unwrap_or_else(|err| panic!("the token is not unpadded base64url ({err}): {token}"))
 }
 
-/// The text of `user list`: a header and rows, columns separated by two spaces and padded
-/// to the widest cell, no trailing spaces.
-pub fn member_table(rows: &[[&str; 4]]) -> String {
-    let header = ["EMAIL", "ROLE", "STATUS", "EXPIRES"];
+/// The text of `user list`: rows of email, role, status, Unix user (`-` for none) and
+/// expiry (`-` for none).
+pub fn member_table(rows: &[[&str; 5]]) -> String {
+    text_table(["EMAIL", "ROLE", "STATUS", "UNIX USER", "EXPIRES"], rows)
+}
+
+/// The text of `account list`: rows of email, status, Unix user, uid and what the binding
+/// was made through, `-` for any of them missing.
+pub fn account_table(rows: &[[&str; 5]]) -> String {
+    text_table(
+        ["EMAIL", "STATUS", "UNIX USER", "UID", "BOUND THROUGH"],
+        rows,
+    )
+}
+
+/// A table as the CLI prints one: a header and rows, columns separated by two spaces and
+/// padded to the widest cell, no trailing spaces.
+pub fn text_table<const N: usize>(header: [&str; N], rows: &[[&str; N]]) -> String {
     let mut widths = header.map(str::len);
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -94,7 +108,7 @@ pub fn member_table(rows: &[[&str; 4]]) -> String {
     for row in std::iter::once(&header).chain(rows) {
         let mut line = String::new();
         for (i, cell) in row.iter().enumerate() {
-            if i + 1 < row.len() {
+            if i + 1 < N {
                 line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
             } else {
                 line.push_str(cell);
@@ -113,8 +127,9 @@ mod tests {
     #[test]
     fn member_table_aligns_without_trailing_spaces() {
         assert_eq!(
-            member_table(&[["a@example.com", "admin", "active", "-"]]),
-            "EMAIL          ROLE   STATUS  EXPIRES\na@example.com  admin  active  -\n"
+            member_table(&[["a@example.com", "admin", "active", "cpt-a", "-"]]),
+            "EMAIL          ROLE   STATUS  UNIX USER  EXPIRES\n\
+             a@example.com  admin  active  cpt-a      -\n"
         );
     }
 }
