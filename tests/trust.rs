@@ -3,64 +3,12 @@
 //! anyone else, and a reused uid inherits nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use compartment_e2e::{
-    parse_invitation_lines, parse_invite, poll, skip_unless_root, Daemon, InvitationLines, ROOT,
+    parse_invitation_lines, parse_invite, poll, root_test, Daemon, InvitationLines, TestUser,
+    NOBODY, ROOT,
 };
-
-/// A real Unix user, made with `useradd` if it does not exist yet.
-struct User {
-    name: String,
-    uid: u32,
-}
-
-fn lookup(name: &str) -> Option<u32> {
-    nix::unistd::User::from_name(name)
-        .ok()
-        .flatten()
-        .map(|u| u.uid.as_raw())
-}
-
-/// Runs `useradd` (or `userdel`) until it is not refused for a concurrently locked
-/// `/etc/passwd` (exit 10).
-fn shadow_tool(program: &str, args: &[&str]) -> i32 {
-    for _ in 0..100 {
-        let status = Command::new(program)
-            .args(args)
-            .status()
-            .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
-        match status.code() {
-            Some(10) => std::thread::sleep(Duration::from_millis(50)),
-            Some(code) => return code,
-            None => panic!("{program} was killed"),
-        }
-    }
-    panic!("{program} {args:?}: /etc/passwd stayed locked");
-}
-
-fn user(name: &str) -> User {
-    if lookup(name).is_none() {
-        // 9: created meanwhile by a test running at the same time.
-        let code = shadow_tool(
-            "useradd",
-            &[
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                name,
-            ],
-        );
-        assert!(code == 0 || code == 9, "useradd {name} exited {code}");
-    }
-    let uid = lookup(name).unwrap_or_else(|| panic!("{name} has no uid after useradd"));
-    User {
-        name: name.to_owned(),
-        uid,
-    }
-}
 
 /// The three lines of the documentation page, then whatever the invitation adds.
 #[track_caller]
@@ -81,19 +29,19 @@ fn invitation_with_note(
 /// acme with its admin, and evil with its admin and a puppet uid evil's admin controls.
 struct Tenants {
     daemon: Daemon,
-    acme_admin: User,
-    evil_admin: User,
-    puppet: User,
-    hire: User,
+    acme_admin: TestUser,
+    evil_admin: TestUser,
+    puppet: TestUser,
+    hire: TestUser,
 }
 
 fn tenants() -> Tenants {
     let daemon = Daemon::start_default();
     let t = Tenants {
-        acme_admin: user("cpt-t-acme"),
-        evil_admin: user("cpt-t-evil"),
-        puppet: user("cpt-t-puppet"),
-        hire: user("cpt-t-hire"),
+        acme_admin: TestUser::get("cpt-t-acme"),
+        evil_admin: TestUser::get("cpt-t-evil"),
+        puppet: TestUser::get("cpt-t-puppet"),
+        hire: TestUser::get("cpt-t-hire"),
         daemon,
     };
     let acme = t.daemon.create_acme();
@@ -112,272 +60,230 @@ fn tenants() -> Tenants {
     t
 }
 
-#[test]
-fn another_organizations_activation_takes_over_nothing_in_acme() {
-    if skip_unless_root("another_organizations_activation_takes_over_nothing_in_acme") {
-        return;
-    }
-    let t = tenants();
-    let d = &t.daemon;
-    let acme_url = parse_invite(
-        &d.ctl(
-            t.acme_admin.uid,
-            &["user", "invite", "new-hire@acme.com", "--role", "admin"],
-        ),
-        "new-hire@acme.com",
-        "admin",
-    );
-    let evil_url = parse_invite(
-        &d.ctl(
-            t.evil_admin.uid,
-            &["user", "invite", "new-hire@acme.com", "--role", "viewer"],
-        ),
-        "new-hire@acme.com",
-        "viewer",
-    );
-    d.ctl(t.puppet.uid, &["activate", &evil_url.url])
-        .assert_ok("Activated new-hire@acme.com: you are now viewer in evil.\n");
-    // evil's puppet is nobody in acme: it neither lists nor removes acme's members.
-    d.ctl(t.puppet.uid, &["--org", "acme", "user", "list"])
+root_test!(
+    another_organizations_activation_takes_over_nothing_in_acme,
+    || {
+        let t = tenants();
+        let d = &t.daemon;
+        let acme_url = parse_invite(
+            &d.ctl(
+                t.acme_admin.uid,
+                &["user", "invite", "new-hire@acme.com", "--role", "admin"],
+            ),
+            "new-hire@acme.com",
+            "admin",
+        );
+        let evil_url = parse_invite(
+            &d.ctl(
+                t.evil_admin.uid,
+                &["user", "invite", "new-hire@acme.com", "--role", "viewer"],
+            ),
+            "new-hire@acme.com",
+            "viewer",
+        );
+        d.ctl(t.puppet.uid, &["activate", &evil_url.url])
+            .assert_ok("Activated new-hire@acme.com: you are now viewer in evil.\n");
+        // evil's puppet is nobody in acme: it neither lists nor removes acme's members.
+        d.ctl(t.puppet.uid, &["--org", "acme", "user", "list"])
+            .assert_err(5, "organization acme not found");
+        d.ctl(
+            t.puppet.uid,
+            &["--org", "acme", "user", "remove", "admin@example.com"],
+        )
         .assert_err(5, "organization acme not found");
-    d.ctl(
-        t.puppet.uid,
-        &["--org", "acme", "user", "remove", "admin@example.com"],
-    )
-    .assert_err(5, "organization acme not found");
-    // acme still waits for its hire, who is told what to do; a superuser frees the address.
-    d.ctl(t.hire.uid, &["activate", &acme_url.url]).assert_err(
+        // acme still waits for its hire, who is told what to do; a superuser frees the address.
+        d.ctl(t.hire.uid, &["activate", &acme_url.url]).assert_err(
         4,
         "new-hire@acme.com is already bound to another Unix user; a superuser can unbind it (compartment account unbind new-hire@acme.com)",
     );
-    d.ctl(ROOT, &["account", "unbind", "new-hire@acme.com"])
-        .assert_ok(&format!(
-            "Unbound new-hire@acme.com from Unix user {} (uid {}).\n",
-            t.puppet.name, t.puppet.uid
-        ));
-    d.ctl(t.hire.uid, &["activate", &acme_url.url])
-        .assert_ok("Activated new-hire@acme.com: you are now admin in acme.\n");
-    let out = d.ctl(t.acme_admin.uid, &["user", "list"]);
-    out.assert_success();
-    let hire_row = out
-        .stdout_lines()
-        .into_iter()
-        .find(|l| l.starts_with("new-hire@acme.com"))
-        .map(|l| l.split_whitespace().collect::<Vec<_>>());
-    assert_eq!(
-        hire_row,
-        Some(vec![
-            "new-hire@acme.com",
-            "admin",
-            "active",
-            t.hire.name.as_str(),
-            "-"
-        ]),
-        "{out:#?}"
-    );
-    // The hire inherits nothing in evil: that membership stays with the puppet's uid.
-    d.ctl(t.hire.uid, &["--org", "evil", "user", "list"])
-        .assert_err(5, "organization evil not found");
-}
-
-#[test]
-fn an_account_claimed_first_by_another_organization_needs_its_holders_consent() {
-    if skip_unless_root(
-        "an_account_claimed_first_by_another_organization_needs_its_holders_consent",
-    ) {
-        return;
+        d.ctl(ROOT, &["account", "unbind", "new-hire@acme.com"])
+            .assert_ok(&format!(
+                "Unbound new-hire@acme.com from Unix user {} (uid {}).\n",
+                t.puppet.name, t.puppet.uid
+            ));
+        d.ctl(t.hire.uid, &["activate", &acme_url.url])
+            .assert_ok("Activated new-hire@acme.com: you are now admin in acme.\n");
+        let out = d.ctl(t.acme_admin.uid, &["user", "list"]);
+        out.assert_success();
+        let hire_row = out
+            .stdout_lines()
+            .into_iter()
+            .find(|l| l.starts_with("new-hire@acme.com"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(
+            hire_row,
+            Some(vec![
+                "new-hire@acme.com",
+                "admin",
+                "active",
+                t.hire.name.as_str(),
+                "-"
+            ]),
+            "{out:#?}"
+        );
+        // The hire inherits nothing in evil: that membership stays with the puppet's uid.
+        d.ctl(t.hire.uid, &["--org", "evil", "user", "list"])
+            .assert_err(5, "organization evil not found");
     }
-    let t = tenants();
-    let d = &t.daemon;
-    let evil_url = parse_invite(
-        &d.ctl(
-            t.evil_admin.uid,
-            &["user", "invite", "cfo@acme.com", "--role", "viewer"],
-        ),
-        "cfo@acme.com",
-        "viewer",
-    );
-    d.ctl(t.puppet.uid, &["activate", &evil_url.url])
-        .assert_success();
-    // acme invites the same address: no silent join; a URL only the holder can redeem, and
-    // acme's admin is told who holds the account.
-    let (invitation, note) = invitation_with_note(
-        &d.ctl(
-            t.acme_admin.uid,
-            &["user", "invite", "cfo@acme.com", "--role", "admin"],
-        ),
-        "cfo@acme.com",
-        "admin",
-    );
-    assert_eq!(
+);
+
+root_test!(
+    an_account_claimed_first_by_another_organization_needs_its_holders_consent,
+    || {
+        let t = tenants();
+        let d = &t.daemon;
+        let evil_url = parse_invite(
+            &d.ctl(
+                t.evil_admin.uid,
+                &["user", "invite", "cfo@acme.com", "--role", "viewer"],
+            ),
+            "cfo@acme.com",
+            "viewer",
+        );
+        d.ctl(t.puppet.uid, &["activate", &evil_url.url])
+            .assert_success();
+        // acme invites the same address: no silent join; a URL only the holder can redeem, and
+        // acme's admin is told who holds the account.
+        let (invitation, note) = invitation_with_note(
+            &d.ctl(
+                t.acme_admin.uid,
+                &["user", "invite", "cfo@acme.com", "--role", "admin"],
+            ),
+            "cfo@acme.com",
+            "admin",
+        );
+        assert_eq!(
         note,
         format!(
             "cfo@acme.com already has an account, held by Unix user {0}: only {0} can redeem this URL.",
             t.puppet.name
         )
     );
-    d.ctl(t.puppet.uid, &["--org", "acme", "user", "list"])
-        .assert_err(5, "organization acme not found");
-    // The real cfo, who received the URL, cannot redeem it.
-    d.ctl(t.hire.uid, &["activate", &invitation.url])
-        .assert_err_hint(
-            4,
-            "this activation URL was issued for another Unix user to redeem",
-            "run compartment activate as the Unix user the invitation names",
-        );
-    let out = d.ctl(t.acme_admin.uid, &["--output", "json", "user", "list"]);
-    out.assert_success();
-    let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
-    let cfo = list["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["email"] == "cfo@acme.com")
-        .unwrap()
-        .clone();
-    assert_eq!(cfo["status"], "invited");
-    assert_eq!(cfo["unix_user"], serde_json::Value::Null);
-}
-
-#[test]
-fn a_url_issued_for_a_unix_user_is_useless_to_anyone_else() {
-    if skip_unless_root("a_url_issued_for_a_unix_user_is_useless_to_anyone_else") {
-        return;
+        d.ctl(t.puppet.uid, &["--org", "acme", "user", "list"])
+            .assert_err(5, "organization acme not found");
+        // The real cfo, who received the URL, cannot redeem it.
+        d.ctl(t.hire.uid, &["activate", &invitation.url])
+            .assert_err_hint(
+                4,
+                "this activation URL was issued for another Unix user to redeem",
+                "run compartment activate as the Unix user the invitation names",
+            );
+        let out = d.ctl(t.acme_admin.uid, &["--output", "json", "user", "list"]);
+        out.assert_success();
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let cfo = list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["email"] == "cfo@acme.com")
+            .unwrap()
+            .clone();
+        assert_eq!(cfo["status"], "invited");
+        assert_eq!(cfo["unix_user"], serde_json::Value::Null);
     }
-    let t = tenants();
-    let d = &t.daemon;
-    let bob = user("cpt-t-bob");
-    let (invitation, note) = invitation_with_note(
-        &d.ctl(
+);
+
+root_test!(
+    a_url_issued_for_a_unix_user_is_useless_to_anyone_else,
+    || {
+        let t = tenants();
+        let d = &t.daemon;
+        let bob = TestUser::get("cpt-t-bob");
+        let (invitation, note) = invitation_with_note(
+            &d.ctl(
+                t.acme_admin.uid,
+                &[
+                    "user",
+                    "invite",
+                    "bob@example.com",
+                    "--role",
+                    "deployer",
+                    "--unix-user",
+                    &bob.name,
+                ],
+            ),
+            "bob@example.com",
+            "deployer",
+        );
+        assert_eq!(
+            note,
+            format!("Only Unix user {} can redeem this URL.", bob.name)
+        );
+        // The thief of the URL is refused, and the URL stays good for bob.
+        d.ctl(t.puppet.uid, &["activate", &invitation.url])
+            .assert_err(
+                4,
+                "this activation URL was issued for another Unix user to redeem",
+            );
+        d.ctl(bob.uid, &["activate", &invitation.url])
+            .assert_ok("Activated bob@example.com: you are now deployer in acme.\n");
+        // An unknown user is refused before anything is written.
+        d.ctl(
             t.acme_admin.uid,
             &[
                 "user",
                 "invite",
-                "bob@example.com",
+                "x@example.com",
                 "--role",
-                "deployer",
+                "viewer",
                 "--unix-user",
-                &bob.name,
+                "cpt-no-such-user",
             ],
-        ),
-        "bob@example.com",
-        "deployer",
-    );
-    assert_eq!(
-        note,
-        format!("Only Unix user {} can redeem this URL.", bob.name)
-    );
-    // The thief of the URL is refused, and the URL stays good for bob.
-    d.ctl(t.puppet.uid, &["activate", &invitation.url])
+        )
         .assert_err(
+            5,
+            "there is no Unix user \"cpt-no-such-user\" that may hold an account",
+        );
+        // org create names its first admin's Unix user the same way.
+        let out = d.ctl(
+            ROOT,
+            &[
+                "org",
+                "create",
+                "gamma",
+                "--admin",
+                "g@example.com",
+                "--admin-unix-user",
+                &t.hire.name,
+            ],
+        );
+        out.assert_success();
+        let lines = out.stdout_lines();
+        assert_eq!(
+            lines.last().copied(),
+            Some(format!("Only Unix user {} can redeem this URL.", t.hire.name).as_str())
+        );
+        let gamma = parse_invitation_lines(&lines[1..4], "g@example.com", "admin");
+        d.ctl(t.puppet.uid, &["activate", &gamma.url]).assert_err(
             4,
             "this activation URL was issued for another Unix user to redeem",
         );
-    d.ctl(bob.uid, &["activate", &invitation.url])
-        .assert_ok("Activated bob@example.com: you are now deployer in acme.\n");
-    // An unknown user is refused before anything is written.
-    d.ctl(
-        t.acme_admin.uid,
-        &[
-            "user",
-            "invite",
-            "x@example.com",
-            "--role",
-            "viewer",
-            "--unix-user",
-            "cpt-no-such-user",
-        ],
-    )
-    .assert_err(
-        5,
-        "there is no Unix user \"cpt-no-such-user\" that may hold an account",
-    );
-    // org create names its first admin's Unix user the same way.
-    let out = d.ctl(
-        ROOT,
-        &[
-            "org",
-            "create",
-            "gamma",
-            "--admin",
-            "g@example.com",
-            "--admin-unix-user",
-            &t.hire.name,
-        ],
-    );
-    out.assert_success();
-    let lines = out.stdout_lines();
-    assert_eq!(
-        lines.last().copied(),
-        Some(format!("Only Unix user {} can redeem this URL.", t.hire.name).as_str())
-    );
-    let gamma = parse_invitation_lines(&lines[1..4], "g@example.com", "admin");
-    d.ctl(t.puppet.uid, &["activate", &gamma.url]).assert_err(
-        4,
-        "this activation URL was issued for another Unix user to redeem",
-    );
-    d.ctl(t.hire.uid, &["activate", &gamma.url])
-        .assert_ok("Activated g@example.com: you are now admin in gamma.\n");
-}
-
-#[test]
-fn a_uid_without_a_user_is_never_bound() {
-    if skip_unless_root("a_uid_without_a_user_is_never_bound") {
-        return;
+        d.ctl(t.hire.uid, &["activate", &gamma.url])
+            .assert_ok("Activated g@example.com: you are now admin in gamma.\n");
     }
+);
+
+root_test!(a_uid_without_a_user_is_never_bound, || {
     let d = Daemon::start_default();
     let acme = d.create_acme();
-    for uid in [65534, 3_999_999] {
+    for uid in [NOBODY, 3_999_999] {
         d.ctl(uid, &["activate", &acme.url]).assert_err(
             4,
             &format!("uid {uid} has no Unix user (deleted, nobody or unmapped), so it cannot be bound to an account"),
         );
     }
-}
+});
 
-#[test]
-fn a_reused_uid_inherits_nothing() {
-    if skip_unless_root("a_reused_uid_inherits_nothing") {
-        return;
-    }
+root_test!(a_reused_uid_inherits_nothing, || {
     let d = Daemon::start_default();
     let acme = d.create_acme();
-    // A user of its own for this test, at a uid outside the system range, so that no user
-    // made meanwhile by a test running at the same time takes the uid it frees.
-    const REUSED_UID: u32 = 59_321;
-    let (old_name, new_name) = ("cpt-t-reuse-old", "cpt-t-reuse-new");
-    let uid = REUSED_UID.to_string();
-    for name in [old_name, new_name] {
-        if lookup(name).is_some() {
-            assert_eq!(shadow_tool("userdel", &[name]), 0);
-        }
-    }
-    if let Ok(Some(squatter)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(REUSED_UID))
-    {
-        panic!(
-            "uid {uid} belongs to {}; this test needs it free",
-            squatter.name
-        );
-    }
-    let add = |name: &str| {
-        shadow_tool(
-            "useradd",
-            &[
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                "-u",
-                &uid,
-                name,
-            ],
-        )
-    };
-    assert_eq!(add(old_name), 0);
-    let old = user(old_name);
+    // A user of its own for this test, deletable: no user made meanwhile by a test running
+    // at the same time takes the uid it frees.
+    let old = TestUser::deletable("cpt-t-reuse-old");
     d.ctl(old.uid, &["activate", &acme.url])
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
-    assert_eq!(shadow_tool("userdel", &[old_name]), 0);
-    assert_eq!(add(new_name), 0);
+    let new = old.reuse_uid("cpt-t-reuse-new");
+    let (uid, old_name, new_name) = (old.uid, &old.name, &new.name);
     // Within a few seconds (the daemon caches names briefly) the new user is refused.
     let expected = format!(
         "uid {uid} acts without an account: its binding was made for Unix user {old_name}, and it now belongs to {new_name}"
@@ -413,14 +319,10 @@ fn a_reused_uid_inherits_nothing() {
         .assert_success();
     d.ctl(old.uid, &["--org", "acme", "user", "list"])
         .assert_err(4, &format!("uid {uid} is not bound to an account"));
-    shadow_tool("userdel", &[new_name]);
-}
+    new.delete();
+});
 
-#[test]
-fn only_superusers_manage_accounts() {
-    if skip_unless_root("only_superusers_manage_accounts") {
-        return;
-    }
+root_test!(only_superusers_manage_accounts, || {
     let t = tenants();
     let d = &t.daemon;
     for (args, action) in [
@@ -483,4 +385,4 @@ fn only_superusers_manage_accounts() {
         ],
         "{out:#?}"
     );
-}
+});
