@@ -11,7 +11,7 @@
 //! - `process`: running a process with a deadline, and the CLI's command line as any uid.
 //! - `daemon`: the daemon under test in its own temp dir ([`Daemon`]).
 //! - `raw`: the raw line protocol ([`RawConn`]).
-//! - `printed`: what the CLI prints (invitation lines, the member table).
+//! - `printed`: what the CLI prints (invitation lines, the member and account tables).
 //! - `time`: the clock, RFC 3339 as the CLI prints it, polling with a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
