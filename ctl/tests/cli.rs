@@ -19,12 +19,14 @@ const CONNECT_HINT: &str =
 
 const LAST_ADMIN: &str = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32003,"message":"cannot remove the last admin of acme","data":{"kind":"last_admin","hint":"grant admin to another member first"}}}"#;
 
-const MEMBERS: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","members":[{"email":"admin@example.com","role":"admin","status":"active","expires_at":null},{"email":"deploy@example.com","role":"deployer","status":"invited","expires_at":"2026-05-01T12:00:00Z"}]}}"#;
+/// The second member has no `unix_user` at all, as a daemon before bindings had names
+/// answers: it reads as none.
+const MEMBERS: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","members":[{"email":"admin@example.com","role":"admin","status":"active","expires_at":null,"unix_user":"alice"},{"email":"deploy@example.com","role":"deployer","status":"invited","expires_at":"2026-05-01T12:00:00Z"}]}}"#;
 
 const MEMBER_TABLE: &str = "\
-EMAIL               ROLE      STATUS   EXPIRES
-admin@example.com   admin     active   -
-deploy@example.com  deployer  invited  2026-05-01T12:00:00Z
+EMAIL               ROLE      STATUS   UNIX USER  EXPIRES
+admin@example.com   admin     active   alice      -
+deploy@example.com  deployer  invited  -          2026-05-01T12:00:00Z
 ";
 
 /// The binary with the caller's own socket and organization settings cleared, so the
@@ -303,8 +305,8 @@ fn json_output_is_the_result_object_and_env_names_socket_and_org() {
     assert_eq!(
         text(&out.stdout),
         concat!(
-            r#"{"org":"acme","members":[{"email":"admin@example.com","role":"admin","status":"active","expires_at":null},"#,
-            r#"{"email":"deploy@example.com","role":"deployer","status":"invited","expires_at":"2026-05-01T12:00:00Z"}]}"#,
+            r#"{"org":"acme","members":[{"email":"admin@example.com","role":"admin","status":"active","expires_at":null,"unix_user":"alice"},"#,
+            r#"{"email":"deploy@example.com","role":"deployer","status":"invited","expires_at":"2026-05-01T12:00:00Z","unix_user":null}]}"#,
             "\n"
         )
     );

@@ -530,15 +530,19 @@ fn every_method_round_trips_through_the_checks() {
     let lines = [
         r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
         r#"{"jsonrpc":"2.0","id":"x","method":"whoami","params":null}"#,
-        r#"{"jsonrpc":"2.0","id":2,"method":"org.create","params":{"name":"acme","admin":"a@example.com"}}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"org.create","params":{"name":"acme","admin":"a@example.com","admin_unix_user":"alice"}}"#,
         r#"{"jsonrpc":"2.0","id":3,"method":"org.list","params":{}}"#,
         r#"{"jsonrpc":"2.0","id":4,"method":"org.use","params":{"name":"acme"}}"#,
-        r#"{"jsonrpc":"2.0","id":5,"method":"user.invite","params":{"org":"acme","email":"d@example.com","role":"deployer","expires_in":"2h","resend":true}}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":"user.invite","params":{"org":"acme","email":"d@example.com","role":"deployer","expires_in":"2h","resend":true,"unix_user":"bob"}}"#,
         r#"{"jsonrpc":"2.0","id":6,"method":"user.list","params":{"org":"acme"}}"#,
         r#"{"jsonrpc":"2.0","id":7,"method":"user.remove","params":{"email":"d@example.com"}}"#,
         r#"{"jsonrpc":"2.0","id":8,"method":"role.grant","params":{"org":null,"email":"d@example.com","role":"viewer"}}"#,
         r#"{"jsonrpc":"2.0","id":9,"method":"role.list"}"#,
         r#"{"jsonrpc":"2.0","id":10,"method":"account.activate","params":{"token":"https://h/activate?token=abc"}}"#,
+        r#"{"jsonrpc":"2.0","id":11,"method":"account.list"}"#,
+        r#"{"jsonrpc":"2.0","id":12,"method":"account.show","params":{"email":"d@example.com"}}"#,
+        r#"{"jsonrpc":"2.0","id":13,"method":"account.unbind","params":{"email":"d@example.com"}}"#,
+        r#"{"jsonrpc":"2.0","id":14,"method":"account.bind","params":{"email":"d@example.com","unix_user":"alice"}}"#,
     ];
     assert_eq!(lines.len(), METHODS.len());
     for line in lines {
