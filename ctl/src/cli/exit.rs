@@ -96,16 +96,23 @@ impl Failure {
         }
     }
 
-    /// A usage error clap found, as one sentence and the usage line for a hint.
+    /// A usage error clap found: its first paragraph as one sentence, and its usage line
+    /// (or a pointer to `--help`) as the hint; clap's other paragraphs (tips, "for more
+    /// information") are for people reading text.
     pub fn from_clap(err: &clap::Error) -> Failure {
         let rendered = err.render().to_string();
-        let (problem, rest) = rendered
-            .split_once("\n\nUsage: ")
-            .unwrap_or((rendered.as_str(), ""));
-        let problem = problem.trim_start_matches("error: ");
+        let mut paragraphs = rendered.split("\n\n").map(str::trim);
+        let problem = paragraphs.next().unwrap_or_default();
+        let problem = problem.strip_prefix("error: ").unwrap_or(problem);
         let message = problem.split_whitespace().collect::<Vec<_>>().join(" ");
-        let usage = rest.lines().next().unwrap_or("compartmentctl --help");
-        Failure::usage(message, format!("usage: {usage}"))
+        let hint = paragraphs
+            .find_map(|paragraph| paragraph.strip_prefix("Usage: "))
+            .and_then(|usage| usage.lines().next())
+            .map_or_else(
+                || "see compartmentctl --help".to_owned(),
+                |usage| format!("usage: {usage}"),
+            );
+        Failure::usage(message, hint)
     }
 
     pub fn exit(&self) -> Exit {

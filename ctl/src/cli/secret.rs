@@ -26,7 +26,7 @@ pub fn read_activation_url() -> Result<String, Failure> {
     line.ok_or_else(|| {
         Failure::usage(
             "no activation URL was given on standard input",
-            "paste the URL you were sent at the prompt, or pipe it in: compartment activate < url.txt",
+            "paste the URL you were sent at the prompt, or pipe it in on standard input",
         )
     })
 }
