@@ -47,7 +47,7 @@ fn the_documentation_page_as_one_story() {
         "activate your invitation first: compartment activate <activation URL>",
     );
 
-    d.ctl(ADMIN, &["activate", &admin_invite.url])
+    d.activate(ADMIN, &admin_invite.url)
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 
     // whoami knows the caller from the socket's peer credentials.
@@ -133,11 +133,11 @@ fn the_documentation_page_as_one_story() {
     ]));
 
     // Each activates as their own Unix user.
-    d.ctl(DEPLOYER, &["activate", &deploy.url])
+    d.activate(DEPLOYER, &deploy.url)
         .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
-    d.ctl(READONLY, &["activate", &readonly.url])
+    d.activate(READONLY, &readonly.url)
         .assert_ok("Activated readonly@example.com: you are now readonly in acme.\n");
-    d.ctl(VIEWER, &["activate", &viewer.url])
+    d.activate(VIEWER, &viewer.url)
         .assert_ok("Activated viewer@example.com: you are now viewer in acme.\n");
 
     let all_active = "\
@@ -285,7 +285,7 @@ fn an_account_active_elsewhere_is_granted_access_at_once_without_a_url() {
     );
     out.assert_success();
     let admin = parse_invitation_lines(&out.stdout_lines()[1..], "admin@example.com", "admin");
-    d.ctl(ADMIN, &["activate", &admin.url]).assert_success();
+    d.activate(ADMIN, &admin.url).assert_success();
     let ops = parse_invite(
         &d.ctl(
             ADMIN,
@@ -294,7 +294,7 @@ fn an_account_active_elsewhere_is_granted_access_at_once_without_a_url() {
         "ops@example.com",
         "deployer",
     );
-    d.ctl(OPS, &["activate", &ops.url])
+    d.activate(OPS, &ops.url)
         .assert_ok("Activated ops@example.com: you are now deployer in acme.\n");
 
     // A second organization with its own admin, who invites the acme member.
@@ -310,7 +310,7 @@ fn an_account_active_elsewhere_is_granted_access_at_once_without_a_url() {
         "{out:#?}"
     );
     let beta_admin = parse_invitation_lines(&lines[1..], "beta-admin@example.com", "admin");
-    d.ctl(BETA_ADMIN, &["activate", &beta_admin.url])
+    d.activate(BETA_ADMIN, &beta_admin.url)
         .assert_ok("Activated beta-admin@example.com: you are now admin in beta.\n");
 
     d.ctl(BETA_ADMIN, &["user", "invite", "ops@example.com", "--role", "deployer"]).assert_ok(

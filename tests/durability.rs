@@ -79,7 +79,7 @@ fn acknowledged_invitations_survive_kill_9() {
     if is_root() {
         let url = invitations[7].activation_url.as_deref().expect("a URL");
         assert!(url.starts_with(URL_PREFIX), "{url}");
-        d.ctl(61001, &["activate", url])
+        d.activate(61001, url)
             .assert_ok("Activated user07@example.com: you are now readonly in acme.\n");
     } else {
         say_loudly("SKIPPED (part of acknowledged_invitations_survive_kill_9): activating after kill -9 needs root to run compartmentctl as another uid");

@@ -207,18 +207,32 @@ pub struct Running {
 }
 
 impl Running {
-    fn spawn(mut command: Command) -> Running {
+    fn spawn(command: Command) -> Running {
+        Running::spawn_with_stdin(command, None)
+    }
+
+    /// Spawns `command` with `input` (then end of file) as its stdin, or no stdin at all.
+    fn spawn_with_stdin(mut command: Command, input: Option<Vec<u8>>) -> Running {
         let cmd = format!("{command:?}");
         command
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = command
+        let mut child = command
             .spawn()
             .unwrap_or_else(|err| panic!("cannot run {cmd}: {err}"));
         let pid = Pid::from_raw(child.id() as i32);
+        let stdin = child.stdin.take();
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {
+            if let (Some(mut stdin), Some(input)) = (stdin, input) {
+                // A process that exits without reading leaves a broken pipe: not our concern.
+                let _ = stdin.write_all(&input);
+            }
             let _ = done_tx.send(child.wait_with_output());
         });
         Running { cmd, pid, done_rx }
@@ -519,6 +533,32 @@ impl Daemon {
     /// Starts `compartmentctl` as `uid` without waiting, for races.
     pub fn spawn_ctl(&self, uid: u32, args: &[&str]) -> Running {
         Running::spawn(ctl_command(&self.socket(), uid, args))
+    }
+
+    /// Runs `compartmentctl --socket <socket> <args…>` as `uid` with `input` on its stdin,
+    /// and waits for it.
+    #[track_caller]
+    pub fn ctl_with_stdin(&self, uid: u32, args: &[&str], input: &str) -> Out {
+        Running::spawn_with_stdin(
+            ctl_command(&self.socket(), uid, args),
+            Some(input.as_bytes().to_vec()),
+        )
+        .wait()
+    }
+
+    /// `compartmentctl activate` as `uid` the documented way, the URL on stdin (never in
+    /// argv, where other users could read it), and waits for it.
+    #[track_caller]
+    pub fn activate(&self, uid: u32, url: &str) -> Out {
+        self.ctl_with_stdin(uid, &["activate"], &format!("{url}\n"))
+    }
+
+    /// Starts [`Daemon::activate`] without waiting, for races.
+    pub fn spawn_activate(&self, uid: u32, url: &str) -> Running {
+        Running::spawn_with_stdin(
+            ctl_command(&self.socket(), uid, &["activate"]),
+            Some(format!("{url}\n").into_bytes()),
+        )
     }
 
     /// Root creates `acme` with `admin@example.com`; returns the admin's invitation, after

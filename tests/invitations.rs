@@ -18,7 +18,7 @@ const THIRD: u32 = 61003;
 /// `create_acme`, then the admin activates as uid `ADMIN`.
 fn acme_with_active_admin(d: &Daemon) {
     let admin = d.create_acme();
-    d.ctl(ADMIN, &["activate", &admin.url])
+    d.activate(ADMIN, &admin.url)
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 }
 
@@ -61,7 +61,7 @@ fn a_lapsed_invitation_is_marked_expired_refused_and_can_be_issued_again() {
             &admin.expires_at,
         ]]));
 
-    d.ctl(ADMIN, &["activate", &admin.url]).assert_err_hint(
+    d.activate(ADMIN, &admin.url).assert_err_hint(
         1,
         &format!("this activation URL expired at {}", admin.expires_at),
         "ask an admin to invite you again",
@@ -88,7 +88,7 @@ fn a_lapsed_invitation_is_marked_expired_refused_and_can_be_issued_again() {
         "admin",
     );
     assert_ne!(again.token, admin.token, "a new invitation has a new token");
-    d.ctl(ADMIN, &["activate", &again.url])
+    d.activate(ADMIN, &again.url)
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
     d.ctl(ADMIN, &["user", "list"]).assert_ok(&member_table(&[[
         "admin@example.com",
@@ -105,10 +105,10 @@ fn a_used_activation_url_is_refused() {
     }
     let d = Daemon::start_default();
     let admin = d.create_acme();
-    d.ctl(ADMIN, &["activate", &admin.url])
+    d.activate(ADMIN, &admin.url)
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 
-    d.ctl(OTHER, &["activate", &admin.url])
+    d.activate(OTHER, &admin.url)
         .assert_err(1, "this activation URL has already been used");
     // The refused caller stays unbound; the first one keeps the account.
     d.ctl(OTHER, &["user", "list"]).assert_err_hint(
@@ -132,9 +132,9 @@ fn an_unknown_activation_url_is_not_valid() {
     let d = Daemon::start_default();
     d.create_acme();
     let forged = format!("{URL_PREFIX}{}", "A".repeat(43));
-    d.ctl(OTHER, &["activate", &forged])
+    d.activate(OTHER, &forged)
         .assert_err(1, "this activation URL is not valid");
-    d.ctl(OTHER, &["activate", "not-a-token"])
+    d.activate(OTHER, "not-a-token")
         .assert_err(1, "this activation URL is not valid");
 }
 
@@ -185,9 +185,9 @@ fn resend_replaces_the_activation_url_and_revokes_the_old_one() {
         "{first:#?} {second:#?}"
     );
 
-    d.ctl(OTHER, &["activate", &first.url])
+    d.activate(OTHER, &first.url)
         .assert_err(1, "this activation URL has been replaced or revoked");
-    d.ctl(OTHER, &["activate", &second.url])
+    d.activate(OTHER, &second.url)
         .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
 
     // Once active, the account is a member: neither a plain invite nor --resend applies.
@@ -228,7 +228,7 @@ fn removing_an_invited_user_revokes_the_url_and_a_new_invitation_works() {
     );
     d.ctl(ADMIN, &["user", "remove", "former@example.com"])
         .assert_ok("Removed former@example.com from acme.\n");
-    d.ctl(OTHER, &["activate", &first.url])
+    d.activate(OTHER, &first.url)
         .assert_err(1, "this activation URL has been replaced or revoked");
 
     // The page's way out: remove and invite again. A bare token activates too.
@@ -240,7 +240,7 @@ fn removing_an_invited_user_revokes_the_url_and_a_new_invitation_works() {
         "former@example.com",
         "viewer",
     );
-    d.ctl(OTHER, &["activate", &again.token])
+    d.activate(OTHER, &again.token)
         .assert_ok("Activated former@example.com: you are now viewer in acme.\n");
 }
 
@@ -318,7 +318,7 @@ fn expires_in_sets_an_invitations_lifetime() {
             "expires_at": expires_at,
         })
     );
-    d.ctl(OTHER, &["activate", url])
+    d.activate(OTHER, url)
         .assert_ok("Activated json@example.com: you are now readonly in acme.\n");
 }
 
@@ -374,7 +374,7 @@ fn tokens_never_reach_the_database_file_or_the_log() {
     // The most talkative logging the daemon may be asked for.
     let mut d = Daemon::start(DaemonOptions::new().env("RUST_LOG", "trace"));
     let admin = d.create_acme();
-    d.ctl(ADMIN, &["activate", &admin.url]).assert_success();
+    d.activate(ADMIN, &admin.url).assert_success();
 
     let mut invitations = vec![admin];
     for (email, role) in [
@@ -404,11 +404,10 @@ fn tokens_never_reach_the_database_file_or_the_log() {
         "viewer",
     ));
     // One used, one refused as used, one refused as replaced: every token path is logged.
-    d.ctl(OTHER, &["activate", &invitations[1].url])
-        .assert_success();
-    d.ctl(THIRD, &["activate", &invitations[1].url])
+    d.activate(OTHER, &invitations[1].url).assert_success();
+    d.activate(THIRD, &invitations[1].url)
         .assert_err(1, "this activation URL has already been used");
-    d.ctl(THIRD, &["activate", &invitations[3].url])
+    d.activate(THIRD, &invitations[3].url)
         .assert_err(1, "this activation URL has been replaced or revoked");
 
     assert_no_token_stored(&d, &invitations);

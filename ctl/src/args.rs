@@ -130,7 +130,7 @@ pub enum UserCommand {
         role: Role,
 
         /// How long the activation URL stays valid, e.g. 2h, 3days [default: the daemon's,
-        /// 7 days] [maximum: 30 days]
+        /// 7 days] [minimum: 1s] [maximum: 30 days]
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
         expires_in: Option<String>,
 

@@ -1,4 +1,5 @@
-//! One connection: JSON lines in, answers out, in order. A line over the limit is
+//! One connection: JSON lines in, answers out, in order (a batch line gets one array line;
+//! notifications get nothing). A line over the limit is
 //! answered `frame_too_long` and the connection closed; so is a line left unfinished past
 //! the line timeout (slow-loris), and a connection idle past the idle timeout.
 
