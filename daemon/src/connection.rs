@@ -1,12 +1,11 @@
-//! One connection: JSON lines in, answers out, in order (a batch line gets one array line;
-//! notifications get nothing). A line over the limit is
+//! One connection: JSON lines in, answers out, in order. A line over the limit is
 //! answered `frame_too_long` and the connection closed; so is a line left unfinished past
 //! the line timeout (slow-loris), and a connection idle past the idle timeout.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compartmentctl::wire::{decode, Call, ErrorKind, Id, Incoming, Response, RpcError, MAX_LINE};
+use compartmentctl::wire::{decode, Call, ErrorKind, Incoming, Response, RpcError, MAX_LINE};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -109,7 +108,7 @@ async fn serve_lines(
                 }
             }
             Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
-                let response = Reply::One(Response::err(Id::null(), RpcError::frame_too_long()));
+                let response = Response::err(Value::Null, RpcError::frame_too_long());
                 let _ = send(&mut write_half, &response).await;
                 break Ending::LineTooLong;
             }
@@ -211,7 +210,10 @@ async fn serve_request(
     }
 }
 
-async fn send(write_half: &mut OwnedWriteHalf, response: &Reply) -> std::io::Result<()> {
+async fn send(
+    write_half: &mut OwnedWriteHalf,
+    response: &impl serde::Serialize,
+) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
     line.push(b'\n');
     write_half.write_all(&line).await
