@@ -549,3 +549,63 @@ fn activate_with_nothing_on_stdin_is_a_usage_error() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn activate_on_a_terminal_prompts_without_echo_and_restores_the_terminal() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::io::Read;
+
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave.try_clone().unwrap();
+    let echoes = |fd: &std::os::fd::OwnedFd| {
+        tcgetattr(fd)
+            .unwrap()
+            .local_flags
+            .contains(LocalFlags::ECHO)
+    };
+    assert!(echoes(&slave), "a fresh terminal echoes");
+    let daemon = FakeDaemon::bind();
+    let mut child = ctl(Path::new(BIN))
+        .args(["--socket", daemon.socket(), "activate"])
+        .stdin(Stdio::from(pty.slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Type only once echo is off, as a person would after seeing the prompt.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while echoes(&slave) {
+        assert!(Instant::now() < deadline, "activate never turned echo off");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(format!("{URL}\n").as_bytes()).unwrap();
+    let request = daemon.answer_one(ACTIVATED);
+    assert_eq!(request["params"], json!({ "token": URL }));
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        stdout,
+        "Activated admin@example.com: you are now admin in acme.\n"
+    );
+    assert_eq!(stderr, "Activation URL (input hidden): ");
+    assert!(echoes(&slave), "echo was not restored");
+    // What the terminal showed of the typing: the newline, never the URL.
+    drop(slave);
+    let mut shown = Vec::new();
+    let _ = master.read_to_end(&mut shown); // ends in EIO once no one holds the slave
+    assert_eq!(String::from_utf8_lossy(&shown), "\r\n");
+}
