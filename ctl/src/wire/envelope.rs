@@ -91,13 +91,21 @@ impl From<Value> for Id {
     }
 }
 
+/// Compares with an id as a `Value`, for callers that build ids with `json!`.
+impl PartialEq<Value> for Id {
+    fn eq(&self, other: &Value) -> bool {
+        serde_json::from_str::<Value>(self.0.get()).is_ok_and(|id| id == *other)
+    }
+}
+
 impl PartialEq<u64> for Id {
     fn eq(&self, other: &u64) -> bool {
         self.0.get() == other.to_string()
     }
 }
 
-/// A request as a client sends it.
+/// A request as a client sends it. (To read requests, use [`decode`], which tells an `"id":
+/// null` from an absent id; this struct reads both as `None`.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestEnvelope {
     pub jsonrpc: String,

@@ -1,5 +1,5 @@
 //! What a method is: its name, params, result and whether it writes, as one trait
-//! ([`Method`]), and the macro that turns the list of declarations in `methods.rs` into
+//! ([`Method`]), and the macro that turns the list of declarations in `wire/mod.rs` into
 //! the [`Request`](super::Request) enum, its parser and its visitor.
 
 use std::fmt;
@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{Request, RpcError};
 
-/// One method of the protocol, declared once in `methods.rs`. The marker types in
+/// One method of the protocol, declared once in `wire/mod.rs`. The marker types in
 /// [`methods`](super::methods) implement it; the daemon's handlers and the CLI's renderers
 /// are implemented per marker type, so a method without either does not compile.
 pub trait Method: 'static {
