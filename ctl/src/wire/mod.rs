@@ -79,7 +79,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
 
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn roles_are_ordered_by_hierarchy() {
@@ -341,6 +341,16 @@ mod tests {
             single(r#"{"jsonrpc":"2.0","id":1,"method":"user.list","params":{"org":1e400}}"#);
         assert_eq!(call.id, Some(Id::from(1)));
         assert_eq!(call.request.unwrap_err().code, -32602);
+    }
+
+    #[test]
+    fn ids_compare_with_numbers_and_values() {
+        assert_eq!(Id::from(7), 7);
+        assert_eq!(Id::from(7), json!(7));
+        assert_eq!(Id::from("x"), json!("x"));
+        assert_eq!(Id::null(), Value::Null);
+        assert_ne!(Id::from(7), json!("7"));
+        assert_eq!(Id::from(json!([1])), Id::null());
     }
 
     #[test]
