@@ -61,7 +61,7 @@ root_test!(the_documentation_page_as_one_story, || {
         "activate your invitation first: run compartment activate and paste its URL",
     );
 
-    d.ctl(admin_user().uid, &["activate", &admin_invite.url])
+    d.activate(admin_user().uid, &admin_invite.url)
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 
     // whoami knows the caller from the socket's peer credentials.
@@ -151,11 +151,11 @@ root_test!(the_documentation_page_as_one_story, || {
         ]));
 
     // Each activates as their own Unix user.
-    d.ctl(deployer_user().uid, &["activate", &deploy.url])
+    d.activate(deployer_user().uid, &deploy.url)
         .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
-    d.ctl(readonly_user().uid, &["activate", &readonly.url])
+    d.activate(readonly_user().uid, &readonly.url)
         .assert_ok("Activated readonly@example.com: you are now readonly in acme.\n");
-    d.ctl(viewer_user().uid, &["activate", &viewer.url])
+    d.activate(viewer_user().uid, &viewer.url)
         .assert_ok("Activated viewer@example.com: you are now viewer in acme.\n");
 
     let all_active = "\
@@ -322,8 +322,7 @@ root_test!(
         );
         out.assert_success();
         let admin = parse_invitation_lines(&out.stdout_lines()[1..], "admin@example.com", "admin");
-        d.ctl(admin_user().uid, &["activate", &admin.url])
-            .assert_success();
+        d.activate(admin_user().uid, &admin.url).assert_success();
         let ops = parse_invite(
             &d.ctl(
                 admin_user().uid,
@@ -332,7 +331,7 @@ root_test!(
             "ops@example.com",
             "deployer",
         );
-        d.ctl(ops_user.uid, &["activate", &ops.url])
+        d.activate(ops_user.uid, &ops.url)
             .assert_ok("Activated ops@example.com: you are now deployer in acme.\n");
 
         // A second organization with its own admin. A superuser, who may vouch for every
@@ -349,7 +348,7 @@ root_test!(
             "{out:#?}"
         );
         let beta_admin = parse_invitation_lines(&lines[1..], "beta-admin@example.com", "admin");
-        d.ctl(beta_admin_user().uid, &["activate", &beta_admin.url])
+        d.activate(beta_admin_user().uid, &beta_admin.url)
             .assert_ok("Activated beta-admin@example.com: you are now admin in beta.\n");
 
         d.ctl(

@@ -81,7 +81,7 @@ fn acknowledged_invitations_survive_kill_9() {
     if root_for_part("activating after kill -9") {
         let url = invitations[7].activation_url.as_deref().expect("a URL");
         assert!(url.starts_with(URL_PREFIX), "{url}");
-        d.ctl(TestUser::get("cpt-readonly").uid, &["activate", url])
+        d.activate(TestUser::get("cpt-readonly").uid, url)
             .assert_ok("Activated user07@example.com: you are now readonly in acme.\n");
     }
 }

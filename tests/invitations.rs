@@ -29,7 +29,7 @@ fn third_user() -> TestUser {
 /// `create_acme`, then the admin activates as [`admin_user`].
 fn acme_with_active_admin(d: &Daemon) {
     let admin = d.create_acme();
-    d.ctl(admin_user().uid, &["activate", &admin.url])
+    d.activate(admin_user().uid, &admin.url)
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 }
 
@@ -71,12 +71,11 @@ root_test!(
                 &admin.expires_at,
             ]]));
 
-        d.ctl(admin_user().uid, &["activate", &admin.url])
-            .assert_err_hint(
-                1,
-                &format!("this activation URL expired at {}", admin.expires_at),
-                "ask an admin to invite you again",
-            );
+        d.activate(admin_user().uid, &admin.url).assert_err_hint(
+            1,
+            &format!("this activation URL expired at {}", admin.expires_at),
+            "ask an admin to invite you again",
+        );
         // The refused activation bound nothing.
         d.ctl(admin_user().uid, &["user", "list"]).assert_err(
             4,
@@ -101,7 +100,7 @@ root_test!(
             "admin",
         );
         assert_ne!(again.token, admin.token, "a new invitation has a new token");
-        d.ctl(admin_user().uid, &["activate", &again.url])
+        d.activate(admin_user().uid, &again.url)
             .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
         d.ctl(admin_user().uid, &["user", "list"])
             .assert_ok(&member_table(&[[
@@ -117,10 +116,10 @@ root_test!(
 root_test!(a_used_activation_url_is_refused, || {
     let d = Daemon::start_default();
     let admin = d.create_acme();
-    d.ctl(admin_user().uid, &["activate", &admin.url])
+    d.activate(admin_user().uid, &admin.url)
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
 
-    d.ctl(other_user().uid, &["activate", &admin.url])
+    d.activate(other_user().uid, &admin.url)
         .assert_err(1, "this activation URL has already been used");
     // The refused caller stays unbound; the first one keeps the account.
     d.ctl(other_user().uid, &["user", "list"]).assert_err_hint(
@@ -142,9 +141,9 @@ root_test!(an_unknown_activation_url_is_not_valid, || {
     let d = Daemon::start_default();
     d.create_acme();
     let forged = format!("{URL_PREFIX}{}", "A".repeat(43));
-    d.ctl(other_user().uid, &["activate", &forged])
+    d.activate(other_user().uid, &forged)
         .assert_err(1, "this activation URL is not valid");
-    d.ctl(other_user().uid, &["activate", "not-a-token"])
+    d.activate(other_user().uid, "not-a-token")
         .assert_err(1, "this activation URL is not valid");
 });
 
@@ -193,9 +192,9 @@ root_test!(
             "{first:#?} {second:#?}"
         );
 
-        d.ctl(other_user().uid, &["activate", &first.url])
+        d.activate(other_user().uid, &first.url)
             .assert_err(1, "this activation URL has been replaced or revoked");
-        d.ctl(other_user().uid, &["activate", &second.url])
+        d.activate(other_user().uid, &second.url)
             .assert_ok("Activated deploy@example.com: you are now deployer in acme.\n");
 
         // Once active, the account is a member: neither a plain invite nor --resend applies.
@@ -235,7 +234,7 @@ root_test!(
         );
         d.ctl(admin_user().uid, &["user", "remove", "former@example.com"])
             .assert_ok("Removed former@example.com from acme.\n");
-        d.ctl(other_user().uid, &["activate", &first.url])
+        d.activate(other_user().uid, &first.url)
             .assert_err(1, "this activation URL has been replaced or revoked");
 
         // The page's way out: remove and invite again. A bare token activates too.
@@ -247,7 +246,7 @@ root_test!(
             "former@example.com",
             "viewer",
         );
-        d.ctl(other_user().uid, &["activate", &again.token])
+        d.activate(other_user().uid, &again.token)
             .assert_ok("Activated former@example.com: you are now viewer in acme.\n");
     }
 );
@@ -322,7 +321,7 @@ root_test!(expires_in_sets_an_invitations_lifetime, || {
             "expires_at": expires_at,
         })
     );
-    d.ctl(other_user().uid, &["activate", url])
+    d.activate(other_user().uid, url)
         .assert_ok("Activated json@example.com: you are now readonly in acme.\n");
 });
 
@@ -374,8 +373,7 @@ root_test!(tokens_never_reach_the_database_file_or_the_log, || {
     // The most talkative logging the daemon may be asked for.
     let mut d = Daemon::start(DaemonOptions::new().env("RUST_LOG", "trace"));
     let admin = d.create_acme();
-    d.ctl(admin_user().uid, &["activate", &admin.url])
-        .assert_success();
+    d.activate(admin_user().uid, &admin.url).assert_success();
 
     let mut invitations = vec![admin];
     for (email, role) in [
@@ -405,11 +403,11 @@ root_test!(tokens_never_reach_the_database_file_or_the_log, || {
         "viewer",
     ));
     // One used, one refused as used, one refused as replaced: every token path is logged.
-    d.ctl(other_user().uid, &["activate", &invitations[1].url])
+    d.activate(other_user().uid, &invitations[1].url)
         .assert_success();
-    d.ctl(third_user().uid, &["activate", &invitations[1].url])
+    d.activate(third_user().uid, &invitations[1].url)
         .assert_err(1, "this activation URL has already been used");
-    d.ctl(third_user().uid, &["activate", &invitations[3].url])
+    d.activate(third_user().uid, &invitations[3].url)
         .assert_err(1, "this activation URL has been replaced or revoked");
 
     assert_no_token_stored(&d, &invitations);

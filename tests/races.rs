@@ -27,8 +27,7 @@ fn two_active_admins(d: &Daemon) {
     );
     out.assert_success();
     let alice = parse_invitation_lines(&out.stdout_lines()[1..], "alice@example.com", "admin");
-    d.ctl(alice_user().uid, &["activate", &alice.url])
-        .assert_success();
+    d.activate(alice_user().uid, &alice.url).assert_success();
     let bob = parse_invite(
         &d.ctl(
             ROOT,
@@ -45,8 +44,7 @@ fn two_active_admins(d: &Daemon) {
         "bob@example.com",
         "admin",
     );
-    d.ctl(bob_user().uid, &["activate", &bob.url])
-        .assert_success();
+    d.activate(bob_user().uid, &bob.url).assert_success();
 }
 
 /// A fresh organization where alice and bob are both active admins.
@@ -219,8 +217,8 @@ root_test!(
             out.assert_success();
             let invitation = parse_invitation_lines(&out.stdout_lines()[1..], &email, "admin");
 
-            let first_run = d.spawn_ctl(first_uid, &["activate", &invitation.url]);
-            let second_run = d.spawn_ctl(second_uid, &["activate", &invitation.url]);
+            let first_run = d.spawn_activate(first_uid, &invitation.url);
+            let second_run = d.spawn_activate(second_uid, &invitation.url);
             let (first, second) = (first_run.wait(), second_run.wait());
 
             let (winner_uid, winner, loser_uid, loser) = match (first.code, second.code) {

@@ -95,7 +95,15 @@ struct Transcript {
 impl Transcript {
     /// Runs the CLI and records the run; its output may show no token.
     fn run(&mut self, d: &Daemon, uid: u32, args: &[&str]) -> Out {
-        let out = d.ctl(uid, args);
+        // An activation URL goes on stdin, as documented, never in argv.
+        let out = match args.iter().position(|&arg| arg == "activate") {
+            Some(at) if at + 1 < args.len() => {
+                let mut args = args.to_vec();
+                let url = args.remove(at + 1);
+                d.ctl_with_stdin(uid, &args, &format!("{url}\n"))
+            }
+            _ => d.ctl(uid, args),
+        };
         self.runs.push((out.clone(), None));
         out
     }

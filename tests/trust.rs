@@ -46,7 +46,7 @@ fn tenants() -> Tenants {
     };
     let acme = t.daemon.create_acme();
     t.daemon
-        .ctl(t.acme_admin.uid, &["activate", &acme.url])
+        .activate(t.acme_admin.uid, &acme.url)
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
     let out = t.daemon.ctl(
         ROOT,
@@ -55,7 +55,7 @@ fn tenants() -> Tenants {
     out.assert_success();
     let evil = parse_invitation_lines(&out.stdout_lines()[1..], "boss@evil.example", "admin");
     t.daemon
-        .ctl(t.evil_admin.uid, &["activate", &evil.url])
+        .activate(t.evil_admin.uid, &evil.url)
         .assert_ok("Activated boss@evil.example: you are now admin in evil.\n");
     t
 }
@@ -81,7 +81,7 @@ root_test!(
             "new-hire@acme.com",
             "viewer",
         );
-        d.ctl(t.puppet.uid, &["activate", &evil_url.url])
+        d.activate(t.puppet.uid, &evil_url.url)
             .assert_ok("Activated new-hire@acme.com: you are now viewer in evil.\n");
         // evil's puppet is nobody in acme: it neither lists nor removes acme's members.
         d.ctl(t.puppet.uid, &["--org", "acme", "user", "list"])
@@ -92,7 +92,7 @@ root_test!(
         )
         .assert_err(5, "organization acme not found");
         // acme still waits for its hire, who is told what to do; a superuser frees the address.
-        d.ctl(t.hire.uid, &["activate", &acme_url.url]).assert_err(
+        d.activate(t.hire.uid, &acme_url.url).assert_err(
         4,
         "new-hire@acme.com is already bound to another Unix user; a superuser can unbind it (compartment account unbind new-hire@acme.com)",
     );
@@ -101,7 +101,7 @@ root_test!(
                 "Unbound new-hire@acme.com from Unix user {} (uid {}).\n",
                 t.puppet.name, t.puppet.uid
             ));
-        d.ctl(t.hire.uid, &["activate", &acme_url.url])
+        d.activate(t.hire.uid, &acme_url.url)
             .assert_ok("Activated new-hire@acme.com: you are now admin in acme.\n");
         let out = d.ctl(t.acme_admin.uid, &["user", "list"]);
         out.assert_success();
@@ -140,8 +140,7 @@ root_test!(
             "cfo@acme.com",
             "viewer",
         );
-        d.ctl(t.puppet.uid, &["activate", &evil_url.url])
-            .assert_success();
+        d.activate(t.puppet.uid, &evil_url.url).assert_success();
         // acme invites the same address: no silent join; a URL only the holder can redeem, and
         // acme's admin is told who holds the account.
         let (invitation, note) = invitation_with_note(
@@ -162,12 +161,11 @@ root_test!(
         d.ctl(t.puppet.uid, &["--org", "acme", "user", "list"])
             .assert_err(5, "organization acme not found");
         // The real cfo, who received the URL, cannot redeem it.
-        d.ctl(t.hire.uid, &["activate", &invitation.url])
-            .assert_err_hint(
-                4,
-                "this activation URL was issued for another Unix user to redeem",
-                "run compartment activate as the Unix user the invitation names",
-            );
+        d.activate(t.hire.uid, &invitation.url).assert_err_hint(
+            4,
+            "this activation URL was issued for another Unix user to redeem",
+            "run compartment activate as the Unix user the invitation names",
+        );
         let out = d.ctl(t.acme_admin.uid, &["--output", "json", "user", "list"]);
         out.assert_success();
         let list: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -210,12 +208,11 @@ root_test!(
             format!("Only Unix user {} can redeem this URL.", bob.name)
         );
         // The thief of the URL is refused, and the URL stays good for bob.
-        d.ctl(t.puppet.uid, &["activate", &invitation.url])
-            .assert_err(
-                4,
-                "this activation URL was issued for another Unix user to redeem",
-            );
-        d.ctl(bob.uid, &["activate", &invitation.url])
+        d.activate(t.puppet.uid, &invitation.url).assert_err(
+            4,
+            "this activation URL was issued for another Unix user to redeem",
+        );
+        d.activate(bob.uid, &invitation.url)
             .assert_ok("Activated bob@example.com: you are now deployer in acme.\n");
         // An unknown user is refused before anything is written.
         d.ctl(
@@ -254,11 +251,11 @@ root_test!(
             Some(format!("Only Unix user {} can redeem this URL.", t.hire.name).as_str())
         );
         let gamma = parse_invitation_lines(&lines[1..4], "g@example.com", "admin");
-        d.ctl(t.puppet.uid, &["activate", &gamma.url]).assert_err(
+        d.activate(t.puppet.uid, &gamma.url).assert_err(
             4,
             "this activation URL was issued for another Unix user to redeem",
         );
-        d.ctl(t.hire.uid, &["activate", &gamma.url])
+        d.activate(t.hire.uid, &gamma.url)
             .assert_ok("Activated g@example.com: you are now admin in gamma.\n");
     }
 );
@@ -267,7 +264,7 @@ root_test!(a_uid_without_a_user_is_never_bound, || {
     let d = Daemon::start_default();
     let acme = d.create_acme();
     for uid in [NOBODY, 3_999_999] {
-        d.ctl(uid, &["activate", &acme.url]).assert_err(
+        d.activate(uid, &acme.url).assert_err(
             4,
             &format!("uid {uid} has no Unix user (deleted, nobody or unmapped), so it cannot be bound to an account"),
         );
@@ -280,7 +277,7 @@ root_test!(a_reused_uid_inherits_nothing, || {
     // A user of its own for this test, deletable: no user made meanwhile by a test running
     // at the same time takes the uid it frees.
     let old = TestUser::deletable("cpt-t-reuse-old");
-    d.ctl(old.uid, &["activate", &acme.url])
+    d.activate(old.uid, &acme.url)
         .assert_ok("Activated admin@example.com: you are now admin in acme.\n");
     let new = old.reuse_uid("cpt-t-reuse-new");
     let (uid, old_name, new_name) = (old.uid, &old.name, &new.name);

@@ -41,7 +41,7 @@ compartment account unbind.";
         compartmentctl user invite deploy@example.com --role deployer\n  \
         compartmentctl user list --org acme\n  \
         compartmentctl role grant user@example.com deployer\n  \
-        compartmentctl activate 'https://your-compartment-host/activate?token=...'"
+        compartmentctl activate    (then paste the activation URL at the prompt)"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -90,10 +90,21 @@ pub enum Command {
     Role(RoleCommand),
 
     /// Activate your account from an invitation, binding it to your Unix user
+    #[command(
+        long_about = "Activate your account from an invitation, binding it to your Unix user.\n\n\
+            Run it with no argument: on a terminal it asks for the activation URL without \
+            showing what you paste; otherwise it reads the URL from the first line of \
+            standard input. A URL given as an argument still works, but while the command \
+            runs any local user can read it from the process list, so it warns.",
+        after_help = "Examples:\n  \
+            compartmentctl activate                         # paste the URL at the prompt\n  \
+            compartmentctl activate < activation-url.txt    # or read it from a file or a pipe"
+    )]
     Activate {
-        /// The activation URL you were sent, or just its token
+        /// The activation URL or its token; better left out, to be asked for (other local
+        /// users can read arguments from the process list)
         #[arg(value_name = "URL_OR_TOKEN")]
-        token: String,
+        token: Option<String>,
     },
 
     /// Show who the daemon thinks you are, and your organizations
@@ -126,8 +137,8 @@ pub enum UserCommand {
     #[command(
         long_about = "Invite someone to the organization with a role (admin only).\n\n\
             If the address has no active account yet, this prints a single-use activation \
-            URL to send to them; they run `compartment activate <URL>` as their own Unix \
-            user. If it already has an account, access is granted at once and no URL is \
+            URL to send to them; they run `compartment activate` as their own Unix user \
+            and paste it at the prompt. If it already has an account, access is granted at once and no URL is \
             needed.\n\n\
             The URL lives for the daemon's default invitation lifetime (7 days unless its \
             --invitation-ttl says otherwise), or for --expires-in, at most 30 days."
@@ -141,7 +152,7 @@ pub enum UserCommand {
         role: Role,
 
         /// How long the activation URL stays valid, e.g. 2h, 3days [default: the daemon's,
-        /// 7 days] [maximum: 30 days]
+        /// 7 days] [minimum: 1s] [maximum: 30 days]
         #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
         expires_in: Option<String>,
 
@@ -263,10 +274,16 @@ impl TypedValueParser for RoleParser {
     }
 }
 
-/// Checks a duration locally so a typo is a usage error before anything is sent, but
-/// keeps the text as typed: the daemon owns the lifetime rules and reads the same form.
-fn parse_duration_text(text: &str) -> Result<String, humantime::DurationError> {
-    humantime::parse_duration(text).map(|_| text.to_owned())
+/// Checks a duration locally so a typo, or a lifetime under a second (which would issue
+/// a URL expired on arrival, since expiry times are whole seconds), is a usage error before
+/// anything is sent; keeps the text as typed, since the daemon owns the lifetime rules and
+/// reads the same form.
+fn parse_duration_text(text: &str) -> Result<String, String> {
+    let duration = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if duration < std::time::Duration::from_secs(1) {
+        return Err("an activation URL must live at least one second".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 #[cfg(test)]
@@ -287,5 +304,18 @@ mod tests {
             readme.contains(&words(TRUST_MODEL)),
             "README.md's \"Trust model\" section must say what TRUST_MODEL says"
         );
+    }
+
+    #[test]
+    fn expires_in_is_at_least_a_second() {
+        assert_eq!(parse_duration_text("1s").as_deref(), Ok("1s"));
+        assert_eq!(parse_duration_text("2days").as_deref(), Ok("2days"));
+        for short in ["0s", "999ms", "500ms", "0days"] {
+            assert_eq!(
+                parse_duration_text(short),
+                Err("an activation URL must live at least one second".to_owned()),
+                "{short}"
+            );
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
-use crate::wire::{Request, RequestEnvelope, Response, RpcError, MAX_RESPONSE_LINE};
+use crate::wire::{Method, Request, RequestEnvelope, Response, RpcError, MAX_RESPONSE_LINE};
 
 /// Why a call did not produce a result.
 #[derive(Debug)]
@@ -62,6 +62,11 @@ impl Client {
         })
     }
 
+    /// Calls method `M` with `params`, typed at both ends by the method's declaration.
+    pub fn call_method<M: Method>(&mut self, params: M::Params) -> Result<M::Result, ClientError> {
+        self.call(&M::request(params))
+    }
+
     /// Sends `request` and decodes its result as `T`.
     pub fn call<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ClientError> {
         let id = self.next_id;
@@ -72,6 +77,14 @@ impl Client {
         self.writer.write_all(&line).map_err(ClientError::Io)?;
 
         let response = self.read_response()?;
+        // An error the daemon ties to no request comes with id null (`busy` over a
+        // connection cap, `frame_too_long`, an unreadable line): on a connection that has
+        // one call in flight, it is this call's answer.
+        if response.id.is_null() {
+            if let Some(error) = response.error {
+                return Err(ClientError::Rpc(error));
+            }
+        }
         if response.id != id {
             return Err(ClientError::Protocol(format!(
                 "answer for id {} to request {id}",

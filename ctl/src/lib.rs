@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //!
-//! - [`wire`]: JSON-RPC 2.0 envelopes, every method's params and result, roles, statuses and
-//!   the stable error kinds. The daemon depends on this module, so the two ends cannot drift.
+//! - [`wire`]: the JSON-RPC 2.0 envelope (ids, notifications, batches), each method declared
+//!   once with its params and result, roles, statuses and the stable error kinds. The daemon
+//!   depends on this module, so the two ends cannot drift.
 //! - [`email`]: the one definition of a valid e-mail address.
 //! - [`client`]: a blocking [`Client`] that speaks one request per line over the Unix socket.
 //! - [`paths`]: where the daemon's socket lives when nobody says otherwise.

@@ -343,3 +343,271 @@ fn a_missing_account_exits_5() {
     );
     assert_eq!(out.status.code(), Some(5));
 }
+
+/// Runs the CLI with `stdin` as its standard input while answering its one request with
+/// `response`.
+fn serve_with_stdin(
+    daemon: &FakeDaemon,
+    response: &str,
+    command: &mut Command,
+    stdin: &[u8],
+) -> (Value, Output) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let request = daemon.answer_one(response);
+    (request, child.wait_with_output().unwrap())
+}
+
+const BUSY: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32014,"message":"uid 1000 already holds 64 connections, the most one user may","data":{"kind":"busy","hint":"close idle connections, then retry"}}}"#;
+
+#[test]
+fn busy_with_id_null_is_shown_as_busy_and_exits_1() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        BUSY,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "whoami"]),
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "compartmentctl: uid 1000 already holds 64 connections, the most one user may\n\
+         hint: close idle connections, then retry\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        BUSY,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "--output", "json", "whoami"]),
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "{\"code\":-32014,\"message\":\"uid 1000 already holds 64 connections, the most one user may\",\
+         \"data\":{\"kind\":\"busy\",\"hint\":\"close idle connections, then retry\"}}\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn frame_too_long_with_id_null_is_shown_as_such() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32013,"message":"request line longer than 65536 bytes; closing the connection","data":{"kind":"frame_too_long"}}}"#,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "org", "use", "acme"]),
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "compartmentctl: request line longer than 65536 bytes; closing the connection\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn an_answer_for_another_id_is_still_unexpected() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":7,"result":{"version":"0.1.0"}}"#,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "ping"]),
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "compartmentctl: unexpected answer from compartmentd: answer for id 7 to request 1\n"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn with_json_output_a_usage_error_is_an_error_object_and_exits_2() {
+    let out = run(&["--output", "json", "user", "invite"]);
+    assert_eq!(
+        text(&out.stderr),
+        "{\"code\":-32602,\"message\":\"the following required arguments were not provided: \
+         --role <ROLE> <EMAIL>\",\"data\":{\"kind\":\"bad_request\",\
+         \"hint\":\"usage: compartmentctl user invite --role <ROLE> <EMAIL>\"}}\n"
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+
+    let out = run(&[
+        "user",
+        "invite",
+        "a@example.com",
+        "--role",
+        "owner",
+        "--output=json",
+    ]);
+    assert_eq!(
+        text(&out.stderr),
+        "{\"code\":-32602,\"message\":\"invalid value 'owner' for '--role <ROLE>': \\\"owner\\\" \
+         is not a role: roles are admin, deployer, readonly and viewer\",\"data\":{\"kind\":\
+         \"bad_request\",\"hint\":\"see compartmentctl --help\"}}\n"
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn with_json_output_an_unreachable_daemon_is_an_error_object_and_exits_3() {
+    let out = run(&[
+        "--output",
+        "json",
+        "--socket",
+        "/nonexistent/x.sock",
+        "whoami",
+    ]);
+    assert_eq!(
+        text(&out.stderr),
+        "{\"code\":-32016,\"message\":\"cannot reach compartmentd at /nonexistent/x.sock: \
+         No such file or directory (os error 2)\",\"data\":{\"kind\":\"unreachable\",\
+         \"hint\":\"is compartmentd running? start it, or point --socket / COMPARTMENT_SOCKET \
+         at its socket\"}}\n"
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn expires_in_under_a_second_is_a_usage_error() {
+    for short in ["0s", "500ms"] {
+        let out = run(&[
+            "--socket",
+            "/nonexistent/x.sock",
+            "user",
+            "invite",
+            "a@example.com",
+            "--role",
+            "viewer",
+            "--expires-in",
+            short,
+        ]);
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "error: invalid value '{short}' for '--expires-in <DURATION>': an activation URL \
+                 must live at least one second\n\nFor more information, try '--help'.\n"
+            )
+        );
+        assert_eq!(out.status.code(), Some(2));
+    }
+}
+
+const ACTIVATED: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","email":"admin@example.com","role":"admin"}}"#;
+const URL: &str = "https://host/activate?token=fBZ_2vJQlsncRbRfub6HdmZS-tH9QEN1W098j8ifbO0";
+
+#[test]
+fn activate_reads_the_url_from_stdin_without_a_warning() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = serve_with_stdin(
+        &daemon,
+        ACTIVATED,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "activate"]),
+        format!("  {URL}  \nignored\n").as_bytes(),
+    );
+    assert_eq!(request["method"], "account.activate");
+    assert_eq!(request["params"], json!({ "token": URL }));
+    assert_eq!(
+        text(&out.stdout),
+        "Activated admin@example.com: you are now admin in acme.\n"
+    );
+    assert_eq!(text(&out.stderr), "");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn activate_with_the_url_as_an_argument_warns_first() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = serve_with_stdin(
+        &daemon,
+        ACTIVATED,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "activate", URL]),
+        b"",
+    );
+    assert_eq!(request["params"], json!({ "token": URL }));
+    assert_eq!(
+        text(&out.stderr),
+        "compartmentctl: warning: other local users can read an activation URL given as an \
+         argument from the process list\n\
+         hint: run `compartmentctl activate` with no argument and paste the URL at its prompt, \
+         or pipe it in on standard input\n"
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn activate_with_nothing_on_stdin_is_a_usage_error() {
+    let out = ctl(Path::new(BIN))
+        .args(["--socket", "/nonexistent/x.sock", "activate"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        text(&out.stderr),
+        "compartmentctl: no activation URL was given on standard input\n\
+         hint: paste the URL you were sent at the prompt, or pipe it in on standard input\n"
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn activate_on_a_terminal_prompts_without_echo_and_restores_the_terminal() {
+    use nix::sys::termios::{tcgetattr, LocalFlags};
+    use std::io::Read;
+
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = pty.slave.try_clone().unwrap();
+    let echoes = |fd: &std::os::fd::OwnedFd| {
+        tcgetattr(fd)
+            .unwrap()
+            .local_flags
+            .contains(LocalFlags::ECHO)
+    };
+    assert!(echoes(&slave), "a fresh terminal echoes");
+    let daemon = FakeDaemon::bind();
+    let mut child = ctl(Path::new(BIN))
+        .args(["--socket", daemon.socket(), "activate"])
+        .stdin(Stdio::from(pty.slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Type only once echo is off, as a person would after seeing the prompt.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while echoes(&slave) {
+        assert!(Instant::now() < deadline, "activate never turned echo off");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let mut master = std::fs::File::from(pty.master);
+    master.write_all(format!("{URL}\n").as_bytes()).unwrap();
+    let request = daemon.answer_one(ACTIVATED);
+    assert_eq!(request["params"], json!({ "token": URL }));
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        stdout,
+        "Activated admin@example.com: you are now admin in acme.\n"
+    );
+    assert_eq!(stderr, "Activation URL (input hidden): ");
+    assert!(echoes(&slave), "echo was not restored");
+    // What the terminal showed of the typing: the newline, never the URL.
+    drop(slave);
+    let mut shown = Vec::new();
+    let _ = master.read_to_end(&mut shown); // ends in EIO once no one holds the slave
+    assert_eq!(String::from_utf8_lossy(&shown), "\r\n");
+}

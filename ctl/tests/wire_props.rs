@@ -1,9 +1,12 @@
-//! Property tests of the wire decoder: `decode_request` never panics, and answers every
-//! line, whatever its bytes, with a request that round-trips or a well-formed error reply.
+//! Property tests of the wire decoder: `decode` never panics, and answers every line,
+//! whatever its bytes, as JSON-RPC 2.0 says: a request that round-trips, a notification
+//! that gets no reply, a batch whose elements are each answered so, or a well-formed error
+//! reply with the request's id exactly.
 //!
-//! Inputs: arbitrary bytes (invalid UTF-8 included), arbitrary JSON values, request-shaped
-//! objects with mutated methods, ids of every JSON type and params right, wrong, partial
-//! or padded, and valid request lines with bytes flipped, cut or inserted.
+//! Inputs: arbitrary bytes (invalid UTF-8 included), arbitrary JSON values (arrays are
+//! batches), request-shaped objects with mutated methods, ids of every JSON type and any
+//! size, params right, wrong, partial or padded, batches of those, and valid request lines
+//! with bytes flipped, cut or inserted.
 //!
 //! `PROPTEST_CASES=100000 cargo test -p compartmentctl --test wire_props` searches deeper
 //! than the 512 cases a strategy gets in CI.
@@ -11,10 +14,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use compartmentctl::wire::{
-    decode_request, ErrorKind, Request, RequestEnvelope, Response, RpcError, METHODS,
+    decode, decode_request, Call, ErrorKind, Id, Incoming, Request, RequestEnvelope, Response,
+    RpcError, MAX_BATCH, METHODS,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use serde::de::IgnoredAny;
 use serde_json::{json, Map, Value};
 
 /// Fails the test case with a message when `cond` is false.
@@ -29,41 +34,38 @@ macro_rules! check {
 // ---------------------------------------------------------------------------------------
 // What every answer must be
 
-/// The JSON-RPC code the envelope alone decides, or `None` when the line is a request for
-/// a known method (which then decodes, or fails on its params with -32602).
-fn envelope_code(line: &[u8]) -> Option<i64> {
-    let Ok(value) = serde_json::from_slice::<Value>(line) else {
-        return Some(-32700);
+/// What the specification says one element (a line's value, or one of its batch) gets:
+/// the id to answer with (`None`: a notification, never answered) and the JSON-RPC code
+/// the envelope alone decides (`None` when it names a known method, which then decodes or
+/// fails on its params with -32602).
+fn element_model(element: &Value) -> (Option<Value>, Option<i64>) {
+    let Value::Object(object) = element else {
+        return (Some(Value::Null), Some(-32600));
     };
-    let Value::Object(object) = value else {
-        return Some(-32600);
+    let id = match object.get("id") {
+        None => None,
+        Some(id @ (Value::Number(_) | Value::String(_) | Value::Null)) => Some(id.clone()),
+        Some(_) => return (Some(Value::Null), Some(-32600)),
     };
-    if !matches!(object.get("id"), Some(Value::Number(_) | Value::String(_))) {
-        return Some(-32600);
-    }
+    // A request object too broken to run is answered even without an id.
+    let answered = Some(id.clone().unwrap_or(Value::Null));
     if object.get("jsonrpc") != Some(&json!("2.0")) {
-        return Some(-32600);
+        return (answered, Some(-32600));
     }
     match object.get("method") {
-        Some(Value::String(method)) if METHODS.contains(&method.as_str()) => None,
-        Some(Value::String(_)) => Some(-32601),
-        _ => Some(-32600),
+        Some(Value::String(method)) if METHODS.contains(&method.as_str()) => (id, None),
+        Some(Value::String(_)) => (id, Some(-32601)),
+        _ => (answered, Some(-32600)),
     }
 }
 
-/// The `id` a reply must carry: the request's own when it is a number or a string.
-fn expected_id(line: &[u8]) -> Value {
-    match serde_json::from_slice::<Value>(line) {
-        Ok(Value::Object(mut object)) => match object.remove("id") {
-            Some(id @ (Value::Number(_) | Value::String(_))) => id,
-            _ => Value::Null,
-        },
-        _ => Value::Null,
-    }
+/// An id as the JSON value it reads as.
+fn id_value(id: &Id) -> Value {
+    serde_json::from_str(id.as_json()).unwrap_or(Value::Null)
 }
 
 /// Ids compare by value; a float may come back one unit in the last place away, as
-/// serde_json parses floats fast rather than exactly.
+/// serde_json parses floats fast rather than exactly (the decoder itself keeps the text).
 fn same_id(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
@@ -74,47 +76,144 @@ fn same_id(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Decodes `line` and checks the answer: an error of a documented kind and code whose
-/// reply is one line of JSON-RPC, or a request that round-trips.
+fn single(incoming: Incoming) -> Result<Call, TestCaseError> {
+    match incoming {
+        Incoming::Single(call) => Ok(call),
+        Incoming::Batch(calls) => Err(TestCaseError::fail(format!(
+            "a batch of {} where one answer was due",
+            calls.len()
+        ))),
+    }
+}
+
+/// Decodes `line` and checks every answer against the specification.
 fn check_line(line: &[u8]) -> Result<(), TestCaseError> {
-    let (id, result) = decode_request(line);
-    let expected = expected_id(line);
-    check!(
-        same_id(&id, &expected),
-        "answered with id {id}, the request's id is {expected}"
-    );
-    let code = envelope_code(line);
-    match result {
-        Err(error) => check_error(line, id, error, code),
+    let incoming = decode(line);
+    let value = match serde_json::from_slice::<Value>(line) {
+        Ok(value) => value,
+        // Valid JSON that `Value` cannot hold (a number such as 1e400): the decoder keeps
+        // ids as text, so it may read such a line; whatever it says must be well formed.
+        Err(_) if serde_json::from_slice::<IgnoredAny>(line).is_ok() => {
+            let calls = match incoming {
+                Incoming::Single(call) => vec![call],
+                Incoming::Batch(calls) => calls,
+            };
+            for call in calls {
+                if let (Some(id), Err(error)) = (call.id, call.request) {
+                    check_error(line, &id, error, None)?;
+                }
+            }
+            return Ok(());
+        }
+        Err(_) => {
+            let call = single(incoming)?;
+            check!(
+                call.id == Some(Id::null()),
+                "not JSON, answered with id {:?}",
+                call.id
+            );
+            return match call.request {
+                Err(error) => check_error(line, &Id::null(), error, Some(-32700)),
+                Ok(request) => Err(TestCaseError::fail(format!(
+                    "not JSON, decoded {request:?}"
+                ))),
+            };
+        }
+    };
+    match value {
+        Value::Array(elements) if !elements.is_empty() && elements.len() <= MAX_BATCH => {
+            let Incoming::Batch(calls) = incoming else {
+                return Err(TestCaseError::fail("a batch answered as one".to_owned()));
+            };
+            check!(
+                calls.len() == elements.len(),
+                "{} calls for {} elements",
+                calls.len(),
+                elements.len()
+            );
+            for (element, call) in elements.iter().zip(calls) {
+                check_call(line, element, call)?;
+            }
+            Ok(())
+        }
+        Value::Array(elements) => {
+            let call = single(incoming)?;
+            check!(
+                call.id == Some(Id::null()),
+                "batch refused with id {:?}",
+                call.id
+            );
+            match call.request {
+                Err(error) => check_error(line, &Id::null(), error, Some(-32600)),
+                Ok(request) => Err(TestCaseError::fail(format!(
+                    "a batch of {} decoded as {request:?}",
+                    elements.len()
+                ))),
+            }
+        }
+        element => check_call(line, &element, single(incoming)?),
+    }
+}
+
+/// Checks one decoded element against the model.
+fn check_call(line: &[u8], element: &Value, call: Call) -> Result<(), TestCaseError> {
+    let (expected_id, code) = element_model(element);
+    match (&call.id, &expected_id) {
+        (None, None) => {}
+        (Some(id), Some(expected)) => check!(
+            same_id(&id_value(id), expected),
+            "answered with id {id}, the request's id is {expected}"
+        ),
+        _ => {
+            return Err(TestCaseError::fail(format!(
+                "answered with id {:?}, expected {expected_id:?} for {element}",
+                call.id
+            )))
+        }
+    }
+    match call.request {
+        Err(error) => {
+            let id = call.id.unwrap_or_else(Id::null);
+            check_error(line, &id, error, Some(code.unwrap_or(-32602)))
+        }
         Ok(request) => {
             check!(
                 code.is_none(),
                 "decoded {request:?}, expected error {code:?}"
             );
-            check_request(line, &id, &request)
+            check_request(element, &request)
         }
     }
 }
 
+/// Checks an error: a documented kind with the code the model expects (any decoder code
+/// when `expected_code` is `None`), and a reply that is one line of JSON-RPC carrying `id`
+/// and reading back into the same error.
 fn check_error(
     line: &[u8],
-    id: Value,
+    id: &Id,
     error: RpcError,
-    envelope: Option<i64>,
+    expected_code: Option<i64>,
 ) -> Result<(), TestCaseError> {
     let kind = error.kind();
     check!(
         matches!(kind, ErrorKind::BadRequest | ErrorKind::UnknownMethod),
         "undocumented kind {kind}"
     );
-    let expected_code = envelope.unwrap_or(-32602);
     check!(
-        error.code == expected_code,
-        "code {} ({kind}: {}), expected {expected_code}",
-        error.code,
-        error.message
+        matches!(error.code, -32700 | -32600 | -32601 | -32602),
+        "code {} is no decoder code",
+        error.code
     );
-    let expected_kind = if expected_code == -32601 {
+    if let Some(expected_code) = expected_code {
+        check!(
+            error.code == expected_code,
+            "code {} ({kind}: {}), expected {expected_code}",
+            error.code,
+            error.message
+        );
+    }
+    let expected_kind = if error.code == -32601 {
         ErrorKind::UnknownMethod
     } else {
         ErrorKind::BadRequest
@@ -125,12 +224,6 @@ fn check_error(
         error.code
     );
     check!(!error.message.is_empty(), "an empty message");
-    if expected_code != -32700 {
-        check!(
-            !matches!(id, Value::Null) || envelope == Some(-32600),
-            "a request with a valid id was answered with id null"
-        );
-    }
 
     let response = Response::err(id.clone(), error.clone());
     let text = serde_json::to_string(&response).unwrap();
@@ -141,59 +234,56 @@ fn check_error(
         line.len(),
         text.len()
     );
-    let back: Value = serde_json::from_str(&text).unwrap();
     check!(
-        back["jsonrpc"] == "2.0",
-        "reply without jsonrpc 2.0: {text}"
+        text.contains(&format!(r#""id":{}"#, id.as_json())),
+        "the reply does not carry the id {id} as sent: {text}"
     );
-    check!(
-        same_id(&back["id"], &id),
-        "reply id {} for {id}",
-        back["id"]
-    );
-    check!(back.get("result").is_none(), "an error reply with a result");
-    check!(
-        back["error"]["code"] == error.code,
-        "reply code {}",
-        back["error"]["code"]
-    );
-    check!(
-        back["error"]["data"]["kind"] == kind.as_str(),
-        "reply kind {} for {kind}",
-        back["error"]["data"]["kind"]
-    );
-    check!(
-        back["error"]["message"] == error.message.as_str(),
-        "reply message differs"
-    );
-    // A client reads the reply back into the same error.
+    let back: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if !back.is_null() {
+        check!(
+            back["jsonrpc"] == "2.0",
+            "reply without jsonrpc 2.0: {text}"
+        );
+        check!(back.get("result").is_none(), "an error reply with a result");
+        check!(
+            back["error"]["code"] == error.code,
+            "reply code {}",
+            back["error"]["code"]
+        );
+        check!(
+            back["error"]["data"]["kind"] == kind.as_str(),
+            "reply kind {} for {kind}",
+            back["error"]["data"]["kind"]
+        );
+        check!(
+            back["error"]["message"] == error.message.as_str(),
+            "reply message differs"
+        );
+    }
+    // A client reads the reply back into the same error and id.
     let parsed: Response = serde_json::from_str(&text).unwrap();
     check!(
         parsed.error.as_ref() == Some(&error),
         "reply reads back as {:?}",
         parsed.error
     );
+    check!(parsed.id == *id, "reply id reads back as {}", parsed.id);
     Ok(())
 }
 
-fn check_request(line: &[u8], id: &Value, request: &Request) -> Result<(), TestCaseError> {
-    let sent: Value = serde_json::from_slice(line).unwrap();
+fn check_request(element: &Value, request: &Request) -> Result<(), TestCaseError> {
     check!(
-        sent["method"] == request.method(),
+        element["method"] == request.method(),
         "sent {}, decoded {}",
-        sent["method"],
+        element["method"],
         request.method()
-    );
-    check!(
-        matches!(id, Value::Number(_) | Value::String(_)),
-        "decoded a request with id {id}"
     );
     let again = serde_json::to_vec(&RequestEnvelope::new(1, request)).unwrap();
     check!(!again.contains(&b'\n'), "an encoded request spans lines");
     let (again_id, again_request) = decode_request(&again);
     check!(
-        again_id == json!(1),
-        "re-encoded id came back as {again_id}"
+        again_id == Some(Id::from(1)),
+        "re-encoded id came back as {again_id:?}"
     );
     match again_request {
         Ok(again_request) => check!(
@@ -336,7 +426,7 @@ fn field_value(name: &'static str) -> BoxedStrategy<Value> {
 /// The params fields of a method: (name, required).
 fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
     match method {
-        "org.create" => &[("name", true), ("admin", true)],
+        "org.create" => &[("name", true), ("admin", true), ("admin_unix_user", false)],
         "org.use" => &[("name", true)],
         "user.invite" => &[
             ("org", false),
@@ -344,11 +434,14 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
             ("role", true),
             ("expires_in", false),
             ("resend", false),
+            ("unix_user", false),
         ],
         "user.list" => &[("org", false)],
         "user.remove" => &[("org", false), ("email", true)],
         "role.grant" => &[("org", false), ("email", true), ("role", true)],
         "account.activate" => &[("token", true)],
+        "account.show" | "account.unbind" => &[("email", true)],
+        "account.bind" => &[("email", true), ("unix_user", true)],
         _ => &[],
     }
 }
@@ -514,6 +607,25 @@ proptest! {
     #[test]
     fn request_shaped_objects_decode_or_get_a_well_formed_answer(value in request_object()) {
         check_line(&serde_json::to_vec(&value).unwrap())?;
+    }
+
+    #[test]
+    fn batches_get_an_answer_per_element(
+        elements in proptest::collection::vec(
+            prop_oneof![4 => request_object(), 1 => json_value()],
+            0..8,
+        ),
+    ) {
+        check_line(&serde_json::to_vec(&Value::Array(elements)).unwrap())?;
+    }
+
+    #[test]
+    fn integer_ids_of_any_size_are_echoed_exactly(id in "-?[1-9][0-9]{0,60}|0") {
+        let line = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#);
+        let call = single(decode(line.as_bytes()))?;
+        prop_assert_eq!(call.id.as_ref().map(Id::as_json), Some(id.as_str()));
+        let reply = serde_json::to_string(&Response::ok(call.id.unwrap(), json!({}))).unwrap();
+        prop_assert_eq!(reply, format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#));
     }
 
     #[test]

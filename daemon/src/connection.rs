@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compartmentctl::wire::{decode_request, ErrorKind, Response, RpcError, MAX_LINE};
+use compartmentctl::wire::{decode, Call, ErrorKind, Incoming, Response, RpcError, MAX_LINE};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -101,7 +101,11 @@ async fn serve_lines(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                answer(ctx, caller.clone(), &line).await
+                match answer(ctx, &caller, &line).await {
+                    Some(reply) => reply,
+                    // Only notifications: run, and nothing to send.
+                    None => continue,
+                }
             }
             Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                 let response = Response::err(Value::Null, RpcError::frame_too_long());
@@ -123,21 +127,60 @@ async fn serve_lines(
     }
 }
 
-/// Decodes, authorizes and serves one line. Logs the method, organization and outcome,
-/// never params (they may hold a token).
-async fn answer(ctx: &Context, caller: Caller, line: &[u8]) -> Response {
-    let started = Instant::now();
-    let (id, request) = decode_request(line);
+/// What a line is answered with: one response, or the array of a batch's responses.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum Reply {
+    One(Response),
+    Batch(Vec<Response>),
+}
+
+/// Decodes and serves one line: its reply, or `None` when the line held only
+/// notifications (JSON-RPC 2.0 answers those with nothing at all). A batch's requests are
+/// served one after the other, in the order sent, so a batch is no faster a way to load
+/// the daemon than the same requests on separate lines.
+async fn answer(ctx: &Context, caller: &Caller, line: &[u8]) -> Option<Reply> {
+    match decode(line) {
+        Incoming::Single(call) => answer_call(ctx, caller, call).await.map(Reply::One),
+        Incoming::Batch(calls) => {
+            let mut replies = Vec::with_capacity(calls.len());
+            for call in calls {
+                replies.extend(answer_call(ctx, caller, call).await);
+            }
+            (!replies.is_empty()).then_some(Reply::Batch(replies))
+        }
+    }
+}
+
+/// Serves one call: its response, or `None` for a notification, which is run (when it
+/// decodes) but never answered, even with an error.
+async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> Option<Response> {
+    let Call { id, request } = call;
     let request = match request {
         Ok(request) => request,
         Err(error) => {
             tracing::info!(outcome = %error.kind(), "undecodable request");
-            return Response::err(id, error);
+            return id.map(|id| Response::err(id, error));
         }
     };
+    let response = serve_request(ctx, caller, request).await;
+    id.map(|id| match response {
+        Ok(result) => Response::ok(id, result),
+        Err(error) => Response::err(id, error),
+    })
+}
+
+/// Authorizes and serves one request. Logs the method, organization and outcome, never
+/// params (they may hold a token).
+async fn serve_request(
+    ctx: &Context,
+    caller: &Caller,
+    request: compartmentctl::wire::Request,
+) -> Result<Value, RpcError> {
+    let started = Instant::now();
     let method = request.method();
     let requested_org = request.org().map(str::to_owned);
-    let result = dispatch(ctx, caller, request).await;
+    let result = dispatch(ctx, caller.clone(), request).await;
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match result {
         Ok(result) => {
@@ -153,7 +196,7 @@ async fn answer(ctx: &Context, caller: Caller, line: &[u8]) -> Response {
                 micros,
                 "request"
             );
-            Response::ok(id, result)
+            Ok(result)
         }
         Err(err) => {
             let kind = err.kind();
@@ -162,12 +205,15 @@ async fn answer(ctx: &Context, caller: Caller, line: &[u8]) -> Response {
             }
             let org = requested_org.as_deref().unwrap_or("-");
             tracing::info!(method, org, outcome = %kind, micros, "request");
-            Response::err(id, err.into())
+            Err(err.into())
         }
     }
 }
 
-async fn send(write_half: &mut OwnedWriteHalf, response: &Response) -> std::io::Result<()> {
+async fn send(
+    write_half: &mut OwnedWriteHalf,
+    response: &impl serde::Serialize,
+) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
     line.push(b'\n');
     write_half.write_all(&line).await

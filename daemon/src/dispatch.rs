@@ -1,10 +1,16 @@
 //! From a parsed request to the rule that serves it: reads on a snapshot, changes through
-//! the writer. One small arm per method.
+//! the writer. One small [`Serve`] impl per method; [`Request::visit`] is the dispatch
+//! table, derived from the wire's method declarations, so a method without a handler does
+//! not compile.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use compartmentctl::wire::{Pong, Request, Role, RoleInfo, RoleList};
+use compartmentctl::wire::{
+    methods, Handle, Method, Pong, Request, Role, RoleInfo, RoleList, Visit,
+};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -35,7 +41,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// The caller of a connection, from its peer credentials.
+    /// The caller of a connection, from its peer credentials; its Unix user is looked up
+    /// as each request is served.
     pub fn caller(&self, uid: u32, gid: u32, pid: Option<i32>) -> Caller {
         Caller {
             uid,
@@ -124,21 +131,26 @@ impl Context {
     }
 }
 
-fn to_value(result: impl Serialize) -> Result<Value, RuleError> {
-    serde_json::to_value(result).map_err(|_| RuleError::Internal("a result did not serialize"))
+/// How the daemon serves one method: its params in, its typed result or a rule's refusal
+/// out.
+pub trait Serve: Method {
+    fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> impl Future<Output = Result<Self::Result, RuleError>> + Send;
 }
 
-fn new_token() -> Result<Token, RuleError> {
-    Token::generate().map_err(|err| {
-        tracing::error!(error = %err, "the OS random source failed");
-        RuleError::Internal("no randomness for a token")
-    })
-}
-
-/// Serves one request for `caller`.
+/// Serves one request for `caller`, whose binding is checked against its Unix user as NSS
+/// names it now (cached a few seconds at most).
 pub async fn dispatch(ctx: &Context, caller: Caller, request: Request) -> Result<Value, RuleError> {
     let caller = ctx.identify(caller).await;
-    let result = serve(ctx, &caller, request).await;
+    let result = request
+        .visit(Dispatch {
+            ctx,
+            caller: caller.clone(),
+        })
+        .await;
     if let Err(RuleError::Unauthenticated {
         why: Unbound::UserChanged { recorded, now },
         ..
@@ -150,139 +162,230 @@ pub async fn dispatch(ctx: &Context, caller: Caller, request: Request) -> Result
     result
 }
 
-async fn serve(ctx: &Context, caller: &Caller, request: Request) -> Result<Value, RuleError> {
-    match request {
-        Request::Ping => to_value(Pong {
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        }),
-        Request::RoleList => to_value(role_list()),
-        Request::Whoami => {
-            let snapshot = ctx.store.read()?;
-            to_value(identity::whoami(&snapshot, caller, ctx.clock.now())?)
-        }
-        Request::OrgList => to_value(orgs::list(&ctx.store.read()?, caller)?),
-        Request::UserList(params) => {
-            let snapshot = ctx.store.read()?;
-            to_value(members::list(
-                &snapshot,
-                caller,
-                params.org.as_deref(),
-                ctx.clock.now(),
-            )?)
-        }
-        Request::OrgCreate(params) => {
-            let named = ctx.named_user(params.admin_unix_user.as_deref()).await?;
-            let token = new_token()?;
-            let policy = ctx.policy.clone();
-            let caller = caller.clone();
-            let created = ctx
-                .writer
-                .write(move |txn, now| {
-                    orgs::create(txn, &caller, &params, named, &token, &policy, now)
-                })
-                .await?;
-            ctx.sweeper_wake.notify_one();
-            to_value(created)
-        }
-        Request::OrgUse(params) => {
-            let caller = caller.clone();
-            to_value(
-                ctx.writer
-                    .write(move |txn, _| orgs::use_org(txn, &caller, &params.name))
-                    .await?,
-            )
-        }
-        Request::UserInvite(params) => {
-            let named = ctx.named_user(params.unix_user.as_deref()).await?;
-            let token = new_token()?;
-            let policy = ctx.policy.clone();
-            let caller = caller.clone();
-            let invitation = ctx
-                .writer
-                .write(move |txn, now| {
-                    invitations::invite(txn, &caller, &params, named, &token, &policy, now)
-                })
-                .await?;
-            ctx.sweeper_wake.notify_one();
-            to_value(invitation)
-        }
-        Request::UserRemove(params) => {
-            let caller = caller.clone();
-            to_value(
-                ctx.writer
-                    .write(move |txn, now| members::remove(txn, &caller, &params, now))
-                    .await?,
-            )
-        }
-        Request::RoleGrant(params) => {
-            let caller = caller.clone();
-            to_value(
-                ctx.writer
-                    .write(move |txn, now| members::grant(txn, &caller, &params, now))
-                    .await?,
-            )
-        }
-        Request::AccountActivate(params) => {
-            let caller = caller.clone();
-            to_value(
-                ctx.writer
-                    .write(move |txn, now| invitations::activate(txn, &caller, &params.token, now))
-                    .await?,
-            )
-        }
-        Request::AccountList => {
-            let snapshot = ctx.store.read()?;
-            to_value(accounts::list(
-                &snapshot,
-                caller,
-                ctx.users.as_ref(),
-                ctx.clock.now(),
-            )?)
-        }
-        Request::AccountShow(params) => {
-            let snapshot = ctx.store.read()?;
-            to_value(accounts::show(
-                &snapshot,
-                caller,
-                ctx.users.as_ref(),
-                &params.email,
-                ctx.clock.now(),
-            )?)
-        }
-        Request::AccountUnbind(params) => {
-            let caller = caller.clone();
-            to_value(
-                ctx.writer
-                    .write(move |txn, now| accounts::unbind(txn, &caller, &params.email, now))
-                    .await?,
-            )
-        }
-        Request::AccountBind(params) => {
-            if !caller.superuser {
-                // Refused before NSS is asked, so nobody else learns what it would say.
-                return Err(RuleError::SuperuserOnly {
-                    action: "binding accounts",
-                });
-            }
-            let user = ctx.unix_user(&params.unix_user).await?;
-            let caller = caller.clone();
-            to_value(
-                ctx.writer
-                    .write(move |txn, now| accounts::bind(txn, &caller, &params, &user, now))
-                    .await?,
-            )
-        }
+/// The visitor that routes a request to its method's [`Serve`] impl.
+struct Dispatch<'a> {
+    ctx: &'a Context,
+    caller: Caller,
+}
+
+type Served<'a> = Pin<Box<dyn Future<Output = Result<Value, RuleError>> + Send + 'a>>;
+
+impl<'a> Visit for Dispatch<'a> {
+    type Output = Served<'a>;
+}
+
+impl<'a, M: Serve> Handle<M> for Dispatch<'a> {
+    fn handle(self, params: M::Params) -> Served<'a> {
+        Box::pin(async move { to_value(M::serve(self.ctx, self.caller, params).await?) })
     }
 }
 
-fn role_list() -> RoleList {
-    RoleList {
-        roles: Role::ALL
-            .into_iter()
-            .map(|name| RoleInfo {
-                name,
-                description: name.description().to_owned(),
+fn to_value(result: impl Serialize) -> Result<Value, RuleError> {
+    serde_json::to_value(result).map_err(|_| RuleError::Internal("a result did not serialize"))
+}
+
+fn new_token() -> Result<Token, RuleError> {
+    Token::generate().map_err(|err| {
+        tracing::error!(error = %err, "the OS random source failed");
+        RuleError::Internal("no randomness for a token")
+    })
+}
+
+impl Serve for methods::Ping {
+    async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<Pong, RuleError> {
+        Ok(Pong {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+    }
+}
+
+impl Serve for methods::RoleList {
+    async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<RoleList, RuleError> {
+        Ok(RoleList {
+            roles: Role::ALL
+                .into_iter()
+                .map(|name| RoleInfo {
+                    name,
+                    description: name.description().to_owned(),
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Serve for methods::Whoami {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        _: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        let snapshot = ctx.store.read()?;
+        identity::whoami(&snapshot, &caller, ctx.clock.now())
+    }
+}
+
+impl Serve for methods::OrgList {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        _: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        orgs::list(&ctx.store.read()?, &caller)
+    }
+}
+
+impl Serve for methods::UserList {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        let snapshot = ctx.store.read()?;
+        members::list(&snapshot, &caller, params.org.as_deref(), ctx.clock.now())
+    }
+}
+
+impl Serve for methods::OrgCreate {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        let named = ctx.named_user(params.admin_unix_user.as_deref()).await?;
+        let token = new_token()?;
+        let policy = ctx.policy.clone();
+        let created = ctx
+            .writer
+            .write(move |txn, now| orgs::create(txn, &caller, &params, named, &token, &policy, now))
+            .await?;
+        ctx.sweeper_wake.notify_one();
+        Ok(created)
+    }
+}
+
+impl Serve for methods::OrgUse {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write(move |txn, _| orgs::use_org(txn, &caller, &params.name))
+            .await
+    }
+}
+
+impl Serve for methods::UserInvite {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        let named = ctx.named_user(params.unix_user.as_deref()).await?;
+        let token = new_token()?;
+        let policy = ctx.policy.clone();
+        let invitation = ctx
+            .writer
+            .write(move |txn, now| {
+                invitations::invite(txn, &caller, &params, named, &token, &policy, now)
             })
-            .collect(),
+            .await?;
+        ctx.sweeper_wake.notify_one();
+        Ok(invitation)
+    }
+}
+
+impl Serve for methods::UserRemove {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write(move |txn, now| members::remove(txn, &caller, &params, now))
+            .await
+    }
+}
+
+impl Serve for methods::RoleGrant {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write(move |txn, now| members::grant(txn, &caller, &params, now))
+            .await
+    }
+}
+
+impl Serve for methods::AccountActivate {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write(move |txn, now| invitations::activate(txn, &caller, &params.token, now))
+            .await
+    }
+}
+
+impl Serve for methods::AccountList {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        _: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        let snapshot = ctx.store.read()?;
+        accounts::list(&snapshot, &caller, ctx.users.as_ref(), ctx.clock.now())
+    }
+}
+
+impl Serve for methods::AccountShow {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        let snapshot = ctx.store.read()?;
+        accounts::show(
+            &snapshot,
+            &caller,
+            ctx.users.as_ref(),
+            &params.email,
+            ctx.clock.now(),
+        )
+    }
+}
+
+impl Serve for methods::AccountUnbind {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write(move |txn, now| accounts::unbind(txn, &caller, &params.email, now))
+            .await
+    }
+}
+
+impl Serve for methods::AccountBind {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        if !caller.superuser {
+            // Refused before NSS is asked, so nobody else learns what it would say.
+            return Err(RuleError::SuperuserOnly {
+                action: "binding accounts",
+            });
+        }
+        let user = ctx.unix_user(&params.unix_user).await?;
+        ctx.writer
+            .write(move |txn, now| accounts::bind(txn, &caller, &params, &user, now))
+            .await
     }
 }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use compartment_fuzz::{check_decode_error, check_reply};
 use compartmentctl::wire::{
-    decode_request, ActivateParams, ErrorKind, OrgCreateParams, Request, Response, Role, RpcError,
-    UserInviteParams,
+    decode, ActivateParams, Call, ErrorKind, Id, Incoming, OrgCreateParams, Request, Response,
+    Role, RpcError, UserInviteParams,
 };
 use compartmentd::clock::{Clock, FakeClock};
 use compartmentd::dispatch::{dispatch, Context};
@@ -179,7 +179,7 @@ async fn seed(ctx: &Context) -> String {
 }
 
 /// Serves `request` for `who`, checks the answer, and keeps any activation URL it holds.
-async fn serve(h: &Harness, who: Caller, id: &Value, request: Request) {
+async fn serve(h: &Harness, who: Caller, id: &Id, request: Request) {
     let method = request.method();
     let response = match dispatch(&h.ctx, who, request).await {
         Ok(result) => {
@@ -241,20 +241,27 @@ fn other_uid(line: &[u8]) -> u32 {
 
 fuzz_target!(|line: &[u8]| {
     let h = harness();
-    let (id, result) = decode_request(line);
-    let request = match result {
-        Ok(request) => request,
-        Err(error) => {
-            check_decode_error(&error);
-            check_reply(&Response::err(id, error));
-            return;
-        }
+    let calls = match decode(line) {
+        Incoming::Single(call) => vec![call],
+        Incoming::Batch(calls) => calls,
     };
-    let request = with_known_token(h, request);
     let other = caller(&h.ctx, other_uid(line));
     h.runtime.block_on(async {
-        serve(h, caller(&h.ctx, 0), &id, request.clone()).await;
-        serve(h, other, &id, request).await;
+        // A notification is served like a request; only its reply is never sent.
+        for Call { id, request } in calls {
+            let id = id.unwrap_or_else(Id::null);
+            let request = match request {
+                Ok(request) => request,
+                Err(error) => {
+                    check_decode_error(&error);
+                    check_reply(&Response::err(id, error));
+                    continue;
+                }
+            };
+            let request = with_known_token(h, request);
+            serve(h, caller(&h.ctx, 0), &id, request.clone()).await;
+            serve(h, other, &id, request).await;
+        }
         h.clock.advance(Duration::from_secs(3600));
         let swept = h.ctx.writer.write(invitations::expire_due).await;
         assert!(swept.is_ok(), "the sweep failed: {swept:?}");

@@ -262,6 +262,32 @@ impl Daemon {
         Running::spawn(ctl_command(&self.socket(), uid, args))
     }
 
+    /// Runs `compartmentctl --socket <socket> <args…>` as `uid` with `input` on its stdin,
+    /// and waits for it.
+    #[track_caller]
+    pub fn ctl_with_stdin(&self, uid: u32, args: &[&str], input: &str) -> Out {
+        Running::spawn_with_stdin(
+            ctl_command(&self.socket(), uid, args),
+            Some(input.as_bytes().to_vec()),
+        )
+        .wait()
+    }
+
+    /// `compartmentctl activate` as `uid` the documented way, the URL on stdin (never in
+    /// argv, where other users could read it), and waits for it.
+    #[track_caller]
+    pub fn activate(&self, uid: u32, url: &str) -> Out {
+        self.ctl_with_stdin(uid, &["activate"], &format!("{url}\n"))
+    }
+
+    /// Starts [`Daemon::activate`] without waiting, for races.
+    pub fn spawn_activate(&self, uid: u32, url: &str) -> Running {
+        Running::spawn_with_stdin(
+            ctl_command(&self.socket(), uid, &["activate"]),
+            Some(format!("{url}\n").into_bytes()),
+        )
+    }
+
     /// Root creates `acme` with `admin@example.com`; returns the admin's invitation, after
     /// checking the page's lines.
     #[track_caller]

@@ -2,7 +2,7 @@
 //! process that is killed when it overruns, and the command line of the CLI run as any
 //! Unix user.
 
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -98,18 +98,32 @@ pub struct Running {
 }
 
 impl Running {
-    pub(crate) fn spawn(mut command: Command) -> Running {
+    pub(crate) fn spawn(command: Command) -> Running {
+        Running::spawn_with_stdin(command, None)
+    }
+
+    /// Spawns `command` with `input` (then end of file) as its stdin, or no stdin at all.
+    pub(crate) fn spawn_with_stdin(mut command: Command, input: Option<Vec<u8>>) -> Running {
         let cmd = format!("{command:?}");
         command
-            .stdin(Stdio::null())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let child = command
+        let mut child = command
             .spawn()
             .unwrap_or_else(|err| panic!("cannot run {cmd}: {err}"));
         let pid = Pid::from_raw(child.id() as i32);
+        let stdin = child.stdin.take();
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {
+            if let (Some(mut stdin), Some(input)) = (stdin, input) {
+                // A process that exits without reading leaves a broken pipe: not our concern.
+                let _ = stdin.write_all(&input);
+            }
             let _ = done_tx.send(child.wait_with_output());
         });
         Running { cmd, pid, done_rx }

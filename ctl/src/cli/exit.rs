@@ -47,6 +47,7 @@ pub fn exit_for_kind(kind: ErrorKind) -> Exit {
         | ErrorKind::Unavailable
         | ErrorKind::Internal
         | ErrorKind::Other => Exit::Refused,
+        ErrorKind::Unreachable => Exit::Unreachable,
     }
 }
 
@@ -54,6 +55,13 @@ pub fn exit_for_kind(kind: ErrorKind) -> Exit {
 #[derive(Debug)]
 pub enum Failure {
     Client(ClientError),
+    /// The command line, or what it said to read, does not make a command.
+    Usage {
+        message: String,
+        hint: String,
+    },
+    /// Standard input could not be read.
+    Input(io::Error),
     /// Stdout failed for a reason other than its reader leaving, or the result would not
     /// encode.
     Output(io::Error),
@@ -81,45 +89,85 @@ const CONNECT_HINT: &str =
     "is compartmentd running? start it, or point --socket / COMPARTMENT_SOCKET at its socket";
 
 impl Failure {
+    pub fn usage(message: impl Into<String>, hint: impl Into<String>) -> Failure {
+        Failure::Usage {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    /// A usage error clap found: its first paragraph as one sentence, and its usage line
+    /// (or a pointer to `--help`) as the hint; clap's other paragraphs (tips, "for more
+    /// information") are for people reading text.
+    pub fn from_clap(err: &clap::Error) -> Failure {
+        let rendered = err.render().to_string();
+        let mut paragraphs = rendered.split("\n\n").map(str::trim);
+        let problem = paragraphs.next().unwrap_or_default();
+        let problem = problem.strip_prefix("error: ").unwrap_or(problem);
+        let message = problem.split_whitespace().collect::<Vec<_>>().join(" ");
+        let hint = paragraphs
+            .find_map(|paragraph| paragraph.strip_prefix("Usage: "))
+            .and_then(|usage| usage.lines().next())
+            .map_or_else(
+                || "see compartmentctl --help".to_owned(),
+                |usage| format!("usage: {usage}"),
+            );
+        Failure::usage(message, hint)
+    }
+
     pub fn exit(&self) -> Exit {
         match self {
             Failure::Client(ClientError::Connect { .. } | ClientError::Io(_)) => Exit::Unreachable,
             Failure::Client(ClientError::Protocol(_)) => Exit::Refused,
             Failure::Client(ClientError::Rpc(err)) => exit_for_kind(err.kind()),
+            Failure::Usage { .. } | Failure::Input(_) => Exit::Usage,
             Failure::Output(_) => Exit::Refused,
         }
     }
 
-    /// What stderr shows: `<prog>: <message>` and an optional `hint: …` line, or with
-    /// `--output json` a daemon error as its JSON-RPC error object, for scripts to parse.
-    pub fn report(&self, prog: &str, format: OutputFormat) -> String {
-        let (message, hint) = match self {
-            Failure::Client(ClientError::Rpc(err)) => {
-                if format == OutputFormat::Json {
-                    if let Some(line) = rpc_error_json(err) {
-                        return line;
-                    }
-                }
-                (err.message.clone(), err.hint())
-            }
+    /// The failure as a JSON-RPC error object, whether the daemon sent it or it happened
+    /// here, so that `--output json` gives scripts one shape for every failure.
+    pub fn error_object(&self) -> RpcError {
+        match self {
+            Failure::Client(ClientError::Rpc(err)) => err.clone(),
             Failure::Client(err @ ClientError::Connect { .. }) => {
-                (err.to_string(), Some(CONNECT_HINT))
+                RpcError::new(ErrorKind::Unreachable, err.to_string()).with_hint(CONNECT_HINT)
             }
-            Failure::Client(err) => (err.to_string(), None),
-            Failure::Output(err) => (format!("cannot write the output: {err}"), None),
-        };
-        let mut text = format!("{prog}: {message}\n");
-        if let Some(hint) = hint {
+            Failure::Client(err @ ClientError::Io(_)) => {
+                RpcError::new(ErrorKind::Unreachable, err.to_string())
+            }
+            Failure::Client(err @ ClientError::Protocol(_)) => {
+                RpcError::new(ErrorKind::Other, err.to_string())
+            }
+            Failure::Usage { message, hint } => {
+                RpcError::new(ErrorKind::BadRequest, message.clone()).with_hint(hint.clone())
+            }
+            Failure::Input(err) => RpcError::new(
+                ErrorKind::BadRequest,
+                format!("cannot read the activation URL: {err}"),
+            ),
+            Failure::Output(err) => {
+                RpcError::new(ErrorKind::Other, format!("cannot write the output: {err}"))
+            }
+        }
+    }
+
+    /// What stderr shows: `<prog>: <message>` and an optional `hint: …` line, or with
+    /// `--output json` the error object on one line, for scripts to parse.
+    pub fn report(&self, prog: &str, format: OutputFormat) -> String {
+        let error = self.error_object();
+        if format == OutputFormat::Json {
+            if let Ok(mut line) = serde_json::to_string(&error) {
+                line.push('\n');
+                return line;
+            }
+        }
+        let mut text = format!("{prog}: {}\n", error.message);
+        if let Some(hint) = error.hint() {
             text.push_str(&format!("hint: {hint}\n"));
         }
         text
     }
-}
-
-fn rpc_error_json(err: &RpcError) -> Option<String> {
-    let mut line = serde_json::to_string(err).ok()?;
-    line.push('\n');
-    Some(line)
 }
 
 /// Writes a failure report. Nothing is left to tell when stderr itself is gone, so its
@@ -158,6 +206,7 @@ mod tests {
             (ErrorKind::Unavailable, 1),
             (ErrorKind::Internal, 1),
             (ErrorKind::Other, 1),
+            (ErrorKind::Unreachable, 3),
         ];
         for (kind, code) in cases {
             assert_eq!(exit_for_kind(kind) as u8, code, "{kind}");
@@ -166,7 +215,7 @@ mod tests {
         let mut codes: Vec<i64> = cases.iter().map(|(kind, _)| kind.code()).collect();
         codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes.len(), 19);
+        assert_eq!(codes.len(), 20);
     }
 
     #[test]
@@ -214,14 +263,34 @@ mod tests {
             path: PathBuf::from("/nonexistent/x.sock"),
             source: io::Error::from(io::ErrorKind::NotFound),
         });
-        let report = failure.report("compartmentctl", OutputFormat::Json);
-        assert!(
-            report.starts_with("compartmentctl: cannot reach compartmentd at /nonexistent/x.sock"),
-            "{report}"
+        assert_eq!(failure.exit(), Exit::Unreachable);
+        assert_eq!(
+            failure.report("compartmentctl", OutputFormat::Text),
+            format!(
+                "compartmentctl: cannot reach compartmentd at /nonexistent/x.sock: entity not found\n\
+                 hint: {CONNECT_HINT}\n"
+            )
         );
-        assert!(
-            report.ends_with(&format!("\nhint: {CONNECT_HINT}\n")),
-            "{report}"
+        assert_eq!(
+            failure.report("compartmentctl", OutputFormat::Json),
+            format!(
+                "{{\"code\":-32016,\"message\":\"cannot reach compartmentd at /nonexistent/x.sock: \
+                 entity not found\",\"data\":{{\"kind\":\"unreachable\",\"hint\":\"{CONNECT_HINT}\"}}}}\n"
+            )
+        );
+    }
+
+    #[test]
+    fn a_usage_failure_is_exit_2_and_a_bad_request_in_json() {
+        let failure = Failure::usage("no URL", "paste it");
+        assert_eq!(failure.exit(), Exit::Usage);
+        assert_eq!(
+            failure.report("compartment", OutputFormat::Text),
+            "compartment: no URL\nhint: paste it\n"
+        );
+        assert_eq!(
+            failure.report("compartment", OutputFormat::Json),
+            "{\"code\":-32602,\"message\":\"no URL\",\"data\":{\"kind\":\"bad_request\",\"hint\":\"paste it\"}}\n"
         );
     }
 }

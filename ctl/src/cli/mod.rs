@@ -4,11 +4,15 @@
 //! # Layout
 //!
 //! - [`args`]: the clap grammar and help texts.
+//! - [`render`]: each method's text rendering, and the call-and-print step derived from it.
 //! - [`output`]: the sentences, tables and JSON a successful call prints.
 //! - [`exit`]: exit codes and the error report on stderr.
+//! - [`secret`]: reading the activation URL from a no-echo prompt or stdin.
 
 mod exit;
 mod output;
+mod render;
+mod secret;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -21,8 +25,6 @@ use compartmentctl::wire::{
     Request, RoleGrantParams, UserInviteParams, UserRemoveParams,
 };
 use compartmentctl::Client;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use compartmentctl::args::{
     AccountCommand, Cli, Command, OrgCommand, OutputFormat, RoleCommand, UserCommand,
@@ -35,6 +37,11 @@ pub fn run() -> ExitCode {
     let prog = program_name(argv.first());
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,
+        Err(err) if err.use_stderr() && asks_for_json(&argv) => {
+            let failure = Failure::from_clap(&err);
+            exit::write_stderr(&failure.report(&prog, OutputFormat::Json));
+            return failure.exit().into();
+        }
         Err(err) => {
             // Help and version come through here too, on stdout with code 0; a closed
             // stdout leaves nothing more to do, so a failed print changes nothing.
@@ -43,7 +50,7 @@ pub fn run() -> ExitCode {
         }
     };
     let format = cli.global.output;
-    match execute(cli) {
+    match execute(cli, &prog) {
         Ok(()) => Exit::Ok.into(),
         Err(failure) => {
             exit::write_stderr(&failure.report(&prog, format));
@@ -62,14 +69,47 @@ fn program_name(argv0: Option<&OsString>) -> String {
         .unwrap_or_else(|| "compartmentctl".to_owned())
 }
 
-fn execute(cli: Cli) -> Result<(), Failure> {
+/// Whether a command line that clap refused still asked for `--output json`, so that its
+/// usage error is reported as JSON too. Looks no further than a `--` that ends the options.
+fn asks_for_json(argv: &[OsString]) -> bool {
+    let args: Vec<&str> = argv
+        .iter()
+        .skip(1)
+        .map(|arg| arg.to_str().unwrap_or(""))
+        .take_while(|&arg| arg != "--")
+        .collect();
+    let mut format = None;
+    for (i, arg) in args.iter().enumerate() {
+        if let Some(value) = arg.strip_prefix("--output=") {
+            format = Some(value);
+        } else if *arg == "--output" {
+            format = args.get(i + 1).copied();
+        }
+    }
+    format == Some("json")
+}
+
+/// Warns, before an activation URL given as an argument is sent, that it was readable.
+fn argv_secret_warning(prog: &str) -> String {
+    format!(
+        "{prog}: warning: other local users can read an activation URL given as an argument \
+         from the process list\n\
+         hint: run `{prog} activate` with no argument and paste the URL at its prompt, or \
+         pipe it in on standard input\n"
+    )
+}
+
+fn execute(cli: Cli, prog: &str) -> Result<(), Failure> {
     let Cli { global, command } = cli;
+    if let Command::Activate { token: Some(_) } = &command {
+        exit::write_stderr(&argv_secret_warning(prog));
+    }
     let Some(request) = request_for(command, global.org)? else {
         return Ok(());
     };
     let socket = global.socket.unwrap_or_else(default_client_socket);
     let mut client = Client::connect(&socket)?;
-    let text = call(&mut client, &request, global.output)?;
+    let text = render::call(&mut client, request, global.output)?;
     output::write_stdout(text.as_bytes())?;
     Ok(())
 }
@@ -100,8 +140,14 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             Request::RoleGrant(RoleGrantParams { org, email, role })
         }
         Command::Role(RoleCommand::List) => Request::RoleList,
-        // The daemon pulls the token out of a URL itself, so the argument goes as typed.
-        Command::Activate { token } => Request::AccountActivate(ActivateParams { token }),
+        // The daemon pulls the token out of a URL itself, so the URL goes as typed.
+        Command::Activate { token } => {
+            let token = match token {
+                Some(token) => token,
+                None => secret::read_activation_url()?,
+            };
+            Request::AccountActivate(ActivateParams { token })
+        }
         Command::Whoami => Request::Whoami,
         Command::Org(OrgCommand::Create {
             name,
@@ -133,40 +179,6 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         }
     };
     Ok(Some(request))
-}
-
-/// Makes the call and renders its typed result; the request decides the result's type.
-fn call(client: &mut Client, request: &Request, format: OutputFormat) -> Result<String, Failure> {
-    match request {
-        Request::UserInvite(_) => render(client, request, format, output::invitation),
-        Request::UserList(_) => render(client, request, format, output::member_list),
-        Request::UserRemove(_) => render(client, request, format, output::removed),
-        Request::RoleGrant(_) => render(client, request, format, output::granted),
-        Request::RoleList => render(client, request, format, output::role_list),
-        Request::AccountActivate(_) => render(client, request, format, output::activated),
-        Request::Whoami => render(client, request, format, output::whoami),
-        Request::OrgCreate(_) => render(client, request, format, output::org_created),
-        Request::OrgList => render(client, request, format, output::org_list),
-        Request::OrgUse(_) => render(client, request, format, output::org_used),
-        Request::Ping => render(client, request, format, output::pong),
-        Request::AccountList => render(client, request, format, output::account_list),
-        Request::AccountShow(_) => render(client, request, format, output::account_detail),
-        Request::AccountUnbind(_) => render(client, request, format, output::unbound),
-        Request::AccountBind(_) => render(client, request, format, output::bound),
-    }
-}
-
-fn render<T: DeserializeOwned + Serialize>(
-    client: &mut Client,
-    request: &Request,
-    format: OutputFormat,
-    text: fn(&T) -> String,
-) -> Result<String, Failure> {
-    let result: T = client.call(request)?;
-    Ok(match format {
-        OutputFormat::Text => text(&result),
-        OutputFormat::Json => output::json(&result)?,
-    })
 }
 
 #[cfg(test)]
@@ -268,6 +280,25 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn json_output_is_seen_in_a_refused_command_line() {
+        let argv = |args: &[&str]| -> Vec<OsString> {
+            std::iter::once("compartmentctl")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect()
+        };
+        assert!(asks_for_json(&argv(&[
+            "--output", "json", "user", "invite"
+        ])));
+        assert!(asks_for_json(&argv(&["user", "invite", "--output=json"])));
+        assert!(!asks_for_json(&argv(&[
+            "user", "invite", "--output", "text"
+        ])));
+        assert!(!asks_for_json(&argv(&["user", "invite"])));
+        assert!(!asks_for_json(&argv(&["user", "--", "--output", "json"])));
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! The CLI's half of each method: how its result reads as text. [`Request::visit`] derives
+//! the call-and-print step from these impls, so a method without one does not compile.
+
+use compartmentctl::args::OutputFormat;
+use compartmentctl::wire::{methods, Handle, Method, Request, Visit};
+use compartmentctl::Client;
+
+use super::exit::Failure;
+use super::output;
+
+/// How a method's result is printed for people; `--output json` prints the result object
+/// itself.
+pub trait Render: Method {
+    fn text(result: &Self::Result) -> String;
+}
+
+/// Makes the call and renders its typed result; the request's method decides the type.
+pub fn call(
+    client: &mut Client,
+    request: Request,
+    format: OutputFormat,
+) -> Result<String, Failure> {
+    request.visit(CallAndRender { client, format })
+}
+
+struct CallAndRender<'a> {
+    client: &'a mut Client,
+    format: OutputFormat,
+}
+
+impl Visit for CallAndRender<'_> {
+    type Output = Result<String, Failure>;
+}
+
+impl<M: Render> Handle<M> for CallAndRender<'_> {
+    fn handle(self, params: M::Params) -> Result<String, Failure> {
+        let result = self.client.call_method::<M>(params)?;
+        Ok(match self.format {
+            OutputFormat::Text => M::text(&result),
+            OutputFormat::Json => output::json(&result)?,
+        })
+    }
+}
+
+macro_rules! render_with {
+    ($($method:ident => $function:path;)*) => {
+        $(
+            impl Render for methods::$method {
+                fn text(result: &Self::Result) -> String {
+                    $function(result)
+                }
+            }
+        )*
+    };
+}
+
+render_with! {
+    Ping => output::pong;
+    Whoami => output::whoami;
+    OrgCreate => output::org_created;
+    OrgList => output::org_list;
+    OrgUse => output::org_used;
+    UserInvite => output::invitation;
+    UserList => output::member_list;
+    UserRemove => output::removed;
+    RoleGrant => output::granted;
+    RoleList => output::role_list;
+    AccountActivate => output::activated;
+    AccountList => output::account_list;
+    AccountShow => output::account_detail;
+    AccountUnbind => output::unbound;
+    AccountBind => output::bound;
+}

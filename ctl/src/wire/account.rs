@@ -1,0 +1,121 @@
+//! `account.*` and `whoami`: an account, its activation and binding, and who the caller is.
+
+use serde::{Deserialize, Serialize};
+
+use super::{AccountStatus, MemberStatus, Params, Role};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateParams {
+    /// The token, or the whole activation URL.
+    pub token: String,
+}
+
+/// Activation names no organization: the token decides which one.
+impl Params for ActivateParams {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activated {
+    pub org: String,
+    pub email: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    pub email: String,
+    pub status: AccountStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgMembership {
+    pub org: String,
+    pub role: Role,
+    pub status: MemberStatus,
+    /// In `account.show`: false for an active membership pinned to a uid that no longer
+    /// holds the account, through which nobody acts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usable: Option<bool>,
+}
+
+/// Who the daemon thinks the caller is, from the socket's peer credentials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+    /// uid 0 or the daemon's own uid: admin power in every organization.
+    pub superuser: bool,
+    /// The caller's Unix user, as NSS names its uid.
+    #[serde(default)]
+    pub unix_user: Option<String>,
+    /// Why the uid's binding no longer holds (its user was deleted or the uid reused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_problem: Option<String>,
+    pub account: Option<AccountInfo>,
+    /// The organization commands act in when `--org` is not given, if one can be chosen.
+    pub current_org: Option<String>,
+    pub memberships: Vec<OrgMembership>,
+}
+
+/// Params naming one account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountParams {
+    pub email: String,
+}
+
+impl Params for AccountParams {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountBindParams {
+    pub email: String,
+    /// The Unix user to bind the account to.
+    pub unix_user: String,
+}
+
+impl Params for AccountBindParams {}
+
+/// An account, its binding and its memberships (`account.show`, `account.list`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDetail {
+    pub email: String,
+    pub status: AccountStatus,
+    /// The bound uid, and the user name it was bound as.
+    pub uid: Option<u32>,
+    pub unix_user: Option<String>,
+    /// Whom the bound uid belongs to now (NSS); a name other than `unix_user`, or `None`,
+    /// means the binding no longer holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid_now_belongs_to: Option<Option<String>>,
+    /// RFC 3339, whole seconds, UTC.
+    pub bound_at: Option<String>,
+    /// Who made the binding: "a superuser", "organization acme", ….
+    pub bound_through: Option<String>,
+    pub memberships: Vec<OrgMembership>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountList {
+    /// Ordered by e-mail.
+    pub accounts: Vec<AccountDetail>,
+}
+
+/// A binding made or undone by a superuser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountBinding {
+    pub email: String,
+    pub uid: u32,
+    pub unix_user: Option<String>,
+}
+
+/// Pulls the token out of an activation URL (`…/activate?token=…`), or returns the input
+/// when it is a bare token.
+pub fn token_from_url_or_token(input: &str) -> &str {
+    let input = input.trim();
+    match input.split_once("token=") {
+        Some((_, rest)) => rest.split(['&', '#']).next().unwrap_or(rest),
+        None => input,
+    }
+}

@@ -1,0 +1,295 @@
+//! The JSON-RPC 2.0 envelope: ids, requests, notifications, batches and responses, and
+//! decoding a request line into the calls it holds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::{Request, RpcError, JSONRPC};
+
+/// The most requests one batch may hold. A longer batch is refused whole with one error, so
+/// that a line cannot queue unbounded work or an unbounded reply.
+pub const MAX_BATCH: usize = 100;
+
+/// A request id as it was sent: the raw JSON text of a number, a string or `null`. Kept as
+/// text, not as a number, so that any id (a 30-digit integer, `1e400`, an escaped string)
+/// is echoed byte for byte, as JSON-RPC 2.0 requires.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Id(Box<RawValue>);
+
+impl Id {
+    /// The id of an answer to a line whose own id could not be read.
+    pub fn null() -> Id {
+        Id(RawValue::NULL.to_owned())
+    }
+
+    pub fn is_null(&self) -> bool {
+        self.0.get() == "null"
+    }
+
+    /// The id's JSON text, exactly as received.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Reads a raw member as an id: a number, a string or `null`; anything else is not an
+    /// id.
+    fn from_member(raw: &RawValue) -> Option<Id> {
+        match raw.get().as_bytes().first() {
+            Some(b'"' | b'-' | b'0'..=b'9' | b'n') => Some(Id(raw.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for Id {
+    fn eq(&self, other: &Id) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for Id {}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.0.get())
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+impl From<u64> for Id {
+    fn from(id: u64) -> Id {
+        Id::from(Value::from(id))
+    }
+}
+
+impl From<&str> for Id {
+    fn from(id: &str) -> Id {
+        Id::from(Value::from(id))
+    }
+}
+
+/// A `Value` id: numbers, strings and `null` keep their text; other values (which are not
+/// ids) become `null`.
+impl From<Value> for Id {
+    fn from(id: Value) -> Id {
+        match id {
+            Value::Null | Value::Number(_) | Value::String(_) => {
+                serde_json::value::to_raw_value(&id).map_or_else(|_| Id::null(), Id)
+            }
+            _ => Id::null(),
+        }
+    }
+}
+
+/// Compares with an id as a `Value`, for callers that build ids with `json!`.
+impl PartialEq<Value> for Id {
+    fn eq(&self, other: &Value) -> bool {
+        serde_json::from_str::<Value>(self.0.get()).is_ok_and(|id| id == *other)
+    }
+}
+
+impl PartialEq<u64> for Id {
+    fn eq(&self, other: &u64) -> bool {
+        self.0.get() == other.to_string()
+    }
+}
+
+/// A request as a client sends it. (To read requests, use [`decode`], which tells an `"id":
+/// null` from an absent id; this struct reads both as `None`.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    pub jsonrpc: String,
+    /// `None` makes the request a notification: run, never answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Id>,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
+}
+
+impl RequestEnvelope {
+    pub fn new(id: impl Into<Id>, request: &Request) -> RequestEnvelope {
+        RequestEnvelope {
+            jsonrpc: JSONRPC.to_owned(),
+            id: Some(id.into()),
+            method: request.method().to_owned(),
+            params: Some(request.params()),
+        }
+    }
+
+    /// The request as a notification: the daemon runs it and sends nothing back.
+    pub fn notification(request: &Request) -> RequestEnvelope {
+        RequestEnvelope {
+            id: None,
+            ..RequestEnvelope::new(0, request)
+        }
+    }
+}
+
+/// A response: exactly one of `result` and `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub jsonrpc: String,
+    pub id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+impl Response {
+    pub fn ok(id: impl Into<Id>, result: Value) -> Response {
+        Response {
+            jsonrpc: JSONRPC.to_owned(),
+            id: id.into(),
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn err(id: impl Into<Id>, error: RpcError) -> Response {
+        Response {
+            jsonrpc: JSONRPC.to_owned(),
+            id: id.into(),
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// One request object of a line, decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    /// The id to answer with; `None` for a notification, which is never answered (not even
+    /// when it fails). A request object too broken to tell gets `null`.
+    pub id: Option<Id>,
+    pub request: Result<Request, RpcError>,
+}
+
+impl Call {
+    fn refused(id: Option<Id>, error: RpcError) -> Call {
+        Call {
+            id: Some(id.unwrap_or_else(Id::null)),
+            request: Err(error),
+        }
+    }
+}
+
+/// What a request line holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    /// One request object, or a line that is no request at all (not JSON, an empty or
+    /// oversized batch), which is answered with one error.
+    Single(Call),
+    /// A batch of 1 to [`MAX_BATCH`] elements, in the order sent; answered with one array
+    /// of the replies that are not to notifications, or nothing when all are.
+    Batch(Vec<Call>),
+}
+
+/// Decodes one request line.
+pub fn decode(line: &[u8]) -> Incoming {
+    // Borrowed raw text: the whole line is checked as JSON here (nesting depth included),
+    // but nothing is converted until the envelope has been looked at.
+    let raw: &RawValue = match serde_json::from_slice(line) {
+        Ok(raw) => raw,
+        Err(err) => return Incoming::Single(Call::refused(None, RpcError::parse_error(&err))),
+    };
+    if !raw.get().starts_with('[') {
+        return Incoming::Single(decode_call(raw));
+    }
+    let elements: Vec<&RawValue> = match serde_json::from_str(raw.get()) {
+        Ok(elements) => elements,
+        Err(err) => return Incoming::Single(Call::refused(None, RpcError::parse_error(&err))),
+    };
+    if elements.is_empty() {
+        return Incoming::Single(Call::refused(
+            None,
+            RpcError::invalid_request("an empty batch holds no request"),
+        ));
+    }
+    if elements.len() > MAX_BATCH {
+        return Incoming::Single(Call::refused(
+            None,
+            RpcError::invalid_request(&format!(
+                "a batch holds at most {MAX_BATCH} requests, this one {}",
+                elements.len()
+            )),
+        ));
+    }
+    Incoming::Batch(elements.into_iter().map(decode_call).collect())
+}
+
+/// Decodes a line that must hold one request object (a batch is refused): the id to answer
+/// with (`None` for a notification) and the request or the error to send back.
+pub fn decode_request(line: &[u8]) -> (Option<Id>, Result<Request, RpcError>) {
+    match decode(line) {
+        Incoming::Single(call) => (call.id, call.request),
+        Incoming::Batch(_) => (
+            Some(Id::null()),
+            Err(RpcError::invalid_request(
+                "a batch where one request was expected",
+            )),
+        ),
+    }
+}
+
+/// Decodes one request object.
+fn decode_call(raw: &RawValue) -> Call {
+    let Ok(members) = serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()) else {
+        return Call::refused(
+            None,
+            RpcError::invalid_request("a request must be a JSON object"),
+        );
+    };
+    let id = match members.get("id") {
+        None => None,
+        Some(raw_id) => match Id::from_member(raw_id) {
+            Some(id) => Some(id),
+            None => {
+                return Call::refused(
+                    None,
+                    RpcError::invalid_request("\"id\" must be a number, a string or null"),
+                )
+            }
+        },
+    };
+    let text = |name: &str| {
+        members
+            .get(name)
+            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+    };
+    if text("jsonrpc").as_deref() != Some(JSONRPC) {
+        return Call::refused(id, RpcError::invalid_request("\"jsonrpc\" must be \"2.0\""));
+    }
+    let Some(method) = text("method") else {
+        return Call::refused(id, RpcError::invalid_request("\"method\" must be a string"));
+    };
+    let params = match members
+        .get("params")
+        .map(|raw| serde_json::from_str(raw.get()))
+    {
+        None => None,
+        Some(Ok(params)) => Some(params),
+        // Valid JSON that serde_json will not hold as a `Value`, such as `1e400`.
+        Some(Err(err)) => {
+            return Call {
+                id,
+                request: Err(RpcError::invalid_params(&method, err.to_string())),
+            }
+        }
+    };
+    Call {
+        id,
+        request: Request::parse(&method, params),
+    }
+}

@@ -1,0 +1,201 @@
+//! What a method is: its name, params, result and whether it writes, as one trait
+//! ([`Method`]), and the macro that turns the list of declarations in `wire/mod.rs` into
+//! the [`Request`](super::Request) enum, its parser and its visitor.
+
+use std::fmt;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{Request, RpcError};
+
+/// One method of the protocol, declared once in `wire/mod.rs`. The marker types in
+/// [`methods`](super::methods) implement it; the daemon's handlers and the CLI's renderers
+/// are implemented per marker type, so a method without either does not compile.
+pub trait Method: 'static {
+    /// The wire name, `noun.verb`.
+    const NAME: &'static str;
+    /// Whether the method changes the store (served through the single writer) or only
+    /// reads a snapshot.
+    const WRITES: bool;
+    type Params: Params;
+    type Result: Serialize + DeserializeOwned + fmt::Debug + Send + 'static;
+
+    /// The request carrying `params`.
+    fn request(params: Self::Params) -> Request;
+}
+
+/// A method's params object.
+pub trait Params:
+    Serialize + DeserializeOwned + fmt::Debug + Clone + PartialEq + Send + Sync + 'static
+{
+    /// The organization the params name, if they name one (for logs; the rules resolve the
+    /// caller's current organization when none is named).
+    fn org(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Something that does one thing with any request: serve it (the daemon), send and render
+/// it (the CLI). [`Request::visit`] calls the [`Handle`] impl of the request's method.
+pub trait Visit {
+    type Output;
+}
+
+/// What a [`Visit`] does with method `M`'s params.
+pub trait Handle<M: Method>: Visit {
+    fn handle(self, params: M::Params) -> Self::Output;
+}
+
+/// Reads a method's params: absent and `null` read as `{}`, anything but an object is
+/// refused, and serde's complaint becomes an `invalid_params` error naming the method.
+pub(super) fn parse_params<M: Method>(params: Option<Value>) -> Result<Request, RpcError> {
+    let value = match params {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(value @ Value::Object(_)) => value,
+        Some(_) => {
+            return Err(RpcError::invalid_params(
+                M::NAME,
+                "params must be an object".to_owned(),
+            ))
+        }
+    };
+    serde_json::from_value::<M::Params>(value)
+        .map(M::request)
+        .map_err(|err| RpcError::invalid_params(M::NAME, err.to_string()))
+}
+
+/// Declares the protocol's methods; invoked once, in `wire/mod.rs`. Each line is
+/// `Variant[(ParamsType)] = "noun.verb" => ResultType, read|write;`. A method without a
+/// params type takes [`NoParams`](super::NoParams) and its `Request` variant carries no
+/// data. From that one list come: a marker type per method in `wire::methods` implementing
+/// [`Method`], the [`Request`] enum, [`METHODS`](super::METHODS), and `Request::parse`,
+/// `method`, `org`, `params` and `visit`.
+macro_rules! declare_methods {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $(($params:ty))? = $name:literal => $result:ty, $access:ident;
+    )*) => {
+        /// One marker type per method, implementing [`Method`](super::Method).
+        pub mod methods {
+            $(
+                $(#[$doc])*
+                #[derive(Debug)]
+                pub enum $variant {}
+            )*
+        }
+
+        // Outside `methods`, so that a result type named like a marker (`OrgList`) means
+        // the result.
+        $(
+            impl $crate::wire::Method for methods::$variant {
+                const NAME: &'static str = $name;
+                const WRITES: bool = declare_methods!(@writes $access);
+                type Params = declare_methods!(@params_type [$($params)?]);
+                type Result = $result;
+
+                fn request(params: Self::Params) -> $crate::wire::Request {
+                    declare_methods!(@wrap $variant [$($params)?] params)
+                }
+            }
+        )*
+
+        /// Every method name, in declaration order, for error hints and documentation.
+        pub const METHODS: &[&str] = &[$($name),*];
+
+        /// A request, parsed once; the daemon serves it through [`Request::visit`].
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum Request {
+            $(
+                $(#[$doc])*
+                $variant $(($params))?,
+            )*
+        }
+
+        impl Request {
+            /// The wire name of the request's method.
+            pub fn method(&self) -> &'static str {
+                match self {
+                    $(Request::$variant { .. } => $name,)*
+                }
+            }
+
+            /// Whether the request's method changes the store.
+            pub fn writes(&self) -> bool {
+                match self {
+                    $(Request::$variant { .. } => declare_methods!(@writes $access),)*
+                }
+            }
+
+            /// The organization the request names, if it names one.
+            pub fn org(&self) -> Option<&str> {
+                match self {
+                    $(
+                        declare_methods!(@pattern $variant [$($params)?] params) =>
+                            $crate::wire::Params::org(declare_methods!(@params_ref [$($params)?] params)),
+                    )*
+                }
+            }
+
+            /// Builds the request for `method` from its params, with a `bad_request` or
+            /// `unknown_method` error a client can act on.
+            pub fn parse(method: &str, params: Option<serde_json::Value>) -> Result<Request, $crate::wire::RpcError> {
+                match method {
+                    $($name => $crate::wire::method::parse_params::<methods::$variant>(params),)*
+                    _ => Err($crate::wire::RpcError::unknown_method(method)),
+                }
+            }
+
+            /// The params object as sent on the wire.
+            pub fn params(&self) -> serde_json::Value {
+                let value = match self {
+                    $(
+                        declare_methods!(@pattern $variant [$($params)?] params) =>
+                            serde_json::to_value(declare_methods!(@params_ref [$($params)?] params)),
+                    )*
+                };
+                // Params are plain structs of strings, which always serialize.
+                value.unwrap_or_default()
+            }
+
+            /// Hands the request's params to `visitor`'s handler for its method. The bound
+            /// lists every method, so a visitor that misses one does not compile.
+            pub fn visit<V>(self, visitor: V) -> V::Output
+            where
+                V: $crate::wire::Visit $(+ $crate::wire::Handle<methods::$variant>)*,
+            {
+                match self {
+                    $(
+                        declare_methods!(@pattern $variant [$($params)?] params) =>
+                            <V as $crate::wire::Handle<methods::$variant>>::handle(
+                                visitor,
+                                declare_methods!(@params_value [$($params)?] params),
+                            ),
+                    )*
+                }
+            }
+        }
+    };
+
+    (@writes read) => { false };
+    (@writes write) => { true };
+    (@params_type []) => { $crate::wire::NoParams };
+    (@params_type [$params:ty]) => { $params };
+    (@wrap $variant:ident [] $p:ident) => {{
+        let $crate::wire::NoParams {} = $p;
+        $crate::wire::Request::$variant
+    }};
+    (@wrap $variant:ident [$params:ty] $p:ident) => { $crate::wire::Request::$variant($p) };
+    (@pattern $variant:ident [] $p:ident) => { Request::$variant };
+    (@pattern $variant:ident [$params:ty] $p:ident) => { Request::$variant($p) };
+    (@params_ref [] $p:ident) => { &$crate::wire::method::NO_PARAMS };
+    (@params_ref [$params:ty] $p:ident) => { $p };
+    (@params_value [] $p:ident) => { $crate::wire::NoParams {} };
+    (@params_value [$params:ty] $p:ident) => { $p };
+}
+
+pub(super) use declare_methods;
+
+/// The params of every method that takes none, borrowed for the life of the program.
+pub(super) static NO_PARAMS: super::NoParams = super::NoParams {};

@@ -1,0 +1,391 @@
+//! The wire protocol (DESIGN §5): JSON-RPC 2.0, one JSON value per line, at most
+//! [`MAX_LINE`] bytes a line. Every method is declared once, below, with its params and
+//! result types; the daemon and the client both use these types, so they cannot disagree.
+//!
+//! # Layout
+//!
+//! - `envelope`: ids, requests, notifications, batches, responses; decoding a line.
+//! - `error`: the stable error kinds and the error object.
+//! - `method`: the [`Method`] trait and the macro that derives everything from the list
+//!   below.
+//! - one file per noun for params and results: `meta` (`ping`), `org`, `user`, `role`
+//!   (with [`Role`] itself), `account` (with `whoami`); `status` for statuses.
+//!
+//! # Adding a method
+//!
+//! Declare it in the `declare_methods!` list below (its params and result types live in
+//! its noun's file, the params implementing [`Params`]), implement the daemon's `Serve` for
+//! its marker type `methods::Name` (daemon/src/dispatch.rs) and the CLI's `Render`
+//! (ctl/src/cli/render.rs). Nothing else lists methods; a missing handler or renderer does
+//! not compile.
+
+mod account;
+mod envelope;
+mod error;
+mod meta;
+pub(crate) mod method;
+mod org;
+mod role;
+mod status;
+mod user;
+
+pub use account::*;
+pub use envelope::*;
+pub use error::*;
+pub use meta::*;
+pub use method::{Handle, Method, Params, Visit};
+pub use org::*;
+pub use role::*;
+pub use status::*;
+pub use user::*;
+
+use method::declare_methods;
+
+/// The only protocol version spoken.
+pub const JSONRPC: &str = "2.0";
+/// The longest request line, newline excluded.
+pub const MAX_LINE: usize = 64 * 1024;
+/// The longest response line a client accepts: responses such as a large `user list`
+/// outgrow the request limit.
+pub const MAX_RESPONSE_LINE: usize = 16 * 1024 * 1024;
+
+declare_methods! {
+    /// Is the daemon up, and which version is it.
+    Ping = "ping" => Pong, read;
+    /// Who the daemon thinks the caller is.
+    Whoami = "whoami" => WhoAmI, read;
+    /// Create an organization and invite its first admin (superuser).
+    OrgCreate(OrgCreateParams) = "org.create" => OrgCreated, write;
+    /// The caller's organizations.
+    OrgList = "org.list" => OrgList, read;
+    /// Choose the caller's current organization.
+    OrgUse(OrgUseParams) = "org.use" => OrgUsed, write;
+    /// Invite someone with a role.
+    UserInvite(UserInviteParams) = "user.invite" => Invitation, write;
+    /// An organization's members.
+    UserList(OrgParams) = "user.list" => MemberList, read;
+    /// Remove a member or revoke an invitation.
+    UserRemove(UserRemoveParams) = "user.remove" => Removed, write;
+    /// Give a member a role, up to the caller's own.
+    RoleGrant(RoleGrantParams) = "role.grant" => Granted, write;
+    /// The roles and what each may do.
+    RoleList = "role.list" => RoleList, read;
+    /// Redeem an activation token, binding the caller's uid to the account.
+    AccountActivate(ActivateParams) = "account.activate" => Activated, write;
+    /// Every account with its binding (superuser).
+    AccountList = "account.list" => AccountList, read;
+    /// One account: its binding and memberships (superuser).
+    AccountShow(AccountParams) = "account.show" => AccountDetail, read;
+    /// Free an account from its Unix user (superuser, break-glass).
+    AccountUnbind(AccountParams) = "account.unbind" => AccountBinding, write;
+    /// Bind an account to a Unix user on a superuser's word.
+    AccountBind(AccountBindParams) = "account.bind" => AccountBinding, write;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn roles_are_ordered_by_hierarchy() {
+        assert!(Role::Admin > Role::Deployer);
+        assert!(Role::Deployer > Role::Readonly);
+        assert!(Role::Readonly > Role::Viewer);
+    }
+
+    #[test]
+    fn unknown_role_names_the_roles() {
+        let err = "owner".parse::<Role>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"owner\" is not a role: roles are admin, deployer, readonly and viewer"
+        );
+    }
+
+    #[test]
+    fn decodes_an_invite() {
+        let line = br#"{"jsonrpc":"2.0","id":1,"method":"user.invite","params":{"org":"acme","email":"a@example.com","role":"deployer"}}"#;
+        let (id, request) = decode_request(line);
+        assert_eq!(id, Some(Id::from(1)));
+        assert_eq!(
+            request.unwrap(),
+            Request::UserInvite(UserInviteParams {
+                org: Some("acme".into()),
+                email: "a@example.com".into(),
+                role: Role::Deployer,
+                expires_in: None,
+                resend: false,
+                unix_user: None,
+            })
+        );
+    }
+
+    #[test]
+    fn bad_lines_get_bad_request_or_unknown_method() {
+        let cases: [(&[u8], ErrorKind, i64); 6] = [
+            (b"{not json", ErrorKind::BadRequest, -32700),
+            (b"[1,2]", ErrorKind::BadRequest, -32600),
+            (br#"{"jsonrpc":"2.0","id":true,"method":"ping"}"#, ErrorKind::BadRequest, -32600),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"nope"}"#, ErrorKind::UnknownMethod, -32601),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"user.remove","params":{}}"#, ErrorKind::BadRequest, -32602),
+            (br#"{"jsonrpc":"2.0","id":1,"method":"role.grant","params":{"email":"a@b.c","role":7}}"#, ErrorKind::BadRequest, -32602),
+        ];
+        for (line, kind, code) in cases {
+            let (_, result) = decode_request(line);
+            let err = result.unwrap_err();
+            assert_eq!(
+                (err.kind(), err.code),
+                (kind, code),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_role_is_a_bad_request_naming_the_roles() {
+        let (_, result) = decode_request(
+            br#"{"jsonrpc":"2.0","id":"x","method":"role.grant","params":{"email":"a@b.c","role":"owner"}}"#,
+        );
+        let err = result.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert!(
+            err.message
+                .contains("roles are admin, deployer, readonly and viewer"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn error_serializes_as_design_shows() {
+        let err = RpcError::new(ErrorKind::LastAdmin, "cannot remove the last admin of acme");
+        let line = serde_json::to_string(&Response::err(json!(2), err)).unwrap();
+        assert_eq!(
+            line,
+            r#"{"jsonrpc":"2.0","id":2,"error":{"code":-32003,"message":"cannot remove the last admin of acme","data":{"kind":"last_admin"}}}"#
+        );
+    }
+
+    #[test]
+    fn every_declared_method_parses_and_names_itself() {
+        for name in METHODS {
+            // Methods with required params refuse `{}`, but as their own bad params.
+            match Request::parse(name, None) {
+                Ok(request) => assert_eq!(request.method(), *name),
+                Err(err) => assert_eq!(
+                    (err.kind(), err.code),
+                    (ErrorKind::BadRequest, -32602),
+                    "{name}"
+                ),
+            }
+        }
+        assert_eq!(
+            METHODS.len(),
+            METHODS
+                .iter()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        );
+    }
+
+    #[test]
+    fn declarations_derive_name_writes_org_and_params() {
+        let invite = Request::UserInvite(UserInviteParams {
+            org: Some("acme".into()),
+            email: "a@example.com".into(),
+            role: Role::Viewer,
+            expires_in: None,
+            resend: false,
+            unix_user: None,
+        });
+        assert_eq!(invite.method(), <methods::UserInvite as Method>::NAME);
+        assert!(invite.writes());
+        assert_eq!(invite.org(), Some("acme"));
+        assert_eq!(
+            invite.params(),
+            json!({"org": "acme", "email": "a@example.com", "role": "viewer"})
+        );
+        assert!(!Request::Whoami.writes());
+        assert_eq!(Request::Whoami.org(), None);
+        assert_eq!(Request::Whoami.params(), json!({}));
+        let create = Request::OrgCreate(OrgCreateParams {
+            name: "acme".into(),
+            admin: "a@example.com".into(),
+            admin_unix_user: Some("alice".into()),
+        });
+        assert_eq!(create.org(), Some("acme"));
+        assert_eq!(
+            Request::parse("org.create", Some(create.params())).unwrap(),
+            create
+        );
+    }
+
+    fn single(line: &str) -> Call {
+        match decode(line.as_bytes()) {
+            Incoming::Single(call) => call,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    fn batch(line: &str) -> Vec<Call> {
+        match decode(line.as_bytes()) {
+            Incoming::Batch(calls) => calls,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_without_id_is_a_notification() {
+        let call = single(r#"{"jsonrpc":"2.0","method":"ping"}"#);
+        assert_eq!(
+            call,
+            Call {
+                id: None,
+                request: Ok(Request::Ping)
+            }
+        );
+        // A notification that fails to decode is still not answered.
+        let call = single(r#"{"jsonrpc":"2.0","method":"nope"}"#);
+        assert_eq!(call.id, None);
+        assert_eq!(call.request.unwrap_err().kind(), ErrorKind::UnknownMethod);
+    }
+
+    #[test]
+    fn a_broken_request_object_without_id_is_answered_with_null() {
+        for line in [
+            r#"{"jsonrpc":"2.0","method":1}"#,
+            r#"{"jsonrpc":"1.0","method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":{},"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":false,"method":"ping"}"#,
+            "7",
+            r#""ping""#,
+        ] {
+            let call = single(line);
+            assert_eq!(call.id, Some(Id::null()), "{line}");
+            assert_eq!(call.request.unwrap_err().code, -32600, "{line}");
+        }
+    }
+
+    #[test]
+    fn ids_are_kept_as_sent() {
+        for id in [
+            "null",
+            "123456789012345678901234567890",
+            "-0",
+            "1.50",
+            "1e400",
+            r#""\u0041b""#,
+            r#""""#,
+        ] {
+            let call = single(&format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"ping"}}"#));
+            assert_eq!(call.request.unwrap(), Request::Ping);
+            let id = call.id.unwrap();
+            assert_eq!(id.as_json(), id.to_string());
+            let reply = serde_json::to_string(&Response::ok(id.clone(), json!({}))).unwrap();
+            assert_eq!(
+                reply,
+                format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{}}}}"#)
+            );
+            let back: Response = serde_json::from_str(&reply).unwrap();
+            assert_eq!(back.id, id);
+        }
+    }
+
+    #[test]
+    fn a_batch_decodes_each_element_in_order() {
+        let calls = batch(
+            r#" [ {"jsonrpc":"2.0","id":1,"method":"ping"}, {"jsonrpc":"2.0","method":"whoami"},
+                 1, {"jsonrpc":"2.0","id":"b","method":"nope"} ] "#,
+        );
+        assert_eq!(calls.len(), 4);
+        assert_eq!(
+            calls[0],
+            Call {
+                id: Some(Id::from(1)),
+                request: Ok(Request::Ping)
+            }
+        );
+        assert_eq!(
+            calls[1],
+            Call {
+                id: None,
+                request: Ok(Request::Whoami)
+            }
+        );
+        assert_eq!(calls[2].id, Some(Id::null()));
+        assert_eq!(calls[2].request.as_ref().unwrap_err().code, -32600);
+        assert_eq!(calls[3].id, Some(Id::from("b")));
+        assert_eq!(calls[3].request.as_ref().unwrap_err().code, -32601);
+    }
+
+    #[test]
+    fn an_empty_or_oversized_batch_is_one_invalid_request() {
+        let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+        let too_many = format!("[{}]", vec![ping; MAX_BATCH + 1].join(","));
+        for line in ["[]", " [ ] ", too_many.as_str()] {
+            let call = single(line);
+            assert_eq!(call.id, Some(Id::null()));
+            let err = call.request.unwrap_err();
+            assert_eq!((err.kind(), err.code), (ErrorKind::BadRequest, -32600));
+        }
+        let most = format!("[{}]", vec![ping; MAX_BATCH].join(","));
+        assert_eq!(batch(&most).len(), MAX_BATCH);
+    }
+
+    #[test]
+    fn not_json_is_a_parse_error_answered_with_null() {
+        for line in ["{", "[", "[{}", "", "   ", "{} {}"] {
+            let call = single(line);
+            assert_eq!(call.id, Some(Id::null()), "{line:?}");
+            assert_eq!(call.request.unwrap_err().code, -32700, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn params_out_of_serde_json_range_are_bad_params() {
+        let call =
+            single(r#"{"jsonrpc":"2.0","id":1,"method":"user.list","params":{"org":1e400}}"#);
+        assert_eq!(call.id, Some(Id::from(1)));
+        assert_eq!(call.request.unwrap_err().code, -32602);
+    }
+
+    #[test]
+    fn ids_compare_with_numbers_and_values() {
+        assert_eq!(Id::from(7), 7);
+        assert_eq!(Id::from(7), json!(7));
+        assert_eq!(Id::from("x"), json!("x"));
+        assert_eq!(Id::null(), Value::Null);
+        assert_ne!(Id::from(7), json!("7"));
+        assert_eq!(Id::from(json!([1])), Id::null());
+    }
+
+    #[test]
+    fn a_notification_envelope_has_no_id() {
+        let line = serde_json::to_string(&RequestEnvelope::notification(&Request::Ping)).unwrap();
+        assert_eq!(line, r#"{"jsonrpc":"2.0","method":"ping","params":{}}"#);
+    }
+
+    #[test]
+    fn unknown_kinds_read_as_other() {
+        let data: ErrorData = serde_json::from_value(json!({"kind": "from_the_future"})).unwrap();
+        assert_eq!(data.kind, ErrorKind::Other);
+    }
+
+    #[test]
+    fn token_comes_out_of_a_url() {
+        assert_eq!(
+            token_from_url_or_token("https://h/activate?token=abc_-1"),
+            "abc_-1"
+        );
+        assert_eq!(
+            token_from_url_or_token("https://h/activate?token=abc&x=1"),
+            "abc"
+        );
+        assert_eq!(token_from_url_or_token(" abc "), "abc");
+    }
+}

@@ -1,0 +1,73 @@
+//! `org.*`: creating organizations, listing them, choosing the current one.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Invitation, Params, Role};
+
+/// Params naming the organization to act in; without `org` the daemon resolves the
+/// caller's current organization (DESIGN §2).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgCreateParams {
+    pub name: String,
+    /// E-mail of the organization's first admin.
+    pub admin: String,
+    /// The only Unix user who may redeem the first admin's activation URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_unix_user: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgUseParams {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgCreated {
+    pub org: String,
+    pub admin: Invitation,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgEntry {
+    pub name: String,
+    /// The caller's role there; `None` for a superuser who is not a member.
+    pub role: Option<Role>,
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgList {
+    pub orgs: Vec<OrgEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgUsed {
+    pub org: String,
+}
+
+impl Params for OrgParams {
+    fn org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
+}
+
+impl Params for OrgCreateParams {
+    fn org(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl Params for OrgUseParams {
+    fn org(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}

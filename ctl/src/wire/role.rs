@@ -1,0 +1,125 @@
+//! Roles, their hierarchy and names, and `role.*`: granting one, listing them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Params;
+
+/// A role in an organization. The order is the hierarchy: `Viewer < Readonly < Deployer <
+/// Admin`, and each role holds every permission of those below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum Role {
+    Viewer,
+    Readonly,
+    Deployer,
+    Admin,
+}
+
+impl Role {
+    /// Highest first, as people read the hierarchy.
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Deployer, Role::Readonly, Role::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Readonly => "readonly",
+            Role::Deployer => "deployer",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// What the role may do, in the words of the documentation page.
+    pub fn description(self) -> &'static str {
+        match self {
+            Role::Admin => {
+                "Full access: manage users, configure SSO, change organization settings, deploy and manage all projects"
+            }
+            Role::Deployer => {
+                "Deploy and manage projects and services; cannot manage users, SSO, or organization settings"
+            }
+            Role::Readonly => {
+                "View projects and deployments; cannot see sensitive variable values or make changes"
+            }
+            Role::Viewer => "Read-only access with a narrower scope than readonly",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is not one of the four.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownRole(pub String);
+
+impl fmt::Display for UnknownRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:?} is not a role: roles are admin, deployer, readonly and viewer",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownRole {}
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Role, UnknownRole> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str() == s)
+            .ok_or_else(|| UnknownRole(s.chars().take(40).collect()))
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = UnknownRole;
+
+    fn try_from(s: String) -> Result<Role, UnknownRole> {
+        s.parse()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleGrantParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    pub email: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    pub org: String,
+    pub email: String,
+    pub role: Role,
+    pub previous_role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleInfo {
+    pub name: Role,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleList {
+    /// Highest first.
+    pub roles: Vec<RoleInfo>,
+}
+
+impl Params for RoleGrantParams {
+    fn org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
+}
