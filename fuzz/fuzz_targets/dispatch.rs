@@ -132,7 +132,7 @@ async fn seed(ctx: &Context) -> String {
         found.expect("an activation URL").to_owned()
     };
     let created = serve(
-        root,
+        root.clone(),
         Request::OrgCreate(OrgCreateParams {
             name: "acme".into(),
             admin: "a@example.com".into(),
@@ -148,7 +148,7 @@ async fn seed(ctx: &Context) -> String {
     )
     .await;
     let invited = serve(
-        root,
+        root.clone(),
         Request::UserInvite(UserInviteParams {
             org: Some("acme".into()),
             email: "d@example.com".into(),
@@ -167,7 +167,7 @@ async fn seed(ctx: &Context) -> String {
     )
     .await;
     let beta = serve(
-        root,
+        root.clone(),
         Request::OrgCreate(OrgCreateParams {
             name: "beta".into(),
             admin: "b@example.com".into(),
@@ -181,7 +181,7 @@ async fn seed(ctx: &Context) -> String {
 /// Serves `request` for `who`, checks the answer, and keeps any activation URL it holds.
 async fn serve(h: &Harness, who: Caller, id: &Id, request: Request) {
     let method = request.method();
-    let response = match dispatch(&h.ctx, who, request).await {
+    let response = match dispatch(&h.ctx, who.clone(), request).await {
         Ok(result) => {
             let url = result["activation_url"]
                 .as_str()
@@ -260,7 +260,7 @@ fuzz_target!(|line: &[u8]| {
             };
             let request = with_known_token(h, request);
             serve(h, caller(&h.ctx, 0), &id, request.clone()).await;
-            serve(h, other, &id, request).await;
+            serve(h, other.clone(), &id, request).await;
         }
         h.clock.advance(Duration::from_secs(3600));
         let swept = h.ctx.writer.write(invitations::expire_due).await;
