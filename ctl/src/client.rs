@@ -20,6 +20,9 @@ pub enum ClientError {
     Protocol(String),
     /// The daemon refused the request.
     Rpc(RpcError),
+    /// The client would not talk: the server behind the socket is not trusted, or no
+    /// socket path can be made.
+    Refused(String),
 }
 
 impl fmt::Display for ClientError {
@@ -35,6 +38,7 @@ impl fmt::Display for ClientError {
             ClientError::Io(err) => write!(f, "connection to compartmentd failed: {err}"),
             ClientError::Protocol(msg) => write!(f, "unexpected answer from compartmentd: {msg}"),
             ClientError::Rpc(err) => f.write_str(&err.message),
+            ClientError::Refused(msg) => f.write_str(msg),
         }
     }
 }
@@ -54,6 +58,8 @@ impl Client {
             path: path.to_owned(),
             source,
         })?;
+        // Nothing is sent before the server is known to be one to trust.
+        crate::peer::check(&stream, path).map_err(|err| ClientError::Refused(err.to_string()))?;
         let writer = stream.try_clone().map_err(ClientError::Io)?;
         Ok(Client {
             reader: BufReader::new(stream),

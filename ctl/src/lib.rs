@@ -9,6 +9,7 @@
 //! - [`email`]: the one definition of a valid e-mail address.
 //! - [`client`]: a blocking [`Client`] that speaks one request per line over the Unix socket.
 //! - [`paths`]: where the daemon's socket lives when nobody says otherwise.
+//! - [`peer`]: whom the client talks to: the server behind a socket must be trusted.
 //! - [`args`]: the CLI's grammar (clap), here so that packaging can render man pages and
 //!   completions from it.
 //!
@@ -18,6 +19,7 @@ pub mod args;
 pub mod client;
 pub mod email;
 pub mod paths;
+pub mod peer;
 pub mod wire;
 
 pub use client::{Client, ClientError};

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use compartmentctl::paths::NoDefaultPath;
 
 use crate::limits::Limits;
 use crate::rules::MAX_INVITATION_TTL;
@@ -58,6 +59,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_uid: u32,
 
+    /// Of --max-connections, how many only superusers (root and the daemon's own user) may
+    /// take, so that they can always get in however many connections others hold
+    #[arg(
+        long,
+        env = "COMPARTMENT_SUPERUSER_RESERVED_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 3
+    )]
+    pub superuser_reserved_connections: u32,
+
     /// How long a request line may take to arrive once it has begun; a slower one closes
     /// the connection
     #[arg(long, env = "COMPARTMENT_LINE_TIMEOUT", value_name = "DURATION",
@@ -69,31 +80,49 @@ pub struct Config {
           default_value = "5min", value_parser = parse_positive)]
     pub idle_timeout: Duration,
 
+    /// How long an answer may wait for the client to read it; a client that stops reading
+    /// is disconnected after this
+    #[arg(long, env = "COMPARTMENT_WRITE_TIMEOUT", value_name = "DURATION",
+          default_value = "10s", value_parser = parse_positive)]
+    pub write_timeout: Duration,
+
     /// Where logs go
     #[arg(long, env = "COMPARTMENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 }
 
 impl Config {
-    pub fn limits(&self) -> Limits {
-        Limits {
+    /// The connection limits, or why they contradict each other.
+    pub fn limits(&self) -> Result<Limits, String> {
+        if self.superuser_reserved_connections >= self.max_connections {
+            return Err(format!(
+                "--superuser-reserved-connections ({}) must be less than --max-connections ({})",
+                self.superuser_reserved_connections, self.max_connections
+            ));
+        }
+        Ok(Limits {
             max_connections: self.max_connections as usize,
             max_connections_per_uid: self.max_connections_per_uid as usize,
+            superuser_reserved_connections: self.superuser_reserved_connections as usize,
             line_timeout: self.line_timeout,
             idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+        })
+    }
+
+    /// The socket to bind; with no flag, the default, which may not exist (no home).
+    pub fn socket(&self) -> Result<PathBuf, NoDefaultPath> {
+        match &self.socket {
+            Some(path) => Ok(path.clone()),
+            None => compartmentctl::paths::default_daemon_socket(),
         }
     }
 
-    pub fn socket(&self) -> PathBuf {
-        self.socket
-            .clone()
-            .unwrap_or_else(compartmentctl::paths::default_daemon_socket)
-    }
-
-    pub fn state_dir(&self) -> PathBuf {
-        self.state_dir
-            .clone()
-            .unwrap_or_else(compartmentctl::paths::default_state_dir)
+    pub fn state_dir(&self) -> Result<PathBuf, NoDefaultPath> {
+        match &self.state_dir {
+            Some(path) => Ok(path.clone()),
+            None => compartmentctl::paths::default_state_dir(),
+        }
     }
 
     pub fn public_url(&self) -> String {
@@ -150,6 +179,25 @@ mod tests {
             "https://h.example"
         );
         assert!(parse_public_url("h.example").is_err());
+    }
+
+    #[test]
+    fn reserved_connections_must_leave_room_for_others() {
+        let config = Config::parse_from([
+            "compartmentd",
+            "--max-connections",
+            "3",
+            "--superuser-reserved-connections",
+            "3",
+        ]);
+        assert_eq!(
+            config.limits().unwrap_err(),
+            "--superuser-reserved-connections (3) must be less than --max-connections (3)"
+        );
+        let config = Config::parse_from(["compartmentd"]);
+        let limits = config.limits().unwrap();
+        assert_eq!(limits.superuser_reserved_connections, 3);
+        assert_eq!(limits.write_timeout, Duration::from_secs(10));
     }
 
     #[test]

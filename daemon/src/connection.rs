@@ -1,6 +1,10 @@
 //! One connection: JSON lines in, answers out, in order. A line over the limit is
-//! answered `frame_too_long` and the connection closed; so is a line left unfinished past
-//! the line timeout (slow-loris), and a connection idle past the idle timeout.
+//! answered `frame_too_long`, the rest of it drained for a bounded time (nginx's lingering
+//! close, so a client that writes its whole request before reading sees why), and the
+//! connection closed; so is a line left unfinished past the line timeout (slow-loris), a
+//! connection idle past the idle timeout (blank lines are not requests), and one whose
+//! answer stays unread past the write timeout. No write outlives a stop by more than a
+//! moment, so a client that never reads cannot hold up the daemon's exit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,8 +12,8 @@ use std::time::{Duration, Instant};
 use compartmentctl::wire::{decode, Call, ErrorKind, Incoming, Response, RpcError, MAX_LINE};
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -17,10 +21,23 @@ use tracing::Instrument;
 
 use crate::dispatch::{dispatch, Context};
 use crate::limits::{Limits, Slot};
+use crate::logging::{self, RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Caller;
 
 /// How long a refused client gets to read why.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Once the daemon is stopping, how long an answer already being written may still take.
+const STOP_WRITE_GRACE: Duration = Duration::from_millis(500);
+
+/// Lingering close after `frame_too_long`: the rest of the line is read and dropped for at
+/// most this long in all, this many bytes, or until the client is quiet this long.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+
+/// Connections that end badly (too long, too slow, unread), logged a few per window.
+static BAD_ENDINGS: RateLimit = RateLimit::new(RATE_WINDOW, RATE_BURST);
 
 /// Serves a connection that holds `slot` until the client leaves, a limit ends it, or the
 /// daemon stops.
@@ -41,13 +58,12 @@ pub async fn serve(
 
 /// Answers a connection over a cap with the reason, then closes it.
 pub async fn refuse(mut stream: UnixStream, busy: RpcError) {
-    let mut line = serde_json::to_vec(&Response::err(Value::Null, busy)).unwrap_or_default();
-    line.push(b'\n');
+    let line = encode(&Response::err(Value::Null, busy));
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(&line)).await;
 }
 
 /// Why a connection ended, for the log.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
     ClientLeft,
     Stopping,
@@ -56,6 +72,7 @@ enum Ending {
     Idle,
     ReadFailed,
     WriteFailed,
+    WriteTimeout,
 }
 
 async fn serve_lines(
@@ -96,11 +113,12 @@ async fn serve_lines(
         let response = match frame {
             None => break Ending::ClientLeft,
             Some(Ok(line)) => {
-                last_request = Instant::now();
                 partial_since = None;
+                // A blank line is no request: it keeps nothing alive past the idle timeout.
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
+                last_request = Instant::now();
                 match answer(ctx, &caller, &line).await {
                     Some(reply) => reply,
                     // Only notifications: run, and nothing to send.
@@ -109,7 +127,9 @@ async fn serve_lines(
             }
             Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                 let response = Response::err(Value::Null, RpcError::frame_too_long());
-                let _ = send(&mut write_half, &response).await;
+                if let Err(ending) = send(&mut write_half, &response, &limits, &stop).await {
+                    break ending;
+                }
                 break Ending::LineTooLong;
             }
             Some(Err(AnyDelimiterCodecError::Io(err))) => {
@@ -117,13 +137,44 @@ async fn serve_lines(
                 break Ending::ReadFailed;
             }
         };
-        if send(&mut write_half, &response).await.is_err() {
-            break Ending::WriteFailed;
+        if let Err(ending) = send(&mut write_half, &response, &limits, &stop).await {
+            break ending;
         }
     };
+    if ending == Ending::LineTooLong {
+        // The answer is out; the client sees it followed by end of file while the rest of
+        // its line is read and dropped.
+        let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write_half.shutdown()).await;
+        linger(lines.into_inner(), &stop).await;
+    }
     match ending {
         Ending::ClientLeft | Ending::Stopping => tracing::debug!(?ending, "connection closed"),
-        _ => tracing::info!(?ending, "connection closed"),
+        _ => {
+            if let Some(more) = BAD_ENDINGS.check() {
+                tracing::info!(?ending, "connection closed{more}");
+            }
+        }
+    }
+}
+
+/// Reads and drops what the client still sends, within [`LINGER_TIME`], [`LINGER_BYTES`]
+/// and [`LINGER_QUIET`], so that closing does not cut off a client still writing the line
+/// it will then read the answer to (it would see a broken pipe instead of the error).
+async fn linger(mut read_half: OwnedReadHalf, stop: &CancellationToken) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut drained = 0usize;
+    while drained < LINGER_BYTES {
+        let quiet_until = deadline.min(tokio::time::Instant::now() + LINGER_QUIET);
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(quiet_until, read_half.read(&mut buf)) => read,
+            () = stop.cancelled() => return,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            // End of file, an error, or quiet for long enough.
+            _ => return,
+        }
     }
 }
 
@@ -156,26 +207,32 @@ async fn answer(ctx: &Context, caller: &Caller, line: &[u8]) -> Option<Reply> {
 /// decodes) but never answered, even with an error.
 async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> Option<Response> {
     let Call { id, request } = call;
+    // Ordinary users' request lines are rate-limited per uid, so none can fill the disk
+    // through the log (errors of the daemon's own are always logged).
+    let logged = logging::request_log_limit().allow(caller.uid, caller.superuser);
     let request = match request {
         Ok(request) => request,
         Err(error) => {
-            tracing::info!(outcome = %error.kind(), "undecodable request");
+            if logged {
+                tracing::info!(outcome = %error.kind(), "undecodable request");
+            }
             return id.map(|id| Response::err(id, error));
         }
     };
-    let response = serve_request(ctx, caller, request).await;
+    let response = serve_request(ctx, caller, request, logged).await;
     id.map(|id| match response {
         Ok(result) => Response::ok(id, result),
         Err(error) => Response::err(id, error),
     })
 }
 
-/// Authorizes and serves one request. Logs the method, organization and outcome, never
-/// params (they may hold a token).
+/// Authorizes and serves one request. Logs (when `logged`) the method, organization
+/// (clipped) and outcome, never params (they may hold a token).
 async fn serve_request(
     ctx: &Context,
     caller: &Caller,
     request: compartmentctl::wire::Request,
+    logged: bool,
 ) -> Result<Value, RpcError> {
     let started = Instant::now();
     let method = request.method();
@@ -189,13 +246,15 @@ async fn serve_request(
                 .get("org")
                 .and_then(Value::as_str)
                 .or(requested_org.as_deref());
-            tracing::info!(
-                method,
-                org = org.unwrap_or("-"),
-                outcome = "ok",
-                micros,
-                "request"
-            );
+            if logged {
+                tracing::info!(
+                    method,
+                    org = %logging::clip(org.unwrap_or("-")),
+                    outcome = "ok",
+                    micros,
+                    "request"
+                );
+            }
             Ok(result)
         }
         Err(err) => {
@@ -203,18 +262,43 @@ async fn serve_request(
             if kind == ErrorKind::Internal {
                 tracing::error!(method, error = ?err, "request failed");
             }
-            let org = requested_org.as_deref().unwrap_or("-");
-            tracing::info!(method, org, outcome = %kind, micros, "request");
+            let org = logging::clip(requested_org.as_deref().unwrap_or("-"));
+            if logged {
+                tracing::info!(method, %org, outcome = %kind, micros, "request");
+            }
             Err(err.into())
         }
     }
 }
 
+fn encode(response: &impl serde::Serialize) -> Vec<u8> {
+    // A response is plain data; should it ever fail to encode, the client gets an empty
+    // line rather than the connection task a panic.
+    let mut line = serde_json::to_vec(response).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// Writes one answer within the write timeout, and once the daemon is stopping within
+/// [`STOP_WRITE_GRACE`]: a client that does not read loses its connection, never holds a
+/// task (or the daemon's exit) hostage.
 async fn send(
     write_half: &mut OwnedWriteHalf,
     response: &impl serde::Serialize,
-) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    write_half.write_all(&line).await
+    limits: &Limits,
+    stop: &CancellationToken,
+) -> Result<(), Ending> {
+    let line = encode(response);
+    let stopping = async {
+        stop.cancelled().await;
+        tokio::time::sleep(STOP_WRITE_GRACE).await;
+    };
+    tokio::select! {
+        written = tokio::time::timeout(limits.write_timeout, write_half.write_all(&line)) => match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::WriteFailed),
+            Err(_) => Err(Ending::WriteTimeout),
+        },
+        () = stopping => Err(Ending::Stopping),
+    }
 }

@@ -14,6 +14,7 @@
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
 //! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
 //! - [`users`]: the host's users (NSS), cached briefly.
+//! - [`state_dir`]: the state directory and database file it trusts (owner, mode, links).
 //! - [`clock`], [`token`]: time and randomness, as parameters.
 //! - [`logging`]: tracing to stderr or the journal.
 
@@ -26,6 +27,7 @@ pub mod logging;
 pub mod rules;
 pub mod server;
 pub mod socket;
+pub mod state_dir;
 pub mod store;
 pub mod sweeper;
 pub mod token;

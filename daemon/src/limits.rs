@@ -1,6 +1,8 @@
 //! What one client may hold: connections in total and per uid, and how long a connection
-//! may sit on a partial line or do nothing. A connection over a cap is answered `busy`,
-//! never silently dropped.
+//! may sit on a partial line, do nothing, or leave an answer unread. A connection over a cap
+//! is answered `busy`, never silently dropped. The last few slots of the total are kept for
+//! superusers (PostgreSQL's `superuser_reserved_connections`), so that however many
+//! connections other uids hold, root can still get in to look and repair.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,10 +15,15 @@ use compartmentctl::wire::{ErrorKind, RpcError};
 pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_uid: usize,
+    /// Of `max_connections`, how many only superusers may take.
+    pub superuser_reserved_connections: usize,
     /// A request line must be complete this long after it started (slow-loris).
     pub line_timeout: Duration,
     /// A connection with no request for this long is closed.
     pub idle_timeout: Duration,
+    /// An answer that cannot be written for this long (the client does not read) closes the
+    /// connection.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -24,8 +31,10 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             max_connections_per_uid: 64,
+            superuser_reserved_connections: 3,
             line_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -58,16 +67,25 @@ impl Slots {
         })
     }
 
-    /// Takes a slot for a connection from `uid`, or says why there is none.
-    pub fn take(self: &Arc<Slots>, uid: u32) -> Result<Slot, RpcError> {
+    /// Takes a slot for a connection from `uid`, or says why there is none. Superusers may
+    /// take the reserved slots too; everyone else stops short of them.
+    pub fn take(self: &Arc<Slots>, uid: u32, superuser: bool) -> Result<Slot, RpcError> {
         // The counts stay consistent even if a holder panicked: recover the guard.
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        if open.total >= self.limits.max_connections {
+        let max = self.limits.max_connections;
+        if open.total >= max {
+            return Err(RpcError::new(
+                ErrorKind::Busy,
+                format!("compartmentd is serving its maximum of {max} connections"),
+            )
+            .with_hint("retry in a moment"));
+        }
+        let reserved = self.limits.superuser_reserved_connections;
+        if !superuser && open.total >= max.saturating_sub(reserved) {
             return Err(RpcError::new(
                 ErrorKind::Busy,
                 format!(
-                    "compartmentd is serving its maximum of {} connections",
-                    self.limits.max_connections
+                    "compartmentd is serving its maximum of {max} connections ({reserved} of them kept for superusers)"
                 ),
             )
             .with_hint("retry in a moment"));
@@ -123,23 +141,50 @@ mod tests {
         let slots = Slots::new(Limits {
             max_connections: 3,
             max_connections_per_uid: 2,
+            superuser_reserved_connections: 0,
             ..Limits::default()
         });
-        let a1 = slots.take(1).unwrap();
-        let _a2 = slots.take(1).unwrap();
-        let err = slots.take(1).unwrap_err();
+        let a1 = slots.take(1, false).unwrap();
+        let _a2 = slots.take(1, false).unwrap();
+        let err = slots.take(1, false).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Busy);
         assert_eq!(
             err.message,
             "uid 1 already holds 2 connections, the most one user may"
         );
-        let _b1 = slots.take(2).unwrap();
-        let err = slots.take(3).unwrap_err();
+        let _b1 = slots.take(2, false).unwrap();
+        let err = slots.take(3, false).unwrap_err();
         assert_eq!(
             err.message,
             "compartmentd is serving its maximum of 3 connections"
         );
         drop(a1);
-        let _a3 = slots.take(1).unwrap();
+        let _a3 = slots.take(1, false).unwrap();
+    }
+
+    #[test]
+    fn reserved_slots_are_for_superusers_only() {
+        let slots = Slots::new(Limits {
+            max_connections: 4,
+            max_connections_per_uid: 10,
+            superuser_reserved_connections: 2,
+            ..Limits::default()
+        });
+        let _others: Vec<Slot> = (0..2)
+            .map(|uid| slots.take(uid + 1000, false).unwrap())
+            .collect();
+        let err = slots.take(1002, false).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Busy);
+        assert_eq!(
+            err.message,
+            "compartmentd is serving its maximum of 4 connections (2 of them kept for superusers)"
+        );
+        let _root = slots.take(0, true).unwrap();
+        let _daemon_user = slots.take(999, true).unwrap();
+        let err = slots.take(0, true).unwrap_err();
+        assert_eq!(
+            err.message,
+            "compartmentd is serving its maximum of 4 connections"
+        );
     }
 }

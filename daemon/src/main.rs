@@ -1,4 +1,5 @@
-//! `compartmentd`'s entry point: flags, logging, the store, the socket, signals.
+//! `compartmentd`'s entry point: flags, logging, the state directory's checks, the store,
+//! the socket, signals.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use compartmentd::config::Config;
 use compartmentd::rules::Policy;
 use compartmentd::server::{self, Daemon};
 use compartmentd::store::Store;
-use compartmentd::{logging, socket};
+use compartmentd::store::DATABASE_FILE;
+use compartmentd::{logging, socket, state_dir};
 
 fn main() -> ExitCode {
     let config = Config::parse();
@@ -36,16 +38,24 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let state_dir = config.state_dir();
-    let socket_path = config.socket();
+    let limits = config.limits()?;
+    let state_dir = config.state_dir()?;
+    let socket_path = config.socket()?;
+    let daemon_uid = nix::unistd::geteuid().as_raw();
+    // Before anything is opened: the store only ever sees the checked, real directory.
+    let state_dir = state_dir::prepare(&state_dir, DATABASE_FILE, daemon_uid)?;
     let store = Store::open(&state_dir)?;
+    ensure_descriptors(limits.max_connections);
     // Under socket activation the socket unit owns the path: nothing to bind or remove.
-    let (listener, bound_path) = match socket::inherited()? {
+    let (listener, bound) = match socket::inherited()? {
         Some(listener) => (listener, None),
-        None => (socket::bind(&socket_path)?, Some(socket_path.clone())),
+        None => {
+            let (listener, file) = socket::bind_file(&socket_path)?;
+            (listener, Some(file))
+        }
     };
-    let listening_on = match &bound_path {
-        Some(path) => path.display().to_string(),
+    let listening_on = match &bound {
+        Some(file) => file.path.display().to_string(),
         None => "the socket systemd passed".to_owned(),
     };
     let listener = tokio::net::UnixListener::from_std(listener)?;
@@ -63,20 +73,21 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         store: Arc::new(store),
         clock: Arc::new(SystemClock),
         policy,
-        daemon_uid: nix::unistd::geteuid().as_raw(),
+        daemon_uid,
         sweep_interval: config.sweep_interval,
-        limits: config.limits(),
+        limits,
         users: compartmentd::users::SystemUsers::new(),
     };
     // Requests that arrive from here on wait in the listen queue until the accept loop runs.
     notify(sd_notify::NotifyState::Ready);
+    let stop_signal = shutdown_signal();
     let result = server::run(listener, daemon, async {
-        shutdown_signal().await;
+        stop_signal.await;
         notify(sd_notify::NotifyState::Stopping);
     })
     .await;
-    if let Some(path) = bound_path {
-        socket::remove(&path);
+    if let Some(file) = bound {
+        socket::remove(&file);
     }
     Ok(result?)
 }
@@ -88,18 +99,57 @@ fn notify(state: sd_notify::NotifyState<'_>) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Descriptors the daemon needs besides one per connection: the runtime, the database,
+/// the listener, the log, the spare kept for running out.
+const DESCRIPTORS_BESIDES_CONNECTIONS: u64 = 64;
+
+/// Raises the soft limit on open files towards the hard one when the connection cap needs
+/// more (as many servers do); says so when even the hard limit is too low. Running out is
+/// answered `busy` either way, never a hang.
+fn ensure_descriptors(max_connections: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let needed = (max_connections as u64).saturating_add(DESCRIPTORS_BESIDES_CONNECTIONS);
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= needed {
+        return;
+    }
+    let raised = needed.min(hard);
+    if raised > soft && setrlimit(Resource::RLIMIT_NOFILE, raised, hard).is_ok() && raised >= needed
+    {
+        return;
+    }
+    tracing::warn!(
+        limit = raised.max(soft),
+        needed,
+        "the open-files limit is below what --max-connections needs; connections past it are answered busy (raise LimitNOFILE or lower --max-connections)"
+    );
+}
+
+/// Completes on SIGTERM or SIGINT. SIGHUP, which would otherwise end the process, is
+/// logged and otherwise ignored: nothing is reloaded yet (the settings are flags). The
+/// handlers are installed when this is called, not when it is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot listen for signals; stop the daemon with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+        signal(SignalKind::hangup()),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
+            tracing::error!("cannot listen for signals; stop the daemon with SIGKILL");
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => return tracing::info!("SIGTERM received"),
+                _ = int.recv() => return tracing::info!("SIGINT received"),
+                _ = hup.recv() => tracing::info!(
+                    "SIGHUP received; nothing to reload (settings are flags: restart to change them)"
+                ),
+            }
+        }
     }
 }

@@ -1,11 +1,18 @@
 //! The accept loop. Identity comes first: the peer credentials are read as a connection is
 //! accepted, and a connection without them is dropped; one over the caps is answered
-//! `busy`. Shutdown stops accepting, lets each connection finish the request it is
-//! serving, then stops the sweeper and the writer.
+//! `busy`, and so is one that arrives when the process is out of file descriptors (a spare
+//! descriptor is kept for that moment). Warnings about refused connections and failed
+//! accepts are rate-limited. Shutdown stops accepting, lets each connection finish the
+//! request it is serving, then stops the sweeper and the writer.
 
+use std::fs::File;
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
+
+use compartmentctl::wire::{ErrorKind, Response, RpcError};
+use serde_json::Value;
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Notify;
@@ -16,11 +23,17 @@ use crate::clock::Clock;
 use crate::connection;
 use crate::dispatch::Context;
 use crate::limits::{Limits, Slots};
+use crate::logging::{RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Policy;
 use crate::store::Store;
 use crate::sweeper::Sweeper;
 use crate::users::Directory;
 use crate::writer::Writer;
+
+/// Refused connections (over a cap, out of descriptors), logged a few per window.
+static REFUSED: RateLimit = RateLimit::new(RATE_WINDOW, RATE_BURST);
+/// Accepts that failed for another reason.
+static ACCEPT_FAILED: RateLimit = RateLimit::new(RATE_WINDOW, RATE_BURST);
 
 /// Everything the daemon serves from.
 pub struct Daemon {
@@ -69,15 +82,21 @@ pub async fn run(
         .run(stop.clone()),
     );
 
+    let mut spare = open_spare();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => admit(stream, &ctx, &slots, &tasks, &stop),
+                Err(err) if is_out_of_descriptors(&err) => {
+                    refuse_with_spare(&listener, &mut spare).await;
+                }
                 Err(err) => {
-                    // Out of file descriptors, most likely: wait rather than spin.
-                    tracing::warn!(error = %err, "accept failed");
+                    if let Some(more) = ACCEPT_FAILED.check() {
+                        tracing::warn!(error = %err, "accept failed{more}");
+                    }
+                    // Wait rather than spin on an error that will come back at once.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -117,7 +136,7 @@ fn admit(
         }
     };
     let caller = ctx.caller(cred.uid(), cred.gid(), cred.pid());
-    match slots.take(caller.uid) {
+    match slots.take(caller.uid, caller.superuser) {
         Ok(slot) => {
             let limits = slots.limits();
             tasks.spawn(connection::serve(
@@ -130,12 +149,63 @@ fn admit(
             ));
         }
         Err(busy) => {
-            tracing::warn!(
-                uid = caller.uid,
-                pid = caller.pid,
-                "refusing a connection: {busy}"
-            );
+            if let Some(more) = REFUSED.check() {
+                tracing::warn!(
+                    uid = caller.uid,
+                    pid = caller.pid,
+                    "refusing a connection: {busy}{more}"
+                );
+            }
             tasks.spawn(connection::refuse(stream, busy));
         }
+    }
+}
+
+fn is_out_of_descriptors(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE
+    )
+}
+
+/// A descriptor held in reserve for the moment the process runs out: closing it lets the
+/// waiting connection be accepted and told `busy`, instead of left hanging in the queue.
+fn open_spare() -> Option<File> {
+    match File::open("/dev/null") {
+        Ok(file) => Some(file),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot hold a spare descriptor: when descriptors run out, connections will wait instead of being answered busy");
+            None
+        }
+    }
+}
+
+/// Out of descriptors: frees the spare, accepts the waiting connection with it, answers it
+/// `busy` and closes it, then takes the spare back. Without a spare (another task took the
+/// descriptor first), waits a moment instead.
+async fn refuse_with_spare(listener: &UnixListener, spare: &mut Option<File>) {
+    let busy = RpcError::new(
+        ErrorKind::Busy,
+        "compartmentd has run out of file descriptors",
+    )
+    .with_hint("retry in a moment");
+    if let Some(more) = REFUSED.check() {
+        tracing::warn!("refusing a connection: {}{more}", busy.message);
+    }
+    if spare.take().is_some() {
+        if let Ok(Ok((stream, _))) =
+            tokio::time::timeout(Duration::from_millis(50), listener.accept()).await
+        {
+            let mut line =
+                serde_json::to_vec(&Response::err(Value::Null, busy)).unwrap_or_default();
+            line.push(b'\n');
+            // A fresh connection's buffer takes a short line at once; if not, it goes
+            // unanswered rather than holding the accept loop.
+            let _ = stream.try_write(&line);
+        }
+    }
+    *spare = File::open("/dev/null").ok();
+    if spare.is_none() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

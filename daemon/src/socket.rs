@@ -1,11 +1,12 @@
 //! The daemon's listening socket: inherited from systemd (socket activation), or bound
 //! here with mode 0666 (authorization is by peer credentials, not file mode); a stale
-//! socket file is replaced, a live daemon on it is never displaced.
+//! socket file is replaced, a live daemon on it is never displaced, and on the way out the
+//! file is removed only while it is still the one this daemon bound.
 
 use std::fmt;
 use std::io;
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -103,11 +104,56 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     Ok(listener)
 }
 
-/// Removes the socket file on the way out, so clients see "not running" at once.
-pub fn remove(path: &Path) {
-    if let Err(err) = std::fs::remove_file(path) {
-        if err.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(socket = %path.display(), error = %err, "could not remove the socket");
+/// The socket file this daemon bound: its path and the device and inode it had then.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketFile {
+    pub path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// What is at `path` now (not following a symlink).
+    pub fn at(path: &Path) -> io::Result<SocketFile> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(SocketFile {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+/// [`bind`], and the identity of the file it made, for [`remove`].
+pub fn bind_file(path: &Path) -> Result<(UnixListener, SocketFile), BindError> {
+    let listener = bind(path)?;
+    let file = SocketFile::at(path).map_err(|source| BindError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok((listener, file))
+}
+
+/// Removes the socket file on the way out, so clients see "not running" at once, but only
+/// while it is the file this daemon bound: a socket another daemon has bound there since,
+/// or anything else put at the path, is left alone.
+pub fn remove(bound: &SocketFile) {
+    let path = &bound.path;
+    match SocketFile::at(path) {
+        Ok(now) if now == *bound => {
+            if let Err(err) = std::fs::remove_file(path) {
+                if err.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(socket = %path.display(), error = %err, "could not remove the socket");
+                }
+            }
+        }
+        Ok(_) => tracing::info!(
+            socket = %path.display(),
+            "the socket path now holds another file; leaving it in place"
+        ),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => {
+            tracing::warn!(socket = %path.display(), error = %err, "could not look at the socket")
         }
     }
 }

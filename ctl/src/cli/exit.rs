@@ -117,7 +117,9 @@ impl Failure {
 
     pub fn exit(&self) -> Exit {
         match self {
-            Failure::Client(ClientError::Connect { .. } | ClientError::Io(_)) => Exit::Unreachable,
+            Failure::Client(
+                ClientError::Connect { .. } | ClientError::Io(_) | ClientError::Refused(_),
+            ) => Exit::Unreachable,
             Failure::Client(ClientError::Protocol(_)) => Exit::Refused,
             Failure::Client(ClientError::Rpc(err)) => exit_for_kind(err.kind()),
             Failure::Usage { .. } | Failure::Input(_) => Exit::Usage,
@@ -133,7 +135,7 @@ impl Failure {
             Failure::Client(err @ ClientError::Connect { .. }) => {
                 RpcError::new(ErrorKind::Unreachable, err.to_string()).with_hint(CONNECT_HINT)
             }
-            Failure::Client(err @ ClientError::Io(_)) => {
+            Failure::Client(err @ (ClientError::Io(_) | ClientError::Refused(_))) => {
                 RpcError::new(ErrorKind::Unreachable, err.to_string())
             }
             Failure::Client(err @ ClientError::Protocol(_)) => {

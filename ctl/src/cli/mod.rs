@@ -24,7 +24,7 @@ use compartmentctl::wire::{
     AccountBindParams, AccountParams, ActivateParams, OrgCreateParams, OrgParams, OrgUseParams,
     Request, RoleGrantParams, UserInviteParams, UserRemoveParams,
 };
-use compartmentctl::Client;
+use compartmentctl::{Client, ClientError};
 
 use compartmentctl::args::{
     AccountCommand, Cli, Command, OrgCommand, OutputFormat, RoleCommand, UserCommand,
@@ -107,7 +107,10 @@ fn execute(cli: Cli, prog: &str) -> Result<(), Failure> {
     let Some(request) = request_for(command, global.org)? else {
         return Ok(());
     };
-    let socket = global.socket.unwrap_or_else(default_client_socket);
+    let socket = match global.socket {
+        Some(socket) => socket,
+        None => default_client_socket().map_err(|err| ClientError::Refused(err.to_string()))?,
+    };
     let mut client = Client::connect(&socket)?;
     let text = render::call(&mut client, request, global.output)?;
     output::write_stdout(text.as_bytes())?;
