@@ -81,7 +81,14 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
         source,
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io_err)?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+            // Every local user must reach the socket, and none but its owner may put
+            // anything beside it (the CLI refuses a server in a directory others can
+            // write), whatever the umask made of it.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+                .map_err(io_err)?;
+        }
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => {
