@@ -464,3 +464,23 @@ print(count[0], flush=True)
     );
     assert!(daemon.answers_ping());
 }
+
+#[test]
+fn the_service_unit_allows_more_descriptors_than_the_connection_cap() {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/compartmentd.service"),
+    )
+    .unwrap();
+    let limit: usize = unit
+        .lines()
+        .find_map(|line| line.strip_prefix("LimitNOFILE="))
+        .expect("the service sets LimitNOFILE")
+        .parse()
+        .unwrap();
+    let cap = compartmentd::limits::Limits::default().max_connections;
+    // A connection's descriptor each, and room for the daemon's own.
+    assert!(
+        limit >= cap + 64,
+        "LimitNOFILE={limit} for {cap} connections"
+    );
+}

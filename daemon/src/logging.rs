@@ -98,6 +98,9 @@ impl std::fmt::Display for Clipped<'_> {
 /// How long a rate limit's window lasts, and how many events of one kind each window logs.
 pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 pub const RATE_BURST: u32 = 20;
+/// How many request lines of one ordinary uid each window logs: more than any person types,
+/// far less than a script hammering the socket.
+pub const REQUEST_BURST: u32 = 100;
 
 /// Lets through at most `burst` events per window and counts the rest, so that a flood of
 /// one kind of event (refused connections, failed accepts) costs a few lines per window
@@ -184,7 +187,7 @@ impl RateLimit {
 }
 
 /// The per-request log lines of ordinary users, limited per uid: an unbound uid pinging or
-/// sending garbage as fast as it can gets [`RATE_BURST`] lines per window, then one line
+/// sending garbage as fast as it can gets [`REQUEST_BURST`] lines per window, then one line
 /// saying how many were left out. Superusers are never limited: they already hold
 /// everything, and their requests are the audit trail of break-glass actions.
 #[derive(Debug)]
@@ -247,7 +250,7 @@ impl RequestLogLimit {
 /// The one limit on request log lines, shared by every connection.
 pub fn request_log_limit() -> &'static RequestLogLimit {
     static LIMIT: OnceLock<RequestLogLimit> = OnceLock::new();
-    LIMIT.get_or_init(|| RequestLogLimit::new(RATE_WINDOW, RATE_BURST))
+    LIMIT.get_or_init(|| RequestLogLimit::new(RATE_WINDOW, REQUEST_BURST))
 }
 
 #[cfg(test)]

@@ -131,7 +131,9 @@ fn admit(
     let cred = match stream.peer_cred() {
         Ok(cred) => cred,
         Err(err) => {
-            tracing::warn!(error = %err, "dropping a connection without peer credentials");
+            if let Some(more) = REFUSED.check() {
+                tracing::warn!(error = %err, "dropping a connection without peer credentials{more}");
+            }
             return;
         }
     };
