@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use compartment_e2e::{
-    binary_for_other_users, poll, say_loudly, skip_unless_root, Daemon, Out, RawConn,
+    binary_for_other_users, poll, root_test, say_loudly, uid_without_user, Daemon, Out, RawConn,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -128,11 +128,7 @@ fn a_state_directory_others_can_write_is_refused_and_left_untouched() {
     }
 }
 
-#[test]
-fn another_users_state_directory_is_refused() {
-    if skip_unless_root("another_users_state_directory_is_refused") {
-        return;
-    }
+root_test!(another_users_state_directory_is_refused, || {
     let daemon = Daemon::start_default();
     let state = daemon.dir().join("theirs");
     fs::create_dir(&state).unwrap();
@@ -147,7 +143,7 @@ fn another_users_state_directory_is_refused() {
         )
     );
     assert_eq!(fs::read_dir(&state).unwrap().count(), 0);
-}
+});
 
 #[test]
 fn a_symlinked_database_is_refused_and_its_target_never_written() {
@@ -315,46 +311,43 @@ fn dir_of(parent: &Path, name: &str, uid: u32, bits: u32) -> PathBuf {
     dir
 }
 
-#[test]
-fn the_cli_sends_nothing_to_a_socket_planted_in_a_shared_directory() {
-    if skip_unless_root("the_cli_sends_nothing_to_a_socket_planted_in_a_shared_directory") {
-        return;
+root_test!(
+    the_cli_sends_nothing_to_a_socket_planted_in_a_shared_directory,
+    || {
+        let tmp = open_tempdir();
+        // Like /tmp: root's, writable by all, sticky.
+        let shared = dir_of(tmp.path(), "shared", 0, 0o1777);
+        let socket = shared.join("compartmentd.sock");
+        let mut planted = Planted::start(61401, &socket);
+        let out = ctl_as(61402, &socket, &["whoami"]);
+        out.assert_err(
+        3,
+        &format!(
+            "refusing to talk to {}: its server runs as uid 61401, neither root nor the directory's owner",
+            socket.display()
+        ),
+    );
+        assert_eq!(planted.received(), 0, "the CLI sent something first");
+        // Root is refused as well: it trusts nobody but root and the directory's owner.
+        ctl_as(0, &socket, &["whoami"]).assert_err(
+        3,
+        &format!(
+            "refusing to talk to {}: its server runs as uid 61401, neither root nor the directory's owner",
+            socket.display()
+        ),
+    );
+        assert_eq!(planted.received(), 0);
     }
-    let tmp = open_tempdir();
-    // Like /tmp: root's, writable by all, sticky.
-    let shared = dir_of(tmp.path(), "shared", 0, 0o1777);
-    let socket = shared.join("compartmentd.sock");
-    let mut planted = Planted::start(61401, &socket);
-    let out = ctl_as(61402, &socket, &["whoami"]);
-    out.assert_err(
-        3,
-        &format!(
-            "refusing to talk to {}: its server runs as uid 61401, neither root nor the directory's owner",
-            socket.display()
-        ),
-    );
-    assert_eq!(planted.received(), 0, "the CLI sent something first");
-    // Root is refused as well: it trusts nobody but root and the directory's owner.
-    ctl_as(0, &socket, &["whoami"]).assert_err(
-        3,
-        &format!(
-            "refusing to talk to {}: its server runs as uid 61401, neither root nor the directory's owner",
-            socket.display()
-        ),
-    );
-    assert_eq!(planted.received(), 0);
-}
+);
 
-#[test]
-fn the_cli_refuses_a_server_whose_directory_others_can_write() {
-    if skip_unless_root("the_cli_refuses_a_server_whose_directory_others_can_write") {
-        return;
-    }
-    let tmp = open_tempdir();
-    let dir = dir_of(tmp.path(), "group-writable", 61411, 0o775);
-    let socket = dir.join("compartmentd.sock");
-    let mut planted = Planted::start(61411, &socket);
-    ctl_as(61412, &socket, &["whoami"]).assert_err(
+root_test!(
+    the_cli_refuses_a_server_whose_directory_others_can_write,
+    || {
+        let tmp = open_tempdir();
+        let dir = dir_of(tmp.path(), "group-writable", 61411, 0o775);
+        let socket = dir.join("compartmentd.sock");
+        let mut planted = Planted::start(61411, &socket);
+        ctl_as(61412, &socket, &["whoami"]).assert_err(
         3,
         &format!(
             "refusing to talk to {}: its directory {} is writable by its group (mode 0775), so anyone could have put the socket there",
@@ -362,74 +355,74 @@ fn the_cli_refuses_a_server_whose_directory_others_can_write() {
             dir.display()
         ),
     );
-    assert_eq!(planted.received(), 0);
-}
-
-#[test]
-fn the_cli_talks_to_the_owner_of_a_closed_directory_and_to_root() {
-    if skip_unless_root("the_cli_talks_to_the_owner_of_a_closed_directory_and_to_root") {
-        return;
+        assert_eq!(planted.received(), 0);
     }
-    let tmp = open_tempdir();
-    // A user's own daemon in their own directory: whom the path names.
-    let dir = dir_of(tmp.path(), "own", 61421, 0o755);
-    let socket = dir.join("compartmentd.sock");
-    let mut planted = Planted::start(61421, &socket);
-    let out = ctl_as(61422, &socket, &["ping"]);
-    out.assert_success();
-    assert!(planted.received() > 0);
-    // Root's daemon, here in a root-owned directory, is trusted by everyone.
-    let daemon = Daemon::start_default();
-    ctl_as(61422, &daemon.socket(), &["ping"]).assert_success();
-}
+);
 
-#[test]
-fn with_no_home_and_no_xdg_variables_neither_end_guesses_a_path() {
-    if skip_unless_root("with_no_home_and_no_xdg_variables_neither_end_guesses_a_path") {
-        return;
+root_test!(
+    the_cli_talks_to_the_owner_of_a_closed_directory_and_to_root,
+    || {
+        let tmp = open_tempdir();
+        // A user's own daemon in their own directory: whom the path names.
+        let dir = dir_of(tmp.path(), "own", 61421, 0o755);
+        let socket = dir.join("compartmentd.sock");
+        let mut planted = Planted::start(61421, &socket);
+        let out = ctl_as(61422, &socket, &["ping"]);
+        out.assert_success();
+        assert!(planted.received() > 0);
+        // Root's daemon, here in a root-owned directory, is trusted by everyone.
+        let daemon = Daemon::start_default();
+        ctl_as(61422, &daemon.socket(), &["ping"]).assert_success();
     }
-    // A uid with no entry in the user database, so no home directory either.
-    let uid = 61501;
-    assert!(nix::unistd::User::from_uid(uid.into()).unwrap().is_none());
-    // A directory it may write: a relative default would land here.
-    let cwd = open_tempdir();
-    fs::set_permissions(cwd.path(), fs::Permissions::from_mode(0o777)).unwrap();
-    let out = Command::new(binary_for_other_users("compartmentd"))
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .current_dir(cwd.path())
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(
+);
+
+root_test!(
+    with_no_home_and_no_xdg_variables_neither_end_guesses_a_path,
+    || {
+        // A uid with no entry in the user database, so no home directory either.
+        let uid = uid_without_user();
+        // A directory it may write: a relative default would land here.
+        let cwd = open_tempdir();
+        fs::set_permissions(cwd.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let out = Command::new(binary_for_other_users("compartmentd"))
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(cwd.path())
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(
         stderr.lines().last(),
         Some("compartmentd: no default for the state directory: HOME and the XDG variables are unset (or not absolute) and the user database gives no home directory; pass --state-dir or COMPARTMENT_STATE_DIR")
     );
-    assert_eq!(
-        fs::read_dir(cwd.path()).unwrap().count(),
-        0,
-        "it wrote in its working directory"
-    );
+        assert_eq!(
+            fs::read_dir(cwd.path()).unwrap().count(),
+            0,
+            "it wrote in its working directory"
+        );
 
-    if Path::new(compartmentctl::paths::SYSTEM_SOCKET).exists() {
-        say_loudly("SKIPPED the CLI half: a system socket exists, so the CLI needs no user path");
-        return;
-    }
-    let out = Command::new(binary_for_other_users("compartmentctl"))
-        .arg("whoami")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .current_dir(cwd.path())
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    assert_eq!(
+        if Path::new(compartmentctl::paths::SYSTEM_SOCKET).exists() {
+            say_loudly(
+                "SKIPPED the CLI half: a system socket exists, so the CLI needs no user path",
+            );
+            return;
+        }
+        let out = Command::new(binary_for_other_users("compartmentctl"))
+            .arg("whoami")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir(cwd.path())
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(
         String::from_utf8_lossy(&out.stderr),
         "compartmentctl: no default for the socket: HOME and the XDG variables are unset (or not absolute) and the user database gives no home directory; pass --socket or COMPARTMENT_SOCKET\n"
     );
-}
+    }
+);

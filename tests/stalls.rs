@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compartment_e2e::{poll, skip_unless_root, Daemon, DaemonOptions, RawConn};
+use compartment_e2e::{poll, root_test, Daemon, DaemonOptions, RawConn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -183,41 +183,40 @@ fn stop_child(mut child: Child) {
     let _ = child.wait();
 }
 
-#[test]
-fn superusers_are_served_while_other_uids_hold_every_other_slot() {
-    if skip_unless_root("superusers_are_served_while_other_uids_hold_every_other_slot") {
-        return;
+root_test!(
+    superusers_are_served_while_other_uids_hold_every_other_slot,
+    || {
+        let daemon = Daemon::start(DaemonOptions::new().args(&[
+            "--max-connections",
+            "6",
+            "--max-connections-per-uid",
+            "2",
+            "--superuser-reserved-connections",
+            "2",
+        ]));
+        // The harness's readiness ping gives its slot back a moment after it closes.
+        std::thread::sleep(Duration::from_millis(200));
+        let holders = vec![
+            hold_as(61101, &daemon.socket(), 2),
+            hold_as(61102, &daemon.socket(), 2),
+        ];
+        // A third ordinary uid finds every slot open to it taken.
+        let reply = first_line_as(61103, &daemon.socket());
+        assert_eq!(reply["error"]["data"]["kind"], "busy", "{reply}");
+        assert_eq!(
+            reply["error"]["message"],
+            "compartmentd is serving its maximum of 6 connections (2 of them kept for superusers)"
+        );
+        // Root still gets in, twice.
+        let mut first = daemon.raw();
+        let mut second = daemon.raw();
+        assert!(first.call(PING)["result"]["version"].is_string());
+        assert!(second.call(PING)["result"]["version"].is_string());
+        for holder in holders {
+            stop_child(holder);
+        }
     }
-    let daemon = Daemon::start(DaemonOptions::new().args(&[
-        "--max-connections",
-        "6",
-        "--max-connections-per-uid",
-        "2",
-        "--superuser-reserved-connections",
-        "2",
-    ]));
-    // The harness's readiness ping gives its slot back a moment after it closes.
-    std::thread::sleep(Duration::from_millis(200));
-    let holders = vec![
-        hold_as(61101, &daemon.socket(), 2),
-        hold_as(61102, &daemon.socket(), 2),
-    ];
-    // A third ordinary uid finds every slot open to it taken.
-    let reply = first_line_as(61103, &daemon.socket());
-    assert_eq!(reply["error"]["data"]["kind"], "busy", "{reply}");
-    assert_eq!(
-        reply["error"]["message"],
-        "compartmentd is serving its maximum of 6 connections (2 of them kept for superusers)"
-    );
-    // Root still gets in, twice.
-    let mut first = daemon.raw();
-    let mut second = daemon.raw();
-    assert!(first.call(PING)["result"]["version"].is_string());
-    assert!(second.call(PING)["result"]["version"].is_string());
-    for holder in holders {
-        stop_child(holder);
-    }
-}
+);
 
 #[test]
 fn blank_lines_do_not_keep_a_connection_alive() {
@@ -351,11 +350,7 @@ fn running_out_of_descriptors_is_answered_busy_not_a_hang() {
     assert!(again.is_some(), "not served after the connections closed");
 }
 
-#[test]
-fn a_flood_from_an_ordinary_uid_leaves_a_small_log() {
-    if skip_unless_root("a_flood_from_an_ordinary_uid_leaves_a_small_log") {
-        return;
-    }
+root_test!(a_flood_from_an_ordinary_uid_leaves_a_small_log, || {
     let daemon = Daemon::start(DaemonOptions::new().args(&["--max-connections-per-uid", "4"]));
     let before = daemon.log().len();
     let started = Instant::now();
@@ -463,7 +458,7 @@ print(count[0], flush=True)
         "an organization name went unclipped"
     );
     assert!(daemon.answers_ping());
-}
+});
 
 #[test]
 fn the_service_unit_allows_more_descriptors_than_the_connection_cap() {
