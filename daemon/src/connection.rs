@@ -247,13 +247,8 @@ async fn serve_request(
                 .and_then(Value::as_str)
                 .or(requested_org.as_deref());
             if logged {
-                tracing::info!(
-                    method,
-                    org = %logging::clip(org.unwrap_or("-")),
-                    outcome = "ok",
-                    micros,
-                    "request"
-                );
+                let org = logging::clip(org.unwrap_or("-"));
+                tracing::info!(method, org = &*org, outcome = "ok", micros, "request");
             }
             Ok(result)
         }
@@ -264,7 +259,7 @@ async fn serve_request(
             }
             let org = logging::clip(requested_org.as_deref().unwrap_or("-"));
             if logged {
-                tracing::info!(method, %org, outcome = %kind, micros, "request");
+                tracing::info!(method, org = &*org, outcome = %kind, micros, "request");
             }
             Err(err.into())
         }
