@@ -290,6 +290,18 @@ impl Drop for Planted {
     }
 }
 
+/// The output of `child` once it exits, or `None` (after killing it) when it runs on past
+/// `timeout`.
+fn exit_within(mut child: Child, timeout: Duration) -> Option<std::process::Output> {
+    let exited = poll(timeout, || child.try_wait().ok().flatten());
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    child.wait_with_output().ok()
+}
+
 fn ctl_as(uid: u32, socket: &Path, args: &[&str]) -> Out {
     let out = compartment_e2e::ctl_command(socket, uid, args)
         .output()
@@ -384,14 +396,18 @@ root_test!(
         // A directory it may write: a relative default would land here.
         let cwd = open_tempdir();
         fs::set_permissions(cwd.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        let out = Command::new(binary_for_other_users("compartmentd"))
+        let daemon = Command::new(binary_for_other_users("compartmentd"))
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .current_dir(cwd.path())
             .uid(uid)
             .gid(uid)
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        let out = exit_within(daemon, Duration::from_secs(10))
+            .expect("the daemon started on a path it guessed instead of stopping");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert_eq!(
