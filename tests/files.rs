@@ -331,23 +331,21 @@ root_test!(
         let shared = dir_of(tmp.path(), "shared", 0, 0o1777);
         let socket = shared.join("compartmentd.sock");
         let mut planted = Planted::start(61401, &socket);
-        let out = ctl_as(61402, &socket, &["whoami"]);
-        out.assert_err(
-        3,
-        &format!(
+        let refusal = format!(
             "refusing to talk to {}: its server runs as uid 61401, neither root nor the directory's owner",
             socket.display()
-        ),
-    );
+        );
+        ctl_as(61402, &socket, &["whoami"]).assert_err(3, &refusal);
         assert_eq!(planted.received(), 0, "the CLI sent something first");
         // Root is refused as well: it trusts nobody but root and the directory's owner.
-        ctl_as(0, &socket, &["whoami"]).assert_err(
-        3,
-        &format!(
-            "refusing to talk to {}: its server runs as uid 61401, neither root nor the directory's owner",
-            socket.display()
-        ),
-    );
+        ctl_as(0, &socket, &["whoami"]).assert_err(3, &refusal);
+        assert_eq!(planted.received(), 0);
+        // Scripts get the refusal as an error object.
+        let out = ctl_as(61402, &socket, &["--output", "json", "whoami"]);
+        assert_eq!(out.code, 3, "{out:#?}");
+        let error: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
+        assert_eq!(error["message"], refusal.as_str());
+        assert_eq!(error["data"]["kind"], "unreachable");
         assert_eq!(planted.received(), 0);
     }
 );
@@ -359,14 +357,12 @@ root_test!(
         let dir = dir_of(tmp.path(), "group-writable", 61411, 0o775);
         let socket = dir.join("compartmentd.sock");
         let mut planted = Planted::start(61411, &socket);
-        ctl_as(61412, &socket, &["whoami"]).assert_err(
-        3,
-        &format!(
+        let refusal = format!(
             "refusing to talk to {}: its directory {} is writable by its group (mode 0775), so anyone could have put the socket there",
             socket.display(),
             dir.display()
-        ),
-    );
+        );
+        ctl_as(61412, &socket, &["whoami"]).assert_err(3, &refusal);
         assert_eq!(planted.received(), 0);
     }
 );
@@ -410,10 +406,8 @@ root_test!(
             .expect("the daemon started on a path it guessed instead of stopping");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
-        assert_eq!(
-        stderr.lines().last(),
-        Some("compartmentd: no default for the state directory: HOME and the XDG variables are unset (or not absolute) and the user database gives no home directory; pass --state-dir or COMPARTMENT_STATE_DIR")
-    );
+        let no_default = "compartmentd: no default for the state directory: HOME and the XDG variables are unset (or not absolute) and the user database gives no home directory; pass --state-dir or COMPARTMENT_STATE_DIR";
+        assert_eq!(stderr.lines().last(), Some(no_default));
         assert_eq!(
             fs::read_dir(cwd.path()).unwrap().count(),
             0,
@@ -436,9 +430,7 @@ root_test!(
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(3));
-        assert_eq!(
-        String::from_utf8_lossy(&out.stderr),
-        "compartmentctl: no default for the socket: HOME and the XDG variables are unset (or not absolute) and the user database gives no home directory; pass --socket or COMPARTMENT_SOCKET\n"
-    );
+        let no_default = "compartmentctl: no default for the socket: HOME and the XDG variables are unset (or not absolute) and the user database gives no home directory; pass --socket or COMPARTMENT_SOCKET\n";
+        assert_eq!(String::from_utf8_lossy(&out.stderr), no_default);
     }
 );
