@@ -26,7 +26,13 @@ impl SmallDisk {
         let mount = dir.path().join("state");
         std::fs::create_dir(&mount).unwrap();
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(&mount)
             .status()
             .ok()?;
