@@ -56,14 +56,19 @@ impl Context {
     /// The caller with its Unix user as NSS names it now (cached a few seconds at most), so
     /// that a binding is checked against a name never older than that.
     async fn identify(&self, mut caller: Caller) -> Caller {
-        let users = self.users.clone();
         let uid = caller.uid;
-        // NSS may ask a directory server: never on a runtime worker.
-        caller.user = tokio::task::spawn_blocking(move || users.name_of(uid))
-            .await
-            .ok()
-            .flatten()
-            .map(Arc::from);
+        let name = match self.users.cached_name_of(uid) {
+            Some(hit) => hit,
+            None => {
+                // NSS may ask a directory server: never on a runtime worker.
+                let users = self.users.clone();
+                tokio::task::spawn_blocking(move || users.name_of(uid))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        caller.user = name.map(Arc::from);
         caller
     }
 

@@ -23,6 +23,12 @@ const CACHE_CAP: usize = 4096;
 pub trait Directory: Send + Sync + 'static {
     /// The name of `uid`'s user, if it has one that may hold an account.
     fn name_of(&self, uid: u32) -> Option<String>;
+    /// [`Directory::name_of`] when it can answer without asking NSS (a fresh cache entry);
+    /// `None` when it would have to ask.
+    fn cached_name_of(&self, uid: u32) -> Option<Option<String>> {
+        let _ = uid;
+        None
+    }
     /// The user called `name`, if there is one that may hold an account.
     fn user_named(&self, name: &str) -> Option<UnixUser>;
 }
@@ -60,16 +66,17 @@ impl SystemUsers {
 }
 
 impl Directory for SystemUsers {
+    fn cached_name_of(&self, uid: u32) -> Option<Option<String>> {
+        let cache = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, name) = cache.get(&uid)?;
+        (at.elapsed() < CACHE_TTL).then(|| name.clone())
+    }
+
     fn name_of(&self, uid: u32) -> Option<String> {
-        let now = Instant::now();
-        {
-            let cache = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((at, name)) = cache.get(&uid) {
-                if now.duration_since(*at) < CACHE_TTL {
-                    return name.clone();
-                }
-            }
+        if let Some(hit) = self.cached_name_of(uid) {
+            return hit;
         }
+        let now = Instant::now();
         let name = lookup_uid(uid);
         let mut cache = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
         if cache.len() >= CACHE_CAP {
@@ -112,6 +119,10 @@ impl FakeUsers {
 }
 
 impl Directory for FakeUsers {
+    fn cached_name_of(&self, uid: u32) -> Option<Option<String>> {
+        Some(self.name_of(uid))
+    }
+
     fn name_of(&self, uid: u32) -> Option<String> {
         let users = self.users.lock().unwrap_or_else(PoisonError::into_inner);
         users.get(&uid).filter(|name| usable(uid, name)).cloned()
