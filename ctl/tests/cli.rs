@@ -1000,3 +1000,30 @@ fn jsonl_output_of_another_command_is_its_result_on_one_line() {
     let error: Value = serde_json::from_slice(&out.stderr).unwrap();
     assert_eq!(error["data"]["kind"], "unreachable");
 }
+
+#[test]
+fn a_page_in_text_is_a_table_of_its_own_rows() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve_all(
+        roster(5),
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "user",
+            "list",
+            "--page",
+            "2",
+            "--per-page",
+            "2",
+        ]),
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "\
+EMAIL            ROLE    STATUS   UNIX USER  EXPIRES
+m02@example.com  viewer  invited  -          2026-05-01T12:00:00Z
+m03@example.com  viewer  invited  -          2026-05-01T12:00:00Z
+"
+    );
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -97,8 +97,12 @@ struct Printer {
     /// Column widths so far; they only grow, so every row of a page lines up with the
     /// header unless a cell is wider than any before it.
     widths: [usize; 5],
+    /// Whether anything has been printed.
     started: bool,
+    /// Whether a JSON member has been printed, so the next needs a comma.
     any: bool,
+    /// The organization the daemon named, for a document that no member opened.
+    org: Option<String>,
 }
 
 impl Printer {
@@ -108,10 +112,17 @@ impl Printer {
             widths: output::MEMBER_HEADER.map(|cell| cell.chars().count()),
             started: false,
             any: false,
+            org: None,
         }
     }
 
     fn page(&mut self, org: &str, members: &[Member], out: &mut impl Write) -> Result<(), Failure> {
+        // Nothing is printed before the first member shown (pages skipped to reach
+        // --page print nothing), so the header's widths are those of the first rows.
+        if members.is_empty() {
+            self.org.get_or_insert_with(|| org.to_owned());
+            return Ok(());
+        }
         let mut text = String::new();
         match self.format {
             OutputFormat::Text => {
@@ -155,8 +166,26 @@ impl Printer {
         Ok(())
     }
 
-    /// Closes the output: the JSON document's brackets.
+    /// Closes the output: a lone header or an empty document when no member was shown,
+    /// then the JSON document's brackets.
     fn finish(&mut self, out: &mut impl Write) -> Result<(), Failure> {
+        if !self.started {
+            let org = self.org.take().unwrap_or_default();
+            let mut text = String::new();
+            match self.format {
+                OutputFormat::Text => output::push_row(
+                    &mut text,
+                    &output::MEMBER_HEADER.map(str::to_owned),
+                    &self.widths,
+                ),
+                OutputFormat::Json => {
+                    text = format!("{{\"org\":{},\"members\":[", serde_json::to_string(&org)?);
+                }
+                OutputFormat::Jsonl => {}
+            }
+            self.started = true;
+            out.write_all(text.as_bytes())?;
+        }
         if self.format == OutputFormat::Json {
             out.write_all(b"]}\n")?;
         }
