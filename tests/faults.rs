@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compartment_e2e::{binary, ctl_command, root_test, Daemon};
-use compartmentctl::wire::{MemberList, OrgParams, Pong, Request};
+use compartmentctl::wire::{MemberList, Pong, Request, UserListParams};
 use compartmentctl::Client;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -87,8 +87,9 @@ fn stop(mut child: Child) {
 fn members(socket: &Path) -> Vec<String> {
     let list: MemberList = Client::connect(socket)
         .unwrap()
-        .call(&Request::UserList(OrgParams {
+        .call(&Request::UserList(UserListParams {
             org: Some("acme".into()),
+            ..UserListParams::default()
         }))
         .unwrap();
     list.members.into_iter().map(|m| m.email).collect()

@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::path::PathBuf;
 
-use crate::wire::Role;
+use crate::wire::{MemberStatus, Role};
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
@@ -77,6 +77,37 @@ pub enum OutputFormat {
     Text,
     /// The daemon's result object as compact JSON; errors as the JSON-RPC error object
     Json,
+    /// As json, but a list prints one object per line for each entry (`user list`: one
+    /// member a line); other commands print their result object on one line
+    Jsonl,
+}
+
+impl OutputFormat {
+    /// Whether failures are reported as a JSON error object.
+    pub fn is_json(self) -> bool {
+        matches!(self, OutputFormat::Json | OutputFormat::Jsonl)
+    }
+}
+
+/// The statuses `user list --status` can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFilter {
+    /// Waiting for activation
+    Invited,
+    /// Activated
+    Active,
+    /// The invitation lapsed
+    Expired,
+}
+
+impl From<StatusFilter> for MemberStatus {
+    fn from(filter: StatusFilter) -> MemberStatus {
+        match filter {
+            StatusFilter::Invited => MemberStatus::Invited,
+            StatusFilter::Active => MemberStatus::Active,
+            StatusFilter::Expired => MemberStatus::Expired,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,8 +196,25 @@ pub enum UserCommand {
         unix_user: Option<String>,
     },
 
-    /// List the organization's members with their role and status
-    List,
+    /// List the organization's members with their role and status, by e-mail
+    ///
+    /// Without --page, every member, printed as the daemon's pages arrive: the table's
+    /// columns are as wide as the first thousand members need and widen, from the row that
+    /// needs it, when a later member's cell is wider.
+    List {
+        /// Print only this page of --per-page members (1 is the first)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        page: Option<u32>,
+
+        /// Members per page with --page (alone, it prints the first page) [default: 100]
+        /// [maximum: 1000]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        per_page: Option<u32>,
+
+        /// Only members with this status
+        #[arg(long, value_enum, value_name = "STATUS")]
+        status: Option<StatusFilter>,
+    },
 
     /// Remove a member, or revoke their invitation, at once
     Remove {

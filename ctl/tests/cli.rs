@@ -97,6 +97,51 @@ impl FakeDaemon {
         serde_json::from_str(&line).unwrap()
     }
 
+    /// Runs the CLI while answering every request of its one connection with the result
+    /// `result_for` makes of the request's params, until the CLI hangs up; returns the
+    /// requests' params in order.
+    fn serve_all(
+        &self,
+        result_for: impl Fn(&Value) -> Value,
+        command: &mut Command,
+    ) -> (Vec<Value>, Output) {
+        let child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(err) if err.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Err(err) => panic!("the CLI never connected: {err}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(&stream);
+        let mut requests = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            let request: Value = serde_json::from_str(&line).unwrap();
+            let result = result_for(&request["params"]);
+            let reply = json!({"jsonrpc": "2.0", "id": request["id"], "result": result});
+            // A CLI that stopped reading (a closed pipe downstream) may hang up first.
+            let _ = (&stream).write_all(format!("{reply}\n").as_bytes());
+            requests.push(request["params"].clone());
+        }
+        (requests, child.wait_with_output().unwrap())
+    }
+
     /// Runs the CLI with `args` while answering its one request with `response`.
     fn serve(&self, response: &str, command: &mut Command) -> (Value, Output) {
         let child = command
@@ -273,7 +318,7 @@ fn user_list_prints_the_table_and_sends_the_org() {
     );
     assert_eq!(request["jsonrpc"], "2.0");
     assert_eq!(request["method"], "user.list");
-    assert_eq!(request["params"], json!({"org": "acme"}));
+    assert_eq!(request["params"], json!({"org": "acme", "limit": 1000}));
     assert_eq!(text(&out.stdout), MEMBER_TABLE);
     assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
@@ -286,7 +331,7 @@ fn without_an_org_the_daemon_chooses() {
         MEMBERS,
         ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "user", "list"]),
     );
-    assert_eq!(request["params"], json!({}));
+    assert_eq!(request["params"], json!({"limit": 1000}));
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -300,7 +345,7 @@ fn json_output_is_the_result_object_and_env_names_socket_and_org() {
             .env("COMPARTMENT_ORG", "acme")
             .args(["--output", "json", "user", "list"]),
     );
-    assert_eq!(request["params"], json!({"org": "acme"}));
+    assert_eq!(request["params"], json!({"org": "acme", "limit": 1000}));
     // The typed result's field order, one line, exactly as scripts will read it.
     assert_eq!(
         text(&out.stdout),
@@ -610,4 +655,375 @@ fn activate_on_a_terminal_prompts_without_echo_and_restores_the_terminal() {
     let mut shown = Vec::new();
     let _ = master.read_to_end(&mut shown); // ends in EIO once no one holds the slave
     assert_eq!(String::from_utf8_lossy(&shown), "\r\n");
+}
+
+/// `count` members `m00@example.com`, `m01@…` served as the daemon pages them: `after` is
+/// the index of the last member sent (the fake's own opaque cursor), `limit` the page size.
+fn roster(count: usize) -> impl Fn(&Value) -> Value {
+    move |params: &Value| {
+        let limit = params["limit"].as_u64().unwrap() as usize;
+        let from = params["after"]
+            .as_str()
+            .map_or(0, |after| after.parse::<usize>().unwrap() + 1);
+        let to = (from + limit).min(count);
+        let members: Vec<Value> = (from..to)
+            .map(|i| {
+                json!({"email": format!("m{i:02}@example.com"), "role": "viewer",
+                       "status": "invited", "expires_at": "2026-05-01T12:00:00Z",
+                       "unix_user": null})
+            })
+            .collect();
+        let next = (to < count).then(|| (to - 1).to_string());
+        json!({"org": "acme", "members": members, "next": next})
+    }
+}
+
+/// Three pages whose later cells are wider than the first page's.
+fn widening_pages(params: &Value) -> Value {
+    let member = |email: &str, role: &str, status: &str, user: Value, expires: Value| {
+        json!({"email": email, "role": role, "status": status, "unix_user": user,
+               "expires_at": expires})
+    };
+    match params["after"].as_str() {
+        None => json!({"org": "acme", "next": "p2", "members": [
+            member("a@example.com", "admin", "active", json!("alice"), Value::Null),
+            member("b@example.com", "viewer", "invited", Value::Null, json!("2026-05-01T12:00:00Z")),
+        ]}),
+        Some("p2") => json!({"org": "acme", "next": "p3", "members": []}),
+        Some("p3") => json!({"org": "acme", "members": [
+            member("a-much-longer-address@example.com", "deployer", "expired", Value::Null,
+                   json!("2026-04-01T12:00:00Z")),
+            member("c@example.com", "viewer", "active", json!("carol"), Value::Null),
+        ]}),
+        Some(other) => panic!("a cursor the daemon never sent: {other}"),
+    }
+}
+
+#[test]
+fn user_list_follows_next_and_widens_columns_only_when_a_page_needs_it() {
+    let daemon = FakeDaemon::bind();
+    let (requests, out) = daemon.serve_all(
+        widening_pages,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "user", "list", "--org", "acme"]),
+    );
+    assert_eq!(
+        requests,
+        [
+            json!({"org": "acme", "limit": 1000}),
+            json!({"org": "acme", "limit": 1000, "after": "p2"}),
+            json!({"org": "acme", "limit": 1000, "after": "p3"}),
+        ]
+    );
+    // Widths come from the header and the first page; the third page's long address
+    // widens EMAIL from its own row on, and the rows after it keep the wider column.
+    assert_eq!(
+        text(&out.stdout),
+        "\
+EMAIL          ROLE    STATUS   UNIX USER  EXPIRES
+a@example.com  admin   active   alice      -
+b@example.com  viewer  invited  -          2026-05-01T12:00:00Z
+a-much-longer-address@example.com  deployer  expired  -          2026-04-01T12:00:00Z
+c@example.com                      viewer    active   carol      -
+"
+    );
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn json_output_of_a_paged_list_is_one_valid_document() {
+    let daemon = FakeDaemon::bind();
+    let (requests, out) = daemon.serve_all(
+        widening_pages,
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "--output",
+            "json",
+            "user",
+            "list",
+        ]),
+    );
+    assert_eq!(requests.len(), 3);
+    assert_eq!(
+        text(&out.stdout),
+        concat!(
+            r#"{"org":"acme","members":["#,
+            r#"{"email":"a@example.com","role":"admin","status":"active","expires_at":null,"unix_user":"alice"},"#,
+            r#"{"email":"b@example.com","role":"viewer","status":"invited","expires_at":"2026-05-01T12:00:00Z","unix_user":null},"#,
+            r#"{"email":"a-much-longer-address@example.com","role":"deployer","status":"expired","expires_at":"2026-04-01T12:00:00Z","unix_user":null},"#,
+            r#"{"email":"c@example.com","role":"viewer","status":"active","expires_at":null,"unix_user":"carol"}"#,
+            "]}\n"
+        )
+    );
+    let document: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(document["members"].as_array().unwrap().len(), 4);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn jsonl_output_is_one_member_a_line() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve_all(
+        roster(3),
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "--output",
+            "jsonl",
+            "user",
+            "list",
+        ]),
+    );
+    let line = |i: usize| {
+        format!(
+            r#"{{"email":"m{i:02}@example.com","role":"viewer","status":"invited","expires_at":"2026-05-01T12:00:00Z","unix_user":null}}"#
+        ) + "\n"
+    };
+    assert_eq!(text(&out.stdout), line(0) + &line(1) + &line(2));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn an_empty_list_is_a_header_an_empty_document_or_nothing() {
+    for (format, expected) in [
+        ("text", "EMAIL  ROLE  STATUS  UNIX USER  EXPIRES\n"),
+        ("json", "{\"org\":\"acme\",\"members\":[]}\n"),
+        ("jsonl", ""),
+    ] {
+        let daemon = FakeDaemon::bind();
+        let (_, out) = daemon.serve_all(
+            roster(0),
+            ctl(Path::new(BIN)).args([
+                "--socket",
+                daemon.socket(),
+                "--output",
+                format,
+                "user",
+                "list",
+            ]),
+        );
+        assert_eq!(text(&out.stdout), expected, "{format}");
+        assert_eq!(out.status.code(), Some(0), "{format}");
+    }
+}
+
+#[test]
+fn page_and_per_page_print_that_page_only() {
+    let emails = |out: &Output| -> Vec<String> {
+        text(&out.stdout)
+            .lines()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap()["email"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let cases: [(&[&str], &[Value], &[&str]); 5] = [
+        // Page 2 of 2: the pages before it are fetched to find where it starts.
+        (
+            &["--page", "2", "--per-page", "2"],
+            &[json!({"limit": 4})],
+            &["m02@example.com", "m03@example.com"],
+        ),
+        // The last page is short.
+        (
+            &["--page", "3", "--per-page", "2"],
+            &[json!({"limit": 6})],
+            &["m04@example.com"],
+        ),
+        // Past the end: nothing.
+        (
+            &["--page", "9", "--per-page", "2"],
+            &[json!({"limit": 18})],
+            &[],
+        ),
+        // --per-page alone is the first page; --page alone pages by 100.
+        (
+            &["--per-page", "3"],
+            &[json!({"limit": 3})],
+            &["m00@example.com", "m01@example.com", "m02@example.com"],
+        ),
+        (
+            &["--page", "1"],
+            &[json!({"limit": 100})],
+            &[
+                "m00@example.com",
+                "m01@example.com",
+                "m02@example.com",
+                "m03@example.com",
+                "m04@example.com",
+            ],
+        ),
+    ];
+    for (args, requests_sent, expected) in cases {
+        let daemon = FakeDaemon::bind();
+        let (requests, out) = daemon.serve_all(
+            roster(5),
+            ctl(Path::new(BIN))
+                .args([
+                    "--socket",
+                    daemon.socket(),
+                    "--output",
+                    "jsonl",
+                    "user",
+                    "list",
+                ])
+                .args(args),
+        );
+        assert_eq!(requests, requests_sent, "{args:?}");
+        assert_eq!(emails(&out), expected, "{args:?}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
+    // A page beyond one request's reach is found by following next.
+    let daemon = FakeDaemon::bind();
+    let (requests, out) = daemon.serve_all(
+        roster(2_500),
+        ctl(Path::new(BIN))
+            .args([
+                "--socket",
+                daemon.socket(),
+                "--output",
+                "jsonl",
+                "user",
+                "list",
+            ])
+            .args(["--page", "3", "--per-page", "1000"]),
+    );
+    assert_eq!(
+        requests,
+        [
+            json!({"limit": 1000}),
+            json!({"limit": 1000, "after": "999"}),
+            json!({"limit": 1000, "after": "1999"}),
+        ]
+    );
+    let got = emails(&out);
+    assert_eq!(got.len(), 500);
+    assert_eq!(got[0], "m2000@example.com");
+}
+
+#[test]
+fn per_page_and_page_are_bounded_and_status_is_sent() {
+    for args in [
+        &["--per-page", "1001"][..],
+        &["--per-page", "0"],
+        &["--page", "0"],
+        &["--status", "pending"],
+    ] {
+        let out = run(&[&["user", "list"][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let daemon = FakeDaemon::bind();
+    let (requests, out) = daemon.serve_all(
+        roster(1),
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "user",
+            "list",
+            "--status",
+            "expired",
+        ]),
+    );
+    assert_eq!(requests, [json!({"limit": 1000, "status": "expired"})]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn a_reader_that_leaves_mid_list_ends_the_listing_quietly() {
+    let daemon = FakeDaemon::bind();
+    let mut command = ctl(Path::new(BIN));
+    command.args(["--socket", daemon.socket(), "user", "list"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // The reader takes one line, then goes away, as `| head -1` does.
+    let child = command.spawn().unwrap();
+    let reader = thread::spawn(move || {
+        let mut child = child;
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        drop(stdout);
+        (first, child.wait_with_output().unwrap())
+    });
+    // Serve until the CLI hangs up, which it must do on its own.
+    let listener = &daemon.listener;
+    listener.set_nonblocking(false).unwrap();
+    let (stream, _) = listener.accept().unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut lines = BufReader::new(&stream);
+    let serve = roster(100_000);
+    let mut pages = 0;
+    loop {
+        let mut line = String::new();
+        if lines.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let request: Value = serde_json::from_str(&line).unwrap();
+        let reply =
+            json!({"jsonrpc": "2.0", "id": request["id"], "result": serve(&request["params"])});
+        pages += 1;
+        if (&stream)
+            .write_all(format!("{reply}\n").as_bytes())
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (first, out) = reader.join().unwrap();
+    // The first page's widest address is m999@example.com.
+    assert_eq!(
+        first,
+        "EMAIL             ROLE    STATUS   UNIX USER  EXPIRES\n"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // It stopped long before the 100 pages of the whole list.
+    assert!(pages < 100, "{pages} pages");
+}
+
+#[test]
+fn jsonl_output_of_another_command_is_its_result_on_one_line() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"version":"0.1.0"}}"#,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "--output", "jsonl", "ping"]),
+    );
+    assert_eq!(text(&out.stdout), "{\"version\":\"0.1.0\"}\n");
+    // And its failures are JSON error objects, as with json.
+    let out = run(&["--output", "jsonl", "--socket", "/nonexistent/sock", "ping"]);
+    assert_eq!(out.status.code(), Some(3));
+    let error: Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(error["data"]["kind"], "unreachable");
+}
+
+#[test]
+fn a_page_in_text_is_a_table_of_its_own_rows() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve_all(
+        roster(5),
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "user",
+            "list",
+            "--page",
+            "2",
+            "--per-page",
+            "2",
+        ]),
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "\
+EMAIL            ROLE    STATUS   UNIX USER  EXPIRES
+m02@example.com  viewer  invited  -          2026-05-01T12:00:00Z
+m03@example.com  viewer  invited  -          2026-05-01T12:00:00Z
+"
+    );
+    assert_eq!(out.status.code(), Some(0));
 }

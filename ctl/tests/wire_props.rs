@@ -304,7 +304,7 @@ fn check_request(element: &Value, request: &Request) -> Result<(), TestCaseError
 // Inputs
 
 /// Keys that make a random object look like a request, and every params field name.
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 15] = [
     "jsonrpc",
     "id",
     "method",
@@ -317,6 +317,9 @@ const KEYS: [&str; 12] = [
     "name",
     "admin",
     "token",
+    "limit",
+    "after",
+    "status",
 ];
 
 fn key() -> impl Strategy<Value = String> {
@@ -412,6 +415,26 @@ fn field_value(name: &'static str) -> BoxedStrategy<Value> {
             Just(Value::Null),
         ]
         .boxed(),
+        "limit" => prop_oneof![
+            (0u32..=1001).prop_map(Value::from),
+            Just(json!(u32::MAX)),
+            Just(json!(4_294_967_296u64)),
+            Just(json!(-1)),
+            Just(json!(1.5)),
+            Just(Value::Null),
+        ]
+        .boxed(),
+        "after" => prop_oneof![
+            "[A-Za-z0-9_-]{0,40}".prop_map(Value::from),
+            Just(Value::Null),
+        ]
+        .boxed(),
+        "status" => prop_oneof![
+            proptest::sample::select(vec!["invited", "active", "expired", "pending", "Active"])
+                .prop_map(Value::from),
+            Just(Value::Null),
+        ]
+        .boxed(),
         "token" => prop_oneof![
             "[A-Za-z0-9_-]{43}".prop_map(Value::from),
             "https://h/activate\\?token=[A-Za-z0-9_-]{0,50}".prop_map(Value::from),
@@ -436,7 +459,12 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
             ("resend", false),
             ("unix_user", false),
         ],
-        "user.list" => &[("org", false)],
+        "user.list" => &[
+            ("org", false),
+            ("limit", false),
+            ("after", false),
+            ("status", false),
+        ],
         "user.remove" => &[("org", false), ("email", true)],
         "role.grant" => &[("org", false), ("email", true), ("role", true)],
         "account.activate" => &[("token", true)],
@@ -646,7 +674,7 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":3,"method":"org.list","params":{}}"#,
         r#"{"jsonrpc":"2.0","id":4,"method":"org.use","params":{"name":"acme"}}"#,
         r#"{"jsonrpc":"2.0","id":5,"method":"user.invite","params":{"org":"acme","email":"d@example.com","role":"deployer","expires_in":"2h","resend":true,"unix_user":"bob"}}"#,
-        r#"{"jsonrpc":"2.0","id":6,"method":"user.list","params":{"org":"acme"}}"#,
+        r#"{"jsonrpc":"2.0","id":6,"method":"user.list","params":{"org":"acme","limit":1000,"after":"YUBleGFtcGxlLmNvbQ","status":"expired"}}"#,
         r#"{"jsonrpc":"2.0","id":7,"method":"user.remove","params":{"email":"d@example.com"}}"#,
         r#"{"jsonrpc":"2.0","id":8,"method":"role.grant","params":{"org":null,"email":"d@example.com","role":"viewer"}}"#,
         r#"{"jsonrpc":"2.0","id":9,"method":"role.list"}"#,

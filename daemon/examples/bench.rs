@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
-    MemberList, OrgCreateParams, OrgParams, Request, Role, UserInviteParams, WhoAmI,
+    MemberList, OrgCreateParams, Request, Role, UserInviteParams, UserListParams, WhoAmI,
 };
 use compartmentctl::Client;
 use compartmentd::clock::SystemClock;
@@ -99,8 +99,9 @@ fn main() {
         per_client.min(50),
         move |client, _, _| {
             let list: MemberList = client
-                .call(&Request::UserList(OrgParams {
+                .call(&Request::UserList(UserListParams {
                     org: Some("bench".into()),
+                    ..UserListParams::default()
                 }))
                 .unwrap();
             assert_eq!(list.members.len(), members);

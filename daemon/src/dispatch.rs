@@ -246,7 +246,7 @@ impl Serve for methods::UserList {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let snapshot = ctx.store.read()?;
-        members::list(&snapshot, &caller, params.org.as_deref(), ctx.clock.now())
+        members::list_page(&snapshot, &caller, &params, ctx.clock.now())
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
-    ActivateParams, ErrorKind, MemberList, MemberStatus, OrgCreateParams, OrgCreated, OrgParams,
-    Request,
+    ActivateParams, ErrorKind, MemberList, MemberStatus, OrgCreateParams, OrgCreated, Request,
+    UserListParams,
 };
 use compartmentctl::{Client, ClientError};
 use compartmentd::clock::{Clock, FakeClock, SystemClock};
@@ -92,8 +92,9 @@ fn create_acme(client: &mut Client) -> OrgCreated {
 
 fn list_acme(client: &mut Client) -> MemberList {
     client
-        .call(&Request::UserList(OrgParams {
+        .call(&Request::UserList(UserListParams {
             org: Some("acme".into()),
+            ..UserListParams::default()
         }))
         .unwrap()
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use compartmentctl::wire::{MemberList, OrgParams, Request, Response};
+use compartmentctl::wire::{MemberList, Request, Response, UserListParams, MAX_PAGE};
 use compartmentctl::Client;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -316,13 +316,32 @@ impl Daemon {
         RawConn::connect(&self.socket())
     }
 
-    /// The members of `org`, asked over the library client as the test process.
+    /// Every member of `org`, asked over the library client as the test process, page by
+    /// page until the last (which has no `next`).
     pub fn members(&self, org: &str) -> MemberList {
-        self.client()
-            .call(&Request::UserList(OrgParams {
-                org: Some(org.to_owned()),
-            }))
-            .unwrap_or_else(|err| panic!("user.list in {org}: {err}"))
+        let mut client = self.client();
+        let mut all = MemberList {
+            org: org.to_owned(),
+            members: Vec::new(),
+            next: None,
+        };
+        let mut after = None;
+        loop {
+            let page: MemberList = client
+                .call(&Request::UserList(UserListParams {
+                    org: Some(org.to_owned()),
+                    limit: Some(MAX_PAGE),
+                    after: after.take(),
+                    status: None,
+                }))
+                .unwrap_or_else(|err| panic!("user.list in {org}: {err}"));
+            all.org = page.org;
+            all.members.extend(page.members);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return all,
+            }
+        }
     }
 }
 

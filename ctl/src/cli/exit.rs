@@ -158,7 +158,7 @@ impl Failure {
     /// `--output json` the error object on one line, for scripts to parse.
     pub fn report(&self, prog: &str, format: OutputFormat) -> String {
         let error = self.error_object();
-        if format == OutputFormat::Json {
+        if format.is_json() {
             if let Ok(mut line) = serde_json::to_string(&error) {
                 line.push('\n');
                 return line;

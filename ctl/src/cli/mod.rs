@@ -5,11 +5,13 @@
 //!
 //! - [`args`]: the clap grammar and help texts.
 //! - [`render`]: each method's text rendering, and the call-and-print step derived from it.
+//! - [`list`]: `user list`, which follows the cursor and prints pages as they arrive.
 //! - [`output`]: the sentences, tables and JSON a successful call prints.
 //! - [`exit`]: exit codes and the error report on stderr.
 //! - [`secret`]: reading the activation URL from a no-echo prompt or stdin.
 
 mod exit;
+mod list;
 mod output;
 mod render;
 mod secret;
@@ -21,8 +23,8 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use compartmentctl::paths::default_client_socket;
 use compartmentctl::wire::{
-    AccountBindParams, AccountParams, ActivateParams, OrgCreateParams, OrgParams, OrgUseParams,
-    Request, RoleGrantParams, UserInviteParams, UserRemoveParams,
+    AccountBindParams, AccountParams, ActivateParams, OrgCreateParams, OrgUseParams, Request,
+    RoleGrantParams, UserInviteParams, UserListParams, UserRemoveParams,
 };
 use compartmentctl::{Client, ClientError};
 
@@ -86,7 +88,7 @@ fn asks_for_json(argv: &[OsString]) -> bool {
             format = args.get(i + 1).copied();
         }
     }
-    format == Some("json")
+    matches!(format, Some("json" | "jsonl"))
 }
 
 /// Warns, before an activation URL given as an argument is sent, that it was readable.
@@ -104,6 +106,12 @@ fn execute(cli: Cli, prog: &str) -> Result<(), Failure> {
     if let Command::Activate { token: Some(_) } = &command {
         exit::write_stderr(&argv_secret_warning(prog));
     }
+    let window = match &command {
+        Command::User(UserCommand::List { page, per_page, .. }) => {
+            Some(list::Window::of(*page, *per_page))
+        }
+        _ => None,
+    };
     let Some(request) = request_for(command, global.org)? else {
         return Ok(());
     };
@@ -112,6 +120,9 @@ fn execute(cli: Cli, prog: &str) -> Result<(), Failure> {
         None => default_client_socket().map_err(|err| ClientError::Refused(err.to_string()))?,
     };
     let mut client = Client::connect(&socket)?;
+    if let (Request::UserList(params), Some(window)) = (&request, window) {
+        return list::members(&mut client, params.clone(), window, global.output);
+    }
     let text = render::call(&mut client, request, global.output)?;
     output::write_stdout(text.as_bytes())?;
     Ok(())
@@ -135,7 +146,11 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             resend,
             unix_user,
         }),
-        Command::User(UserCommand::List) => Request::UserList(OrgParams { org }),
+        Command::User(UserCommand::List { status, .. }) => Request::UserList(UserListParams {
+            org,
+            status: status.map(Into::into),
+            ..UserListParams::default()
+        }),
         Command::User(UserCommand::Remove { email }) => {
             Request::UserRemove(UserRemoveParams { org, email })
         }

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 
 use compartmentctl::wire::{
     AccountBinding, AccountDetail, AccountList, AccountStatus, Activated, Granted, Invitation,
-    MemberList, OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleList, WhoAmI,
+    Member, MemberList, OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleList, WhoAmI,
 };
 use serde::Serialize;
 
@@ -13,29 +13,39 @@ use serde::Serialize;
 /// column is never padded and every line is trimmed, so no line ends in spaces.
 pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|cell| cell.chars().count());
+    widen(&mut widths, rows);
+    let mut out = String::new();
+    let header = header.map(str::to_owned);
+    for row in std::iter::once(&header).chain(rows) {
+        push_row(&mut out, row, &widths);
+    }
+    out
+}
+
+/// Widens `widths` to fit every cell of `rows`; never narrows.
+pub fn widen<const N: usize>(widths: &mut [usize; N], rows: &[[String; N]]) {
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
-    let header = header.map(str::to_owned);
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
-            if column > 0 {
-                line.push_str("  ");
-            }
-            line.push_str(cell);
-            if column + 1 < N {
-                let pad = width.saturating_sub(cell.chars().count());
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
+}
+
+/// Appends one table line: cells padded to `widths` (the last not at all), trimmed.
+pub fn push_row<const N: usize>(out: &mut String, row: &[String; N], widths: &[usize; N]) {
+    let mut line = String::new();
+    for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
+        if column > 0 {
+            line.push_str("  ");
         }
-        out.push_str(line.trim_end());
-        out.push('\n');
+        line.push_str(cell);
+        if column + 1 < N {
+            let pad = width.saturating_sub(cell.chars().count());
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
     }
-    out
+    out.push_str(line.trim_end());
+    out.push('\n');
 }
 
 /// The result object as one line of compact JSON.
@@ -95,21 +105,24 @@ pub fn org_created(created: &OrgCreated) -> String {
     )
 }
 
+/// `user list`'s columns.
+pub const MEMBER_HEADER: [&str; 5] = ["EMAIL", "ROLE", "STATUS", "UNIX USER", "EXPIRES"];
+
+/// One member as `user list`'s table cells.
+pub fn member_row(member: &Member) -> [String; 5] {
+    [
+        member.email.clone(),
+        member.role.to_string(),
+        member.status.to_string(),
+        dash(member.unix_user.as_deref()),
+        dash(member.expires_at.as_deref()),
+    ]
+}
+
+/// One page as a whole table (`user list` itself streams; see `list`).
 pub fn member_list(list: &MemberList) -> String {
-    let rows: Vec<[String; 5]> = list
-        .members
-        .iter()
-        .map(|member| {
-            [
-                member.email.clone(),
-                member.role.to_string(),
-                member.status.to_string(),
-                dash(member.unix_user.as_deref()),
-                dash(member.expires_at.as_deref()),
-            ]
-        })
-        .collect();
-    table(["EMAIL", "ROLE", "STATUS", "UNIX USER", "EXPIRES"], &rows)
+    let rows: Vec<[String; 5]> = list.members.iter().map(member_row).collect();
+    table(MEMBER_HEADER, &rows)
 }
 
 /// A cell's text, or `-` when it has none.
@@ -421,6 +434,7 @@ mod tests {
         let list = MemberList {
             org: "acme".into(),
             members: vec![],
+            next: None,
         };
         assert_eq!(
             member_list(&list),
@@ -435,6 +449,7 @@ mod tests {
                 expires_at: Some("2026-05-01T12:00:00Z".into()),
                 unix_user: None,
             }],
+            next: None,
         };
         assert_eq!(
             member_list(&list),
@@ -450,6 +465,7 @@ mod tests {
                 expires_at: None,
                 unix_user: Some("alice".into()),
             }],
+            next: None,
         };
         assert_eq!(
             member_list(&list),

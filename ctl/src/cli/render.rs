@@ -37,7 +37,7 @@ impl<M: Render> Handle<M> for CallAndRender<'_> {
         let result = self.client.call_method::<M>(params)?;
         Ok(match self.format {
             OutputFormat::Text => M::text(&result),
-            OutputFormat::Json => output::json(&result)?,
+            OutputFormat::Json | OutputFormat::Jsonl => output::json(&result)?,
         })
     }
 }

@@ -62,8 +62,8 @@ declare_methods! {
     OrgUse(OrgUseParams) = "org.use" => OrgUsed, write;
     /// Invite someone with a role.
     UserInvite(UserInviteParams) = "user.invite" => Invitation, write;
-    /// An organization's members.
-    UserList(OrgParams) = "user.list" => MemberList, read;
+    /// One page of an organization's members, by e-mail, from an opaque cursor.
+    UserList(UserListParams) = "user.list" => MemberList, read;
     /// Remove a member or revoke an invitation.
     UserRemove(UserRemoveParams) = "user.remove" => Removed, write;
     /// Give a member a role, up to the caller's own.

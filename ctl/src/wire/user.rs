@@ -23,6 +23,30 @@ pub struct UserInviteParams {
     pub unix_user: Option<String>,
 }
 
+/// The longest page `user.list` answers; a `limit` above it (or of 0) is a bad request.
+pub const MAX_PAGE: u32 = 1_000;
+/// The page `user.list` answers when the request names no `limit`, so that a client
+/// written before paging gets the first page and a `next`, never an unbounded reply.
+pub const DEFAULT_PAGE: u32 = 100;
+
+/// One page of an organization's members (DESIGN §5: lists are paged by an opaque cursor).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserListParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// At most this many members, 1 to [`MAX_PAGE`]; [`DEFAULT_PAGE`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `next` of the previous page, as it was received: it names a position in the
+    /// organization's list, nothing more, and means nothing to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Only members with this status (as of the daemon's now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<MemberStatus>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserRemoveParams {
@@ -66,8 +90,13 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberList {
     pub org: String,
-    /// Ordered by e-mail.
+    /// Ordered by e-mail; one page of at most the request's `limit`.
     pub members: Vec<Member>,
+    /// The cursor of the next page (its request's `after`); absent on the last page. A
+    /// page filtered by status may hold fewer than `limit` members, even none, and still
+    /// have a `next`: the daemon bounds the rows it reads for one page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +106,12 @@ pub struct Removed {
 }
 
 impl Params for UserInviteParams {
+    fn org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
+}
+
+impl Params for UserListParams {
     fn org(&self) -> Option<&str> {
         self.org.as_deref()
     }

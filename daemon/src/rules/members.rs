@@ -1,7 +1,10 @@
 //! Members of an organization: `user.list`, `user.remove`, `role.grant`.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use compartmentctl::wire::{
-    Granted, Member, MemberList, MemberStatus, Removed, Role, RoleGrantParams, UserRemoveParams,
+    Granted, Member, MemberList, MemberStatus, Removed, Role, RoleGrantParams, UserListParams,
+    UserRemoveParams, DEFAULT_PAGE, MAX_PAGE,
 };
 
 use super::error::AdminLoss;
@@ -11,7 +14,122 @@ use super::{audit, parse_email, Caller, RuleError};
 use crate::clock::rfc3339;
 use crate::store::{MembershipRecord, Millis, Reader, Writer};
 
-/// `user list`: every member with role and status; readonly and above.
+/// How many rows one filtered page may read per member it may return: a `--status`
+/// filter that matches little stops after `limit × SCAN_FACTOR` rows and answers a short
+/// page with a `next`, so no page costs more than a bounded read.
+pub const SCAN_FACTOR: usize = 10;
+
+/// The longest cursor accepted; a cursor names an e-mail (at most 254 bytes), so anything
+/// longer was not made by this daemon.
+const MAX_CURSOR: usize = 512;
+
+/// A page's `next`: the last e-mail read, base64url. It names a position in whichever
+/// organization the next request is authorized for, so it grants nothing by itself.
+fn cursor_of(email: &str) -> String {
+    URL_SAFE_NO_PAD.encode(email.as_bytes())
+}
+
+/// The e-mail a cursor names; anything this daemon could not have made is a bad request.
+fn position_of(cursor: &str) -> Result<String, RuleError> {
+    let bad = || {
+        RuleError::BadRequest(
+            "\"after\" is not a cursor from user.list: pass the \"next\" of the previous page as it was"
+                .to_owned(),
+        )
+    };
+    if cursor.is_empty() || cursor.len() > MAX_CURSOR {
+        return Err(bad());
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+/// `user list`: one page of members with role and status, by e-mail; readonly and above.
+/// The organization is resolved and the caller authorized on every page; the cursor only
+/// says where the page starts.
+pub fn list_page(
+    reader: &impl Reader,
+    caller: &Caller,
+    params: &UserListParams,
+    now: Millis,
+) -> Result<MemberList, RuleError> {
+    let limit = match params.limit {
+        None => DEFAULT_PAGE,
+        Some(limit @ 1..=MAX_PAGE) => limit,
+        Some(limit) => {
+            return Err(RuleError::BadRequest(format!(
+                "limit {limit} is out of range: a page holds 1 to {MAX_PAGE} members"
+            )))
+        }
+    } as usize;
+    let mut position = params.after.as_deref().map(position_of).transpose()?;
+    let actor = authenticate(reader, caller)?;
+    let here = in_org(reader, &actor, params.org.as_deref())?;
+    here.require(Role::Readonly, "listing the members of")?;
+
+    let budget = limit.saturating_mul(SCAN_FACTOR);
+    let mut scanned = 0;
+    let mut members = Vec::new();
+    // Read in chunks of at most `limit` rows until the page is full, the org's rows end,
+    // or the scan budget is spent; `position` is always the last row read.
+    let exhausted = loop {
+        let want = if params.status.is_some() {
+            limit.min(budget - scanned)
+        } else {
+            limit - members.len()
+        };
+        let chunk = reader.members_after(&here.org, position.as_deref(), want)?;
+        let short = chunk.len() < want;
+        for (email, m) in chunk {
+            scanned += 1;
+            let status = m.status_at(now);
+            if params.status.is_none_or(|wanted| wanted == status) {
+                members.push(Member {
+                    unix_user: unix_user_of(reader, &email, &m)?,
+                    email: email.clone(),
+                    role: m.role,
+                    status,
+                    expires_at: match status {
+                        MemberStatus::Active => None,
+                        MemberStatus::Invited | MemberStatus::Expired => m.expires_at.map(rfc3339),
+                    },
+                });
+            }
+            position = Some(email);
+            if members.len() == limit {
+                break;
+            }
+        }
+        // Checked in this order: a page filled mid-chunk leaves rows behind even when the
+        // chunk was the org's last.
+        if members.len() == limit {
+            break false;
+        }
+        if short {
+            break true;
+        }
+        if scanned >= budget {
+            break false;
+        }
+    };
+    // A full page may be the last: look one row ahead so the last page has no `next`.
+    let next = match position {
+        Some(last) if !exhausted => {
+            let more = !reader.members_after(&here.org, Some(&last), 1)?.is_empty();
+            more.then(|| cursor_of(&last))
+        }
+        _ => None,
+    };
+    Ok(MemberList {
+        org: here.org,
+        members,
+        next,
+    })
+}
+
+/// Every member at once: the unpaged list the paged one must add up to (tests only; no
+/// request reads a whole organization).
+#[cfg(test)]
 pub fn list(
     reader: &impl Reader,
     caller: &Caller,
@@ -38,6 +156,7 @@ pub fn list(
     Ok(MemberList {
         org: here.org,
         members,
+        next: None,
     })
 }
 

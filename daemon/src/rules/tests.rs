@@ -1065,3 +1065,286 @@ fn a_schema_1_database_opens_migrated_and_keeps_working() {
     assert_eq!(deploy.uid, Some(1500));
     assert!(check_indexes(&snapshot).unwrap().is_empty());
 }
+
+// ---- `user.list` pages ----
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use compartmentctl::wire::{MemberList, UserListParams};
+
+/// `acme` with its active admin (admin@example.com, uid 1001) and `count` invitations of
+/// `m0000@example.com`, `m0001@…`, in one transaction; those whose index `lapses` picks
+/// expire after an hour, the others after the default week.
+fn org_of(count: usize, lapses: impl Fn(usize) -> bool) -> Fixture {
+    let mut f = Fixture::new();
+    let url = f.create_org("acme", "admin@example.com");
+    f.activate(user(1001), &url, T0).unwrap();
+    let tokens: Vec<Token> = (0..count).map(|_| f.next_token()).collect();
+    let policy = f.policy.clone();
+    f.write(|txn| {
+        for (i, token) in tokens.iter().enumerate() {
+            let params = UserInviteParams {
+                org: Some("acme".into()),
+                email: format!("m{i:04}@example.com"),
+                role: Role::Viewer,
+                expires_in: lapses(i).then(|| "1h".to_owned()),
+                resend: false,
+                unix_user: None,
+            };
+            invitations::invite(txn, &root(), &params, None, token, &policy, T0)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    f
+}
+
+fn page_of(
+    f: &Fixture,
+    caller: &Caller,
+    org: &str,
+    limit: Option<u32>,
+    after: Option<&str>,
+    status: Option<MemberStatus>,
+    now: Millis,
+) -> Result<MemberList, RuleError> {
+    let params = UserListParams {
+        org: Some(org.into()),
+        limit,
+        after: after.map(str::to_owned),
+        status,
+    };
+    members::list_page(&f.store.read().unwrap(), caller, &params, now)
+}
+
+/// Follows `next` to the end; returns every member and the size of each page.
+fn follow(
+    f: &Fixture,
+    limit: Option<u32>,
+    status: Option<MemberStatus>,
+    now: Millis,
+) -> (Vec<compartmentctl::wire::Member>, Vec<usize>) {
+    let (mut all, mut sizes, mut after) = (Vec::new(), Vec::new(), None::<String>);
+    loop {
+        let page = page_of(f, &root(), "acme", limit, after.as_deref(), status, now).unwrap();
+        assert_eq!(page.org, "acme");
+        sizes.push(page.members.len());
+        all.extend(page.members);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return (all, sizes),
+        }
+    }
+}
+
+fn whole(f: &Fixture, now: Millis) -> Vec<compartmentctl::wire::Member> {
+    members::list(&f.store.read().unwrap(), &root(), Some("acme"), now)
+        .unwrap()
+        .members
+}
+
+#[test]
+fn pages_split_the_list_exactly_and_the_last_has_no_next() {
+    // 10 members: the admin and m0000..m0008.
+    let f = org_of(9, |_| false);
+    let everyone = whole(&f, T0);
+    assert_eq!(everyone.len(), 10);
+    for (limit, sizes) in [
+        (1, vec![1; 10]),
+        (3, vec![3, 3, 3, 1]),
+        (5, vec![5, 5]),
+        (9, vec![9, 1]),
+        (10, vec![10]),
+        (11, vec![10]),
+        (1000, vec![10]),
+    ] {
+        let (all, got) = follow(&f, Some(limit), None, T0);
+        assert_eq!(got, sizes, "limit {limit}");
+        assert_eq!(all, everyone, "limit {limit}");
+    }
+    // An org with only its admin: one page, no next.
+    let lone = org_of(0, |_| false);
+    assert_eq!(follow(&lone, None, None, T0).1, vec![1]);
+}
+
+#[test]
+fn a_limit_out_of_range_is_a_bad_request_and_none_means_a_hundred() {
+    let f = org_of(150, |_| false);
+    for limit in [0, 1001, u32::MAX] {
+        let err = page_of(&f, &root(), "acme", Some(limit), None, None, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest, "limit {limit}");
+        assert_eq!(
+            err.to_string(),
+            format!("limit {limit} is out of range: a page holds 1 to 1000 members")
+        );
+    }
+    // A client that predates paging gets the first hundred and a next.
+    let first = page_of(&f, &root(), "acme", None, None, None, T0).unwrap();
+    assert_eq!(first.members.len(), 100);
+    assert_eq!(first.members, whole(&f, T0)[..100]);
+    assert_eq!(
+        first.next.as_deref(),
+        Some(URL_SAFE_NO_PAD.encode("m0098@example.com").as_str())
+    );
+    assert_eq!(follow(&f, None, None, T0).1, vec![100, 51]);
+}
+
+#[test]
+fn a_cursor_past_the_end_is_an_empty_last_page() {
+    let f = org_of(3, |_| false);
+    let past = URL_SAFE_NO_PAD.encode("zzz@example.com");
+    let page = page_of(&f, &root(), "acme", Some(10), Some(&past), None, T0).unwrap();
+    assert_eq!((page.members.len(), page.next), (0, None));
+    // The last member's own position: nothing after it.
+    let last = URL_SAFE_NO_PAD.encode("m0002@example.com");
+    let page = page_of(&f, &root(), "acme", Some(10), Some(&last), None, T0).unwrap();
+    assert_eq!((page.members.len(), page.next), (0, None));
+    // A position between members starts at the next one.
+    let between = URL_SAFE_NO_PAD.encode("m0000@example.com.");
+    let page = page_of(&f, &root(), "acme", Some(10), Some(&between), None, T0).unwrap();
+    let emails: Vec<&str> = page.members.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(emails, ["m0001@example.com", "m0002@example.com"]);
+}
+
+#[test]
+fn a_cursor_the_daemon_did_not_make_is_a_bad_request() {
+    let f = org_of(3, |_| false);
+    let too_long = "A".repeat(513);
+    let not_utf8 = URL_SAFE_NO_PAD.encode([0xff, 0xfe]);
+    for cursor in ["", "not base64!", "YQ==", &too_long, &not_utf8] {
+        let err = page_of(&f, &root(), "acme", None, Some(cursor), None, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest, "{cursor:?}");
+        assert_eq!(
+            err.to_string(),
+            "\"after\" is not a cursor from user.list: pass the \"next\" of the previous page as it was"
+        );
+    }
+}
+
+#[test]
+fn the_status_filter_is_judged_at_now_across_pages() {
+    // Every third invitation lapses after an hour; two hours later they read expired.
+    let f = org_of(40, |i| i % 3 == 0);
+    let later = T0 + 2 * 60 * 60 * 1000;
+    let everyone = whole(&f, later);
+    for status in [
+        MemberStatus::Active,
+        MemberStatus::Invited,
+        MemberStatus::Expired,
+    ] {
+        let expected: Vec<_> = everyone
+            .iter()
+            .filter(|m| m.status == status)
+            .cloned()
+            .collect();
+        for limit in [1, 2, 7, 1000] {
+            let (all, _) = follow(&f, Some(limit), Some(status), later);
+            assert_eq!(all, expected, "{status} by {limit}");
+        }
+    }
+    // At T0 nothing has lapsed yet.
+    assert!(follow(&f, Some(5), Some(MemberStatus::Expired), T0)
+        .0
+        .is_empty());
+    assert_eq!(
+        follow(&f, Some(5), Some(MemberStatus::Invited), T0).0.len(),
+        40
+    );
+}
+
+#[test]
+fn a_filtered_page_reads_at_most_ten_rows_per_member_it_may_return() {
+    // The admin sorts first and is the only active member; 95 invitations follow.
+    let f = org_of(95, |_| false);
+    let first = page_of(
+        &f,
+        &root(),
+        "acme",
+        Some(2),
+        None,
+        Some(MemberStatus::Active),
+        T0,
+    )
+    .unwrap();
+    let emails: Vec<&str> = first.members.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(emails, ["admin@example.com"]);
+    // 20 rows read (the admin and m0000..m0018), none more: a short page with a next.
+    assert_eq!(
+        first.next.as_deref(),
+        Some(URL_SAFE_NO_PAD.encode("m0018@example.com").as_str())
+    );
+    let (all, sizes) = follow(&f, Some(2), Some(MemberStatus::Active), T0);
+    assert_eq!(all.len(), 1);
+    // 96 rows, 20 a page: five pages, the last without a next.
+    assert_eq!(sizes, vec![1, 0, 0, 0, 0]);
+}
+
+#[test]
+fn an_org_of_2500_fetched_page_by_page_is_the_unpaged_list() {
+    let f = org_of(2_499, |i| i % 7 == 0);
+    let later = T0 + 2 * 60 * 60 * 1000;
+    let everyone = whole(&f, later);
+    assert_eq!(everyone.len(), 2_500);
+    for limit in [None, Some(1000), Some(999), Some(1)] {
+        let (all, sizes) = follow(&f, limit, None, later);
+        assert_eq!(all, everyone, "limit {limit:?}");
+        let per_page = limit.unwrap_or(100) as usize;
+        assert_eq!(
+            sizes.len(),
+            2_500_usize.div_ceil(per_page),
+            "limit {limit:?}"
+        );
+    }
+}
+
+#[test]
+fn a_cursor_names_a_position_and_never_another_organization() {
+    let mut f = two_tenants();
+    for i in 0..3 {
+        f.invite_as(
+            user(1001),
+            "acme",
+            &format!("a{i}@acme.example"),
+            Role::Viewer,
+            false,
+            T0,
+        )
+        .unwrap();
+    }
+    f.invite_as(
+        user(EVIL_ADMIN),
+        "evil",
+        "z@evil.example",
+        Role::Viewer,
+        false,
+        T0,
+    )
+    .unwrap();
+    let acme = page_of(&f, &user(1001), "acme", Some(1), None, None, T0).unwrap();
+    let cursor = acme.next.unwrap();
+    // acme's cursor in evil: a position in evil's list, evil's members only.
+    let evil = page_of(
+        &f,
+        &user(EVIL_ADMIN),
+        "evil",
+        Some(10),
+        Some(&cursor),
+        None,
+        T0,
+    )
+    .unwrap();
+    let emails: Vec<&str> = evil.members.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(emails, ["boss@evil.example", "z@evil.example"]);
+    // evil's admin with acme's cursor in acme: refused as on the first page.
+    let err = page_of(
+        &f,
+        &user(EVIL_ADMIN),
+        "acme",
+        Some(10),
+        Some(&cursor),
+        None,
+        T0,
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "organization acme not found");
+}

@@ -227,6 +227,15 @@ pub trait Reader {
     fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>>;
     /// Every membership of `org`, by e-mail.
     fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>>;
+    /// At most `limit` memberships of `org` by e-mail, starting just after `after` (from
+    /// the first when `None`). A range read: it costs what it returns, whatever the
+    /// organization's size.
+    fn members_after(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, MembershipRecord)>>;
     /// The organizations `email` has a membership in (any status), by name.
     fn orgs_of(&self, email: &str) -> Result<Vec<String>>;
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
@@ -298,6 +307,38 @@ macro_rules! impl_reader {
                         break;
                     }
                     members.push((email.to_owned(), decode("memberships", value.value())?));
+                }
+                Ok(members)
+            }
+
+            fn members_after(
+                &self,
+                org: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<(String, MembershipRecord)>> {
+                use std::ops::Bound;
+                let table = self.open_table(MEMBERSHIPS)?;
+                // Keys order by (org, email), so an org's rows are contiguous and the
+                // page starts strictly after the cursor's e-mail within that org.
+                let start = match after {
+                    Some(email) => Bound::Excluded((org, email)),
+                    None => Bound::Included((org, "")),
+                };
+                let mut members = Vec::new();
+                if limit == 0 {
+                    return Ok(members);
+                }
+                for entry in table.range::<(&str, &str)>((start, Bound::Unbounded))? {
+                    let (key, value) = entry?;
+                    let (key_org, email) = key.value();
+                    if key_org != org {
+                        break;
+                    }
+                    members.push((email.to_owned(), decode("memberships", value.value())?));
+                    if members.len() >= limit {
+                        break;
+                    }
                 }
                 Ok(members)
             }
