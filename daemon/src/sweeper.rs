@@ -37,7 +37,7 @@ impl Sweeper {
             let mut sleep_for = self.max_sleep;
             if let Some(at) = next {
                 if at <= now {
-                    match self.writer.write(expire_due).await {
+                    match self.writer.write(|txn, now| expire_due(txn, now)).await {
                         Ok(count) => tracing::info!(expired = count, "expired invitations"),
                         Err(err) => {
                             tracing::error!(error = %err, "sweeping expired invitations failed")

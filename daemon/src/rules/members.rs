@@ -9,7 +9,7 @@ use super::identity::{authenticate, in_org};
 use super::invitations::revoke_token;
 use super::{audit, parse_email, Caller, RuleError};
 use crate::clock::rfc3339;
-use crate::store::{MembershipRecord, Millis, Reader, Writer};
+use crate::store::{Changes, MembershipRecord, Millis, Reader};
 
 /// `user list`: every member with role and status; readonly and above.
 pub fn list(
@@ -72,7 +72,7 @@ fn active_admins(reader: &impl Reader, org: &str) -> Result<usize, RuleError> {
 /// `user remove`: admins only; never the last active admin. Immediate: the member's next
 /// request is judged without the membership, and a pending token dies with it.
 pub fn remove(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     params: &UserRemoveParams,
     now: Millis,
@@ -114,7 +114,7 @@ pub fn remove(
 /// `role grant`: deployers and admins, capped at their own role, never above a target
 /// whose role is above theirs, never demoting the last active admin.
 pub fn grant(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     params: &RoleGrantParams,
     now: Millis,

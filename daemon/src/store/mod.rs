@@ -3,13 +3,15 @@
 //!
 //! Reads go through [`Reader`], which both read snapshots and the writer's transaction
 //! implement, so a rule sees the same view whether it only reads or also writes. Writes go
-//! through [`Writer`], implemented by `WriteTransaction` only; it is the single place that
+//! through [`Changes`], implemented by `WriteTransaction` and by [`Tracked`] (the writer's
+//! view of it, which records whether a change wrote anything); it is the single place that
 //! maintains the secondary indexes (`account_orgs`, `pending_by_expiry`), so they cannot
 //! drift from `memberships`.
 
 mod records;
 mod schema;
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -360,9 +362,48 @@ macro_rules! impl_reader {
 
 impl_reader!(ReadTransaction);
 impl_reader!(WriteTransaction);
+impl_reader!(Tracked<'_>);
+
+/// The write transaction as a change sees it: every write goes through [`Changes`], which
+/// records that one happened. The writer runs many changes in one transaction; a change
+/// refused after it wrote would leave a trace in its neighbours' commit, so the writer
+/// reads [`Tracked::wrote`] and, when it is set on a refused change, runs the batch again
+/// one transaction per change. The transaction itself is private, so no write bypasses
+/// the record.
+pub struct Tracked<'t> {
+    txn: &'t WriteTransaction,
+    wrote: Cell<bool>,
+}
+
+impl<'t> Tracked<'t> {
+    pub(crate) fn new(txn: &'t WriteTransaction) -> Tracked<'t> {
+        Tracked {
+            txn,
+            wrote: Cell::new(false),
+        }
+    }
+
+    /// True once any write was attempted through this view (even one that failed).
+    pub(crate) fn wrote(&self) -> bool {
+        self.wrote.get()
+    }
+
+    /// For [`impl_reader`]: reads open tables as the transaction does.
+    fn open_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        definition: TableDefinition<K, V>,
+    ) -> std::result::Result<redb::Table<'_, K, V>, redb::TableError> {
+        self.txn.open_table(definition)
+    }
+
+    fn mark(&self) -> &'t WriteTransaction {
+        self.wrote.set(true);
+        self.txn
+    }
+}
 
 /// Changes, on the writer's transaction only.
-pub trait Writer: Reader {
+pub trait Changes: Reader {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()>;
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()>;
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()>;
@@ -392,7 +433,55 @@ fn pending_key(record: &MembershipRecord) -> Option<Millis> {
     }
 }
 
-impl Writer for WriteTransaction {
+impl Changes for Tracked<'_> {
+    fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
+        self.mark().put_org(name, org)
+    }
+
+    fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
+        self.mark().put_account(email, account)
+    }
+
+    fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
+        self.mark().put_binding(uid, binding)
+    }
+
+    fn delete_binding(&self, uid: u32) -> Result<()> {
+        self.mark().delete_binding(uid)
+    }
+
+    fn put_membership(
+        &self,
+        org: &str,
+        email: &str,
+        new: &MembershipRecord,
+        old: Option<&MembershipRecord>,
+    ) -> Result<()> {
+        self.mark().put_membership(org, email, new, old)
+    }
+
+    fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
+        self.mark().delete_membership(org, email, old)
+    }
+
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
+        self.mark().put_token(hash, token)
+    }
+
+    fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
+        self.mark().set_current_org(uid, org)
+    }
+
+    fn clear_current_org(&self, uid: u32) -> Result<()> {
+        self.mark().clear_current_org(uid)
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        self.mark().append_audit(record)
+    }
+}
+
+impl Changes for WriteTransaction {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
         self.open_table(ORGS)?
             .insert(name, encode(org).as_slice())?;
