@@ -112,11 +112,13 @@ where
     }
 }
 
-/// Queues-ready form of `change` and the receiver of its answer.
-pub(crate) fn job<T, F>(change: F) -> (Box<dyn Job>, oneshot::Receiver<Result<T, RuleError>>)
+/// Queue-ready form of `change` and the receiver of its answer.
+pub(crate) fn job<'a, T, F>(
+    change: F,
+) -> (Box<dyn Job + 'a>, oneshot::Receiver<Result<T, RuleError>>)
 where
-    F: FnMut(&Tracked<'_>, Millis) -> Result<T, RuleError> + Send + 'static,
-    T: Send + 'static,
+    F: FnMut(&Tracked<'_>, Millis) -> Result<T, RuleError> + Send + 'a,
+    T: Send + 'a,
 {
     let (reply, reply_rx) = oneshot::channel();
     let job = Queued {
@@ -204,7 +206,7 @@ enum Ran {
 pub(crate) fn apply_batch(
     store: &Store,
     clock: &dyn Clock,
-    mut batch: Vec<Box<dyn Job>>,
+    mut batch: Vec<Box<dyn Job + '_>>,
     commit: Commit<'_>,
 ) {
     if batch.len() == 1 {
@@ -284,7 +286,7 @@ pub(crate) fn apply_batch(
 fn one_by_one(
     store: &Store,
     clock: &dyn Clock,
-    batch: Vec<Box<dyn Job>>,
+    batch: Vec<Box<dyn Job + '_>>,
     panicked: &[bool],
     commit: Commit<'_>,
 ) {
@@ -320,7 +322,7 @@ fn one_by_one(
 fn run_alone(
     store: &Store,
     clock: &dyn Clock,
-    job: &mut Box<dyn Job>,
+    job: &mut Box<dyn Job + '_>,
     commit: Commit<'_>,
 ) -> Result<(), StoreError> {
     let txn = store.begin_write()?;
