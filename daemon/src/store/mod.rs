@@ -190,9 +190,16 @@ impl Store {
         if free < SPACE_TO_RESUME {
             return Err(StoreError::DiskFull);
         }
-        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        // The file lock goes when the last reader of the old handle finishes.
-        slot.take();
+        // The old handle is taken out under the lock and the lock released at once: the
+        // wait below (up to 2 s) must not block readers, which meanwhile get `Reopening`
+        // (answered `unavailable`, try again) instead of waiting on a runtime worker.
+        let old = self
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // redb's file lock goes when the last reader of the old handle finishes.
+        drop(old);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let db = loop {
             match Database::create(&self.path) {
@@ -205,7 +212,7 @@ impl Store {
                 Err(err) => return Err(err.into()),
             }
         };
-        *slot = Some(Arc::new(db));
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
         self.broken.store(false, Ordering::Release);
         tracing::info!(database = %self.path.display(), "database reopened; writes resume");
         Ok(())
@@ -606,4 +613,42 @@ pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
         ));
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// While the writer reopens a broken handle and waits for the old one's last reader,
+    /// other readers are answered at once (`Reopening`), not held on the handle's lock.
+    #[test]
+    fn reopening_does_not_block_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        // A reader still holding the old handle keeps its file lock until it finishes.
+        let lingering = store.handle().unwrap();
+        store.note_failure(&StoreError::Redb(redb::Error::PreviousIo));
+        let writer_store = store.clone();
+        let writer = std::thread::spawn(move || writer_store.begin_write().map(drop));
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let read = store.read();
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(50),
+            "a read waited {waited:?}"
+        );
+        assert!(
+            matches!(read, Err(StoreError::Reopening)),
+            "{:?}",
+            read.err()
+        );
+        drop(lingering);
+        writer.join().unwrap().unwrap();
+        store.read().unwrap().org("acme").unwrap();
+    }
 }
