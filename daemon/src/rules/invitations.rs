@@ -425,7 +425,15 @@ pub fn activate(
 /// Marks every invitation due at `now` as expired and spends its token; returns how many.
 /// Costs what expired, not what exists: it walks the expiry index from its start.
 pub fn expire_due(txn: &impl Changes, now: Millis) -> Result<usize, RuleError> {
-    let due = txn.due_invitations(now)?;
+    expire_due_up_to(txn, now, usize::MAX)
+}
+
+/// [`expire_due`] for at most `limit` invitations, the earliest due first, so that a
+/// large sweep is split into transactions other changes can come between. Counts only
+/// what it expired, so a stray index entry cannot make the sweeper loop on full chunks.
+pub fn expire_due_up_to(txn: &impl Changes, now: Millis, limit: usize) -> Result<usize, RuleError> {
+    let due = txn.due_invitations_up_to(now, limit)?;
+    let mut expired_count = 0;
     for (org, email) in &due {
         let Some(membership) = txn.membership(org, email)? else {
             continue;
@@ -437,6 +445,7 @@ pub fn expire_due(txn: &impl Changes, now: Millis) -> Result<usize, RuleError> {
         expired.status = MemberStatus::Expired;
         expired.token_hash = None;
         txn.put_membership(org, email, &expired, Some(&membership))?;
+        expired_count += 1;
         txn.append_audit(&AuditRecord {
             at: now,
             uid: None,
@@ -447,5 +456,5 @@ pub fn expire_due(txn: &impl Changes, now: Millis) -> Result<usize, RuleError> {
             detail: None,
         })?;
     }
-    Ok(due.len())
+    Ok(expired_count)
 }

@@ -1121,3 +1121,45 @@ fn the_last_admin_stays_when_both_removals_share_a_batch() {
         f.assert_indexes_agree();
     }
 }
+
+/// A sweep in chunks expires the earliest due first, at most a chunk per transaction, and
+/// leaves the rest pending for the next chunk.
+#[test]
+fn a_sweep_in_chunks_takes_the_earliest_due_first() {
+    let mut f = Fixture::new();
+    f.org_with("acme", &[]);
+    let emails: Vec<String> = (0..5).map(|i| format!("u{i}@example.com")).collect();
+    for (i, email) in emails.iter().enumerate() {
+        // Invited a minute apart, u0 first: it expires first.
+        f.invite_as(
+            root(),
+            "acme",
+            email,
+            Role::Viewer,
+            false,
+            T0 + i as Millis * 60_000,
+        )
+        .unwrap();
+    }
+    let later = T0 + 8 * DAY;
+    let chunk = |f: &Fixture| {
+        f.write(|txn| invitations::expire_due_up_to(txn, later, 2))
+            .unwrap()
+    };
+    assert_eq!(chunk(&f), 2);
+    let expired = |f: &Fixture| -> Vec<bool> {
+        let snapshot = f.store.read().unwrap();
+        emails
+            .iter()
+            .map(|e| {
+                snapshot.membership("acme", e).unwrap().unwrap().status == MemberStatus::Expired
+            })
+            .collect()
+    };
+    assert_eq!(expired(&f), [true, true, false, false, false]);
+    assert_eq!(chunk(&f), 2);
+    assert_eq!(chunk(&f), 1);
+    assert_eq!(chunk(&f), 0);
+    assert_eq!(expired(&f), [true; 5]);
+    f.assert_indexes_agree();
+}

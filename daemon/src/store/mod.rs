@@ -243,7 +243,11 @@ pub trait Reader {
     /// The earliest expiry among pending invitations.
     fn next_expiry(&self) -> Result<Option<Millis>>;
     /// Pending invitations whose expiry is at or before `now`, as (org, email).
-    fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>>;
+    fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>> {
+        self.due_invitations_up_to(now, usize::MAX)
+    }
+    /// The first `limit` of [`Reader::due_invitations`], earliest expiry first.
+    fn due_invitations_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>>;
     /// Every audit record in order (for tests and, later, `audit list`).
     fn audit(&self) -> Result<Vec<AuditRecord>>;
 }
@@ -343,10 +347,15 @@ macro_rules! impl_reader {
                 Ok(first.map(|(key, _)| key.value().0))
             }
 
-            fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>> {
+            fn due_invitations_up_to(
+                &self,
+                now: Millis,
+                limit: usize,
+            ) -> Result<Vec<(String, String)>> {
                 let table = self.open_table(PENDING_BY_EXPIRY)?;
                 let mut due = Vec::new();
-                for entry in table.range(..=(now, "\u{10FFFF}", "\u{10FFFF}"))? {
+                let range = table.range(..=(now, "\u{10FFFF}", "\u{10FFFF}"))?;
+                for entry in range.take(limit) {
                     let (key, _) = entry?;
                     let (_, org, email) = key.value();
                     due.push((org.to_owned(), email.to_owned()));
