@@ -38,7 +38,12 @@ fn main() {
         },
         daemon_uid: nix::unistd::geteuid().as_raw(),
         sweep_interval: Duration::from_secs(60),
-        limits: Limits::default(),
+        // Every client is this uid: let all of them (and the setup connection) in.
+        limits: Limits {
+            max_connections_per_uid: Limits::default().max_connections_per_uid.max(clients + 2),
+            max_connections: Limits::default().max_connections.max(clients + 8),
+            ..Limits::default()
+        },
         users: compartmentd::users::SystemUsers::new(),
     };
     std::thread::spawn(move || {

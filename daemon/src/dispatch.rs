@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::rules::{
     accounts, identity, invitations, members, orgs, Caller, Policy, RuleError, Unbound,
 };
-use crate::store::{AuditRecord, Reader, Store, UnixUser, Writer as _};
+use crate::store::{AuditRecord, Changes as _, Reader, Store, UnixUser};
 use crate::token::Token;
 use crate::users::Directory;
 use crate::writer::Writer;
@@ -118,7 +118,7 @@ impl Context {
                     action: "binding.stale".into(),
                     org: None,
                     target,
-                    detail: Some(detail),
+                    detail: Some(detail.clone()),
                 })?;
                 Ok(())
             })
@@ -261,7 +261,9 @@ impl Serve for methods::OrgCreate {
         let policy = ctx.policy.clone();
         let created = ctx
             .writer
-            .write(move |txn, now| orgs::create(txn, &caller, &params, named, &token, &policy, now))
+            .write(move |txn, now| {
+                orgs::create(txn, &caller, &params, named.clone(), &token, &policy, now)
+            })
             .await?;
         ctx.sweeper_wake.notify_one();
         Ok(created)
@@ -292,7 +294,7 @@ impl Serve for methods::UserInvite {
         let invitation = ctx
             .writer
             .write(move |txn, now| {
-                invitations::invite(txn, &caller, &params, named, &token, &policy, now)
+                invitations::invite(txn, &caller, &params, named.clone(), &token, &policy, now)
             })
             .await?;
         ctx.sweeper_wake.notify_one();

@@ -8,9 +8,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::rules::invitations::expire_due;
+use crate::rules::invitations::expire_due_up_to;
 use crate::store::{Reader, Store};
 use crate::writer::Writer;
+
+/// The most invitations one sweep transaction expires: a sweep of many due at once is
+/// split into transactions of this size, each its own change in the writer's queue, so
+/// the changes queued meanwhile are applied between them instead of after all of them.
+pub const SWEEP_CHUNK: usize = 1000;
 
 pub struct Sweeper {
     pub store: Arc<Store>,
@@ -37,8 +42,17 @@ impl Sweeper {
             let mut sleep_for = self.max_sleep;
             if let Some(at) = next {
                 if at <= now {
-                    match self.writer.write(expire_due).await {
-                        Ok(count) => tracing::info!(expired = count, "expired invitations"),
+                    let sweep = self
+                        .writer
+                        .write(|txn, now| expire_due_up_to(txn, now, SWEEP_CHUNK));
+                    match sweep.await {
+                        Ok(count) => {
+                            tracing::info!(expired = count, "expired invitations");
+                            if count == SWEEP_CHUNK {
+                                // More may be due: the next chunk, behind what was queued.
+                                continue;
+                            }
+                        }
                         Err(err) => {
                             tracing::error!(error = %err, "sweeping expired invitations failed")
                         }

@@ -1,7 +1,25 @@
-//! The single writer: one thread owns redb's write side and applies every change, one
-//! transaction at a time, so that a rule checked in a change (the last admin, a token's
-//! single use) holds when the change commits.
+//! The single writer: one thread owns redb's write side and applies every change, so that
+//! a rule checked in a change (the last admin, a token's single use) holds when it commits.
+//!
+//! Group commit: the thread takes every change waiting in its queue (up to [`MAX_BATCH`])
+//! and applies them one after another in ONE write transaction with one durable commit,
+//! then answers each. Invariants:
+//!
+//! - A change sees the writes of the changes before it in its batch (the same
+//!   transaction), exactly as if they had committed one by one in queue order: two admins
+//!   removing each other in one batch still leave one.
+//! - A refused change leaves no trace and does not disturb its batch: it ran on a
+//!   [`Tracked`] view that records whether it wrote anything. Refused without writing, it
+//!   is answered its refusal and the batch goes on; refused (or panicked) after writing,
+//!   the transaction is dropped and every change of the batch runs again, one transaction
+//!   each. Changes are therefore `FnMut`: running one again must give the same effect
+//!   (rules read nothing but the transaction and what they captured).
+//! - A failed commit (a storage error) fails the batch; its changes run again one by one,
+//!   each in its own transaction, so each gets its true answer.
+//! - Nobody sees a change before it is durable: answers are sent after the commit, and
+//!   readers use redb read snapshots, which only ever see committed transactions.
 
+use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,18 +29,111 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::rules::RuleError;
-use crate::store::{Millis, Store, StoreError};
-
-type Job = Box<dyn FnOnce(&Store, Millis) + Send>;
+use crate::store::{Millis, Store, StoreError, Tracked};
 
 /// How many changes may wait for the writer before senders wait too.
 const QUEUE_DEPTH: usize = 1024;
+
+/// The most changes one transaction carries: bounds the work lost to a change that sends
+/// its batch back to one transaction per change, and the wait of the batch's first.
+pub const MAX_BATCH: usize = 256;
+
+/// Why the writer gave no answer of the change's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteError {
+    /// The writer has stopped: the daemon is on its way out.
+    ShuttingDown,
+    /// The change panicked; whatever it did was rolled back.
+    Panicked,
+}
+
+impl fmt::Display for WriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WriteError::ShuttingDown => f.write_str("the writer has stopped"),
+            WriteError::Panicked => f.write_str("a change panicked and was rolled back"),
+        }
+    }
+}
+
+impl std::error::Error for WriteError {}
+
+/// One queued change with its requester's reply channel, type-erased for the queue.
+pub(crate) trait Job: Send {
+    /// Runs the change on `txn` at `now` and keeps its result until [`Job::answer`];
+    /// true when it succeeded.
+    fn run(&mut self, txn: &Tracked<'_>, now: Millis) -> bool;
+    /// The store error the last run met, if any.
+    fn store_error(&self) -> Option<&StoreError>;
+    /// Sends the kept result (the requester may have gone; the change stands either way).
+    fn answer(self: Box<Self>);
+    /// Sends `err` instead of a result.
+    fn answer_with(self: Box<Self>, err: RuleError);
+    /// Sends the writer's own error instead of a result.
+    fn fail(self: Box<Self>, err: WriteError) {
+        self.answer_with(err.into());
+    }
+}
+
+struct Queued<T, F> {
+    change: F,
+    result: Option<Result<T, RuleError>>,
+    reply: oneshot::Sender<Result<T, RuleError>>,
+}
+
+impl<T, F> Job for Queued<T, F>
+where
+    F: FnMut(&Tracked<'_>, Millis) -> Result<T, RuleError> + Send,
+    T: Send,
+{
+    fn run(&mut self, txn: &Tracked<'_>, now: Millis) -> bool {
+        let result = (self.change)(txn, now);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn store_error(&self) -> Option<&StoreError> {
+        match &self.result {
+            Some(Err(RuleError::Store(err))) => Some(err),
+            _ => None,
+        }
+    }
+
+    fn answer(self: Box<Self>) {
+        let result = self.result.unwrap_or(Err(RuleError::Internal(
+            "a change was answered before it ran",
+        )));
+        let _ = self.reply.send(result);
+    }
+
+    fn answer_with(self: Box<Self>, err: RuleError) {
+        let _ = self.reply.send(Err(err));
+    }
+}
+
+/// Queue-ready form of `change` and the receiver of its answer.
+pub(crate) fn job<'a, T, F>(
+    change: F,
+) -> (Box<dyn Job + 'a>, oneshot::Receiver<Result<T, RuleError>>)
+where
+    F: FnMut(&Tracked<'_>, Millis) -> Result<T, RuleError> + Send + 'a,
+    T: Send + 'a,
+{
+    let (reply, reply_rx) = oneshot::channel();
+    let job = Queued {
+        change,
+        result: None,
+        reply,
+    };
+    (Box::new(job), reply_rx)
+}
 
 /// A handle to the writer. Cloned freely; the writer stops when the last clone is dropped
 /// and its queue is drained.
 #[derive(Clone)]
 pub struct Writer {
-    jobs_tx: mpsc::Sender<Job>,
+    jobs_tx: mpsc::Sender<Box<dyn Job>>,
 }
 
 impl Writer {
@@ -32,55 +143,212 @@ impl Writer {
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<(Writer, JoinHandle<()>)> {
-        let (jobs_tx, mut jobs_rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        let (jobs_tx, mut jobs_rx) = mpsc::channel::<Box<dyn Job>>(QUEUE_DEPTH);
         let handle = std::thread::Builder::new()
             .name("compartmentd-writer".into())
             .spawn(move || {
-                while let Some(job) = jobs_rx.blocking_recv() {
-                    // A panic in one change must not stop every later one: its caller gets
-                    // an internal error (its reply channel is dropped) and the writer goes on.
-                    if catch_unwind(AssertUnwindSafe(|| job(&store, clock.now()))).is_err() {
-                        tracing::error!("a change panicked and was rolled back");
+                while let Some(first) = jobs_rx.blocking_recv() {
+                    // Whatever is waiting now joins the batch; nothing waits for more to
+                    // come, so a lone change is applied as soon as it arrives.
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match jobs_rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
                     }
+                    apply_batch(&store, &*clock, batch, &commit);
                 }
             })?;
         Ok((Writer { jobs_tx }, handle))
     }
 
-    /// Applies `change` in its own write transaction: committed (durably) when it returns
-    /// `Ok`, rolled back when it returns `Err`.
+    /// Applies `change` in a write transaction, possibly shared with other changes:
+    /// committed (durably) when it returns `Ok`, leaving no trace when it returns `Err`.
+    /// It may run more than once (see the module's invariants); only its last run counts.
     pub async fn write<T, F>(&self, change: F) -> Result<T, RuleError>
     where
-        F: FnOnce(&WriteTransaction, Millis) -> Result<T, RuleError> + Send + 'static,
+        F: FnMut(&Tracked<'_>, Millis) -> Result<T, RuleError> + Send + 'static,
         T: Send + 'static,
     {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let job: Job = Box::new(move |store, now| {
-            // The requester may have gone; the change stands either way.
-            let _ = reply_tx.send(apply(store, now, change));
-        });
+        let (job, reply_rx) = job(change);
         self.jobs_tx
             .send(job)
             .await
-            .map_err(|_| RuleError::ShuttingDown)?;
-        reply_rx
-            .await
-            .map_err(|_| RuleError::Internal("a change panicked and was rolled back"))?
+            .map_err(|_| WriteError::ShuttingDown)?;
+        // The job is answered on every path of the writer; a dropped channel means the
+        // writer thread itself died.
+        reply_rx.await.map_err(|_| WriteError::ShuttingDown)?
     }
 }
 
-/// Runs `change` in one write transaction: committed when it returns `Ok`, rolled back
-/// when it returns `Err`. The writer's unit of work, and the test fixtures'.
+/// How a batch's transaction is committed: [`commit`], or in tests one that fails.
+pub(crate) type Commit<'a> = &'a dyn Fn(WriteTransaction) -> Result<(), StoreError>;
+
+/// The durable commit of a batch; a parameter of [`apply_batch`] so tests can fail it.
+pub(crate) fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
+    txn.commit().map_err(StoreError::from)
+}
+
+/// What became of a job in the shared transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// Succeeded, or refused without writing: its kept result is its answer.
+    Clean,
+    /// Panicked without writing: answered `Panicked`, the batch goes on.
+    PanickedClean,
+    /// Refused or panicked after writing: the transaction holds its trace.
+    Dirty { panicked: bool },
+}
+
+/// Applies `batch` in one write transaction committed with `commit`, then answers each
+/// job; falls back to one transaction per job as the module's invariants say.
+pub(crate) fn apply_batch(
+    store: &Store,
+    clock: &dyn Clock,
+    mut batch: Vec<Box<dyn Job + '_>>,
+    commit: Commit<'_>,
+) {
+    if batch.len() == 1 {
+        return one_by_one(store, clock, batch, &[], commit);
+    }
+    let txn = match store.begin_write() {
+        Ok(txn) => txn,
+        Err(err) => {
+            store.note_failure(&err);
+            return one_by_one(store, clock, batch, &[], commit);
+        }
+    };
+    let mut panicked = vec![false; batch.len()];
+    let mut dirty = false;
+    for (i, job) in batch.iter_mut().enumerate() {
+        let ran = {
+            let view = Tracked::new(&txn);
+            let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&view, clock.now())));
+            match outcome {
+                Ok(true) => Ran::Clean,
+                Ok(false) if !view.wrote() => Ran::Clean,
+                Ok(false) => Ran::Dirty { panicked: false },
+                Err(_) if !view.wrote() => Ran::PanickedClean,
+                Err(_) => Ran::Dirty { panicked: true },
+            }
+        };
+        if let Some(err) = job.store_error() {
+            store.note_failure(err);
+        }
+        match ran {
+            Ran::Clean => {}
+            Ran::PanickedClean => {
+                tracing::error!("a change panicked and was rolled back");
+                panicked[i] = true;
+            }
+            Ran::Dirty { panicked: p } => {
+                if p {
+                    tracing::error!("a change panicked and was rolled back");
+                }
+                panicked[i] = p;
+                dirty = true;
+                break;
+            }
+        }
+    }
+    if dirty {
+        // The transaction holds a refused change's writes: none of it may commit.
+        if let Err(err) = txn.abort() {
+            tracing::error!(error = %err, "rolling back a batch failed");
+        }
+        tracing::debug!(
+            changes = batch.len(),
+            "a refused change had written; the batch runs one change per transaction"
+        );
+        return one_by_one(store, clock, batch, &panicked, commit);
+    }
+    match commit(txn) {
+        Ok(()) => {
+            for (job, panicked) in batch.into_iter().zip(panicked) {
+                if panicked {
+                    job.fail(WriteError::Panicked);
+                } else {
+                    job.answer();
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, changes = batch.len(), "committing a batch failed; its changes run one by one");
+            store.note_failure(&err);
+            one_by_one(store, clock, batch, &panicked, commit);
+        }
+    }
+}
+
+/// Runs each job in its own transaction and answers it; a job marked in `panicked` is
+/// not run again and is answered `Panicked`.
+fn one_by_one(
+    store: &Store,
+    clock: &dyn Clock,
+    batch: Vec<Box<dyn Job + '_>>,
+    panicked: &[bool],
+    commit: Commit<'_>,
+) {
+    for (i, mut job) in batch.into_iter().enumerate() {
+        if panicked.get(i).copied().unwrap_or(false) {
+            job.fail(WriteError::Panicked);
+            continue;
+        }
+        match catch_unwind(AssertUnwindSafe(|| {
+            run_alone(store, clock, &mut job, commit)
+        })) {
+            Ok(Ok(())) => {
+                if let Some(err) = job.store_error() {
+                    store.note_failure(err);
+                }
+                job.answer();
+            }
+            Ok(Err(err)) => {
+                store.note_failure(&err);
+                job.answer_with(RuleError::Store(err));
+            }
+            Err(_) => {
+                // The transaction was dropped while unwinding: redb rolls it back.
+                tracing::error!("a change panicked and was rolled back");
+                job.fail(WriteError::Panicked);
+            }
+        }
+    }
+}
+
+/// Runs one job in its own transaction, committed when it succeeds. `Ok` when the job
+/// holds its answer; the storage error that denied it one otherwise.
+fn run_alone(
+    store: &Store,
+    clock: &dyn Clock,
+    job: &mut Box<dyn Job + '_>,
+    commit: Commit<'_>,
+) -> Result<(), StoreError> {
+    let txn = store.begin_write()?;
+    let succeeded = job.run(&Tracked::new(&txn), clock.now());
+    if succeeded {
+        commit(txn)?;
+    } else if let Err(err) = txn.abort() {
+        tracing::error!(error = %err, "rolling back a refused change failed");
+    }
+    Ok(())
+}
+
+/// Runs `change` in one write transaction of its own: committed when it returns `Ok`,
+/// rolled back when it returns `Err`. The test fixtures' unit of work.
+#[cfg(test)]
 pub(crate) fn apply<T>(
     store: &Store,
     now: Millis,
-    change: impl FnOnce(&WriteTransaction, Millis) -> Result<T, RuleError>,
+    change: impl FnOnce(&Tracked<'_>, Millis) -> Result<T, RuleError>,
 ) -> Result<T, RuleError> {
     let result = (|| {
         let txn = store.begin_write()?;
-        match change(&txn, now) {
+        let outcome = change(&Tracked::new(&txn), now);
+        match outcome {
             Ok(value) => {
-                txn.commit().map_err(StoreError::from)?;
+                commit(txn)?;
                 Ok(value)
             }
             Err(err) => {
@@ -95,4 +363,271 @@ pub(crate) fn apply<T>(
         store.note_failure(err);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc as std_mpsc;
+
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::rules::RuleError;
+    use crate::store::{Changes, OrgRecord, Reader};
+
+    const T0: Millis = 1_777_636_800_000;
+
+    fn store() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Store::open(dir.path()).unwrap(), dir)
+    }
+
+    fn org(created_at: Millis) -> OrgRecord {
+        OrgRecord {
+            created_at,
+            created_by_uid: 0,
+        }
+    }
+
+    /// A change that creates organization `name`.
+    fn create(name: &'static str) -> impl FnMut(&Tracked<'_>, Millis) -> Result<(), RuleError> {
+        move |txn, now| Ok(txn.put_org(name, &org(now))?)
+    }
+
+    fn exists(store: &Store, name: &str) -> bool {
+        store.read().unwrap().org(name).unwrap().is_some()
+    }
+
+    type Reply = oneshot::Receiver<Result<(), RuleError>>;
+
+    fn answer(mut reply: Reply) -> Result<(), RuleError> {
+        reply.try_recv().expect("every job of a batch is answered")
+    }
+
+    fn run(
+        store: &Store,
+        changes: Vec<(Box<dyn Job>, Reply)>,
+        commit: Commit<'_>,
+    ) -> Vec<Result<(), RuleError>> {
+        let (jobs, replies): (Vec<_>, Vec<_>) = changes.into_iter().unzip();
+        apply_batch(store, &FakeClock::new(T0), jobs, commit);
+        replies.into_iter().map(answer).collect()
+    }
+
+    #[test]
+    fn a_batch_commits_every_accepted_change_once() {
+        let (store, _dir) = store();
+        let results = run(
+            &store,
+            vec![job(create("a")), job(create("b")), job(create("c"))],
+            &commit,
+        );
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(["a", "b", "c"].iter().all(|n| exists(&store, n)));
+    }
+
+    #[test]
+    fn a_change_refused_before_writing_leaves_its_batch_alone() {
+        let (store, _dir) = store();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let first = job(move |txn: &Tracked<'_>, now| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            create("a")(txn, now)
+        });
+        let refused = job(|txn: &Tracked<'_>, _| {
+            // It reads what the change before it wrote, then refuses without writing.
+            assert!(txn.org("a")?.is_some());
+            Err::<(), _>(RuleError::OrgExists("a".into()))
+        });
+        let results = run(&store, vec![first, refused, job(create("c"))], &commit);
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert!(matches!(results[1], Err(RuleError::OrgExists(_))));
+        assert!(exists(&store, "a") && exists(&store, "c"));
+        // Nothing was run again: the batch committed as one transaction.
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_change_refused_after_writing_leaves_no_trace_and_its_batch_runs_one_by_one() {
+        let (store, _dir) = store();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = runs.clone();
+        let first = job(move |txn: &Tracked<'_>, now| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            create("a")(txn, now)
+        });
+        let wrote_then_refused = job(|txn: &Tracked<'_>, now| {
+            txn.put_org("trace", &org(now))?;
+            Err::<(), _>(RuleError::OrgExists("trace".into()))
+        });
+        let results = run(
+            &store,
+            vec![first, wrote_then_refused, job(create("c"))],
+            &commit,
+        );
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(matches!(results[1], Err(RuleError::OrgExists(_))));
+        assert!(!exists(&store, "trace"));
+        assert!(exists(&store, "a") && exists(&store, "c"));
+        // The first change ran in the dropped batch and again on its own.
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_panicking_change_is_answered_internal_and_the_rest_commit() {
+        for writes_first in [false, true] {
+            let (store, _dir) = store();
+            let panics = job(move |txn: &Tracked<'_>, now| -> Result<(), RuleError> {
+                if writes_first {
+                    txn.put_org("trace", &org(now))?;
+                }
+                panic!("a bug in a rule");
+            });
+            let results = run(
+                &store,
+                vec![job(create("a")), panics, job(create("c"))],
+                &commit,
+            );
+            assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+            let err = results[1].as_ref().unwrap_err();
+            assert!(matches!(err, RuleError::Write(WriteError::Panicked)));
+            assert_eq!(err.kind(), compartmentctl::wire::ErrorKind::Internal);
+            assert!(!exists(&store, "trace"));
+            assert!(exists(&store, "a") && exists(&store, "c"));
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_sends_each_change_through_alone_for_its_true_answer() {
+        let (store, _dir) = store();
+        let commits = AtomicUsize::new(0);
+        // The batch's commit fails (a storage error); the commits after it succeed.
+        let flaky = |txn: WriteTransaction| {
+            if commits.fetch_add(1, Ordering::SeqCst) == 0 {
+                drop(txn);
+                Err(StoreError::Reopening)
+            } else {
+                commit(txn)
+            }
+        };
+        let refused = job(|_: &Tracked<'_>, _| Err::<(), _>(RuleError::OrgExists("b".into())));
+        let results = run(
+            &store,
+            vec![job(create("a")), refused, job(create("c"))],
+            &flaky,
+        );
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(matches!(results[1], Err(RuleError::OrgExists(_))));
+        assert!(exists(&store, "a") && exists(&store, "c"));
+        // The failed batch, then one commit for each accepted change.
+        assert_eq!(commits.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn a_commit_that_keeps_failing_answers_each_change_the_storage_error() {
+        let (store, _dir) = store();
+        let failing = |txn: WriteTransaction| {
+            drop(txn);
+            Err(StoreError::Reopening)
+        };
+        let results = run(&store, vec![job(create("a")), job(create("b"))], &failing);
+        for result in results {
+            assert!(matches!(
+                result,
+                Err(RuleError::Store(StoreError::Reopening))
+            ));
+        }
+        assert!(!exists(&store, "a") && !exists(&store, "b"));
+    }
+
+    /// Readers never see a change before its batch is durable: a reader looking while a
+    /// later change of the batch runs does not see the earlier one's write, and sees both
+    /// once they are answered.
+    #[test]
+    fn a_reader_never_sees_a_change_of_a_batch_before_its_commit() {
+        let (store, _dir) = store();
+        let store = Arc::new(store);
+        let (running_tx, running_rx) = std_mpsc::channel::<()>();
+        let (go_tx, go_rx) = std_mpsc::channel::<()>();
+        let go_rx = std::sync::Mutex::new(go_rx);
+        let second = job(move |txn: &Tracked<'_>, now| {
+            running_tx.send(()).ok();
+            go_rx.lock().unwrap().recv().ok();
+            create("b")(txn, now)
+        });
+        let (jobs, replies): (Vec<_>, Vec<_>) = vec![job(create("a")), second].into_iter().unzip();
+        let writer_store = store.clone();
+        let writer = std::thread::spawn(move || {
+            apply_batch(&writer_store, &FakeClock::new(T0), jobs, &commit);
+        });
+        running_rx.recv().unwrap();
+        // "a" is written in the open transaction, not committed: invisible.
+        assert!(!exists(&store, "a"));
+        go_tx.send(()).unwrap();
+        writer.join().unwrap();
+        for reply in replies {
+            answer(reply).unwrap();
+        }
+        assert!(exists(&store, "a") && exists(&store, "b"));
+    }
+
+    /// Through the thread: concurrent writers, a reader polling all along; every org the
+    /// reader sees was committed, and every answered change is there.
+    #[test]
+    fn concurrent_writes_through_the_thread_are_batched_and_all_answered() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (store, _dir) = store();
+        let store = Arc::new(store);
+        let (writer, thread) = Writer::spawn(store.clone(), Arc::new(FakeClock::new(T0))).unwrap();
+        const N: usize = 400;
+        let names: Vec<&'static str> = (0..N)
+            .map(|i| &*Box::leak(format!("org{i}").into_boxed_str()))
+            .collect();
+        runtime.block_on(async {
+            let mut tasks = Vec::new();
+            for name in names.iter().copied() {
+                let writer = writer.clone();
+                tasks.push(tokio::spawn(
+                    async move { writer.write(create(name)).await },
+                ));
+            }
+            for task in tasks {
+                task.await.unwrap().unwrap();
+            }
+        });
+        drop(writer);
+        thread.join().unwrap();
+        assert!(names.iter().all(|n| exists(&store, n)));
+    }
+
+    #[test]
+    fn a_stopped_writer_answers_shutting_down() {
+        let (store, _dir) = store();
+        let (writer, thread) =
+            Writer::spawn(Arc::new(store), Arc::new(FakeClock::new(T0))).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // A clone whose writer thread is gone: drop the thread's queue by closing it.
+        let closed = Writer {
+            jobs_tx: mpsc::channel::<Box<dyn Job>>(1).0,
+        };
+        let err = runtime.block_on(closed.write(create("a"))).unwrap_err();
+        assert!(matches!(err, RuleError::Write(WriteError::ShuttingDown)));
+        assert_eq!(err.kind(), compartmentctl::wire::ErrorKind::Unavailable);
+        assert_eq!(
+            err.user_message(),
+            "compartmentd is shutting down; try again in a moment"
+        );
+        assert_eq!(err.to_string(), "the writer has stopped");
+        drop(writer);
+        thread.join().unwrap();
+    }
 }

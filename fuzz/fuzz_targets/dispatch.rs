@@ -263,7 +263,7 @@ fuzz_target!(|line: &[u8]| {
             serve(h, other.clone(), &id, request).await;
         }
         h.clock.advance(Duration::from_secs(3600));
-        let swept = h.ctx.writer.write(invitations::expire_due).await;
+        let swept = h.ctx.writer.write(|txn, now| invitations::expire_due(txn, now)).await;
         assert!(swept.is_ok(), "the sweep failed: {swept:?}");
     });
 });

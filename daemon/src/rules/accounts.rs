@@ -14,7 +14,7 @@ use compartmentctl::wire::{
 use super::{parse_email, Caller, RuleError};
 use crate::clock::rfc3339;
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, Millis, Provenance, Reader, UnixUser, Writer,
+    AccountRecord, AuditRecord, BindingRecord, Changes, Millis, Provenance, Reader, UnixUser,
 };
 use crate::users::Directory;
 
@@ -105,7 +105,7 @@ fn detail(
 
 /// Frees the account and its uid. The account's memberships stay, pinned to the old uid.
 pub fn unbind(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     email: &str,
     now: Millis,
@@ -144,7 +144,7 @@ pub fn unbind(
 /// Binds the account to `user` on a superuser's word, moving it from any uid that held it,
 /// and carries the account's active memberships over to the new uid.
 pub fn bind(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     params: &AccountBindParams,
     user: &UnixUser,
@@ -214,7 +214,7 @@ pub fn bind(
 }
 
 fn append(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     action: &str,
     email: &str,

@@ -1,5 +1,9 @@
 //! The rules' refusals, one variant per reason, each with one sentence for the user, a
 //! hint where there is something to do, and its wire kind.
+//!
+//! `Display` is what the daemon logs: the user's sentence for a refusal, the technical
+//! cause for a failure inside (store, writer, bug). The sentence a client sees is built
+//! with the reply, by [`RuleError::user_message`].
 
 use std::fmt;
 
@@ -7,6 +11,7 @@ use compartmentctl::wire::{ErrorKind, Role, RpcError};
 
 use crate::clock::rfc3339;
 use crate::store::{Millis, StoreError};
+use crate::writer::WriteError;
 
 /// A change the last-admin rule refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,8 +117,9 @@ pub enum RuleError {
     OrgRequired {
         orgs: Vec<String>,
     },
-    /// The writer has stopped: the daemon is on its way out.
-    ShuttingDown,
+    /// The writer gave no answer of the change's own: it has stopped, or the change
+    /// panicked.
+    Write(WriteError),
     /// A bug, already logged: the client learns only that it happened.
     Internal(&'static str),
     Store(StoreError),
@@ -122,6 +128,12 @@ pub enum RuleError {
 impl From<StoreError> for RuleError {
     fn from(err: StoreError) -> RuleError {
         RuleError::Store(err)
+    }
+}
+
+impl From<WriteError> for RuleError {
+    fn from(err: WriteError) -> RuleError {
+        RuleError::Write(err)
     }
 }
 
@@ -153,7 +165,8 @@ impl RuleError {
             RuleError::TokenUsed => ErrorKind::TokenUsed,
             RuleError::TokenExpired { .. } => ErrorKind::TokenExpired,
             RuleError::OrgRequired { .. } => ErrorKind::OrgRequired,
-            RuleError::ShuttingDown => ErrorKind::Unavailable,
+            RuleError::Write(WriteError::ShuttingDown) => ErrorKind::Unavailable,
+            RuleError::Write(WriteError::Panicked) => ErrorKind::Internal,
             RuleError::Store(err) if err.is_storage_full() => ErrorKind::Unavailable,
             RuleError::Store(StoreError::Reopening) => ErrorKind::Unavailable,
             RuleError::Store(_) | RuleError::Internal(_) => ErrorKind::Internal,
@@ -287,25 +300,39 @@ impl fmt::Display for RuleError {
             RuleError::OrgRequired { .. } => {
                 f.write_str("no organization given, and none could be chosen")
             }
-            RuleError::ShuttingDown => {
-                f.write_str("compartmentd is shutting down; try again in a moment")
+            // Failures inside: the technical cause, for the log.
+            RuleError::Write(err) => write!(f, "{err}"),
+            RuleError::Store(err) => write!(f, "{err}"),
+            RuleError::Internal(what) => f.write_str(what),
+        }
+    }
+}
+
+impl RuleError {
+    /// The one sentence the client sees: a refusal's own sentence, and for a failure
+    /// inside what the client can do about it, never its technical cause (that is logged).
+    pub fn user_message(&self) -> String {
+        match self {
+            RuleError::Write(WriteError::ShuttingDown) => {
+                "compartmentd is shutting down; try again in a moment".into()
             }
             RuleError::Store(err) if err.is_storage_full() => {
-                f.write_str("the change was not saved: the daemon's disk is full")
+                "the change was not saved: the daemon's disk is full".into()
             }
             RuleError::Store(StoreError::Reopening) => {
-                f.write_str("the database is being reopened after a failed write; try again")
+                "the database is being reopened after a failed write; try again".into()
             }
-            RuleError::Store(_) | RuleError::Internal(_) => {
-                f.write_str("internal error; the daemon's log has details")
-            }
+            RuleError::Write(WriteError::Panicked)
+            | RuleError::Store(_)
+            | RuleError::Internal(_) => "internal error; the daemon's log has details".into(),
+            refusal => refusal.to_string(),
         }
     }
 }
 
 impl From<RuleError> for RpcError {
     fn from(err: RuleError) -> RpcError {
-        let rpc = RpcError::new(err.kind(), err.to_string());
+        let rpc = RpcError::new(err.kind(), err.user_message());
         match err.hint() {
             Some(hint) => rpc.with_hint(hint),
             None => rpc,

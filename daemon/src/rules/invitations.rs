@@ -16,15 +16,15 @@ use super::identity::{authenticate, in_org, may_vouch_for, Actor};
 use super::{audit, millis, parse_email, Caller, Policy, RuleError, Unbound, MAX_INVITATION_TTL};
 use crate::clock::rfc3339;
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, MembershipRecord, Millis, Provenance, Reader,
-    TokenHash, TokenRecord, TokenState, UnixUser, Writer,
+    AccountRecord, AuditRecord, BindingRecord, Changes, MembershipRecord, Millis, Provenance,
+    Reader, TokenHash, TokenRecord, TokenState, UnixUser,
 };
 use crate::token::{hash_text, looks_like_token, Token};
 
 /// `user invite`: admins only; the role at most the inviter's own. `named` is the Unix
 /// user `--unix-user` named, as NSS resolved it before the change was queued.
 pub fn invite(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     params: &UserInviteParams,
     named: Option<UnixUser>,
@@ -132,7 +132,7 @@ pub(super) struct AddMember<'a> {
 /// the account's holder (or the user `--unix-user` named) may redeem. A token the replaced
 /// membership held is revoked.
 pub(super) fn add_member(
-    txn: &impl Writer,
+    txn: &impl Changes,
     new: AddMember<'_>,
     token: &Token,
     policy: &Policy,
@@ -267,12 +267,12 @@ fn refuse_unbindable(reader: &impl Reader, named: &UnixUser, email: &str) -> Res
 }
 
 /// Marks a token unusable because its invitation was replaced or removed.
-pub(super) fn revoke_token(txn: &impl Writer, hash: &TokenHash) -> Result<(), RuleError> {
+pub(super) fn revoke_token(txn: &impl Changes, hash: &TokenHash) -> Result<(), RuleError> {
     set_token_state(txn, hash, TokenState::Revoked)
 }
 
 fn set_token_state(
-    txn: &impl Writer,
+    txn: &impl Changes,
     hash: &TokenHash,
     state: TokenState,
 ) -> Result<(), RuleError> {
@@ -289,7 +289,7 @@ fn set_token_state(
 /// has run, redeemable by this caller), binds the caller's uid to the account if it is not
 /// yet, and makes active exactly the membership the token was issued for, for this uid.
 pub fn activate(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     url_or_token: &str,
     now: Millis,
@@ -424,8 +424,16 @@ pub fn activate(
 
 /// Marks every invitation due at `now` as expired and spends its token; returns how many.
 /// Costs what expired, not what exists: it walks the expiry index from its start.
-pub fn expire_due(txn: &impl Writer, now: Millis) -> Result<usize, RuleError> {
-    let due = txn.due_invitations(now)?;
+pub fn expire_due(txn: &impl Changes, now: Millis) -> Result<usize, RuleError> {
+    expire_due_up_to(txn, now, usize::MAX)
+}
+
+/// [`expire_due`] for at most `limit` invitations, the earliest due first, so that a
+/// large sweep is split into transactions other changes can come between. Counts only
+/// what it expired, so a stray index entry cannot make the sweeper loop on full chunks.
+pub fn expire_due_up_to(txn: &impl Changes, now: Millis, limit: usize) -> Result<usize, RuleError> {
+    let due = txn.due_invitations_up_to(now, limit)?;
+    let mut expired_count = 0;
     for (org, email) in &due {
         let Some(membership) = txn.membership(org, email)? else {
             continue;
@@ -437,6 +445,7 @@ pub fn expire_due(txn: &impl Writer, now: Millis) -> Result<usize, RuleError> {
         expired.status = MemberStatus::Expired;
         expired.token_hash = None;
         txn.put_membership(org, email, &expired, Some(&membership))?;
+        expired_count += 1;
         txn.append_audit(&AuditRecord {
             at: now,
             uid: None,
@@ -447,5 +456,5 @@ pub fn expire_due(txn: &impl Writer, now: Millis) -> Result<usize, RuleError> {
             detail: None,
         })?;
     }
-    Ok(due.len())
+    Ok(expired_count)
 }

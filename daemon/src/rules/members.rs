@@ -12,7 +12,7 @@ use super::identity::{authenticate, in_org};
 use super::invitations::revoke_token;
 use super::{audit, parse_email, Caller, RuleError};
 use crate::clock::rfc3339;
-use crate::store::{MembershipRecord, Millis, Reader, Writer};
+use crate::store::{Changes, MembershipRecord, Millis, Reader};
 
 /// How many rows one filtered page may read per member it may return: a `--status`
 /// filter that matches little stops after `limit × SCAN_FACTOR` rows and answers a short
@@ -191,7 +191,7 @@ fn active_admins(reader: &impl Reader, org: &str) -> Result<usize, RuleError> {
 /// `user remove`: admins only; never the last active admin. Immediate: the member's next
 /// request is judged without the membership, and a pending token dies with it.
 pub fn remove(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     params: &UserRemoveParams,
     now: Millis,
@@ -233,7 +233,7 @@ pub fn remove(
 /// `role grant`: deployers and admins, capped at their own role, never above a target
 /// whose role is above theirs, never demoting the last active admin.
 pub fn grant(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     params: &RoleGrantParams,
     now: Millis,

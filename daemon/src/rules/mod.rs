@@ -74,7 +74,7 @@ fn millis(duration: Duration) -> u64 {
 
 /// Appends what a request changed to the audit log, in the change's own transaction.
 fn audit(
-    txn: &impl crate::store::Writer,
+    txn: &impl crate::store::Changes,
     actor: Option<&identity::Actor>,
     action: &str,
     org: &str,

@@ -5,13 +5,13 @@ use compartmentctl::wire::{OrgCreateParams, OrgCreated, OrgEntry, OrgList, OrgUs
 use super::identity::{authenticate, current_org, in_org, visible_orgs};
 use super::invitations::{add_member, AddMember};
 use super::{audit, parse_email, valid_org_name, Caller, Policy, RuleError};
-use crate::store::{Millis, OrgRecord, Reader, UnixUser, Writer};
+use crate::store::{Changes, Millis, OrgRecord, Reader, UnixUser};
 use crate::token::Token;
 
 /// Creates an organization and invites its first admin (who joins at once when their
 /// account is already active).
 pub fn create(
-    txn: &impl Writer,
+    txn: &impl Changes,
     caller: &Caller,
     params: &OrgCreateParams,
     named: Option<UnixUser>,
@@ -89,7 +89,7 @@ pub fn list(reader: &impl Reader, caller: &Caller) -> Result<OrgList, RuleError>
 }
 
 /// Chooses the organization commands act in when none is named.
-pub fn use_org(txn: &impl Writer, caller: &Caller, name: &str) -> Result<OrgUsed, RuleError> {
+pub fn use_org(txn: &impl Changes, caller: &Caller, name: &str) -> Result<OrgUsed, RuleError> {
     let actor = authenticate(txn, caller)?;
     let org = in_org(txn, &actor, Some(name))?.org;
     txn.set_current_org(caller.uid, &org)?;

@@ -17,6 +17,12 @@
 //!   to the invited membership that holds it;
 //! - a refused step changed nothing, and no rule failed inside (`internal`).
 //!
+//! The same sequences also run with group commit: each step's change goes through the
+//! writer's batch in one transaction with companion changes before and after it, some
+//! refused before writing, some refused after writing (which sends the batch back to one
+//! transaction per change), some accepted; every invariant above must still hold, and the
+//! companions must leave exactly their own trace.
+//!
 //! `PROPTEST_CASES=5000 cargo test -p compartmentd properties` runs a deeper search than
 //! the 128 sequences CI runs.
 
@@ -36,9 +42,11 @@ use redb::ReadTransaction;
 
 use super::{identity, invitations, members, orgs, Caller, Policy, RuleError};
 use crate::store::{
-    check_indexes, AccountRecord, MembershipRecord, Millis, Reader, Store, TokenRecord, TokenState,
+    check_indexes, AccountRecord, Changes, MembershipRecord, Millis, Reader, Store, TokenRecord,
+    TokenState, Tracked,
 };
 use crate::token::{hash_text, Token};
+use crate::writer;
 
 const T0: Millis = 1_777_636_800_000; // 2026-05-01T12:00:00Z
 const SECOND: Millis = 1000;
@@ -350,8 +358,35 @@ struct Issued {
     used_at: Option<Millis>,
 }
 
+/// A companion change in a step's batch. Each writes, if at all, only the current
+/// organization of a uid of its own above [`NOISE_UID`], which no snapshot looks at.
+#[derive(Debug, Clone, Copy)]
+enum Noise {
+    /// Reads, then refuses without writing.
+    Refuses,
+    /// Writes, then refuses: its write must vanish, and the batch runs one by one.
+    WritesThenRefuses,
+    /// Writes and succeeds.
+    Accepted,
+}
+
+const NOISE_UID: u32 = 100_000;
+
+fn noise() -> impl Strategy<Value = Noise> {
+    prop_oneof![
+        3 => Just(Noise::Refuses),
+        1 => Just(Noise::WritesThenRefuses),
+        3 => Just(Noise::Accepted),
+    ]
+}
+
 struct World {
     store: Store,
+    /// With group commit: the batch shapes, used in turn by each write; empty for one
+    /// transaction per change.
+    shapes: Vec<Vec<Noise>>,
+    /// Writes so far, which picks the next shape and the companions' uids.
+    writes: std::cell::Cell<usize>,
     _dir: tempfile::TempDir,
     policy: Policy,
     now: Millis,
@@ -439,6 +474,8 @@ impl World {
         let store = Store::open(dir.path()).unwrap();
         World {
             store,
+            shapes: Vec::new(),
+            writes: std::cell::Cell::new(0),
             _dir: dir,
             policy: Policy {
                 public_url: PUBLIC_URL.into(),
@@ -492,20 +529,66 @@ impl World {
     }
 
     /// Runs `change` in a write transaction, committing only when it succeeds, as the
-    /// writer does. (Not durable: a crash is not what is tested here, and it is faster.)
-    fn write<T>(
+    /// writer does: alone, or with group commit in a batch of the next shape. (Not
+    /// durable: a crash is not what is tested here, and it is faster.)
+    fn write<T: Send>(
         &self,
-        change: impl FnOnce(&redb::WriteTransaction) -> Result<T, RuleError>,
+        mut change: impl FnMut(&Tracked<'_>) -> Result<T, RuleError> + Send,
     ) -> Result<T, RuleError> {
-        let mut txn = self.store.begin_write().unwrap();
-        txn.set_durability(redb::Durability::None).unwrap();
-        let result = change(&txn);
-        if result.is_ok() {
-            txn.commit().unwrap();
-        } else {
-            txn.abort().unwrap();
+        let not_durable = |mut txn: redb::WriteTransaction| {
+            txn.set_durability(redb::Durability::None).unwrap();
+            writer::commit(txn)
+        };
+        let n = self.writes.get();
+        self.writes.set(n + 1);
+        let Some(shape) = (!self.shapes.is_empty()).then(|| &self.shapes[n % self.shapes.len()])
+        else {
+            let txn = self.store.begin_write().unwrap();
+            let result = change(&Tracked::new(&txn));
+            if result.is_ok() {
+                not_durable(txn).unwrap();
+            } else {
+                txn.abort().unwrap();
+            }
+            return result;
+        };
+        let (step, mut reply) = writer::job(move |txn: &Tracked<'_>, _| change(txn));
+        let mut jobs = Vec::new();
+        let mut companions = Vec::new();
+        for (i, noise) in shape.iter().copied().enumerate() {
+            let uid = NOISE_UID + u32::try_from(n * 8 + i).unwrap();
+            let (job, reply) = writer::job(move |txn: &Tracked<'_>, _| {
+                let seen = txn.current_org(uid)?;
+                assert_eq!(seen, None, "uid {uid} was never written before");
+                match noise {
+                    Noise::Refuses => Err(RuleError::OrgNotFound("noise".into())),
+                    Noise::WritesThenRefuses => {
+                        txn.set_current_org(uid, "noise")?;
+                        Err(RuleError::OrgNotFound("noise".into()))
+                    }
+                    Noise::Accepted => Ok(txn.set_current_org(uid, "noise")?),
+                }
+            });
+            jobs.push(job);
+            companions.push((uid, noise, reply));
         }
-        result
+        // The step's change in the middle, companions before and after it.
+        jobs.insert(shape.len() / 2, step);
+        let clock = crate::clock::FakeClock::new(self.now);
+        writer::apply_batch(&self.store, &clock, jobs, &not_durable);
+        let after = self.store.read().unwrap();
+        for (uid, noise, mut reply) in companions {
+            let answer = reply.try_recv().unwrap();
+            let written = after.current_org(uid).unwrap();
+            match noise {
+                Noise::Accepted => assert!(answer.is_ok() && written.is_some(), "{noise:?}"),
+                _ => assert!(
+                    matches!(answer, Err(RuleError::OrgNotFound(_))) && written.is_none(),
+                    "{noise:?} left {written:?}, answered {answer:?}"
+                ),
+            }
+        }
+        reply.try_recv().unwrap()
     }
 
     /// A token with a known text: 43 digits, distinct from every garbage pick.
@@ -1212,7 +1295,18 @@ impl World {
 
 /// Runs a sequence from the standard start, failing with the steps taken so far.
 fn run(population: &[Seat], ops: &[Op]) -> Result<World, TestCaseError> {
+    run_batched(population, ops, Vec::new())
+}
+
+/// Runs a sequence from the standard start, each write in a batch of the next of `shapes`
+/// (one transaction per change when there are none).
+fn run_batched(
+    population: &[Seat],
+    ops: &[Op],
+    shapes: Vec<Vec<Noise>>,
+) -> Result<World, TestCaseError> {
     let mut world = World::empty();
+    world.shapes = shapes;
     let result = world
         .setup(population)
         .and_then(|()| ops.iter().try_for_each(|op| world.step(op)));
@@ -1251,6 +1345,15 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..40),
     ) {
         run(&population, &ops)?;
+    }
+
+    #[test]
+    fn invariants_hold_with_group_commit(
+        population in proptest::collection::vec(seat(), 0..8),
+        ops in proptest::collection::vec(op(), 1..40),
+        shapes in proptest::collection::vec(proptest::collection::vec(noise(), 0..5), 1..6),
+    ) {
+        run_batched(&population, &ops, shapes)?;
     }
 }
 

@@ -68,7 +68,7 @@ impl Fixture {
     /// writer does.
     fn write<T>(
         &self,
-        change: impl FnOnce(&redb::WriteTransaction) -> Result<T, RuleError>,
+        change: impl FnOnce(&crate::store::Tracked<'_>) -> Result<T, RuleError>,
     ) -> Result<T, RuleError> {
         crate::writer::apply(&self.store, T0, |txn, _| change(txn))
     }
@@ -1347,4 +1347,102 @@ fn a_cursor_names_a_position_and_never_another_organization() {
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "organization acme not found");
+}
+
+/// Group commit keeps the last-admin rule: in one batch, a change sees the writes of the
+/// changes before it, so two admins removing each other (or anyone removing the admin the
+/// batch has just left alone) cannot both succeed.
+#[test]
+fn the_last_admin_stays_when_both_removals_share_a_batch() {
+    let removal = |caller: Caller, email: &'static str| {
+        crate::writer::job(move |txn: &crate::store::Tracked<'_>, now| {
+            let params = UserRemoveParams {
+                org: Some("acme".into()),
+                email: email.into(),
+            };
+            members::remove(txn, &caller, &params, now).map(|_| ())
+        })
+    };
+    let batches = [
+        // Each removes the other: the second is no longer a member when its turn comes.
+        (
+            removal(user(1001), "second@example.com"),
+            removal(user(1002), "admin@example.com"),
+            None,
+        ),
+        // A superuser removes the admin the first change left alone.
+        (
+            removal(user(1002), "admin@example.com"),
+            removal(root(), "second@example.com"),
+            Some(ErrorKind::LastAdmin),
+        ),
+    ];
+    for ((first, first_reply), (second, second_reply), refusal) in batches {
+        let mut f = Fixture::new();
+        f.org_with("acme", &[("second@example.com", Role::Admin)]);
+        let clock = crate::clock::FakeClock::new(T0);
+        crate::writer::apply_batch(
+            &f.store,
+            &clock,
+            vec![first, second],
+            &crate::writer::commit,
+        );
+        let (mut first_reply, mut second_reply) = (first_reply, second_reply);
+        first_reply.try_recv().unwrap().unwrap();
+        let err = second_reply.try_recv().unwrap().unwrap_err();
+        if let Some(refusal) = refusal {
+            assert_eq!(err.kind(), refusal);
+        }
+        let snapshot = f.store.read().unwrap();
+        let admins = snapshot
+            .members("acme")
+            .unwrap()
+            .into_iter()
+            .filter(|(_, m)| m.is_active_admin())
+            .count();
+        assert_eq!(admins, 1);
+        f.assert_indexes_agree();
+    }
+}
+
+/// A sweep in chunks expires the earliest due first, at most a chunk per transaction, and
+/// leaves the rest pending for the next chunk.
+#[test]
+fn a_sweep_in_chunks_takes_the_earliest_due_first() {
+    let mut f = Fixture::new();
+    f.org_with("acme", &[]);
+    let emails: Vec<String> = (0..5).map(|i| format!("u{i}@example.com")).collect();
+    for (i, email) in emails.iter().enumerate() {
+        // Invited a minute apart, u0 first: it expires first.
+        f.invite_as(
+            root(),
+            "acme",
+            email,
+            Role::Viewer,
+            false,
+            T0 + i as Millis * 60_000,
+        )
+        .unwrap();
+    }
+    let later = T0 + 8 * DAY;
+    let chunk = |f: &Fixture| {
+        f.write(|txn| invitations::expire_due_up_to(txn, later, 2))
+            .unwrap()
+    };
+    assert_eq!(chunk(&f), 2);
+    let expired = |f: &Fixture| -> Vec<bool> {
+        let snapshot = f.store.read().unwrap();
+        emails
+            .iter()
+            .map(|e| {
+                snapshot.membership("acme", e).unwrap().unwrap().status == MemberStatus::Expired
+            })
+            .collect()
+    };
+    assert_eq!(expired(&f), [true, true, false, false, false]);
+    assert_eq!(chunk(&f), 2);
+    assert_eq!(chunk(&f), 1);
+    assert_eq!(chunk(&f), 0);
+    assert_eq!(expired(&f), [true; 5]);
+    f.assert_indexes_agree();
 }

@@ -3,13 +3,15 @@
 //!
 //! Reads go through [`Reader`], which both read snapshots and the writer's transaction
 //! implement, so a rule sees the same view whether it only reads or also writes. Writes go
-//! through [`Writer`], implemented by `WriteTransaction` only; it is the single place that
+//! through [`Changes`], implemented by `WriteTransaction` and by [`Tracked`] (the writer's
+//! view of it, which records whether a change wrote anything); it is the single place that
 //! maintains the secondary indexes (`account_orgs`, `pending_by_expiry`), so they cannot
 //! drift from `memberships`.
 
 mod records;
 mod schema;
 
+use std::cell::Cell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -188,9 +190,16 @@ impl Store {
         if free < SPACE_TO_RESUME {
             return Err(StoreError::DiskFull);
         }
-        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        // The file lock goes when the last reader of the old handle finishes.
-        slot.take();
+        // The old handle is taken out under the lock and the lock released at once: the
+        // wait below (up to 2 s) must not block readers, which meanwhile get `Reopening`
+        // (answered `unavailable`, try again) instead of waiting on a runtime worker.
+        let old = self
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        // redb's file lock goes when the last reader of the old handle finishes.
+        drop(old);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let db = loop {
             match Database::create(&self.path) {
@@ -203,7 +212,7 @@ impl Store {
                 Err(err) => return Err(err.into()),
             }
         };
-        *slot = Some(Arc::new(db));
+        *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
         self.broken.store(false, Ordering::Release);
         tracing::info!(database = %self.path.display(), "database reopened; writes resume");
         Ok(())
@@ -243,7 +252,11 @@ pub trait Reader {
     /// The earliest expiry among pending invitations.
     fn next_expiry(&self) -> Result<Option<Millis>>;
     /// Pending invitations whose expiry is at or before `now`, as (org, email).
-    fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>>;
+    fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>> {
+        self.due_invitations_up_to(now, usize::MAX)
+    }
+    /// The first `limit` of [`Reader::due_invitations`], earliest expiry first.
+    fn due_invitations_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>>;
     /// Every audit record in order (for tests and, later, `audit list`).
     fn audit(&self) -> Result<Vec<AuditRecord>>;
 }
@@ -375,10 +388,15 @@ macro_rules! impl_reader {
                 Ok(first.map(|(key, _)| key.value().0))
             }
 
-            fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>> {
+            fn due_invitations_up_to(
+                &self,
+                now: Millis,
+                limit: usize,
+            ) -> Result<Vec<(String, String)>> {
                 let table = self.open_table(PENDING_BY_EXPIRY)?;
                 let mut due = Vec::new();
-                for entry in table.range(..=(now, "\u{10FFFF}", "\u{10FFFF}"))? {
+                let range = table.range(..=(now, "\u{10FFFF}", "\u{10FFFF}"))?;
+                for entry in range.take(limit) {
                     let (key, _) = entry?;
                     let (_, org, email) = key.value();
                     due.push((org.to_owned(), email.to_owned()));
@@ -401,9 +419,48 @@ macro_rules! impl_reader {
 
 impl_reader!(ReadTransaction);
 impl_reader!(WriteTransaction);
+impl_reader!(Tracked<'_>);
+
+/// The write transaction as a change sees it: every write goes through [`Changes`], which
+/// records that one happened. The writer runs many changes in one transaction; a change
+/// refused after it wrote would leave a trace in its neighbours' commit, so the writer
+/// reads [`Tracked::wrote`] and, when it is set on a refused change, runs the batch again
+/// one transaction per change. The transaction itself is private, so no write bypasses
+/// the record.
+pub struct Tracked<'t> {
+    txn: &'t WriteTransaction,
+    wrote: Cell<bool>,
+}
+
+impl<'t> Tracked<'t> {
+    pub(crate) fn new(txn: &'t WriteTransaction) -> Tracked<'t> {
+        Tracked {
+            txn,
+            wrote: Cell::new(false),
+        }
+    }
+
+    /// True once any write was attempted through this view (even one that failed).
+    pub(crate) fn wrote(&self) -> bool {
+        self.wrote.get()
+    }
+
+    /// For [`impl_reader`]: reads open tables as the transaction does.
+    fn open_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        definition: TableDefinition<K, V>,
+    ) -> std::result::Result<redb::Table<'_, K, V>, redb::TableError> {
+        self.txn.open_table(definition)
+    }
+
+    fn mark(&self) -> &'t WriteTransaction {
+        self.wrote.set(true);
+        self.txn
+    }
+}
 
 /// Changes, on the writer's transaction only.
-pub trait Writer: Reader {
+pub trait Changes: Reader {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()>;
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()>;
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()>;
@@ -433,7 +490,55 @@ fn pending_key(record: &MembershipRecord) -> Option<Millis> {
     }
 }
 
-impl Writer for WriteTransaction {
+impl Changes for Tracked<'_> {
+    fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
+        self.mark().put_org(name, org)
+    }
+
+    fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
+        self.mark().put_account(email, account)
+    }
+
+    fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
+        self.mark().put_binding(uid, binding)
+    }
+
+    fn delete_binding(&self, uid: u32) -> Result<()> {
+        self.mark().delete_binding(uid)
+    }
+
+    fn put_membership(
+        &self,
+        org: &str,
+        email: &str,
+        new: &MembershipRecord,
+        old: Option<&MembershipRecord>,
+    ) -> Result<()> {
+        self.mark().put_membership(org, email, new, old)
+    }
+
+    fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
+        self.mark().delete_membership(org, email, old)
+    }
+
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
+        self.mark().put_token(hash, token)
+    }
+
+    fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
+        self.mark().set_current_org(uid, org)
+    }
+
+    fn clear_current_org(&self, uid: u32) -> Result<()> {
+        self.mark().clear_current_org(uid)
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        self.mark().append_audit(record)
+    }
+}
+
+impl Changes for WriteTransaction {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
         self.open_table(ORGS)?
             .insert(name, encode(org).as_slice())?;
@@ -558,4 +663,42 @@ pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
         ));
     }
     Ok(problems)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// While the writer reopens a broken handle and waits for the old one's last reader,
+    /// other readers are answered at once (`Reopening`), not held on the handle's lock.
+    #[test]
+    fn reopening_does_not_block_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        // A reader still holding the old handle keeps its file lock until it finishes.
+        let lingering = store.handle().unwrap();
+        store.note_failure(&StoreError::Redb(redb::Error::PreviousIo));
+        let writer_store = store.clone();
+        let writer = std::thread::spawn(move || writer_store.begin_write().map(drop));
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let read = store.read();
+        let waited = started.elapsed();
+        assert!(
+            waited < Duration::from_millis(50),
+            "a read waited {waited:?}"
+        );
+        assert!(
+            matches!(read, Err(StoreError::Reopening)),
+            "{:?}",
+            read.err()
+        );
+        drop(lingering);
+        writer.join().unwrap().unwrap();
+        store.read().unwrap().org("acme").unwrap();
+    }
 }

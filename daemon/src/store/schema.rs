@@ -8,7 +8,7 @@ use redb::{Builder, Database, ReadOnlyDatabase, ReadableDatabase, TableError, Wr
 
 use compartmentctl::wire::{AccountStatus, MemberStatus};
 
-use super::{create_tables, BindingRecord, Provenance, Reader, StoreError, Writer, META};
+use super::{create_tables, BindingRecord, Changes, Provenance, Reader, StoreError, META};
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
 pub const CURRENT_SCHEMA_VERSION: u64 = 2;
