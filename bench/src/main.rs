@@ -15,7 +15,8 @@
 //!
 //! # The table: `what | daemon | floor | ratio`
 //!
-//! The ratio is daemon ÷ floor. For a rate, 1.00 means the daemon is as fast as the floor
+//! Each floor is measured right before the daemon figure beside it, so that both see the
+//! same load. The ratio is daemon ÷ floor. For a rate, 1.00 means the daemon is as fast as the floor
 //! (lower is worse); for a latency, it means it is as quick (higher is worse).
 //!
 //! - `whoami, N conn`: `whoami` requests per second over N library clients (`Client`), each
@@ -119,20 +120,11 @@ fn main() {
     );
     let mut report = Report::default();
 
-    // Floors first, before the daemon exists, so that nothing else of ours runs meanwhile.
-    step("floors: line echo");
     let echo_socket = dir.path().join("echo.sock");
     floors::start_echo_server(&echo_socket);
     let mut whoami_line =
         serde_json::to_vec(&RequestEnvelope::new(1, &Request::Whoami)).expect("encode whoami");
     whoami_line.push(b'\n');
-    let echo1 = floors::echo(&echo_socket, 1, phase, &whoami_line);
-    let echo16 = floors::echo(&echo_socket, 16, phase, &whoami_line);
-    step("floors: redb commits");
-    let redb: Vec<_> = [1, 16, 64]
-        .into_iter()
-        .map(|batch| (batch, floors::redb_commits(dir.path(), batch, phase)))
-        .collect();
 
     step("daemon: start");
     let daemon_dir = dir.path().join("daemon");
@@ -142,8 +134,12 @@ fn main() {
     load::create_org(&socket, "bench");
     load::create_org(&socket, "scale");
 
-    step("daemon: whoami");
+    // Each floor is measured right before the daemon figure it is compared with: on a
+    // shared machine, load drifts over minutes, and adjacent phases see the same load.
+    step("whoami, beside the line echo");
+    let echo1 = floors::echo(&echo_socket, 1, phase, &whoami_line);
     let whoami1 = load::whoami(&socket, 1, phase);
+    let echo16 = floors::echo(&echo_socket, 16, phase, &whoami_line);
     let whoami16 = load::whoami(&socket, 16, phase);
     report.row(Row::rate(
         "whoami, 1 conn",
@@ -164,24 +160,28 @@ fn main() {
         &echo1,
     ));
 
-    step("daemon: user.invite");
-    let mut invite1 = None;
-    for (clients, (batch, floor)) in [1, 16, 64].into_iter().zip(&redb) {
+    step("user.invite, beside redb commits");
+    let mut latencies = None;
+    for clients in [1, 16, 64] {
+        let floor = floors::redb_commits(dir.path(), clients, phase);
         let measured = load::invites(&socket, "bench", &format!("c{clients}"), clients, phase);
         report.row(Row::rate(
-            &format!("user.invite, {clients} clients"),
+            &format!(
+                "user.invite, {clients} client{}",
+                if clients == 1 { "" } else { "s" }
+            ),
             &measured,
-            &format!("redb, {batch}/commit"),
-            floor,
+            &format!("redb, {clients}/commit"),
+            &floor,
         ));
-        invite1.get_or_insert(measured);
+        latencies.get_or_insert((measured, floor));
     }
-    let invite1 = invite1.expect("the 1-client phase ran");
+    let (invite1, redb1) = latencies.expect("the 1-client phase ran");
     report.row(Row::latency(
         "user.invite latency, 1 client",
         &invite1,
         "redb commit of 1",
-        &redb[0].1,
+        &redb1,
     ));
 
     step(&format!("daemon: populate {members} members"));
