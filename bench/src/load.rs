@@ -1,0 +1,267 @@
+//! Load on the daemon through its real socket: the library client for request/response
+//! phases, raw JSON lines for pipelined population, and the real CLI as a child process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use compartmentctl::wire::{
+    OrgCreateParams, Request, RequestEnvelope, Response, Role, UserInviteParams, WhoAmI,
+};
+use compartmentctl::Client;
+
+use crate::measure::{self, Measured};
+
+/// An invitation of `email` to `org` as a viewer, by a superuser (the bench runs as root or
+/// as the daemon's own user, both superusers, who may invite in any organization).
+pub fn invite(org: &str, email: String) -> Request {
+    Request::UserInvite(UserInviteParams {
+        org: Some(org.to_owned()),
+        email,
+        role: Role::Viewer,
+        expires_in: None,
+        resend: false,
+        unix_user: None,
+    })
+}
+
+/// Creates organization `name` with a first admin.
+pub fn create_org(socket: &Path, name: &str) {
+    let mut client = connect(socket);
+    client
+        .call::<serde_json::Value>(&Request::OrgCreate(OrgCreateParams {
+            name: name.to_owned(),
+            admin: format!("admin@{name}.example"),
+            admin_unix_user: None,
+        }))
+        .unwrap_or_else(|err| panic!("org.create {name}: {err}"));
+}
+
+fn connect(socket: &Path) -> Client {
+    Client::connect(socket)
+        .unwrap_or_else(|err| panic!("connect to compartmentd at {}: {err}", socket.display()))
+}
+
+/// `whoami` over `connections` library clients, each one request at a time.
+pub fn whoami(socket: &Path, connections: usize, duration: Duration) -> Measured {
+    measure::run(
+        connections,
+        duration,
+        1,
+        |_| connect(socket),
+        |client: &mut Client, _, _| {
+            client
+                .call::<WhoAmI>(&Request::Whoami)
+                .unwrap_or_else(|err| panic!("whoami: {err}"));
+        },
+    )
+}
+
+/// Durable `user.invite` into `org` over `clients` library clients, each one request at a
+/// time; every e-mail is new (`tag` keeps phases apart), so every request writes.
+pub fn invites(
+    socket: &Path,
+    org: &str,
+    tag: &str,
+    clients: usize,
+    duration: Duration,
+) -> Measured {
+    measure::run(
+        clients,
+        duration,
+        1,
+        |_| connect(socket),
+        |client: &mut Client, thread, i| {
+            client
+                .call::<serde_json::Value>(&invite(
+                    org,
+                    format!("{tag}-{thread}-{i}@bench.example"),
+                ))
+                .unwrap_or_else(|err| panic!("user.invite: {err}"));
+        },
+    )
+}
+
+/// What populating an organization took.
+pub struct Populated {
+    pub elapsed: Duration,
+    pub accepted: usize,
+    pub refused: usize,
+    pub first_refusal: Option<String>,
+}
+
+/// Invites `members` new members into `org` over `connections` raw connections, each
+/// keeping up to `window` request lines written ahead of the replies it has read. The
+/// daemon answers each connection's requests in order, so replies are matched to ids in
+/// sequence.
+pub fn populate(
+    socket: &Path,
+    org: &str,
+    members: usize,
+    connections: usize,
+    window: usize,
+) -> Populated {
+    let started = Instant::now();
+    let results: Vec<(usize, usize, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..connections)
+            .map(|conn| {
+                scope.spawn(move || {
+                    // This connection's share: members conn, conn + connections, …
+                    let mine: Vec<usize> = (conn..members).step_by(connections).collect();
+                    pipeline(socket, org, &mine, window)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().expect("a populating thread panicked"))
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    Populated {
+        elapsed,
+        accepted: results.iter().map(|r| r.0).sum(),
+        refused: results.iter().map(|r| r.1).sum(),
+        first_refusal: results.into_iter().find_map(|r| r.2),
+    }
+}
+
+/// One pipelined connection: invites `members` (by number), returns accepted, refused and
+/// the first refusal's message.
+fn pipeline(
+    socket: &Path,
+    org: &str,
+    members: &[usize],
+    window: usize,
+) -> (usize, usize, Option<String>) {
+    let stream = UnixStream::connect(socket)
+        .unwrap_or_else(|err| panic!("connect to compartmentd at {}: {err}", socket.display()));
+    let mut writer = stream.try_clone().expect("clone the stream");
+    let mut reader = BufReader::new(stream);
+    let line_for = |id: usize| {
+        let request = invite(org, format!("m{}@scale.example", members[id]));
+        let mut line = serde_json::to_vec(&RequestEnvelope::new(id as u64, &request))
+            .expect("encode a request");
+        line.push(b'\n');
+        line
+    };
+    let (mut sent, mut accepted, mut refused, mut first_refusal) = (0, 0, 0, None);
+    let mut reply = Vec::new();
+    for expected in 0..members.len() {
+        // Top the window up before waiting for the oldest reply. A window's lines (a few
+        // hundred bytes each) fit in the socket buffer, so these writes do not block on
+        // the daemon.
+        while sent < members.len() && sent < expected + window {
+            writer.write_all(&line_for(sent)).expect("write a request");
+            sent += 1;
+        }
+        reply.clear();
+        let read = reader.read_until(b'\n', &mut reply).expect("read a reply");
+        assert!(read > 0, "compartmentd closed a pipelined connection");
+        let response: Response = serde_json::from_slice(&reply).unwrap_or_else(|err| {
+            panic!(
+                "an unreadable reply ({err}): {}",
+                String::from_utf8_lossy(&reply)
+            )
+        });
+        if let Some(error) = response.error {
+            refused += 1;
+            first_refusal.get_or_insert(format!("{}: {}", response.id, error.message));
+            if response.id.is_null() {
+                // Not tied to a request (busy, say): the connection is done for.
+                panic!("compartmentd refused the connection: {}", error.message);
+            }
+        } else {
+            accepted += 1;
+        }
+        assert!(
+            response.id == expected as u64,
+            "reply for id {} where {expected} was due",
+            response.id
+        );
+    }
+    (accepted, refused, first_refusal)
+}
+
+/// What one CLI run took.
+pub struct CliRun {
+    pub wall: Duration,
+    pub stdout_bytes: usize,
+    pub stdout_lines: usize,
+    /// The CLI process's own peak resident memory, in KiB.
+    pub peak_kib: u64,
+}
+
+/// Runs `compartmentctl --socket <socket> <args…>` to the end of its output, and checks it
+/// succeeded. Wall time is from spawning it to its exit, its output read as it comes.
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped by wait_with_peak, with wait4, which clippy does not know"
+)]
+pub fn cli(binary: &Path, socket: &Path, args: &[&str]) -> CliRun {
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        // No COMPARTMENT_* settings from the caller's environment.
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", socket.parent().expect("the socket's directory"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {}: {err}", binary.display()));
+    let mut stdout = Vec::new();
+    child
+        .stdout
+        .take()
+        .expect("the CLI's stdout")
+        .read_to_end(&mut stdout)
+        .expect("read the CLI's stdout");
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("the CLI's stderr")
+        .read_to_string(&mut stderr);
+    let (exit_code, peak_kib) = wait_with_peak(&child);
+    let wall = started.elapsed();
+    if exit_code != Some(0) {
+        panic!("compartmentctl {args:?} failed (exit code {exit_code:?}): {stderr}");
+    }
+    CliRun {
+        wall,
+        stdout_bytes: stdout.len(),
+        stdout_lines: stdout.iter().filter(|&&b| b == b'\n').count(),
+        peak_kib,
+    }
+}
+
+/// Reaps `child` with `wait4`, which reports that one process's peak resident memory
+/// (`getrusage(RUSAGE_CHILDREN)` would report the largest of every child reaped so far, the
+/// bench's own build included). Returns its exit code (`None` when a signal ended it) and
+/// its peak in KiB. `child` must not have been waited for.
+fn wait_with_peak(child: &std::process::Child) -> (Option<i32>, u64) {
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: rusage is plain old data, for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the right types; `pid` is our child,
+        // not yet reaped (std's `Child` reaps only in `wait`/`try_wait`, never called here).
+        let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if reaped == pid {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            panic!("wait4 for compartmentctl: {err}");
+        }
+    }
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, u64::try_from(usage.ru_maxrss).unwrap_or(0))
+}

@@ -1,0 +1,351 @@
+//! The benchmark of `compartmentd`: measures the floors (a raw Unix-socket line echo, raw
+//! redb durable commits) and a real daemon process driven over its real socket, in one run,
+//! and prints each daemon figure beside its floor with their ratio, then the scale figures.
+//!
+//! ```sh
+//! cargo run --release -p compartment-bench -- [--quick] [--members N] [--phase-secs S]
+//! ```
+//!
+//! The machine is shared and noisy: the ratios hold from run to run, the absolute figures do
+//! not. It builds `compartmentd` and `compartmentctl` in the same profile first (a no-op
+//! when they are current) and runs them from its own target directory. All files live in
+//! one temporary directory, on the filesystem of `$TMPDIR`: the redb floor and the daemon's
+//! database share it. Nothing here asserts a speed; a step that fails stops the run and says
+//! which.
+//!
+//! # The table: `what | daemon | floor | ratio`
+//!
+//! Each floor is measured right before the daemon figure beside it, so that both see the
+//! same load. The ratio is daemon ÷ floor. For a rate, 1.00 means the daemon is as fast as the floor
+//! (lower is worse); for a latency, it means it is as quick (higher is worse).
+//!
+//! - `whoami, N conn`: `whoami` requests per second over N library clients (`Client`), each
+//!   sending one request and waiting for its answer. Floor: the same request line sent to a
+//!   line echo server (one thread per connection, no parsing) over N connections: the cost
+//!   of the socket round trip alone.
+//! - `user.invite, N clients`: durable invitations per second, each a new member, over N
+//!   library clients one request at a time. Floor: one thread writing 256-byte values into
+//!   a fresh redb database, N inserts per durable commit (`Durability::Immediate`): what the
+//!   disk allows if the daemon committed its N concurrent changes together.
+//! - `… latency p50/p99`: per request, from writing it to reading its answer, with one client.
+//!   Floors: the echo round trip, and one redb commit of one insert.
+//!
+//! # The scale figures, on an organization of N members (`--members`)
+//!
+//! - `populate`: inviting N members through the socket over 8 connections, each with up to
+//!   64 request lines written ahead of its replies (pipelining); wall time and rate.
+//! - `database file`: the size of `compartment.redb` once populated.
+//! - `daemon RSS`: the daemon's resident memory (`VmRSS`) and its peak so far (`VmHWM`) from
+//!   `/proc/<pid>/status`, after populating, and after the two listings below.
+//! - `user list`: `compartmentctl user list` of the N-member organization as a child
+//!   process, wall time from spawn to exit with its output read as it comes, and the CLI's
+//!   peak RSS; then the same with `--output json`, and the bytes it printed.
+//! - `daemon start`: SIGTERM, then a new daemon on the populated database: time from spawn
+//!   to its first answer (`ping`), and its RSS then. The page cache is warm: the run never
+//!   drops the machine's caches.
+//! - `compartmentctl whoami`: the whole CLI process, spawn to exit, median and p99 of 50 runs.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "a benchmark, not a request path: a failed step stops the run with its message"
+)]
+
+mod daemon;
+mod floors;
+mod load;
+mod measure;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use compartmentctl::wire::{Request, RequestEnvelope};
+
+use crate::daemon::Daemon;
+use crate::report::{Report, Row};
+
+#[derive(Parser)]
+#[command(about = "Measures compartmentd beside the floors of this machine, in one run")]
+struct Args {
+    /// A short run that proves the benchmark still works (CI): 2,000 members, short phases.
+    #[arg(long)]
+    quick: bool,
+    /// Members of the organization the scale figures are measured on [default: 100000, or
+    /// 2000 with --quick].
+    #[arg(long, value_name = "N")]
+    members: Option<usize>,
+    /// Seconds each throughput phase runs [default: 3, or 0.3 with --quick].
+    #[arg(long, value_name = "S")]
+    phase_secs: Option<f64>,
+    /// Use the compartmentd and compartmentctl binaries next to this one as they are,
+    /// without building them first.
+    #[arg(long)]
+    no_build: bool,
+}
+
+/// Connections that populate the scale organization, and the requests each keeps ahead.
+const POPULATE_CONNECTIONS: usize = 8;
+const POPULATE_WINDOW: usize = 64;
+
+/// Runs of `compartmentctl whoami` timed as whole processes.
+const CLI_WHOAMI_RUNS: usize = 50;
+
+fn main() {
+    let args = Args::parse();
+    let members = args
+        .members
+        .unwrap_or(if args.quick { 2_000 } else { 100_000 });
+    let phase =
+        Duration::from_secs_f64(
+            args.phase_secs
+                .unwrap_or(if args.quick { 0.3 } else { 3.0 }),
+        );
+    let (daemon_bin, ctl_bin) = binaries(args.no_build);
+    let run_started = Instant::now();
+
+    let dir = tempfile::Builder::new()
+        .prefix("compartment-bench-")
+        .tempdir()
+        .expect("create a temp dir");
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    println!(
+        "compartment-bench: {} run, {members} members, {:.1} s phases, {cpus} CPUs, files in {}",
+        if args.quick { "quick" } else { "full" },
+        phase.as_secs_f64(),
+        dir.path().display()
+    );
+    let mut report = Report::default();
+
+    let echo_socket = dir.path().join("echo.sock");
+    floors::start_echo_server(&echo_socket);
+    let mut whoami_line =
+        serde_json::to_vec(&RequestEnvelope::new(1, &Request::Whoami)).expect("encode whoami");
+    whoami_line.push(b'\n');
+
+    step("daemon: start");
+    let daemon_dir = dir.path().join("daemon");
+    std::fs::create_dir(&daemon_dir).expect("create the daemon's directory");
+    let (mut daemon, first_start) = Daemon::start(&daemon_bin, &daemon_dir);
+    let socket = daemon.socket();
+    load::create_org(&socket, "bench");
+    load::create_org(&socket, "scale");
+
+    // Each floor is measured right before the daemon figure it is compared with: on a
+    // shared machine, load drifts over minutes, and adjacent phases see the same load.
+    step("whoami, beside the line echo");
+    let echo1 = floors::echo(&echo_socket, 1, phase, &whoami_line);
+    let whoami1 = load::whoami(&socket, 1, phase);
+    let echo16 = floors::echo(&echo_socket, 16, phase, &whoami_line);
+    let whoami16 = load::whoami(&socket, 16, phase);
+    report.row(Row::rate(
+        "whoami, 1 conn",
+        &whoami1,
+        "echo, 1 conn",
+        &echo1,
+    ));
+    report.row(Row::rate(
+        "whoami, 16 conn",
+        &whoami16,
+        "echo, 16 conn",
+        &echo16,
+    ));
+    report.row(Row::latency(
+        "whoami latency, 1 conn",
+        &whoami1,
+        "echo round trip",
+        &echo1,
+    ));
+
+    step("user.invite, beside redb commits");
+    let mut latencies = None;
+    for clients in [1, 16, 64] {
+        let floor = floors::redb_commits(dir.path(), clients, phase);
+        let measured = load::invites(&socket, "bench", &format!("c{clients}"), clients, phase);
+        report.row(Row::rate(
+            &format!(
+                "user.invite, {clients} client{}",
+                if clients == 1 { "" } else { "s" }
+            ),
+            &measured,
+            &format!("redb, {clients}/commit"),
+            &floor,
+        ));
+        latencies.get_or_insert((measured, floor));
+    }
+    let (invite1, redb1) = latencies.expect("the 1-client phase ran");
+    report.row(Row::latency(
+        "user.invite latency, 1 client",
+        &invite1,
+        "redb commit of 1",
+        &redb1,
+    ));
+
+    step(&format!("daemon: populate {members} members"));
+    let populated = load::populate(
+        &socket,
+        "scale",
+        members,
+        POPULATE_CONNECTIONS,
+        POPULATE_WINDOW,
+    );
+    if let Some(refusal) = &populated.first_refusal {
+        panic!(
+            "{} of {members} invitations were refused; the first: {refusal}",
+            populated.refused
+        );
+    }
+    let after_populate = daemon.memory();
+    let database = daemon.database_bytes();
+
+    step("daemon: user list");
+    let list = load::cli(&ctl_bin, &socket, &["--org", "scale", "user", "list"]);
+    let list_json = load::cli(
+        &ctl_bin,
+        &socket,
+        &["--org", "scale", "--output", "json", "user", "list"],
+    );
+    let after_list = daemon.memory();
+
+    step("daemon: compartmentctl whoami");
+    let mut cli_whoami: Vec<Duration> = (0..CLI_WHOAMI_RUNS)
+        .map(|_| load::cli(&ctl_bin, &socket, &["whoami"]).wall)
+        .collect();
+    cli_whoami.sort_unstable();
+
+    step("daemon: restart on the populated database");
+    let restart = daemon.restart();
+    let after_restart = daemon.memory();
+    daemon.stop();
+
+    report.print();
+    println!();
+    println!("scale, on an organization of {members} members:");
+    let secs = populated.elapsed.as_secs_f64();
+    report::line(
+        &format!("populate, {POPULATE_CONNECTIONS} pipelined conn"),
+        format!(
+            "{} invitations in {secs:.1} s ({}/s)",
+            report::count(populated.accepted as f64),
+            report::count(populated.accepted as f64 / secs)
+        ),
+    );
+    report::line("database file", report::bytes(database));
+    report::line(
+        "daemon RSS after populating",
+        report::memory(after_populate),
+    );
+    report::line(
+        "compartmentctl user list",
+        format!(
+            "{} wall, {} lines, CLI peak RSS {}",
+            report::duration(list.wall),
+            report::count(list.stdout_lines as f64),
+            report::kib(list.peak_kib)
+        ),
+    );
+    report::line(
+        "… --output json",
+        format!(
+            "{} wall, {} printed, CLI peak RSS {}",
+            report::duration(list_json.wall),
+            report::bytes(list_json.stdout_bytes as u64),
+            report::kib(list_json.peak_kib)
+        ),
+    );
+    report::line("daemon RSS after listing", report::memory(after_list));
+    report::line(
+        "daemon start, empty database",
+        format!("{} to the first answer", report::duration(first_start)),
+    );
+    report::line(
+        "daemon start, populated",
+        format!(
+            "{} to the first answer (warm page cache); RSS then {}",
+            report::duration(restart),
+            report::kib(after_restart.rss_kib)
+        ),
+    );
+    let pct = |q: f64| cli_whoami[((cli_whoami.len() - 1) as f64 * q).round() as usize];
+    report::line(
+        "compartmentctl whoami, whole process",
+        format!(
+            "p50 {}, p99 {} ({CLI_WHOAMI_RUNS} runs)",
+            report::duration(pct(0.5)),
+            report::duration(pct(0.99))
+        ),
+    );
+    println!();
+    println!("whole run: {:.0} s", run_started.elapsed().as_secs_f64());
+}
+
+/// Says on stderr what the run is doing, so that a failure's place is plain.
+fn step(what: &str) {
+    eprintln!("… {what}");
+}
+
+/// The `compartmentd` and `compartmentctl` binaries of this build profile: built first (a
+/// no-op when current) unless `no_build`, so the figures are never those of stale binaries.
+/// They live next to this executable, in `<target>/<profile>/`.
+fn binaries(no_build: bool) -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().expect("this executable's path");
+    let profile_dir = exe
+        .parent()
+        .expect("this executable's directory")
+        .to_owned();
+    if !no_build {
+        build_binaries(&profile_dir);
+    }
+    let find = |name: &str| {
+        let path = profile_dir.join(name);
+        if !path.is_file() {
+            panic!(
+                "{} does not exist: build it first: cargo build --release -p compartmentd -p compartmentctl",
+                path.display()
+            );
+        }
+        path
+    };
+    (find("compartmentd"), find("compartmentctl"))
+}
+
+/// Builds the daemon and CLI binaries (and the packaging assets) into `profile_dir`, with the cargo that runs us (or
+/// `cargo` on the PATH), the workspace's manifest and the target directory above
+/// `profile_dir`.
+fn build_binaries(profile_dir: &Path) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let target_dir = profile_dir.parent().expect("<target>/<profile>");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        // The outer `cargo run` has already resolved the lock file: never change it here.
+        .args([
+            "--locked",
+            "-p",
+            "compartmentd",
+            "-p",
+            "compartmentctl",
+            "--bins",
+        ]);
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        command.arg("--release");
+    }
+    step("building compartmentd and compartmentctl");
+    let status = command
+        .status()
+        .unwrap_or_else(|err| panic!("run {command:?}: {err} (or pass --no-build)"));
+    if !status.success() {
+        panic!("{command:?} failed with {status}");
+    }
+}

@@ -1,0 +1,88 @@
+//! One timed phase: a number of threads repeating one operation until a deadline, with the
+//! throughput and latency percentiles that come out of it.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// What a phase measured.
+pub struct Measured {
+    /// Operations completed, over all threads.
+    pub ops: usize,
+    /// Units of work per operation (writes per redb commit); 1 for a request.
+    pub units_per_op: usize,
+    /// From the moment every thread was ready to the moment the last one stopped.
+    pub elapsed: Duration,
+    /// Each operation's latency, sorted.
+    pub latencies: Vec<Duration>,
+}
+
+impl Measured {
+    /// Units of work per second, over all threads.
+    pub fn rate(&self) -> f64 {
+        (self.ops * self.units_per_op) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency at quantile `q` (0.5 is the median), nearest rank.
+    pub fn pct(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies[rank]
+    }
+}
+
+/// Runs `threads` threads: each makes its state with `setup(thread)` (a connection, say),
+/// then, once all are ready, repeats `op(state, thread, i)` until `duration` has passed.
+/// Setup is outside the timing, so connecting never counts as throughput.
+pub fn run<S, Setup, Op>(
+    threads: usize,
+    duration: Duration,
+    units_per_op: usize,
+    setup: Setup,
+    op: Op,
+) -> Measured
+where
+    Setup: Fn(usize) -> S + Sync,
+    Op: Fn(&mut S, usize, usize) + Sync,
+{
+    let ready = Barrier::new(threads + 1);
+    let (elapsed, mut latencies) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|thread| {
+                let (ready, setup, op) = (&ready, &setup, &op);
+                scope.spawn(move || {
+                    let mut state = setup(thread);
+                    let mut latencies = Vec::new();
+                    ready.wait();
+                    let deadline = Instant::now() + duration;
+                    let mut i = 0;
+                    loop {
+                        let started = Instant::now();
+                        if started >= deadline {
+                            break;
+                        }
+                        op(&mut state, thread, i);
+                        latencies.push(started.elapsed());
+                        i += 1;
+                    }
+                    latencies
+                })
+            })
+            .collect();
+        ready.wait();
+        let started = Instant::now();
+        let latencies: Vec<Duration> = handles
+            .into_iter()
+            .flat_map(|handle| handle.join().expect("a phase thread panicked"))
+            .collect();
+        (started.elapsed(), latencies)
+    });
+    latencies.sort_unstable();
+    Measured {
+        ops: latencies.len(),
+        units_per_op,
+        elapsed,
+        latencies,
+    }
+}

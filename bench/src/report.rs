@@ -1,0 +1,143 @@
+//! The printed report: the `what | daemon | floor | ratio` table and the scale lines, with
+//! numbers in units a reader takes in at a glance.
+
+use std::time::Duration;
+
+use crate::daemon::Memory;
+use crate::measure::Measured;
+
+/// One line of the table: a daemon figure, its floor, and daemon ÷ floor.
+pub struct Row {
+    what: String,
+    daemon: String,
+    floor: String,
+    ratio: String,
+}
+
+impl Row {
+    /// A throughput row: units per second of each side.
+    pub fn rate(what: &str, daemon: &Measured, floor_name: &str, floor: &Measured) -> Row {
+        Row {
+            what: what.to_owned(),
+            daemon: format!("{}/s", count(daemon.rate())),
+            floor: format!("{floor_name}: {}/s", count(floor.rate())),
+            ratio: format!("{:.2}", daemon.rate() / floor.rate()),
+        }
+    }
+
+    /// A latency row: p50 / p99 of each side, and the ratio of each.
+    pub fn latency(what: &str, daemon: &Measured, floor_name: &str, floor: &Measured) -> Row {
+        let pair = |m: &Measured| format!("{} / {}", duration(m.pct(0.5)), duration(m.pct(0.99)));
+        let ratio = |q: f64| daemon.pct(q).as_secs_f64() / floor.pct(q).as_secs_f64();
+        Row {
+            what: format!("{what} p50 / p99"),
+            daemon: pair(daemon),
+            floor: format!("{floor_name}: {}", pair(floor)),
+            ratio: format!("{:.2} / {:.2}", ratio(0.5), ratio(0.99)),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Report {
+    rows: Vec<Row>,
+}
+
+impl Report {
+    pub fn row(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    /// Prints the table, columns padded to their widest cell.
+    pub fn print(&self) {
+        let header = Row {
+            what: "what".into(),
+            daemon: "daemon".into(),
+            floor: "floor (same run)".into(),
+            ratio: "ratio".into(),
+        };
+        let all: Vec<&Row> = std::iter::once(&header).chain(&self.rows).collect();
+        let width = |cell: fn(&Row) -> &str| {
+            all.iter()
+                .map(|row| cell(row).chars().count())
+                .max()
+                .unwrap_or(0)
+        };
+        let widths = [
+            width(|r| &r.what),
+            width(|r| &r.daemon),
+            width(|r| &r.floor),
+        ];
+        println!();
+        for (i, row) in all.iter().enumerate() {
+            println!(
+                "{:<w0$} | {:>w1$} | {:<w2$} | {}",
+                row.what,
+                row.daemon,
+                row.floor,
+                row.ratio,
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2],
+            );
+            if i == 0 {
+                println!(
+                    "{}-|-{}-|-{}-|-{}",
+                    "-".repeat(widths[0]),
+                    "-".repeat(widths[1]),
+                    "-".repeat(widths[2]),
+                    "-".repeat(11)
+                );
+            }
+        }
+    }
+}
+
+/// One scale line: what, then the figure.
+pub fn line(what: &str, figure: String) {
+    println!("  {what:<38} {figure}");
+}
+
+/// A count or rate with thousands separators: 12,345.
+pub fn count(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// A duration in the unit that suits it: µs, ms or s.
+pub fn duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 1e-3 {
+        format!("{:.0} µs", secs * 1e6)
+    } else if secs < 1.0 {
+        format!("{:.1} ms", secs * 1e3)
+    } else {
+        format!("{secs:.2} s")
+    }
+}
+
+/// A size given in KiB, in MiB.
+pub fn kib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// A size in bytes, in MB (10^6), as file sizes are usually read.
+pub fn bytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Resident memory now and its peak so far.
+pub fn memory(memory: Memory) -> String {
+    format!(
+        "{} (peak so far {})",
+        kib(memory.rss_kib),
+        kib(memory.peak_kib)
+    )
+}
