@@ -11,7 +11,7 @@ use compartmentctl::wire::{
     OrgMembership,
 };
 
-use super::{parse_email, Caller, RuleError};
+use super::{parse_email, refuse_root, Caller, RuleError};
 use crate::clock::rfc3339;
 use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, Changes, Millis, Provenance, Reader, UnixUser,
@@ -85,10 +85,7 @@ fn detail(
     }
     let uid = binding.as_ref().and(account.uid);
     Ok(AccountDetail {
-        status: match account.status {
-            AccountStatus::Active => AccountStatus::Active,
-            AccountStatus::Pending => AccountStatus::Pending,
-        },
+        status: account.status,
         uid,
         unix_user: binding.as_ref().and_then(|b| b.user_name.clone()),
         uid_now_belongs_to: uid.map(|uid| users.name_of(uid)),
@@ -156,12 +153,7 @@ pub fn bind(
     let mut account = txn
         .account(email)?
         .ok_or_else(|| RuleError::AccountNotFound(email.to_owned()))?;
-    if user.uid == 0 {
-        return Err(RuleError::BadRequest(format!(
-            "{} is a superuser and needs no account",
-            user.name
-        )));
-    }
+    refuse_root(user)?;
     if let Some(other) = txn.binding(user.uid)?.filter(|b| b.email != email) {
         return Err(RuleError::BindingConflict(format!(
             "Unix user {} already holds {}; unbind that first (compartment account unbind {})",

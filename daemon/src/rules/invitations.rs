@@ -13,7 +13,9 @@ use compartmentctl::wire::{
 };
 
 use super::identity::{authenticate, in_org, may_vouch_for, Actor};
-use super::{audit, millis, parse_email, Caller, Policy, RuleError, Unbound, MAX_INVITATION_TTL};
+use super::{
+    audit, millis, parse_email, refuse_root, Caller, Policy, RuleError, Unbound, MAX_INVITATION_TTL,
+};
 use crate::clock::rfc3339;
 use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, Changes, MembershipRecord, Millis, Provenance,
@@ -251,12 +253,7 @@ fn holder_of(
 /// Refuses to name a Unix user who cannot hold `email`: a superuser, or one that already
 /// holds another account.
 fn refuse_unbindable(reader: &impl Reader, named: &UnixUser, email: &str) -> Result<(), RuleError> {
-    if named.uid == 0 {
-        return Err(RuleError::BadRequest(format!(
-            "{} is a superuser and needs no account",
-            named.name
-        )));
-    }
+    refuse_root(named)?;
     match reader.binding(named.uid)? {
         Some(binding) if binding.email != email => Err(RuleError::BindingConflict(format!(
             "Unix user {} already holds another account; each Unix user holds one",

@@ -98,3 +98,14 @@ fn audit(
 fn parse_email(input: &str) -> Result<compartmentctl::email::Email, RuleError> {
     compartmentctl::email::Email::parse(input).map_err(|err| RuleError::BadRequest(err.to_string()))
 }
+
+/// Refuses to bind root, which acts as a superuser and holds no account.
+fn refuse_root(user: &crate::store::UnixUser) -> Result<(), RuleError> {
+    if user.uid == 0 {
+        return Err(RuleError::BadRequest(format!(
+            "{} is a superuser and needs no account",
+            user.name
+        )));
+    }
+    Ok(())
+}

@@ -1446,3 +1446,31 @@ fn a_sweep_in_chunks_takes_the_earliest_due_first() {
     assert_eq!(expired(&f), [true; 5]);
     f.assert_indexes_agree();
 }
+
+#[test]
+fn root_is_never_named_as_an_accounts_user() {
+    let mut f = two_tenants();
+    let root_user = crate::store::UnixUser {
+        uid: 0,
+        name: "root".into(),
+    };
+    let err = invite_named(
+        &mut f,
+        &user(1001),
+        "acme",
+        "x@example.com",
+        Role::Viewer,
+        Some(root_user.clone()),
+    )
+    .unwrap_err();
+    assert_eq!(err.to_string(), "root is a superuser and needs no account");
+    let params = compartmentctl::wire::AccountBindParams {
+        email: "admin@example.com".into(),
+        unix_user: "root".into(),
+    };
+    let err = f
+        .write(|txn| accounts::bind(txn, &root(), &params, &root_user, T0))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadRequest);
+    assert_eq!(err.to_string(), "root is a superuser and needs no account");
+}
