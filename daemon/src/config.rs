@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use compartmentctl::paths::NoDefaultPath;
 
 use crate::limits::Limits;
@@ -32,7 +32,7 @@ pub struct Config {
 
     /// Where the database lives [default: /var/lib/compartment as root or under systemd,
     /// else $XDG_STATE_HOME/compartment, else ~/.local/state/compartment]
-    #[arg(long, env = "COMPARTMENT_STATE_DIR", value_name = "DIR")]
+    #[arg(long, env = "COMPARTMENT_STATE_DIR", value_name = "DIR", global = true)]
     pub state_dir: Option<PathBuf>,
 
     /// The base of activation URLs: https://HOST[:PORT] [default: https://<hostname>]
@@ -89,6 +89,28 @@ pub struct Config {
     /// Where logs go
     #[arg(long, env = "COMPARTMENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+
+    /// The most memory the database's page cache may hold (e.g. 32MiB, 1GiB); the rest of
+    /// the file is read from the kernel's page cache or the disk when needed
+    #[arg(long, env = "COMPARTMENT_CACHE_SIZE", value_name = "SIZE", default_value = "32MiB",
+          value_parser = parse_cache_size, global = true)]
+    pub cache_size: usize,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Verify the database, then exit
+    ///
+    /// Reads every page of the database, verifying its checksum, then checks that the
+    /// indexes agree with the tables; prints what it found and exits 0 when everything was
+    /// clean, 1 when anything was wrong. Run it with the daemon stopped: a start reads only
+    /// what it needs, this reads the whole file. Damage redb can repair, as after a crash,
+    /// is repaired and reported.
+    Check,
 }
 
 impl Config {
@@ -144,6 +166,18 @@ fn parse_positive(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// The smallest page cache allowed: a few hundred pages, below which every request would
+/// go to the file.
+const MIN_CACHE_SIZE: u64 = 1024 * 1024;
+
+fn parse_cache_size(text: &str) -> Result<usize, String> {
+    let size: bytesize::ByteSize = text.trim().parse()?;
+    if size.as_u64() < MIN_CACHE_SIZE {
+        return Err("must be at least 1MiB".into());
+    }
+    usize::try_from(size.as_u64()).map_err(|_| "is more than this machine can address".into())
+}
+
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     let duration = parse_positive(text)?;
     if duration > MAX_INVITATION_TTL {
@@ -179,6 +213,22 @@ mod tests {
             "https://h.example"
         );
         assert!(parse_public_url("h.example").is_err());
+    }
+
+    #[test]
+    fn the_cache_size_is_a_size_of_at_least_one_mebibyte() {
+        assert_eq!(parse_cache_size("32MiB").unwrap(), 32 << 20);
+        assert_eq!(parse_cache_size("1 GiB").unwrap(), 1 << 30);
+        assert_eq!(
+            parse_cache_size("4096").unwrap_err(),
+            "must be at least 1MiB"
+        );
+        assert!(parse_cache_size("lots").is_err());
+        let config = Config::parse_from(["compartmentd"]);
+        assert_eq!(config.cache_size, crate::store::DEFAULT_CACHE_SIZE);
+        let config = Config::parse_from(["compartmentd", "check", "--state-dir", "/x"]);
+        assert!(matches!(config.command, Some(Command::Check)));
+        assert_eq!(config.state_dir.unwrap(), PathBuf::from("/x"));
     }
 
     #[test]

@@ -6,15 +6,18 @@ use std::sync::Arc;
 
 use clap::Parser;
 use compartmentd::clock::SystemClock;
-use compartmentd::config::Config;
+use compartmentd::config::{Command, Config};
 use compartmentd::rules::Policy;
 use compartmentd::server::{self, Daemon};
-use compartmentd::store::Store;
 use compartmentd::store::DATABASE_FILE;
+use compartmentd::store::{Store, StoreOptions};
 use compartmentd::{logging, socket, state_dir};
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    if let Some(Command::Check) = config.command {
+        return check(&config);
+    }
     if let Some(note) = logging::init(config.log_format) {
         eprintln!("compartmentd: {note}");
     }
@@ -44,7 +47,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let daemon_uid = nix::unistd::geteuid().as_raw();
     // Before anything is opened: the store only ever sees the checked, real directory.
     let state_dir = state_dir::prepare(&state_dir, DATABASE_FILE, daemon_uid)?;
-    let store = Store::open(&state_dir)?;
+    let store = Store::open_with(&state_dir, &store_options(&config))?;
     ensure_descriptors(limits.max_connections);
     // Under socket activation the socket unit owns the path: nothing to bind or remove.
     let (listener, bound) = match socket::inherited()? {
@@ -90,6 +93,72 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         socket::remove(&file);
     }
     Ok(result?)
+}
+
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        cache_size: config.cache_size,
+    }
+}
+
+/// `compartmentd check`: verifies the database of the state directory and says what it
+/// found, one line per finding; exit 0 only when everything was clean.
+fn check(config: &Config) -> ExitCode {
+    let report = config
+        .state_dir()
+        .map_err(|err| err.to_string())
+        .and_then(|dir| {
+            if !dir.join(DATABASE_FILE).exists() {
+                return Err(format!(
+                    "there is no database at {}: nothing to check",
+                    dir.join(DATABASE_FILE).display()
+                ));
+            }
+            let dir = state_dir::prepare(&dir, DATABASE_FILE, nix::unistd::geteuid().as_raw())
+                .map_err(|err| err.to_string())?;
+            println!("checking {}", dir.join(DATABASE_FILE).display());
+            compartmentd::store::check(&dir, &store_options(config)).map_err(|err| err.to_string())
+        });
+    let report = match report {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("compartmentd: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut clean = true;
+    if report.pages_clean {
+        println!("pages: every checksum verified");
+    } else {
+        clean = false;
+        println!("pages: damage found and repaired, as after a crash; check again");
+    }
+    match report.schema_version {
+        Some(version) if version == compartmentd::store::CURRENT_SCHEMA_VERSION => {
+            for problem in &report.index_problems {
+                println!("index: {problem}");
+            }
+            if report.index_problems.is_empty() {
+                println!("indexes: they agree with the tables");
+            } else {
+                clean = false;
+            }
+            println!(
+                "contents: schema version {version}, {} organizations, {} memberships, {} accounts",
+                report.organizations, report.memberships, report.accounts
+            );
+        }
+        Some(version) => println!(
+            "contents: schema version {version}, which the next start migrates; indexes not checked"
+        ),
+        None => println!("contents: empty"),
+    }
+    if clean {
+        println!("clean");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Tells systemd (when `NOTIFY_SOCKET` is set) where the daemon is in its life.

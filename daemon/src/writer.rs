@@ -212,6 +212,7 @@ pub(crate) fn apply_batch(
     if batch.len() == 1 {
         return one_by_one(store, clock, batch, &[], commit);
     }
+    let started = std::time::Instant::now();
     let txn = match store.begin_write() {
         Ok(txn) => txn,
         Err(err) => {
@@ -263,8 +264,15 @@ pub(crate) fn apply_batch(
         );
         return one_by_one(store, clock, batch, &panicked, commit);
     }
+    let applied = started.elapsed();
     match commit(txn) {
         Ok(()) => {
+            tracing::trace!(
+                changes = batch.len(),
+                apply_us = applied.as_micros(),
+                commit_us = (started.elapsed() - applied).as_micros(),
+                "batch committed"
+            );
             for (job, panicked) in batch.into_iter().zip(panicked) {
                 if panicked {
                     job.fail(WriteError::Panicked);

@@ -24,7 +24,27 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use records::*;
-pub use schema::{OpenError, CURRENT_SCHEMA_VERSION};
+pub use schema::{check, CheckReport, OpenError, CURRENT_SCHEMA_VERSION};
+
+/// redb's page cache unless told otherwise: enough for the hot pages of a million
+/// members (the branch pages and the recent leaves), far below redb's own 1 GiB default, which
+/// a large organization would fill just by being listed.
+pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
+
+/// How the database is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// The most memory redb's page cache may hold, in bytes.
+    pub cache_size: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            cache_size: DEFAULT_CACHE_SIZE,
+        }
+    }
+}
 
 /// The file name of the database inside the state directory.
 pub const DATABASE_FILE: &str = "compartment.redb";
@@ -137,19 +157,26 @@ pub struct Store {
     broken: AtomicBool,
     path: PathBuf,
     state_dir: PathBuf,
+    options: StoreOptions,
 }
 
 impl Store {
     /// Opens (or creates) `<state_dir>/compartment.redb`, migrating an older schema and
     /// refusing a newer one or a database another daemon holds.
     pub fn open(state_dir: &Path) -> Result<Store, OpenError> {
+        Store::open_with(state_dir, &StoreOptions::default())
+    }
+
+    /// [`Store::open`] with `options`.
+    pub fn open_with(state_dir: &Path, options: &StoreOptions) -> Result<Store, OpenError> {
         let path = state_dir.join(DATABASE_FILE);
-        let db = schema::open(state_dir, &path)?;
+        let db = schema::open(state_dir, &path, options)?;
         Ok(Store {
             db: RwLock::new(Some(Arc::new(db))),
             broken: AtomicBool::new(false),
             path,
             state_dir: state_dir.to_owned(),
+            options: *options,
         })
     }
 
@@ -202,7 +229,7 @@ impl Store {
         drop(old);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let db = loop {
-            match Database::create(&self.path) {
+            match schema::builder(&self.options).create(&self.path) {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen)
                     if std::time::Instant::now() < deadline =>
@@ -663,6 +690,16 @@ pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
         ));
     }
     Ok(problems)
+}
+
+/// How many organizations, memberships and accounts `txn` holds (for `compartmentd check`).
+fn table_counts(txn: &ReadTransaction) -> Result<(usize, u64, u64)> {
+    use redb::ReadableTableMetadata;
+    Ok((
+        txn.org_names()?.len(),
+        txn.open_table(MEMBERSHIPS)?.len()?,
+        txn.open_table(ACCOUNTS)?.len()?,
+    ))
 }
 
 #[cfg(test)]

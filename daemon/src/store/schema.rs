@@ -2,13 +2,16 @@
 //! damaged or when a newer daemon wrote it; migrations when an older one did.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use redb::{Builder, Database, ReadOnlyDatabase, ReadableDatabase, TableError, WriteTransaction};
 
 use compartmentctl::wire::{AccountStatus, MemberStatus};
 
-use super::{create_tables, BindingRecord, Changes, Provenance, Reader, StoreError, META};
+use super::{
+    create_tables, BindingRecord, Changes, Provenance, Reader, StoreError, StoreOptions, META,
+};
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
 pub const CURRENT_SCHEMA_VERSION: u64 = 2;
@@ -97,6 +100,12 @@ pub enum OpenError {
         path: PathBuf,
         detail: String,
     },
+    /// Damage `check` found in a page and could not repair; redb may have marked the file
+    /// for repair while trying.
+    DamagedPages {
+        path: PathBuf,
+        detail: String,
+    },
     TooNew {
         path: PathBuf,
         found: u64,
@@ -125,6 +134,11 @@ impl fmt::Display for OpenError {
                 "the database {} is damaged or is not a compartmentd database ({detail}); it was left untouched: restore it from a backup, or move it aside to start empty",
                 path.display()
             ),
+            OpenError::DamagedPages { path, detail } => write!(
+                f,
+                "the database {} is damaged ({detail}) and cannot be repaired: restore it from a backup",
+                path.display()
+            ),
             OpenError::TooNew { path, found } => write!(
                 f,
                 "the database {} has schema version {found}, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; it was left untouched: run a newer compartmentd",
@@ -139,7 +153,11 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-pub(super) fn open(state_dir: &Path, path: &Path) -> Result<Database, OpenError> {
+pub(super) fn open(
+    state_dir: &Path,
+    path: &Path,
+    options: &StoreOptions,
+) -> Result<Database, OpenError> {
     std::fs::create_dir_all(state_dir).map_err(|source| OpenError::StateDir {
         path: state_dir.to_owned(),
         source,
@@ -172,16 +190,100 @@ pub(super) fn open(state_dir: &Path, path: &Path) -> Result<Database, OpenError>
             }
         }
     }
-    // Every page's checksum is verified on open: damage made outside redb is refused here
-    // rather than met later by a request.
-    let db = Builder::new()
-        .set_check_integrity_on_open(true)
+    // A start reads what it needs, not the whole file: redb verifies the last commit's
+    // checksums and, after an unclean stop, walks and repairs every tree. A full check of
+    // every page of a cleanly closed file is `compartmentd check` (see [`check`]), so a
+    // start on a million members stays well under a second.
+    let db = builder(options)
         .create(path)
         .map_err(|err| open_error(path, err))?;
     let found = stored_version(&db).map_err(store_err)?;
     check_version(path, found)?;
     migrate(&db, found, MIGRATIONS).map_err(store_err)?;
     Ok(db)
+}
+
+/// redb's builder with the store's options.
+pub(super) fn builder(options: &StoreOptions) -> Builder {
+    let mut builder = Builder::new();
+    builder.set_cache_size(options.cache_size);
+    builder
+}
+
+/// What `compartmentd check` found.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// False when redb found damage and repaired it (the file was rewritten).
+    pub pages_clean: bool,
+    pub schema_version: Option<u64>,
+    /// Disagreements between the tables and their indexes; empty when they agree.
+    pub index_problems: Vec<String>,
+    pub organizations: usize,
+    pub memberships: u64,
+    pub accounts: u64,
+}
+
+/// Verifies every page's checksum (redb repairs what it can, as after a crash), then that
+/// the indexes agree with the tables. The database must not be in use. A file from a newer
+/// daemon is refused untouched; one from an older daemon is checked page by page only (its
+/// tables are the old ones until the next start migrates them).
+pub fn check(state_dir: &Path, options: &StoreOptions) -> Result<CheckReport, OpenError> {
+    let path = state_dir.join(super::DATABASE_FILE);
+    let store_err = |source: StoreError| OpenError::Store {
+        path: path.clone(),
+        source,
+    };
+    if !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
+        return Err(OpenError::Store {
+            path: path.clone(),
+            source: StoreError::Redb(redb::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "there is no database to check",
+            ))),
+        });
+    }
+    let probe =
+        quietly_catch_unwind(|| ReadOnlyDatabase::open(&path).map(|db| stored_version(&db)));
+    if let Ok(Ok(version)) = probe {
+        check_version(&path, version.map_err(store_err)?)?;
+    }
+    let damaged = |err: OpenError| match err {
+        OpenError::Damaged { path, detail } => OpenError::DamagedPages { path, detail },
+        other => other,
+    };
+    let mut db = quietly_catch_unwind(|| builder(options).open(&path))
+        .map_err(|_| OpenError::DamagedPages {
+            path: path.clone(),
+            detail: "reading it failed".into(),
+        })?
+        .map_err(|err| damaged(open_error(&path, err)))?;
+    let pages_clean = match quietly_catch_unwind(AssertUnwindSafe(|| db.check_integrity())) {
+        Ok(Ok(clean)) => clean,
+        Ok(Err(err)) => return Err(damaged(open_error(&path, err))),
+        Err(_) => {
+            return Err(OpenError::DamagedPages {
+                path: path.clone(),
+                detail: "checking it failed".into(),
+            })
+        }
+    };
+    let schema_version = stored_version(&db).map_err(store_err)?;
+    check_version(&path, schema_version)?;
+    let mut report = CheckReport {
+        pages_clean,
+        schema_version,
+        index_problems: Vec::new(),
+        organizations: 0,
+        memberships: 0,
+        accounts: 0,
+    };
+    if schema_version == Some(CURRENT_SCHEMA_VERSION) {
+        let txn = db.begin_read().map_err(|err| store_err(err.into()))?;
+        report.index_problems = super::check_indexes(&txn).map_err(store_err)?;
+        let counts = super::table_counts(&txn).map_err(store_err)?;
+        (report.organizations, report.memberships, report.accounts) = counts;
+    }
+    Ok(report)
 }
 
 /// `catch_unwind` without the panic hook's message: the caller reports what went wrong
@@ -279,7 +381,7 @@ mod tests {
     fn a_new_database_gets_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
-        let db = open(dir.path(), &path).unwrap();
+        let db = open(dir.path(), &path, &StoreOptions::default()).unwrap();
         assert_eq!(stored_version(&db).unwrap(), Some(CURRENT_SCHEMA_VERSION));
     }
 
@@ -289,7 +391,7 @@ mod tests {
         let path = dir.path().join("db.redb");
         set_version(&path, CURRENT_SCHEMA_VERSION + 1);
         let before = std::fs::read(&path).unwrap();
-        let err = open(dir.path(), &path).unwrap_err();
+        let err = open(dir.path(), &path, &StoreOptions::default()).unwrap_err();
         assert!(
             matches!(err, OpenError::TooNew { found, .. } if found == CURRENT_SCHEMA_VERSION + 1)
         );
@@ -339,7 +441,7 @@ mod tests {
         )
         .unwrap();
         let before = std::fs::read(&path).unwrap();
-        let err = open(dir.path(), &path).unwrap_err();
+        let err = open(dir.path(), &path, &StoreOptions::default()).unwrap_err();
         assert!(matches!(err, OpenError::Damaged { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), before);
     }
@@ -349,7 +451,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
         {
-            let db = open(dir.path(), &path).unwrap();
+            let db = open(dir.path(), &path, &StoreOptions::default()).unwrap();
             let txn = db.begin_write().unwrap();
             {
                 let mut meta = txn.open_table(META).unwrap();
@@ -365,7 +467,7 @@ mod tests {
             bytes[page + 100..page + 164].copy_from_slice(&[0xA5; 64]);
         }
         std::fs::write(&path, &bytes).unwrap();
-        let err = open(dir.path(), &path).unwrap_err();
+        let err = open(dir.path(), &path, &StoreOptions::default()).unwrap_err();
         assert!(matches!(err, OpenError::Damaged { .. }), "{err}");
         assert!(err.to_string().contains("it was left untouched"), "{err}");
         assert_eq!(
@@ -379,10 +481,10 @@ mod tests {
     fn a_truncated_database_is_refused_and_left_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
-        drop(open(dir.path(), &path).unwrap());
+        drop(open(dir.path(), &path, &StoreOptions::default()).unwrap());
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-        let err = open(dir.path(), &path).unwrap_err();
+        let err = open(dir.path(), &path, &StoreOptions::default()).unwrap_err();
         assert!(matches!(err, OpenError::Damaged { .. }), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), &bytes[..bytes.len() / 2]);
     }
@@ -391,8 +493,8 @@ mod tests {
     fn a_second_open_is_refused_as_in_use() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.redb");
-        let _first = open(dir.path(), &path).unwrap();
-        let err = open(dir.path(), &path).unwrap_err();
+        let _first = open(dir.path(), &path, &StoreOptions::default()).unwrap();
+        let err = open(dir.path(), &path, &StoreOptions::default()).unwrap_err();
         assert!(matches!(err, OpenError::InUse { .. }), "{err}");
     }
 }

@@ -41,7 +41,7 @@ pub fn pages(date: &str) -> io::Result<Vec<Asset>> {
     cli.build();
     cli_pages(&cli, date, &mut pages)?;
 
-    let mut daemon = Config::command()
+    let mut daemon = without_help_subcommand(Config::command())
         .about(DAEMON_ABOUT)
         .long_about(DAEMON_DESCRIPTION);
     daemon.build();
@@ -50,6 +50,14 @@ pub fn pages(date: &str) -> io::Result<Vec<Asset>> {
         see_also: "compartmentctl(1), systemd.socket(5), systemd.exec(5), journalctl(1)",
     };
     pages.push(render(&daemon, "8", date, extra)?);
+    // `compartmentd check`, which the daemon's page lists as compartmentd-check(8).
+    for sub in daemon.get_subcommands() {
+        let extra = Extra {
+            sections: Vec::new(),
+            see_also: "compartmentd(8)",
+        };
+        pages.push(render(sub, "8", date, extra)?);
+    }
     Ok(pages)
 }
 
