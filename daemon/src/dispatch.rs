@@ -189,8 +189,9 @@ fn to_value(result: impl Serialize) -> Result<Value, RuleError> {
     serde_json::to_value(result).map_err(|_| RuleError::Internal("a result did not serialize"))
 }
 
-fn new_token() -> Result<Token, RuleError> {
-    Token::generate().map_err(|err| {
+/// A new token, its issue time read from the daemon's clock.
+fn new_token(ctx: &Context) -> Result<Token, RuleError> {
+    Token::generate(ctx.clock.now()).map_err(|err| {
         tracing::error!(error = %err, "the OS random source failed");
         RuleError::Internal("no randomness for a token")
     })
@@ -257,7 +258,7 @@ impl Serve for methods::OrgCreate {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let named = ctx.named_user(params.admin_unix_user.as_deref()).await?;
-        let token = new_token()?;
+        let token = new_token(ctx)?;
         let policy = ctx.policy.clone();
         let created = ctx
             .writer
@@ -289,7 +290,7 @@ impl Serve for methods::UserInvite {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let named = ctx.named_user(params.unix_user.as_deref()).await?;
-        let token = new_token()?;
+        let token = new_token(ctx)?;
         let policy = ctx.policy.clone();
         let invitation = ctx
             .writer

@@ -1,6 +1,7 @@
 //! Invitations (DESIGN §4): `user.invite`, `account.activate`, and the sweeper's expiry.
 //!
-//! A token's text is returned once, in the invitation; the store keeps its SHA-256 only.
+//! A token's text is returned once, in the invitation; the store keeps only a key derived
+//! from it (`token::key_of`: its issue time and a hash of the text).
 //! Spent tokens stay as hashes with their fate, so a second use is told precisely why it
 //! fails.
 
@@ -21,7 +22,7 @@ use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, Changes, MembershipRecord, Millis, Provenance,
     Reader, TokenHash, TokenRecord, TokenState, UnixUser,
 };
-use crate::token::{hash_text, looks_like_token, Token};
+use crate::token::{key_of, legacy_key, looks_like_token, Token};
 
 /// `user invite`: admins only; the role at most the inviter's own. `named` is the Unix
 /// user `--unix-user` named, as NSS resolved it before the change was queued.
@@ -207,7 +208,7 @@ pub(super) fn add_member(
         membership.uid = redeemer.map(|r| r.uid);
     } else {
         let expires_at = now.saturating_add(millis(new.ttl));
-        let hash = token.hash();
+        let hash = token.key();
         invitation.redeemable_by = redeemer.as_ref().map(|r| r.name.clone());
         txn.put_token(
             &hash,
@@ -295,8 +296,11 @@ pub fn activate(
     if !looks_like_token(text) {
         return Err(RuleError::InvalidToken);
     }
-    let hash = hash_text(text);
-    let Some(mut token) = txn.token(&hash)? else {
+    let (hash, found) = match txn.token(&key_of(text))? {
+        Some(found) => (key_of(text), Some(found)),
+        None => (legacy_key(text), txn.token(&legacy_key(text))?),
+    };
+    let Some(mut token) = found else {
         return Err(RuleError::InvalidToken);
     };
     match token.state {

@@ -45,7 +45,7 @@ use crate::store::{
     check_indexes, AccountRecord, Changes, MembershipRecord, Millis, Reader, Store, TokenRecord,
     TokenState, Tracked,
 };
-use crate::token::{hash_text, Token};
+use crate::token::{key_of, Token};
 use crate::writer;
 
 const T0: Millis = 1_777_636_800_000; // 2026-05-01T12:00:00Z
@@ -622,7 +622,7 @@ impl World {
             tokens: self
                 .issued
                 .iter()
-                .map(|t| reader.token(&hash_text(&t.text)).unwrap())
+                .map(|t| reader.token(&key_of(&t.text)).unwrap())
                 .collect(),
             next_expiry: reader.next_expiry().unwrap(),
             audit_len: reader.audit().unwrap().len(),
@@ -771,7 +771,7 @@ impl World {
         }
         // Every pending token belongs to an invited membership that holds it.
         for issued in &self.issued {
-            let hash = hash_text(&issued.text);
+            let hash = key_of(&issued.text);
             let record = reader.token(&hash).unwrap();
             let Some(record) = record else {
                 return Err(TestCaseError::fail(format!(
@@ -1019,7 +1019,7 @@ impl World {
             before
                 .as_ref()
                 .is_some_and(|m| m.status == MemberStatus::Invited
-                    && m.token_hash == Some(hash_text(&issued.text))),
+                    && m.token_hash == Some(key_of(&issued.text))),
             "{label} activated, but the membership it was for was {before:?}"
         );
         let post = self.store.read().unwrap();

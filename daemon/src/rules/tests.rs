@@ -544,7 +544,7 @@ fn tokens_are_stored_as_hashes_with_their_fate() {
     let text = compartmentctl::wire::token_from_url_or_token(&url).to_owned();
     let snapshot = f.store.read().unwrap();
     let record = snapshot
-        .token(&crate::token::hash_text(&text))
+        .token(&crate::token::key_of(&text))
         .unwrap()
         .unwrap();
     assert_eq!(record.state, TokenState::Pending);
@@ -552,7 +552,7 @@ fn tokens_are_stored_as_hashes_with_their_fate() {
     f.activate(user(1001), &url, T0).unwrap();
     let snapshot = f.store.read().unwrap();
     let record = snapshot
-        .token(&crate::token::hash_text(&text))
+        .token(&crate::token::key_of(&text))
         .unwrap()
         .unwrap();
     assert_eq!(record.state, TokenState::Used);
@@ -999,7 +999,7 @@ fn a_schema_1_database_opens_migrated_and_keeps_working() {
     let tokens = std::fs::read_to_string(fixtures.join("schema-v1.tokens.txt")).unwrap();
     let deploy_token = tokens.split_whitespace().nth(1).unwrap();
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(CURRENT_SCHEMA_VERSION, 2);
+    assert_eq!(CURRENT_SCHEMA_VERSION, 3);
     let now = 1_796_000_000_000; // 2026-11-30, before the fixture's invitations lapse
     {
         let snapshot = store.read().unwrap();

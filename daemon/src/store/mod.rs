@@ -58,7 +58,7 @@ const MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 const ACCOUNT_ORGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("account_orgs");
 /// uid → its binding to an account (schema 2 on).
 const BINDINGS: TableDefinition<u32, &[u8]> = TableDefinition::new("bindings");
-/// SHA-256(token) → token record.
+/// Token key (issue time, then a hash of the text: `token::key_of`) → token record.
 const TOKENS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tokens");
 /// (expires_at, org, email) for every membership whose invitation is pending, so the
 /// sweeper finds what is due without scanning what is not.

@@ -38,7 +38,7 @@ pub struct MembershipRecord {
     pub invited_at: Millis,
     /// The invitation's expiry while `status` is `Invited` or `Expired`.
     pub expires_at: Option<Millis>,
-    /// SHA-256 of the pending invitation's token, while `status` is `Invited`.
+    /// The store key of the pending invitation's token, while `status` is `Invited`.
     pub token_hash: Option<TokenHash>,
 }
 
@@ -63,7 +63,8 @@ impl MembershipRecord {
     }
 }
 
-/// SHA-256 of an activation token; the only form in which a token is stored.
+/// The store key of an activation token (`token::key_of`, or the SHA-256 of its text for
+/// tokens issued by schema 2 and before); the only form in which a token is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TokenHash(pub [u8; 32]);
 

@@ -14,13 +14,22 @@ use super::{
 };
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
-pub const CURRENT_SCHEMA_VERSION: u64 = 2;
+pub const CURRENT_SCHEMA_VERSION: u64 = 3;
 const VERSION_KEY: &str = "schema_version";
 
 /// A step from version `n` to `n + 1`, at index `n - 1`.
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
-const MIGRATIONS: &[Migration] = &[bindings_with_names_and_provenance];
+const MIGRATIONS: &[Migration] = &[bindings_with_names_and_provenance, tokens_keyed_by_issue_time];
+
+/// Version 2 → 3: new tokens are keyed by their issue time and a hash of their text
+/// (`token::key_of`), no longer by the SHA-256 of the text alone. Nothing is rewritten
+/// (the text of a stored token is not known, so neither is its new key): activation looks a
+/// token up by both keys. The version changes so that an older daemon, which knows only the
+/// old key and would refuse every new URL as unknown, refuses the file instead.
+fn tokens_keyed_by_issue_time(_: &WriteTransaction) -> Result<(), StoreError> {
+    Ok(())
+}
 
 /// Version 1 → 2: a binding was `uid → email`; it becomes a record with the uid's user
 /// name and the binding's provenance, and each active membership is pinned to the uid that
