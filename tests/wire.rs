@@ -110,6 +110,115 @@ fn a_batch_over_the_bound_is_one_error_and_at_the_bound_is_served() {
     assert_eq!(reply.as_array().map(Vec::len), Some(MAX_BATCH));
 }
 
+/// Changes sent on one connection without waiting are begun together, so the writer
+/// commits them in shared transactions, yet they apply in the order sent, and a read sent
+/// after them sees them all. Invite, remove and invite again of one address succeed only
+/// in that order (a remove first finds no member; a second invite first finds one).
+#[test]
+fn pipelined_changes_apply_in_the_order_sent_and_a_later_read_sees_them() {
+    let daemon = Daemon::start(
+        compartment_e2e::DaemonOptions::new().env("RUST_LOG", "info,compartmentd::writer=trace"),
+    );
+    let mut conn = daemon.raw();
+    let created = conn.call(
+        r#"{"jsonrpc":"2.0","id":0,"method":"org.create","params":{"name":"acme","admin":"admin@example.com"}}"#,
+    );
+    assert!(created.get("result").is_some(), "{created}");
+    const ADDRESSES: usize = 60;
+    let mut lines = String::new();
+    let mut expected = Vec::new();
+    for i in 0..ADDRESSES {
+        let email = format!("p{i:03}@example.com");
+        for (step, method) in ["user.invite", "user.remove", "user.invite"]
+            .iter()
+            .enumerate()
+        {
+            let id = expected.len() + 1;
+            // The first invitation names a Unix user, which the daemon looks up before it
+            // queues the change: a remove sent after it must still wait its turn.
+            let params = match step {
+                0 => {
+                    json!({"org": "acme", "email": email, "role": "viewer", "unix_user": "daemon"})
+                }
+                1 => json!({"org": "acme", "email": email}),
+                _ => json!({"org": "acme", "email": email, "role": "viewer"}),
+            };
+            lines.push_str(
+                &json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+                    .to_string(),
+            );
+            lines.push('\n');
+            expected.push((id, method, email.clone()));
+        }
+    }
+    let list_id = expected.len() + 1;
+    lines.push_str(&format!(
+        r#"{{"jsonrpc":"2.0","id":{list_id},"method":"user.list","params":{{"org":"acme","limit":1000}}}}"#
+    ));
+    lines.push('\n');
+    // Written from another thread: the daemon answers while the lines still arrive.
+    let mut writer = conn.writer();
+    let sender = std::thread::spawn(move || writer.write_all(lines.as_bytes()).unwrap());
+    for (id, method, email) in &expected {
+        let reply = conn.read_json();
+        assert_eq!(reply["id"], *id, "answers out of order: {reply}");
+        assert!(
+            reply.get("result").is_some(),
+            "{method} {email} (id {id}) was refused, so it ran out of order: {reply}"
+        );
+    }
+    sender.join().unwrap();
+    let listed = conn.read_json();
+    assert_eq!(listed["id"], list_id, "{listed}");
+    let members = listed["result"]["members"].as_array().unwrap();
+    let invited: Vec<&str> = members
+        .iter()
+        .filter(|m| m["status"] == "invited" && m["email"] != "admin@example.com")
+        .map(|m| m["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(invited.len(), ADDRESSES, "{listed}");
+    // The writer shared transactions among them: some batch carried more than one change.
+    let log = daemon.log();
+    let largest = log
+        .lines()
+        .filter_map(|line| line.split("changes=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        largest > 1,
+        "every change of the pipelined connection had a commit of its own"
+    );
+}
+
+/// A client that writes its requests and closes its side (`socat`, a shell pipe) still
+/// gets every answer, in order, before the daemon closes the connection.
+#[test]
+fn a_client_that_closes_its_side_after_writing_gets_every_answer() {
+    let daemon = Daemon::start_default();
+    let mut conn = daemon.raw();
+    let mut lines = String::from(
+        r#"{"jsonrpc":"2.0","id":0,"method":"org.create","params":{"name":"acme","admin":"admin@example.com"}}"#,
+    );
+    lines.push('\n');
+    for id in 1..=20 {
+        lines.push_str(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"user.invite","params":{{"org":"acme","email":"h{id}@example.com","role":"viewer"}}}}"#
+        ));
+        lines.push('\n');
+    }
+    lines.push_str(r#"{"jsonrpc":"2.0","id":21,"method":"ping"}"#);
+    lines.push('\n');
+    conn.send(lines.as_bytes());
+    conn.writer().shutdown(std::net::Shutdown::Write).unwrap();
+    for id in 0..=21 {
+        let reply = conn.read_json();
+        assert_eq!(reply["id"], id, "{reply}");
+        assert!(reply.get("result").is_some(), "{reply}");
+    }
+    assert!(conn.is_closed());
+}
+
 #[test]
 fn id_null_is_answered_with_null() {
     let daemon = Daemon::start_default();

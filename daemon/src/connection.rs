@@ -6,15 +6,20 @@
 //! answer stays unread past the write timeout. No write outlives a stop by more than a
 //! moment, so a client that never reads cannot hold up the daemon's exit.
 
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{decode, Call, ErrorKind, Incoming, Response, RpcError, MAX_LINE};
+use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
+use tokio::sync::oneshot;
 use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -23,6 +28,7 @@ use crate::dispatch::{dispatch, Context};
 use crate::limits::{Limits, Slot};
 use crate::logging::{self, RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Caller;
+use crate::writer::QUEUED;
 
 /// How long a refused client gets to read why.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -93,13 +99,66 @@ async fn serve_lines(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_request = Instant::now();
     let mut partial_since: Option<Instant> = None;
+    let mut pipeline = Pipeline::new(ctx, &caller);
+    // Why reading stopped, while the answers already begun are still being sent.
+    let mut closing: Option<Ending> = None;
     let ending = loop {
-        let frame = tokio::select! {
-            frame = lines.next() => frame,
-            () = stop.cancelled() => break Ending::Stopping,
+        if let Some(ending) = closing {
+            if pipeline.is_idle() {
+                break ending;
+            }
+        }
+        pipeline.start_held();
+        let reading = closing.is_none() && pipeline.has_room();
+        tokio::select! {
+            // Answers first: a client that pipelines gets them as they are ready.
+            biased;
+            Some(reply) = pipeline.next_reply() => {
+                if let Some(reply) = reply {
+                    if let Err(ending) = send(&mut write_half, &reply, &limits, &stop).await {
+                        break ending;
+                    }
+                }
+            }
+            frame = lines.next(), if reading => match frame {
+                // The client has said all it will: it still gets the answers it awaits.
+                None => closing = Some(Ending::ClientLeft),
+                Some(Ok(line)) => {
+                    partial_since = None;
+                    // A blank line is no request: it keeps nothing alive past the idle timeout.
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    last_request = Instant::now();
+                    pipeline.push(decode(&line), line.len());
+                }
+                Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
+                    // The answers to the lines before it come first, in order.
+                    if let Err(ending) = pipeline.drain(&mut write_half, &limits, &stop).await {
+                        break ending;
+                    }
+                    let response = Response::err(Value::Null, RpcError::frame_too_long());
+                    if let Err(ending) = send(&mut write_half, &response, &limits, &stop).await {
+                        break ending;
+                    }
+                    break Ending::LineTooLong;
+                }
+                Some(Err(AnyDelimiterCodecError::Io(err))) => {
+                    tracing::debug!(error = %err, "connection read failed");
+                    closing = Some(Ending::ReadFailed);
+                }
+            },
+            // Requests not begun are dropped; those begun are answered (within a grace).
+            () = stop.cancelled(), if closing.is_none() => {
+                pipeline.drop_held();
+                closing = Some(Ending::Stopping);
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
-                if lines.read_buffer().is_empty() {
+                if !pipeline.is_idle() {
+                    // Waiting on the daemon is not idling.
+                    last_request = now;
+                } else if lines.read_buffer().is_empty() {
                     partial_since = None;
                     if now.duration_since(last_request) >= limits.idle_timeout {
                         break Ending::Idle;
@@ -107,38 +166,7 @@ async fn serve_lines(
                 } else if now.duration_since(*partial_since.get_or_insert(now)) >= limits.line_timeout {
                     break Ending::LineTimeout;
                 }
-                continue;
             }
-        };
-        let response = match frame {
-            None => break Ending::ClientLeft,
-            Some(Ok(line)) => {
-                partial_since = None;
-                // A blank line is no request: it keeps nothing alive past the idle timeout.
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                last_request = Instant::now();
-                match answer(ctx, &caller, &line).await {
-                    Some(reply) => reply,
-                    // Only notifications: run, and nothing to send.
-                    None => continue,
-                }
-            }
-            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
-                let response = Response::err(Value::Null, RpcError::frame_too_long());
-                if let Err(ending) = send(&mut write_half, &response, &limits, &stop).await {
-                    break ending;
-                }
-                break Ending::LineTooLong;
-            }
-            Some(Err(AnyDelimiterCodecError::Io(err))) => {
-                tracing::debug!(error = %err, "connection read failed");
-                break Ending::ReadFailed;
-            }
-        };
-        if let Err(ending) = send(&mut write_half, &response, &limits, &stop).await {
-            break ending;
         }
     };
     if ending == Ending::LineTooLong {
@@ -178,6 +206,142 @@ async fn linger(mut read_half: OwnedReadHalf, stop: &CancellationToken) {
     }
 }
 
+/// Requests of one connection begun but not yet answered, whose answers go out in the
+/// order the lines came.
+///
+/// A request that changes the store is begun as soon as it arrives (up to [`PIPELINE_DEPTH`]
+/// in flight), so a client that sends many without waiting gets them committed together by
+/// the writer instead of one commit each. Their changes still apply in the order sent: each
+/// waits to queue its change until the one before it has queued its own (see
+/// `writer::QUEUED`). Any other line (a read, a batch, one that does not decode) waits
+/// until everything before it is answered and runs alone, so it sees every change sent
+/// before it, as if the connection were served one line at a time.
+struct Pipeline<'a> {
+    ctx: &'a Context,
+    caller: &'a Caller,
+    in_flight: FuturesOrdered<Answering<'a>>,
+    /// The request bytes of the lines in flight (and held): bounds what one connection
+    /// makes the daemon hold, whatever its lines' sizes.
+    bytes: usize,
+    /// Fires when the last pipelined request has queued its change (or ended without one).
+    last_queued: Option<oneshot::Receiver<()>>,
+    /// A line that must run alone, waiting for those in flight to be answered, with its
+    /// size.
+    held: Option<(Incoming, usize)>,
+}
+
+/// A line being answered: its size, and its reply.
+type Answering<'a> = Pin<Box<dyn Future<Output = (usize, Option<Reply>)> + Send + 'a>>;
+
+/// The most requests of one connection begun and not yet answered.
+const PIPELINE_DEPTH: usize = 64;
+/// The most request bytes of one connection in flight: a few lines of the largest size,
+/// so a connection of big lines holds little more than one served a line at a time.
+const PIPELINE_BYTES: usize = 2 * MAX_LINE;
+
+impl<'a> Pipeline<'a> {
+    fn new(ctx: &'a Context, caller: &'a Caller) -> Pipeline<'a> {
+        Pipeline {
+            ctx,
+            caller,
+            in_flight: FuturesOrdered::new(),
+            bytes: 0,
+            last_queued: None,
+            held: None,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.in_flight.is_empty() && self.held.is_none()
+    }
+
+    /// Whether another line may be read now.
+    fn has_room(&self) -> bool {
+        self.held.is_none() && self.in_flight.len() < PIPELINE_DEPTH && self.bytes < PIPELINE_BYTES
+    }
+
+    /// Begins (or holds) `incoming`, decoded from a line of `len` bytes.
+    fn push(&mut self, incoming: Incoming, len: usize) {
+        self.bytes += len;
+        let pipelined = matches!(
+            &incoming,
+            Incoming::Single(Call { request: Ok(request), .. }) if request.writes()
+        );
+        if !pipelined {
+            self.held = Some((incoming, len));
+            self.start_held();
+            return;
+        }
+        let (queued, next_may_queue) = oneshot::channel();
+        let before = self.last_queued.replace(next_may_queue);
+        let (ctx, caller) = (self.ctx, self.caller);
+        self.in_flight.push_back(Box::pin(async move {
+            if let Some(before) = before {
+                // Fired or dropped: either way the request before has queued or ended.
+                let _ = before.await;
+            }
+            let reply = QUEUED
+                .scope(RefCell::new(Some(queued)), answer(ctx, caller, incoming))
+                .await;
+            (len, reply)
+        }));
+    }
+
+    /// Begins the held line once nothing else is in flight.
+    fn start_held(&mut self) {
+        if !self.in_flight.is_empty() {
+            return;
+        }
+        if let Some((incoming, len)) = self.held.take() {
+            let (ctx, caller) = (self.ctx, self.caller);
+            self.in_flight.push_back(Box::pin(async move {
+                (len, answer(ctx, caller, incoming).await)
+            }));
+            self.last_queued = None;
+        }
+    }
+
+    fn drop_held(&mut self) {
+        if let Some((_, len)) = self.held.take() {
+            self.bytes -= len;
+        }
+    }
+
+    /// The next answer in order; pending forever when nothing is in flight (for `select!`).
+    async fn next_reply(&mut self) -> Option<Option<Reply>> {
+        if self.in_flight.is_empty() {
+            return std::future::pending().await;
+        }
+        let (len, reply) = self.in_flight.next().await?;
+        self.bytes -= len;
+        Some(reply)
+    }
+
+    /// Sends every answer in flight, in order.
+    async fn drain(
+        &mut self,
+        write_half: &mut OwnedWriteHalf,
+        limits: &Limits,
+        stop: &CancellationToken,
+    ) -> Result<(), Ending> {
+        self.drop_held();
+        while let Some(reply) = self.next_reply_if_any().await {
+            if let Some(reply) = reply {
+                send(write_half, &reply, limits, stop).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next answer in order, `None` when nothing is in flight.
+    async fn next_reply_if_any(&mut self) -> Option<Option<Reply>> {
+        if self.in_flight.is_empty() {
+            return None;
+        }
+        self.next_reply().await
+    }
+}
+
 /// What a line is answered with: one response, or the array of a batch's responses.
 #[derive(Debug, serde::Serialize)]
 #[serde(untagged)]
@@ -190,8 +354,8 @@ enum Reply {
 /// notifications (JSON-RPC 2.0 answers those with nothing at all). A batch's requests are
 /// served one after the other, in the order sent, so a batch is no faster a way to load
 /// the daemon than the same requests on separate lines.
-async fn answer(ctx: &Context, caller: &Caller, line: &[u8]) -> Option<Reply> {
-    match decode(line) {
+async fn answer(ctx: &Context, caller: &Caller, incoming: Incoming) -> Option<Reply> {
+    match incoming {
         Incoming::Single(call) => answer_call(ctx, caller, call).await.map(Reply::One),
         Incoming::Batch(calls) => {
             let mut replies = Vec::with_capacity(calls.len());

@@ -115,7 +115,11 @@ mod tests {
         let digest: [u8; 32] = Sha256::digest(early.as_str().as_bytes()).into();
         assert_eq!(early.key().0[6..], digest[..26]);
         let secret = &URL_SAFE_NO_PAD.decode(early.as_str()).unwrap()[6..];
-        assert!(!early.key().0.windows(8).any(|w| secret.windows(8).any(|s| s == w)));
+        assert!(!early
+            .key()
+            .0
+            .windows(8)
+            .any(|w| secret.windows(8).any(|s| s == w)));
         assert_eq!(legacy_key(early.as_str()), TokenHash(digest));
         assert_eq!(key_of("not base64!"), legacy_key("not base64!"));
     }

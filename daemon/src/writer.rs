@@ -176,10 +176,21 @@ impl Writer {
             .send(job)
             .await
             .map_err(|_| WriteError::ShuttingDown)?;
+        // The change is in the queue, behind every change queued before it: the request
+        // after this one on its connection may queue its own now.
+        let _ = QUEUED.try_with(|queued| queued.borrow_mut().take().map(|tx| tx.send(())));
         // The job is answered on every path of the writer; a dropped channel means the
         // writer thread itself died.
         reply_rx.await.map_err(|_| WriteError::ShuttingDown)?
     }
+}
+
+tokio::task_local! {
+    /// Set while a pipelined request is served (see `connection`): fired when its first
+    /// change is in the writer's queue, so that the next request on the connection queues
+    /// its change after this one and the two apply in the order they were sent. Dropped
+    /// unfired (which lets the next one go too) when the request ends without writing.
+    pub(crate) static QUEUED: std::cell::RefCell<Option<oneshot::Sender<()>>>;
 }
 
 /// How a batch's transaction is committed: [`commit`], or in tests one that fails.

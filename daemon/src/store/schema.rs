@@ -20,7 +20,10 @@ const VERSION_KEY: &str = "schema_version";
 /// A step from version `n` to `n + 1`, at index `n - 1`.
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
-const MIGRATIONS: &[Migration] = &[bindings_with_names_and_provenance, tokens_keyed_by_issue_time];
+const MIGRATIONS: &[Migration] = &[
+    bindings_with_names_and_provenance,
+    tokens_keyed_by_issue_time,
+];
 
 /// Version 2 → 3: new tokens are keyed by their issue time and a hash of their text
 /// (`token::key_of`), no longer by the SHA-256 of the text alone. Nothing is rewritten
