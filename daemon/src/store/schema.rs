@@ -184,6 +184,32 @@ pub(super) fn open(state_dir: &Path, path: &Path) -> Result<Database, OpenError>
     Ok(db)
 }
 
+/// Opens (or creates) a database on `backend` rather than a file, with the steps [`open`]
+/// takes after its file checks: the version check and the migrations. For the power-loss
+/// test, whose backend drops unsynced writes at a simulated power cut; `label` names the
+/// database in errors. The builder's settings must follow those of [`open`], so that the
+/// test opens the database as the daemon does.
+#[cfg(test)]
+pub(super) fn open_with_backend(
+    backend: impl redb::StorageBackend,
+    label: &Path,
+) -> Result<Database, OpenError> {
+    let db = Builder::new()
+        .set_check_integrity_on_open(true)
+        .create_with_backend(backend)
+        .map_err(|err| open_error(label, err))?;
+    let found = stored_version(&db).map_err(|source| OpenError::Store {
+        path: label.to_owned(),
+        source,
+    })?;
+    check_version(label, found)?;
+    migrate(&db, found, MIGRATIONS).map_err(|source| OpenError::Store {
+        path: label.to_owned(),
+        source,
+    })?;
+    Ok(db)
+}
+
 /// `catch_unwind` without the panic hook's message: the caller reports what went wrong
 /// in its own words. (The hook is process-wide; this runs at start-up, before any request.)
 fn quietly_catch_unwind<T>(
