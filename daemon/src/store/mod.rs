@@ -8,6 +8,8 @@
 //! maintains the secondary indexes (`account_orgs`, `pending_by_expiry`), so they cannot
 //! drift from `memberships`.
 
+#[cfg(test)]
+mod power_loss;
 mod records;
 mod schema;
 
@@ -158,6 +160,9 @@ pub struct Store {
     path: PathBuf,
     state_dir: PathBuf,
     options: StoreOptions,
+    /// False for a store opened on a storage backend (tests): there is no file to reopen,
+    /// so a broken handle stays broken rather than a new one being opened on a file.
+    reopens: bool,
 }
 
 impl Store {
@@ -177,6 +182,23 @@ impl Store {
             path,
             state_dir: state_dir.to_owned(),
             options: *options,
+            reopens: true,
+        })
+    }
+
+    /// A store on `backend` instead of a file, opened as [`Store::open`] opens one: for the
+    /// power-loss test, whose backend loses unsynced writes at a simulated power cut.
+    #[cfg(test)]
+    pub(crate) fn open_backend(backend: impl redb::StorageBackend) -> Result<Store, OpenError> {
+        let path = PathBuf::from("<storage backend>");
+        let db = schema::open_with_backend(backend, &path)?;
+        Ok(Store {
+            db: RwLock::new(Some(Arc::new(db))),
+            broken: AtomicBool::new(false),
+            state_dir: path.clone(),
+            path,
+            options: StoreOptions::default(),
+            reopens: false,
         })
     }
 
@@ -211,6 +233,9 @@ impl Store {
     }
 
     fn reopen(&self) -> Result<()> {
+        if !self.reopens {
+            return Err(StoreError::Reopening);
+        }
         let free = nix::sys::statvfs::statvfs(&self.state_dir)
             .map(|s| s.blocks_available() * s.fragment_size())
             .unwrap_or(0);
