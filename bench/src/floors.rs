@@ -104,3 +104,81 @@ pub fn redb_commits(dir: &Path, batch: usize, duration: Duration) -> Measured {
     let _ = std::fs::remove_file(&path);
     measured
 }
+
+/// The rows one invitation of a new address writes, as `compartmentd` stores them: table,
+/// and the size of the value (JSON records; the index tables hold keys only).
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+const MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memberships");
+const ACCOUNT_ORGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("account_orgs");
+const TOKENS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tokens");
+const PENDING: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("pending_by_expiry");
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+const ACCOUNT_BYTES: usize = 80;
+const MEMBERSHIP_BYTES: usize = 250;
+const TOKEN_BYTES: usize = 120;
+const AUDIT_BYTES: usize = 200;
+
+/// Invitations per second of one thread writing, `batch` per durable commit, exactly the
+/// rows `batch` invitations write (an account, a membership, its two index entries, a token
+/// keyed by issue time, an audit record), with keys shaped as the daemon phase's are (`batch`
+/// clients, each its own run of addresses), each table opened once per transaction: the
+/// disk's and redb's cost of the data itself, without parsing, rules or sockets.
+pub fn redb_invitation_rows(dir: &Path, batch: usize, duration: Duration) -> Measured {
+    let path = dir.join(format!("floor-rows-{batch}.redb"));
+    let db = Database::create(&path)
+        .unwrap_or_else(|err| panic!("create the redb floor {}: {err}", path.display()));
+    let value = |len: usize| vec![0x5a_u8; len];
+    let (account, membership, token, audit) = (
+        value(ACCOUNT_BYTES),
+        value(MEMBERSHIP_BYTES),
+        value(TOKEN_BYTES),
+        value(AUDIT_BYTES),
+    );
+    let org = "bench";
+    let measured = measure::run(
+        1,
+        duration,
+        batch,
+        |_| 0_u64,
+        |round: &mut u64, _, _| {
+            let txn = db.begin_write().expect("begin a redb write");
+            {
+                let open = "open a floor table";
+                let mut accounts = txn.open_table(ACCOUNTS).expect(open);
+                let mut memberships = txn.open_table(MEMBERSHIPS).expect(open);
+                let mut account_orgs = txn.open_table(ACCOUNT_ORGS).expect(open);
+                let mut tokens = txn.open_table(TOKENS).expect(open);
+                let mut pending = txn.open_table(PENDING).expect(open);
+                let mut audits = txn.open_table(AUDIT).expect(open);
+                let insert = "insert into a floor table";
+                for client in 0..batch {
+                    let seq = *round * batch as u64 + client as u64;
+                    let email = format!("f{batch}-{client}-{round}@bench.example");
+                    let mut key = [0u8; 32];
+                    key[..8].copy_from_slice(&seq.to_be_bytes());
+                    key[8..16]
+                        .copy_from_slice(&seq.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes());
+                    accounts
+                        .insert(email.as_str(), account.as_slice())
+                        .expect(insert);
+                    memberships
+                        .insert((org, email.as_str()), membership.as_slice())
+                        .expect(insert);
+                    account_orgs
+                        .insert((email.as_str(), org), ())
+                        .expect(insert);
+                    tokens.insert(&key, token.as_slice()).expect(insert);
+                    pending
+                        .insert((seq, org, email.as_str()), ())
+                        .expect(insert);
+                    audits.insert(seq, audit.as_slice()).expect(insert);
+                }
+            }
+            txn.commit().expect("commit to the redb floor");
+            *round += 1;
+        },
+    );
+    drop(db);
+    let _ = std::fs::remove_file(&path);
+    measured
+}

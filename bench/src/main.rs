@@ -27,6 +27,11 @@
 //!   library clients one request at a time. Floor: one thread writing 256-byte values into
 //!   a fresh redb database, N inserts per durable commit (`Durability::Immediate`): what the
 //!   disk allows if the daemon committed its N concurrent changes together.
+//! - `user.invite, N clients` (again): the same load beside a floor that writes the rows N
+//!   invitations write (an account, a membership and its two index entries, a token, an
+//!   audit record; the same tables, key shapes and value sizes), N invitations per durable
+//!   commit: what redb and the disk cost for the data itself, so the ratio is the share of
+//!   the time left after parsing, rules, logging and the socket.
 //! - `… latency p50/p99`: per request, from writing it to reading its answer, with one client.
 //!   Floors: the echo round trip, and one redb commit of one insert.
 //!
@@ -40,9 +45,18 @@
 //! - `user list`: `compartmentctl user list` of the N-member organization as a child
 //!   process, wall time from spawn to exit with its output read as it comes, and the CLI's
 //!   peak RSS; then the same with `--output json`, and the bytes it printed.
-//! - `daemon start`: SIGTERM, then a new daemon on the populated database: time from spawn
-//!   to its first answer (`ping`), and its RSS then. The page cache is warm: the run never
-//!   drops the machine's caches.
+//! - `sweep, 1000 due among N`: 1,000 invitations to another organization, each expiring a
+//!   second after it is issued, made while the daemon runs; then SIGTERM, a wait until they
+//!   are due, and a new daemon, whose first sweep finds them all due at once among the N
+//!   pending. The figure is the daemon's own log of each sweep transaction (`micros`: from
+//!   queueing it to its commit).
+//! - `daemon start`: that new daemon's time from spawn to its first answer (`ping`, which
+//!   comes after it has told systemd `READY=1`), and its RSS then. As root the run drops the
+//!   kernel's page cache first (`/proc/sys/vm/drop_caches`), so the start reads the database
+//!   from the disk, as after a reboot; otherwise the line says the cache was warm.
+//! - `sweep, N/10 due at once`: the same with N/10 invitations (at least 1,000), swept in
+//!   transactions of 1,000 while one client invites: the sweep's transactions, and that
+//!   client's latency beside its latency in the `user.invite, 1 client` phase.
 //! - `compartmentctl whoami`: the whole CLI process, spawn to exit, median and p99 of 50 runs.
 
 #![allow(
@@ -57,6 +71,7 @@ mod floors;
 mod load;
 mod measure;
 mod report;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -176,6 +191,17 @@ fn main() {
         ));
         latencies.get_or_insert((measured, floor));
     }
+    // The same phases beside the rows they write: the daemon's own cost above the data's.
+    for clients in [16, 64] {
+        let floor = floors::redb_invitation_rows(dir.path(), clients, phase);
+        let measured = load::invites(&socket, "bench", &format!("r{clients}"), clients, phase);
+        report.row(Row::rate(
+            &format!("user.invite, {clients} clients"),
+            &measured,
+            &format!("redb, rows of {clients} invitations/commit"),
+            &floor,
+        ));
+    }
     let (invite1, redb1) = latencies.expect("the 1-client phase ran");
     report.row(Row::latency(
         "user.invite latency, 1 client",
@@ -216,9 +242,45 @@ fn main() {
         .collect();
     cli_whoami.sort_unstable();
 
-    step("daemon: restart on the populated database");
-    let restart = daemon.restart();
+    // A few due among all the members: invited to expire while the daemon is stopped, so
+    // the new daemon's first sweep finds them due at once; the start is timed with the
+    // kernel's page cache dropped (as root), as after a reboot.
+    step(&format!(
+        "daemon: {SWEEP_FEW} invitations due among {members}, and a cold start"
+    ));
+    load::create_org(&socket, "sweep-few");
+    sweep::invite_expiring(&socket, "sweep-few", SWEEP_FEW, POPULATE_CONNECTIONS);
+    daemon.stop();
+    std::thread::sleep(sweep::SHORT_LIFETIME + Duration::from_millis(200));
+    let cold = sweep::drop_page_cache();
+    let log_from = log_len(&daemon);
+    let restart = daemon.start_again();
     let after_restart = daemon.memory();
+    let few = sweep::wait_for_sweeps(
+        &daemon.log_path(),
+        log_from,
+        SWEEP_FEW,
+        Duration::from_secs(60),
+    );
+
+    // Many due at once: swept in chunks while a client keeps inviting.
+    let sweep_many = (members / 10).max(SWEEP_FEW);
+    step(&format!(
+        "daemon: {sweep_many} invitations due at once, beside invitations"
+    ));
+    load::create_org(&socket, "sweep-many");
+    sweep::invite_expiring(&socket, "sweep-many", sweep_many, POPULATE_CONNECTIONS);
+    daemon.stop();
+    std::thread::sleep(sweep::SHORT_LIFETIME + Duration::from_millis(200));
+    let log_from = log_len(&daemon);
+    daemon.start_again();
+    let during_sweep = load::invites(&socket, "bench", "during-sweep", 1, phase);
+    let many = sweep::wait_for_sweeps(
+        &daemon.log_path(),
+        log_from,
+        sweep_many,
+        Duration::from_secs(600),
+    );
     daemon.stop();
 
     report.print();
@@ -264,9 +326,41 @@ fn main() {
     report::line(
         "daemon start, populated",
         format!(
-            "{} to the first answer (warm page cache); RSS then {}",
+            "{} to the first answer ({}); RSS then {}",
             report::duration(restart),
+            match &cold {
+                Ok(()) => "page cache dropped first".to_owned(),
+                Err(err) => format!("warm page cache: dropping it failed: {err}"),
+            },
             report::kib(after_restart.rss_kib)
+        ),
+    );
+    report::line(
+        &format!("sweep, {SWEEP_FEW} due among {members}"),
+        format!(
+            "{} expired in {} transaction(s), the longest {}",
+            report::count(few.expired() as f64),
+            few.transactions.len(),
+            report::duration(few.longest())
+        ),
+    );
+    report::line(
+        &format!("sweep, {sweep_many} due at once"),
+        format!(
+            "{} transactions, the longest {}, {} in all",
+            report::count(many.transactions.len() as f64),
+            report::duration(many.longest()),
+            report::duration(many.busy())
+        ),
+    );
+    report::line(
+        "user.invite, 1 client, during it",
+        format!(
+            "p50 {} / p99 {} (before: p50 {} / p99 {})",
+            report::duration(during_sweep.pct(0.5)),
+            report::duration(during_sweep.pct(0.99)),
+            report::duration(invite1.pct(0.5)),
+            report::duration(invite1.pct(0.99)),
         ),
     );
     let pct = |q: f64| cli_whoami[((cli_whoami.len() - 1) as f64 * q).round() as usize];
@@ -280,6 +374,14 @@ fn main() {
     );
     println!();
     println!("whole run: {:.0} s", run_started.elapsed().as_secs_f64());
+}
+
+/// Invitations made due among the members for the first sweep figure.
+const SWEEP_FEW: usize = 1000;
+
+/// The daemon log's length now: what a later look at it skips.
+fn log_len(daemon: &Daemon) -> usize {
+    std::fs::metadata(daemon.log_path()).map_or(0, |m| m.len() as usize)
 }
 
 /// Says on stderr what the run is doing, so that a failure's place is plain.

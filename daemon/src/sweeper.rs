@@ -42,12 +42,16 @@ impl Sweeper {
             let mut sleep_for = self.max_sleep;
             if let Some(at) = next {
                 if at <= now {
+                    let started = std::time::Instant::now();
                     let sweep = self
                         .writer
                         .write(|txn, now| expire_due_up_to(txn, now, SWEEP_CHUNK));
                     match sweep.await {
                         Ok(count) => {
-                            tracing::info!(expired = count, "expired invitations");
+                            // From queueing the sweep to its commit: what it cost the writer
+                            // and those queued behind it.
+                            let micros = started.elapsed().as_micros();
+                            tracing::info!(expired = count, micros, "expired invitations");
                             if count == SWEEP_CHUNK {
                                 // More may be due: the next chunk, behind what was queued.
                                 continue;

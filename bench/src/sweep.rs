@@ -1,0 +1,158 @@
+//! The sweeper's figures: invitations made to expire a second after they are issued while
+//! the daemon is stopped, so that the new daemon finds them all due at once, and the
+//! daemon's own account of each sweep transaction (its `expired invitations` log lines,
+//! with the count and the time from queueing the sweep to its commit).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use compartmentctl::wire::{Request, RequestEnvelope, Response, Role, UserInviteParams};
+
+/// How long the short invitations live: the shortest lifetime the daemon accepts.
+pub const SHORT_LIFETIME: Duration = Duration::from_secs(1);
+
+/// Invites `count` new addresses to `org`, each expiring after [`SHORT_LIFETIME`], over
+/// `connections` pipelined connections; panics on any refusal.
+pub fn invite_expiring(socket: &Path, org: &str, count: usize, connections: usize) {
+    std::thread::scope(|scope| {
+        for conn in 0..connections {
+            scope.spawn(move || {
+                let mine: Vec<usize> = (conn..count).step_by(connections).collect();
+                pipelined(socket, org, &mine);
+            });
+        }
+    });
+}
+
+fn pipelined(socket: &Path, org: &str, numbers: &[usize]) {
+    const WINDOW: usize = 64;
+    let stream = UnixStream::connect(socket)
+        .unwrap_or_else(|err| panic!("connect to compartmentd at {}: {err}", socket.display()));
+    let mut writer = stream.try_clone().expect("clone the stream");
+    let mut reader = BufReader::new(stream);
+    let lifetime = format!("{}s", SHORT_LIFETIME.as_secs());
+    let line_for = |id: usize| {
+        let request = Request::UserInvite(UserInviteParams {
+            org: Some(org.to_owned()),
+            email: format!("x{}@{org}.example", numbers[id]),
+            role: Role::Viewer,
+            expires_in: Some(lifetime.clone()),
+            resend: false,
+            unix_user: None,
+        });
+        let mut line = serde_json::to_vec(&RequestEnvelope::new(id as u64, &request))
+            .expect("encode a request");
+        line.push(b'\n');
+        line
+    };
+    let mut sent = 0;
+    let mut reply = Vec::new();
+    for expected in 0..numbers.len() {
+        while sent < numbers.len() && sent < expected + WINDOW {
+            writer.write_all(&line_for(sent)).expect("write a request");
+            sent += 1;
+        }
+        reply.clear();
+        let read = reader.read_until(b'\n', &mut reply).expect("read a reply");
+        assert!(read > 0, "compartmentd closed a pipelined connection");
+        let response: Response = serde_json::from_slice(&reply).expect("a readable reply");
+        if let Some(error) = response.error {
+            panic!("an expiring invitation was refused: {}", error.message);
+        }
+    }
+}
+
+/// The sweep transactions the daemon logged (from its log file), in order.
+#[derive(Debug, Default)]
+pub struct Sweeps {
+    /// Each transaction's count and its time from queueing to commit.
+    pub transactions: Vec<(usize, Duration)>,
+}
+
+impl Sweeps {
+    pub fn expired(&self) -> usize {
+        self.transactions.iter().map(|(n, _)| n).sum()
+    }
+
+    pub fn busy(&self) -> Duration {
+        self.transactions.iter().map(|(_, d)| *d).sum()
+    }
+
+    pub fn longest(&self) -> Duration {
+        self.transactions
+            .iter()
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// Waits (up to `timeout`) until the log after byte `from` records `expected` invitations
+/// expired, and returns those sweeps.
+pub fn wait_for_sweeps(log: &Path, from: usize, expected: usize, timeout: Duration) -> Sweeps {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        let sweeps = parse(&String::from_utf8_lossy(
+            text.get(from..).unwrap_or_default(),
+        ));
+        if sweeps.expired() >= expected {
+            return sweeps;
+        }
+        if started.elapsed() > timeout {
+            panic!(
+                "compartmentd expired {} of {expected} due invitations within {timeout:?}",
+                sweeps.expired()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `expired invitations expired=N micros=M` lines of `log`.
+fn parse(log: &str) -> Sweeps {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split(name)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Sweeps {
+        transactions: log
+            .lines()
+            .filter(|line| line.contains("expired invitations"))
+            .filter_map(|line| {
+                let count = field(line, "expired=")?;
+                let micros = field(line, "micros=")?;
+                Some((count as usize, Duration::from_micros(micros)))
+            })
+            .collect(),
+    }
+}
+
+/// Asks the kernel to drop its clean page cache (root only), so that the next start reads
+/// the database from the disk; says why not when it cannot.
+pub fn drop_page_cache() -> Result<(), String> {
+    nix::unistd::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "3\n").map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_lines_are_read_from_the_log() {
+        let log = "2026-11-27T16:00:00Z  INFO compartmentd::sweeper: expired invitations expired=1000 micros=15000\n\
+                   2026-11-27T16:00:00Z  INFO compartmentd: request method=\"user.invite\"\n\
+                   2026-11-27T16:00:01Z  INFO compartmentd::sweeper: expired invitations expired=7 micros=900\n";
+        let sweeps = parse(log);
+        assert_eq!(sweeps.expired(), 1007);
+        assert_eq!(sweeps.longest(), Duration::from_millis(15));
+        assert_eq!(sweeps.busy(), Duration::from_micros(15900));
+    }
+}
