@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
 use crate::rules::RuleError;
-use crate::store::{Millis, Store, StoreError, Tracked};
+use crate::store::{Millis, Store, StoreError, Tables, Tracked};
 
 /// How many changes may wait for the writer before senders wait too.
 const QUEUE_DEPTH: usize = 1024;
@@ -62,7 +62,7 @@ impl std::error::Error for WriteError {}
 pub(crate) trait Job: Send {
     /// Runs the change on `txn` at `now` and keeps its result until [`Job::answer`];
     /// true when it succeeded.
-    fn run(&mut self, txn: &Tracked<'_>, now: Millis) -> bool;
+    fn run(&mut self, txn: &Tracked<'_, '_>, now: Millis) -> bool;
     /// The store error the last run met, if any.
     fn store_error(&self) -> Option<&StoreError>;
     /// Sends the kept result (the requester may have gone; the change stands either way).
@@ -83,10 +83,10 @@ struct Queued<T, F> {
 
 impl<T, F> Job for Queued<T, F>
 where
-    F: FnMut(&Tracked<'_>, Millis) -> Result<T, RuleError> + Send,
+    F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send,
     T: Send,
 {
-    fn run(&mut self, txn: &Tracked<'_>, now: Millis) -> bool {
+    fn run(&mut self, txn: &Tracked<'_, '_>, now: Millis) -> bool {
         let result = (self.change)(txn, now);
         let ok = result.is_ok();
         self.result = Some(result);
@@ -117,7 +117,7 @@ pub(crate) fn job<'a, T, F>(
     change: F,
 ) -> (Box<dyn Job + 'a>, oneshot::Receiver<Result<T, RuleError>>)
 where
-    F: FnMut(&Tracked<'_>, Millis) -> Result<T, RuleError> + Send + 'a,
+    F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send + 'a,
     T: Send + 'a,
 {
     let (reply, reply_rx) = oneshot::channel();
@@ -168,7 +168,7 @@ impl Writer {
     /// It may run more than once (see the module's invariants); only its last run counts.
     pub async fn write<T, F>(&self, change: F) -> Result<T, RuleError>
     where
-        F: FnMut(&Tracked<'_>, Millis) -> Result<T, RuleError> + Send + 'static,
+        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send + 'static,
         T: Send + 'static,
     {
         let (job, reply_rx) = job(change);
@@ -233,9 +233,11 @@ pub(crate) fn apply_batch(
     };
     let mut panicked = vec![false; batch.len()];
     let mut dirty = false;
+    // Every change of the batch uses the same open tables; they close before the commit.
+    let tables = Tables::new(&txn);
     for (i, job) in batch.iter_mut().enumerate() {
         let ran = {
-            let view = Tracked::new(&txn);
+            let view = Tracked::new(&tables);
             let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&view, clock.now())));
             match outcome {
                 Ok(true) => Ran::Clean,
@@ -264,6 +266,7 @@ pub(crate) fn apply_batch(
             }
         }
     }
+    drop(tables);
     if dirty {
         // The transaction holds a refused change's writes: none of it may commit.
         if let Err(err) = txn.abort() {
@@ -345,7 +348,10 @@ fn run_alone(
     commit: Commit<'_>,
 ) -> Result<(), StoreError> {
     let txn = store.begin_write()?;
-    let succeeded = job.run(&Tracked::new(&txn), clock.now());
+    let succeeded = {
+        let tables = Tables::new(&txn);
+        job.run(&Tracked::new(&tables), clock.now())
+    };
     if succeeded {
         commit(txn)?;
     } else if let Err(err) = txn.abort() {
@@ -360,11 +366,14 @@ fn run_alone(
 pub(crate) fn apply<T>(
     store: &Store,
     now: Millis,
-    change: impl FnOnce(&Tracked<'_>, Millis) -> Result<T, RuleError>,
+    change: impl FnOnce(&Tracked<'_, '_>, Millis) -> Result<T, RuleError>,
 ) -> Result<T, RuleError> {
     let result = (|| {
         let txn = store.begin_write()?;
-        let outcome = change(&Tracked::new(&txn), now);
+        let outcome = {
+            let tables = Tables::new(&txn);
+            change(&Tracked::new(&tables), now)
+        };
         match outcome {
             Ok(value) => {
                 commit(txn)?;
@@ -411,7 +420,7 @@ mod tests {
     }
 
     /// A change that creates organization `name`.
-    fn create(name: &'static str) -> impl FnMut(&Tracked<'_>, Millis) -> Result<(), RuleError> {
+    fn create(name: &'static str) -> impl FnMut(&Tracked<'_, '_>, Millis) -> Result<(), RuleError> {
         move |txn, now| Ok(txn.put_org(name, &org(now))?)
     }
 
@@ -452,11 +461,11 @@ mod tests {
         let (store, _dir) = store();
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
-        let first = job(move |txn: &Tracked<'_>, now| {
+        let first = job(move |txn: &Tracked<'_, '_>, now| {
             counted.fetch_add(1, Ordering::SeqCst);
             create("a")(txn, now)
         });
-        let refused = job(|txn: &Tracked<'_>, _| {
+        let refused = job(|txn: &Tracked<'_, '_>, _| {
             // It reads what the change before it wrote, then refuses without writing.
             assert!(txn.org("a")?.is_some());
             Err::<(), _>(RuleError::OrgExists("a".into()))
@@ -474,11 +483,11 @@ mod tests {
         let (store, _dir) = store();
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
-        let first = job(move |txn: &Tracked<'_>, now| {
+        let first = job(move |txn: &Tracked<'_, '_>, now| {
             counted.fetch_add(1, Ordering::SeqCst);
             create("a")(txn, now)
         });
-        let wrote_then_refused = job(|txn: &Tracked<'_>, now| {
+        let wrote_then_refused = job(|txn: &Tracked<'_, '_>, now| {
             txn.put_org("trace", &org(now))?;
             Err::<(), _>(RuleError::OrgExists("trace".into()))
         });
@@ -499,7 +508,7 @@ mod tests {
     fn a_panicking_change_is_answered_internal_and_the_rest_commit() {
         for writes_first in [false, true] {
             let (store, _dir) = store();
-            let panics = job(move |txn: &Tracked<'_>, now| -> Result<(), RuleError> {
+            let panics = job(move |txn: &Tracked<'_, '_>, now| -> Result<(), RuleError> {
                 if writes_first {
                     txn.put_org("trace", &org(now))?;
                 }
@@ -532,7 +541,7 @@ mod tests {
                 commit(txn)
             }
         };
-        let refused = job(|_: &Tracked<'_>, _| Err::<(), _>(RuleError::OrgExists("b".into())));
+        let refused = job(|_: &Tracked<'_, '_>, _| Err::<(), _>(RuleError::OrgExists("b".into())));
         let results = run(
             &store,
             vec![job(create("a")), refused, job(create("c"))],
@@ -572,7 +581,7 @@ mod tests {
         let (running_tx, running_rx) = std_mpsc::channel::<()>();
         let (go_tx, go_rx) = std_mpsc::channel::<()>();
         let go_rx = std::sync::Mutex::new(go_rx);
-        let second = job(move |txn: &Tracked<'_>, now| {
+        let second = job(move |txn: &Tracked<'_, '_>, now| {
             running_tx.send(()).ok();
             go_rx.lock().unwrap().recv().ok();
             create("b")(txn, now)

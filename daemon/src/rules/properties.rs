@@ -533,7 +533,7 @@ impl World {
     /// durable: a crash is not what is tested here, and it is faster.)
     fn write<T: Send>(
         &self,
-        mut change: impl FnMut(&Tracked<'_>) -> Result<T, RuleError> + Send,
+        mut change: impl FnMut(&Tracked<'_, '_>) -> Result<T, RuleError> + Send,
     ) -> Result<T, RuleError> {
         let not_durable = |mut txn: redb::WriteTransaction| {
             txn.set_durability(redb::Durability::None).unwrap();
@@ -544,7 +544,10 @@ impl World {
         let Some(shape) = (!self.shapes.is_empty()).then(|| &self.shapes[n % self.shapes.len()])
         else {
             let txn = self.store.begin_write().unwrap();
-            let result = change(&Tracked::new(&txn));
+            let result = {
+                let tables = crate::store::Tables::new(&txn);
+                change(&Tracked::new(&tables))
+            };
             if result.is_ok() {
                 not_durable(txn).unwrap();
             } else {
@@ -552,12 +555,12 @@ impl World {
             }
             return result;
         };
-        let (step, mut reply) = writer::job(move |txn: &Tracked<'_>, _| change(txn));
+        let (step, mut reply) = writer::job(move |txn: &Tracked<'_, '_>, _| change(txn));
         let mut jobs = Vec::new();
         let mut companions = Vec::new();
         for (i, noise) in shape.iter().copied().enumerate() {
             let uid = NOISE_UID + u32::try_from(n * 8 + i).unwrap();
-            let (job, reply) = writer::job(move |txn: &Tracked<'_>, _| {
+            let (job, reply) = writer::job(move |txn: &Tracked<'_, '_>, _| {
                 let seen = txn.current_org(uid)?;
                 assert_eq!(seen, None, "uid {uid} was never written before");
                 match noise {

@@ -68,7 +68,7 @@ impl Fixture {
     /// writer does.
     fn write<T>(
         &self,
-        change: impl FnOnce(&crate::store::Tracked<'_>) -> Result<T, RuleError>,
+        change: impl FnOnce(&crate::store::Tracked<'_, '_>) -> Result<T, RuleError>,
     ) -> Result<T, RuleError> {
         crate::writer::apply(&self.store, T0, |txn, _| change(txn))
     }
@@ -1355,7 +1355,7 @@ fn a_cursor_names_a_position_and_never_another_organization() {
 #[test]
 fn the_last_admin_stays_when_both_removals_share_a_batch() {
     let removal = |caller: Caller, email: &'static str| {
-        crate::writer::job(move |txn: &crate::store::Tracked<'_>, now| {
+        crate::writer::job(move |txn: &crate::store::Tracked<'_, '_>, now| {
             let params = UserRemoveParams {
                 org: Some("acme".into()),
                 email: email.into(),

@@ -13,7 +13,7 @@ mod power_loss;
 mod records;
 mod schema;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell, RefMut};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -319,13 +319,13 @@ macro_rules! impl_reader {
     ($txn:ty) => {
         impl Reader for $txn {
             fn org(&self, name: &str) -> Result<Option<OrgRecord>> {
-                let table = self.open_table(ORGS)?;
+                let table = self.orgs_table()?;
                 let value = table.get(name)?;
                 value.map(|v| decode("orgs", v.value())).transpose()
             }
 
             fn org_names(&self) -> Result<Vec<String>> {
-                let table = self.open_table(ORGS)?;
+                let table = self.orgs_table()?;
                 let mut names = Vec::new();
                 for entry in table.iter()? {
                     let (key, _) = entry?;
@@ -335,19 +335,19 @@ macro_rules! impl_reader {
             }
 
             fn account(&self, email: &str) -> Result<Option<AccountRecord>> {
-                let table = self.open_table(ACCOUNTS)?;
+                let table = self.accounts_table()?;
                 let value = table.get(email)?;
                 value.map(|v| decode("accounts", v.value())).transpose()
             }
 
             fn binding(&self, uid: u32) -> Result<Option<BindingRecord>> {
-                let table = self.open_table(BINDINGS)?;
+                let table = self.bindings_table()?;
                 let value = table.get(uid)?;
                 value.map(|v| decode("bindings", v.value())).transpose()
             }
 
             fn accounts(&self) -> Result<Vec<(String, AccountRecord)>> {
-                let table = self.open_table(ACCOUNTS)?;
+                let table = self.accounts_table()?;
                 let mut accounts = Vec::new();
                 for entry in table.iter()? {
                     let (key, value) = entry?;
@@ -357,13 +357,13 @@ macro_rules! impl_reader {
             }
 
             fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
-                let table = self.open_table(MEMBERSHIPS)?;
+                let table = self.memberships_table()?;
                 let value = table.get((org, email))?;
                 value.map(|v| decode("memberships", v.value())).transpose()
             }
 
             fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>> {
-                let table = self.open_table(MEMBERSHIPS)?;
+                let table = self.memberships_table()?;
                 let mut members = Vec::new();
                 for entry in table.range((org, "")..)? {
                     let (key, value) = entry?;
@@ -383,7 +383,7 @@ macro_rules! impl_reader {
                 limit: usize,
             ) -> Result<Vec<(String, MembershipRecord)>> {
                 use std::ops::Bound;
-                let table = self.open_table(MEMBERSHIPS)?;
+                let table = self.memberships_table()?;
                 // Keys order by (org, email), so an org's rows are contiguous and the
                 // page starts strictly after the cursor's e-mail within that org.
                 let start = match after {
@@ -409,7 +409,7 @@ macro_rules! impl_reader {
             }
 
             fn orgs_of(&self, email: &str) -> Result<Vec<String>> {
-                let table = self.open_table(ACCOUNT_ORGS)?;
+                let table = self.account_orgs_table()?;
                 let mut orgs = Vec::new();
                 for entry in table.range((email, "")..)? {
                     let (key, _) = entry?;
@@ -423,19 +423,19 @@ macro_rules! impl_reader {
             }
 
             fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
-                let table = self.open_table(TOKENS)?;
+                let table = self.tokens_table()?;
                 let value = table.get(&hash.0)?;
                 value.map(|v| decode("tokens", v.value())).transpose()
             }
 
             fn current_org(&self, uid: u32) -> Result<Option<String>> {
-                let table = self.open_table(CURRENT_ORG)?;
+                let table = self.current_org_table()?;
                 let value = table.get(uid)?;
                 Ok(value.map(|v| v.value().to_owned()))
             }
 
             fn next_expiry(&self) -> Result<Option<Millis>> {
-                let table = self.open_table(PENDING_BY_EXPIRY)?;
+                let table = self.pending_table()?;
                 let first = table.first()?;
                 Ok(first.map(|(key, _)| key.value().0))
             }
@@ -445,7 +445,7 @@ macro_rules! impl_reader {
                 now: Millis,
                 limit: usize,
             ) -> Result<Vec<(String, String)>> {
-                let table = self.open_table(PENDING_BY_EXPIRY)?;
+                let table = self.pending_table()?;
                 let mut due = Vec::new();
                 let range = table.range(..=(now, "\u{10FFFF}", "\u{10FFFF}"))?;
                 for entry in range.take(limit) {
@@ -457,7 +457,7 @@ macro_rules! impl_reader {
             }
 
             fn audit(&self) -> Result<Vec<AuditRecord>> {
-                let table = self.open_table(AUDIT)?;
+                let table = self.audit_table()?;
                 let mut records = Vec::new();
                 for entry in table.iter()? {
                     let (_, value) = entry?;
@@ -470,8 +470,82 @@ macro_rules! impl_reader {
 }
 
 impl_reader!(ReadTransaction);
-impl_reader!(WriteTransaction);
-impl_reader!(Tracked<'_>);
+impl_reader!(Tables<'_>);
+impl_reader!(Tracked<'_, '_>);
+
+/// Each table's accessor, for the three kinds of view the store is read through: a read
+/// snapshot opens the table afresh; [`Tables`] opens it once per write transaction and keeps
+/// it open; [`Tracked`] uses its [`Tables`].
+macro_rules! tables {
+    ($($accessor:ident: $definition:ident: $key:ty => $value:ty,)*) => {
+        /// Table accessors of a read snapshot.
+        trait ReadTables {
+            $(fn $accessor(&self) -> std::result::Result<redb::ReadOnlyTable<$key, $value>, redb::TableError>;)*
+        }
+
+        impl ReadTables for ReadTransaction {
+            $(fn $accessor(&self) -> std::result::Result<redb::ReadOnlyTable<$key, $value>, redb::TableError> {
+                self.open_table($definition)
+            })*
+        }
+
+        /// The tables of one write transaction, each opened on first use and kept open
+        /// until this is dropped (before the commit). Opening and closing a table costs
+        /// redb a lookup in its table of tables and a staged root update, each time; the
+        /// writer applies hundreds of changes of a few rows each in one transaction, so it
+        /// opens each table once for all of them.
+        pub struct Tables<'t> {
+            txn: &'t WriteTransaction,
+            $($accessor: RefCell<Option<redb::Table<'t, $key, $value>>>,)*
+        }
+
+        impl<'t> Tables<'t> {
+            pub fn new(txn: &'t WriteTransaction) -> Tables<'t> {
+                Tables {
+                    txn,
+                    $($accessor: RefCell::new(None),)*
+                }
+            }
+
+            $(
+                #[track_caller]
+                fn $accessor(&self) -> Result<RefMut<'_, redb::Table<'t, $key, $value>>> {
+                    let already_open = || {
+                        StoreError::from(redb::TableError::TableAlreadyOpen(
+                            $definition.to_string(),
+                            std::panic::Location::caller(),
+                        ))
+                    };
+                    // A rule never holds one table while asking for it again; should one
+                    // ever, it gets an error rather than the writer a panic.
+                    let mut slot = self.$accessor.try_borrow_mut().map_err(|_| already_open())?;
+                    if slot.is_none() {
+                        *slot = Some(self.txn.open_table($definition)?);
+                    }
+                    RefMut::filter_map(slot, Option::as_mut).map_err(|_| already_open())
+                }
+            )*
+        }
+
+        impl<'t> Tracked<'_, 't> {
+            $(fn $accessor(&self) -> Result<RefMut<'_, redb::Table<'t, $key, $value>>> {
+                self.tables.$accessor()
+            })*
+        }
+    };
+}
+
+tables! {
+    orgs_table: ORGS: &'static str => &'static [u8],
+    accounts_table: ACCOUNTS: &'static str => &'static [u8],
+    memberships_table: MEMBERSHIPS: (&'static str, &'static str) => &'static [u8],
+    account_orgs_table: ACCOUNT_ORGS: (&'static str, &'static str) => (),
+    bindings_table: BINDINGS: u32 => &'static [u8],
+    tokens_table: TOKENS: &'static [u8; 32] => &'static [u8],
+    pending_table: PENDING_BY_EXPIRY: (u64, &'static str, &'static str) => (),
+    current_org_table: CURRENT_ORG: u32 => &'static str,
+    audit_table: AUDIT: u64 => &'static [u8],
+}
 
 /// The write transaction as a change sees it: every write goes through [`Changes`], which
 /// records that one happened. The writer runs many changes in one transaction; a change
@@ -479,15 +553,15 @@ impl_reader!(Tracked<'_>);
 /// reads [`Tracked::wrote`] and, when it is set on a refused change, runs the batch again
 /// one transaction per change. The transaction itself is private, so no write bypasses
 /// the record.
-pub struct Tracked<'t> {
-    txn: &'t WriteTransaction,
+pub struct Tracked<'a, 't> {
+    tables: &'a Tables<'t>,
     wrote: Cell<bool>,
 }
 
-impl<'t> Tracked<'t> {
-    pub(crate) fn new(txn: &'t WriteTransaction) -> Tracked<'t> {
+impl<'a, 't> Tracked<'a, 't> {
+    pub(crate) fn new(tables: &'a Tables<'t>) -> Tracked<'a, 't> {
         Tracked {
-            txn,
+            tables,
             wrote: Cell::new(false),
         }
     }
@@ -497,17 +571,9 @@ impl<'t> Tracked<'t> {
         self.wrote.get()
     }
 
-    /// For [`impl_reader`]: reads open tables as the transaction does.
-    fn open_table<K: redb::Key + 'static, V: redb::Value + 'static>(
-        &self,
-        definition: TableDefinition<K, V>,
-    ) -> std::result::Result<redb::Table<'_, K, V>, redb::TableError> {
-        self.txn.open_table(definition)
-    }
-
-    fn mark(&self) -> &'t WriteTransaction {
+    fn mark(&self) -> &'a Tables<'t> {
         self.wrote.set(true);
-        self.txn
+        self.tables
     }
 }
 
@@ -542,7 +608,7 @@ fn pending_key(record: &MembershipRecord) -> Option<Millis> {
     }
 }
 
-impl Changes for Tracked<'_> {
+impl Changes for Tracked<'_, '_> {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
         self.mark().put_org(name, org)
     }
@@ -590,27 +656,26 @@ impl Changes for Tracked<'_> {
     }
 }
 
-impl Changes for WriteTransaction {
+impl Changes for Tables<'_> {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
-        self.open_table(ORGS)?
-            .insert(name, encode(org).as_slice())?;
+        self.orgs_table()?.insert(name, encode(org).as_slice())?;
         Ok(())
     }
 
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
-        self.open_table(ACCOUNTS)?
+        self.accounts_table()?
             .insert(email, encode(account).as_slice())?;
         Ok(())
     }
 
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
-        self.open_table(BINDINGS)?
+        self.bindings_table()?
             .insert(uid, encode(binding).as_slice())?;
         Ok(())
     }
 
     fn delete_binding(&self, uid: u32) -> Result<()> {
-        self.open_table(BINDINGS)?.remove(uid)?;
+        self.bindings_table()?.remove(uid)?;
         Ok(())
     }
 
@@ -621,14 +686,14 @@ impl Changes for WriteTransaction {
         new: &MembershipRecord,
         old: Option<&MembershipRecord>,
     ) -> Result<()> {
-        self.open_table(MEMBERSHIPS)?
+        self.memberships_table()?
             .insert((org, email), encode(new).as_slice())?;
         if old.is_none() {
-            self.open_table(ACCOUNT_ORGS)?.insert((email, org), ())?;
+            self.account_orgs_table()?.insert((email, org), ())?;
         }
         let (old_key, new_key) = (old.and_then(pending_key), pending_key(new));
         if old_key != new_key {
-            let mut pending = self.open_table(PENDING_BY_EXPIRY)?;
+            let mut pending = self.pending_table()?;
             if let Some(expires_at) = old_key {
                 pending.remove((expires_at, org, email))?;
             }
@@ -640,33 +705,32 @@ impl Changes for WriteTransaction {
     }
 
     fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
-        self.open_table(MEMBERSHIPS)?.remove((org, email))?;
-        self.open_table(ACCOUNT_ORGS)?.remove((email, org))?;
+        self.memberships_table()?.remove((org, email))?;
+        self.account_orgs_table()?.remove((email, org))?;
         if let Some(expires_at) = pending_key(old) {
-            self.open_table(PENDING_BY_EXPIRY)?
-                .remove((expires_at, org, email))?;
+            self.pending_table()?.remove((expires_at, org, email))?;
         }
         Ok(())
     }
 
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
-        self.open_table(TOKENS)?
+        self.tokens_table()?
             .insert(&hash.0, encode(token).as_slice())?;
         Ok(())
     }
 
     fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
-        self.open_table(CURRENT_ORG)?.insert(uid, org)?;
+        self.current_org_table()?.insert(uid, org)?;
         Ok(())
     }
 
     fn clear_current_org(&self, uid: u32) -> Result<()> {
-        self.open_table(CURRENT_ORG)?.remove(uid)?;
+        self.current_org_table()?.remove(uid)?;
         Ok(())
     }
 
     fn append_audit(&self, record: &AuditRecord) -> Result<()> {
-        let mut table = self.open_table(AUDIT)?;
+        let mut table = self.audit_table()?;
         let next = match table.last()? {
             Some((key, _)) => key.value() + 1,
             None => 1,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{MemberStatus, OrgCreateParams, Role, UserInviteParams};
 
-use super::{check_indexes, Reader, Store, TokenHash, TokenState};
+use super::{check_indexes, Reader, Store, Tables, TokenHash, TokenState};
 use crate::clock::FakeClock;
 use crate::rules::{invitations, orgs, Caller, Policy};
 use crate::token::Token;
@@ -658,7 +658,7 @@ fn a_commit_without_a_sync_does_not_survive_a_power_cut() {
                 created_at: T0,
                 created_by_uid: 0,
             };
-            txn.put_org(name, &org).unwrap();
+            Tables::new(&txn).put_org(name, &org).unwrap();
             txn.commit().unwrap();
         }
         assert!(store.read().unwrap().org("unsynced").unwrap().is_some());

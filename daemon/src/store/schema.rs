@@ -10,7 +10,8 @@ use redb::{Builder, Database, ReadOnlyDatabase, ReadableDatabase, TableError, Wr
 use compartmentctl::wire::{AccountStatus, MemberStatus};
 
 use super::{
-    create_tables, BindingRecord, Changes, Provenance, Reader, StoreError, StoreOptions, META,
+    create_tables, BindingRecord, Changes, Provenance, Reader, StoreError, StoreOptions, Tables,
+    META,
 };
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
@@ -59,19 +60,20 @@ fn bindings_with_names_and_provenance(txn: &WriteTransaction) -> Result<(), Stor
         }
         old
     };
-    let activations = txn.audit()?;
+    let tables = Tables::new(txn);
+    let activations = tables.audit()?;
     for (uid, email) in old {
         let provenance = activations
             .iter()
             .find(|r| r.action == "account.activate" && r.target.as_deref() == Some(&email))
             .and_then(|r| r.org.clone())
             .map_or(Provenance::Unknown, Provenance::Org);
-        let account = txn.account(&email)?;
+        let account = tables.account(&email)?;
         let bound_at = account
             .as_ref()
             .and_then(|a| a.activated_at.or(Some(a.created_at)))
             .unwrap_or(0);
-        txn.put_binding(
+        tables.put_binding(
             uid,
             &BindingRecord {
                 email: email.clone(),
@@ -83,16 +85,17 @@ fn bindings_with_names_and_provenance(txn: &WriteTransaction) -> Result<(), Stor
         if !matches!(&account, Some(a) if a.status == AccountStatus::Active) {
             continue;
         }
-        for org in txn.orgs_of(&email)? {
-            if let Some(old) = txn.membership(&org, &email)? {
+        for org in tables.orgs_of(&email)? {
+            if let Some(old) = tables.membership(&org, &email)? {
                 if old.status == MemberStatus::Active && old.uid.is_none() {
                     let mut pinned = old.clone();
                     pinned.uid = Some(uid);
-                    txn.put_membership(&org, &email, &pinned, Some(&old))?;
+                    tables.put_membership(&org, &email, &pinned, Some(&old))?;
                 }
             }
         }
     }
+    drop(tables);
     txn.delete_table(V1_BINDINGS)?;
     Ok(())
 }
