@@ -194,27 +194,44 @@ pub struct CliRun {
     pub peak_kib: u64,
 }
 
+/// The hidden first argument that starts this binary as a measurer of one CLI run (see
+/// [`measurer`]); never typed by hand.
+const MEASURE_ARG: &str = "__measure-cli";
+
 /// Runs `compartmentctl --socket <socket> <args…>` to the end of its output, and checks it
 /// succeeded. Wall time is from spawning it to its exit, its output read as it comes.
-#[allow(
-    clippy::zombie_processes,
-    reason = "reaped by wait_with_peak, with wait4, which clippy does not know"
-)]
+///
+/// The CLI is not this process's child but its grandchild, started by a fresh copy of this
+/// binary (a measurer: [`measurer`]), because `ru_maxrss` of a direct child would be this
+/// process's own peak. `Command` spawns with `vfork` (or `posix_spawn`, which shares the
+/// address space the same way), and at `exec` Linux records the peak of the address space
+/// being replaced (`exec_mmap`, `setmax_mm_hiwater_rss`), ours, into the child's `maxrss`;
+/// a plain `fork` would count the pages it copies from us just the same. The measurer is a
+/// new, small process, so the CLI's figure starts from the measurer's peak (about 2 MiB),
+/// not the bench's (tens of MiB once it has populated and read lists). The measurer times
+/// the CLI and reaps it with `wait4`; the CLI's stdout and stderr are this process's pipes,
+/// read as before.
 pub fn cli(binary: &Path, socket: &Path, args: &[&str]) -> CliRun {
-    let started = Instant::now();
-    let mut child = Command::new(binary)
+    let dir = socket.parent().expect("the socket's directory");
+    let report = dir.join("cli-run.report");
+    let _ = std::fs::remove_file(&report);
+    let mut child = Command::new(std::env::current_exe().expect("this executable's path"))
+        .arg(MEASURE_ARG)
+        .arg(&report)
+        .arg(binary)
         .arg("--socket")
         .arg(socket)
         .args(args)
-        // No COMPARTMENT_* settings from the caller's environment.
+        // No COMPARTMENT_* settings from the caller's environment; the measurer passes its
+        // environment on to the CLI.
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", socket.parent().expect("the socket's directory"))
+        .env("HOME", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|err| panic!("start {}: {err}", binary.display()));
+        .unwrap_or_else(|err| panic!("start the measurer of {}: {err}", binary.display()));
     let mut stdout = Vec::new();
     child
         .stdout
@@ -228,17 +245,122 @@ pub fn cli(binary: &Path, socket: &Path, args: &[&str]) -> CliRun {
         .take()
         .expect("the CLI's stderr")
         .read_to_string(&mut stderr);
-    let (exit_code, peak_kib) = wait_with_peak(&child);
-    let wall = started.elapsed();
-    if exit_code != Some(0) {
-        panic!("compartmentctl {args:?} failed (exit code {exit_code:?}): {stderr}");
+    let measurer = child.wait().expect("wait for the measurer");
+    let text = std::fs::read_to_string(&report).unwrap_or_else(|err| {
+        panic!(
+            "the measurer of compartmentctl {args:?} ({measurer}) left no report: {err}: {stderr}"
+        )
+    });
+    let report = Report::parse(&text)
+        .unwrap_or_else(|| panic!("the measurer's report is not one: {text:?}"));
+    if report.exit_code != Some(0) {
+        panic!(
+            "compartmentctl {args:?} failed (exit code {:?}): {stderr}",
+            report.exit_code
+        );
     }
     CliRun {
-        wall,
+        wall: report.wall,
         stdout_bytes: stdout.len(),
         stdout_lines: stdout.iter().filter(|&&b| b == b'\n').count(),
-        peak_kib,
+        peak_kib: report.peak_kib,
     }
+}
+
+/// Runs `compartmentctl --socket <socket> <args…>` as this process's own child, to the end
+/// of its output, checks it succeeded, and returns the time from spawning it to its exit:
+/// for timing the whole process alone, without a measurer's start in between (its peak
+/// memory is not measured; see [`cli`] for that).
+pub fn cli_wall(binary: &Path, socket: &Path, args: &[&str]) -> Duration {
+    let started = Instant::now();
+    let output = Command::new(binary)
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        // No COMPARTMENT_* settings from the caller's environment.
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", socket.parent().expect("the socket's directory"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|err| panic!("run {}: {err}", binary.display()));
+    let wall = started.elapsed();
+    if !output.status.success() {
+        panic!(
+            "compartmentctl {args:?} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    wall
+}
+
+/// What a measurer found out about its CLI run: one line, `<exit code or -> <peak KiB>
+/// <wall ns>`.
+#[derive(Debug, PartialEq, Eq)]
+struct Report {
+    /// `None` when a signal ended the CLI.
+    exit_code: Option<i32>,
+    peak_kib: u64,
+    /// From spawning the CLI to reaping it.
+    wall: Duration,
+}
+
+impl Report {
+    fn line(&self) -> String {
+        let code = self
+            .exit_code
+            .map_or_else(|| "-".to_owned(), |code| code.to_string());
+        format!("{code} {} {}\n", self.peak_kib, self.wall.as_nanos())
+    }
+
+    fn parse(text: &str) -> Option<Report> {
+        let mut fields = text.split_whitespace();
+        let exit_code = match fields.next()? {
+            "-" => None,
+            code => Some(code.parse().ok()?),
+        };
+        let peak_kib = fields.next()?.parse().ok()?;
+        let wall = Duration::from_nanos(fields.next()?.parse().ok()?);
+        fields.next().is_none().then_some(Report {
+            exit_code,
+            peak_kib,
+            wall,
+        })
+    }
+}
+
+/// When this process was started as a measurer (`<bench> __measure-cli <report> <program>
+/// <args…>`, by [`cli`]), runs the program with this process's stdio and environment,
+/// reaps it with `wait4`, writes its [`Report`] into the file `<report>`, and returns the
+/// status to exit with; `None` when started any other way. Called first thing in `main`,
+/// so the measurer's own peak stays that of a process that has done nothing yet.
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped by wait_with_peak, with wait4, which clippy does not know"
+)]
+pub fn measurer() -> Option<i32> {
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next()? != MEASURE_ARG {
+        return None;
+    }
+    let report = argv.next().expect("the measurer's report path");
+    let program = argv.next().expect("the program to measure");
+    let started = Instant::now();
+    let child = Command::new(&program)
+        .args(argv)
+        .spawn()
+        .unwrap_or_else(|err| panic!("start {}: {err}", program.to_string_lossy()));
+    let (exit_code, peak_kib) = wait_with_peak(&child);
+    let wall = started.elapsed();
+    let line = Report {
+        exit_code,
+        peak_kib,
+        wall,
+    }
+    .line();
+    std::fs::write(&report, line).expect("write the measurer's report");
+    Some(0)
 }
 
 /// Reaps `child` with `wait4`, which reports that one process's peak resident memory
@@ -264,4 +386,29 @@ fn wait_with_peak(child: &std::process::Child) -> (Option<i32>, u64) {
     }
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     (code, u64::try_from(usage.ru_maxrss).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_reads_back() {
+        for report in [
+            Report {
+                exit_code: Some(0),
+                peak_kib: 4096,
+                wall: Duration::from_nanos(123_456_789),
+            },
+            Report {
+                exit_code: None,
+                peak_kib: 0,
+                wall: Duration::ZERO,
+            },
+        ] {
+            assert_eq!(Report::parse(&report.line()), Some(report));
+        }
+        assert_eq!(Report::parse("0 12"), None);
+        assert_eq!(Report::parse("0 12 3 4"), None);
+    }
 }

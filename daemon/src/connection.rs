@@ -12,9 +12,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use compartmentctl::wire::{decode, Call, ErrorKind, Incoming, Response, RpcError, MAX_LINE};
+use compartmentctl::wire::{
+    decode, Call, ErrorKind, Id, Incoming, Response, RpcError, JSONRPC, MAX_LINE,
+};
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -342,12 +345,44 @@ impl<'a> Pipeline<'a> {
     }
 }
 
+/// A [`Response`] as the daemon sends it: the same members in the same order, its result
+/// already JSON text (see `dispatch::Encoded`), copied into the line as it is.
+#[derive(Debug, serde::Serialize)]
+struct Answer {
+    jsonrpc: &'static str,
+    id: Id,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<RpcError>,
+}
+
+impl Answer {
+    fn ok(id: Id, result: Box<RawValue>) -> Answer {
+        Answer {
+            jsonrpc: JSONRPC,
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    fn err(id: Id, error: RpcError) -> Answer {
+        Answer {
+            jsonrpc: JSONRPC,
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
 /// What a line is answered with: one response, or the array of a batch's responses.
 #[derive(Debug, serde::Serialize)]
 #[serde(untagged)]
 enum Reply {
-    One(Response),
-    Batch(Vec<Response>),
+    One(Answer),
+    Batch(Vec<Answer>),
 }
 
 /// Decodes and serves one line: its reply, or `None` when the line held only
@@ -369,7 +404,7 @@ async fn answer(ctx: &Context, caller: &Caller, incoming: Incoming) -> Option<Re
 
 /// Serves one call: its response, or `None` for a notification, which is run (when it
 /// decodes) but never answered, even with an error.
-async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> Option<Response> {
+async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> Option<Answer> {
     let Call { id, request } = call;
     // Ordinary users' request lines are rate-limited per uid, so none can fill the disk
     // through the log (errors of the daemon's own are always logged).
@@ -380,13 +415,13 @@ async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> Option<Respo
             if logged {
                 tracing::info!(outcome = %error.kind(), "undecodable request");
             }
-            return id.map(|id| Response::err(id, error));
+            return id.map(|id| Answer::err(id, error));
         }
     };
     let response = serve_request(ctx, caller, request, logged).await;
     id.map(|id| match response {
-        Ok(result) => Response::ok(id, result),
-        Err(error) => Response::err(id, error),
+        Ok(result) => Answer::ok(id, result),
+        Err(error) => Answer::err(id, error),
     })
 }
 
@@ -397,7 +432,7 @@ async fn serve_request(
     caller: &Caller,
     request: compartmentctl::wire::Request,
     logged: bool,
-) -> Result<Value, RpcError> {
+) -> Result<Box<RawValue>, RpcError> {
     let started = Instant::now();
     let method = request.method();
     let requested_org = request.org().map(str::to_owned);
@@ -406,15 +441,12 @@ async fn serve_request(
     match result {
         Ok(result) => {
             // The organization acted in, as resolved by the rules when the caller named none.
-            let org = result
-                .get("org")
-                .and_then(Value::as_str)
-                .or(requested_org.as_deref());
+            let org = result.org.as_deref().or(requested_org.as_deref());
             if logged {
                 let org = logging::clip(org.unwrap_or("-"));
                 tracing::info!(method, org = &*org, outcome = "ok", micros, "request");
             }
-            Ok(result)
+            Ok(result.json)
         }
         Err(err) => {
             let kind = err.kind();

@@ -9,9 +9,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use compartmentctl::wire::{
-    methods, Handle, Method, Pong, Request, Role, RoleInfo, RoleList, Visit,
+    methods, Handle, MemberList, Method, Pong, Request, Role, RoleInfo, RoleList, Visit,
 };
-use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -144,11 +144,38 @@ pub trait Serve: Method {
         caller: Caller,
         params: Self::Params,
     ) -> impl Future<Output = Result<Self::Result, RuleError>> + Send;
+
+    /// The result as the reply carries it, and the organization it names (for the log).
+    /// By default through a `serde_json::Value`, whose object keys are sorted; a method
+    /// whose results are large (`user.list`) writes its result straight to text instead.
+    fn encode(result: &Self::Result) -> Result<Encoded, RuleError> {
+        let value = serde_json::to_value(result).map_err(|_| not_serialized())?;
+        let org = value.get("org").and_then(Value::as_str).map(str::to_owned);
+        Ok(Encoded {
+            json: serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
+            org,
+        })
+    }
+}
+
+/// A result ready for the reply: its JSON text, and the organization it names.
+#[derive(Debug)]
+pub struct Encoded {
+    pub json: Box<RawValue>,
+    pub org: Option<String>,
+}
+
+fn not_serialized() -> RuleError {
+    RuleError::Internal("a result did not serialize")
 }
 
 /// Serves one request for `caller`, whose binding is checked against its Unix user as NSS
 /// names it now (cached a few seconds at most).
-pub async fn dispatch(ctx: &Context, caller: Caller, request: Request) -> Result<Value, RuleError> {
+pub async fn dispatch(
+    ctx: &Context,
+    caller: Caller,
+    request: Request,
+) -> Result<Encoded, RuleError> {
     let caller = ctx.identify(caller).await;
     let result = request
         .visit(Dispatch {
@@ -173,7 +200,7 @@ struct Dispatch<'a> {
     caller: Caller,
 }
 
-type Served<'a> = Pin<Box<dyn Future<Output = Result<Value, RuleError>> + Send + 'a>>;
+type Served<'a> = Pin<Box<dyn Future<Output = Result<Encoded, RuleError>> + Send + 'a>>;
 
 impl<'a> Visit for Dispatch<'a> {
     type Output = Served<'a>;
@@ -181,12 +208,8 @@ impl<'a> Visit for Dispatch<'a> {
 
 impl<'a, M: Serve> Handle<M> for Dispatch<'a> {
     fn handle(self, params: M::Params) -> Served<'a> {
-        Box::pin(async move { to_value(M::serve(self.ctx, self.caller, params).await?) })
+        Box::pin(async move { M::encode(&M::serve(self.ctx, self.caller, params).await?) })
     }
-}
-
-fn to_value(result: impl Serialize) -> Result<Value, RuleError> {
-    serde_json::to_value(result).map_err(|_| RuleError::Internal("a result did not serialize"))
 }
 
 /// A new token, its issue time read from the daemon's clock.
@@ -248,6 +271,14 @@ impl Serve for methods::UserList {
     ) -> Result<Self::Result, RuleError> {
         let snapshot = ctx.store.read()?;
         members::list_page(&snapshot, &caller, &params, ctx.clock.now())
+    }
+
+    /// Up to a thousand members: written straight to text, never built as a `Value`.
+    fn encode(list: &MemberList) -> Result<Encoded, RuleError> {
+        Ok(Encoded {
+            json: serde_json::value::to_raw_value(list).map_err(|_| not_serialized())?,
+            org: Some(list.org.clone()),
+        })
     }
 }
 

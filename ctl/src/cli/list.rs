@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use compartmentctl::args::OutputFormat;
-use compartmentctl::wire::{Member, MemberList, Request, UserListParams, MAX_PAGE};
+use compartmentctl::wire::{MemberPage, MemberView, Request, UserListParams, MAX_PAGE};
 use compartmentctl::Client;
 
 use super::exit::Failure;
@@ -57,7 +57,10 @@ pub fn members(
 }
 
 /// Fetches pages and writes each as it arrives; the whole list is never in memory. Pages
-/// ask for no more members than the window still needs, and at most [`MAX_PAGE`].
+/// ask for no more members than the window still needs, and at most [`MAX_PAGE`]: a
+/// whole list is read a thousand members a page. The next page is asked for as soon as
+/// this one's `next` is known, before this one is printed, so that the daemon reads it
+/// while the client prints; at most one request is ever in flight.
 pub fn stream(
     client: &mut Client,
     mut params: UserListParams,
@@ -68,22 +71,32 @@ pub fn stream(
     let mut printer = Printer::new(format);
     let mut seen: u64 = 0;
     let end = window.take.map(|take| window.skip.saturating_add(take));
-    loop {
+    let limit = |seen: u64| {
         let wanted = end.map_or(u64::from(MAX_PAGE), |end| end.saturating_sub(seen));
-        params.limit = Some(u32::try_from(wanted).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE));
-        let page: MemberList = client.call(&Request::UserList(params.clone()))?;
+        u32::try_from(wanted).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE)
+    };
+    params.limit = Some(limit(seen));
+    let mut in_flight = Some(client.send(&Request::UserList(params.clone()))?);
+    // One answer line at a time; the page borrows its text from it.
+    let mut line = Vec::new();
+    while let Some(id) = in_flight.take() {
+        client.receive_line(&mut line)?;
+        let page: MemberPage<'_> = Client::result_of(&line, id, "user.list")?;
         // Only the members inside the window are printed.
         let count = page.members.len();
         let index = |at: u64| usize::try_from(at.saturating_sub(seen)).unwrap_or(usize::MAX);
         let from = index(window.skip).min(count);
         let to = end.map_or(count, |end| index(end).min(count)).max(from);
-        let shown = page.members.get(from..to).unwrap_or(&[]);
-        printer.page(&page.org, shown, out)?;
         seen += count as u64;
-        match page.next {
-            Some(next) if end.is_none_or(|end| seen < end) => params.after = Some(next),
-            _ => break,
+        if let Some(next) = &page.next {
+            if end.is_none_or(|end| seen < end) {
+                params.after = Some(next.as_str().to_owned());
+                params.limit = Some(limit(seen));
+                in_flight = Some(client.send(&Request::UserList(params.clone()))?);
+            }
         }
+        let shown = page.members.get(from..to).unwrap_or(&[]);
+        printer.page(page.org.as_str(), shown, out)?;
     }
     printer.finish(out)?;
     out.flush()?;
@@ -116,52 +129,56 @@ impl Printer {
         }
     }
 
-    fn page(&mut self, org: &str, members: &[Member], out: &mut impl Write) -> Result<(), Failure> {
+    fn page(
+        &mut self,
+        org: &str,
+        members: &[MemberView<'_>],
+        out: &mut impl Write,
+    ) -> Result<(), Failure> {
         // Nothing is printed before the first member shown (pages skipped to reach
         // --page print nothing), so the header's widths are those of the first rows.
         if members.is_empty() {
             self.org.get_or_insert_with(|| org.to_owned());
             return Ok(());
         }
-        let mut text = String::new();
+        let mut text = Vec::new();
         match self.format {
             OutputFormat::Text => {
-                let rows: Vec<[String; 5]> = members.iter().map(output::member_row).collect();
+                let rows: Vec<[&str; 5]> = members.iter().map(member_row).collect();
                 output::widen(&mut self.widths, &rows);
+                let mut table = String::new();
                 if !self.started {
-                    output::push_row(
-                        &mut text,
-                        &output::MEMBER_HEADER.map(str::to_owned),
-                        &self.widths,
-                    );
+                    output::push_row(&mut table, &output::MEMBER_HEADER, &self.widths);
                 }
                 for row in &rows {
-                    output::push_row(&mut text, row, &self.widths);
+                    output::push_row(&mut table, row, &self.widths);
                 }
+                text = table.into_bytes();
             }
             OutputFormat::Json => {
                 if !self.started {
-                    text.push_str("{\"org\":");
-                    text.push_str(&serde_json::to_string(org)?);
-                    text.push_str(",\"members\":[");
+                    text.extend_from_slice(b"{\"org\":");
+                    serde_json::to_writer(&mut text, org)?;
+                    text.extend_from_slice(b",\"members\":[");
                 }
                 for member in members {
                     if self.any {
-                        text.push(',');
+                        text.push(b',');
                     }
-                    text.push_str(&serde_json::to_string(member)?);
+                    serde_json::to_writer(&mut text, member)?;
                     self.any = true;
                 }
             }
             OutputFormat::Jsonl => {
                 for member in members {
-                    text.push_str(&output::json(member)?);
+                    serde_json::to_writer(&mut text, member)?;
+                    text.push(b'\n');
                 }
             }
         }
         self.started = true;
         // Each page reaches the reader as soon as it is printed.
-        out.write_all(text.as_bytes())?;
+        out.write_all(&text)?;
         out.flush()?;
         Ok(())
     }
@@ -173,11 +190,9 @@ impl Printer {
             let org = self.org.take().unwrap_or_default();
             let mut text = String::new();
             match self.format {
-                OutputFormat::Text => output::push_row(
-                    &mut text,
-                    &output::MEMBER_HEADER.map(str::to_owned),
-                    &self.widths,
-                ),
+                OutputFormat::Text => {
+                    output::push_row(&mut text, &output::MEMBER_HEADER, &self.widths)
+                }
                 OutputFormat::Json => {
                     text = format!("{{\"org\":{},\"members\":[", serde_json::to_string(&org)?);
                 }
@@ -190,5 +205,134 @@ impl Printer {
             out.write_all(b"]}\n")?;
         }
         Ok(())
+    }
+}
+
+/// One member as `user list`'s table cells, borrowed from the page: no copy per row.
+fn member_row<'a>(member: &'a MemberView<'_>) -> [&'a str; 5] {
+    [
+        member.email.as_str(),
+        member.role.as_str(),
+        member.status.as_str(),
+        member.unix_user.as_ref().map_or("-", |user| user.as_str()),
+        member.expires_at.as_ref().map_or("-", |at| at.as_str()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::io::{BufRead, BufReader, Write as _};
+    use std::os::unix::net::UnixListener;
+
+    use compartmentctl::wire::{Member, MemberList, MemberStatus, Role};
+    use serde_json::Value;
+
+    use super::*;
+
+    /// `n` invited members, `m0000@example.com` on.
+    fn list_of(n: usize) -> MemberList {
+        MemberList {
+            org: "acme".into(),
+            members: (0..n)
+                .map(|i| Member {
+                    email: format!("m{i:04}@example.com"),
+                    role: Role::Viewer,
+                    status: MemberStatus::Invited,
+                    expires_at: Some("2026-05-01T12:00:00Z".into()),
+                    unix_user: None,
+                })
+                .collect(),
+            next: None,
+        }
+    }
+
+    /// Runs `stream` against a stand-in daemon that pages `list` (its cursor is the index
+    /// of the next member) with the sorted keys of the real one; returns what was printed
+    /// and the `limit` of every request, in order.
+    fn run(list: &MemberList, window: Window, format: OutputFormat) -> (String, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let served = list.clone();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut writer = stream.try_clone().unwrap();
+            let mut limits = Vec::new();
+            for line in BufReader::new(stream).lines() {
+                let request: Value = serde_json::from_str(&line.unwrap()).unwrap();
+                let params = &request["params"];
+                let limit = params["limit"].as_u64().unwrap();
+                limits.push(limit);
+                let from: usize = params["after"].as_str().map_or(0, |a| a.parse().unwrap());
+                let to = (from + limit as usize).min(served.members.len());
+                let page = MemberList {
+                    members: served.members[from..to].to_vec(),
+                    next: (to < served.members.len()).then(|| to.to_string()),
+                    ..served.clone()
+                };
+                let reply = serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": request["id"],
+                    "result": serde_json::to_value(&page).unwrap(),
+                });
+                writer.write_all(format!("{reply}\n").as_bytes()).unwrap();
+            }
+            limits
+        });
+        let mut client = Client::connect(&path).unwrap();
+        let params = UserListParams {
+            org: Some("acme".into()),
+            ..UserListParams::default()
+        };
+        let mut out = Vec::new();
+        stream(&mut client, params, window, format, &mut out).unwrap();
+        drop(client);
+        (String::from_utf8(out).unwrap(), server.join().unwrap())
+    }
+
+    const ALL: Window = Window {
+        skip: 0,
+        take: None,
+    };
+
+    #[test]
+    fn a_whole_list_is_asked_for_a_thousand_at_a_time() {
+        let list = list_of(2_500);
+        let (text, limits) = run(&list, ALL, OutputFormat::Text);
+        assert_eq!(limits, [1_000, 1_000, 1_000]);
+        assert_eq!(text, output::member_list(&list));
+    }
+
+    #[test]
+    fn a_window_asks_for_what_it_still_needs() {
+        let list = list_of(2_500);
+        let (text, limits) = run(&list, Window::of(Some(3), Some(2)), OutputFormat::Text);
+        assert_eq!(limits, [6]);
+        let shown = MemberList {
+            members: list.members[4..6].to_vec(),
+            ..list.clone()
+        };
+        assert_eq!(text, output::member_list(&shown));
+        let (_, limits) = run(&list, Window::of(Some(2), Some(1_200)), OutputFormat::Text);
+        assert_eq!(limits, [1_000, 1_000, 400]);
+    }
+
+    #[test]
+    fn json_and_json_lines_print_the_list_as_the_library_reads_it() {
+        let list = list_of(2_100);
+        let (json, _) = run(&list, ALL, OutputFormat::Json);
+        assert_eq!(json, serde_json::to_string(&list).unwrap() + "\n");
+        let (jsonl, _) = run(&list, ALL, OutputFormat::Jsonl);
+        let expected: String = list
+            .members
+            .iter()
+            .map(|m| serde_json::to_string(m).unwrap() + "\n")
+            .collect();
+        assert_eq!(jsonl, expected);
+        let (empty, limits) = run(&list_of(0), ALL, OutputFormat::Json);
+        assert_eq!(limits, [1_000]);
+        assert_eq!(empty, "{\"org\":\"acme\",\"members\":[]}\n");
     }
 }

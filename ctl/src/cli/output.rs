@@ -23,28 +23,51 @@ pub fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String 
 }
 
 /// Widens `widths` to fit every cell of `rows`; never narrows.
-pub fn widen<const N: usize>(widths: &mut [usize; N], rows: &[[String; N]]) {
+pub fn widen<const N: usize, S: AsRef<str>>(widths: &mut [usize; N], rows: &[[S; N]]) {
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
+            *width = (*width).max(width_of(cell.as_ref()));
         }
     }
 }
 
-/// Appends one table line: cells padded to `widths` (the last not at all), trimmed.
-pub fn push_row<const N: usize>(out: &mut String, row: &[String; N], widths: &[usize; N]) {
-    let mut line = String::new();
+/// A cell's width in characters; an ASCII cell's is its length, found without decoding.
+fn width_of(cell: &str) -> usize {
+    if cell.is_ascii() {
+        cell.len()
+    } else {
+        cell.chars().count()
+    }
+}
+
+/// Padding, pushed a slice at a time rather than a character at a time.
+const SPACES: &str = "                                ";
+
+/// Appends one table line: cells padded to `widths` (the last not at all), trimmed. Written
+/// in place, with no allocation of its own: `user list` calls it for every member.
+pub fn push_row<const N: usize, S: AsRef<str>>(
+    out: &mut String,
+    row: &[S; N],
+    widths: &[usize; N],
+) {
+    let start = out.len();
     for (column, (cell, width)) in row.iter().zip(widths).enumerate() {
+        let cell = cell.as_ref();
         if column > 0 {
-            line.push_str("  ");
+            out.push_str("  ");
         }
-        line.push_str(cell);
+        out.push_str(cell);
         if column + 1 < N {
-            let pad = width.saturating_sub(cell.chars().count());
-            line.extend(std::iter::repeat_n(' ', pad));
+            let mut pad = width.saturating_sub(width_of(cell));
+            while pad > 0 {
+                let spaces = pad.min(SPACES.len());
+                out.push_str(&SPACES[..spaces]);
+                pad -= spaces;
+            }
         }
     }
-    out.push_str(line.trim_end());
+    let kept = out[start..].trim_end().len();
+    out.truncate(start + kept);
     out.push('\n');
 }
 

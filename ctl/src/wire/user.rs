@@ -1,5 +1,7 @@
 //! `user.*`: inviting, listing and removing the members of an organization.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::{MemberStatus, Params, Role};
@@ -99,6 +101,44 @@ pub struct MemberList {
     pub next: Option<String>,
 }
 
+/// A [`MemberList`] read in place: its text borrowed from the answer line rather than
+/// copied into a `String` per field, for a client that reads many pages (`user list`).
+/// Decodes what [`MemberList`] decodes, and refuses what it refuses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MemberPage<'a> {
+    #[serde(borrow)]
+    pub org: Text<'a>,
+    #[serde(borrow)]
+    pub members: Vec<MemberView<'a>>,
+    #[serde(default, borrow)]
+    pub next: Option<Text<'a>>,
+}
+
+/// A [`Member`] read in place; serializes exactly as [`Member`] does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView<'a> {
+    #[serde(borrow)]
+    pub email: Text<'a>,
+    pub role: Role,
+    pub status: MemberStatus,
+    #[serde(borrow)]
+    pub expires_at: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    pub unix_user: Option<Text<'a>>,
+}
+
+/// A string of an answer, borrowed from its line; copied only when JSON escapes in it had
+/// to be undone. (A bare `Cow<str>` inside an `Option` would always be copied.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+
+impl Text<'_> {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removed {
     pub org: String,
@@ -120,5 +160,84 @@ impl Params for UserListParams {
 impl Params for UserRemoveParams {
     fn org(&self) -> Option<&str> {
         self.org.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn list() -> MemberList {
+        let member = Member {
+            email: "a@example.com".into(),
+            role: Role::Viewer,
+            status: MemberStatus::Invited,
+            expires_at: Some("2026-05-01T12:00:00Z".into()),
+            unix_user: None,
+        };
+        MemberList {
+            org: "acme".into(),
+            members: vec![
+                member.clone(),
+                Member {
+                    email: "\"b\"\\é\u{1}@example.com".into(),
+                    role: Role::Admin,
+                    status: MemberStatus::Active,
+                    expires_at: None,
+                    unix_user: Some("b\tob".into()),
+                },
+            ],
+            next: Some("YkBleGFtcGxlLmNvbQ".into()),
+        }
+    }
+
+    #[test]
+    fn a_member_page_reads_as_a_member_list_and_writes_its_members_alike() {
+        let list = list();
+        let line = serde_json::to_string(&list).unwrap();
+        let page: MemberPage<'_> = serde_json::from_str(&line).unwrap();
+        assert_eq!(page.org.as_str(), list.org);
+        assert_eq!(page.next.as_ref().map(Text::as_str), list.next.as_deref());
+        assert_eq!(page.members.len(), list.members.len());
+        for (view, member) in page.members.iter().zip(&list.members) {
+            let expected = serde_json::to_string(member).unwrap();
+            assert_eq!(serde_json::to_string(view).unwrap(), expected);
+        }
+        // Text without escapes is borrowed from the line, not copied.
+        assert!(matches!(page.members[0].email.0, Cow::Borrowed(_)));
+        assert!(matches!(
+            page.members[0].expires_at.as_ref().map(|t| &t.0),
+            Some(Cow::Borrowed(_))
+        ));
+    }
+
+    #[test]
+    fn a_member_page_refuses_what_a_member_list_refuses() {
+        for line in [
+            r#"{"members":[]}"#,
+            r#"{"org":"acme","members":[{"role":"admin","status":"active"}]}"#,
+            r#"{"org":"acme","members":[{"email":"a@b.c","role":"owner","status":"active","expires_at":null}]}"#,
+        ] {
+            assert!(serde_json::from_str::<MemberList>(line).is_err(), "{line}");
+            assert!(
+                serde_json::from_str::<MemberPage<'_>>(line).is_err(),
+                "{line}"
+            );
+        }
+        // Fields it does not know are passed over, as in a member list.
+        let extra = r#"{"org":"acme","members":[],"extra":1}"#;
+        assert!(serde_json::from_str::<MemberList>(extra).is_ok());
+        assert!(serde_json::from_str::<MemberPage<'_>>(extra).is_ok());
+        // Absent options are `None`, as in a member list.
+        let short =
+            r#"{"org":"acme","members":[{"email":"a@b.c","role":"admin","status":"active"}]}"#;
+        let list: MemberList = serde_json::from_str(short).unwrap();
+        let page: MemberPage<'_> = serde_json::from_str(short).unwrap();
+        assert_eq!(page.members[0].unix_user, None);
+        assert_eq!(page.members[0].expires_at, None);
+        assert_eq!(list.members[0].expires_at, None);
+        assert_eq!(page.next, None);
     }
 }

@@ -1,6 +1,8 @@
 //! The records the store keeps, one struct per table value. Serialized as JSON so a
 //! database can be read with any redb tool and new optional fields need no migration.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use compartmentctl::wire::{AccountStatus, MemberStatus, Role};
 use serde::{Deserialize, Serialize};
 
@@ -65,8 +67,41 @@ impl MembershipRecord {
 
 /// The store key of an activation token (`token::key_of`, or the SHA-256 of its text for
 /// tokens issued by schema 2 and before); the only form in which a token is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Stored as 43 base64url characters; records written before schema 3 hold it as an array of
+/// 32 numbers, which still reads. (The array was most of a membership's bytes, and most of
+/// the time spent reading one.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenHash(pub [u8; 32]);
+
+impl Serialize for TokenHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TokenHash, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored<'a> {
+            Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
+            Numbers([u8; 32]),
+        }
+        match Stored::deserialize(deserializer)? {
+            Stored::Numbers(bytes) => Ok(TokenHash(bytes)),
+            Stored::Text(text) => {
+                let mut bytes = [0u8; 32];
+                match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
+                    Ok(32) => Ok(TokenHash(bytes)),
+                    _ => Err(serde::de::Error::custom(
+                        "a token key is 32 bytes of base64url",
+                    )),
+                }
+            }
+        }
+    }
+}
 
 /// What became of a token. Spent tokens are kept as hashes so that a second use is told
 /// "already used" or "expired" rather than "unknown".
@@ -139,4 +174,23 @@ pub struct AuditRecord {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_token_key_is_stored_as_base64url_and_reads_in_both_forms() {
+        let key = TokenHash(std::array::from_fn(|i| i as u8 * 7));
+        let text = serde_json::to_string(&key).unwrap();
+        assert_eq!(text, format!("\"{}\"", URL_SAFE_NO_PAD.encode(key.0)));
+        assert_eq!(serde_json::from_str::<TokenHash>(&text).unwrap(), key);
+        // As schema 2 and before wrote it.
+        let numbers = serde_json::to_string(&key.0).unwrap();
+        assert_eq!(serde_json::from_str::<TokenHash>(&numbers).unwrap(), key);
+        assert!(serde_json::from_str::<TokenHash>("\"c2hvcnQ\"").is_err());
+        assert!(serde_json::from_str::<TokenHash>("[1,2,3]").is_err());
+    }
 }
