@@ -118,7 +118,7 @@ async fn serve_lines(
             biased;
             Some(reply) = pipeline.next_reply() => {
                 if let Some(reply) = reply {
-                    if let Err(ending) = send(&mut write_half, &reply, &limits, &stop).await {
+                    if let Err(ending) = send(&mut write_half, &reply.line(), &limits, &stop).await {
                         break ending;
                     }
                 }
@@ -141,7 +141,7 @@ async fn serve_lines(
                         break ending;
                     }
                     let response = Response::err(Value::Null, RpcError::frame_too_long());
-                    if let Err(ending) = send(&mut write_half, &response, &limits, &stop).await {
+                    if let Err(ending) = send(&mut write_half, &encode(&response), &limits, &stop).await {
                         break ending;
                     }
                     break Ending::LineTooLong;
@@ -330,7 +330,7 @@ impl<'a> Pipeline<'a> {
         self.drop_held();
         while let Some(reply) = self.next_reply_if_any().await {
             if let Some(reply) = reply {
-                send(write_half, &reply, limits, stop).await?;
+                send(write_half, &reply.line(), limits, stop).await?;
             }
         }
         Ok(())
@@ -374,6 +374,11 @@ impl Answer {
             result: None,
             error: Some(error),
         }
+    }
+
+    /// The length of the result's text, if any.
+    fn text_len(&self) -> usize {
+        self.result.as_ref().map_or(0, |result| result.get().len())
     }
 }
 
@@ -463,11 +468,31 @@ async fn serve_request(
 }
 
 fn encode(response: &impl serde::Serialize) -> Vec<u8> {
+    encode_into(Vec::new(), response)
+}
+
+/// [`encode`] into `line`, whose capacity is kept: a reply whose size is known (a page of
+/// members) is written without regrowing its buffer.
+fn encode_into(mut line: Vec<u8>, response: &impl serde::Serialize) -> Vec<u8> {
     // A response is plain data; should it ever fail to encode, the client gets an empty
     // line rather than the connection task a panic.
-    let mut line = serde_json::to_vec(response).unwrap_or_default();
+    if serde_json::to_writer(&mut line, response).is_err() {
+        line.clear();
+    }
     line.push(b'\n');
     line
+}
+
+impl Reply {
+    /// The reply's line, newline included.
+    fn line(&self) -> Vec<u8> {
+        let results = match self {
+            Reply::One(answer) => answer.text_len(),
+            Reply::Batch(answers) => answers.iter().map(Answer::text_len).sum(),
+        };
+        // The envelopes around the results are small next to a page of members.
+        encode_into(Vec::with_capacity(results + 256), self)
+    }
 }
 
 /// Writes one answer within the write timeout, and once the daemon is stopping within
@@ -475,17 +500,16 @@ fn encode(response: &impl serde::Serialize) -> Vec<u8> {
 /// task (or the daemon's exit) hostage.
 async fn send(
     write_half: &mut OwnedWriteHalf,
-    response: &impl serde::Serialize,
+    line: &[u8],
     limits: &Limits,
     stop: &CancellationToken,
 ) -> Result<(), Ending> {
-    let line = encode(response);
     let stopping = async {
         stop.cancelled().await;
         tokio::time::sleep(STOP_WRITE_GRACE).await;
     };
     tokio::select! {
-        written = tokio::time::timeout(limits.write_timeout, write_half.write_all(&line)) => match written {
+        written = tokio::time::timeout(limits.write_timeout, write_half.write_all(line)) => match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(Ending::WriteFailed),
             Err(_) => Err(Ending::WriteTimeout),

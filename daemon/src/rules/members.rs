@@ -12,7 +12,7 @@ use super::identity::{authenticate, in_org};
 use super::invitations::revoke_token;
 use super::{audit, parse_email, Caller, RuleError};
 use crate::clock::rfc3339;
-use crate::store::{Changes, MembershipRecord, Millis, Reader};
+use crate::store::{Changes, MemberRow, Millis, Reader};
 
 /// How many rows one filtered page may read per member it may return: a `--status`
 /// filter that matches little stops after `limit × SCAN_FACTOR` rows and answers a short
@@ -143,7 +143,7 @@ pub fn list(
     for (email, m) in reader.members(&here.org)? {
         let status = m.status_at(now);
         members.push(Member {
-            unix_user: unix_user_of(reader, &email, &m)?,
+            unix_user: unix_user_of(reader, &email, &MemberRow::from(&m))?,
             email,
             role: m.role,
             status,
@@ -165,7 +165,7 @@ pub fn list(
 fn unix_user_of(
     reader: &impl Reader,
     email: &str,
-    membership: &MembershipRecord,
+    membership: &MemberRow,
 ) -> Result<Option<String>, RuleError> {
     let Some(uid) = membership
         .uid

@@ -296,7 +296,7 @@ pub trait Reader {
         org: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<(String, MembershipRecord)>>;
+    ) -> Result<Vec<(String, MemberRow)>>;
     /// The organizations `email` has a membership in (any status), by name.
     fn orgs_of(&self, email: &str) -> Result<Vec<String>>;
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
@@ -381,7 +381,7 @@ macro_rules! impl_reader {
                 org: &str,
                 after: Option<&str>,
                 limit: usize,
-            ) -> Result<Vec<(String, MembershipRecord)>> {
+            ) -> Result<Vec<(String, MemberRow)>> {
                 use std::ops::Bound;
                 let table = self.memberships_table()?;
                 // Keys order by (org, email), so an org's rows are contiguous and the

@@ -48,10 +48,7 @@ impl MembershipRecord {
     /// The status a reader should see at `now`: an invitation past its expiry is
     /// `expired` even before the sweeper has marked it.
     pub fn status_at(&self, now: Millis) -> MemberStatus {
-        match (self.status, self.expires_at) {
-            (MemberStatus::Invited, Some(expires_at)) if expires_at <= now => MemberStatus::Expired,
-            (status, _) => status,
-        }
+        status_at(self.status, self.expires_at, now)
     }
 
     /// True when `uid` acts through this membership: it is active, and active for `uid`.
@@ -82,29 +79,71 @@ impl Serialize for TokenHash {
 
 impl<'de> Deserialize<'de> for TokenHash {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TokenHash, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Stored<'a> {
-            Text(#[serde(borrow)] std::borrow::Cow<'a, str>),
-            Numbers([u8; 32]),
+        deserializer.deserialize_any(TokenHashVisitor)
+    }
+}
+
+/// Reads either stored form of a [`TokenHash`] without buffering it first.
+struct TokenHashVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TokenHashVisitor {
+    type Value = TokenHash;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a token key: 32 bytes of base64url, or 32 numbers")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TokenHash, E> {
+        let mut bytes = [0u8; 32];
+        match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
+            Ok(32) => Ok(TokenHash(bytes)),
+            _ => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
         }
-        match Stored::deserialize(deserializer)? {
-            Stored::Numbers(bytes) => Ok(TokenHash(bytes)),
-            Stored::Text(text) => {
-                let mut bytes = [0u8; 32];
-                match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut bytes) {
-                    Ok(32) => Ok(TokenHash(bytes)),
-                    _ => Err(serde::de::Error::custom(
-                        "a token key is 32 bytes of base64url",
-                    )),
-                }
-            }
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<TokenHash, A::Error> {
+        <[u8; 32]>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(TokenHash)
+    }
+}
+
+/// An invitation still pending after its expiry is expired, whether or not the sweeper
+/// has marked it yet.
+fn status_at(status: MemberStatus, expires_at: Option<Millis>, now: Millis) -> MemberStatus {
+    match (status, expires_at) {
+        (MemberStatus::Invited, Some(expires_at)) if expires_at <= now => MemberStatus::Expired,
+        (status, _) => status,
+    }
+}
+
+/// A membership as a member list reads it: a [`MembershipRecord`] without what a list never
+/// shows (the inviter, the token's key), whose text serde skips without keeping it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MemberRow {
+    pub role: Role,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    pub status: MemberStatus,
+    pub expires_at: Option<Millis>,
+}
+
+impl From<&MembershipRecord> for MemberRow {
+    fn from(record: &MembershipRecord) -> MemberRow {
+        MemberRow {
+            role: record.role,
+            uid: record.uid,
+            status: record.status,
+            expires_at: record.expires_at,
         }
     }
 }
 
-/// What became of a token. Spent tokens are kept as hashes so that a second use is told
-/// "already used" or "expired" rather than "unknown".
+impl MemberRow {
+    /// As [`MembershipRecord::status_at`].
+    pub fn status_at(&self, now: Millis) -> MemberStatus {
+        status_at(self.status, self.expires_at, now)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenState {
@@ -192,5 +231,23 @@ mod tests {
         assert_eq!(serde_json::from_str::<TokenHash>(&numbers).unwrap(), key);
         assert!(serde_json::from_str::<TokenHash>("\"c2hvcnQ\"").is_err());
         assert!(serde_json::from_str::<TokenHash>("[1,2,3]").is_err());
+    }
+
+    #[test]
+    fn a_member_row_reads_what_a_membership_record_holds_but_its_inviter_and_token() {
+        let record = MembershipRecord {
+            role: Role::Deployer,
+            uid: Some(1001),
+            status: MemberStatus::Invited,
+            invited_by: "uid 0 (root)".into(),
+            invited_at: 5,
+            expires_at: Some(9),
+            token_hash: Some(TokenHash([7; 32])),
+        };
+        let text = serde_json::to_vec(&record).unwrap();
+        let row: MemberRow = serde_json::from_slice(&text).unwrap();
+        assert_eq!(row, MemberRow::from(&record));
+        assert_eq!(row.status_at(9), MemberStatus::Expired);
+        assert_eq!(row.status_at(8), MemberStatus::Invited);
     }
 }
