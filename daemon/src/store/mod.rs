@@ -66,6 +66,9 @@ const TOKENS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tokens")
 /// sweeper finds what is due without scanning what is not.
 const PENDING_BY_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("pending_by_expiry");
+/// (org, email) of every active admin: the last-admin rule counts them without reading the
+/// whole organization (schema 3 on).
+const ORG_ADMINS: TableDefinition<(&str, &str), ()> = TableDefinition::new("org_admins");
 /// uid → the organization chosen with `org use`.
 const CURRENT_ORG: TableDefinition<u32, &str> = TableDefinition::new("current_org");
 /// Sequence number → audit record.
@@ -297,6 +300,9 @@ pub trait Reader {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, MemberRow)>>;
+    /// How many active admins `org` has, counted up to `at_most`: the last-admin rule
+    /// asks only whether there is another, whatever the organization's size.
+    fn active_admins(&self, org: &str, at_most: usize) -> Result<usize>;
     /// The organizations `email` has a membership in (any status), by name.
     fn orgs_of(&self, email: &str) -> Result<Vec<String>>;
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
@@ -406,6 +412,19 @@ macro_rules! impl_reader {
                     }
                 }
                 Ok(members)
+            }
+
+            fn active_admins(&self, org: &str, at_most: usize) -> Result<usize> {
+                let table = self.admins_table()?;
+                let mut count = 0;
+                for entry in table.range((org, "")..)?.take(at_most) {
+                    let (key, _) = entry?;
+                    if key.value().0 != org {
+                        break;
+                    }
+                    count += 1;
+                }
+                Ok(count)
             }
 
             fn orgs_of(&self, email: &str) -> Result<Vec<String>> {
@@ -545,6 +564,7 @@ tables! {
     pending_table: PENDING_BY_EXPIRY: (u64, &'static str, &'static str) => (),
     current_org_table: CURRENT_ORG: u32 => &'static str,
     audit_table: AUDIT: u64 => &'static [u8],
+    admins_table: ORG_ADMINS: (&'static str, &'static str) => (),
 }
 
 /// The write transaction as a change sees it: every write goes through [`Changes`], which
@@ -701,6 +721,15 @@ impl Changes for Tables<'_> {
                 pending.insert((expires_at, org, email), ())?;
             }
         }
+        let was_admin = old.is_some_and(MembershipRecord::is_active_admin);
+        if was_admin != new.is_active_admin() {
+            let mut admins = self.admins_table()?;
+            if was_admin {
+                admins.remove((org, email))?;
+            } else {
+                admins.insert((org, email), ())?;
+            }
+        }
         Ok(())
     }
 
@@ -709,6 +738,9 @@ impl Changes for Tables<'_> {
         self.account_orgs_table()?.remove((email, org))?;
         if let Some(expires_at) = pending_key(old) {
             self.pending_table()?.remove((expires_at, org, email))?;
+        }
+        if old.is_active_admin() {
+            self.admins_table()?.remove((org, email))?;
         }
         Ok(())
     }
@@ -752,6 +784,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(PENDING_BY_EXPIRY)?;
     txn.open_table(CURRENT_ORG)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(ORG_ADMINS)?;
     Ok(())
 }
 
@@ -762,15 +795,23 @@ pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
     let mut unmatched_pending: std::collections::HashSet<(String, String)> =
         reader.due_invitations(Millis::MAX)?.into_iter().collect();
     for org in reader.org_names()? {
+        let mut admins = 0;
         for (email, membership) in reader.members(&org)? {
             if !reader.orgs_of(&email)?.contains(&org) {
                 problems.push(format!("account_orgs lacks ({email}, {org})"));
             }
+            admins += usize::from(membership.is_active_admin());
             if pending_key(&membership).is_some()
                 && !unmatched_pending.remove(&(org.clone(), email.clone()))
             {
                 problems.push(format!("pending_by_expiry lacks ({org}, {email})"));
             }
+        }
+        let indexed = reader.active_admins(&org, usize::MAX)?;
+        if indexed != admins {
+            problems.push(format!(
+                "org_admins holds {indexed} active admins of {org}, memberships {admins}"
+            ));
         }
     }
     for (org, email) in unmatched_pending {
@@ -798,6 +839,74 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
+
+    /// The admins' index follows every membership change, and the index check notices an
+    /// index that no longer does.
+    #[test]
+    fn the_admins_index_follows_memberships_and_is_checked() {
+        use compartmentctl::wire::{MemberStatus, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let member = |role, status| MembershipRecord {
+            role,
+            uid: Some(1000),
+            status,
+            invited_by: "uid 0".into(),
+            invited_at: 1,
+            expires_at: None,
+            token_hash: None,
+        };
+        let admin = member(Role::Admin, MemberStatus::Active);
+        let invited_admin = member(Role::Admin, MemberStatus::Invited);
+        let deployer = member(Role::Deployer, MemberStatus::Active);
+        let write = |change: &dyn Fn(&Tables<'_>) -> Result<()>| {
+            let txn = store.begin_write().unwrap();
+            change(&Tables::new(&txn)).unwrap();
+            txn.commit().unwrap();
+        };
+        let admins = |org| {
+            store
+                .read()
+                .unwrap()
+                .active_admins(org, usize::MAX)
+                .unwrap()
+        };
+        write(&|t| {
+            t.put_org(
+                "acme",
+                &OrgRecord {
+                    created_at: 1,
+                    created_by_uid: 0,
+                },
+            )?;
+            t.put_org(
+                "beta",
+                &OrgRecord {
+                    created_at: 1,
+                    created_by_uid: 0,
+                },
+            )?;
+            t.put_membership("acme", "a@x", &invited_admin, None)?;
+            t.put_membership("acme", "b@x", &admin, None)?;
+            t.put_membership("beta", "c@x", &admin, None)
+        });
+        assert_eq!((admins("acme"), admins("beta")), (1, 1));
+        write(&|t| t.put_membership("acme", "a@x", &admin, Some(&invited_admin)));
+        assert_eq!(admins("acme"), 2);
+        assert_eq!(store.read().unwrap().active_admins("acme", 1).unwrap(), 1);
+        write(&|t| t.put_membership("acme", "b@x", &deployer, Some(&admin)));
+        write(&|t| t.delete_membership("beta", "c@x", &admin));
+        assert_eq!((admins("acme"), admins("beta")), (1, 0));
+        assert!(check_indexes(&store.read().unwrap()).unwrap().is_empty());
+        write(&|t| {
+            t.admins_table()?.remove(("acme", "a@x"))?;
+            Ok(())
+        });
+        assert_eq!(
+            check_indexes(&store.read().unwrap()).unwrap(),
+            ["org_admins holds 0 active admins of acme, memberships 1"]
+        );
+    }
 
     /// While the writer reopens a broken handle and waits for the old one's last reader,
     /// other readers are answered at once (`Reopening`), not held on the handle's lock.

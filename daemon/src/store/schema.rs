@@ -23,15 +23,28 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 const MIGRATIONS: &[Migration] = &[
     bindings_with_names_and_provenance,
-    tokens_keyed_by_issue_time,
+    token_keys_and_admins_index,
 ];
 
 /// Version 2 → 3: new tokens are keyed by their issue time and a hash of their text
-/// (`token::key_of`), no longer by the SHA-256 of the text alone. Nothing is rewritten
-/// (the text of a stored token is not known, so neither is its new key): activation looks a
-/// token up by both keys. The version changes so that an older daemon, which knows only the
-/// old key and would refuse every new URL as unknown, refuses the file instead.
-fn tokens_keyed_by_issue_time(_: &WriteTransaction) -> Result<(), StoreError> {
+/// (`token::key_of`), no longer by the SHA-256 of the text alone, and the active admins of
+/// each organization get an index (`org_admins`), so that the last-admin rule no longer
+/// reads a whole organization. Stored tokens are not rekeyed (their text is not known, so
+/// neither is their new key): activation looks a token up by both keys. The version changes
+/// so that an older daemon, which knows only the old key and no admins' index, refuses the
+/// file instead of missing new tokens and leaving the index behind.
+fn token_keys_and_admins_index(txn: &WriteTransaction) -> Result<(), StoreError> {
+    create_tables(txn)?;
+    let tables = Tables::new(txn);
+    for org in tables.org_names()? {
+        for (email, membership) in tables.members(&org)? {
+            if membership.is_active_admin() {
+                tables
+                    .admins_table()?
+                    .insert((org.as_str(), email.as_str()), ())?;
+            }
+        }
+    }
     Ok(())
 }
 
