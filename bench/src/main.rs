@@ -45,8 +45,9 @@
 //! - `user list`: `compartmentctl user list` of the N-member organization as a child
 //!   process, wall time from spawn to exit with its output read as it comes, and the CLI's
 //!   peak RSS; then the same with `--output json`, and the bytes it printed.
-//! - `sweep, 1000 due among N`: 1,000 invitations to another organization, each expiring a
-//!   second after it is issued, made while the daemon runs; then SIGTERM, a wait until they
+//! - `sweep, 1000 due among N`: 1,000 invitations to another organization, each expiring
+//!   soon after it is issued (twice the time issuing them takes at the populating rate, at
+//!   least a second), made while the daemon runs; then SIGTERM, a wait until they
 //!   are due, and a new daemon, whose first sweep finds them all due at once among the N
 //!   pending. The figure is the daemon's own log of each sweep transaction (`micros`: from
 //!   queueing it to its commit).
@@ -252,10 +253,12 @@ fn main() {
     step(&format!(
         "daemon: {SWEEP_FEW} invitations due among {members}, and a cold start"
     ));
+    let rate = populated.accepted as f64 / populated.elapsed.as_secs_f64();
     load::create_org(&socket, "sweep-few");
-    sweep::invite_expiring(&socket, "sweep-few", SWEEP_FEW, POPULATE_CONNECTIONS);
+    let lifetime = sweep::lifetime_for(SWEEP_FEW, rate);
+    sweep::invite_expiring(&socket, "sweep-few", SWEEP_FEW, POPULATE_CONNECTIONS, lifetime);
     daemon.stop();
-    std::thread::sleep(sweep::SHORT_LIFETIME + Duration::from_millis(200));
+    std::thread::sleep(lifetime + Duration::from_millis(200));
     let cold = sweep::drop_page_cache();
     let log_from = log_len(&daemon);
     let restart = daemon.start_again();
@@ -273,9 +276,10 @@ fn main() {
         "daemon: {sweep_many} invitations due at once, beside invitations"
     ));
     load::create_org(&socket, "sweep-many");
-    sweep::invite_expiring(&socket, "sweep-many", sweep_many, POPULATE_CONNECTIONS);
+    let lifetime = sweep::lifetime_for(sweep_many, rate);
+    sweep::invite_expiring(&socket, "sweep-many", sweep_many, POPULATE_CONNECTIONS, lifetime);
     daemon.stop();
-    std::thread::sleep(sweep::SHORT_LIFETIME + Duration::from_millis(200));
+    std::thread::sleep(lifetime + Duration::from_millis(200));
     let log_from = log_len(&daemon);
     daemon.start_again();
     let during_sweep = load::invites(&socket, "bench", "during-sweep", 1, phase);

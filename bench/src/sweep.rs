@@ -1,5 +1,5 @@
-//! The sweeper's figures: invitations made to expire a second after they are issued while
-//! the daemon is stopped, so that the new daemon finds them all due at once, and the
+//! The sweeper's figures: invitations made to expire soon after they are issued (once the
+//! daemon is stopped), so that the new daemon finds them all due at once, and the
 //! daemon's own account of each sweep transaction (its `expired invitations` log lines,
 //! with the count and the time from queueing the sweep to its commit).
 
@@ -10,29 +10,40 @@ use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{Request, RequestEnvelope, Response, Role, UserInviteParams};
 
-/// How long the short invitations live: the shortest lifetime the daemon accepts.
-pub const SHORT_LIFETIME: Duration = Duration::from_secs(1);
+/// A lifetime for `count` invitations that outlasts issuing them all, at `rate` per second
+/// as populating went, twice over and at least a second (the shortest the daemon accepts):
+/// none may expire, and be swept, before the daemon is stopped.
+pub fn lifetime_for(count: usize, rate: f64) -> Duration {
+    let issuing = count as f64 / rate.max(1.0);
+    Duration::from_secs((2.0 * issuing).ceil().max(1.0) as u64)
+}
 
-/// Invites `count` new addresses to `org`, each expiring after [`SHORT_LIFETIME`], over
-/// `connections` pipelined connections; panics on any refusal.
-pub fn invite_expiring(socket: &Path, org: &str, count: usize, connections: usize) {
+/// Invites `count` new addresses to `org`, each expiring after `lifetime` (whole seconds),
+/// over `connections` pipelined connections; panics on any refusal.
+pub fn invite_expiring(
+    socket: &Path,
+    org: &str,
+    count: usize,
+    connections: usize,
+    lifetime: Duration,
+) {
     std::thread::scope(|scope| {
         for conn in 0..connections {
             scope.spawn(move || {
                 let mine: Vec<usize> = (conn..count).step_by(connections).collect();
-                pipelined(socket, org, &mine);
+                pipelined(socket, org, &mine, lifetime);
             });
         }
     });
 }
 
-fn pipelined(socket: &Path, org: &str, numbers: &[usize]) {
+fn pipelined(socket: &Path, org: &str, numbers: &[usize], lifetime: Duration) {
     const WINDOW: usize = 64;
     let stream = UnixStream::connect(socket)
         .unwrap_or_else(|err| panic!("connect to compartmentd at {}: {err}", socket.display()));
     let mut writer = stream.try_clone().expect("clone the stream");
     let mut reader = BufReader::new(stream);
-    let lifetime = format!("{}s", SHORT_LIFETIME.as_secs());
+    let lifetime = format!("{}s", lifetime.as_secs());
     let line_for = |id: usize| {
         let request = Request::UserInvite(UserInviteParams {
             org: Some(org.to_owned()),
@@ -154,5 +165,12 @@ mod tests {
         assert_eq!(sweeps.expired(), 1007);
         assert_eq!(sweeps.longest(), Duration::from_millis(15));
         assert_eq!(sweeps.busy(), Duration::from_micros(15900));
+    }
+
+    #[test]
+    fn a_lifetime_outlasts_issuing() {
+        assert_eq!(lifetime_for(1000, 10_000.0), Duration::from_secs(1));
+        assert_eq!(lifetime_for(100_000, 16_000.0), Duration::from_secs(13));
+        assert_eq!(lifetime_for(10, 0.0), Duration::from_secs(20));
     }
 }
