@@ -51,7 +51,7 @@
 //!   are due, and a new daemon, whose first sweep finds them all due at once among the N
 //!   pending. The figure is the daemon's own log of each sweep transaction (`micros`: from
 //!   queueing it to its commit).
-//! - `daemon start`: that new daemon's time from spawn to its first answer (`ping`, which
+//! - `daemon start`: the new daemon of the next figure: its time from spawn to its first answer (`ping`, which
 //!   comes after it has told systemd `READY=1`), and its RSS then. As root the run drops the
 //!   kernel's page cache first (`/proc/sys/vm/drop_caches`), so the start reads the database
 //!   from the disk, as after a reboot; otherwise the line says the cache was warm.
@@ -248,21 +248,24 @@ fn main() {
     cli_whoami.sort_unstable();
 
     // A few due among all the members: invited to expire while the daemon is stopped, so
-    // the new daemon's first sweep finds them due at once; the start is timed with the
-    // kernel's page cache dropped (as root), as after a reboot.
+    // the new daemon's first sweep finds them due at once.
     step(&format!(
-        "daemon: {SWEEP_FEW} invitations due among {members}, and a cold start"
+        "daemon: {SWEEP_FEW} invitations due among {members}"
     ));
     let rate = populated.accepted as f64 / populated.elapsed.as_secs_f64();
     load::create_org(&socket, "sweep-few");
     let lifetime = sweep::lifetime_for(SWEEP_FEW, rate);
-    sweep::invite_expiring(&socket, "sweep-few", SWEEP_FEW, POPULATE_CONNECTIONS, lifetime);
+    sweep::invite_expiring(
+        &socket,
+        "sweep-few",
+        SWEEP_FEW,
+        POPULATE_CONNECTIONS,
+        lifetime,
+    );
     daemon.stop();
     std::thread::sleep(lifetime + Duration::from_millis(200));
-    let cold = sweep::drop_page_cache();
     let log_from = log_len(&daemon);
-    let restart = daemon.start_again();
-    let after_restart = daemon.memory();
+    daemon.start_again();
     let few = sweep::wait_for_sweeps(
         &daemon.log_path(),
         log_from,
@@ -270,18 +273,27 @@ fn main() {
         Duration::from_secs(60),
     );
 
-    // Many due at once: swept in chunks while a client keeps inviting.
+    // Many due at once: swept in chunks while a client keeps inviting. This start is timed
+    // with the kernel's page cache dropped (as root), as after a reboot.
     let sweep_many = (members / 10).max(SWEEP_FEW);
     step(&format!(
-        "daemon: {sweep_many} invitations due at once, beside invitations"
+        "daemon: a cold start, then {sweep_many} invitations due at once, beside invitations"
     ));
     load::create_org(&socket, "sweep-many");
     let lifetime = sweep::lifetime_for(sweep_many, rate);
-    sweep::invite_expiring(&socket, "sweep-many", sweep_many, POPULATE_CONNECTIONS, lifetime);
+    sweep::invite_expiring(
+        &socket,
+        "sweep-many",
+        sweep_many,
+        POPULATE_CONNECTIONS,
+        lifetime,
+    );
     daemon.stop();
     std::thread::sleep(lifetime + Duration::from_millis(200));
+    let cold = sweep::drop_page_cache();
     let log_from = log_len(&daemon);
-    daemon.start_again();
+    let restart = daemon.start_again();
+    let after_restart = daemon.memory();
     let during_sweep = load::invites(&socket, "bench", "during-sweep", 1, phase);
     let many = sweep::wait_for_sweeps(
         &daemon.log_path(),

@@ -92,7 +92,7 @@ pub struct Config {
 
     /// The most memory the database's page cache may hold (e.g. 32MiB, 1GiB); the rest of
     /// the file is read from the kernel's page cache or the disk when needed
-    #[arg(long, env = "COMPARTMENT_CACHE_SIZE", value_name = "SIZE", default_value = "32MiB",
+    #[arg(long, env = "COMPARTMENT_CACHE_SIZE", value_name = "SIZE", default_value = "16MiB",
           value_parser = parse_cache_size, global = true)]
     pub cache_size: usize,
 

@@ -31,7 +31,7 @@ pub use schema::{check, CheckReport, OpenError, CURRENT_SCHEMA_VERSION};
 /// redb's page cache unless told otherwise: enough for the hot pages of a million
 /// members (the branch pages and the recent leaves), far below redb's own 1 GiB default, which
 /// a large organization would fill just by being listed.
-pub const DEFAULT_CACHE_SIZE: usize = 32 * 1024 * 1024;
+pub const DEFAULT_CACHE_SIZE: usize = 16 * 1024 * 1024;
 
 /// How the database is opened.
 #[derive(Debug, Clone, Copy)]
