@@ -93,7 +93,8 @@ pub struct Populated {
 }
 
 /// Invites `members` new members into `org` over `connections` raw connections, each
-/// keeping up to `window` request lines written ahead of the replies it has read. The
+/// keeping up to `window` request lines written ahead of the replies it has read; each
+/// invitation lives `lifetime` (whole seconds) when given, else the daemon's default. The
 /// daemon answers each connection's requests in order, so replies are matched to ids in
 /// sequence.
 pub fn populate(
@@ -102,6 +103,7 @@ pub fn populate(
     members: usize,
     connections: usize,
     window: usize,
+    lifetime: Option<Duration>,
 ) -> Populated {
     let started = Instant::now();
     let results: Vec<(usize, usize, Option<String>)> = std::thread::scope(|scope| {
@@ -110,7 +112,7 @@ pub fn populate(
                 scope.spawn(move || {
                     // This connection's share: members conn, conn + connections, …
                     let mine: Vec<usize> = (conn..members).step_by(connections).collect();
-                    pipeline(socket, org, &mine, window)
+                    pipeline(socket, org, &mine, window, lifetime)
                 })
             })
             .collect();
@@ -135,13 +137,17 @@ fn pipeline(
     org: &str,
     members: &[usize],
     window: usize,
+    lifetime: Option<Duration>,
 ) -> (usize, usize, Option<String>) {
     let stream = UnixStream::connect(socket)
         .unwrap_or_else(|err| panic!("connect to compartmentd at {}: {err}", socket.display()));
     let mut writer = stream.try_clone().expect("clone the stream");
     let mut reader = BufReader::new(stream);
     let line_for = |id: usize| {
-        let request = invite(org, format!("m{}@scale.example", members[id]));
+        let mut request = invite(org, format!("m{}@{org}.example", members[id]));
+        if let (Request::UserInvite(params), Some(lifetime)) = (&mut request, lifetime) {
+            params.expires_in = Some(format!("{}s", lifetime.as_secs()));
+        }
         let mut line = serde_json::to_vec(&RequestEnvelope::new(id as u64, &request))
             .expect("encode a request");
         line.push(b'\n');

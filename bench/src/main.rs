@@ -216,19 +216,7 @@ fn main() {
     ));
 
     step(&format!("daemon: populate {members} members"));
-    let populated = load::populate(
-        &socket,
-        "scale",
-        members,
-        POPULATE_CONNECTIONS,
-        POPULATE_WINDOW,
-    );
-    if let Some(refusal) = &populated.first_refusal {
-        panic!(
-            "{} of {members} invitations were refused; the first: {refusal}",
-            populated.refused
-        );
-    }
+    let populated = populate(&socket, "scale", members, None);
     let after_populate = daemon.memory();
     let database = daemon.database_bytes();
 
@@ -255,13 +243,7 @@ fn main() {
     let rate = populated.accepted as f64 / populated.elapsed.as_secs_f64();
     load::create_org(&socket, "sweep-few");
     let lifetime = sweep::lifetime_for(SWEEP_FEW, rate);
-    sweep::invite_expiring(
-        &socket,
-        "sweep-few",
-        SWEEP_FEW,
-        POPULATE_CONNECTIONS,
-        lifetime,
-    );
+    populate(&socket, "sweep-few", SWEEP_FEW, Some(lifetime));
     daemon.stop();
     std::thread::sleep(lifetime + Duration::from_millis(200));
     let log_from = log_len(&daemon);
@@ -281,13 +263,7 @@ fn main() {
     ));
     load::create_org(&socket, "sweep-many");
     let lifetime = sweep::lifetime_for(sweep_many, rate);
-    sweep::invite_expiring(
-        &socket,
-        "sweep-many",
-        sweep_many,
-        POPULATE_CONNECTIONS,
-        lifetime,
-    );
+    populate(&socket, "sweep-many", sweep_many, Some(lifetime));
     daemon.stop();
     std::thread::sleep(lifetime + Duration::from_millis(200));
     let cold = sweep::drop_page_cache();
@@ -398,6 +374,26 @@ fn main() {
 
 /// Invitations made due among the members for the first sweep figure.
 const SWEEP_FEW: usize = 1000;
+
+/// Invites `count` new members into `org` over the pipelined connections (each expiring
+/// after `lifetime` when given); stops the run if any is refused.
+fn populate(socket: &Path, org: &str, count: usize, lifetime: Option<Duration>) -> load::Populated {
+    let populated = load::populate(
+        socket,
+        org,
+        count,
+        POPULATE_CONNECTIONS,
+        POPULATE_WINDOW,
+        lifetime,
+    );
+    if let Some(refusal) = &populated.first_refusal {
+        panic!(
+            "{} of {count} invitations to {org} were refused; the first: {refusal}",
+            populated.refused
+        );
+    }
+    populated
+}
 
 /// The daemon log's length now: what a later look at it skips.
 fn log_len(daemon: &Daemon) -> usize {

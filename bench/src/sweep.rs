@@ -3,12 +3,8 @@
 //! daemon's own account of each sweep transaction (its `expired invitations` log lines,
 //! with the count and the time from queueing the sweep to its commit).
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-use compartmentctl::wire::{Request, RequestEnvelope, Response, Role, UserInviteParams};
 
 /// A lifetime for `count` invitations that outlasts issuing them all, at `rate` per second
 /// as populating went, twice over and at least a second (the shortest the daemon accepts):
@@ -16,63 +12,6 @@ use compartmentctl::wire::{Request, RequestEnvelope, Response, Role, UserInviteP
 pub fn lifetime_for(count: usize, rate: f64) -> Duration {
     let issuing = count as f64 / rate.max(1.0);
     Duration::from_secs((2.0 * issuing).ceil().max(1.0) as u64)
-}
-
-/// Invites `count` new addresses to `org`, each expiring after `lifetime` (whole seconds),
-/// over `connections` pipelined connections; panics on any refusal.
-pub fn invite_expiring(
-    socket: &Path,
-    org: &str,
-    count: usize,
-    connections: usize,
-    lifetime: Duration,
-) {
-    std::thread::scope(|scope| {
-        for conn in 0..connections {
-            scope.spawn(move || {
-                let mine: Vec<usize> = (conn..count).step_by(connections).collect();
-                pipelined(socket, org, &mine, lifetime);
-            });
-        }
-    });
-}
-
-fn pipelined(socket: &Path, org: &str, numbers: &[usize], lifetime: Duration) {
-    const WINDOW: usize = 64;
-    let stream = UnixStream::connect(socket)
-        .unwrap_or_else(|err| panic!("connect to compartmentd at {}: {err}", socket.display()));
-    let mut writer = stream.try_clone().expect("clone the stream");
-    let mut reader = BufReader::new(stream);
-    let lifetime = format!("{}s", lifetime.as_secs());
-    let line_for = |id: usize| {
-        let request = Request::UserInvite(UserInviteParams {
-            org: Some(org.to_owned()),
-            email: format!("x{}@{org}.example", numbers[id]),
-            role: Role::Viewer,
-            expires_in: Some(lifetime.clone()),
-            resend: false,
-            unix_user: None,
-        });
-        let mut line = serde_json::to_vec(&RequestEnvelope::new(id as u64, &request))
-            .expect("encode a request");
-        line.push(b'\n');
-        line
-    };
-    let mut sent = 0;
-    let mut reply = Vec::new();
-    for expected in 0..numbers.len() {
-        while sent < numbers.len() && sent < expected + WINDOW {
-            writer.write_all(&line_for(sent)).expect("write a request");
-            sent += 1;
-        }
-        reply.clear();
-        let read = reader.read_until(b'\n', &mut reply).expect("read a reply");
-        assert!(read > 0, "compartmentd closed a pipelined connection");
-        let response: Response = serde_json::from_slice(&reply).expect("a readable reply");
-        if let Some(error) = response.error {
-            panic!("an expiring invitation was refused: {}", error.message);
-        }
-    }
 }
 
 /// The sweep transactions the daemon logged (from its log file), in order.

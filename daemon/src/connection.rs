@@ -328,20 +328,12 @@ impl<'a> Pipeline<'a> {
         stop: &CancellationToken,
     ) -> Result<(), Ending> {
         self.drop_held();
-        while let Some(reply) = self.next_reply_if_any().await {
-            if let Some(reply) = reply {
+        while !self.in_flight.is_empty() {
+            if let Some(reply) = self.next_reply().await.flatten() {
                 send(write_half, &reply.line(), limits, stop).await?;
             }
         }
         Ok(())
-    }
-
-    /// The next answer in order, `None` when nothing is in flight.
-    async fn next_reply_if_any(&mut self) -> Option<Option<Reply>> {
-        if self.in_flight.is_empty() {
-            return None;
-        }
-        self.next_reply().await
     }
 }
 

@@ -296,10 +296,13 @@ pub fn activate(
     if !looks_like_token(text) {
         return Err(RuleError::InvalidToken);
     }
-    let (hash, found) = match txn.token(&key_of(text))? {
-        Some(found) => (key_of(text), Some(found)),
-        None => (legacy_key(text), txn.token(&legacy_key(text))?),
-    };
+    // Tokens issued before schema 3 are stored under their text's SHA-256.
+    let mut hash = key_of(text);
+    let mut found = txn.token(&hash)?;
+    if found.is_none() {
+        hash = legacy_key(text);
+        found = txn.token(&hash)?;
+    }
     let Some(mut token) = found else {
         return Err(RuleError::InvalidToken);
     };

@@ -262,7 +262,7 @@ pub struct CheckReport {
 }
 
 /// Verifies every page's checksum (redb repairs what it can, as after a crash), then that
-/// the indexes agree with the tables. The database must not be in use. A file from a newer
+/// the indexes agree with the tables. The database must exist and not be in use. A file from a newer
 /// daemon is refused untouched; one from an older daemon is checked page by page only (its
 /// tables are the old ones until the next start migrates them).
 pub fn check(state_dir: &Path, options: &StoreOptions) -> Result<CheckReport, OpenError> {
@@ -271,15 +271,6 @@ pub fn check(state_dir: &Path, options: &StoreOptions) -> Result<CheckReport, Op
         path: path.clone(),
         source,
     };
-    if !std::fs::metadata(&path).is_ok_and(|m| m.len() > 0) {
-        return Err(OpenError::Store {
-            path: path.clone(),
-            source: StoreError::Redb(redb::Error::Io(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "there is no database to check",
-            ))),
-        });
-    }
     let probe =
         quietly_catch_unwind(|| ReadOnlyDatabase::open(&path).map(|db| stored_version(&db)));
     if let Ok(Ok(version)) = probe {
