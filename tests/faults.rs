@@ -278,7 +278,7 @@ fn a_database_from_a_newer_schema_is_refused_and_left_untouched() {
         &daemon,
         &[
             "schema version 99",
-            "newer than the 3",
+            "newer than the 4",
             "run a newer compartmentd",
         ],
     );
@@ -320,7 +320,7 @@ fn check_reports_a_clean_database_with_what_it_holds() {
             format!("checking {}", daemon.db_path().display()).as_str(),
             "pages: every checksum verified",
             "indexes: they agree with the tables",
-            "contents: schema version 3, 1 organizations, 21 memberships, 21 accounts",
+            "contents: schema version 4, 1 organizations, 21 memberships, 21 accounts",
             "clean",
         ]
     );

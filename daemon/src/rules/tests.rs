@@ -999,7 +999,7 @@ fn a_schema_1_database_opens_migrated_and_keeps_working() {
     let tokens = std::fs::read_to_string(fixtures.join("schema-v1.tokens.txt")).unwrap();
     let deploy_token = tokens.split_whitespace().nth(1).unwrap();
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(CURRENT_SCHEMA_VERSION, 3);
+    assert_eq!(CURRENT_SCHEMA_VERSION, 4);
     let now = 1_796_000_000_000; // 2026-11-30, before the fixture's invitations lapse
     {
         let snapshot = store.read().unwrap();
@@ -1042,6 +1042,18 @@ fn a_schema_1_database_opens_migrated_and_keeps_working() {
                 ("viewer@example.com", "active", None),
             ]
         );
+        // A page reads the old JSON records as the whole list does.
+        let page = members::list_page(
+            &snapshot,
+            &daemon_user,
+            &compartmentctl::wire::UserListParams {
+                org: Some("acme".into()),
+                ..Default::default()
+            },
+            now,
+        )
+        .unwrap();
+        assert_eq!(page.members, list.members);
         assert_eq!(
             kind(members::list(
                 &snapshot,

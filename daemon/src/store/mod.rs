@@ -83,6 +83,11 @@ pub enum StoreError {
         table: &'static str,
         detail: String,
     },
+    /// A record that does not encode (a bug: records are plain structs).
+    Unencodable {
+        table: &'static str,
+        detail: String,
+    },
     /// A write failed for want of space, and there is still too little to resume writing.
     DiskFull,
     /// The database is being reopened after a write failed; try again.
@@ -120,6 +125,9 @@ impl fmt::Display for StoreError {
             StoreError::Corrupt { table, detail } => {
                 write!(f, "unreadable record in table {table}: {detail}")
             }
+            StoreError::Unencodable { table, detail } => {
+                write!(f, "a record for table {table} does not encode: {detail}")
+            }
             StoreError::DiskFull => f.write_str("no space left for the database"),
             StoreError::Reopening => f.write_str("the database is being reopened"),
         }
@@ -136,16 +144,39 @@ impl<E: Into<redb::Error>> From<E> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Records are plain structs of strings and numbers: serializing them cannot fail.
-    serde_json::to_vec(value).unwrap_or_default()
-}
+/// The first byte of every record this daemon writes: postcard's encoding of the record
+/// follows. A JSON record (schema 3 and before) begins with `{` instead.
+pub(crate) const BINARY_RECORD: u8 = 0x01;
 
-fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+pub(crate) fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec<u8>> {
+    postcard::to_extend(value, vec![BINARY_RECORD]).map_err(|err| StoreError::Unencodable {
         table,
         detail: err.to_string(),
     })
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+    let corrupt = |detail: String| StoreError::Corrupt { table, detail };
+    match bytes.split_first() {
+        Some((&BINARY_RECORD, fields)) => match postcard::take_from_bytes(fields) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(corrupt(format!("{} bytes after the record", rest.len()))),
+            Err(err) => Err(corrupt(err.to_string())),
+        },
+        Some((b'{', _)) => serde_json::from_slice(bytes).map_err(|err| corrupt(err.to_string())),
+        Some((first, _)) => Err(corrupt(format!("unknown record format {first:#04x}"))),
+        None => Err(corrupt("an empty record".to_owned())),
+    }
+}
+
+/// A membership as a list reads it: from a binary record, the whole record less what a list
+/// does not show; from a JSON one, only the fields a list shows.
+pub(crate) fn decode_member_row(bytes: &[u8]) -> Result<MemberRow> {
+    if bytes.first() == Some(&BINARY_RECORD) {
+        decode::<MembershipRecord>("memberships", bytes).map(|record| MemberRow::from(&record))
+    } else {
+        decode("memberships", bytes)
+    }
 }
 
 /// Free space the state directory needs before writes resume after running out.
@@ -406,7 +437,7 @@ macro_rules! impl_reader {
                     if key_org != org {
                         break;
                     }
-                    members.push((email.to_owned(), decode("memberships", value.value())?));
+                    members.push((email.to_owned(), decode_member_row(value.value())?));
                     if members.len() >= limit {
                         break;
                     }
@@ -678,19 +709,20 @@ impl Changes for Tracked<'_, '_> {
 
 impl Changes for Tables<'_> {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
-        self.orgs_table()?.insert(name, encode(org).as_slice())?;
+        self.orgs_table()?
+            .insert(name, encode("orgs", org)?.as_slice())?;
         Ok(())
     }
 
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
         self.accounts_table()?
-            .insert(email, encode(account).as_slice())?;
+            .insert(email, encode("accounts", account)?.as_slice())?;
         Ok(())
     }
 
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
         self.bindings_table()?
-            .insert(uid, encode(binding).as_slice())?;
+            .insert(uid, encode("bindings", binding)?.as_slice())?;
         Ok(())
     }
 
@@ -707,7 +739,7 @@ impl Changes for Tables<'_> {
         old: Option<&MembershipRecord>,
     ) -> Result<()> {
         self.memberships_table()?
-            .insert((org, email), encode(new).as_slice())?;
+            .insert((org, email), encode("memberships", new)?.as_slice())?;
         if old.is_none() {
             self.account_orgs_table()?.insert((email, org), ())?;
         }
@@ -747,7 +779,7 @@ impl Changes for Tables<'_> {
 
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
         self.tokens_table()?
-            .insert(&hash.0, encode(token).as_slice())?;
+            .insert(&hash.0, encode("tokens", token)?.as_slice())?;
         Ok(())
     }
 
@@ -767,7 +799,7 @@ impl Changes for Tables<'_> {
             Some((key, _)) => key.value() + 1,
             None => 1,
         };
-        table.insert(next, encode(record).as_slice())?;
+        table.insert(next, encode("audit", record)?.as_slice())?;
         Ok(())
     }
 }
@@ -905,6 +937,57 @@ mod tests {
         assert_eq!(
             check_indexes(&store.read().unwrap()).unwrap(),
             ["org_admins holds 0 active admins of acme, memberships 1"]
+        );
+    }
+
+    /// A membership schema 3 stored as JSON reads, through both the record and the list's
+    /// row, and takes the binary form when it is next written.
+    #[test]
+    fn a_json_record_reads_and_is_rewritten_binary() {
+        use compartmentctl::wire::{MemberStatus, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let json = br#"{"role":"deployer","uid":7,"status":"active","invited_by":"uid 0","invited_at":1,"expires_at":null,"token_hash":null}"#;
+        let txn = store.begin_write().unwrap();
+        txn.open_table(MEMBERSHIPS)
+            .unwrap()
+            .insert(("acme", "a@x"), json.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        let raw = || {
+            let txn = store.read().unwrap();
+            let table = txn.open_table(MEMBERSHIPS).unwrap();
+            let value = table.get(("acme", "a@x")).unwrap().unwrap();
+            value.value().to_vec()
+        };
+        let old = store
+            .read()
+            .unwrap()
+            .membership("acme", "a@x")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (old.role, old.uid, old.status),
+            (Role::Deployer, Some(7), MemberStatus::Active)
+        );
+        let rows = store
+            .read()
+            .unwrap()
+            .members_after("acme", None, 10)
+            .unwrap();
+        assert_eq!(rows, [("a@x".to_owned(), MemberRow::from(&old))]);
+        assert_eq!(raw()[0], b'{');
+        let mut admin = old.clone();
+        admin.role = Role::Admin;
+        let txn = store.begin_write().unwrap();
+        Tables::new(&txn)
+            .put_membership("acme", "a@x", &admin, Some(&old))
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(raw()[0], BINARY_RECORD);
+        assert_eq!(
+            store.read().unwrap().membership("acme", "a@x").unwrap(),
+            Some(admin)
         );
     }
 

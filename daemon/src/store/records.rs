@@ -1,5 +1,15 @@
-//! The records the store keeps, one struct per table value. Serialized as JSON so a
-//! database can be read with any redb tool and new optional fields need no migration.
+//! The records the store keeps, one struct per table value.
+//!
+//! A record is stored as one format byte ([`super::BINARY_RECORD`]) and its fields in
+//! postcard's compact binary form, in declaration order. Schema 3 and before stored JSON
+//! objects, which begin with `{`; those still read, and are rewritten in the binary form
+//! when next written. JSON cost a member list most of its time (decoding field names and
+//! skipping what a list does not show) and doubled the bytes of a membership.
+//!
+//! So the order of fields and of enum variants is the format: a field is added at the end
+//! with a schema migration, never inserted, and no variant is reordered (the unit tests pin
+//! the bytes of each record). `#[serde(default)]` is for the JSON records only;
+//! `skip_serializing_if` would drop a field from the binary form and must not be used here.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -26,12 +36,13 @@ pub struct AccountRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipRecord {
+    #[serde(with = "role_name")]
     pub role: Role,
     /// The uid this membership was made active for (by redeeming its token, or at once
     /// when the inviter could vouch for the account's binding). Only that uid, while it
     /// is still bound to the account, acts through it: a later binding of the same
     /// account, made elsewhere, inherits nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub uid: Option<u32>,
     /// `Invited` or `Expired` while the account has not joined through this membership.
     pub status: MemberStatus,
@@ -65,32 +76,45 @@ impl MembershipRecord {
 /// The store key of an activation token (`token::key_of`, or the SHA-256 of its text for
 /// tokens issued by schema 2 and before); the only form in which a token is stored.
 ///
-/// Stored as 43 base64url characters; records written before schema 3 hold it as an array of
-/// 32 numbers, which still reads. (The array was most of a membership's bytes, and most of
-/// the time spent reading one.)
+/// In a binary record, 32 bytes. In a JSON record (schema 3 and before), 43 base64url
+/// characters, or an array of 32 numbers (schema 2 and before); both still read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TokenHash(pub [u8; 32]);
 
 impl Serialize for TokenHash {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&URL_SAFE_NO_PAD.encode(self.0))
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&URL_SAFE_NO_PAD.encode(self.0))
+        } else {
+            serializer.serialize_bytes(&self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for TokenHash {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<TokenHash, D::Error> {
-        deserializer.deserialize_any(TokenHashVisitor)
+        if deserializer.is_human_readable() {
+            deserializer.deserialize_any(TokenHashVisitor)
+        } else {
+            deserializer.deserialize_bytes(TokenHashVisitor)
+        }
     }
 }
 
-/// Reads either stored form of a [`TokenHash`] without buffering it first.
+/// Reads every stored form of a [`TokenHash`] without buffering it first.
 struct TokenHashVisitor;
 
 impl<'de> serde::de::Visitor<'de> for TokenHashVisitor {
     type Value = TokenHash;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a token key: 32 bytes of base64url, or 32 numbers")
+        f.write_str("a token key: 32 bytes, 32 bytes of base64url, or 32 numbers")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<TokenHash, E> {
+        <[u8; 32]>::try_from(bytes)
+            .map(TokenHash)
+            .map_err(|_| E::invalid_length(bytes.len(), &self))
     }
 
     fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<TokenHash, E> {
@@ -103,6 +127,36 @@ impl<'de> serde::de::Visitor<'de> for TokenHashVisitor {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<TokenHash, A::Error> {
         <[u8; 32]>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq)).map(TokenHash)
+    }
+}
+
+/// A role stored by its name, in either form of record: the wire type reads a role only from
+/// an owned string, and a name survives any reordering of the enum.
+mod role_name {
+    use compartmentctl::wire::Role;
+
+    pub fn serialize<S: serde::Serializer>(role: &Role, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(role.as_str())
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Role, D::Error> {
+        deserializer.deserialize_str(RoleName)
+    }
+
+    struct RoleName;
+
+    impl serde::de::Visitor<'_> for RoleName {
+        type Value = Role;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a role's name")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Role, E> {
+            name.parse().map_err(E::custom)
+        }
     }
 }
 
@@ -119,6 +173,7 @@ fn status_at(status: MemberStatus, expires_at: Option<Millis>, now: Millis) -> M
 /// shows (the inviter, the token's key), whose text serde skips without keeping it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct MemberRow {
+    #[serde(with = "role_name")]
     pub role: Role,
     #[serde(default)]
     pub uid: Option<u32>,
@@ -162,10 +217,10 @@ pub struct TokenRecord {
     pub state: TokenState,
     /// The only Unix user who may redeem it: named by `--unix-user`, or the user who
     /// already holds the account when the inviter could not vouch for that binding.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub redeemer: Option<UnixUser>,
     /// Issued by a superuser: a binding it makes has a superuser's provenance.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub issued_by_superuser: bool,
 }
 
@@ -211,7 +266,7 @@ pub struct AuditRecord {
     pub action: String,
     pub org: Option<String>,
     pub target: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub detail: Option<String>,
 }
 
@@ -235,6 +290,7 @@ mod tests {
 
     #[test]
     fn a_member_row_reads_what_a_membership_record_holds_but_its_inviter_and_token() {
+        use crate::store::{decode_member_row, encode};
         let record = MembershipRecord {
             role: Role::Deployer,
             uid: Some(1001),
@@ -244,10 +300,125 @@ mod tests {
             expires_at: Some(9),
             token_hash: Some(TokenHash([7; 32])),
         };
-        let text = serde_json::to_vec(&record).unwrap();
-        let row: MemberRow = serde_json::from_slice(&text).unwrap();
-        assert_eq!(row, MemberRow::from(&record));
-        assert_eq!(row.status_at(9), MemberStatus::Expired);
-        assert_eq!(row.status_at(8), MemberStatus::Invited);
+        let binary = encode("memberships", &record).unwrap();
+        let json = serde_json::to_vec(&record).unwrap();
+        for bytes in [binary, json] {
+            let row = decode_member_row(&bytes).unwrap();
+            assert_eq!(row, MemberRow::from(&record));
+            assert_eq!(row.status_at(9), MemberStatus::Expired);
+            assert_eq!(row.status_at(8), MemberStatus::Invited);
+        }
+    }
+
+    /// The binary form is the order of the fields and of the enums' variants: these bytes
+    /// change only with a schema migration that reads the old ones.
+    #[test]
+    fn each_record_is_stored_as_these_bytes() {
+        use crate::store::{decode, encode, BINARY_RECORD};
+        fn pinned<T>(table: &'static str, record: T, expected: &[u8])
+        where
+            T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+        {
+            let bytes = encode(table, &record).unwrap();
+            assert_eq!(bytes[0], BINARY_RECORD);
+            assert_eq!(&bytes[1..], expected, "{table}: {record:?}");
+            assert_eq!(decode::<T>(table, &bytes).unwrap(), record);
+        }
+        pinned(
+            "memberships",
+            MembershipRecord {
+                role: Role::Deployer,
+                uid: Some(1001),
+                status: MemberStatus::Expired,
+                invited_by: "a@b".into(),
+                invited_at: 5,
+                expires_at: Some(9),
+                token_hash: Some(TokenHash([7; 32])),
+            },
+            &[
+                8, b'd', b'e', b'p', b'l', b'o', b'y', b'e', b'r', 1, 0xe9, 0x07, 2, 3, b'a', b'@',
+                b'b', 5, 1, 9, 1, 32, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+                7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+            ],
+        );
+        pinned(
+            "accounts",
+            AccountRecord {
+                status: AccountStatus::Active,
+                uid: Some(2),
+                created_at: 3,
+                activated_at: None,
+            },
+            &[1, 1, 2, 3, 0],
+        );
+        pinned(
+            "tokens",
+            TokenRecord {
+                org: "o".into(),
+                email: "e".into(),
+                expires_at: 300,
+                state: TokenState::Revoked,
+                redeemer: Some(UnixUser {
+                    uid: 7,
+                    name: "u".into(),
+                }),
+                issued_by_superuser: true,
+            },
+            &[1, b'o', 1, b'e', 0xac, 0x02, 2, 1, 7, 1, b'u', 1],
+        );
+        pinned(
+            "bindings",
+            BindingRecord {
+                email: "e".into(),
+                user_name: None,
+                bound_at: 4,
+                provenance: Provenance::Org("o".into()),
+            },
+            &[1, b'e', 0, 4, 1, 1, b'o'],
+        );
+        pinned(
+            "orgs",
+            OrgRecord {
+                created_at: 1,
+                created_by_uid: 0,
+            },
+            &[1, 0],
+        );
+        pinned(
+            "audit",
+            AuditRecord {
+                at: 1,
+                uid: None,
+                pid: Some(-1),
+                action: "x".into(),
+                org: None,
+                target: Some("t".into()),
+                detail: None,
+            },
+            &[1, 0, 1, 1, 1, b'x', 0, 1, 1, b't', 0],
+        );
+    }
+
+    /// A record written by schema 3 and before (JSON) reads; bytes that are neither form, or
+    /// a binary record with bytes left over, are reported as damage.
+    #[test]
+    fn json_records_still_read_and_damage_is_reported() {
+        use crate::store::decode;
+        let old = br#"{"role":"admin","status":"active","invited_by":"uid 0","invited_at":1,"expires_at":null,"token_hash":null}"#;
+        let record: MembershipRecord = decode("memberships", old).unwrap();
+        assert_eq!((record.role, record.uid), (Role::Admin, None));
+        for bad in [&b""[..], b"\x02abc", b"\x01\x01\x02\x03\x00\x00"] {
+            let err = decode::<AccountRecord>("accounts", bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    crate::store::StoreError::Corrupt {
+                        table: "accounts",
+                        ..
+                    }
+                ),
+                "{bad:?}: {err}"
+            );
+        }
     }
 }

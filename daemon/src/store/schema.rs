@@ -15,7 +15,7 @@ use super::{
 };
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
-pub const CURRENT_SCHEMA_VERSION: u64 = 3;
+pub const CURRENT_SCHEMA_VERSION: u64 = 4;
 const VERSION_KEY: &str = "schema_version";
 
 /// A step from version `n` to `n + 1`, at index `n - 1`.
@@ -24,7 +24,17 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 const MIGRATIONS: &[Migration] = &[
     bindings_with_names_and_provenance,
     token_keys_and_admins_index,
+    binary_records,
 ];
+
+/// Version 3 → 4: records are written in a binary form (`records`), no longer as JSON. The
+/// JSON records already stored are left as they are: every read tells the two forms apart
+/// by their first byte, and a record takes the binary form when it is next written, so the
+/// upgrade costs nothing at any size. The version changes so that an older daemon, which
+/// reads only JSON, refuses the file instead of failing on each binary record.
+fn binary_records(_: &WriteTransaction) -> Result<(), StoreError> {
+    Ok(())
+}
 
 /// Version 2 → 3: new tokens are keyed by their issue time and a hash of their text
 /// (`token::key_of`), no longer by the SHA-256 of the text alone, and the active admins of
