@@ -17,7 +17,6 @@ use compartmentctl::wire::{
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
-use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
@@ -27,7 +26,7 @@ use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::dispatch::{dispatch, Context};
+use crate::dispatch::{dispatch, Body, Context};
 use crate::limits::{Limits, Slot};
 use crate::logging::{self, RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Caller;
@@ -338,19 +337,19 @@ impl<'a> Pipeline<'a> {
 }
 
 /// A [`Response`] as the daemon sends it: the same members in the same order, its result
-/// already JSON text (see `dispatch::Encoded`), copied into the line as it is.
+/// a [`Body`] written into the line as it is.
 #[derive(Debug, serde::Serialize)]
 struct Answer {
     jsonrpc: &'static str,
     id: Id,
     #[serde(skip_serializing_if = "Option::is_none")]
-    result: Option<Box<RawValue>>,
+    result: Option<Body>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<RpcError>,
 }
 
 impl Answer {
-    fn ok(id: Id, result: Box<RawValue>) -> Answer {
+    fn ok(id: Id, result: Body) -> Answer {
         Answer {
             jsonrpc: JSONRPC,
             id,
@@ -368,9 +367,9 @@ impl Answer {
         }
     }
 
-    /// The length of the result's text, if any.
+    /// About the length of the result's text, if any.
     fn text_len(&self) -> usize {
-        self.result.as_ref().map_or(0, |result| result.get().len())
+        self.result.as_ref().map_or(0, Body::len_hint)
     }
 }
 
@@ -429,7 +428,7 @@ async fn serve_request(
     caller: &Caller,
     request: compartmentctl::wire::Request,
     logged: bool,
-) -> Result<Box<RawValue>, RpcError> {
+) -> Result<Body, RpcError> {
     let started = Instant::now();
     let method = request.method();
     let requested_org = request.org().map(str::to_owned);
@@ -443,7 +442,7 @@ async fn serve_request(
                 let org = logging::clip(org.unwrap_or("-"));
                 tracing::info!(method, org = &*org, outcome = "ok", micros, "request");
             }
-            Ok(result.json)
+            Ok(result.body)
         }
         Err(err) => {
             let kind = err.kind();

@@ -146,23 +146,54 @@ pub trait Serve: Method {
     ) -> impl Future<Output = Result<Self::Result, RuleError>> + Send;
 
     /// The result as the reply carries it, and the organization it names (for the log).
-    /// By default through a `serde_json::Value`, whose object keys are sorted; a method
-    /// whose results are large (`user.list`) writes its result straight to text instead.
-    fn encode(result: &Self::Result) -> Result<Encoded, RuleError> {
-        let value = serde_json::to_value(result).map_err(|_| not_serialized())?;
+    /// By default JSON text made through a `serde_json::Value`, whose object keys are
+    /// sorted; a method whose results are large (`user.list`) keeps its result as it is, to
+    /// be written once, straight into the reply's line.
+    fn encode(result: Self::Result) -> Result<Encoded, RuleError> {
+        let value = serde_json::to_value(&result).map_err(|_| not_serialized())?;
         let org = value.get("org").and_then(Value::as_str).map(str::to_owned);
         Ok(Encoded {
-            json: serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
+            body: Body::Json(serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?),
             org,
         })
     }
 }
 
-/// A result ready for the reply: its JSON text, and the organization it names.
+/// A result ready for the reply, and the organization it names.
 #[derive(Debug)]
 pub struct Encoded {
-    pub json: Box<RawValue>,
+    pub body: Body,
     pub org: Option<String>,
+}
+
+/// A result as the reply's line will hold it.
+#[derive(Debug)]
+pub enum Body {
+    /// Its JSON text, copied into the line as it is.
+    Json(Box<RawValue>),
+    /// A page of members, serialized once, into the line itself.
+    Members(MemberList),
+}
+
+impl Body {
+    /// About how many bytes the result takes in the line, to size the line once.
+    pub fn len_hint(&self) -> usize {
+        /// About one member's object in a page: an e-mail, a role, a status, a date.
+        const MEMBER_BYTES: usize = 128;
+        match self {
+            Body::Json(text) => text.get().len(),
+            Body::Members(list) => (list.members.len() + 1) * MEMBER_BYTES,
+        }
+    }
+}
+
+impl serde::Serialize for Body {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Body::Json(text) => text.serialize(serializer),
+            Body::Members(list) => list.serialize(serializer),
+        }
+    }
 }
 
 fn not_serialized() -> RuleError {
@@ -208,7 +239,7 @@ impl<'a> Visit for Dispatch<'a> {
 
 impl<'a, M: Serve> Handle<M> for Dispatch<'a> {
     fn handle(self, params: M::Params) -> Served<'a> {
-        Box::pin(async move { M::encode(&M::serve(self.ctx, self.caller, params).await?) })
+        Box::pin(async move { M::encode(M::serve(self.ctx, self.caller, params).await?) })
     }
 }
 
@@ -273,11 +304,12 @@ impl Serve for methods::UserList {
         members::list_page(&snapshot, &caller, &params, ctx.clock.now())
     }
 
-    /// Up to a thousand members: written straight to text, never built as a `Value`.
-    fn encode(list: &MemberList) -> Result<Encoded, RuleError> {
+    /// Up to a thousand members: kept as they are until the reply's line is written, never
+    /// built as a `Value` or as text of their own.
+    fn encode(list: MemberList) -> Result<Encoded, RuleError> {
         Ok(Encoded {
-            json: serde_json::value::to_raw_value(list).map_err(|_| not_serialized())?,
             org: Some(list.org.clone()),
+            body: Body::Members(list),
         })
     }
 }

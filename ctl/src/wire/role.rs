@@ -9,8 +9,8 @@ use super::Params;
 
 /// A role in an organization. The order is the hierarchy: `Viewer < Readonly < Deployer <
 /// Admin`, and each role holds every permission of those below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", try_from = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
     Readonly,
@@ -81,11 +81,25 @@ impl FromStr for Role {
     }
 }
 
-impl TryFrom<String> for Role {
-    type Error = UnknownRole;
+/// A role reads from its name, borrowed where the format lends it (a page of a thousand
+/// members decodes a thousand roles), with [`UnknownRole`]'s sentence for any other string.
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Role, D::Error> {
+        deserializer.deserialize_str(RoleName)
+    }
+}
 
-    fn try_from(s: String) -> Result<Role, UnknownRole> {
-        s.parse()
+struct RoleName;
+
+impl serde::de::Visitor<'_> for RoleName {
+    type Value = Role;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a role: admin, deployer, readonly or viewer")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Role, E> {
+        name.parse().map_err(E::custom)
     }
 }
 

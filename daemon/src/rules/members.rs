@@ -69,7 +69,8 @@ pub fn list_page(
 
     let budget = limit.saturating_mul(SCAN_FACTOR);
     let mut scanned = 0;
-    let mut members = Vec::new();
+    let mut members = Vec::with_capacity(limit);
+    let mut expiries = Expiries::default();
     // Read in chunks of at most `limit` rows until the page is full, the org's rows end,
     // or the scan budget is spent; `position` is always the last row read.
     let exhausted = loop {
@@ -91,7 +92,9 @@ pub fn list_page(
                     status,
                     expires_at: match status {
                         MemberStatus::Active => None,
-                        MemberStatus::Invited | MemberStatus::Expired => m.expires_at.map(rfc3339),
+                        MemberStatus::Invited | MemberStatus::Expired => {
+                            m.expires_at.map(|at| expiries.text(at))
+                        }
                     },
                 });
             }
@@ -125,6 +128,27 @@ pub fn list_page(
         members,
         next,
     })
+}
+
+/// Expiries as a page shows them, to the second. Invitations made together expire in the
+/// same second, so each second is formatted once and copied for the rest.
+#[derive(Default)]
+struct Expiries {
+    last: Option<(Millis, String)>,
+}
+
+impl Expiries {
+    fn text(&mut self, at: Millis) -> String {
+        let second = at / 1000;
+        match &self.last {
+            Some((cached, text)) if *cached == second => text.clone(),
+            _ => {
+                let text = rfc3339(at);
+                self.last = Some((second, text.clone()));
+                text
+            }
+        }
+    }
 }
 
 /// Every member at once: the unpaged list the paged one must add up to (tests only; no
@@ -272,4 +296,17 @@ pub fn grant(
         role: params.role,
         previous_role,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_expiry_reads_as_its_own_formatting() {
+        let mut expiries = Expiries::default();
+        for at in [999, 1_000, 1_001, 1_999, 2_000, 1_000, 1_777_636_800_999] {
+            assert_eq!(expiries.text(at), rfc3339(at), "{at}");
+        }
+    }
 }

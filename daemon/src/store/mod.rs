@@ -22,8 +22,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use records::*;
 pub use schema::{check, CheckReport, OpenError, CURRENT_SCHEMA_VERSION};
@@ -155,7 +154,7 @@ pub(crate) fn encode<T: Serialize>(table: &'static str, value: &T) -> Result<Vec
     })
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> Result<T> {
+pub(crate) fn decode<'a, T: Deserialize<'a>>(table: &'static str, bytes: &'a [u8]) -> Result<T> {
     let corrupt = |detail: String| StoreError::Corrupt { table, detail };
     match bytes.split_first() {
         Some((&BINARY_RECORD, fields)) => match postcard::take_from_bytes(fields) {
@@ -169,11 +168,11 @@ pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, bytes: &[u8]) -> 
     }
 }
 
-/// A membership as a list reads it: from a binary record, the whole record less what a list
-/// does not show; from a JSON one, only the fields a list shows.
+/// A membership as a list reads it: from a binary record, the whole record read in place,
+/// less what a list does not show; from a JSON one, only the fields a list shows.
 pub(crate) fn decode_member_row(bytes: &[u8]) -> Result<MemberRow> {
     if bytes.first() == Some(&BINARY_RECORD) {
-        decode::<MembershipRecord>("memberships", bytes).map(|record| MemberRow::from(&record))
+        decode::<MembershipView<'_>>("memberships", bytes).map(MemberRow::from)
     } else {
         decode("memberships", bytes)
     }

@@ -36,7 +36,7 @@ pub struct AccountRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MembershipRecord {
-    #[serde(with = "role_name")]
+    #[serde(serialize_with = "role_name")]
     pub role: Role,
     /// The uid this membership was made active for (by redeeming its token, or at once
     /// when the inviter could vouch for the account's binding). Only that uid, while it
@@ -130,34 +130,10 @@ impl<'de> serde::de::Visitor<'de> for TokenHashVisitor {
     }
 }
 
-/// A role stored by its name, in either form of record: the wire type reads a role only from
-/// an owned string, and a name survives any reordering of the enum.
-mod role_name {
-    use compartmentctl::wire::Role;
-
-    pub fn serialize<S: serde::Serializer>(role: &Role, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(role.as_str())
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Role, D::Error> {
-        deserializer.deserialize_str(RoleName)
-    }
-
-    struct RoleName;
-
-    impl serde::de::Visitor<'_> for RoleName {
-        type Value = Role;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a role's name")
-        }
-
-        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Role, E> {
-            name.parse().map_err(E::custom)
-        }
-    }
+/// A role is stored by its name, in either form of record: a name survives any reordering
+/// of the enum, whose derived binary form would be the variant's index.
+fn role_name<S: serde::Serializer>(role: &Role, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(role.as_str())
 }
 
 /// An invitation still pending after its expiry is expired, whether or not the sweeper
@@ -173,7 +149,7 @@ fn status_at(status: MemberStatus, expires_at: Option<Millis>, now: Millis) -> M
 /// shows (the inviter, the token's key), whose text serde skips without keeping it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct MemberRow {
-    #[serde(with = "role_name")]
+    #[serde(serialize_with = "role_name")]
     pub role: Role,
     #[serde(default)]
     pub uid: Option<u32>,
@@ -188,6 +164,31 @@ impl From<&MembershipRecord> for MemberRow {
             uid: record.uid,
             status: record.status,
             expires_at: record.expires_at,
+        }
+    }
+}
+
+/// A binary [`MembershipRecord`] read in place: the same fields in the same order, its text
+/// borrowed rather than copied (a list reads a thousand per page and shows none of it).
+#[derive(Deserialize)]
+pub(super) struct MembershipView<'a> {
+    role: Role,
+    uid: Option<u32>,
+    status: MemberStatus,
+    #[serde(borrow)]
+    _invited_by: &'a str,
+    _invited_at: Millis,
+    expires_at: Option<Millis>,
+    _token_hash: Option<TokenHash>,
+}
+
+impl From<MembershipView<'_>> for MemberRow {
+    fn from(view: MembershipView<'_>) -> MemberRow {
+        MemberRow {
+            role: view.role,
+            uid: view.uid,
+            status: view.status,
+            expires_at: view.expires_at,
         }
     }
 }
