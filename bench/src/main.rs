@@ -32,6 +32,9 @@
 //!   audit record; the same tables, key shapes and value sizes), N invitations per durable
 //!   commit: what redb and the disk cost for the data itself, so the ratio is the share of
 //!   the time left after parsing, rules, logging and the socket.
+//! - `user.invite, 64 clients ÷ 1 client`: how many times the 1-client rate 64 clients
+//!   reach, beside the same factor for the rows floor (64 invitations' rows per commit ÷ one
+//!   invitation's): how far batching can go on this disk at all.
 //! - `… latency p50/p99`: per request, from writing it to reading its answer, with one client.
 //!   Floors: the echo round trip, and one redb commit of one insert.
 //!
@@ -56,8 +59,9 @@
 //!   kernel's page cache first (`/proc/sys/vm/drop_caches`), so the start reads the database
 //!   from the disk, as after a reboot; otherwise the line says the cache was warm.
 //! - `sweep, N/10 due at once`: the same with N/10 invitations (at least 1,000), swept in
-//!   transactions of 1,000 while one client invites: the sweep's transactions, and that
-//!   client's latency beside its latency in the `user.invite, 1 client` phase.
+//!   transactions of 1,000, or of 100 while others write, as one client invites meanwhile:
+//!   the sweep's transactions, and that client's latency beside its latency in the
+//!   `user.invite, 1 client` phase.
 //! - `compartmentctl whoami`: the whole CLI process, spawn to exit, median and p99 of 50 runs.
 
 #![allow(
@@ -197,14 +201,32 @@ fn main() {
         latencies.get_or_insert((measured, floor));
     }
     // The same phases beside the rows they write: the daemon's own cost above the data's.
-    for clients in [16, 64] {
+    let mut beside_rows = Vec::new();
+    for clients in [1, 16, 64] {
         let floor = floors::redb_invitation_rows(dir.path(), clients, phase);
         let measured = load::invites(&socket, "bench", &format!("r{clients}"), clients, phase);
         report.row(Row::rate(
-            &format!("user.invite, {clients} clients"),
+            &format!(
+                "user.invite, {clients} client{}",
+                if clients == 1 { "" } else { "s" }
+            ),
             &measured,
-            &format!("redb, rows of {clients} invitations/commit"),
+            &format!(
+                "redb, rows of {clients} invitation{}/commit",
+                if clients == 1 { "" } else { "s" }
+            ),
             &floor,
+        ));
+        beside_rows.push((measured, floor));
+    }
+    // What 64 clients gain over one, beside what the same rows gain in redb alone: a
+    // daemon cannot batch its way past the disk's own cost of the data.
+    if let [(one, one_floor), _, (many, many_floor)] = beside_rows.as_slice() {
+        report.row(Row::scaling(
+            "user.invite, 64 clients ÷ 1 client",
+            (many, one),
+            "rows of 64 ÷ rows of 1",
+            (many_floor, one_floor),
         ));
     }
     let (invite1, redb1) = latencies.expect("the 1-client phase ran");

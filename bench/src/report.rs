@@ -25,6 +25,24 @@ impl Row {
         }
     }
 
+    /// A scaling row: how many times the rate of `many` is that of `one`, for the daemon
+    /// and for its floor; the ratio is the daemon's factor ÷ the floor's.
+    pub fn scaling(
+        what: &str,
+        (daemon_many, daemon_one): (&Measured, &Measured),
+        floor_name: &str,
+        (floor_many, floor_one): (&Measured, &Measured),
+    ) -> Row {
+        let daemon = daemon_many.rate() / daemon_one.rate();
+        let floor = floor_many.rate() / floor_one.rate();
+        Row {
+            what: what.to_owned(),
+            daemon: format!("{daemon:.1}×"),
+            floor: format!("{floor_name}: {floor:.1}×"),
+            ratio: format!("{:.2}", daemon / floor),
+        }
+    }
+
     /// A latency row: p50 / p99 of each side, and the ratio of each.
     pub fn latency(what: &str, daemon: &Measured, floor_name: &str, floor: &Measured) -> Row {
         let pair = |m: &Measured| format!("{} / {}", duration(m.pct(0.5)), duration(m.pct(0.99)));

@@ -153,7 +153,9 @@ pub trait Serve: Method {
         let value = serde_json::to_value(&result).map_err(|_| not_serialized())?;
         let org = value.get("org").and_then(Value::as_str).map(str::to_owned);
         Ok(Encoded {
-            body: Body::Json(serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?),
+            body: Body::Json(
+                serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
+            ),
             org,
         })
     }

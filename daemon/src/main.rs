@@ -13,6 +13,13 @@ use compartmentd::store::DATABASE_FILE;
 use compartmentd::store::{Store, StoreOptions};
 use compartmentd::{logging, socket, state_dir};
 
+/// mimalloc rather than the C library's allocator: a page of a member list allocates and
+/// frees a few hundred kilobytes, which glibc kept handing back to the kernel and faulting
+/// in again. Measured on a 100,000-member list: the daemon's time per list 100 → 74 ms, its
+/// resident memory after listing a million members 54 MiB (the 16 MiB page cache's churn).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = Config::parse();
     if let Some(Command::Check) = config.command {

@@ -21,6 +21,7 @@
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -134,6 +135,9 @@ where
 #[derive(Clone)]
 pub struct Writer {
     jobs_tx: mpsc::Sender<Box<dyn Job>>,
+    /// Changes ever handed to [`Writer::write`], by anyone: how the sweeper tells whether
+    /// others are writing while it sweeps.
+    sent: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -160,7 +164,13 @@ impl Writer {
                     apply_batch(&store, &*clock, batch, &commit);
                 }
             })?;
-        Ok((Writer { jobs_tx }, handle))
+        Ok((
+            Writer {
+                jobs_tx,
+                sent: Arc::new(AtomicU64::new(0)),
+            },
+            handle,
+        ))
     }
 
     /// Applies `change` in a write transaction, possibly shared with other changes:
@@ -172,6 +182,7 @@ impl Writer {
         T: Send + 'static,
     {
         let (job, reply_rx) = job(change);
+        self.sent.fetch_add(1, Ordering::Relaxed);
         self.jobs_tx
             .send(job)
             .await
@@ -182,6 +193,13 @@ impl Writer {
         // The job is answered on every path of the writer; a dropped channel means the
         // writer thread itself died.
         reply_rx.await.map_err(|_| WriteError::ShuttingDown)?
+    }
+}
+
+impl Writer {
+    /// How many changes have been handed to [`Writer::write`] so far, by every caller.
+    pub fn changes_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 }
 
@@ -646,6 +664,7 @@ mod tests {
         // A clone whose writer thread is gone: drop the thread's queue by closing it.
         let closed = Writer {
             jobs_tx: mpsc::channel::<Box<dyn Job>>(1).0,
+            sent: Arc::default(),
         };
         let err = runtime.block_on(closed.write(create("a"))).unwrap_err();
         assert!(matches!(err, RuleError::Write(WriteError::ShuttingDown)));
