@@ -78,9 +78,12 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("duplicate the log file"))
             .stderr(log);
-        if let Some(filter) = std::env::var_os("RUST_LOG") {
-            command.env("RUST_LOG", filter);
-        }
+        // The writer's trace of each commit gives the batches it made (`log::mean_batch`).
+        command.env(
+            "RUST_LOG",
+            std::env::var_os("RUST_LOG")
+                .unwrap_or_else(|| "info,compartmentd::writer=trace".into()),
+        );
         let started = Instant::now();
         let child = command
             .spawn()

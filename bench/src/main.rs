@@ -54,10 +54,12 @@
 //!   are due, and a new daemon, whose first sweep finds them all due at once among the N
 //!   pending. The figure is the daemon's own log of each sweep transaction (`micros`: from
 //!   queueing it to its commit).
-//! - `daemon start`: the new daemon of the next figure: its time from spawn to its first answer (`ping`, which
-//!   comes after it has told systemd `READY=1`), and its RSS then. As root the run drops the
-//!   kernel's page cache first (`/proc/sys/vm/drop_caches`), so the start reads the database
-//!   from the disk, as after a reboot; otherwise the line says the cache was warm.
+//! - `daemon start`: a last start, after the sweeps: its time from spawn to its first answer
+//!   (`ping`, which comes after it has told systemd `READY=1`), and its RSS then. As root
+//!   the run drops the kernel's page cache first (`/proc/sys/vm/drop_caches`), so the start
+//!   reads the database from the disk, as after a reboot; otherwise the line says the cache
+//!   was warm. (The sweeps run on a warm cache: their figures are the sweep's cost, not the
+//!   disk's.)
 //! - `sweep, N/10 due at once`: the same with N/10 invitations (at least 1,000), swept in
 //!   transactions of 1,000, or of 100 while others write, as one client invites meanwhile:
 //!   the sweep's transactions, and that client's latency beside its latency in the
@@ -74,6 +76,7 @@
 mod daemon;
 mod floors;
 mod load;
+mod log;
 mod measure;
 mod report;
 mod sweep;
@@ -202,9 +205,14 @@ fn main() {
     }
     // The same phases beside the rows they write: the daemon's own cost above the data's.
     let mut beside_rows = Vec::new();
+    let mut batch_of_64 = None;
     for clients in [1, 16, 64] {
         let floor = floors::redb_invitation_rows(dir.path(), clients, phase);
+        let log_from = log_len(&daemon);
         let measured = load::invites(&socket, "bench", &format!("r{clients}"), clients, phase);
+        if clients == 64 {
+            batch_of_64 = log::mean_batch(&daemon.log_path(), log_from, log_len(&daemon));
+        }
         report.row(Row::rate(
             &format!(
                 "user.invite, {clients} client{}",
@@ -228,6 +236,18 @@ fn main() {
             "rows of 64 ÷ rows of 1",
             (many_floor, one_floor),
         ));
+        // 64 clients do not make batches of 64: while one batch commits, the clients it
+        // answers are still on their way back. The floor at the batches they did make.
+        if let Some(batch) = batch_of_64 {
+            let batch = (batch.round() as usize).max(1);
+            let floor = floors::redb_invitation_rows(dir.path(), batch, phase);
+            report.row(Row::rate(
+                &format!("user.invite, 64 clients (mean batch {batch})"),
+                many,
+                &format!("redb, rows of {batch} invitations/commit"),
+                &floor,
+            ));
+        }
     }
     let (invite1, redb1) = latencies.expect("the 1-client phase ran");
     report.row(Row::latency(
@@ -277,21 +297,18 @@ fn main() {
         Duration::from_secs(60),
     );
 
-    // Many due at once: swept in chunks while a client keeps inviting. This start is timed
-    // with the kernel's page cache dropped (as root), as after a reboot.
+    // Many due at once: swept in chunks while a client keeps inviting.
     let sweep_many = (members / 10).max(SWEEP_FEW);
     step(&format!(
-        "daemon: a cold start, then {sweep_many} invitations due at once, beside invitations"
+        "daemon: {sweep_many} invitations due at once, beside invitations"
     ));
     load::create_org(&socket, "sweep-many");
     let lifetime = sweep::lifetime_for(sweep_many, rate);
     populate(&socket, "sweep-many", sweep_many, Some(lifetime));
     daemon.stop();
     std::thread::sleep(lifetime + Duration::from_millis(200));
-    let cold = sweep::drop_page_cache();
     let log_from = log_len(&daemon);
-    let restart = daemon.start_again();
-    let after_restart = daemon.memory();
+    daemon.start_again();
     let during_sweep = load::invites(&socket, "bench", "during-sweep", 1, phase);
     let many = sweep::wait_for_sweeps(
         &daemon.log_path(),
@@ -299,6 +316,13 @@ fn main() {
         sweep_many,
         Duration::from_secs(600),
     );
+
+    // A start with the kernel's page cache dropped (as root), as after a reboot.
+    step("daemon: a cold start");
+    daemon.stop();
+    let cold = sweep::drop_page_cache();
+    let restart = daemon.start_again();
+    let after_restart = daemon.memory();
     daemon.stop();
 
     report.print();
@@ -419,7 +443,7 @@ fn populate(socket: &Path, org: &str, count: usize, lifetime: Option<Duration>) 
 
 /// The daemon log's length now: what a later look at it skips.
 fn log_len(daemon: &Daemon) -> usize {
-    std::fs::metadata(daemon.log_path()).map_or(0, |m| m.len() as usize)
+    log::len(&daemon.log_path())
 }
 
 /// Says on stderr what the run is doing, so that a failure's place is plain.

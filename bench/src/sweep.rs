@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::log::field;
+
 /// A lifetime for `count` invitations that outlasts issuing them all, at `rate` per second
 /// as populating went, twice over and at least a second (the shortest the daemon accepts):
 /// none may expire, and be swept, before the daemon is stopped.
@@ -63,14 +65,6 @@ pub fn wait_for_sweeps(log: &Path, from: usize, expected: usize, timeout: Durati
 
 /// The `expired invitations expired=N micros=M` lines of `log`.
 fn parse(log: &str) -> Sweeps {
-    let field = |line: &str, name: &str| -> Option<u64> {
-        line.split(name)
-            .nth(1)?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
     Sweeps {
         transactions: log
             .lines()

@@ -365,13 +365,21 @@ fn run_alone(
     job: &mut Box<dyn Job + '_>,
     commit: Commit<'_>,
 ) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
     let txn = store.begin_write()?;
     let succeeded = {
         let tables = Tables::new(&txn);
         job.run(&Tracked::new(&tables), clock.now())
     };
     if succeeded {
+        let applied = started.elapsed();
         commit(txn)?;
+        tracing::trace!(
+            changes = 1,
+            apply_us = applied.as_micros(),
+            commit_us = (started.elapsed() - applied).as_micros(),
+            "batch committed"
+        );
     } else if let Err(err) = txn.abort() {
         tracing::error!(error = %err, "rolling back a refused change failed");
     }

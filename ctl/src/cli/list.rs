@@ -60,7 +60,9 @@ pub fn members(
 /// ask for no more members than the window still needs, and at most [`MAX_PAGE`]: a
 /// whole list is read a thousand members a page. The next page is asked for as soon as
 /// this one's `next` is known, before this one is printed, so that the daemon reads it
-/// while the client prints; at most one request is ever in flight.
+/// while the client prints; at most one request is ever in flight. For a whole list, that
+/// is before this page is even decoded: the daemon sends `next` ahead of the members
+/// ([`cursor_ahead`]).
 pub fn stream(
     client: &mut Client,
     mut params: UserListParams,
@@ -81,6 +83,17 @@ pub fn stream(
     let mut line = Vec::new();
     while let Some(id) = in_flight.take() {
         client.receive_line(&mut line)?;
+        // A whole list wants every page there is: the next one is asked for at once.
+        let ahead = if end.is_none() {
+            cursor_ahead(&line)
+        } else {
+            None
+        };
+        if let Some(next) = &ahead {
+            params.after = Some(next.clone());
+            params.limit = Some(limit(seen));
+            in_flight = Some(client.send(&Request::UserList(params.clone()))?);
+        }
         let page: MemberPage<'_> = Client::result_of(&line, id, "user.list")?;
         // Only the members inside the window are printed.
         let count = page.members.len();
@@ -88,7 +101,7 @@ pub fn stream(
         let from = index(window.skip).min(count);
         let to = end.map_or(count, |end| index(end).min(count)).max(from);
         seen += count as u64;
-        if let Some(next) = &page.next {
+        if let (None, Some(next)) = (&ahead, &page.next) {
             if end.is_none_or(|end| seen < end) {
                 params.after = Some(next.as_str().to_owned());
                 params.limit = Some(limit(seen));
@@ -219,6 +232,69 @@ fn member_row<'a>(member: &'a MemberView<'_>) -> [&'a str; 5] {
     ]
 }
 
+/// The `next` of a `user.list` answer line, read from the start of its result, before its
+/// members, when the daemon put it there; `None` otherwise (an error, the last page, or a
+/// daemon that sends `next` last), and the page's own `next` is used once it is decoded.
+/// Reading stops at `next` or at the members, whichever comes first: serde has no other
+/// way to leave a document half read than an error, which is what stops it.
+fn cursor_ahead(line: &[u8]) -> Option<String> {
+    let mut found = None;
+    let mut reader = serde_json::Deserializer::from_slice(line);
+    let _stopped = serde::de::DeserializeSeed::deserialize(
+        Ahead {
+            found: &mut found,
+            in_result: false,
+        },
+        &mut reader,
+    );
+    found
+}
+
+/// Reads an answer's members in order up to `result`, then the result's up to `next`.
+struct Ahead<'a> {
+    found: &'a mut Option<String>,
+    in_result: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Ahead<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Ahead<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON-RPC answer")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        use serde::de::{Error, IgnoredAny};
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match (self.in_result, key.as_ref()) {
+                (false, "result") => {
+                    return map.next_value_seed(Ahead {
+                        found: self.found,
+                        in_result: true,
+                    });
+                }
+                (true, "next") => {
+                    *self.found = map.next_value()?;
+                    return Err(A::Error::custom("the cursor is read"));
+                }
+                (true, "members") => return Err(A::Error::custom("the members came first")),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -249,9 +325,36 @@ mod tests {
     }
 
     /// Runs `stream` against a stand-in daemon that pages `list` (its cursor is the index
-    /// of the next member) with the sorted keys of the real one; returns what was printed
-    /// and the `limit` of every request, in order.
+    /// of the next member), its answers' keys sorted (`next` after the members, as an
+    /// older daemon sent them); returns what was printed and the `limit` of every request,
+    /// in order.
     fn run(list: &MemberList, window: Window, format: OutputFormat) -> (String, Vec<u64>) {
+        run_with(list, window, format, Keys::Sorted)
+    }
+
+    /// How the stand-in daemon orders an answer's keys.
+    #[derive(Clone, Copy)]
+    enum Keys {
+        Sorted,
+        /// As the daemon writes a page today: `jsonrpc`, `id`, `result`, and in the result
+        /// `org`, `next`, `members`.
+        AsTheDaemon,
+    }
+
+    /// An answer written as the daemon writes it: its members in declaration order.
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        jsonrpc: &'static str,
+        id: &'a Value,
+        result: &'a MemberList,
+    }
+
+    fn run_with(
+        list: &MemberList,
+        window: Window,
+        format: OutputFormat,
+        keys: Keys,
+    ) -> (String, Vec<u64>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sock");
         let listener = UnixListener::bind(&path).unwrap();
@@ -272,11 +375,20 @@ mod tests {
                     next: (to < served.members.len()).then(|| to.to_string()),
                     ..served.clone()
                 };
-                let reply = serde_json::json!({
-                    "jsonrpc": "2.0",
-                    "id": request["id"],
-                    "result": serde_json::to_value(&page).unwrap(),
-                });
+                let reply = match keys {
+                    Keys::Sorted => serde_json::json!({
+                        "jsonrpc": "2.0",
+                        "id": request["id"],
+                        "result": serde_json::to_value(&page).unwrap(),
+                    })
+                    .to_string(),
+                    Keys::AsTheDaemon => serde_json::to_string(&Answer {
+                        jsonrpc: "2.0",
+                        id: &request["id"],
+                        result: &page,
+                    })
+                    .unwrap(),
+                };
                 writer.write_all(format!("{reply}\n").as_bytes()).unwrap();
             }
             limits
@@ -300,9 +412,48 @@ mod tests {
     #[test]
     fn a_whole_list_is_asked_for_a_thousand_at_a_time() {
         let list = list_of(2_500);
-        let (text, limits) = run(&list, ALL, OutputFormat::Text);
-        assert_eq!(limits, [1_000, 1_000, 1_000]);
-        assert_eq!(text, output::member_list(&list));
+        for keys in [Keys::Sorted, Keys::AsTheDaemon] {
+            let (text, limits) = run_with(&list, ALL, OutputFormat::Text, keys);
+            assert_eq!(limits, [1_000, 1_000, 1_000]);
+            assert_eq!(text, output::member_list(&list));
+        }
+    }
+
+    /// The next page's cursor is read from the head of an answer, before its members, when
+    /// the daemon sends it there; from nothing else.
+    #[test]
+    fn the_cursor_is_read_ahead_of_the_members_only() {
+        let page = MemberList {
+            next: Some("MTAwMA".into()),
+            ..list_of(3)
+        };
+        let id = Value::from(7);
+        let as_sent = serde_json::to_string(&Answer {
+            jsonrpc: "2.0",
+            id: &id,
+            result: &page,
+        })
+        .unwrap();
+        assert!(
+            as_sent.find("\"next\"") < as_sent.find("\"members\""),
+            "{as_sent}"
+        );
+        assert_eq!(cursor_ahead(as_sent.as_bytes()).as_deref(), Some("MTAwMA"));
+        let escaped =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"org":"a","next":"a\u0062c","members":[]}}"#;
+        assert_eq!(cursor_ahead(escaped).as_deref(), Some("abc"));
+        for line in [
+            // `next` after the members: read with the page, not ahead of it.
+            br#"{"jsonrpc":"2.0","id":1,"result":{"org":"a","members":[],"next":"x"}}"#.as_slice(),
+            // The last page, an error, and what is not an answer.
+            br#"{"jsonrpc":"2.0","id":1,"result":{"org":"a","members":[]}}"#,
+            br#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"m","data":{"next":"x"}}}"#,
+            br#"{"next":"x"}"#,
+            b"[1,2]",
+            b"not json",
+        ] {
+            assert_eq!(cursor_ahead(line), None, "{}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]

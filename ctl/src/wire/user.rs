@@ -92,13 +92,14 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberList {
     pub org: String,
-    /// Ordered by e-mail; one page of at most the request's `limit`.
-    pub members: Vec<Member>,
     /// The cursor of the next page (its request's `after`); absent on the last page. A
     /// page filtered by status may hold fewer than `limit` members, even none, and still
-    /// have a `next`: the daemon bounds the rows it reads for one page.
+    /// have a `next`: the daemon bounds the rows it reads for one page. Sent before the
+    /// members, so that a client can ask for the next page before it reads this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Ordered by e-mail; one page of at most the request's `limit`.
+    pub members: Vec<Member>,
 }
 
 /// A [`MemberList`] read in place: its text borrowed from the answer line rather than
