@@ -400,6 +400,41 @@ mod tests {
         );
     }
 
+    /// Each variant of each enum a record holds is stored as its index: these are that
+    /// mapping, whole, so that reordering any variant (in this crate or in the wire's)
+    /// fails here rather than changing what stored records mean.
+    #[test]
+    fn each_stored_variant_keeps_its_index() {
+        fn index<T: Serialize>(value: &T) -> Vec<u8> {
+            postcard::to_allocvec(value).unwrap()
+        }
+        for (status, stored) in [
+            (MemberStatus::Active, 0),
+            (MemberStatus::Invited, 1),
+            (MemberStatus::Expired, 2),
+        ] {
+            assert_eq!(index(&status), [stored], "{status:?}");
+        }
+        for (status, stored) in [(AccountStatus::Pending, 0), (AccountStatus::Active, 1)] {
+            assert_eq!(index(&status), [stored], "{status:?}");
+        }
+        for (state, stored) in [
+            (TokenState::Pending, 0),
+            (TokenState::Used, 1),
+            (TokenState::Revoked, 2),
+            (TokenState::Expired, 3),
+        ] {
+            assert_eq!(index(&state), [stored], "{state:?}");
+        }
+        for (provenance, stored) in [
+            (Provenance::Superuser, vec![0]),
+            (Provenance::Org("o".into()), vec![1, 1, b'o']),
+            (Provenance::Unknown, vec![2]),
+        ] {
+            assert_eq!(index(&provenance), stored, "{provenance:?}");
+        }
+    }
+
     /// A record written by schema 3 and before (JSON) reads; bytes that are neither form, or
     /// a binary record with bytes left over, are reported as damage.
     #[test]
