@@ -238,13 +238,19 @@ pub fn cli(binary: &Path, socket: &Path, args: &[&str]) -> CliRun {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|err| panic!("start the measurer of {}: {err}", binary.display()));
-    let mut stdout = Vec::new();
-    child
-        .stdout
-        .take()
-        .expect("the CLI's stdout")
-        .read_to_end(&mut stdout)
-        .expect("read the CLI's stdout");
+    // The output is read as it comes and counted, never kept: a reader as light as
+    // `wc -l`, so that the run measures the CLI rather than this process's copying.
+    let (mut stdout_bytes, mut stdout_lines) = (0, 0);
+    let mut out = child.stdout.take().expect("the CLI's stdout");
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = out.read(&mut chunk).expect("read the CLI's stdout");
+        if read == 0 {
+            break;
+        }
+        stdout_bytes += read;
+        stdout_lines += chunk[..read].iter().filter(|&&b| b == b'\n').count();
+    }
     let mut stderr = String::new();
     let _ = child
         .stderr
@@ -267,8 +273,8 @@ pub fn cli(binary: &Path, socket: &Path, args: &[&str]) -> CliRun {
     }
     CliRun {
         wall: report.wall,
-        stdout_bytes: stdout.len(),
-        stdout_lines: stdout.iter().filter(|&&b| b == b'\n').count(),
+        stdout_bytes,
+        stdout_lines,
         peak_kib: report.peak_kib,
     }
 }
