@@ -283,13 +283,7 @@ fn main() {
         "daemon: {SWEEP_FEW} invitations due among {members}"
     ));
     let rate = populated.accepted as f64 / populated.elapsed.as_secs_f64();
-    load::create_org(&socket, "sweep-few");
-    let lifetime = sweep::lifetime_for(SWEEP_FEW, rate);
-    populate(&socket, "sweep-few", SWEEP_FEW, Some(lifetime));
-    daemon.stop();
-    std::thread::sleep(lifetime + Duration::from_millis(200));
-    let log_from = log_len(&daemon);
-    daemon.start_again();
+    let log_from = due_at_restart(&mut daemon, "sweep-few", SWEEP_FEW, rate);
     let few = sweep::wait_for_sweeps(
         &daemon.log_path(),
         log_from,
@@ -302,13 +296,7 @@ fn main() {
     step(&format!(
         "daemon: {sweep_many} invitations due at once, beside invitations"
     ));
-    load::create_org(&socket, "sweep-many");
-    let lifetime = sweep::lifetime_for(sweep_many, rate);
-    populate(&socket, "sweep-many", sweep_many, Some(lifetime));
-    daemon.stop();
-    std::thread::sleep(lifetime + Duration::from_millis(200));
-    let log_from = log_len(&daemon);
-    daemon.start_again();
+    let log_from = due_at_restart(&mut daemon, "sweep-many", sweep_many, rate);
     let during_sweep = load::invites(&socket, "bench", "during-sweep", 1, phase);
     let many = sweep::wait_for_sweeps(
         &daemon.log_path(),
@@ -442,6 +430,22 @@ fn populate(socket: &Path, org: &str, count: usize, lifetime: Option<Duration>) 
 }
 
 /// The daemon log's length now: what a later look at it skips.
+/// Invites `count` members into a new organization `org`, each expiring soon after it is
+/// issued (at `rate` invitations per second), then stops the daemon until all are due and
+/// starts it again, so that its first sweep finds them due at once. Returns where the new
+/// daemon's log lines begin.
+fn due_at_restart(daemon: &mut Daemon, org: &str, count: usize, rate: f64) -> usize {
+    let socket = daemon.socket();
+    load::create_org(&socket, org);
+    let lifetime = sweep::lifetime_for(count, rate);
+    populate(&socket, org, count, Some(lifetime));
+    daemon.stop();
+    std::thread::sleep(lifetime + Duration::from_millis(200));
+    let log_from = log_len(daemon);
+    daemon.start_again();
+    log_from
+}
+
 fn log_len(daemon: &Daemon) -> usize {
     log::len(&daemon.log_path())
 }

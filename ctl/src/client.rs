@@ -1,11 +1,10 @@
 //! A blocking client: one connection, requests answered in order.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-
-use std::borrow::Cow;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

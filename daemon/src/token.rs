@@ -55,7 +55,6 @@ impl Token {
 /// The store key of a token's text (see the module's documentation); a text that is not
 /// base64url gets the legacy key, which no issued token has.
 pub fn key_of(text: &str) -> TokenHash {
-    let digest = Sha256::digest(text.as_bytes());
     let mut time = [0u8; TIME_BYTES];
     let decoded = text
         .get(..TIME_CHARS)
@@ -63,6 +62,7 @@ pub fn key_of(text: &str) -> TokenHash {
     if decoded != Some(TIME_BYTES) {
         return legacy_key(text);
     }
+    let digest = Sha256::digest(text.as_bytes());
     let mut key = [0u8; 32];
     key[..TIME_BYTES].copy_from_slice(&time);
     key[TIME_BYTES..].copy_from_slice(&digest[..32 - TIME_BYTES]);

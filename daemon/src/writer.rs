@@ -167,7 +167,7 @@ impl Writer {
         Ok((
             Writer {
                 jobs_tx,
-                sent: Arc::new(AtomicU64::new(0)),
+                sent: Arc::default(),
             },
             handle,
         ))
@@ -194,9 +194,7 @@ impl Writer {
         // writer thread itself died.
         reply_rx.await.map_err(|_| WriteError::ShuttingDown)?
     }
-}
 
-impl Writer {
     /// How many changes have been handed to [`Writer::write`] so far, by every caller.
     pub fn changes_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
@@ -299,12 +297,7 @@ pub(crate) fn apply_batch(
     let applied = started.elapsed();
     match commit(txn) {
         Ok(()) => {
-            tracing::trace!(
-                changes = batch.len(),
-                apply_us = applied.as_micros(),
-                commit_us = (started.elapsed() - applied).as_micros(),
-                "batch committed"
-            );
+            trace_commit(batch.len(), started, applied);
             for (job, panicked) in batch.into_iter().zip(panicked) {
                 if panicked {
                     job.fail(WriteError::Panicked);
@@ -319,6 +312,17 @@ pub(crate) fn apply_batch(
             one_by_one(store, clock, batch, &panicked, commit);
         }
     }
+}
+
+/// Traces a committed transaction of `changes` changes, begun at `started` and applied
+/// after `applied` (the benchmark reads the batches the writer made from these lines).
+fn trace_commit(changes: usize, started: std::time::Instant, applied: std::time::Duration) {
+    tracing::trace!(
+        changes,
+        apply_us = applied.as_micros(),
+        commit_us = (started.elapsed() - applied).as_micros(),
+        "batch committed"
+    );
 }
 
 /// Runs each job in its own transaction and answers it; a job marked in `panicked` is
@@ -374,12 +378,7 @@ fn run_alone(
     if succeeded {
         let applied = started.elapsed();
         commit(txn)?;
-        tracing::trace!(
-            changes = 1,
-            apply_us = applied.as_micros(),
-            commit_us = (started.elapsed() - applied).as_micros(),
-            "batch committed"
-        );
+        trace_commit(1, started, applied);
     } else if let Err(err) = txn.abort() {
         tracing::error!(error = %err, "rolling back a refused change failed");
     }

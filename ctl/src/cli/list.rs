@@ -170,9 +170,7 @@ impl Printer {
             }
             OutputFormat::Json => {
                 if !self.started {
-                    text.extend_from_slice(b"{\"org\":");
-                    serde_json::to_writer(&mut text, org)?;
-                    text.extend_from_slice(b",\"members\":[");
+                    open_document(&mut text, org)?;
                 }
                 for member in members {
                     if self.any {
@@ -201,24 +199,32 @@ impl Printer {
     fn finish(&mut self, out: &mut impl Write) -> Result<(), Failure> {
         if !self.started {
             let org = self.org.take().unwrap_or_default();
-            let mut text = String::new();
+            let mut text = Vec::new();
             match self.format {
                 OutputFormat::Text => {
-                    output::push_row(&mut text, &output::MEMBER_HEADER, &self.widths)
+                    let mut header = String::new();
+                    output::push_row(&mut header, &output::MEMBER_HEADER, &self.widths);
+                    text = header.into_bytes();
                 }
-                OutputFormat::Json => {
-                    text = format!("{{\"org\":{},\"members\":[", serde_json::to_string(&org)?);
-                }
+                OutputFormat::Json => open_document(&mut text, &org)?,
                 OutputFormat::Jsonl => {}
             }
             self.started = true;
-            out.write_all(text.as_bytes())?;
+            out.write_all(&text)?;
         }
         if self.format == OutputFormat::Json {
             out.write_all(b"]}\n")?;
         }
         Ok(())
     }
+}
+
+/// Opens `--output json`'s document: `{"org":…,"members":[`, closed by [`Printer::finish`].
+fn open_document(text: &mut Vec<u8>, org: &str) -> Result<(), Failure> {
+    text.extend_from_slice(b"{\"org\":");
+    serde_json::to_writer(&mut *text, org)?;
+    text.extend_from_slice(b",\"members\":[");
+    Ok(())
 }
 
 /// One member as `user list`'s table cells, borrowed from the page: no copy per row.

@@ -109,10 +109,10 @@ pub struct MemberList {
 pub struct MemberPage<'a> {
     #[serde(borrow)]
     pub org: Text<'a>,
-    #[serde(borrow)]
-    pub members: Vec<MemberView<'a>>,
     #[serde(default, borrow)]
     pub next: Option<Text<'a>>,
+    #[serde(borrow)]
+    pub members: Vec<MemberView<'a>>,
 }
 
 /// A [`Member`] read in place; serializes exactly as [`Member`] does.

@@ -24,7 +24,8 @@ struct Fixture {
     tokens: u32,
 }
 
-fn root() -> Caller {
+/// The superuser root, as the tests here and the store's power-loss test call.
+pub(crate) fn root() -> Caller {
     Caller {
         uid: 0,
         gid: 0,
@@ -44,6 +45,14 @@ fn user(uid: u32) -> Caller {
     }
 }
 
+/// The policy of the tests: a week's invitations, the documentation page's host.
+pub(crate) fn policy() -> Policy {
+    Policy {
+        public_url: "https://your-compartment-host".into(),
+        invitation_ttl: Duration::from_secs(7 * 24 * 3600),
+    }
+}
+
 /// The Unix user name every test uid has.
 pub(super) fn user_name(uid: u32) -> String {
     format!("user{uid}")
@@ -56,10 +65,7 @@ impl Fixture {
         Fixture {
             store,
             _dir: dir,
-            policy: Policy {
-                public_url: "https://your-compartment-host".into(),
-                invitation_ttl: Duration::from_secs(7 * 24 * 3600),
-            },
+            policy: policy(),
             tokens: 0,
         }
     }

@@ -12,13 +12,14 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use compartmentctl::wire::{MemberStatus, OrgCreateParams, Role, UserInviteParams};
 
 use super::{check_indexes, Reader, Store, Tables, TokenHash, TokenState};
 use crate::clock::FakeClock;
-use crate::rules::{invitations, orgs, Caller, Policy};
+use crate::rules::tests::{policy, root};
+use crate::rules::{invitations, orgs};
 use crate::token::Token;
 use crate::writer::Writer;
 
@@ -354,23 +355,6 @@ const INVITES_PER_REQUESTER: u64 = 2;
 /// lands on recovery (redb's repair) and the acknowledged set grows across cuts.
 const ROUNDS_PER_DATABASE: u64 = 10;
 const DATABASES: u64 = 100;
-
-fn root() -> Caller {
-    Caller {
-        uid: 0,
-        gid: 0,
-        pid: Some(1),
-        superuser: true,
-        user: Some("root".into()),
-    }
-}
-
-fn policy() -> Policy {
-    Policy {
-        public_url: "https://your-compartment-host".into(),
-        invitation_ttl: Duration::from_secs(7 * 24 * 3600),
-    }
-}
 
 /// The `n`th invitation's e-mail and token, distinct across the test.
 fn invitee(n: u64) -> (String, Token) {

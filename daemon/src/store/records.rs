@@ -149,7 +149,6 @@ fn status_at(status: MemberStatus, expires_at: Option<Millis>, now: Millis) -> M
 /// shows (the inviter, the token's key), whose text serde skips without keeping it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct MemberRow {
-    #[serde(serialize_with = "role_name")]
     pub role: Role,
     #[serde(default)]
     pub uid: Option<u32>,
