@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
-    OrgCreateParams, Request, RequestEnvelope, Response, Role, UserInviteParams, WhoAmI,
+    AuthzCheckParams, Check, OrgCreateParams, Permission, Request, RequestEnvelope, Response, Role,
+    UserInviteParams, WhoAmI,
 };
 use compartmentctl::Client;
 
@@ -57,6 +58,34 @@ pub fn whoami(socket: &Path, connections: usize, duration: Duration) -> Measured
                 .unwrap_or_else(|err| panic!("whoami: {err}"));
         },
     )
+}
+
+/// `authz.check` requests per second over `connections` library clients, each one at a
+/// time: may this process's own uid deploy in `org`.
+pub fn authz_checks(socket: &Path, org: &str, connections: usize, duration: Duration) -> Measured {
+    let request = authz_request(org);
+    measure::run(
+        connections,
+        duration,
+        1,
+        |_| connect(socket),
+        |client: &mut Client, _, _| {
+            client
+                .call::<serde_json::Value>(&request)
+                .unwrap_or_else(|err| panic!("authz.check: {err}"));
+        },
+    )
+}
+
+/// The `authz.check` the benchmark asks: this process's uid, `deployment.create` in `org`.
+pub fn authz_request(org: &str) -> Request {
+    Request::AuthzCheck(AuthzCheckParams::One(Check {
+        permission: Permission::DeploymentCreate,
+        org: Some(org.to_owned()),
+        uid: Some(nix::unistd::geteuid().as_raw()),
+        user: None,
+        email: None,
+    }))
 }
 
 /// Durable `user.invite` into `org` over `clients` library clients, each one request at a

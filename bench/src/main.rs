@@ -23,6 +23,8 @@
 //!   sending one request and waiting for its answer. Floor: the same request line sent to a
 //!   line echo server (one thread per connection, no parsing) over N connections: the cost
 //!   of the socket round trip alone.
+//! - `authz.check, 16 conn` and its latency: may this process's uid deploy in an
+//!   organization, asked as a service would, beside the echo of the same request line.
 //! - `user.invite, N clients`: durable invitations per second, each a new member, over N
 //!   library clients one request at a time. Floor: one thread writing 256-byte values into
 //!   a fresh redb database, N inserts per durable commit (`Durability::Immediate`): what the
@@ -183,6 +185,28 @@ fn main() {
     report.row(Row::latency(
         "whoami latency, 1 conn",
         &whoami1,
+        "echo round trip",
+        &echo1,
+    ));
+
+    step("authz.check, beside the line echo");
+    let mut authz_line =
+        serde_json::to_vec(&RequestEnvelope::new(1, &load::authz_request("bench")))
+            .expect("encode authz.check");
+    authz_line.push(b'\n');
+    let echo1 = floors::echo(&echo_socket, 1, phase, &authz_line);
+    let authz1 = load::authz_checks(&socket, "bench", 1, phase);
+    let echo16 = floors::echo(&echo_socket, 16, phase, &authz_line);
+    let authz16 = load::authz_checks(&socket, "bench", 16, phase);
+    report.row(Row::rate(
+        "authz.check, 16 conn",
+        &authz16,
+        "echo, 16 conn",
+        &echo16,
+    ));
+    report.row(Row::latency(
+        "authz.check latency, 1 conn",
+        &authz1,
         "echo round trip",
         &echo1,
     ));

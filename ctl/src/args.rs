@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::path::PathBuf;
 
-use crate::wire::{MemberStatus, Role};
+use crate::wire::{MemberStatus, Permission, Role};
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
@@ -149,6 +149,10 @@ pub enum Command {
     #[command(subcommand)]
     Account(AccountCommand),
 
+    /// Ask what a user may do
+    #[command(subcommand)]
+    Auth(AuthCommand),
+
     /// Check that compartmentd is running and show its version
     Ping,
 
@@ -237,6 +241,44 @@ pub enum RoleCommand {
 
     /// List the roles and what each may do
     List,
+
+    /// Show a role and every permission it holds
+    Show {
+        /// The role
+        #[arg(value_parser = RoleParser)]
+        role: Role,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Say whether you (or, for services and superusers, someone else) may do something
+    #[command(
+        long_about = "Say whether you, or someone else, may do something in an organization, \
+            exactly as the daemon's rules decide at this instant: prints yes or no and why \
+            (the role and where it came from), and exits 0 for yes and 4 for no, like \
+            kubectl auth can-i.\n\n\
+            Anyone may ask about themselves. Asking about another user (--user or --email) \
+            is for superusers and for members of the daemon's --service-group.\n\n\
+            The organization is --org, else the current one of the user asked about.",
+        after_help = "Examples:\n  \
+            compartmentctl auth can deployment.create --org acme\n  \
+            compartmentctl auth can variable.value.read --user alice --org acme    (a service or root)\n  \
+            compartmentctl role show deployer    (the permissions a role holds)"
+    )]
+    Can {
+        /// The permission, by its key (compartment role show admin lists them all)
+        #[arg(value_parser = PermissionParser, value_name = "PERMISSION")]
+        permission: Permission,
+
+        /// Ask about this Unix user instead of yourself
+        #[arg(long, value_name = "NAME", conflicts_with = "email")]
+        user: Option<String>,
+
+        /// Ask about the account with this e-mail address instead of yourself
+        #[arg(long, value_name = "EMAIL")]
+        email: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -319,6 +361,30 @@ impl TypedValueParser for RoleParser {
                 .into_iter()
                 .map(|role| PossibleValue::new(role.as_str())),
         ))
+    }
+}
+
+/// Parses a permission key with [`Permission`]'s own `FromStr` (a typo gets its sentence),
+/// while help and completions learn every key.
+#[derive(Debug, Clone, Copy)]
+struct PermissionParser;
+
+impl TypedValueParser for PermissionParser {
+    type Value = Permission;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Permission, clap::Error> {
+        (|text: &str| text.parse::<Permission>()).parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(Permission::ALL.iter().map(|permission| {
+            PossibleValue::new(permission.key()).help(permission.what())
+        })))
     }
 }
 

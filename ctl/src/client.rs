@@ -10,7 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::wire::{Method, Request, RequestEnvelope, RpcError, MAX_RESPONSE_LINE};
+use crate::wire::{
+    methods, AuthzAnswer, AuthzCheckParams, Check, Decision, Method, Request, RequestEnvelope,
+    RpcError, MAX_RESPONSE_LINE,
+};
 
 /// Why a call did not produce a result.
 #[derive(Debug)]
@@ -78,6 +81,50 @@ impl Client {
     /// Calls method `M` with `params`, typed at both ends by the method's declaration.
     pub fn call_method<M: Method>(&mut self, params: M::Params) -> Result<M::Result, ClientError> {
         self.call(&M::request(params))
+    }
+
+    /// Asks the daemon whether a user may do something, as its rules decide at this
+    /// instant: the caller itself when `check` names nobody, anyone when the caller is a
+    /// superuser or in the daemon's `--service-group`.
+    ///
+    /// ```no_run
+    /// use compartmentctl::wire::{Check, Permission};
+    /// use compartmentctl::Client;
+    ///
+    /// # fn main() -> Result<(), compartmentctl::ClientError> {
+    /// let mut client = Client::connect("/run/compartment/compartmentd.sock".as_ref())?;
+    /// // A service that accepted a connection from uid 1001, about to deploy for it:
+    /// let decision = client.check(Check {
+    ///     permission: Permission::DeploymentCreate,
+    ///     org: Some("acme".into()),
+    ///     uid: Some(1001),
+    ///     user: None,
+    ///     email: None,
+    /// })?;
+    /// if !decision.allowed {
+    ///     eprintln!("refused: {}", decision.message);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn check(&mut self, check: Check) -> Result<Decision, ClientError> {
+        match self.call_method::<methods::AuthzCheck>(AuthzCheckParams::One(check))? {
+            AuthzAnswer::One(decision) => Ok(decision),
+            AuthzAnswer::Many { .. } => Err(ClientError::Protocol(
+                "many decisions for one check".to_owned(),
+            )),
+        }
+    }
+
+    /// [`Client::check`] for many checks in one call; the decisions come in their order.
+    pub fn check_many(&mut self, checks: Vec<Check>) -> Result<Vec<Decision>, ClientError> {
+        let count = checks.len();
+        match self.call_method::<methods::AuthzCheck>(AuthzCheckParams::Many(checks))? {
+            AuthzAnswer::Many { decisions } if decisions.len() == count => Ok(decisions),
+            _ => Err(ClientError::Protocol(format!(
+                "not one decision for each of {count} checks"
+            ))),
+        }
     }
 
     /// Sends `request` and decodes its result as `T`.

@@ -39,6 +39,12 @@ pub struct Config {
     #[arg(long, env = "COMPARTMENT_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
 
+    /// A Unix group whose members (by primary group, or listed in it) may ask what any
+    /// user may do (`authz.check`, `compartment auth can --user`): the host's services.
+    /// Superusers always may; without this flag nobody else may
+    #[arg(long, env = "COMPARTMENT_SERVICE_GROUP", value_name = "GROUP")]
+    pub service_group: Option<String>,
+
     /// How long an invitation lives unless the inviter says otherwise (at most 30 days)
     #[arg(long, env = "COMPARTMENT_INVITATION_TTL", value_name = "DURATION",
           default_value = "7days", value_parser = parse_ttl)]

@@ -8,14 +8,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use compartmentctl::email::Email;
 use compartmentctl::wire::{
-    methods, Handle, MemberList, Method, Pong, Request, Role, RoleInfo, RoleList, Visit,
+    methods, AuthzAnswer, AuthzCheckParams, Check, Handle, MemberList, Method, Pong, Request, Role,
+    RoleInfo, RoleList, Visit,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::rules::authz::{self, Subject};
 use crate::rules::{
     accounts, identity, invitations, members, orgs, Caller, Policy, RuleError, Unbound,
 };
@@ -36,6 +39,8 @@ pub struct Context {
     pub sweeper_wake: Arc<Notify>,
     /// The host's users (NSS), cached a few seconds.
     pub users: Arc<dyn Directory>,
+    /// The gid of `--service-group`: its members may ask what anyone may do.
+    pub service_group: Option<u32>,
     /// Stale bindings already audited in this run, by (uid, recorded name).
     pub stale_audited: Mutex<HashSet<(u32, Option<String>)>>,
 }
@@ -126,6 +131,95 @@ impl Context {
         if let Err(err) = written {
             tracing::error!(error = %err, "cannot audit a stale binding");
         }
+    }
+
+    /// Whether `caller` may ask what others may do: a superuser, or a member of the
+    /// service group.
+    async fn is_service(&self, caller: &Caller) -> bool {
+        if caller.superuser {
+            return true;
+        }
+        let (Some(gid), Some(name)) = (self.service_group, caller.user.clone()) else {
+            return false;
+        };
+        let (users, primary) = (self.users.clone(), caller.gid);
+        // NSS may ask a directory server: never on a runtime worker.
+        tokio::task::spawn_blocking(move || users.in_group(&name, primary, gid))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The uid `uid` as a caller presenting it would be: its user as NSS names it now.
+    async fn caller_for_uid(&self, uid: u32) -> Caller {
+        // The gid is not known from a uid; nothing the rules decide reads it.
+        self.identify(self.caller(uid, u32::MAX, None)).await
+    }
+
+    /// Who `check` asks about. Someone other than `caller` only when `service`: anyone
+    /// else is refused before any lookup, whether or not the user or address exists, so
+    /// that the refusal tells nothing about them.
+    async fn subject(
+        &self,
+        caller: &Caller,
+        check: &Check,
+        service: bool,
+        snapshot: &impl Reader,
+    ) -> Result<Subject, RuleError> {
+        let email = match &check.email {
+            Some(email) => {
+                Some(Email::parse(email).map_err(|err| RuleError::BadRequest(err.to_string()))?)
+            }
+            None => None,
+        };
+        if !service {
+            let own_email = || match identity::binding_of(snapshot, caller) {
+                Ok(Ok(binding)) => Some(binding.email),
+                _ => None,
+            };
+            let is_self = match (&check.uid, &check.user, &email) {
+                (Some(uid), _, _) => *uid == caller.uid,
+                (_, Some(user), _) => caller.user.as_deref() == Some(user.as_str()),
+                (_, _, Some(email)) => own_email().as_deref() == Some(email.as_str()),
+                (None, None, None) => true,
+            };
+            if !is_self {
+                return Err(RuleError::NotAService);
+            }
+        }
+        let as_caller = |subject: Caller, email: Option<String>| Subject::Uid {
+            caller: subject,
+            email,
+        };
+        Ok(match (&check.uid, &check.user, email) {
+            (Some(uid), _, _) if *uid == caller.uid => as_caller(caller.clone(), None),
+            (Some(uid), _, _) => {
+                let subject = self.caller_for_uid(*uid).await;
+                match subject.user {
+                    Some(_) => as_caller(subject, None),
+                    None => Subject::NoUserForUid(*uid),
+                }
+            }
+            (_, Some(name), _) => {
+                let users = self.users.clone();
+                let owned = name.clone();
+                let found = tokio::task::spawn_blocking(move || users.user_named(&owned))
+                    .await
+                    .ok()
+                    .flatten();
+                match found {
+                    Some(user) => as_caller(self.caller_for_uid(user.uid).await, None),
+                    None => Subject::NoSuchUser(name.clone()),
+                }
+            }
+            (_, _, Some(email)) => {
+                let email = email.as_str().to_owned();
+                match snapshot.account(&email)?.and_then(|account| account.uid) {
+                    Some(uid) => as_caller(self.caller_for_uid(uid).await, Some(email)),
+                    None => Subject::NoAccount(email),
+                }
+            }
+            (None, None, None) => as_caller(caller.clone(), None),
+        })
     }
 
     async fn named_user(&self, name: Option<&str>) -> Result<Option<UnixUser>, RuleError> {
@@ -264,13 +358,53 @@ impl Serve for methods::Ping {
 impl Serve for methods::RoleList {
     async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<RoleList, RuleError> {
         Ok(RoleList {
-            roles: Role::ALL
-                .into_iter()
-                .map(|name| RoleInfo {
-                    name,
-                    description: name.description().to_owned(),
-                })
-                .collect(),
+            roles: Role::ALL.into_iter().map(RoleInfo::of).collect(),
+        })
+    }
+}
+
+impl Serve for methods::RoleShow {
+    async fn serve(_: &Context, _: Caller, params: Self::Params) -> Result<RoleInfo, RuleError> {
+        Ok(RoleInfo::of(params.role))
+    }
+}
+
+impl Serve for methods::AuthzCheck {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<AuthzAnswer, RuleError> {
+        let (checks, one) = match params {
+            AuthzCheckParams::One(check) => (vec![check], true),
+            AuthzCheckParams::Many(checks) => (checks, false),
+        };
+        let service = ctx.is_service(&caller).await;
+        let snapshot = ctx.store.read()?;
+        let mut subjects = Vec::with_capacity(checks.len());
+        for check in &checks {
+            subjects.push(ctx.subject(&caller, check, service, &snapshot).await?);
+        }
+        let now = ctx.clock.now();
+        let mut decisions = checks
+            .iter()
+            .zip(&subjects)
+            .map(|(check, subject)| {
+                authz::decide(
+                    &snapshot,
+                    subject,
+                    check.permission,
+                    check.org.as_deref(),
+                    now,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(match (one, decisions.pop()) {
+            (true, Some(decision)) => AuthzAnswer::One(decision),
+            (_, last) => {
+                decisions.extend(last);
+                AuthzAnswer::Many { decisions }
+            }
         })
     }
 }

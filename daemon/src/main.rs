@@ -73,6 +73,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         None => "the socket systemd passed".to_owned(),
     };
     let listener = tokio::net::UnixListener::from_std(listener)?;
+    let service_group = match &config.service_group {
+        Some(name) => Some(service_group(name)?),
+        None => None,
+    };
     let policy = Policy {
         public_url: config.public_url(),
         invitation_ttl: config.invitation_ttl,
@@ -91,6 +95,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         sweep_interval: config.sweep_interval,
         limits,
         users: compartmentd::users::SystemUsers::new(),
+        service_group,
     };
     // Requests that arrive from here on wait in the listen queue until the accept loop runs.
     notify(sd_notify::NotifyState::Ready);
@@ -104,6 +109,17 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         socket::remove(&file);
     }
     Ok(result?)
+}
+
+/// The gid of `--service-group`, refused when the group does not exist.
+fn service_group(name: &str) -> Result<u32, String> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!(
+            "--service-group {name}: there is no such group (getent group {name})"
+        )),
+        Err(err) => Err(format!("--service-group {name}: {err}")),
+    }
 }
 
 fn store_options(config: &Config) -> StoreOptions {

@@ -47,6 +47,8 @@ pub struct Daemon {
     pub limits: Limits,
     /// The host's users: NSS in the daemon, a table in tests.
     pub users: Arc<dyn Directory>,
+    /// The gid of `--service-group`, whose members may ask about anyone.
+    pub service_group: Option<u32>,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops gracefully: no new
@@ -66,6 +68,7 @@ pub async fn run(
         daemon_uid: daemon.daemon_uid,
         sweeper_wake: sweeper_wake.clone(),
         users: daemon.users.clone(),
+        service_group: daemon.service_group,
         stale_audited: Default::default(),
     });
     let slots = Slots::new(daemon.limits);

@@ -31,6 +31,9 @@ pub trait Directory: Send + Sync + 'static {
     }
     /// The user called `name`, if there is one that may hold an account.
     fn user_named(&self, name: &str) -> Option<UnixUser>;
+    /// Whether the user called `name`, whose primary group is `primary_gid`, is in the group
+    /// `gid`: it is its primary group, or the group lists it (NSS's `getgrouplist`).
+    fn in_group(&self, name: &str, primary_gid: u32, gid: u32) -> bool;
 }
 
 /// True when `uid`/`name` is a real user that may hold an account.
@@ -53,10 +56,15 @@ fn lookup_name(name: &str) -> Option<UnixUser> {
     })
 }
 
+/// A user's groups as NSS listed them, and when it was asked.
+type Groups = (Instant, Vec<u32>);
+
 /// The system's users, cached for [`CACHE_TTL`].
 #[derive(Default)]
 pub struct SystemUsers {
     by_uid: Mutex<HashMap<u32, (Instant, Option<String>)>>,
+    /// Each user's groups, by (name, primary gid).
+    groups: Mutex<HashMap<(String, u32), Groups>>,
 }
 
 impl SystemUsers {
@@ -87,16 +95,52 @@ impl Directory for SystemUsers {
     }
 
     fn user_named(&self, name: &str) -> Option<UnixUser> {
-        // Asked only by invitations that name a user: rare enough to go to NSS each time,
-        // and then the answer is as fresh as it can be.
+        // Asked only by invitations and checks that name a user: rare enough to go to NSS
+        // each time, and then the answer is as fresh as it can be.
         lookup_name(name)
     }
+
+    fn in_group(&self, name: &str, primary_gid: u32, gid: u32) -> bool {
+        if primary_gid == gid {
+            return true;
+        }
+        let key = (name.to_owned(), primary_gid);
+        {
+            let cache = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((at, groups)) = cache.get(&key) {
+                if at.elapsed() < CACHE_TTL {
+                    return groups.contains(&gid);
+                }
+            }
+        }
+        let now = Instant::now();
+        let groups = lookup_groups(name, primary_gid);
+        let member = groups.contains(&gid);
+        let mut cache = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_CAP {
+            cache.clear();
+        }
+        cache.insert(key, (now, groups));
+        member
+    }
+}
+
+/// The groups NSS lists `name` in, with `primary_gid`; none when it cannot say.
+fn lookup_groups(name: &str, primary_gid: u32) -> Vec<u32> {
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return Vec::new();
+    };
+    nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(primary_gid))
+        .map(|groups| groups.into_iter().map(|gid| gid.as_raw()).collect())
+        .unwrap_or_default()
 }
 
 /// A fixed table of users, for tests.
 #[derive(Default)]
 pub struct FakeUsers {
     users: Mutex<HashMap<u32, String>>,
+    /// The groups that list a user, by name.
+    groups: Mutex<HashMap<String, Vec<u32>>>,
 }
 
 impl FakeUsers {
@@ -106,6 +150,12 @@ impl FakeUsers {
             fake.set(*uid, Some(name));
         }
         Arc::new(fake)
+    }
+
+    /// Lists the user called `name` in the group `gid`.
+    pub fn add_to_group(&self, name: &str, gid: u32) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups.entry(name.to_owned()).or_default().push(gid);
     }
 
     /// Gives `uid` a user called `name`, or (with `None`) deletes its user.
@@ -138,6 +188,11 @@ impl Directory for FakeUsers {
                 name: n.clone(),
             })
     }
+
+    fn in_group(&self, name: &str, primary_gid: u32, gid: u32) -> bool {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        primary_gid == gid || groups.get(name).is_some_and(|listed| listed.contains(&gid))
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +208,18 @@ mod tests {
         assert_eq!(lookup_name("root").unwrap().uid, 0);
         assert_eq!(lookup_name(NOBODY), None);
         assert_eq!(lookup_name("no-such-user-here"), None);
+    }
+
+    #[test]
+    fn groups_come_from_the_primary_gid_and_the_group_database() {
+        let users = SystemUsers::new();
+        assert!(users.in_group("root", 0, 0));
+        assert!(!users.in_group("root", 0, 3_999_999_999));
+        // A group that lists nobody: only those whose primary group it is are in it.
+        let nogroup = nix::unistd::Group::from_name("nogroup").unwrap().unwrap();
+        assert!(!users.in_group("root", 0, nogroup.gid.as_raw()));
+        assert!(users.in_group("root", nogroup.gid.as_raw(), nogroup.gid.as_raw()));
+        assert!(!users.in_group("no-such-user-here", 0, 3_999_999_999));
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn start(clock: Arc<dyn Clock>, ttl: Duration, sweep_interval: Duration) -> Runn
         sweep_interval,
         limits: Limits::default(),
         users: compartmentd::users::SystemUsers::new(),
+        service_group: None,
     };
     let done = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -251,6 +251,16 @@ impl Daemon {
         Running::spawn(self.daemon_command(socket, state_dir)).wait_timeout(Duration::from_secs(10))
     }
 
+    /// Runs another `compartmentd` with this daemon's options and `args` on a socket and
+    /// state directory of its own, and waits up to 10 s for it to exit; `None` when it was
+    /// still running (then killed).
+    pub fn run_second_daemon_with(&self, args: &[&str]) -> Option<Out> {
+        let mut command =
+            self.daemon_command(&self.dir().join("second.sock"), &self.dir().join("second"));
+        command.args(args);
+        Running::spawn(command).wait_timeout(Duration::from_secs(10))
+    }
+
     /// Runs `compartmentctl --socket <socket> <args…>` as `uid` and waits for it.
     #[track_caller]
     pub fn ctl(&self, uid: u32, args: &[&str]) -> Out {

@@ -35,4 +35,4 @@ pub use privileges::{
 pub use process::{ctl_command, Out, Running};
 pub use raw::RawConn;
 pub use time::{now_unix, parse_rfc3339, poll};
-pub use users::{primary_gid, uid_without_user, TestUser, NOBODY, TEST_USER_PREFIX};
+pub use users::{primary_gid, test_group, uid_without_user, TestUser, NOBODY, TEST_USER_PREFIX};

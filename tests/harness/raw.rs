@@ -25,6 +25,43 @@ impl RawConn {
         RawConn::from_stream(stream, READ_TIMEOUT)
     }
 
+    /// A raw connection opened by `uid` (with its primary group), for the wire as another
+    /// Unix user sees it; needs root. The daemon reads the peer's credentials when the
+    /// connection is made, so only the connecting thread takes `uid`: a thread of its own
+    /// that changes its effective ids with the raw system calls, which on Linux change
+    /// that thread's credentials alone (glibc's `seteuid` would change every thread of the
+    /// test process, and its parallel tests with it), connects, and ends.
+    #[track_caller]
+    pub fn connect_as(socket: &Path, uid: u32) -> RawConn {
+        use nix::libc::{syscall, SYS_setresgid, SYS_setresuid};
+        let gid = crate::primary_gid(uid).unwrap_or(uid);
+        let stream = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    const KEEP: nix::libc::c_long = -1;
+                    // SAFETY: plain system calls on this thread's own credentials; the
+                    // thread ends right after, whatever they did.
+                    let changed = unsafe {
+                        syscall(SYS_setresgid, KEEP, nix::libc::c_long::from(gid), KEEP) == 0
+                            && syscall(SYS_setresuid, KEEP, nix::libc::c_long::from(uid), KEEP) == 0
+                    };
+                    assert!(
+                        changed,
+                        "cannot take uid {uid}: {}",
+                        io::Error::last_os_error()
+                    );
+                    UnixStream::connect(socket)
+                })
+                .join()
+        });
+        let stream = match stream {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => panic!("connect to {} as uid {uid}: {err}", socket.display()),
+            Err(_) => panic!("the thread connecting as uid {uid} panicked"),
+        };
+        RawConn::from_stream(stream, READ_TIMEOUT)
+    }
+
     pub(crate) fn from_stream(stream: UnixStream, timeout: Duration) -> RawConn {
         stream
             .set_read_timeout(Some(timeout))

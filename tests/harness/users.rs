@@ -133,6 +133,36 @@ impl TestUser {
     }
 }
 
+/// The group `group` (which begins with `cpt-`), created if it is missing, listing
+/// `members` (test users) as its members, as `/etc/group` lists a service account's
+/// supplementary groups. Returns its gid. Idempotent; needs root.
+#[track_caller]
+pub fn test_group(group: &str, members: &[&TestUser]) -> u32 {
+    check_name(group);
+    let _lock = users_lock();
+    if Group::from_name(group).ok().flatten().is_none() {
+        run_user_tool("groupadd", &["--system".to_owned(), group.to_owned()]);
+    }
+    for member in members {
+        check_name(&member.name);
+        run_user_tool(
+            "usermod",
+            &[
+                "--append".to_owned(),
+                "--groups".to_owned(),
+                group.to_owned(),
+                member.name.clone(),
+            ],
+        );
+    }
+    Group::from_name(group)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("groupadd created {group}, but NSS does not know it"))
+        .gid
+        .as_raw()
+}
+
 impl From<User> for TestUser {
     fn from(user: User) -> TestUser {
         TestUser {
@@ -277,9 +307,9 @@ fn delete_locked(name: &str) {
     );
 }
 
-/// Runs `useradd` or `userdel` (from `/usr/sbin` when `PATH` lacks it), retrying while
-/// another program holds the lock of the user database: these tools refuse at once
-/// ("cannot lock /etc/passwd; try again later.") instead of waiting for it.
+/// Runs `useradd`, `userdel`, `groupadd` or `usermod` (from `/usr/sbin` when `PATH` lacks
+/// it), retrying while another program holds the lock of the user database: these tools
+/// refuse at once ("cannot lock /etc/passwd; try again later.") instead of waiting for it.
 #[track_caller]
 fn run_user_tool(tool: &str, args: &[String]) {
     let program = ["/usr/sbin", "/sbin"]

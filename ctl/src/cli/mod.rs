@@ -23,13 +23,14 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use compartmentctl::paths::default_client_socket;
 use compartmentctl::wire::{
-    AccountBindParams, AccountParams, ActivateParams, OrgCreateParams, OrgUseParams, Request,
-    RoleGrantParams, UserInviteParams, UserListParams, UserRemoveParams,
+    AccountBindParams, AccountParams, ActivateParams, AuthzCheckParams, Check, OrgCreateParams,
+    OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserInviteParams, UserListParams,
+    UserRemoveParams,
 };
 use compartmentctl::{Client, ClientError};
 
 use compartmentctl::args::{
-    AccountCommand, Cli, Command, OrgCommand, OutputFormat, RoleCommand, UserCommand,
+    AccountCommand, AuthCommand, Cli, Command, OrgCommand, OutputFormat, RoleCommand, UserCommand,
 };
 use exit::{Exit, Failure};
 
@@ -53,7 +54,7 @@ pub fn run() -> ExitCode {
     };
     let format = cli.global.output;
     match execute(cli, &prog) {
-        Ok(()) => Exit::Ok.into(),
+        Ok(exit) => exit.into(),
         Err(failure) => {
             exit::write_stderr(&failure.report(&prog, format));
             failure.exit().into()
@@ -101,7 +102,8 @@ fn argv_secret_warning(prog: &str) -> String {
     )
 }
 
-fn execute(cli: Cli, prog: &str) -> Result<(), Failure> {
+/// Runs the command; its exit code when it printed its result.
+fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
     let Cli { global, command } = cli;
     if let Command::Activate { token: Some(_) } = &command {
         exit::write_stderr(&argv_secret_warning(prog));
@@ -113,7 +115,7 @@ fn execute(cli: Cli, prog: &str) -> Result<(), Failure> {
         _ => None,
     };
     let Some(request) = request_for(command, global.org)? else {
-        return Ok(());
+        return Ok(Exit::Ok);
     };
     let socket = match global.socket {
         Some(socket) => socket,
@@ -121,11 +123,12 @@ fn execute(cli: Cli, prog: &str) -> Result<(), Failure> {
     };
     let mut client = Client::connect(&socket)?;
     if let (Request::UserList(params), Some(window)) = (&request, window) {
-        return list::members(&mut client, params.clone(), window, global.output);
+        list::members(&mut client, params.clone(), window, global.output)?;
+        return Ok(Exit::Ok);
     }
-    let text = render::call(&mut client, request, global.output)?;
+    let (text, exit) = render::call(&mut client, request, global.output)?;
     output::write_stdout(text.as_bytes())?;
-    Ok(())
+    Ok(exit)
 }
 
 /// The request a command sends, or `None` for the commands that need no daemon (which have
@@ -158,6 +161,18 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             Request::RoleGrant(RoleGrantParams { org, email, role })
         }
         Command::Role(RoleCommand::List) => Request::RoleList,
+        Command::Role(RoleCommand::Show { role }) => Request::RoleShow(RoleShowParams { role }),
+        Command::Auth(AuthCommand::Can {
+            permission,
+            user,
+            email,
+        }) => Request::AuthzCheck(AuthzCheckParams::One(Check {
+            permission,
+            org,
+            uid: None,
+            user,
+            email,
+        })),
         // The daemon pulls the token out of a URL itself, so the URL goes as typed.
         Command::Activate { token } => {
             let token = match token {

@@ -4,8 +4,9 @@
 use std::io::{self, Write};
 
 use compartmentctl::wire::{
-    AccountBinding, AccountDetail, AccountList, AccountStatus, Activated, Granted, Invitation,
-    Member, MemberList, OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleList, WhoAmI,
+    AccountBinding, AccountDetail, AccountList, AccountStatus, Activated, AuthzAnswer, Decision,
+    Granted, Invitation, Member, MemberList, OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleInfo,
+    RoleList, WhoAmI,
 };
 use serde::Serialize;
 
@@ -256,6 +257,43 @@ pub fn role_list(list: &RoleList) -> String {
     table(["ROLE", "DESCRIPTION"], &rows)
 }
 
+/// `role show`: the role's description, then each permission it holds and what it allows.
+pub fn role_info(info: &RoleInfo) -> String {
+    let rows: Vec<[String; 2]> = info
+        .permissions
+        .iter()
+        .map(|permission| [permission.key().to_owned(), permission.what().to_owned()])
+        .collect();
+    format!(
+        "{}: {}\n\n{}",
+        info.name,
+        info.description,
+        table(["PERMISSION", "ALLOWS"], &rows)
+    )
+}
+
+/// `auth can`: `yes` or `no` on the first line and why on the next; for many checks, a
+/// line each.
+pub fn authz_answer(answer: &AuthzAnswer) -> String {
+    let verdict = |decision: &Decision| if decision.allowed { "yes" } else { "no" };
+    match answer {
+        AuthzAnswer::One(decision) => format!("{}\n{}\n", verdict(decision), decision.message),
+        AuthzAnswer::Many { decisions } => {
+            let rows: Vec<[String; 3]> = decisions
+                .iter()
+                .map(|d| {
+                    [
+                        verdict(d).to_owned(),
+                        d.permission.to_string(),
+                        d.message.clone(),
+                    ]
+                })
+                .collect();
+            table(["ANSWER", "PERMISSION", "WHY"], &rows)
+        }
+    }
+}
+
 pub fn activated(activated: &Activated) -> String {
     format!(
         "Activated {}: you are now {} in {}.\n",
@@ -301,6 +339,10 @@ pub fn whoami(who: &WhoAmI) -> String {
             .map(|m| [m.org.clone(), m.role.to_string(), m.status.to_string()])
             .collect();
         out.push_str(&table(["ORGANIZATION", "ROLE", "STATUS"], &rows));
+    }
+    if let (Some(org), false) = (&who.current_org, who.permissions.is_empty()) {
+        let keys: Vec<&str> = who.permissions.iter().map(|p| p.key()).collect();
+        out.push_str(&format!("permissions in {org}: {}\n", keys.join(", ")));
     }
     out
 }
@@ -352,7 +394,7 @@ mod tests {
 
     use super::*;
     use compartmentctl::wire::{
-        AccountInfo, Member, MemberStatus, OrgEntry, OrgMembership, Role, RoleInfo,
+        AccountInfo, Member, MemberStatus, OrgEntry, OrgMembership, Permission, Reason, Role,
     };
 
     fn invited() -> Invitation {
@@ -545,10 +587,12 @@ mod tests {
                 RoleInfo {
                     name: Role::Admin,
                     description: "all".into(),
+                    permissions: vec![],
                 },
                 RoleInfo {
                     name: Role::Readonly,
                     description: "look".into(),
+                    permissions: vec![],
                 },
             ],
         };
@@ -572,7 +616,81 @@ mod tests {
             }),
             current_org: None,
             memberships: vec![],
+            permissions: vec![],
         }
+    }
+
+    #[test]
+    fn role_show_lists_each_permission_and_what_it_allows() {
+        assert_eq!(
+            role_info(&RoleInfo::of(Role::Readonly)),
+            "readonly: View projects and deployments; cannot see sensitive variable values or make changes\n\
+             \n\
+             PERMISSION                  ALLOWS\n\
+             organization.read           see the organization\n\
+             project.read                see its projects\n\
+             deployment.read             see its deployments\n\
+             organization.member.list    list the members (user list)\n\
+             organization.settings.read  read the organization's settings\n\
+             variable.metadata.read      read variables, sensitive values masked\n"
+        );
+    }
+
+    fn decision(allowed: bool, permission: Permission, message: &str) -> Decision {
+        Decision {
+            allowed,
+            permission,
+            org: Some("acme".into()),
+            uid: Some(1001),
+            user: Some("alice".into()),
+            email: Some("alice@example.com".into()),
+            role: Some(Role::Deployer),
+            reason: if allowed {
+                Reason::Role
+            } else {
+                Reason::RoleTooLow
+            },
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn auth_can_says_yes_or_no_then_why() {
+        let yes = decision(
+            true,
+            Permission::DeploymentCreate,
+            "alice@example.com is deployer in acme",
+        );
+        assert_eq!(
+            authz_answer(&AuthzAnswer::One(yes.clone())),
+            "yes\nalice@example.com is deployer in acme\n"
+        );
+        let no = decision(false, Permission::OrganizationUserInvite, "needs admin");
+        assert_eq!(
+            authz_answer(&AuthzAnswer::One(no.clone())),
+            "no\nneeds admin\n"
+        );
+        assert_eq!(
+            authz_answer(&AuthzAnswer::Many {
+                decisions: vec![yes, no]
+            }),
+            "ANSWER  PERMISSION                WHY\n\
+             yes     deployment.create         alice@example.com is deployer in acme\n\
+             no      organization.user.invite  needs admin\n"
+        );
+    }
+
+    #[test]
+    fn whoami_lists_the_permissions_in_the_current_org() {
+        let mut me = who(1001, false, Some("deploy@example.com"));
+        me.current_org = Some("acme".into());
+        me.permissions = Role::Viewer.permissions();
+        assert_eq!(
+            whoami(&me),
+            "uid 1001: deploy@example.com (active)\n\
+             current organization: acme\n\
+             permissions in acme: organization.read, project.read, deployment.read\n"
+        );
     }
 
     #[test]

@@ -2,24 +2,30 @@
 //! the call-and-print step from these impls, so a method without one does not compile.
 
 use compartmentctl::args::OutputFormat;
-use compartmentctl::wire::{methods, Handle, Method, Request, Visit};
+use compartmentctl::wire::{methods, AuthzAnswer, Handle, Method, Request, Visit};
 use compartmentctl::Client;
 
-use super::exit::Failure;
+use super::exit::{Exit, Failure};
 use super::output;
 
 /// How a method's result is printed for people; `--output json` prints the result object
 /// itself.
 pub trait Render: Method {
     fn text(result: &Self::Result) -> String;
+
+    /// The exit code of a call that got this result: 0, but for an answer that is a no.
+    fn exit(_result: &Self::Result) -> Exit {
+        Exit::Ok
+    }
 }
 
 /// Makes the call and renders its typed result; the request's method decides the type.
+/// Returns what to print and the exit code.
 pub fn call(
     client: &mut Client,
     request: Request,
     format: OutputFormat,
-) -> Result<String, Failure> {
+) -> Result<(String, Exit), Failure> {
     request.visit(CallAndRender { client, format })
 }
 
@@ -29,16 +35,17 @@ struct CallAndRender<'a> {
 }
 
 impl Visit for CallAndRender<'_> {
-    type Output = Result<String, Failure>;
+    type Output = Result<(String, Exit), Failure>;
 }
 
 impl<M: Render> Handle<M> for CallAndRender<'_> {
-    fn handle(self, params: M::Params) -> Result<String, Failure> {
+    fn handle(self, params: M::Params) -> Result<(String, Exit), Failure> {
         let result = self.client.call_method::<M>(params)?;
-        Ok(match self.format {
+        let text = match self.format {
             OutputFormat::Text => M::text(&result),
             OutputFormat::Json | OutputFormat::Jsonl => output::json(&result)?,
-        })
+        };
+        Ok((text, M::exit(&result)))
     }
 }
 
@@ -65,9 +72,30 @@ render_with! {
     UserRemove => output::removed;
     RoleGrant => output::granted;
     RoleList => output::role_list;
+    RoleShow => output::role_info;
     AccountActivate => output::activated;
     AccountList => output::account_list;
     AccountShow => output::account_detail;
     AccountUnbind => output::unbound;
     AccountBind => output::bound;
+}
+
+/// `auth can`: `yes` or `no` and why; like `kubectl auth can-i`, a no exits 4 so that a
+/// script can branch on it.
+impl Render for methods::AuthzCheck {
+    fn text(answer: &Self::Result) -> String {
+        output::authz_answer(answer)
+    }
+
+    fn exit(answer: &Self::Result) -> Exit {
+        let allowed = match answer {
+            AuthzAnswer::One(decision) => decision.allowed,
+            AuthzAnswer::Many { decisions } => decisions.iter().all(|d| d.allowed),
+        };
+        if allowed {
+            Exit::Ok
+        } else {
+            Exit::PermissionDenied
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AccountStatus, MemberStatus, Params, Role};
+use super::{AccountStatus, MemberStatus, Params, Permission, Role};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +56,10 @@ pub struct WhoAmI {
     /// The organization commands act in when `--org` is not given, if one can be chosen.
     pub current_org: Option<String>,
     pub memberships: Vec<OrgMembership>,
+    /// What the caller may do in `current_org` (absent from daemons before permission
+    /// keys, and empty when there is no current organization).
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
 }
 
 /// Params naming one account.

@@ -9,7 +9,8 @@
 //! - `method`: the [`Method`] trait and the macro that derives everything from the list
 //!   below.
 //! - one file per noun for params and results: `meta` (`ping`), `org`, `user`, `role`
-//!   (with [`Role`] itself), `account` (with `whoami`); `status` for statuses.
+//!   (with [`Role`] itself), `account` (with `whoami`), `authz` (`authz.check`); `status`
+//!   for statuses; `permission` for the permission keys and DESIGN §3's table.
 //!
 //! # Adding a method
 //!
@@ -20,21 +21,25 @@
 //! not compile.
 
 mod account;
+mod authz;
 mod envelope;
 mod error;
 mod meta;
 pub(crate) mod method;
 mod org;
+mod permission;
 mod role;
 mod status;
 mod user;
 
 pub use account::*;
+pub use authz::*;
 pub use envelope::*;
 pub use error::*;
 pub use meta::*;
 pub use method::{Handle, Method, Params, Visit};
 pub use org::*;
+pub use permission::*;
 pub use role::*;
 pub use status::*;
 pub use user::*;
@@ -70,6 +75,8 @@ declare_methods! {
     RoleGrant(RoleGrantParams) = "role.grant" => Granted, write;
     /// The roles and what each may do.
     RoleList = "role.list" => RoleList, read;
+    /// One role and its permissions.
+    RoleShow(RoleShowParams) = "role.show" => RoleInfo, read;
     /// Redeem an activation token, binding the caller's uid to the account.
     AccountActivate(ActivateParams) = "account.activate" => Activated, write;
     /// Every account with its binding (superuser).
@@ -80,6 +87,9 @@ declare_methods! {
     AccountUnbind(AccountParams) = "account.unbind" => AccountBinding, write;
     /// Bind an account to a Unix user on a superuser's word.
     AccountBind(AccountBindParams) = "account.bind" => AccountBinding, write;
+    /// May a user do something in an organization, by the rules at this instant: the
+    /// caller about itself, services and superusers about anyone.
+    AuthzCheck(AuthzCheckParams) = "authz.check" => AuthzAnswer, read;
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Params;
+use super::{Params, Permission};
 
 /// A role in an organization. The order is the hierarchy: `Viewer < Readonly < Deployer <
 /// Admin`, and each role holds every permission of those below it.
@@ -124,6 +124,20 @@ pub struct Granted {
 pub struct RoleInfo {
     pub name: Role,
     pub description: String,
+    /// Every permission the role holds (absent from daemons before permission keys).
+    #[serde(default)]
+    pub permissions: Vec<Permission>,
+}
+
+impl RoleInfo {
+    /// `role`, as DESIGN §3 describes it.
+    pub fn of(role: Role) -> RoleInfo {
+        RoleInfo {
+            name: role,
+            description: role.description().to_owned(),
+            permissions: role.permissions(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use compartmentctl::wire::{ErrorKind, Role, RpcError};
+use compartmentctl::wire::{ErrorKind, Permission, Role, RpcError};
 
 use crate::clock::rfc3339;
 use crate::store::{Millis, StoreError};
@@ -53,6 +53,15 @@ impl fmt::Display for Unbound {
     }
 }
 
+/// What a permission needs, in the words refusals and answers use: "the admin role", "the
+/// deployer role or above".
+pub(crate) fn needed(role: Role) -> String {
+    match role {
+        Role::Admin => "the admin role".to_owned(),
+        other => format!("the {other} role or above"),
+    }
+}
+
 #[derive(Debug)]
 pub enum RuleError {
     BadRequest(String),
@@ -68,11 +77,12 @@ pub enum RuleError {
     AccountNotFound(String),
     /// The caller's role is below what the action needs.
     RoleTooLow {
-        action: &'static str,
+        permission: Permission,
         org: String,
-        needed: Role,
         own: Role,
     },
+    /// Asking what another user may do, without being a superuser or in the service group.
+    NotAService,
     /// Only a superuser may do this.
     SuperuserOnly {
         action: &'static str,
@@ -152,6 +162,7 @@ impl RuleError {
             RuleError::NotTheRedeemer
             | RuleError::RoleTooLow { .. }
             | RuleError::SuperuserOnly { .. }
+            | RuleError::NotAService
             | RuleError::BindingConflict(_) => ErrorKind::Forbidden,
             RuleError::OrgNotFound(_) | RuleError::NotMember { .. } => ErrorKind::NotFound,
             RuleError::OrgExists(_) => ErrorKind::AlreadyExists,
@@ -191,10 +202,15 @@ impl RuleError {
                 "name an existing user (getent passwd NAME shows it)".into()
             }
             RuleError::AccountNotFound(_) => "compartment account list shows the accounts".into(),
-            RuleError::RoleTooLow { org, needed, .. } => {
-                format!("ask an admin of {org} for the {needed} role")
+            RuleError::RoleTooLow {
+                org, permission, ..
+            } => {
+                format!("ask an admin of {org} for the {} role", permission.lowest_role())
             }
             RuleError::SuperuserOnly { .. } => "run it as root".into(),
+            RuleError::NotAService => {
+                "ask about yourself (without --user or --email), or have a superuser add your user to the daemon's --service-group".into()
+            }
             RuleError::OrgNotFound(_) => "compartment org list shows your organizations".into(),
             RuleError::NotMember { .. } => "compartment user list shows the members".into(),
             RuleError::AlreadyInvited { .. } => {
@@ -251,17 +267,16 @@ impl fmt::Display for RuleError {
             }
             RuleError::AccountNotFound(email) => write!(f, "no account {email}"),
             RuleError::RoleTooLow {
-                action,
+                permission,
                 org,
-                needed,
                 own,
             } => {
-                let needed = match needed {
-                    Role::Admin => "the admin role".to_owned(),
-                    other => format!("the {other} role or above"),
-                };
-                write!(f, "{action} {org} needs {needed}; yours is {own}")
+                let (action, needs) = (permission.doing(), needed(permission.lowest_role()));
+                write!(f, "{action} {org} needs {needs}; yours is {own}")
             }
+            RuleError::NotAService => f.write_str(
+                "asking what another user may do is for superusers and the daemon's service group",
+            ),
             RuleError::SuperuserOnly { action } => {
                 write!(
                     f,

@@ -1,7 +1,7 @@
 //! Who the caller is: their account from the uid binding, the organizations they can
 //! act in, and their role there. Also `whoami`.
 
-use compartmentctl::wire::{AccountInfo, MemberStatus, OrgMembership, Role, WhoAmI};
+use compartmentctl::wire::{AccountInfo, MemberStatus, OrgMembership, Permission, Role, WhoAmI};
 
 use super::{Caller, RuleError, Unbound};
 use crate::store::{BindingRecord, MembershipRecord, Millis, Provenance, Reader};
@@ -95,15 +95,15 @@ impl InOrg {
             })
     }
 
-    /// Refuses unless the actor's role is at least `needed`.
-    pub fn require(&self, needed: Role, action: &'static str) -> Result<(), RuleError> {
-        if self.role >= needed {
+    /// Refuses unless the actor's role holds `permission` (DESIGN §3, as
+    /// [`compartmentctl::wire::TABLE`] states it).
+    pub fn require(&self, permission: Permission) -> Result<(), RuleError> {
+        if self.role.permits(permission) {
             return Ok(());
         }
         Err(RuleError::RoleTooLow {
-            action,
+            permission,
             org: self.org.clone(),
-            needed,
             own: self.role,
         })
     }
@@ -129,7 +129,11 @@ pub fn authenticate(reader: &impl Reader, caller: &Caller) -> Result<Actor, Rule
 
 /// The actor's role in `org`, or `None` when the organization does not exist or is not
 /// theirs to act in.
-fn role_in(reader: &impl Reader, actor: &Actor, org: &str) -> Result<Option<Role>, RuleError> {
+pub(crate) fn role_in(
+    reader: &impl Reader,
+    actor: &Actor,
+    org: &str,
+) -> Result<Option<Role>, RuleError> {
     if reader.org(org)?.is_none() {
         return Ok(None);
     }
@@ -245,6 +249,10 @@ pub fn whoami(reader: &impl Reader, caller: &Caller, now: Millis) -> Result<WhoA
     } else {
         None
     };
+    let permissions = match &current_org {
+        Some(org) => role_in(reader, &actor, org)?.map(Role::permissions),
+        None => None,
+    };
     Ok(WhoAmI {
         uid: caller.uid,
         gid: caller.gid,
@@ -255,5 +263,6 @@ pub fn whoami(reader: &impl Reader, caller: &Caller, now: Millis) -> Result<WhoA
         account,
         current_org,
         memberships,
+        permissions: permissions.unwrap_or_default(),
     })
 }

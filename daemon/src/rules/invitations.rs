@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use compartmentctl::email::Email;
 use compartmentctl::wire::{
-    token_from_url_or_token, AccountStatus, Activated, Invitation, MemberStatus, Role,
+    token_from_url_or_token, AccountStatus, Activated, Invitation, MemberStatus, Permission, Role,
     UserInviteParams,
 };
 
@@ -37,7 +37,7 @@ pub fn invite(
 ) -> Result<Invitation, RuleError> {
     let actor = authenticate(txn, caller)?;
     let here = in_org(txn, &actor, params.org.as_deref())?;
-    here.require(Role::Admin, "inviting users to")?;
+    here.require(Permission::OrganizationUserInvite)?;
     here.may_grant(params.role)?;
     let email = parse_email(&params.email)?;
     let ttl = invitation_ttl(params.expires_in.as_deref(), policy)?;

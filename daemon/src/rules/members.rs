@@ -3,8 +3,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use compartmentctl::wire::{
-    Granted, Member, MemberList, MemberStatus, Removed, Role, RoleGrantParams, UserListParams,
-    UserRemoveParams, DEFAULT_PAGE, MAX_PAGE,
+    Granted, Member, MemberList, MemberStatus, Permission, Removed, Role, RoleGrantParams,
+    UserListParams, UserRemoveParams, DEFAULT_PAGE, MAX_PAGE,
 };
 
 use super::error::AdminLoss;
@@ -65,7 +65,7 @@ pub fn list_page(
     let mut position = params.after.as_deref().map(position_of).transpose()?;
     let actor = authenticate(reader, caller)?;
     let here = in_org(reader, &actor, params.org.as_deref())?;
-    here.require(Role::Readonly, "listing the members of")?;
+    here.require(Permission::OrganizationMemberList)?;
 
     let budget = limit.saturating_mul(SCAN_FACTOR);
     let mut scanned = 0;
@@ -162,7 +162,7 @@ pub fn list(
 ) -> Result<MemberList, RuleError> {
     let actor = authenticate(reader, caller)?;
     let here = in_org(reader, &actor, org)?;
-    here.require(Role::Readonly, "listing the members of")?;
+    here.require(Permission::OrganizationMemberList)?;
     let mut members = Vec::new();
     for (email, m) in reader.members(&here.org)? {
         let status = m.status_at(now);
@@ -219,7 +219,7 @@ pub fn remove(
 ) -> Result<Removed, RuleError> {
     let actor = authenticate(txn, caller)?;
     let here = in_org(txn, &actor, params.org.as_deref())?;
-    here.require(Role::Admin, "removing users from")?;
+    here.require(Permission::OrganizationUserRemove)?;
     let email = parse_email(&params.email)?;
     let email = email.as_str();
     let membership = here.member(txn, email)?;
@@ -261,7 +261,7 @@ pub fn grant(
 ) -> Result<Granted, RuleError> {
     let actor = authenticate(txn, caller)?;
     let here = in_org(txn, &actor, params.org.as_deref())?;
-    here.require(Role::Deployer, "granting roles in")?;
+    here.require(Permission::OrganizationRoleGrant)?;
     here.may_grant(params.role)?;
     let email = parse_email(&params.email)?;
     let email = email.as_str();

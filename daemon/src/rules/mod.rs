@@ -10,8 +10,10 @@
 //! - [`members`]: `user.list`, `user.remove`, `role.grant`.
 //! - [`invitations`]: `user.invite`, `account.activate`, and the sweeper's expiry.
 //! - [`accounts`]: accounts and their bindings, for superusers (`account.*`).
+//! - [`authz`]: `authz.check`, what the rules would decide for anyone, and why.
 
 pub mod accounts;
+pub mod authz;
 mod error;
 pub mod identity;
 pub mod invitations;

@@ -15,7 +15,10 @@
 //! - the indexes agree with the tables (`check_indexes`, `next_expiry`, the expiry index
 //!   both ways, `account_orgs`, uid bindings both ways), and every pending token belongs
 //!   to the invited membership that holds it;
-//! - a refused step changed nothing, and no rule failed inside (`internal`).
+//! - a refused step changed nothing, and no rule failed inside (`internal`);
+//! - `authz.check`, asked before an invite, grant, removal or list, of the permission it
+//!   needs, said yes exactly when the rule then let the caller past its gate (who they are,
+//!   which organization, whether their role holds the permission).
 //!
 //! The same sequences also run with group commit: each step's change goes through the
 //! writer's batch in one transaction with companion changes before and after it, some
@@ -33,13 +36,14 @@ use std::fmt;
 use std::time::Duration;
 
 use compartmentctl::wire::{
-    token_from_url_or_token, AccountStatus, ErrorKind, MemberStatus, OrgCreateParams, Role,
-    RoleGrantParams, UserInviteParams, UserRemoveParams,
+    token_from_url_or_token, AccountStatus, Decision, ErrorKind, MemberStatus, OrgCreateParams,
+    Permission, Role, RoleGrantParams, UserInviteParams, UserRemoveParams,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use redb::ReadTransaction;
 
+use super::authz::{self, Subject};
 use super::{identity, invitations, members, orgs, Caller, Policy, RuleError};
 use crate::store::{
     check_indexes, AccountRecord, Changes, MembershipRecord, Millis, Reader, Store, TokenRecord,
@@ -640,6 +644,21 @@ impl World {
             Some(by) => format!(" [uid {}]", by.caller(&pre, None).uid),
             None => String::new(),
         };
+        // What `authz.check` says, before the step, of the permission the step needs.
+        let gate = match op {
+            Op::Invite { by, org, .. } => Some((by, org, Permission::OrganizationUserInvite)),
+            Op::Grant { by, org, .. } => Some((by, org, Permission::OrganizationRoleGrant)),
+            Op::Remove { by, org, .. } => Some((by, org, Permission::OrganizationUserRemove)),
+            Op::Read { by, org } => Some((by, org, Permission::OrganizationMemberList)),
+            _ => None,
+        };
+        let decided = gate.map(|(by, org, permission)| {
+            let subject = Subject::Uid {
+                caller: by.caller(&pre, None),
+                email: None,
+            };
+            authz::decide(&pre, &subject, permission, *org, self.now)
+        });
         let outcome = match op {
             Op::Invite {
                 by,
@@ -681,6 +700,9 @@ impl World {
             }
         };
         self.log.push(format!("{op:?}{uid} => {}", show(&outcome)));
+        if let Some(decided) = decided {
+            check_gate(&decided, &outcome)?;
+        }
 
         let post = self.store.read().unwrap();
         if let Err(err) = &outcome {
@@ -1294,6 +1316,53 @@ impl World {
         }
         Ok(listed.map(|list| format!("{} members of {}", list.members.len(), list.org)))
     }
+}
+
+/// Whether a refusal is the gate `authz.check` answers for: who the caller is, which
+/// organization, and whether their role there holds the permission. Other refusals (the
+/// caps, the last admin, a target that is not a member) come after it.
+fn is_gate_refusal(err: &RuleError) -> bool {
+    matches!(
+        err,
+        RuleError::Unauthenticated { .. }
+            | RuleError::OrgRequired { .. }
+            | RuleError::OrgNotFound(_)
+            | RuleError::RoleTooLow { .. }
+    )
+}
+
+/// `authz.check` said what the step's rule then did: allowed when the step passed its gate,
+/// refused when the gate refused it, and an organization it could not choose when neither
+/// could the rule.
+fn check_gate(
+    decided: &Result<Decision, RuleError>,
+    outcome: &Outcome,
+) -> Result<(), TestCaseError> {
+    match (decided, outcome) {
+        (Ok(decision), Ok(_)) => check!(
+            decision.allowed,
+            "the step succeeded, but authz.check said no: {decision:?}"
+        ),
+        (Ok(decision), Err(err)) if is_gate_refusal(err) => check!(
+            !decision.allowed,
+            "the rule refused at its gate ({err:?}), but authz.check said yes: {decision:?}"
+        ),
+        (Ok(_), Err(_)) => {}
+        (Err(RuleError::OrgRequired { .. }), Err(err)) => check!(
+            matches!(
+                err,
+                RuleError::OrgRequired { .. } | RuleError::BadRequest(_)
+            ),
+            "authz.check needed an organization, the rule refused with {err:?}"
+        ),
+        (Err(err), _) => {
+            return Err(TestCaseError::fail(format!(
+                "authz.check failed: {err:?}, the step: {}",
+                show(outcome)
+            )))
+        }
+    }
+    Ok(())
 }
 
 /// Runs a sequence from the standard start, failing with the steps taken so far.

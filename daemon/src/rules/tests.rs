@@ -1492,3 +1492,203 @@ fn root_is_never_named_as_an_accounts_user() {
     assert_eq!(err.kind(), ErrorKind::BadRequest);
     assert_eq!(err.to_string(), "root is a superuser and needs no account");
 }
+
+/// `authz.check` as the rules decide it, for `caller` in `org` at `now`.
+fn decide(
+    f: &Fixture,
+    caller: Caller,
+    permission: compartmentctl::wire::Permission,
+    org: Option<&str>,
+    now: Millis,
+) -> compartmentctl::wire::Decision {
+    let snapshot = f.store.read().unwrap();
+    let subject = authz::Subject::Uid {
+        caller,
+        email: None,
+    };
+    authz::decide(&snapshot, &subject, permission, org, now).unwrap()
+}
+
+#[test]
+fn authz_answers_what_the_rules_decide_and_why() {
+    use compartmentctl::wire::{Permission::*, Reason};
+    let mut f = Fixture::new();
+    // acme: admin at 1001, dep@ a deployer at 1002, view@ a viewer at 1003.
+    f.org_with(
+        "acme",
+        &[
+            ("dep@example.com", Role::Deployer),
+            ("view@example.com", Role::Viewer),
+        ],
+    );
+    // pen@ (uid 1004) joined acme through its admin's invitation; beta's admin invites
+    // pen@ too, which waits for its holder's consent.
+    let invitation = f
+        .invite_as(
+            user(1001),
+            "acme",
+            "pen@example.com",
+            Role::Viewer,
+            false,
+            T0,
+        )
+        .unwrap();
+    f.activate(user(1004), &invitation.activation_url.unwrap(), T0)
+        .unwrap();
+    let url = f.create_org("beta", "boss@beta.example");
+    f.activate(user(2001), &url, T0).unwrap();
+    f.invite_as(
+        user(2001),
+        "beta",
+        "pen@example.com",
+        Role::Admin,
+        false,
+        T0,
+    )
+    .unwrap();
+    let answer = |caller: Caller, permission, org: Option<&str>, now| {
+        let d = decide(&f, caller, permission, org, now);
+        (d.allowed, d.reason, d.message)
+    };
+
+    assert_eq!(
+        answer(user(1002), DeploymentCreate, Some("acme"), T0),
+        (true, Reason::Role, "dep@example.com is deployer in acme (invited by uid 0), and deployment.create needs the deployer role or above".into())
+    );
+    assert_eq!(
+        answer(user(1003), VariableValueRead, Some("acme"), T0),
+        (false, Reason::RoleTooLow, "view@example.com is viewer in acme (invited by uid 0), and variable.value.read needs the deployer role or above".into())
+    );
+    assert_eq!(
+        answer(user(1001), OrganizationUserInvite, Some("acme"), T0),
+        (true, Reason::Role, "admin@example.com is admin in acme (invited by uid 0), and organization.user.invite needs the admin role".into())
+    );
+    assert_eq!(
+        answer(root(), OrganizationAuditRead, Some("beta"), T0),
+        (true, Reason::Superuser, "uid 0 (root) is a superuser, with admin power in every organization, and organization.audit.read needs the admin role".into())
+    );
+    // No membership, and no such organization: the same answer, as every rule gives it.
+    for org in ["beta", "nowhere"] {
+        assert_eq!(
+            answer(user(1003), OrganizationRead, Some(org), T0),
+            (
+                false,
+                Reason::NotMember,
+                format!("view@example.com is not a member of {org}")
+            )
+        );
+    }
+    assert_eq!(
+        answer(user(1004), OrganizationRead, Some("beta"), T0),
+        (
+            false,
+            Reason::InvitationPending,
+            "pen@example.com is invited to beta and has not activated the invitation".into()
+        )
+    );
+    assert_eq!(
+        answer(user(1004), OrganizationRead, Some("beta"), T0 + 7 * DAY),
+        (
+            false,
+            Reason::InvitationExpired,
+            "pen@example.com's invitation to beta expired".into()
+        )
+    );
+    assert_eq!(
+        answer(user(4000), OrganizationRead, Some("acme"), T0),
+        (
+            false,
+            Reason::Unbound,
+            "uid 4000 (user4000): it is not bound to an account".into()
+        )
+    );
+    assert_eq!(
+        answer(reused(1002, Some("mallory")), DeploymentRead, Some("acme"), T0),
+        (false, Reason::BindingStale, "uid 1002 (mallory): its binding was made for Unix user user1002, and it now belongs to mallory".into())
+    );
+    // Without --org: the subject's current organization, as for their own commands.
+    let d = decide(&f, user(1003), OrganizationRead, None, T0);
+    assert_eq!((d.allowed, d.org.as_deref()), (true, Some("acme")));
+    let snapshot = f.store.read().unwrap();
+    let none = authz::decide(
+        &snapshot,
+        &authz::Subject::Uid {
+            caller: root(),
+            email: None,
+        },
+        OrganizationRead,
+        None,
+        T0,
+    );
+    assert_eq!(kind(none), ErrorKind::OrgRequired);
+    // An address that is not the uid's own account, and subjects that do not resolve.
+    let subject = authz::Subject::Uid {
+        caller: user(1002),
+        email: Some("view@example.com".into()),
+    };
+    let d = authz::decide(&snapshot, &subject, OrganizationRead, Some("acme"), T0).unwrap();
+    assert_eq!(
+        (d.allowed, d.reason, d.message.as_str()),
+        (
+            false,
+            Reason::Unbound,
+            "view@example.com is not bound to uid 1002 (user1002)"
+        )
+    );
+    for (subject, reason, message) in [
+        (
+            authz::Subject::NoSuchUser("ghost".into()),
+            Reason::NoSuchUser,
+            "there is no Unix user \"ghost\"",
+        ),
+        (
+            authz::Subject::NoUserForUid(4321),
+            Reason::NoSuchUser,
+            "uid 4321 has no Unix user",
+        ),
+        (
+            authz::Subject::NoAccount("nobody@example.com".into()),
+            Reason::NoAccount,
+            "nobody@example.com has no activated account",
+        ),
+    ] {
+        let d = authz::decide(&snapshot, &subject, OrganizationRead, Some("acme"), T0).unwrap();
+        assert_eq!(
+            (d.allowed, d.reason, d.message.as_str()),
+            (false, reason, message)
+        );
+    }
+}
+
+#[test]
+fn a_refusal_names_the_act_and_the_role_its_permission_needs() {
+    let mut f = Fixture::new();
+    f.org_with("acme", &[("view@example.com", Role::Viewer)]);
+    let err = f
+        .invite_as(user(1002), "acme", "x@example.com", Role::Viewer, false, T0)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "inviting users to acme needs the admin role; yours is viewer"
+    );
+    let err = f
+        .grant(user(1002), "acme", "view@example.com", Role::Viewer)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "granting roles in acme needs the deployer role or above; yours is viewer"
+    );
+    let err = f
+        .remove(user(1002), "acme", "view@example.com")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "removing users from acme needs the admin role; yours is viewer"
+    );
+    let snapshot = f.store.read().unwrap();
+    let err = members::list(&snapshot, &user(1002), Some("acme"), T0).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "listing the members of acme needs the readonly role or above; yours is viewer"
+    );
+}

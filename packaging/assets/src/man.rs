@@ -240,10 +240,43 @@ fn cli_sections() -> Vec<(&'static str, Roff)> {
 
     vec![
         ("TRUST MODEL", trust),
+        ("PERMISSIONS", permissions()),
         ("EXIT STATUS", exit),
         ("FILES", files),
         ("NOTES", notes),
     ]
+}
+
+/// The roles' permissions, from the one table the daemon's rules use (DESIGN §3): for each
+/// of its rows, the lowest role that holds it and the permission keys that stand for it.
+fn permissions() -> Roff {
+    use compartmentctl::wire::{Role, TABLE};
+    let mut roff = paragraph(
+        "Roles are ordered admin > deployer > readonly > viewer, and each holds every \
+         permission of those below it. compartmentctl auth can PERMISSION asks whether a user \
+         holds one in an organization; compartmentctl role show ROLE lists a role's.",
+    );
+    for row in TABLE {
+        let holders = match row.lowest {
+            Role::Admin => "admin".to_owned(),
+            lowest => format!("{lowest} and above"),
+        };
+        let keys: Vec<&str> = row.permissions.iter().map(|p| p.key()).collect();
+        item(
+            &mut roff,
+            &keys.join(", "),
+            &format!("{} ({holders}).", capitalized(row.what)),
+        );
+    }
+    roff
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn daemon_sections() -> Vec<(&'static str, Roff)> {
@@ -370,5 +403,26 @@ mod tests {
         assert!(top.contains("\n.TH COMPARTMENTCTL 1 2026-01-01 "), "{top}");
         assert_eq!(top.matches(".ds Aq").count(), 2, "one preamble: {top}");
         assert!(top.contains(".SH \"EXIT STATUS\""), "{top}");
+        assert!(
+            names
+                .iter()
+                .any(|n| n == "man/man1/compartmentctl-auth-can.1"),
+            "{names:?}"
+        );
+    }
+
+    #[test]
+    fn the_top_page_lists_every_permission_with_the_roles_that_hold_it() {
+        let pages = pages("2026-01-01").unwrap();
+        let top = String::from_utf8(pages[0].contents.clone()).unwrap();
+        assert!(top.contains(".SH PERMISSIONS"), "{top}");
+        for permission in compartmentctl::wire::Permission::ALL {
+            assert!(top.contains(permission.key()), "{permission} in {top}");
+        }
+        assert!(
+            top.contains("Read sensitive values (deployer and above)."),
+            "{top}"
+        );
+        assert!(top.contains("Invite and remove users (admin)."), "{top}");
     }
 }

@@ -1,0 +1,287 @@
+//! `authz.check`: may this user do this in that organization? Asked by `compartment auth
+//! can` about oneself, and by the host's services about anyone.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Params, Permission, Role};
+
+/// The most checks one `authz.check` call carries.
+pub const MAX_CHECKS: usize = 1000;
+
+/// One question: may the subject do `permission` in `org`? The subject is the caller unless
+/// one of `uid`, `user` or `email` names someone (at most one of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub permission: Permission,
+    /// The organization; when absent, the subject's current one, as for their own commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// A uid, such as the peer of a connection the asking service accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// A Unix user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// An account's e-mail address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl Check {
+    /// Whether the check names a subject other than the caller (who it is is still to be
+    /// resolved: a uid, user or address may turn out to be the caller's own).
+    pub fn names_subject(&self) -> bool {
+        self.uid.is_some() || self.user.is_some() || self.email.is_some()
+    }
+}
+
+/// `authz.check`'s params: one [`Check`], or `{"checks": [...]}` for many in one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthzCheckParams {
+    One(Check),
+    Many(Vec<Check>),
+}
+
+impl Params for AuthzCheckParams {
+    fn org(&self) -> Option<&str> {
+        match self {
+            AuthzCheckParams::One(check) => check.org.as_deref(),
+            AuthzCheckParams::Many(_) => None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManyChecks {
+    checks: Vec<Check>,
+}
+
+impl Serialize for AuthzCheckParams {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            AuthzCheckParams::One(check) => check.serialize(serializer),
+            AuthzCheckParams::Many(checks) => ManyChecks {
+                checks: checks.clone(),
+            }
+            .serialize(serializer),
+        }
+    }
+}
+
+/// Reads `{"checks": [...]}` as many checks and anything else as one, so that either
+/// form's mistakes are reported in that form's words.
+impl<'de> Deserialize<'de> for AuthzCheckParams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let params = if value.get("checks").is_some() {
+            let many = ManyChecks::deserialize(value).map_err(D::Error::custom)?;
+            if many.checks.is_empty() || many.checks.len() > MAX_CHECKS {
+                return Err(D::Error::custom(format!(
+                    "checks must hold 1 to {MAX_CHECKS} checks"
+                )));
+            }
+            AuthzCheckParams::Many(many.checks)
+        } else {
+            AuthzCheckParams::One(Check::deserialize(value).map_err(D::Error::custom)?)
+        };
+        let checks = match &params {
+            AuthzCheckParams::One(check) => std::slice::from_ref(check),
+            AuthzCheckParams::Many(checks) => checks.as_slice(),
+        };
+        for check in checks {
+            let named = [
+                check.uid.is_some(),
+                check.user.is_some(),
+                check.email.is_some(),
+            ];
+            if named.into_iter().filter(|named| *named).count() > 1 {
+                return Err(D::Error::custom(
+                    "name the subject by one of uid, user and email, not several",
+                ));
+            }
+        }
+        Ok(params)
+    }
+}
+
+/// Why the answer is what it is, for programs; [`Decision::message`] says it for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Allowed: root or the daemon's own user, admin power in every organization.
+    Superuser,
+    /// Allowed: the subject's role in the organization holds the permission.
+    Role,
+    /// The subject's role there does not hold it.
+    RoleTooLow,
+    /// The subject has no membership there (none, or removed), or no such organization.
+    NotMember,
+    /// Invited, not yet activated.
+    InvitationPending,
+    /// The invitation lapsed.
+    InvitationExpired,
+    /// The membership was activated for another uid, which alone acts through it.
+    OtherUid,
+    /// The uid is not bound to an account.
+    Unbound,
+    /// The uid's binding no longer holds: its user was deleted or the uid reused.
+    BindingStale,
+    /// No Unix user by that name or uid.
+    NoSuchUser,
+    /// No account with that address, or it has never been activated.
+    NoAccount,
+    /// A reason this client does not know yet.
+    #[serde(other)]
+    Other,
+}
+
+/// The answer to one [`Check`]: what the rules decide at this instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub permission: Permission,
+    /// The organization the answer is about, when one was named or could be chosen.
+    pub org: Option<String>,
+    /// The subject, as far as it resolved.
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub email: Option<String>,
+    /// The subject's role in the organization, if it acts there.
+    pub role: Option<Role>,
+    pub reason: Reason,
+    /// The reason in one sentence.
+    pub message: String,
+}
+
+/// `authz.check`'s result, in the form its params took.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AuthzAnswer {
+    Many { decisions: Vec<Decision> },
+    One(Decision),
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let answer = if self.allowed { "yes" } else { "no" };
+        write!(f, "{answer}\n{}", self.message)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleShowParams {
+    pub role: Role,
+}
+
+impl Params for RoleShowParams {}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn params(value: serde_json::Value) -> Result<AuthzCheckParams, String> {
+        serde_json::from_value(value).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn one_check_or_many() {
+        let one =
+            params(json!({"permission": "deployment.create", "org": "acme", "uid": 1001})).unwrap();
+        assert_eq!(
+            one,
+            AuthzCheckParams::One(Check {
+                permission: Permission::DeploymentCreate,
+                org: Some("acme".into()),
+                uid: Some(1001),
+                user: None,
+                email: None,
+            })
+        );
+        let many = params(json!({"checks": [
+            {"permission": "project.read"},
+            {"permission": "variable.write", "email": "a@example.com", "org": "acme"},
+        ]}))
+        .unwrap();
+        let AuthzCheckParams::Many(checks) = &many else {
+            panic!("{many:?}")
+        };
+        assert_eq!(checks.len(), 2);
+        assert_eq!(checks[1].email.as_deref(), Some("a@example.com"));
+        // Both forms write back as they read.
+        for form in [one, many] {
+            let text = serde_json::to_value(&form).unwrap();
+            assert_eq!(params(text).unwrap(), form);
+        }
+    }
+
+    #[test]
+    fn bad_checks_say_what_is_wrong() {
+        let cases = [
+            (json!({}), "missing field `permission`"),
+            (
+                json!({"permission": "root"}),
+                "\"root\" is not a permission",
+            ),
+            (
+                json!({"permission": "project.read", "group": "x"}),
+                "unknown field `group`",
+            ),
+            (json!({"checks": []}), "checks must hold 1 to 1000 checks"),
+            (
+                json!({"checks": [{"permission": "project.read"}], "org": "a"}),
+                "unknown field `org`",
+            ),
+            (
+                json!({"permission": "project.read", "uid": 1, "user": "alice"}),
+                "name the subject by one of uid, user and email, not several",
+            ),
+            (
+                json!({"checks": [{"permission": "project.read", "uid": 1, "email": "a@b.c"}]}),
+                "not several",
+            ),
+        ];
+        for (value, want) in cases {
+            let err = params(value.clone()).unwrap_err();
+            assert!(err.contains(want), "{value}: {err}");
+        }
+        let too_many = vec![json!({"permission": "project.read"}); MAX_CHECKS + 1];
+        assert!(params(json!({ "checks": too_many })).is_err());
+    }
+
+    #[test]
+    fn answers_read_back_in_either_form_and_unknown_reasons_read_as_other() {
+        let decision = Decision {
+            allowed: false,
+            permission: Permission::VariableValueRead,
+            org: Some("acme".into()),
+            uid: Some(1001),
+            user: Some("alice".into()),
+            email: Some("a@example.com".into()),
+            role: Some(Role::Readonly),
+            reason: Reason::RoleTooLow,
+            message: "…".into(),
+        };
+        for answer in [
+            AuthzAnswer::One(decision.clone()),
+            AuthzAnswer::Many {
+                decisions: vec![decision.clone(), decision.clone()],
+            },
+        ] {
+            let text = serde_json::to_string(&answer).unwrap();
+            assert_eq!(serde_json::from_str::<AuthzAnswer>(&text).unwrap(), answer);
+        }
+        let mut value = serde_json::to_value(&decision).unwrap();
+        value["reason"] = json!("blocked_until_tuesday");
+        let read: Decision = serde_json::from_value(value).unwrap();
+        assert_eq!(read.reason, Reason::Other);
+    }
+}
