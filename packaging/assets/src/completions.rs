@@ -51,4 +51,20 @@ mod tests {
         assert!(bash("compartment").contains("complete -F _compartment "));
         assert!(bash("compartmentctl").contains("complete -F _compartmentctl "));
     }
+
+    #[test]
+    fn auth_can_completes_every_permission_key() {
+        let zsh = scripts()
+            .into_iter()
+            .find(|a| a.path == Path::new("completions/zsh/_compartmentctl"))
+            .map(|a| String::from_utf8_lossy(&a.contents).into_owned())
+            .unwrap_or_default();
+        assert!(
+            zsh.contains("compartmentctl-auth-command"),
+            "no auth can in {zsh}"
+        );
+        for permission in compartmentctl::wire::Permission::ALL {
+            assert!(zsh.contains(permission.key()), "{permission}");
+        }
+    }
 }
