@@ -153,6 +153,11 @@ pub enum Command {
     #[command(subcommand)]
     Auth(AuthCommand),
 
+    /// Watch membership changes as they happen (superusers, services, an organization's
+    /// admins)
+    #[command(subcommand)]
+    Events(EventsCommand),
+
     /// Check that compartmentd is running and show its version
     Ping,
 
@@ -247,6 +252,30 @@ pub enum RoleCommand {
         /// The role
         #[arg(value_parser = RoleParser)]
         role: Role,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Print each change to memberships and bindings as it happens, a line each, until
+    /// interrupted
+    #[command(
+        long_about = "Print each change to memberships and bindings as it happens, a line \
+            each, until interrupted: members added, activated, given another role, expired or \
+            removed, and accounts bound or unbound. Each has a sequence number (#N); with \
+            --after N, the changes since N come first, so that nothing is missed between two \
+            watches.\n\n\
+            Superusers and members of the daemon's --service-group see every organization, or \
+            the one --org names; an organization's admins see their organization's changes \
+            only, for as long as they stay its admins.",
+        after_help = "Examples:\n  \
+            compartmentctl events watch --org acme\n  \
+            compartmentctl events watch --after 1041 --output jsonl    (one JSON object a change)"
+    )]
+    Watch {
+        /// Begin with the changes after this sequence number [default: only new ones]
+        #[arg(long, value_name = "N")]
+        after: Option<u64>,
     },
 }
 

@@ -11,8 +11,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::wire::{
-    methods, AuthzAnswer, AuthzCheckParams, Check, Decision, Method, Request, RequestEnvelope,
-    RpcError, MAX_RESPONSE_LINE,
+    methods, AuthzAnswer, AuthzCheckParams, Check, Decision, Event, EventsSubscribeParams,
+    FeedClosed, Method, Request, RequestEnvelope, RpcError, Subscribed, EVENT_METHOD,
+    FEED_CLOSED_METHOD, MAX_RESPONSE_LINE,
 };
 
 /// Why a call did not produce a result.
@@ -54,6 +55,49 @@ impl std::error::Error for ClientError {}
 /// How much of the daemon's answers is read at a time: a page of `user list` (about
 /// 120 KiB) in a read or two rather than in fifteen of the default 8 KiB.
 const READ_BUFFER: usize = 128 * 1024;
+
+/// What a feed brings: a change, or the daemon's word that the feed ended and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedItem {
+    Event(Event),
+    /// The last item: resubscribe with its `after` to go on from where it stopped.
+    Closed(FeedClosed),
+}
+
+/// A connection that [`Client::subscribe`] turned into a feed.
+pub struct Subscription {
+    client: Client,
+    /// The daemon's answer to the subscription.
+    pub subscribed: Subscribed,
+}
+
+impl Subscription {
+    /// The next item, waiting for it.
+    pub fn next_item(&mut self) -> Result<FeedItem, ClientError> {
+        #[derive(Deserialize)]
+        struct Notification<'a> {
+            method: &'a str,
+            #[serde(borrow)]
+            params: &'a RawValue,
+        }
+        let mut line = Vec::new();
+        self.client.receive_line(&mut line)?;
+        let notification: Notification<'_> =
+            serde_json::from_slice(&line).map_err(|err| ClientError::Protocol(err.to_string()))?;
+        let protocol = |err: serde_json::Error| ClientError::Protocol(err.to_string());
+        match notification.method {
+            EVENT_METHOD => serde_json::from_str(notification.params.get())
+                .map(FeedItem::Event)
+                .map_err(protocol),
+            FEED_CLOSED_METHOD => serde_json::from_str(notification.params.get())
+                .map(FeedItem::Closed)
+                .map_err(protocol),
+            other => Err(ClientError::Protocol(format!(
+                "a feed sent a notification {other:?}"
+            ))),
+        }
+    }
+}
 
 /// A connection to `compartmentd`.
 pub struct Client {
@@ -125,6 +169,41 @@ impl Client {
                 "not one decision for each of {count} checks"
             ))),
         }
+    }
+
+    /// Turns this connection into a feed of membership changes (`events.subscribe`):
+    /// superusers and services see every organization's, an organization's admin their
+    /// organization's. With `after`, the changes since that sequence number come first;
+    /// a service that reconnects with the last `seq` it handled misses nothing.
+    ///
+    /// ```no_run
+    /// use compartmentctl::wire::EventsSubscribeParams;
+    /// use compartmentctl::{Client, FeedItem};
+    ///
+    /// # fn main() -> Result<(), compartmentctl::ClientError> {
+    /// let client = Client::connect("/run/compartment/compartmentd.sock".as_ref())?;
+    /// let mut feed = client.subscribe(EventsSubscribeParams {
+    ///     org: Some("acme".into()),
+    ///     after: None,
+    /// })?;
+    /// loop {
+    ///     match feed.next_item()? {
+    ///         FeedItem::Event(event) => println!("{} {} {}", event.seq, event.kind, event.email),
+    ///         FeedItem::Closed(closed) => {
+    ///             eprintln!("feed closed: {}; resubscribe after {}", closed.reason, closed.after);
+    ///             break;
+    ///         }
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn subscribe(mut self, params: EventsSubscribeParams) -> Result<Subscription, ClientError> {
+        let subscribed = self.call_method::<methods::EventsSubscribe>(params)?;
+        Ok(Subscription {
+            client: self,
+            subscribed,
+        })
     }
 
     /// Sends `request` and decodes its result as `T`.

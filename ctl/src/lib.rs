@@ -22,4 +22,4 @@ pub mod paths;
 pub mod peer;
 pub mod wire;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, FeedItem, Subscription};

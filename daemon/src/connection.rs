@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
-    decode, Call, ErrorKind, Id, Incoming, Response, RpcError, JSONRPC, MAX_LINE,
+    decode, Call, ErrorKind, Id, Incoming, Request, Response, RpcError, JSONRPC, MAX_LINE,
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
@@ -27,9 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dispatch::{dispatch, Body, Context};
+use crate::events::{self, Feed};
 use crate::limits::{Limits, Slot};
 use crate::logging::{self, RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Caller;
+use crate::store::Reader as _;
 use crate::writer::QUEUED;
 
 /// How long a refused client gets to read why.
@@ -81,6 +83,8 @@ enum Ending {
     ReadFailed,
     WriteFailed,
     WriteTimeout,
+    /// The daemon ended a feed, telling the subscriber why.
+    FeedClosed,
 }
 
 async fn serve_lines(
@@ -116,9 +120,16 @@ async fn serve_lines(
             // Answers first: a client that pipelines gets them as they are ready.
             biased;
             Some(reply) = pipeline.next_reply() => {
-                if let Some(reply) = reply {
+                if let Some(mut reply) = reply {
                     if let Err(ending) = send(&mut write_half, &reply.line(), &limits, &stop).await {
                         break ending;
+                    }
+                    if let Some(feed) = reply.take_feed() {
+                        // Requests already begun are answered; nothing more is read.
+                        if let Err(ending) = pipeline.drain(&mut write_half, &limits, &stop).await {
+                            break ending;
+                        }
+                        break run_feed(ctx, &caller, feed, &mut lines, &mut write_half, &limits, &stop).await;
                     }
                 }
             }
@@ -178,12 +189,96 @@ async fn serve_lines(
         linger(lines.into_inner(), &stop).await;
     }
     match ending {
-        Ending::ClientLeft | Ending::Stopping => tracing::debug!(?ending, "connection closed"),
+        Ending::ClientLeft | Ending::Stopping | Ending::FeedClosed => {
+            tracing::debug!(?ending, "connection closed")
+        }
         _ => {
             if let Some(more) = BAD_ENDINGS.check() {
                 tracing::info!(?ending, "connection closed{more}");
             }
         }
+    }
+}
+
+/// Sends `feed`'s events until the client leaves, the daemon stops, or the subscriber
+/// may no longer have them (see `events`). What the client sends meanwhile is read and
+/// dropped: the connection carries only the feed.
+async fn run_feed(
+    ctx: &Context,
+    caller: &Caller,
+    mut feed: Feed,
+    lines: &mut FramedRead<OwnedReadHalf, AnyDelimiterCodec>,
+    write_half: &mut OwnedWriteHalf,
+    limits: &Limits,
+    stop: &CancellationToken,
+) -> Ending {
+    let mut head = ctx.store.event_head();
+    loop {
+        // Marked seen before the snapshot is taken: a commit announced from here on wakes
+        // the wait below, and one announced before is in the snapshot.
+        head.borrow_and_update();
+        let batch = ctx
+            .store
+            .read()
+            .and_then(|snapshot| snapshot.events_after(feed.after, events::FEED_BATCH));
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(err) => {
+                tracing::error!(error = %err, "a feed cannot read the store");
+                let reason = "internal error; the daemon's log has details".to_owned();
+                return close_feed(write_half, feed.after, reason, limits, stop).await;
+            }
+        };
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => {
+                    let reason = "compartmentd is stopping".to_owned();
+                    return close_feed(write_half, feed.after, reason, limits, stop).await;
+                }
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        return Ending::Stopping;
+                    }
+                }
+                frame = lines.next() => match frame {
+                    None => return Ending::ClientLeft,
+                    Some(Err(_)) => return Ending::ReadFailed,
+                    Some(Ok(_)) => {}
+                },
+            }
+            continue;
+        }
+        if let Err(reason) = events::still_allowed(ctx, caller, &feed).await {
+            return close_feed(write_half, feed.after, reason, limits, stop).await;
+        }
+        let mut out = Vec::new();
+        for (seq, record) in batch {
+            feed.after = seq;
+            if feed.shows(&record) {
+                out.extend(events::event_line(seq, record));
+            }
+        }
+        if !out.is_empty() {
+            if let Err(ending) = send(write_half, &out, limits, stop).await {
+                return ending;
+            }
+        }
+    }
+}
+
+/// Ends a feed with its `events.closed` notification.
+async fn close_feed(
+    write_half: &mut OwnedWriteHalf,
+    after: u64,
+    reason: String,
+    limits: &Limits,
+    stop: &CancellationToken,
+) -> Ending {
+    let line = events::closed_line(after, reason);
+    match send(write_half, &line, limits, stop).await {
+        Ok(()) => Ending::FeedClosed,
+        Err(ending) => ending,
     }
 }
 
@@ -346,15 +441,19 @@ struct Answer {
     result: Option<Body>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<RpcError>,
+    /// The feed the connection becomes once this answer is sent.
+    #[serde(skip)]
+    feed: Option<Feed>,
 }
 
 impl Answer {
-    fn ok(id: Id, result: Body) -> Answer {
+    fn ok(id: Id, result: Body, feed: Option<Feed>) -> Answer {
         Answer {
             jsonrpc: JSONRPC,
             id,
             result: Some(result),
             error: None,
+            feed,
         }
     }
 
@@ -364,6 +463,7 @@ impl Answer {
             id,
             result: None,
             error: Some(error),
+            feed: None,
         }
     }
 
@@ -391,6 +491,15 @@ async fn answer(ctx: &Context, caller: &Caller, incoming: Incoming) -> Option<Re
         Incoming::Batch(calls) => {
             let mut replies = Vec::with_capacity(calls.len());
             for call in calls {
+                if let Ok(Request::EventsSubscribe(_)) = &call.request {
+                    // A feed takes the whole connection: it cannot be one answer of many.
+                    let refusal = RpcError::new(
+                        ErrorKind::BadRequest,
+                        "events.subscribe must be sent alone, not in a batch",
+                    );
+                    replies.extend(call.id.map(|id| Answer::err(id, refusal)));
+                    continue;
+                }
                 replies.extend(answer_call(ctx, caller, call).await);
             }
             (!replies.is_empty()).then_some(Reply::Batch(replies))
@@ -416,7 +525,7 @@ async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> Option<Answe
     };
     let response = serve_request(ctx, caller, request, logged).await;
     id.map(|id| match response {
-        Ok(result) => Answer::ok(id, result),
+        Ok((result, feed)) => Answer::ok(id, result, feed),
         Err(error) => Answer::err(id, error),
     })
 }
@@ -428,7 +537,7 @@ async fn serve_request(
     caller: &Caller,
     request: compartmentctl::wire::Request,
     logged: bool,
-) -> Result<Body, RpcError> {
+) -> Result<(Body, Option<Feed>), RpcError> {
     let started = Instant::now();
     let method = request.method();
     let requested_org = request.org().map(str::to_owned);
@@ -442,7 +551,7 @@ async fn serve_request(
                 let org = logging::clip(org.unwrap_or("-"));
                 tracing::info!(method, org = &*org, outcome = "ok", micros, "request");
             }
-            Ok(result.body)
+            Ok((result.body, result.feed))
         }
         Err(err) => {
             let kind = err.kind();
@@ -475,6 +584,14 @@ fn encode_into(mut line: Vec<u8>, response: &impl serde::Serialize) -> Vec<u8> {
 }
 
 impl Reply {
+    /// The feed a lone `events.subscribe` answered with success turns the connection into.
+    fn take_feed(&mut self) -> Option<Feed> {
+        match self {
+            Reply::One(answer) => answer.feed.take(),
+            Reply::Batch(_) => None,
+        }
+    }
+
     /// The reply's line, newline included.
     fn line(&self) -> Vec<u8> {
         let results = match self {

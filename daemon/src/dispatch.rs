@@ -18,6 +18,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::clock::Clock;
+use crate::events::{self, Feed};
 use crate::rules::authz::{self, Subject};
 use crate::rules::{
     accounts, identity, invitations, members, orgs, Caller, Policy, RuleError, Unbound,
@@ -60,7 +61,7 @@ impl Context {
 
     /// The caller with its Unix user as NSS names it now (cached a few seconds at most), so
     /// that a binding is checked against a name never older than that.
-    async fn identify(&self, mut caller: Caller) -> Caller {
+    pub(crate) async fn identify(&self, mut caller: Caller) -> Caller {
         let uid = caller.uid;
         let name = match self.users.cached_name_of(uid) {
             Some(hit) => hit,
@@ -135,7 +136,7 @@ impl Context {
 
     /// Whether `caller` may ask what others may do: a superuser, or a member of the
     /// service group.
-    async fn is_service(&self, caller: &Caller) -> bool {
+    pub(crate) async fn is_service(&self, caller: &Caller) -> bool {
         if caller.superuser {
             return true;
         }
@@ -251,7 +252,18 @@ pub trait Serve: Method {
                 serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
             ),
             org,
+            feed: None,
         })
+    }
+
+    /// Serves and encodes; a method that does more with its connection than answer
+    /// (`events.subscribe`) says so here.
+    fn serve_encoded(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> impl Future<Output = Result<Encoded, RuleError>> + Send {
+        async move { Self::encode(Self::serve(ctx, caller, params).await?) }
     }
 }
 
@@ -260,6 +272,8 @@ pub trait Serve: Method {
 pub struct Encoded {
     pub body: Body,
     pub org: Option<String>,
+    /// The feed the connection becomes once the reply is sent (`events.subscribe`).
+    pub feed: Option<Feed>,
 }
 
 /// A result as the reply's line will hold it.
@@ -335,7 +349,7 @@ impl<'a> Visit for Dispatch<'a> {
 
 impl<'a, M: Serve> Handle<M> for Dispatch<'a> {
     fn handle(self, params: M::Params) -> Served<'a> {
-        Box::pin(async move { M::encode(M::serve(self.ctx, self.caller, params).await?) })
+        Box::pin(M::serve_encoded(self.ctx, self.caller, params))
     }
 }
 
@@ -409,6 +423,30 @@ impl Serve for methods::AuthzCheck {
     }
 }
 
+impl Serve for methods::EventsSubscribe {
+    async fn serve(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        let snapshot = ctx.store.read()?;
+        Ok(events::subscribe(ctx, &caller, &params, &snapshot).await?.1)
+    }
+
+    /// The answer, and the feed the connection becomes once it is sent.
+    async fn serve_encoded(
+        ctx: &Context,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Encoded, RuleError> {
+        let snapshot = ctx.store.read()?;
+        let (feed, subscribed) = events::subscribe(ctx, &caller, &params, &snapshot).await?;
+        let mut encoded = Self::encode(subscribed)?;
+        encoded.feed = Some(feed);
+        Ok(encoded)
+    }
+}
+
 impl Serve for methods::Whoami {
     async fn serve(
         ctx: &Context,
@@ -446,6 +484,7 @@ impl Serve for methods::UserList {
         Ok(Encoded {
             org: Some(list.org.clone()),
             body: Body::Members(list),
+            feed: None,
         })
     }
 }

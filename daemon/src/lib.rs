@@ -12,6 +12,7 @@
 //! - [`store`]: redb tables, their indexes, the schema version.
 //! - [`writer`]: the single task that owns the write side; every change goes through it.
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
+//! - [`events`]: the change feed a subscribed connection carries.
 //! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
 //! - [`users`]: the host's users (NSS), cached briefly.
 //! - [`state_dir`]: the state directory and database file it trusts (owner, mode, links).
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
+pub mod events;
 pub mod limits;
 pub mod logging;
 pub mod rules;

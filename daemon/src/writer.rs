@@ -253,8 +253,9 @@ pub(crate) fn apply_batch(
     let tables = Tables::new(&txn);
     for (i, job) in batch.iter_mut().enumerate() {
         let ran = {
-            let view = Tracked::new(&tables);
-            let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&view, clock.now())));
+            let now = clock.now();
+            let view = Tracked::new(&tables, now);
+            let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&view, now)));
             match outcome {
                 Ok(true) => Ran::Clean,
                 Ok(false) if !view.wrote() => Ran::Clean,
@@ -282,6 +283,7 @@ pub(crate) fn apply_batch(
             }
         }
     }
+    let events = tables.last_event();
     drop(tables);
     if dirty {
         // The transaction holds a refused change's writes: none of it may commit.
@@ -298,6 +300,9 @@ pub(crate) fn apply_batch(
     match commit(txn) {
         Ok(()) => {
             trace_commit(batch.len(), started, applied);
+            if let Some(seq) = events {
+                store.events_committed(seq);
+            }
             for (job, panicked) in batch.into_iter().zip(panicked) {
                 if panicked {
                     job.fail(WriteError::Panicked);
@@ -371,14 +376,19 @@ fn run_alone(
 ) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     let txn = store.begin_write()?;
-    let succeeded = {
+    let (succeeded, events) = {
         let tables = Tables::new(&txn);
-        job.run(&Tracked::new(&tables), clock.now())
+        let now = clock.now();
+        let succeeded = job.run(&Tracked::new(&tables, now), now);
+        (succeeded, tables.last_event())
     };
     if succeeded {
         let applied = started.elapsed();
         commit(txn)?;
         trace_commit(1, started, applied);
+        if let Some(seq) = events {
+            store.events_committed(seq);
+        }
     } else if let Err(err) = txn.abort() {
         tracing::error!(error = %err, "rolling back a refused change failed");
     }
@@ -395,13 +405,17 @@ pub(crate) fn apply<T>(
 ) -> Result<T, RuleError> {
     let result = (|| {
         let txn = store.begin_write()?;
-        let outcome = {
+        let (outcome, events) = {
             let tables = Tables::new(&txn);
-            change(&Tracked::new(&tables), now)
+            let outcome = change(&Tracked::new(&tables, now), now);
+            (outcome, tables.last_event())
         };
         match outcome {
             Ok(value) => {
                 commit(txn)?;
+                if let Some(seq) = events {
+                    store.events_committed(seq);
+                }
                 Ok(value)
             }
             Err(err) => {

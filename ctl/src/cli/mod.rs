@@ -9,12 +9,14 @@
 //! - [`output`]: the sentences, tables and JSON a successful call prints.
 //! - [`exit`]: exit codes and the error report on stderr.
 //! - [`secret`]: reading the activation URL from a no-echo prompt or stdin.
+//! - [`watch`]: `events watch`, which prints the change feed as it comes.
 
 mod exit;
 mod list;
 mod output;
 mod render;
 mod secret;
+mod watch;
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -23,14 +25,15 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser};
 use compartmentctl::paths::default_client_socket;
 use compartmentctl::wire::{
-    AccountBindParams, AccountParams, ActivateParams, AuthzCheckParams, Check, OrgCreateParams,
-    OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserInviteParams, UserListParams,
-    UserRemoveParams,
+    AccountBindParams, AccountParams, ActivateParams, AuthzCheckParams, Check,
+    EventsSubscribeParams, OrgCreateParams, OrgUseParams, Request, RoleGrantParams, RoleShowParams,
+    UserInviteParams, UserListParams, UserRemoveParams,
 };
 use compartmentctl::{Client, ClientError};
 
 use compartmentctl::args::{
-    AccountCommand, AuthCommand, Cli, Command, OrgCommand, OutputFormat, RoleCommand, UserCommand,
+    AccountCommand, AuthCommand, Cli, Command, EventsCommand, OrgCommand, OutputFormat,
+    RoleCommand, UserCommand,
 };
 use exit::{Exit, Failure};
 
@@ -122,6 +125,10 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         None => default_client_socket().map_err(|err| ClientError::Refused(err.to_string()))?,
     };
     let mut client = Client::connect(&socket)?;
+    if let Request::EventsSubscribe(params) = request {
+        watch::quietly(watch::events(client, params, global.output))?;
+        return Ok(Exit::Ok);
+    }
     if let (Request::UserList(params), Some(window)) = (&request, window) {
         list::members(&mut client, params.clone(), window, global.output)?;
         return Ok(Exit::Ok);
@@ -161,6 +168,9 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             Request::RoleGrant(RoleGrantParams { org, email, role })
         }
         Command::Role(RoleCommand::List) => Request::RoleList,
+        Command::Events(EventsCommand::Watch { after }) => {
+            Request::EventsSubscribe(EventsSubscribeParams { org, after })
+        }
         Command::Role(RoleCommand::Show { role }) => Request::RoleShow(RoleShowParams { role }),
         Command::Auth(AuthCommand::Can {
             permission,

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use compartmentctl::wire::{
     AccountBinding, AccountDetail, AccountList, AccountStatus, Activated, AuthzAnswer, Decision,
     Granted, Invitation, Member, MemberList, OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleInfo,
-    RoleList, WhoAmI,
+    RoleList, Subscribed, WhoAmI,
 };
 use serde::Serialize;
 
@@ -270,6 +270,11 @@ pub fn role_info(info: &RoleInfo) -> String {
         info.description,
         table(["PERMISSION", "ALLOWS"], &rows)
     )
+}
+
+/// `events.subscribe`'s answer (`events watch` prints its own first line).
+pub fn subscribed(subscribed: &Subscribed) -> String {
+    format!("Subscribed after #{}.\n", subscribed.after)
 }
 
 /// `auth can`: `yes` or `no` on the first line and why on the next; for many checks, a

@@ -73,6 +73,7 @@ render_with! {
     RoleGrant => output::granted;
     RoleList => output::role_list;
     RoleShow => output::role_info;
+    EventsSubscribe => output::subscribed;
     AccountActivate => output::activated;
     AccountList => output::account_list;
     AccountShow => output::account_detail;

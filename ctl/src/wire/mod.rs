@@ -9,7 +9,8 @@
 //! - `method`: the [`Method`] trait and the macro that derives everything from the list
 //!   below.
 //! - one file per noun for params and results: `meta` (`ping`), `org`, `user`, `role`
-//!   (with [`Role`] itself), `account` (with `whoami`), `authz` (`authz.check`); `status`
+//!   (with [`Role`] itself), `account` (with `whoami`), `authz` (`authz.check`), `events`
+//!   (`events.subscribe` and the feed's notifications); `status`
 //!   for statuses; `permission` for the permission keys and DESIGN §3's table.
 //!
 //! # Adding a method
@@ -24,6 +25,7 @@ mod account;
 mod authz;
 mod envelope;
 mod error;
+mod events;
 mod meta;
 pub(crate) mod method;
 mod org;
@@ -36,6 +38,7 @@ pub use account::*;
 pub use authz::*;
 pub use envelope::*;
 pub use error::*;
+pub use events::*;
 pub use meta::*;
 pub use method::{Handle, Method, Params, Visit};
 pub use org::*;
@@ -90,6 +93,9 @@ declare_methods! {
     /// May a user do something in an organization, by the rules at this instant: the
     /// caller about itself, services and superusers about anyone.
     AuthzCheck(AuthzCheckParams) = "authz.check" => AuthzAnswer, read;
+    /// Turn the connection into a feed of membership changes (superusers, services, and an
+    /// organization's admins for their organization).
+    EventsSubscribe(EventsSubscribeParams) = "events.subscribe" => Subscribed, read;
 }
 
 #[cfg(test)]

@@ -550,7 +550,7 @@ impl World {
             let txn = self.store.begin_write().unwrap();
             let result = {
                 let tables = crate::store::Tables::new(&txn);
-                change(&Tracked::new(&tables))
+                change(&Tracked::new(&tables, self.now))
             };
             if result.is_ok() {
                 not_durable(txn).unwrap();

@@ -1005,7 +1005,7 @@ fn a_schema_1_database_opens_migrated_and_keeps_working() {
     let tokens = std::fs::read_to_string(fixtures.join("schema-v1.tokens.txt")).unwrap();
     let deploy_token = tokens.split_whitespace().nth(1).unwrap();
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(CURRENT_SCHEMA_VERSION, 4);
+    assert_eq!(CURRENT_SCHEMA_VERSION, 5);
     let now = 1_796_000_000_000; // 2026-11-30, before the fixture's invitations lapse
     {
         let snapshot = store.read().unwrap();
@@ -1082,6 +1082,20 @@ fn a_schema_1_database_opens_migrated_and_keeps_working() {
         .unwrap();
     assert_eq!(deploy.uid, Some(1500));
     assert!(check_indexes(&snapshot).unwrap().is_empty());
+    // The feed begins at the upgrade: empty, then the first change the new daemon makes.
+    let kinds: Vec<(u64, compartmentctl::wire::EventKind)> = snapshot
+        .events_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, event)| (seq, event.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, compartmentctl::wire::EventKind::BindingChanged),
+            (2, compartmentctl::wire::EventKind::MemberActivated),
+        ]
+    );
 }
 
 // ---- `user.list` pages ----
@@ -1691,4 +1705,113 @@ fn a_refusal_names_the_act_and_the_role_its_permission_needs() {
         err.to_string(),
         "listing the members of acme needs the readonly role or above; yours is viewer"
     );
+}
+
+/// The feed, as `(kind, org, email)` lines, after `after`.
+fn feed_after(f: &Fixture, after: u64) -> Vec<String> {
+    let snapshot = f.store.read().unwrap();
+    snapshot
+        .events_after(after, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| {
+            let role = e.role.map(|r| format!(" {r}")).unwrap_or_default();
+            let was = e
+                .previous_role
+                .map(|r| format!(" (was {r})"))
+                .unwrap_or_default();
+            let status = e.status.map(|s| format!(" {s}")).unwrap_or_default();
+            let uid = e.uid.map(|u| format!(" uid {u}")).unwrap_or_default();
+            format!(
+                "{} {} {}{role}{was}{status}{uid}",
+                e.kind,
+                e.org.as_deref().unwrap_or("-"),
+                e.email
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_change_to_a_membership_or_binding_is_in_the_feed_once() {
+    let mut f = Fixture::new();
+    let url = f.create_org("acme", "admin@example.com");
+    f.activate(user(1001), &url, T0).unwrap();
+    let dep = f
+        .invite_as(
+            user(1001),
+            "acme",
+            "dep@example.com",
+            Role::Deployer,
+            false,
+            T0,
+        )
+        .unwrap();
+    // A new URL for a pending invitation changes nothing the feed tells of.
+    f.invite_as(
+        user(1001),
+        "acme",
+        "dep@example.com",
+        Role::Deployer,
+        true,
+        T0,
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    assert!(dep.activation_url.is_some());
+    f.invite_as(
+        user(1001),
+        "acme",
+        "late@example.com",
+        Role::Viewer,
+        false,
+        T0,
+    )
+    .unwrap();
+    f.write(|txn| invitations::expire_due(txn, T0 + 7 * DAY))
+        .unwrap();
+    f.invite_as(
+        user(1001),
+        "acme",
+        "late@example.com",
+        Role::Viewer,
+        false,
+        T0 + 7 * DAY,
+    )
+    .unwrap();
+    f.grant(user(1001), "acme", "late@example.com", Role::Readonly)
+        .unwrap();
+    f.remove(user(1001), "acme", "late@example.com").unwrap();
+    f.write(|txn| accounts::unbind(txn, &root(), "admin@example.com", T0))
+        .unwrap();
+    assert_eq!(
+        feed_after(&f, 0),
+        [
+            "member.added acme admin@example.com admin invited",
+            "binding.changed - admin@example.com uid 1001",
+            "member.activated acme admin@example.com admin active uid 1001",
+            "member.added acme dep@example.com deployer invited",
+            "member.added acme late@example.com viewer invited",
+            "member.expired acme dep@example.com deployer expired",
+            "member.expired acme late@example.com viewer expired",
+            "member.reinvited acme late@example.com viewer invited",
+            "member.role_changed acme late@example.com readonly (was viewer) invited",
+            "member.removed acme late@example.com readonly",
+            "binding.changed - admin@example.com",
+        ]
+    );
+    // Sequence numbers run on from where the file left them, one per event.
+    let snapshot = f.store.read().unwrap();
+    assert_eq!(snapshot.last_event_seq().unwrap(), 11);
+    let seqs: Vec<u64> = snapshot
+        .events_after(4, 3)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(seqs, [5, 6, 7]);
+    // A refused change leaves no event.
+    drop(snapshot);
+    f.remove(user(1001), "acme", "nobody@example.com")
+        .unwrap_err();
+    assert_eq!(feed_after(&f, 11), Vec::<String>::new());
 }

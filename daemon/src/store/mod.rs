@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
+use compartmentctl::wire::EventKind;
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
 };
@@ -72,6 +73,8 @@ const ORG_ADMINS: TableDefinition<(&str, &str), ()> = TableDefinition::new("org_
 const CURRENT_ORG: TableDefinition<u32, &str> = TableDefinition::new("current_org");
 /// Sequence number → audit record.
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// The change feed: sequence number → what changed (`events.subscribe`).
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 /// What went wrong below the rules.
 #[derive(Debug)]
@@ -196,6 +199,8 @@ pub struct Store {
     /// False for a store opened on a storage backend (tests): there is no file to reopen,
     /// so a broken handle stays broken rather than a new one being opened on a file.
     reopens: bool,
+    /// The sequence number of the last committed event: the feed's subscribers wait on it.
+    events: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -210,6 +215,7 @@ impl Store {
         let path = state_dir.join(DATABASE_FILE);
         let db = schema::open(state_dir, &path, options)?;
         Ok(Store {
+            events: events_head(&db, &path)?,
             db: RwLock::new(Some(Arc::new(db))),
             broken: AtomicBool::new(false),
             path,
@@ -226,6 +232,7 @@ impl Store {
         let path = PathBuf::from("<storage backend>");
         let db = schema::open_with_backend(backend, &path)?;
         Ok(Store {
+            events: events_head(&db, &path)?,
             db: RwLock::new(Some(Arc::new(db))),
             broken: AtomicBool::new(false),
             state_dir: path.clone(),
@@ -237,6 +244,23 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The sequence number of the last committed event, changed as each commit with events
+    /// lands: a feed waits on it, and never holds up the writer.
+    pub fn event_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// Announces that the events up to `seq` are committed (the writer, after a commit).
+    pub(crate) fn events_committed(&self, seq: u64) {
+        self.events.send_if_modified(|head| {
+            let newer = seq > *head;
+            if newer {
+                *head = seq;
+            }
+            newer
+        });
     }
 
     fn handle(&self) -> Result<Arc<Database>> {
@@ -304,6 +328,22 @@ impl Store {
     }
 }
 
+/// The feed's head as the file holds it when opened.
+fn events_head(
+    db: &Database,
+    path: &Path,
+) -> std::result::Result<tokio::sync::watch::Sender<u64>, OpenError> {
+    let head = db
+        .begin_read()
+        .map_err(StoreError::from)
+        .and_then(|snapshot| snapshot.last_event_seq())
+        .map_err(|err| OpenError::Store {
+            path: path.to_owned(),
+            source: err,
+        })?;
+    Ok(tokio::sync::watch::Sender::new(head))
+}
+
 /// Reads shared by snapshots and the write transaction.
 pub trait Reader {
     fn org(&self, name: &str) -> Result<Option<OrgRecord>>;
@@ -347,6 +387,10 @@ pub trait Reader {
     fn due_invitations_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>>;
     /// Every audit record in order (for tests and, later, `audit list`).
     fn audit(&self) -> Result<Vec<AuditRecord>>;
+    /// At most `limit` events with sequence numbers above `after`, in order.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>>;
+    /// The last event's sequence number; 0 before the first.
+    fn last_event_seq(&self) -> Result<u64>;
 }
 
 /// Implements [`Reader`] for a transaction type; both of redb's transaction types have
@@ -514,6 +558,22 @@ macro_rules! impl_reader {
                 }
                 Ok(records)
             }
+
+            fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>> {
+                let table = self.events_table()?;
+                let mut events = Vec::new();
+                for entry in table.range(after.saturating_add(1)..)?.take(limit) {
+                    let (key, value) = entry?;
+                    events.push((key.value(), decode("events", value.value())?));
+                }
+                Ok(events)
+            }
+
+            fn last_event_seq(&self) -> Result<u64> {
+                let table = self.events_table()?;
+                let last = table.last()?;
+                Ok(last.map_or(0, |(key, _)| key.value()))
+            }
         }
     };
 }
@@ -546,6 +606,9 @@ macro_rules! tables {
         pub struct Tables<'t> {
             txn: &'t WriteTransaction,
             $($accessor: RefCell<Option<redb::Table<'t, $key, $value>>>,)*
+            /// The next audit record's and event's sequence numbers, once read.
+            next_audit: Cell<Option<u64>>,
+            next_event: Cell<Option<u64>>,
         }
 
         impl<'t> Tables<'t> {
@@ -553,6 +616,8 @@ macro_rules! tables {
                 Tables {
                     txn,
                     $($accessor: RefCell::new(None),)*
+                    next_audit: Cell::new(None),
+                    next_event: Cell::new(None),
                 }
             }
 
@@ -595,6 +660,7 @@ tables! {
     current_org_table: CURRENT_ORG: u32 => &'static str,
     audit_table: AUDIT: u64 => &'static [u8],
     admins_table: ORG_ADMINS: (&'static str, &'static str) => (),
+    events_table: EVENTS: u64 => &'static [u8],
 }
 
 /// The write transaction as a change sees it: every write goes through [`Changes`], which
@@ -606,13 +672,16 @@ tables! {
 pub struct Tracked<'a, 't> {
     tables: &'a Tables<'t>,
     wrote: Cell<bool>,
+    /// When the change is applied: the time of the events it writes.
+    now: Millis,
 }
 
 impl<'a, 't> Tracked<'a, 't> {
-    pub(crate) fn new(tables: &'a Tables<'t>) -> Tracked<'a, 't> {
+    pub(crate) fn new(tables: &'a Tables<'t>, now: Millis) -> Tracked<'a, 't> {
         Tracked {
             tables,
             wrote: Cell::new(false),
+            now,
         }
     }
 
@@ -658,6 +727,61 @@ fn pending_key(record: &MembershipRecord) -> Option<Millis> {
     }
 }
 
+/// The event a membership's change makes, if the feed tells of it: a new membership, an
+/// activation, an expiry, a new invitation after an expiry, a role changed, a removal. A
+/// change the feed does not tell of (a new URL for a pending invitation) makes none.
+fn membership_event(
+    at: Millis,
+    org: &str,
+    email: &str,
+    new: Option<&MembershipRecord>,
+    old: Option<&MembershipRecord>,
+) -> Option<EventRecord> {
+    use compartmentctl::wire::MemberStatus::{Active, Expired, Invited};
+    let (kind, record) = match (old, new) {
+        (None, Some(new)) => (EventKind::MemberAdded, new),
+        (Some(old), None) => (EventKind::MemberRemoved, old),
+        (Some(old), Some(new)) => {
+            let kind = match (old.status, new.status) {
+                (from, Active) if from != Active => EventKind::MemberActivated,
+                (from, Expired) if from != Expired => EventKind::MemberExpired,
+                (Expired, Invited) => EventKind::MemberReinvited,
+                _ if old.role != new.role => EventKind::RoleChanged,
+                _ => return None,
+            };
+            (kind, new)
+        }
+        (None, None) => return None,
+    };
+    Some(EventRecord {
+        at,
+        kind,
+        org: Some(org.to_owned()),
+        email: email.to_owned(),
+        role: Some(record.role),
+        previous_role: match (kind, old) {
+            (EventKind::RoleChanged, Some(old)) => Some(old.role),
+            _ => None,
+        },
+        status: (kind != EventKind::MemberRemoved).then_some(record.status),
+        uid: record.uid,
+    })
+}
+
+/// The event of `email`'s account being bound to `uid`, or unbound (`None`).
+fn binding_event(at: Millis, email: String, uid: Option<u32>) -> EventRecord {
+    EventRecord {
+        at,
+        kind: EventKind::BindingChanged,
+        org: None,
+        email,
+        role: None,
+        previous_role: None,
+        status: None,
+        uid,
+    }
+}
+
 impl Changes for Tracked<'_, '_> {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
         self.mark().put_org(name, org)
@@ -668,11 +792,26 @@ impl Changes for Tracked<'_, '_> {
     }
 
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
-        self.mark().put_binding(uid, binding)
+        let tables = self.mark();
+        let before = tables.binding(uid)?;
+        tables.put_binding(uid, binding)?;
+        if before.as_ref().map(|b| &b.email) != Some(&binding.email) {
+            if let Some(before) = before {
+                tables.append_event(&binding_event(self.now, before.email, None))?;
+            }
+            tables.append_event(&binding_event(self.now, binding.email.clone(), Some(uid)))?;
+        }
+        Ok(())
     }
 
     fn delete_binding(&self, uid: u32) -> Result<()> {
-        self.mark().delete_binding(uid)
+        let tables = self.mark();
+        let before = tables.binding(uid)?;
+        tables.delete_binding(uid)?;
+        if let Some(before) = before {
+            tables.append_event(&binding_event(self.now, before.email, None))?;
+        }
+        Ok(())
     }
 
     fn put_membership(
@@ -682,11 +821,21 @@ impl Changes for Tracked<'_, '_> {
         new: &MembershipRecord,
         old: Option<&MembershipRecord>,
     ) -> Result<()> {
-        self.mark().put_membership(org, email, new, old)
+        let tables = self.mark();
+        tables.put_membership(org, email, new, old)?;
+        if let Some(event) = membership_event(self.now, org, email, Some(new), old) {
+            tables.append_event(&event)?;
+        }
+        Ok(())
     }
 
     fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
-        self.mark().delete_membership(org, email, old)
+        let tables = self.mark();
+        tables.delete_membership(org, email, old)?;
+        if let Some(event) = membership_event(self.now, org, email, None, Some(old)) {
+            tables.append_event(&event)?;
+        }
+        Ok(())
     }
 
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
@@ -793,17 +942,49 @@ impl Changes for Tables<'_> {
     }
 
     fn append_audit(&self, record: &AuditRecord) -> Result<()> {
-        let mut table = self.audit_table()?;
-        let next = match table.last()? {
-            Some((key, _)) => key.value() + 1,
-            None => 1,
-        };
-        table.insert(next, encode("audit", record)?.as_slice())?;
+        let seq = self.next_seq(&self.next_audit, || {
+            Ok(self.audit_table()?.last()?.map(|(key, _)| key.value()))
+        })?;
+        self.audit_table()?
+            .insert(seq, encode("audit", record)?.as_slice())?;
         Ok(())
     }
 }
 
 /// Creates every table, so that read snapshots can open them all.
+impl Tables<'_> {
+    /// The next sequence number of an append-only table, read from it (`last`) once per
+    /// transaction and counted from there: each append costs one insert, not a lookup too.
+    fn next_seq(
+        &self,
+        next: &Cell<Option<u64>>,
+        last: impl FnOnce() -> Result<Option<u64>>,
+    ) -> Result<u64> {
+        let seq = match next.get() {
+            Some(seq) => seq,
+            None => last()?.map_or(1, |last| last + 1),
+        };
+        next.set(Some(seq + 1));
+        Ok(seq)
+    }
+
+    /// Appends `event` to the feed; returns its sequence number.
+    fn append_event(&self, event: &EventRecord) -> Result<u64> {
+        let seq = self.next_seq(&self.next_event, || {
+            Ok(self.events_table()?.last()?.map(|(key, _)| key.value()))
+        })?;
+        self.events_table()?
+            .insert(seq, encode("events", event)?.as_slice())?;
+        Ok(seq)
+    }
+
+    /// The sequence number of the last event this transaction appended, if it appended
+    /// any: what the writer announces once the transaction is committed.
+    pub(crate) fn last_event(&self) -> Option<u64> {
+        self.next_event.get().map(|next| next - 1)
+    }
+}
+
 pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(META)?;
     txn.open_table(ORGS)?;
@@ -816,6 +997,7 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(CURRENT_ORG)?;
     txn.open_table(AUDIT)?;
     txn.open_table(ORG_ADMINS)?;
+    txn.open_table(EVENTS)?;
     Ok(())
 }
 

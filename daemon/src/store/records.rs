@@ -13,7 +13,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use compartmentctl::wire::{AccountStatus, MemberStatus, Role};
+use compartmentctl::wire::{AccountStatus, EventKind, MemberStatus, Role};
 use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch, UTC.
@@ -270,6 +270,33 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
+/// One change of the feed (`events`, keyed by its sequence number): what happened to a
+/// membership or a binding, as `events.subscribe` sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub at: Millis,
+    pub kind: EventKind,
+    pub org: Option<String>,
+    pub email: String,
+    #[serde(serialize_with = "option_role_name")]
+    pub role: Option<Role>,
+    #[serde(serialize_with = "option_role_name")]
+    pub previous_role: Option<Role>,
+    pub status: Option<MemberStatus>,
+    pub uid: Option<u32>,
+}
+
+/// [`role_name`] for a role that may be absent.
+fn option_role_name<S: serde::Serializer>(
+    role: &Option<Role>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match role {
+        Some(role) => serializer.serialize_some(role.as_str()),
+        None => serializer.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -396,6 +423,24 @@ mod tests {
                 detail: None,
             },
             &[1, 0, 1, 1, 1, b'x', 0, 1, 1, b't', 0],
+        );
+        pinned(
+            "events",
+            EventRecord {
+                at: 2,
+                kind: EventKind::RoleChanged,
+                org: Some("o".into()),
+                email: "e".into(),
+                role: Some(Role::Admin),
+                previous_role: Some(Role::Viewer),
+                status: Some(MemberStatus::Active),
+                uid: None,
+            },
+            &[
+                2, 19, b'm', b'e', b'm', b'b', b'e', b'r', b'.', b'r', b'o', b'l', b'e', b'_',
+                b'c', b'h', b'a', b'n', b'g', b'e', b'd', 1, 1, b'o', 1, b'e', 1, 5, b'a', b'd',
+                b'm', b'i', b'n', 1, 6, b'v', b'i', b'e', b'w', b'e', b'r', 1, 0, 0,
+            ],
         );
     }
 

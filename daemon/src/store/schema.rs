@@ -15,7 +15,7 @@ use super::{
 };
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
-pub const CURRENT_SCHEMA_VERSION: u64 = 4;
+pub const CURRENT_SCHEMA_VERSION: u64 = 5;
 const VERSION_KEY: &str = "schema_version";
 
 /// A step from version `n` to `n + 1`, at index `n - 1`.
@@ -25,7 +25,15 @@ const MIGRATIONS: &[Migration] = &[
     bindings_with_names_and_provenance,
     token_keys_and_admins_index,
     binary_records,
+    change_feed,
 ];
+
+/// Version 4 → 5: the change feed (`events`), which every change to a membership or a
+/// binding appends to from now on; it starts empty. The version changes so that an older
+/// daemon, which would change memberships without telling the feed, refuses the file.
+fn change_feed(txn: &WriteTransaction) -> Result<(), StoreError> {
+    create_tables(txn)
+}
 
 /// Version 3 → 4: records are written in a binary form (`records`), no longer as JSON. The
 /// JSON records already stored are left as they are: every read tells the two forms apart

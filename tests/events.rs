@@ -1,0 +1,383 @@
+//! The change feed (`events.subscribe`, `compartment events watch`) end to end: what it
+//! tells, to whom, and that a subscriber that comes back misses nothing, as real Unix users.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use compartment_e2e::{
+    parse_invite, root_test, test_group, Daemon, DaemonOptions, RawConn, TestUser, ROOT,
+};
+use compartmentctl::wire::{Event, EventsSubscribeParams};
+use compartmentctl::{Client, FeedItem};
+use serde_json::{json, Value};
+
+/// An event as the tests compare it: everything but its time.
+fn shown(event: &Event) -> String {
+    let mut value = serde_json::to_value(event).unwrap();
+    value.as_object_mut().unwrap().remove("at");
+    value.to_string()
+}
+
+fn next_event(feed: &mut compartmentctl::Subscription) -> Event {
+    match feed.next_item().unwrap() {
+        FeedItem::Event(event) => event,
+        FeedItem::Closed(closed) => panic!("the feed closed: {closed:?}"),
+    }
+}
+
+/// The next notification on a raw feed connection.
+fn notification(conn: &mut RawConn) -> Value {
+    let value = conn.read_json();
+    assert!(
+        value.get("id").is_none(),
+        "a notification has no id: {value}"
+    );
+    value
+}
+
+root_test!(a_feed_tells_each_change_and_replays_from_any_point, || {
+    let daemon = Daemon::start_default();
+    let admin = TestUser::get("cpt-ev-admin");
+    let deployer = TestUser::get("cpt-ev-dep");
+    let mut feed = daemon
+        .client()
+        .subscribe(EventsSubscribeParams::default())
+        .unwrap();
+    assert_eq!(
+        (
+            feed.subscribed.org.clone(),
+            feed.subscribed.after,
+            feed.subscribed.head
+        ),
+        (None, 0, 0)
+    );
+    // The documentation page's story.
+    let acme = daemon.create_acme();
+    daemon.activate(admin.uid, &acme.url).assert_success();
+    let out = daemon.ctl(
+        admin.uid,
+        &["user", "invite", "deploy@example.com", "--role", "deployer"],
+    );
+    let invitation = parse_invite(&out, "deploy@example.com", "deployer");
+    daemon
+        .activate(deployer.uid, &invitation.url)
+        .assert_success();
+    daemon
+        .ctl(
+            admin.uid,
+            &["role", "grant", "deploy@example.com", "readonly"],
+        )
+        .assert_success();
+    daemon
+        .ctl(admin.uid, &["user", "remove", "deploy@example.com"])
+        .assert_success();
+    let expected = [
+        json!({"seq": 1, "kind": "member.added", "org": "acme", "email": "admin@example.com", "role": "admin", "status": "invited"}),
+        json!({"seq": 2, "kind": "binding.changed", "email": "admin@example.com", "uid": admin.uid}),
+        json!({"seq": 3, "kind": "member.activated", "org": "acme", "email": "admin@example.com", "role": "admin", "status": "active", "uid": admin.uid}),
+        json!({"seq": 4, "kind": "member.added", "org": "acme", "email": "deploy@example.com", "role": "deployer", "status": "invited"}),
+        json!({"seq": 5, "kind": "binding.changed", "email": "deploy@example.com", "uid": deployer.uid}),
+        json!({"seq": 6, "kind": "member.activated", "org": "acme", "email": "deploy@example.com", "role": "deployer", "status": "active", "uid": deployer.uid}),
+        json!({"seq": 7, "kind": "member.role_changed", "org": "acme", "email": "deploy@example.com", "role": "readonly", "previous_role": "deployer", "status": "active", "uid": deployer.uid}),
+        json!({"seq": 8, "kind": "member.removed", "org": "acme", "email": "deploy@example.com", "role": "readonly", "uid": deployer.uid}),
+    ];
+    let expected: Vec<String> = expected.iter().map(Value::to_string).collect();
+    let live: Vec<String> = (0..8).map(|_| shown(&next_event(&mut feed))).collect();
+    assert_eq!(live, expected);
+    // From any point, the same changes again, and only those after it.
+    for after in [0, 3, 7, 8] {
+        let mut replay = daemon
+            .client()
+            .subscribe(EventsSubscribeParams {
+                org: Some("acme".into()),
+                after: Some(after),
+            })
+            .unwrap();
+        assert_eq!(replay.subscribed.head, 8);
+        let acme_only: Vec<&String> = expected[after as usize..]
+            .iter()
+            .filter(|e| e.contains("\"org\":\"acme\""))
+            .collect();
+        for want in acme_only {
+            assert_eq!(&shown(&next_event(&mut replay)), want, "after {after}");
+        }
+    }
+    // The CLI prints the same, a line each, until the daemon ends the feed.
+    let watching = daemon.spawn_ctl(ROOT, &["events", "watch", "--after", "6", "--org", "acme"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut daemon = daemon;
+    daemon.stop();
+    let out = watching.wait();
+    let lines: Vec<String> = out
+        .stdout_lines()
+        .iter()
+        .map(|line| {
+            // `#SEQ  AT  what`, without its time.
+            let fields: Vec<&str> = line.splitn(3, "  ").collect();
+            match fields.as_slice() {
+                [seq, _, what] => format!("{seq}  {what}"),
+                _ => line.to_string(),
+            }
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "Watching changes in acme after #6 (the last so far is #8).",
+            "#7  acme: deploy@example.com is now readonly (was deployer)",
+            "#8  acme: deploy@example.com removed (was readonly)",
+        ],
+        "{out:#?}"
+    );
+    assert_eq!(
+        (out.code, out.stderr.as_str()),
+        (
+            1,
+            "compartmentctl: the daemon ended the feed: compartmentd is stopping\n\
+             hint: watch again with --after 8\n"
+        ),
+        "{out:#?}"
+    );
+});
+
+root_test!(
+    a_subscriber_that_comes_back_sees_every_change_once_in_order,
+    || {
+        let daemon = Daemon::start_default();
+        daemon.create_acme();
+        let done = Arc::new(AtomicBool::new(false));
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let socket = daemon.socket();
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(&socket).unwrap();
+                    for i in 0..60 {
+                        let email = format!("w{w}-{i}@example.com");
+                        let params = json!({"org": "acme", "email": email, "role": "viewer"});
+                        let request =
+                            compartmentctl::wire::Request::parse("user.invite", Some(params))
+                                .unwrap();
+                        client.call::<Value>(&request).unwrap();
+                        if i % 3 == 0 {
+                            let params = json!({"org": "acme", "email": email});
+                            let request =
+                                compartmentctl::wire::Request::parse("user.remove", Some(params))
+                                    .unwrap();
+                            client.call::<Value>(&request).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let watcher = {
+            let done = done.clone();
+            let socket = daemon.socket();
+            std::thread::spawn(move || {
+                let mut seen: Vec<String> = Vec::new();
+                let mut last = 0;
+                let mut round = 0;
+                loop {
+                    let client = Client::connect(&socket).unwrap();
+                    let mut feed = client
+                        .subscribe(EventsSubscribeParams {
+                            org: None,
+                            after: Some(last),
+                        })
+                        .unwrap();
+                    let head = feed.subscribed.head;
+                    if last == head {
+                        if done.load(Ordering::SeqCst) {
+                            return seen;
+                        }
+                        // Caught up while the writers write: come back for more.
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    // Leave mid-stream after a few, a different number each time.
+                    for _ in 0..(7 + round % 11).min(head - last) {
+                        let event = next_event(&mut feed);
+                        assert!(event.seq > last, "{} after {last}", event.seq);
+                        last = event.seq;
+                        seen.push(shown(&event));
+                    }
+                    round += 1;
+                }
+            })
+        };
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+        let seen = watcher.join().unwrap();
+        // Everything, once, in order: the same as one replay from the start.
+        let mut all = daemon
+            .client()
+            .subscribe(EventsSubscribeParams {
+                org: None,
+                after: Some(0),
+            })
+            .unwrap();
+        let head = all.subscribed.head;
+        assert_eq!(
+            head,
+            1 + 4 * 60 + 4 * 20,
+            "one event per invitation and removal, and acme's admin"
+        );
+        let whole: Vec<String> = (0..head).map(|_| shown(&next_event(&mut all))).collect();
+        assert_eq!(seen.len(), whole.len());
+        assert_eq!(seen, whole);
+    }
+);
+
+root_test!(
+    an_admin_sees_its_organization_only_and_only_while_admin,
+    || {
+        let services = TestUser::get("cpt-ev-svc");
+        test_group("cpt-ev-services", &[&services]);
+        let daemon =
+            Daemon::start(DaemonOptions::new().args(&["--service-group", "cpt-ev-services"]));
+        let admin = TestUser::get("cpt-ev-admin");
+        let second = TestUser::get("cpt-ev-admin2");
+        let deployer = TestUser::get("cpt-ev-dep");
+        let outsider = TestUser::get("cpt-ev-beta");
+        let bystander = TestUser::get("cpt-ev-by");
+        let acme = daemon.create_acme();
+        daemon.activate(admin.uid, &acme.url).assert_success();
+        for (email, role, user) in [
+            ("second@example.com", "admin", &second),
+            ("dep@example.com", "deployer", &deployer),
+        ] {
+            let out = daemon.ctl(admin.uid, &["user", "invite", email, "--role", role]);
+            daemon
+                .activate(user.uid, &parse_invite(&out, email, role).url)
+                .assert_success();
+        }
+        let out = daemon.ctl(
+            ROOT,
+            &["org", "create", "beta", "--admin", "boss@beta.example"],
+        );
+        out.assert_success();
+        let beta = compartment_e2e::parse_invitation_lines(
+            &out.stdout_lines()[1..],
+            "boss@beta.example",
+            "admin",
+        );
+        daemon.activate(outsider.uid, &beta.url).assert_success();
+
+        // Who may not subscribe, and what they are told.
+        let subscribe = |uid: u32, params: Value| {
+            let mut conn = RawConn::connect_as(&daemon.socket(), uid);
+            let reply = conn.call(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "events.subscribe", "params": params})
+                    .to_string(),
+            );
+            (conn, reply)
+        };
+        let refusal = |uid: u32, params: Value| {
+            let (_, reply) = subscribe(uid, params);
+            (
+                reply["error"]["data"]["kind"]
+                    .as_str()
+                    .unwrap_or("none")
+                    .to_owned(),
+                reply["error"]["message"].as_str().unwrap_or("").to_owned(),
+            )
+        };
+        assert_eq!(
+            refusal(deployer.uid, json!({})),
+            (
+                "forbidden".into(),
+                "reading the audit log of acme needs the admin role; yours is deployer".into()
+            )
+        );
+        assert_eq!(
+            refusal(outsider.uid, json!({"org": "acme"})),
+            ("not_found".into(), "organization acme not found".into())
+        );
+        assert_eq!(refusal(bystander.uid, json!({})).0, "unauthenticated");
+        assert_eq!(refusal(ROOT, json!({"org": "nowhere"})).0, "not_found");
+        assert_eq!(
+            refusal(ROOT, json!({"after": 999})),
+            (
+                "bad_request".into(),
+                "after 999 is past the last change, 12".into()
+            )
+        );
+
+        // acme's admin, with its current organization; the service, for everything.
+        let (mut admins_feed, reply) = subscribe(admin.uid, json!({}));
+        assert_eq!(
+            reply["result"],
+            json!({"org": "acme", "after": 12, "head": 12}),
+            "{reply}"
+        );
+        let (mut services_feed, reply) = subscribe(services.uid, json!({}));
+        assert_eq!(
+            reply["result"],
+            json!({"org": null, "after": 12, "head": 12}),
+            "{reply}"
+        );
+        daemon
+            .ctl(
+                outsider.uid,
+                &["user", "invite", "b@beta.example", "--role", "viewer"],
+            )
+            .assert_success();
+        daemon
+            .ctl(
+                admin.uid,
+                &["user", "invite", "a@example.com", "--role", "viewer"],
+            )
+            .assert_success();
+        let event = notification(&mut admins_feed);
+        assert_eq!(
+            (
+                event["method"].as_str(),
+                event["params"]["seq"].as_u64(),
+                event["params"]["email"].as_str()
+            ),
+            (Some("event"), Some(14), Some("a@example.com")),
+            "beta's change (seq 13) is not acme's admin's to see: {event}"
+        );
+        assert_eq!(
+            notification(&mut services_feed)["params"]["email"],
+            "b@beta.example"
+        );
+        assert_eq!(
+            notification(&mut services_feed)["params"]["email"],
+            "a@example.com"
+        );
+
+        // Demoted, the admin gets nothing more, not even the news of its demotion.
+        daemon
+            .ctl(
+                second.uid,
+                &["role", "grant", "admin@example.com", "deployer"],
+            )
+            .assert_success();
+        let closed = notification(&mut admins_feed);
+        assert_eq!(
+            closed,
+            json!({"jsonrpc": "2.0", "method": "events.closed", "params": {
+                "after": 14,
+                "reason": "reading the audit log of acme needs the admin role; yours is deployer",
+            }})
+        );
+        assert!(admins_feed.is_closed());
+        assert_eq!(
+            notification(&mut services_feed)["params"]["kind"],
+            "member.role_changed"
+        );
+
+        // A feed is the whole connection: not one answer of a batch.
+        let mut conn = RawConn::connect_as(&daemon.socket(), ROOT);
+        let reply = conn.call(r#"[{"jsonrpc":"2.0","id":1,"method":"events.subscribe"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#);
+        assert_eq!(
+            reply[0]["error"]["message"],
+            "events.subscribe must be sent alone, not in a batch"
+        );
+        assert!(reply[1]["result"].is_object(), "{reply}");
+    }
+);
