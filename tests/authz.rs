@@ -8,6 +8,8 @@ use compartment_e2e::{
     parse_invite, root_test, test_group, Daemon, DaemonOptions, Out, TestUser, ROOT,
 };
 use compartmentctl::wire::{Check, Permission, Reason, Role};
+use std::os::unix::process::CommandExt;
+
 use serde_json::{json, Value};
 
 const SERVICES: &str = "cpt-az-services";
@@ -353,3 +355,60 @@ fn a_service_group_that_does_not_exist_stops_the_daemon_at_start() {
         "{out:#?}"
     );
 }
+
+/// The README's block of `lang` (```lang … ```) that mentions `needle`.
+fn readme_block(lang: &str, needle: &str) -> String {
+    let readme = include_str!("../README.md");
+    let fence = format!("```{lang}\n");
+    readme
+        .split(fence.as_str())
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap_or_default())
+        .find(|block| block.contains(needle))
+        .unwrap_or_else(|| panic!("no {lang} block with {needle} in README.md"))
+        .to_owned()
+}
+
+root_test!(the_readmes_socat_and_python_examples_work, || {
+    let h = host();
+    let socket = h.daemon.socket();
+    let socket = socket.to_str().unwrap();
+    // Python's standard library, as the README shows it, run as the service.
+    let python = format!(
+        "{}\nprint(can('deployment.create', 'acme', {}, path='{socket}'))\n\
+         print(can('organization.user.invite', 'acme', {}, path='{socket}'))\n",
+        readme_block("python", "authz.check"),
+        h.deployer.uid,
+        h.deployer.uid,
+    );
+    let script = h.daemon.dir().join("can.py");
+    std::fs::write(&script, python).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .uid(h.service.uid)
+        .gid(h.service.gid)
+        .output()
+        .expect("run python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "(True, 'dep@example.com is deployer in acme (invited by admin@example.com), and deployment.create needs the deployer role or above')\n\
+         (False, 'dep@example.com is deployer in acme (invited by admin@example.com), and organization.user.invite needs the admin role')\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The socat line, with this daemon's socket and uid, run as the service.
+    let line = readme_block("sh", "authz.check")
+        .replace("\\\n", "")
+        .replace("/run/compartment/compartmentd.sock", socket)
+        .replace("1001", &h.deployer.uid.to_string());
+    let out = std::process::Command::new("sh")
+        .args(["-c", &line])
+        .uid(h.service.uid)
+        .gid(h.service.gid)
+        .output()
+        .expect("run sh");
+    let reply: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(reply["result"]["allowed"], true, "{reply}");
+});

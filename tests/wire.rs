@@ -357,3 +357,30 @@ fn activate_with_the_url_in_argv_warns_and_the_token_is_visible() {
          or pipe it in on standard input\n"
     );
 }
+
+/// `rpc.discover` answers the OpenRPC document the wire declares, and the daemon serves
+/// every method it lists: none is answered `unknown_method`.
+#[test]
+fn rpc_discover_lists_exactly_the_methods_the_daemon_serves() {
+    let daemon = Daemon::start_default();
+    let mut conn = daemon.raw();
+    let reply = conn.call(r#"{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}"#);
+    let document = &reply["result"];
+    assert_eq!(*document, compartmentctl::wire::openrpc::document());
+    let methods = document["methods"].as_array().unwrap();
+    assert_eq!(methods.len() + 1, compartmentctl::wire::METHODS.len());
+    for method in methods {
+        let name = method["name"].as_str().unwrap();
+        if name == "events.subscribe" {
+            // Served, but it would turn this connection into a feed.
+            continue;
+        }
+        let answer = conn.call(&json!({"jsonrpc": "2.0", "id": 2, "method": name}).to_string());
+        assert_ne!(
+            answer["error"]["data"]["kind"], "unknown_method",
+            "{name}: {answer}"
+        );
+    }
+    let answer = conn.call(r#"{"jsonrpc":"2.0","id":3,"method":"rpc.nothing"}"#);
+    assert_eq!(answer["error"]["data"]["kind"], "unknown_method");
+}

@@ -447,6 +447,15 @@ impl Serve for methods::EventsSubscribe {
     }
 }
 
+impl Serve for methods::RpcDiscover {
+    async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<Value, RuleError> {
+        static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+        Ok(DOCUMENT
+            .get_or_init(compartmentctl::wire::openrpc::document)
+            .clone())
+    }
+}
+
 impl Serve for methods::Whoami {
     async fn serve(
         ctx: &Context,

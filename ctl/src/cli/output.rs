@@ -272,6 +272,13 @@ pub fn role_info(info: &RoleInfo) -> String {
     )
 }
 
+/// A JSON document as people read it, indented.
+pub fn pretty(value: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 /// `events.subscribe`'s answer (`events watch` prints its own first line).
 pub fn subscribed(subscribed: &Subscribed) -> String {
     format!("Subscribed after #{}.\n", subscribed.after)

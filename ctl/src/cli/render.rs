@@ -74,6 +74,7 @@ render_with! {
     RoleList => output::role_list;
     RoleShow => output::role_info;
     EventsSubscribe => output::subscribed;
+    RpcDiscover => output::pretty;
     AccountActivate => output::activated;
     AccountList => output::account_list;
     AccountShow => output::account_detail;

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AccountStatus, MemberStatus, Params, Permission, Role};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateParams {
     /// The token, or the whole activation URL.
@@ -14,20 +14,20 @@ pub struct ActivateParams {
 /// Activation names no organization: the token decides which one.
 impl Params for ActivateParams {}
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Activated {
     pub org: String,
     pub email: String,
     pub role: Role,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccountInfo {
     pub email: String,
     pub status: AccountStatus,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrgMembership {
     pub org: String,
     pub role: Role,
@@ -39,7 +39,7 @@ pub struct OrgMembership {
 }
 
 /// Who the daemon thinks the caller is, from the socket's peer credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WhoAmI {
     pub uid: u32,
     pub gid: u32,
@@ -63,7 +63,7 @@ pub struct WhoAmI {
 }
 
 /// Params naming one account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountParams {
     pub email: String,
@@ -71,7 +71,7 @@ pub struct AccountParams {
 
 impl Params for AccountParams {}
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountBindParams {
     pub email: String,
@@ -82,7 +82,7 @@ pub struct AccountBindParams {
 impl Params for AccountBindParams {}
 
 /// An account, its binding and its memberships (`account.show`, `account.list`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccountDetail {
     pub email: String,
     pub status: AccountStatus,
@@ -100,14 +100,14 @@ pub struct AccountDetail {
     pub memberships: Vec<OrgMembership>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccountList {
     /// Ordered by e-mail.
     pub accounts: Vec<AccountDetail>,
 }
 
 /// A binding made or undone by a superuser.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccountBinding {
     pub email: String,
     pub uid: u32,

@@ -12,7 +12,7 @@ pub const MAX_CHECKS: usize = 1000;
 
 /// One question: may the subject do `permission` in `org`? The subject is the caller unless
 /// one of `uid`, `user` or `email` names someone (at most one of them).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     pub permission: Permission,
@@ -54,10 +54,24 @@ impl Params for AuthzCheckParams {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ManyChecks {
     checks: Vec<Check>,
+}
+
+/// One check's fields, or `checks`: the two forms as one object schema, whose rules the
+/// daemon enforces (one form or the other, at most one subject).
+impl schemars::JsonSchema for AuthzCheckParams {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AuthzCheckParams".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let one = generator.subschema_for::<Check>();
+        let many = generator.subschema_for::<ManyChecks>();
+        schemars::json_schema!({ "oneOf": [one, many] })
+    }
 }
 
 impl Serialize for AuthzCheckParams {
@@ -110,7 +124,7 @@ impl<'de> Deserialize<'de> for AuthzCheckParams {
 }
 
 /// Why the answer is what it is, for programs; [`Decision::message`] says it for people.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Allowed: root or the daemon's own user, admin power in every organization.
@@ -141,7 +155,7 @@ pub enum Reason {
 }
 
 /// The answer to one [`Check`]: what the rules decide at this instant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     pub allowed: bool,
     pub permission: Permission,
@@ -159,7 +173,7 @@ pub struct Decision {
 }
 
 /// `authz.check`'s result, in the form its params took.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum AuthzAnswer {
     Many { decisions: Vec<Decision> },
@@ -173,7 +187,7 @@ impl fmt::Display for Decision {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleShowParams {
     pub role: Role,

@@ -14,7 +14,7 @@ pub const EVENT_METHOD: &str = "event";
 /// The method of the last notification of a feed the daemon ends, saying why.
 pub const FEED_CLOSED_METHOD: &str = "events.closed";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventsSubscribeParams {
     /// Only this organization's changes. Superusers and services may leave it out for
@@ -34,7 +34,7 @@ impl Params for EventsSubscribeParams {
 }
 
 /// The answer to `events.subscribe`, after which the connection carries only the feed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subscribed {
     /// The organization whose changes come, or none for every change.
     pub org: Option<String>,
@@ -98,6 +98,18 @@ impl FromStr for EventKind {
     }
 }
 
+/// A kind of event is a string, one of the names.
+impl schemars::JsonSchema for EventKind {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EventKind".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = EventKind::ALL.iter().map(|kind| kind.as_str()).collect();
+        schemars::json_schema!({ "type": "string", "enum": names })
+    }
+}
+
 impl Serialize for EventKind {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
@@ -112,7 +124,7 @@ impl<'de> Deserialize<'de> for EventKind {
 }
 
 /// One change, as a feed's `event` notification carries it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     /// Increases by one with each change the daemon makes, across all organizations; a
     /// subscriber that sees only one organization sees gaps.
@@ -140,7 +152,7 @@ pub struct Event {
 }
 
 /// Why the daemon ended a feed: the params of its last notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FeedClosed {
     /// The last sequence number sent: resubscribe with it as `after` to miss nothing.
     pub after: u64,

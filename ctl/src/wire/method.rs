@@ -74,16 +74,33 @@ pub(super) fn parse_params<M: Method>(params: Option<Value>) -> Result<Request, 
 /// `method`, `org`, `params` and `visit`.
 macro_rules! declare_methods {
     ($(
-        $(#[$doc:meta])*
+        $(#[doc = $doc:literal])*
         $variant:ident $(($params:ty))? = $name:literal => $result:ty, $access:ident;
     )*) => {
         /// One marker type per method, implementing [`Method`](super::Method).
         pub mod methods {
             $(
-                $(#[$doc])*
+                $(#[doc = $doc])*
                 #[derive(Debug)]
                 pub enum $variant {}
             )*
+        }
+
+        /// Each method as `rpc.discover` describes it, in declaration order: its name, its
+        /// documentation's first line, whether it writes, and its params' and result's JSON
+        /// Schemas, made by `generator`.
+        pub(crate) fn describe_methods(
+            generator: &mut schemars::SchemaGenerator,
+        ) -> Vec<$crate::wire::openrpc::Described> {
+            vec![$(
+                $crate::wire::openrpc::Described {
+                    name: $name,
+                    summary: [$($doc),*].first().map_or("", |line| line.trim()),
+                    writes: declare_methods!(@writes $access),
+                    params: generator.root_schema_for::<declare_methods!(@params_type [$($params)?])>(),
+                    result: generator.root_schema_for::<$result>(),
+                },
+            )*]
         }
 
         // Outside `methods`, so that a result type named like a marker (`OrgList`) means
@@ -108,7 +125,7 @@ macro_rules! declare_methods {
         #[derive(Debug, Clone, PartialEq, Eq)]
         pub enum Request {
             $(
-                $(#[$doc])*
+                $(#[doc = $doc])*
                 $variant $(($params))?,
             )*
         }

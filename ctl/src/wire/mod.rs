@@ -8,6 +8,7 @@
 //! - `error`: the stable error kinds and the error object.
 //! - `method`: the [`Method`] trait and the macro that derives everything from the list
 //!   below.
+//! - `openrpc`: `rpc.discover`'s OpenRPC document, derived from the same list.
 //! - one file per noun for params and results: `meta` (`ping`), `org`, `user`, `role`
 //!   (with [`Role`] itself), `account` (with `whoami`), `authz` (`authz.check`), `events`
 //!   (`events.subscribe` and the feed's notifications); `status`
@@ -28,6 +29,7 @@ mod error;
 mod events;
 mod meta;
 pub(crate) mod method;
+pub mod openrpc;
 mod org;
 mod permission;
 mod role;
@@ -96,7 +98,12 @@ declare_methods! {
     /// Turn the connection into a feed of membership changes (superusers, services, and an
     /// organization's admins for their organization).
     EventsSubscribe(EventsSubscribeParams) = "events.subscribe" => Subscribed, read;
+    /// This protocol as an OpenRPC document.
+    RpcDiscover = "rpc.discover" => serde_json::Value, read;
 }
+
+/// The name OpenRPC reserves for the method that describes the others.
+pub const DISCOVER: &str = "rpc.discover";
 
 #[cfg(test)]
 mod tests {

@@ -247,6 +247,22 @@ impl<'de> Deserialize<'de> for Permission {
     }
 }
 
+/// A permission is a string, one of the keys.
+impl schemars::JsonSchema for Permission {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Permission".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let keys: Vec<&str> = Permission::ALL.iter().map(|p| p.key()).collect();
+        schemars::json_schema!({
+            "type": "string",
+            "enum": keys,
+            "description": "A permission key (DESIGN §3): what a role lets its holder do in an organization.",
+        })
+    }
+}
+
 struct PermissionKey;
 
 impl serde::de::Visitor<'_> for PermissionKey {

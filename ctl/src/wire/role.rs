@@ -9,7 +9,9 @@ use super::{Params, Permission};
 
 /// A role in an organization. The order is the hierarchy: `Viewer < Readonly < Deployer <
 /// Admin`, and each role holds every permission of those below it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -103,7 +105,7 @@ impl serde::de::Visitor<'_> for RoleName {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleGrantParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -112,7 +114,7 @@ pub struct RoleGrantParams {
     pub role: Role,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Granted {
     pub org: String,
     pub email: String,
@@ -120,7 +122,7 @@ pub struct Granted {
     pub previous_role: Role,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RoleInfo {
     pub name: Role,
     pub description: String,
@@ -140,7 +142,7 @@ impl RoleInfo {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RoleList {
     /// Highest first.
     pub roles: Vec<RoleInfo>,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// The order of the variants is part of compartmentd's database (a record stores a
 /// variant's index): add variants at the end, never reorder them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberStatus {
     /// The account has been activated.
@@ -39,7 +39,7 @@ impl fmt::Display for MemberStatus {
 ///
 /// The order of the variants is part of compartmentd's database (a record stores a
 /// variant's index): add variants at the end, never reorder them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountStatus {
     Pending,

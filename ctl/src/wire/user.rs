@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{MemberStatus, Params, Role};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserInviteParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,7 +32,7 @@ pub const MAX_PAGE: u32 = 1_000;
 pub const DEFAULT_PAGE: u32 = 100;
 
 /// One page of an organization's members (DESIGN §5: lists are paged by an opaque cursor).
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserListParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,7 +49,7 @@ pub struct UserListParams {
     pub status: Option<MemberStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRemoveParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +58,7 @@ pub struct UserRemoveParams {
 }
 
 /// The outcome of an invitation (`user.invite`, and `org.create`'s first admin).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Invitation {
     pub org: String,
     pub email: String,
@@ -77,7 +77,7 @@ pub struct Invitation {
     pub redeemable_by: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Member {
     pub email: String,
     pub role: Role,
@@ -89,7 +89,7 @@ pub struct Member {
     pub unix_user: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemberList {
     pub org: String,
     /// The cursor of the next page (its request's `after`); absent on the last page. A
@@ -105,7 +105,7 @@ pub struct MemberList {
 /// A [`MemberList`] read in place: its text borrowed from the answer line rather than
 /// copied into a `String` per field, for a client that reads many pages (`user list`).
 /// Decodes what [`MemberList`] decodes, and refuses what it refuses.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub struct MemberPage<'a> {
     #[serde(borrow)]
     pub org: Text<'a>,
@@ -116,7 +116,7 @@ pub struct MemberPage<'a> {
 }
 
 /// A [`Member`] read in place; serializes exactly as [`Member`] does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MemberView<'a> {
     #[serde(borrow)]
     pub email: Text<'a>,
@@ -130,7 +130,7 @@ pub struct MemberView<'a> {
 
 /// A string of an answer, borrowed from its line; copied only when JSON escapes in it had
 /// to be undone. (A bare `Cow<str>` inside an `Option` would always be copied.)
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
@@ -140,7 +140,7 @@ impl Text<'_> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Removed {
     pub org: String,
     pub email: String,

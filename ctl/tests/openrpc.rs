@@ -1,0 +1,228 @@
+//! `rpc.discover`'s OpenRPC document: it lists exactly the methods the protocol declares,
+//! the requests and results the daemon exchanges fit its schemas, and it is a valid OpenRPC
+//! document by the OpenRPC meta-schema (published on the npm registry as
+//! `@open-rpc/meta-schema`; `.ci/run` fetches it and names its file in
+//! `OPENRPC_META_SCHEMA`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use compartmentctl::wire::openrpc::{document, OPENRPC_VERSION};
+use compartmentctl::wire::{
+    AuthzAnswer, Decision, Permission, Reason, Role, RoleInfo, Subscribed, DISCOVER, METHODS,
+};
+use serde_json::{json, Value};
+
+fn method(doc: &Value, name: &str) -> Value {
+    doc["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in the document"))
+        .clone()
+}
+
+/// The params of `name` as one object schema: its descriptors' names and schemas, those
+/// required, and nothing else.
+fn params_schema(doc: &Value, name: &str) -> Value {
+    let method = method(doc, name);
+    let mut properties = serde_json::Map::new();
+    let mut required = Vec::new();
+    for descriptor in method["params"].as_array().unwrap() {
+        let param = descriptor["name"].as_str().unwrap();
+        properties.insert(param.to_owned(), descriptor["schema"].clone());
+        if descriptor["required"] == true {
+            required.push(param.to_owned());
+        }
+    }
+    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+#[track_caller]
+fn assert_fits(schema: &Value, instance: &Value, what: &str) {
+    let validator = jsonschema::draft7::new(schema).unwrap_or_else(|err| panic!("{what}: {err}"));
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{what}: {instance} does not fit: {errors:?}"
+    );
+}
+
+#[test]
+fn the_document_lists_every_method_but_itself() {
+    let doc = document();
+    assert_eq!(doc["openrpc"], OPENRPC_VERSION);
+    let names: Vec<&str> = doc["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    let declared: Vec<&str> = METHODS.iter().copied().filter(|m| *m != DISCOVER).collect();
+    assert_eq!(names, declared);
+    assert!(METHODS.contains(&DISCOVER));
+    let invite = method(&doc, "user.invite");
+    assert_eq!(invite["summary"], "Invite someone with a role.");
+    assert_eq!(invite["x-writes"], true);
+    let required: Vec<&str> = invite["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["required"] == true)
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(required, ["email", "role"]);
+}
+
+#[test]
+fn requests_the_daemon_takes_fit_their_params_and_others_do_not() {
+    let doc = document();
+    let fits = [
+        (
+            "user.invite",
+            json!({"org": "acme", "email": "a@example.com", "role": "deployer", "expires_in": "2h"}),
+        ),
+        (
+            "user.list",
+            json!({"limit": 1000, "after": "YQ", "status": "expired"}),
+        ),
+        (
+            "role.grant",
+            json!({"email": "a@example.com", "role": "viewer"}),
+        ),
+        (
+            "authz.check",
+            json!({"permission": "deployment.create", "org": "acme", "uid": 1001}),
+        ),
+        (
+            "authz.check",
+            json!({"checks": [{"permission": "project.read", "email": "a@example.com"}]}),
+        ),
+        ("events.subscribe", json!({"org": "acme", "after": 41})),
+        ("whoami", json!({})),
+    ];
+    for (name, params) in fits {
+        assert_fits(&params_schema(&doc, name), &params, name);
+    }
+    let misfits = [
+        (
+            "user.invite",
+            json!({"email": "a@example.com", "role": "owner"}),
+        ),
+        ("user.invite", json!({"email": "a@example.com"})),
+        ("authz.check", json!({"permission": "deployment.destroy"})),
+        ("events.subscribe", json!({"after": -1})),
+        ("whoami", json!({"as": "root"})),
+    ];
+    for (name, params) in misfits {
+        let validator = jsonschema::draft7::new(&params_schema(&doc, name)).unwrap();
+        assert!(!validator.is_valid(&params), "{name} took {params}");
+    }
+}
+
+#[test]
+fn results_the_daemon_sends_fit_their_schemas() {
+    let doc = document();
+    let decision = Decision {
+        allowed: true,
+        permission: Permission::DeploymentCreate,
+        org: Some("acme".into()),
+        uid: Some(1001),
+        user: Some("alice".into()),
+        email: Some("a@example.com".into()),
+        role: Some(Role::Deployer),
+        reason: Reason::Role,
+        message: "…".into(),
+    };
+    let results = [
+        (
+            "authz.check",
+            serde_json::to_value(AuthzAnswer::One(decision.clone())).unwrap(),
+        ),
+        (
+            "authz.check",
+            serde_json::to_value(AuthzAnswer::Many {
+                decisions: vec![decision],
+            })
+            .unwrap(),
+        ),
+        (
+            "role.show",
+            serde_json::to_value(RoleInfo::of(Role::Admin)).unwrap(),
+        ),
+        (
+            "events.subscribe",
+            serde_json::to_value(Subscribed {
+                org: None,
+                after: 3,
+                head: 9,
+            })
+            .unwrap(),
+        ),
+        ("ping", json!({"version": "0.1.0"})),
+    ];
+    for (name, result) in results {
+        let schema = method(&doc, name)["result"]["schema"].clone();
+        assert_fits(&schema, &result, name);
+    }
+}
+
+/// The JSON Schema meta-schema the OpenRPC meta-schema refers to, served from a file
+/// instead of over the network.
+struct Local(Value);
+
+impl jsonschema::Retrieve for Local {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+        if uri.as_str().starts_with("https://meta.json-schema.tools") {
+            Ok(self.0.clone())
+        } else {
+            Err(format!("{uri} is not a schema this test has").into())
+        }
+    }
+}
+
+/// The document is valid OpenRPC. `OPENRPC_META_SCHEMAS` names a directory that holds
+/// `openrpc.json` (from `@open-rpc/meta-schema`) and `json-schema.json` (from
+/// `@json-schema-tools/meta-schema`, which it refers to). In CI it is always there;
+/// elsewhere, without it, this says loudly that it did not check.
+#[test]
+fn the_document_is_valid_by_the_openrpc_meta_schema() {
+    let Some(dir) = std::env::var_os("OPENRPC_META_SCHEMAS") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set OPENRPC_META_SCHEMAS (.ci/run fetches @open-rpc/meta-schema)"
+        );
+        eprintln!(
+            "SKIPPED: OPENRPC_META_SCHEMAS is not set, so the document was not checked against \
+             the OpenRPC meta-schema (.ci/run fetches it)"
+        );
+        return;
+    };
+    let read = |name: &str| -> Value {
+        let path = std::path::Path::new(&dir).join(name);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("read {}: {err}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    };
+    let meta = read("openrpc.json");
+    assert_eq!(meta["title"], "openrpcDocument");
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .with_retriever(Local(read("json-schema.json")))
+        .build(&meta)
+        .unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&document())
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "not valid OpenRPC: {errors:#?}");
+    // And the check can fail: a document without its methods is not OpenRPC.
+    let mut broken = document();
+    broken.as_object_mut().unwrap().remove("methods");
+    assert!(!validator.is_valid(&broken));
+}
