@@ -268,6 +268,8 @@ exec "$@""#;
         .arg("--state-dir")
         .arg(dir.join("state"))
         .env("FAKE_JOURNAL", journal)
+        // A successful ping is routine, logged at debug: the record the test looks for.
+        .env("RUST_LOG", "info,compartmentd=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (key, value) in extra_env {
@@ -374,6 +376,8 @@ fn without_a_journal_it_logs_to_stderr_and_keeps_running() {
             .arg(&socket)
             .arg("--state-dir")
             .arg(dir.path().join("state"))
+            // A successful ping is routine, logged at debug: the line the test looks for.
+            .env("RUST_LOG", "info,compartmentd=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (key, value) in &env {

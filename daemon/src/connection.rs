@@ -511,32 +511,55 @@ async fn answer(ctx: &Context, caller: &Caller, incoming: Incoming) -> Option<Re
 /// decodes) but never answered, even with an error.
 async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> Option<Answer> {
     let Call { id, request } = call;
-    // Ordinary users' request lines are rate-limited per uid, so none can fill the disk
-    // through the log (errors of the daemon's own are always logged).
-    let logged = logging::request_log_limit().allow(caller.uid, caller.superuser);
     let request = match request {
         Ok(request) => request,
         Err(error) => {
-            if logged {
+            if may_log(caller, tracing::Level::INFO) {
                 tracing::info!(outcome = %error.kind(), "undecodable request");
             }
             return id.map(|id| Answer::err(id, error));
         }
     };
-    let response = serve_request(ctx, caller, request, logged).await;
+    let response = serve_request(ctx, caller, request).await;
     id.map(|id| match response {
         Ok((result, feed)) => Answer::ok(id, result, feed),
         Err(error) => Answer::err(id, error),
     })
 }
 
-/// Authorizes and serves one request. Logs (when `logged`) the method, organization
-/// (clipped) and outcome, never params (they may hold a token).
+/// Reads that tell a caller only about itself or about the protocol, or that services ask
+/// thousands of times a second (`authz.check`): logged at debug when they succeed, so that
+/// the journal holds changes, refusals and reads of others' data, not every routine
+/// question. (Each line costs the daemon about as much as answering such a read.)
+const ROUTINE_READS: &[&str] = &[
+    "ping",
+    "whoami",
+    "org.list",
+    "role.list",
+    "role.show",
+    "authz.check",
+    "rpc.discover",
+];
+
+/// Whether a request line at `level` is written for `caller`: when the level is on, and
+/// the caller's lines are within their rate. Ordinary users' request lines are rate-limited
+/// per uid, so none can fill the disk through the log; a line that would not be written
+/// anyway takes nothing from that rate. (Errors of the daemon's own are always logged.)
+fn may_log(caller: &Caller, level: tracing::Level) -> bool {
+    let enabled = if level == tracing::Level::DEBUG {
+        tracing::enabled!(tracing::Level::DEBUG)
+    } else {
+        tracing::enabled!(tracing::Level::INFO)
+    };
+    enabled && logging::request_log_limit().allow(caller.uid, caller.superuser)
+}
+
+/// Authorizes and serves one request. Logs the method, organization (clipped) and outcome,
+/// never params (they may hold a token).
 async fn serve_request(
     ctx: &Context,
     caller: &Caller,
     request: compartmentctl::wire::Request,
-    logged: bool,
 ) -> Result<(Body, Option<Feed>), RpcError> {
     let started = Instant::now();
     let method = request.method();
@@ -547,7 +570,12 @@ async fn serve_request(
         Ok(result) => {
             // The organization acted in, as resolved by the rules when the caller named none.
             let org = result.org.as_deref().or(requested_org.as_deref());
-            if logged {
+            if ROUTINE_READS.contains(&method) {
+                if may_log(caller, tracing::Level::DEBUG) {
+                    let org = logging::clip(org.unwrap_or("-"));
+                    tracing::debug!(method, org = &*org, outcome = "ok", micros, "request");
+                }
+            } else if may_log(caller, tracing::Level::INFO) {
                 let org = logging::clip(org.unwrap_or("-"));
                 tracing::info!(method, org = &*org, outcome = "ok", micros, "request");
             }
@@ -558,8 +586,8 @@ async fn serve_request(
             if kind == ErrorKind::Internal {
                 tracing::error!(method, error = ?err, "request failed");
             }
-            let org = logging::clip(requested_org.as_deref().unwrap_or("-"));
-            if logged {
+            if may_log(caller, tracing::Level::INFO) {
+                let org = logging::clip(requested_org.as_deref().unwrap_or("-"));
                 tracing::info!(method, org = &*org, outcome = %kind, micros, "request");
             }
             Err(err.into())
