@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
     AuthzCheckParams, Check, OrgCreateParams, Permission, Request, RequestEnvelope, Response, Role,
-    UserInviteParams, WhoAmI,
+    UserInviteParams,
 };
 use compartmentctl::Client;
 
@@ -45,8 +45,9 @@ fn connect(socket: &Path) -> Client {
         .unwrap_or_else(|err| panic!("connect to compartmentd at {}: {err}", socket.display()))
 }
 
-/// `whoami` over `connections` library clients, each one request at a time.
-pub fn whoami(socket: &Path, connections: usize, duration: Duration) -> Measured {
+/// Requests per second of `request` (a read) over `connections` library clients, each one
+/// at a time.
+pub fn reads(socket: &Path, request: &Request, connections: usize, duration: Duration) -> Measured {
     measure::run(
         connections,
         duration,
@@ -54,25 +55,8 @@ pub fn whoami(socket: &Path, connections: usize, duration: Duration) -> Measured
         |_| connect(socket),
         |client: &mut Client, _, _| {
             client
-                .call::<WhoAmI>(&Request::Whoami)
-                .unwrap_or_else(|err| panic!("whoami: {err}"));
-        },
-    )
-}
-
-/// `authz.check` requests per second over `connections` library clients, each one at a
-/// time: may this process's own uid deploy in `org`.
-pub fn authz_checks(socket: &Path, org: &str, connections: usize, duration: Duration) -> Measured {
-    let request = authz_request(org);
-    measure::run(
-        connections,
-        duration,
-        1,
-        |_| connect(socket),
-        |client: &mut Client, _, _| {
-            client
-                .call::<serde_json::Value>(&request)
-                .unwrap_or_else(|err| panic!("authz.check: {err}"));
+                .call::<serde_json::Value>(request)
+                .unwrap_or_else(|err| panic!("{}: {err}", request.method()));
         },
     )
 }

@@ -167,9 +167,9 @@ fn main() {
     // shared machine, load drifts over minutes, and adjacent phases see the same load.
     step("whoami, beside the line echo");
     let echo1 = floors::echo(&echo_socket, 1, phase, &whoami_line);
-    let whoami1 = load::whoami(&socket, 1, phase);
+    let whoami1 = load::reads(&socket, &Request::Whoami, 1, phase);
     let echo16 = floors::echo(&echo_socket, 16, phase, &whoami_line);
-    let whoami16 = load::whoami(&socket, 16, phase);
+    let whoami16 = load::reads(&socket, &Request::Whoami, 16, phase);
     report.row(Row::rate(
         "whoami, 1 conn",
         &whoami1,
@@ -190,14 +190,14 @@ fn main() {
     ));
 
     step("authz.check, beside the line echo");
+    let authz = load::authz_request("bench");
     let mut authz_line =
-        serde_json::to_vec(&RequestEnvelope::new(1, &load::authz_request("bench")))
-            .expect("encode authz.check");
+        serde_json::to_vec(&RequestEnvelope::new(1, &authz)).expect("encode authz.check");
     authz_line.push(b'\n');
     let echo1 = floors::echo(&echo_socket, 1, phase, &authz_line);
-    let authz1 = load::authz_checks(&socket, "bench", 1, phase);
+    let authz1 = load::reads(&socket, &authz, 1, phase);
     let echo16 = floors::echo(&echo_socket, 16, phase, &authz_line);
-    let authz16 = load::authz_checks(&socket, "bench", 16, phase);
+    let authz16 = load::reads(&socket, &authz, 16, phase);
     report.row(Row::rate(
         "authz.check, 16 conn",
         &authz16,

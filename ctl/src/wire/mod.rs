@@ -51,6 +51,38 @@ pub use user::*;
 
 use method::declare_methods;
 
+/// Reads a value that is written as its name (a role, a permission key, a kind of event)
+/// through its own `FromStr`, borrowed where the format lends it, so that a wrong name gets
+/// the type's own sentence; `expecting` says what was wanted.
+pub(crate) fn deserialize_by_name<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    struct ByName<T>(std::marker::PhantomData<T>, &'static str);
+
+    impl<T: std::str::FromStr> serde::de::Visitor<'_> for ByName<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        type Value = T;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.1)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<T, E> {
+            name.parse().map_err(E::custom)
+        }
+    }
+
+    deserializer.deserialize_str(ByName(std::marker::PhantomData, expecting))
+}
+
 /// The only protocol version spoken.
 pub const JSONRPC: &str = "2.0";
 /// The longest request line, newline excluded.

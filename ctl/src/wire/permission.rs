@@ -243,7 +243,7 @@ impl Serialize for Permission {
 
 impl<'de> Deserialize<'de> for Permission {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Permission, D::Error> {
-        deserializer.deserialize_str(PermissionKey)
+        super::deserialize_by_name(deserializer, "a permission key, such as deployment.create")
     }
 }
 
@@ -260,20 +260,6 @@ impl schemars::JsonSchema for Permission {
             "enum": keys,
             "description": "A permission key (DESIGN §3): what a role lets its holder do in an organization.",
         })
-    }
-}
-
-struct PermissionKey;
-
-impl serde::de::Visitor<'_> for PermissionKey {
-    type Value = Permission;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a permission key, such as deployment.create")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Permission, E> {
-        key.parse().map_err(E::custom)
     }
 }
 

@@ -87,21 +87,7 @@ impl FromStr for Role {
 /// members decodes a thousand roles), with [`UnknownRole`]'s sentence for any other string.
 impl<'de> Deserialize<'de> for Role {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Role, D::Error> {
-        deserializer.deserialize_str(RoleName)
-    }
-}
-
-struct RoleName;
-
-impl serde::de::Visitor<'_> for RoleName {
-    type Value = Role;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a role: admin, deployer, readonly or viewer")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Role, E> {
-        name.parse().map_err(E::custom)
+        super::deserialize_by_name(deserializer, "a role: admin, deployer, readonly or viewer")
     }
 }
 
