@@ -188,7 +188,7 @@ pub enum UserCommand {
         email: String,
 
         /// The role to give them
-        #[arg(long, value_parser = RoleParser)]
+        #[arg(long, value_parser = ROLES)]
         role: Role,
 
         /// How long the activation URL stays valid, e.g. 2h, 3days [default: the daemon's,
@@ -240,7 +240,7 @@ pub enum RoleCommand {
         email: String,
 
         /// The new role, at most your own
-        #[arg(value_parser = RoleParser)]
+        #[arg(value_parser = ROLES)]
         role: Role,
     },
 
@@ -250,7 +250,7 @@ pub enum RoleCommand {
     /// Show a role and every permission it holds
     Show {
         /// The role
-        #[arg(value_parser = RoleParser)]
+        #[arg(value_parser = ROLES)]
         role: Role,
     },
 }
@@ -297,7 +297,7 @@ pub enum AuthCommand {
     )]
     Can {
         /// The permission, by its key (compartment role show admin lists them all)
-        #[arg(value_parser = PermissionParser, value_name = "PERMISSION")]
+        #[arg(value_parser = PERMISSIONS, value_name = "PERMISSION")]
         permission: Permission,
 
         /// Ask about this Unix user instead of yourself
@@ -367,55 +367,60 @@ pub enum OrgCommand {
     },
 }
 
-/// Parses a role with [`Role`]'s own `FromStr`, so a wrong name gets the wire's sentence
-/// that lists the roles, while help and completions still learn the four names.
-#[derive(Debug, Clone, Copy)]
-struct RoleParser;
+/// Parses a value by its name with the type's own `FromStr`, so a wrong name gets the
+/// wire's sentence (which lists the roles, or points at the permission keys), while help
+/// and completions still learn every name from `names`.
+#[derive(Clone, Copy)]
+struct ByName<T> {
+    names: fn() -> Vec<PossibleValue>,
+    parsed: std::marker::PhantomData<fn() -> T>,
+}
 
-impl TypedValueParser for RoleParser {
-    type Value = Role;
+impl<T> ByName<T> {
+    const fn new(names: fn() -> Vec<PossibleValue>) -> ByName<T> {
+        ByName {
+            names,
+            parsed: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> TypedValueParser for ByName<T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    type Value = T;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &OsStr,
-    ) -> Result<Role, clap::Error> {
-        (|text: &str| text.parse::<Role>()).parse_ref(cmd, arg, value)
+    ) -> Result<T, clap::Error> {
+        (|text: &str| text.parse::<T>()).parse_ref(cmd, arg, value)
     }
 
     fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(
-            Role::ALL
-                .into_iter()
-                .map(|role| PossibleValue::new(role.as_str())),
-        ))
+        Some(Box::new((self.names)().into_iter()))
     }
 }
 
-/// Parses a permission key with [`Permission`]'s own `FromStr` (a typo gets its sentence),
-/// while help and completions learn every key.
-#[derive(Debug, Clone, Copy)]
-struct PermissionParser;
+/// The four role names.
+const ROLES: ByName<Role> = ByName::new(|| {
+    Role::ALL
+        .into_iter()
+        .map(|role| PossibleValue::new(role.as_str()))
+        .collect()
+});
 
-impl TypedValueParser for PermissionParser {
-    type Value = Permission;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        arg: Option<&clap::Arg>,
-        value: &OsStr,
-    ) -> Result<Permission, clap::Error> {
-        (|text: &str| text.parse::<Permission>()).parse_ref(cmd, arg, value)
-    }
-
-    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
-        Some(Box::new(Permission::ALL.iter().map(|permission| {
-            PossibleValue::new(permission.key()).help(permission.what())
-        })))
-    }
-}
+/// Every permission key, with what it allows.
+const PERMISSIONS: ByName<Permission> = ByName::new(|| {
+    Permission::ALL
+        .iter()
+        .map(|permission| PossibleValue::new(permission.key()).help(permission.what()))
+        .collect()
+});
 
 /// Checks a duration locally so a typo, or a lifetime under a second (which would issue
 /// a URL expired on arrival, since expiry times are whole seconds), is a usage error before

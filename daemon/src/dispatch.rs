@@ -144,6 +144,9 @@ impl Context {
             return false;
         };
         let (users, primary) = (self.users.clone(), caller.gid);
+        if let Some(hit) = users.cached_in_group(&name, primary, gid) {
+            return hit;
+        }
         // NSS may ask a directory server: never on a runtime worker.
         tokio::task::spawn_blocking(move || users.in_group(&name, primary, gid))
             .await
@@ -393,7 +396,8 @@ impl Serve for methods::AuthzCheck {
             AuthzCheckParams::One(check) => (vec![check], true),
             AuthzCheckParams::Many(checks) => (checks, false),
         };
-        let service = ctx.is_service(&caller).await;
+        // Whether the caller is a service matters only to checks about someone else.
+        let service = checks.iter().any(Check::names_subject) && ctx.is_service(&caller).await;
         let snapshot = ctx.store.read()?;
         let mut subjects = Vec::with_capacity(checks.len());
         for check in &checks {

@@ -34,6 +34,12 @@ pub trait Directory: Send + Sync + 'static {
     /// Whether the user called `name`, whose primary group is `primary_gid`, is in the group
     /// `gid`: it is its primary group, or the group lists it (NSS's `getgrouplist`).
     fn in_group(&self, name: &str, primary_gid: u32, gid: u32) -> bool;
+    /// [`Directory::in_group`] when it can answer without asking NSS; `None` when it would
+    /// have to ask.
+    fn cached_in_group(&self, name: &str, primary_gid: u32, gid: u32) -> Option<bool> {
+        let _ = (name, primary_gid, gid);
+        None
+    }
 }
 
 /// True when `uid`/`name` is a real user that may hold an account.
@@ -100,19 +106,20 @@ impl Directory for SystemUsers {
         lookup_name(name)
     }
 
-    fn in_group(&self, name: &str, primary_gid: u32, gid: u32) -> bool {
+    fn cached_in_group(&self, name: &str, primary_gid: u32, gid: u32) -> Option<bool> {
         if primary_gid == gid {
-            return true;
+            return Some(true);
+        }
+        let cache = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let (at, groups) = cache.get(&(name.to_owned(), primary_gid))?;
+        (at.elapsed() < CACHE_TTL).then(|| groups.contains(&gid))
+    }
+
+    fn in_group(&self, name: &str, primary_gid: u32, gid: u32) -> bool {
+        if let Some(hit) = self.cached_in_group(name, primary_gid, gid) {
+            return hit;
         }
         let key = (name.to_owned(), primary_gid);
-        {
-            let cache = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((at, groups)) = cache.get(&key) {
-                if at.elapsed() < CACHE_TTL {
-                    return groups.contains(&gid);
-                }
-            }
-        }
         let now = Instant::now();
         let groups = lookup_groups(name, primary_gid);
         let member = groups.contains(&gid);
@@ -187,6 +194,10 @@ impl Directory for FakeUsers {
                 uid: *uid,
                 name: n.clone(),
             })
+    }
+
+    fn cached_in_group(&self, name: &str, primary_gid: u32, gid: u32) -> Option<bool> {
+        Some(self.in_group(name, primary_gid, gid))
     }
 
     fn in_group(&self, name: &str, primary_gid: u32, gid: u32) -> bool {

@@ -1,8 +1,6 @@
 //! `authz.check`: may this user do this in that organization? Asked by `compartment auth
 //! can` about oneself, and by the host's services about anyone.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use super::{Params, Permission, Role};
@@ -178,13 +176,6 @@ pub struct Decision {
 pub enum AuthzAnswer {
     Many { decisions: Vec<Decision> },
     One(Decision),
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let answer = if self.allowed { "yes" } else { "no" };
-        write!(f, "{answer}\n{}", self.message)
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -1,13 +1,13 @@
 //! `authz.check`: what the rules would decide, at this instant, if the subject asked to do
 //! something in an organization. It goes through the same steps as every request: the
-//! binding ([`identity::authenticate`]), the organization ([`identity::current_org`]), the
-//! role ([`identity::role_in`]) and the permission table ([`Role::permits`]); where one
-//! says no, the answer says which and why.
+//! binding ([`identity::authenticate`]), the organization and how the subject stands there
+//! ([`identity::resolve_org`]), its role ([`identity::Standing::role`]) and the permission
+//! table ([`Role::permits`]); where one says no, the answer says which and why.
 
 use compartmentctl::wire::{Decision, MemberStatus, Permission, Reason};
 
 use super::error::needed;
-use super::identity::{self, Actor};
+use super::identity::{self, Standing};
 use super::{Caller, RuleError, Unbound};
 use crate::store::{Millis, Reader};
 
@@ -107,38 +107,26 @@ pub fn decide(
     }
     let who = actor.email.clone().unwrap_or_else(|| uid_label.clone());
 
-    let org = match org {
-        Some(org) => org.to_owned(),
-        None => match identity::current_org(reader, &actor)? {
-            Some(org) => org,
-            None => {
-                return Err(RuleError::OrgRequired {
-                    orgs: identity::visible_orgs(reader, &actor)?,
-                })
-            }
-        },
-    };
+    let (org, here) = identity::resolve_org(reader, &actor, org)?;
     decision.org = Some(org.clone());
 
-    let Some(role) = identity::role_in(reader, &actor, &org)? else {
-        let (reason, message) = why_not_in(reader, &actor, &who, &org, now)?;
+    let Some(role) = here.role(actor.caller.uid) else {
+        let (reason, message) = why_not_in(&here, &who, &org, now);
         return Ok(refuse(decision, reason, message));
     };
     decision.role = Some(role);
     decision.allowed = role.permits(permission);
     let needs = format!("{permission} needs {}", needed(permission.lowest_role()));
-    if actor.caller.superuser {
-        decision.reason = Reason::Superuser;
-        decision.message =
-            format!("{who} is a superuser, with admin power in every organization, and {needs}");
-        return Ok(decision);
-    }
-    let came_from = match &actor.email {
-        Some(email) => reader
-            .membership(&org, email)?
-            .map(|membership| format!(" (invited by {})", membership.invited_by))
-            .unwrap_or_default(),
-        None => String::new(),
+    let came_from = match here {
+        Standing::Superuser => {
+            decision.reason = Reason::Superuser;
+            decision.message = format!(
+                "{who} is a superuser, with admin power in every organization, and {needs}"
+            );
+            return Ok(decision);
+        }
+        Standing::Member(Some(membership)) => format!(" (invited by {})", membership.invited_by),
+        Standing::Member(None) | Standing::NoOrg => String::new(),
     };
     decision.reason = if decision.allowed {
         Reason::Role
@@ -156,21 +144,15 @@ fn refuse(mut decision: Decision, reason: Reason, message: String) -> Decision {
     decision
 }
 
-/// Why `actor` does not act in `org`: no membership (or no such organization: the same
+/// Why the subject does not act in `org`: no membership (or no such organization: the same
 /// answer, as every rule gives it), an invitation not yet or no longer redeemable, or a
 /// membership that another uid activated.
-fn why_not_in(
-    reader: &impl Reader,
-    actor: &Actor,
-    who: &str,
-    org: &str,
-    now: Millis,
-) -> Result<(Reason, String), RuleError> {
-    let membership = match &actor.email {
-        Some(email) if reader.org(org)?.is_some() => reader.membership(org, email)?,
-        _ => None,
+fn why_not_in(here: &Standing, who: &str, org: &str, now: Millis) -> (Reason, String) {
+    let status = match here {
+        Standing::Member(Some(membership)) => Some(membership.status_at(now)),
+        Standing::Member(None) | Standing::NoOrg | Standing::Superuser => None,
     };
-    Ok(match membership.map(|m| m.status_at(now)) {
+    match status {
         None => (Reason::NotMember, format!("{who} is not a member of {org}")),
         Some(MemberStatus::Invited) => (
             Reason::InvitationPending,
@@ -186,5 +168,5 @@ fn why_not_in(
                 "{who}'s membership of {org} was activated for another uid, which alone acts through it"
             ),
         ),
-    })
+    }
 }

@@ -127,64 +127,106 @@ pub fn authenticate(reader: &impl Reader, caller: &Caller) -> Result<Actor, Rule
     })
 }
 
-/// The actor's role in `org`, or `None` when the organization does not exist or is not
-/// theirs to act in.
-pub(crate) fn role_in(
+/// How an actor stands in an organization, read once: all that its role there, and why it
+/// has none, are decided from.
+#[derive(Debug, Clone)]
+pub(crate) enum Standing {
+    /// No such organization.
+    NoOrg,
+    /// A superuser: admin power in every organization.
+    Superuser,
+    /// The membership of the actor's account there, whatever its status; `None` when there
+    /// is none or the actor has no account.
+    Member(Option<MembershipRecord>),
+}
+
+impl Standing {
+    /// The role the actor acts with: admin for a superuser, else the role of a membership
+    /// made active for this very uid.
+    pub(crate) fn role(&self, uid: u32) -> Option<Role> {
+        match self {
+            Standing::Superuser => Some(Role::Admin),
+            Standing::Member(Some(m)) if m.is_active_for(uid) => Some(m.role),
+            Standing::NoOrg | Standing::Member(_) => None,
+        }
+    }
+}
+
+/// How `actor` stands in `org`.
+pub(crate) fn standing(
     reader: &impl Reader,
     actor: &Actor,
     org: &str,
-) -> Result<Option<Role>, RuleError> {
+) -> Result<Standing, RuleError> {
     if reader.org(org)?.is_none() {
-        return Ok(None);
+        return Ok(Standing::NoOrg);
     }
     if actor.caller.superuser {
-        return Ok(Some(Role::Admin));
+        return Ok(Standing::Superuser);
     }
-    let Some(email) = &actor.email else {
-        return Ok(None);
-    };
-    Ok(reader
-        .membership(org, email)?
-        .filter(|m| m.is_active_for(actor.caller.uid))
-        .map(|m| m.role))
+    Ok(match &actor.email {
+        Some(email) => Standing::Member(reader.membership(org, email)?),
+        None => Standing::Member(None),
+    })
 }
 
-/// The organizations the actor can act in, by name.
-pub fn visible_orgs(reader: &impl Reader, actor: &Actor) -> Result<Vec<String>, RuleError> {
+/// The organizations the actor can act in, with how it stands in each.
+fn visible(reader: &impl Reader, actor: &Actor) -> Result<Vec<(String, Standing)>, RuleError> {
     if actor.caller.superuser {
-        return Ok(reader.org_names()?);
+        let names = reader.org_names()?;
+        return Ok(names
+            .into_iter()
+            .map(|org| (org, Standing::Superuser))
+            .collect());
     }
     let Some(email) = &actor.email else {
         return Ok(Vec::new());
     };
     let mut orgs = Vec::new();
     for org in reader.orgs_of(email)? {
-        if role_in(reader, actor, &org)?.is_some() {
-            orgs.push(org);
+        let here = standing(reader, actor, &org)?;
+        if here.role(actor.caller.uid).is_some() {
+            orgs.push((org, here));
         }
     }
     Ok(orgs)
 }
 
+/// The organizations the actor can act in, by name.
+pub fn visible_orgs(reader: &impl Reader, actor: &Actor) -> Result<Vec<String>, RuleError> {
+    Ok(visible(reader, actor)?
+        .into_iter()
+        .map(|(org, _)| org)
+        .collect())
+}
+
 /// The organization a request acts in (DESIGN §2): the one named, else the one chosen
-/// with `org use`, else the actor's only one.
+/// with `org use`, else the actor's only one; and how the actor stands there, read once.
+pub(crate) fn resolve_org(
+    reader: &impl Reader,
+    actor: &Actor,
+    requested: Option<&str>,
+) -> Result<(String, Standing), RuleError> {
+    match requested {
+        Some(org) => Ok((org.to_owned(), standing(reader, actor, org)?)),
+        None => match current(reader, actor)? {
+            Some(found) => Ok(found),
+            None => Err(RuleError::OrgRequired {
+                orgs: visible_orgs(reader, actor)?,
+            }),
+        },
+    }
+}
+
+/// [`resolve_org`], where the actor must act: an organization it has no role in is
+/// answered as one that does not exist.
 pub fn in_org(
     reader: &impl Reader,
     actor: &Actor,
     requested: Option<&str>,
 ) -> Result<InOrg, RuleError> {
-    let org = match requested {
-        Some(org) => org.to_owned(),
-        None => match current_org(reader, actor)? {
-            Some(org) => org,
-            None => {
-                return Err(RuleError::OrgRequired {
-                    orgs: visible_orgs(reader, actor)?,
-                })
-            }
-        },
-    };
-    match role_in(reader, actor, &org)? {
+    let (org, here) = resolve_org(reader, actor, requested)?;
+    match here.role(actor.caller.uid) {
         Some(role) => Ok(InOrg {
             actor: actor.clone(),
             org,
@@ -194,18 +236,25 @@ pub fn in_org(
     }
 }
 
-/// The organization used when none is named, if one can be chosen.
-pub fn current_org(reader: &impl Reader, actor: &Actor) -> Result<Option<String>, RuleError> {
+/// The organization used when none is named, if one can be chosen, with how the actor
+/// stands there.
+fn current(reader: &impl Reader, actor: &Actor) -> Result<Option<(String, Standing)>, RuleError> {
     if let Some(org) = reader.current_org(actor.caller.uid)? {
-        if role_in(reader, actor, &org)?.is_some() {
-            return Ok(Some(org));
+        let here = standing(reader, actor, &org)?;
+        if here.role(actor.caller.uid).is_some() {
+            return Ok(Some((org, here)));
         }
     }
-    let mut visible = visible_orgs(reader, actor)?;
+    let mut visible = visible(reader, actor)?;
     Ok(match visible.len() {
         1 => visible.pop(),
         _ => None,
     })
+}
+
+/// The organization used when none is named, if one can be chosen.
+pub fn current_org(reader: &impl Reader, actor: &Actor) -> Result<Option<String>, RuleError> {
+    Ok(current(reader, actor)?.map(|(org, _)| org))
 }
 
 /// `whoami`: open to everyone, bound or not.
@@ -244,15 +293,16 @@ pub fn whoami(reader: &impl Reader, caller: &Caller, now: Millis) -> Result<WhoA
             }
         }
     }
-    let current_org = if caller.superuser || email.is_some() {
-        current_org(reader, &actor)?
+    let current = if caller.superuser || email.is_some() {
+        current(reader, &actor)?
     } else {
         None
     };
-    let permissions = match &current_org {
-        Some(org) => role_in(reader, &actor, org)?.map(Role::permissions),
-        None => None,
-    };
+    let permissions = current
+        .as_ref()
+        .and_then(|(_, here)| here.role(caller.uid))
+        .map(Role::permissions);
+    let current_org = current.map(|(org, _)| org);
     Ok(WhoAmI {
         uid: caller.uid,
         gid: caller.gid,
