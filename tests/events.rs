@@ -14,6 +14,11 @@ use compartmentctl::{Client, FeedItem};
 use serde_json::{json, Value};
 
 /// An event as the tests compare it: everything but its time.
+/// Params as the wire carries them.
+fn raw(params: Value) -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(&params).unwrap()
+}
+
 fn shown(event: &Event) -> String {
     let mut value = serde_json::to_value(event).unwrap();
     value.as_object_mut().unwrap().remove("at");
@@ -155,15 +160,15 @@ root_test!(
                     let mut client = Client::connect(&socket).unwrap();
                     for i in 0..60 {
                         let email = format!("w{w}-{i}@example.com");
-                        let params = json!({"org": "acme", "email": email, "role": "viewer"});
+                        let params = raw(json!({"org": "acme", "email": email, "role": "viewer"}));
                         let request =
-                            compartmentctl::wire::Request::parse("user.invite", Some(params))
+                            compartmentctl::wire::Request::parse("user.invite", Some(&params))
                                 .unwrap();
                         client.call::<Value>(&request).unwrap();
                         if i % 3 == 0 {
-                            let params = json!({"org": "acme", "email": email});
+                            let params = raw(json!({"org": "acme", "email": email}));
                             let request =
-                                compartmentctl::wire::Request::parse("user.remove", Some(params))
+                                compartmentctl::wire::Request::parse("user.remove", Some(&params))
                                     .unwrap();
                             client.call::<Value>(&request).unwrap();
                         }

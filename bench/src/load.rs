@@ -8,8 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
-    AuthzCheckParams, Check, OrgCreateParams, Permission, Request, RequestEnvelope, Response, Role,
-    UserInviteParams,
+    Check, OrgCreateParams, Permission, Request, RequestEnvelope, Response, Role, UserInviteParams,
 };
 use compartmentctl::Client;
 
@@ -61,15 +60,36 @@ pub fn reads(socket: &Path, request: &Request, connections: usize, duration: Dur
     )
 }
 
-/// The `authz.check` the benchmark asks: this process's uid, `deployment.create` in `org`.
-pub fn authz_request(org: &str) -> Request {
-    Request::AuthzCheck(AuthzCheckParams::One(Check {
+/// The check the benchmark asks: may this process's uid deploy in `org`?
+pub fn authz_check(org: &str) -> Check {
+    Check {
         permission: Permission::DeploymentCreate,
         org: Some(org.to_owned()),
         uid: Some(nix::unistd::geteuid().as_raw()),
         user: None,
         email: None,
-    }))
+    }
+}
+
+/// Checks per second over `connections` library clients asking `check` one at a time, as a
+/// service does (`Client::check`); each answer must allow it.
+pub fn checks(socket: &Path, check: &Check, connections: usize, duration: Duration) -> Measured {
+    measure::run(
+        connections,
+        duration,
+        1,
+        |_| connect(socket),
+        |client: &mut Client, _, _| {
+            let decision = client
+                .check(check.clone())
+                .unwrap_or_else(|err| panic!("authz.check: {err}"));
+            assert!(
+                decision.allowed,
+                "authz.check said no: {}",
+                decision.message
+            );
+        },
+    )
 }
 
 /// Durable `user.invite` into `org` over `clients` library clients, each one request at a

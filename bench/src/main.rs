@@ -24,7 +24,8 @@
 //!   line echo server (one thread per connection, no parsing) over N connections: the cost
 //!   of the socket round trip alone.
 //! - `authz.check, 16 conn` and its latency: may this process's uid deploy in an
-//!   organization, asked as a service would, beside the echo of the same request line.
+//!   organization, asked as a service would (`Client::check`, each answer read as a
+//!   decision that must say yes), beside the echo of the same request line.
 //! - `user.invite, N clients`: durable invitations per second, each a new member, over N
 //!   library clients one request at a time. Floor: one thread writing 256-byte values into
 //!   a fresh redb database, N inserts per durable commit (`Durability::Immediate`): what the
@@ -88,7 +89,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use compartmentctl::wire::{Request, RequestEnvelope};
+use compartmentctl::wire::{AuthzCheckParams, Request, RequestEnvelope};
 
 use crate::daemon::Daemon;
 use crate::report::{Report, Row};
@@ -190,14 +191,15 @@ fn main() {
     ));
 
     step("authz.check, beside the line echo");
-    let authz = load::authz_request("bench");
+    let check = load::authz_check("bench");
+    let authz = Request::AuthzCheck(AuthzCheckParams::One(check.clone()));
     let mut authz_line =
         serde_json::to_vec(&RequestEnvelope::new(1, &authz)).expect("encode authz.check");
     authz_line.push(b'\n');
     let echo1 = floors::echo(&echo_socket, 1, phase, &authz_line);
-    let authz1 = load::reads(&socket, &authz, 1, phase);
+    let authz1 = load::checks(&socket, &check, 1, phase);
     let echo16 = floors::echo(&echo_socket, 16, phase, &authz_line);
-    let authz16 = load::reads(&socket, &authz, 16, phase);
+    let authz16 = load::checks(&socket, &check, 16, phase);
     report.row(Row::rate(
         "authz.check, 16 conn",
         &authz16,

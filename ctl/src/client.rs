@@ -7,13 +7,13 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::wire::{
     methods, AuthzAnswer, AuthzCheckParams, Check, Decision, Event, EventsSubscribeParams,
-    FeedClosed, Method, Request, RequestEnvelope, RpcError, Subscribed, EVENT_METHOD,
-    FEED_CLOSED_METHOD, MAX_RESPONSE_LINE,
+    FeedClosed, Method, Request, RpcError, Subscribed, EVENT_METHOD, FEED_CLOSED_METHOD, JSONRPC,
+    MAX_RESPONSE_LINE,
 };
 
 /// Why a call did not produce a result.
@@ -97,6 +97,21 @@ impl Subscription {
             ))),
         }
     }
+}
+
+/// A request line as the client writes it: [`RequestEnvelope`](crate::wire::RequestEnvelope)'s
+/// members, the params written straight from the request.
+#[derive(Serialize)]
+struct Outgoing<'a> {
+    jsonrpc: &'static str,
+    id: u64,
+    method: &'static str,
+    #[serde(serialize_with = "params_of")]
+    params: &'a Request,
+}
+
+fn params_of<S: serde::Serializer>(request: &&Request, serializer: S) -> Result<S::Ok, S::Error> {
+    request.serialize_params(serializer)
 }
 
 /// A connection to `compartmentd`.
@@ -222,8 +237,13 @@ impl Client {
     pub fn send(&mut self, request: &Request) -> Result<u64, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
-        let mut line = serde_json::to_vec(&RequestEnvelope::new(id, request))
-            .map_err(|err| ClientError::Protocol(err.to_string()))?;
+        let mut line = serde_json::to_vec(&Outgoing {
+            jsonrpc: JSONRPC,
+            id,
+            method: request.method(),
+            params: request,
+        })
+        .map_err(|err| ClientError::Protocol(err.to_string()))?;
         line.push(b'\n');
         self.writer.write_all(&line).map_err(ClientError::Io)?;
         Ok(id)

@@ -1,6 +1,7 @@
 //! The JSON-RPC 2.0 envelope: ids, requests, notifications, batches and responses, and
 //! decoding a request line into the calls it holds.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -243,15 +244,66 @@ pub fn decode_request(line: &[u8]) -> (Option<Id>, Result<Request, RpcError>) {
     }
 }
 
+/// The members of a request object the envelope reads, each as its raw text (`"id": null`
+/// reads as `Some`, an absent id as `None`); any other member is ignored.
+#[derive(Deserialize)]
+struct Members<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+}
+
+/// A member that is there, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+impl<'a> Members<'a> {
+    /// Reads a request object's members, or `None` when it is no object.
+    fn of(raw: &'a RawValue) -> Option<Members<'a>> {
+        // Straight into the struct, the usual case. (Only an object: the struct would also
+        // read an array, by position.)
+        if raw.get().starts_with('{') {
+            if let Ok(members) = serde_json::from_str::<Members>(raw.get()) {
+                return Some(members);
+            }
+        }
+        // A member named twice (the struct refuses it; the last one counts, as JSON parsers
+        // commonly read it), or no object at all.
+        let mut all = serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()).ok()?;
+        Some(Members {
+            jsonrpc: all.remove("jsonrpc"),
+            id: all.remove("id"),
+            method: all.remove("method"),
+            params: all.remove("params"),
+        })
+    }
+}
+
+/// A JSON string's text, borrowed when it has no escapes; `None` for any other value.
+fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<&str>(raw.get())
+        .map(Cow::Borrowed)
+        .or_else(|_| serde_json::from_str::<String>(raw.get()).map(Cow::Owned))
+        .ok()
+}
+
 /// Decodes one request object.
 fn decode_call(raw: &RawValue) -> Call {
-    let Ok(members) = serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()) else {
+    let Some(members) = Members::of(raw) else {
         return Call::refused(
             None,
             RpcError::invalid_request("a request must be a JSON object"),
         );
     };
-    let id = match members.get("id") {
+    let id = match members.id {
         None => None,
         Some(raw_id) => match Id::from_member(raw_id) {
             Some(id) => Some(id),
@@ -263,33 +315,14 @@ fn decode_call(raw: &RawValue) -> Call {
             }
         },
     };
-    let text = |name: &str| {
-        members
-            .get(name)
-            .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-    };
-    if text("jsonrpc").as_deref() != Some(JSONRPC) {
+    if members.jsonrpc.and_then(string).as_deref() != Some(JSONRPC) {
         return Call::refused(id, RpcError::invalid_request("\"jsonrpc\" must be \"2.0\""));
     }
-    let Some(method) = text("method") else {
+    let Some(method) = members.method.and_then(string) else {
         return Call::refused(id, RpcError::invalid_request("\"method\" must be a string"));
-    };
-    let params = match members
-        .get("params")
-        .map(|raw| serde_json::from_str(raw.get()))
-    {
-        None => None,
-        Some(Ok(params)) => Some(params),
-        // Valid JSON that serde_json will not hold as a `Value`, such as `1e400`.
-        Some(Err(err)) => {
-            return Call {
-                id,
-                request: Err(RpcError::invalid_params(&method, err.to_string())),
-            }
-        }
     };
     Call {
         id,
-        request: Request::parse(&method, params),
+        request: Request::parse(&method, members.params),
     }
 }

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{Request, RpcError};
@@ -35,6 +36,14 @@ pub trait Params:
     fn org(&self) -> Option<&str> {
         None
     }
+
+    /// Reads the params straight from the JSON text of an object, or `None` when the text
+    /// is not right for them (the caller then reads it again through a `Value` to say what
+    /// is wrong). Each params type refuses members it does not know, so a text read here
+    /// reads the same through a `Value`.
+    fn from_text(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
 }
 
 /// Something that does one thing with any request: serve it (the daemon), send and render
@@ -48,9 +57,37 @@ pub trait Handle<M: Method>: Visit {
     fn handle(self, params: M::Params) -> Self::Output;
 }
 
-/// Reads a method's params: absent and `null` read as `{}`, anything but an object is
-/// refused, and serde's complaint becomes an `invalid_params` error naming the method.
-pub(super) fn parse_params<M: Method>(params: Option<Value>) -> Result<Request, RpcError> {
+/// Reads a method's params from their JSON text as sent: absent and `null` read as `{}`,
+/// anything but an object is refused, and serde's complaint becomes an `invalid_params`
+/// error naming the method.
+pub(super) fn parse_params<M: Method>(params: Option<&RawValue>) -> Result<Request, RpcError> {
+    let text = match params.map(RawValue::get) {
+        None | Some("null") => "{}",
+        Some(text) if text.starts_with('{') => text,
+        Some(text) => {
+            // What a `Value` cannot hold (`1e400`) is said first, as it always was.
+            let message = match serde_json::from_str::<Value>(text) {
+                Ok(_) => "params must be an object".to_owned(),
+                Err(err) => err.to_string(),
+            };
+            return Err(RpcError::invalid_params(M::NAME, message));
+        }
+    };
+    if let Some(params) = M::Params::from_text(text) {
+        return Ok(M::request(params));
+    }
+    // Read again through a `Value`, whose reading is the contract: the same words for each
+    // mistake, a member named twice read as its last, a number `Value` cannot hold (such as
+    // `1e400`) refused wherever it is.
+    serde_json::from_str::<Value>(text)
+        .and_then(serde_json::from_value::<M::Params>)
+        .map(M::request)
+        .map_err(|err| RpcError::invalid_params(M::NAME, err.to_string()))
+}
+
+/// The reading [`parse_params`] must agree with: params through a `serde_json::Value`.
+#[cfg(test)]
+pub(super) fn parse_value<M: Method>(params: Option<Value>) -> Result<Request, RpcError> {
     let value = match params {
         None | Some(Value::Null) => Value::Object(Default::default()),
         Some(value @ Value::Object(_)) => value,
@@ -157,9 +194,18 @@ macro_rules! declare_methods {
 
             /// Builds the request for `method` from its params, with a `bad_request` or
             /// `unknown_method` error a client can act on.
-            pub fn parse(method: &str, params: Option<serde_json::Value>) -> Result<Request, $crate::wire::RpcError> {
+            pub fn parse(method: &str, params: Option<&serde_json::value::RawValue>) -> Result<Request, $crate::wire::RpcError> {
                 match method {
                     $($name => $crate::wire::method::parse_params::<methods::$variant>(params),)*
+                    _ => Err($crate::wire::RpcError::unknown_method(method)),
+                }
+            }
+
+            /// [`Request::parse`] through a `Value`: what it must agree with.
+            #[cfg(test)]
+            pub(crate) fn parse_value(method: &str, params: Option<serde_json::Value>) -> Result<Request, $crate::wire::RpcError> {
+                match method {
+                    $($name => $crate::wire::method::parse_value::<methods::$variant>(params),)*
                     _ => Err($crate::wire::RpcError::unknown_method(method)),
                 }
             }
@@ -174,6 +220,16 @@ macro_rules! declare_methods {
                 };
                 // Params are plain structs of strings, which always serialize.
                 value.unwrap_or_default()
+            }
+
+            /// Serializes the params object as it is, with no `Value` in between.
+            pub fn serialize_params<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    $(
+                        declare_methods!(@pattern $variant [$($params)?] params) =>
+                            serde::Serialize::serialize(declare_methods!(@params_ref [$($params)?] params), serializer),
+                    )*
+                }
             }
 
             /// Hands the request's params to `visitor`'s handler for its method. The bound

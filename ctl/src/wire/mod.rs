@@ -274,7 +274,11 @@ mod tests {
         });
         assert_eq!(create.org(), Some("acme"));
         assert_eq!(
-            Request::parse("org.create", Some(create.params())).unwrap(),
+            Request::parse(
+                "org.create",
+                Some(&serde_json::value::to_raw_value(&create.params()).unwrap())
+            )
+            .unwrap(),
             create
         );
     }
@@ -410,6 +414,54 @@ mod tests {
     }
 
     #[test]
+    fn members_named_twice_count_as_the_last_and_escaped_names_count() {
+        // Read first straight into a struct, which refuses a member named twice; such an
+        // object is read again, as before, the last one counting.
+        let cases = [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"ping"}"#,
+                Some(Id::from(2)),
+                Ok(Request::Ping),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"nope","method":"ping"}"#,
+                Some(Id::from(1)),
+                Ok(Request::Ping),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"id":3,"method":"whoami"}"#,
+                Some(Id::from(3)),
+                Ok(Request::Whoami),
+            ),
+            (
+                r#"{"jsonrpc":"1.0","jsonrpc":"2.0","method":"ping"}"#,
+                None,
+                Ok(Request::Ping),
+            ),
+            (
+                r#"{"\u006a.sonrpc":"x","jsonrpc":"2.0","\u0069d":7,"m\u0065thod":"p\u0069ng"}"#,
+                Some(Id::from(7)),
+                Ok(Request::Ping),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":4,"id":[1],"method":"ping"}"#,
+                Some(Id::null()),
+                Err(-32600),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"x","params":{},"method":"org.list","params":7}"#,
+                Some(Id::from("x")),
+                Err(-32602),
+            ),
+        ];
+        for (line, id, request) in cases {
+            let call = single(line);
+            assert_eq!(call.id, id, "{line}");
+            assert_eq!(call.request.map_err(|err| err.code), request, "{line}");
+        }
+    }
+
+    #[test]
     fn ids_compare_with_numbers_and_values() {
         assert_eq!(Id::from(7), 7);
         assert_eq!(Id::from(7), json!(7));
@@ -442,5 +494,205 @@ mod tests {
             "abc"
         );
         assert_eq!(token_from_url_or_token(" abc "), "abc");
+    }
+
+    /// Every method reads its params straight from their text exactly as it would through
+    /// a `serde_json::Value` (the reading before the fast one, kept as the oracle): the same
+    /// request, or the same error word for word, whatever the members, their order, their
+    /// values, duplicates and escapes.
+    mod params_read_as_through_a_value {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Member names: every params field, the batch form's, escaped ones, strangers.
+        const KEYS: &[&str] = &[
+            "org",
+            "email",
+            "role",
+            "expires_in",
+            "resend",
+            "unix_user",
+            "limit",
+            "after",
+            "status",
+            "name",
+            "admin",
+            "admin_unix_user",
+            "token",
+            "permission",
+            "uid",
+            "user",
+            "checks",
+            r"\u006frg",
+            r"\u0065mail",
+            "group",
+            "",
+        ];
+
+        /// Member values as JSON text: right for some field, wrong for others.
+        const VALUES: &[&str] = &[
+            r#""acme""#,
+            r#""\u0061cme""#,
+            r#""a@example.com""#,
+            r#""viewer""#,
+            r#""admin""#,
+            r#""Admin""#,
+            r#""deployment.create""#,
+            r#""project.read""#,
+            r#""7d""#,
+            r#""2h""#,
+            r#""active""#,
+            r#""invited""#,
+            r#""alice""#,
+            "1001",
+            "0",
+            "-1",
+            "1.5",
+            "4294967296",
+            "1e400",
+            "null",
+            "true",
+            "false",
+            "[]",
+            "{}",
+            r#""""#,
+            r#"[{"permission":"project.read"}]"#,
+            r#"[{"permission":"variable.write","uid":1,"email":"a@b.c"}]"#,
+            r#""AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA""#,
+        ];
+
+        /// Each method with its params' members, so that objects often fit closely.
+        const SHAPES: &[(&str, &[&str])] = &[
+            (
+                "user.invite",
+                &["org", "email", "role", "expires_in", "resend", "unix_user"],
+            ),
+            ("user.list", &["org", "limit", "after", "status"]),
+            ("user.remove", &["org", "email"]),
+            ("role.grant", &["org", "email", "role"]),
+            ("org.create", &["name", "admin", "admin_unix_user"]),
+            ("org.use", &["name"]),
+            ("account.activate", &["token"]),
+            ("account.show", &["email"]),
+            ("account.bind", &["email", "unix_user"]),
+            (
+                "authz.check",
+                &["permission", "org", "uid", "user", "email"],
+            ),
+            ("authz.check", &["checks"]),
+            ("role.show", &["role"]),
+            ("events.subscribe", &["org", "after"]),
+        ];
+
+        /// Values that fit the member `key`, mostly.
+        fn fitting(key: &str) -> &'static [&'static str] {
+            match key {
+                "org" | "name" => &[r#""acme""#, r#""\u0061cme""#],
+                "email" | "admin" => &[r#""a@example.com""#],
+                "role" => &[r#""viewer""#, r#""admin""#, r#""Admin""#],
+                "permission" => &[r#""deployment.create""#, r#""project.read""#],
+                "uid" | "limit" | "after" => &["1001", "0", r#""acme""#],
+                "user" | "unix_user" | "admin_unix_user" => &[r#""alice""#],
+                "expires_in" => &[r#""7d""#, r#""2h""#],
+                "status" => &[r#""active""#, r#""invited""#],
+                "resend" => &["true"],
+                "token" => &[r#""AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA""#],
+                "checks" => &[
+                    r#"[{"permission":"project.read"}]"#,
+                    r#"[{"permission":"variable.write","uid":1,"email":"a@b.c"}]"#,
+                ],
+                _ => VALUES,
+            }
+        }
+
+        /// The member `key` with a value, mostly one that fits it.
+        fn member(key: &'static str) -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => proptest::sample::select(fitting(key).to_vec()),
+                1 => proptest::sample::select(VALUES.to_vec()),
+            ]
+            .prop_map(move |value| format!(r#""{key}":{value}"#))
+        }
+
+        /// An object of some of `keys`, in any order, now and then with one more member
+        /// (a stranger, or one of them again).
+        fn object(keys: &'static [&'static str]) -> impl Strategy<Value = String> {
+            let some = proptest::sample::subsequence(keys.to_vec(), 0..=keys.len())
+                .prop_shuffle()
+                .prop_flat_map(|keys| keys.into_iter().map(member).collect::<Vec<_>>());
+            let stranger = proptest::sample::select(KEYS.to_vec()).prop_flat_map(member);
+            let extra = proptest::option::weighted(0.25, stranger);
+            (some, extra).prop_map(|(mut members, extra)| {
+                members.extend(extra);
+                format!("{{{}}}", members.join(","))
+            })
+        }
+
+        /// A method with params text: mostly an object shaped for it.
+        fn method_and_params() -> impl Strategy<Value = (&'static str, String)> {
+            prop_oneof![
+                6 => proptest::sample::select(SHAPES.to_vec())
+                    .prop_flat_map(|(method, keys)| (Just(method), object(keys))),
+                1 => (proptest::sample::select(METHODS.to_vec()), object(KEYS)),
+                1 => (
+                    proptest::sample::select(METHODS.to_vec()),
+                    proptest::sample::select(VALUES.to_vec()).prop_map(str::to_owned),
+                ),
+            ]
+        }
+
+        /// What the reading through a `Value` said: its error for text a `Value` cannot
+        /// hold, as the decoder said it then.
+        fn through_a_value(method: &str, text: &str) -> Result<Request, RpcError> {
+            match serde_json::from_str::<Value>(text) {
+                Ok(value) => Request::parse_value(method, Some(value)),
+                Err(err) => Err(RpcError::invalid_params(method, err.to_string())),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 2048,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn for_every_method((method, text) in method_and_params()) {
+                let raw = serde_json::value::RawValue::from_string(text.clone()).unwrap();
+                let parsed = Request::parse(method, Some(&raw));
+                prop_assert_eq!(&parsed, &through_a_value(method, &text), "{} {}", method, text);
+                // What the client writes of a request, params straight from the struct,
+                // is what `params()` makes through a `Value`, and reads back the same.
+                if let Ok(request) = parsed {
+                    let mut written = Vec::new();
+                    request
+                        .serialize_params(&mut serde_json::Serializer::new(&mut written))
+                        .unwrap();
+                    let written = String::from_utf8(written).unwrap();
+                    prop_assert_eq!(
+                        serde_json::from_str::<Value>(&written).unwrap(),
+                        request.params()
+                    );
+                    let raw = serde_json::value::RawValue::from_string(written).unwrap();
+                    prop_assert_eq!(Request::parse(method, Some(&raw)), Ok(request));
+                }
+            }
+        }
+
+        #[test]
+        fn the_fast_reading_is_the_one_that_answers() {
+            // A check read straight from its text, and one whose member comes twice (which
+            // only the reading through a `Value` accepts, the last one counting).
+            let one = r#"{"permission":"project.read","org":"acme","uid":7}"#;
+            assert!(AuthzCheckParams::from_text(one).is_some());
+            let twice = r#"{"permission":"project.read","org":"x","org":"acme","uid":7}"#;
+            assert!(AuthzCheckParams::from_text(twice).is_none());
+            let raw = serde_json::value::RawValue::from_string(twice.to_owned()).unwrap();
+            assert_eq!(
+                Request::parse("authz.check", Some(&raw)).unwrap().org(),
+                Some("acme")
+            );
+        }
     }
 }
