@@ -13,12 +13,12 @@ use compartmentctl::wire::{Event, EventsSubscribeParams};
 use compartmentctl::{Client, FeedItem};
 use serde_json::{json, Value};
 
-/// An event as the tests compare it: everything but its time.
 /// Params as the wire carries them.
 fn raw(params: Value) -> Box<serde_json::value::RawValue> {
     serde_json::value::to_raw_value(&params).unwrap()
 }
 
+/// An event as the tests compare it: everything but its time.
 fn shown(event: &Event) -> String {
     let mut value = serde_json::to_value(event).unwrap();
     value.as_object_mut().unwrap().remove("at");
@@ -367,6 +367,7 @@ root_test!(
             closed,
             json!({"jsonrpc": "2.0", "method": "events.closed", "params": {
                 "after": 14,
+                "cause": "revoked",
                 "reason": "reading the audit log of acme needs the admin role; yours is deployer",
             }})
         );
@@ -384,5 +385,95 @@ root_test!(
             "events.subscribe must be sent alone, not in a batch"
         );
         assert!(reply[1]["result"].is_object(), "{reply}");
+    }
+);
+
+root_test!(
+    a_subscriber_that_falls_behind_is_told_so_and_disconnected,
+    || {
+        const MAX_LAG: u64 = 100;
+        let daemon = Daemon::start(DaemonOptions::new().args(&[
+            "--feed-max-lag",
+            &MAX_LAG.to_string(),
+            // Long enough that the subscriber's pause below is not taken for a dead client.
+            "--write-timeout",
+            "120s",
+        ]));
+        daemon.create_acme();
+        let mut conn = RawConn::connect_as(&daemon.socket(), ROOT);
+        let reply = conn.call(r#"{"jsonrpc":"2.0","id":1,"method":"events.subscribe"}"#);
+        let head = reply["result"]["head"].as_u64().unwrap();
+        // More changes than the socket's buffer holds as event lines (of over 150 bytes
+        // each), so the daemon cannot hand them all to the kernel while nobody reads.
+        let buffer: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(212_992);
+        let per_writer = (buffer / 150 + 4 * MAX_LAG as usize) / 4 + 1;
+        // The subscriber reads nothing while 4 writers make the changes: they are never
+        // held up by it.
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let socket = daemon.socket();
+                std::thread::spawn(move || {
+                    let mut client = Client::connect(&socket).unwrap();
+                    for i in 0..per_writer {
+                        let params = raw(
+                            json!({"org": "acme", "email": format!("w{w}-{i}@example.com"), "role": "viewer"}),
+                        );
+                        let request =
+                            compartmentctl::wire::Request::parse("user.invite", Some(&params))
+                                .unwrap();
+                        client.call::<Value>(&request).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        let made = 4 * per_writer as u64;
+        // Then it reads: the changes the daemon had sent, in order, and why it stopped.
+        let mut last = head;
+        let closed = loop {
+            let line = notification(&mut conn);
+            match line["method"].as_str() {
+                Some("event") => {
+                    let seq = line["params"]["seq"].as_u64().unwrap();
+                    assert_eq!(seq, last + 1, "{line}");
+                    last = seq;
+                }
+                _ => break line,
+            }
+        };
+        assert_eq!(closed["method"], "events.closed", "{closed}");
+        assert_eq!(closed["params"]["cause"], "behind", "{closed}");
+        assert_eq!(closed["params"]["after"], last, "{closed}");
+        let reason = closed["params"]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("the subscriber fell ")
+                && reason.ends_with(
+                    " changes behind the newest, more than the daemon's --feed-max-lag of 100"
+                ),
+            "{reason}"
+        );
+        assert!(last < head + made, "it was sent every change: {last}");
+        assert_eq!(
+            conn.try_read_line().unwrap(),
+            None,
+            "the connection stays open"
+        );
+        // Subscribing again from where it was, it misses nothing.
+        let mut again = daemon
+            .client()
+            .subscribe(EventsSubscribeParams {
+                org: None,
+                after: Some(last),
+            })
+            .unwrap();
+        assert_eq!(again.subscribed.head, head + made);
+        for seq in last + 1..=head + made {
+            assert_eq!(next_event(&mut again).seq, seq);
+        }
     }
 );

@@ -92,6 +92,12 @@ pub struct Config {
           default_value = "10s", value_parser = parse_positive)]
     pub write_timeout: Duration,
 
+    /// How many changes a subscriber of the change feed (`events.subscribe`) may trail the
+    /// newest by; one that falls further behind is told so and disconnected
+    #[arg(long, env = "COMPARTMENT_FEED_MAX_LAG", value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub feed_max_lag: u64,
+
     /// Where logs go
     #[arg(long, env = "COMPARTMENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -135,6 +141,7 @@ impl Config {
             line_timeout: self.line_timeout,
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
+            feed_max_lag: self.feed_max_lag,
         })
     }
 

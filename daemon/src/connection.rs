@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
-    decode, Call, ErrorKind, Id, Incoming, Request, Response, RpcError, JSONRPC, MAX_LINE,
+    decode, Call, ErrorKind, FeedEnd, Id, Incoming, Request, Response, RpcError, JSONRPC, MAX_LINE,
 };
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
@@ -129,7 +129,7 @@ async fn serve_lines(
                         if let Err(ending) = pipeline.drain(&mut write_half, &limits, &stop).await {
                             break ending;
                         }
-                        break run_feed(ctx, &caller, feed, &mut lines, &mut write_half, &limits, &stop).await;
+                        break run_feed(ctx, &caller, *feed, &mut lines, &mut write_half, &limits, &stop).await;
                     }
                 }
             }
@@ -201,7 +201,7 @@ async fn serve_lines(
 }
 
 /// Sends `feed`'s events until the client leaves, the daemon stops, or the subscriber
-/// may no longer have them (see `events`). What the client sends meanwhile is read and
+/// may no longer have them or falls too far behind (see `events`). What the client sends meanwhile is read and
 /// dropped: the connection carries only the feed.
 async fn run_feed(
     ctx: &Context,
@@ -216,7 +216,24 @@ async fn run_feed(
     loop {
         // Marked seen before the snapshot is taken: a commit announced from here on wakes
         // the wait below, and one announced before is in the snapshot.
-        head.borrow_and_update();
+        let newest = *head.borrow_and_update();
+        let behind = feed.behind(newest);
+        if behind > limits.feed_max_lag {
+            let reason = format!(
+                "the subscriber fell {behind} changes behind the newest, more than the \
+                 daemon's --feed-max-lag of {}",
+                limits.feed_max_lag
+            );
+            return close_feed(
+                write_half,
+                feed.after,
+                FeedEnd::Behind,
+                reason,
+                limits,
+                stop,
+            )
+            .await;
+        }
         let batch = ctx
             .store
             .read()
@@ -226,7 +243,15 @@ async fn run_feed(
             Err(err) => {
                 tracing::error!(error = %err, "a feed cannot read the store");
                 let reason = "internal error; the daemon's log has details".to_owned();
-                return close_feed(write_half, feed.after, reason, limits, stop).await;
+                return close_feed(
+                    write_half,
+                    feed.after,
+                    FeedEnd::Internal,
+                    reason,
+                    limits,
+                    stop,
+                )
+                .await;
             }
         };
         if batch.is_empty() {
@@ -234,7 +259,7 @@ async fn run_feed(
                 biased;
                 () = stop.cancelled() => {
                     let reason = "compartmentd is stopping".to_owned();
-                    return close_feed(write_half, feed.after, reason, limits, stop).await;
+                    return close_feed(write_half, feed.after, FeedEnd::Stopping, reason, limits, stop).await;
                 }
                 changed = head.changed() => {
                     if changed.is_err() {
@@ -249,8 +274,8 @@ async fn run_feed(
             }
             continue;
         }
-        if let Err(reason) = events::still_allowed(ctx, caller, &feed).await {
-            return close_feed(write_half, feed.after, reason, limits, stop).await;
+        if let Err((cause, reason)) = events::still_allowed(ctx, caller, &feed).await {
+            return close_feed(write_half, feed.after, cause, reason, limits, stop).await;
         }
         let mut out = Vec::new();
         for (seq, record) in batch {
@@ -271,11 +296,12 @@ async fn run_feed(
 async fn close_feed(
     write_half: &mut OwnedWriteHalf,
     after: u64,
+    cause: FeedEnd,
     reason: String,
     limits: &Limits,
     stop: &CancellationToken,
 ) -> Ending {
-    let line = events::closed_line(after, reason);
+    let line = events::closed_line(after, cause, reason);
     match send(write_half, &line, limits, stop).await {
         Ok(()) => Ending::FeedClosed,
         Err(ending) => ending,
@@ -443,11 +469,11 @@ struct Answer {
     error: Option<RpcError>,
     /// The feed the connection becomes once this answer is sent.
     #[serde(skip)]
-    feed: Option<Feed>,
+    feed: Option<Box<Feed>>,
 }
 
 impl Answer {
-    fn ok(id: Id, result: Body, feed: Option<Feed>) -> Answer {
+    fn ok(id: Id, result: Body, feed: Option<Box<Feed>>) -> Answer {
         Answer {
             jsonrpc: JSONRPC,
             id,
@@ -522,7 +548,7 @@ async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> Option<Answe
     };
     let response = serve_request(ctx, caller, request).await;
     id.map(|id| match response {
-        Ok((result, feed)) => Answer::ok(id, result, feed),
+        Ok((result, feed)) => Answer::ok(id, result, feed.map(Box::new)),
         Err(error) => Answer::err(id, error),
     })
 }
@@ -613,7 +639,7 @@ fn encode_into(mut line: Vec<u8>, response: &impl serde::Serialize) -> Vec<u8> {
 
 impl Reply {
     /// The feed a lone `events.subscribe` answered with success turns the connection into.
-    fn take_feed(&mut self) -> Option<Feed> {
+    fn take_feed(&mut self) -> Option<Box<Feed>> {
         match self {
             Reply::One(answer) => answer.feed.take(),
             Reply::Batch(_) => None,

@@ -6,16 +6,21 @@
 //! from where it is (`after`) at its own pace, a batch at a time, and waits for the
 //! writer's announcement of a new commit when it has caught up. So nothing is ever lost
 //! or sent twice, a reconnecting subscriber replays exactly what it missed, and no
-//! subscriber can hold up the writer, which announces a commit by setting one number. A
-//! subscriber that stops reading is disconnected by the write timeout like any other
-//! client, and resubscribes from its last sequence number.
+//! subscriber can hold up the writer, which announces a commit by setting one number.
+//!
+//! What bounds a subscriber is how far it may trail: one that reads slower than changes
+//! are made falls behind, and once more than `--feed-max-lag` changes made since it
+//! subscribed are still unsent, the feed ends with an `events.closed` saying so (`behind`);
+//! it resubscribes from its last sequence number. (The replay of what it missed before
+//! subscribing does not count.) One that stops reading altogether cannot be told anything:
+//! the write timeout disconnects it like any other client.
 //!
 //! Before each batch is sent, the subscriber's right to it is checked again, so an admin
 //! removed from the organization (or a user dropped from the service group) gets nothing
 //! more: the feed ends with an `events.closed` notification saying why.
 
 use compartmentctl::wire::{
-    Event, EventsSubscribeParams, FeedClosed, Permission, Subscribed, EVENT_METHOD,
+    Event, EventsSubscribeParams, FeedClosed, FeedEnd, Permission, Subscribed, EVENT_METHOD,
     FEED_CLOSED_METHOD, JSONRPC,
 };
 use serde::Serialize;
@@ -44,7 +49,18 @@ pub struct Feed {
     pub org: Option<String>,
     /// The last sequence number the subscriber has.
     pub after: u64,
+    /// The last change when it subscribed: what it missed before is replayed whatever its
+    /// number; only the changes made since count toward how far behind it may fall.
+    pub head: u64,
     pub access: Access,
+}
+
+impl Feed {
+    /// How many changes made since the subscription the subscriber has not had yet, when
+    /// the newest change is `newest`.
+    pub fn behind(&self, newest: u64) -> u64 {
+        newest.saturating_sub(self.after.max(self.head))
+    }
 }
 
 impl Feed {
@@ -87,6 +103,7 @@ pub async fn subscribe(
     let feed = Feed {
         org: org.clone(),
         after,
+        head,
         access,
     };
     Ok((feed, Subscribed { org, after, head }))
@@ -102,24 +119,30 @@ fn admin_of(reader: &impl Reader, caller: &Caller, org: Option<&str>) -> Result<
 }
 
 /// Whether `caller` may still have `feed`'s events; why not when not.
-pub async fn still_allowed(ctx: &Context, caller: &Caller, feed: &Feed) -> Result<(), String> {
+pub async fn still_allowed(
+    ctx: &Context,
+    caller: &Caller,
+    feed: &Feed,
+) -> Result<(), (FeedEnd, String)> {
     let caller = ctx.identify(caller.clone()).await;
     match &feed.access {
         Access::Service => {
             if ctx.is_service(&caller).await {
                 Ok(())
             } else {
-                Err("the subscriber is no longer in the daemon's service group".to_owned())
+                let reason = "the subscriber is no longer in the daemon's service group";
+                Err((FeedEnd::Revoked, reason.to_owned()))
             }
         }
         Access::Admin { org } => {
             let snapshot = ctx.store.read().map_err(|err| {
                 tracing::error!(error = %err, "a feed cannot read the store");
-                "internal error; the daemon's log has details".to_owned()
+                let reason = "internal error; the daemon's log has details";
+                (FeedEnd::Internal, reason.to_owned())
             })?;
             admin_of(&snapshot, &caller, Some(org))
                 .map(|_| ())
-                .map_err(|err| err.user_message())
+                .map_err(|err| (FeedEnd::Revoked, err.user_message()))
         }
     }
 }
@@ -159,6 +182,13 @@ pub fn event_line(seq: u64, record: EventRecord) -> Vec<u8> {
 }
 
 /// The `events.closed` notification that ends a feed.
-pub fn closed_line(after: u64, reason: String) -> Vec<u8> {
-    notification(FEED_CLOSED_METHOD, &FeedClosed { after, reason })
+pub fn closed_line(after: u64, cause: FeedEnd, reason: String) -> Vec<u8> {
+    notification(
+        FEED_CLOSED_METHOD,
+        &FeedClosed {
+            after,
+            cause,
+            reason,
+        },
+    )
 }

@@ -24,6 +24,9 @@ pub struct Limits {
     /// An answer that cannot be written for this long (the client does not read) closes the
     /// connection.
     pub write_timeout: Duration,
+    /// A feed whose subscriber has not had this many changes made since it subscribed is
+    /// ended as behind.
+    pub feed_max_lag: u64,
 }
 
 impl Default for Limits {
@@ -35,6 +38,7 @@ impl Default for Limits {
             line_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(10),
+            feed_max_lag: 10_000,
         }
     }
 }

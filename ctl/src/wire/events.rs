@@ -155,7 +155,32 @@ pub struct Event {
 pub struct FeedClosed {
     /// The last sequence number sent: resubscribe with it as `after` to miss nothing.
     pub after: u64,
+    /// Why, for programs (absent from daemons older than it: `other`).
+    #[serde(default)]
+    pub cause: FeedEnd,
+    /// Why, in one sentence.
     pub reason: String,
+}
+
+/// Why a feed ended, for programs; [`FeedClosed::reason`] says it for people.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedEnd {
+    /// The subscriber may no longer see the feed: no longer an admin of the organization,
+    /// or no longer in the daemon's service group.
+    Revoked,
+    /// The subscriber fell too far behind the newest change (the daemon's `--feed-max-lag`).
+    Behind,
+    /// The daemon is stopping.
+    Stopping,
+    /// The daemon could not read its store.
+    Internal,
+    /// A cause this client does not know yet.
+    #[default]
+    #[serde(other)]
+    Other,
 }
 
 #[cfg(test)]
