@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::wire::{
-    methods, AuthzAnswer, AuthzCheckParams, Check, Decision, Event, EventsSubscribeParams,
-    FeedClosed, Method, Request, RpcError, Subscribed, EVENT_METHOD, FEED_CLOSED_METHOD, JSONRPC,
-    MAX_RESPONSE_LINE,
+    methods, AuthzCheckParams, Check, Decision, Event, EventsSubscribeParams, FeedClosed, Method,
+    Request, RpcError, Subscribed, EVENT_METHOD, FEED_CLOSED_METHOD, JSONRPC, MAX_RESPONSE_LINE,
 };
 
 /// Why a call did not produce a result.
@@ -167,23 +166,27 @@ impl Client {
     /// # }
     /// ```
     pub fn check(&mut self, check: Check) -> Result<Decision, ClientError> {
-        match self.call_method::<methods::AuthzCheck>(AuthzCheckParams::One(check))? {
-            AuthzAnswer::One(decision) => Ok(decision),
-            AuthzAnswer::Many { .. } => Err(ClientError::Protocol(
-                "many decisions for one check".to_owned(),
-            )),
-        }
+        // One check is answered with one decision: read as one, not as either form of
+        // `AuthzAnswer`, which would read it twice.
+        self.call(&Request::AuthzCheck(AuthzCheckParams::One(check)))
     }
 
     /// [`Client::check`] for many checks in one call; the decisions come in their order.
     pub fn check_many(&mut self, checks: Vec<Check>) -> Result<Vec<Decision>, ClientError> {
-        let count = checks.len();
-        match self.call_method::<methods::AuthzCheck>(AuthzCheckParams::Many(checks))? {
-            AuthzAnswer::Many { decisions } if decisions.len() == count => Ok(decisions),
-            _ => Err(ClientError::Protocol(format!(
-                "not one decision for each of {count} checks"
-            ))),
+        #[derive(Deserialize)]
+        struct Decisions {
+            decisions: Vec<Decision>,
         }
+        let count = checks.len();
+        let Decisions { decisions } =
+            self.call(&Request::AuthzCheck(AuthzCheckParams::Many(checks)))?;
+        if decisions.len() != count {
+            return Err(ClientError::Protocol(format!(
+                "{} decisions for {count} checks",
+                decisions.len()
+            )));
+        }
+        Ok(decisions)
     }
 
     /// Turns this connection into a feed of membership changes (`events.subscribe`):

@@ -199,6 +199,16 @@ pub enum Incoming {
 
 /// Decodes one request line.
 pub fn decode(line: &[u8]) -> Incoming {
+    // The usual line, one request object, read in one pass straight into its members. Any
+    // other line, or one that does not read so, is read again below, which says why.
+    if let Ok(text) = std::str::from_utf8(line) {
+        let json_whitespace = [' ', '\t', '\n', '\r'];
+        if text.trim_start_matches(json_whitespace).starts_with('{') {
+            if let Ok(members) = serde_json::from_str::<Members>(text) {
+                return Incoming::Single(members.call());
+            }
+        }
+    }
     // Borrowed raw text: the whole line is checked as JSON here (nesting depth included),
     // but nothing is converted until the envelope has been looked at.
     let raw: &RawValue = match serde_json::from_slice(line) {
@@ -285,6 +295,32 @@ impl<'a> Members<'a> {
             params: all.remove("params"),
         })
     }
+
+    /// The call these members make.
+    fn call(self) -> Call {
+        let id = match self.id {
+            None => None,
+            Some(raw_id) => match Id::from_member(raw_id) {
+                Some(id) => Some(id),
+                None => {
+                    return Call::refused(
+                        None,
+                        RpcError::invalid_request("\"id\" must be a number, a string or null"),
+                    )
+                }
+            },
+        };
+        if self.jsonrpc.and_then(string).as_deref() != Some(JSONRPC) {
+            return Call::refused(id, RpcError::invalid_request("\"jsonrpc\" must be \"2.0\""));
+        }
+        let Some(method) = self.method.and_then(string) else {
+            return Call::refused(id, RpcError::invalid_request("\"method\" must be a string"));
+        };
+        Call {
+            id,
+            request: Request::parse(&method, self.params),
+        }
+    }
 }
 
 /// A JSON string's text, borrowed when it has no escapes; `None` for any other value.
@@ -297,32 +333,11 @@ fn string(raw: &RawValue) -> Option<Cow<'_, str>> {
 
 /// Decodes one request object.
 fn decode_call(raw: &RawValue) -> Call {
-    let Some(members) = Members::of(raw) else {
-        return Call::refused(
+    match Members::of(raw) {
+        Some(members) => members.call(),
+        None => Call::refused(
             None,
             RpcError::invalid_request("a request must be a JSON object"),
-        );
-    };
-    let id = match members.id {
-        None => None,
-        Some(raw_id) => match Id::from_member(raw_id) {
-            Some(id) => Some(id),
-            None => {
-                return Call::refused(
-                    None,
-                    RpcError::invalid_request("\"id\" must be a number, a string or null"),
-                )
-            }
-        },
-    };
-    if members.jsonrpc.and_then(string).as_deref() != Some(JSONRPC) {
-        return Call::refused(id, RpcError::invalid_request("\"jsonrpc\" must be \"2.0\""));
-    }
-    let Some(method) = members.method.and_then(string) else {
-        return Call::refused(id, RpcError::invalid_request("\"method\" must be a string"));
-    };
-    Call {
-        id,
-        request: Request::parse(&method, members.params),
+        ),
     }
 }
