@@ -22,13 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead};
+use tokio_util::codec::{AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dispatch::{dispatch, Body, Context};
 use crate::events::{self, Feed};
 use crate::limits::{Limits, Slot};
+use crate::lines::LineCodec;
 use crate::logging::{self, RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Caller;
 use crate::store::Reader as _;
@@ -95,8 +96,7 @@ async fn serve_lines(
     stop: CancellationToken,
 ) {
     let (read_half, mut write_half) = stream.into_split();
-    let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), MAX_LINE);
-    let mut lines = FramedRead::new(read_half, codec);
+    let mut lines = FramedRead::new(read_half, LineCodec::new(MAX_LINE));
     // The codec holds a partial line in its buffer; a tick looks at it, since bytes that do
     // not finish a line wake nobody.
     let tick_every =
@@ -108,6 +108,9 @@ async fn serve_lines(
     let mut pipeline = Pipeline::new(ctx, &caller);
     // Why reading stopped, while the answers already begun are still being sent.
     let mut closing: Option<Ending> = None;
+    // Watched from one future for the connection's life, not one per turn of the loop.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     let ending = loop {
         if let Some(ending) = closing {
             if pipeline.is_idle() {
@@ -120,16 +123,10 @@ async fn serve_lines(
             // Answers first: a client that pipelines gets them as they are ready.
             biased;
             Some(reply) = pipeline.next_reply() => {
-                if let Some(mut reply) = reply {
-                    if let Err(ending) = send(&mut write_half, &reply.line(), &limits, &stop).await {
+                if let Some(reply) = reply {
+                    let mut conn = Conn { lines: &mut lines, write_half: &mut write_half, limits: &limits, stop: &stop };
+                    if let Some(ending) = deliver(reply, &mut pipeline, &mut conn).await {
                         break ending;
-                    }
-                    if let Some(feed) = reply.take_feed() {
-                        // Requests already begun are answered; nothing more is read.
-                        if let Err(ending) = pipeline.drain(&mut write_half, &limits, &stop).await {
-                            break ending;
-                        }
-                        break run_feed(ctx, &caller, *feed, &mut lines, &mut write_half, &limits, &stop).await;
                     }
                 }
             }
@@ -143,7 +140,21 @@ async fn serve_lines(
                         continue;
                     }
                     last_request = Instant::now();
-                    pipeline.push(decode(&line), line.len());
+                    let incoming = decode(&line);
+                    if pipeline.is_idle() && !Pipeline::pipelines(&incoming) {
+                        // A line that runs alone, with nothing before it to wait for: answered
+                        // here and now, as the pipeline would, without a task of its own.
+                        if let Some(reply) = answer(ctx, &caller, incoming).await {
+                            let mut conn = Conn { lines: &mut lines, write_half: &mut write_half, limits: &limits, stop: &stop };
+                            if let Some(ending) = deliver(reply, &mut pipeline, &mut conn).await {
+                                break ending;
+                            }
+                        }
+                        // Waiting on the daemon is not idling.
+                        last_request = Instant::now();
+                        continue;
+                    }
+                    pipeline.push(incoming, line.len());
                 }
                 Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
                     // The answers to the lines before it come first, in order.
@@ -162,7 +173,7 @@ async fn serve_lines(
                 }
             },
             // Requests not begun are dropped; those begun are answered (within a grace).
-            () = stop.cancelled(), if closing.is_none() => {
+            () = &mut stopped, if closing.is_none() => {
                 pipeline.drop_held();
                 closing = Some(Ending::Stopping);
             }
@@ -200,6 +211,39 @@ async fn serve_lines(
     }
 }
 
+/// The connection's two halves and its limits, for what [`deliver`] does with them.
+struct Conn<'a> {
+    lines: &'a mut FramedRead<OwnedReadHalf, LineCodec>,
+    write_half: &'a mut OwnedWriteHalf,
+    limits: &'a Limits,
+    stop: &'a CancellationToken,
+}
+
+/// Sends `reply`; when it turned the connection into a feed (after the answers already
+/// begun), runs the feed. The connection's ending, when it ends here.
+async fn deliver(
+    mut reply: Reply,
+    pipeline: &mut Pipeline<'_>,
+    conn: &mut Conn<'_>,
+) -> Option<Ending> {
+    let Conn {
+        lines,
+        write_half,
+        limits,
+        stop,
+    } = conn;
+    if let Err(ending) = send(write_half, &reply.line(), limits, stop).await {
+        return Some(ending);
+    }
+    let feed = reply.take_feed()?;
+    // Requests already begun are answered; nothing more is read.
+    if let Err(ending) = pipeline.drain(write_half, limits, stop).await {
+        return Some(ending);
+    }
+    let (ctx, caller) = (pipeline.ctx, pipeline.caller);
+    Some(run_feed(ctx, caller, *feed, lines, write_half, limits, stop).await)
+}
+
 /// Sends `feed`'s events until the client leaves, the daemon stops, or the subscriber
 /// may no longer have them or falls too far behind (see `events`). What the client sends meanwhile is read and
 /// dropped: the connection carries only the feed.
@@ -207,7 +251,7 @@ async fn run_feed(
     ctx: &Context,
     caller: &Caller,
     mut feed: Feed,
-    lines: &mut FramedRead<OwnedReadHalf, AnyDelimiterCodec>,
+    lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
     write_half: &mut OwnedWriteHalf,
     limits: &Limits,
     stop: &CancellationToken,
@@ -383,14 +427,19 @@ impl<'a> Pipeline<'a> {
         self.held.is_none() && self.in_flight.len() < PIPELINE_DEPTH && self.bytes < PIPELINE_BYTES
     }
 
+    /// Whether `incoming` is begun as soon as it arrives: a single request that changes
+    /// the store. Any other line runs alone.
+    fn pipelines(incoming: &Incoming) -> bool {
+        matches!(
+            incoming,
+            Incoming::Single(Call { request: Ok(request), .. }) if request.writes()
+        )
+    }
+
     /// Begins (or holds) `incoming`, decoded from a line of `len` bytes.
     fn push(&mut self, incoming: Incoming, len: usize) {
         self.bytes += len;
-        let pipelined = matches!(
-            &incoming,
-            Incoming::Single(Call { request: Ok(request), .. }) if request.writes()
-        );
-        if !pipelined {
+        if !Pipeline::pipelines(&incoming) {
             self.held = Some((incoming, len));
             self.start_held();
             return;
@@ -666,6 +715,14 @@ async fn send(
     limits: &Limits,
     stop: &CancellationToken,
 ) -> Result<(), Ending> {
+    // Most answers fit the socket's buffer at once: written so, they need no timer and no
+    // watch on the stop. (Only a write that cannot finish now waits, within the limits.)
+    let line = match write_half.try_write(line) {
+        Ok(written) if written == line.len() => return Ok(()),
+        Ok(written) => line.get(written..).unwrap_or_default(),
+        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => line,
+        Err(_) => return Err(Ending::WriteFailed),
+    };
     let stopping = async {
         stop.cancelled().await;
         tokio::time::sleep(STOP_WRITE_GRACE).await;

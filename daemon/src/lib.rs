@@ -25,6 +25,7 @@ pub mod connection;
 pub mod dispatch;
 pub mod events;
 pub mod limits;
+pub mod lines;
 pub mod logging;
 pub mod rules;
 pub mod server;
