@@ -245,8 +245,8 @@ async fn deliver(
 }
 
 /// Sends `feed`'s events until the client leaves, the daemon stops, or the subscriber
-/// may no longer have them or falls too far behind (see `events`). What the client sends meanwhile is read and
-/// dropped: the connection carries only the feed.
+/// may no longer have them or falls too far behind (see `events`). What the client sends
+/// meanwhile is read and dropped: the connection carries only the feed.
 async fn run_feed(
     ctx: &Context,
     caller: &Caller,
