@@ -2,7 +2,7 @@
 //! as the daemon so that their ratio holds however busy the machine is.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
 
@@ -43,29 +43,9 @@ pub fn start_echo_server(socket: &Path) {
 /// Requests per second of `connections` clients, each sending `line` to the echo server and
 /// reading it back, one at a time: the same round trip as a daemon request, minus the daemon.
 pub fn echo(socket: &Path, connections: usize, duration: Duration, line: &[u8]) -> Measured {
-    measure::run(
-        connections,
-        duration,
-        1,
-        |_| {
-            let stream = UnixStream::connect(socket)
-                .unwrap_or_else(|err| panic!("connect to the echo server: {err}"));
-            let writer = stream.try_clone().expect("clone the echo stream");
-            (writer, BufReader::new(stream), Vec::new())
-        },
-        |(writer, reader, buf): &mut (UnixStream, BufReader<UnixStream>, Vec<u8>), _, _| {
-            writer.write_all(line).expect("write to the echo server");
-            buf.clear();
-            reader
-                .read_until(b'\n', buf)
-                .expect("read from the echo server");
-            assert_eq!(
-                buf.as_slice(),
-                line,
-                "the echo server answered another line"
-            );
-        },
-    )
+    measure::line_round_trips(socket, line, connections, duration, |answer| {
+        assert_eq!(answer, line, "the echo server answered another line");
+    })
 }
 
 const FLOOR_TABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("floor");

@@ -92,57 +92,6 @@ pub fn checks(socket: &Path, check: &Check, connections: usize, duration: Durati
     )
 }
 
-/// Requests per second of `line` (one request, newline included) sent as it is over
-/// `connections` raw connections, each one at a time, exactly as the echo floor sends it: the
-/// same client on both sides of the ratio, so that it measures the daemon against the echo
-/// server alone. Each connection's first answer must satisfy `approve`; every answer after
-/// it must be that answer byte for byte.
-pub fn raw_lines(
-    socket: &Path,
-    line: &[u8],
-    connections: usize,
-    duration: Duration,
-    approve: impl Fn(&[u8]) + Sync,
-) -> Measured {
-    measure::run(
-        connections,
-        duration,
-        1,
-        |_| {
-            let stream = UnixStream::connect(socket).unwrap_or_else(|err| {
-                panic!("connect to compartmentd at {}: {err}", socket.display())
-            });
-            let mut writer = stream.try_clone().expect("clone the stream");
-            let mut reader = BufReader::new(stream);
-            let mut first = Vec::new();
-            writer.write_all(line).expect("write to compartmentd");
-            reader
-                .read_until(b'\n', &mut first)
-                .expect("read from compartmentd");
-            approve(&first);
-            (writer, reader, first, Vec::new())
-        },
-        |(writer, reader, first, buf): &mut (
-            UnixStream,
-            BufReader<UnixStream>,
-            Vec<u8>,
-            Vec<u8>,
-        ),
-         _,
-         _| {
-            writer.write_all(line).expect("write to compartmentd");
-            buf.clear();
-            reader
-                .read_until(b'\n', buf)
-                .expect("read from compartmentd");
-            assert_eq!(
-                buf, first,
-                "compartmentd answered the same request otherwise"
-            );
-        },
-    )
-}
-
 /// Durable `user.invite` into `org` over `clients` library clients, each one request at a
 /// time; every e-mail is new (`tag` keeps phases apart), so every request writes.
 pub fn invites(

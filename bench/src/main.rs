@@ -243,7 +243,7 @@ fn main() {
     };
     let (authz16, echo16) = median_round(
         || floors::echo(&echo_socket, 16, phase, &authz_line),
-        || load::raw_lines(&socket, &authz_line, 16, phase, allowed),
+        || measure::line_round_trips(&socket, &authz_line, 16, phase, allowed),
     );
     report.row(Row::rate(
         "authz.check, 16 conn",

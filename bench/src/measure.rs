@@ -1,6 +1,9 @@
 //! One timed phase: a number of threads repeating one operation until a deadline, with the
 //! throughput and latency percentiles that come out of it.
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -85,4 +88,49 @@ where
         elapsed,
         latencies,
     }
+}
+
+/// Round trips per second of `line` (newline included) over `connections` connections to
+/// `socket`, each one at a time: the line written as it is, one answer line read back. Each
+/// connection's first answer, before the timing, must satisfy `approve`; every later one must
+/// be that answer byte for byte. The echo floor and the daemon's raw-line phases share this
+/// one client, so that their ratio compares the servers alone.
+pub fn line_round_trips(
+    socket: &Path,
+    line: &[u8],
+    connections: usize,
+    duration: Duration,
+    approve: impl Fn(&[u8]) + Sync,
+) -> Measured {
+    run(
+        connections,
+        duration,
+        1,
+        |_| {
+            let stream = UnixStream::connect(socket)
+                .unwrap_or_else(|err| panic!("connect to {}: {err}", socket.display()));
+            let mut writer = stream.try_clone().expect("clone the stream");
+            let mut reader = BufReader::new(stream);
+            let mut first = Vec::new();
+            writer.write_all(line).expect("write a line");
+            reader
+                .read_until(b'\n', &mut first)
+                .expect("read an answer");
+            approve(&first);
+            (writer, reader, first, Vec::new())
+        },
+        |(writer, reader, first, buf): &mut (
+            UnixStream,
+            BufReader<UnixStream>,
+            Vec<u8>,
+            Vec<u8>,
+        ),
+         _,
+         _| {
+            writer.write_all(line).expect("write a line");
+            buf.clear();
+            reader.read_until(b'\n', buf).expect("read an answer");
+            assert_eq!(buf, first, "the same line answered otherwise");
+        },
+    )
 }
