@@ -209,8 +209,7 @@ tokio::task_local! {
     pub(crate) static QUEUED: std::cell::RefCell<Option<oneshot::Sender<()>>>;
 }
 
-/// How a batch's transaction is committed: [`commit`], or in tests one that fails.
-pub(crate) type Commit<'a> = &'a dyn Fn(WriteTransaction) -> Result<(), StoreError>;
+pub(crate) use crate::store::Commit;
 
 /// The durable commit of a batch; a parameter of [`apply_batch`] so tests can fail it.
 pub(crate) fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
@@ -297,12 +296,9 @@ pub(crate) fn apply_batch(
         return one_by_one(store, clock, batch, &panicked, commit);
     }
     let applied = started.elapsed();
-    match commit(txn) {
+    match txn.commit(commit, events) {
         Ok(()) => {
             trace_commit(batch.len(), started, applied);
-            if let Some(seq) = events {
-                store.events_committed(seq);
-            }
             for (job, panicked) in batch.into_iter().zip(panicked) {
                 if panicked {
                     job.fail(WriteError::Panicked);
@@ -384,11 +380,8 @@ fn run_alone(
     };
     if succeeded {
         let applied = started.elapsed();
-        commit(txn)?;
+        txn.commit(commit, events)?;
         trace_commit(1, started, applied);
-        if let Some(seq) = events {
-            store.events_committed(seq);
-        }
     } else if let Err(err) = txn.abort() {
         tracing::error!(error = %err, "rolling back a refused change failed");
     }
@@ -412,10 +405,7 @@ pub(crate) fn apply<T>(
         };
         match outcome {
             Ok(value) => {
-                commit(txn)?;
-                if let Some(seq) = events {
-                    store.events_committed(seq);
-                }
+                txn.commit(&commit, events)?;
                 Ok(value)
             }
             Err(err) => {

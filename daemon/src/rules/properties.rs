@@ -41,13 +41,12 @@ use compartmentctl::wire::{
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use redb::ReadTransaction;
 
 use super::authz::{self, Subject};
 use super::{identity, invitations, members, orgs, Caller, Policy, RuleError};
 use crate::store::{
-    check_indexes, AccountRecord, Changes, MembershipRecord, Millis, Reader, Store, TokenRecord,
-    TokenState, Tracked,
+    self, check_indexes, AccountRecord, Changes, MembershipRecord, Millis, Reader, Store,
+    TokenRecord, TokenState, Tracked,
 };
 use crate::token::{key_of, Token};
 use crate::writer;
@@ -553,7 +552,7 @@ impl World {
                 change(&Tracked::new(&tables, self.now))
             };
             if result.is_ok() {
-                not_durable(txn).unwrap();
+                txn.commit(&not_durable, None).unwrap();
             } else {
                 txn.abort().unwrap();
             }
@@ -727,7 +726,7 @@ impl World {
     }
 
     /// Invariants of the store alone: indexes, expiry, tokens and bindings agree.
-    fn check_store(&self, reader: &ReadTransaction) -> Result<(), TestCaseError> {
+    fn check_store(&self, reader: &store::Snapshot) -> Result<(), TestCaseError> {
         let problems = check_indexes(reader).unwrap();
         check!(problems.is_empty(), "check_indexes: {problems:?}");
 
@@ -889,7 +888,7 @@ impl World {
     #[allow(clippy::too_many_arguments)]
     fn invite(
         &mut self,
-        pre: &ReadTransaction,
+        pre: &store::Snapshot,
         by: Who,
         org: Option<&str>,
         email: &str,
@@ -956,7 +955,7 @@ impl World {
 
     fn activate(
         &mut self,
-        pre: &ReadTransaction,
+        pre: &store::Snapshot,
         by: Who,
         pick: &TokenPick,
         as_url: bool,
@@ -1073,7 +1072,7 @@ impl World {
 
     fn grant(
         &mut self,
-        pre: &ReadTransaction,
+        pre: &store::Snapshot,
         by: Who,
         org: Option<&str>,
         email: &str,
@@ -1127,7 +1126,7 @@ impl World {
 
     fn remove(
         &mut self,
-        pre: &ReadTransaction,
+        pre: &store::Snapshot,
         by: Who,
         org: Option<&str>,
         email: &str,
@@ -1173,7 +1172,7 @@ impl World {
         Ok(Ok(format!("{} {}", removed.org, removed.email)))
     }
 
-    fn expire(&mut self, pre: &ReadTransaction) -> Result<Outcome, TestCaseError> {
+    fn expire(&mut self, pre: &store::Snapshot) -> Result<Outcome, TestCaseError> {
         let now = self.now;
         let due = pre.due_invitations(now).unwrap();
         let swept = match self.write(|txn| invitations::expire_due(txn, now)) {
@@ -1215,7 +1214,7 @@ impl World {
 
     fn create(
         &mut self,
-        pre: &ReadTransaction,
+        pre: &store::Snapshot,
         by: Who,
         name: &str,
         admin: &str,
@@ -1253,7 +1252,7 @@ impl World {
 
     fn use_org(
         &mut self,
-        pre: &ReadTransaction,
+        pre: &store::Snapshot,
         by: Who,
         name: &str,
     ) -> Result<Outcome, TestCaseError> {
@@ -1276,7 +1275,7 @@ impl World {
 
     fn read(
         &mut self,
-        pre: &ReadTransaction,
+        pre: &store::Snapshot,
         by: Who,
         org: Option<&str>,
     ) -> Result<Outcome, TestCaseError> {

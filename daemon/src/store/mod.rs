@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell, RefMut};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use compartmentctl::wire::EventKind;
 use redb::{
@@ -201,6 +201,16 @@ pub struct Store {
     reopens: bool,
     /// The sequence number of the last committed event: the feed's subscribers wait on it.
     events: tokio::sync::watch::Sender<u64>,
+    /// The snapshot reads share until the next commit.
+    snapshots: Mutex<Snapshots>,
+}
+
+/// The snapshot of the last commit, once a read has begun one, and how many commits the
+/// store has seen: a read begun before a commit may not install its snapshot after it.
+#[derive(Default)]
+struct Snapshots {
+    commits: u64,
+    current: Option<Snapshot>,
 }
 
 impl Store {
@@ -222,6 +232,7 @@ impl Store {
             state_dir: state_dir.to_owned(),
             options: *options,
             reopens: true,
+            snapshots: Mutex::default(),
         })
     }
 
@@ -239,6 +250,7 @@ impl Store {
             path,
             options: StoreOptions::default(),
             reopens: false,
+            snapshots: Mutex::default(),
         })
     }
 
@@ -252,15 +264,30 @@ impl Store {
         self.events.subscribe()
     }
 
-    /// Announces that the events up to `seq` are committed (the writer, after a commit).
-    pub(crate) fn events_committed(&self, seq: u64) {
-        self.events.send_if_modified(|head| {
-            let newer = seq > *head;
-            if newer {
-                *head = seq;
-            }
-            newer
-        });
+    /// Called after every commit ([`Write::commit`]), before its changes are answered:
+    /// reads from then on see them, and a feed learns of the events up to `last_event`.
+    fn committed(&self, last_event: Option<u64>) {
+        drop(self.forget_snapshot());
+        if let Some(seq) = last_event {
+            self.events.send_if_modified(|head| {
+                let newer = seq > *head;
+                if newer {
+                    *head = seq;
+                }
+                newer
+            });
+        }
+    }
+
+    /// Stops reads from sharing the current snapshot; returns it, to be dropped out of the
+    /// lock (the last reference ends its read transaction).
+    fn forget_snapshot(&self) -> Option<Snapshot> {
+        let mut snapshots = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        snapshots.commits += 1;
+        snapshots.current.take()
     }
 
     fn handle(&self) -> Result<Arc<Database>> {
@@ -268,17 +295,42 @@ impl Store {
         slot.clone().ok_or(StoreError::Reopening)
     }
 
-    /// A consistent snapshot to read from.
-    pub fn read(&self) -> Result<ReadTransaction> {
-        Ok(self.handle()?.begin_read()?)
+    /// A consistent snapshot of the last commit to read from. Reads share one until the
+    /// next commit ([`Store::committed`]), which saves each of them beginning a read
+    /// transaction and opening its tables: most of the cost of a small read.
+    pub fn read(&self) -> Result<Snapshot> {
+        let commits = {
+            let snapshots = self
+                .snapshots
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(current) = &snapshots.current {
+                return Ok(current.clone());
+            }
+            snapshots.commits
+        };
+        let snapshot = Snapshot::new(self.handle()?.begin_read()?);
+        let mut snapshots = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A commit since `commits` was read may have landed after the transaction began
+        // or before: either way the snapshot is not shared, as it may miss that commit.
+        if snapshots.commits == commits {
+            snapshots.current = Some(snapshot.clone());
+        }
+        Ok(snapshot)
     }
 
     /// The write side; only the writer task calls it. Reopens a broken handle first.
-    pub(crate) fn begin_write(&self) -> Result<WriteTransaction> {
+    pub(crate) fn begin_write(&self) -> Result<Write<'_>> {
         if self.broken.load(Ordering::Acquire) {
             self.reopen()?;
         }
-        Ok(self.handle()?.begin_write()?)
+        Ok(Write {
+            store: self,
+            txn: self.handle()?.begin_write()?,
+        })
     }
 
     /// Called by the writer with every store error a change met.
@@ -307,7 +359,9 @@ impl Store {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        // redb's file lock goes when the last reader of the old handle finishes.
+        // redb's file lock goes when the last reader of the old handle finishes; the shared
+        // snapshot is one, and no read shares it from now on.
+        drop(self.forget_snapshot());
         drop(old);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         let db = loop {
@@ -328,6 +382,49 @@ impl Store {
     }
 }
 
+/// How a write transaction is committed: redb's durable commit in the daemon
+/// (`writer::commit`); tests may fail it, or commit without a sync.
+pub(crate) type Commit<'a> = &'a dyn Fn(WriteTransaction) -> Result<(), StoreError>;
+
+/// A write transaction on the store. It commits only through [`Write::commit`], which
+/// makes what it wrote visible to reads begun from then on (redb's own `commit`, which takes
+/// the transaction by value, is out of reach behind the reference this derefs to); dropped
+/// or aborted, it rolls back.
+pub struct Write<'s> {
+    store: &'s Store,
+    txn: WriteTransaction,
+}
+
+impl Write<'_> {
+    /// Commits with `commit`, then tells the store: reads begun from then on see the change,
+    /// and a feed the events up to `last_event`.
+    pub(crate) fn commit(self, commit: Commit<'_>, last_event: Option<u64>) -> Result<()> {
+        let Write { store, txn } = self;
+        commit(txn)?;
+        store.committed(last_event);
+        Ok(())
+    }
+
+    /// Rolls the transaction back.
+    pub(crate) fn abort(self) -> std::result::Result<(), redb::StorageError> {
+        self.txn.abort()
+    }
+}
+
+impl std::ops::Deref for Write<'_> {
+    type Target = WriteTransaction;
+
+    fn deref(&self) -> &WriteTransaction {
+        &self.txn
+    }
+}
+
+impl std::ops::DerefMut for Write<'_> {
+    fn deref_mut(&mut self) -> &mut WriteTransaction {
+        &mut self.txn
+    }
+}
+
 /// The feed's head as the file holds it when opened.
 fn events_head(
     db: &Database,
@@ -336,7 +433,7 @@ fn events_head(
     let head = db
         .begin_read()
         .map_err(StoreError::from)
-        .and_then(|snapshot| snapshot.last_event_seq())
+        .and_then(|txn| Snapshot::new(txn).last_event_seq())
         .map_err(|err| OpenError::Store {
             path: path.to_owned(),
             source: err,
@@ -578,23 +675,49 @@ macro_rules! impl_reader {
     };
 }
 
-impl_reader!(ReadTransaction);
+impl_reader!(Snapshot);
 impl_reader!(Tables<'_>);
 impl_reader!(Tracked<'_, '_>);
 
-/// Each table's accessor, for the three kinds of view the store is read through: a read
-/// snapshot opens the table afresh; [`Tables`] opens it once per write transaction and keeps
-/// it open; [`Tracked`] uses its [`Tables`].
+/// Each table's accessor, for the three kinds of view the store is read through: a
+/// [`Snapshot`] opens each table on first use and keeps it open for every read that shares
+/// it; [`Tables`] opens it once per write transaction and keeps it open; [`Tracked`] uses
+/// its [`Tables`].
 macro_rules! tables {
     ($($accessor:ident: $definition:ident: $key:ty => $value:ty,)*) => {
-        /// Table accessors of a read snapshot.
-        trait ReadTables {
-            $(fn $accessor(&self) -> std::result::Result<redb::ReadOnlyTable<$key, $value>, redb::TableError>;)*
+        /// A read transaction: a consistent view of one commit, which any number of reads on
+        /// any threads share (it is a reference). Each table is opened on first use and kept
+        /// open while the snapshot lives.
+        #[derive(Clone)]
+        pub struct Snapshot(Arc<SnapshotTables>);
+
+        struct SnapshotTables {
+            txn: ReadTransaction,
+            $($accessor: OnceLock<redb::ReadOnlyTable<$key, $value>>,)*
         }
 
-        impl ReadTables for ReadTransaction {
-            $(fn $accessor(&self) -> std::result::Result<redb::ReadOnlyTable<$key, $value>, redb::TableError> {
-                self.open_table($definition)
+        impl Snapshot {
+            pub(crate) fn new(txn: ReadTransaction) -> Snapshot {
+                Snapshot(Arc::new(SnapshotTables {
+                    txn,
+                    $($accessor: OnceLock::new(),)*
+                }))
+            }
+
+            /// Whether `self` and `other` are the same read transaction.
+            #[cfg(test)]
+            fn shares(&self, other: &Snapshot) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
+            }
+
+            $(fn $accessor(&self) -> std::result::Result<&redb::ReadOnlyTable<$key, $value>, redb::TableError> {
+                let slot = &self.0.$accessor;
+                if let Some(table) = slot.get() {
+                    return Ok(table);
+                }
+                // Two reads may open it at once: one of the two is kept.
+                let table = self.0.txn.open_table($definition)?;
+                Ok(slot.get_or_init(|| table))
             })*
         }
 
@@ -1035,13 +1158,14 @@ pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
     Ok(problems)
 }
 
-/// How many organizations, memberships and accounts `txn` holds (for `compartmentd check`).
-fn table_counts(txn: &ReadTransaction) -> Result<(usize, u64, u64)> {
+/// How many organizations, memberships and accounts `snapshot` holds (for `compartmentd
+/// check`).
+fn table_counts(snapshot: &Snapshot) -> Result<(usize, u64, u64)> {
     use redb::ReadableTableMetadata;
     Ok((
-        txn.org_names()?.len(),
-        txn.open_table(MEMBERSHIPS)?.len()?,
-        txn.open_table(ACCOUNTS)?.len()?,
+        snapshot.org_names()?.len(),
+        snapshot.memberships_table()?.len()?,
+        snapshot.accounts_table()?.len()?,
     ))
 }
 
@@ -1075,7 +1199,7 @@ mod tests {
         let write = |change: &dyn Fn(&Tables<'_>) -> Result<()>| {
             let txn = store.begin_write().unwrap();
             change(&Tables::new(&txn)).unwrap();
-            txn.commit().unwrap();
+            txn.commit(&crate::writer::commit, None).unwrap();
         };
         let admins = |org| {
             store
@@ -1134,10 +1258,10 @@ mod tests {
             .unwrap()
             .insert(("acme", "a@x"), json.as_slice())
             .unwrap();
-        txn.commit().unwrap();
+        txn.commit(&crate::writer::commit, None).unwrap();
         let raw = || {
             let txn = store.read().unwrap();
-            let table = txn.open_table(MEMBERSHIPS).unwrap();
+            let table = txn.memberships_table().unwrap();
             let value = table.get(("acme", "a@x")).unwrap().unwrap();
             value.value().to_vec()
         };
@@ -1164,12 +1288,80 @@ mod tests {
         Tables::new(&txn)
             .put_membership("acme", "a@x", &admin, Some(&old))
             .unwrap();
-        txn.commit().unwrap();
+        txn.commit(&crate::writer::commit, None).unwrap();
         assert_eq!(raw()[0], BINARY_RECORD);
         assert_eq!(
             store.read().unwrap().membership("acme", "a@x").unwrap(),
             Some(admin)
         );
+    }
+
+    fn add_org(store: &Store, name: &str) {
+        crate::writer::apply(store, 1, |txn, _| {
+            Ok(txn.put_org(
+                name,
+                &OrgRecord {
+                    created_at: 1,
+                    created_by_uid: 0,
+                },
+            )?)
+        })
+        .unwrap();
+    }
+
+    /// Reads share one snapshot until a commit; the first read after it sees the commit
+    /// in a snapshot of its own, while one taken before keeps its view.
+    #[test]
+    fn reads_share_a_snapshot_until_the_next_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.read().unwrap();
+        assert!(store.read().unwrap().shares(&before));
+        add_org(&store, "acme");
+        let after = store.read().unwrap();
+        assert!(!after.shares(&before));
+        assert!(after.org("acme").unwrap().is_some());
+        assert!(before.org("acme").unwrap().is_none());
+        assert!(store.read().unwrap().shares(&after));
+        // A change refused without writing commits nothing, and the snapshot stays shared.
+        let refused = crate::writer::apply(&store, 1, |_, _| {
+            Err::<(), _>(crate::rules::RuleError::OrgNotFound("x".into()))
+        });
+        assert!(refused.is_err());
+        assert!(store.read().unwrap().shares(&after));
+    }
+
+    /// Under concurrent reads, every read begun after a commit returned sees it: a read
+    /// that began its transaction before the commit never has its snapshot shared after.
+    #[test]
+    fn a_read_begun_after_a_commit_sees_it() {
+        use std::sync::atomic::AtomicUsize;
+        const COMMITS: usize = 300;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let committed = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..3 {
+                scope.spawn(|| loop {
+                    let n = committed.load(Ordering::Acquire);
+                    let snapshot = store.read().unwrap();
+                    if n > 0 {
+                        let name = format!("org-{n}");
+                        assert!(
+                            snapshot.org(&name).unwrap().is_some(),
+                            "a read begun after {name} was committed does not see it"
+                        );
+                    }
+                    if n == COMMITS {
+                        break;
+                    }
+                });
+            }
+            for n in 1..=COMMITS {
+                add_org(&store, &format!("org-{n}"));
+                committed.store(n, Ordering::Release);
+            }
+        });
     }
 
     /// While the writer reopens a broken handle and waits for the old one's last reader,
@@ -1178,8 +1370,10 @@ mod tests {
     fn reopening_does_not_block_readers() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        // A reader still holding the old handle keeps its file lock until it finishes.
+        // A reader still holding the old handle keeps its file lock until it finishes; the
+        // snapshot reads share is let go of by the reopening.
         let lingering = store.handle().unwrap();
+        drop(store.read().unwrap());
         store.note_failure(&StoreError::Redb(redb::Error::PreviousIo));
         let writer_store = store.clone();
         let writer = std::thread::spawn(move || writer_store.begin_write().map(drop));

@@ -325,9 +325,9 @@ pub fn check(state_dir: &Path, options: &StoreOptions) -> Result<CheckReport, Op
         accounts: 0,
     };
     if schema_version == Some(CURRENT_SCHEMA_VERSION) {
-        let txn = db.begin_read().map_err(|err| store_err(err.into()))?;
-        report.index_problems = super::check_indexes(&txn).map_err(store_err)?;
-        let counts = super::table_counts(&txn).map_err(store_err)?;
+        let snapshot = super::Snapshot::new(db.begin_read().map_err(|err| store_err(err.into()))?);
+        report.index_problems = super::check_indexes(&snapshot).map_err(store_err)?;
+        let counts = super::table_counts(&snapshot).map_err(store_err)?;
         (report.organizations, report.memberships, report.accounts) = counts;
     }
     Ok(report)
