@@ -4,6 +4,8 @@
 //! ([`identity::resolve_org`]), its role ([`identity::Standing::role`]) and the permission
 //! table ([`Role::permits`]); where one says no, the answer says which and why.
 
+use std::fmt::{self, Write as _};
+
 use compartmentctl::wire::{Decision, MemberStatus, Permission, Reason};
 
 use super::error::needed;
@@ -77,10 +79,7 @@ pub fn decide(
     };
     decision.uid = Some(caller.uid);
     decision.user = caller.user.as_deref().map(str::to_owned);
-    let uid_label = match &caller.user {
-        Some(name) => format!("uid {} ({name})", caller.uid),
-        None => format!("uid {}", caller.uid),
-    };
+    let uid_label = UidLabel(caller);
 
     let actor = match identity::authenticate(reader, caller) {
         Ok(actor) => actor,
@@ -90,7 +89,11 @@ pub fn decide(
                 Unbound::NoBinding => Reason::Unbound,
                 Unbound::UserChanged { .. } => Reason::BindingStale,
             };
-            return Ok(refuse(decision, reason, format!("{uid_label}: {why}")));
+            return Ok(refuse(
+                decision,
+                reason,
+                sentence(format_args!("{uid_label}: {why}")),
+            ));
         }
         Err(other) => return Err(other),
     };
@@ -101,40 +104,93 @@ pub fn decide(
             return Ok(refuse(
                 decision,
                 Reason::Unbound,
-                format!("{asked} is not bound to {uid_label}"),
+                sentence(format_args!("{asked} is not bound to {uid_label}")),
             ));
         }
     }
-    let who = actor.email.clone().unwrap_or_else(|| uid_label.clone());
+    let who = Who {
+        email: actor.email.as_deref(),
+        uid: uid_label,
+    };
 
     let (org, here) = identity::resolve_org(reader, &actor, org)?;
-    decision.org = Some(org.clone());
 
     let Some(role) = here.role(actor.caller.uid) else {
         let (reason, message) = why_not_in(&here, &who, &org, now);
+        decision.org = Some(org);
         return Ok(refuse(decision, reason, message));
     };
     decision.role = Some(role);
     decision.allowed = role.permits(permission);
-    let needs = format!("{permission} needs {}", needed(permission.lowest_role()));
-    let came_from = match here {
-        Standing::Superuser => {
-            decision.reason = Reason::Superuser;
-            decision.message = format!(
-                "{who} is a superuser, with admin power in every organization, and {needs}"
-            );
-            return Ok(decision);
+    let needs = Needs(permission);
+    decision.reason = match (&here, decision.allowed) {
+        (Standing::Superuser, _) => Reason::Superuser,
+        (_, true) => Reason::Role,
+        (_, false) => Reason::RoleTooLow,
+    };
+    decision.message = match here {
+        Standing::Superuser => sentence(format_args!(
+            "{who} is a superuser, with admin power in every organization, and {needs}"
+        )),
+        Standing::Member(Some(membership)) => sentence(format_args!(
+            "{who} is {role} in {org} (invited by {}), and {needs}",
+            membership.invited_by
+        )),
+        Standing::Member(None) | Standing::NoOrg => {
+            sentence(format_args!("{who} is {role} in {org}, and {needs}"))
         }
-        Standing::Member(Some(membership)) => format!(" (invited by {})", membership.invited_by),
-        Standing::Member(None) | Standing::NoOrg => String::new(),
     };
-    decision.reason = if decision.allowed {
-        Reason::Role
-    } else {
-        Reason::RoleTooLow
-    };
-    decision.message = format!("{who} is {role} in {org}{came_from}, and {needs}");
+    decision.org = Some(org);
     Ok(decision)
+}
+
+/// About the longest sentence a decision holds, to write it without growing its text.
+const SENTENCE_BYTES: usize = 192;
+
+/// A decision's sentence, written once into text of its own (services ask thousands of
+/// times a second; `format!` would grow the text as it goes).
+fn sentence(args: fmt::Arguments<'_>) -> String {
+    let mut text = String::with_capacity(SENTENCE_BYTES);
+    // Writing to a `String` does not fail.
+    let _ = text.write_fmt(args);
+    text
+}
+
+/// The subject as a uid: "uid 1000 (alice)", or "uid 1000" when no user has it.
+#[derive(Clone, Copy)]
+struct UidLabel<'a>(&'a Caller);
+
+impl fmt::Display for UidLabel<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.user {
+            Some(name) => write!(f, "uid {} ({name})", self.0.uid),
+            None => write!(f, "uid {}", self.0.uid),
+        }
+    }
+}
+
+/// The subject as an answer names it: its account's e-mail, else its uid.
+struct Who<'a> {
+    email: Option<&'a str>,
+    uid: UidLabel<'a>,
+}
+
+impl fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.email {
+            Some(email) => f.write_str(email),
+            None => self.uid.fmt(f),
+        }
+    }
+}
+
+/// "deployment.create needs the deployer role or above".
+struct Needs(Permission);
+
+impl fmt::Display for Needs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} needs {}", self.0, needed(self.0.lowest_role()))
+    }
 }
 
 fn refuse(mut decision: Decision, reason: Reason, message: String) -> Decision {
@@ -147,7 +203,7 @@ fn refuse(mut decision: Decision, reason: Reason, message: String) -> Decision {
 /// Why the subject does not act in `org`: no membership (or no such organization: the same
 /// answer, as every rule gives it), an invitation not yet or no longer redeemable, or a
 /// membership that another uid activated.
-fn why_not_in(here: &Standing, who: &str, org: &str, now: Millis) -> (Reason, String) {
+fn why_not_in(here: &Standing, who: &Who<'_>, org: &str, now: Millis) -> (Reason, String) {
     let status = match here {
         Standing::Member(Some(membership)) => Some(membership.status_at(now)),
         Standing::Member(None) | Standing::NoOrg | Standing::Superuser => None,

@@ -55,10 +55,19 @@ impl fmt::Display for Unbound {
 
 /// What a permission needs, in the words refusals and answers use: "the admin role", "the
 /// deployer role or above".
-pub(crate) fn needed(role: Role) -> String {
-    match role {
-        Role::Admin => "the admin role".to_owned(),
-        other => format!("the {other} role or above"),
+pub(crate) fn needed(role: Role) -> Needed {
+    Needed(role)
+}
+
+/// [`needed`]'s words, written where they are shown.
+pub(crate) struct Needed(Role);
+
+impl fmt::Display for Needed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Role::Admin => f.write_str("the admin role"),
+            other => write!(f, "the {other} role or above"),
+        }
     }
 }
 
