@@ -201,7 +201,7 @@ pub struct Store {
     reopens: bool,
     /// The sequence number of the last committed event: the feed's subscribers wait on it.
     events: tokio::sync::watch::Sender<u64>,
-    /// The snapshot reads share until the next commit.
+    /// The snapshot reads share between writes.
     snapshots: Mutex<Snapshots>,
 }
 
@@ -303,9 +303,9 @@ impl Store {
         slot.clone().ok_or(StoreError::Reopening)
     }
 
-    /// A consistent snapshot of the last commit to read from. Reads share one until the
-    /// next commit ([`Store::committed`]), which saves each of them beginning a read
-    /// transaction and opening its tables: most of the cost of a small read.
+    /// A consistent snapshot of the last commit to read from. Between writes, reads share
+    /// one (until the next write transaction begins), which saves each of them beginning a
+    /// read transaction and opening its tables: most of the cost of a small read.
     pub fn read(&self) -> Result<Snapshot> {
         let commits = {
             let snapshots = self
