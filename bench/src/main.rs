@@ -31,9 +31,10 @@
 //!   is a library client's (`Client::check`), as a service in Rust asks.
 //! - `authz.check, 16 Client::check`: the same through the library, as a service in Rust
 //!   asks; what parsing and building requests in the client adds on these shared CPUs.
-//! - The two `16 conn` rows are measured in 3 rounds, each the echo then the daemon, and
+//! - The 16-connection rows are measured in 5 rounds, each the echo then the daemon, and
 //!   show the round whose ratio is the median: on a machine shared with others, one round
-//!   can fall on a burst of their load.
+//!   can fall on a burst of their load (on 2 shared cores, the same binary's ratio moves by
+//!   a fifth from one round to the next; with 3 rounds, two unlucky ones still decided it).
 //! - `user.invite, N clients`: durable invitations per second, each a new member, over N
 //!   library clients one request at a time. Floor: one thread writing 256-byte values into
 //!   a fresh redb database, N inserts per durable commit (`Durability::Immediate`): what the
@@ -123,7 +124,7 @@ struct Args {
 }
 
 /// Rounds of a 16-connection phase beside its echo, of which the median is shown.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 /// [`ROUNDS`] rounds of `floor` then `daemon`, each pair adjacent so that both see the same
 /// load: the (daemon, floor) of the round whose ratio is the median. A burst of load from
