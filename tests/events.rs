@@ -101,9 +101,10 @@ root_test!(a_feed_tells_each_change_and_replays_from_any_point, || {
             })
             .unwrap();
         assert_eq!(replay.subscribed.head, 8);
+        // acme's changes, and the bindings of its members.
         let acme_only: Vec<&String> = expected[after as usize..]
             .iter()
-            .filter(|e| e.contains("\"org\":\"acme\""))
+            .filter(|e| e.contains("\"org\":\"acme\"") || e.contains("binding.changed"))
             .collect();
         for want in acme_only {
             assert_eq!(&shown(&next_event(&mut replay)), want, "after {after}");
@@ -302,6 +303,22 @@ root_test!(
             ("not_found".into(), "organization acme not found".into())
         );
         assert_eq!(refusal(bystander.uid, json!({})).0, "unauthenticated");
+        // Who may not subscribe learns nothing of how far the host's changes have gone:
+        // `after` is judged only once the subscriber is authorized.
+        for (uid, kind) in [
+            (bystander.uid, "unauthenticated"),
+            (deployer.uid, "forbidden"),
+            (outsider.uid, "not_found"),
+        ] {
+            let org = if uid == outsider.uid {
+                json!("acme")
+            } else {
+                json!(null)
+            };
+            let (got, message) = refusal(uid, json!({"org": org, "after": 999}));
+            assert_eq!(got, kind, "{message}");
+            assert!(!message.contains("past the last change"), "{message}");
+        }
         assert_eq!(refusal(ROOT, json!({"org": "nowhere"})).0, "not_found");
         assert_eq!(
             refusal(ROOT, json!({"after": 999})),
@@ -475,5 +492,123 @@ root_test!(
         for seq in last + 1..=head + made {
             assert_eq!(next_event(&mut again).seq, seq);
         }
+    }
+);
+
+#[test]
+fn a_request_sent_on_a_feed_is_answered_with_an_error_and_the_feed_goes_on() {
+    let daemon = Daemon::start_default();
+    let mut conn = daemon.raw();
+    // The subscription and a ping sent right behind it, before its answer is read.
+    conn.send(
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"events.subscribe\"}\n\
+          {\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n",
+    );
+    let subscribed = conn.read_json();
+    assert_eq!(subscribed["result"]["head"], 0, "{subscribed}");
+    let refusal = json!({"jsonrpc": "2.0", "id": 2, "error": {
+        "code": -32602,
+        "message": "this connection carries the change feed and answers no other request",
+        "data": {"kind": "bad_request", "hint": "send other requests on a connection of their own"},
+    }});
+    assert_eq!(conn.read_json(), refusal);
+    // A notification gets nothing; a batch, an error for each request with an id; blank
+    // lines nothing.
+    conn.send_line(r#"{"jsonrpc":"2.0","method":"ping"}"#);
+    conn.send_line("");
+    conn.send_line(
+        r#"[{"jsonrpc":"2.0","id":3,"method":"whoami"},{"jsonrpc":"2.0","method":"ping"}]"#,
+    );
+    let batch = conn.read_json();
+    assert_eq!(batch.as_array().map(Vec::len), Some(1), "{batch}");
+    assert_eq!(batch[0]["id"], 3);
+    assert_eq!(batch[0]["error"]["data"]["kind"], "bad_request");
+    // The feed still carries changes.
+    daemon.create_acme();
+    let event = notification(&mut conn);
+    assert_eq!(
+        (event["method"].as_str(), event["params"]["seq"].as_u64()),
+        (Some("event"), Some(1)),
+        "{event}"
+    );
+}
+
+root_test!(
+    replays_are_bounded_per_uid_and_a_replay_that_caught_up_gives_its_place_back,
+    || {
+        let mut daemon = Daemon::start(DaemonOptions::new().args(&[
+            "--feed-replays-per-uid",
+            "1",
+            // Long enough that the feed left unread below is not cut off meanwhile.
+            "--write-timeout",
+            "120s",
+        ]));
+        let admin = TestUser::get("cpt-ev-admin");
+        let acme = daemon.create_acme();
+        daemon.activate(admin.uid, &acme.url).assert_success();
+        daemon
+            .ctl(
+                ROOT,
+                &[
+                    "user",
+                    "invite",
+                    "pawn@example.com",
+                    "--role",
+                    "viewer",
+                    "--org",
+                    "acme",
+                ],
+            )
+            .assert_success();
+        // More of acme's changes than the socket holds as event lines.
+        daemon.stop();
+        compartment_e2e::add_history(&daemon.state_dir(), "acme", "pawn@example.com", 20_000);
+        daemon.restart();
+        let subscribe = |uid: u32, after: Option<u64>| {
+            let mut conn = RawConn::connect_as(&daemon.socket(), uid);
+            let params = match after {
+                Some(after) => json!({"after": after}),
+                None => json!({}),
+            };
+            let reply = conn.call(
+                &json!({"jsonrpc": "2.0", "id": 1, "method": "events.subscribe", "params": params})
+                    .to_string(),
+            );
+            (conn, reply)
+        };
+        // The first replay is never read: it stops at a full socket, still replaying.
+        let (unread, reply) = subscribe(admin.uid, Some(0));
+        assert!(
+            reply["result"]["head"].as_u64().unwrap() > 20_000,
+            "{reply}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let (_, reply) = subscribe(admin.uid, Some(0));
+        assert_eq!(
+            reply["error"],
+            json!({"code": -32014, "message": format!("uid {} already replays as many feeds as one user may (1)", admin.uid),
+                   "data": {"kind": "busy", "hint": "subscribe once your other feeds have caught up, or without --after to follow new changes only"}}),
+        );
+        // Following new changes only is no replay; a superuser's replay is not counted.
+        let (_, reply) = subscribe(admin.uid, None);
+        assert!(reply["result"].is_object(), "{reply}");
+        let (_, reply) = subscribe(ROOT, Some(0));
+        assert!(reply["result"].is_object(), "{reply}");
+        // Once the first has gone, its place is free.
+        drop(unread);
+        let again = compartment_e2e::poll(Duration::from_secs(10), || {
+            let (conn, reply) = subscribe(admin.uid, Some(0));
+            let head = reply["result"]["head"].as_u64();
+            head.map(|head| (conn, head))
+        });
+        let (mut conn, head) = again.expect("the replay's place never came back");
+        // A replay that has caught up gives its place back too.
+        let mut last = 0;
+        while last < head {
+            last = notification(&mut conn)["params"]["seq"].as_u64().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let (_, reply) = subscribe(admin.uid, Some(1));
+        assert!(reply["result"].is_object(), "{reply}");
     }
 );

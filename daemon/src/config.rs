@@ -98,6 +98,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub feed_max_lag: u64,
 
+    /// How many change feeds of one user may replay past changes (`events.subscribe` with
+    /// `after`) at once; one more is refused `busy` until one has caught up. Superusers are
+    /// not limited
+    #[arg(long, env = "COMPARTMENT_FEED_REPLAYS_PER_UID", value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub feed_replays_per_uid: u32,
+
+    /// How many change feeds may replay past changes at once, from everyone together
+    /// (superusers not counted)
+    #[arg(long, env = "COMPARTMENT_FEED_REPLAYS", value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub feed_replays: u32,
+
     /// Where logs go
     #[arg(long, env = "COMPARTMENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -142,6 +155,8 @@ impl Config {
             idle_timeout: self.idle_timeout,
             write_timeout: self.write_timeout,
             feed_max_lag: self.feed_max_lag,
+            feed_replays_per_uid: self.feed_replays_per_uid as usize,
+            feed_replays: self.feed_replays as usize,
         })
     }
 

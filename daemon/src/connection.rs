@@ -32,7 +32,6 @@ use crate::limits::{Limits, Slot};
 use crate::lines::LineCodec;
 use crate::logging::{self, RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Caller;
-use crate::store::Reader as _;
 use crate::writer::QUEUED;
 
 /// How long a refused client gets to read why.
@@ -245,8 +244,8 @@ async fn deliver(
 }
 
 /// Sends `feed`'s events until the client leaves, the daemon stops, or the subscriber
-/// may no longer have them or falls too far behind (see `events`). What the client sends
-/// meanwhile is read and dropped: the connection carries only the feed.
+/// may no longer have them or falls too far behind (see `events`). The connection carries
+/// only the feed: a request the client sends meanwhile is answered with an error saying so.
 async fn run_feed(
     ctx: &Context,
     caller: &Caller,
@@ -256,12 +255,51 @@ async fn run_feed(
     limits: &Limits,
     stop: &CancellationToken,
 ) -> Ending {
-    let mut head = ctx.store.event_head();
+    // The head that tells of new events: the organization's own for an organization's feed,
+    // so that the rest of the host's changes do not wake it.
+    let mut wake = match &feed.org {
+        Some(org) => ctx.store.org_event_head(org),
+        None => ctx.store.event_head(),
+    };
+    let newest = ctx.store.event_head();
     loop {
         // Marked seen before the snapshot is taken: a commit announced from here on wakes
         // the wait below, and one announced before is in the snapshot.
-        let newest = *head.borrow_and_update();
-        let behind = feed.behind(newest);
+        wake.borrow_and_update();
+        // The batch is read and written out in the daemon's one turn for feeds; sent after.
+        let batch = {
+            let _turn = ctx.replays.read_turn().await;
+            ctx.store
+                .read()
+                .and_then(|snapshot| feed.next_batch(&snapshot))
+                .map(|mut batch| (batch.take_lines(), batch))
+        };
+        let (out, batch) = match batch {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::error!(error = %err, "a feed cannot read the store");
+                let reason = "internal error; the daemon's log has details".to_owned();
+                return close_feed(
+                    write_half,
+                    feed.after,
+                    FeedEnd::Internal,
+                    reason,
+                    limits,
+                    stop,
+                )
+                .await;
+            }
+        };
+        if !out.is_empty() {
+            if let Err((cause, reason)) = events::still_allowed(ctx, caller, &feed).await {
+                return close_feed(write_half, feed.after, cause, reason, limits, stop).await;
+            }
+            if let Err(ending) = send(write_half, &out, limits, stop).await {
+                return ending;
+            }
+        }
+        feed.after = batch.seen;
+        let behind = feed.behind(*newest.borrow());
         if behind > limits.feed_max_lag {
             let reason = format!(
                 "the subscriber fell {behind} changes behind the newest, more than the \
@@ -278,60 +316,58 @@ async fn run_feed(
             )
             .await;
         }
-        let batch = ctx
-            .store
-            .read()
-            .and_then(|snapshot| snapshot.events_after(feed.after, events::FEED_BATCH));
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(err) => {
-                tracing::error!(error = %err, "a feed cannot read the store");
-                let reason = "internal error; the daemon's log has details".to_owned();
-                return close_feed(
-                    write_half,
-                    feed.after,
-                    FeedEnd::Internal,
-                    reason,
-                    limits,
-                    stop,
-                )
-                .await;
-            }
-        };
-        if batch.is_empty() {
-            tokio::select! {
-                biased;
-                () = stop.cancelled() => {
-                    let reason = "compartmentd is stopping".to_owned();
-                    return close_feed(write_half, feed.after, FeedEnd::Stopping, reason, limits, stop).await;
-                }
-                changed = head.changed() => {
-                    if changed.is_err() {
-                        return Ending::Stopping;
-                    }
-                }
-                frame = lines.next() => match frame {
-                    None => return Ending::ClientLeft,
-                    Some(Err(_)) => return Ending::ReadFailed,
-                    Some(Ok(_)) => {}
-                },
-            }
+        if !batch.caught_up {
+            // More to read: the next batch after everyone else's turn.
+            tokio::task::yield_now().await;
             continue;
         }
-        if let Err((cause, reason)) = events::still_allowed(ctx, caller, &feed).await {
-            return close_feed(write_half, feed.after, cause, reason, limits, stop).await;
-        }
-        let mut out = Vec::new();
-        for (seq, record) in batch {
-            feed.after = seq;
-            if feed.shows(&record) {
-                out.extend(events::event_line(seq, record));
+        // No longer a replay: its place goes to another.
+        feed.replaying = None;
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => {
+                let reason = "compartmentd is stopping".to_owned();
+                return close_feed(write_half, feed.after, FeedEnd::Stopping, reason, limits, stop).await;
             }
-        }
-        if !out.is_empty() {
-            if let Err(ending) = send(write_half, &out, limits, stop).await {
-                return ending;
+            changed = wake.changed() => {
+                if changed.is_err() {
+                    return Ending::Stopping;
+                }
             }
+            frame = lines.next() => match frame {
+                None => return Ending::ClientLeft,
+                Some(Err(_)) => return Ending::ReadFailed,
+                Some(Ok(line)) => {
+                    if let Some(refusal) = feed_refusal(&line) {
+                        if let Err(ending) = send(write_half, &refusal, limits, stop).await {
+                            return ending;
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// The answer to a request sent on a connection that has become a feed: an error for each
+/// request with an id (none for notifications and blank lines).
+fn feed_refusal(line: &[u8]) -> Option<Vec<u8>> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let refusal = || {
+        RpcError::new(
+            ErrorKind::BadRequest,
+            "this connection carries the change feed and answers no other request",
+        )
+        .with_hint("send other requests on a connection of their own")
+    };
+    let refuse = |call: Call| call.id.map(|id| Response::err(id, refusal()));
+    match decode(line) {
+        Incoming::Single(call) => refuse(call).map(|response| encode(&response)),
+        Incoming::Batch(calls) => {
+            let responses: Vec<Response> = calls.into_iter().filter_map(refuse).collect();
+            (!responses.is_empty()).then(|| encode(&responses))
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Context {
     pub service_group: Option<u32>,
     /// Stale bindings already audited in this run, by (uid, recorded name).
     pub stale_audited: Mutex<HashSet<(u32, Option<String>)>>,
+    /// The change feeds replaying past changes, and how many may.
+    pub replays: Arc<events::Replays>,
 }
 
 impl Context {

@@ -18,6 +18,20 @@
 //! Before each batch is sent, the subscriber's right to it is checked again, so an admin
 //! removed from the organization (or a user dropped from the service group) gets nothing
 //! more: the feed ends with an `events.closed` notification saying why.
+//!
+//! A feed costs what it delivers. An organization's feed reads the store's index of that
+//! organization's events (`org_events`), never the rest of the host's history, and waits on
+//! its organization's head, which other organizations' commits do not move. A replay (a
+//! subscription from before the newest change) reads one batch at a time, one batch at a
+//! time in the whole daemon ([`Replays::read_turn`]), and lets other tasks run between its
+//! batches; and only so many replay at once: [`Limits::feed_replays_per_uid`] per uid and
+//! [`Limits::feed_replays`] in all, superusers excepted. One past either is refused `busy`.
+//!
+//! [`Limits::feed_replays_per_uid`]: crate::limits::Limits::feed_replays_per_uid
+//! [`Limits::feed_replays`]: crate::limits::Limits::feed_replays
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use compartmentctl::wire::{
     Event, EventsSubscribeParams, FeedClosed, FeedEnd, Permission, Subscribed, EVENT_METHOD,
@@ -28,7 +42,7 @@ use serde::Serialize;
 use crate::clock::rfc3339;
 use crate::dispatch::Context;
 use crate::rules::{identity, Caller, RuleError};
-use crate::store::{EventRecord, Reader};
+use crate::store::{EventRecord, Reader, StoreError};
 
 /// The most events read and sent at a time.
 pub const FEED_BATCH: usize = 256;
@@ -43,7 +57,7 @@ pub enum Access {
 }
 
 /// A subscription the connection is turned into once its answer is sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Feed {
     /// Only this organization's changes; every change when `None`.
     pub org: Option<String>,
@@ -53,6 +67,9 @@ pub struct Feed {
     /// number; only the changes made since count toward how far behind it may fall.
     pub head: u64,
     pub access: Access,
+    /// Its place among the replays while it reads what was written before it subscribed;
+    /// given back once it has caught up.
+    pub replaying: Option<Replaying>,
 }
 
 impl Feed {
@@ -64,31 +81,159 @@ impl Feed {
 }
 
 impl Feed {
-    /// Whether the subscriber sees `event`.
-    pub fn shows(&self, event: &EventRecord) -> bool {
-        match &self.org {
-            Some(org) => event.org.as_deref() == Some(org.as_str()),
-            None => true,
+    /// The next batch of events the subscriber sees on `snapshot`, and the sequence number
+    /// it has seen everything up to once it has them: the last event of the batch, or, when
+    /// the batch holds the last of them, the snapshot's newest (an organization's feed skips
+    /// the others' changes without reading them).
+    pub fn next_batch(&self, snapshot: &impl Reader) -> Result<Batch, StoreError> {
+        let events = match &self.org {
+            Some(org) => snapshot.org_events_after(org, self.after, FEED_BATCH)?,
+            None => snapshot.events_after(self.after, FEED_BATCH)?,
+        };
+        let caught_up = events.len() < FEED_BATCH;
+        let seen = match (caught_up, events.last()) {
+            (true, _) => snapshot.last_event_seq()?.max(self.after),
+            (false, Some(&(seq, _))) => seq,
+            (false, None) => self.after,
+        };
+        Ok(Batch {
+            events,
+            seen,
+            caught_up,
+        })
+    }
+}
+
+/// What [`Feed::next_batch`] read.
+pub struct Batch {
+    pub events: Vec<(u64, EventRecord)>,
+    /// Everything up to this sequence number has been read.
+    pub seen: u64,
+    /// Nothing more is there to read on this snapshot.
+    pub caught_up: bool,
+}
+
+impl Batch {
+    /// The batch's events, taken out of it, as the lines of their notifications.
+    pub fn take_lines(&mut self) -> Vec<u8> {
+        let mut lines = Vec::new();
+        for (seq, record) in self.events.drain(..) {
+            lines.extend(event_line(seq, record));
+        }
+        lines
+    }
+}
+
+/// The feeds replaying what was written before they subscribed.
+#[derive(Debug)]
+pub struct Replays {
+    per_uid: usize,
+    total: usize,
+    running: Mutex<Running>,
+    /// One batch read at a time in the whole daemon: however many replay, the runtime's
+    /// workers are left to everyone else but one batch's work.
+    reads: tokio::sync::Semaphore,
+}
+
+#[derive(Debug, Default)]
+struct Running {
+    total: usize,
+    per_uid: HashMap<u32, usize>,
+}
+
+impl Replays {
+    /// At most `per_uid` replays of one uid at once, and `total` in all (superusers' not
+    /// counted against either).
+    pub fn new(per_uid: usize, total: usize) -> Arc<Replays> {
+        Arc::new(Replays {
+            per_uid,
+            total,
+            running: Mutex::default(),
+            reads: tokio::sync::Semaphore::new(1),
+        })
+    }
+
+    /// A place for a replay of `caller`'s, or why there is none.
+    pub fn begin(self: &Arc<Replays>, caller: &Caller) -> Result<Replaying, RuleError> {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        if !caller.superuser {
+            let hint = "subscribe once your other feeds have caught up, or without --after to \
+                        follow new changes only";
+            if running.total >= self.total {
+                return Err(RuleError::Busy {
+                    reason: format!(
+                        "compartmentd is replaying its maximum of {} feeds",
+                        self.total
+                    ),
+                    hint,
+                });
+            }
+            let mine = running.per_uid.get(&caller.uid).copied().unwrap_or(0);
+            if mine >= self.per_uid {
+                return Err(RuleError::Busy {
+                    reason: format!(
+                        "uid {} already replays as many feeds as one user may ({mine})",
+                        caller.uid
+                    ),
+                    hint,
+                });
+            }
+            running.total += 1;
+            *running.per_uid.entry(caller.uid).or_insert(0) += 1;
+        }
+        Ok(Replaying {
+            replays: self.clone(),
+            uid: caller.uid,
+            counted: !caller.superuser,
+        })
+    }
+
+    /// Waits for the daemon's turn to read a batch; the turn ends when the permit is dropped.
+    pub async fn read_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed; should it be, reads go on without turns.
+        self.reads.acquire().await.ok()
+    }
+}
+
+/// A replay's place, given back when dropped.
+#[derive(Debug)]
+pub struct Replaying {
+    replays: Arc<Replays>,
+    uid: u32,
+    counted: bool,
+}
+
+impl Drop for Replaying {
+    fn drop(&mut self) {
+        if !self.counted {
+            return;
+        }
+        let mut running = self
+            .replays
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        running.total = running.total.saturating_sub(1);
+        if let Some(mine) = running.per_uid.get_mut(&self.uid) {
+            *mine = mine.saturating_sub(1);
+            if *mine == 0 {
+                running.per_uid.remove(&self.uid);
+            }
         }
     }
 }
 
 /// Authorizes `params` for `caller` on `snapshot`: the feed and its answer. Superusers and
 /// services may subscribe to one organization or to all; anyone else only to an
-/// organization they administer (their current one when none is named).
+/// organization they administer (their current one when none is named). Only then is
+/// `after` judged, so that nobody else learns how far the host's changes have gone; and a
+/// subscription from before the newest change takes a place among the replays.
 pub async fn subscribe(
     ctx: &Context,
     caller: &Caller,
     params: &EventsSubscribeParams,
     snapshot: &impl Reader,
 ) -> Result<(Feed, Subscribed), RuleError> {
-    let head = snapshot.last_event_seq()?;
-    let after = params.after.unwrap_or(head);
-    if after > head {
-        return Err(RuleError::BadRequest(format!(
-            "after {after} is past the last change, {head}"
-        )));
-    }
     let (org, access) = if ctx.is_service(caller).await {
         if let Some(org) = &params.org {
             if snapshot.org(org)?.is_none() {
@@ -100,11 +245,24 @@ pub async fn subscribe(
         let here = admin_of(snapshot, caller, params.org.as_deref())?;
         (Some(here.clone()), Access::Admin { org: here })
     };
+    let head = snapshot.last_event_seq()?;
+    let after = params.after.unwrap_or(head);
+    if after > head {
+        return Err(RuleError::BadRequest(format!(
+            "after {after} is past the last change, {head}"
+        )));
+    }
+    let replaying = if after < head {
+        Some(ctx.replays.begin(caller)?)
+    } else {
+        None
+    };
     let feed = Feed {
         org: org.clone(),
         after,
         head,
         access,
+        replaying,
     };
     Ok((feed, Subscribed { org, after, head }))
 }

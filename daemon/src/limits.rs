@@ -27,6 +27,11 @@ pub struct Limits {
     /// A feed whose subscriber has not had this many changes made since it subscribed is
     /// ended as behind.
     pub feed_max_lag: u64,
+    /// How many feeds of one uid may replay what was written before they subscribed at
+    /// once (superusers excepted).
+    pub feed_replays_per_uid: usize,
+    /// How many feeds may replay at once, from everyone together (superusers excepted).
+    pub feed_replays: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +44,8 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(300),
             write_timeout: Duration::from_secs(10),
             feed_max_lag: 10_000,
+            feed_replays_per_uid: 4,
+            feed_replays: 32,
         }
     }
 }

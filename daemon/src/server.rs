@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::clock::Clock;
 use crate::connection;
 use crate::dispatch::Context;
+use crate::events::Replays;
 use crate::limits::{Limits, Slots};
 use crate::logging::{RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Policy;
@@ -70,6 +71,10 @@ pub async fn run(
         users: daemon.users.clone(),
         service_group: daemon.service_group,
         stale_audited: Default::default(),
+        replays: Replays::new(
+            daemon.limits.feed_replays_per_uid,
+            daemon.limits.feed_replays,
+        ),
     });
     let slots = Slots::new(daemon.limits);
     let stop = CancellationToken::new();

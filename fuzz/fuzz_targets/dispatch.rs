@@ -103,6 +103,7 @@ fn harness() -> &'static Harness {
             // Every uid the fuzzer calls as has a user, so activations can bind.
             users: Arc::new(AnyUid),
             stale_audited: Default::default(),
+            replays: compartmentd::events::Replays::new(4, 32),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -10,12 +10,14 @@
 //! - `users`: real Unix users ([`TestUser`]), created with `useradd` on first use.
 //! - `process`: running a process with a deadline, and the CLI's command line as any uid.
 //! - `daemon`: the daemon under test in its own temp dir ([`Daemon`]).
+//! - `history`: a long history written into a stopped daemon's database ([`add_history`]).
 //! - `raw`: the raw line protocol ([`RawConn`]).
 //! - `printed`: what the CLI prints (invitation lines, the member and account tables).
 //! - `time`: the clock, RFC 3339 as the CLI prints it, polling with a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod daemon;
+mod history;
 mod printed;
 mod privileges;
 mod process;
@@ -24,6 +26,7 @@ mod time;
 mod users;
 
 pub use daemon::{files_under, Daemon, DaemonOptions, PUBLIC_URL};
+pub use history::add_history;
 pub use printed::{
     account_table, assert_token_shape, member_table, parse_invitation_lines, parse_invite,
     text_table, token_bytes, InvitationLines, URL_PREFIX,

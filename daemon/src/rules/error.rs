@@ -136,6 +136,12 @@ pub enum RuleError {
     OrgRequired {
         orgs: Vec<String>,
     },
+    /// Over a limit of what one user, or everyone together, may have the daemon do at once;
+    /// the hint says what to do instead.
+    Busy {
+        reason: String,
+        hint: &'static str,
+    },
     /// The writer gave no answer of the change's own: it has stopped, or the change
     /// panicked.
     Write(WriteError),
@@ -185,6 +191,7 @@ impl RuleError {
             RuleError::TokenUsed => ErrorKind::TokenUsed,
             RuleError::TokenExpired { .. } => ErrorKind::TokenExpired,
             RuleError::OrgRequired { .. } => ErrorKind::OrgRequired,
+            RuleError::Busy { .. } => ErrorKind::Busy,
             RuleError::Write(WriteError::ShuttingDown) => ErrorKind::Unavailable,
             RuleError::Write(WriteError::Panicked) => ErrorKind::Internal,
             RuleError::Store(err) if err.is_storage_full() => ErrorKind::Unavailable,
@@ -246,6 +253,7 @@ impl RuleError {
             RuleError::Store(err) if err.is_storage_full() => {
                 "free space on the daemon's state directory, then try again".into()
             }
+            RuleError::Busy { hint, .. } => (*hint).into(),
             _ => return None,
         })
     }
@@ -257,6 +265,7 @@ impl fmt::Display for RuleError {
             RuleError::BadRequest(message) | RuleError::BindingConflict(message) => {
                 f.write_str(message)
             }
+            RuleError::Busy { reason, .. } => f.write_str(reason),
             RuleError::Unauthenticated {
                 uid,
                 why: Unbound::NoBinding,

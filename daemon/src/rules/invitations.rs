@@ -462,3 +462,18 @@ pub fn expire_due_up_to(txn: &impl Changes, now: Millis, limit: usize) -> Result
     }
     Ok(expired_count)
 }
+
+/// Forgets at most `limit` spent tokens that no longer matter at `now` (see
+/// [`crate::store::SPENT_TOKEN_MEMORY`]), earliest first; returns how many. Costs what it
+/// forgets: it walks the spent tokens' index from its start.
+pub fn forget_spent_tokens(
+    txn: &impl Changes,
+    now: Millis,
+    limit: usize,
+) -> Result<usize, RuleError> {
+    let due = txn.spent_tokens_due(now, limit)?;
+    for hash in &due {
+        txn.delete_token(hash)?;
+    }
+    Ok(due.len())
+}

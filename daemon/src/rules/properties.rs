@@ -552,7 +552,8 @@ impl World {
                 change(&Tracked::new(&tables, self.now))
             };
             if result.is_ok() {
-                txn.commit(&not_durable, None).unwrap();
+                txn.commit(&not_durable, crate::store::Announcement::default())
+                    .unwrap();
             } else {
                 txn.abort().unwrap();
             }

@@ -1005,7 +1005,7 @@ fn a_schema_1_database_opens_migrated_and_keeps_working() {
     let tokens = std::fs::read_to_string(fixtures.join("schema-v1.tokens.txt")).unwrap();
     let deploy_token = tokens.split_whitespace().nth(1).unwrap();
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(CURRENT_SCHEMA_VERSION, 5);
+    assert_eq!(CURRENT_SCHEMA_VERSION, 6);
     let now = 1_796_000_000_000; // 2026-11-30, before the fixture's invitations lapse
     {
         let snapshot = store.read().unwrap();
@@ -1710,9 +1710,17 @@ fn a_refusal_names_the_act_and_the_role_its_permission_needs() {
 /// The feed, as `(kind, org, email)` lines, after `after`.
 fn feed_after(f: &Fixture, after: u64) -> Vec<String> {
     let snapshot = f.store.read().unwrap();
-    snapshot
-        .events_after(after, 1000)
-        .unwrap()
+    shown(snapshot.events_after(after, 1000).unwrap())
+}
+
+/// `org`'s feed from `after`, as [`feed_after`] shows it.
+fn org_feed_after(f: &Fixture, org: &str, after: u64) -> Vec<String> {
+    let snapshot = f.store.read().unwrap();
+    shown(snapshot.org_events_after(org, after, 1000).unwrap())
+}
+
+fn shown(events: Vec<(u64, crate::store::EventRecord)>) -> Vec<String> {
+    events
         .into_iter()
         .map(|(_, e)| {
             let role = e.role.map(|r| format!(" {r}")).unwrap_or_default();
@@ -1814,4 +1822,163 @@ fn every_change_to_a_membership_or_binding_is_in_the_feed_once() {
     f.remove(user(1001), "acme", "nobody@example.com")
         .unwrap_err();
     assert_eq!(feed_after(&f, 11), Vec::<String>::new());
+}
+
+#[test]
+fn an_organizations_feed_holds_its_own_changes_and_its_members_bindings_only() {
+    let mut f = Fixture::new();
+    let acme = f.create_org("acme", "admin@example.com");
+    f.activate(user(1001), &acme, T0).unwrap();
+    let beta = f.create_org("beta", "boss@example.com");
+    f.activate(user(2001), &beta, T0).unwrap();
+    f.invite_as(user(2001), "beta", "x@example.com", Role::Viewer, false, T0)
+        .unwrap();
+    // A member of acme rebound by a superuser: acme's admins are told.
+    f.write(|txn| accounts::unbind(txn, &root(), "admin@example.com", T0))
+        .unwrap();
+    assert_eq!(
+        org_feed_after(&f, "acme", 0),
+        [
+            "member.added acme admin@example.com admin invited",
+            "binding.changed - admin@example.com uid 1001",
+            "member.activated acme admin@example.com admin active uid 1001",
+            "binding.changed - admin@example.com",
+        ]
+    );
+    assert_eq!(
+        org_feed_after(&f, "beta", 0),
+        [
+            "member.added beta boss@example.com admin invited",
+            "binding.changed - boss@example.com uid 2001",
+            "member.activated beta boss@example.com admin active uid 2001",
+            "member.added beta x@example.com viewer invited",
+        ]
+    );
+    // Resuming reads from the sequence number on, whatever others wrote in between.
+    let snapshot = f.store.read().unwrap();
+    let acme_seqs: Vec<u64> = snapshot
+        .org_events_after("acme", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(acme_seqs, [1, 2, 3, 8]);
+    let after_3: Vec<u64> = snapshot
+        .org_events_after("acme", 3, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(after_3, [8]);
+    assert!(snapshot
+        .org_events_after("gamma", 0, 10)
+        .unwrap()
+        .is_empty());
+    assert!(snapshot
+        .org_events_after("acme", u64::MAX, 10)
+        .unwrap()
+        .is_empty());
+}
+
+/// An organization's feed is read through its index: with a thousand events of another
+/// organization stored before its own, a batch of it costs its own rows, and a feed that
+/// has caught up skips the rest at once.
+#[test]
+fn an_organizations_feed_never_reads_the_others_rows() {
+    let mut f = Fixture::new();
+    let beta = f.create_org("beta", "boss@example.com");
+    f.activate(user(2001), &beta, T0).unwrap();
+    f.write(|txn| {
+        for i in 0..1000 {
+            let params = UserInviteParams {
+                org: Some("beta".into()),
+                email: format!("m{i}@example.com"),
+                role: Role::Viewer,
+                expires_in: None,
+                resend: false,
+                unix_user: None,
+            };
+            let token = Token::from_text(&format!("{:0>43}", 5000 + i));
+            invitations::invite(txn, &root(), &params, None, &token, &policy(), T0)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let acme = f.create_org("acme", "admin@example.com");
+    f.activate(user(1001), &acme, T0).unwrap();
+    let snapshot = f.store.read().unwrap();
+    let head = snapshot.last_event_seq().unwrap();
+    assert_eq!(head, 1006);
+    let feed = crate::events::Feed {
+        org: Some("acme".into()),
+        after: 0,
+        head,
+        access: crate::events::Access::Admin { org: "acme".into() },
+        replaying: None,
+    };
+    let batch = feed.next_batch(&snapshot).unwrap();
+    let seqs: Vec<u64> = batch.events.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [1004, 1005, 1006]);
+    assert!(batch.caught_up);
+    assert_eq!(batch.seen, head);
+}
+
+#[test]
+fn spent_tokens_are_forgotten_a_month_after_they_expire_and_pending_ones_never() {
+    let mut f = Fixture::new();
+    let url = f.create_org("acme", "admin@example.com");
+    f.activate(user(1001), &url, T0).unwrap();
+    let pending = f
+        .invite_as(user(1001), "acme", "p@example.com", Role::Viewer, false, T0)
+        .unwrap();
+    let first = f
+        .invite_as(user(1001), "acme", "r@example.com", Role::Viewer, false, T0)
+        .unwrap();
+    // --resend revokes the first URL.
+    f.invite_as(user(1001), "acme", "r@example.com", Role::Viewer, true, T0)
+        .unwrap();
+    let key = |url: &str| crate::token::key_of(compartmentctl::wire::token_from_url_or_token(url));
+    let expires = T0 + 7 * DAY;
+    let forget_at = expires + crate::store::SPENT_TOKEN_MEMORY;
+    let snapshot = f.store.read().unwrap();
+    assert_eq!(snapshot.next_spent_token_due().unwrap(), Some(forget_at));
+    assert!(snapshot
+        .spent_tokens_due(forget_at - 1, 10)
+        .unwrap()
+        .is_empty());
+    let mut due = snapshot.spent_tokens_due(forget_at, 10).unwrap();
+    let mut spent = vec![key(&url), key(first.activation_url.as_deref().unwrap())];
+    due.sort_by_key(|h| h.0);
+    spent.sort_by_key(|h| h.0);
+    assert_eq!(due, spent);
+    drop(snapshot);
+    // Until then, each is still answered for what it is.
+    assert_eq!(
+        kind(f.activate(user(1002), &url, expires - 1)),
+        ErrorKind::TokenUsed
+    );
+    let forgotten = f
+        .write(|txn| invitations::forget_spent_tokens(txn, forget_at, 10))
+        .unwrap();
+    assert_eq!(forgotten, 2);
+    let snapshot = f.store.read().unwrap();
+    assert_eq!(snapshot.token(&key(&url)).unwrap(), None);
+    assert!(snapshot.spent_tokens_due(u64::MAX, 10).unwrap().is_empty());
+    // The pending invitation's token stays, whatever the time.
+    let pending_key = key(pending.activation_url.as_deref().unwrap());
+    assert_eq!(
+        snapshot.token(&pending_key).unwrap().unwrap().state,
+        TokenState::Pending
+    );
+    drop(snapshot);
+    // Once expired by the sweeper, it too is forgotten a month later.
+    f.write(|txn| invitations::expire_due(txn, expires))
+        .unwrap();
+    let snapshot = f.store.read().unwrap();
+    assert_eq!(snapshot.next_spent_token_due().unwrap(), Some(forget_at));
+    drop(snapshot);
+    f.write(|txn| invitations::forget_spent_tokens(txn, forget_at, 10))
+        .unwrap();
+    assert_eq!(f.store.read().unwrap().token(&pending_key).unwrap(), None);
+    f.assert_indexes_agree();
 }

@@ -14,6 +14,7 @@ mod records;
 mod schema;
 
 use std::cell::{Cell, RefCell, RefMut};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +76,19 @@ const CURRENT_ORG: TableDefinition<u32, &str> = TableDefinition::new("current_or
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// The change feed: sequence number → what changed (`events.subscribe`).
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// The feed by organization: (org, sequence number) of each event an organization's feed
+/// carries, so that it reads its own rows and no one else's (schema 6).
+const ORG_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("org_events");
+/// Spent tokens (used, revoked, expired) by the time they may be forgotten: (expiry plus
+/// [`SPENT_TOKEN_MEMORY`], key), so that the sweeper prunes what no longer matters at the
+/// cost of what it prunes (schema 6).
+const SPENT_TOKENS: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("spent_tokens");
+
+/// How long past its expiry a spent token is kept, so that presenting it is still answered
+/// "used", "revoked" or "expired" rather than "unknown". After that it can no longer
+/// matter: it is forgotten, and the tokens table stays the size of what recent invitations
+/// left.
+pub const SPENT_TOKEN_MEMORY: Millis = 30 * 24 * 60 * 60 * 1000;
 
 /// What went wrong below the rules.
 #[derive(Debug)]
@@ -203,6 +217,16 @@ pub struct Store {
     events: tokio::sync::watch::Sender<u64>,
     /// The snapshot reads share between writes.
     snapshots: Mutex<Snapshots>,
+    /// The heads of the organizations' feeds that have subscribers ([`Store::org_event_head`]).
+    org_heads: Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
+}
+
+/// What a commit tells the feeds: its last event's sequence number, if it appended any, and
+/// the organizations whose feeds it appended to.
+#[derive(Debug, Default)]
+pub(crate) struct Announcement {
+    last: Option<u64>,
+    orgs: Vec<String>,
 }
 
 /// The snapshot of the last commit, once a read has begun one; how many commits (and
@@ -241,6 +265,7 @@ impl Store {
             options: *options,
             reopens: true,
             snapshots: Mutex::default(),
+            org_heads: Mutex::default(),
         })
     }
 
@@ -259,6 +284,7 @@ impl Store {
             options: StoreOptions::default(),
             reopens: false,
             snapshots: Mutex::default(),
+            org_heads: Mutex::default(),
         })
     }
 
@@ -272,18 +298,46 @@ impl Store {
         self.events.subscribe()
     }
 
+    /// The last event of `org`'s feed, changed as each commit that appends to it lands: an
+    /// organization's feed waits on it, so that other organizations' changes do not wake it.
+    /// (Its value starts at 0 and says only that something changed since it was last seen.)
+    pub fn org_event_head(&self, org: &str) -> tokio::sync::watch::Receiver<u64> {
+        let mut heads = self
+            .org_heads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        heads.retain(|_, head| head.receiver_count() > 0);
+        heads
+            .entry(org.to_owned())
+            .or_insert_with(|| tokio::sync::watch::Sender::new(0))
+            .subscribe()
+    }
+
     /// Called after every commit ([`Write::commit`]), before its changes are answered:
-    /// reads from then on see them, and a feed learns of the events up to `last_event`.
-    fn committed(&self, last_event: Option<u64>) {
+    /// reads from then on see them, and the feeds learn of the events `announced`.
+    fn committed(&self, announced: Announcement) {
         drop(self.forget_snapshot());
-        if let Some(seq) = last_event {
-            self.events.send_if_modified(|head| {
-                let newer = seq > *head;
-                if newer {
-                    *head = seq;
-                }
-                newer
-            });
+        let Some(seq) = announced.last else {
+            return;
+        };
+        self.events.send_if_modified(|head| {
+            let newer = seq > *head;
+            if newer {
+                *head = seq;
+            }
+            newer
+        });
+        if announced.orgs.is_empty() {
+            return;
+        }
+        let heads = self
+            .org_heads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for org in &announced.orgs {
+            if let Some(head) = heads.get(org) {
+                head.send_replace(seq);
+            }
         }
     }
 
@@ -408,11 +462,11 @@ pub struct Write<'s> {
 
 impl Write<'_> {
     /// Commits with `commit`, then tells the store: reads begun from then on see the change,
-    /// and a feed the events up to `last_event`.
-    pub(crate) fn commit(self, commit: Commit<'_>, last_event: Option<u64>) -> Result<()> {
+    /// and the feeds the events `announced`.
+    pub(crate) fn commit(self, commit: Commit<'_>, announced: Announcement) -> Result<()> {
         let Write { txn, open } = self;
         commit(txn)?;
-        open.0.committed(last_event);
+        open.0.committed(announced);
         Ok(())
     }
 
@@ -529,6 +583,19 @@ pub trait Reader {
     fn audit(&self) -> Result<Vec<AuditRecord>>;
     /// At most `limit` events with sequence numbers above `after`, in order.
     fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>>;
+    /// At most `limit` of the events `org`'s feed carries with sequence numbers above
+    /// `after`, in order: a range read of its own rows, whatever the rest of the feed holds.
+    fn org_events_after(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, EventRecord)>>;
+    /// The keys of at most `limit` spent tokens that may be forgotten at `now`, earliest
+    /// first.
+    fn spent_tokens_due(&self, now: Millis, limit: usize) -> Result<Vec<TokenHash>>;
+    /// When the earliest spent token may be forgotten.
+    fn next_spent_token_due(&self) -> Result<Option<Millis>>;
     /// The last event's sequence number; 0 before the first.
     fn last_event_seq(&self) -> Result<u64>;
 }
@@ -714,6 +781,44 @@ macro_rules! impl_reader {
                 let last = table.last()?;
                 Ok(last.map_or(0, |(key, _)| key.value()))
             }
+
+            fn org_events_after(
+                &self,
+                org: &str,
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<(u64, EventRecord)>> {
+                let index = self.org_events_table()?;
+                let table = self.events_table()?;
+                let mut events = Vec::new();
+                let range = index.range((org, after.saturating_add(1))..=(org, u64::MAX))?;
+                for entry in range.take(limit) {
+                    let (key, _) = entry?;
+                    let seq = key.value().1;
+                    // Every entry names an event of the same commit: the two are written
+                    // together and nothing deletes events.
+                    if let Some(value) = table.get(seq)? {
+                        events.push((seq, decode("events", value.value())?));
+                    }
+                }
+                Ok(events)
+            }
+
+            fn spent_tokens_due(&self, now: Millis, limit: usize) -> Result<Vec<TokenHash>> {
+                let table = self.spent_tokens_table()?;
+                let mut due = Vec::new();
+                for entry in table.range(..=(now, &[u8::MAX; 32]))?.take(limit) {
+                    let (key, _) = entry?;
+                    due.push(TokenHash(*key.value().1));
+                }
+                Ok(due)
+            }
+
+            fn next_spent_token_due(&self) -> Result<Option<Millis>> {
+                let table = self.spent_tokens_table()?;
+                let first = table.first()?;
+                Ok(first.map(|(key, _)| key.value().0))
+            }
         }
     };
 }
@@ -781,6 +886,8 @@ macro_rules! tables {
             /// The next audit record's and event's sequence numbers, once read.
             next_audit: Cell<Option<u64>>,
             next_event: Cell<Option<u64>>,
+            /// The organizations whose feeds this transaction appended to.
+            touched_orgs: RefCell<Vec<String>>,
         }
 
         impl<'t> Tables<'t> {
@@ -790,6 +897,7 @@ macro_rules! tables {
                     $($accessor: RefCell::new(None),)*
                     next_audit: Cell::new(None),
                     next_event: Cell::new(None),
+                    touched_orgs: RefCell::new(Vec::new()),
                 }
             }
 
@@ -833,6 +941,8 @@ tables! {
     audit_table: AUDIT: u64 => &'static [u8],
     admins_table: ORG_ADMINS: (&'static str, &'static str) => (),
     events_table: EVENTS: u64 => &'static [u8],
+    org_events_table: ORG_EVENTS: (&'static str, u64) => (),
+    spent_tokens_table: SPENT_TOKENS: (u64, &'static [u8; 32]) => (),
 }
 
 /// The write transaction as a change sees it: every write goes through [`Changes`], which
@@ -885,7 +995,10 @@ pub trait Changes: Reader {
     ) -> Result<()>;
     /// Deletes a membership and its index entries; `old` is the record being deleted.
     fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()>;
+    /// Writes a token, keeping `spent_tokens` in step with its state.
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()>;
+    /// Forgets a token and its index entry.
+    fn delete_token(&self, hash: &TokenHash) -> Result<()>;
     fn set_current_org(&self, uid: u32, org: &str) -> Result<()>;
     fn clear_current_org(&self, uid: u32) -> Result<()>;
     fn append_audit(&self, record: &AuditRecord) -> Result<()>;
@@ -897,6 +1010,12 @@ fn pending_key(record: &MembershipRecord) -> Option<Millis> {
         (compartmentctl::wire::MemberStatus::Invited, Some(expires_at)) => Some(expires_at),
         _ => None,
     }
+}
+
+/// The `spent_tokens` key of a token, if it has one: when a spent token may be forgotten.
+pub(crate) fn spent_key(token: &TokenRecord) -> Option<Millis> {
+    (token.state != TokenState::Pending)
+        .then(|| token.expires_at.saturating_add(SPENT_TOKEN_MEMORY))
 }
 
 /// The event a membership's change makes, if the feed tells of it: a new membership, an
@@ -1014,6 +1133,10 @@ impl Changes for Tracked<'_, '_> {
         self.mark().put_token(hash, token)
     }
 
+    fn delete_token(&self, hash: &TokenHash) -> Result<()> {
+        self.mark().delete_token(hash)
+    }
+
     fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
         self.mark().set_current_org(uid, org)
     }
@@ -1098,8 +1221,28 @@ impl Changes for Tables<'_> {
     }
 
     fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
+        let old = self.token(hash)?;
         self.tokens_table()?
             .insert(&hash.0, encode("tokens", token)?.as_slice())?;
+        let (old_key, new_key) = (old.as_ref().and_then(spent_key), spent_key(token));
+        if old_key != new_key {
+            let mut spent = self.spent_tokens_table()?;
+            if let Some(at) = old_key {
+                spent.remove((at, &hash.0))?;
+            }
+            if let Some(at) = new_key {
+                spent.insert((at, &hash.0), ())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_token(&self, hash: &TokenHash) -> Result<()> {
+        let old = self.token(hash)?;
+        self.tokens_table()?.remove(&hash.0)?;
+        if let Some(at) = old.as_ref().and_then(spent_key) {
+            self.spent_tokens_table()?.remove((at, &hash.0))?;
+        }
         Ok(())
     }
 
@@ -1147,13 +1290,36 @@ impl Tables<'_> {
         })?;
         self.events_table()?
             .insert(seq, encode("events", event)?.as_slice())?;
+        self.index_event(seq, event)?;
         Ok(seq)
     }
 
-    /// The sequence number of the last event this transaction appended, if it appended
-    /// any: what the writer announces once the transaction is committed.
-    pub(crate) fn last_event(&self) -> Option<u64> {
-        self.next_event.get().map(|next| next - 1)
+    /// Files the event `seq` under each organization whose feed carries it: a membership's
+    /// under its organization; a binding's under every organization the account is a member
+    /// of, so that their admins learn that a member now acts through another uid.
+    pub(crate) fn index_event(&self, seq: u64, event: &EventRecord) -> Result<()> {
+        let orgs = match &event.org {
+            Some(org) => vec![org.clone()],
+            None => self.orgs_of(&event.email)?,
+        };
+        let mut index = self.org_events_table()?;
+        let mut touched = self.touched_orgs.borrow_mut();
+        for org in orgs {
+            index.insert((org.as_str(), seq), ())?;
+            if !touched.contains(&org) {
+                touched.push(org);
+            }
+        }
+        Ok(())
+    }
+
+    /// What the writer announces once the transaction is committed: the sequence number of
+    /// the last event it appended, if any, and the organizations whose feeds it appended to.
+    pub(crate) fn last_event(&self) -> Announcement {
+        Announcement {
+            last: self.next_event.get().map(|next| next - 1),
+            orgs: self.touched_orgs.take(),
+        }
     }
 }
 
@@ -1170,6 +1336,8 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(AUDIT)?;
     txn.open_table(ORG_ADMINS)?;
     txn.open_table(EVENTS)?;
+    txn.open_table(ORG_EVENTS)?;
+    txn.open_table(SPENT_TOKENS)?;
     Ok(())
 }
 
@@ -1248,7 +1416,8 @@ mod tests {
         let write = |change: &dyn Fn(&Tables<'_>) -> Result<()>| {
             let txn = store.begin_write().unwrap();
             change(&Tables::new(&txn)).unwrap();
-            txn.commit(&crate::writer::commit, None).unwrap();
+            txn.commit(&crate::writer::commit, Announcement::default())
+                .unwrap();
         };
         let admins = |org| {
             store
@@ -1307,7 +1476,8 @@ mod tests {
             .unwrap()
             .insert(("acme", "a@x"), json.as_slice())
             .unwrap();
-        txn.commit(&crate::writer::commit, None).unwrap();
+        txn.commit(&crate::writer::commit, Announcement::default())
+            .unwrap();
         let raw = || {
             let txn = store.read().unwrap();
             let table = txn.memberships_table().unwrap();
@@ -1337,7 +1507,8 @@ mod tests {
         Tables::new(&txn)
             .put_membership("acme", "a@x", &admin, Some(&old))
             .unwrap();
-        txn.commit(&crate::writer::commit, None).unwrap();
+        txn.commit(&crate::writer::commit, Announcement::default())
+            .unwrap();
         assert_eq!(raw()[0], BINARY_RECORD);
         assert_eq!(
             store.read().unwrap().membership("acme", "a@x").unwrap(),

@@ -643,7 +643,11 @@ fn a_commit_without_a_sync_does_not_survive_a_power_cut() {
                 created_by_uid: 0,
             };
             Tables::new(&txn).put_org(name, &org).unwrap();
-            txn.commit(&crate::writer::commit, None).unwrap();
+            txn.commit(
+                &crate::writer::commit,
+                crate::store::Announcement::default(),
+            )
+            .unwrap();
         }
         assert!(store.read().unwrap().org("unsynced").unwrap().is_some());
         let (_, image) = disk.cut_now();

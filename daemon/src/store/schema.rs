@@ -5,17 +5,20 @@ use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
-use redb::{Builder, Database, ReadOnlyDatabase, ReadableDatabase, TableError, WriteTransaction};
+use redb::{
+    Builder, Database, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableError,
+    WriteTransaction,
+};
 
 use compartmentctl::wire::{AccountStatus, MemberStatus};
 
 use super::{
-    create_tables, BindingRecord, Changes, Provenance, Reader, StoreError, StoreOptions, Tables,
-    META,
+    create_tables, decode, spent_key, BindingRecord, Changes, Provenance, Reader, StoreError,
+    StoreOptions, Tables, TokenRecord, META,
 };
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
-pub const CURRENT_SCHEMA_VERSION: u64 = 5;
+pub const CURRENT_SCHEMA_VERSION: u64 = 6;
 const VERSION_KEY: &str = "schema_version";
 
 /// A step from version `n` to `n + 1`, at index `n - 1`.
@@ -26,7 +29,45 @@ const MIGRATIONS: &[Migration] = &[
     token_keys_and_admins_index,
     binary_records,
     change_feed,
+    feed_by_org_and_spent_tokens,
 ];
+
+/// Version 5 → 6: two indexes. `org_events` files each event under the organization whose
+/// feed carries it, so that an organization's feed reads its own rows rather than the whole
+/// host's history; `spent_tokens` orders spent tokens by when they may be forgotten, so
+/// that the sweeper prunes them. Both are filled from what is stored, once (a binding's
+/// events from before the upgrade stay in the feed of every organization only). The version
+/// changes so that an older daemon, which would leave the indexes behind, refuses the file.
+fn feed_by_org_and_spent_tokens(txn: &WriteTransaction) -> Result<(), StoreError> {
+    create_tables(txn)?;
+    let tables = Tables::new(txn);
+    let mut after = 0;
+    loop {
+        let batch = tables.events_after(after, 4096)?;
+        let Some(&(last, _)) = batch.last() else {
+            break;
+        };
+        for (seq, event) in &batch {
+            if event.org.is_some() {
+                tables.index_event(*seq, event)?;
+            }
+        }
+        after = last;
+    }
+    let mut spent = Vec::new();
+    for entry in tables.tokens_table()?.iter()? {
+        let (key, value) = entry?;
+        let token: TokenRecord = decode("tokens", value.value())?;
+        if let Some(at) = spent_key(&token) {
+            spent.push((at, *key.value()));
+        }
+    }
+    let mut index = tables.spent_tokens_table()?;
+    for (at, hash) in &spent {
+        index.insert((*at, hash), ())?;
+    }
+    Ok(())
+}
 
 /// Version 4 → 5: the change feed (`events`), which every change to a membership or a
 /// binding appends to from now on; it starts empty. The version changes so that an older
