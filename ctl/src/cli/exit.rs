@@ -8,6 +8,8 @@ use compartmentctl::ClientError;
 
 use compartmentctl::args::OutputFormat;
 
+use super::escape::escaped;
+
 /// The exit codes of DESIGN §7; scripts branch on them, so they never change meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -155,7 +157,9 @@ impl Failure {
     }
 
     /// What stderr shows: `<prog>: <message>` and an optional `hint: …` line, or with
-    /// `--output json` the error object on one line, for scripts to parse.
+    /// `--output json` the error object on one line, for scripts to parse. The message and
+    /// the hint are escaped: the daemon's echo an organization or a user name, and ours a
+    /// socket path or what was typed.
     pub fn report(&self, prog: &str, format: OutputFormat) -> String {
         let error = self.error_object();
         if format.is_json() {
@@ -164,9 +168,9 @@ impl Failure {
                 return line;
             }
         }
-        let mut text = format!("{prog}: {}\n", error.message);
+        let mut text = format!("{prog}: {}\n", escaped(&error.message));
         if let Some(hint) = error.hint() {
-            text.push_str(&format!("hint: {hint}\n"));
+            text.push_str(&format!("hint: {}\n", escaped(hint)));
         }
         text
     }
@@ -256,6 +260,26 @@ mod tests {
         assert_eq!(
             no_hint.report("compartmentctl", OutputFormat::Text),
             "compartmentctl: gone\n"
+        );
+    }
+
+    #[test]
+    fn a_message_and_hint_are_escaped_in_text_and_kept_in_json() {
+        let err = RpcError::new(
+            ErrorKind::NotFound,
+            "organization \u{1b}]0;owned\u{7}\u{202e}emca not found",
+        )
+        .with_hint("held by Unix user \u{1b}[2J\u{85}bob");
+        let failure = Failure::Client(ClientError::Rpc(err));
+        assert_eq!(
+            failure.report("compartment", OutputFormat::Text),
+            "compartment: organization \\u{1b}]0;owned\\u{7}\\u{202e}emca not found\n\
+             hint: held by Unix user \\u{1b}[2J\\u{85}bob\n"
+        );
+        assert_eq!(
+            failure.report("compartment", OutputFormat::Json),
+            "{\"code\":-32005,\"message\":\"organization \\u001b]0;owned\\u0007\u{202e}emca not found\",\
+             \"data\":{\"kind\":\"not_found\",\"hint\":\"held by Unix user \\u001b[2J\u{85}bob\"}}\n"
         );
     }
 

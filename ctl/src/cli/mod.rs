@@ -8,9 +8,11 @@
 //! - [`list`]: `user list`, which follows the cursor and prints pages as they arrive.
 //! - [`output`]: the sentences, tables and JSON a successful call prints.
 //! - [`exit`]: exit codes and the error report on stderr.
+//! - [`escape`]: what the daemon sends and the command line gives, made safe to print.
 //! - [`secret`]: reading the activation URL from a no-echo prompt or stdin.
 //! - [`watch`]: `events watch`, which prints the change feed as it comes.
 
+mod escape;
 mod exit;
 mod list;
 mod output;
@@ -48,9 +50,14 @@ pub fn run() -> ExitCode {
             exit::write_stderr(&failure.report(&prog, OutputFormat::Json));
             return failure.exit().into();
         }
+        Err(err) if err.use_stderr() => {
+            // A usage error quotes what was typed, which may hold escape sequences.
+            exit::write_stderr(&escape::escaped_lines(&err.render().to_string()));
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(Exit::Usage as u8));
+        }
         Err(err) => {
-            // Help and version come through here too, on stdout with code 0; a closed
-            // stdout leaves nothing more to do, so a failed print changes nothing.
+            // Help and version come through here, on stdout with code 0; a closed stdout
+            // leaves nothing more to do, so a failed print changes nothing.
             let _ = err.print();
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(Exit::Usage as u8));
         }
@@ -66,11 +73,12 @@ pub fn run() -> ExitCode {
 }
 
 /// The basename of argv[0], so errors name the command the user typed (`compartment` when
-/// run through the package's link).
+/// run through the package's link), escaped for printing: whoever runs a command chooses
+/// its argv[0].
 fn program_name(argv0: Option<&OsString>) -> String {
     argv0
         .and_then(|arg| Path::new(arg).file_name())
-        .map(|name| name.to_string_lossy().into_owned())
+        .map(|name| escape::escaped(&name.to_string_lossy()).into_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "compartmentctl".to_owned())
 }
