@@ -35,7 +35,8 @@ fn ctl(program: &Path) -> Command {
     let mut command = Command::new(program);
     command
         .env_remove("COMPARTMENT_SOCKET")
-        .env_remove("COMPARTMENT_ORG");
+        .env_remove("COMPARTMENT_ORG")
+        .env_remove("COMPARTMENT_TRUST_SERVER_USER");
     command
 }
 
@@ -1174,4 +1175,58 @@ fn what_was_typed_is_echoed_escaped_in_a_usage_error() {
         "{stderr}"
     );
     assert_inert(&out);
+}
+
+/// True when a connection waits on the fake daemon's socket: the CLI connected.
+fn connected(daemon: &FakeDaemon) -> bool {
+    daemon.listener.set_nonblocking(true).unwrap();
+    match daemon.listener.accept() {
+        Ok(_) => true,
+        Err(err) if err.kind() == ErrorKind::WouldBlock => false,
+        Err(err) => panic!("accept: {err}"),
+    }
+}
+
+#[test]
+fn an_unknown_user_to_trust_is_a_usage_error_before_anything_is_sent() {
+    let daemon = FakeDaemon::bind();
+    for args in [
+        &["--trust-server-user", "cpt-no-such-user", "whoami"][..],
+        &["whoami"][..],
+    ] {
+        let out = ctl(Path::new(BIN))
+            .env("COMPARTMENT_TRUST_SERVER_USER", "cpt-no-such-user")
+            .args(["--socket", daemon.socket()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&out.stderr),
+            "compartmentctl: --trust-server-user names \"cpt-no-such-user\", and there is no Unix user by that name\n\
+             hint: name the Unix user your daemon runs as, or leave --trust-server-user and \
+             COMPARTMENT_TRUST_SERVER_USER unset to talk only to root's daemon or your own\n",
+            "{args:?}"
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!connected(&daemon), "{args:?}: the CLI connected");
+    }
+}
+
+#[test]
+fn a_server_of_your_own_is_trusted_whoever_else_is_named() {
+    let daemon = FakeDaemon::bind();
+    for trusted in [None, Some("root")] {
+        let mut command = ctl(Path::new(BIN));
+        command.args(["--socket", daemon.socket(), "ping"]);
+        if let Some(name) = trusted {
+            command.args(["--trust-server-user", name]);
+        }
+        let (request, out) = daemon.serve(
+            r#"{"jsonrpc":"2.0","id":1,"result":{"version":"9.9.9"}}"#,
+            &mut command,
+        );
+        assert_eq!(request["method"], "ping");
+        assert_eq!(text(&out.stdout), "compartmentd 9.9.9 is running.\n");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
 }

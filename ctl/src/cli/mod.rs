@@ -26,6 +26,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use compartmentctl::paths::default_client_socket;
+use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
     AccountBindParams, AccountParams, ActivateParams, AuthzCheckParams, Check,
     EventsSubscribeParams, OrgCreateParams, OrgUseParams, Request, RoleGrantParams, RoleShowParams,
@@ -34,8 +35,8 @@ use compartmentctl::wire::{
 use compartmentctl::{Client, ClientError};
 
 use compartmentctl::args::{
-    AccountCommand, AuthCommand, Cli, Command, EventsCommand, OrgCommand, OutputFormat,
-    RoleCommand, UserCommand,
+    AccountCommand, AuthCommand, Cli, Command, EventsCommand, GlobalOptions, OrgCommand,
+    OutputFormat, RoleCommand, UserCommand,
 };
 use exit::{Exit, Failure};
 
@@ -83,6 +84,26 @@ fn program_name(argv0: Option<&OsString>) -> String {
         .unwrap_or_else(|| "compartmentctl".to_owned())
 }
 
+/// Whose daemon to talk to: root's and the caller's own, and the user `--trust-server-user`
+/// names, looked up now so that a name NSS does not know is a usage error before anything
+/// else happens.
+fn trust_of(global: &GlobalOptions) -> Result<Trust, Failure> {
+    let own = Trust::own();
+    match global.trust_server_user.as_deref() {
+        None | Some("") => Ok(own),
+        Some(name) => match UnixUser::by_name(name) {
+            Ok(user) => Ok(own.and_user(user)),
+            Err(err) => Err(Failure::usage(
+                err.to_string(),
+                format!(
+                    "name the Unix user your daemon runs as, or leave {TRUST_FLAG} and \
+                     {TRUST_VAR} unset to talk only to root's daemon or your own"
+                ),
+            )),
+        },
+    }
+}
+
 /// Whether a command line that clap refused still asked for `--output json`, so that its
 /// usage error is reported as JSON too. Looks no further than a `--` that ends the options.
 fn asks_for_json(argv: &[OsString]) -> bool {
@@ -119,6 +140,10 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
     if let Command::Activate { token: Some(_) } = &command {
         exit::write_stderr(&argv_secret_warning(prog));
     }
+    let trust = match &command {
+        Command::Completions { .. } => Trust::own(),
+        _ => trust_of(&global)?,
+    };
     let window = match &command {
         Command::User(UserCommand::List { page, per_page, .. }) => {
             Some(list::Window::of(*page, *per_page))
@@ -132,7 +157,7 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         Some(socket) => socket,
         None => default_client_socket().map_err(|err| ClientError::Refused(err.to_string()))?,
     };
-    let mut client = Client::connect(&socket)?;
+    let mut client = Client::connect_trusting(&socket, &trust)?;
     if let Request::EventsSubscribe(params) = request {
         watch::quietly(watch::events(client, params, global.output))?;
         return Ok(Exit::Ok);
