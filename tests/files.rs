@@ -1,13 +1,14 @@
 //! The files and sockets each end trusts: the daemon's state directory and database are
 //! private whatever the umask, and a directory others can write, another user's
 //! directory or a symlinked database is refused with nothing written; the CLI talks only
-//! to a server run by root or by the owner of a closed socket directory, and sends a
-//! planted one nothing; and no default path is ever relative.
+//! to a server run by root, by the caller's own uid or by the user it is told to trust, in
+//! a directory others cannot write, and sends any other nothing; and no default path is
+//! ever relative.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use compartment_e2e::{
     binary_for_other_users, poll, root_test, say_loudly, uid_without_user, Daemon, Out, RawConn,
+    TestUser,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -216,15 +218,24 @@ fn a_database_others_can_read_is_made_private_with_a_log_line() {
 // ---------------------------------------------------------------------------------------
 // The CLI and whom it talks to
 
-/// A socket server run by `uid` at `path`: it answers one line with a ping result and
-/// reports on stdout how many bytes each connection sent before closing.
+/// A socket server run by a uid at a path: it answers one line with one canned line (a
+/// ping result unless told otherwise) and reports on stdout how many bytes each connection
+/// sent before closing.
 struct Planted {
     child: Child,
     stdout: BufReader<ChildStdout>,
 }
 
+const PING_ANSWER: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"version":"0.0.0-planted"}}"#;
+
 impl Planted {
+    /// Run by `uid` (and the gid of the same number), answering a ping result.
     fn start(uid: u32, path: &Path) -> Planted {
+        Planted::serve(uid, uid, path, PING_ANSWER)
+    }
+
+    /// Run by `uid` and `gid`, answering `answer`.
+    fn serve(uid: u32, gid: u32, path: &Path, answer: &str) -> Planted {
         assert!(
             Path::new(PYTHON).exists(),
             "these tests serve planted sockets as other uids with {PYTHON}; install python3"
@@ -249,7 +260,7 @@ while True:
     except OSError:
         pass
     if data:
-        c.sendall(b'{"jsonrpc":"2.0","id":1,"result":{"version":"0.0.0-planted"}}\n')
+        c.sendall(sys.argv[2].encode() + b"\n")
     print("received", len(data), flush=True)
     c.close()
 "#;
@@ -257,10 +268,11 @@ while True:
             .arg("-c")
             .arg(script)
             .arg(path)
+            .arg(answer)
             .env_clear()
             .current_dir("/")
             .uid(uid)
-            .gid(uid)
+            .gid(gid)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -314,6 +326,25 @@ fn ctl_as(uid: u32, socket: &Path, args: &[&str]) -> Out {
     }
 }
 
+/// What `command` did with `input` on its stdin.
+fn out_of(mut command: Command, input: &str) -> Out {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A CLI that refuses at once may not read it: a broken pipe is no matter.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    let out = exit_within(child, Duration::from_secs(30)).expect("the CLI ran for 30 s");
+    Out {
+        cmd: format!("{command:?}"),
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 /// A directory owned by `uid` with `bits`, inside `parent`.
 fn dir_of(parent: &Path, name: &str, uid: u32, bits: u32) -> PathBuf {
     let dir = parent.join(name);
@@ -331,27 +362,33 @@ root_test!(
         let shared = dir_of(tmp.path(), "shared", 0, 0o1777);
         let socket = shared.join("compartmentd.sock");
         let mut planted = Planted::start(61401, &socket);
-        let refusal = format!(
-            "refusing to talk to {}: its server runs as uid 61401, neither root nor the directory's owner",
-            socket.display()
+        let refusal = |own: u32| {
+            format!(
+                "refusing to talk to {}: its server runs as uid 61401, not root and not your own uid {own}",
+                socket.display()
+            )
+        };
+        ctl_as(61402, &socket, &["whoami"]).assert_err_hint(
+            3,
+            &refusal(61402),
+            "a server whose uid has no user name cannot be trusted; point --socket at your daemon's socket",
         );
-        ctl_as(61402, &socket, &["whoami"]).assert_err(3, &refusal);
         assert_eq!(planted.received(), 0, "the CLI sent something first");
-        // Root is refused as well: it trusts nobody but root and the directory's owner.
-        ctl_as(0, &socket, &["whoami"]).assert_err(3, &refusal);
+        // Root is refused as well: it trusts nobody but root unless told.
+        ctl_as(0, &socket, &["whoami"]).assert_err(3, &refusal(0));
         assert_eq!(planted.received(), 0);
         // Scripts get the refusal as an error object.
         let out = ctl_as(61402, &socket, &["--output", "json", "whoami"]);
         assert_eq!(out.code, 3, "{out:#?}");
         let error: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
-        assert_eq!(error["message"], refusal.as_str());
+        assert_eq!(error["message"], refusal(61402).as_str());
         assert_eq!(error["data"]["kind"], "unreachable");
         assert_eq!(planted.received(), 0);
     }
 );
 
 root_test!(
-    the_cli_refuses_a_server_whose_directory_others_can_write,
+    the_cli_refuses_its_own_server_in_a_directory_others_can_write,
     || {
         let tmp = open_tempdir();
         let dir = dir_of(tmp.path(), "group-writable", 61411, 0o775);
@@ -362,25 +399,99 @@ root_test!(
             socket.display(),
             dir.display()
         );
-        ctl_as(61412, &socket, &["whoami"]).assert_err(3, &refusal);
+        // The server is the caller's own, but anyone in the group could have put it there.
+        ctl_as(61411, &socket, &["whoami"]).assert_err(3, &refusal);
         assert_eq!(planted.received(), 0);
     }
 );
 
 root_test!(
-    the_cli_talks_to_the_owner_of_a_closed_directory_and_to_root,
+    the_cli_talks_to_its_own_uids_server_and_to_roots_only,
     || {
         let tmp = open_tempdir();
-        // A user's own daemon in their own directory: whom the path names.
+        // A user's own daemon in their own directory: trusted by that user.
         let dir = dir_of(tmp.path(), "own", 61421, 0o755);
         let socket = dir.join("compartmentd.sock");
         let mut planted = Planted::start(61421, &socket);
-        let out = ctl_as(61422, &socket, &["ping"]);
-        out.assert_success();
+        ctl_as(61421, &socket, &["ping"]).assert_ok("compartmentd 0.0.0-planted is running.\n");
         assert!(planted.received() > 0);
+        // By nobody else, however closed the directory its owner keeps it in.
+        ctl_as(61422, &socket, &["ping"]).assert_err(
+            3,
+            &format!(
+                "refusing to talk to {}: its server runs as uid 61421, not root and not your own uid 61422",
+                socket.display()
+            ),
+        );
+        assert_eq!(planted.received(), 0);
         // Root's daemon, here in a root-owned directory, is trusted by everyone.
         let daemon = Daemon::start_default();
         ctl_as(61422, &daemon.socket(), &["ping"]).assert_success();
+    }
+);
+
+/// What a fake server answers `account.activate` with.
+const ACTIVATED: &str =
+    r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","email":"new@example.com","role":"viewer"}}"#;
+
+root_test!(
+    activate_sends_no_url_to_another_users_server_in_their_own_directory,
+    || {
+        let mallory = TestUser::get("cpt-f-mallory");
+        let victim = TestUser::get("cpt-f-victim");
+        let tmp = open_tempdir();
+        // mallory's own closed directory, as any user can make one and hand out a path into it.
+        let dir = dir_of(tmp.path(), "mallory", mallory.uid, 0o755);
+        let socket = dir.join("compartmentd.sock");
+        let mut planted = Planted::serve(mallory.uid, mallory.gid, &socket, ACTIVATED);
+        let url = "https://your-compartment-host/activate?token=c2VjcmV0";
+        let activate = |extra: &[&str], env: Option<&str>| {
+            let mut command = compartment_e2e::ctl_command(&socket, victim.uid, extra);
+            command.arg("activate");
+            if let Some(name) = env {
+                command.env("COMPARTMENT_TRUST_SERVER_USER", name);
+            }
+            out_of(command, &format!("{url}\n"))
+        };
+        let out = activate(&[], None);
+        out.assert_err_hint(
+            3,
+            &format!(
+                "refusing to talk to {}: its server runs as uid {} ({}), not root and not your own uid {}",
+                socket.display(),
+                mallory.uid,
+                mallory.name,
+                victim.uid
+            ),
+            &format!(
+                "if that is your Compartment daemon (one run as its own user, say), trust it with \
+                 --trust-server-user {0} or COMPARTMENT_TRUST_SERVER_USER={0}; otherwise point \
+                 --socket at your daemon's socket",
+                mallory.name
+            ),
+        );
+        assert_eq!(planted.received(), 0, "the URL reached mallory's server");
+        // Told to trust mallory, by option or by variable, the CLI talks to it.
+        for (extra, env) in [
+            (&["--trust-server-user", mallory.name.as_str()][..], None),
+            (&[][..], Some(mallory.name.as_str())),
+        ] {
+            activate(extra, env)
+                .assert_ok("Activated new@example.com: you are now viewer in acme.\n");
+            assert!(planted.received() > url.len(), "{extra:?} {env:?}");
+        }
+        // Trusting another user does not make mallory's server trusted.
+        activate(&["--trust-server-user", "root"], None).assert_err(
+            3,
+            &format!(
+                "refusing to talk to {}: its server runs as uid {} ({}), not root and not your own uid {}, nor root (uid 0) whom --trust-server-user names",
+                socket.display(),
+                mallory.uid,
+                mallory.name,
+                victim.uid
+            ),
+        );
+        assert_eq!(planted.received(), 0);
     }
 );
 

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use compartment_e2e::{binary, ctl_command, root_test, say_loudly};
+use compartment_e2e::{
+    binary, binary_for_other_users, ctl_command, root_test, say_loudly, TestUser,
+};
+use compartmentctl::peer::{Trust, UnixUser};
 use compartmentctl::wire::{Pong, Request};
 use compartmentctl::Client;
 use nix::sys::signal::{kill, Signal};
@@ -43,9 +46,14 @@ fn temp_dir() -> tempfile::TempDir {
 
 /// Pings until the daemon answers, or panics after [`WAIT`].
 fn wait_for_ping(socket: &Path) -> Instant {
+    wait_for_ping_trusting(socket, &Trust::own())
+}
+
+/// [`wait_for_ping`] of a daemon `trust` trusts.
+fn wait_for_ping_trusting(socket: &Path, trust: &Trust) -> Instant {
     let deadline = Instant::now() + WAIT;
     loop {
-        if let Ok(mut client) = Client::connect(socket) {
+        if let Ok(mut client) = Client::connect_trusting(socket, trust) {
             if client.call::<Pong>(&Request::Ping).is_ok() {
                 return Instant::now();
             }
@@ -203,6 +211,115 @@ fn socket_activation_serves_the_inherited_socket_and_binds_nothing() {
     let log = stderr_of(&mut child);
     assert!(log.contains("socket=the socket systemd passed"), "{log}");
 }
+
+root_test!(
+    a_daemon_run_as_its_own_user_behind_the_socket_unit_is_trusted_by_every_cli,
+    || {
+        if !tool_exists("systemd-socket-activate") || !tool_exists("setpriv") {
+            say_loudly("SKIPPED: this test needs systemd-socket-activate and setpriv");
+            return;
+        }
+        // As the package runs it: the socket unit (root) listens, the daemon runs as a user
+        // of its own (DynamicUser=yes there), and callers are other users.
+        let owner = TestUser::get("cpt-s-daemon");
+        let caller = TestUser::get("cpt-s-caller");
+        let dir = temp_dir();
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(owner.uid), Some(owner.gid)).unwrap();
+        let as_owner = |command: &mut Command| {
+            command
+                .arg("setpriv")
+                .arg(format!("--reuid={}", owner.uid))
+                .arg(format!("--regid={}", owner.gid))
+                .arg("--clear-groups")
+                .arg("env")
+                .arg(format!("HOME={}", home.display()))
+                .arg(binary_for_other_users("compartmentd"))
+                .arg("--state-dir")
+                .arg(home.join("state"));
+        };
+        let socket = dir.path().join("activated.sock");
+        let mut activator = Command::new("systemd-socket-activate");
+        activator.arg("-l").arg(&socket);
+        as_owner(&mut activator);
+        let mut child = activator
+            .arg("--socket")
+            .arg(home.join("never-bound.sock"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "systemd-socket-activate never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The socket unit's SocketMode=0666.
+        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        wait_for_ping(&socket);
+        let version = env!("CARGO_PKG_VERSION");
+        let out = ctl_command(&socket, caller.uid, &["ping"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("compartmentd {version} is running.\n"),
+            "{out:?}"
+        );
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        assert!(stop(&mut child).success());
+
+        // The same daemon listening on a socket of its own is trusted only when named.
+        let own_socket = home.join("own.sock");
+        let mut command = Command::new("/usr/bin/env");
+        as_owner(&mut command);
+        let mut own = command
+            .arg("--socket")
+            .arg(&own_socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let owner_user = UnixUser::by_name(&owner.name).unwrap();
+        wait_for_ping_trusting(&own_socket, &Trust::own().and_user(owner_user));
+        let out = ctl_command(&own_socket, caller.uid, &["ping"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).lines().next(),
+            Some(
+                format!(
+                    "compartmentctl: refusing to talk to {}: its server runs as uid {} ({}), not root and not your own uid {}",
+                    own_socket.display(),
+                    owner.uid,
+                    owner.name,
+                    caller.uid
+                )
+                .as_str()
+            ),
+            "{out:?}"
+        );
+        let out = ctl_command(
+            &own_socket,
+            caller.uid,
+            &["--trust-server-user", &owner.name, "ping"],
+        )
+        .output()
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("compartmentd {version} is running.\n"),
+            "{out:?}"
+        );
+        assert!(stop(&mut own).success());
+    }
+);
 
 #[test]
 fn it_tells_systemd_when_it_is_ready_and_when_it_stops() {

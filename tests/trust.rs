@@ -383,3 +383,31 @@ root_test!(only_superusers_manage_accounts, || {
         "{out:#?}"
     );
 });
+
+#[test]
+fn an_org_name_typed_comes_back_escaped_in_text_and_as_it_is_in_json() {
+    let d = Daemon::start_default();
+    // The window title, then a reversal of what follows, in a value from the command line
+    // (or a COMPARTMENT_ORG someone else's script set) that the daemon's error echoes.
+    let hostile = "\u{1b}]0;owned\u{7}\u{202e}acme";
+    let out = d.ctl(ROOT, &["--org", hostile, "user", "list"]);
+    out.assert_err_hint(
+        5,
+        r"organization \u{1b}]0;owned\u{7}\u{202e}acme not found",
+        "compartment org list shows your organizations",
+    );
+    assert!(
+        !out.stderr.contains(['\u{1b}', '\u{7}', '\u{202e}']),
+        "{out:#?}"
+    );
+    let out = d.ctl(
+        ROOT,
+        &["--output", "json", "--org", hostile, "user", "list"],
+    );
+    assert_eq!(out.code, 5, "{out:#?}");
+    let error: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
+    assert_eq!(
+        error["message"],
+        format!("organization {hostile} not found").as_str()
+    );
+}

@@ -26,6 +26,20 @@ account join you, or take over an account your organization bound; the most it c
 bind an address that nobody has activated yet, which a superuser undoes with \
 compartment account unbind.";
 
+/// Whom the CLI talks to and how it prints what it is told: the man page's DAEMON TRUST
+/// section and the README's paragraph on the CLI say exactly this.
+pub const SERVER_TRUST: &str = "\
+compartmentctl talks only to a daemon whose socket was opened by root (as systemd's socket \
+unit does, whatever user the daemon then runs as) or by the user running compartmentctl, \
+unless --trust-server-user NAME (or COMPARTMENT_TRUST_SERVER_USER) names one more Unix user \
+to trust, such as the user a daemon runs as when it listens on its own socket. A daemon \
+run by a user other than root must also keep its socket in a directory that neither its \
+group nor others may write. Any other server is refused, with exit status 3, before anything is sent \
+to it, so a socket another user planted never receives an activation URL. In text output, \
+every control character (C0, DEL, C1), bidi control and other format character in what \
+the daemon sends or the command line gives is shown escaped, as \\u{202e}, so that no \
+user or organization name can act on the terminal; --output json prints it as JSON.";
+
 /// Manage who may do what on a Compartment host: organizations, members, roles and
 /// invitations, through the local compartmentd daemon.
 #[derive(Debug, Parser)]
@@ -64,6 +78,17 @@ pub struct GlobalOptions {
     /// one]
     #[arg(long, global = true, env = "COMPARTMENT_ORG", value_name = "ORG")]
     pub org: Option<String>,
+
+    /// Also talk to a daemon run by this Unix user (one run as a user of its own that
+    /// listens itself); one run by root or by you is always trusted, any other is refused
+    /// before anything is sent
+    #[arg(
+        long,
+        global = true,
+        env = "COMPARTMENT_TRUST_SERVER_USER",
+        value_name = "NAME"
+    )]
+    pub trust_server_user: Option<String>,
 
     /// How to print results: sentences and tables for people, or one JSON object a line
     /// for scripts
@@ -451,6 +476,16 @@ mod tests {
         assert!(
             readme.contains(&words(TRUST_MODEL)),
             "README.md's \"Trust model\" section must say what TRUST_MODEL says"
+        );
+    }
+
+    #[test]
+    fn the_readme_says_whom_the_cli_talks_to_in_the_man_pages_words() {
+        let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let readme = words(include_str!("../../README.md"));
+        assert!(
+            readme.contains(&words(SERVER_TRUST)),
+            "README.md must say what SERVER_TRUST says"
         );
     }
 

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::peer::{Trust, UntrustedServer};
 use crate::wire::{
     methods, AuthzCheckParams, Check, Decision, Event, EventsSubscribeParams, FeedClosed, Method,
     Request, RpcError, Subscribed, EVENT_METHOD, FEED_CLOSED_METHOD, JSONRPC, MAX_RESPONSE_LINE,
@@ -26,8 +27,9 @@ pub enum ClientError {
     Protocol(String),
     /// The daemon refused the request.
     Rpc(RpcError),
-    /// The client would not talk: the server behind the socket is not trusted, or no
-    /// socket path can be made.
+    /// The client would not talk: the server behind the socket is not one it trusts.
+    Untrusted(UntrustedServer),
+    /// The client would not talk: no socket path can be made.
     Refused(String),
 }
 
@@ -44,6 +46,7 @@ impl fmt::Display for ClientError {
             ClientError::Io(err) => write!(f, "connection to compartmentd failed: {err}"),
             ClientError::Protocol(msg) => write!(f, "unexpected answer from compartmentd: {msg}"),
             ClientError::Rpc(err) => f.write_str(&err.message),
+            ClientError::Untrusted(err) => err.fmt(f),
             ClientError::Refused(msg) => f.write_str(msg),
         }
     }
@@ -121,13 +124,22 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to the daemon at `path`, when it runs as root or as this process's own uid
+    /// ([`Trust::own`]).
     pub fn connect(path: &Path) -> Result<Client, ClientError> {
+        Client::connect_trusting(path, &Trust::own())
+    }
+
+    /// Connects to the daemon at `path` when `trust` trusts the user it runs as: a client
+    /// of a daemon that runs as a user of its own and listens itself (rather than through
+    /// systemd's socket unit, which listens as root) names that user.
+    pub fn connect_trusting(path: &Path, trust: &Trust) -> Result<Client, ClientError> {
         let stream = UnixStream::connect(path).map_err(|source| ClientError::Connect {
             path: path.to_owned(),
             source,
         })?;
         // Nothing is sent before the server is known to be one to trust.
-        crate::peer::check(&stream, path).map_err(|err| ClientError::Refused(err.to_string()))?;
+        crate::peer::check(&stream, path, trust).map_err(ClientError::Untrusted)?;
         let writer = stream.try_clone().map_err(ClientError::Io)?;
         Ok(Client {
             reader: BufReader::with_capacity(READ_BUFFER, stream),

@@ -35,7 +35,8 @@ fn ctl(program: &Path) -> Command {
     let mut command = Command::new(program);
     command
         .env_remove("COMPARTMENT_SOCKET")
-        .env_remove("COMPARTMENT_ORG");
+        .env_remove("COMPARTMENT_ORG")
+        .env_remove("COMPARTMENT_TRUST_SERVER_USER");
     command
 }
 
@@ -1026,4 +1027,206 @@ m03@example.com  viewer  invited  -          2026-05-01T12:00:00Z
 "
     );
     assert_eq!(out.status.code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------
+// Text from the daemon or the command line that would act on the terminal
+
+/// Writes the clipboard (OSC 52), sets the window title (OSC 0), clears the screen, and
+/// reverses what follows (U+202E), as JSON escapes in a line the daemon sends.
+const HOSTILE_JSON: &str = r"\u001b]52;c;ZXZpbA==\u0007\u001b]0;owned\u0007\u001b[2J\u202e";
+/// The same as the CLI shows it.
+const HOSTILE_SHOWN: &str = r"\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}";
+
+/// Nothing that acts on a terminal reached it: no ESC byte, no C1 CSI/OSC, no bidi override.
+#[track_caller]
+fn assert_inert(out: &Output) {
+    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let text = text(bytes);
+        assert!(!bytes.contains(&0x1b), "an ESC byte on {name}: {text:?}");
+        assert!(
+            !text.contains(['\u{202e}', '\u{9b}', '\u{9d}', '\u{7}']),
+            "a control on {name}: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn a_hostile_error_message_and_hint_are_shown_escaped() {
+    let daemon = FakeDaemon::bind();
+    let response = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32005,"message":"organization {HOSTILE_JSON}emca not found","data":{{"kind":"not_found","hint":"ask {HOSTILE_JSON}"}}}}}}"#
+    );
+    let (_, out) = daemon.serve(
+        &response,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "user", "list"]),
+    );
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "compartmentctl: organization {HOSTILE_SHOWN}emca not found\nhint: ask {HOSTILE_SHOWN}\n"
+        )
+    );
+    assert_eq!(out.status.code(), Some(5));
+    assert!(out.stdout.is_empty());
+    assert_inert(&out);
+}
+
+#[test]
+fn an_invitation_held_by_a_hostile_user_name_is_shown_escaped() {
+    let daemon = FakeDaemon::bind();
+    let response = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"result":{{"org":"acme","email":"cfo@acme.com","role":"admin","status":"invited","activation_url":"https://host/activate?token=abc","expires_at":"2026-05-01T12:00:00Z","held_by":"mal{HOSTILE_JSON}","redeemable_by":"mal{HOSTILE_JSON}"}}}}"#
+    );
+    let (_, out) = daemon.serve(
+        &response,
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "user",
+            "invite",
+            "cfo@acme.com",
+            "--role",
+            "admin",
+        ]),
+    );
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "Invited cfo@acme.com as admin.\n\
+             Activation URL: https://host/activate?token=abc\n\
+             Invitation expires at: 2026-05-01T12:00:00Z\n\
+             cfo@acme.com already has an account, held by Unix user mal{HOSTILE_SHOWN}: only mal{HOSTILE_SHOWN} can redeem this URL.\n"
+        )
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_inert(&out);
+}
+
+/// A page whose member names carry a bidi override, a zero-width space and a title change.
+const HOSTILE_MEMBERS: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","members":[{"email":"admin@example.com","role":"admin","status":"active","expires_at":null,"unix_user":"\u202eeve"},{"email":"b\u200b@example.com","role":"viewer","status":"active","expires_at":null,"unix_user":"\u001b]0;owned\u0007"}]}}"#;
+
+#[test]
+fn a_member_list_with_hostile_names_is_escaped_and_still_aligned() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        HOSTILE_MEMBERS,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "user", "list"]),
+    );
+    assert_eq!(
+        text(&out.stdout),
+        r"EMAIL                  ROLE    STATUS  UNIX USER            EXPIRES
+admin@example.com      admin   active  \u{202e}eve          -
+b\u{200b}@example.com  viewer  active  \u{1b}]0;owned\u{7}  -
+"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_inert(&out);
+}
+
+#[test]
+fn json_output_of_hostile_names_is_the_daemons_json() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        HOSTILE_MEMBERS,
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "--output",
+            "json",
+            "user",
+            "list",
+        ]),
+    );
+    // serde escapes the C0 controls; the other characters are JSON text as they are.
+    assert_eq!(
+        text(&out.stdout),
+        concat!(
+            r#"{"org":"acme","members":[{"email":"admin@example.com","role":"admin","status":"active","expires_at":null,"unix_user":""#,
+            "\u{202e}eve",
+            r#""},{"email":"b"#,
+            "\u{200b}",
+            r#"@example.com","role":"viewer","status":"active","expires_at":null,"unix_user":"\u001b]0;owned\u0007"}]}"#,
+            "\n"
+        )
+    );
+    let document: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(document["members"][1]["unix_user"], "\u{1b}]0;owned\u{7}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn what_was_typed_is_echoed_escaped_in_a_usage_error() {
+    let out = run(&[
+        "role",
+        "grant",
+        "a@example.com",
+        "\u{1b}]0;owned\u{7}\u{202e}",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    // clap's plain rendering drops the escape sequences it knows (the OSC here) from its own
+    // quote; what is left, and the value as our parser quotes it, is escaped.
+    assert_eq!(
+        stderr.lines().next(),
+        Some(
+            r#"error: invalid value '\u{202e}' for '<ROLE>': "\u{1b}]0;owned\u{7}\u{202e}" is not a role: roles are admin, deployer, readonly and viewer"#
+        ),
+        "{stderr}"
+    );
+    assert_inert(&out);
+}
+
+/// True when a connection waits on the fake daemon's socket: the CLI connected.
+fn connected(daemon: &FakeDaemon) -> bool {
+    daemon.listener.set_nonblocking(true).unwrap();
+    match daemon.listener.accept() {
+        Ok(_) => true,
+        Err(err) if err.kind() == ErrorKind::WouldBlock => false,
+        Err(err) => panic!("accept: {err}"),
+    }
+}
+
+#[test]
+fn an_unknown_user_to_trust_is_a_usage_error_before_anything_is_sent() {
+    let daemon = FakeDaemon::bind();
+    for args in [
+        &["--trust-server-user", "cpt-no-such-user", "whoami"][..],
+        &["whoami"][..],
+    ] {
+        let out = ctl(Path::new(BIN))
+            .env("COMPARTMENT_TRUST_SERVER_USER", "cpt-no-such-user")
+            .args(["--socket", daemon.socket()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            text(&out.stderr),
+            "compartmentctl: --trust-server-user names \"cpt-no-such-user\", and there is no Unix user by that name\n\
+             hint: name the Unix user your daemon runs as, or leave --trust-server-user and \
+             COMPARTMENT_TRUST_SERVER_USER unset to talk only to root's daemon or your own\n",
+            "{args:?}"
+        );
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!connected(&daemon), "{args:?}: the CLI connected");
+    }
+}
+
+#[test]
+fn a_server_of_your_own_is_trusted_whoever_else_is_named() {
+    let daemon = FakeDaemon::bind();
+    for trusted in [None, Some("root")] {
+        let mut command = ctl(Path::new(BIN));
+        command.args(["--socket", daemon.socket(), "ping"]);
+        if let Some(name) = trusted {
+            command.args(["--trust-server-user", name]);
+        }
+        let (request, out) = daemon.serve(
+            r#"{"jsonrpc":"2.0","id":1,"result":{"version":"9.9.9"}}"#,
+            &mut command,
+        );
+        assert_eq!(request["method"], "ping");
+        assert_eq!(text(&out.stdout), "compartmentd 9.9.9 is running.\n");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
 }

@@ -8,6 +8,8 @@ use compartmentctl::ClientError;
 
 use compartmentctl::args::OutputFormat;
 
+use super::escape::escaped;
+
 /// The exit codes of DESIGN §7; scripts branch on them, so they never change meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -118,7 +120,10 @@ impl Failure {
     pub fn exit(&self) -> Exit {
         match self {
             Failure::Client(
-                ClientError::Connect { .. } | ClientError::Io(_) | ClientError::Refused(_),
+                ClientError::Connect { .. }
+                | ClientError::Io(_)
+                | ClientError::Untrusted(_)
+                | ClientError::Refused(_),
             ) => Exit::Unreachable,
             Failure::Client(ClientError::Protocol(_)) => Exit::Refused,
             Failure::Client(ClientError::Rpc(err)) => exit_for_kind(err.kind()),
@@ -134,6 +139,13 @@ impl Failure {
             Failure::Client(ClientError::Rpc(err)) => err.clone(),
             Failure::Client(err @ ClientError::Connect { .. }) => {
                 RpcError::new(ErrorKind::Unreachable, err.to_string()).with_hint(CONNECT_HINT)
+            }
+            Failure::Client(ClientError::Untrusted(err)) => {
+                let error = RpcError::new(ErrorKind::Unreachable, err.to_string());
+                match err.hint() {
+                    Some(hint) => error.with_hint(hint),
+                    None => error,
+                }
             }
             Failure::Client(err @ (ClientError::Io(_) | ClientError::Refused(_))) => {
                 RpcError::new(ErrorKind::Unreachable, err.to_string())
@@ -155,7 +167,9 @@ impl Failure {
     }
 
     /// What stderr shows: `<prog>: <message>` and an optional `hint: …` line, or with
-    /// `--output json` the error object on one line, for scripts to parse.
+    /// `--output json` the error object on one line, for scripts to parse. The message and
+    /// the hint are escaped: the daemon's echo an organization or a user name, and ours a
+    /// socket path or what was typed.
     pub fn report(&self, prog: &str, format: OutputFormat) -> String {
         let error = self.error_object();
         if format.is_json() {
@@ -164,9 +178,9 @@ impl Failure {
                 return line;
             }
         }
-        let mut text = format!("{prog}: {}\n", error.message);
+        let mut text = format!("{prog}: {}\n", escaped(&error.message));
         if let Some(hint) = error.hint() {
-            text.push_str(&format!("hint: {hint}\n"));
+            text.push_str(&format!("hint: {}\n", escaped(hint)));
         }
         text
     }
@@ -257,6 +271,49 @@ mod tests {
             no_hint.report("compartmentctl", OutputFormat::Text),
             "compartmentctl: gone\n"
         );
+    }
+
+    #[test]
+    fn a_message_and_hint_are_escaped_in_text_and_kept_in_json() {
+        let err = RpcError::new(
+            ErrorKind::NotFound,
+            "organization \u{1b}]0;owned\u{7}\u{202e}emca not found",
+        )
+        .with_hint("held by Unix user \u{1b}[2J\u{85}bob");
+        let failure = Failure::Client(ClientError::Rpc(err));
+        assert_eq!(
+            failure.report("compartment", OutputFormat::Text),
+            "compartment: organization \\u{1b}]0;owned\\u{7}\\u{202e}emca not found\n\
+             hint: held by Unix user \\u{1b}[2J\\u{85}bob\n"
+        );
+        assert_eq!(
+            failure.report("compartment", OutputFormat::Json),
+            "{\"code\":-32005,\"message\":\"organization \\u001b]0;owned\\u0007\u{202e}emca not found\",\
+             \"data\":{\"kind\":\"not_found\",\"hint\":\"held by Unix user \\u001b[2J\u{85}bob\"}}\n"
+        );
+    }
+
+    #[test]
+    fn an_untrusted_server_is_exit_3_with_how_to_trust_it() {
+        use compartmentctl::peer::{Trust, UntrustedServer};
+        let failure = Failure::Client(ClientError::Untrusted(UntrustedServer::Stranger {
+            path: PathBuf::from("/home/m/s.sock"),
+            server_uid: 1003,
+            server_user: Some("m\u{202e}x".into()),
+            trust: Trust {
+                own_uid: 1001,
+                server_user: None,
+            },
+        }));
+        assert_eq!(failure.exit(), Exit::Unreachable);
+        assert_eq!(
+            failure.report("compartment", OutputFormat::Text),
+            "compartment: refusing to talk to /home/m/s.sock: its server runs as uid 1003 (m\\u{202e}x), not root and not your own uid 1001\n\
+             hint: if that is your Compartment daemon (one run as its own user, say), trust it with \
+             --trust-server-user m\\u{202e}x or COMPARTMENT_TRUST_SERVER_USER=m\\u{202e}x; otherwise \
+             point --socket at your daemon's socket\n"
+        );
+        assert_eq!(failure.error_object().kind(), ErrorKind::Unreachable);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! `user list`: follows `user.list`'s cursor and prints members as pages arrive, holding
 //! one page at a time whatever the organization's size.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use compartmentctl::args::OutputFormat;
 use compartmentctl::wire::{MemberPage, MemberView, Request, UserListParams, MAX_PAGE};
 use compartmentctl::Client;
 
+use super::escape::escaped;
 use super::exit::Failure;
 use super::output;
 
@@ -157,7 +159,7 @@ impl Printer {
         let mut text = Vec::new();
         match self.format {
             OutputFormat::Text => {
-                let rows: Vec<[&str; 5]> = members.iter().map(member_row).collect();
+                let rows: Vec<[Cow<'_, str>; 5]> = members.iter().map(member_row).collect();
                 output::widen(&mut self.widths, &rows);
                 let mut table = String::new();
                 if !self.started {
@@ -227,14 +229,15 @@ fn open_document(text: &mut Vec<u8>, org: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One member as `user list`'s table cells, borrowed from the page: no copy per row.
-fn member_row<'a>(member: &'a MemberView<'_>) -> [&'a str; 5] {
+/// One member as `user list`'s table cells, escaped, and borrowed from the page unless
+/// escaping changed them: no copy per row.
+fn member_row<'a>(member: &'a MemberView<'_>) -> [Cow<'a, str>; 5] {
     [
-        member.email.as_str(),
-        member.role.as_str(),
-        member.status.as_str(),
-        member.unix_user.as_ref().map_or("-", |user| user.as_str()),
-        member.expires_at.as_ref().map_or("-", |at| at.as_str()),
+        escaped(member.email.as_str()),
+        Cow::Borrowed(member.role.as_str()),
+        Cow::Borrowed(member.status.as_str()),
+        escaped(member.unix_user.as_ref().map_or("-", |user| user.as_str())),
+        escaped(member.expires_at.as_ref().map_or("-", |at| at.as_str())),
     ]
 }
 

@@ -8,9 +8,11 @@
 //! - [`list`]: `user list`, which follows the cursor and prints pages as they arrive.
 //! - [`output`]: the sentences, tables and JSON a successful call prints.
 //! - [`exit`]: exit codes and the error report on stderr.
+//! - [`escape`]: what the daemon sends and the command line gives, made safe to print.
 //! - [`secret`]: reading the activation URL from a no-echo prompt or stdin.
 //! - [`watch`]: `events watch`, which prints the change feed as it comes.
 
+mod escape;
 mod exit;
 mod list;
 mod output;
@@ -24,6 +26,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use compartmentctl::paths::default_client_socket;
+use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
     AccountBindParams, AccountParams, ActivateParams, AuthzCheckParams, Check,
     EventsSubscribeParams, OrgCreateParams, OrgUseParams, Request, RoleGrantParams, RoleShowParams,
@@ -32,8 +35,8 @@ use compartmentctl::wire::{
 use compartmentctl::{Client, ClientError};
 
 use compartmentctl::args::{
-    AccountCommand, AuthCommand, Cli, Command, EventsCommand, OrgCommand, OutputFormat,
-    RoleCommand, UserCommand,
+    AccountCommand, AuthCommand, Cli, Command, EventsCommand, GlobalOptions, OrgCommand,
+    OutputFormat, RoleCommand, UserCommand,
 };
 use exit::{Exit, Failure};
 
@@ -48,9 +51,14 @@ pub fn run() -> ExitCode {
             exit::write_stderr(&failure.report(&prog, OutputFormat::Json));
             return failure.exit().into();
         }
+        Err(err) if err.use_stderr() => {
+            // A usage error quotes what was typed, which may hold escape sequences.
+            exit::write_stderr(&escape::escaped_lines(&err.render().to_string()));
+            return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(Exit::Usage as u8));
+        }
         Err(err) => {
-            // Help and version come through here too, on stdout with code 0; a closed
-            // stdout leaves nothing more to do, so a failed print changes nothing.
+            // Help and version come through here, on stdout with code 0; a closed stdout
+            // leaves nothing more to do, so a failed print changes nothing.
             let _ = err.print();
             return ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(Exit::Usage as u8));
         }
@@ -66,13 +74,34 @@ pub fn run() -> ExitCode {
 }
 
 /// The basename of argv[0], so errors name the command the user typed (`compartment` when
-/// run through the package's link).
+/// run through the package's link), escaped for printing: whoever runs a command chooses
+/// its argv[0].
 fn program_name(argv0: Option<&OsString>) -> String {
     argv0
         .and_then(|arg| Path::new(arg).file_name())
-        .map(|name| name.to_string_lossy().into_owned())
+        .map(|name| escape::escaped(&name.to_string_lossy()).into_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "compartmentctl".to_owned())
+}
+
+/// Whose daemon to talk to: root's and the caller's own, and the user `--trust-server-user`
+/// names, looked up now so that a name NSS does not know is a usage error before anything
+/// else happens.
+fn trust_of(global: &GlobalOptions) -> Result<Trust, Failure> {
+    let own = Trust::own();
+    match global.trust_server_user.as_deref() {
+        None | Some("") => Ok(own),
+        Some(name) => match UnixUser::by_name(name) {
+            Ok(user) => Ok(own.and_user(user)),
+            Err(err) => Err(Failure::usage(
+                err.to_string(),
+                format!(
+                    "name the Unix user your daemon runs as, or leave {TRUST_FLAG} and \
+                     {TRUST_VAR} unset to talk only to root's daemon or your own"
+                ),
+            )),
+        },
+    }
 }
 
 /// Whether a command line that clap refused still asked for `--output json`, so that its
@@ -111,6 +140,10 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
     if let Command::Activate { token: Some(_) } = &command {
         exit::write_stderr(&argv_secret_warning(prog));
     }
+    let trust = match &command {
+        Command::Completions { .. } => Trust::own(),
+        _ => trust_of(&global)?,
+    };
     let window = match &command {
         Command::User(UserCommand::List { page, per_page, .. }) => {
             Some(list::Window::of(*page, *per_page))
@@ -124,7 +157,7 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         Some(socket) => socket,
         None => default_client_socket().map_err(|err| ClientError::Refused(err.to_string()))?,
     };
-    let mut client = Client::connect(&socket)?;
+    let mut client = Client::connect_trusting(&socket, &trust)?;
     if let Request::EventsSubscribe(params) = request {
         watch::quietly(watch::events(client, params, global.output))?;
         return Ok(Exit::Ok);

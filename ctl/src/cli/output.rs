@@ -1,5 +1,7 @@
 //! What a successful command prints: the documentation page's sentences, aligned tables,
-//! or the result as compact JSON, and the one place that writes it to stdout.
+//! or the result as compact JSON, and the one place that writes it to stdout. Every string
+//! the daemon sent goes into the text through [`escaped`], so that no name acts on the
+//! terminal and a table's widths are those of what is printed.
 
 use std::io::{self, Write};
 
@@ -9,6 +11,8 @@ use compartmentctl::wire::{
     RoleList, Subscribed, WhoAmI,
 };
 use serde::Serialize;
+
+use super::escape::{escaped, escaped_lines};
 
 /// Left-aligned columns separated by two spaces, each padded to its widest cell. The last
 /// column is never padded and every line is trimmed, so no line ends in spaces.
@@ -91,14 +95,18 @@ pub fn invitation(invitation: &Invitation) -> String {
         redeemable_by,
         ..
     } = invitation;
+    let email = escaped(email);
     let mut out = format!("Invited {email} as {role}.\n");
     match activation_url {
         Some(url) => {
-            out.push_str(&format!("Activation URL: {url}\n"));
+            out.push_str(&format!("Activation URL: {}\n", escaped(url)));
             if let Some(expires_at) = expires_at {
-                out.push_str(&format!("Invitation expires at: {expires_at}\n"));
+                out.push_str(&format!("Invitation expires at: {}\n", escaped(expires_at)));
             }
-            match (held_by, redeemable_by) {
+            match (
+                held_by.as_deref().map(escaped),
+                redeemable_by.as_deref().map(escaped),
+            ) {
                 (Some(holder), _) => out.push_str(&format!(
                     "{email} already has an account, held by Unix user {holder}: only {holder} can redeem this URL.\n"
                 )),
@@ -110,8 +118,8 @@ pub fn invitation(invitation: &Invitation) -> String {
         }
         None => {
             let held = held_by
-                .as_ref()
-                .map(|holder| format!(" (Unix user {holder})"))
+                .as_deref()
+                .map(|holder| format!(" (Unix user {})", escaped(holder)))
                 .unwrap_or_default();
             out.push_str(&format!(
                 "{email} already has an account{held}: access is granted now, no activation URL needed.\n"
@@ -124,7 +132,7 @@ pub fn invitation(invitation: &Invitation) -> String {
 pub fn org_created(created: &OrgCreated) -> String {
     format!(
         "Created organization {}.\n{}",
-        created.org,
+        escaped(&created.org),
         invitation(&created.admin)
     )
 }
@@ -135,7 +143,7 @@ pub const MEMBER_HEADER: [&str; 5] = ["EMAIL", "ROLE", "STATUS", "UNIX USER", "E
 /// One member as `user list`'s table cells.
 pub fn member_row(member: &Member) -> [String; 5] {
     [
-        member.email.clone(),
+        escaped(&member.email).into_owned(),
         member.role.to_string(),
         member.status.to_string(),
         dash(member.unix_user.as_deref()),
@@ -149,9 +157,9 @@ pub fn member_list(list: &MemberList) -> String {
     table(MEMBER_HEADER, &rows)
 }
 
-/// A cell's text, or `-` when it has none.
+/// A cell's text, escaped, or `-` when it has none.
 fn dash(cell: Option<&str>) -> String {
-    cell.unwrap_or("-").to_owned()
+    escaped(cell.unwrap_or("-")).into_owned()
 }
 
 pub fn account_list(list: &AccountList) -> String {
@@ -160,7 +168,7 @@ pub fn account_list(list: &AccountList) -> String {
         .iter()
         .map(|account| {
             [
-                account.email.clone(),
+                escaped(&account.email).into_owned(),
                 account_status(account.status).to_owned(),
                 dash(account.unix_user.as_deref()),
                 account
@@ -179,16 +187,16 @@ pub fn account_list(list: &AccountList) -> String {
 pub fn account_detail(account: &AccountDetail) -> String {
     let mut out = format!(
         "account: {}\nstatus: {}\n",
-        account.email,
+        escaped(&account.email),
         account_status(account.status)
     );
     match (account.uid, &account.unix_user) {
         (Some(uid), user) => {
-            let user = user.as_deref().unwrap_or("(no user at the upgrade)");
+            let user = escaped(user.as_deref().unwrap_or("(no user at the upgrade)"));
             out.push_str(&format!("bound to: Unix user {user} (uid {uid})"));
             if let Some(now) = &account.uid_now_belongs_to {
                 if now.as_deref() != account.unix_user.as_deref() {
-                    let now = now.as_deref().unwrap_or("no user");
+                    let now = escaped(now.as_deref().unwrap_or("no user"));
                     out.push_str(&format!(
                         "; uid {uid} is now {now}: the binding does not hold"
                     ));
@@ -199,10 +207,10 @@ pub fn account_detail(account: &AccountDetail) -> String {
         (None, _) => out.push_str("bound to: nobody\n"),
     }
     if let Some(at) = &account.bound_at {
-        out.push_str(&format!("bound at: {at}\n"));
+        out.push_str(&format!("bound at: {}\n", escaped(at)));
     }
     if let Some(through) = &account.bound_through {
-        out.push_str(&format!("bound through: {through}\n"));
+        out.push_str(&format!("bound through: {}\n", escaped(through)));
     }
     if !account.memberships.is_empty() {
         let rows: Vec<[String; 3]> = account
@@ -213,7 +221,7 @@ pub fn account_detail(account: &AccountDetail) -> String {
                     Some(false) => format!("{} (pinned to an earlier uid)", m.status),
                     _ => m.status.to_string(),
                 };
-                [m.org.clone(), m.role.to_string(), status]
+                [escaped(&m.org).into_owned(), m.role.to_string(), status]
             })
             .collect();
         out.push_str(&table(["ORGANIZATION", "ROLE", "STATUS"], &rows));
@@ -222,29 +230,38 @@ pub fn account_detail(account: &AccountDetail) -> String {
 }
 
 pub fn unbound(binding: &AccountBinding) -> String {
-    let user = binding.unix_user.as_deref().unwrap_or("(no user)");
+    let user = escaped(binding.unix_user.as_deref().unwrap_or("(no user)"));
     format!(
         "Unbound {} from Unix user {user} (uid {}).\n",
-        binding.email, binding.uid
+        escaped(&binding.email),
+        binding.uid
     )
 }
 
 pub fn bound(binding: &AccountBinding) -> String {
-    let user = binding.unix_user.as_deref().unwrap_or("(no user)");
+    let user = escaped(binding.unix_user.as_deref().unwrap_or("(no user)"));
     format!(
         "Bound {} to Unix user {user} (uid {}).\n",
-        binding.email, binding.uid
+        escaped(&binding.email),
+        binding.uid
     )
 }
 
 pub fn removed(removed: &Removed) -> String {
-    format!("Removed {} from {}.\n", removed.email, removed.org)
+    format!(
+        "Removed {} from {}.\n",
+        escaped(&removed.email),
+        escaped(&removed.org)
+    )
 }
 
 pub fn granted(granted: &Granted) -> String {
     format!(
         "Granted {} to {} in {} (was {}).\n",
-        granted.role, granted.email, granted.org, granted.previous_role
+        granted.role,
+        escaped(&granted.email),
+        escaped(&granted.org),
+        granted.previous_role
     )
 }
 
@@ -252,7 +269,12 @@ pub fn role_list(list: &RoleList) -> String {
     let rows: Vec<[String; 2]> = list
         .roles
         .iter()
-        .map(|role| [role.name.to_string(), role.description.clone()])
+        .map(|role| {
+            [
+                role.name.to_string(),
+                escaped(&role.description).into_owned(),
+            ]
+        })
         .collect();
     table(["ROLE", "DESCRIPTION"], &rows)
 }
@@ -267,16 +289,17 @@ pub fn role_info(info: &RoleInfo) -> String {
     format!(
         "{}: {}\n\n{}",
         info.name,
-        info.description,
+        escaped(&info.description),
         table(["PERMISSION", "ALLOWS"], &rows)
     )
 }
 
-/// A JSON document as people read it, indented.
+/// A JSON document as people read it, indented; serde escapes C0 controls in its strings,
+/// not the rest.
 pub fn pretty(value: &serde_json::Value) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
-    text
+    escaped_lines(&text).into_owned()
 }
 
 /// `events.subscribe`'s answer (`events watch` prints its own first line).
@@ -289,7 +312,9 @@ pub fn subscribed(subscribed: &Subscribed) -> String {
 pub fn authz_answer(answer: &AuthzAnswer) -> String {
     let verdict = |decision: &Decision| if decision.allowed { "yes" } else { "no" };
     match answer {
-        AuthzAnswer::One(decision) => format!("{}\n{}\n", verdict(decision), decision.message),
+        AuthzAnswer::One(decision) => {
+            format!("{}\n{}\n", verdict(decision), escaped(&decision.message))
+        }
         AuthzAnswer::Many { decisions } => {
             let rows: Vec<[String; 3]> = decisions
                 .iter()
@@ -297,7 +322,7 @@ pub fn authz_answer(answer: &AuthzAnswer) -> String {
                     [
                         verdict(d).to_owned(),
                         d.permission.to_string(),
-                        d.message.clone(),
+                        escaped(&d.message).into_owned(),
                     ]
                 })
                 .collect();
@@ -309,31 +334,34 @@ pub fn authz_answer(answer: &AuthzAnswer) -> String {
 pub fn activated(activated: &Activated) -> String {
     format!(
         "Activated {}: you are now {} in {}.\n",
-        activated.email, activated.role, activated.org
+        escaped(&activated.email),
+        activated.role,
+        escaped(&activated.org)
     )
 }
 
 pub fn whoami(who: &WhoAmI) -> String {
     let uid = match &who.unix_user {
-        Some(user) => format!("{} ({user})", who.uid),
+        Some(user) => format!("{} ({})", who.uid, escaped(user)),
         None => who.uid.to_string(),
     };
     if let Some(problem) = &who.binding_problem {
         return format!(
-            "uid {uid}: no account: {problem}; ask a superuser to rebind or unbind it\n"
+            "uid {uid}: no account: {}; ask a superuser to rebind or unbind it\n",
+            escaped(problem)
         );
     }
     let mut out = match (&who.account, who.superuser) {
         (Some(account), false) => {
             format!(
                 "uid {uid}: {} ({})\n",
-                account.email,
+                escaped(&account.email),
                 account_status(account.status)
             )
         }
         (Some(account), true) => format!(
             "uid {uid}: {} ({}), superuser\n",
-            account.email,
+            escaped(&account.email),
             account_status(account.status)
         ),
         (None, true) => format!("uid {uid}: superuser (admin power in every organization)\n"),
@@ -341,18 +369,25 @@ pub fn whoami(who: &WhoAmI) -> String {
             "uid {uid}: no account yet (activate an invitation: run compartment activate and paste its URL)\n"
         ),
     };
-    if let Some(org) = &who.current_org {
+    let current_org = who.current_org.as_deref().map(escaped);
+    if let Some(org) = &current_org {
         out.push_str(&format!("current organization: {org}\n"));
     }
     if !who.memberships.is_empty() {
         let rows: Vec<[String; 3]> = who
             .memberships
             .iter()
-            .map(|m| [m.org.clone(), m.role.to_string(), m.status.to_string()])
+            .map(|m| {
+                [
+                    escaped(&m.org).into_owned(),
+                    m.role.to_string(),
+                    m.status.to_string(),
+                ]
+            })
             .collect();
         out.push_str(&table(["ORGANIZATION", "ROLE", "STATUS"], &rows));
     }
-    if let (Some(org), false) = (&who.current_org, who.permissions.is_empty()) {
+    if let (Some(org), false) = (&current_org, who.permissions.is_empty()) {
         let keys: Vec<&str> = who.permissions.iter().map(|p| p.key()).collect();
         out.push_str(&format!("permissions in {org}: {}\n", keys.join(", ")));
     }
@@ -372,7 +407,7 @@ pub fn org_list(list: &OrgList) -> String {
         .iter()
         .map(|org| {
             [
-                org.name.clone(),
+                escaped(&org.name).into_owned(),
                 org.role
                     .map_or_else(|| "-".to_owned(), |role| role.to_string()),
                 if org.current { "*" } else { "" }.to_owned(),
@@ -383,11 +418,11 @@ pub fn org_list(list: &OrgList) -> String {
 }
 
 pub fn org_used(used: &OrgUsed) -> String {
-    format!("Now using organization {}.\n", used.org)
+    format!("Now using organization {}.\n", escaped(&used.org))
 }
 
 pub fn pong(pong: &Pong) -> String {
-    format!("compartmentd {} is running.\n", pong.version)
+    format!("compartmentd {} is running.\n", escaped(&pong.version))
 }
 
 /// Writes everything to stdout. A reader that went away (`| head`) has all it wanted, so a
@@ -870,6 +905,187 @@ mod tests {
         assert_eq!(
             org_list(&list),
             "ORGANIZATION  ROLE   CURRENT\nacme          admin  *\nbeta          -\n"
+        );
+    }
+
+    /// A name that would write the clipboard, set the window title, clear the screen and
+    /// reverse what follows, as a hostile daemon or user name could carry.
+    const HOSTILE: &str = "\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}]0;t\u{7}\u{1b}[2J\u{202e}x";
+    const HOSTILE_SHOWN: &str = "\\u{1b}]52;c;ZXZpbA==\\u{7}\\u{1b}]0;t\\u{7}\\u{1b}[2J\\u{202e}x";
+
+    /// No character that acts on a terminal, newlines aside.
+    #[track_caller]
+    fn assert_inert(text: &str) {
+        assert!(
+            !text
+                .chars()
+                .any(|c| c != '\n' && super::super::escape::acts_on_terminal(c)),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn every_string_the_daemon_sends_is_escaped() {
+        let h = || HOSTILE.to_owned();
+        let invited = Invitation {
+            org: h(),
+            email: h(),
+            role: Role::Deployer,
+            status: MemberStatus::Invited,
+            activation_url: Some(h()),
+            expires_at: Some(h()),
+            held_by: Some(h()),
+            redeemable_by: Some(h()),
+        };
+        let membership = OrgMembership {
+            org: h(),
+            role: Role::Viewer,
+            status: MemberStatus::Active,
+            usable: Some(false),
+        };
+        let detail = AccountDetail {
+            email: h(),
+            status: AccountStatus::Active,
+            uid: Some(1001),
+            unix_user: Some(h()),
+            uid_now_belongs_to: Some(Some("other".into())),
+            bound_at: Some(h()),
+            bound_through: Some(h()),
+            memberships: vec![membership.clone()],
+        };
+        let binding = AccountBinding {
+            email: h(),
+            uid: 1001,
+            unix_user: Some(h()),
+        };
+        let mut me = who(1001, false, Some(HOSTILE));
+        me.unix_user = Some(h());
+        me.current_org = Some(h());
+        me.memberships = vec![membership];
+        me.permissions = Role::Viewer.permissions();
+        let mut unbound_me = who(1001, false, None);
+        unbound_me.binding_problem = Some(h());
+        let mut no_url = invited.clone();
+        no_url.activation_url = None;
+        let texts = [
+            invitation(&invited),
+            invitation(&no_url),
+            org_created(&OrgCreated {
+                org: h(),
+                admin: invited.clone(),
+            }),
+            member_list(&MemberList {
+                org: h(),
+                members: vec![Member {
+                    email: h(),
+                    role: Role::Admin,
+                    status: MemberStatus::Active,
+                    expires_at: Some(h()),
+                    unix_user: Some(h()),
+                }],
+                next: None,
+            }),
+            account_list(&AccountList {
+                accounts: vec![detail.clone()],
+            }),
+            account_detail(&detail),
+            unbound(&binding),
+            bound(&binding),
+            removed(&Removed {
+                org: h(),
+                email: h(),
+            }),
+            granted(&Granted {
+                org: h(),
+                email: h(),
+                role: Role::Admin,
+                previous_role: Role::Viewer,
+            }),
+            role_list(&RoleList {
+                roles: vec![RoleInfo {
+                    name: Role::Admin,
+                    description: h(),
+                    permissions: vec![],
+                }],
+            }),
+            role_info(&RoleInfo {
+                name: Role::Admin,
+                description: h(),
+                permissions: vec![],
+            }),
+            authz_answer(&AuthzAnswer::One(decision(
+                true,
+                Permission::ProjectRead,
+                HOSTILE,
+            ))),
+            authz_answer(&AuthzAnswer::Many {
+                decisions: vec![decision(false, Permission::ProjectRead, HOSTILE)],
+            }),
+            activated(&Activated {
+                org: h(),
+                email: h(),
+                role: Role::Admin,
+            }),
+            whoami(&me),
+            whoami(&unbound_me),
+            org_list(&OrgList {
+                orgs: vec![OrgEntry {
+                    name: h(),
+                    role: None,
+                    current: true,
+                }],
+            }),
+            org_used(&OrgUsed { org: h() }),
+            pong(&Pong { version: h() }),
+        ];
+        for text in &texts {
+            assert_inert(text);
+            assert!(text.contains(HOSTILE_SHOWN), "{text:?}");
+        }
+        // JSON for people: serde escapes the C0 controls its way, and the rest ours.
+        assert_eq!(
+            pretty(&serde_json::json!({ "name": HOSTILE })),
+            "{\n  \"name\": \"\\u001b]52;c;ZXZpbA==\\u0007\\u001b]0;t\\u0007\\u001b[2J\\u{202e}x\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn a_held_invitation_names_the_holder_escaped() {
+        let mut held = invited();
+        held.held_by = Some("bob\u{202e}evil".into());
+        assert_eq!(
+            invitation(&held).lines().last(),
+            Some("deploy@example.com already has an account, held by Unix user bob\\u{202e}evil: only bob\\u{202e}evil can redeem this URL.")
+        );
+    }
+
+    #[test]
+    fn a_table_aligns_on_the_escaped_text() {
+        let list = MemberList {
+            org: "acme".into(),
+            members: vec![
+                Member {
+                    email: "a@example.com".into(),
+                    role: Role::Admin,
+                    status: MemberStatus::Active,
+                    expires_at: None,
+                    unix_user: Some("\u{202e}eve".into()),
+                },
+                Member {
+                    email: "b\u{200b}@example.com".into(),
+                    role: Role::Viewer,
+                    status: MemberStatus::Active,
+                    expires_at: None,
+                    unix_user: Some("bob".into()),
+                },
+            ],
+            next: None,
+        };
+        assert_eq!(
+            member_list(&list),
+            "EMAIL                  ROLE    STATUS  UNIX USER    EXPIRES\n\
+             a@example.com          admin   active  \\u{202e}eve  -\n\
+             b\\u{200b}@example.com  viewer  active  bob          -\n"
         );
     }
 

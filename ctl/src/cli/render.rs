@@ -5,6 +5,9 @@ use compartmentctl::args::OutputFormat;
 use compartmentctl::wire::{methods, AuthzAnswer, Handle, Method, Request, Visit};
 use compartmentctl::Client;
 
+use std::borrow::Cow;
+
+use super::escape::escaped_lines;
 use super::exit::{Exit, Failure};
 use super::output;
 
@@ -42,7 +45,16 @@ impl<M: Render> Handle<M> for CallAndRender<'_> {
     fn handle(self, params: M::Params) -> Result<(String, Exit), Failure> {
         let result = self.client.call_method::<M>(params)?;
         let text = match self.format {
-            OutputFormat::Text => M::text(&result),
+            // Each method's text escapes what the daemon sent; this is the net under it, for
+            // a string a future rendering forgets: nothing but a newline of ours reaches the
+            // terminal as a control.
+            OutputFormat::Text => {
+                let text = M::text(&result);
+                match escaped_lines(&text) {
+                    Cow::Borrowed(_) => text,
+                    Cow::Owned(safe) => safe,
+                }
+            }
             OutputFormat::Json | OutputFormat::Jsonl => output::json(&result)?,
         };
         Ok((text, M::exit(&result)))

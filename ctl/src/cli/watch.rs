@@ -7,6 +7,7 @@ use compartmentctl::args::OutputFormat;
 use compartmentctl::wire::{ErrorKind, Event, EventKind, EventsSubscribeParams, RpcError};
 use compartmentctl::{Client, ClientError, FeedItem};
 
+use super::escape::escaped;
 use super::exit::Failure;
 use super::output;
 
@@ -21,7 +22,7 @@ pub fn events(
     if format == OutputFormat::Text {
         let subscribed = &feed.subscribed;
         let what = match &subscribed.org {
-            Some(org) => format!("changes in {org}"),
+            Some(org) => format!("changes in {}", escaped(org)),
             None => "every change".to_owned(),
         };
         print(&format!(
@@ -54,45 +55,42 @@ fn print(text: &str) -> Result<(), Failure> {
     output::write_stdout(text.as_bytes()).map_err(Failure::Output)
 }
 
-/// `#SEQ  AT  what happened`, one line.
+/// `#SEQ  AT  what happened`, one line, the daemon's strings escaped.
 pub fn event_line(event: &Event) -> String {
-    let org = event.org.as_deref().unwrap_or("-");
+    let org = escaped(event.org.as_deref().unwrap_or("-"));
+    let email = escaped(&event.email);
     let role = |role: Option<compartmentctl::wire::Role>| {
         role.map_or_else(|| "?".to_owned(), |role| role.to_string())
     };
     let what = match event.kind {
         EventKind::MemberAdded => format!(
             "{org}: {} added as {}, {}",
-            event.email,
+            email,
             role(event.role),
             event.status.map_or("?", |status| status.as_str())
         ),
         EventKind::MemberReinvited => {
-            format!(
-                "{org}: {} invited again as {}",
-                event.email,
-                role(event.role)
-            )
+            format!("{org}: {} invited again as {}", email, role(event.role))
         }
         EventKind::MemberActivated => {
-            format!("{org}: {} activated, {}", event.email, role(event.role))
+            format!("{org}: {} activated, {}", email, role(event.role))
         }
         EventKind::RoleChanged => format!(
             "{org}: {} is now {} (was {})",
-            event.email,
+            email,
             role(event.role),
             role(event.previous_role)
         ),
-        EventKind::MemberExpired => format!("{org}: {}'s invitation expired", event.email),
+        EventKind::MemberExpired => format!("{org}: {}'s invitation expired", email),
         EventKind::MemberRemoved => {
-            format!("{org}: {} removed (was {})", event.email, role(event.role))
+            format!("{org}: {} removed (was {})", email, role(event.role))
         }
         EventKind::BindingChanged => match event.uid {
-            Some(uid) => format!("{} bound to uid {uid}", event.email),
-            None => format!("{} unbound", event.email),
+            Some(uid) => format!("{} bound to uid {uid}", email),
+            None => format!("{} unbound", email),
         },
     };
-    format!("#{}  {}  {what}\n", event.seq, event.at)
+    format!("#{}  {}  {what}\n", event.seq, escaped(&event.at))
 }
 
 /// A broken pipe on stdout ends the watch normally.
@@ -139,6 +137,14 @@ mod tests {
                 "#7  2026-05-01T12:00:00Z  acme: dep@example.com removed (was deployer)\n",
                 "#7  2026-05-01T12:00:00Z  dep@example.com bound to uid 1001\n",
             ]
+        );
+        let mut hostile = event(EventKind::MemberRemoved);
+        hostile.org = Some("acme\u{1b}]0;t\u{7}".into());
+        hostile.email = "a\u{202e}b@example.com".into();
+        hostile.at = "\u{1b}[2J".into();
+        assert_eq!(
+            event_line(&hostile),
+            "#7  \\u{1b}[2J  acme\\u{1b}]0;t\\u{7}: a\\u{202e}b@example.com removed (was deployer)\n"
         );
         let mut unbound = event(EventKind::BindingChanged);
         unbound.uid = None;

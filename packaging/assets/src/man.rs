@@ -205,7 +205,9 @@ fn cli_sections() -> Vec<(&'static str, Roff)> {
         ("2", "Usage error: an unknown command, flag or value."),
         (
             "3",
-            "The daemon is unreachable: no socket, or nobody listening.",
+            "The daemon is unreachable (no socket, or nobody listening) or not trusted: its \
+             socket was opened by neither root, nor you, nor the user --trust-server-user \
+             names, or lies in a directory others may write.",
         ),
         (
             "4",
@@ -237,9 +239,11 @@ fn cli_sections() -> Vec<(&'static str, Roff)> {
     notes.text([bold("compartmentctl activate"), roman(".")]);
 
     let trust = paragraph(compartmentctl::args::TRUST_MODEL);
+    let server_trust = paragraph(compartmentctl::args::SERVER_TRUST);
 
     vec![
         ("TRUST MODEL", trust),
+        ("DAEMON TRUST AND OUTPUT", server_trust),
         ("PERMISSIONS", permissions()),
         ("EXIT STATUS", exit),
         ("FILES", files),
@@ -409,6 +413,15 @@ mod tests {
                 .any(|n| n == "man/man1/compartmentctl-auth-can.1"),
             "{names:?}"
         );
+    }
+
+    #[test]
+    fn the_top_page_says_whom_the_cli_talks_to() {
+        let pages = pages("2026-01-01").unwrap();
+        let top = String::from_utf8(pages[0].contents.clone()).unwrap();
+        assert!(top.contains(".SH \"DAEMON TRUST AND OUTPUT\""), "{top}");
+        assert!(top.contains("COMPARTMENT_TRUST_SERVER_USER"), "{top}");
+        assert!(top.contains("\\-\\-trust\\-server\\-user"), "{top}");
     }
 
     #[test]
