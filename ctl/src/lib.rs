@@ -17,6 +17,7 @@
 
 pub mod args;
 pub mod client;
+pub mod dir_trust;
 pub mod email;
 pub mod paths;
 pub mod peer;
