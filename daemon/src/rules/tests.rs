@@ -911,6 +911,7 @@ fn a_reused_uid_inherits_nothing_until_a_superuser_rebinds_or_unbinds() {
     let params = compartmentctl::wire::AccountBindParams {
         email: "admin@example.com".into(),
         unix_user: "user1002".into(),
+        carry_all: false,
     };
     f.write(|txn| accounts::bind(txn, &root(), &params, &unix_user(1002), T0))
         .unwrap();
@@ -987,6 +988,96 @@ fn only_superusers_list_show_bind_and_unbind_accounts() {
         accounts::show(&snapshot, &root(), users.as_ref(), "admin@example.com", T0).unwrap();
     assert_eq!(shown.uid, None);
     assert_eq!(shown.memberships[0].usable, Some(false));
+}
+
+/// An admin of evil invites an address nobody has activated and redeems it as a uid of
+/// its own (a squat); a superuser repairs it by binding the address to its real owner. The
+/// owner gets the membership a superuser vouched for, not evil's, and evil does not become
+/// their current organization; `carry_all` is how a superuser says the old holder was the
+/// owner after all.
+#[test]
+fn a_rebind_carries_only_what_a_superuser_vouched_for() {
+    use compartmentctl::wire::BoundMembership;
+    let mut f = two_tenants();
+    let url = f
+        .invite_as(
+            user(EVIL_ADMIN),
+            "evil",
+            "victim@example.com",
+            Role::Admin,
+            false,
+            T0,
+        )
+        .unwrap()
+        .activation_url
+        .unwrap();
+    f.activate(user(EVIL_PUPPET), &url, T0).unwrap();
+    // A superuser's invitation to acme: the inviter vouches, so it is active at once for the
+    // uid that holds the address (the squatter's, for now).
+    let at_once = f
+        .invite_as(
+            root(),
+            "acme",
+            "victim@example.com",
+            Role::Viewer,
+            false,
+            T0,
+        )
+        .unwrap();
+    assert_eq!(at_once.status, MemberStatus::Active);
+    let victim = 3003;
+    let params = compartmentctl::wire::AccountBindParams {
+        email: "victim@example.com".into(),
+        unix_user: user_name(victim),
+        carry_all: false,
+    };
+    let bound = f
+        .write(|txn| accounts::bind(txn, &root(), &params, &unix_user(victim), T0))
+        .unwrap();
+    let membership = |org: &str, role| BoundMembership {
+        org: org.into(),
+        role,
+    };
+    assert_eq!(bound.carried, vec![membership("acme", Role::Viewer)]);
+    assert_eq!(bound.dropped, vec![membership("evil", Role::Admin)]);
+    let snapshot = f.store.read().unwrap();
+    let who = identity::whoami(&snapshot, &user(victim), T0).unwrap();
+    assert_eq!(who.current_org.as_deref(), Some("acme"));
+    let orgs: Vec<_> = who.memberships.iter().map(|m| m.org.as_str()).collect();
+    assert_eq!(orgs, ["acme"]);
+    assert_eq!(
+        kind(members::list(&snapshot, &user(victim), Some("evil"), T0)),
+        ErrorKind::NotFound
+    );
+    // Nobody acts through evil's membership: it stays pinned to the squatter's uid, which
+    // holds nothing now.
+    assert_eq!(
+        kind(members::list(
+            &snapshot,
+            &user(EVIL_PUPPET),
+            Some("evil"),
+            T0
+        )),
+        ErrorKind::Unauthenticated
+    );
+    drop(snapshot);
+    // Told to, the superuser carries everything.
+    let all = compartmentctl::wire::AccountBindParams {
+        carry_all: true,
+        ..params
+    };
+    let bound = f
+        .write(|txn| accounts::bind(txn, &root(), &all, &unix_user(victim), T0))
+        .unwrap();
+    assert_eq!(bound.carried, vec![membership("evil", Role::Admin)]);
+    assert_eq!(bound.dropped, vec![]);
+    let snapshot = f.store.read().unwrap();
+    assert_eq!(
+        members::list(&snapshot, &user(victim), Some("evil"), T0)
+            .unwrap()
+            .org,
+        "evil"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1499,6 +1590,7 @@ fn root_is_never_named_as_an_accounts_user() {
     let params = compartmentctl::wire::AccountBindParams {
         email: "admin@example.com".into(),
         unix_user: "root".into(),
+        carry_all: false,
     };
     let err = f
         .write(|txn| accounts::bind(txn, &root(), &params, &root_user, T0))
