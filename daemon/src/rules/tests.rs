@@ -1907,3 +1907,144 @@ fn every_change_to_a_membership_or_binding_is_in_the_feed_once() {
         .unwrap_err();
     assert_eq!(feed_after(&f, 11), Vec::<String>::new());
 }
+
+/// A reader that counts what it is asked, to show two questions cost the same reads.
+struct Counting<'r, R> {
+    inner: &'r R,
+    reads: std::cell::Cell<usize>,
+}
+
+impl<'r, R: Reader> Counting<'r, R> {
+    fn new(inner: &'r R) -> Counting<'r, R> {
+        Counting {
+            inner,
+            reads: std::cell::Cell::new(0),
+        }
+    }
+
+    fn count<T>(&self, read: T) -> T {
+        self.reads.set(self.reads.get() + 1);
+        read
+    }
+}
+
+impl<R: Reader> Reader for Counting<'_, R> {
+    fn org(&self, name: &str) -> crate::store::Result<Option<crate::store::OrgRecord>> {
+        self.count(self.inner.org(name))
+    }
+    fn org_names(&self) -> crate::store::Result<Vec<String>> {
+        self.count(self.inner.org_names())
+    }
+    fn account(&self, email: &str) -> crate::store::Result<Option<crate::store::AccountRecord>> {
+        self.count(self.inner.account(email))
+    }
+    fn binding(&self, uid: u32) -> crate::store::Result<Option<crate::store::BindingRecord>> {
+        self.count(self.inner.binding(uid))
+    }
+    fn accounts(&self) -> crate::store::Result<Vec<(String, crate::store::AccountRecord)>> {
+        self.count(self.inner.accounts())
+    }
+    fn membership(
+        &self,
+        org: &str,
+        email: &str,
+    ) -> crate::store::Result<Option<crate::store::MembershipRecord>> {
+        self.count(self.inner.membership(org, email))
+    }
+    fn members(
+        &self,
+        org: &str,
+    ) -> crate::store::Result<Vec<(String, crate::store::MembershipRecord)>> {
+        self.count(self.inner.members(org))
+    }
+    fn members_after(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> crate::store::Result<Vec<(String, crate::store::MemberRow)>> {
+        self.count(self.inner.members_after(org, after, limit))
+    }
+    fn active_admins(&self, org: &str, at_most: usize) -> crate::store::Result<usize> {
+        self.count(self.inner.active_admins(org, at_most))
+    }
+    fn orgs_of(&self, email: &str) -> crate::store::Result<Vec<String>> {
+        self.count(self.inner.orgs_of(email))
+    }
+    fn token(
+        &self,
+        hash: &crate::store::TokenHash,
+    ) -> crate::store::Result<Option<crate::store::TokenRecord>> {
+        self.count(self.inner.token(hash))
+    }
+    fn current_org(&self, uid: u32) -> crate::store::Result<Option<String>> {
+        self.count(self.inner.current_org(uid))
+    }
+    fn next_expiry(&self) -> crate::store::Result<Option<Millis>> {
+        self.count(self.inner.next_expiry())
+    }
+    fn due_invitations_up_to(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> crate::store::Result<Vec<(String, String)>> {
+        self.count(self.inner.due_invitations_up_to(now, limit))
+    }
+    fn audit(&self) -> crate::store::Result<Vec<crate::store::AuditRecord>> {
+        self.count(self.inner.audit())
+    }
+    fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> crate::store::Result<Vec<(u64, crate::store::EventRecord)>> {
+        self.count(self.inner.events_after(after, limit))
+    }
+    fn last_event_seq(&self) -> crate::store::Result<u64> {
+        self.count(self.inner.last_event_seq())
+    }
+}
+
+/// A member of no organization but its own, asking about one that exists and one that
+/// does not: the same answer, from the same reads, so timing tells nothing about which
+/// organizations exist.
+#[test]
+fn a_self_check_costs_the_same_whether_or_not_the_org_exists() {
+    use compartmentctl::wire::{Permission::ProjectRead, Reason};
+    let mut f = Fixture::new();
+    f.org_with("acme", &[]);
+    let url = f.create_org("beta", "boss@beta.example");
+    f.activate(user(2001), &url, T0).unwrap();
+    let snapshot = f.store.read().unwrap();
+    let ask = |org: &str| {
+        let counting = Counting::new(&snapshot);
+        let subject = authz::Subject::Uid {
+            caller: user(2001),
+            email: None,
+        };
+        let decision = authz::decide(&counting, &subject, ProjectRead, Some(org), T0).unwrap();
+        (decision, counting.reads.get())
+    };
+    let (existing, existing_reads) = ask("acme");
+    let (missing, missing_reads) = ask("acme-not");
+    assert_eq!(
+        (existing.reason, existing.message.as_str()),
+        (
+            Reason::NotMember,
+            "boss@beta.example is not a member of acme"
+        )
+    );
+    assert_eq!(
+        (missing.reason, missing.message.as_str()),
+        (
+            Reason::NotMember,
+            "boss@beta.example is not a member of acme-not"
+        )
+    );
+    assert_eq!(existing_reads, missing_reads, "reads differ");
+    // The organization and the membership, each read once, besides the binding.
+    assert_eq!(existing_reads, 3);
+    // A member is told its role as before.
+    let (own, _) = ask("beta");
+    assert_eq!(own.reason, Reason::Role);
+}
