@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use compartment_e2e::{
-    parse_invite, root_test, test_group, Daemon, DaemonOptions, Out, TestUser, ROOT,
+    parse_invite, root_test, test_group, Daemon, DaemonOptions, Out, RawConn, TestUser, ROOT,
 };
 use compartmentctl::wire::{Check, Permission, Reason, Role};
 use std::os::unix::process::CommandExt;
@@ -411,4 +411,39 @@ root_test!(the_readmes_socat_and_python_examples_work, || {
     let reply: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(reply["result"]["allowed"], true, "{reply}");
+});
+
+root_test!(the_process_gid_makes_nobody_a_service, || {
+    let h = host();
+    let gid = compartment_e2e::test_group(SERVICES, &[]);
+    let ask = json!({"jsonrpc": "2.0", "id": 1, "method": "authz.check",
+        "params": {"permission": "project.read", "uid": h.deployer.uid, "org": "acme"}});
+    // A bystander running with the service group's gid (setgid, sg): refused.
+    let mut conn = RawConn::connect_as_group(&h.daemon.socket(), h.bystander.uid, gid);
+    let reply = conn.call(&ask.to_string());
+    assert_eq!(reply["error"]["data"]["kind"], "forbidden", "{reply}");
+    assert_eq!(
+        reply["error"]["message"],
+        "asking what another user may do is for superusers and the daemon's service group"
+    );
+    // A user whose passwd entry's primary group is the service group: a service.
+    let moved = TestUser::deletable("cpt-az-primary");
+    moved.set_primary_group(SERVICES);
+    let mut conn = RawConn::connect_as(&h.daemon.socket(), moved.uid);
+    let reply = conn.call(&ask.to_string());
+    assert_eq!(reply["result"]["allowed"], true, "{reply}");
+    // Moved out (usermod -g), the open connection loses the rights within the 5 s bound.
+    moved.set_primary_group(&moved.name);
+    let started = std::time::Instant::now();
+    let refused = compartment_e2e::poll(std::time::Duration::from_secs(10), || {
+        let reply = conn.call(&ask.to_string());
+        (reply["error"]["data"]["kind"] == "forbidden").then_some(reply)
+    })
+    .expect("the open connection kept service rights 10 s after usermod -g");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "{:?}: {refused}",
+        started.elapsed()
+    );
+    moved.delete();
 });

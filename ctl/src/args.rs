@@ -354,7 +354,7 @@ pub enum AccountCommand {
     },
 
     /// Bind an account to a Unix user on your word, moving it from any user that held it
-    /// and carrying its memberships over
+    /// and carrying over the memberships a superuser vouched for
     Bind {
         /// The account's e-mail address
         email: String,
@@ -362,6 +362,11 @@ pub enum AccountCommand {
         /// The Unix user to bind it to
         #[arg(long, value_name = "NAME")]
         unix_user: String,
+
+        /// Carry every active membership over, also those made through a binding that only
+        /// an organization vouched for (which a squatter may have accepted)
+        #[arg(long)]
+        carry_all: bool,
     },
 }
 

@@ -3,7 +3,7 @@
 //! table, derived from the wire's method declarations, so a method without a handler does
 //! not compile.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -25,7 +25,7 @@ use crate::rules::{
 };
 use crate::store::{AuditRecord, Changes as _, Reader, Store, UnixUser};
 use crate::token::Token;
-use crate::users::Directory;
+use crate::users::{CallerNames, Directory};
 use crate::writer::Writer;
 
 /// What every request handler shares.
@@ -38,8 +38,10 @@ pub struct Context {
     pub daemon_uid: u32,
     /// Wakes the sweeper when an invitation that may expire sooner is written.
     pub sweeper_wake: Arc<Notify>,
-    /// The host's users (NSS), cached a few seconds.
+    /// The host's users (NSS); answers about others cached a few seconds.
     pub users: Arc<dyn Directory>,
+    /// Callers' own names, as their connections' lookups gave them.
+    pub caller_names: CallerNames,
     /// The gid of `--service-group`: its members may ask what anyone may do.
     pub service_group: Option<u32>,
     /// Stale bindings already audited in this run, by (uid, recorded name).
@@ -61,14 +63,46 @@ impl Context {
         }
     }
 
-    /// The caller with its Unix user as NSS names it now (cached a few seconds at most), so
-    /// that a binding is checked against a name never older than that.
+    /// The caller of a connection being opened, with its Unix user as NSS names it at this
+    /// moment, never from a cache: a uid deleted and handed to a new user is the new user
+    /// from that user's first connection on (DESIGN §8). Asked on a blocking thread.
+    pub async fn identify_at_connect(&self, mut caller: Caller) -> Caller {
+        caller.user = self.caller_name_now(caller.uid).await;
+        caller
+    }
+
+    /// The caller with its Unix user as NSS named it when its connection opened, or, on a
+    /// long-lived connection, at most [`crate::users::CACHE_TTL`] ago: a binding is checked
+    /// against a name never older than that (DESIGN §2). Answers about others never stand
+    /// in for it.
     pub(crate) async fn identify(&self, mut caller: Caller) -> Caller {
-        let uid = caller.uid;
+        caller.user = match self.caller_names.fresh(caller.uid) {
+            Some(name) => name,
+            None => self.caller_name_now(caller.uid).await,
+        };
+        caller
+    }
+
+    /// `uid`'s name from NSS now, kept for the requests of the next few seconds.
+    async fn caller_name_now(&self, uid: u32) -> Option<Arc<str>> {
+        let asked = std::time::Instant::now();
+        // NSS may ask a directory server: never on a runtime worker.
+        let users = self.users.clone();
+        let name = tokio::task::spawn_blocking(move || users.name_of_now(uid))
+            .await
+            .ok()
+            .flatten()
+            .map(Arc::from);
+        self.caller_names.put(uid, asked, name.clone());
+        name
+    }
+
+    /// `uid`'s name as an answer about someone else: from the cache when it is fresh
+    /// (at most [`crate::users::CACHE_TTL`] old), else from NSS on a blocking thread.
+    async fn name_of_other(&self, uid: u32) -> Option<Arc<str>> {
         let name = match self.users.cached_name_of(uid) {
             Some(hit) => hit,
             None => {
-                // NSS may ask a directory server: never on a runtime worker.
                 let users = self.users.clone();
                 tokio::task::spawn_blocking(move || users.name_of(uid))
                     .await
@@ -76,8 +110,21 @@ impl Context {
                     .flatten()
             }
         };
-        caller.user = name.map(Arc::from);
-        caller
+        name.map(Arc::from)
+    }
+
+    /// The user called `name` as an answer about someone else, cached like
+    /// [`Context::name_of_other`].
+    async fn user_named_other(&self, name: &str) -> Option<UnixUser> {
+        if let Some(hit) = self.users.cached_user_named(name) {
+            return hit;
+        }
+        let users = self.users.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || users.user_named(&owned))
+            .await
+            .ok()
+            .flatten()
     }
 
     /// The user `name` as NSS resolves it, refused when there is none that may hold an
@@ -85,7 +132,7 @@ impl Context {
     async fn unix_user(&self, name: &str) -> Result<UnixUser, RuleError> {
         let users = self.users.clone();
         let owned = name.to_owned();
-        tokio::task::spawn_blocking(move || users.user_named(&owned))
+        tokio::task::spawn_blocking(move || users.user_named_now(&owned))
             .await
             .ok()
             .flatten()
@@ -136,29 +183,37 @@ impl Context {
         }
     }
 
-    /// Whether `caller` may ask what others may do: a superuser, or a member of the
-    /// service group.
+    /// Whether `caller` may ask what others may do: a superuser, or a user the user
+    /// database puts in the service group (its passwd entry's primary group, or a group
+    /// that lists it). The gid the process runs with counts for nothing: a setgid program or
+    /// `sg` makes nobody a service. Asked of the group cache, so a user moved out of the
+    /// group loses the rights within [`crate::users::CACHE_TTL`], on open connections and
+    /// feeds too (they ask again before each answer and each batch).
     pub(crate) async fn is_service(&self, caller: &Caller) -> bool {
         if caller.superuser {
             return true;
         }
-        let (Some(gid), Some(name)) = (self.service_group, caller.user.clone()) else {
+        // A uid without a user is nobody's service, whatever its number.
+        let (Some(gid), Some(_)) = (self.service_group, caller.user.as_ref()) else {
             return false;
         };
-        let (users, primary) = (self.users.clone(), caller.gid);
-        if let Some(hit) = users.cached_in_group(&name, primary, gid) {
+        let (users, uid) = (self.users.clone(), caller.uid);
+        if let Some(hit) = users.cached_in_group(uid, gid) {
             return hit;
         }
         // NSS may ask a directory server: never on a runtime worker.
-        tokio::task::spawn_blocking(move || users.in_group(&name, primary, gid))
+        tokio::task::spawn_blocking(move || users.in_group(uid, gid))
             .await
             .unwrap_or(false)
     }
 
-    /// The uid `uid` as a caller presenting it would be: its user as NSS names it now.
+    /// The uid `uid` as a caller presenting it would be, its user named by an answer about
+    /// someone else (cached).
     async fn caller_for_uid(&self, uid: u32) -> Caller {
         // The gid is not known from a uid; nothing the rules decide reads it.
-        self.identify(self.caller(uid, u32::MAX, None)).await
+        let mut subject = self.caller(uid, u32::MAX, None);
+        subject.user = self.name_of_other(uid).await;
+        subject
     }
 
     /// Who `check` asks about. Someone other than `caller` only when `service`: anyone
@@ -205,18 +260,14 @@ impl Context {
                     None => Subject::NoUserForUid(*uid),
                 }
             }
-            (_, Some(name), _) => {
-                let users = self.users.clone();
-                let owned = name.clone();
-                let found = tokio::task::spawn_blocking(move || users.user_named(&owned))
-                    .await
-                    .ok()
-                    .flatten();
-                match found {
-                    Some(user) => as_caller(self.caller_for_uid(user.uid).await, None),
-                    None => Subject::NoSuchUser(name.clone()),
-                }
+            // The caller's own name: the caller, without asking NSS who that is.
+            (_, Some(name), _) if caller.user.as_deref() == Some(name.as_str()) => {
+                as_caller(caller.clone(), None)
             }
+            (_, Some(name), _) => match self.user_named_other(name).await {
+                Some(user) => as_caller(self.caller_for_uid(user.uid).await, None),
+                None => Subject::NoSuchUser(name.clone()),
+            },
             (_, _, Some(email)) => {
                 let email = email.as_str().to_owned();
                 match snapshot.account(&email)?.and_then(|account| account.uid) {
@@ -405,27 +456,43 @@ impl Serve for methods::AuthzCheck {
             AuthzCheckParams::One(check) => (vec![check], true),
             AuthzCheckParams::Many(checks) => (checks, false),
         };
-        // Whether the caller is a service matters only to checks about someone else.
-        let service = checks.iter().any(Check::names_subject) && ctx.is_service(&caller).await;
-        let snapshot = ctx.store.read()?;
-        let mut subjects = Vec::with_capacity(checks.len());
-        for check in &checks {
-            subjects.push(ctx.subject(&caller, check, service, &snapshot).await?);
-        }
-        let now = ctx.clock.now();
-        let mut decisions = checks
+        // Identical checks are answered once: a batch of a thousand copies costs what one
+        // does, so repeating a question cannot magnify how long its answer takes. `first`
+        // says, for each check, which distinct check answers it.
+        let mut distinct: Vec<&Check> = Vec::new();
+        let mut seen: HashMap<&Check, usize> = HashMap::with_capacity(checks.len());
+        let first: Vec<usize> = checks
             .iter()
-            .zip(&subjects)
-            .map(|(check, subject)| {
-                authz::decide(
-                    &snapshot,
-                    subject,
-                    check.permission,
-                    check.org.as_deref(),
-                    now,
-                )
+            .map(|check| {
+                *seen.entry(check).or_insert_with(|| {
+                    distinct.push(check);
+                    distinct.len() - 1
+                })
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
+        // Whether the caller is a service matters only to checks about someone else.
+        let service =
+            distinct.iter().any(|check| check.names_subject()) && ctx.is_service(&caller).await;
+        let snapshot = ctx.store.read()?;
+        let now = ctx.clock.now();
+        let mut answers = Vec::with_capacity(distinct.len());
+        for check in distinct {
+            let subject = ctx.subject(&caller, check, service, &snapshot).await?;
+            answers.push(authz::decide(
+                &snapshot,
+                &subject,
+                check.permission,
+                check.org.as_deref(),
+                now,
+            )?);
+        }
+        let mut decisions = Vec::with_capacity(first.len());
+        for index in first {
+            let answer = answers
+                .get(index)
+                .ok_or(RuleError::Internal("a check without its answer"))?;
+            decisions.push(answer.clone());
+        }
         Ok(match (one, decisions.pop()) {
             (true, Some(decision)) => AuthzAnswer::One(decision),
             (_, last) => {
@@ -680,6 +747,7 @@ mod tests {
     use compartmentctl::wire::{Decision, Permission, Reason, Role};
 
     use super::*;
+    use crate::clock::Clock;
 
     fn text(encoded: &Encoded) -> String {
         serde_json::to_string(&encoded.body).unwrap()
@@ -730,5 +798,212 @@ mod tests {
             assert_eq!(text(&encoded), through_a_value.get());
             assert_eq!(encoded.org, org);
         }
+    }
+
+    /// A context on a temporary store, with the users of `users`, uid 999 as the daemon's,
+    /// and `service_group`.
+    fn context(
+        users: Arc<crate::users::FakeUsers>,
+        service_group: Option<u32>,
+    ) -> (Context, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let clock: Arc<dyn Clock> = Arc::new(crate::clock::FakeClock::new(1_777_636_800_000));
+        let (writer, _thread) = Writer::spawn(store.clone(), clock.clone()).unwrap();
+        let ctx = Context {
+            store,
+            writer,
+            clock,
+            policy: Arc::new(crate::rules::tests::policy()),
+            daemon_uid: 999,
+            sweeper_wake: Arc::new(Notify::new()),
+            users,
+            service_group,
+            caller_names: CallerNames::default(),
+            stale_audited: Mutex::default(),
+            replays: events::Replays::new(4, 32),
+        };
+        (ctx, dir)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// acme, its admin `alice` (uid 1001) active.
+    async fn acme(ctx: &Context) -> Caller {
+        let root = ctx.identify_at_connect(ctx.caller(0, 0, None)).await;
+        let created = dispatch(
+            ctx,
+            root,
+            Request::OrgCreate(compartmentctl::wire::OrgCreateParams {
+                name: "acme".into(),
+                admin: "alice@example.com".into(),
+                admin_unix_user: None,
+            }),
+        )
+        .await
+        .unwrap();
+        let created: compartmentctl::wire::OrgCreated =
+            serde_json::from_str(&text(&created)).unwrap();
+        let alice = ctx.identify_at_connect(ctx.caller(1001, 1001, None)).await;
+        dispatch(
+            ctx,
+            alice.clone(),
+            Request::AccountActivate(compartmentctl::wire::ActivateParams {
+                token: created.admin.activation_url.unwrap(),
+            }),
+        )
+        .await
+        .unwrap();
+        alice
+    }
+
+    fn check(permission: Permission) -> Check {
+        Check {
+            permission,
+            org: Some("acme".into()),
+            uid: None,
+            user: None,
+            email: None,
+        }
+    }
+
+    async fn ask(
+        ctx: &Context,
+        caller: &Caller,
+        checks: Vec<Check>,
+    ) -> Result<Vec<Decision>, RuleError> {
+        let encoded = dispatch(
+            ctx,
+            caller.clone(),
+            Request::AuthzCheck(AuthzCheckParams::Many(checks)),
+        )
+        .await?;
+        let answer: Value = serde_json::from_str(&text(&encoded)).unwrap();
+        Ok(serde_json::from_value(answer["decisions"].clone()).unwrap())
+    }
+
+    /// A check naming the caller's own user asks NSS nothing: the caller is who it names.
+    #[test]
+    fn a_check_by_the_callers_own_name_asks_nss_nothing() {
+        let users = crate::users::FakeUsers::new(&[(1001, "alice"), (1002, "bob")]);
+        let (ctx, _dir) = context(users.clone(), None);
+        runtime().block_on(async {
+            let alice = acme(&ctx).await;
+            let before = users.lookups();
+            let mut by_name = check(Permission::ProjectRead);
+            by_name.user = Some("alice".into());
+            let decisions = ask(&ctx, &alice, vec![by_name]).await.unwrap();
+            assert!(decisions[0].allowed, "{decisions:?}");
+            assert_eq!(decisions[0].email.as_deref(), Some("alice@example.com"));
+            assert_eq!(users.lookups(), before, "NSS was asked");
+            // Someone else's name is still refused to a non-service, before any lookup.
+            let mut other = check(Permission::ProjectRead);
+            other.user = Some("bob".into());
+            let err = ask(&ctx, &alice, vec![other]).await.unwrap_err();
+            assert_eq!(err.kind(), compartmentctl::wire::ErrorKind::Forbidden);
+            assert!(matches!(err, RuleError::NotAService), "{err:?}");
+            assert_eq!(users.lookups(), before, "NSS was asked");
+        });
+    }
+
+    /// A thousand copies of a question cost what one does, and every copy gets its answer,
+    /// in order.
+    #[test]
+    fn identical_checks_are_answered_once() {
+        let users = crate::users::FakeUsers::new(&[(1001, "alice"), (1002, "bob")]);
+        let (ctx, _dir) = context(users.clone(), None);
+        runtime().block_on(async {
+            let alice = acme(&ctx).await;
+            let root = ctx.identify_at_connect(ctx.caller(0, 0, None)).await;
+            let mut about_bob = check(Permission::ProjectRead);
+            about_bob.uid = Some(1002);
+            let before = users.lookups();
+            let decisions = ask(&ctx, &root, vec![about_bob.clone(); 1000])
+                .await
+                .unwrap();
+            assert_eq!(decisions.len(), 1000);
+            assert!(decisions.iter().all(|d| *d == decisions[0]));
+            assert_eq!(decisions[0].uid, Some(1002));
+            // bob's name, asked once (the fake table caches nothing).
+            assert_eq!(users.lookups() - before, 1);
+            // Mixed: each copy answered where it stands.
+            let mut about_alice = check(Permission::OrganizationUserInvite);
+            about_alice.uid = Some(1001);
+            let mixed = vec![about_bob.clone(), about_alice.clone(), about_bob];
+            let decisions = ask(&ctx, &root, mixed).await.unwrap();
+            let uids: Vec<_> = decisions.iter().map(|d| (d.uid, d.allowed)).collect();
+            assert_eq!(
+                uids,
+                [(Some(1002), false), (Some(1001), true), (Some(1002), false)]
+            );
+            let _ = alice;
+        });
+    }
+
+    /// The peer's gid grants nothing: only the user database's groups make a service, and
+    /// a user moved out of the group is no service at its next request.
+    #[test]
+    fn a_service_is_what_the_user_database_says() {
+        const SERVICES: u32 = 5000;
+        let users = crate::users::FakeUsers::new(&[(1001, "alice"), (1003, "svc")]);
+        let (ctx, _dir) = context(users.clone(), Some(SERVICES));
+        runtime().block_on(async {
+            acme(&ctx).await;
+            let mut about_alice = check(Permission::ProjectRead);
+            about_alice.uid = Some(1001);
+            // Running with the service group's gid (setgid, `sg`): not a service.
+            let setgid = ctx
+                .identify_at_connect(ctx.caller(1003, SERVICES, None))
+                .await;
+            let err = ask(&ctx, &setgid, vec![about_alice.clone()])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RuleError::NotAService), "{err:?}");
+            // Its passwd entry's primary group: a service, whatever gid it runs with.
+            users.set_primary_group(1003, SERVICES);
+            let plain = ctx.identify_at_connect(ctx.caller(1003, 1003, None)).await;
+            let decisions = ask(&ctx, &plain, vec![about_alice.clone()]).await.unwrap();
+            assert!(decisions[0].allowed, "{decisions:?}");
+            assert!(ctx.is_service(&setgid).await);
+            // `usermod -g` moves it out: the same open connection is no service.
+            users.set_primary_group(1003, 1003);
+            assert!(!ctx.is_service(&plain).await);
+            let err = ask(&ctx, &plain, vec![about_alice.clone()])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, RuleError::NotAService), "{err:?}");
+            // Listed in the group: a service again.
+            users.add_to_group("svc", SERVICES);
+            assert!(ctx.is_service(&plain).await);
+        });
+    }
+
+    /// A uid handed to a new user is the new user from its first connection on, even while
+    /// answers about others still hold the old name.
+    #[test]
+    fn a_connection_asks_who_its_caller_is_uncached() {
+        let users = crate::users::FakeUsers::new(&[(1001, "alice")]);
+        let (ctx, _dir) = context(users.clone(), None);
+        runtime().block_on(async {
+            let alice = acme(&ctx).await;
+            let who = dispatch(&ctx, alice.clone(), Request::Whoami)
+                .await
+                .unwrap();
+            assert!(text(&who).contains("alice@example.com"), "{}", text(&who));
+            users.set(1001, Some("mallory"));
+            let mallory = ctx.identify_at_connect(ctx.caller(1001, 1001, None)).await;
+            assert_eq!(mallory.user.as_deref(), Some("mallory"));
+            let err = dispatch(&ctx, mallory, Request::OrgList).await.unwrap_err();
+            assert_eq!(err.kind(), compartmentctl::wire::ErrorKind::Unauthenticated);
+            // alice's connection, opened before: the same uid, now named anew.
+            let err = dispatch(&ctx, alice, Request::OrgList).await.unwrap_err();
+            assert_eq!(err.kind(), compartmentctl::wire::ErrorKind::Unauthenticated);
+        });
     }
 }

@@ -1,5 +1,6 @@
 //! The accept loop. Identity comes first: the peer credentials are read as a connection is
-//! accepted, and a connection without them is dropped; one over the caps is answered
+//! accepted, and a connection without them is dropped; the uid's user is then asked of NSS,
+//! uncached, before the connection's first request; one over the caps is answered
 //! `busy`, and so is one that arrives when the process is out of file descriptors (a spare
 //! descriptor is kept for that moment). Warnings about refused connections and failed
 //! accepts are rate-limited. Shutdown stops accepting, lets each connection finish the
@@ -70,6 +71,7 @@ pub async fn run(
         sweeper_wake: sweeper_wake.clone(),
         users: daemon.users.clone(),
         service_group: daemon.service_group,
+        caller_names: Default::default(),
         stale_audited: Default::default(),
         replays: Replays::new(
             daemon.limits.feed_replays_per_uid,
@@ -148,15 +150,13 @@ fn admit(
     let caller = ctx.caller(cred.uid(), cred.gid(), cred.pid());
     match slots.take(caller.uid, caller.superuser) {
         Ok(slot) => {
-            let limits = slots.limits();
-            tasks.spawn(connection::serve(
-                stream,
-                ctx.clone(),
-                caller,
-                slot,
-                limits,
-                stop.clone(),
-            ));
+            let (ctx, limits, stop) = (ctx.clone(), slots.limits(), stop.clone());
+            tasks.spawn(async move {
+                // Who the uid is now, asked before any request is read and never from a
+                // cache: a uid handed to a new user does not act as the old one.
+                let caller = ctx.identify_at_connect(caller).await;
+                connection::serve(stream, ctx, caller, slot, limits, stop).await;
+            });
         }
         Err(busy) => {
             if let Some(more) = REFUSED.check() {

@@ -104,6 +104,7 @@ fn harness() -> &'static Harness {
             users: Arc::new(AnyUid),
             stale_audited: Default::default(),
             replays: compartmentd::events::Replays::new(4, 32),
+            caller_names: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

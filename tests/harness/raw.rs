@@ -33,8 +33,14 @@ impl RawConn {
     /// test process, and its parallel tests with it), connects, and ends.
     #[track_caller]
     pub fn connect_as(socket: &Path, uid: u32) -> RawConn {
+        RawConn::connect_as_group(socket, uid, crate::primary_gid(uid).unwrap_or(uid))
+    }
+
+    /// [`RawConn::connect_as`] with `gid` as the process's gid, whatever the user database
+    /// says: as a setgid program or `sg` runs.
+    #[track_caller]
+    pub fn connect_as_group(socket: &Path, uid: u32, gid: u32) -> RawConn {
         use nix::libc::{syscall, SYS_setresgid, SYS_setresuid};
-        let gid = crate::primary_gid(uid).unwrap_or(uid);
         let stream = std::thread::scope(|scope| {
             scope
                 .spawn(|| {

@@ -133,6 +133,20 @@ impl TestUser {
     }
 }
 
+impl TestUser {
+    /// Makes `group` this user's primary group (`usermod -g`); the user is one from
+    /// [`TestUser::deletable`], whose groups no other test counts on.
+    #[track_caller]
+    pub fn set_primary_group(&self, group: &str) {
+        assert_deletable(self);
+        let _lock = users_lock();
+        run_user_tool(
+            "usermod",
+            &["-g".to_owned(), group.to_owned(), self.name.clone()],
+        );
+    }
+}
+
 /// The group `group` (which begins with `cpt-`), created if it is missing, listing
 /// `members` (test users) as its members, as `/etc/group` lists a service account's
 /// supplementary groups. Returns its gid. Idempotent; needs root.

@@ -241,9 +241,15 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         Command::Account(AccountCommand::Unbind { email }) => {
             Request::AccountUnbind(AccountParams { email })
         }
-        Command::Account(AccountCommand::Bind { email, unix_user }) => {
-            Request::AccountBind(AccountBindParams { email, unix_user })
-        }
+        Command::Account(AccountCommand::Bind {
+            email,
+            unix_user,
+            carry_all,
+        }) => Request::AccountBind(AccountBindParams {
+            email,
+            unix_user,
+            carry_all,
+        }),
         Command::Org(OrgCommand::List) => Request::OrgList,
         Command::Org(OrgCommand::Use { name }) => Request::OrgUse(OrgUseParams { name }),
         Command::Ping => Request::Ping,

@@ -240,11 +240,29 @@ pub fn unbound(binding: &AccountBinding) -> String {
 
 pub fn bound(binding: &AccountBinding) -> String {
     let user = escaped(binding.unix_user.as_deref().unwrap_or("(no user)"));
-    format!(
+    let mut out = format!(
         "Bound {} to Unix user {user} (uid {}).\n",
         escaped(&binding.email),
         binding.uid
-    )
+    );
+    for m in &binding.carried {
+        out.push_str(&format!(
+            "Carried over: {} in {}.\n",
+            m.role,
+            escaped(&m.org)
+        ));
+    }
+    for m in &binding.dropped {
+        out.push_str(&format!(
+            "Not carried over: {} in {} (made through a binding no superuser vouched for).\n",
+            m.role,
+            escaped(&m.org)
+        ));
+    }
+    if !binding.dropped.is_empty() {
+        out.push_str("To carry those over too, bind again with --carry-all.\n");
+    }
+    out
 }
 
 pub fn removed(removed: &Removed) -> String {
@@ -441,7 +459,8 @@ mod tests {
 
     use super::*;
     use compartmentctl::wire::{
-        AccountInfo, Member, MemberStatus, OrgEntry, OrgMembership, Permission, Reason, Role,
+        AccountInfo, BoundMembership, Member, MemberStatus, OrgEntry, OrgMembership, Permission,
+        Reason, Role,
     };
 
     fn invited() -> Invitation {
@@ -843,10 +862,12 @@ mod tests {
             "EMAIL          STATUS  UNIX USER  UID   BOUND THROUGH\n\
              a@example.com  active  alice      1001  organization acme\n"
         );
-        let binding = AccountBinding {
+        let mut binding = AccountBinding {
             email: "a@example.com".into(),
             uid: 1001,
             unix_user: Some("alice".into()),
+            carried: Vec::new(),
+            dropped: Vec::new(),
         };
         assert_eq!(
             unbound(&binding),
@@ -855,6 +876,21 @@ mod tests {
         assert_eq!(
             bound(&binding),
             "Bound a@example.com to Unix user alice (uid 1001).\n"
+        );
+        binding.carried = vec![BoundMembership {
+            org: "acme".into(),
+            role: Role::Deployer,
+        }];
+        binding.dropped = vec![BoundMembership {
+            org: "squat".into(),
+            role: Role::Admin,
+        }];
+        assert_eq!(
+            bound(&binding),
+            "Bound a@example.com to Unix user alice (uid 1001).\n\
+             Carried over: deployer in acme.\n\
+             Not carried over: admin in squat (made through a binding no superuser vouched for).\n\
+             To carry those over too, bind again with --carry-all.\n"
         );
     }
 
@@ -957,6 +993,14 @@ mod tests {
             email: h(),
             uid: 1001,
             unix_user: Some(h()),
+            carried: vec![compartmentctl::wire::BoundMembership {
+                org: h(),
+                role: Role::Viewer,
+            }],
+            dropped: vec![compartmentctl::wire::BoundMembership {
+                org: h(),
+                role: Role::Admin,
+            }],
         };
         let mut me = who(1001, false, Some(HOSTILE));
         me.unix_user = Some(h());

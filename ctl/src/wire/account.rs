@@ -77,6 +77,10 @@ pub struct AccountBindParams {
     pub email: String,
     /// The Unix user to bind the account to.
     pub unix_user: String,
+    /// Carry every active membership over to the new uid, also those made through a binding
+    /// no superuser vouched for (the old holder may have been someone else altogether).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carry_all: bool,
 }
 
 impl Params for AccountBindParams {}
@@ -112,6 +116,20 @@ pub struct AccountBinding {
     pub email: String,
     pub uid: u32,
     pub unix_user: Option<String>,
+    /// `account.bind`: the active memberships moved to the new uid, by organization.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carried: Vec<BoundMembership>,
+    /// `account.bind`: the active memberships left pinned to the uid that held them, as no
+    /// superuser vouched for the binding they were made through (`carry_all` moves them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<BoundMembership>,
+}
+
+/// An organization's membership that `account.bind` carried over or left behind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BoundMembership {
+    pub org: String,
+    pub role: Role,
 }
 
 /// Pulls the token out of an activation URL (`…/activate?token=…`), or returns the input

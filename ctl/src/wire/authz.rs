@@ -10,7 +10,7 @@ pub const MAX_CHECKS: usize = 1000;
 
 /// One question: may the subject do `permission` in `org`? The subject is the caller unless
 /// one of `uid`, `user` or `email` names someone (at most one of them).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     pub permission: Permission,

@@ -5,10 +5,21 @@
 //! to the uid they were activated for, so a later binding made through some organization's
 //! invitation inherits none of them. Binding by a superuser is the one way to carry them
 //! over: it vouches for the new holder.
+//!
+//! What it carries without being told to carry everything: a binding's provenance says who
+//! vouched that a uid holds an address; a membership says only that the uid holding the
+//! account then accepted it. A membership made through a binding only an organization
+//! vouched for may have been accepted by a squatter (an organization's admin who invited an
+//! address nobody had activated and redeemed it as a uid of their own): moving it would
+//! join the address's real owner to that organization without their consent. So a rebind
+//! carries the memberships a superuser vouched for (a superuser invited, or the binding they
+//! were made through was a superuser's) and leaves the rest pinned to the old uid, saying
+//! which, unless the superuser asks for `carry_all`. Organizations vouching for their own
+//! bindings is what a squat forges, so it is not enough here.
 
 use compartmentctl::wire::{
-    AccountBindParams, AccountBinding, AccountDetail, AccountList, AccountStatus, MemberStatus,
-    OrgMembership,
+    AccountBindParams, AccountBinding, AccountDetail, AccountList, AccountStatus, BoundMembership,
+    MemberStatus, OrgMembership,
 };
 
 use super::{parse_email, refuse_root, Caller, RuleError};
@@ -135,11 +146,14 @@ pub fn unbind(
         email: email.to_owned(),
         uid,
         unix_user,
+        carried: Vec::new(),
+        dropped: Vec::new(),
     })
 }
 
 /// Binds the account to `user` on a superuser's word, moving it from any uid that held it,
-/// and carries the account's active memberships over to the new uid.
+/// and carries over the account's active memberships a superuser vouched for (every one
+/// with `carry_all`); the others stay pinned to the uid they were made active for.
 pub fn bind(
     txn: &impl Changes,
     caller: &Caller,
@@ -160,12 +174,26 @@ pub fn bind(
             user.name, other.email, other.email
         )));
     }
+    // The binding being replaced, read before it goes: whether a superuser made it decides
+    // which of the memberships made through it are carried.
+    let old_binding = match account.uid {
+        Some(old) => txn.binding(old)?.filter(|b| b.email == email),
+        None => None,
+    };
     if let Some(old) = account.uid.filter(|&old| old != user.uid) {
-        if txn.binding(old)?.is_some_and(|b| b.email == email) {
+        if old_binding.is_some() {
             txn.delete_binding(old)?;
             txn.clear_current_org(old)?;
         }
     }
+    if account.uid != Some(user.uid) {
+        // A uid new to the account starts without a chosen organization.
+        txn.clear_current_org(user.uid)?;
+    }
+    let superuser_binding = old_binding
+        .as_ref()
+        .is_some_and(|b| b.provenance == Provenance::Superuser);
+    let old_uid = account.uid;
     txn.put_binding(
         user.uid,
         &BindingRecord {
@@ -181,28 +209,63 @@ pub fn bind(
     }
     account.uid = Some(user.uid);
     txn.put_account(email, &account)?;
+    let (mut carried, mut dropped) = (Vec::new(), Vec::new());
     for org in txn.orgs_of(email)? {
-        if let Some(old) = txn.membership(&org, email)? {
-            if old.status == MemberStatus::Active && old.uid != Some(user.uid) {
-                let mut moved = old.clone();
-                moved.uid = Some(user.uid);
-                txn.put_membership(&org, email, &moved, Some(&old))?;
-            }
+        let Some(old) = txn.membership(&org, email)? else {
+            continue;
+        };
+        if old.status != MemberStatus::Active || old.uid == Some(user.uid) {
+            continue;
+        }
+        let vouched = invited_by_superuser(&old.invited_by)
+            || (superuser_binding && old.uid.is_some() && old.uid == old_uid);
+        let entry = BoundMembership {
+            org: org.clone(),
+            role: old.role,
+        };
+        if vouched || params.carry_all {
+            let mut moved = old.clone();
+            moved.uid = Some(user.uid);
+            txn.put_membership(&org, email, &moved, Some(&old))?;
+            carried.push(entry);
+        } else {
+            dropped.push(entry);
         }
     }
-    append(
-        txn,
-        caller,
-        "account.bind",
-        email,
-        format!("uid {} ({})", user.uid, user.name),
-        now,
-    )?;
+    let listed = |memberships: &[BoundMembership]| {
+        memberships
+            .iter()
+            .map(|m| format!("{} ({})", m.org, m.role))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut detail = format!("uid {} ({})", user.uid, user.name);
+    if !carried.is_empty() {
+        detail.push_str(&format!("; carried {}", listed(&carried)));
+    }
+    if !dropped.is_empty() {
+        detail.push_str(&format!(
+            "; left pinned to the old uid {}",
+            listed(&dropped)
+        ));
+    }
+    append(txn, caller, "account.bind", email, detail, now)?;
     Ok(AccountBinding {
         email: email.to_owned(),
         uid: user.uid,
         unix_user: Some(user.name.clone()),
+        carried,
+        dropped,
     })
+}
+
+/// Whether a membership's `invited_by` names a superuser: only a superuser without an
+/// account invites as `uid N` ([`super::identity::Actor::label`]); everyone else invites
+/// through their account's address.
+fn invited_by_superuser(invited_by: &str) -> bool {
+    invited_by
+        .strip_prefix("uid ")
+        .is_some_and(|uid| uid.parse::<u32>().is_ok())
 }
 
 fn append(

@@ -153,20 +153,32 @@ impl Standing {
 }
 
 /// How `actor` stands in `org`.
+///
+/// An actor who is not a superuser costs the same reads whether or not `org` exists (the
+/// organization and the membership, always both): how long an answer takes must not tell
+/// which organizations exist to someone who is a member of none of them.
 pub(crate) fn standing(
     reader: &impl Reader,
     actor: &Actor,
     org: &str,
 ) -> Result<Standing, RuleError> {
-    if reader.org(org)?.is_none() {
-        return Ok(Standing::NoOrg);
-    }
+    let exists = reader.org(org)?.is_some();
     if actor.caller.superuser {
-        return Ok(Standing::Superuser);
+        return Ok(if exists {
+            Standing::Superuser
+        } else {
+            Standing::NoOrg
+        });
     }
-    Ok(match &actor.email {
-        Some(email) => Standing::Member(reader.membership(org, email)?),
-        None => Standing::Member(None),
+    // Only a superuser acts without an account ([`authenticate`]).
+    let membership = match &actor.email {
+        Some(email) => reader.membership(org, email)?,
+        None => None,
+    };
+    Ok(if exists {
+        Standing::Member(membership)
+    } else {
+        Standing::NoOrg
     })
 }
 

@@ -911,6 +911,7 @@ fn a_reused_uid_inherits_nothing_until_a_superuser_rebinds_or_unbinds() {
     let params = compartmentctl::wire::AccountBindParams {
         email: "admin@example.com".into(),
         unix_user: "user1002".into(),
+        carry_all: false,
     };
     f.write(|txn| accounts::bind(txn, &root(), &params, &unix_user(1002), T0))
         .unwrap();
@@ -987,6 +988,96 @@ fn only_superusers_list_show_bind_and_unbind_accounts() {
         accounts::show(&snapshot, &root(), users.as_ref(), "admin@example.com", T0).unwrap();
     assert_eq!(shown.uid, None);
     assert_eq!(shown.memberships[0].usable, Some(false));
+}
+
+/// An admin of evil invites an address nobody has activated and redeems it as a uid of
+/// its own (a squat); a superuser repairs it by binding the address to its real owner. The
+/// owner gets the membership a superuser vouched for, not evil's, and evil does not become
+/// their current organization; `carry_all` is how a superuser says the old holder was the
+/// owner after all.
+#[test]
+fn a_rebind_carries_only_what_a_superuser_vouched_for() {
+    use compartmentctl::wire::BoundMembership;
+    let mut f = two_tenants();
+    let url = f
+        .invite_as(
+            user(EVIL_ADMIN),
+            "evil",
+            "victim@example.com",
+            Role::Admin,
+            false,
+            T0,
+        )
+        .unwrap()
+        .activation_url
+        .unwrap();
+    f.activate(user(EVIL_PUPPET), &url, T0).unwrap();
+    // A superuser's invitation to acme: the inviter vouches, so it is active at once for the
+    // uid that holds the address (the squatter's, for now).
+    let at_once = f
+        .invite_as(
+            root(),
+            "acme",
+            "victim@example.com",
+            Role::Viewer,
+            false,
+            T0,
+        )
+        .unwrap();
+    assert_eq!(at_once.status, MemberStatus::Active);
+    let victim = 3003;
+    let params = compartmentctl::wire::AccountBindParams {
+        email: "victim@example.com".into(),
+        unix_user: user_name(victim),
+        carry_all: false,
+    };
+    let bound = f
+        .write(|txn| accounts::bind(txn, &root(), &params, &unix_user(victim), T0))
+        .unwrap();
+    let membership = |org: &str, role| BoundMembership {
+        org: org.into(),
+        role,
+    };
+    assert_eq!(bound.carried, vec![membership("acme", Role::Viewer)]);
+    assert_eq!(bound.dropped, vec![membership("evil", Role::Admin)]);
+    let snapshot = f.store.read().unwrap();
+    let who = identity::whoami(&snapshot, &user(victim), T0).unwrap();
+    assert_eq!(who.current_org.as_deref(), Some("acme"));
+    let orgs: Vec<_> = who.memberships.iter().map(|m| m.org.as_str()).collect();
+    assert_eq!(orgs, ["acme"]);
+    assert_eq!(
+        kind(members::list(&snapshot, &user(victim), Some("evil"), T0)),
+        ErrorKind::NotFound
+    );
+    // Nobody acts through evil's membership: it stays pinned to the squatter's uid, which
+    // holds nothing now.
+    assert_eq!(
+        kind(members::list(
+            &snapshot,
+            &user(EVIL_PUPPET),
+            Some("evil"),
+            T0
+        )),
+        ErrorKind::Unauthenticated
+    );
+    drop(snapshot);
+    // Told to, the superuser carries everything.
+    let all = compartmentctl::wire::AccountBindParams {
+        carry_all: true,
+        ..params
+    };
+    let bound = f
+        .write(|txn| accounts::bind(txn, &root(), &all, &unix_user(victim), T0))
+        .unwrap();
+    assert_eq!(bound.carried, vec![membership("evil", Role::Admin)]);
+    assert_eq!(bound.dropped, vec![]);
+    let snapshot = f.store.read().unwrap();
+    assert_eq!(
+        members::list(&snapshot, &user(victim), Some("evil"), T0)
+            .unwrap()
+            .org,
+        "evil"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1499,6 +1590,7 @@ fn root_is_never_named_as_an_accounts_user() {
     let params = compartmentctl::wire::AccountBindParams {
         email: "admin@example.com".into(),
         unix_user: "root".into(),
+        carry_all: false,
     };
     let err = f
         .write(|txn| accounts::bind(txn, &root(), &params, &root_user, T0))
@@ -1981,4 +2073,163 @@ fn spent_tokens_are_forgotten_a_month_after_they_expire_and_pending_ones_never()
         .unwrap();
     assert_eq!(f.store.read().unwrap().token(&pending_key).unwrap(), None);
     f.assert_indexes_agree();
+}
+
+/// A reader that counts what it is asked, to show two questions cost the same reads.
+struct Counting<'r, R> {
+    inner: &'r R,
+    reads: std::cell::Cell<usize>,
+}
+
+impl<'r, R: Reader> Counting<'r, R> {
+    fn new(inner: &'r R) -> Counting<'r, R> {
+        Counting {
+            inner,
+            reads: std::cell::Cell::new(0),
+        }
+    }
+
+    fn count<T>(&self, read: T) -> T {
+        self.reads.set(self.reads.get() + 1);
+        read
+    }
+}
+
+impl<R: Reader> Reader for Counting<'_, R> {
+    fn org(&self, name: &str) -> crate::store::Result<Option<crate::store::OrgRecord>> {
+        self.count(self.inner.org(name))
+    }
+    fn org_names(&self) -> crate::store::Result<Vec<String>> {
+        self.count(self.inner.org_names())
+    }
+    fn account(&self, email: &str) -> crate::store::Result<Option<crate::store::AccountRecord>> {
+        self.count(self.inner.account(email))
+    }
+    fn binding(&self, uid: u32) -> crate::store::Result<Option<crate::store::BindingRecord>> {
+        self.count(self.inner.binding(uid))
+    }
+    fn accounts(&self) -> crate::store::Result<Vec<(String, crate::store::AccountRecord)>> {
+        self.count(self.inner.accounts())
+    }
+    fn membership(
+        &self,
+        org: &str,
+        email: &str,
+    ) -> crate::store::Result<Option<crate::store::MembershipRecord>> {
+        self.count(self.inner.membership(org, email))
+    }
+    fn members(
+        &self,
+        org: &str,
+    ) -> crate::store::Result<Vec<(String, crate::store::MembershipRecord)>> {
+        self.count(self.inner.members(org))
+    }
+    fn members_after(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> crate::store::Result<Vec<(String, crate::store::MemberRow)>> {
+        self.count(self.inner.members_after(org, after, limit))
+    }
+    fn active_admins(&self, org: &str, at_most: usize) -> crate::store::Result<usize> {
+        self.count(self.inner.active_admins(org, at_most))
+    }
+    fn orgs_of(&self, email: &str) -> crate::store::Result<Vec<String>> {
+        self.count(self.inner.orgs_of(email))
+    }
+    fn token(
+        &self,
+        hash: &crate::store::TokenHash,
+    ) -> crate::store::Result<Option<crate::store::TokenRecord>> {
+        self.count(self.inner.token(hash))
+    }
+    fn current_org(&self, uid: u32) -> crate::store::Result<Option<String>> {
+        self.count(self.inner.current_org(uid))
+    }
+    fn next_expiry(&self) -> crate::store::Result<Option<Millis>> {
+        self.count(self.inner.next_expiry())
+    }
+    fn due_invitations_up_to(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> crate::store::Result<Vec<(String, String)>> {
+        self.count(self.inner.due_invitations_up_to(now, limit))
+    }
+    fn audit(&self) -> crate::store::Result<Vec<crate::store::AuditRecord>> {
+        self.count(self.inner.audit())
+    }
+    fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> crate::store::Result<Vec<(u64, crate::store::EventRecord)>> {
+        self.count(self.inner.events_after(after, limit))
+    }
+    fn last_event_seq(&self) -> crate::store::Result<u64> {
+        self.count(self.inner.last_event_seq())
+    }
+    fn org_events_after(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> crate::store::Result<Vec<(u64, crate::store::EventRecord)>> {
+        self.count(self.inner.org_events_after(org, after, limit))
+    }
+    fn spent_tokens_due(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> crate::store::Result<Vec<crate::store::TokenHash>> {
+        self.count(self.inner.spent_tokens_due(now, limit))
+    }
+    fn next_spent_token_due(&self) -> crate::store::Result<Option<Millis>> {
+        self.count(self.inner.next_spent_token_due())
+    }
+}
+
+/// A member of no organization but its own, asking about one that exists and one that
+/// does not: the same answer, from the same reads, so timing tells nothing about which
+/// organizations exist.
+#[test]
+fn a_self_check_costs_the_same_whether_or_not_the_org_exists() {
+    use compartmentctl::wire::{Permission::ProjectRead, Reason};
+    let mut f = Fixture::new();
+    f.org_with("acme", &[]);
+    let url = f.create_org("beta", "boss@beta.example");
+    f.activate(user(2001), &url, T0).unwrap();
+    let snapshot = f.store.read().unwrap();
+    let ask = |org: &str| {
+        let counting = Counting::new(&snapshot);
+        let subject = authz::Subject::Uid {
+            caller: user(2001),
+            email: None,
+        };
+        let decision = authz::decide(&counting, &subject, ProjectRead, Some(org), T0).unwrap();
+        (decision, counting.reads.get())
+    };
+    let (existing, existing_reads) = ask("acme");
+    let (missing, missing_reads) = ask("acme-not");
+    assert_eq!(
+        (existing.reason, existing.message.as_str()),
+        (
+            Reason::NotMember,
+            "boss@beta.example is not a member of acme"
+        )
+    );
+    assert_eq!(
+        (missing.reason, missing.message.as_str()),
+        (
+            Reason::NotMember,
+            "boss@beta.example is not a member of acme-not"
+        )
+    );
+    assert_eq!(existing_reads, missing_reads, "reads differ");
+    // The organization and the membership, each read once, besides the binding.
+    assert_eq!(existing_reads, 3);
+    // A member is told its role as before.
+    let (own, _) = ask("beta");
+    assert_eq!(own.reason, Reason::Role);
 }
