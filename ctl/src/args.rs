@@ -24,7 +24,10 @@ account that another organization's invitation bound, can be redeemed by that Un
 only. An admin of another organization can never act in yours, learn your members, make an \
 account join you, or take over an account your organization bound; the most it can do is \
 bind an address that nobody has activated yet, which a superuser undoes with \
-compartment account unbind.";
+compartment account unbind, or with compartment account bind EMAIL --unix-user OWNER: that \
+carries over only the memberships a superuser vouched for (a superuser invited, or a \
+superuser made the binding they were joined through), prints those it carries and those it \
+leaves behind, and carries everything only with --carry-all.";
 
 /// Whom the CLI talks to and how it prints what it is told: the man page's DAEMON TRUST
 /// section and the README's paragraph on the CLI say exactly this.
