@@ -535,7 +535,7 @@ impl Serve for methods::OrgCreate {
         let policy = ctx.policy.clone();
         let created = ctx
             .writer
-            .write(move |txn, now| {
+            .write_as(caller.uid, move |txn, now| {
                 orgs::create(txn, &caller, &params, named.clone(), &token, &policy, now)
             })
             .await?;
@@ -551,7 +551,9 @@ impl Serve for methods::OrgUse {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, _| orgs::use_org(txn, &caller, &params.name))
+            .write_as(caller.uid, move |txn, _| {
+                orgs::use_org(txn, &caller, &params.name)
+            })
             .await
     }
 }
@@ -567,7 +569,7 @@ impl Serve for methods::UserInvite {
         let policy = ctx.policy.clone();
         let invitation = ctx
             .writer
-            .write(move |txn, now| {
+            .write_as(caller.uid, move |txn, now| {
                 invitations::invite(txn, &caller, &params, named.clone(), &token, &policy, now)
             })
             .await?;
@@ -583,7 +585,9 @@ impl Serve for methods::UserRemove {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, now| members::remove(txn, &caller, &params, now))
+            .write_as(caller.uid, move |txn, now| {
+                members::remove(txn, &caller, &params, now)
+            })
             .await
     }
 }
@@ -595,7 +599,9 @@ impl Serve for methods::RoleGrant {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, now| members::grant(txn, &caller, &params, now))
+            .write_as(caller.uid, move |txn, now| {
+                members::grant(txn, &caller, &params, now)
+            })
             .await
     }
 }
@@ -607,7 +613,9 @@ impl Serve for methods::AccountActivate {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, now| invitations::activate(txn, &caller, &params.token, now))
+            .write_as(caller.uid, move |txn, now| {
+                invitations::activate(txn, &caller, &params.token, now)
+            })
             .await
     }
 }
@@ -647,7 +655,9 @@ impl Serve for methods::AccountUnbind {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, now| accounts::unbind(txn, &caller, &params.email, now))
+            .write_as(caller.uid, move |txn, now| {
+                accounts::unbind(txn, &caller, &params.email, now)
+            })
             .await
     }
 }
@@ -666,7 +676,9 @@ impl Serve for methods::AccountBind {
         }
         let user = ctx.unix_user(&params.unix_user).await?;
         ctx.writer
-            .write(move |txn, now| accounts::bind(txn, &caller, &params, &user, now))
+            .write_as(caller.uid, move |txn, now| {
+                accounts::bind(txn, &caller, &params, &user, now)
+            })
             .await
     }
 }
