@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::events::{self, Feed};
 use crate::rules::authz::{self, Subject};
@@ -44,6 +45,8 @@ pub struct Context {
     pub service_group: Option<u32>,
     /// Stale bindings already audited in this run, by (uid, recorded name).
     pub stale_audited: Mutex<HashSet<(u32, Option<String>)>>,
+    /// Whether a caller's change may go to the writer: its rate, the free-space floor.
+    pub admission: Admission,
 }
 
 impl Context {
@@ -328,6 +331,9 @@ pub async fn dispatch(
     request: Request,
 ) -> Result<Encoded, RuleError> {
     let caller = ctx.identify(caller).await;
+    if request.writes() {
+        ctx.admission.admit(&caller)?;
+    }
     let result = request
         .visit(Dispatch {
             ctx,

@@ -19,8 +19,10 @@ use compartmentctl::wire::{
     decode, ActivateParams, Call, ErrorKind, Id, Incoming, OrgCreateParams, Request, Response,
     Role, RpcError, UserInviteParams,
 };
+use compartmentd::admission::Admission;
 use compartmentd::clock::{Clock, FakeClock};
 use compartmentd::dispatch::{dispatch, Context};
+use compartmentd::limits::Limits;
 use compartmentd::rules::{invitations, Caller, Policy};
 use compartmentd::store::Store;
 use compartmentd::writer::Writer;
@@ -103,6 +105,16 @@ fn harness() -> &'static Harness {
             // Every uid the fuzzer calls as has a user, so activations can bind.
             users: Arc::new(AnyUid),
             stale_audited: Default::default(),
+            // No rate and no floor: the fuzzer calls as fast as it can, in a removed dir.
+            admission: Admission::new(
+                &Limits {
+                    max_changes_per_sec: u32::MAX,
+                    changes_burst: u32::MAX,
+                    min_free_space: 0,
+                    ..Limits::default()
+                },
+                dir.path().to_owned(),
+            ),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
