@@ -28,6 +28,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -242,9 +243,9 @@ impl Shared {
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the next batch: waits until a change is queued; `None` once every handle is
-    /// gone and nothing is left.
-    fn next_batch(&self) -> Option<Vec<Box<dyn Job>>> {
+    /// Takes the next batch, of at most `size(lanes with changes waiting)` changes: waits
+    /// until a change is queued; `None` once every handle is gone and nothing is left.
+    fn next_batch(&self, size: impl FnOnce(usize) -> usize) -> Option<Vec<Box<dyn Job>>> {
         let mut queues = self.lock();
         while queues.turns.is_empty() {
             if queues.closed {
@@ -255,8 +256,68 @@ impl Shared {
                 .wait(queues)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        Some(queues.take_turns(MAX_BATCH))
+        let max = size(queues.turns.len());
+        Some(queues.take_turns(max))
     }
+}
+
+/// How long after two lanes last had changes waiting at once batches stay short.
+const SHARED_FOR: Duration = Duration::from_secs(1);
+
+/// How many changes the next batch takes. [`MAX_BATCH`] while one lane has the writer to
+/// itself: the most changes per durable commit. While several lanes write (and for
+/// [`SHARED_FOR`] after), only as many as apply in half a commit's time (at least one
+/// from each waiting lane): a change that arrives waits for the batch being applied and
+/// then its own, and full batches of another uid's changes would make that many times
+/// its idle wait.
+struct Sizing {
+    /// What one change takes to apply, and a commit, averaged over recent batches.
+    per_change: Duration,
+    commit: Duration,
+    shared_until: Option<Instant>,
+}
+
+impl Sizing {
+    fn new() -> Sizing {
+        Sizing {
+            per_change: Duration::from_micros(50),
+            commit: Duration::from_millis(2),
+            shared_until: None,
+        }
+    }
+
+    fn max_batch(&mut self, lanes_waiting: usize, now: Instant) -> usize {
+        if lanes_waiting > 1 {
+            self.shared_until = Some(now + SHARED_FOR);
+        }
+        if self.shared_until.is_none_or(|until| now >= until) {
+            return MAX_BATCH;
+        }
+        let fit = (self.commit / 2).as_nanos() / self.per_change.as_nanos().max(1);
+        let fit = usize::try_from(fit).unwrap_or(MAX_BATCH);
+        fit.max(lanes_waiting).clamp(1, MAX_BATCH)
+    }
+
+    /// Learns from a committed batch of `changes` changes.
+    fn ran(&mut self, changes: usize, timing: Timing) {
+        let Ok(changes) = u32::try_from(changes) else {
+            return;
+        };
+        if changes == 0 {
+            return;
+        }
+        // An average over the last eight or so batches.
+        let mix = |old: Duration, new: Duration| (old * 7 + new) / 8;
+        self.per_change = mix(self.per_change, timing.applied / changes);
+        self.commit = mix(self.commit, timing.committed);
+    }
+}
+
+/// How long a committed batch took to apply, and to commit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    applied: Duration,
+    committed: Duration,
 }
 
 /// Marks the lanes closed when the last [`Writer`] handle is dropped.
@@ -336,10 +397,17 @@ impl Writer {
             .name("compartmentd-writer".into())
             .spawn(move || {
                 let stopping = stopping;
+                let mut sizing = Sizing::new();
                 // Whatever is waiting now joins the batch; nothing waits for more to come,
                 // so a lone change is applied as soon as it arrives.
-                while let Some(batch) = stopping.0.next_batch() {
-                    apply_batch(&store, &*clock, batch, &commit);
+                while let Some(batch) = stopping
+                    .0
+                    .next_batch(|lanes| sizing.max_batch(lanes, Instant::now()))
+                {
+                    let changes = batch.len();
+                    if let Some(timing) = apply_batch(&store, &*clock, batch, &commit) {
+                        sizing.ran(changes, timing);
+                    }
                 }
             })?;
         Ok((
@@ -454,22 +522,25 @@ enum Ran {
 }
 
 /// Applies `batch` in one write transaction committed with `commit`, then answers each
-/// job; falls back to one transaction per job as the module's invariants say.
+/// job; falls back to one transaction per job as the module's invariants say. How long
+/// the shared transaction took, when it committed.
 pub(crate) fn apply_batch(
     store: &Store,
     clock: &dyn Clock,
     mut batch: Vec<Box<dyn Job + '_>>,
     commit: Commit<'_>,
-) {
+) -> Option<Timing> {
     if batch.len() == 1 {
-        return one_by_one(store, clock, batch, &[], commit);
+        one_by_one(store, clock, batch, &[], commit);
+        return None;
     }
     let started = std::time::Instant::now();
     let txn = match store.begin_write() {
         Ok(txn) => txn,
         Err(err) => {
             store.note_failure(&err);
-            return one_by_one(store, clock, batch, &[], commit);
+            one_by_one(store, clock, batch, &[], commit);
+            return None;
         }
     };
     let mut panicked = vec![false; batch.len()];
@@ -519,11 +590,13 @@ pub(crate) fn apply_batch(
             changes = batch.len(),
             "a refused change had written; the batch runs one change per transaction"
         );
-        return one_by_one(store, clock, batch, &panicked, commit);
+        one_by_one(store, clock, batch, &panicked, commit);
+        return None;
     }
     let applied = started.elapsed();
     match txn.commit(commit, events) {
         Ok(()) => {
+            let committed = started.elapsed() - applied;
             trace_commit(batch.len(), started, applied);
             for (job, panicked) in batch.into_iter().zip(panicked) {
                 if panicked {
@@ -532,11 +605,13 @@ pub(crate) fn apply_batch(
                     job.answer();
                 }
             }
+            Some(Timing { applied, committed })
         }
         Err(err) => {
             tracing::warn!(error = %err, changes = batch.len(), "committing a batch failed; its changes run one by one");
             store.note_failure(&err);
             one_by_one(store, clock, batch, &panicked, commit);
+            None
         }
     }
 }
@@ -1048,5 +1123,38 @@ mod tests {
         assert!(writer.shared.lock().lanes.is_empty());
         drop(writer);
         thread.join().unwrap();
+    }
+
+    /// Alone, a lane gets full batches; once two lanes write at once, and for a second
+    /// after, a batch takes only what applies in half a commit, but at least one change of
+    /// each waiting lane.
+    #[test]
+    fn batches_are_short_only_while_lanes_share_the_writer() {
+        let mut sizing = Sizing::new();
+        let t0 = Instant::now();
+        assert_eq!(sizing.max_batch(1, t0), MAX_BATCH);
+        for _ in 0..64 {
+            sizing.ran(
+                100,
+                Timing {
+                    applied: Duration::from_millis(10),
+                    committed: Duration::from_millis(2),
+                },
+            );
+        }
+        // 100 µs a change, 2 ms a commit: ten changes fit in half a commit.
+        let fit = sizing.max_batch(2, t0);
+        assert!((9..=11).contains(&fit), "{fit}");
+        assert_eq!(sizing.max_batch(1, t0 + Duration::from_millis(900)), fit);
+        assert_eq!(sizing.max_batch(40, t0 + Duration::from_millis(900)), 40);
+        assert_eq!(
+            sizing.max_batch(1000, t0 + Duration::from_millis(900)),
+            MAX_BATCH
+        );
+        // A second after the last time two lanes waited at once: full batches again.
+        assert_eq!(
+            sizing.max_batch(1, t0 + Duration::from_millis(1900)),
+            MAX_BATCH
+        );
     }
 }
