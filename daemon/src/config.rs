@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use compartmentctl::paths::NoDefaultPath;
 
-use crate::limits::Limits;
+use crate::limits::{Limits, DEFAULT_CHANGES_BURST, DEFAULT_MAX_CHANGES_PER_SEC};
 use crate::rules::MAX_INVITATION_TTL;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +111,28 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub feed_replays: u32,
 
+    /// Changes (invitations, removals, grants, activations…) one Unix user may make a
+    /// second, on average; faster ones are answered `busy` with when to retry, whether the
+    /// rules would have accepted them or not. Superusers are not limited
+    #[arg(long, env = "COMPARTMENT_MAX_CHANGES_PER_SEC", value_name = "N",
+          default_value_t = DEFAULT_MAX_CHANGES_PER_SEC,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_changes_per_sec: u32,
+
+    /// Changes one Unix user may make at once, after a quiet while, before
+    /// --max-changes-per-sec applies: a bulk invitation of this many goes through at once
+    #[arg(long, env = "COMPARTMENT_CHANGES_BURST", value_name = "N",
+          default_value_t = DEFAULT_CHANGES_BURST,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub changes_burst: u32,
+
+    /// Free space kept on the state directory's filesystem (e.g. 256MiB, 1GiB; 0 for none):
+    /// below it, changes of everyone but superusers are refused `unavailable`, so that the
+    /// disk never fills from requests and superusers can still repair
+    #[arg(long, env = "COMPARTMENT_MIN_FREE_SPACE", value_name = "SIZE",
+          default_value = "256MiB", value_parser = parse_size)]
+    pub min_free_space: u64,
+
     /// Where logs go
     #[arg(long, env = "COMPARTMENT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -157,6 +179,9 @@ impl Config {
             feed_max_lag: self.feed_max_lag,
             feed_replays_per_uid: self.feed_replays_per_uid as usize,
             feed_replays: self.feed_replays as usize,
+            max_changes_per_sec: self.max_changes_per_sec,
+            changes_burst: self.changes_burst,
+            min_free_space: self.min_free_space,
         })
     }
 
@@ -204,6 +229,11 @@ fn parse_cache_size(text: &str) -> Result<usize, String> {
         return Err("must be at least 1MiB".into());
     }
     usize::try_from(size.as_u64()).map_err(|_| "is more than this machine can address".into())
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = text.trim().parse()?;
+    Ok(size.as_u64())
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -276,6 +306,36 @@ mod tests {
         let limits = config.limits().unwrap();
         assert_eq!(limits.superuser_reserved_connections, 3);
         assert_eq!(limits.write_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn change_limits_have_defaults_and_take_sizes() {
+        let limits = Config::parse_from(["compartmentd"]).limits().unwrap();
+        assert_eq!(limits.max_changes_per_sec, 20);
+        assert_eq!(limits.changes_burst, 500);
+        assert_eq!(limits.min_free_space, crate::limits::DEFAULT_MIN_FREE_SPACE);
+        assert_eq!(limits.min_free_space, 256 << 20);
+        let config = Config::parse_from([
+            "compartmentd",
+            "--max-changes-per-sec",
+            "5",
+            "--changes-burst",
+            "50",
+            "--min-free-space",
+            "1 GiB",
+        ]);
+        let limits = config.limits().unwrap();
+        assert_eq!(
+            (
+                limits.max_changes_per_sec,
+                limits.changes_burst,
+                limits.min_free_space
+            ),
+            (5, 50, 1 << 30)
+        );
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert!(parse_size("lots").is_err());
+        assert!(Config::try_parse_from(["compartmentd", "--max-changes-per-sec", "0"]).is_err());
     }
 
     #[test]

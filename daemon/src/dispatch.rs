@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::events::{self, Feed};
 use crate::rules::authz::{self, Subject};
@@ -48,6 +49,8 @@ pub struct Context {
     pub stale_audited: Mutex<HashSet<(u32, Option<String>)>>,
     /// The change feeds replaying past changes, and how many may.
     pub replays: Arc<events::Replays>,
+    /// Whether a caller's change may go to the writer: its rate, the free-space floor.
+    pub admission: Admission,
 }
 
 impl Context {
@@ -381,6 +384,9 @@ pub async fn dispatch(
     request: Request,
 ) -> Result<Encoded, RuleError> {
     let caller = ctx.identify(caller).await;
+    if request.writes() {
+        ctx.admission.admit(&caller)?;
+    }
     let result = request
         .visit(Dispatch {
             ctx,
@@ -604,7 +610,7 @@ impl Serve for methods::OrgCreate {
         let policy = ctx.policy.clone();
         let created = ctx
             .writer
-            .write(move |txn, now| {
+            .write_as(caller.uid, move |txn, now| {
                 orgs::create(txn, &caller, &params, named.clone(), &token, &policy, now)
             })
             .await?;
@@ -620,7 +626,9 @@ impl Serve for methods::OrgUse {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, _| orgs::use_org(txn, &caller, &params.name))
+            .write_as(caller.uid, move |txn, _| {
+                orgs::use_org(txn, &caller, &params.name)
+            })
             .await
     }
 }
@@ -636,7 +644,7 @@ impl Serve for methods::UserInvite {
         let policy = ctx.policy.clone();
         let invitation = ctx
             .writer
-            .write(move |txn, now| {
+            .write_as(caller.uid, move |txn, now| {
                 invitations::invite(txn, &caller, &params, named.clone(), &token, &policy, now)
             })
             .await?;
@@ -652,7 +660,9 @@ impl Serve for methods::UserRemove {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, now| members::remove(txn, &caller, &params, now))
+            .write_as(caller.uid, move |txn, now| {
+                members::remove(txn, &caller, &params, now)
+            })
             .await
     }
 }
@@ -664,7 +674,9 @@ impl Serve for methods::RoleGrant {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, now| members::grant(txn, &caller, &params, now))
+            .write_as(caller.uid, move |txn, now| {
+                members::grant(txn, &caller, &params, now)
+            })
             .await
     }
 }
@@ -676,7 +688,9 @@ impl Serve for methods::AccountActivate {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, now| invitations::activate(txn, &caller, &params.token, now))
+            .write_as(caller.uid, move |txn, now| {
+                invitations::activate(txn, &caller, &params.token, now)
+            })
             .await
     }
 }
@@ -716,7 +730,9 @@ impl Serve for methods::AccountUnbind {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write(move |txn, now| accounts::unbind(txn, &caller, &params.email, now))
+            .write_as(caller.uid, move |txn, now| {
+                accounts::unbind(txn, &caller, &params.email, now)
+            })
             .await
     }
 }
@@ -735,7 +751,9 @@ impl Serve for methods::AccountBind {
         }
         let user = ctx.unix_user(&params.unix_user).await?;
         ctx.writer
-            .write(move |txn, now| accounts::bind(txn, &caller, &params, &user, now))
+            .write_as(caller.uid, move |txn, now| {
+                accounts::bind(txn, &caller, &params, &user, now)
+            })
             .await
     }
 }
@@ -822,6 +840,10 @@ mod tests {
             caller_names: CallerNames::default(),
             stale_audited: Mutex::default(),
             replays: events::Replays::new(4, 32),
+            admission: crate::admission::Admission::new(
+                &crate::limits::Limits::default(),
+                dir.path().to_owned(),
+            ),
         };
         (ctx, dir)
     }

@@ -6,7 +6,9 @@
 //! - [`server`]: the accept loop: peer credentials first, caps on connections, graceful
 //!   shutdown.
 //! - [`connection`]: one connection: JSON lines in, answers out in order, timeouts.
-//! - [`limits`]: connection caps and timeouts.
+//! - [`limits`]: connection caps and timeouts, and how fast one uid may change the store.
+//! - [`admission`]: whether a change may go to the writer: the uid's rate, the free-space
+//!   floor.
 //! - [`dispatch`]: a parsed request to the rule that serves it, read or write.
 //! - [`rules`]: who may do what to whom (DESIGN §3, §4), on a store transaction.
 //! - [`store`]: redb tables, their indexes, the schema version.
@@ -19,6 +21,7 @@
 //! - [`clock`], [`token`]: time and randomness, as parameters.
 //! - [`logging`]: tracing to stderr or the journal.
 
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod connection;

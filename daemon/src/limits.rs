@@ -1,12 +1,13 @@
-//! What one client may hold: connections in total and per uid, and how long a connection
-//! may sit on a partial line, do nothing, or leave an answer unread. A connection over a cap
-//! is answered `busy`, never silently dropped. The last few slots of the total are kept for
-//! superusers (PostgreSQL's `superuser_reserved_connections`), so that however many
-//! connections other uids hold, root can still get in to look and repair.
+//! What one client may hold: connections in total and per uid, how long a connection
+//! may sit on a partial line, do nothing, or leave an answer unread, and how fast one uid
+//! may change the store. A connection over a cap is answered `busy`, never silently
+//! dropped. The last few slots of the total are kept for superusers (PostgreSQL's
+//! `superuser_reserved_connections`), so that however many connections other uids hold,
+//! root can still get in to look and repair.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{ErrorKind, RpcError};
 
@@ -32,7 +33,28 @@ pub struct Limits {
     pub feed_replays_per_uid: usize,
     /// How many feeds may replay at once, from everyone together (superusers excepted).
     pub feed_replays: usize,
+    /// Changes one uid may make a second, on average (superusers: no limit).
+    pub max_changes_per_sec: u32,
+    /// Changes one uid may make at once after a quiet while.
+    pub changes_burst: u32,
+    /// Free space the state directory's filesystem keeps for superusers: below it, other
+    /// uids' changes are refused.
+    pub min_free_space: u64,
 }
+
+/// The default of `--max-changes-per-sec`: a script inviting users one by one is never
+/// slowed within [`DEFAULT_CHANGES_BURST`], and at this pace one uid's changes add a few
+/// megabytes a minute to the database (about 400 bytes each: the record, its event, its
+/// audit record), not the 1.1 GB a minute of an unlimited flood.
+pub const DEFAULT_MAX_CHANGES_PER_SEC: u32 = 20;
+
+/// The default of `--changes-burst`: a bulk invitation of a few hundred users goes through
+/// at full speed.
+pub const DEFAULT_CHANGES_BURST: u32 = 500;
+
+/// The default of `--min-free-space`: room for superusers to repair, and for the database
+/// to grow a few regions, once other uids' changes stop.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 256 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -46,6 +68,9 @@ impl Default for Limits {
             feed_max_lag: 10_000,
             feed_replays_per_uid: 4,
             feed_replays: 32,
+            max_changes_per_sec: DEFAULT_MAX_CHANGES_PER_SEC,
+            changes_burst: DEFAULT_CHANGES_BURST,
+            min_free_space: DEFAULT_MIN_FREE_SPACE,
         }
     }
 }
@@ -142,6 +167,108 @@ impl Drop for Slot {
     }
 }
 
+/// How fast each uid may change the store: a token bucket per uid, holding up to `burst`
+/// changes and refilled at `per_sec`. Every change asked for takes a token, whether the
+/// rules then accept or refuse it: a refused change costs the writer about as much.
+///
+/// A full bucket says nothing a fresh one would not, so full buckets are dropped whenever
+/// the map has doubled since it was last trimmed: it holds the uids that changed something
+/// in the last `burst / per_sec` seconds, not every uid ever seen.
+#[derive(Debug)]
+pub struct ChangeRate {
+    per_sec: u32,
+    burst: u32,
+    buckets: Mutex<Buckets>,
+}
+
+#[derive(Debug)]
+struct Buckets {
+    by_uid: HashMap<u32, Bucket>,
+    /// The map's size at which full buckets are next dropped.
+    trim_at: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The fewest buckets kept before any is dropped.
+const MIN_TRIM_AT: usize = 64;
+
+/// A change refused for going faster than [`ChangeRate`] allows, and when one would be
+/// accepted again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverRate {
+    pub per_sec: u32,
+    pub burst: u32,
+    pub retry_in: Duration,
+}
+
+impl ChangeRate {
+    pub fn new(per_sec: u32, burst: u32) -> ChangeRate {
+        ChangeRate {
+            per_sec: per_sec.max(1),
+            burst: burst.max(1),
+            buckets: Mutex::new(Buckets {
+                by_uid: HashMap::new(),
+                trim_at: MIN_TRIM_AT,
+            }),
+        }
+    }
+
+    /// Takes one change from `uid`'s bucket at `now`, or says when there will be one.
+    pub fn take(&self, uid: u32, now: Instant) -> Result<(), OverRate> {
+        let (per_sec, burst) = (f64::from(self.per_sec), f64::from(self.burst));
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.by_uid.len() >= buckets.trim_at && !buckets.by_uid.contains_key(&uid) {
+            buckets
+                .by_uid
+                .retain(|_, bucket| bucket.refilled(now, per_sec, burst).tokens < burst);
+            buckets.trim_at = (2 * buckets.by_uid.len()).max(MIN_TRIM_AT);
+        }
+        let bucket = buckets.by_uid.entry(uid).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        *bucket = bucket.refilled(now, per_sec, burst);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = (1.0 - bucket.tokens) / per_sec;
+        Err(OverRate {
+            per_sec: self.per_sec,
+            burst: self.burst,
+            // Whole milliseconds, rounded up: retrying after that many is never too soon.
+            retry_in: Duration::from_millis((wait * 1000.0).ceil() as u64),
+        })
+    }
+
+    /// How many uids have a bucket now.
+    #[cfg(test)]
+    fn buckets(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_uid
+            .len()
+    }
+}
+
+impl Bucket {
+    /// The bucket at `now`, refilled for the time since it was last looked at. A `now`
+    /// before that (callers read the clock before taking the lock) refills nothing.
+    fn refilled(self, now: Instant, per_sec: f64, burst: f64) -> Bucket {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        Bucket {
+            tokens: (self.tokens + elapsed * per_sec).min(burst),
+            at: self.at.max(now),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -197,5 +324,77 @@ mod tests {
             err.message,
             "compartmentd is serving its maximum of 4 connections"
         );
+    }
+
+    #[test]
+    fn a_uid_gets_its_burst_then_its_rate() {
+        let rate = ChangeRate::new(10, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            rate.take(1000, t0).unwrap();
+        }
+        let over = rate.take(1000, t0).unwrap_err();
+        assert_eq!(
+            over,
+            OverRate {
+                per_sec: 10,
+                burst: 3,
+                retry_in: Duration::from_millis(100),
+            }
+        );
+        // Refused changes take nothing: a tenth of a second later one more goes through.
+        assert_eq!(
+            rate.take(1000, t0 + Duration::from_millis(40))
+                .unwrap_err()
+                .retry_in,
+            Duration::from_millis(60)
+        );
+        rate.take(1000, t0 + Duration::from_millis(100)).unwrap();
+        assert!(rate.take(1000, t0 + Duration::from_millis(100)).is_err());
+        // Another uid has a bucket of its own.
+        rate.take(1001, t0).unwrap();
+        // A long quiet refills the bucket to its burst, no more.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..3 {
+            rate.take(1000, later).unwrap();
+        }
+        assert!(rate.take(1000, later).is_err());
+    }
+
+    #[test]
+    fn a_sustained_flood_gets_the_rate_and_no_more() {
+        let rate = ChangeRate::new(20, 500);
+        let t0 = Instant::now();
+        // Ten thousand changes a second for thirty seconds, one every 100 µs.
+        let accepted = (0..300_000u64)
+            .filter(|i| rate.take(7, t0 + Duration::from_micros(i * 100)).is_ok())
+            .count();
+        assert!(
+            (500 + 20 * 30 - 1..=500 + 20 * 30).contains(&accepted),
+            "{accepted}"
+        );
+    }
+
+    #[test]
+    fn full_buckets_are_dropped_so_the_map_stays_small() {
+        let rate = ChangeRate::new(10, 5);
+        let t0 = Instant::now();
+        for uid in 0..10_000 {
+            rate.take(uid, t0 + Duration::from_secs(u64::from(uid)))
+                .unwrap();
+        }
+        // Each bucket is full again half a second after its one change: at most the map's
+        // trim size are ever held.
+        assert!(rate.buckets() <= MIN_TRIM_AT, "{}", rate.buckets());
+        // A bucket that is not full is kept, however many others come and go.
+        let busy = t0 + Duration::from_secs(20_000);
+        for _ in 0..5 {
+            rate.take(99_999, busy).unwrap();
+        }
+        for uid in 0..1000 {
+            rate.take(uid, busy + Duration::from_micros(40 * u64::from(uid)))
+                .unwrap();
+        }
+        assert!(rate.take(99_999, busy + Duration::from_millis(50)).is_err());
     }
 }

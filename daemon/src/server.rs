@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::connection;
 use crate::dispatch::Context;
@@ -77,6 +78,7 @@ pub async fn run(
             daemon.limits.feed_replays_per_uid,
             daemon.limits.feed_replays,
         ),
+        admission: Admission::new(&daemon.limits, state_dir_of(&daemon.store)),
     });
     let slots = Slots::new(daemon.limits);
     let stop = CancellationToken::new();
@@ -128,6 +130,14 @@ pub async fn run(
     .map_err(std::io::Error::other)?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The directory holding the database, whose filesystem the free-space floor watches.
+fn state_dir_of(store: &Store) -> std::path::PathBuf {
+    match store.path().parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => ".".into(),
+    }
 }
 
 /// Gives an accepted connection its task, or tells it why it cannot have one.

@@ -1,5 +1,8 @@
 //! The sweeper: sleeps until the earliest pending expiry (woken early when a new
-//! invitation may expire sooner), then marks what is due as expired.
+//! invitation may expire sooner), then marks what is due as expired, chunk after chunk,
+//! looking again at once after each until nothing is due: an invitation that fell due
+//! while a chunk was swept is swept right after it. Only an error makes it wait its
+//! longest sleep.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::rules::invitations::expire_due_up_to;
-use crate::store::{Reader, Store};
+use crate::store::{Millis, Reader, Store, StoreError};
 use crate::writer::Writer;
 
 /// The most invitations one sweep transaction expires while nobody else writes: a sweep
@@ -59,48 +62,26 @@ impl Sweeper {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut pace = Pace::default();
         loop {
-            let now = self.clock.now();
-            let next = match self.store.read().and_then(|r| r.next_expiry()) {
-                Ok(next) => next,
+            let sleep_for = match self.next_expiry() {
+                Ok(Some(at)) => {
+                    let now = self.clock.now();
+                    if at <= now {
+                        match self.sweep(&mut pace, at).await {
+                            // Look again at once: more may be due, or have fallen due
+                            // while this chunk was swept.
+                            Swept::LookAgain => continue,
+                            Swept::BackOff => self.max_sleep,
+                        }
+                    } else {
+                        self.max_sleep.min(Duration::from_millis(at - now))
+                    }
+                }
+                Ok(None) => self.max_sleep,
                 Err(err) => {
                     tracing::error!(error = %err, "sweeper cannot read the expiry index");
-                    None
+                    self.max_sleep
                 }
             };
-            let mut sleep_for = self.max_sleep;
-            if let Some(at) = next {
-                if at <= now {
-                    let started = std::time::Instant::now();
-                    let chunk = pace.next_chunk(self.writer.changes_sent());
-                    let sweep = self
-                        .writer
-                        .write(move |txn, now| expire_due_up_to(txn, now, chunk));
-                    match sweep.await {
-                        Ok(count) => {
-                            // From queueing the sweep to its commit: what it cost the writer
-                            // and those queued behind it.
-                            let micros = started.elapsed().as_micros();
-                            tracing::info!(expired = count, micros, "expired invitations");
-                            if count == chunk {
-                                // More may be due: the next chunk, behind what was queued.
-                                continue;
-                            }
-                        }
-                        Err(err) => {
-                            tracing::error!(error = %err, "sweeping expired invitations failed")
-                        }
-                    }
-                    // Whatever happened, the next pass re-reads the index; a failing sweep
-                    // waits a full interval rather than spinning.
-                    if self.sweep_left_work_due() {
-                        sleep_for = self.max_sleep;
-                    } else {
-                        continue;
-                    }
-                } else {
-                    sleep_for = sleep_for.min(Duration::from_millis(at - now));
-                }
-            }
             tokio::select! {
                 _ = tokio::time::sleep(sleep_for) => {}
                 _ = self.wake.notified() => {}
@@ -109,17 +90,165 @@ impl Sweeper {
         }
     }
 
-    /// True when invitations are still due right after a sweep: something is wrong, and
-    /// the sweeper must not spin on it.
-    fn sweep_left_work_due(&self) -> bool {
-        let now = self.clock.now();
-        matches!(self.store.read().and_then(|r| r.next_expiry()), Ok(Some(at)) if at <= now)
+    fn next_expiry(&self) -> Result<Option<Millis>, StoreError> {
+        self.store.read().and_then(|r| r.next_expiry())
     }
+
+    /// Sweeps one chunk of what is due, the earliest due at `due`. Backs off only when
+    /// something is wrong: the sweep failed, or expired nothing while that same invitation
+    /// is still due (the sweeper must not spin on it).
+    async fn sweep(&self, pace: &mut Pace, due: Millis) -> Swept {
+        let started = std::time::Instant::now();
+        let chunk = pace.next_chunk(self.writer.changes_sent());
+        let sweep = self
+            .writer
+            .write(move |txn, now| expire_due_up_to(txn, now, chunk));
+        match sweep.await {
+            Ok(count) => {
+                // From queueing the sweep to its commit: what it cost the writer and those
+                // queued behind it.
+                let micros = started.elapsed().as_micros();
+                tracing::info!(expired = count, micros, "expired invitations");
+                if count > 0 {
+                    return Swept::LookAgain;
+                }
+                let now = self.clock.now();
+                match self.next_expiry() {
+                    Ok(Some(at)) if at == due && at <= now => {
+                        tracing::error!(
+                            "the expiry index names an invitation due that the sweep did not expire; sweeping again later"
+                        );
+                        Swept::BackOff
+                    }
+                    Ok(_) => Swept::LookAgain,
+                    Err(err) => {
+                        tracing::error!(error = %err, "sweeper cannot read the expiry index");
+                        Swept::BackOff
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "sweeping expired invitations failed");
+                Swept::BackOff
+            }
+        }
+    }
+}
+
+/// What the sweeper does after a chunk.
+enum Swept {
+    /// Reads the index again at once.
+    LookAgain,
+    /// Sleeps its longest (or until woken): something is wrong.
+    BackOff,
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use compartmentctl::wire::{MemberStatus, OrgCreateParams, Role, UserInviteParams};
+
     use super::*;
+    use crate::rules::tests::{policy, root};
+    use crate::rules::{invitations, orgs};
+    use crate::token::Token;
+
+    const T0: Millis = 1_777_636_800_000;
+
+    /// A clock that moves on by `step` each time it is read: time passes while the
+    /// sweeper works, as it does on a real host.
+    struct Ticking {
+        now: AtomicU64,
+        step: u64,
+    }
+
+    impl Clock for Ticking {
+        fn now(&self) -> Millis {
+            self.now.fetch_add(self.step, Ordering::SeqCst)
+        }
+    }
+
+    fn status(store: &Store, email: &str) -> MemberStatus {
+        let snapshot = store.read().unwrap();
+        snapshot.membership("acme", email).unwrap().unwrap().status
+    }
+
+    /// Finding 10: an invitation that falls due while a sweep runs (a second after the
+    /// one it expired) is swept at once, not a whole `max_sleep` later; and once nothing is
+    /// due the sweeper sleeps rather than spins.
+    #[test]
+    fn an_invitation_due_during_a_sweep_is_swept_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let policy = policy();
+        let ttl = u64::try_from(policy.invitation_ttl.as_millis()).unwrap();
+        let create = OrgCreateParams {
+            name: "acme".into(),
+            admin: "admin@example.com".into(),
+            admin_unix_user: None,
+        };
+        let token = Token::from_text(&format!("{:0>43}", 1));
+        crate::writer::apply(&store, T0, |txn, now| {
+            orgs::create(txn, &root(), &create, None, &token, &policy, now)
+        })
+        .unwrap();
+        let invite = UserInviteParams {
+            org: Some("acme".into()),
+            email: "late@example.com".into(),
+            role: Role::Viewer,
+            expires_in: None,
+            resend: false,
+            unix_user: None,
+        };
+        let token = Token::from_text(&format!("{:0>43}", 2));
+        crate::writer::apply(&store, T0 + 1500, |txn, now| {
+            invitations::invite(txn, &root(), &invite, None, &token, &policy, now)
+        })
+        .unwrap();
+        // The admin's invitation is due now; the other 1.5 s later, while the first sweep
+        // runs (each reading of the clock moves it a second on).
+        let clock = Arc::new(Ticking {
+            now: AtomicU64::new(T0 + ttl),
+            step: 1000,
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (writer, thread) = Writer::spawn(store.clone(), clock.clone()).unwrap();
+        let shutdown = CancellationToken::new();
+        let sweeper = Sweeper {
+            store: store.clone(),
+            writer: writer.clone(),
+            clock,
+            wake: Arc::new(Notify::new()),
+            max_sleep: Duration::from_secs(3600),
+        };
+        runtime.block_on(async {
+            let running = tokio::spawn(sweeper.run(shutdown.clone()));
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while status(&store, "late@example.com") != MemberStatus::Expired {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the invitation that fell due during a sweep was not swept within 5 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(status(&store, "admin@example.com"), MemberStatus::Expired);
+            // Nothing is due any more: the sweeper sleeps instead of sweeping again.
+            let sent = writer.changes_sent();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(writer.changes_sent(), sent, "the sweeper spun");
+            shutdown.cancel();
+            running.await.unwrap();
+        });
+        drop(writer);
+        thread.join().unwrap();
+    }
 
     #[test]
     fn a_sweep_takes_small_chunks_only_while_others_write() {

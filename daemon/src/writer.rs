@@ -1,12 +1,15 @@
 //! The single writer: one thread owns redb's write side and applies every change, so that
 //! a rule checked in a change (the last admin, a token's single use) holds when it commits.
 //!
-//! Group commit: the thread takes every change waiting in its queue (up to [`MAX_BATCH`])
-//! and applies them one after another in ONE write transaction with one durable commit,
-//! then answers each. Invariants:
+//! Group commit: the thread takes every change waiting (up to [`MAX_BATCH`]) and applies
+//! them one after another in ONE write transaction with one durable commit, then answers
+//! each. Changes wait in lanes, one per uid and one for the daemon's own, and a batch takes
+//! one change from each lane in turn (see [`Writer`]). Invariants:
 //!
+//! - Changes of one lane apply in the order they were queued; one connection's changes,
+//!   all of one uid, therefore apply in the order it sent them (see [`QUEUED`]).
 //! - A change sees the writes of the changes before it in its batch (the same
-//!   transaction), exactly as if they had committed one by one in queue order: two admins
+//!   transaction), exactly as if they had committed one by one in batch order: two admins
 //!   removing each other in one batch still leave one.
 //! - A refused change leaves no trace and does not disturb its batch: it ran on a
 //!   [`Tracked`] view that records whether it wrote anything. Refused without writing, it
@@ -19,21 +22,25 @@
 //! - Nobody sees a change before it is durable: answers are sent after the commit, and
 //!   readers use redb read snapshots, which only ever see committed transactions.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::WriteTransaction;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::clock::Clock;
 use crate::rules::RuleError;
 use crate::store::{Millis, Store, StoreError, Tables, Tracked};
 
-/// How many changes may wait for the writer before senders wait too.
-const QUEUE_DEPTH: usize = 1024;
+/// How many changes of one lane (one uid's, or the daemon's own) may wait for the writer
+/// before that lane's senders wait too: two full batches, so a busy uid's next batch is
+/// ready while one is applied.
+pub const LANE_DEPTH: usize = 2 * MAX_BATCH;
 
 /// The most changes one transaction carries: bounds the work lost to a change that sends
 /// its batch back to one transaction per change, and the wait of the batch's first.
@@ -130,13 +137,247 @@ where
     (Box::new(job), reply_rx)
 }
 
+/// Whose turn a change waits for: each uid's changes wait in a lane of their own, and the
+/// daemon's own (the sweeper's, the audit of a stale binding) in another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    Daemon,
+    Uid(u32),
+}
+
+/// A queued change, and its place in its lane's bound: given back when the writer takes
+/// the change.
+type Waiting = (Box<dyn Job>, OwnedSemaphorePermit);
+
+/// One lane: its changes in the order they were queued, and the room left in it.
+struct LaneQueue {
+    jobs: VecDeque<Waiting>,
+    /// [`LANE_DEPTH`] permits; a sender holds one from before its change is queued until the
+    /// writer takes it. Its clones count who may still queue in the lane: the lane is
+    /// forgotten only when it is empty and nobody else holds one.
+    room: Arc<Semaphore>,
+}
+
+impl LaneQueue {
+    fn new() -> LaneQueue {
+        LaneQueue {
+            jobs: VecDeque::new(),
+            room: Arc::new(Semaphore::new(LANE_DEPTH)),
+        }
+    }
+}
+
+/// The lanes, and whose turn comes next.
+#[derive(Default)]
+struct Queues {
+    lanes: HashMap<Lane, LaneQueue>,
+    /// The lanes with changes waiting, each once, in the order they take turns.
+    turns: VecDeque<Lane>,
+    /// Every [`Writer`] handle is gone: the writer ends once the lanes are empty.
+    closed: bool,
+    /// The writer thread has ended: nothing queued now would ever be answered.
+    stopped: bool,
+}
+
+impl Queues {
+    /// Appends `job` to `lane`, which takes turns again if it had none waiting.
+    fn push(&mut self, lane: Lane, room: &Arc<Semaphore>, waiting: Waiting) {
+        let queue = self.lanes.entry(lane).or_insert_with(|| LaneQueue {
+            jobs: VecDeque::new(),
+            room: room.clone(),
+        });
+        if queue.jobs.is_empty() {
+            self.turns.push_back(lane);
+        }
+        queue.jobs.push_back(waiting);
+    }
+
+    /// Up to `max` changes, one from each lane in turn: a lane with many waiting gives one
+    /// and goes to the back of the turns, behind every other lane with one waiting. The
+    /// permits of the changes taken are dropped with the lock held by the caller, which
+    /// lets their senders' next changes in.
+    fn take_turns(&mut self, max: usize) -> Vec<Box<dyn Job>> {
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            let Some(lane) = self.turns.pop_front() else {
+                break;
+            };
+            let Some(queue) = self.lanes.get_mut(&lane) else {
+                continue;
+            };
+            if let Some((job, permit)) = queue.jobs.pop_front() {
+                drop(permit);
+                batch.push(job);
+            }
+            if !queue.jobs.is_empty() {
+                self.turns.push_back(lane);
+            } else if Arc::strong_count(&queue.room) == 1 {
+                self.lanes.remove(&lane);
+            }
+        }
+        batch
+    }
+
+    /// Forgets `lane` if it is empty and nobody but the map holds its room. Clones of a room
+    /// are made only under the lock, so a count of one cannot rise behind this check.
+    fn forget_if_idle(&mut self, lane: Lane) {
+        if let Some(queue) = self.lanes.get(&lane) {
+            if queue.jobs.is_empty() && Arc::strong_count(&queue.room) == 1 {
+                self.lanes.remove(&lane);
+            }
+        }
+    }
+}
+
+/// What the writer thread and its handles share.
+struct Shared {
+    queues: Mutex<Queues>,
+    /// Signalled when a change is queued, and when the last handle goes.
+    ready: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queues> {
+        // The queues stay consistent whatever panicked while holding the lock: each change
+        // to them is a single push or pop.
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the next batch, of at most `size(lanes with changes waiting)` changes: waits
+    /// until a change is queued; `None` once every handle is gone and nothing is left.
+    fn next_batch(&self, size: impl FnOnce(usize) -> usize) -> Option<Vec<Box<dyn Job>>> {
+        let mut queues = self.lock();
+        while queues.turns.is_empty() {
+            if queues.closed {
+                return None;
+            }
+            queues = self
+                .ready
+                .wait(queues)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let max = size(queues.turns.len());
+        Some(queues.take_turns(max))
+    }
+}
+
+/// How long after two lanes last had changes waiting at once batches stay short.
+const SHARED_FOR: Duration = Duration::from_secs(1);
+
+/// How many changes the next batch takes. [`MAX_BATCH`] while one lane has the writer to
+/// itself: the most changes per durable commit. While several lanes write (and for
+/// [`SHARED_FOR`] after), only as many as apply in half a commit's time (at least one
+/// from each waiting lane): a change that arrives waits for the batch being applied and
+/// then its own, and full batches of another uid's changes would make that many times
+/// its idle wait.
+struct Sizing {
+    /// What one change takes to apply, and a commit, averaged over recent batches.
+    per_change: Duration,
+    commit: Duration,
+    shared_until: Option<Instant>,
+}
+
+impl Sizing {
+    fn new() -> Sizing {
+        Sizing {
+            per_change: Duration::from_micros(50),
+            commit: Duration::from_millis(2),
+            shared_until: None,
+        }
+    }
+
+    fn max_batch(&mut self, lanes_waiting: usize, now: Instant) -> usize {
+        if lanes_waiting > 1 {
+            self.shared_until = Some(now + SHARED_FOR);
+        }
+        if self.shared_until.is_none_or(|until| now >= until) {
+            return MAX_BATCH;
+        }
+        let fit = (self.commit / 2).as_nanos() / self.per_change.as_nanos().max(1);
+        let fit = usize::try_from(fit).unwrap_or(MAX_BATCH);
+        fit.max(lanes_waiting).clamp(1, MAX_BATCH)
+    }
+
+    /// Learns from a committed batch of `changes` changes.
+    fn ran(&mut self, changes: usize, timing: Timing) {
+        let Ok(changes) = u32::try_from(changes) else {
+            return;
+        };
+        if changes == 0 {
+            return;
+        }
+        // An average over the last eight or so batches.
+        let mix = |old: Duration, new: Duration| (old * 7 + new) / 8;
+        self.per_change = mix(self.per_change, timing.applied / changes);
+        self.commit = mix(self.commit, timing.committed);
+    }
+}
+
+/// How long a committed batch took to apply, and to commit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    applied: Duration,
+    committed: Duration,
+}
+
+/// Marks the lanes closed when the last [`Writer`] handle is dropped.
+struct Handles(Arc<Shared>);
+
+impl Drop for Handles {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.ready.notify_all();
+    }
+}
+
+/// Marks the writer stopped when its thread ends, however it ends, and answers whatever is
+/// still queued: a sender never waits for an answer that cannot come.
+struct Stopping(Arc<Shared>);
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        let left = {
+            let mut queues = self.0.lock();
+            queues.stopped = true;
+            queues.take_turns(usize::MAX)
+        };
+        for job in left {
+            job.fail(WriteError::ShuttingDown);
+        }
+    }
+}
+
+/// Holds a lane's room while a sender queues in it; forgets the lane when the sender is
+/// done (or gives up) and nobody else is in it.
+struct InLane<'a> {
+    shared: &'a Shared,
+    lane: Lane,
+    room: Option<Arc<Semaphore>>,
+}
+
+impl Drop for InLane<'_> {
+    fn drop(&mut self) {
+        let mut queues = self.shared.lock();
+        drop(self.room.take());
+        queues.forget_if_idle(self.lane);
+    }
+}
+
 /// A handle to the writer. Cloned freely; the writer stops when the last clone is dropped
-/// and its queue is drained.
+/// and its lanes are drained.
+///
+/// Each uid's changes wait in a lane of their own (at most [`LANE_DEPTH`]; a sender over it
+/// waits for room), and the writer fills each batch taking one change from each lane in
+/// turn: however many changes one uid pipelines on however many connections, another's
+/// change waits for at most the batch being applied and one change of each other lane.
+/// Within a lane changes keep their order, so one connection's changes (all of one uid)
+/// apply in the order they were queued.
 #[derive(Clone)]
 pub struct Writer {
-    jobs_tx: mpsc::Sender<Box<dyn Job>>,
-    /// Changes ever handed to [`Writer::write`], by anyone: how the sweeper tells whether
-    /// others are writing while it sweeps.
+    shared: Arc<Shared>,
+    _handles: Arc<Handles>,
+    /// Changes ever handed to the writer, by anyone: how the sweeper tells whether others
+    /// are writing while it sweeps.
     sent: Arc<AtomicU64>,
 }
 
@@ -147,26 +388,32 @@ impl Writer {
         store: Arc<Store>,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<(Writer, JoinHandle<()>)> {
-        let (jobs_tx, mut jobs_rx) = mpsc::channel::<Box<dyn Job>>(QUEUE_DEPTH);
+        let shared = Arc::new(Shared {
+            queues: Mutex::default(),
+            ready: Condvar::new(),
+        });
+        let stopping = Stopping(shared.clone());
         let handle = std::thread::Builder::new()
             .name("compartmentd-writer".into())
             .spawn(move || {
-                while let Some(first) = jobs_rx.blocking_recv() {
-                    // Whatever is waiting now joins the batch; nothing waits for more to
-                    // come, so a lone change is applied as soon as it arrives.
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match jobs_rx.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
-                        }
+                let stopping = stopping;
+                let mut sizing = Sizing::new();
+                // Whatever is waiting now joins the batch; nothing waits for more to come,
+                // so a lone change is applied as soon as it arrives.
+                while let Some(batch) = stopping
+                    .0
+                    .next_batch(|lanes| sizing.max_batch(lanes, Instant::now()))
+                {
+                    let changes = batch.len();
+                    if let Some(timing) = apply_batch(&store, &*clock, batch, &commit) {
+                        sizing.ran(changes, timing);
                     }
-                    apply_batch(&store, &*clock, batch, &commit);
                 }
             })?;
         Ok((
             Writer {
-                jobs_tx,
+                _handles: Arc::new(Handles(shared.clone())),
+                shared,
                 sent: Arc::default(),
             },
             handle,
@@ -176,26 +423,73 @@ impl Writer {
     /// Applies `change` in a write transaction, possibly shared with other changes:
     /// committed (durably) when it returns `Ok`, leaving no trace when it returns `Err`.
     /// It may run more than once (see the module's invariants); only its last run counts.
+    /// The change is the daemon's own: it waits in the daemon's lane.
     pub async fn write<T, F>(&self, change: F) -> Result<T, RuleError>
+    where
+        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.write_in(Lane::Daemon, change).await
+    }
+
+    /// [`Writer::write`] for a change `uid` asked for: it waits in that uid's lane.
+    pub async fn write_as<T, F>(&self, uid: u32, change: F) -> Result<T, RuleError>
+    where
+        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.write_in(Lane::Uid(uid), change).await
+    }
+
+    /// [`Writer::write`] in `lane`.
+    pub async fn write_in<T, F>(&self, lane: Lane, change: F) -> Result<T, RuleError>
     where
         F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send + 'static,
         T: Send + 'static,
     {
         let (job, reply_rx) = job(change);
         self.sent.fetch_add(1, Ordering::Relaxed);
-        self.jobs_tx
-            .send(job)
+        let room = {
+            let mut queues = self.shared.lock();
+            if queues.stopped {
+                return Err(WriteError::ShuttingDown.into());
+            }
+            let queue = queues.lanes.entry(lane).or_insert_with(LaneQueue::new);
+            queue.room.clone()
+        };
+        // From here the lane is not forgotten until this change is done with it.
+        let in_lane = InLane {
+            shared: &self.shared,
+            lane,
+            room: Some(room),
+        };
+        let room = in_lane.room.clone().ok_or(WriteError::ShuttingDown)?;
+        // The semaphore is never closed; an error could only mean it was.
+        let permit = room
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| WriteError::ShuttingDown)?;
-        // The change is in the queue, behind every change queued before it: the request
-        // after this one on its connection may queue its own now.
+        {
+            let mut queues = self.shared.lock();
+            if queues.stopped {
+                return Err(WriteError::ShuttingDown.into());
+            }
+            queues.push(lane, &room, (job, permit));
+        }
+        drop(room);
+        self.shared.ready.notify_one();
+        // The change is in its lane, behind every change queued there before it: the
+        // request after this one on its connection may queue its own now.
         let _ = QUEUED.try_with(|queued| queued.borrow_mut().take().map(|tx| tx.send(())));
         // The job is answered on every path of the writer; a dropped channel means the
         // writer thread itself died.
-        reply_rx.await.map_err(|_| WriteError::ShuttingDown)?
+        let answer = reply_rx.await.map_err(|_| WriteError::ShuttingDown);
+        drop(in_lane);
+        answer?
     }
 
-    /// How many changes have been handed to [`Writer::write`] so far, by every caller.
+    /// How many changes have been handed to the writer so far, by every caller.
     pub fn changes_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
@@ -228,22 +522,25 @@ enum Ran {
 }
 
 /// Applies `batch` in one write transaction committed with `commit`, then answers each
-/// job; falls back to one transaction per job as the module's invariants say.
+/// job; falls back to one transaction per job as the module's invariants say. How long
+/// the shared transaction took, when it committed.
 pub(crate) fn apply_batch(
     store: &Store,
     clock: &dyn Clock,
     mut batch: Vec<Box<dyn Job + '_>>,
     commit: Commit<'_>,
-) {
+) -> Option<Timing> {
     if batch.len() == 1 {
-        return one_by_one(store, clock, batch, &[], commit);
+        one_by_one(store, clock, batch, &[], commit);
+        return None;
     }
     let started = std::time::Instant::now();
     let txn = match store.begin_write() {
         Ok(txn) => txn,
         Err(err) => {
             store.note_failure(&err);
-            return one_by_one(store, clock, batch, &[], commit);
+            one_by_one(store, clock, batch, &[], commit);
+            return None;
         }
     };
     let mut panicked = vec![false; batch.len()];
@@ -293,11 +590,13 @@ pub(crate) fn apply_batch(
             changes = batch.len(),
             "a refused change had written; the batch runs one change per transaction"
         );
-        return one_by_one(store, clock, batch, &panicked, commit);
+        one_by_one(store, clock, batch, &panicked, commit);
+        return None;
     }
     let applied = started.elapsed();
     match txn.commit(commit, events) {
         Ok(()) => {
+            let committed = started.elapsed() - applied;
             trace_commit(batch.len(), started, applied);
             for (job, panicked) in batch.into_iter().zip(panicked) {
                 if panicked {
@@ -306,11 +605,13 @@ pub(crate) fn apply_batch(
                     job.answer();
                 }
             }
+            Some(Timing { applied, committed })
         }
         Err(err) => {
             tracing::warn!(error = %err, changes = batch.len(), "committing a batch failed; its changes run one by one");
             store.note_failure(&err);
             one_by_one(store, clock, batch, &panicked, commit);
+            None
         }
     }
 }
@@ -672,9 +973,15 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        // A clone whose writer thread is gone: drop the thread's queue by closing it.
+        // A handle whose writer thread is gone: its lanes were marked stopped as it ended.
+        let shared = Arc::new(Shared {
+            queues: Mutex::default(),
+            ready: Condvar::new(),
+        });
+        drop(Stopping(shared.clone()));
         let closed = Writer {
-            jobs_tx: mpsc::channel::<Box<dyn Job>>(1).0,
+            _handles: Arc::new(Handles(shared.clone())),
+            shared,
             sent: Arc::default(),
         };
         let err = runtime.block_on(closed.write(create("a"))).unwrap_err();
@@ -687,5 +994,167 @@ mod tests {
         assert_eq!(err.to_string(), "the writer has stopped");
         drop(writer);
         thread.join().unwrap();
+    }
+    /// A change that records `name` in `order` when it runs, and writes nothing.
+    fn recorded(
+        order: &Arc<std::sync::Mutex<Vec<String>>>,
+        name: String,
+    ) -> impl FnMut(&Tracked<'_, '_>, Millis) -> Result<(), RuleError> + Send + 'static {
+        let order = order.clone();
+        move |_, _| {
+            order.lock().unwrap().push(name.clone());
+            Ok(())
+        }
+    }
+
+    /// A batch takes one change from each lane in turn: uid 2's one change, queued behind a
+    /// thousand of uid 1's, is the second of the next batch, and each lane keeps its order.
+    #[test]
+    fn a_batch_takes_one_change_from_each_lane_in_turn() {
+        let (store, _dir) = store();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let room = Arc::new(Semaphore::new(2000));
+        let mut queues = Queues::default();
+        let mut queue = |lane: Lane, name: String| {
+            let (job, reply) = job(recorded(&order, name));
+            let permit = room.clone().try_acquire_owned().unwrap();
+            queues.push(lane, &room, (job, permit));
+            reply
+        };
+        let mut replies: Vec<_> = (0..1000)
+            .map(|i| queue(Lane::Uid(1), format!("a{i}")))
+            .collect();
+        replies.push(queue(Lane::Uid(2), "b".into()));
+        replies.push(queue(Lane::Daemon, "sweep".into()));
+        let batch = queues.take_turns(MAX_BATCH);
+        assert_eq!(batch.len(), MAX_BATCH);
+        apply_batch(&store, &FakeClock::new(T0), batch, &commit);
+        let ran = order.lock().unwrap().clone();
+        assert_eq!(ran[..4], ["a0", "b", "sweep", "a1"]);
+        let a: Vec<String> = (0..MAX_BATCH - 2).map(|i| format!("a{i}")).collect();
+        let ran_a: Vec<&String> = ran.iter().filter(|n| n.starts_with('a')).collect();
+        assert_eq!(
+            ran_a,
+            a.iter().collect::<Vec<_>>(),
+            "uid 1's changes in order"
+        );
+        // Only uid 1's lane still takes turns; the others were forgotten with their last
+        // change (nobody else holds their room here but the map and `room`).
+        assert_eq!(queues.turns, [Lane::Uid(1)]);
+        assert_eq!(queues.take_turns(usize::MAX).len(), 1000 - (MAX_BATCH - 2));
+        assert!(queues.turns.is_empty());
+    }
+
+    /// Through the thread: while uid 1 floods (more than its lane holds, so some of its
+    /// senders wait for room), uid 2's change waits for no more than one turn of each lane.
+    #[test]
+    fn a_flood_of_one_uid_does_not_hold_up_another_beyond_one_turn() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (store, _dir) = store();
+        let (writer, thread) =
+            Writer::spawn(Arc::new(store), Arc::new(FakeClock::new(T0))).unwrap();
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        const FLOOD: usize = LANE_DEPTH + 300;
+        runtime.block_on(async {
+            // The writer is held on a change of the daemon's while the lanes fill.
+            let (running_tx, running_rx) = std_mpsc::channel::<()>();
+            let (go_tx, go_rx) = std_mpsc::channel::<()>();
+            let go_rx = std::sync::Mutex::new(go_rx);
+            let gate = tokio::spawn({
+                let writer = writer.clone();
+                async move {
+                    writer
+                        .write(move |_, _| {
+                            running_tx.send(()).ok();
+                            go_rx.lock().unwrap().recv().ok();
+                            Ok(())
+                        })
+                        .await
+                }
+            });
+            running_rx.recv().unwrap();
+            let mut flood = Vec::new();
+            for i in 0..FLOOD {
+                let writer = writer.clone();
+                let change = recorded(&order, format!("a{i}"));
+                flood.push(tokio::spawn(
+                    async move { writer.write_as(1, change).await },
+                ));
+            }
+            let queued = |lane: Lane| {
+                let queues = writer.shared.lock();
+                queues.lanes.get(&lane).map_or(0, |q| q.jobs.len())
+            };
+            while queued(Lane::Uid(1)) < LANE_DEPTH {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            // The lane is full: the rest of the flood waits for room.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert_eq!(queued(Lane::Uid(1)), LANE_DEPTH);
+            let other = tokio::spawn({
+                let writer = writer.clone();
+                let change = recorded(&order, "b".into());
+                async move { writer.write_as(2, change).await }
+            });
+            while queued(Lane::Uid(2)) < 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            go_tx.send(()).unwrap();
+            gate.await.unwrap().unwrap();
+            other.await.unwrap().unwrap();
+            for task in flood {
+                task.await.unwrap().unwrap();
+            }
+        });
+        let ran = order.lock().unwrap().clone();
+        assert_eq!(ran.len(), FLOOD + 1);
+        let b = ran.iter().position(|n| n == "b").unwrap();
+        assert_eq!(
+            b,
+            1,
+            "uid 2's change ran after one of uid 1's: {:?}",
+            &ran[..4]
+        );
+        // Every lane was forgotten once its senders were done.
+        assert!(writer.shared.lock().lanes.is_empty());
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    /// Alone, a lane gets full batches; once two lanes write at once, and for a second
+    /// after, a batch takes only what applies in half a commit, but at least one change of
+    /// each waiting lane.
+    #[test]
+    fn batches_are_short_only_while_lanes_share_the_writer() {
+        let mut sizing = Sizing::new();
+        let t0 = Instant::now();
+        assert_eq!(sizing.max_batch(1, t0), MAX_BATCH);
+        for _ in 0..64 {
+            sizing.ran(
+                100,
+                Timing {
+                    applied: Duration::from_millis(10),
+                    committed: Duration::from_millis(2),
+                },
+            );
+        }
+        // 100 µs a change, 2 ms a commit: ten changes fit in half a commit.
+        let fit = sizing.max_batch(2, t0);
+        assert!((9..=11).contains(&fit), "{fit}");
+        assert_eq!(sizing.max_batch(1, t0 + Duration::from_millis(900)), fit);
+        assert_eq!(sizing.max_batch(40, t0 + Duration::from_millis(900)), 40);
+        assert_eq!(
+            sizing.max_batch(1000, t0 + Duration::from_millis(900)),
+            MAX_BATCH
+        );
+        // A second after the last time two lanes waited at once: full batches again.
+        assert_eq!(
+            sizing.max_batch(1, t0 + Duration::from_millis(1900)),
+            MAX_BATCH
+        );
     }
 }

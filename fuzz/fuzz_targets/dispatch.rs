@@ -19,8 +19,10 @@ use compartmentctl::wire::{
     decode, ActivateParams, Call, ErrorKind, Id, Incoming, OrgCreateParams, Request, Response,
     Role, RpcError, UserInviteParams,
 };
+use compartmentd::admission::Admission;
 use compartmentd::clock::{Clock, FakeClock};
 use compartmentd::dispatch::{dispatch, Context};
+use compartmentd::limits::Limits;
 use compartmentd::rules::{invitations, Caller, Policy};
 use compartmentd::store::Store;
 use compartmentd::writer::Writer;
@@ -105,6 +107,16 @@ fn harness() -> &'static Harness {
             stale_audited: Default::default(),
             replays: compartmentd::events::Replays::new(4, 32),
             caller_names: Default::default(),
+            // No rate and no floor: the fuzzer calls as fast as it can, in a removed dir.
+            admission: Admission::new(
+                &Limits {
+                    max_changes_per_sec: u32::MAX,
+                    changes_burst: u32::MAX,
+                    min_free_space: 0,
+                    ..Limits::default()
+                },
+                dir.path().to_owned(),
+            ),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -10,6 +10,7 @@ use std::fmt;
 use compartmentctl::wire::{ErrorKind, Permission, Role, RpcError};
 
 use crate::clock::rfc3339;
+use crate::limits::OverRate;
 use crate::store::{Millis, StoreError};
 use crate::writer::WriteError;
 
@@ -142,6 +143,16 @@ pub enum RuleError {
         reason: String,
         hint: &'static str,
     },
+    /// The caller asked for changes faster than `--max-changes-per-sec` allows.
+    TooManyChanges {
+        uid: u32,
+        over: OverRate,
+    },
+    /// The state directory's filesystem has less free space than `--min-free-space`, which
+    /// is kept for superusers.
+    DiskNearlyFull {
+        floor: u64,
+    },
     /// The writer gave no answer of the change's own: it has stopped, or the change
     /// panicked.
     Write(WriteError),
@@ -192,6 +203,8 @@ impl RuleError {
             RuleError::TokenExpired { .. } => ErrorKind::TokenExpired,
             RuleError::OrgRequired { .. } => ErrorKind::OrgRequired,
             RuleError::Busy { .. } => ErrorKind::Busy,
+            RuleError::TooManyChanges { .. } => ErrorKind::Busy,
+            RuleError::DiskNearlyFull { .. } => ErrorKind::Unavailable,
             RuleError::Write(WriteError::ShuttingDown) => ErrorKind::Unavailable,
             RuleError::Write(WriteError::Panicked) => ErrorKind::Internal,
             RuleError::Store(err) if err.is_storage_full() => ErrorKind::Unavailable,
@@ -254,6 +267,12 @@ impl RuleError {
                 "free space on the daemon's state directory, then try again".into()
             }
             RuleError::Busy { hint, .. } => (*hint).into(),
+            RuleError::TooManyChanges { over, .. } => {
+                format!("slow down: retry in {} ms", over.retry_in.as_millis())
+            }
+            RuleError::DiskNearlyFull { .. } => {
+                "a superuser must free space on the filesystem of the daemon's state directory; until then only superusers may make changes".into()
+            }
             _ => return None,
         })
     }
@@ -333,6 +352,16 @@ impl fmt::Display for RuleError {
             RuleError::OrgRequired { .. } => {
                 f.write_str("no organization given, and none could be chosen")
             }
+            RuleError::TooManyChanges { uid, over } => write!(
+                f,
+                "uid {uid} is making changes faster than the {} a second (in bursts of up to {}) one user may",
+                over.per_sec, over.burst
+            ),
+            RuleError::DiskNearlyFull { floor } => write!(
+                f,
+                "the disk of the daemon's state directory is nearly full: less than the {} kept for repairs is free",
+                bytesize::ByteSize(*floor)
+            ),
             // Failures inside: the technical cause, for the log.
             RuleError::Write(err) => write!(f, "{err}"),
             RuleError::Store(err) => write!(f, "{err}"),
