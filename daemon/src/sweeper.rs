@@ -2,7 +2,9 @@
 //! invitation may expire sooner), then marks what is due as expired, chunk after chunk,
 //! looking again at once after each until nothing is due: an invitation that fell due
 //! while a chunk was swept is swept right after it. Only an error makes it wait its
-//! longest sleep.
+//! longest sleep. The same chunks forget spent tokens that no longer matter
+//! (`store::SPENT_TOKEN_MEMORY` past their expiry), so the tokens table stays the size of
+//! what recent invitations left.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::rules::invitations::expire_due_up_to;
+use crate::rules::invitations::{expire_due_up_to, forget_spent_tokens};
 use crate::store::{Millis, Reader, Store, StoreError};
 use crate::writer::Writer;
 
@@ -90,8 +92,13 @@ impl Sweeper {
         }
     }
 
+    /// When the next thing falls due: an invitation's expiry, or a spent token that may be
+    /// forgotten.
     fn next_expiry(&self) -> Result<Option<Millis>, StoreError> {
-        self.store.read().and_then(|r| r.next_expiry())
+        let snapshot = self.store.read()?;
+        let invitation = snapshot.next_expiry()?;
+        let spent = snapshot.next_spent_token_due()?;
+        Ok(invitation.into_iter().chain(spent).min())
     }
 
     /// Sweeps one chunk of what is due, the earliest due at `due`. Backs off only when
@@ -100,23 +107,30 @@ impl Sweeper {
     async fn sweep(&self, pace: &mut Pace, due: Millis) -> Swept {
         let started = std::time::Instant::now();
         let chunk = pace.next_chunk(self.writer.changes_sent());
-        let sweep = self
-            .writer
-            .write(move |txn, now| expire_due_up_to(txn, now, chunk));
+        let sweep = self.writer.write(move |txn, now| {
+            let expired = expire_due_up_to(txn, now, chunk)?;
+            let forgotten = forget_spent_tokens(txn, now, chunk)?;
+            Ok((expired, forgotten))
+        });
         match sweep.await {
-            Ok(count) => {
+            Ok((expired, forgotten)) => {
                 // From queueing the sweep to its commit: what it cost the writer and those
                 // queued behind it.
                 let micros = started.elapsed().as_micros();
-                tracing::info!(expired = count, micros, "expired invitations");
-                if count > 0 {
+                if expired > 0 || forgotten == 0 {
+                    tracing::info!(expired, micros, "expired invitations");
+                }
+                if forgotten > 0 {
+                    tracing::debug!(forgotten, micros, "forgot spent tokens");
+                }
+                if expired + forgotten > 0 {
                     return Swept::LookAgain;
                 }
                 let now = self.clock.now();
                 match self.next_expiry() {
                     Ok(Some(at)) if at == due && at <= now => {
                         tracing::error!(
-                            "the expiry index names an invitation due that the sweep did not expire; sweeping again later"
+                            "an index names an invitation or a spent token due that the sweep did not take; sweeping again later"
                         );
                         Swept::BackOff
                     }
@@ -176,7 +190,7 @@ mod tests {
         snapshot.membership("acme", email).unwrap().unwrap().status
     }
 
-    /// Finding 10: an invitation that falls due while a sweep runs (a second after the
+    /// An invitation that falls due while a sweep runs (a second after the
     /// one it expired) is swept at once, not a whole `max_sleep` later; and once nothing is
     /// due the sweeper sleeps rather than spins.
     #[test]
@@ -243,6 +257,62 @@ mod tests {
             let sent = writer.changes_sent();
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(writer.changes_sent(), sent, "the sweeper spun");
+            shutdown.cancel();
+            running.await.unwrap();
+        });
+        drop(writer);
+        thread.join().unwrap();
+    }
+
+    /// A month past its expiry, an invitation's token is forgotten by the sweeper that
+    /// expired it, in the same run of sweeps.
+    #[test]
+    fn the_sweeper_forgets_spent_tokens_once_they_no_longer_matter() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let policy = policy();
+        let ttl = u64::try_from(policy.invitation_ttl.as_millis()).unwrap();
+        let create = OrgCreateParams {
+            name: "acme".into(),
+            admin: "admin@example.com".into(),
+            admin_unix_user: None,
+        };
+        let token = Token::from_text(&format!("{:0>43}", 1));
+        crate::writer::apply(&store, T0, |txn, now| {
+            orgs::create(txn, &root(), &create, None, &token, &policy, now)
+        })
+        .unwrap();
+        let key = token.key();
+        assert!(store.read().unwrap().token(&key).unwrap().is_some());
+        let clock = Arc::new(crate::clock::FakeClock::new(
+            T0 + ttl + crate::store::SPENT_TOKEN_MEMORY,
+        ));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (writer, thread) = Writer::spawn(store.clone(), clock.clone()).unwrap();
+        let shutdown = CancellationToken::new();
+        let sweeper = Sweeper {
+            store: store.clone(),
+            writer: writer.clone(),
+            clock,
+            wake: Arc::new(Notify::new()),
+            max_sleep: Duration::from_secs(3600),
+        };
+        runtime.block_on(async {
+            let running = tokio::spawn(sweeper.run(shutdown.clone()));
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while store.read().unwrap().token(&key).unwrap().is_some() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the spent token was not forgotten within 5 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(status(&store, "admin@example.com"), MemberStatus::Expired);
+            assert_eq!(store.read().unwrap().next_spent_token_due().unwrap(), None);
             shutdown.cancel();
             running.await.unwrap();
         });
