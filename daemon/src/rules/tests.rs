@@ -1081,6 +1081,77 @@ fn a_rebind_carries_only_what_a_superuser_vouched_for() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Upgrades: a database written by the schema-5 daemon (tests/fixtures/make-v5.sh).
+
+#[test]
+fn a_schema_5_database_opens_with_its_feed_and_spent_tokens_indexed() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures.join("schema-v5.redb"),
+        dir.path().join(crate::store::DATABASE_FILE),
+    )
+    .unwrap();
+    let tokens = std::fs::read_to_string(fixtures.join("schema-v5.tokens.txt")).unwrap();
+    let deploy_token = tokens.split_whitespace().nth(1).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let snapshot = store.read().unwrap();
+    assert!(check_indexes(&snapshot).unwrap().is_empty());
+    // Each organization's feed holds its own changes; the bindings' changes written before
+    // the upgrade stay in the feed of every organization only.
+    let org_feed = |org: &str| shown(snapshot.org_events_after(org, 0, 1000).unwrap());
+    assert_eq!(
+        org_feed("acme"),
+        [
+            "member.added acme admin@example.com admin invited",
+            "member.activated acme admin@example.com admin active uid 1",
+            "member.added acme deploy@example.com deployer invited",
+            "member.added acme gone@example.com viewer invited",
+            "member.removed acme gone@example.com viewer",
+            "member.added acme again@example.com viewer invited",
+        ]
+    );
+    assert_eq!(
+        org_feed("beta"),
+        [
+            "member.added beta admin@example.com admin active uid 1",
+            "member.added beta b@beta.example viewer invited",
+        ]
+    );
+    let bindings = shown(snapshot.events_after(0, 1000).unwrap())
+        .into_iter()
+        .filter(|e| e.starts_with("binding.changed"))
+        .count();
+    assert_eq!(bindings, 1);
+    // The used and the two revoked tokens are spent; the pending ones are not.
+    let spent = snapshot.spent_tokens_due(Millis::MAX, 100).unwrap();
+    assert_eq!(spent.len(), 3);
+    for hash in &spent {
+        assert_ne!(
+            snapshot.token(hash).unwrap().unwrap().state,
+            TokenState::Pending
+        );
+    }
+    drop(snapshot);
+    // The pending invitation is redeemed as before, and its changes are filed under acme.
+    let now = 1_796_000_000_000; // 2026-11-30, before the fixture's invitations lapse
+    crate::writer::apply(&store, now, |txn, now| {
+        invitations::activate(txn, &user(2001), deploy_token, now)
+    })
+    .unwrap();
+    let snapshot = store.read().unwrap();
+    let acme = shown(snapshot.org_events_after("acme", 0, 1000).unwrap());
+    assert_eq!(
+        acme[acme.len() - 2..],
+        [
+            "binding.changed - deploy@example.com uid 2001",
+            "member.activated acme deploy@example.com deployer active uid 2001",
+        ]
+    );
+    assert!(check_indexes(&snapshot).unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
 // Upgrades: a database written by the schema-1 daemon (tests/fixtures/make-v1.sh).
 
 #[test]

@@ -1372,7 +1372,47 @@ pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
             "pending_by_expiry has ({org}, {email}) with no pending invitation"
         ));
     }
+    check_feed_index(reader, &mut problems)?;
+    for hash in reader.spent_tokens_due(Millis::MAX, usize::MAX)? {
+        let spent = reader.token(&hash)?.and_then(|token| spent_key(&token));
+        if spent.is_none() {
+            let prefix: String = hash.0[..4].iter().map(|b| format!("{b:02x}")).collect();
+            problems.push(format!(
+                "spent_tokens names a token that is not spent ({prefix}…)"
+            ));
+        }
+    }
     Ok(problems)
+}
+
+/// Every membership's event is filed under its organization, and the index files under an
+/// organization only that organization's events and bindings' events.
+fn check_feed_index(reader: &impl Reader, problems: &mut Vec<String>) -> Result<()> {
+    let mut filed = std::collections::HashSet::new();
+    for org in reader.org_names()? {
+        for (seq, event) in reader.org_events_after(&org, 0, usize::MAX)? {
+            if event.org.is_some() && event.org.as_deref() != Some(org.as_str()) {
+                problems.push(format!("org_events files event {seq} under {org}"));
+            }
+            filed.insert((org.clone(), seq));
+        }
+    }
+    let mut after = 0;
+    loop {
+        let batch = reader.events_after(after, 4096)?;
+        let Some(&(last, _)) = batch.last() else {
+            break;
+        };
+        for (seq, event) in batch {
+            if let Some(org) = event.org {
+                if !filed.contains(&(org.clone(), seq)) {
+                    problems.push(format!("org_events lacks ({org}, {seq})"));
+                }
+            }
+        }
+        after = last;
+    }
+    Ok(())
 }
 
 /// How many organizations, memberships and accounts `snapshot` holds (for `compartmentd
@@ -1460,6 +1500,74 @@ mod tests {
         assert_eq!(
             check_indexes(&store.read().unwrap()).unwrap(),
             ["org_admins holds 0 active admins of acme, memberships 1"]
+        );
+    }
+
+    /// The feed's index by organization and the spent tokens' index are checked: an entry
+    /// missing from the one, or naming a token still pending in the other, is reported.
+    #[test]
+    fn the_feed_and_spent_token_indexes_are_checked() {
+        use compartmentctl::wire::{MemberStatus, Role};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let write = |change: &dyn Fn(&Tracked<'_, '_>) -> Result<()>| {
+            let txn = store.begin_write().unwrap();
+            let tables = Tables::new(&txn);
+            change(&Tracked::new(&tables, 1)).unwrap();
+            let announced = tables.last_event();
+            drop(tables);
+            txn.commit(&crate::writer::commit, announced).unwrap();
+        };
+        let member = MembershipRecord {
+            role: Role::Viewer,
+            uid: None,
+            status: MemberStatus::Invited,
+            invited_by: "uid 0".into(),
+            invited_at: 1,
+            expires_at: Some(10),
+            token_hash: None,
+        };
+        let token = TokenRecord {
+            org: "acme".into(),
+            email: "a@x".into(),
+            expires_at: 10,
+            state: TokenState::Used,
+            redeemer: None,
+            issued_by_superuser: true,
+        };
+        write(&|t| {
+            t.put_org(
+                "acme",
+                &OrgRecord {
+                    created_at: 1,
+                    created_by_uid: 0,
+                },
+            )?;
+            t.put_membership("acme", "a@x", &member, None)?;
+            t.put_token(&TokenHash([7; 32]), &token)
+        });
+        assert!(check_indexes(&store.read().unwrap()).unwrap().is_empty());
+        write(&|t| {
+            t.mark().org_events_table()?.remove(("acme", 1))?;
+            t.mark().tokens_table()?.insert(
+                &[7; 32],
+                encode(
+                    "tokens",
+                    &TokenRecord {
+                        state: TokenState::Pending,
+                        ..token.clone()
+                    },
+                )?
+                .as_slice(),
+            )?;
+            Ok(())
+        });
+        assert_eq!(
+            check_indexes(&store.read().unwrap()).unwrap(),
+            [
+                "org_events lacks (acme, 1)",
+                "spent_tokens names a token that is not spent (07070707…)"
+            ]
         );
     }
 
