@@ -266,18 +266,22 @@ async fn run_feed(
         // Marked seen before the snapshot is taken: a commit announced from here on wakes
         // the wait below, and one announced before is in the snapshot.
         wake.borrow_and_update();
-        // The batch is read and written out in the daemon's one turn for feeds; sent after.
-        let batch = {
-            let _turn = ctx.replays.read_turn().await;
-            ctx.store
-                .read()
-                .and_then(|snapshot| feed.next_batch(&snapshot))
-                .map(|mut batch| (batch.take_lines(), batch))
+        // A replay's batch is read and written out on the replays' thread; a feed that has
+        // caught up reads the few changes a commit made here.
+        let (store, org, after) = (ctx.store.clone(), feed.org.clone(), feed.after);
+        let read = move || events::read_batch(&store, org.as_deref(), after);
+        let batch = if feed.replaying.is_some() {
+            ctx.replays.in_background(read).await
+        } else {
+            Some(read())
         };
         let (out, batch) = match batch {
-            Ok(read) => read,
-            Err(err) => {
-                tracing::error!(error = %err, "a feed cannot read the store");
+            Some(Ok(read)) => read,
+            failed => {
+                match failed {
+                    Some(Err(err)) => tracing::error!(error = %err, "a feed cannot read the store"),
+                    _ => tracing::error!("reading a feed's batch panicked"),
+                }
                 let reason = "internal error; the daemon's log has details".to_owned();
                 return close_feed(
                     write_half,

@@ -22,10 +22,12 @@
 //! A feed costs what it delivers. An organization's feed reads the store's index of that
 //! organization's events (`org_events`), never the rest of the host's history, and waits on
 //! its organization's head, which other organizations' commits do not move. A replay (a
-//! subscription from before the newest change) reads one batch at a time, one batch at a
-//! time in the whole daemon ([`Replays::read_turn`]), and lets other tasks run between its
-//! batches; and only so many replay at once: [`Limits::feed_replays_per_uid`] per uid and
-//! [`Limits::feed_replays`] in all, superusers excepted. One past either is refused `busy`.
+//! subscription from before the newest change, until it has caught up) has its batches read
+//! and encoded by the daemon's one thread for replays, which runs at the lowest CPU priority
+//! ([`Replays::in_background`]): however many replay, requests and changes are served
+//! first, and the runtime's workers only send what it wrote out. Only so many replay at
+//! once: [`Limits::feed_replays_per_uid`] per uid and [`Limits::feed_replays`] in all,
+//! superusers excepted. One past either is refused `busy`.
 //!
 //! [`Limits::feed_replays_per_uid`]: crate::limits::Limits::feed_replays_per_uid
 //! [`Limits::feed_replays`]: crate::limits::Limits::feed_replays
@@ -42,7 +44,7 @@ use serde::Serialize;
 use crate::clock::rfc3339;
 use crate::dispatch::Context;
 use crate::rules::{identity, Caller, RuleError};
-use crate::store::{EventRecord, Reader, StoreError};
+use crate::store::{EventRecord, Reader, Store, StoreError};
 
 /// The most events read and sent at a time.
 pub const FEED_BATCH: usize = 256;
@@ -86,21 +88,7 @@ impl Feed {
     /// the batch holds the last of them, the snapshot's newest (an organization's feed skips
     /// the others' changes without reading them).
     pub fn next_batch(&self, snapshot: &impl Reader) -> Result<Batch, StoreError> {
-        let events = match &self.org {
-            Some(org) => snapshot.org_events_after(org, self.after, FEED_BATCH)?,
-            None => snapshot.events_after(self.after, FEED_BATCH)?,
-        };
-        let caught_up = events.len() < FEED_BATCH;
-        let seen = match (caught_up, events.last()) {
-            (true, _) => snapshot.last_event_seq()?.max(self.after),
-            (false, Some(&(seq, _))) => seq,
-            (false, None) => self.after,
-        };
-        Ok(Batch {
-            events,
-            seen,
-            caught_up,
-        })
+        batch_of(snapshot, self.org.as_deref(), self.after)
     }
 }
 
@@ -111,6 +99,36 @@ pub struct Batch {
     pub seen: u64,
     /// Nothing more is there to read on this snapshot.
     pub caught_up: bool,
+}
+
+/// The next batch of the feed of `org` (every organization when `None`) after `after`, read
+/// from the store's latest commit, and its lines: what a feed asks for each time it reads.
+pub fn read_batch(
+    store: &Store,
+    org: Option<&str>,
+    after: u64,
+) -> Result<(Vec<u8>, Batch), StoreError> {
+    let snapshot = store.read()?;
+    let mut batch = batch_of(&snapshot, org, after)?;
+    Ok((batch.take_lines(), batch))
+}
+
+fn batch_of(snapshot: &impl Reader, org: Option<&str>, after: u64) -> Result<Batch, StoreError> {
+    let events = match org {
+        Some(org) => snapshot.org_events_after(org, after, FEED_BATCH)?,
+        None => snapshot.events_after(after, FEED_BATCH)?,
+    };
+    let caught_up = events.len() < FEED_BATCH;
+    let seen = match (caught_up, events.last()) {
+        (true, _) => snapshot.last_event_seq()?.max(after),
+        (false, Some(&(seq, _))) => seq,
+        (false, None) => after,
+    };
+    Ok(Batch {
+        events,
+        seen,
+        caught_up,
+    })
 }
 
 impl Batch {
@@ -130,10 +148,13 @@ pub struct Replays {
     per_uid: usize,
     total: usize,
     running: Mutex<Running>,
-    /// One batch read at a time in the whole daemon: however many replay, the runtime's
-    /// workers are left to everyone else but one batch's work.
-    reads: tokio::sync::Semaphore,
+    /// The thread that reads and encodes replays' batches, one at a time, at the lowest CPU
+    /// priority; `None` when it could not be started (batches are then read where asked).
+    reader: Option<std::sync::mpsc::Sender<Job>>,
 }
+
+/// A batch to read on the replays' thread.
+type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Debug, Default)]
 struct Running {
@@ -149,7 +170,7 @@ impl Replays {
             per_uid,
             total,
             running: Mutex::default(),
-            reads: tokio::sync::Semaphore::new(1),
+            reader: spawn_reader(),
         })
     }
 
@@ -188,10 +209,63 @@ impl Replays {
         })
     }
 
-    /// Waits for the daemon's turn to read a batch; the turn ends when the permit is dropped.
-    pub async fn read_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        // The semaphore is never closed; should it be, reads go on without turns.
-        self.reads.acquire().await.ok()
+    /// Runs `read` on the replays' thread, after the batches asked for before it, and waits
+    /// for its answer without holding a worker (where that thread is missing, runs it here).
+    /// `None` when the read panicked.
+    pub async fn in_background<T: Send + 'static>(
+        &self,
+        read: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (answer_tx, answer_rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = answer_tx.send(read());
+        });
+        let unsent = match &self.reader {
+            Some(reader) => reader.send(job).err().map(|unsent| unsent.0),
+            None => Some(job),
+        };
+        if let Some(job) = unsent {
+            job();
+        }
+        answer_rx.await.ok()
+    }
+}
+
+/// Starts the replays' thread: it lowers its own CPU priority to the lowest (nice 19), then
+/// runs the batches it is given until the daemon lets go of it. `None`, with a log line,
+/// when it cannot be started.
+fn spawn_reader() -> Option<std::sync::mpsc::Sender<Job>> {
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
+    let spawned = std::thread::Builder::new()
+        .name("compartmentd-replays".into())
+        .spawn(move || {
+            lowest_priority();
+            for job in jobs_rx {
+                // A panic ends that batch's feed (its answer is never sent), not the thread.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        });
+    match spawned {
+        Ok(_) => Some(jobs_tx),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot start the thread for feed replays; they are read on the runtime's workers");
+            None
+        }
+    }
+}
+
+/// Gives the calling thread the lowest CPU priority, nice 19, so that it runs only on what
+/// time every other thread leaves. (On Linux a nice value belongs to a thread, and
+/// `setpriority` with 0 for the process means the calling thread.) Lowering one's priority
+/// needs no privilege; should it fail anyway, the thread runs at the daemon's priority.
+fn lowest_priority() {
+    // SAFETY: setpriority reads only its three integer arguments.
+    let lowered = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 19) } == 0;
+    if !lowered {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot lower the priority of the thread for feed replays"
+        );
     }
 }
 
