@@ -53,6 +53,11 @@ pub fn list_page(
     params: &UserListParams,
     now: Millis,
 ) -> Result<MemberList, RuleError> {
+    // Who asks is judged first: someone who may not list learns nothing, not even whether
+    // the rest of the request was well made.
+    let actor = authenticate(reader, caller)?;
+    let here = in_org(reader, &actor, params.org.as_deref())?;
+    here.require(Permission::OrganizationMemberList)?;
     let limit = match params.limit {
         None => DEFAULT_PAGE,
         Some(limit @ 1..=MAX_PAGE) => limit,
@@ -63,9 +68,6 @@ pub fn list_page(
         }
     } as usize;
     let mut position = params.after.as_deref().map(position_of).transpose()?;
-    let actor = authenticate(reader, caller)?;
-    let here = in_org(reader, &actor, params.org.as_deref())?;
-    here.require(Permission::OrganizationMemberList)?;
 
     let budget = limit.saturating_mul(SCAN_FACTOR);
     let mut scanned = 0;

@@ -1372,6 +1372,11 @@ fn a_limit_out_of_range_is_a_bad_request_and_none_means_a_hundred() {
             format!("limit {limit} is out of range: a page holds 1 to 1000 members")
         );
     }
+    // Who may not list is told so, whatever else is wrong with the request.
+    for (limit, after) in [(Some(0), None), (None, Some("not a cursor"))] {
+        let err = page_of(&f, &user(4242), "acme", limit, after, None, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+    }
     // A client that predates paging gets the first hundred and a next.
     let first = page_of(&f, &root(), "acme", None, None, None, T0).unwrap();
     assert_eq!(first.members.len(), 100);
