@@ -961,8 +961,11 @@ fn a_reader_that_leaves_mid_list_ends_the_listing_quietly() {
     let mut pages = 0;
     loop {
         let mut line = String::new();
-        if lines.read_line(&mut line).unwrap() == 0 {
-            break;
+        // The CLI hangs up with an answer of ours still unread, which the kernel may tell
+        // us as a reset rather than an end of file: either way, it has gone.
+        match lines.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
         }
         let request: Value = serde_json::from_str(&line).unwrap();
         let reply =
