@@ -97,6 +97,13 @@ pub async fn run(
     let mut spare = open_spare();
     tokio::pin!(shutdown);
     loop {
+        // The spare comes before any new connection: a descriptor freed while it was out
+        // (a connection's lookup in the user database opens files of its own, and may take
+        // the spare's just as it is let go) goes back to it, not to the next accept, or the
+        // daemon would stay at its limit with no way to answer `busy` again.
+        if spare.is_none() {
+            spare = File::open("/dev/null").ok();
+        }
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
