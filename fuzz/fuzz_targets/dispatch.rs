@@ -104,6 +104,7 @@ fn harness() -> &'static Harness {
             sweeper_wake: Arc::new(Notify::new()),
             // Every uid the fuzzer calls as has a user, so activations can bind.
             users: Arc::new(AnyUid),
+            service_group: None,
             stale_audited: Default::default(),
             replays: compartmentd::events::Replays::new(4, 32),
             caller_names: Default::default(),
@@ -137,7 +138,8 @@ fn harness() -> &'static Harness {
 async fn seed(ctx: &Context) -> String {
     let root = caller(ctx, 0);
     let serve = |who: Caller, request: Request| async move {
-        dispatch(ctx, who, request).await.expect("seeding succeeds")
+        let encoded = dispatch(ctx, who, request).await.expect("seeding succeeds");
+        serde_json::to_value(&encoded.body).expect("a result is JSON")
     };
     let url = |value: &Value| -> String {
         let found = value["activation_url"]
@@ -196,7 +198,8 @@ async fn seed(ctx: &Context) -> String {
 async fn serve(h: &Harness, who: Caller, id: &Id, request: Request) {
     let method = request.method();
     let response = match dispatch(&h.ctx, who.clone(), request).await {
-        Ok(result) => {
+        Ok(encoded) => {
+            let result = serde_json::to_value(&encoded.body).expect("a result is JSON");
             let url = result["activation_url"]
                 .as_str()
                 .or_else(|| result["admin"]["activation_url"].as_str());
