@@ -125,6 +125,7 @@ fn service_group(name: &str) -> Result<u32, String> {
 fn store_options(config: &Config) -> StoreOptions {
     StoreOptions {
         cache_size: config.cache_size,
+        user_name_of: compartmentd::users::lookup_uid,
     }
 }
 

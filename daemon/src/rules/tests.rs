@@ -1166,7 +1166,13 @@ fn a_schema_1_database_opens_migrated_and_keeps_working() {
     .unwrap();
     let tokens = std::fs::read_to_string(fixtures.join("schema-v1.tokens.txt")).unwrap();
     let deploy_token = tokens.split_whitespace().nth(1).unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    // The host as make-v1.sh saw it: uid 1 was Debian's `daemon`; 65534 (`nobody`) and 4242
+    // hold no account.
+    let options = crate::store::StoreOptions {
+        user_name_of: |uid| (uid == 1).then(|| "daemon".to_owned()),
+        ..Default::default()
+    };
+    let store = Store::open_with(dir.path(), &options).unwrap();
     assert_eq!(CURRENT_SCHEMA_VERSION, 6);
     let now = 1_796_000_000_000; // 2026-11-30, before the fixture's invitations lapse
     {

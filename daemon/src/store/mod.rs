@@ -39,12 +39,18 @@ pub const DEFAULT_CACHE_SIZE: usize = 16 * 1024 * 1024;
 pub struct StoreOptions {
     /// The most memory redb's page cache may hold, in bytes.
     pub cache_size: usize,
+    /// The user name of a uid as the host names it now, for the one migration that records
+    /// it (schema 1 → 2): the daemon passes NSS (`users::lookup_uid`). The default knows no
+    /// names, so a binding upgraded through it holds for nobody until a superuser rebinds
+    /// it. The store asks the host nothing of its own.
+    pub user_name_of: fn(u32) -> Option<String>,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
             cache_size: DEFAULT_CACHE_SIZE,
+            user_name_of: |_| None,
         }
     }
 }

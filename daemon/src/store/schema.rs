@@ -21,8 +21,8 @@ use super::{
 pub const CURRENT_SCHEMA_VERSION: u64 = 6;
 const VERSION_KEY: &str = "schema_version";
 
-/// A step from version `n` to `n + 1`, at index `n - 1`.
-type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
+/// A step from version `n` to `n + 1`, at index `n - 1`, with what it may need of the host.
+type Migration = fn(&WriteTransaction, &StoreOptions) -> Result<(), StoreError>;
 
 const MIGRATIONS: &[Migration] = &[
     bindings_with_names_and_provenance,
@@ -38,7 +38,10 @@ const MIGRATIONS: &[Migration] = &[
 /// that the sweeper prunes them. Both are filled from what is stored, once (a binding's
 /// events from before the upgrade stay in the feed of every organization only). The version
 /// changes so that an older daemon, which would leave the indexes behind, refuses the file.
-fn feed_by_org_and_spent_tokens(txn: &WriteTransaction) -> Result<(), StoreError> {
+fn feed_by_org_and_spent_tokens(
+    txn: &WriteTransaction,
+    _: &StoreOptions,
+) -> Result<(), StoreError> {
     create_tables(txn)?;
     let tables = Tables::new(txn);
     let mut after = 0;
@@ -72,7 +75,7 @@ fn feed_by_org_and_spent_tokens(txn: &WriteTransaction) -> Result<(), StoreError
 /// Version 4 → 5: the change feed (`events`), which every change to a membership or a
 /// binding appends to from now on; it starts empty. The version changes so that an older
 /// daemon, which would change memberships without telling the feed, refuses the file.
-fn change_feed(txn: &WriteTransaction) -> Result<(), StoreError> {
+fn change_feed(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreError> {
     create_tables(txn)
 }
 
@@ -81,7 +84,7 @@ fn change_feed(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// by their first byte, and a record takes the binary form when it is next written, so the
 /// upgrade costs nothing at any size. The version changes so that an older daemon, which
 /// reads only JSON, refuses the file instead of failing on each binary record.
-fn binary_records(_: &WriteTransaction) -> Result<(), StoreError> {
+fn binary_records(_: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreError> {
     Ok(())
 }
 
@@ -92,7 +95,7 @@ fn binary_records(_: &WriteTransaction) -> Result<(), StoreError> {
 /// neither is their new key): activation looks a token up by both keys. The version changes
 /// so that an older daemon, which knows only the old key and no admins' index, refuses the
 /// file instead of missing new tokens and leaving the index behind.
-fn token_keys_and_admins_index(txn: &WriteTransaction) -> Result<(), StoreError> {
+fn token_keys_and_admins_index(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreError> {
     create_tables(txn)?;
     let tables = Tables::new(txn);
     for org in tables.org_names()? {
@@ -111,12 +114,15 @@ fn token_keys_and_admins_index(txn: &WriteTransaction) -> Result<(), StoreError>
 /// name and the binding's provenance, and each active membership is pinned to the uid that
 /// held it.
 ///
-/// The name is what NSS says at the upgrade: the best knowledge there is of who held the
-/// uid. A uid with no user then (deleted, `nobody`) keeps a binding without a name, which
+/// The name is what the host says at the upgrade (`StoreOptions::user_name_of`, NSS in the
+/// daemon): the best knowledge there is of who held the uid. A uid with no user then (deleted, `nobody`) keeps a binding without a name, which
 /// holds for nobody until a superuser rebinds or unbinds it. The provenance is the
 /// organization whose activation made the binding, read from the audit log; `Unknown` (only
 /// a superuser may vouch for it) when the log does not say.
-fn bindings_with_names_and_provenance(txn: &WriteTransaction) -> Result<(), StoreError> {
+fn bindings_with_names_and_provenance(
+    txn: &WriteTransaction,
+    options: &StoreOptions,
+) -> Result<(), StoreError> {
     const V1_BINDINGS: redb::TableDefinition<u32, &str> =
         redb::TableDefinition::new("uid_bindings");
     let old: Vec<(u32, String)> = {
@@ -149,7 +155,7 @@ fn bindings_with_names_and_provenance(txn: &WriteTransaction) -> Result<(), Stor
             uid,
             &BindingRecord {
                 email: email.clone(),
-                user_name: crate::users::lookup_uid(uid),
+                user_name: (options.user_name_of)(uid),
                 bound_at,
                 provenance,
             },
@@ -284,19 +290,19 @@ pub(super) fn open(
     let db = builder(options)
         .create(path)
         .map_err(|err| open_error(path, err))?;
-    upgrade(db, path)
+    upgrade(db, path, options)
 }
 
 /// The steps of every open after redb's own: the schema version checked (a newer one
 /// refused) and an older one migrated.
-fn upgrade(db: Database, path: &Path) -> Result<Database, OpenError> {
+fn upgrade(db: Database, path: &Path, options: &StoreOptions) -> Result<Database, OpenError> {
     let store_err = |source: StoreError| OpenError::Store {
         path: path.to_owned(),
         source,
     };
     let found = stored_version(&db).map_err(store_err)?;
     check_version(path, found)?;
-    migrate(&db, found, MIGRATIONS).map_err(store_err)?;
+    migrate(&db, found, MIGRATIONS, options).map_err(store_err)?;
     Ok(db)
 }
 
@@ -387,7 +393,7 @@ pub(super) fn open_with_backend(
     let db = builder(&StoreOptions::default())
         .create_with_backend(backend)
         .map_err(|err| open_error(label, err))?;
-    upgrade(db, label)
+    upgrade(db, label, &StoreOptions::default())
 }
 
 /// `catch_unwind` without the panic hook's message: the caller reports what went wrong
@@ -447,7 +453,12 @@ fn stored_version(db: &impl ReadableDatabase) -> Result<Option<u64>, StoreError>
 
 /// Brings a database from `found` (`None`: brand new) to the current version, in one
 /// transaction so that a crash mid-way leaves the old version intact.
-fn migrate(db: &Database, found: Option<u64>, migrations: &[Migration]) -> Result<(), StoreError> {
+fn migrate(
+    db: &Database,
+    found: Option<u64>,
+    migrations: &[Migration],
+    options: &StoreOptions,
+) -> Result<(), StoreError> {
     let target = migrations.len() as u64 + 1;
     if found == Some(target) {
         return Ok(());
@@ -455,7 +466,7 @@ fn migrate(db: &Database, found: Option<u64>, migrations: &[Migration]) -> Resul
     let txn = db.begin_write()?;
     if let Some(from) = found {
         for step in migrations.iter().skip(from.saturating_sub(1) as usize) {
-            step(&txn)?;
+            step(&txn, options)?;
         }
     }
     create_tables(&txn)?;
@@ -509,11 +520,11 @@ mod tests {
     #[test]
     fn migrations_run_in_order_from_the_stored_version() {
         const TRACE: redb::TableDefinition<u64, ()> = redb::TableDefinition::new("trace");
-        fn step2(txn: &WriteTransaction) -> Result<(), StoreError> {
+        fn step2(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreError> {
             txn.open_table(TRACE)?.insert(2, ())?;
             Ok(())
         }
-        fn step3(txn: &WriteTransaction) -> Result<(), StoreError> {
+        fn step3(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreError> {
             txn.open_table(TRACE)?.insert(3, ())?;
             Ok(())
         }
@@ -522,7 +533,7 @@ mod tests {
         set_version(&path, 2);
         let db = Database::create(&path).unwrap();
         // From version 2 only the step 2 → 3 runs (index 1); step 1 → 2 is skipped.
-        migrate(&db, Some(2), &[step2, step3]).unwrap();
+        migrate(&db, Some(2), &[step2, step3], &StoreOptions::default()).unwrap();
         assert_eq!(stored_version(&db).unwrap(), Some(3));
         let txn = db.begin_read().unwrap();
         let steps: Vec<u64> = txn
