@@ -178,7 +178,7 @@ impl Context {
                     target,
                     detail: Some(detail.clone()),
                 })?;
-                Ok(())
+                Ok::<_, RuleError>(())
             })
             .await;
         if let Err(err) = written {

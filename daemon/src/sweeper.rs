@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::rules::invitations::{expire_due_up_to, forget_spent_tokens};
+use crate::rules::RuleError;
 use crate::store::{Millis, Reader, Store, StoreError};
 use crate::writer::Writer;
 
@@ -110,7 +111,7 @@ impl Sweeper {
         let sweep = self.writer.write(move |txn, now| {
             let expired = expire_due_up_to(txn, now, chunk)?;
             let forgotten = forget_spent_tokens(txn, now, chunk)?;
-            Ok((expired, forgotten))
+            Ok::<_, RuleError>((expired, forgotten))
         });
         match sweep.await {
             Ok((expired, forgotten)) => {

@@ -34,7 +34,6 @@ use redb::WriteTransaction;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::clock::Clock;
-use crate::rules::RuleError;
 use crate::store::{Millis, Store, StoreError, Tables, Tracked};
 
 /// How many changes of one lane (one uid's, or the daemon's own) may wait for the writer
@@ -66,6 +65,15 @@ impl fmt::Display for WriteError {
 
 impl std::error::Error for WriteError {}
 
+/// What the writer needs of a change's error: to carry the writer's own failures and the
+/// store's, and to say whether it is the store's (a storage error fails the whole batch,
+/// whose changes then run again one by one). The rules' `RuleError` is one; the writer
+/// knows nothing else of the rules.
+pub trait ChangeError: From<WriteError> + From<StoreError> + Send + 'static {
+    /// The store's error this is, if it is one.
+    fn store_error(&self) -> Option<&StoreError>;
+}
+
 /// One queued change with its requester's reply channel, type-erased for the queue.
 pub(crate) trait Job: Send {
     /// Runs the change on `txn` at `now` and keeps its result until [`Job::answer`];
@@ -75,24 +83,23 @@ pub(crate) trait Job: Send {
     fn store_error(&self) -> Option<&StoreError>;
     /// Sends the kept result (the requester may have gone; the change stands either way).
     fn answer(self: Box<Self>);
-    /// Sends `err` instead of a result.
-    fn answer_with(self: Box<Self>, err: RuleError);
+    /// Sends the store's error instead of a result: the transaction it ran in failed.
+    fn fail_in_store(self: Box<Self>, err: StoreError);
     /// Sends the writer's own error instead of a result.
-    fn fail(self: Box<Self>, err: WriteError) {
-        self.answer_with(err.into());
-    }
+    fn fail(self: Box<Self>, err: WriteError);
 }
 
-struct Queued<T, F> {
+struct Queued<T, E, F> {
     change: F,
-    result: Option<Result<T, RuleError>>,
-    reply: oneshot::Sender<Result<T, RuleError>>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
 }
 
-impl<T, F> Job for Queued<T, F>
+impl<T, E, F> Job for Queued<T, E, F>
 where
-    F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send,
+    F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send,
     T: Send,
+    E: ChangeError,
 {
     fn run(&mut self, txn: &Tracked<'_, '_>, now: Millis) -> bool {
         let result = (self.change)(txn, now);
@@ -103,30 +110,33 @@ where
 
     fn store_error(&self) -> Option<&StoreError> {
         match &self.result {
-            Some(Err(RuleError::Store(err))) => Some(err),
+            Some(Err(err)) => err.store_error(),
             _ => None,
         }
     }
 
     fn answer(self: Box<Self>) {
-        let result = self.result.unwrap_or(Err(RuleError::Internal(
-            "a change was answered before it ran",
-        )));
+        // Every path of the writer runs a change before it answers it; should one not,
+        // the requester hears that the change was rolled back, as after a panic.
+        let result = self.result.unwrap_or(Err(WriteError::Panicked.into()));
         let _ = self.reply.send(result);
     }
 
-    fn answer_with(self: Box<Self>, err: RuleError) {
-        let _ = self.reply.send(Err(err));
+    fn fail_in_store(self: Box<Self>, err: StoreError) {
+        let _ = self.reply.send(Err(err.into()));
+    }
+
+    fn fail(self: Box<Self>, err: WriteError) {
+        let _ = self.reply.send(Err(err.into()));
     }
 }
 
 /// Queue-ready form of `change` and the receiver of its answer.
-pub(crate) fn job<'a, T, F>(
-    change: F,
-) -> (Box<dyn Job + 'a>, oneshot::Receiver<Result<T, RuleError>>)
+pub(crate) fn job<'a, T, E, F>(change: F) -> (Box<dyn Job + 'a>, oneshot::Receiver<Result<T, E>>)
 where
-    F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send + 'a,
+    F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'a,
     T: Send + 'a,
+    E: ChangeError,
 {
     let (reply, reply_rx) = oneshot::channel();
     let job = Queued {
@@ -424,28 +434,31 @@ impl Writer {
     /// committed (durably) when it returns `Ok`, leaving no trace when it returns `Err`.
     /// It may run more than once (see the module's invariants); only its last run counts.
     /// The change is the daemon's own: it waits in the daemon's lane.
-    pub async fn write<T, F>(&self, change: F) -> Result<T, RuleError>
+    pub async fn write<T, E, F>(&self, change: F) -> Result<T, E>
     where
-        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send + 'static,
+        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: ChangeError,
     {
         self.write_in(Lane::Daemon, change).await
     }
 
     /// [`Writer::write`] for a change `uid` asked for: it waits in that uid's lane.
-    pub async fn write_as<T, F>(&self, uid: u32, change: F) -> Result<T, RuleError>
+    pub async fn write_as<T, E, F>(&self, uid: u32, change: F) -> Result<T, E>
     where
-        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send + 'static,
+        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: ChangeError,
     {
         self.write_in(Lane::Uid(uid), change).await
     }
 
     /// [`Writer::write`] in `lane`.
-    pub async fn write_in<T, F>(&self, lane: Lane, change: F) -> Result<T, RuleError>
+    pub async fn write_in<T, E, F>(&self, lane: Lane, change: F) -> Result<T, E>
     where
-        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, RuleError> + Send + 'static,
+        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
+        E: ChangeError,
     {
         let (job, reply_rx) = job(change);
         self.sent.fetch_add(1, Ordering::Relaxed);
@@ -652,7 +665,7 @@ fn one_by_one(
             }
             Ok(Err(err)) => {
                 store.note_failure(&err);
-                job.answer_with(RuleError::Store(err));
+                job.fail_in_store(err);
             }
             Err(_) => {
                 // The transaction was dropped while unwinding: redb rolls it back.
@@ -692,11 +705,11 @@ fn run_alone(
 /// Runs `change` in one write transaction of its own: committed when it returns `Ok`,
 /// rolled back when it returns `Err`. The test fixtures' unit of work.
 #[cfg(test)]
-pub(crate) fn apply<T>(
+pub(crate) fn apply<T, E: ChangeError>(
     store: &Store,
     now: Millis,
-    change: impl FnOnce(&Tracked<'_, '_>, Millis) -> Result<T, RuleError>,
-) -> Result<T, RuleError> {
+    change: impl FnOnce(&Tracked<'_, '_>, Millis) -> Result<T, E>,
+) -> Result<T, E> {
     let result = (|| {
         let txn = store.begin_write()?;
         let (outcome, events) = {
@@ -717,7 +730,7 @@ pub(crate) fn apply<T>(
             }
         }
     })();
-    if let Err(RuleError::Store(err)) = &result {
+    if let Some(err) = result.as_ref().err().and_then(ChangeError::store_error) {
         store.note_failure(err);
     }
     result
@@ -1071,7 +1084,7 @@ mod tests {
                         .write(move |_, _| {
                             running_tx.send(()).ok();
                             go_rx.lock().unwrap().recv().ok();
-                            Ok(())
+                            Ok::<_, RuleError>(())
                         })
                         .await
                 }

@@ -36,7 +36,7 @@ pub fn add_history(state_dir: &Path, org: &str, email: &str, count: usize) -> u6
                     };
                     txn.put_membership(&org, &email, &new, Some(&old))?;
                 }
-                Ok(txn.last_event_seq()?)
+                Ok::<_, compartmentd::rules::RuleError>(txn.last_event_seq()?)
             }))
             .unwrap();
     }

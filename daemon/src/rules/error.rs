@@ -167,6 +167,15 @@ impl From<StoreError> for RuleError {
     }
 }
 
+impl crate::writer::ChangeError for RuleError {
+    fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            RuleError::Store(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
 impl From<WriteError> for RuleError {
     fn from(err: WriteError) -> RuleError {
         RuleError::Write(err)

@@ -1632,7 +1632,7 @@ mod tests {
 
     fn add_org(store: &Store, name: &str) {
         crate::writer::apply(store, 1, |txn, _| {
-            Ok(txn.put_org(
+            Ok::<_, crate::rules::RuleError>(txn.put_org(
                 name,
                 &OrgRecord {
                     created_at: 1,
