@@ -326,6 +326,24 @@ pub trait Serve: Method {
     }
 }
 
+impl events::Daemon for Context {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn replays(&self) -> &Arc<events::Replays> {
+        &self.replays
+    }
+
+    fn identify(&self, caller: Caller) -> impl Future<Output = Caller> + Send {
+        Context::identify(self, caller)
+    }
+
+    fn is_service(&self, caller: &Caller) -> impl Future<Output = bool> + Send {
+        Context::is_service(self, caller)
+    }
+}
+
 /// A result ready for the reply, and the organization it names.
 #[derive(Debug)]
 pub struct Encoded {

@@ -42,7 +42,6 @@ use compartmentctl::wire::{
 use serde::Serialize;
 
 use crate::clock::rfc3339;
-use crate::dispatch::Context;
 use crate::rules::{identity, Caller, RuleError};
 use crate::store::{EventRecord, Reader, Store, StoreError};
 
@@ -297,13 +296,24 @@ impl Drop for Replaying {
     }
 }
 
+/// What a feed asks of the daemon: the store, the replays' places, and who its subscriber
+/// is now. The daemon's request context answers it; the feed borrows nothing else.
+pub trait Daemon {
+    fn store(&self) -> &Store;
+    fn replays(&self) -> &Arc<Replays>;
+    /// `caller` with its Unix user as the host names it now (within the cache's bound).
+    fn identify(&self, caller: Caller) -> impl std::future::Future<Output = Caller> + Send;
+    /// Whether `caller` may watch every organization: a superuser or a service.
+    fn is_service(&self, caller: &Caller) -> impl std::future::Future<Output = bool> + Send;
+}
+
 /// Authorizes `params` for `caller` on `snapshot`: the feed and its answer. Superusers and
 /// services may subscribe to one organization or to all; anyone else only to an
 /// organization they administer (their current one when none is named). Only then is
 /// `after` judged, so that nobody else learns how far the host's changes have gone; and a
 /// subscription from before the newest change takes a place among the replays.
 pub async fn subscribe(
-    ctx: &Context,
+    ctx: &impl Daemon,
     caller: &Caller,
     params: &EventsSubscribeParams,
     snapshot: &impl Reader,
@@ -327,7 +337,7 @@ pub async fn subscribe(
         )));
     }
     let replaying = if after < head {
-        Some(ctx.replays.begin(caller)?)
+        Some(ctx.replays().begin(caller)?)
     } else {
         None
     };
@@ -352,7 +362,7 @@ fn admin_of(reader: &impl Reader, caller: &Caller, org: Option<&str>) -> Result<
 
 /// Whether `caller` may still have `feed`'s events; why not when not.
 pub async fn still_allowed(
-    ctx: &Context,
+    ctx: &impl Daemon,
     caller: &Caller,
     feed: &Feed,
 ) -> Result<(), (FeedEnd, String)> {
@@ -367,7 +377,7 @@ pub async fn still_allowed(
             }
         }
         Access::Admin { org } => {
-            let snapshot = ctx.store.read().map_err(|err| {
+            let snapshot = ctx.store().read().map_err(|err| {
                 tracing::error!(error = %err, "a feed cannot read the store");
                 let reason = "internal error; the daemon's log has details";
                 (FeedEnd::Internal, reason.to_owned())
