@@ -15,6 +15,8 @@
 //!
 //! The `compartmentctl` binary (`src/main.rs` and `src/cli/`) is built on these.
 
+#![forbid(unsafe_code)]
+
 pub mod args;
 pub mod client;
 pub mod dir_trust;

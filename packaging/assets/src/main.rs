@@ -19,6 +19,8 @@
 //! default/compartmentd
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod completions;
 mod defaults;
 mod man;
