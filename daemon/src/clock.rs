@@ -3,7 +3,15 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::store::Millis;
+/// Milliseconds since the Unix epoch, UTC: every time the daemon keeps or compares.
+pub type Millis = u64;
+
+/// Whether something due at `at` (an invitation's expiry, a spent token's end) is due at
+/// `now`: at or before it. Every expiry in the daemon is judged by this one rule (ranges of
+/// an index by an inclusive bound, `..=now`).
+pub fn is_due(at: Millis, now: Millis) -> bool {
+    at <= now
+}
 
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
@@ -54,5 +62,14 @@ mod tests {
     #[test]
     fn formats_like_the_documentation_page() {
         assert_eq!(rfc3339(1_777_636_800_000), "2026-05-01T12:00:00Z");
+    }
+
+    /// Due at the very millisecond, not one before: an invitation expiring at 12:00:00.000
+    /// is refused at 12:00:00.000 by the token check, the list and the sweeper alike.
+    #[test]
+    fn due_means_at_or_before_now() {
+        assert!(is_due(1_000, 1_000));
+        assert!(is_due(999, 1_000));
+        assert!(!is_due(1_001, 1_000));
     }
 }

@@ -761,12 +761,8 @@ impl Serve for methods::AccountBind {
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        if !caller.superuser {
-            // Refused before NSS is asked, so nobody else learns what it would say.
-            return Err(RuleError::SuperuserOnly {
-                action: "binding accounts",
-            });
-        }
+        // Refused before NSS is asked, so nobody else learns what it would say.
+        caller.require_superuser("binding accounts")?;
         let user = ctx.unix_user(&params.unix_user).await?;
         ctx.writer
             .write_as(caller.uid, move |txn, now| {

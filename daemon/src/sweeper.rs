@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{is_due, Clock};
 use crate::rules::invitations::{expire_due_up_to, forget_spent_tokens};
 use crate::rules::RuleError;
 use crate::store::{Millis, Reader, Store, StoreError};
@@ -68,7 +68,7 @@ impl Sweeper {
             let sleep_for = match self.next_expiry() {
                 Ok(Some(at)) => {
                     let now = self.clock.now();
-                    if at <= now {
+                    if is_due(at, now) {
                         match self.sweep(&mut pace, at).await {
                             // Look again at once: more may be due, or have fallen due
                             // while this chunk was swept.
@@ -129,7 +129,7 @@ impl Sweeper {
                 }
                 let now = self.clock.now();
                 match self.next_expiry() {
-                    Ok(Some(at)) if at == due && at <= now => {
+                    Ok(Some(at)) if at == due && is_due(at, now) => {
                         tracing::error!(
                             "an index names an invitation or a spent token due that the sweep did not take; sweeping again later"
                         );

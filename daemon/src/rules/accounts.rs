@@ -29,14 +29,6 @@ use crate::store::{
 };
 use crate::users::Directory;
 
-fn superuser_only(caller: &Caller, action: &'static str) -> Result<(), RuleError> {
-    if caller.superuser {
-        Ok(())
-    } else {
-        Err(RuleError::SuperuserOnly { action })
-    }
-}
-
 /// Every account with its binding and memberships.
 pub fn list(
     reader: &impl Reader,
@@ -44,7 +36,7 @@ pub fn list(
     users: &dyn Directory,
     now: Millis,
 ) -> Result<AccountList, RuleError> {
-    superuser_only(caller, "listing accounts")?;
+    caller.require_superuser("listing accounts")?;
     let mut accounts = Vec::new();
     for (email, account) in reader.accounts()? {
         accounts.push(detail(reader, users, email, &account, now)?);
@@ -60,7 +52,7 @@ pub fn show(
     email: &str,
     now: Millis,
 ) -> Result<AccountDetail, RuleError> {
-    superuser_only(caller, "showing accounts")?;
+    caller.require_superuser("showing accounts")?;
     let email = parse_email(email)?;
     let account = reader
         .account(email.as_str())?
@@ -118,7 +110,7 @@ pub fn unbind(
     email: &str,
     now: Millis,
 ) -> Result<AccountBinding, RuleError> {
-    superuser_only(caller, "unbinding accounts")?;
+    caller.require_superuser("unbinding accounts")?;
     let email = parse_email(email)?;
     let email = email.as_str();
     let mut account = txn
@@ -161,7 +153,7 @@ pub fn bind(
     user: &UnixUser,
     now: Millis,
 ) -> Result<AccountBinding, RuleError> {
-    superuser_only(caller, "binding accounts")?;
+    caller.require_superuser("binding accounts")?;
     let email = parse_email(&params.email)?;
     let email = email.as_str();
     let mut account = txn

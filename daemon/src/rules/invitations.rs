@@ -17,7 +17,7 @@ use super::identity::{authenticate, in_org, may_vouch_for, Actor};
 use super::{
     audit, millis, parse_email, refuse_root, Caller, Policy, RuleError, Unbound, MAX_INVITATION_TTL,
 };
-use crate::clock::rfc3339;
+use crate::clock::{is_due, rfc3339};
 use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, Changes, MembershipRecord, Millis, Provenance,
     Reader, TokenHash, TokenRecord, TokenState, UnixUser,
@@ -307,7 +307,7 @@ pub fn activate(
         return Err(RuleError::InvalidToken);
     };
     match token.state {
-        TokenState::Pending if token.expires_at <= now => {
+        TokenState::Pending if is_due(token.expires_at, now) => {
             return Err(RuleError::TokenExpired {
                 at: token.expires_at,
             })

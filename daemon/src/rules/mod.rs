@@ -48,6 +48,16 @@ impl Caller {
     fn label(&self) -> String {
         format!("uid {}", self.uid)
     }
+
+    /// The one gate of what only superusers may do: `action` (as "binding accounts") is
+    /// refused to anyone else, with the same sentence wherever it is asked.
+    pub fn require_superuser(&self, action: &'static str) -> Result<(), RuleError> {
+        if self.superuser {
+            Ok(())
+        } else {
+            Err(RuleError::SuperuserOnly { action })
+        }
+    }
 }
 
 /// Daemon settings the rules need.

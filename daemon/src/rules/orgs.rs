@@ -21,11 +21,7 @@ pub fn create(
 ) -> Result<OrgCreated, RuleError> {
     // An unbound caller is told to activate first, like every other non-public method.
     let actor = authenticate(txn, caller)?;
-    if !caller.superuser {
-        return Err(RuleError::SuperuserOnly {
-            action: "creating an organization",
-        });
-    }
+    caller.require_superuser("creating an organization")?;
     let name = params.name.as_str();
     if !valid_org_name(name) {
         let shown: String = name.chars().take(80).collect();

@@ -753,6 +753,7 @@ macro_rules! impl_reader {
             ) -> Result<Vec<(String, String)>> {
                 let table = self.pending_table()?;
                 let mut due = Vec::new();
+                // Due as `clock::is_due` says: at or before `now`, so the bound is inclusive.
                 let range = table.range(..=(now, "\u{10FFFF}", "\u{10FFFF}"))?;
                 for entry in range.take(limit) {
                     let (key, _) = entry?;
@@ -813,6 +814,7 @@ macro_rules! impl_reader {
             fn spent_tokens_due(&self, now: Millis, limit: usize) -> Result<Vec<TokenHash>> {
                 let table = self.spent_tokens_table()?;
                 let mut due = Vec::new();
+                // Due as `clock::is_due` says: at or before `now`.
                 for entry in table.range(..=(now, &[u8::MAX; 32]))?.take(limit) {
                     let (key, _) = entry?;
                     due.push(TokenHash(*key.value().1));

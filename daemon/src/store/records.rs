@@ -16,8 +16,7 @@ use base64::Engine as _;
 use compartmentctl::wire::{AccountStatus, EventKind, MemberStatus, Role};
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds since the Unix epoch, UTC.
-pub type Millis = u64;
+pub use crate::clock::Millis;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrgRecord {
@@ -140,7 +139,9 @@ fn role_name<S: serde::Serializer>(role: &Role, serializer: S) -> Result<S::Ok, 
 /// has marked it yet.
 fn status_at(status: MemberStatus, expires_at: Option<Millis>, now: Millis) -> MemberStatus {
     match (status, expires_at) {
-        (MemberStatus::Invited, Some(expires_at)) if expires_at <= now => MemberStatus::Expired,
+        (MemberStatus::Invited, Some(expires_at)) if crate::clock::is_due(expires_at, now) => {
+            MemberStatus::Expired
+        }
         (status, _) => status,
     }
 }
