@@ -26,7 +26,8 @@ use tokio_util::codec::{AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::dispatch::{dispatch, Body, Context};
+use crate::context::Context;
+use crate::dispatch::{dispatch, Body};
 use crate::events::{self, Feed};
 use crate::limits::{Limits, Slot};
 use crate::lines::LineCodec;

@@ -9,6 +9,7 @@
 //! - [`limits`]: connection caps and timeouts, and how fast one uid may change the store.
 //! - [`admission`]: whether a change may go to the writer: the uid's rate, the free-space
 //!   floor.
+//! - [`context`]: what every request is served with, and the lookups of who a caller is.
 //! - [`dispatch`]: a parsed request to the rule that serves it, read or write.
 //! - [`rules`]: who may do what to whom (DESIGN §3, §4), on a store transaction.
 //! - [`store`]: redb tables, their indexes, the schema version.
@@ -25,6 +26,7 @@ pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod context;
 pub mod dispatch;
 pub mod events;
 pub mod limits;

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::admission::Admission;
 use crate::clock::Clock;
 use crate::connection;
-use crate::dispatch::Context;
+use crate::context::Context;
 use crate::events::Replays;
 use crate::limits::{Limits, Slots};
 use crate::logging::{RateLimit, RATE_BURST, RATE_WINDOW};

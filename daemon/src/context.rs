@@ -1,0 +1,302 @@
+//! The context every request is served in: the store, the writer, the clock, the host's
+//! users and what the daemon was started with; and the lookups of who a caller or a subject
+//! is, which several methods share. The change feed asks it through [`events::Daemon`].
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use compartmentctl::email::Email;
+use compartmentctl::wire::Check;
+use tokio::sync::Notify;
+
+use crate::admission::Admission;
+use crate::clock::Clock;
+use crate::events;
+use crate::rules::authz::Subject;
+use crate::rules::{identity, Caller, Policy, RuleError};
+use crate::store::{AuditRecord, Changes as _, Reader, Store, UnixUser};
+use crate::users::{CallerNames, Directory};
+use crate::writer::Writer;
+
+/// What every request handler shares.
+pub struct Context {
+    pub store: Arc<Store>,
+    pub writer: Writer,
+    pub clock: Arc<dyn Clock>,
+    pub policy: Arc<Policy>,
+    /// The uid the daemon runs as: a superuser, like uid 0.
+    pub daemon_uid: u32,
+    /// Wakes the sweeper when an invitation that may expire sooner is written.
+    pub sweeper_wake: Arc<Notify>,
+    /// The host's users (NSS); answers about others cached a few seconds.
+    pub users: Arc<dyn Directory>,
+    /// Callers' own names, as their connections' lookups gave them.
+    pub caller_names: CallerNames,
+    /// The gid of `--service-group`: its members may ask what anyone may do.
+    pub service_group: Option<u32>,
+    /// Stale bindings already audited in this run, by (uid, recorded name).
+    pub stale_audited: Mutex<HashSet<(u32, Option<String>)>>,
+    /// The change feeds replaying past changes, and how many may.
+    pub replays: Arc<events::Replays>,
+    /// Whether a caller's change may go to the writer: its rate, the free-space floor.
+    pub admission: Admission,
+}
+
+impl Context {
+    /// The caller of a connection, from its peer credentials; its Unix user is looked up
+    /// as each request is served.
+    pub fn caller(&self, uid: u32, gid: u32, pid: Option<i32>) -> Caller {
+        Caller {
+            uid,
+            gid,
+            pid,
+            superuser: uid == 0 || uid == self.daemon_uid,
+            user: None,
+        }
+    }
+
+    /// The caller of a connection being opened, with its Unix user as NSS names it at this
+    /// moment, never from a cache: a uid deleted and handed to a new user is the new user
+    /// from that user's first connection on (DESIGN §8). Asked on a blocking thread.
+    pub async fn identify_at_connect(&self, mut caller: Caller) -> Caller {
+        caller.user = self.caller_name_now(caller.uid).await;
+        caller
+    }
+
+    /// The caller with its Unix user as NSS named it when its connection opened, or, on a
+    /// long-lived connection, at most [`crate::users::CACHE_TTL`] ago: a binding is checked
+    /// against a name never older than that (DESIGN §2). Answers about others never stand
+    /// in for it.
+    pub(crate) async fn identify(&self, mut caller: Caller) -> Caller {
+        caller.user = match self.caller_names.fresh(caller.uid) {
+            Some(name) => name,
+            None => self.caller_name_now(caller.uid).await,
+        };
+        caller
+    }
+
+    /// `uid`'s name from NSS now, kept for the requests of the next few seconds.
+    async fn caller_name_now(&self, uid: u32) -> Option<Arc<str>> {
+        let asked = std::time::Instant::now();
+        // NSS may ask a directory server: never on a runtime worker.
+        let users = self.users.clone();
+        let name = tokio::task::spawn_blocking(move || users.name_of_now(uid))
+            .await
+            .ok()
+            .flatten()
+            .map(Arc::from);
+        self.caller_names.put(uid, asked, name.clone());
+        name
+    }
+
+    /// `uid`'s name as an answer about someone else: from the cache when it is fresh
+    /// (at most [`crate::users::CACHE_TTL`] old), else from NSS on a blocking thread.
+    async fn name_of_other(&self, uid: u32) -> Option<Arc<str>> {
+        let name = match self.users.cached_name_of(uid) {
+            Some(hit) => hit,
+            None => {
+                let users = self.users.clone();
+                tokio::task::spawn_blocking(move || users.name_of(uid))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        name.map(Arc::from)
+    }
+
+    /// The user called `name` as an answer about someone else, cached like
+    /// [`Context::name_of_other`].
+    async fn user_named_other(&self, name: &str) -> Option<UnixUser> {
+        if let Some(hit) = self.users.cached_user_named(name) {
+            return hit;
+        }
+        let users = self.users.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || users.user_named(&owned))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The user `name` as NSS resolves it, refused when there is none that may hold an
+    /// account.
+    pub(crate) async fn unix_user(&self, name: &str) -> Result<UnixUser, RuleError> {
+        let users = self.users.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || users.user_named_now(&owned))
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| RuleError::NoSuchUnixUser(name.to_owned()))
+    }
+
+    /// Audits, once per daemon run and binding, that a uid no longer resolves to the user
+    /// it was bound as: a deleted user, or a reused uid trying the old account.
+    pub(crate) async fn audit_stale_binding(
+        &self,
+        caller: &Caller,
+        recorded: Option<String>,
+        now: Option<String>,
+    ) {
+        let first = self
+            .stale_audited
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((caller.uid, recorded.clone()));
+        if !first {
+            return;
+        }
+        let (uid, pid) = (caller.uid, caller.pid);
+        let detail = format!(
+            "uid {uid} was bound as {}, now {}",
+            recorded.as_deref().unwrap_or("(no user)"),
+            now.as_deref().unwrap_or("(no user)")
+        );
+        tracing::warn!(uid, "{detail}; the caller acts without its account");
+        let written = self
+            .writer
+            .write(move |txn, at| {
+                let target = txn.binding(uid)?.map(|b| b.email);
+                txn.append_audit(&AuditRecord {
+                    at,
+                    uid: Some(uid),
+                    pid,
+                    action: "binding.stale".into(),
+                    org: None,
+                    target,
+                    detail: Some(detail.clone()),
+                })?;
+                Ok::<_, RuleError>(())
+            })
+            .await;
+        if let Err(err) = written {
+            tracing::error!(error = %err, "cannot audit a stale binding");
+        }
+    }
+
+    /// Whether `caller` may ask what others may do: a superuser, or a user the user
+    /// database puts in the service group (its passwd entry's primary group, or a group
+    /// that lists it). The gid the process runs with counts for nothing: a setgid program or
+    /// `sg` makes nobody a service. Asked of the group cache, so a user moved out of the
+    /// group loses the rights within [`crate::users::CACHE_TTL`], on open connections and
+    /// feeds too (they ask again before each answer and each batch).
+    pub(crate) async fn is_service(&self, caller: &Caller) -> bool {
+        if caller.superuser {
+            return true;
+        }
+        // A uid without a user is nobody's service, whatever its number.
+        let (Some(gid), Some(_)) = (self.service_group, caller.user.as_ref()) else {
+            return false;
+        };
+        let (users, uid) = (self.users.clone(), caller.uid);
+        if let Some(hit) = users.cached_in_group(uid, gid) {
+            return hit;
+        }
+        // NSS may ask a directory server: never on a runtime worker.
+        tokio::task::spawn_blocking(move || users.in_group(uid, gid))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The uid `uid` as a caller presenting it would be, its user named by an answer about
+    /// someone else (cached).
+    pub(crate) async fn caller_for_uid(&self, uid: u32) -> Caller {
+        // The gid is not known from a uid; nothing the rules decide reads it.
+        let mut subject = self.caller(uid, u32::MAX, None);
+        subject.user = self.name_of_other(uid).await;
+        subject
+    }
+
+    /// Who `check` asks about. Someone other than `caller` only when `service`: anyone
+    /// else is refused before any lookup, whether or not the user or address exists, so
+    /// that the refusal tells nothing about them.
+    pub(crate) async fn subject(
+        &self,
+        caller: &Caller,
+        check: &Check,
+        service: bool,
+        snapshot: &impl Reader,
+    ) -> Result<Subject, RuleError> {
+        let email = match &check.email {
+            Some(email) => {
+                Some(Email::parse(email).map_err(|err| RuleError::BadRequest(err.to_string()))?)
+            }
+            None => None,
+        };
+        if !service {
+            let own_email = || match identity::binding_of(snapshot, caller) {
+                Ok(Ok(binding)) => Some(binding.email),
+                _ => None,
+            };
+            let is_self = match (&check.uid, &check.user, &email) {
+                (Some(uid), _, _) => *uid == caller.uid,
+                (_, Some(user), _) => caller.user.as_deref() == Some(user.as_str()),
+                (_, _, Some(email)) => own_email().as_deref() == Some(email.as_str()),
+                (None, None, None) => true,
+            };
+            if !is_self {
+                return Err(RuleError::NotAService);
+            }
+        }
+        let as_caller = |subject: Caller, email: Option<String>| Subject::Uid {
+            caller: subject,
+            email,
+        };
+        Ok(match (&check.uid, &check.user, email) {
+            (Some(uid), _, _) if *uid == caller.uid => as_caller(caller.clone(), None),
+            (Some(uid), _, _) => {
+                let subject = self.caller_for_uid(*uid).await;
+                match subject.user {
+                    Some(_) => as_caller(subject, None),
+                    None => Subject::NoUserForUid(*uid),
+                }
+            }
+            // The caller's own name: the caller, without asking NSS who that is.
+            (_, Some(name), _) if caller.user.as_deref() == Some(name.as_str()) => {
+                as_caller(caller.clone(), None)
+            }
+            (_, Some(name), _) => match self.user_named_other(name).await {
+                Some(user) => as_caller(self.caller_for_uid(user.uid).await, None),
+                None => Subject::NoSuchUser(name.clone()),
+            },
+            (_, _, Some(email)) => {
+                let email = email.as_str().to_owned();
+                match snapshot.account(&email)?.and_then(|account| account.uid) {
+                    Some(uid) => as_caller(self.caller_for_uid(uid).await, Some(email)),
+                    None => Subject::NoAccount(email),
+                }
+            }
+            (None, None, None) => as_caller(caller.clone(), None),
+        })
+    }
+
+    pub(crate) async fn named_user(
+        &self,
+        name: Option<&str>,
+    ) -> Result<Option<UnixUser>, RuleError> {
+        match name {
+            Some(name) => Ok(Some(self.unix_user(name).await?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl events::Daemon for Context {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn replays(&self) -> &Arc<events::Replays> {
+        &self.replays
+    }
+
+    fn identify(&self, caller: Caller) -> impl Future<Output = Caller> + Send {
+        Context::identify(self, caller)
+    }
+
+    fn is_service(&self, caller: &Caller) -> impl Future<Output = bool> + Send {
+        Context::is_service(self, caller)
+    }
+}
