@@ -24,6 +24,8 @@ pub mod orgs;
 mod properties;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod upgrades;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -35,7 +35,7 @@ pub(crate) fn root() -> Caller {
     }
 }
 
-fn user(uid: u32) -> Caller {
+pub(super) fn user(uid: u32) -> Caller {
     Caller {
         uid,
         gid: uid,
@@ -1893,7 +1893,7 @@ fn org_feed_after(f: &Fixture, org: &str, after: u64) -> Vec<String> {
     shown(snapshot.org_events_after(org, after, 1000).unwrap())
 }
 
-fn shown(events: Vec<(u64, crate::store::EventRecord)>) -> Vec<String> {
+pub(super) fn shown(events: Vec<(u64, crate::store::EventRecord)>) -> Vec<String> {
     events
         .into_iter()
         .map(|(_, e)| {
