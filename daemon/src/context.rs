@@ -284,7 +284,7 @@ impl Context {
 }
 
 impl events::Daemon for Context {
-    fn store(&self) -> &Store {
+    fn store(&self) -> &Arc<Store> {
         &self.store
     }
 

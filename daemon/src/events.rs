@@ -32,6 +32,10 @@
 //! [`Limits::feed_replays_per_uid`]: crate::limits::Limits::feed_replays_per_uid
 //! [`Limits::feed_replays`]: crate::limits::Limits::feed_replays
 
+mod run;
+
+pub(crate) use run::run_feed;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -299,7 +303,7 @@ impl Drop for Replaying {
 /// What a feed asks of the daemon: the store, the replays' places, and who its subscriber
 /// is now. The daemon's request context answers it; the feed borrows nothing else.
 pub trait Daemon {
-    fn store(&self) -> &Store;
+    fn store(&self) -> &Arc<Store>;
     fn replays(&self) -> &Arc<Replays>;
     /// `caller` with its Unix user as the host names it now (within the cache's bound).
     fn identify(&self, caller: Caller) -> impl std::future::Future<Output = Caller> + Send;

@@ -6,6 +6,9 @@
 //! - [`server`]: the accept loop: peer credentials first, caps on connections, graceful
 //!   shutdown.
 //! - [`connection`]: one connection: JSON lines in, answers out in order, timeouts.
+//! - [`pipeline`]: a connection's requests in flight, answered in order; one line served.
+//! - [`reply`]: what a request line gets back.
+//! - [`sending`]: a line written within the write timeout; why a connection ended.
 //! - [`limits`]: connection caps and timeouts, and how fast one uid may change the store.
 //! - [`admission`]: whether a change may go to the writer: the uid's rate, the free-space
 //!   floor.
@@ -32,7 +35,10 @@ pub mod events;
 pub mod limits;
 pub mod lines;
 pub mod logging;
+pub mod pipeline;
+pub mod reply;
 pub mod rules;
+pub mod sending;
 pub mod server;
 pub mod socket;
 pub mod state_dir;
