@@ -203,20 +203,6 @@ pub(crate) async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> O
     })
 }
 
-/// Reads that tell a caller only about itself or about the protocol, or that services ask
-/// thousands of times a second (`authz.check`): logged at debug when they succeed, so that
-/// the journal holds changes, refusals and reads of others' data, not every routine
-/// question. (Each line costs the daemon about as much as answering such a read.)
-const ROUTINE_READS: &[&str] = &[
-    "ping",
-    "whoami",
-    "org.list",
-    "role.list",
-    "role.show",
-    "authz.check",
-    "rpc.discover",
-];
-
 /// Whether a request line at `level` is written for `caller`: when the level is on, and
 /// the caller's lines are within their rate. Ordinary users' request lines are rate-limited
 /// per uid, so none can fill the disk through the log; a line that would not be written
@@ -239,6 +225,7 @@ pub(crate) async fn serve_request(
 ) -> Result<(Body, Option<Feed>), RpcError> {
     let started = Instant::now();
     let method = request.method();
+    let routine = request.routine();
     let requested_org = request.org().map(str::to_owned);
     let result = dispatch(ctx, caller.clone(), request).await;
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -246,7 +233,7 @@ pub(crate) async fn serve_request(
         Ok(result) => {
             // The organization acted in, as resolved by the rules when the caller named none.
             let org = result.org.as_deref().or(requested_org.as_deref());
-            if ROUTINE_READS.contains(&method) {
+            if routine {
                 if may_log(caller, tracing::Level::DEBUG) {
                     let org = logging::clip(org.unwrap_or("-"));
                     tracing::debug!(method, org = &*org, outcome = "ok", micros, "request");

@@ -104,7 +104,9 @@ pub(super) fn parse_value<M: Method>(params: Option<Value>) -> Result<Request, R
 }
 
 /// Declares the protocol's methods; invoked once, in `wire/mod.rs`. Each line is
-/// `Variant[(ParamsType)] = "noun.verb" => ResultType, read|write;`. A method without a
+/// `Variant[(ParamsType)] = "noun.verb" => ResultType, read|routine|write;`: `routine` is a
+/// read that tells a caller only about itself or the protocol, or that services ask
+/// thousands of times a second, whose successes the daemon logs at debug rather than info. A method without a
 /// params type takes [`NoParams`](super::NoParams) and its `Request` variant carries no
 /// data. From that one list come: a marker type per method in `wire::methods` implementing
 /// [`Method`], the [`Request`] enum, [`METHODS`](super::METHODS), and `Request::parse`,
@@ -168,6 +170,15 @@ macro_rules! declare_methods {
         }
 
         impl Request {
+            /// Whether the method is declared `routine`: a read whose successes are logged
+            /// at debug, so that the journal holds changes, refusals and reads of others'
+            /// data rather than every routine question.
+            pub fn routine(&self) -> bool {
+                match self {
+                    $(Request::$variant { .. } => declare_methods!(@routine $access),)*
+                }
+            }
+
             /// The wire name of the request's method.
             pub fn method(&self) -> &'static str {
                 match self {
@@ -252,7 +263,10 @@ macro_rules! declare_methods {
     };
 
     (@writes read) => { false };
+    (@writes routine) => { false };
     (@writes write) => { true };
+    (@routine routine) => { true };
+    (@routine $other:ident) => { false };
     (@params_type []) => { $crate::wire::NoParams };
     (@params_type [$params:ty]) => { $params };
     (@wrap $variant:ident [] $p:ident) => {{

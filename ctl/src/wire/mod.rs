@@ -93,13 +93,13 @@ pub const MAX_RESPONSE_LINE: usize = 16 * 1024 * 1024;
 
 declare_methods! {
     /// Is the daemon up, and which version is it.
-    Ping = "ping" => Pong, read;
+    Ping = "ping" => Pong, routine;
     /// Who the daemon thinks the caller is.
-    Whoami = "whoami" => WhoAmI, read;
+    Whoami = "whoami" => WhoAmI, routine;
     /// Create an organization and invite its first admin (superuser).
     OrgCreate(OrgCreateParams) = "org.create" => OrgCreated, write;
     /// The caller's organizations.
-    OrgList = "org.list" => OrgList, read;
+    OrgList = "org.list" => OrgList, routine;
     /// Choose the caller's current organization.
     OrgUse(OrgUseParams) = "org.use" => OrgUsed, write;
     /// Invite someone with a role.
@@ -111,9 +111,9 @@ declare_methods! {
     /// Give a member a role, up to the caller's own.
     RoleGrant(RoleGrantParams) = "role.grant" => Granted, write;
     /// The roles and what each may do.
-    RoleList = "role.list" => RoleList, read;
+    RoleList = "role.list" => RoleList, routine;
     /// One role and its permissions.
-    RoleShow(RoleShowParams) = "role.show" => RoleInfo, read;
+    RoleShow(RoleShowParams) = "role.show" => RoleInfo, routine;
     /// Redeem an activation token, binding the caller's uid to the account.
     AccountActivate(ActivateParams) = "account.activate" => Activated, write;
     /// Every account with its binding (superuser).
@@ -126,12 +126,12 @@ declare_methods! {
     AccountBind(AccountBindParams) = "account.bind" => AccountBinding, write;
     /// May a user do something in an organization, by the rules at this instant: the
     /// caller about itself, services and superusers about anyone.
-    AuthzCheck(AuthzCheckParams) = "authz.check" => AuthzAnswer, read;
+    AuthzCheck(AuthzCheckParams) = "authz.check" => AuthzAnswer, routine;
     /// Turn the connection into a feed of membership changes (superusers, services, and an
     /// organization's admins for their organization).
     EventsSubscribe(EventsSubscribeParams) = "events.subscribe" => Subscribed, read;
     /// This protocol as an OpenRPC document.
-    RpcDiscover = "rpc.discover" => serde_json::Value, read;
+    RpcDiscover = "rpc.discover" => serde_json::Value, routine;
 }
 
 /// The name OpenRPC reserves for the method that describes the others.
@@ -143,6 +143,43 @@ mod tests {
 
     use super::*;
     use serde_json::{json, Value};
+
+    /// The reads declared `routine` (logged at debug when they succeed) are exactly those
+    /// the README names, and no change is one.
+    #[test]
+    fn routine_reads_are_the_ones_the_readme_names() {
+        let params =
+            |text: &str| serde_json::value::RawValue::from_string(text.to_owned()).unwrap();
+        let routine: Vec<&str> = [
+            ("ping", "{}"),
+            ("whoami", "{}"),
+            ("org.list", "{}"),
+            ("role.list", "{}"),
+            ("role.show", r#"{"role":"viewer"}"#),
+            ("authz.check", r#"{"permission":"deployment.create"}"#),
+            ("rpc.discover", "{}"),
+            ("user.list", "{}"),
+            ("account.list", "{}"),
+            ("events.subscribe", "{}"),
+            ("org.use", r#"{"name":"acme"}"#),
+            ("user.remove", r#"{"email":"a@example.com"}"#),
+        ]
+        .into_iter()
+        .filter(|(name, text)| Request::parse(name, Some(&params(text))).unwrap().routine())
+        .map(|(name, _)| name)
+        .collect();
+        let listed = "(`ping`, `whoami`, `org.list`, `role.list`, `role.show`, `authz.check`, `rpc.discover`)";
+        let readme: String = include_str!("../../../README.md")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            readme.contains(listed),
+            "README.md must list the routine reads as {listed}"
+        );
+        let shown: Vec<String> = routine.iter().map(|name| format!("`{name}`")).collect();
+        assert_eq!(format!("({})", shown.join(", ")), listed);
+    }
 
     #[test]
     fn roles_are_ordered_by_hierarchy() {
