@@ -356,24 +356,24 @@ fn a_service_group_that_does_not_exist_stops_the_daemon_at_start() {
     );
 }
 
-/// The README's block of `lang` (```lang … ```) that mentions `needle`.
+/// The authority guide's (docs/authority.md) block of `lang` (```lang … ```) that mentions `needle`.
 fn readme_block(lang: &str, needle: &str) -> String {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../docs/authority.md");
     let fence = format!("```{lang}\n");
     readme
         .split(fence.as_str())
         .skip(1)
         .map(|rest| rest.split("```").next().unwrap_or_default())
         .find(|block| block.contains(needle))
-        .unwrap_or_else(|| panic!("no {lang} block with {needle} in README.md"))
+        .unwrap_or_else(|| panic!("no {lang} block with {needle} in docs/authority.md"))
         .to_owned()
 }
 
-root_test!(the_readmes_socat_and_python_examples_work, || {
+root_test!(the_authority_guides_socat_and_python_examples_work, || {
     let h = host();
     let socket = h.daemon.socket();
     let socket = socket.to_str().unwrap();
-    // Python's standard library, as the README shows it, run as the service.
+    // Python's standard library, as docs/authority.md shows it, run as the service.
     let python = format!(
         "{}\nprint(can('deployment.create', 'acme', {}, path='{socket}'))\n\
          print(can('organization.user.invite', 'acme', {}, path='{socket}'))\n",

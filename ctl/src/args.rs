@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 
 /// Who can do what to whom, in a few sentences: the man page's TRUST MODEL section and the
-/// README's "Trust model" say exactly this.
+/// operations guide's "Trust model" (docs/operations.md) say exactly this.
 pub const TRUST_MODEL: &str = "\
 Identity is taken from the socket's peer credentials when a connection is opened, as \
 PostgreSQL's peer authentication does: a connection handed to another process keeps its \
@@ -30,7 +30,8 @@ superuser made the binding they were joined through), prints those it carries an
 leaves behind, and carries everything only with --carry-all.";
 
 /// Whom the CLI talks to and how it prints what it is told: the man page's DAEMON TRUST
-/// section and the README's paragraph on the CLI say exactly this.
+/// section and the operations guide's paragraph on the CLI (docs/operations.md) say
+/// exactly this.
 pub const SERVER_TRUST: &str = "\
 compartmentctl talks only to a daemon whose socket was opened by root (as systemd's socket \
 unit does, whatever user the daemon then runs as) or by the user running compartmentctl, \
@@ -478,22 +479,22 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_states_the_trust_model_in_the_man_pages_words() {
+    fn the_operations_guide_states_the_trust_model_in_the_man_pages_words() {
         let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let readme = words(include_str!("../../README.md"));
+        let readme = words(include_str!("../../docs/operations.md"));
         assert!(
             readme.contains(&words(TRUST_MODEL)),
-            "README.md's \"Trust model\" section must say what TRUST_MODEL says"
+            "docs/operations.md's \"Trust model\" section must say what TRUST_MODEL says"
         );
     }
 
     #[test]
-    fn the_readme_says_whom_the_cli_talks_to_in_the_man_pages_words() {
+    fn the_operations_guide_says_whom_the_cli_talks_to_in_the_man_pages_words() {
         let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
-        let readme = words(include_str!("../../README.md"));
+        let readme = words(include_str!("../../docs/operations.md"));
         assert!(
             readme.contains(&words(SERVER_TRUST)),
-            "README.md must say what SERVER_TRUST says"
+            "docs/operations.md must say what SERVER_TRUST says"
         );
     }
 

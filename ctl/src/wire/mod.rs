@@ -16,11 +16,12 @@
 //!
 //! # Adding a method
 //!
-//! Declare it in the `declare_methods!` list below (its params and result types live in
-//! its noun's file, the params implementing [`Params`]), implement the daemon's `Serve` for
-//! its marker type `methods::Name` (daemon/src/dispatch.rs) and the CLI's `Render`
-//! (ctl/src/cli/render.rs). Nothing else lists methods; a missing handler or renderer does
-//! not compile.
+//! Declare it in the `declare_methods!` list below, `read`, `routine` (a read logged at
+//! debug when it succeeds) or `write` (its params and result types live in its noun's file,
+//! the params implementing [`Params`]), implement the daemon's `Serve` for its marker type
+//! `methods::Name` (daemon/src/dispatch.rs) and the CLI's `Render` (ctl/src/cli/render.rs).
+//! Nothing else lists methods; a missing handler or renderer does not compile.
+//! CONTRIBUTING.md walks through it.
 
 mod account;
 mod authz;
@@ -145,9 +146,9 @@ mod tests {
     use serde_json::{json, Value};
 
     /// The reads declared `routine` (logged at debug when they succeed) are exactly those
-    /// the README names, and no change is one.
+    /// the operations guide (docs/operations.md) names, and no change is one.
     #[test]
-    fn routine_reads_are_the_ones_the_readme_names() {
+    fn routine_reads_are_the_ones_the_operations_guide_names() {
         let params =
             |text: &str| serde_json::value::RawValue::from_string(text.to_owned()).unwrap();
         let routine: Vec<&str> = [
@@ -169,13 +170,13 @@ mod tests {
         .map(|(name, _)| name)
         .collect();
         let listed = "(`ping`, `whoami`, `org.list`, `role.list`, `role.show`, `authz.check`, `rpc.discover`)";
-        let readme: String = include_str!("../../../README.md")
+        let readme: String = include_str!("../../../docs/operations.md")
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
         assert!(
             readme.contains(listed),
-            "README.md must list the routine reads as {listed}"
+            "docs/operations.md must list the routine reads as {listed}"
         );
         let shown: Vec<String> = routine.iter().map(|name| format!("`{name}`")).collect();
         assert_eq!(format!("({})", shown.join(", ")), listed);

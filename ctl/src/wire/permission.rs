@@ -294,11 +294,11 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_shows_the_derived_table() {
-        let readme = include_str!("../../../README.md");
+    fn the_authority_guide_shows_the_derived_table() {
+        let readme = include_str!("../../../docs/authority.md");
         assert!(
             readme.contains(&markdown_table()),
-            "README.md's \"Asking what a user may do\" must show markdown_table()"
+            "docs/authority.md's \"Asking what a user may do\" must show markdown_table()"
         );
     }
 
