@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compartment_e2e::{
-    binary, binary_for_other_users, ctl_command, root_test, say_loudly, TestUser,
+    binary, binary_for_other_users, ctl_command, root_test, skip_without_tool, TestUser,
 };
 use compartmentctl::peer::{Trust, UnixUser};
 use compartmentctl::wire::{Pong, Request};
@@ -22,15 +22,6 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn tool_exists(name: &str) -> bool {
-    Command::new(name)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 /// A temp dir other uids can traverse, as the daemon's home for one test.
@@ -101,8 +92,7 @@ fn stderr_of(child: &mut Child) -> String {
 
 #[test]
 fn both_units_verify_without_a_word() {
-    if !tool_exists("systemd-analyze") {
-        say_loudly("SKIPPED: both_units_verify_without_a_word needs systemd-analyze");
+    if skip_without_tool("both_units_verify_without_a_word", "systemd-analyze") {
         return;
     }
     // systemd-analyze checks that ExecStart exists: point it at the built daemon. The man
@@ -169,8 +159,10 @@ fn the_service_unit_asks_for_what_the_daemon_needs() {
 
 #[test]
 fn socket_activation_serves_the_inherited_socket_and_binds_nothing() {
-    if !tool_exists("systemd-socket-activate") {
-        say_loudly("SKIPPED: socket activation test needs systemd-socket-activate");
+    if skip_without_tool(
+        "socket_activation_serves_the_inherited_socket_and_binds_nothing",
+        "systemd-socket-activate",
+    ) {
         return;
     }
     let dir = temp_dir();
@@ -215,8 +207,9 @@ fn socket_activation_serves_the_inherited_socket_and_binds_nothing() {
 root_test!(
     a_daemon_run_as_its_own_user_behind_the_socket_unit_is_trusted_by_every_cli,
     || {
-        if !tool_exists("systemd-socket-activate") || !tool_exists("setpriv") {
-            say_loudly("SKIPPED: this test needs systemd-socket-activate and setpriv");
+        let test = "a_daemon_run_as_its_own_user_behind_the_socket_unit_is_trusted_by_every_cli";
+        if skip_without_tool(test, "systemd-socket-activate") || skip_without_tool(test, "setpriv")
+        {
             return;
         }
         // As the package runs it: the socket unit (root) listens, the daemon runs as a user
@@ -423,8 +416,10 @@ root_test!(
     under_systemd_it_logs_structured_records_to_the_journal,
     "to fake /run/systemd/journal/socket in a mount namespace",
     || {
-        if !tool_exists("unshare") {
-            say_loudly("SKIPPED: the journald test needs unshare (util-linux)");
+        if skip_without_tool(
+            "under_systemd_it_logs_structured_records_to_the_journal",
+            "unshare",
+        ) {
             return;
         }
         for (case, env) in [

@@ -33,7 +33,7 @@ pub use printed::{
 };
 pub use privileges::{
     binary, binary_for_other_users, in_ci, is_root, profile_dir, root_for_part, say_loudly,
-    skip_unless_root, skip_unless_root_for, NEEDS_ROOT_FOR_USERS, ROOT,
+    skip_unless_root, skip_unless_root_for, skip_without_tool, NEEDS_ROOT_FOR_USERS, ROOT,
 };
 pub use process::{ctl_command, Out, Running};
 pub use raw::RawConn;

@@ -142,6 +142,27 @@ fn refuse_to_skip_in_ci(what: &str, reason: &str) {
     }
 }
 
+/// True (after saying so loudly) when `tool` cannot be run (it answers no `--version`),
+/// so `test`, which needs it, is skipped; under CI it panics instead: `.ci/run` installs
+/// every tool the tests need, so a missing one there is a fault, not a reason to pass.
+#[track_caller]
+pub fn skip_without_tool(test: &str, tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if found {
+        return false;
+    }
+    if in_ci() {
+        panic!("{test} needs {tool}, and CI is set: refusing to pass by skipping");
+    }
+    say_loudly(&format!("SKIPPED: {test} needs {tool}"));
+    true
+}
+
 /// Writes `message` to the real stderr, past the test harness's output capture, so that a
 /// skipped test never passes silently.
 pub fn say_loudly(message: &str) {
