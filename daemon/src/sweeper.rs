@@ -191,6 +191,79 @@ mod tests {
         snapshot.membership("acme", email).unwrap().unwrap().status
     }
 
+    /// The invitations' lifetime of the tests' policy.
+    fn ttl() -> Millis {
+        u64::try_from(policy().invitation_ttl.as_millis()).unwrap()
+    }
+
+    /// Writes acme, its admin invited at `T0`, into `store`; returns the admin's token.
+    fn acme(store: &Store) -> Token {
+        let create = OrgCreateParams {
+            name: "acme".into(),
+            admin: "admin@example.com".into(),
+            admin_unix_user: None,
+        };
+        let token = Token::from_text(&format!("{:0>43}", 1));
+        crate::writer::apply(store, T0, |txn, now| {
+            orgs::create(txn, &root(), &create, None, &token, &policy(), now)
+        })
+        .unwrap();
+        token
+    }
+
+    /// A sweeper on `store` with `clock`, its writer and a runtime of its own, until
+    /// [`Running::stop`].
+    struct Running {
+        runtime: tokio::runtime::Runtime,
+        writer: Writer,
+        thread: std::thread::JoinHandle<()>,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        fn start(store: &Arc<Store>, clock: Arc<dyn Clock>) -> Running {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (writer, thread) = Writer::spawn(store.clone(), clock.clone()).unwrap();
+            let shutdown = CancellationToken::new();
+            let sweeper = Sweeper {
+                store: store.clone(),
+                writer: writer.clone(),
+                clock,
+                wake: Arc::new(Notify::new()),
+                max_sleep: Duration::from_secs(3600),
+            };
+            let task = runtime.spawn(sweeper.run(shutdown.clone()));
+            Running {
+                runtime,
+                writer,
+                thread,
+                shutdown,
+                task,
+            }
+        }
+
+        /// Waits up to 5 s for `done`; fails saying `what` did not happen.
+        fn wait_for(&self, what: &str, done: impl Fn() -> bool) {
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "{what} within 5 s");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+
+        fn stop(self) {
+            self.shutdown.cancel();
+            self.runtime.block_on(self.task).unwrap();
+            drop(self.writer);
+            self.thread.join().unwrap();
+        }
+    }
+
     /// An invitation that falls due while a sweep runs (a second after the
     /// one it expired) is swept at once, not a whole `max_sleep` later; and once nothing is
     /// due the sweeper sleeps rather than spins.
@@ -198,18 +271,7 @@ mod tests {
     fn an_invitation_due_during_a_sweep_is_swept_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let policy = policy();
-        let ttl = u64::try_from(policy.invitation_ttl.as_millis()).unwrap();
-        let create = OrgCreateParams {
-            name: "acme".into(),
-            admin: "admin@example.com".into(),
-            admin_unix_user: None,
-        };
-        let token = Token::from_text(&format!("{:0>43}", 1));
-        crate::writer::apply(&store, T0, |txn, now| {
-            orgs::create(txn, &root(), &create, None, &token, &policy, now)
-        })
-        .unwrap();
+        acme(&store);
         let invite = UserInviteParams {
             org: Some("acme".into()),
             email: "late@example.com".into(),
@@ -220,49 +282,26 @@ mod tests {
         };
         let token = Token::from_text(&format!("{:0>43}", 2));
         crate::writer::apply(&store, T0 + 1500, |txn, now| {
-            invitations::invite(txn, &root(), &invite, None, &token, &policy, now)
+            invitations::invite(txn, &root(), &invite, None, &token, &policy(), now)
         })
         .unwrap();
         // The admin's invitation is due now; the other 1.5 s later, while the first sweep
         // runs (each reading of the clock moves it a second on).
         let clock = Arc::new(Ticking {
-            now: AtomicU64::new(T0 + ttl),
+            now: AtomicU64::new(T0 + ttl()),
             step: 1000,
         });
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (writer, thread) = Writer::spawn(store.clone(), clock.clone()).unwrap();
-        let shutdown = CancellationToken::new();
-        let sweeper = Sweeper {
-            store: store.clone(),
-            writer: writer.clone(),
-            clock,
-            wake: Arc::new(Notify::new()),
-            max_sleep: Duration::from_secs(3600),
-        };
-        runtime.block_on(async {
-            let running = tokio::spawn(sweeper.run(shutdown.clone()));
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while status(&store, "late@example.com") != MemberStatus::Expired {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the invitation that fell due during a sweep was not swept within 5 s"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert_eq!(status(&store, "admin@example.com"), MemberStatus::Expired);
-            // Nothing is due any more: the sweeper sleeps instead of sweeping again.
-            let sent = writer.changes_sent();
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            assert_eq!(writer.changes_sent(), sent, "the sweeper spun");
-            shutdown.cancel();
-            running.await.unwrap();
-        });
-        drop(writer);
-        thread.join().unwrap();
+        let running = Running::start(&store, clock);
+        running.wait_for(
+            "the invitation that fell due during a sweep was not swept",
+            || status(&store, "late@example.com") == MemberStatus::Expired,
+        );
+        assert_eq!(status(&store, "admin@example.com"), MemberStatus::Expired);
+        // Nothing is due any more: the sweeper sleeps instead of sweeping again.
+        let sent = running.writer.changes_sent();
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(running.writer.changes_sent(), sent, "the sweeper spun");
+        running.stop();
     }
 
     /// A month past its expiry, an invitation's token is forgotten by the sweeper that
@@ -271,54 +310,18 @@ mod tests {
     fn the_sweeper_forgets_spent_tokens_once_they_no_longer_matter() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let policy = policy();
-        let ttl = u64::try_from(policy.invitation_ttl.as_millis()).unwrap();
-        let create = OrgCreateParams {
-            name: "acme".into(),
-            admin: "admin@example.com".into(),
-            admin_unix_user: None,
-        };
-        let token = Token::from_text(&format!("{:0>43}", 1));
-        crate::writer::apply(&store, T0, |txn, now| {
-            orgs::create(txn, &root(), &create, None, &token, &policy, now)
-        })
-        .unwrap();
-        let key = token.key();
+        let key = acme(&store).key();
         assert!(store.read().unwrap().token(&key).unwrap().is_some());
         let clock = Arc::new(crate::clock::FakeClock::new(
-            T0 + ttl + crate::store::SPENT_TOKEN_MEMORY,
+            T0 + ttl() + crate::store::SPENT_TOKEN_MEMORY,
         ));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (writer, thread) = Writer::spawn(store.clone(), clock.clone()).unwrap();
-        let shutdown = CancellationToken::new();
-        let sweeper = Sweeper {
-            store: store.clone(),
-            writer: writer.clone(),
-            clock,
-            wake: Arc::new(Notify::new()),
-            max_sleep: Duration::from_secs(3600),
-        };
-        runtime.block_on(async {
-            let running = tokio::spawn(sweeper.run(shutdown.clone()));
-            let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while store.read().unwrap().token(&key).unwrap().is_some() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the spent token was not forgotten within 5 s"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            assert_eq!(status(&store, "admin@example.com"), MemberStatus::Expired);
-            assert_eq!(store.read().unwrap().next_spent_token_due().unwrap(), None);
-            shutdown.cancel();
-            running.await.unwrap();
+        let running = Running::start(&store, clock);
+        running.wait_for("the spent token was not forgotten", || {
+            store.read().unwrap().token(&key).unwrap().is_none()
         });
-        drop(writer);
-        thread.join().unwrap();
+        assert_eq!(status(&store, "admin@example.com"), MemberStatus::Expired);
+        assert_eq!(store.read().unwrap().next_spent_token_due().unwrap(), None);
+        running.stop();
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Upgrades from schemas 2, 3 and 4: a database written by the last release of each
-//! (tests/fixtures/make-v2.sh, make-v3.sh, make-v4.sh) is opened, migrated to the current
-//! schema, read back and changed under the current rules.
+//! (tests/fixtures/make-v2-v4.sh) is opened, migrated to the current schema, read back and
+//! changed under the current rules.
 //!
-//! The three scripts make the same organizations, so one check reads all three; what
+//! The three releases made the same organizations, so one check reads all three; what
 //! differs is how the release stored a token's key, which the upgrade must not change.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
