@@ -85,17 +85,7 @@ impl Feed {
     }
 }
 
-impl Feed {
-    /// The next batch of events the subscriber sees on `snapshot`, and the sequence number
-    /// it has seen everything up to once it has them: the last event of the batch, or, when
-    /// the batch holds the last of them, the snapshot's newest (an organization's feed skips
-    /// the others' changes without reading them).
-    pub fn next_batch(&self, snapshot: &impl Reader) -> Result<Batch, StoreError> {
-        batch_of(snapshot, self.org.as_deref(), self.after)
-    }
-}
-
-/// What [`Feed::next_batch`] read.
+/// What [`batch_of`] read.
 pub struct Batch {
     pub events: Vec<(u64, EventRecord)>,
     /// Everything up to this sequence number has been read.
@@ -116,7 +106,15 @@ pub fn read_batch(
     Ok((batch.take_lines(), batch))
 }
 
-fn batch_of(snapshot: &impl Reader, org: Option<&str>, after: u64) -> Result<Batch, StoreError> {
+/// The next batch of the feed of `org` (every organization when `None`) after `after` on
+/// `snapshot`, and the sequence number it has seen everything up to once it has them: the
+/// last event of the batch, or, when the batch holds the last of them, the snapshot's newest
+/// (an organization's feed skips the others' changes without reading them).
+pub fn batch_of(
+    snapshot: &impl Reader,
+    org: Option<&str>,
+    after: u64,
+) -> Result<Batch, StoreError> {
     let events = match org {
         Some(org) => snapshot.org_events_after(org, after, FEED_BATCH)?,
         None => snapshot.events_after(after, FEED_BATCH)?,

@@ -2083,14 +2083,7 @@ fn an_organizations_feed_never_reads_the_others_rows() {
     let snapshot = f.store.read().unwrap();
     let head = snapshot.last_event_seq().unwrap();
     assert_eq!(head, 1006);
-    let feed = crate::events::Feed {
-        org: Some("acme".into()),
-        after: 0,
-        head,
-        access: crate::events::Access::Admin { org: "acme".into() },
-        replaying: None,
-    };
-    let batch = feed.next_batch(&snapshot).unwrap();
+    let batch = crate::events::batch_of(&snapshot, Some("acme"), 0).unwrap();
     let seqs: Vec<u64> = batch.events.iter().map(|(seq, _)| *seq).collect();
     assert_eq!(seqs, [1004, 1005, 1006]);
     assert!(batch.caught_up);
