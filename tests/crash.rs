@@ -157,7 +157,7 @@ fn check_the_file(
     state_dir: &Path,
     listed: &BTreeMap<String, (Role, MemberStatus)>,
 ) -> Vec<String> {
-    use compartmentd::store::{Reader, Store, TokenState};
+    use compartmentd::store::{Backend as _, Reader, Store, TokenState};
 
     let mut failures = Vec::new();
     let store = Store::open(state_dir).expect("open the database after the daemon stopped");

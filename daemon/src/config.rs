@@ -155,7 +155,7 @@ pub enum Command {
     /// Reads every page of the database, verifying its checksum, then checks that the
     /// indexes agree with the tables; prints what it found and exits 0 when everything was
     /// clean, 1 when anything was wrong. Run it with the daemon stopped: a start reads only
-    /// what it needs, this reads the whole file. Damage redb can repair, as after a crash,
+    /// what it needs, this reads the whole file. Damage that can be repaired, as after a crash,
     /// is repaired and reported.
     Check,
 }

@@ -18,6 +18,7 @@ use crate::context::Context;
 use crate::events::{self, Feed};
 use crate::rules::authz;
 use crate::rules::{accounts, identity, invitations, members, orgs, Caller, RuleError, Unbound};
+use crate::store::Backend as _;
 use crate::token::Token;
 
 /// How the daemon serves one method: its params in, its typed result or a rule's refusal

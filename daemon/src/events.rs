@@ -47,7 +47,7 @@ use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::rules::{identity, Caller, RuleError};
-use crate::store::{EventRecord, Reader, Store, StoreError};
+use crate::store::{Backend as _, EventRecord, Reader, Store, StoreError};
 
 /// The most events read and sent at a time.
 pub const FEED_BATCH: usize = 256;

@@ -15,7 +15,8 @@
 //! - [`context`]: what every request is served with, and the lookups of who a caller is.
 //! - [`dispatch`]: a parsed request to the rule that serves it, read or write.
 //! - [`rules`]: who may do what to whom (DESIGN §3, §4), on a store transaction.
-//! - [`store`]: redb tables, their indexes, the schema version.
+//! - [`store`]: what the rules read and write through (traits), and its one backend,
+//!   redb (`store/redb/`): tables, indexes, the schema version and its migrations.
 //! - [`writer`]: the single task that owns the write side; every change goes through it.
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
 //! - [`events`]: the change feed a subscribed connection carries.

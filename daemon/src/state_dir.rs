@@ -251,7 +251,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    const DB: &str = "compartment.redb";
+    const DB: &str = crate::store::DATABASE_FILE;
 
     fn me() -> u32 {
         nix::unistd::geteuid().as_raw()

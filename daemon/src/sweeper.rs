@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{is_due, Clock};
 use crate::rules::invitations::{expire_due_up_to, forget_spent_tokens};
 use crate::rules::RuleError;
-use crate::store::{Millis, Reader, Store, StoreError};
+use crate::store::{Backend as _, Millis, Reader, Store, StoreError};
 use crate::writer::Writer;
 
 /// The most invitations one sweep transaction expires while nobody else writes: a sweep

@@ -1,4 +1,4 @@
-//! The single writer: one thread owns redb's write side and applies every change, so that
+//! The single writer: one thread owns the store's write side and applies every change, so that
 //! a rule checked in a change (the last admin, a token's single use) holds when it commits.
 //!
 //! Group commit: the thread takes every change waiting (up to [`MAX_BATCH`]) and applies
@@ -20,7 +20,7 @@
 //! - A failed commit (a storage error) fails the batch; its changes run again one by one,
 //!   each in its own transaction, so each gets its true answer.
 //! - Nobody sees a change before it is durable: answers are sent after the commit, and
-//!   readers use redb read snapshots, which only ever see committed transactions.
+//!   readers use the store's read snapshots, which only ever see committed transactions.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -30,11 +30,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::WriteTransaction;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::clock::Clock;
-use crate::store::{Millis, Store, StoreError, Tables, Tracked};
+use crate::store::{Backend as _, Committing, Millis, Store, StoreError, Tracked};
 
 /// How many changes of one lane (one uid's, or the daemon's own) may wait for the writer
 /// before that lane's senders wait too: two full batches, so a busy uid's next batch is
@@ -519,8 +518,8 @@ tokio::task_local! {
 pub(crate) use crate::store::Commit;
 
 /// The durable commit of a batch; a parameter of [`apply_batch`] so tests can fail it.
-pub(crate) fn commit(txn: WriteTransaction) -> Result<(), StoreError> {
-    txn.commit().map_err(StoreError::from)
+pub(crate) fn commit(txn: Committing) -> Result<(), StoreError> {
+    txn.durably()
 }
 
 /// What became of a job in the shared transaction.
@@ -559,7 +558,7 @@ pub(crate) fn apply_batch(
     let mut panicked = vec![false; batch.len()];
     let mut dirty = false;
     // Every change of the batch uses the same open tables; they close before the commit.
-    let tables = Tables::new(&txn);
+    let tables = txn.tables();
     for (i, job) in batch.iter_mut().enumerate() {
         let ran = {
             let now = clock.now();
@@ -668,7 +667,7 @@ fn one_by_one(
                 job.fail_in_store(err);
             }
             Err(_) => {
-                // The transaction was dropped while unwinding: redb rolls it back.
+                // The transaction was dropped while unwinding: the store rolls it back.
                 tracing::error!("a change panicked and was rolled back");
                 job.fail(WriteError::Panicked);
             }
@@ -687,7 +686,7 @@ fn run_alone(
     let started = std::time::Instant::now();
     let txn = store.begin_write()?;
     let (succeeded, events) = {
-        let tables = Tables::new(&txn);
+        let tables = txn.tables();
         let now = clock.now();
         let succeeded = job.run(&Tracked::new(&tables, now), now);
         (succeeded, tables.last_event())
@@ -713,7 +712,7 @@ pub(crate) fn apply<T, E: ChangeError>(
     let result = (|| {
         let txn = store.begin_write()?;
         let (outcome, events) = {
-            let tables = Tables::new(&txn);
+            let tables = txn.tables();
             let outcome = change(&Tracked::new(&tables, now), now);
             (outcome, tables.last_event())
         };
@@ -876,7 +875,7 @@ mod tests {
         let (store, _dir) = store();
         let commits = AtomicUsize::new(0);
         // The batch's commit fails (a storage error); the commits after it succeed.
-        let flaky = |txn: WriteTransaction| {
+        let flaky = |txn: Committing| {
             if commits.fetch_add(1, Ordering::SeqCst) == 0 {
                 drop(txn);
                 Err(StoreError::Reopening)
@@ -900,7 +899,7 @@ mod tests {
     #[test]
     fn a_commit_that_keeps_failing_answers_each_change_the_storage_error() {
         let (store, _dir) = store();
-        let failing = |txn: WriteTransaction| {
+        let failing = |txn: Committing| {
             drop(txn);
             Err(StoreError::Reopening)
         };

@@ -16,7 +16,7 @@ use compartmentd::clock::{Clock, FakeClock, SystemClock};
 use compartmentd::limits::Limits;
 use compartmentd::rules::Policy;
 use compartmentd::server::{self, Daemon};
-use compartmentd::store::{Reader, Store};
+use compartmentd::store::{Backend as _, Reader, Store};
 use tokio::sync::oneshot;
 
 struct Running {

@@ -182,12 +182,6 @@ impl From<WriteError> for RuleError {
     }
 }
 
-impl From<redb::Error> for RuleError {
-    fn from(err: redb::Error) -> RuleError {
-        RuleError::Store(StoreError::Redb(err))
-    }
-}
-
 impl RuleError {
     pub fn kind(&self) -> ErrorKind {
         match self {

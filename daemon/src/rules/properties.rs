@@ -45,8 +45,8 @@ use proptest::test_runner::TestCaseError;
 use super::authz::{self, Subject};
 use super::{identity, invitations, members, orgs, Caller, Policy, RuleError};
 use crate::store::{
-    self, check_indexes, AccountRecord, Changes, MembershipRecord, Millis, Reader, Store,
-    TokenRecord, TokenState, Tracked,
+    self, check_indexes, AccountRecord, Backend as _, Changes, Committing, MembershipRecord,
+    Millis, Reader, Store, TokenRecord, TokenState, Tracked,
 };
 use crate::token::{key_of, Token};
 use crate::writer;
@@ -538,17 +538,14 @@ impl World {
         &self,
         mut change: impl FnMut(&Tracked<'_, '_>) -> Result<T, RuleError> + Send,
     ) -> Result<T, RuleError> {
-        let not_durable = |mut txn: redb::WriteTransaction| {
-            txn.set_durability(redb::Durability::None).unwrap();
-            writer::commit(txn)
-        };
+        let not_durable = Committing::without_sync;
         let n = self.writes.get();
         self.writes.set(n + 1);
         let Some(shape) = (!self.shapes.is_empty()).then(|| &self.shapes[n % self.shapes.len()])
         else {
             let txn = self.store.begin_write().unwrap();
             let result = {
-                let tables = crate::store::Tables::new(&txn);
+                let tables = txn.tables();
                 change(&Tracked::new(&tables, self.now))
             };
             if result.is_ok() {

@@ -11,7 +11,7 @@ use compartmentctl::wire::{
 };
 
 use super::*;
-use crate::store::{check_indexes, Millis, Reader, Store, TokenState};
+use crate::store::{check_indexes, Backend as _, Millis, Reader, Store, TokenState};
 use crate::token::Token;
 
 const T0: Millis = 1_777_636_800_000; // 2026-05-01T12:00:00Z

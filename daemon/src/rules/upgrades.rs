@@ -16,8 +16,8 @@ use compartmentctl::wire::{
 use super::tests::{shown, user, user_name};
 use super::*;
 use crate::store::{
-    check_indexes, Millis, Provenance, Reader, Store, StoreOptions, TokenHash, TokenState,
-    CURRENT_SCHEMA_VERSION,
+    check_indexes, Backend as _, Millis, Provenance, Reader, Store, StoreOptions, TokenHash,
+    TokenState, CURRENT_SCHEMA_VERSION,
 };
 use crate::token::{key_of, legacy_key};
 

@@ -1,6 +1,6 @@
 //! The records the store keeps, one struct per table value.
 //!
-//! A record is stored as one format byte ([`super::BINARY_RECORD`]) and its fields in
+//! A record is stored as one format byte (`BINARY_RECORD`, in `encoding.rs`) and its fields in
 //! postcard's compact binary form, in declaration order. Schema 3 and before stored JSON
 //! objects, which begin with `{`; those still read, and are rewritten in the binary form
 //! when next written. JSON cost a member list most of its time (decoding field names and

@@ -16,14 +16,34 @@ use std::time::Instant;
 
 use compartmentctl::wire::{MemberStatus, OrgCreateParams, Role, UserInviteParams};
 
-use super::{check_indexes, Reader, Store, Tables, TokenHash, TokenState};
-use crate::clock::FakeClock;
-use crate::rules::tests::{policy, root};
-use crate::rules::{invitations, orgs};
-use crate::token::Token;
-use crate::writer::Writer;
+use compartmentd::clock::{FakeClock, Millis};
+use compartmentd::rules::{invitations, orgs, Caller, Policy};
+use compartmentd::store::{
+    check_indexes, Announcement, Backend as _, Changes, Committing, OrgRecord, Reader, Store,
+    TokenHash, TokenState,
+};
+use compartmentd::token::Token;
+use compartmentd::writer::Writer;
 
-const T0: super::Millis = 1_777_636_800_000;
+const T0: Millis = 1_777_636_800_000;
+
+/// The superuser, as the daemon sees root calling.
+fn root() -> Caller {
+    Caller {
+        uid: 0,
+        gid: 0,
+        pid: Some(1),
+        superuser: true,
+        user: Some("root".into()),
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        public_url: "https://your-compartment-host".into(),
+        invitation_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
+    }
+}
 
 /// The unit a disk writes atomically: a write may reach the platter torn at any of these
 /// boundaries, never inside one.
@@ -526,10 +546,18 @@ fn fresh_database() -> Vec<u8> {
         admin_unix_user: None,
     };
     let token = Token::from_text(&format!("{:a>43}", ""));
-    crate::writer::apply(&store, T0, |txn, now| {
-        orgs::create(txn, &root(), &params, None, &token, &policy(), now)
-    })
-    .unwrap();
+    let store = Arc::new(store);
+    let (writer, thread) = Writer::spawn(store.clone(), Arc::new(FakeClock::new(T0))).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(writer.write(move |txn, now| {
+            orgs::create(txn, &root(), &params, None, &token, &policy(), now)
+        }))
+        .unwrap();
+    drop(writer);
+    thread.join().unwrap();
     // The commit was synced: what the cut leaves is the committed database.
     let (_, image) = disk.cut_now();
     drop(store);
@@ -627,27 +655,20 @@ fn acknowledged_invitations_survive_power_cuts_at_random_points() {
 /// a durable commit made just before it survives.
 #[test]
 fn a_commit_without_a_sync_does_not_survive_a_power_cut() {
-    use super::{Changes, OrgRecord};
     for seed in 0..64 {
         let disk = SimDisk::new(fresh_database(), u64::MAX, seed);
         let store = Store::open_backend(disk.clone()).unwrap();
         disk.opened();
-        for (name, durability) in [
-            ("durable", redb::Durability::Immediate),
-            ("unsynced", redb::Durability::None),
-        ] {
-            let mut txn = store.begin_write().unwrap();
-            txn.set_durability(durability).unwrap();
+        let durably: fn(Committing) -> _ = Committing::durably;
+        let without_sync: fn(Committing) -> _ = Committing::without_sync;
+        for (name, commit) in [("durable", durably), ("unsynced", without_sync)] {
+            let txn = store.begin_write().unwrap();
             let org = OrgRecord {
                 created_at: T0,
                 created_by_uid: 0,
             };
-            Tables::new(&txn).put_org(name, &org).unwrap();
-            txn.commit(
-                &crate::writer::commit,
-                crate::store::Announcement::default(),
-            )
-            .unwrap();
+            txn.tables().put_org(name, &org).unwrap();
+            txn.commit(&commit, Announcement::default()).unwrap();
         }
         assert!(store.read().unwrap().org("unsynced").unwrap().is_some());
         let (_, image) = disk.cut_now();

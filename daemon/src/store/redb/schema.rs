@@ -2,7 +2,6 @@
 //! damaged or when a newer daemon wrote it; migrations when an older one did.
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
 use redb::{
@@ -12,9 +11,10 @@ use redb::{
 
 use compartmentctl::wire::{AccountStatus, MemberStatus};
 
-use super::{
-    create_tables, decode, spent_key, BindingRecord, Changes, Provenance, Reader, StoreError,
-    StoreOptions, Tables, TokenRecord, META,
+use super::tables::{create_tables, Tables, META};
+use super::StoreOptions;
+use crate::store::{
+    decode, spent_key, BindingRecord, Changes, Provenance, Reader, StoreError, TokenRecord,
 };
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
@@ -313,79 +313,11 @@ pub(super) fn builder(options: &StoreOptions) -> Builder {
     builder
 }
 
-/// What `compartmentd check` found.
-#[derive(Debug)]
-pub struct CheckReport {
-    /// False when redb found damage and repaired it (the file was rewritten).
-    pub pages_clean: bool,
-    pub schema_version: Option<u64>,
-    /// Disagreements between the tables and their indexes; empty when they agree.
-    pub index_problems: Vec<String>,
-    pub organizations: usize,
-    pub memberships: u64,
-    pub accounts: u64,
-}
-
-/// Verifies every page's checksum (redb repairs what it can, as after a crash), then that
-/// the indexes agree with the tables. The database must exist and not be in use. A file from a newer
-/// daemon is refused untouched; one from an older daemon is checked page by page only (its
-/// tables are the old ones until the next start migrates them).
-pub fn check(state_dir: &Path, options: &StoreOptions) -> Result<CheckReport, OpenError> {
-    let path = state_dir.join(super::DATABASE_FILE);
-    let store_err = |source: StoreError| OpenError::Store {
-        path: path.clone(),
-        source,
-    };
-    let probe =
-        quietly_catch_unwind(|| ReadOnlyDatabase::open(&path).map(|db| stored_version(&db)));
-    if let Ok(Ok(version)) = probe {
-        check_version(&path, version.map_err(store_err)?)?;
-    }
-    let damaged = |err: OpenError| match err {
-        OpenError::Damaged { path, detail } => OpenError::DamagedPages { path, detail },
-        other => other,
-    };
-    let mut db = quietly_catch_unwind(|| builder(options).open(&path))
-        .map_err(|_| OpenError::DamagedPages {
-            path: path.clone(),
-            detail: "reading it failed".into(),
-        })?
-        .map_err(|err| damaged(open_error(&path, err)))?;
-    let pages_clean = match quietly_catch_unwind(AssertUnwindSafe(|| db.check_integrity())) {
-        Ok(Ok(clean)) => clean,
-        Ok(Err(err)) => return Err(damaged(open_error(&path, err))),
-        Err(_) => {
-            return Err(OpenError::DamagedPages {
-                path: path.clone(),
-                detail: "checking it failed".into(),
-            })
-        }
-    };
-    let schema_version = stored_version(&db).map_err(store_err)?;
-    check_version(&path, schema_version)?;
-    let mut report = CheckReport {
-        pages_clean,
-        schema_version,
-        index_problems: Vec::new(),
-        organizations: 0,
-        memberships: 0,
-        accounts: 0,
-    };
-    if schema_version == Some(CURRENT_SCHEMA_VERSION) {
-        let snapshot = super::Snapshot::new(db.begin_read().map_err(|err| store_err(err.into()))?);
-        report.index_problems = super::check_indexes(&snapshot).map_err(store_err)?;
-        let counts = super::table_counts(&snapshot).map_err(store_err)?;
-        (report.organizations, report.memberships, report.accounts) = counts;
-    }
-    Ok(report)
-}
-
 /// Opens (or creates) a database on `backend` rather than a file, with the steps [`open`]
 /// takes after its file checks: the version check and the migrations. For the power-loss
 /// test, whose backend drops unsynced writes at a simulated power cut; `label` names the
 /// database in errors. It uses the same builder as [`open`], so that the test opens the
 /// database as the daemon does.
-#[cfg(test)]
 pub(super) fn open_with_backend(
     backend: impl redb::StorageBackend,
     label: &Path,
@@ -398,7 +330,7 @@ pub(super) fn open_with_backend(
 
 /// `catch_unwind` without the panic hook's message: the caller reports what went wrong
 /// in its own words. (The hook is process-wide; this runs at start-up, before any request.)
-fn quietly_catch_unwind<T>(
+pub(super) fn quietly_catch_unwind<T>(
     probe: impl FnOnce() -> T + std::panic::UnwindSafe,
 ) -> std::thread::Result<T> {
     let hook = std::panic::take_hook();
@@ -408,7 +340,7 @@ fn quietly_catch_unwind<T>(
     result
 }
 
-fn check_version(path: &Path, found: Option<u64>) -> Result<(), OpenError> {
+pub(super) fn check_version(path: &Path, found: Option<u64>) -> Result<(), OpenError> {
     match found {
         Some(found) if found > CURRENT_SCHEMA_VERSION => Err(OpenError::TooNew {
             path: path.to_owned(),
@@ -418,7 +350,7 @@ fn check_version(path: &Path, found: Option<u64>) -> Result<(), OpenError> {
     }
 }
 
-fn open_error(path: &Path, err: redb::DatabaseError) -> OpenError {
+pub(super) fn open_error(path: &Path, err: redb::DatabaseError) -> OpenError {
     match err {
         redb::DatabaseError::DatabaseAlreadyOpen => OpenError::InUse {
             path: path.to_owned(),
@@ -440,7 +372,7 @@ fn open_error(path: &Path, err: redb::DatabaseError) -> OpenError {
 }
 
 /// The schema version in the file, `None` for a new, empty database.
-fn stored_version(db: &impl ReadableDatabase) -> Result<Option<u64>, StoreError> {
+pub(super) fn stored_version(db: &impl ReadableDatabase) -> Result<Option<u64>, StoreError> {
     let txn = db.begin_read()?;
     let table = match txn.open_table(META) {
         Ok(table) => table,

@@ -1,0 +1,78 @@
+//! That the indexes agree with what they index, checked through [`Reader`] alone, so that
+//! it holds for every backend (the tests and `compartmentd check`).
+
+use super::{change::pending_key, spent_key, Millis, Reader, Result};
+
+/// Checks that the secondary indexes agree with `memberships`, both ways (tests and,
+/// later, `compartmentd check`). Linear in the number of memberships.
+pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut unmatched_pending: std::collections::HashSet<(String, String)> =
+        reader.due_invitations(Millis::MAX)?.into_iter().collect();
+    for org in reader.org_names()? {
+        let mut admins = 0;
+        for (email, membership) in reader.members(&org)? {
+            if !reader.orgs_of(&email)?.contains(&org) {
+                problems.push(format!("account_orgs lacks ({email}, {org})"));
+            }
+            admins += usize::from(membership.is_active_admin());
+            if pending_key(&membership).is_some()
+                && !unmatched_pending.remove(&(org.clone(), email.clone()))
+            {
+                problems.push(format!("pending_by_expiry lacks ({org}, {email})"));
+            }
+        }
+        let indexed = reader.active_admins(&org, usize::MAX)?;
+        if indexed != admins {
+            problems.push(format!(
+                "org_admins holds {indexed} active admins of {org}, memberships {admins}"
+            ));
+        }
+    }
+    for (org, email) in unmatched_pending {
+        problems.push(format!(
+            "pending_by_expiry has ({org}, {email}) with no pending invitation"
+        ));
+    }
+    check_feed_index(reader, &mut problems)?;
+    for hash in reader.spent_tokens_due(Millis::MAX, usize::MAX)? {
+        let spent = reader.token(&hash)?.and_then(|token| spent_key(&token));
+        if spent.is_none() {
+            let prefix: String = hash.0[..4].iter().map(|b| format!("{b:02x}")).collect();
+            problems.push(format!(
+                "spent_tokens names a token that is not spent ({prefix}…)"
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// Every membership's event is filed under its organization, and the index files under an
+/// organization only that organization's events and bindings' events.
+fn check_feed_index(reader: &impl Reader, problems: &mut Vec<String>) -> Result<()> {
+    let mut filed = std::collections::HashSet::new();
+    for org in reader.org_names()? {
+        for (seq, event) in reader.org_events_after(&org, 0, usize::MAX)? {
+            if event.org.is_some() && event.org.as_deref() != Some(org.as_str()) {
+                problems.push(format!("org_events files event {seq} under {org}"));
+            }
+            filed.insert((org.clone(), seq));
+        }
+    }
+    let mut after = 0;
+    loop {
+        let batch = reader.events_after(after, 4096)?;
+        let Some(&(last, _)) = batch.last() else {
+            break;
+        };
+        for (seq, event) in batch {
+            if let Some(org) = event.org {
+                if !filed.contains(&(org.clone(), seq)) {
+                    problems.push(format!("org_events lacks ({org}, {seq})"));
+                }
+            }
+        }
+        after = last;
+    }
+    Ok(())
+}

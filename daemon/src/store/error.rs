@@ -1,0 +1,73 @@
+//! What went wrong below the rules.
+
+use std::fmt;
+
+/// What went wrong below the rules.
+#[derive(Debug)]
+pub enum StoreError {
+    Redb(redb::Error),
+    /// A stored value that does not decode: the file was changed behind our back.
+    Corrupt {
+        table: &'static str,
+        detail: String,
+    },
+    /// A record that does not encode (a bug: records are plain structs).
+    Unencodable {
+        table: &'static str,
+        detail: String,
+    },
+    /// A write failed for want of space, and there is still too little to resume writing.
+    DiskFull,
+    /// The database is being reopened after a write failed; try again.
+    Reopening,
+}
+
+impl StoreError {
+    /// True when the disk is full: the client is told to free space and retry, not that
+    /// the daemon broke.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::DiskFull => true,
+            StoreError::Redb(redb::Error::Io(err)) => {
+                err.raw_os_error() == Some(nix::libc::ENOSPC)
+                    || err.raw_os_error() == Some(nix::libc::EDQUOT)
+            }
+            _ => false,
+        }
+    }
+
+    /// True when the error leaves redb's handle unusable for writes until it is reopened:
+    /// redb latches the first I/O error and answers `PreviousIo` from then on.
+    pub(crate) fn breaks_the_handle(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Redb(redb::Error::Io(_) | redb::Error::PreviousIo)
+        )
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Redb(err) => write!(f, "database error: {err}"),
+            StoreError::Corrupt { table, detail } => {
+                write!(f, "unreadable record in table {table}: {detail}")
+            }
+            StoreError::Unencodable { table, detail } => {
+                write!(f, "a record for table {table} does not encode: {detail}")
+            }
+            StoreError::DiskFull => f.write_str("no space left for the database"),
+            StoreError::Reopening => f.write_str("the database is being reopened"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl<E: Into<redb::Error>> From<E> for StoreError {
+    fn from(err: E) -> StoreError {
+        StoreError::Redb(err.into())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,68 @@
+//! What a rule reads, on a snapshot or inside the write transaction.
+
+use super::{
+    AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
+    OrgRecord, Result, TokenHash, TokenRecord,
+};
+
+/// Reads shared by snapshots and the write transaction.
+pub trait Reader {
+    fn org(&self, name: &str) -> Result<Option<OrgRecord>>;
+    /// Every organization, by name.
+    fn org_names(&self) -> Result<Vec<String>>;
+    fn account(&self, email: &str) -> Result<Option<AccountRecord>>;
+    /// The binding of `uid`, if it has one (whether or not it still holds).
+    fn binding(&self, uid: u32) -> Result<Option<BindingRecord>>;
+    /// The e-mail of the account `uid` is bound to (whether or not the binding holds).
+    fn bound_email(&self, uid: u32) -> Result<Option<String>> {
+        Ok(self.binding(uid)?.map(|b| b.email))
+    }
+    /// Every account, by e-mail.
+    fn accounts(&self) -> Result<Vec<(String, AccountRecord)>>;
+    fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>>;
+    /// Every membership of `org`, by e-mail.
+    fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>>;
+    /// At most `limit` memberships of `org` by e-mail, starting just after `after` (from
+    /// the first when `None`). A range read: it costs what it returns, whatever the
+    /// organization's size.
+    fn members_after(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, MemberRow)>>;
+    /// How many active admins `org` has, counted up to `at_most`: the last-admin rule
+    /// asks only whether there is another, whatever the organization's size.
+    fn active_admins(&self, org: &str, at_most: usize) -> Result<usize>;
+    /// The organizations `email` has a membership in (any status), by name.
+    fn orgs_of(&self, email: &str) -> Result<Vec<String>>;
+    fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
+    fn current_org(&self, uid: u32) -> Result<Option<String>>;
+    /// The earliest expiry among pending invitations.
+    fn next_expiry(&self) -> Result<Option<Millis>>;
+    /// Pending invitations whose expiry is at or before `now`, as (org, email).
+    fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>> {
+        self.due_invitations_up_to(now, usize::MAX)
+    }
+    /// The first `limit` of [`Reader::due_invitations`], earliest expiry first.
+    fn due_invitations_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>>;
+    /// Every audit record in order (for tests and, later, `audit list`).
+    fn audit(&self) -> Result<Vec<AuditRecord>>;
+    /// At most `limit` events with sequence numbers above `after`, in order.
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>>;
+    /// At most `limit` of the events `org`'s feed carries with sequence numbers above
+    /// `after`, in order: a range read of its own rows, whatever the rest of the feed holds.
+    fn org_events_after(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, EventRecord)>>;
+    /// The keys of at most `limit` spent tokens that may be forgotten at `now`, earliest
+    /// first.
+    fn spent_tokens_due(&self, now: Millis, limit: usize) -> Result<Vec<TokenHash>>;
+    /// When the earliest spent token may be forgotten.
+    fn next_spent_token_due(&self) -> Result<Option<Millis>>;
+    /// The last event's sequence number; 0 before the first.
+    fn last_event_seq(&self) -> Result<u64>;
+}

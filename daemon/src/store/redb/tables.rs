@@ -1,0 +1,220 @@
+//! The tables, and their accessors on a snapshot (each opened on first use and shared by
+//! the reads of the snapshot) and on a write transaction (each opened once for all the
+//! changes of a batch).
+
+use std::cell::{Cell, RefCell, RefMut};
+use std::sync::{Arc, OnceLock};
+
+use redb::{ReadTransaction, TableDefinition, WriteTransaction};
+
+use crate::store::{Millis, Result, StoreError};
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ORGS: TableDefinition<&str, &[u8]> = TableDefinition::new("orgs");
+const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// (org, email) → membership.
+const MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memberships");
+/// (email, org): the organizations an account belongs to.
+const ACCOUNT_ORGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("account_orgs");
+/// uid → its binding to an account (schema 2 on).
+const BINDINGS: TableDefinition<u32, &[u8]> = TableDefinition::new("bindings");
+/// Token key (issue time, then a hash of the text: `token::key_of`) → token record.
+const TOKENS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("tokens");
+/// (expires_at, org, email) for every membership whose invitation is pending, so the
+/// sweeper finds what is due without scanning what is not.
+const PENDING_BY_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("pending_by_expiry");
+/// (org, email) of every active admin: the last-admin rule counts them without reading the
+/// whole organization (schema 3 on).
+const ORG_ADMINS: TableDefinition<(&str, &str), ()> = TableDefinition::new("org_admins");
+/// uid → the organization chosen with `org use`.
+const CURRENT_ORG: TableDefinition<u32, &str> = TableDefinition::new("current_org");
+/// Sequence number → audit record.
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// The change feed: sequence number → what changed (`events.subscribe`).
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// The feed by organization: (org, sequence number) of each event an organization's feed
+/// carries, so that it reads its own rows and no one else's (schema 6).
+const ORG_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("org_events");
+/// Spent tokens (used, revoked, expired) by the time they may be forgotten: (expiry plus
+/// [`SPENT_TOKEN_MEMORY`], key), so that the sweeper prunes what no longer matters at the
+/// cost of what it prunes (schema 6).
+const SPENT_TOKENS: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new("spent_tokens");
+
+/// Each table's accessor, for the three kinds of view the store is read through: a
+/// [`Snapshot`] opens each table on first use and keeps it open for every read that shares
+/// it; [`Tables`] opens it once per write transaction and keeps it open; [`Tracked`] uses
+/// its [`Tables`].
+macro_rules! tables {
+    ($($accessor:ident: $definition:ident: $key:ty => $value:ty,)*) => {
+        /// A read transaction: a consistent view of one commit, which any number of reads on
+        /// any threads share (it is a reference). Each table is opened on first use and kept
+        /// open while the snapshot lives.
+        #[derive(Clone)]
+        pub struct Snapshot(Arc<SnapshotTables>);
+
+        struct SnapshotTables {
+            txn: ReadTransaction,
+            $($accessor: OnceLock<redb::ReadOnlyTable<$key, $value>>,)*
+        }
+
+        impl Snapshot {
+            pub(super) fn new(txn: ReadTransaction) -> Snapshot {
+                Snapshot(Arc::new(SnapshotTables {
+                    txn,
+                    $($accessor: OnceLock::new(),)*
+                }))
+            }
+
+            /// Whether `self` and `other` are the same read transaction.
+            #[cfg(test)]
+            pub(super) fn shares(&self, other: &Snapshot) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
+            }
+
+            /// How many hold this read transaction open (the store counts as one).
+            #[cfg(test)]
+            pub(super) fn holders(&self) -> usize {
+                Arc::strong_count(&self.0)
+            }
+
+            $(pub(super) fn $accessor(&self) -> std::result::Result<&redb::ReadOnlyTable<$key, $value>, redb::TableError> {
+                let slot = &self.0.$accessor;
+                if let Some(table) = slot.get() {
+                    return Ok(table);
+                }
+                // Two reads may open it at once: one of the two is kept.
+                let table = self.0.txn.open_table($definition)?;
+                Ok(slot.get_or_init(|| table))
+            })*
+        }
+
+        /// The tables of one write transaction, each opened on first use and kept open
+        /// until this is dropped (before the commit). Opening and closing a table costs
+        /// redb a lookup in its table of tables and a staged root update, each time; the
+        /// writer applies hundreds of changes of a few rows each in one transaction, so it
+        /// opens each table once for all of them.
+        pub struct Tables<'t> {
+            txn: &'t WriteTransaction,
+            $($accessor: RefCell<Option<redb::Table<'t, $key, $value>>>,)*
+            /// The next audit record's and event's sequence numbers, once read.
+            pub(super) next_audit: Cell<Option<u64>>,
+            pub(super) next_event: Cell<Option<u64>>,
+            /// The organizations whose feeds this transaction appended to.
+            pub(super) touched_orgs: RefCell<Vec<String>>,
+        }
+
+        impl<'t> Tables<'t> {
+            pub(super) fn new(txn: &'t WriteTransaction) -> Tables<'t> {
+                Tables {
+                    txn,
+                    $($accessor: RefCell::new(None),)*
+                    next_audit: Cell::new(None),
+                    next_event: Cell::new(None),
+                    touched_orgs: RefCell::new(Vec::new()),
+                }
+            }
+
+            $(
+                #[track_caller]
+                pub(super) fn $accessor(&self) -> Result<RefMut<'_, redb::Table<'t, $key, $value>>> {
+                    let already_open = || {
+                        StoreError::from(redb::TableError::TableAlreadyOpen(
+                            $definition.to_string(),
+                            std::panic::Location::caller(),
+                        ))
+                    };
+                    // A rule never holds one table while asking for it again; should one
+                    // ever, it gets an error rather than the writer a panic.
+                    let mut slot = self.$accessor.try_borrow_mut().map_err(|_| already_open())?;
+                    if slot.is_none() {
+                        *slot = Some(self.txn.open_table($definition)?);
+                    }
+                    RefMut::filter_map(slot, Option::as_mut).map_err(|_| already_open())
+                }
+            )*
+        }
+
+        impl<'t> Tracked<'_, 't> {
+            $(pub(super) fn $accessor(&self) -> Result<RefMut<'_, redb::Table<'t, $key, $value>>> {
+                self.tables.$accessor()
+            })*
+        }
+    };
+}
+
+tables! {
+    orgs_table: ORGS: &'static str => &'static [u8],
+    accounts_table: ACCOUNTS: &'static str => &'static [u8],
+    memberships_table: MEMBERSHIPS: (&'static str, &'static str) => &'static [u8],
+    account_orgs_table: ACCOUNT_ORGS: (&'static str, &'static str) => (),
+    bindings_table: BINDINGS: u32 => &'static [u8],
+    tokens_table: TOKENS: &'static [u8; 32] => &'static [u8],
+    pending_table: PENDING_BY_EXPIRY: (u64, &'static str, &'static str) => (),
+    current_org_table: CURRENT_ORG: u32 => &'static str,
+    audit_table: AUDIT: u64 => &'static [u8],
+    admins_table: ORG_ADMINS: (&'static str, &'static str) => (),
+    events_table: EVENTS: u64 => &'static [u8],
+    org_events_table: ORG_EVENTS: (&'static str, u64) => (),
+    spent_tokens_table: SPENT_TOKENS: (u64, &'static [u8; 32]) => (),
+}
+
+/// Creates every table, so that read snapshots can open them all.
+pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(META)?;
+    txn.open_table(ORGS)?;
+    txn.open_table(ACCOUNTS)?;
+    txn.open_table(MEMBERSHIPS)?;
+    txn.open_table(ACCOUNT_ORGS)?;
+    txn.open_table(BINDINGS)?;
+    txn.open_table(TOKENS)?;
+    txn.open_table(PENDING_BY_EXPIRY)?;
+    txn.open_table(CURRENT_ORG)?;
+    txn.open_table(AUDIT)?;
+    txn.open_table(ORG_ADMINS)?;
+    txn.open_table(EVENTS)?;
+    txn.open_table(ORG_EVENTS)?;
+    txn.open_table(SPENT_TOKENS)?;
+    Ok(())
+}
+
+/// What a commit tells the feeds: its last event's sequence number, if it appended any, and
+/// the organizations whose feeds it appended to.
+#[derive(Debug, Default)]
+pub struct Announcement {
+    pub(super) last: Option<u64>,
+    pub(super) orgs: Vec<String>,
+}
+
+/// The write transaction as a change sees it: every write goes through [`Changes`], which
+/// records that one happened. The writer runs many changes in one transaction; a change
+/// refused after it wrote would leave a trace in its neighbours' commit, so the writer
+/// reads [`Tracked::wrote`] and, when it is set on a refused change, runs the batch again
+/// one transaction per change. The transaction itself is private, so no write bypasses
+/// the record.
+pub struct Tracked<'a, 't> {
+    pub(super) tables: &'a Tables<'t>,
+    wrote: Cell<bool>,
+    /// When the change is applied: the time of the events it writes.
+    pub(super) now: Millis,
+}
+
+impl<'a, 't> Tracked<'a, 't> {
+    pub(crate) fn new(tables: &'a Tables<'t>, now: Millis) -> Tracked<'a, 't> {
+        Tracked {
+            tables,
+            wrote: Cell::new(false),
+            now,
+        }
+    }
+
+    /// True once any write was attempted through this view (even one that failed).
+    pub(crate) fn wrote(&self) -> bool {
+        self.wrote.get()
+    }
+
+    pub(super) fn mark(&self) -> &'a Tables<'t> {
+        self.wrote.set(true);
+        self.tables
+    }
+}

@@ -1,0 +1,262 @@
+//! [`Changes`] on redb: each write with the index entries and feed events it implies.
+
+use std::cell::Cell;
+
+use redb::ReadableTable;
+
+use super::tables::{Announcement, Tables, Tracked};
+use crate::store::change::{binding_event, membership_event, pending_key};
+use crate::store::{
+    encode, spent_key, AccountRecord, AuditRecord, BindingRecord, Changes, EventRecord,
+    MembershipRecord, OrgRecord, Reader, Result, TokenHash, TokenRecord,
+};
+
+impl Changes for Tracked<'_, '_> {
+    fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
+        self.mark().put_org(name, org)
+    }
+
+    fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
+        self.mark().put_account(email, account)
+    }
+
+    fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
+        let tables = self.mark();
+        let before = tables.binding(uid)?;
+        tables.put_binding(uid, binding)?;
+        if before.as_ref().map(|b| &b.email) != Some(&binding.email) {
+            if let Some(before) = before {
+                tables.append_event(&binding_event(self.now, before.email, None))?;
+            }
+            tables.append_event(&binding_event(self.now, binding.email.clone(), Some(uid)))?;
+        }
+        Ok(())
+    }
+
+    fn delete_binding(&self, uid: u32) -> Result<()> {
+        let tables = self.mark();
+        let before = tables.binding(uid)?;
+        tables.delete_binding(uid)?;
+        if let Some(before) = before {
+            tables.append_event(&binding_event(self.now, before.email, None))?;
+        }
+        Ok(())
+    }
+
+    fn put_membership(
+        &self,
+        org: &str,
+        email: &str,
+        new: &MembershipRecord,
+        old: Option<&MembershipRecord>,
+    ) -> Result<()> {
+        let tables = self.mark();
+        tables.put_membership(org, email, new, old)?;
+        if let Some(event) = membership_event(self.now, org, email, Some(new), old) {
+            tables.append_event(&event)?;
+        }
+        Ok(())
+    }
+
+    fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
+        let tables = self.mark();
+        tables.delete_membership(org, email, old)?;
+        if let Some(event) = membership_event(self.now, org, email, None, Some(old)) {
+            tables.append_event(&event)?;
+        }
+        Ok(())
+    }
+
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
+        self.mark().put_token(hash, token)
+    }
+
+    fn delete_token(&self, hash: &TokenHash) -> Result<()> {
+        self.mark().delete_token(hash)
+    }
+
+    fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
+        self.mark().set_current_org(uid, org)
+    }
+
+    fn clear_current_org(&self, uid: u32) -> Result<()> {
+        self.mark().clear_current_org(uid)
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        self.mark().append_audit(record)
+    }
+}
+
+impl Changes for Tables<'_> {
+    fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
+        self.orgs_table()?
+            .insert(name, encode("orgs", org)?.as_slice())?;
+        Ok(())
+    }
+
+    fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
+        self.accounts_table()?
+            .insert(email, encode("accounts", account)?.as_slice())?;
+        Ok(())
+    }
+
+    fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
+        self.bindings_table()?
+            .insert(uid, encode("bindings", binding)?.as_slice())?;
+        Ok(())
+    }
+
+    fn delete_binding(&self, uid: u32) -> Result<()> {
+        self.bindings_table()?.remove(uid)?;
+        Ok(())
+    }
+
+    fn put_membership(
+        &self,
+        org: &str,
+        email: &str,
+        new: &MembershipRecord,
+        old: Option<&MembershipRecord>,
+    ) -> Result<()> {
+        self.memberships_table()?
+            .insert((org, email), encode("memberships", new)?.as_slice())?;
+        if old.is_none() {
+            self.account_orgs_table()?.insert((email, org), ())?;
+        }
+        let (old_key, new_key) = (old.and_then(pending_key), pending_key(new));
+        if old_key != new_key {
+            let mut pending = self.pending_table()?;
+            if let Some(expires_at) = old_key {
+                pending.remove((expires_at, org, email))?;
+            }
+            if let Some(expires_at) = new_key {
+                pending.insert((expires_at, org, email), ())?;
+            }
+        }
+        let was_admin = old.is_some_and(MembershipRecord::is_active_admin);
+        if was_admin != new.is_active_admin() {
+            let mut admins = self.admins_table()?;
+            if was_admin {
+                admins.remove((org, email))?;
+            } else {
+                admins.insert((org, email), ())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
+        self.memberships_table()?.remove((org, email))?;
+        self.account_orgs_table()?.remove((email, org))?;
+        if let Some(expires_at) = pending_key(old) {
+            self.pending_table()?.remove((expires_at, org, email))?;
+        }
+        if old.is_active_admin() {
+            self.admins_table()?.remove((org, email))?;
+        }
+        Ok(())
+    }
+
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
+        let old = self.token(hash)?;
+        self.tokens_table()?
+            .insert(&hash.0, encode("tokens", token)?.as_slice())?;
+        let (old_key, new_key) = (old.as_ref().and_then(spent_key), spent_key(token));
+        if old_key != new_key {
+            let mut spent = self.spent_tokens_table()?;
+            if let Some(at) = old_key {
+                spent.remove((at, &hash.0))?;
+            }
+            if let Some(at) = new_key {
+                spent.insert((at, &hash.0), ())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn delete_token(&self, hash: &TokenHash) -> Result<()> {
+        let old = self.token(hash)?;
+        self.tokens_table()?.remove(&hash.0)?;
+        if let Some(at) = old.as_ref().and_then(spent_key) {
+            self.spent_tokens_table()?.remove((at, &hash.0))?;
+        }
+        Ok(())
+    }
+
+    fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
+        self.current_org_table()?.insert(uid, org)?;
+        Ok(())
+    }
+
+    fn clear_current_org(&self, uid: u32) -> Result<()> {
+        self.current_org_table()?.remove(uid)?;
+        Ok(())
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        let seq = self.next_seq(&self.next_audit, || {
+            Ok(self.audit_table()?.last()?.map(|(key, _)| key.value()))
+        })?;
+        self.audit_table()?
+            .insert(seq, encode("audit", record)?.as_slice())?;
+        Ok(())
+    }
+}
+
+/// The append-only tables and the feed's index, counted once per transaction.
+impl Tables<'_> {
+    /// The next sequence number of an append-only table, read from it (`last`) once per
+    /// transaction and counted from there: each append costs one insert, not a lookup too.
+    fn next_seq(
+        &self,
+        next: &Cell<Option<u64>>,
+        last: impl FnOnce() -> Result<Option<u64>>,
+    ) -> Result<u64> {
+        let seq = match next.get() {
+            Some(seq) => seq,
+            None => last()?.map_or(1, |last| last + 1),
+        };
+        next.set(Some(seq + 1));
+        Ok(seq)
+    }
+
+    /// Appends `event` to the feed; returns its sequence number.
+    fn append_event(&self, event: &EventRecord) -> Result<u64> {
+        let seq = self.next_seq(&self.next_event, || {
+            Ok(self.events_table()?.last()?.map(|(key, _)| key.value()))
+        })?;
+        self.events_table()?
+            .insert(seq, encode("events", event)?.as_slice())?;
+        self.index_event(seq, event)?;
+        Ok(seq)
+    }
+
+    /// Files the event `seq` under each organization whose feed carries it: a membership's
+    /// under its organization; a binding's under every organization the account is a member
+    /// of, so that their admins learn that a member now acts through another uid.
+    pub(crate) fn index_event(&self, seq: u64, event: &EventRecord) -> Result<()> {
+        let orgs = match &event.org {
+            Some(org) => vec![org.clone()],
+            None => self.orgs_of(&event.email)?,
+        };
+        let mut index = self.org_events_table()?;
+        let mut touched = self.touched_orgs.borrow_mut();
+        for org in orgs {
+            index.insert((org.as_str(), seq), ())?;
+            if !touched.contains(&org) {
+                touched.push(org);
+            }
+        }
+        Ok(())
+    }
+
+    /// What the writer announces once the transaction is committed: the sequence number of
+    /// the last event it appended, if any, and the organizations whose feeds it appended to.
+    pub(crate) fn last_event(&self) -> Announcement {
+        Announcement {
+            last: self.next_event.get().map(|next| next - 1),
+            orgs: self.touched_orgs.take(),
+        }
+    }
+}
