@@ -259,6 +259,7 @@ fn spawn_reader() -> Option<std::sync::mpsc::Sender<Job>> {
 /// time every other thread leaves. (On Linux a nice value belongs to a thread, and
 /// `setpriority` with 0 for the process means the calling thread.) Lowering one's priority
 /// needs no privilege; should it fail anyway, the thread runs at the daemon's priority.
+#[allow(unsafe_code)]
 fn lowest_priority() {
     // SAFETY: setpriority reads only its three integer arguments.
     let lowered = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, 19) } == 0;

@@ -26,6 +26,10 @@
 //! - [`clock`], [`token`]: time and randomness, as parameters.
 //! - [`logging`]: tracing to stderr or the journal.
 
+// Unsafe code only where a function allows it, beside its reason: the descriptor systemd
+// hands over (`socket::inherited`) and a thread's priority (`events`).
+#![deny(unsafe_code)]
+
 pub mod admission;
 pub mod clock;
 pub mod config;

@@ -1,6 +1,8 @@
 //! `compartmentd`'s entry point: flags, logging, the state directory's checks, the store,
 //! the socket, signals.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 

@@ -128,6 +128,7 @@ fn remedy(reason: &Untrusted, daemon_uid: u32) -> String {
 
 /// The listening socket systemd passed (`LISTEN_FDS`/`LISTEN_PID`), if any. The daemon
 /// then binds and unlinks nothing: the socket unit owns the path.
+#[allow(unsafe_code)]
 pub fn inherited() -> Result<Option<UnixListener>, BindError> {
     let mut fds = sd_notify::listen_fds().map_err(|err| BindError::Activation(err.to_string()))?;
     let fd = match (fds.next(), fds.len()) {
