@@ -1,7 +1,9 @@
 //! From a parsed request to the rule that serves it: reads on a snapshot, changes through
 //! the writer. One small [`Serve`] impl per method; [`Request::visit`] is the dispatch
 //! table, derived from the wire's method declarations, so a method without a handler does
-//! not compile.
+//! not compile. A handler is served with its method's [`HandlerContext`]: a read's has no
+//! writer ([`ReadContext`]), so a method declared `read` that tried to change the store
+//! would not compile either.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,17 +16,23 @@ use compartmentctl::wire::{
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::context::Context;
+use crate::context::{Context, ReadContext, Scope, WriteContext};
 use crate::events::{self, Feed};
 use crate::rules::authz;
 use crate::rules::{accounts, identity, invitations, members, orgs, Caller, RuleError, Unbound};
 use crate::token::Token;
 
+/// What the handler of method `M` is served with, as its declaration says: a
+/// [`ReadContext`] for a method declared `read` or `routine`, a [`WriteContext`] (the whole
+/// [`Context`]) for `write`.
+pub type HandlerContext<'a, M> = Scope<'a, <M as Method>::Access>;
+
 /// How the daemon serves one method: its params in, its typed result or a rule's refusal
-/// out.
+/// out. A read's handler takes a [`ReadContext`], a change's a [`WriteContext`]; written
+/// with the other, it does not compile.
 pub trait Serve: Method {
     fn serve(
-        ctx: &Context,
+        ctx: HandlerContext<'_, Self>,
         caller: Caller,
         params: Self::Params,
     ) -> impl Future<Output = Result<Self::Result, RuleError>> + Send;
@@ -48,7 +56,7 @@ pub trait Serve: Method {
     /// Serves and encodes; a method that does more with its connection than answer
     /// (`events.subscribe`) says so here.
     fn serve_encoded(
-        ctx: &Context,
+        ctx: HandlerContext<'_, Self>,
         caller: Caller,
         params: Self::Params,
     ) -> impl Future<Output = Result<Encoded, RuleError>> + Send {
@@ -148,7 +156,7 @@ impl<'a> Visit for Dispatch<'a> {
 
 impl<'a, M: Serve> Handle<M> for Dispatch<'a> {
     fn handle(self, params: M::Params) -> Served<'a> {
-        Box::pin(M::serve_encoded(self.ctx, self.caller, params))
+        Box::pin(M::serve_encoded(Scope::new(self.ctx), self.caller, params))
     }
 }
 
@@ -161,7 +169,7 @@ fn new_token(ctx: &Context) -> Result<Token, RuleError> {
 }
 
 impl Serve for methods::Ping {
-    async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<Pong, RuleError> {
+    async fn serve(_: ReadContext<'_>, _: Caller, _: Self::Params) -> Result<Pong, RuleError> {
         Ok(Pong {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         })
@@ -169,7 +177,7 @@ impl Serve for methods::Ping {
 }
 
 impl Serve for methods::RoleList {
-    async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<RoleList, RuleError> {
+    async fn serve(_: ReadContext<'_>, _: Caller, _: Self::Params) -> Result<RoleList, RuleError> {
         Ok(RoleList {
             roles: Role::ALL.into_iter().map(RoleInfo::of).collect(),
         })
@@ -177,14 +185,18 @@ impl Serve for methods::RoleList {
 }
 
 impl Serve for methods::RoleShow {
-    async fn serve(_: &Context, _: Caller, params: Self::Params) -> Result<RoleInfo, RuleError> {
+    async fn serve(
+        _: ReadContext<'_>,
+        _: Caller,
+        params: Self::Params,
+    ) -> Result<RoleInfo, RuleError> {
         Ok(RoleInfo::of(params.role))
     }
 }
 
 impl Serve for methods::AuthzCheck {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<AuthzAnswer, RuleError> {
@@ -193,8 +205,8 @@ impl Serve for methods::AuthzCheck {
             // with nothing to share.
             AuthzCheckParams::One(check) => {
                 let service = check.names_subject() && ctx.is_service(&caller).await;
-                let snapshot = ctx.store.read()?;
-                let now = ctx.clock.now();
+                let snapshot = ctx.snapshot()?;
+                let now = ctx.now();
                 let subject = ctx.subject(&caller, &check, service, &snapshot).await?;
                 let decision = authz::decide(
                     &snapshot,
@@ -224,8 +236,8 @@ impl Serve for methods::AuthzCheck {
         // Whether the caller is a service matters only to checks about someone else.
         let service =
             distinct.iter().any(|check| check.names_subject()) && ctx.is_service(&caller).await;
-        let snapshot = ctx.store.read()?;
-        let now = ctx.clock.now();
+        let snapshot = ctx.snapshot()?;
+        let now = ctx.now();
         let mut answers = Vec::with_capacity(distinct.len());
         for check in distinct {
             let subject = ctx.subject(&caller, check, service, &snapshot).await?;
@@ -265,22 +277,24 @@ impl Serve for methods::AuthzCheck {
 
 impl Serve for methods::EventsSubscribe {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        Ok(events::subscribe(ctx, &caller, &params, &snapshot).await?.1)
+        let snapshot = ctx.snapshot()?;
+        Ok(events::subscribe(&ctx, &caller, &params, &snapshot)
+            .await?
+            .1)
     }
 
     /// The answer, and the feed the connection becomes once it is sent.
     async fn serve_encoded(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Encoded, RuleError> {
-        let snapshot = ctx.store.read()?;
-        let (feed, subscribed) = events::subscribe(ctx, &caller, &params, &snapshot).await?;
+        let snapshot = ctx.snapshot()?;
+        let (feed, subscribed) = events::subscribe(&ctx, &caller, &params, &snapshot).await?;
         let mut encoded = Self::encode(subscribed)?;
         encoded.feed = Some(feed);
         Ok(encoded)
@@ -288,7 +302,7 @@ impl Serve for methods::EventsSubscribe {
 }
 
 impl Serve for methods::RpcDiscover {
-    async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<Value, RuleError> {
+    async fn serve(_: ReadContext<'_>, _: Caller, _: Self::Params) -> Result<Value, RuleError> {
         static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
         Ok(DOCUMENT
             .get_or_init(compartmentctl::wire::openrpc::document)
@@ -298,33 +312,33 @@ impl Serve for methods::RpcDiscover {
 
 impl Serve for methods::Whoami {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         _: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        identity::whoami(&snapshot, &caller, ctx.clock.now())
+        let snapshot = ctx.snapshot()?;
+        identity::whoami(&snapshot, &caller, ctx.now())
     }
 }
 
 impl Serve for methods::OrgList {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         _: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        orgs::list(&ctx.store.read()?, &caller)
+        orgs::list(&ctx.snapshot()?, &caller)
     }
 }
 
 impl Serve for methods::UserList {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        members::list_page(&snapshot, &caller, &params, ctx.clock.now())
+        let snapshot = ctx.snapshot()?;
+        members::list_page(&snapshot, &caller, &params, ctx.now())
     }
 
     /// Up to a thousand members: kept as they are until the reply's line is written, never
@@ -340,12 +354,12 @@ impl Serve for methods::UserList {
 
 impl Serve for methods::OrgCreate {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let named = ctx.named_user(params.admin_unix_user.as_deref()).await?;
-        let token = new_token(ctx)?;
+        let token = new_token(&ctx)?;
         let policy = ctx.policy.clone();
         let created = ctx
             .writer
@@ -360,7 +374,7 @@ impl Serve for methods::OrgCreate {
 
 impl Serve for methods::OrgUse {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -374,12 +388,12 @@ impl Serve for methods::OrgUse {
 
 impl Serve for methods::UserInvite {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let named = ctx.named_user(params.unix_user.as_deref()).await?;
-        let token = new_token(ctx)?;
+        let token = new_token(&ctx)?;
         let policy = ctx.policy.clone();
         let invitation = ctx
             .writer
@@ -394,7 +408,7 @@ impl Serve for methods::UserInvite {
 
 impl Serve for methods::UserRemove {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -408,7 +422,7 @@ impl Serve for methods::UserRemove {
 
 impl Serve for methods::RoleGrant {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -422,7 +436,7 @@ impl Serve for methods::RoleGrant {
 
 impl Serve for methods::AccountActivate {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -436,35 +450,29 @@ impl Serve for methods::AccountActivate {
 
 impl Serve for methods::AccountList {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         _: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        accounts::list(&snapshot, &caller, ctx.users.as_ref(), ctx.clock.now())
+        let snapshot = ctx.snapshot()?;
+        accounts::list(&snapshot, &caller, ctx.users(), ctx.now())
     }
 }
 
 impl Serve for methods::AccountShow {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        accounts::show(
-            &snapshot,
-            &caller,
-            ctx.users.as_ref(),
-            &params.email,
-            ctx.clock.now(),
-        )
+        let snapshot = ctx.snapshot()?;
+        accounts::show(&snapshot, &caller, ctx.users(), &params.email, ctx.now())
     }
 }
 
 impl Serve for methods::AccountUnbind {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -478,7 +486,7 @@ impl Serve for methods::AccountUnbind {
 
 impl Serve for methods::AccountBind {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
