@@ -4,6 +4,11 @@
 //! not compile. A handler is served with its method's [`HandlerContext`]: a read's has no
 //! writer ([`ReadContext`]), so a method declared `read` that tried to change the store
 //! would not compile either.
+//!
+//! What serving a request gives is its [`Answer`]: the method's result, encoded for the
+//! reply's line, with the organization it names and the feed it may start. (The wire
+//! calls the object a client reads a `Response`; the line the daemon writes is a
+//! [`crate::reply::Reply`].)
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,15 +42,15 @@ pub trait Serve: Method {
         params: Self::Params,
     ) -> impl Future<Output = Result<Self::Result, RuleError>> + Send;
 
-    /// The result as the reply carries it, and the organization it names (for the log).
+    /// The answer carrying the result, and the organization it names (for the log).
     /// By default JSON text made through a `serde_json::Value`, whose object keys are
     /// sorted; a method whose results are large (`user.list`) keeps its result as it is, to
     /// be written once, straight into the reply's line.
-    fn encode(result: Self::Result) -> Result<Encoded, RuleError> {
+    fn encode(result: Self::Result) -> Result<Answer, RuleError> {
         let value = serde_json::to_value(&result).map_err(|_| not_serialized())?;
         let org = value.get("org").and_then(Value::as_str).map(str::to_owned);
-        Ok(Encoded {
-            body: Body::Json(
+        Ok(Answer {
+            result: EncodedResult::Json(
                 serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
             ),
             org,
@@ -53,29 +58,30 @@ pub trait Serve: Method {
         })
     }
 
-    /// Serves and encodes; a method that does more with its connection than answer
-    /// (`events.subscribe`) says so here.
-    fn serve_encoded(
+    /// Serves and encodes: the request's answer. A method that does more with its
+    /// connection than answer (`events.subscribe`) says so here.
+    fn answer(
         ctx: HandlerContext<'_, Self>,
         caller: Caller,
         params: Self::Params,
-    ) -> impl Future<Output = Result<Encoded, RuleError>> + Send {
+    ) -> impl Future<Output = Result<Answer, RuleError>> + Send {
         async move { Self::encode(Self::serve(ctx, caller, params).await?) }
     }
 }
 
-/// A result ready for the reply, and the organization it names.
+/// What serving a request gives: its result ready for the reply, and the organization it
+/// names.
 #[derive(Debug)]
-pub struct Encoded {
-    pub body: Body,
+pub struct Answer {
+    pub result: EncodedResult,
     pub org: Option<String>,
     /// The feed the connection becomes once the reply is sent (`events.subscribe`).
     pub feed: Option<Feed>,
 }
 
-/// A result as the reply's line will hold it.
+/// A method's result as the reply's line will hold it.
 #[derive(Debug)]
-pub enum Body {
+pub enum EncodedResult {
     /// Its JSON text, copied into the line as it is.
     Json(Box<RawValue>),
     /// A page of members, serialized once, into the line itself.
@@ -84,7 +90,7 @@ pub enum Body {
     Authz(AuthzAnswer),
 }
 
-impl Body {
+impl EncodedResult {
     /// About how many bytes the result takes in the line, to size the line once.
     pub fn len_hint(&self) -> usize {
         /// About one member's object in a page: an e-mail, a role, a status, a date.
@@ -92,20 +98,22 @@ impl Body {
         /// About one decision: its members' names and a sentence.
         const DECISION_BYTES: usize = 384;
         match self {
-            Body::Json(text) => text.get().len(),
-            Body::Members(list) => (list.members.len() + 1) * MEMBER_BYTES,
-            Body::Authz(AuthzAnswer::One(_)) => DECISION_BYTES,
-            Body::Authz(AuthzAnswer::Many { decisions }) => decisions.len() * DECISION_BYTES,
+            EncodedResult::Json(text) => text.get().len(),
+            EncodedResult::Members(list) => (list.members.len() + 1) * MEMBER_BYTES,
+            EncodedResult::Authz(AuthzAnswer::One(_)) => DECISION_BYTES,
+            EncodedResult::Authz(AuthzAnswer::Many { decisions }) => {
+                decisions.len() * DECISION_BYTES
+            }
         }
     }
 }
 
-impl serde::Serialize for Body {
+impl serde::Serialize for EncodedResult {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Body::Json(text) => text.serialize(serializer),
-            Body::Members(list) => list.serialize(serializer),
-            Body::Authz(answer) => answer.serialize(serializer),
+            EncodedResult::Json(text) => text.serialize(serializer),
+            EncodedResult::Members(list) => list.serialize(serializer),
+            EncodedResult::Authz(answer) => answer.serialize(serializer),
         }
     }
 }
@@ -120,7 +128,7 @@ pub async fn dispatch(
     ctx: &Context,
     caller: Caller,
     request: Request,
-) -> Result<Encoded, RuleError> {
+) -> Result<Answer, RuleError> {
     let caller = ctx.identify(caller).await;
     if request.writes() {
         ctx.admission.admit(&caller)?;
@@ -148,15 +156,16 @@ struct Dispatch<'a> {
     caller: Caller,
 }
 
-type Served<'a> = Pin<Box<dyn Future<Output = Result<Encoded, RuleError>> + Send + 'a>>;
+/// A request being served: its answer to come.
+type Answering<'a> = Pin<Box<dyn Future<Output = Result<Answer, RuleError>> + Send + 'a>>;
 
 impl<'a> Visit for Dispatch<'a> {
-    type Output = Served<'a>;
+    type Output = Answering<'a>;
 }
 
 impl<'a, M: Serve> Handle<M> for Dispatch<'a> {
-    fn handle(self, params: M::Params) -> Served<'a> {
-        Box::pin(M::serve_encoded(Scope::new(self.ctx), self.caller, params))
+    fn handle(self, params: M::Params) -> Answering<'a> {
+        Box::pin(M::answer(Scope::new(self.ctx), self.caller, params))
     }
 }
 
@@ -262,13 +271,13 @@ impl Serve for methods::AuthzCheck {
     /// Kept as it is, to be written once, straight into the reply's line (services ask
     /// thousands of times a second): the same text as through a `Value`, as a decision's
     /// members are declared in the order a `Value` would sort them.
-    fn encode(answer: AuthzAnswer) -> Result<Encoded, RuleError> {
+    fn encode(answer: AuthzAnswer) -> Result<Answer, RuleError> {
         let org = match &answer {
             AuthzAnswer::One(decision) => decision.org.clone(),
             AuthzAnswer::Many { .. } => None,
         };
-        Ok(Encoded {
-            body: Body::Authz(answer),
+        Ok(Answer {
+            result: EncodedResult::Authz(answer),
             org,
             feed: None,
         })
@@ -288,16 +297,16 @@ impl Serve for methods::EventsSubscribe {
     }
 
     /// The answer, and the feed the connection becomes once it is sent.
-    async fn serve_encoded(
+    async fn answer(
         ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
-    ) -> Result<Encoded, RuleError> {
+    ) -> Result<Answer, RuleError> {
         let snapshot = ctx.snapshot()?;
         let (feed, subscribed) = events::subscribe(&ctx, &caller, &params, &snapshot).await?;
-        let mut encoded = Self::encode(subscribed)?;
-        encoded.feed = Some(feed);
-        Ok(encoded)
+        let mut answer = Self::encode(subscribed)?;
+        answer.feed = Some(feed);
+        Ok(answer)
     }
 }
 
@@ -343,10 +352,10 @@ impl Serve for methods::UserList {
 
     /// Up to a thousand members: kept as they are until the reply's line is written, never
     /// built as a `Value` or as text of their own.
-    fn encode(list: MemberList) -> Result<Encoded, RuleError> {
-        Ok(Encoded {
+    fn encode(list: MemberList) -> Result<Answer, RuleError> {
+        Ok(Answer {
             org: Some(list.org.clone()),
-            body: Body::Members(list),
+            result: EncodedResult::Members(list),
             feed: None,
         })
     }
@@ -517,8 +526,8 @@ mod tests {
     use crate::users::CallerNames;
     use crate::writer::Writer;
 
-    fn text(encoded: &Encoded) -> String {
-        serde_json::to_string(&encoded.body).unwrap()
+    fn text(answer: &Answer) -> String {
+        serde_json::to_string(&answer.result).unwrap()
     }
 
     /// `authz.check`'s answers, written straight from the struct, read exactly as every
@@ -562,7 +571,7 @@ mod tests {
                 AuthzAnswer::Many { .. } => None,
             };
             let encoded = <methods::AuthzCheck as Serve>::encode(answer).unwrap();
-            assert!(matches!(encoded.body, Body::Authz(_)));
+            assert!(matches!(encoded.result, EncodedResult::Authz(_)));
             assert_eq!(text(&encoded), through_a_value.get());
             assert_eq!(encoded.org, org);
         }
@@ -650,13 +659,13 @@ mod tests {
         caller: &Caller,
         checks: Vec<Check>,
     ) -> Result<Vec<Decision>, RuleError> {
-        let encoded = dispatch(
+        let answered = dispatch(
             ctx,
             caller.clone(),
             Request::AuthzCheck(AuthzCheckParams::Many(checks)),
         )
         .await?;
-        let answer: Value = serde_json::from_str(&text(&encoded)).unwrap();
+        let answer: Value = serde_json::from_str(&text(&answered)).unwrap();
         Ok(serde_json::from_value(answer["decisions"].clone()).unwrap())
     }
 

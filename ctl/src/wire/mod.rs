@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - `envelope`: ids, requests, notifications, batches, responses; decoding a line.
+//! - `envelope`: ids, requests, notifications, batches, responses; decoding a line. What a
+//!   client reads back for a request is a [`Response`], holding the method's result.
 //! - `error`: the stable error kinds and the error object.
 //! - `method`: the [`Method`] trait and the macro that derives everything from the list
 //!   below.
