@@ -1,12 +1,14 @@
-//! One connection: JSON lines in, answers out, in order. A line over the limit is
+//! One connection: JSON lines in, replies out, in order. A line over the limit is
 //! answered `frame_too_long`, the rest of it drained for a bounded time (nginx's lingering
 //! close, so a client that writes its whole request before reading sees why), and the
 //! connection closed; so is a line left unfinished past the line timeout (slow-loris), a
 //! connection idle past the idle timeout (blank lines are not requests), and one whose
-//! answer stays unread past the write timeout. No write outlives a stop by more than a
+//! reply stays unread past the write timeout. No write outlives a stop by more than a
 //! moment, so a client that never reads cannot hold up the daemon's exit. The requests in
-//! flight are the [`crate::pipeline`]'s, what each gets back is a [`crate::reply`], and a
-//! connection that subscribes becomes the change feed's ([`crate::events`]).
+//! flight are the [`crate::pipeline`]'s, what each line gets back is a
+//! [`Reply`](crate::reply::Reply) (a refusal the connection makes itself, a wire
+//! [`Response`] alone on its line), and a connection that subscribes becomes the change
+//! feed's ([`crate::events`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ use crate::events::run_feed;
 use crate::limits::{Limits, Slot};
 use crate::lines::LineCodec;
 use crate::logging::{RateLimit, RATE_BURST, RATE_WINDOW};
-use crate::pipeline::{answer, Pipeline};
+use crate::pipeline::{reply_to, Pipeline};
 use crate::reply::Reply;
 use crate::rules::Caller;
 use crate::sending::{encode, send, Ending};
@@ -62,7 +64,7 @@ pub async fn serve(
     drop(slot);
 }
 
-/// Answers a connection over a cap with the reason, then closes it.
+/// Replies to a connection over a cap with the reason, then closes it.
 pub async fn refuse(mut stream: UnixStream, busy: RpcError) {
     let line = encode(&Response::err(Value::Null, busy));
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(&line)).await;
@@ -86,7 +88,7 @@ async fn serve_lines(
     let mut last_request = Instant::now();
     let mut partial_since: Option<Instant> = None;
     let mut pipeline = Pipeline::new(ctx, &caller);
-    // Why reading stopped, while the answers already begun are still being sent.
+    // Why reading stopped, while the replies already begun are still being sent.
     let mut closing: Option<Ending> = None;
     // Watched from one future for the connection's life, not one per turn of the loop.
     let stopped = stop.cancelled();
@@ -100,7 +102,7 @@ async fn serve_lines(
         pipeline.start_held();
         let reading = closing.is_none() && pipeline.has_room();
         tokio::select! {
-            // Answers first: a client that pipelines gets them as they are ready.
+            // Replies first: a client that pipelines gets them as they are ready.
             biased;
             Some(reply) = pipeline.next_reply() => {
                 if let Some(reply) = reply {
@@ -111,7 +113,7 @@ async fn serve_lines(
                 }
             }
             frame = lines.next(), if reading => match frame {
-                // The client has said all it will: it still gets the answers it awaits.
+                // The client has said all it will: it still gets the replies it awaits.
                 None => closing = Some(Ending::ClientLeft),
                 Some(Ok(line)) => {
                     partial_since = None;
@@ -124,7 +126,7 @@ async fn serve_lines(
                     if pipeline.is_idle() && !Pipeline::pipelines(&incoming) {
                         // A line that runs alone, with nothing before it to wait for: answered
                         // here and now, as the pipeline would, without a task of its own.
-                        if let Some(reply) = answer(ctx, &caller, incoming).await {
+                        if let Some(reply) = reply_to(ctx, &caller, incoming).await {
                             let mut conn = Conn { lines: &mut lines, write_half: &mut write_half, limits: &limits, stop: &stop };
                             if let Some(ending) = deliver(reply, &mut pipeline, &mut conn).await {
                                 break ending;
@@ -137,7 +139,7 @@ async fn serve_lines(
                     pipeline.push(incoming, line.len());
                 }
                 Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
-                    // The answers to the lines before it come first, in order.
+                    // The replies to the lines before it come first, in order.
                     if let Err(ending) = pipeline.drain(&mut write_half, &limits, &stop).await {
                         break ending;
                     }
@@ -174,7 +176,7 @@ async fn serve_lines(
         }
     };
     if ending == Ending::LineTooLong {
-        // The answer is out; the client sees it followed by end of file while the rest of
+        // The reply is out; the client sees it followed by end of file while the rest of
         // its line is read and dropped.
         let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, write_half.shutdown()).await;
         linger(lines.into_inner(), &stop).await;
@@ -199,7 +201,7 @@ struct Conn<'a> {
     stop: &'a CancellationToken,
 }
 
-/// Sends `reply`; when it turned the connection into a feed (after the answers already
+/// Sends `reply`; when it turned the connection into a feed (after the replies already
 /// begun), runs the feed. The connection's ending, when it ends here.
 async fn deliver(
     mut reply: Reply,
@@ -226,7 +228,7 @@ async fn deliver(
 
 /// Reads and drops what the client still sends, within [`LINGER_TIME`], [`LINGER_BYTES`]
 /// and [`LINGER_QUIET`], so that closing does not cut off a client still writing the line
-/// it will then read the answer to (it would see a broken pipe instead of the error).
+/// it will then read the reply to (it would see a broken pipe instead of the error).
 async fn linger(mut read_half: OwnedReadHalf, stop: &CancellationToken) {
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
     let mut buf = vec![0u8; 16 * 1024];

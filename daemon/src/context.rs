@@ -1,13 +1,17 @@
 //! The context every request is served in: the store, the writer, the clock, the host's
 //! users and what the daemon was started with; and the lookups of who a caller or a subject
-//! is, which several methods share. The change feed asks it through [`events::Daemon`].
+//! is, which several methods share. A method declared `read` or `routine` is served with a
+//! [`ReadContext`], the same context without the writer. The change feed asks either
+//! through [`events::Daemon`].
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::marker::PhantomData;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use compartmentctl::email::Email;
-use compartmentctl::wire::Check;
+use compartmentctl::wire::{Access, Check, Reads, Writes};
 use tokio::sync::Notify;
 
 use crate::admission::Admission;
@@ -15,7 +19,7 @@ use crate::clock::Clock;
 use crate::events;
 use crate::rules::authz::Subject;
 use crate::rules::{identity, Caller, Policy, RuleError};
-use crate::store::{AuditRecord, Changes as _, Reader, Store, UnixUser};
+use crate::store::{AuditRecord, Changes as _, Millis, Reader, Snapshot, Store, UnixUser};
 use crate::users::{CallerNames, Directory};
 use crate::writer::Writer;
 
@@ -41,6 +45,103 @@ pub struct Context {
     pub replays: Arc<events::Replays>,
     /// Whether a caller's change may go to the writer: its rate, the free-space floor.
     pub admission: Admission,
+}
+
+/// The [`Context`] as a handler of a method with access `A` may reach it: a
+/// [`ReadContext`] or a [`WriteContext`]. One reference, copied: a request costs nothing
+/// more for it.
+pub struct Scope<'a, A> {
+    ctx: &'a Context,
+    access: PhantomData<A>,
+}
+
+/// What a read is served with: the [`Context`] seen without its writer, its admission and
+/// the sweeper's wake, so that the handler of a method declared `read` or `routine` cannot
+/// queue a change: a snapshot, the clock, the host's users, and the lookups of who a caller
+/// or a subject is.
+///
+/// ```compile_fail
+/// use compartmentctl::wire::methods;
+/// use compartmentd::dispatch::HandlerContext;
+///
+/// // `whoami` is declared `routine`: its handler's context has no writer.
+/// fn whoami(ctx: HandlerContext<'_, methods::Whoami>) {
+///     let _writer = &ctx.writer;
+/// }
+/// ```
+///
+/// whereas a method declared `write` is served with the whole [`Context`]:
+///
+/// ```
+/// use compartmentctl::wire::methods;
+/// use compartmentd::dispatch::HandlerContext;
+///
+/// fn org_use(ctx: HandlerContext<'_, methods::OrgUse>) {
+///     let _writer = &ctx.writer;
+/// }
+/// ```
+pub type ReadContext<'a> = Scope<'a, Reads>;
+
+/// What a change is served with: the whole [`Context`], writer included.
+pub type WriteContext<'a> = Scope<'a, Writes>;
+
+impl<'a, A: Access> Scope<'a, A> {
+    /// `ctx` as the handlers of methods with access `A` see it.
+    pub(crate) fn new(ctx: &'a Context) -> Scope<'a, A> {
+        Scope {
+            ctx,
+            access: PhantomData,
+        }
+    }
+}
+
+impl<A> Clone for Scope<'_, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<A> Copy for Scope<'_, A> {}
+
+impl Deref for WriteContext<'_> {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        self.ctx
+    }
+}
+
+impl<'a> ReadContext<'a> {
+    /// A snapshot of the store as of now.
+    pub fn snapshot(self) -> crate::store::Result<Snapshot> {
+        self.ctx.store.read()
+    }
+
+    /// The daemon's clock, now.
+    pub fn now(self) -> Millis {
+        self.ctx.clock.now()
+    }
+
+    /// The host's users.
+    pub fn users(self) -> &'a dyn Directory {
+        self.ctx.users.as_ref()
+    }
+
+    /// See [`Context::is_service`].
+    pub(crate) async fn is_service(self, caller: &Caller) -> bool {
+        self.ctx.is_service(caller).await
+    }
+
+    /// See [`Context::subject`].
+    pub(crate) async fn subject(
+        self,
+        caller: &Caller,
+        check: &Check,
+        service: bool,
+        snapshot: &impl Reader,
+    ) -> Result<Subject, RuleError> {
+        self.ctx.subject(caller, check, service, snapshot).await
+    }
 }
 
 impl Context {
@@ -298,5 +399,23 @@ impl events::Daemon for Context {
 
     fn is_service(&self, caller: &Caller) -> impl Future<Output = bool> + Send {
         Context::is_service(self, caller)
+    }
+}
+
+impl events::Daemon for ReadContext<'_> {
+    fn store(&self) -> &Arc<Store> {
+        &self.ctx.store
+    }
+
+    fn replays(&self) -> &Arc<events::Replays> {
+        &self.ctx.replays
+    }
+
+    fn identify(&self, caller: Caller) -> impl Future<Output = Caller> + Send {
+        self.ctx.identify(caller)
+    }
+
+    fn is_service(&self, caller: &Caller) -> impl Future<Output = bool> + Send {
+        self.ctx.is_service(caller)
     }
 }

@@ -1,7 +1,14 @@
 //! From a parsed request to the rule that serves it: reads on a snapshot, changes through
 //! the writer. One small [`Serve`] impl per method; [`Request::visit`] is the dispatch
 //! table, derived from the wire's method declarations, so a method without a handler does
-//! not compile.
+//! not compile. A handler is served with its method's [`HandlerContext`]: a read's has no
+//! writer ([`ReadContext`]), so a method declared `read` that tried to change the store
+//! would not compile either.
+//!
+//! What serving a request gives is its [`Answer`]: the method's result, encoded for the
+//! reply's line, with the organization it names and the feed it may start. (The wire
+//! calls the object a client reads a `Response`; the line the daemon writes is a
+//! [`crate::reply::Reply`].)
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,31 +21,37 @@ use compartmentctl::wire::{
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::context::Context;
+use crate::context::{Context, ReadContext, Scope, WriteContext};
 use crate::events::{self, Feed};
 use crate::rules::authz;
 use crate::rules::{accounts, identity, invitations, members, orgs, Caller, RuleError, Unbound};
 use crate::store::Backend as _;
 use crate::token::Token;
 
+/// What the handler of method `M` is served with, as its declaration says: a
+/// [`ReadContext`] for a method declared `read` or `routine`, a [`WriteContext`] (the whole
+/// [`Context`]) for `write`.
+pub type HandlerContext<'a, M> = Scope<'a, <M as Method>::Access>;
+
 /// How the daemon serves one method: its params in, its typed result or a rule's refusal
-/// out.
+/// out. A read's handler takes a [`ReadContext`], a change's a [`WriteContext`]; written
+/// with the other, it does not compile.
 pub trait Serve: Method {
     fn serve(
-        ctx: &Context,
+        ctx: HandlerContext<'_, Self>,
         caller: Caller,
         params: Self::Params,
     ) -> impl Future<Output = Result<Self::Result, RuleError>> + Send;
 
-    /// The result as the reply carries it, and the organization it names (for the log).
+    /// The answer carrying the result, and the organization it names (for the log).
     /// By default JSON text made through a `serde_json::Value`, whose object keys are
     /// sorted; a method whose results are large (`user.list`) keeps its result as it is, to
     /// be written once, straight into the reply's line.
-    fn encode(result: Self::Result) -> Result<Encoded, RuleError> {
+    fn encode(result: Self::Result) -> Result<Answer, RuleError> {
         let value = serde_json::to_value(&result).map_err(|_| not_serialized())?;
         let org = value.get("org").and_then(Value::as_str).map(str::to_owned);
-        Ok(Encoded {
-            body: Body::Json(
+        Ok(Answer {
+            result: EncodedResult::Json(
                 serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
             ),
             org,
@@ -46,29 +59,30 @@ pub trait Serve: Method {
         })
     }
 
-    /// Serves and encodes; a method that does more with its connection than answer
-    /// (`events.subscribe`) says so here.
-    fn serve_encoded(
-        ctx: &Context,
+    /// Serves and encodes: the request's answer. A method that does more with its
+    /// connection than answer (`events.subscribe`) says so here.
+    fn answer(
+        ctx: HandlerContext<'_, Self>,
         caller: Caller,
         params: Self::Params,
-    ) -> impl Future<Output = Result<Encoded, RuleError>> + Send {
+    ) -> impl Future<Output = Result<Answer, RuleError>> + Send {
         async move { Self::encode(Self::serve(ctx, caller, params).await?) }
     }
 }
 
-/// A result ready for the reply, and the organization it names.
+/// What serving a request gives: its result ready for the reply, and the organization it
+/// names.
 #[derive(Debug)]
-pub struct Encoded {
-    pub body: Body,
+pub struct Answer {
+    pub result: EncodedResult,
     pub org: Option<String>,
     /// The feed the connection becomes once the reply is sent (`events.subscribe`).
     pub feed: Option<Feed>,
 }
 
-/// A result as the reply's line will hold it.
+/// A method's result as the reply's line will hold it.
 #[derive(Debug)]
-pub enum Body {
+pub enum EncodedResult {
     /// Its JSON text, copied into the line as it is.
     Json(Box<RawValue>),
     /// A page of members, serialized once, into the line itself.
@@ -77,7 +91,7 @@ pub enum Body {
     Authz(AuthzAnswer),
 }
 
-impl Body {
+impl EncodedResult {
     /// About how many bytes the result takes in the line, to size the line once.
     pub fn len_hint(&self) -> usize {
         /// About one member's object in a page: an e-mail, a role, a status, a date.
@@ -85,20 +99,22 @@ impl Body {
         /// About one decision: its members' names and a sentence.
         const DECISION_BYTES: usize = 384;
         match self {
-            Body::Json(text) => text.get().len(),
-            Body::Members(list) => (list.members.len() + 1) * MEMBER_BYTES,
-            Body::Authz(AuthzAnswer::One(_)) => DECISION_BYTES,
-            Body::Authz(AuthzAnswer::Many { decisions }) => decisions.len() * DECISION_BYTES,
+            EncodedResult::Json(text) => text.get().len(),
+            EncodedResult::Members(list) => (list.members.len() + 1) * MEMBER_BYTES,
+            EncodedResult::Authz(AuthzAnswer::One(_)) => DECISION_BYTES,
+            EncodedResult::Authz(AuthzAnswer::Many { decisions }) => {
+                decisions.len() * DECISION_BYTES
+            }
         }
     }
 }
 
-impl serde::Serialize for Body {
+impl serde::Serialize for EncodedResult {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Body::Json(text) => text.serialize(serializer),
-            Body::Members(list) => list.serialize(serializer),
-            Body::Authz(answer) => answer.serialize(serializer),
+            EncodedResult::Json(text) => text.serialize(serializer),
+            EncodedResult::Members(list) => list.serialize(serializer),
+            EncodedResult::Authz(answer) => answer.serialize(serializer),
         }
     }
 }
@@ -113,7 +129,7 @@ pub async fn dispatch(
     ctx: &Context,
     caller: Caller,
     request: Request,
-) -> Result<Encoded, RuleError> {
+) -> Result<Answer, RuleError> {
     let caller = ctx.identify(caller).await;
     if request.writes() {
         ctx.admission.admit(&caller)?;
@@ -141,15 +157,16 @@ struct Dispatch<'a> {
     caller: Caller,
 }
 
-type Served<'a> = Pin<Box<dyn Future<Output = Result<Encoded, RuleError>> + Send + 'a>>;
+/// A request being served: its answer to come.
+type Answering<'a> = Pin<Box<dyn Future<Output = Result<Answer, RuleError>> + Send + 'a>>;
 
 impl<'a> Visit for Dispatch<'a> {
-    type Output = Served<'a>;
+    type Output = Answering<'a>;
 }
 
 impl<'a, M: Serve> Handle<M> for Dispatch<'a> {
-    fn handle(self, params: M::Params) -> Served<'a> {
-        Box::pin(M::serve_encoded(self.ctx, self.caller, params))
+    fn handle(self, params: M::Params) -> Answering<'a> {
+        Box::pin(M::answer(Scope::new(self.ctx), self.caller, params))
     }
 }
 
@@ -162,7 +179,7 @@ fn new_token(ctx: &Context) -> Result<Token, RuleError> {
 }
 
 impl Serve for methods::Ping {
-    async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<Pong, RuleError> {
+    async fn serve(_: ReadContext<'_>, _: Caller, _: Self::Params) -> Result<Pong, RuleError> {
         Ok(Pong {
             version: env!("CARGO_PKG_VERSION").to_owned(),
         })
@@ -170,7 +187,7 @@ impl Serve for methods::Ping {
 }
 
 impl Serve for methods::RoleList {
-    async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<RoleList, RuleError> {
+    async fn serve(_: ReadContext<'_>, _: Caller, _: Self::Params) -> Result<RoleList, RuleError> {
         Ok(RoleList {
             roles: Role::ALL.into_iter().map(RoleInfo::of).collect(),
         })
@@ -178,14 +195,18 @@ impl Serve for methods::RoleList {
 }
 
 impl Serve for methods::RoleShow {
-    async fn serve(_: &Context, _: Caller, params: Self::Params) -> Result<RoleInfo, RuleError> {
+    async fn serve(
+        _: ReadContext<'_>,
+        _: Caller,
+        params: Self::Params,
+    ) -> Result<RoleInfo, RuleError> {
         Ok(RoleInfo::of(params.role))
     }
 }
 
 impl Serve for methods::AuthzCheck {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<AuthzAnswer, RuleError> {
@@ -194,8 +215,8 @@ impl Serve for methods::AuthzCheck {
             // with nothing to share.
             AuthzCheckParams::One(check) => {
                 let service = check.names_subject() && ctx.is_service(&caller).await;
-                let snapshot = ctx.store.read()?;
-                let now = ctx.clock.now();
+                let snapshot = ctx.snapshot()?;
+                let now = ctx.now();
                 let subject = ctx.subject(&caller, &check, service, &snapshot).await?;
                 let decision = authz::decide(
                     &snapshot,
@@ -225,8 +246,8 @@ impl Serve for methods::AuthzCheck {
         // Whether the caller is a service matters only to checks about someone else.
         let service =
             distinct.iter().any(|check| check.names_subject()) && ctx.is_service(&caller).await;
-        let snapshot = ctx.store.read()?;
-        let now = ctx.clock.now();
+        let snapshot = ctx.snapshot()?;
+        let now = ctx.now();
         let mut answers = Vec::with_capacity(distinct.len());
         for check in distinct {
             let subject = ctx.subject(&caller, check, service, &snapshot).await?;
@@ -251,13 +272,13 @@ impl Serve for methods::AuthzCheck {
     /// Kept as it is, to be written once, straight into the reply's line (services ask
     /// thousands of times a second): the same text as through a `Value`, as a decision's
     /// members are declared in the order a `Value` would sort them.
-    fn encode(answer: AuthzAnswer) -> Result<Encoded, RuleError> {
+    fn encode(answer: AuthzAnswer) -> Result<Answer, RuleError> {
         let org = match &answer {
             AuthzAnswer::One(decision) => decision.org.clone(),
             AuthzAnswer::Many { .. } => None,
         };
-        Ok(Encoded {
-            body: Body::Authz(answer),
+        Ok(Answer {
+            result: EncodedResult::Authz(answer),
             org,
             feed: None,
         })
@@ -266,30 +287,32 @@ impl Serve for methods::AuthzCheck {
 
 impl Serve for methods::EventsSubscribe {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        Ok(events::subscribe(ctx, &caller, &params, &snapshot).await?.1)
+        let snapshot = ctx.snapshot()?;
+        Ok(events::subscribe(&ctx, &caller, &params, &snapshot)
+            .await?
+            .1)
     }
 
     /// The answer, and the feed the connection becomes once it is sent.
-    async fn serve_encoded(
-        ctx: &Context,
+    async fn answer(
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
-    ) -> Result<Encoded, RuleError> {
-        let snapshot = ctx.store.read()?;
-        let (feed, subscribed) = events::subscribe(ctx, &caller, &params, &snapshot).await?;
-        let mut encoded = Self::encode(subscribed)?;
-        encoded.feed = Some(feed);
-        Ok(encoded)
+    ) -> Result<Answer, RuleError> {
+        let snapshot = ctx.snapshot()?;
+        let (feed, subscribed) = events::subscribe(&ctx, &caller, &params, &snapshot).await?;
+        let mut answer = Self::encode(subscribed)?;
+        answer.feed = Some(feed);
+        Ok(answer)
     }
 }
 
 impl Serve for methods::RpcDiscover {
-    async fn serve(_: &Context, _: Caller, _: Self::Params) -> Result<Value, RuleError> {
+    async fn serve(_: ReadContext<'_>, _: Caller, _: Self::Params) -> Result<Value, RuleError> {
         static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
         Ok(DOCUMENT
             .get_or_init(compartmentctl::wire::openrpc::document)
@@ -299,41 +322,41 @@ impl Serve for methods::RpcDiscover {
 
 impl Serve for methods::Whoami {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         _: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        identity::whoami(&snapshot, &caller, ctx.clock.now())
+        let snapshot = ctx.snapshot()?;
+        identity::whoami(&snapshot, &caller, ctx.now())
     }
 }
 
 impl Serve for methods::OrgList {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         _: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        orgs::list(&ctx.store.read()?, &caller)
+        orgs::list(&ctx.snapshot()?, &caller)
     }
 }
 
 impl Serve for methods::UserList {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        members::list_page(&snapshot, &caller, &params, ctx.clock.now())
+        let snapshot = ctx.snapshot()?;
+        members::list_page(&snapshot, &caller, &params, ctx.now())
     }
 
     /// Up to a thousand members: kept as they are until the reply's line is written, never
     /// built as a `Value` or as text of their own.
-    fn encode(list: MemberList) -> Result<Encoded, RuleError> {
-        Ok(Encoded {
+    fn encode(list: MemberList) -> Result<Answer, RuleError> {
+        Ok(Answer {
             org: Some(list.org.clone()),
-            body: Body::Members(list),
+            result: EncodedResult::Members(list),
             feed: None,
         })
     }
@@ -341,12 +364,12 @@ impl Serve for methods::UserList {
 
 impl Serve for methods::OrgCreate {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let named = ctx.named_user(params.admin_unix_user.as_deref()).await?;
-        let token = new_token(ctx)?;
+        let token = new_token(&ctx)?;
         let policy = ctx.policy.clone();
         let created = ctx
             .writer
@@ -361,7 +384,7 @@ impl Serve for methods::OrgCreate {
 
 impl Serve for methods::OrgUse {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -375,12 +398,12 @@ impl Serve for methods::OrgUse {
 
 impl Serve for methods::UserInvite {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let named = ctx.named_user(params.unix_user.as_deref()).await?;
-        let token = new_token(ctx)?;
+        let token = new_token(&ctx)?;
         let policy = ctx.policy.clone();
         let invitation = ctx
             .writer
@@ -395,7 +418,7 @@ impl Serve for methods::UserInvite {
 
 impl Serve for methods::UserRemove {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -409,7 +432,7 @@ impl Serve for methods::UserRemove {
 
 impl Serve for methods::RoleGrant {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -423,7 +446,7 @@ impl Serve for methods::RoleGrant {
 
 impl Serve for methods::AccountActivate {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -437,35 +460,29 @@ impl Serve for methods::AccountActivate {
 
 impl Serve for methods::AccountList {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         _: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        accounts::list(&snapshot, &caller, ctx.users.as_ref(), ctx.clock.now())
+        let snapshot = ctx.snapshot()?;
+        accounts::list(&snapshot, &caller, ctx.users(), ctx.now())
     }
 }
 
 impl Serve for methods::AccountShow {
     async fn serve(
-        ctx: &Context,
+        ctx: ReadContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.store.read()?;
-        accounts::show(
-            &snapshot,
-            &caller,
-            ctx.users.as_ref(),
-            &params.email,
-            ctx.clock.now(),
-        )
+        let snapshot = ctx.snapshot()?;
+        accounts::show(&snapshot, &caller, ctx.users(), &params.email, ctx.now())
     }
 }
 
 impl Serve for methods::AccountUnbind {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -479,7 +496,7 @@ impl Serve for methods::AccountUnbind {
 
 impl Serve for methods::AccountBind {
     async fn serve(
-        ctx: &Context,
+        ctx: WriteContext<'_>,
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
@@ -510,8 +527,8 @@ mod tests {
     use crate::users::CallerNames;
     use crate::writer::Writer;
 
-    fn text(encoded: &Encoded) -> String {
-        serde_json::to_string(&encoded.body).unwrap()
+    fn text(answer: &Answer) -> String {
+        serde_json::to_string(&answer.result).unwrap()
     }
 
     /// `authz.check`'s answers, written straight from the struct, read exactly as every
@@ -555,7 +572,7 @@ mod tests {
                 AuthzAnswer::Many { .. } => None,
             };
             let encoded = <methods::AuthzCheck as Serve>::encode(answer).unwrap();
-            assert!(matches!(encoded.body, Body::Authz(_)));
+            assert!(matches!(encoded.result, EncodedResult::Authz(_)));
             assert_eq!(text(&encoded), through_a_value.get());
             assert_eq!(encoded.org, org);
         }
@@ -643,13 +660,13 @@ mod tests {
         caller: &Caller,
         checks: Vec<Check>,
     ) -> Result<Vec<Decision>, RuleError> {
-        let encoded = dispatch(
+        let answered = dispatch(
             ctx,
             caller.clone(),
             Request::AuthzCheck(AuthzCheckParams::Many(checks)),
         )
         .await?;
-        let answer: Value = serde_json::from_str(&text(&encoded)).unwrap();
+        let answer: Value = serde_json::from_str(&text(&answered)).unwrap();
         Ok(serde_json::from_value(answer["decisions"].clone()).unwrap())
     }
 

@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use compartmentctl::wire::{
-    Event, EventsSubscribeParams, FeedClosed, FeedEnd, Permission, Subscribed, EVENT_METHOD,
+    methods, Event, EventsSubscribeParams, FeedClosed, FeedEnd, Gated, Subscribed, EVENT_METHOD,
     FEED_CLOSED_METHOD, JSONRPC,
 };
 use serde::Serialize;
@@ -359,7 +359,7 @@ pub async fn subscribe(
 fn admin_of(reader: &impl Reader, caller: &Caller, org: Option<&str>) -> Result<String, RuleError> {
     let actor = identity::authenticate(reader, caller)?;
     let here = identity::in_org(reader, &actor, org)?;
-    here.require(Permission::OrganizationAuditRead)?;
+    here.require(methods::EventsSubscribe::NEEDS)?;
     Ok(here.org)
 }
 

@@ -5,15 +5,15 @@
 //! - [`config`]: the command line, each flag also an environment variable.
 //! - [`server`]: the accept loop: peer credentials first, caps on connections, graceful
 //!   shutdown.
-//! - [`connection`]: one connection: JSON lines in, answers out in order, timeouts.
+//! - [`connection`]: one connection: JSON lines in, replies out in order, timeouts.
 //! - [`pipeline`]: a connection's requests in flight, answered in order; one line served.
-//! - [`reply`]: what a request line gets back.
+//! - [`reply`]: what a request line gets back: a reply, one response or a batch's.
 //! - [`sending`]: a line written within the write timeout; why a connection ended.
 //! - [`limits`]: connection caps and timeouts, and how fast one uid may change the store.
 //! - [`admission`]: whether a change may go to the writer: the uid's rate, the free-space
 //!   floor.
 //! - [`context`]: what every request is served with, and the lookups of who a caller is.
-//! - [`dispatch`]: a parsed request to the rule that serves it, read or write.
+//! - [`dispatch`]: a parsed request to the rule that serves it, read or write: its answer.
 //! - [`rules`]: who may do what to whom (DESIGN §3, §4), on a store transaction.
 //! - [`store`]: what the rules read and write through (traits), and its one backend,
 //!   redb (`store/redb/`): tables, indexes, the schema version and its migrations.

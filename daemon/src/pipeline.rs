@@ -1,5 +1,6 @@
 //! The requests of one connection begun and not yet answered, answered in the order their
-//! lines came; and how one line is served: decoded calls to the rules, each logged.
+//! lines came; and how one line is served: decoded calls to the rules, each logged. A line
+//! gets a [`Reply`]; each call in it, a [`Response`] made from its [`Answer`].
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -14,16 +15,15 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
-use crate::dispatch::{dispatch, Body};
-use crate::events::Feed;
+use crate::dispatch::{dispatch, Answer};
 use crate::limits::Limits;
 use crate::logging;
-use crate::reply::{Answer, Reply};
+use crate::reply::{Reply, Response};
 use crate::rules::Caller;
 use crate::sending::{send, Ending};
 use crate::writer::QUEUED;
 
-/// Requests of one connection begun but not yet answered, whose answers go out in the
+/// Requests of one connection begun but not yet answered, whose replies go out in the
 /// order the lines came.
 ///
 /// A request that changes the store is begun as soon as it arrives (up to [`PIPELINE_DEPTH`]
@@ -36,7 +36,7 @@ use crate::writer::QUEUED;
 pub(crate) struct Pipeline<'a> {
     pub(crate) ctx: &'a Context,
     pub(crate) caller: &'a Caller,
-    in_flight: FuturesOrdered<Answering<'a>>,
+    in_flight: FuturesOrdered<Replying<'a>>,
     /// The request bytes of the lines in flight (and held): bounds what one connection
     /// makes the daemon hold, whatever its lines' sizes.
     bytes: usize,
@@ -48,7 +48,7 @@ pub(crate) struct Pipeline<'a> {
 }
 
 /// A line being answered: its size, and its reply.
-pub(crate) type Answering<'a> = Pin<Box<dyn Future<Output = (usize, Option<Reply>)> + Send + 'a>>;
+pub(crate) type Replying<'a> = Pin<Box<dyn Future<Output = (usize, Option<Reply>)> + Send + 'a>>;
 
 /// The most requests of one connection begun and not yet answered.
 const PIPELINE_DEPTH: usize = 64;
@@ -104,7 +104,7 @@ impl<'a> Pipeline<'a> {
                 let _ = before.await;
             }
             let reply = QUEUED
-                .scope(RefCell::new(Some(queued)), answer(ctx, caller, incoming))
+                .scope(RefCell::new(Some(queued)), reply_to(ctx, caller, incoming))
                 .await;
             (len, reply)
         }));
@@ -118,7 +118,7 @@ impl<'a> Pipeline<'a> {
         if let Some((incoming, len)) = self.held.take() {
             let (ctx, caller) = (self.ctx, self.caller);
             self.in_flight.push_back(Box::pin(async move {
-                (len, answer(ctx, caller, incoming).await)
+                (len, reply_to(ctx, caller, incoming).await)
             }));
             self.last_queued = None;
         }
@@ -130,7 +130,7 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// The next answer in order; pending forever when nothing is in flight (for `select!`).
+    /// The next reply in order; pending forever when nothing is in flight (for `select!`).
     pub(crate) async fn next_reply(&mut self) -> Option<Option<Reply>> {
         if self.in_flight.is_empty() {
             return std::future::pending().await;
@@ -140,7 +140,7 @@ impl<'a> Pipeline<'a> {
         Some(reply)
     }
 
-    /// Sends every answer in flight, in order.
+    /// Sends every reply in flight, in order.
     pub(crate) async fn drain(
         &mut self,
         write_half: &mut OwnedWriteHalf,
@@ -161,31 +161,31 @@ impl<'a> Pipeline<'a> {
 /// notifications (JSON-RPC 2.0 answers those with nothing at all). A batch's requests are
 /// served one after the other, in the order sent, so a batch is no faster a way to load
 /// the daemon than the same requests on separate lines.
-pub(crate) async fn answer(ctx: &Context, caller: &Caller, incoming: Incoming) -> Option<Reply> {
+pub(crate) async fn reply_to(ctx: &Context, caller: &Caller, incoming: Incoming) -> Option<Reply> {
     match incoming {
-        Incoming::Single(call) => answer_call(ctx, caller, call).await.map(Reply::One),
+        Incoming::Single(call) => respond(ctx, caller, call).await.map(Reply::One),
         Incoming::Batch(calls) => {
-            let mut replies = Vec::with_capacity(calls.len());
+            let mut responses = Vec::with_capacity(calls.len());
             for call in calls {
                 if let Ok(Request::EventsSubscribe(_)) = &call.request {
-                    // A feed takes the whole connection: it cannot be one answer of many.
+                    // A feed takes the whole connection: it cannot be one response of many.
                     let refusal = RpcError::new(
                         ErrorKind::BadRequest,
                         "events.subscribe must be sent alone, not in a batch",
                     );
-                    replies.extend(call.id.map(|id| Answer::err(id, refusal)));
+                    responses.extend(call.id.map(|id| Response::err(id, refusal)));
                     continue;
                 }
-                replies.extend(answer_call(ctx, caller, call).await);
+                responses.extend(respond(ctx, caller, call).await);
             }
-            (!replies.is_empty()).then_some(Reply::Batch(replies))
+            (!responses.is_empty()).then_some(Reply::Batch(responses))
         }
     }
 }
 
 /// Serves one call: its response, or `None` for a notification, which is run (when it
 /// decodes) but never answered, even with an error.
-pub(crate) async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> Option<Answer> {
+pub(crate) async fn respond(ctx: &Context, caller: &Caller, call: Call) -> Option<Response> {
     let Call { id, request } = call;
     let request = match request {
         Ok(request) => request,
@@ -193,13 +193,13 @@ pub(crate) async fn answer_call(ctx: &Context, caller: &Caller, call: Call) -> O
             if may_log(caller, tracing::Level::INFO) {
                 tracing::info!(outcome = %error.kind(), "undecodable request");
             }
-            return id.map(|id| Answer::err(id, error));
+            return id.map(|id| Response::err(id, error));
         }
     };
-    let response = serve_request(ctx, caller, request).await;
-    id.map(|id| match response {
-        Ok((result, feed)) => Answer::ok(id, result, feed.map(Box::new)),
-        Err(error) => Answer::err(id, error),
+    let answered = serve_request(ctx, caller, request).await;
+    id.map(|id| match answered {
+        Ok(answer) => Response::ok(id, answer.result, answer.feed.map(Box::new)),
+        Err(error) => Response::err(id, error),
     })
 }
 
@@ -222,17 +222,17 @@ pub(crate) async fn serve_request(
     ctx: &Context,
     caller: &Caller,
     request: compartmentctl::wire::Request,
-) -> Result<(Body, Option<Feed>), RpcError> {
+) -> Result<Answer, RpcError> {
     let started = Instant::now();
     let method = request.method();
     let routine = request.routine();
     let requested_org = request.org().map(str::to_owned);
-    let result = dispatch(ctx, caller.clone(), request).await;
+    let answered = dispatch(ctx, caller.clone(), request).await;
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    match result {
-        Ok(result) => {
+    match answered {
+        Ok(answer) => {
             // The organization acted in, as resolved by the rules when the caller named none.
-            let org = result.org.as_deref().or(requested_org.as_deref());
+            let org = answer.org.as_deref().or(requested_org.as_deref());
             if routine {
                 if may_log(caller, tracing::Level::DEBUG) {
                     let org = logging::clip(org.unwrap_or("-"));
@@ -242,7 +242,7 @@ pub(crate) async fn serve_request(
                 let org = logging::clip(org.unwrap_or("-"));
                 tracing::info!(method, org = &*org, outcome = "ok", micros, "request");
             }
-            Ok((result.body, result.feed))
+            Ok(answer)
         }
         Err(err) => {
             let kind = err.kind();

@@ -198,8 +198,8 @@ async fn seed(ctx: &Context) -> String {
 async fn serve(h: &Harness, who: Caller, id: &Id, request: Request) {
     let method = request.method();
     let response = match dispatch(&h.ctx, who.clone(), request).await {
-        Ok(encoded) => {
-            let result = serde_json::to_value(&encoded.body).expect("a result is JSON");
+        Ok(answer) => {
+            let result = serde_json::to_value(&answer.result).expect("a result is JSON");
             let url = result["activation_url"]
                 .as_str()
                 .or_else(|| result["admin"]["activation_url"].as_str());

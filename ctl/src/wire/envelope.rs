@@ -1,5 +1,6 @@
 //! The JSON-RPC 2.0 envelope: ids, requests, notifications, batches and responses, and
-//! decoding a request line into the calls it holds.
+//! decoding a request line into the calls it holds. What comes back for a request is a
+//! [`Response`], as a client decodes it: its id and the method's result, or an error.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -12,7 +13,7 @@ use serde_json::Value;
 use super::{Request, RpcError, JSONRPC};
 
 /// The most requests one batch may hold. A longer batch is refused whole with one error, so
-/// that a line cannot queue unbounded work or an unbounded reply.
+/// that a line cannot queue unbounded work or an unbounded response.
 pub const MAX_BATCH: usize = 100;
 
 /// A request id as it was sent: the raw JSON text of a number, a string or `null`. Kept as
@@ -23,7 +24,7 @@ pub const MAX_BATCH: usize = 100;
 pub struct Id(Box<RawValue>);
 
 impl Id {
-    /// The id of an answer to a line whose own id could not be read.
+    /// The id of a response to a line whose own id could not be read.
     pub fn null() -> Id {
         Id(RawValue::NULL.to_owned())
     }
@@ -193,7 +194,7 @@ pub enum Incoming {
     /// oversized batch), which is answered with one error.
     Single(Call),
     /// A batch of 1 to [`MAX_BATCH`] elements, in the order sent; answered with one array
-    /// of the replies that are not to notifications, or nothing when all are.
+    /// of the responses to those that are not notifications, or nothing when all are.
     Batch(Vec<Call>),
 }
 

@@ -33,7 +33,7 @@ impl Params for EventsSubscribeParams {
     }
 }
 
-/// The answer to `events.subscribe`, after which the connection carries only the feed.
+/// The result of `events.subscribe`, after which the connection carries only the feed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Subscribed {
     /// The organization whose changes come, or none for every change.

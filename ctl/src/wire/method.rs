@@ -1,6 +1,7 @@
-//! What a method is: its name, params, result and whether it writes, as one trait
+//! What a method is: its name, params, result, kind, permission and shapes, as one trait
 //! ([`Method`]), and the macro that turns the list of declarations in `wire/mod.rs` into
-//! the [`Request`](super::Request) enum, its parser and its visitor.
+//! the [`Request`](super::Request) enum, its parser, its visitor and
+//! [`DECLARATIONS`](super::DECLARATIONS).
 
 use std::fmt;
 
@@ -9,7 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{Request, RpcError};
+use super::{Permission, Request, RpcError};
 
 /// One method of the protocol, declared once in `wire/mod.rs`. The marker types in
 /// [`methods`](super::methods) implement it; the daemon's handlers and the CLI's renderers
@@ -17,14 +18,90 @@ use super::{Request, RpcError};
 pub trait Method: 'static {
     /// The wire name, `noun.verb`.
     const NAME: &'static str;
-    /// Whether the method changes the store (served through the single writer) or only
-    /// reads a snapshot.
-    const WRITES: bool;
+    /// Whether the method reads a snapshot (logged at info or, `routine`, at debug) or
+    /// changes the store through the single writer.
+    const KIND: Kind;
+    /// The permission of the caller's role that the method's rule requires, when it asks
+    /// one (then [`Gated::NEEDS`] too).
+    const PERMISSION: Option<Permission>;
+    /// The shapes of the params objects the method reads: each the member names of one
+    /// form (most params have one form; `authz.check` has two). None for a method without
+    /// params.
+    const SHAPES: &'static [&'static [&'static str]];
+    /// [`Reads`] or [`Writes`], as [`Method::KIND`] says: the daemon serves a method whose
+    /// access is [`Reads`] with a context that has no writer.
+    type Access: Access;
     type Params: Params;
     type Result: Serialize + DeserializeOwned + fmt::Debug + Send + 'static;
 
     /// The request carrying `params`.
     fn request(params: Self::Params) -> Request;
+}
+
+/// A method whose rule lets a caller past only when their role in the organization holds
+/// [`Gated::NEEDS`]; declared `needs Permission` in `wire/mod.rs`. The rule reads the
+/// permission from here, so the declaration and the rule cannot disagree.
+pub trait Gated: Method {
+    /// The permission, as [`Method::PERMISSION`] holds it too.
+    const NEEDS: Permission;
+}
+
+/// What a method does with the store, as declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Reads a snapshot; its successes are logged at info.
+    Read,
+    /// A read that tells a caller only about itself or the protocol, or that services ask
+    /// thousands of times a second: its successes are logged at debug.
+    Routine,
+    /// Changes the store, through the single writer.
+    Write,
+}
+
+impl Kind {
+    /// Whether the method changes the store.
+    pub const fn writes(self) -> bool {
+        matches!(self, Kind::Write)
+    }
+}
+
+/// Whether a method's handler may reach the writer, as a type: [`Reads`] for the kinds
+/// that read, [`Writes`] for those that change the store. Implemented by those two only.
+pub trait Access: sealed::Sealed + Send + Sync + 'static {
+    /// Whether the methods of this access change the store.
+    const WRITES: bool;
+}
+
+/// The access of a method declared `read` or `routine`: served on a snapshot.
+#[derive(Debug)]
+pub enum Reads {}
+
+/// The access of a method declared `write`: served through the writer.
+#[derive(Debug)]
+pub enum Writes {}
+
+impl Access for Reads {
+    const WRITES: bool = false;
+}
+
+impl Access for Writes {
+    const WRITES: bool = true;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Reads {}
+    impl Sealed for super::Writes {}
+}
+
+/// One method's declaration as data, for what goes through every method (the tests, the
+/// documentation): what [`Method`] says of it, without its types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Declaration {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub permission: Option<Permission>,
+    pub shapes: &'static [&'static [&'static str]],
 }
 
 /// A method's params object.
@@ -104,17 +181,28 @@ pub(super) fn parse_value<M: Method>(params: Option<Value>) -> Result<Request, R
 }
 
 /// Declares the protocol's methods; invoked once, in `wire/mod.rs`. Each line is
-/// `Variant[(ParamsType)] = "noun.verb" => ResultType, read|routine|write;`: `routine` is a
-/// read that tells a caller only about itself or the protocol, or that services ask
-/// thousands of times a second, whose successes the daemon logs at debug rather than info. A method without a
-/// params type takes [`NoParams`](super::NoParams) and its `Request` variant carries no
-/// data. From that one list come: a marker type per method in `wire::methods` implementing
-/// [`Method`], the [`Request`] enum, [`METHODS`](super::METHODS), and `Request::parse`,
-/// `method`, `org`, `params` and `visit`.
+///
+/// ```text
+/// Variant[(ParamsType)] = "noun.verb" => ResultType, read|routine|write,
+///     needs Permission|none, shapes [[members of one form], …];
+/// ```
+///
+/// `routine` is a read that tells a caller only about itself or the protocol, or that
+/// services ask thousands of times a second, whose successes the daemon logs at debug
+/// rather than info. `needs` names the [`Permission`] of the caller's role that the
+/// method's rule requires (`none` when its rule asks no role's permission: a question about
+/// oneself, a superuser's act). `shapes` lists the member names of each form its params
+/// take (`[]` without params); a test holds them against the params' JSON Schema. A method
+/// without a params type takes [`NoParams`](super::NoParams) and its `Request` variant
+/// carries no data. From that one list come: a marker type per method in `wire::methods`
+/// implementing [`Method`] (and [`Gated`] when it needs a permission), the [`Request`]
+/// enum, [`METHODS`](super::METHODS), [`DECLARATIONS`](super::DECLARATIONS), and
+/// `Request::parse`, `method`, `kind`, `org`, `params` and `visit`.
 macro_rules! declare_methods {
     ($(
         $(#[doc = $doc:literal])*
-        $variant:ident $(($params:ty))? = $name:literal => $result:ty, $access:ident;
+        $variant:ident $(($params:ty))? = $name:literal => $result:ty, $kind:ident,
+            needs $permission:ident, shapes [$([$($member:literal),* $(,)?]),* $(,)?];
     )*) => {
         /// One marker type per method, implementing [`Method`](super::Method).
         pub mod methods {
@@ -135,7 +223,7 @@ macro_rules! declare_methods {
                 $crate::wire::openrpc::Described {
                     name: $name,
                     summary: [$($doc),*].first().map_or("", |line| line.trim()),
-                    writes: declare_methods!(@writes $access),
+                    writes: declare_methods!(@kind $kind).writes(),
                     params: generator.root_schema_for::<declare_methods!(@params_type [$($params)?])>(),
                     result: generator.root_schema_for::<$result>(),
                 },
@@ -147,7 +235,11 @@ macro_rules! declare_methods {
         $(
             impl $crate::wire::Method for methods::$variant {
                 const NAME: &'static str = $name;
-                const WRITES: bool = declare_methods!(@writes $access);
+                const KIND: $crate::wire::Kind = declare_methods!(@kind $kind);
+                const PERMISSION: Option<$crate::wire::Permission> =
+                    declare_methods!(@permission $permission);
+                const SHAPES: &'static [&'static [&'static str]] = &[$(&[$($member),*]),*];
+                type Access = declare_methods!(@access $kind);
                 type Params = declare_methods!(@params_type [$($params)?]);
                 type Result = $result;
 
@@ -155,7 +247,25 @@ macro_rules! declare_methods {
                     declare_methods!(@wrap $variant [$($params)?] params)
                 }
             }
+
+            declare_methods!(@gated $variant $permission);
+
+            // The access type agrees with the kind, whatever the rules of `@access` become.
+            const _: () = assert!(
+                <<methods::$variant as $crate::wire::Method>::Access as $crate::wire::Access>::WRITES
+                    == <methods::$variant as $crate::wire::Method>::KIND.writes()
+            );
         )*
+
+        /// Every method's declaration, in declaration order.
+        pub const DECLARATIONS: &[$crate::wire::Declaration] = &[$(
+            $crate::wire::Declaration {
+                name: $name,
+                kind: <methods::$variant as $crate::wire::Method>::KIND,
+                permission: <methods::$variant as $crate::wire::Method>::PERMISSION,
+                shapes: <methods::$variant as $crate::wire::Method>::SHAPES,
+            },
+        )*];
 
         /// Every method name, in declaration order, for error hints and documentation.
         pub const METHODS: &[&str] = &[$($name),*];
@@ -170,13 +280,18 @@ macro_rules! declare_methods {
         }
 
         impl Request {
+            /// What the request's method does with the store, as declared.
+            pub fn kind(&self) -> $crate::wire::Kind {
+                match self {
+                    $(Request::$variant { .. } => <methods::$variant as $crate::wire::Method>::KIND,)*
+                }
+            }
+
             /// Whether the method is declared `routine`: a read whose successes are logged
             /// at debug, so that the journal holds changes, refusals and reads of others'
             /// data rather than every routine question.
             pub fn routine(&self) -> bool {
-                match self {
-                    $(Request::$variant { .. } => declare_methods!(@routine $access),)*
-                }
+                self.kind() == $crate::wire::Kind::Routine
             }
 
             /// The wire name of the request's method.
@@ -188,9 +303,7 @@ macro_rules! declare_methods {
 
             /// Whether the request's method changes the store.
             pub fn writes(&self) -> bool {
-                match self {
-                    $(Request::$variant { .. } => declare_methods!(@writes $access),)*
-                }
+                self.kind().writes()
             }
 
             /// The organization the request names, if it names one.
@@ -262,11 +375,20 @@ macro_rules! declare_methods {
         }
     };
 
-    (@writes read) => { false };
-    (@writes routine) => { false };
-    (@writes write) => { true };
-    (@routine routine) => { true };
-    (@routine $other:ident) => { false };
+    (@kind read) => { $crate::wire::Kind::Read };
+    (@kind routine) => { $crate::wire::Kind::Routine };
+    (@kind write) => { $crate::wire::Kind::Write };
+    (@access read) => { $crate::wire::Reads };
+    (@access routine) => { $crate::wire::Reads };
+    (@access write) => { $crate::wire::Writes };
+    (@permission none) => { None };
+    (@permission $permission:ident) => { Some($crate::wire::Permission::$permission) };
+    (@gated $variant:ident none) => {};
+    (@gated $variant:ident $permission:ident) => {
+        impl $crate::wire::Gated for methods::$variant {
+            const NEEDS: $crate::wire::Permission = $crate::wire::Permission::$permission;
+        }
+    };
     (@params_type []) => { $crate::wire::NoParams };
     (@params_type [$params:ty]) => { $params };
     (@wrap $variant:ident [] $p:ident) => {{

@@ -4,7 +4,8 @@
 //!
 //! # Layout
 //!
-//! - `envelope`: ids, requests, notifications, batches, responses; decoding a line.
+//! - `envelope`: ids, requests, notifications, batches, responses; decoding a line. What a
+//!   client reads back for a request is a [`Response`], holding the method's result.
 //! - `error`: the stable error kinds and the error object.
 //! - `method`: the [`Method`] trait and the macro that derives everything from the list
 //!   below.
@@ -16,12 +17,14 @@
 //!
 //! # Adding a method
 //!
-//! Declare it in the `declare_methods!` list below, `read`, `routine` (a read logged at
-//! debug when it succeeds) or `write` (its params and result types live in its noun's file,
-//! the params implementing [`Params`]), implement the daemon's `Serve` for its marker type
-//! `methods::Name` (daemon/src/dispatch.rs) and the CLI's `Render` (ctl/src/cli/render.rs).
-//! Nothing else lists methods; a missing handler or renderer does not compile.
-//! CONTRIBUTING.md walks through it.
+//! Declare it in the `declare_methods!` list below: `read`, `routine` (a read logged at
+//! debug when it succeeds) or `write`; `needs` the permission its rule requires (or
+//! `none`); the `shapes` of its params (their member names, each form's; `[]` without
+//! params). Its params and result types live in its noun's file, the params implementing
+//! [`Params`]. Implement the daemon's `Serve` for its marker type `methods::Name`
+//! (daemon/src/dispatch.rs) and the CLI's `Render` (ctl/src/cli/render.rs). Nothing else
+//! lists methods: a missing handler, renderer, permission or shape does not compile, and
+//! shapes that are not the params' forms fail a test. CONTRIBUTING.md walks through it.
 
 mod account;
 mod authz;
@@ -43,7 +46,7 @@ pub use envelope::*;
 pub use error::*;
 pub use events::*;
 pub use meta::*;
-pub use method::{Handle, Method, Params, Visit};
+pub use method::{Access, Declaration, Gated, Handle, Kind, Method, Params, Reads, Visit, Writes};
 pub use org::*;
 pub use permission::*;
 pub use role::*;
@@ -94,45 +97,58 @@ pub const MAX_RESPONSE_LINE: usize = 16 * 1024 * 1024;
 
 declare_methods! {
     /// Is the daemon up, and which version is it.
-    Ping = "ping" => Pong, routine;
+    Ping = "ping" => Pong, routine, needs none, shapes [];
     /// Who the daemon thinks the caller is.
-    Whoami = "whoami" => WhoAmI, routine;
+    Whoami = "whoami" => WhoAmI, routine, needs none, shapes [];
     /// Create an organization and invite its first admin (superuser).
-    OrgCreate(OrgCreateParams) = "org.create" => OrgCreated, write;
+    OrgCreate(OrgCreateParams) = "org.create" => OrgCreated, write, needs none,
+        shapes [["name", "admin", "admin_unix_user"]];
     /// The caller's organizations.
-    OrgList = "org.list" => OrgList, routine;
+    OrgList = "org.list" => OrgList, routine, needs none, shapes [];
     /// Choose the caller's current organization.
-    OrgUse(OrgUseParams) = "org.use" => OrgUsed, write;
+    OrgUse(OrgUseParams) = "org.use" => OrgUsed, write, needs none, shapes [["name"]];
     /// Invite someone with a role.
-    UserInvite(UserInviteParams) = "user.invite" => Invitation, write;
+    UserInvite(UserInviteParams) = "user.invite" => Invitation, write,
+        needs OrganizationUserInvite,
+        shapes [["org", "email", "role", "expires_in", "resend", "unix_user"]];
     /// One page of an organization's members, by e-mail, from an opaque cursor.
-    UserList(UserListParams) = "user.list" => MemberList, read;
+    UserList(UserListParams) = "user.list" => MemberList, read, needs OrganizationMemberList,
+        shapes [["org", "limit", "after", "status"]];
     /// Remove a member or revoke an invitation.
-    UserRemove(UserRemoveParams) = "user.remove" => Removed, write;
+    UserRemove(UserRemoveParams) = "user.remove" => Removed, write,
+        needs OrganizationUserRemove, shapes [["org", "email"]];
     /// Give a member a role, up to the caller's own.
-    RoleGrant(RoleGrantParams) = "role.grant" => Granted, write;
+    RoleGrant(RoleGrantParams) = "role.grant" => Granted, write, needs OrganizationRoleGrant,
+        shapes [["org", "email", "role"]];
     /// The roles and what each may do.
-    RoleList = "role.list" => RoleList, routine;
+    RoleList = "role.list" => RoleList, routine, needs none, shapes [];
     /// One role and its permissions.
-    RoleShow(RoleShowParams) = "role.show" => RoleInfo, routine;
+    RoleShow(RoleShowParams) = "role.show" => RoleInfo, routine, needs none,
+        shapes [["role"]];
     /// Redeem an activation token, binding the caller's uid to the account.
-    AccountActivate(ActivateParams) = "account.activate" => Activated, write;
+    AccountActivate(ActivateParams) = "account.activate" => Activated, write, needs none,
+        shapes [["token"]];
     /// Every account with its binding (superuser).
-    AccountList = "account.list" => AccountList, read;
+    AccountList = "account.list" => AccountList, read, needs none, shapes [];
     /// One account: its binding and memberships (superuser).
-    AccountShow(AccountParams) = "account.show" => AccountDetail, read;
+    AccountShow(AccountParams) = "account.show" => AccountDetail, read, needs none,
+        shapes [["email"]];
     /// Free an account from its Unix user (superuser, break-glass).
-    AccountUnbind(AccountParams) = "account.unbind" => AccountBinding, write;
+    AccountUnbind(AccountParams) = "account.unbind" => AccountBinding, write, needs none,
+        shapes [["email"]];
     /// Bind an account to a Unix user on a superuser's word.
-    AccountBind(AccountBindParams) = "account.bind" => AccountBinding, write;
+    AccountBind(AccountBindParams) = "account.bind" => AccountBinding, write, needs none,
+        shapes [["email", "unix_user", "carry_all"]];
     /// May a user do something in an organization, by the rules at this instant: the
     /// caller about itself, services and superusers about anyone.
-    AuthzCheck(AuthzCheckParams) = "authz.check" => AuthzAnswer, routine;
+    AuthzCheck(AuthzCheckParams) = "authz.check" => AuthzAnswer, routine, needs none,
+        shapes [["permission", "org", "uid", "user", "email"], ["checks"]];
     /// Turn the connection into a feed of membership changes (superusers, services, and an
     /// organization's admins for their organization).
-    EventsSubscribe(EventsSubscribeParams) = "events.subscribe" => Subscribed, read;
+    EventsSubscribe(EventsSubscribeParams) = "events.subscribe" => Subscribed, read,
+        needs OrganizationAuditRead, shapes [["org", "after"]];
     /// This protocol as an OpenRPC document.
-    RpcDiscover = "rpc.discover" => serde_json::Value, routine;
+    RpcDiscover = "rpc.discover" => serde_json::Value, routine, needs none, shapes [];
 }
 
 /// The name OpenRPC reserves for the method that describes the others.
@@ -144,31 +160,17 @@ mod tests {
 
     use super::*;
     use serde_json::{json, Value};
+    use std::collections::BTreeSet;
 
     /// The reads declared `routine` (logged at debug when they succeed) are exactly those
     /// the operations guide (docs/operations.md) names, and no change is one.
     #[test]
     fn routine_reads_are_the_ones_the_operations_guide_names() {
-        let params =
-            |text: &str| serde_json::value::RawValue::from_string(text.to_owned()).unwrap();
-        let routine: Vec<&str> = [
-            ("ping", "{}"),
-            ("whoami", "{}"),
-            ("org.list", "{}"),
-            ("role.list", "{}"),
-            ("role.show", r#"{"role":"viewer"}"#),
-            ("authz.check", r#"{"permission":"deployment.create"}"#),
-            ("rpc.discover", "{}"),
-            ("user.list", "{}"),
-            ("account.list", "{}"),
-            ("events.subscribe", "{}"),
-            ("org.use", r#"{"name":"acme"}"#),
-            ("user.remove", r#"{"email":"a@example.com"}"#),
-        ]
-        .into_iter()
-        .filter(|(name, text)| Request::parse(name, Some(&params(text))).unwrap().routine())
-        .map(|(name, _)| name)
-        .collect();
+        let routine: Vec<&str> = DECLARATIONS
+            .iter()
+            .filter(|declared| declared.kind == Kind::Routine)
+            .map(|declared| declared.name)
+            .collect();
         let listed = "(`ping`, `whoami`, `org.list`, `role.list`, `role.show`, `authz.check`, `rpc.discover`)";
         let readme: String = include_str!("../../../docs/operations.md")
             .split_whitespace()
@@ -283,6 +285,74 @@ mod tests {
                 .collect::<std::collections::BTreeSet<_>>()
                 .len()
         );
+    }
+
+    /// The member names of each form a params schema takes: one form, or each of a
+    /// `oneOf`'s.
+    fn forms(schema: schemars::Schema) -> BTreeSet<BTreeSet<String>> {
+        let value = schema.to_value();
+        let forms: Vec<&Value> = match value.get("oneOf").and_then(Value::as_array) {
+            Some(forms) => forms.iter().collect(),
+            None => vec![&value],
+        };
+        forms
+            .into_iter()
+            .map(|form| {
+                form.get("properties")
+                    .and_then(Value::as_object)
+                    .map(|members| members.keys().cloned().collect())
+                    .unwrap_or_default()
+            })
+            .filter(|members: &BTreeSet<String>| !members.is_empty())
+            .collect()
+    }
+
+    /// Every declared method is in each list derived from the declarations, in order, and
+    /// declares its whole self: the shapes of its params are the forms of their schema,
+    /// member for member (none for a method without params), so a method cannot be added
+    /// without them.
+    #[test]
+    fn every_declared_method_is_declared_whole() {
+        let names: Vec<&str> = DECLARATIONS.iter().map(|declared| declared.name).collect();
+        assert_eq!(names, METHODS);
+        let mut settings = schemars::generate::SchemaSettings::draft07();
+        settings.inline_subschemas = true;
+        let mut generator = settings.into_generator();
+        let described = describe_methods(&mut generator);
+        assert_eq!(described.len(), DECLARATIONS.len());
+        for (declared, described) in DECLARATIONS.iter().zip(described) {
+            assert_eq!(declared.name, described.name);
+            assert_eq!(
+                declared.kind.writes(),
+                described.writes,
+                "{}",
+                declared.name
+            );
+            let shapes: BTreeSet<BTreeSet<String>> = declared
+                .shapes
+                .iter()
+                .map(|shape| shape.iter().map(|member| (*member).to_owned()).collect())
+                .collect();
+            assert_eq!(
+                shapes.len(),
+                declared.shapes.len(),
+                "{}: a shape declared twice",
+                declared.name
+            );
+            assert_eq!(shapes, forms(described.params), "{}", declared.name);
+            if let Ok(request) = Request::parse(declared.name, None) {
+                assert_eq!(request.kind(), declared.kind, "{}", declared.name);
+            }
+        }
+        let document = openrpc::document();
+        let documented: Vec<&str> = document["methods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|method| method["name"].as_str().unwrap())
+            .collect();
+        let expected: Vec<&str> = names.into_iter().filter(|name| *name != DISCOVER).collect();
+        assert_eq!(documented, expected);
     }
 
     #[test]
@@ -542,30 +612,22 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        /// Member names: every params field, the batch form's, escaped ones, strangers.
-        const KEYS: &[&str] = &[
-            "org",
-            "email",
-            "role",
-            "expires_in",
-            "resend",
-            "unix_user",
-            "limit",
-            "after",
-            "status",
-            "name",
-            "admin",
-            "admin_unix_user",
-            "token",
-            "permission",
-            "uid",
-            "user",
-            "checks",
-            r"\u006frg",
-            r"\u0065mail",
-            "group",
-            "",
-        ];
+        /// Member names besides the declared ones: escaped ones, strangers.
+        const STRANGERS: &[&str] = &[r"\u006frg", r"\u0065mail", "group", ""];
+
+        /// Member names: every params field of every form, as declared, and the strangers.
+        fn member_names() -> Vec<&'static str> {
+            let declared = DECLARATIONS
+                .iter()
+                .flat_map(|declared| declared.shapes.iter().copied().flatten().copied());
+            let mut keys: Vec<&'static str> = Vec::new();
+            for key in declared.chain(STRANGERS.iter().copied()) {
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+            keys
+        }
 
         /// Member values as JSON text: right for some field, wrong for others.
         const VALUES: &[&str] = &[
@@ -599,28 +661,14 @@ mod tests {
             r#""AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA""#,
         ];
 
-        /// Each method with its params' members, so that objects often fit closely.
-        const SHAPES: &[(&str, &[&str])] = &[
-            (
-                "user.invite",
-                &["org", "email", "role", "expires_in", "resend", "unix_user"],
-            ),
-            ("user.list", &["org", "limit", "after", "status"]),
-            ("user.remove", &["org", "email"]),
-            ("role.grant", &["org", "email", "role"]),
-            ("org.create", &["name", "admin", "admin_unix_user"]),
-            ("org.use", &["name"]),
-            ("account.activate", &["token"]),
-            ("account.show", &["email"]),
-            ("account.bind", &["email", "unix_user"]),
-            (
-                "authz.check",
-                &["permission", "org", "uid", "user", "email"],
-            ),
-            ("authz.check", &["checks"]),
-            ("role.show", &["role"]),
-            ("events.subscribe", &["org", "after"]),
-        ];
+        /// Each method with the members of each form of its params, as declared, so that
+        /// objects often fit closely.
+        fn shapes() -> Vec<(&'static str, &'static [&'static str])> {
+            DECLARATIONS
+                .iter()
+                .flat_map(|declared| declared.shapes.iter().map(|shape| (declared.name, *shape)))
+                .collect()
+        }
 
         /// Values that fit the member `key`, mostly.
         fn fitting(key: &str) -> &'static [&'static str] {
@@ -633,7 +681,7 @@ mod tests {
                 "user" | "unix_user" | "admin_unix_user" => &[r#""alice""#],
                 "expires_in" => &[r#""7d""#, r#""2h""#],
                 "status" => &[r#""active""#, r#""invited""#],
-                "resend" => &["true"],
+                "resend" | "carry_all" => &["true"],
                 "token" => &[r#""AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA""#],
                 "checks" => &[
                     r#"[{"permission":"project.read"}]"#,
@@ -654,11 +702,12 @@ mod tests {
 
         /// An object of some of `keys`, in any order, now and then with one more member
         /// (a stranger, or one of them again).
-        fn object(keys: &'static [&'static str]) -> impl Strategy<Value = String> {
-            let some = proptest::sample::subsequence(keys.to_vec(), 0..=keys.len())
+        fn object(keys: Vec<&'static str>) -> impl Strategy<Value = String> {
+            let len = keys.len();
+            let some = proptest::sample::subsequence(keys, 0..=len)
                 .prop_shuffle()
                 .prop_flat_map(|keys| keys.into_iter().map(member).collect::<Vec<_>>());
-            let stranger = proptest::sample::select(KEYS.to_vec()).prop_flat_map(member);
+            let stranger = proptest::sample::select(member_names()).prop_flat_map(member);
             let extra = proptest::option::weighted(0.25, stranger);
             (some, extra).prop_map(|(mut members, extra)| {
                 members.extend(extra);
@@ -669,9 +718,9 @@ mod tests {
         /// A method with params text: mostly an object shaped for it.
         fn method_and_params() -> impl Strategy<Value = (&'static str, String)> {
             prop_oneof![
-                6 => proptest::sample::select(SHAPES.to_vec())
-                    .prop_flat_map(|(method, keys)| (Just(method), object(keys))),
-                1 => (proptest::sample::select(METHODS.to_vec()), object(KEYS)),
+                6 => proptest::sample::select(shapes())
+                    .prop_flat_map(|(method, keys)| (Just(method), object(keys.to_vec()))),
+                1 => (proptest::sample::select(METHODS.to_vec()), object(member_names())),
                 1 => (
                     proptest::sample::select(METHODS.to_vec()),
                     proptest::sample::select(VALUES.to_vec()).prop_map(str::to_owned),

@@ -28,7 +28,7 @@ pub struct UserInviteParams {
 /// The longest page `user.list` answers; a `limit` above it (or of 0) is a bad request.
 pub const MAX_PAGE: u32 = 1_000;
 /// The page `user.list` answers when the request names no `limit`, so that a client
-/// written before paging gets the first page and a `next`, never an unbounded reply.
+/// written before paging gets the first page and a `next`, never an unbounded response.
 pub const DEFAULT_PAGE: u32 = 100;
 
 /// One page of an organization's members (DESIGN §5: lists are paged by an opaque cursor).
@@ -102,7 +102,7 @@ pub struct MemberList {
     pub members: Vec<Member>,
 }
 
-/// A [`MemberList`] read in place: its text borrowed from the answer line rather than
+/// A [`MemberList`] read in place: its text borrowed from the response's line rather than
 /// copied into a `String` per field, for a client that reads many pages (`user list`).
 /// Decodes what [`MemberList`] decodes, and refuses what it refuses.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -128,7 +128,7 @@ pub struct MemberView<'a> {
     pub unix_user: Option<Text<'a>>,
 }
 
-/// A string of an answer, borrowed from its line; copied only when JSON escapes in it had
+/// A string of a response, borrowed from its line; copied only when JSON escapes in it had
 /// to be undone. (A bare `Cow<str>` inside an `Option` would always be copied.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]

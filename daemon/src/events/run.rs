@@ -125,7 +125,7 @@ pub(crate) async fn run_feed(
     }
 }
 
-/// The answer to a request sent on a connection that has become a feed: an error for each
+/// The reply to a request sent on a connection that has become a feed: an error for each
 /// request with an id (none for notifications and blank lines).
 fn feed_refusal(line: &[u8]) -> Option<Vec<u8>> {
     if line.iter().all(u8::is_ascii_whitespace) {

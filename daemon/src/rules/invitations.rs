@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use compartmentctl::email::Email;
 use compartmentctl::wire::{
-    token_from_url_or_token, AccountStatus, Activated, Invitation, MemberStatus, Permission, Role,
-    UserInviteParams,
+    methods, token_from_url_or_token, AccountStatus, Activated, Gated, Invitation, MemberStatus,
+    Role, UserInviteParams,
 };
 
 use super::identity::{authenticate, in_org, may_vouch_for, Actor};
@@ -37,7 +37,7 @@ pub fn invite(
 ) -> Result<Invitation, RuleError> {
     let actor = authenticate(txn, caller)?;
     let here = in_org(txn, &actor, params.org.as_deref())?;
-    here.require(Permission::OrganizationUserInvite)?;
+    here.require(methods::UserInvite::NEEDS)?;
     here.may_grant(params.role)?;
     let email = parse_email(&params.email)?;
     let ttl = invitation_ttl(params.expires_in.as_deref(), policy)?;

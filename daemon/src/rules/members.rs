@@ -3,7 +3,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use compartmentctl::wire::{
-    Granted, Member, MemberList, MemberStatus, Permission, Removed, Role, RoleGrantParams,
+    methods, Gated, Granted, Member, MemberList, MemberStatus, Removed, Role, RoleGrantParams,
     UserListParams, UserRemoveParams, DEFAULT_PAGE, MAX_PAGE,
 };
 
@@ -57,7 +57,7 @@ pub fn list_page(
     // the rest of the request was well made.
     let actor = authenticate(reader, caller)?;
     let here = in_org(reader, &actor, params.org.as_deref())?;
-    here.require(Permission::OrganizationMemberList)?;
+    here.require(methods::UserList::NEEDS)?;
     let limit = match params.limit {
         None => DEFAULT_PAGE,
         Some(limit @ 1..=MAX_PAGE) => limit,
@@ -164,7 +164,7 @@ pub fn list(
 ) -> Result<MemberList, RuleError> {
     let actor = authenticate(reader, caller)?;
     let here = in_org(reader, &actor, org)?;
-    here.require(Permission::OrganizationMemberList)?;
+    here.require(methods::UserList::NEEDS)?;
     let mut members = Vec::new();
     for (email, m) in reader.members(&here.org)? {
         let status = m.status_at(now);
@@ -221,7 +221,7 @@ pub fn remove(
 ) -> Result<Removed, RuleError> {
     let actor = authenticate(txn, caller)?;
     let here = in_org(txn, &actor, params.org.as_deref())?;
-    here.require(Permission::OrganizationUserRemove)?;
+    here.require(methods::UserRemove::NEEDS)?;
     let email = parse_email(&params.email)?;
     let email = email.as_str();
     let membership = here.member(txn, email)?;
@@ -263,7 +263,7 @@ pub fn grant(
 ) -> Result<Granted, RuleError> {
     let actor = authenticate(txn, caller)?;
     let here = in_org(txn, &actor, params.org.as_deref())?;
-    here.require(Permission::OrganizationRoleGrant)?;
+    here.require(methods::RoleGrant::NEEDS)?;
     here.may_grant(params.role)?;
     let email = parse_email(&params.email)?;
     let email = email.as_str();

@@ -36,8 +36,8 @@ use std::fmt;
 use std::time::Duration;
 
 use compartmentctl::wire::{
-    token_from_url_or_token, AccountStatus, Decision, ErrorKind, MemberStatus, OrgCreateParams,
-    Permission, Role, RoleGrantParams, UserInviteParams, UserRemoveParams,
+    methods, token_from_url_or_token, AccountStatus, Decision, ErrorKind, Gated, MemberStatus,
+    OrgCreateParams, Role, RoleGrantParams, UserInviteParams, UserRemoveParams,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -641,12 +641,13 @@ impl World {
             Some(by) => format!(" [uid {}]", by.caller(&pre, None).uid),
             None => String::new(),
         };
-        // What `authz.check` says, before the step, of the permission the step needs.
+        // What `authz.check` says, before the step, of the permission the step's method
+        // is declared to need.
         let gate = match op {
-            Op::Invite { by, org, .. } => Some((by, org, Permission::OrganizationUserInvite)),
-            Op::Grant { by, org, .. } => Some((by, org, Permission::OrganizationRoleGrant)),
-            Op::Remove { by, org, .. } => Some((by, org, Permission::OrganizationUserRemove)),
-            Op::Read { by, org } => Some((by, org, Permission::OrganizationMemberList)),
+            Op::Invite { by, org, .. } => Some((by, org, methods::UserInvite::NEEDS)),
+            Op::Grant { by, org, .. } => Some((by, org, methods::RoleGrant::NEEDS)),
+            Op::Remove { by, org, .. } => Some((by, org, methods::UserRemove::NEEDS)),
+            Op::Read { by, org } => Some((by, org, methods::UserList::NEEDS)),
             _ => None,
         };
         let decided = gate.map(|(by, org, permission)| {
