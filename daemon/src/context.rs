@@ -19,13 +19,13 @@ use crate::clock::Clock;
 use crate::events;
 use crate::rules::authz::Subject;
 use crate::rules::{identity, Caller, Policy, RuleError};
-use crate::store::{AuditRecord, Changes as _, Millis, Reader, Snapshot, Store, UnixUser};
+use crate::store::{AuditRecord, Changes as _, Millis, ReadSide, Reader, Snapshot, UnixUser};
 use crate::users::{CallerNames, Directory};
 use crate::writer::Writer;
 
 /// What every request handler shares.
 pub struct Context {
-    pub store: Arc<Store>,
+    pub store: ReadSide,
     pub writer: Writer,
     pub clock: Arc<dyn Clock>,
     pub policy: Arc<Policy>,
@@ -385,7 +385,7 @@ impl Context {
 }
 
 impl events::Daemon for Context {
-    fn store(&self) -> &Arc<Store> {
+    fn store(&self) -> &ReadSide {
         &self.store
     }
 
@@ -403,7 +403,7 @@ impl events::Daemon for Context {
 }
 
 impl events::Daemon for ReadContext<'_> {
-    fn store(&self) -> &Arc<Store> {
+    fn store(&self) -> &ReadSide {
         &self.ctx.store
     }
 

@@ -25,7 +25,6 @@ use crate::context::{Context, ReadContext, Scope, WriteContext};
 use crate::events::{self, Feed};
 use crate::rules::authz;
 use crate::rules::{accounts, identity, invitations, members, orgs, Caller, RuleError, Unbound};
-use crate::store::Backend as _;
 use crate::token::Token;
 
 /// What the handler of method `M` is served with, as its declaration says: a
@@ -589,7 +588,7 @@ mod tests {
         let clock: Arc<dyn Clock> = Arc::new(crate::clock::FakeClock::new(1_777_636_800_000));
         let (writer, _thread) = Writer::spawn(store.clone(), clock.clone()).unwrap();
         let ctx = Context {
-            store,
+            store: crate::store::ReadSide::new(store),
             writer,
             clock,
             policy: Arc::new(crate::rules::tests::policy()),

@@ -47,7 +47,7 @@ use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::rules::{identity, Caller, RuleError};
-use crate::store::{Backend as _, EventRecord, Reader, Store, StoreError};
+use crate::store::{EventRecord, ReadSide, Reader, StoreError};
 
 /// The most events read and sent at a time.
 pub const FEED_BATCH: usize = 256;
@@ -97,7 +97,7 @@ pub struct Batch {
 /// The next batch of the feed of `org` (every organization when `None`) after `after`, read
 /// from the store's latest commit, and its lines: what a feed asks for each time it reads.
 pub fn read_batch(
-    store: &Store,
+    store: &ReadSide,
     org: Option<&str>,
     after: u64,
 ) -> Result<(Vec<u8>, Batch), StoreError> {
@@ -302,7 +302,7 @@ impl Drop for Replaying {
 /// What a feed asks of the daemon: the store, the replays' places, and who its subscriber
 /// is now. The daemon's request context answers it; the feed borrows nothing else.
 pub trait Daemon {
-    fn store(&self) -> &Arc<Store>;
+    fn store(&self) -> &ReadSide;
     fn replays(&self) -> &Arc<Replays>;
     /// `caller` with its Unix user as the host names it now (within the cache's bound).
     fn identify(&self, caller: Caller) -> impl std::future::Future<Output = Caller> + Send;

@@ -28,7 +28,7 @@ use crate::events::Replays;
 use crate::limits::{Limits, Slots};
 use crate::logging::{RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Policy;
-use crate::store::Store;
+use crate::store::{ReadSide, Store};
 use crate::sweeper::Sweeper;
 use crate::users::Directory;
 use crate::writer::Writer;
@@ -64,7 +64,7 @@ pub async fn run(
     let (writer, writer_thread) = Writer::spawn(daemon.store.clone(), daemon.clock.clone())?;
     let sweeper_wake = Arc::new(Notify::new());
     let ctx = Arc::new(Context {
-        store: daemon.store.clone(),
+        store: ReadSide::new(daemon.store.clone()),
         writer: writer.clone(),
         clock: daemon.clock.clone(),
         policy: Arc::new(daemon.policy),

@@ -13,7 +13,6 @@ use crate::limits::Limits;
 use crate::lines::LineCodec;
 use crate::rules::Caller;
 use crate::sending::{encode, send, Ending};
-use crate::store::Backend as _;
 
 /// Sends `feed`'s events until the client leaves, the daemon stops, or the subscriber
 /// may no longer have them or falls too far behind (see `events`). The connection carries

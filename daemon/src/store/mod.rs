@@ -48,6 +48,33 @@ pub use self::redb::{
 /// left.
 pub const SPENT_TOKEN_MEMORY: Millis = 30 * 24 * 60 * 60 * 1000;
 
+/// The store as its readers hold it: snapshots and the feed's heads, never the write side.
+/// The connections and the feeds hold this; only the writer holds the [`Store`] itself, so
+/// that nothing but the writer can begin a write transaction.
+#[derive(Clone)]
+pub struct ReadSide(std::sync::Arc<Store>);
+
+impl ReadSide {
+    pub fn new(store: std::sync::Arc<Store>) -> ReadSide {
+        ReadSide(store)
+    }
+
+    /// [`Backend::read`].
+    pub fn read(&self) -> Result<Snapshot> {
+        self.0.read()
+    }
+
+    /// [`Backend::event_head`].
+    pub fn event_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.event_head()
+    }
+
+    /// [`Backend::org_event_head`].
+    pub fn org_event_head(&self, org: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.0.org_event_head(org)
+    }
+}
+
 /// The handle of a backend: what the connections, the writer, the sweeper and the feeds
 /// ask of the store, whatever holds the data.
 pub trait Backend: Send + Sync + 'static {
