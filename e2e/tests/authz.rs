@@ -358,7 +358,7 @@ fn a_service_group_that_does_not_exist_stops_the_daemon_at_start() {
 
 /// The authority guide's (docs/authority.md) block of `lang` (```lang … ```) that mentions `needle`.
 fn readme_block(lang: &str, needle: &str) -> String {
-    let readme = include_str!("../docs/authority.md");
+    let readme = include_str!("../../docs/authority.md");
     let fence = format!("```{lang}\n");
     readme
         .split(fence.as_str())
