@@ -112,7 +112,11 @@ root_test!(a_feed_tells_each_change_and_replays_from_any_point, || {
     }
     // The CLI prints the same, a line each, until the daemon ends the feed.
     let watching = daemon.spawn_ctl(ROOT, &["events", "watch", "--after", "6", "--org", "acme"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Stopped once the watch has printed the last change: all it is sent is printed.
+    assert!(
+        watching.wait_for_stdout("#8  ", Duration::from_secs(30)),
+        "events watch never printed #8"
+    );
     let mut daemon = daemon;
     daemon.stop();
     let out = watching.wait();
@@ -576,13 +580,13 @@ root_test!(
             );
             (conn, reply)
         };
-        // The first replay is never read: it stops at a full socket, still replaying.
+        // The first replay is never read: it stops at a full socket, still replaying. (Its
+        // place among the replays is taken before the answer is sent.)
         let (unread, reply) = subscribe(admin.uid, Some(0));
         assert!(
             reply["result"]["head"].as_u64().unwrap() > 20_000,
             "{reply}"
         );
-        std::thread::sleep(Duration::from_millis(300));
         let (_, reply) = subscribe(admin.uid, Some(0));
         assert_eq!(
             reply["error"],
@@ -602,13 +606,21 @@ root_test!(
             head.map(|head| (conn, head))
         });
         let (mut conn, head) = again.expect("the replay's place never came back");
-        // A replay that has caught up gives its place back too.
+        // A replay that has caught up gives its place back too (once the daemon has seen
+        // it caught up, a moment after the last line it sent): while it is still open,
+        // another replay of the same uid is let in.
         let mut last = 0;
         while last < head {
             last = notification(&mut conn)["params"]["seq"].as_u64().unwrap();
         }
-        std::thread::sleep(Duration::from_millis(300));
-        let (_, reply) = subscribe(admin.uid, Some(1));
-        assert!(reply["result"].is_object(), "{reply}");
+        let let_in = compartment_e2e::poll(Duration::from_secs(10), || {
+            let (_, reply) = subscribe(admin.uid, Some(1));
+            if reply["error"].is_object() {
+                assert_eq!(reply["error"]["data"]["kind"], "busy", "{reply}");
+            }
+            reply["result"].is_object().then_some(())
+        });
+        assert!(let_in.is_some(), "a replay that caught up kept its place");
+        drop(conn);
     }
 );
