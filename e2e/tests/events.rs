@@ -152,94 +152,93 @@ root_test!(a_feed_tells_each_change_and_replays_from_any_point, || {
     );
 });
 
-root_test!(
-    a_subscriber_that_comes_back_sees_every_change_once_in_order,
-    || {
-        let daemon = Daemon::start_default();
-        daemon.create_acme();
-        let done = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..4)
-            .map(|w| {
-                let socket = daemon.socket();
-                std::thread::spawn(move || {
-                    let mut client = Client::connect(&socket).unwrap();
-                    for i in 0..60 {
-                        let email = format!("w{w}-{i}@example.com");
-                        let params = raw(json!({"org": "acme", "email": email, "role": "viewer"}));
-                        let request =
-                            compartmentctl::wire::Request::parse("user.invite", Some(&params))
-                                .unwrap();
-                        client.call::<Value>(&request).unwrap();
-                        if i % 3 == 0 {
-                            let params = raw(json!({"org": "acme", "email": email}));
-                            let request =
-                                compartmentctl::wire::Request::parse("user.remove", Some(&params))
-                                    .unwrap();
-                            client.call::<Value>(&request).unwrap();
-                        }
-                    }
-                })
-            })
-            .collect();
-        let watcher = {
-            let done = done.clone();
+/// Every client here is the test process itself, the daemon's own uid (a superuser): it
+/// needs no other Unix user, so no root.
+#[test]
+fn a_subscriber_that_comes_back_sees_every_change_once_in_order() {
+    let daemon = Daemon::start_default();
+    daemon.create_acme();
+    let done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
             let socket = daemon.socket();
             std::thread::spawn(move || {
-                let mut seen: Vec<String> = Vec::new();
-                let mut last = 0;
-                let mut round = 0;
-                loop {
-                    let client = Client::connect(&socket).unwrap();
-                    let mut feed = client
-                        .subscribe(EventsSubscribeParams {
-                            org: None,
-                            after: Some(last),
-                        })
-                        .unwrap();
-                    let head = feed.subscribed.head;
-                    if last == head {
-                        if done.load(Ordering::SeqCst) {
-                            return seen;
-                        }
-                        // Caught up while the writers write: come back for more.
-                        std::thread::sleep(Duration::from_millis(5));
-                        continue;
+                let mut client = Client::connect(&socket).unwrap();
+                for i in 0..60 {
+                    let email = format!("w{w}-{i}@example.com");
+                    let params = raw(json!({"org": "acme", "email": email, "role": "viewer"}));
+                    let request =
+                        compartmentctl::wire::Request::parse("user.invite", Some(&params)).unwrap();
+                    client.call::<Value>(&request).unwrap();
+                    if i % 3 == 0 {
+                        let params = raw(json!({"org": "acme", "email": email}));
+                        let request =
+                            compartmentctl::wire::Request::parse("user.remove", Some(&params))
+                                .unwrap();
+                        client.call::<Value>(&request).unwrap();
                     }
-                    // Leave mid-stream after a few, a different number each time.
-                    for _ in 0..(7 + round % 11).min(head - last) {
-                        let event = next_event(&mut feed);
-                        assert!(event.seq > last, "{} after {last}", event.seq);
-                        last = event.seq;
-                        seen.push(shown(&event));
-                    }
-                    round += 1;
                 }
             })
-        };
-        for writer in writers {
-            writer.join().unwrap();
-        }
-        done.store(true, Ordering::SeqCst);
-        let seen = watcher.join().unwrap();
-        // Everything, once, in order: the same as one replay from the start.
-        let mut all = daemon
-            .client()
-            .subscribe(EventsSubscribeParams {
-                org: None,
-                after: Some(0),
-            })
-            .unwrap();
-        let head = all.subscribed.head;
-        assert_eq!(
-            head,
-            1 + 4 * 60 + 4 * 20,
-            "one event per invitation and removal, and acme's admin"
-        );
-        let whole: Vec<String> = (0..head).map(|_| shown(&next_event(&mut all))).collect();
-        assert_eq!(seen.len(), whole.len());
-        assert_eq!(seen, whole);
+        })
+        .collect();
+    let watcher = {
+        let done = done.clone();
+        let socket = daemon.socket();
+        std::thread::spawn(move || {
+            let mut seen: Vec<String> = Vec::new();
+            let mut last = 0;
+            let mut round = 0;
+            loop {
+                let client = Client::connect(&socket).unwrap();
+                let mut feed = client
+                    .subscribe(EventsSubscribeParams {
+                        org: None,
+                        after: Some(last),
+                    })
+                    .unwrap();
+                let head = feed.subscribed.head;
+                if last == head {
+                    if done.load(Ordering::SeqCst) {
+                        return seen;
+                    }
+                    // Caught up while the writers write: come back for more.
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                // Leave mid-stream after a few, a different number each time.
+                for _ in 0..(7 + round % 11).min(head - last) {
+                    let event = next_event(&mut feed);
+                    assert!(event.seq > last, "{} after {last}", event.seq);
+                    last = event.seq;
+                    seen.push(shown(&event));
+                }
+                round += 1;
+            }
+        })
+    };
+    for writer in writers {
+        writer.join().unwrap();
     }
-);
+    done.store(true, Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    // Everything, once, in order: the same as one replay from the start.
+    let mut all = daemon
+        .client()
+        .subscribe(EventsSubscribeParams {
+            org: None,
+            after: Some(0),
+        })
+        .unwrap();
+    let head = all.subscribed.head;
+    assert_eq!(
+        head,
+        1 + 4 * 60 + 4 * 20,
+        "one event per invitation and removal, and acme's admin"
+    );
+    let whole: Vec<String> = (0..head).map(|_| shown(&next_event(&mut all))).collect();
+    assert_eq!(seen.len(), whole.len());
+    assert_eq!(seen, whole);
+}
 
 root_test!(
     an_admin_sees_its_organization_only_and_only_while_admin,
