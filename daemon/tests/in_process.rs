@@ -1,10 +1,12 @@
 //! The daemon in process over a temporary socket: the clock it is given drives expiry,
-//! the sweeper wakes at the earliest expiry, shutdown is graceful.
+//! the sweeper wakes at the earliest expiry, shutdown is graceful. Every daemon here runs
+//! on a fake clock; a test waits for what it proves to be observable, and a deadline only
+//! fails a test that hangs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
@@ -12,22 +14,42 @@ use compartmentctl::wire::{
     UserListParams,
 };
 use compartmentctl::{Client, ClientError};
-use compartmentd::clock::{Clock, FakeClock, SystemClock};
+use compartmentd::clock::{Clock, FakeClock};
 use compartmentd::limits::Limits;
 use compartmentd::rules::Policy;
 use compartmentd::server::{self, Daemon};
 use compartmentd::store::{Backend as _, Reader, Store};
 use tokio::sync::oneshot;
 
+/// 2026-05-01T12:00:00Z, where every fake clock here starts.
+const T0: u64 = 1_777_636_800_000;
+
+/// Longer than any test runs: a wait on it (a sweep interval, a connection timeout) never
+/// ends within a test, so what a test sees happen did not come from it.
+const NEVER: Duration = Duration::from_secs(365 * 86_400);
+
+/// How long a test waits for what it expects before it fails as hung. Never a measure of
+/// promptness: what a test proves, it proves by what happens and in which order.
+const HANG: Duration = Duration::from_secs(60);
+
 struct Running {
     socket: PathBuf,
     store: Arc<Store>,
     stop_tx: Option<oneshot::Sender<()>>,
-    done: std::thread::JoinHandle<std::io::Result<()>>,
+    done_rx: mpsc::Receiver<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
 fn start(clock: Arc<dyn Clock>, ttl: Duration, sweep_interval: Duration) -> Running {
+    start_with(clock, ttl, sweep_interval, Limits::default())
+}
+
+fn start_with(
+    clock: Arc<dyn Clock>,
+    ttl: Duration,
+    sweep_interval: Duration,
+    limits: Limits,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("d.sock");
     let store = Arc::new(Store::open(&dir.path().join("state")).unwrap());
@@ -42,28 +64,30 @@ fn start(clock: Arc<dyn Clock>, ttl: Duration, sweep_interval: Duration) -> Runn
         },
         daemon_uid: nix::unistd::geteuid().as_raw(),
         sweep_interval,
-        limits: Limits::default(),
+        limits,
         users: compartmentd::users::SystemUsers::new(),
         service_group: None,
     };
-    let done = std::thread::spawn(move || {
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .unwrap();
-        runtime.block_on(async move {
+        let served = runtime.block_on(async move {
             let listener = tokio::net::UnixListener::from_std(listener)?;
             server::run(listener, daemon, async {
                 let _ = stop_rx.await;
             })
             .await
-        })
+        });
+        let _ = done_tx.send(served);
     });
     Running {
         socket,
         store,
         stop_tx: Some(stop_tx),
-        done,
+        done_rx,
         _dir: dir,
     }
 }
@@ -73,11 +97,24 @@ impl Running {
         Client::connect(&self.socket).unwrap()
     }
 
-    fn stop(mut self) -> Duration {
-        let started = Instant::now();
+    /// Asks the server to stop and waits until `server::run` has returned; fails the test
+    /// when it has not after [`HANG`].
+    fn stop(mut self) {
         self.stop_tx.take().unwrap().send(()).unwrap();
-        self.done.join().unwrap().unwrap();
-        started.elapsed()
+        self.done_rx
+            .recv_timeout(HANG)
+            .unwrap_or_else(|_| panic!("server::run had not returned {HANG:?} after the stop"))
+            .unwrap();
+    }
+
+    /// `email`'s membership of acme as stored.
+    fn stored(&self, email: &str) -> compartmentd::store::MembershipRecord {
+        self.store
+            .read()
+            .unwrap()
+            .membership("acme", email)
+            .unwrap()
+            .unwrap()
     }
 }
 
@@ -102,7 +139,6 @@ fn list_acme(client: &mut Client) -> MemberList {
 
 #[test]
 fn expiry_follows_the_daemons_clock() {
-    const T0: u64 = 1_777_636_800_000; // 2026-05-01T12:00:00Z
     let clock = Arc::new(FakeClock::new(T0));
     // Whether or not the sweeper has run by then (it may wake when the invitation is
     // written), the daemon's clock decides: rules::tests shows the refusal without a sweep.
@@ -135,52 +171,58 @@ fn expiry_follows_the_daemons_clock() {
     daemon.stop();
 }
 
+/// The sweeper's interval is [`NEVER`]: an invitation swept at all was swept because the
+/// sweeper woke at its expiry. Before the daemon's clock reaches it, it is not swept.
 #[test]
 fn the_sweeper_wakes_at_the_earliest_expiry_not_its_interval() {
-    let daemon = start(
-        Arc::new(SystemClock),
-        Duration::from_millis(300),
-        Duration::from_secs(3600),
-    );
+    let clock = Arc::new(FakeClock::new(T0));
+    let ttl = Duration::from_millis(300);
+    let daemon = start(clock.clone(), ttl, NEVER);
     let mut client = daemon.client();
     create_acme(&mut client);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stored = daemon
-            .store
-            .read()
-            .unwrap()
-            .membership("acme", "admin@example.com")
-            .unwrap()
-            .unwrap();
+    let invited = daemon.stored("admin@example.com");
+    assert_eq!(invited.status, MemberStatus::Invited);
+    assert!(invited.token_hash.is_some());
+
+    clock.advance(ttl);
+    let deadline = Instant::now() + HANG;
+    let swept = loop {
+        let stored = daemon.stored("admin@example.com");
         if stored.status == MemberStatus::Expired {
-            assert_eq!(stored.token_hash, None, "the sweeper deletes the token");
-            break;
+            break stored;
         }
         assert!(
             Instant::now() < deadline,
-            "not swept 5 s after a 300 ms expiry"
+            "not swept {HANG:?} after its expiry, with a sweep interval of a year"
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(swept.token_hash, None, "the sweeper deletes the token");
     let audit = daemon.store.read().unwrap().audit().unwrap();
     assert_eq!(audit.last().unwrap().action, "invitation.expire");
     daemon.stop();
 }
 
+/// Shutdown does not wait for an idle connection: its idle timeout is [`NEVER`], so a stop
+/// that returns at all did not wait for it; the connection is then closed, not left hanging.
 #[test]
 fn shutdown_answers_nothing_new_and_returns_promptly() {
-    let daemon = start(
-        Arc::new(SystemClock),
+    let limits = Limits {
+        idle_timeout: NEVER,
+        line_timeout: NEVER,
+        write_timeout: NEVER,
+        ..Limits::default()
+    };
+    let daemon = start_with(
+        Arc::new(FakeClock::new(T0)),
         Duration::from_secs(60),
-        Duration::from_secs(3600),
+        NEVER,
+        limits,
     );
     let mut idle = daemon.client();
     let _: serde_json::Value = idle.call(&Request::Ping).unwrap();
     let socket = daemon.socket.clone();
-    let took = daemon.stop();
-    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
-    // The idle connection was closed rather than left hanging.
+    daemon.stop();
     assert!(matches!(
         idle.call::<serde_json::Value>(&Request::Ping),
         Err(ClientError::Io(_))

@@ -287,6 +287,27 @@ fn wait_for_exec(child: &Child) {
     .expect("compartmentctl activate never started");
 }
 
+/// `read`'s system call number, as `/proc/<pid>/syscall` shows it.
+#[cfg(target_arch = "x86_64")]
+const READ_SYSCALL: &str = "0";
+#[cfg(target_arch = "aarch64")]
+const READ_SYSCALL: &str = "63";
+
+/// True while process `pid` is blocked reading its standard input (in `read(0, …)`).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn reading_stdin(pid: u32) -> bool {
+    let syscall = fs::read_to_string(format!("/proc/{pid}/syscall")).unwrap_or_default();
+    let mut fields = syscall.split_whitespace();
+    fields.next() == Some(READ_SYSCALL) && fields.next() == Some("0x0")
+}
+
+/// True while process `pid` is blocked reading a pipe (its standard input is the only one
+/// it reads).
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn reading_stdin(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/wchan")).is_ok_and(|wchan| wchan.contains("pipe_read"))
+}
+
 #[test]
 fn the_documented_activate_never_shows_the_token_in_a_command_line() {
     let daemon = Daemon::start_default();
@@ -299,7 +320,10 @@ fn the_documented_activate_never_shows_the_token_in_a_command_line() {
         .unwrap();
     wait_for_exec(&child);
     // Alive, waiting for its standard input: nothing anywhere shows the token.
-    std::thread::sleep(Duration::from_millis(200));
+    poll(Duration::from_secs(10), || {
+        reading_stdin(child.id()).then_some(())
+    })
+    .expect("activate never waited for its standard input");
     assert!(child.try_wait().unwrap().is_none(), "activate did not wait");
     assert_eq!(
         command_lines_containing(&invitation.token),

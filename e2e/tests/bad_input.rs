@@ -75,7 +75,7 @@ fn each_bad_request_gets_its_error_and_the_connection_lives_on() {
             None,
         ),
         // An empty batch is one error; `[1,2]` is a batch, answered with an array
-        // (tests/wire.rs), and a request without an id a notification, answered with nothing.
+        // (wire.rs), and a request without an id a notification, answered with nothing.
         BadLine(b"[]", Value::Null, -32600, "bad_request", None),
         BadLine(br#"{"jsonrpc":"2.0","method":7}"#, Value::Null, -32600, "bad_request", None),
         BadLine(br#"{"jsonrpc":"2.0","id":true,"method":"ping"}"#, Value::Null, -32600, "bad_request", None),

@@ -2,12 +2,12 @@
 //! process that is killed when it overruns, and the command line of the CLI run as any
 //! Unix user.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -94,7 +94,41 @@ impl Out {
 pub struct Running {
     cmd: String,
     pid: Pid,
-    done_rx: mpsc::Receiver<io::Result<std::process::Output>>,
+    stdout: Arc<Collected>,
+    /// The exit status and all of stderr, once the process has ended and its stdout is
+    /// all read.
+    done_rx: mpsc::Receiver<io::Result<(ExitStatus, Vec<u8>)>>,
+}
+
+/// What a process has printed on its stdout so far, and whether it has closed it.
+#[derive(Default)]
+struct Collected {
+    printed: Mutex<(Vec<u8>, bool)>,
+    grew: Condvar,
+}
+
+impl Collected {
+    /// Reads `from` to its end, each piece as it arrives.
+    fn read_all(&self, mut from: impl Read) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = from.read(&mut buf).unwrap_or(0);
+            let mut printed = self.printed.lock().unwrap();
+            if n == 0 {
+                printed.1 = true;
+            } else {
+                printed.0.extend_from_slice(&buf[..n]);
+            }
+            self.grew.notify_all();
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.printed.lock().unwrap().0).into_owned()
+    }
 }
 
 impl Running {
@@ -118,27 +152,64 @@ impl Running {
             .unwrap_or_else(|err| panic!("cannot run {cmd}: {err}"));
         let pid = Pid::from_raw(child.id() as i32);
         let stdin = child.stdin.take();
+        let stdout = Arc::new(Collected::default());
+        let reader = {
+            let (stdout, pipe) = (stdout.clone(), child.stdout.take());
+            std::thread::spawn(move || {
+                if let Some(pipe) = pipe {
+                    stdout.read_all(pipe);
+                }
+            })
+        };
         let (done_tx, done_rx) = mpsc::channel();
         std::thread::spawn(move || {
             if let (Some(mut stdin), Some(input)) = (stdin, input) {
                 // A process that exits without reading leaves a broken pipe: not our concern.
                 let _ = stdin.write_all(&input);
             }
-            let _ = done_tx.send(child.wait_with_output());
+            let done = child.wait_with_output().map(|output| {
+                let _ = reader.join();
+                (output.status, output.stderr)
+            });
+            let _ = done_tx.send(done);
         });
-        Running { cmd, pid, done_rx }
+        Running {
+            cmd,
+            pid,
+            stdout,
+            done_rx,
+        }
+    }
+
+    /// Waits until the process has printed `text` on its stdout: true once it has, false
+    /// when it closed its stdout without, or had not after `timeout` (a test's guard
+    /// against a hang, not a measure).
+    pub fn wait_for_stdout(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut printed = self.stdout.printed.lock().unwrap();
+        loop {
+            if String::from_utf8_lossy(&printed.0).contains(text) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if printed.1 || left.is_zero() {
+                return false;
+            }
+            printed = self.stdout.grew.wait_timeout(printed, left).unwrap().0;
+        }
     }
 
     /// The output, or `None` (after killing the process) when it ran past `timeout`.
     pub fn wait_timeout(self, timeout: Duration) -> Option<Out> {
         match self.done_rx.recv_timeout(timeout) {
-            Ok(output) => {
-                let output = output.unwrap_or_else(|err| panic!("waiting for {}: {err}", self.cmd));
+            Ok(done) => {
+                let (status, stderr) =
+                    done.unwrap_or_else(|err| panic!("waiting for {}: {err}", self.cmd));
                 Some(Out {
                     cmd: self.cmd,
-                    code: exit_code(output.status),
-                    stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                    code: exit_code(status),
+                    stdout: self.stdout.text(),
+                    stderr: String::from_utf8_lossy(&stderr).into_owned(),
                 })
             }
             Err(_) => {
