@@ -21,10 +21,11 @@ use compartmentctl::wire::{
 };
 use compartmentd::admission::Admission;
 use compartmentd::clock::{Clock, FakeClock};
-use compartmentd::dispatch::{dispatch, Context};
+use compartmentd::context::Context;
+use compartmentd::dispatch::dispatch;
 use compartmentd::limits::Limits;
 use compartmentd::rules::{invitations, Caller, Policy};
-use compartmentd::store::Store;
+use compartmentd::store::{ReadSide, Store};
 use compartmentd::writer::Writer;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -93,7 +94,7 @@ fn harness() -> &'static Harness {
         let (writer, _thread) =
             Writer::spawn(store.clone(), clock.clone()).expect("the writer starts");
         let ctx = Context {
-            store,
+            store: ReadSide::new(store),
             writer,
             clock: clock.clone() as Arc<dyn Clock>,
             policy: Arc::new(Policy {
@@ -138,8 +139,8 @@ fn harness() -> &'static Harness {
 async fn seed(ctx: &Context) -> String {
     let root = caller(ctx, 0);
     let serve = |who: Caller, request: Request| async move {
-        let encoded = dispatch(ctx, who, request).await.expect("seeding succeeds");
-        serde_json::to_value(&encoded.body).expect("a result is JSON")
+        let answer = dispatch(ctx, who, request).await.expect("seeding succeeds");
+        serde_json::to_value(&answer.result).expect("a result is JSON")
     };
     let url = |value: &Value| -> String {
         let found = value["activation_url"]
