@@ -23,6 +23,7 @@ mod change;
 mod check;
 mod encoding;
 mod error;
+pub mod postgres;
 mod read;
 mod records;
 pub mod redb;

@@ -1,0 +1,402 @@
+//! The schema's version and its migrations: applied in one transaction under an advisory
+//! lock, so that daemons starting at once do not race and a failure leaves the version
+//! before it; a schema newer than this daemon's is refused and left untouched.
+
+use std::fmt;
+
+use tokio_postgres::Client;
+
+/// The migrations, in order: the schema at version `n` is the first `n` of them applied.
+/// A new one is a new file; a shipped one never changes.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_schema.sql")];
+
+/// The schema this daemon writes.
+pub const CURRENT_SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// The advisory lock a daemon holds while it reads and migrates the schema.
+const MIGRATION_LOCK: i64 = 0x636f_6d70_6172_746d;
+
+/// Where the version is kept: one row.
+const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS compartment_schema (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version  integer NOT NULL
+)";
+
+/// Why the schema could not be brought to this daemon's version.
+#[derive(Debug)]
+pub enum SchemaError {
+    /// A newer daemon wrote it: nothing was changed.
+    TooNew {
+        found: i32,
+    },
+    Postgres(tokio_postgres::Error),
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemaError::TooNew { found } => write!(
+                f,
+                "the PostgreSQL database has schema version {found}, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; it was left untouched: run a newer compartmentd"
+            ),
+            SchemaError::Postgres(err) => write!(f, "PostgreSQL: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for SchemaError {}
+
+impl From<tokio_postgres::Error> for SchemaError {
+    fn from(err: tokio_postgres::Error) -> SchemaError {
+        SchemaError::Postgres(err)
+    }
+}
+
+/// Brings the database to [`CURRENT_SCHEMA_VERSION`]; returns the version it found (0 for
+/// an empty database).
+pub async fn migrate(client: &mut Client) -> Result<i32, SchemaError> {
+    migrate_with(client, MIGRATIONS).await
+}
+
+async fn migrate_with(client: &mut Client, migrations: &[&str]) -> Result<i32, SchemaError> {
+    let target = migrations.len() as i32;
+    let txn = client.transaction().await?;
+    // Released at commit or rollback: whoever comes second reads the version the first
+    // left.
+    txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    txn.batch_execute(VERSION_TABLE).await?;
+    let found: i32 = txn
+        .query_opt("SELECT version FROM compartment_schema", &[])
+        .await?
+        .map_or(0, |row| row.get(0));
+    if found > target {
+        // Rolled back: not even the version table is touched.
+        return Err(SchemaError::TooNew { found });
+    }
+    if found == target {
+        txn.commit().await?;
+        return Ok(found);
+    }
+    for migration in &migrations[found.max(0) as usize..] {
+        txn.batch_execute(migration).await?;
+    }
+    txn.execute(
+        "INSERT INTO compartment_schema (version) VALUES ($1)
+         ON CONFLICT (only_row) DO UPDATE SET version = excluded.version",
+        &[&target],
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use compartment_pgtest::Postgres;
+    use tokio_postgres::error::SqlState;
+    use tokio_postgres::{IsolationLevel, NoTls};
+
+    use super::*;
+
+    /// A server of the test's own; under CI one that does not start fails the test.
+    fn server(test: &str) -> Option<Postgres> {
+        match Postgres::start() {
+            Ok(postgres) => Some(postgres),
+            Err(err) if std::env::var_os("CI").is_none_or(|ci| ci.is_empty()) => {
+                eprintln!("SKIPPED: {test} needs PostgreSQL: {err}");
+                None
+            }
+            Err(err) => panic!("{test} needs PostgreSQL, and CI is set: {err}"),
+        }
+    }
+
+    async fn connect(postgres: &Postgres) -> Client {
+        let (client, connection) = tokio_postgres::connect(&postgres.url("postgres"), NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn version(client: &Client) -> i32 {
+        client
+            .query_one("SELECT version FROM compartment_schema", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// An empty database is brought to the current version; a second migration finds it
+    /// there and changes nothing.
+    #[test]
+    fn an_empty_database_gets_the_current_schema_once() {
+        let Some(postgres) = server("an_empty_database_gets_the_current_schema_once") else {
+            return;
+        };
+        runtime().block_on(async {
+            let mut client = connect(&postgres).await;
+            assert_eq!(migrate(&mut client).await.unwrap(), 0);
+            assert_eq!(version(&client).await, CURRENT_SCHEMA_VERSION);
+            assert_eq!(migrate(&mut client).await.unwrap(), CURRENT_SCHEMA_VERSION);
+            let tables: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            // The version's table and the schema's ten.
+            assert_eq!(tables, 11);
+        });
+    }
+
+    /// Daemons that start at once on an empty database: each one's migration succeeds, and
+    /// the schema is made once.
+    #[test]
+    fn daemons_starting_at_once_migrate_once() {
+        let Some(postgres) = server("daemons_starting_at_once_migrate_once") else {
+            return;
+        };
+        runtime().block_on(async {
+            let mut clients = Vec::new();
+            for _ in 0..4 {
+                clients.push(connect(&postgres).await);
+            }
+            let migrations = clients.into_iter().map(|mut client| {
+                tokio::spawn(async move { migrate(&mut client).await.map_err(|e| e.to_string()) })
+            });
+            let mut found = Vec::new();
+            for migration in migrations {
+                found.push(migration.await.unwrap().unwrap());
+            }
+            found.sort();
+            assert_eq!(found, [0, 1, 1, 1]);
+        });
+    }
+
+    /// A schema newer than this daemon's is refused, in words that say what to do, and the
+    /// database is left as it was.
+    #[test]
+    fn a_newer_schema_is_refused_and_left_untouched() {
+        let Some(postgres) = server("a_newer_schema_is_refused_and_left_untouched") else {
+            return;
+        };
+        runtime().block_on(async {
+            let mut client = connect(&postgres).await;
+            migrate(&mut client).await.unwrap();
+            client
+                .execute("UPDATE compartment_schema SET version = 99", &[])
+                .await
+                .unwrap();
+            let err = migrate(&mut client).await.unwrap_err();
+            assert!(matches!(err, SchemaError::TooNew { found: 99 }), "{err}");
+            assert_eq!(
+                err.to_string(),
+                format!("the PostgreSQL database has schema version 99, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; it was left untouched: run a newer compartmentd")
+            );
+            assert_eq!(version(&client).await, 99);
+        });
+    }
+
+    /// A migration that fails leaves the version (and the schema) it found.
+    #[test]
+    fn a_failed_migration_leaves_the_version_before_it() {
+        let Some(postgres) = server("a_failed_migration_leaves_the_version_before_it") else {
+            return;
+        };
+        runtime().block_on(async {
+            let mut client = connect(&postgres).await;
+            migrate(&mut client).await.unwrap();
+            let broken = [MIGRATIONS[0], "CREATE TABLE orgs (name text)"];
+            assert!(migrate_with(&mut client, &broken).await.is_err());
+            assert_eq!(version(&client).await, 1);
+        });
+    }
+
+    async fn fixture(postgres: &Postgres) -> Client {
+        let mut client = connect(postgres).await;
+        migrate(&mut client).await.unwrap();
+        client
+            .batch_execute(
+                "INSERT INTO orgs VALUES ('acme', 1, 0);
+                 INSERT INTO accounts (email, status, created_at)
+                     VALUES ('a@x', 'active', 1), ('b@x', 'active', 1), ('c@x', 'active', 1);
+                 INSERT INTO memberships (org, email, role, status, invited_by, invited_at)
+                     VALUES ('acme', 'a@x', 'admin', 'active', 'uid 0', 1),
+                            ('acme', 'b@x', 'admin', 'active', 'uid 0', 1),
+                            ('acme', 'c@x', 'viewer', 'active', 'uid 0', 1);",
+            )
+            .await
+            .unwrap();
+        client
+    }
+
+    fn violated(err: &tokio_postgres::Error) -> bool {
+        err.code() == Some(&SqlState::INTEGRITY_CONSTRAINT_VIOLATION)
+    }
+
+    /// The last admin stays: taking away both admins in one transaction is refused at
+    /// commit, one of them is not, and the other then is.
+    #[test]
+    fn the_last_admin_cannot_be_removed_or_demoted() {
+        let Some(postgres) = server("the_last_admin_cannot_be_removed_or_demoted") else {
+            return;
+        };
+        runtime().block_on(async {
+            let mut client = fixture(&postgres).await;
+            let txn = client.transaction().await.unwrap();
+            txn.execute("DELETE FROM memberships WHERE email = 'a@x'", &[])
+                .await
+                .unwrap();
+            txn.execute(
+                "UPDATE memberships SET role = 'viewer' WHERE email = 'b@x'",
+                &[],
+            )
+            .await
+            .unwrap();
+            let err = txn.commit().await.unwrap_err();
+            assert!(violated(&err), "{err}");
+            client
+                .execute("DELETE FROM memberships WHERE email = 'a@x'", &[])
+                .await
+                .unwrap();
+            for last in [
+                "DELETE FROM memberships WHERE email = 'b@x'",
+                "UPDATE memberships SET role = 'deployer' WHERE email = 'b@x'",
+                "UPDATE memberships SET status = 'expired' WHERE email = 'b@x'",
+            ] {
+                let err = client.execute(last, &[]).await.unwrap_err();
+                assert!(violated(&err), "{last}: {err}");
+            }
+            // Another member comes and goes as it likes.
+            client
+                .execute("DELETE FROM memberships WHERE email = 'c@x'", &[])
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Two admins removing each other at once, each in a serializable transaction on a
+    /// connection of its own (as two daemons would): exactly one succeeds.
+    #[test]
+    fn two_admins_removing_each_other_at_once_leave_one() {
+        let Some(postgres) = server("two_admins_removing_each_other_at_once_leave_one") else {
+            return;
+        };
+        runtime().block_on(async {
+            let mut first = fixture(&postgres).await;
+            let mut second = connect(&postgres).await;
+            let one = first
+                .build_transaction()
+                .isolation_level(IsolationLevel::Serializable)
+                .start()
+                .await
+                .unwrap();
+            let two = second
+                .build_transaction()
+                .isolation_level(IsolationLevel::Serializable)
+                .start()
+                .await
+                .unwrap();
+            one.execute("DELETE FROM memberships WHERE email = 'b@x'", &[])
+                .await
+                .unwrap();
+            two.execute("DELETE FROM memberships WHERE email = 'a@x'", &[])
+                .await
+                .unwrap();
+            let results = [one.commit().await, two.commit().await];
+            let committed = results.iter().filter(|result| result.is_ok()).count();
+            assert_eq!(committed, 1, "{results:?}");
+            let refused = results
+                .iter()
+                .find_map(|result| result.as_ref().err())
+                .unwrap();
+            assert_eq!(
+                refused.code(),
+                Some(&SqlState::T_R_SERIALIZATION_FAILURE),
+                "{refused}"
+            );
+            let admins: i64 = first
+                .query_one(
+                    "SELECT count(*) FROM memberships WHERE role = 'admin' AND status = 'active'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(admins, 1);
+        });
+    }
+
+    /// A token is spent once: a pending one may be used, a used one changes no more.
+    #[test]
+    fn a_spent_token_never_changes() {
+        let Some(postgres) = server("a_spent_token_never_changes") else {
+            return;
+        };
+        runtime().block_on(async {
+            let client = fixture(&postgres).await;
+            let key = vec![7u8; 32];
+            client
+                .execute(
+                    "INSERT INTO tokens (key, org, email, expires_at, state, issued_by_superuser)
+                     VALUES ($1, 'acme', 'c@x', 10, 'pending', true)",
+                    &[&key],
+                )
+                .await
+                .unwrap();
+            let spend = "UPDATE tokens SET state = $2 WHERE key = $1";
+            client.execute(spend, &[&key, &"used"]).await.unwrap();
+            for state in ["pending", "used", "revoked"] {
+                let err = client.execute(spend, &[&key, &state]).await.unwrap_err();
+                assert!(violated(&err), "{state}: {err}");
+            }
+            let forget_at: i64 = client
+                .query_one("SELECT forget_at FROM tokens WHERE key = $1", &[&key])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(forget_at, 10 + crate::store::SPENT_TOKEN_MEMORY as i64);
+        });
+    }
+
+    /// One binding per uid and one per account.
+    #[test]
+    fn a_uid_and_an_account_are_bound_once() {
+        let Some(postgres) = server("a_uid_and_an_account_are_bound_once") else {
+            return;
+        };
+        runtime().block_on(async {
+            let client = fixture(&postgres).await;
+            let bind = "INSERT INTO bindings (uid, email, bound_at, provenance)
+                        VALUES ($1, $2, 1, 'superuser')";
+            client.execute(bind, &[&1000i64, &"a@x"]).await.unwrap();
+            for (uid, email) in [(1000i64, "b@x"), (1001, "a@x")] {
+                let err = client.execute(bind, &[&uid, &email]).await.unwrap_err();
+                assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION), "{err}");
+            }
+            let err = client
+                .execute(bind, &[&1002i64, &"nobody@x"])
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Some(&SqlState::FOREIGN_KEY_VIOLATION), "{err}");
+            let err = client
+                .execute(bind, &[&4_294_967_296i64, &"b@x"])
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Some(&SqlState::CHECK_VIOLATION), "{err}");
+        });
+    }
+}
