@@ -3,6 +3,8 @@
 //! # Layout
 //!
 //! - [`config`]: the command line, each flag also an environment variable.
+//! - [`start`]: from the command line to a serving daemon (state directory, store, socket,
+//!   server), the one path of the binary and of the tests that run the daemon in process.
 //! - [`server`]: the accept loop: peer credentials first, caps on connections, graceful
 //!   shutdown.
 //! - [`connection`]: one connection: JSON lines in, replies out in order, timeouts.
@@ -46,6 +48,7 @@ pub mod rules;
 pub mod sending;
 pub mod server;
 pub mod socket;
+pub mod start;
 pub mod state_dir;
 pub mod store;
 pub mod sweeper;

@@ -1,5 +1,5 @@
-//! `compartmentd`'s entry point: flags, logging, the state directory's checks, the store,
-//! the socket, signals.
+//! `compartmentd`'s entry point: flags, logging, `check`, the service manager's
+//! notifications and signals; the rest of a start is the library's (`start`).
 
 #![forbid(unsafe_code)]
 
@@ -9,11 +9,9 @@ use std::sync::Arc;
 use clap::Parser;
 use compartmentd::clock::SystemClock;
 use compartmentd::config::{Command, Config};
-use compartmentd::rules::Policy;
-use compartmentd::server::{self, Daemon};
+use compartmentd::start::{self, store_options};
 use compartmentd::store::DATABASE_FILE;
-use compartmentd::store::{Store, StoreOptions};
-use compartmentd::{logging, socket, state_dir};
+use compartmentd::{logging, state_dir};
 
 /// mimalloc rather than the C library's allocator: a page of a member list allocates and
 /// frees a few hundred kilobytes, which glibc kept handing back to the kernel and faulting
@@ -54,81 +52,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let limits = config.limits()?;
-    let state_dir = config.state_dir()?;
-    let socket_path = config.socket()?;
-    let daemon_uid = nix::unistd::geteuid().as_raw();
-    // Before anything is opened: the store only ever sees the checked, real directory.
-    let state_dir = state_dir::prepare(&state_dir, DATABASE_FILE, daemon_uid)?;
-    let store = Store::open_with(&state_dir, &store_options(&config))?;
-    ensure_descriptors(limits.max_connections);
-    // Under socket activation the socket unit owns the path: nothing to bind or remove.
-    let (listener, bound) = match socket::inherited()? {
-        Some(listener) => (listener, None),
-        None => {
-            let (listener, file) = socket::bind_file(&socket_path)?;
-            (listener, Some(file))
-        }
-    };
-    let listening_on = match &bound {
-        Some(file) => file.path.display().to_string(),
-        None => "the socket systemd passed".to_owned(),
-    };
-    let listener = tokio::net::UnixListener::from_std(listener)?;
-    let service_group = match &config.service_group {
-        Some(name) => Some(service_group(name)?),
-        None => None,
-    };
-    let policy = Policy {
-        public_url: config.public_url(),
-        invitation_ttl: config.invitation_ttl,
-    };
-    tracing::info!(
-        socket = %listening_on,
-        database = %store.path().display(),
-        public_url = %policy.public_url,
-        "compartmentd listening"
-    );
-    let daemon = Daemon {
-        store: Arc::new(store),
-        clock: Arc::new(SystemClock),
-        policy,
-        daemon_uid,
-        sweep_interval: config.sweep_interval,
-        limits,
-        users: compartmentd::users::SystemUsers::new(),
-        service_group,
-    };
+    let listening = start::listen(&config, Arc::new(SystemClock)).await?;
     // Requests that arrive from here on wait in the listen queue until the accept loop runs.
     notify(sd_notify::NotifyState::Ready);
     let stop_signal = shutdown_signal();
-    let result = server::run(listener, daemon, async {
-        stop_signal.await;
-        notify(sd_notify::NotifyState::Stopping);
-    })
-    .await;
-    if let Some(file) = bound {
-        socket::remove(&file);
-    }
-    Ok(result?)
-}
-
-/// The gid of `--service-group`, refused when the group does not exist.
-fn service_group(name: &str) -> Result<u32, String> {
-    match nix::unistd::Group::from_name(name) {
-        Ok(Some(group)) => Ok(group.gid.as_raw()),
-        Ok(None) => Err(format!(
-            "--service-group {name}: there is no such group (getent group {name})"
-        )),
-        Err(err) => Err(format!("--service-group {name}: {err}")),
-    }
-}
-
-fn store_options(config: &Config) -> StoreOptions {
-    StoreOptions {
-        cache_size: config.cache_size,
-        user_name_of: compartmentd::users::lookup_uid,
-    }
+    listening
+        .serve(async {
+            stop_signal.await;
+            notify(sd_notify::NotifyState::Stopping);
+        })
+        .await
 }
 
 /// `compartmentd check`: verifies the database of the state directory and says what it
@@ -196,34 +129,6 @@ fn notify(state: sd_notify::NotifyState<'_>) {
     if let Err(err) = sd_notify::notify(&[state]) {
         tracing::warn!(error = %err, "cannot notify the service manager");
     }
-}
-
-/// Descriptors the daemon needs besides one per connection: the runtime, the database,
-/// the listener, the log, the spare kept for running out.
-const DESCRIPTORS_BESIDES_CONNECTIONS: u64 = 64;
-
-/// Raises the soft limit on open files towards the hard one when the connection cap needs
-/// more (as many servers do); says so when even the hard limit is too low. Running out is
-/// answered `busy` either way, never a hang.
-fn ensure_descriptors(max_connections: usize) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let needed = (max_connections as u64).saturating_add(DESCRIPTORS_BESIDES_CONNECTIONS);
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    if soft >= needed {
-        return;
-    }
-    let raised = needed.min(hard);
-    if raised > soft && setrlimit(Resource::RLIMIT_NOFILE, raised, hard).is_ok() && raised >= needed
-    {
-        return;
-    }
-    tracing::warn!(
-        limit = raised.max(soft),
-        needed,
-        "the open-files limit is below what --max-connections needs; connections past it are answered busy (raise LimitNOFILE or lower --max-connections)"
-    );
 }
 
 /// Completes on SIGTERM or SIGINT. SIGHUP, which would otherwise end the process, is

@@ -1,34 +1,31 @@
-//! The daemon under test: a real `compartmentd` in its own temp dir, started, stopped,
-//! killed and restarted, with the CLI, the library client and raw connections pointed at it.
+//! The daemon under test as a process: the built `compartmentd` in its own temp dir,
+//! started, stopped with SIGTERM, killed and restarted; and the flags every test daemon
+//! takes ([`DaemonOptions`]), in a process or in the test process alike.
 
 use std::fs::{self, OpenOptions};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use compartmentctl::wire::{MemberList, Request, Response, UserListParams, MAX_PAGE};
-use compartmentctl::Client;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::printed::{parse_invitation_lines, InvitationLines};
-use crate::privileges::{binary, ROOT};
-use crate::process::{ctl_command, search_path, Out, Running};
-use crate::raw::RawConn;
+use crate::endpoint::Endpoint;
+use crate::privileges::binary;
+use crate::process::{search_path, Out, Running};
 
 /// What every test daemon is told its public URL is, as on the documentation page.
 pub const PUBLIC_URL: &str = "https://your-compartment-host";
 
 /// How long a daemon may take to answer its first ping.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Extra flags and environment for a test daemon.
 #[derive(Debug, Clone, Default)]
 pub struct DaemonOptions {
-    args: Vec<String>,
-    env: Vec<(String, String)>,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl DaemonOptions {
@@ -52,13 +49,21 @@ impl DaemonOptions {
     }
 }
 
-/// A `compartmentd` running in its own temp dir: `<dir>/compartmentd.sock`,
-/// `<dir>/state/`, and its stdout and stderr appended to `<dir>/daemon.log`. Killed on
-/// drop.
+/// The built `compartmentd`, a process of its own in an [`Endpoint`]'s temp dir, its
+/// stdout and stderr appended to `<dir>/daemon.log`; it can be stopped with SIGTERM, killed
+/// and restarted. Killed on drop. For what needs none of that, see [`Daemon::in_process`].
 pub struct Daemon {
-    dir: tempfile::TempDir,
+    endpoint: Endpoint,
     options: DaemonOptions,
     child: Option<Child>,
+}
+
+impl Deref for Daemon {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl Daemon {
@@ -69,36 +74,13 @@ impl Daemon {
 
     /// Starts a daemon with `options` and waits until it answers a ping.
     pub fn start(options: DaemonOptions) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("compartment-e2e-")
-            .tempdir()
-            .expect("a temp dir");
-        // Temp dirs are 0700; the CLI run as other uids must reach the socket inside.
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
-            .expect("chmod the temp dir");
         let mut daemon = Daemon {
-            dir,
+            endpoint: Endpoint::new(),
             options,
             child: None,
         };
         daemon.spawn_and_wait_ready();
         daemon
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn socket(&self) -> PathBuf {
-        self.dir().join("compartmentd.sock")
-    }
-
-    pub fn state_dir(&self) -> PathBuf {
-        self.dir().join("state")
-    }
-
-    pub fn db_path(&self) -> PathBuf {
-        self.state_dir().join("compartment.redb")
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -186,26 +168,6 @@ impl Daemon {
         }
     }
 
-    /// True when a fresh connection gets a `ping` result.
-    pub fn answers_ping(&self) -> bool {
-        let Ok(stream) = UnixStream::connect(self.socket()) else {
-            return false;
-        };
-        let mut conn = RawConn::from_stream(stream, Duration::from_secs(2));
-        if conn
-            .try_send(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n")
-            .is_err()
-        {
-            return false;
-        }
-        match conn.try_read_line() {
-            Ok(Some(line)) => serde_json::from_str::<Response>(&line)
-                .map(|response| response.result.is_some())
-                .unwrap_or(false),
-            _ => false,
-        }
-    }
-
     /// Sends SIGTERM, waits, and asserts a clean exit.
     #[track_caller]
     pub fn stop(&mut self) {
@@ -259,99 +221,6 @@ impl Daemon {
             self.daemon_command(&self.dir().join("second.sock"), &self.dir().join("second"));
         command.args(args);
         Running::spawn(command).wait_timeout(Duration::from_secs(10))
-    }
-
-    /// Runs `compartmentctl --socket <socket> <args…>` as `uid` and waits for it.
-    #[track_caller]
-    pub fn ctl(&self, uid: u32, args: &[&str]) -> Out {
-        self.spawn_ctl(uid, args).wait()
-    }
-
-    /// Starts `compartmentctl` as `uid` without waiting, for races.
-    pub fn spawn_ctl(&self, uid: u32, args: &[&str]) -> Running {
-        Running::spawn(ctl_command(&self.socket(), uid, args))
-    }
-
-    /// Runs `compartmentctl --socket <socket> <args…>` as `uid` with `input` on its stdin,
-    /// and waits for it.
-    #[track_caller]
-    pub fn ctl_with_stdin(&self, uid: u32, args: &[&str], input: &str) -> Out {
-        Running::spawn_with_stdin(
-            ctl_command(&self.socket(), uid, args),
-            Some(input.as_bytes().to_vec()),
-        )
-        .wait()
-    }
-
-    /// `compartmentctl activate` as `uid` the documented way, the URL on stdin (never in
-    /// argv, where other users could read it), and waits for it.
-    #[track_caller]
-    pub fn activate(&self, uid: u32, url: &str) -> Out {
-        self.ctl_with_stdin(uid, &["activate"], &format!("{url}\n"))
-    }
-
-    /// Starts [`Daemon::activate`] without waiting, for races.
-    pub fn spawn_activate(&self, uid: u32, url: &str) -> Running {
-        Running::spawn_with_stdin(
-            ctl_command(&self.socket(), uid, &["activate"]),
-            Some(format!("{url}\n").into_bytes()),
-        )
-    }
-
-    /// Root creates `acme` with `admin@example.com`; returns the admin's invitation, after
-    /// checking the page's lines.
-    #[track_caller]
-    pub fn create_acme(&self) -> InvitationLines {
-        let out = self.ctl(
-            ROOT,
-            &["org", "create", "acme", "--admin", "admin@example.com"],
-        );
-        out.assert_success();
-        let lines = out.stdout_lines();
-        assert_eq!(
-            lines.first(),
-            Some(&"Created organization acme."),
-            "{out:#?}"
-        );
-        parse_invitation_lines(&lines[1..], "admin@example.com", "admin")
-    }
-
-    /// A library client, as the test process (root: a superuser).
-    pub fn client(&self) -> Client {
-        Client::connect(&self.socket()).expect("connect to compartmentd")
-    }
-
-    /// A raw connection, as the test process.
-    pub fn raw(&self) -> RawConn {
-        RawConn::connect(&self.socket())
-    }
-
-    /// Every member of `org`, asked over the library client as the test process, page by
-    /// page until the last (which has no `next`).
-    pub fn members(&self, org: &str) -> MemberList {
-        let mut client = self.client();
-        let mut all = MemberList {
-            org: org.to_owned(),
-            members: Vec::new(),
-            next: None,
-        };
-        let mut after = None;
-        loop {
-            let page: MemberList = client
-                .call(&Request::UserList(UserListParams {
-                    org: Some(org.to_owned()),
-                    limit: Some(MAX_PAGE),
-                    after: after.take(),
-                    status: None,
-                }))
-                .unwrap_or_else(|err| panic!("user.list in {org}: {err}"));
-            all.org = page.org;
-            all.members.extend(page.members);
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return all,
-            }
-        }
     }
 }
 

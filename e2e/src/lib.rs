@@ -1,6 +1,7 @@
 //! Test support for the end-to-end tests: finds the built binaries, runs a real
-//! `compartmentd` in its own temp dir, runs `compartmentctl` as real Unix users, and speaks
-//! the raw line protocol with timeouts so that no test can hang.
+//! `compartmentd` in its own temp dir (or its server in the test process), runs
+//! `compartmentctl` as real Unix users, and speaks the raw line protocol with timeouts so
+//! that no test can hang.
 //!
 //! # Layout
 //!
@@ -9,7 +10,12 @@
 //!   than let it pass by skipping.
 //! - `users`: real Unix users ([`TestUser`]), created with `useradd` on first use.
 //! - `process`: running a process with a deadline, and the CLI's command line as any uid.
-//! - `daemon`: the daemon under test in its own temp dir ([`Daemon`]).
+//! - `endpoint`: a test daemon's temp dir, socket and state directory, and the CLI, the
+//!   library client and raw connections pointed at it ([`Endpoint`]).
+//! - `daemon`: the daemon under test as a process, the built binary ([`Daemon`]), and the
+//!   flags of every test daemon ([`DaemonOptions`]).
+//! - `in_process`: the daemon's server in the test process ([`InProcess`], from
+//!   [`Daemon::in_process`]), for what needs no pid, signal, log or restart.
 //! - `history`: a long history written into a stopped daemon's database ([`add_history`]).
 //! - `raw`: the raw line protocol ([`RawConn`]).
 //! - `printed`: what the CLI prints (invitation lines, the member and account tables).
@@ -17,7 +23,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod daemon;
+mod endpoint;
 mod history;
+mod in_process;
 mod printed;
 mod privileges;
 mod process;
@@ -26,7 +34,9 @@ mod time;
 mod users;
 
 pub use daemon::{files_under, Daemon, DaemonOptions, PUBLIC_URL};
+pub use endpoint::Endpoint;
 pub use history::add_history;
+pub use in_process::InProcess;
 pub use printed::{
     account_table, assert_token_shape, member_table, parse_invitation_lines, parse_invite,
     text_table, token_bytes, InvitationLines, URL_PREFIX,

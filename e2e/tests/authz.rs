@@ -330,7 +330,7 @@ root_test!(roles_and_whoami_show_their_permissions, || {
 
 #[test]
 fn a_permission_that_does_not_exist_is_a_usage_error() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let out = daemon.ctl(ROOT, &["auth", "can", "deployment.destroy"]);
     assert_eq!(out.code, 2, "{out:#?}");
     assert!(

@@ -5,14 +5,14 @@
 
 use std::io::Write;
 
-use compartment_e2e::{Daemon, RawConn};
+use compartment_e2e::{Daemon, Endpoint, RawConn};
 use compartmentctl::wire::{OrgCreateParams, OrgCreated, Pong, Request, MAX_LINE};
 use serde_json::{json, Value};
 
 /// The exact line the daemon sends before closing a connection whose line is too long.
 const FRAME_TOO_LONG: &str = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32013,"message":"request line longer than 65536 bytes; closing the connection","data":{"kind":"frame_too_long"}}}"#;
 
-fn create_acme(d: &Daemon) {
+fn create_acme(d: &Endpoint) {
     let _: OrgCreated = d
         .client()
         .call(&Request::OrgCreate(OrgCreateParams {
@@ -61,7 +61,7 @@ struct BadLine(
 
 #[test]
 fn each_bad_request_gets_its_error_and_the_connection_lives_on() {
-    let d = Daemon::start_default();
+    let d = Daemon::in_process_default();
     create_acme(&d);
     let mut conn = d.raw();
 
@@ -167,7 +167,7 @@ fn ping_of_length(id: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn a_line_of_exactly_64_kib_is_served() {
-    let d = Daemon::start_default();
+    let d = Daemon::in_process_default();
     let mut conn = d.raw();
     let mut line = ping_of_length(1, MAX_LINE);
     assert_eq!(line.len(), 65536);
@@ -181,7 +181,7 @@ fn a_line_of_exactly_64_kib_is_served() {
 
 #[test]
 fn a_line_one_byte_over_64_kib_gets_frame_too_long_and_the_connection_closes() {
-    let d = Daemon::start_default();
+    let d = Daemon::in_process_default();
     let mut conn = d.raw();
     let mut line = ping_of_length(1, MAX_LINE + 1);
     line.push(b'\n');
@@ -193,7 +193,7 @@ fn a_line_one_byte_over_64_kib_gets_frame_too_long_and_the_connection_closes() {
 
 #[test]
 fn a_one_mib_line_gets_frame_too_long_the_connection_closes_and_others_are_served() {
-    let d = Daemon::start_default();
+    let d = Daemon::in_process_default();
     let mut conn = d.raw();
     assert_pings(&mut conn, 1);
     // Another connection, open through it all.
@@ -225,7 +225,7 @@ fn a_one_mib_line_gets_frame_too_long_the_connection_closes_and_others_are_serve
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let d = Daemon::start_default();
+    let d = Daemon::in_process_default();
     create_acme(&d);
     let mut conn = d.raw();
     // A write, a ping, a read of what was written, and a whoami, in one write.

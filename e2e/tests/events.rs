@@ -156,7 +156,7 @@ root_test!(a_feed_tells_each_change_and_replays_from_any_point, || {
 /// needs no other Unix user, so no root.
 #[test]
 fn a_subscriber_that_comes_back_sees_every_change_once_in_order() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     daemon.create_acme();
     let done = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)
@@ -500,7 +500,7 @@ root_test!(
 
 #[test]
 fn a_request_sent_on_a_feed_is_answered_with_an_error_and_the_feed_goes_on() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     // The subscription and a ping sent right behind it, before its answer is read.
     conn.send(

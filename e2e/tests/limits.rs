@@ -8,12 +8,12 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use compartment_e2e::{root_test, Daemon, DaemonOptions, RawConn, TestUser};
+use compartment_e2e::{root_test, Daemon, DaemonOptions, Endpoint, RawConn, TestUser};
 
 const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
 /// Connects and expects the connection to be refused with `busy` and closed.
-fn assert_busy(daemon: &Daemon, message: &str) {
+fn assert_busy(daemon: &Endpoint, message: &str) {
     let mut conn = RawConn::connect(&daemon.socket());
     let reply = conn.read_json();
     assert_eq!(reply["error"]["data"]["kind"], "busy", "{reply}");
@@ -28,7 +28,7 @@ fn answers_ping(conn: &mut RawConn) -> bool {
 /// Opens `n` connections that each answer a ping. The daemon gives a slot back when it
 /// sees a client's close, a moment after the client closed (the harness's own readiness
 /// ping, say), so a refused set is dropped and tried again.
-fn hold(daemon: &Daemon, n: usize) -> Vec<RawConn> {
+fn hold(daemon: &Endpoint, n: usize) -> Vec<RawConn> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut conns: Vec<RawConn> = (0..n).map(|_| RawConn::connect(&daemon.socket())).collect();
@@ -79,7 +79,7 @@ root_test!(
 
 #[test]
 fn the_total_cap_holds_across_uids() {
-    let daemon = Daemon::start(DaemonOptions::new().args(&["--max-connections", "5"]));
+    let daemon = Daemon::in_process(DaemonOptions::new().args(&["--max-connections", "5"]));
     let _held = hold(&daemon, 5);
     assert_busy(
         &daemon,
@@ -91,7 +91,7 @@ fn the_total_cap_holds_across_uids() {
 /// would complete it only long after has its last byte.
 #[test]
 fn a_line_trickled_byte_by_byte_is_cut_off_on_time() {
-    let daemon = Daemon::start(DaemonOptions::new().args(&["--line-timeout", "1s"]));
+    let daemon = Daemon::in_process(DaemonOptions::new().args(&["--line-timeout", "1s"]));
     let mut stream = UnixStream::connect(daemon.socket()).unwrap();
     // One byte every 200 ms (the read's timeout paces the writes): the whole line would take
     // eight times the line timeout.
@@ -137,7 +137,7 @@ fn a_line_trickled_byte_by_byte_is_cut_off_on_time() {
 /// often than that, is served before and after.
 #[test]
 fn idle_connections_close_and_busy_ones_stay() {
-    let daemon = Daemon::start(DaemonOptions::new().args(&["--idle-timeout", "1s"]));
+    let daemon = Daemon::in_process(DaemonOptions::new().args(&["--idle-timeout", "1s"]));
     let mut idle = RawConn::connect(&daemon.socket());
     let mut busy = RawConn::connect(&daemon.socket());
     // The read ends when the daemon closes the connection (or fails the test after the
@@ -164,6 +164,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_hundred_mebibytes_without_a_newline_leave_memory_flat() {
+    // The built daemon: the memory measured is its process's alone.
     let daemon = Daemon::start_default();
     let pid = daemon.pid().unwrap();
     let before = rss_kib(pid);

@@ -2,7 +2,7 @@
 //! fetched by the CLI page by page and printed whole as text, JSON and JSON lines.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use compartment_e2e::{member_table, Daemon, ROOT};
+use compartment_e2e::{member_table, Daemon, InProcess, ROOT};
 use compartmentctl::wire::{
     ErrorKind, Invitation, MemberList, Request, Role, UserInviteParams, UserListParams,
 };
@@ -13,8 +13,8 @@ const MEMBERS: usize = 2_500;
 
 /// A daemon with `acme` of [`MEMBERS`] invited members, invited over one library
 /// connection (as the test process, a superuser), and the list as the library reads it.
-fn acme_of_2500() -> (Daemon, MemberList) {
-    let d = Daemon::start_default();
+fn acme_of_2500() -> (InProcess, MemberList) {
+    let d = Daemon::in_process_default();
     d.create_acme();
     let mut client = d.client();
     for i in 0..MEMBERS - 1 {

@@ -254,7 +254,7 @@ fn blank_lines_do_not_keep_a_connection_alive() {
 
 #[test]
 fn a_one_mib_line_written_whole_then_read_gets_frame_too_long() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut stream = UnixStream::connect(daemon.socket()).unwrap();
     stream
         .set_write_timeout(Some(Duration::from_secs(10)))
@@ -319,6 +319,7 @@ fn a_stop_leaves_a_socket_that_replaced_the_daemons_own() {
 
 #[test]
 fn running_out_of_descriptors_is_answered_busy_not_a_hang() {
+    // The built daemon: its process's descriptor limit is lowered, not the test's.
     let daemon = Daemon::start_default();
     let pid = daemon.pid().unwrap();
     // Room for two connections: three, if the harness's readiness ping still held one of

@@ -406,7 +406,7 @@ root_test!(only_superusers_manage_accounts, || {
 
 #[test]
 fn an_org_name_typed_comes_back_escaped_in_text_and_as_it_is_in_json() {
-    let d = Daemon::start_default();
+    let d = Daemon::in_process_default();
     // The window title, then a reversal of what follows, in a value from the command line
     // (or a COMPARTMENT_ORG someone else's script set) that the daemon's error echoes.
     let hostile = "\u{1b}]0;owned\u{7}\u{202e}acme";

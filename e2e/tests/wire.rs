@@ -1,6 +1,7 @@
-//! The wire as JSON-RPC 2.0 promises it, over a raw connection to the built daemon
+//! The wire as JSON-RPC 2.0 promises it, over a raw connection to the daemon
 //! (notifications, batches, ids echoed exactly), and the CLI keeping the activation URL out
-//! of every process's command line.
+//! of every process's command line. The daemon runs in the test process but where a test
+//! reads its log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs;
@@ -17,7 +18,7 @@ const PING: &str = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
 
 #[test]
 fn a_notification_is_run_and_gets_no_reply() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     // As the daemon's own user the test is a superuser, so the notification can create an
     // organization: that it exists afterwards shows it was run.
@@ -39,7 +40,7 @@ fn a_notification_is_run_and_gets_no_reply() {
 
 #[test]
 fn a_batch_gets_one_array_of_replies_without_the_notifications() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     conn.send_line(
         r#"[{"jsonrpc":"2.0","id":1,"method":"ping"},
@@ -71,7 +72,7 @@ fn a_batch_gets_one_array_of_replies_without_the_notifications() {
 
 #[test]
 fn a_batch_of_notifications_gets_nothing() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     conn.send_line(r#"[{"jsonrpc":"2.0","method":"ping"},{"jsonrpc":"2.0","method":"whoami"}]"#);
     conn.send_line(r#"{"jsonrpc":"2.0","id":9,"method":"ping"}"#);
@@ -80,7 +81,7 @@ fn a_batch_of_notifications_gets_nothing() {
 
 #[test]
 fn an_empty_batch_is_one_invalid_request_error() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     let reply = conn.call("[]");
     assert_eq!(reply["id"], Value::Null, "{reply}");
@@ -94,7 +95,7 @@ fn an_empty_batch_is_one_invalid_request_error() {
 
 #[test]
 fn a_batch_over_the_bound_is_one_error_and_at_the_bound_is_served() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     let batch = |n: usize| format!("[{}]", vec![PING; n].join(","));
     let reply = conn.call(&batch(MAX_BATCH + 1));
@@ -116,6 +117,7 @@ fn a_batch_over_the_bound_is_one_error_and_at_the_bound_is_served() {
 /// in that order (a remove first finds no member; a second invite first finds one).
 #[test]
 fn pipelined_changes_apply_in_the_order_sent_and_a_later_read_sees_them() {
+    // The built daemon: the writer's batches are read from its log.
     let daemon = Daemon::start(
         compartment_e2e::DaemonOptions::new().env("RUST_LOG", "info,compartmentd::writer=trace"),
     );
@@ -195,7 +197,7 @@ fn pipelined_changes_apply_in_the_order_sent_and_a_later_read_sees_them() {
 /// gets every answer, in order, before the daemon closes the connection.
 #[test]
 fn a_client_that_closes_its_side_after_writing_gets_every_answer() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     let mut lines = String::from(
         r#"{"jsonrpc":"2.0","id":0,"method":"org.create","params":{"name":"acme","admin":"admin@example.com"}}"#,
@@ -221,7 +223,7 @@ fn a_client_that_closes_its_side_after_writing_gets_every_answer() {
 
 #[test]
 fn id_null_is_answered_with_null() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     conn.send_line(r#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#);
     let line = conn.read_line();
@@ -233,7 +235,7 @@ fn id_null_is_answered_with_null() {
 
 #[test]
 fn ids_of_any_size_are_echoed_byte_for_byte() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     for id in [
         "123456789012345678901234567890",
@@ -310,7 +312,7 @@ fn reading_stdin(pid: u32) -> bool {
 
 #[test]
 fn the_documented_activate_never_shows_the_token_in_a_command_line() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let invitation = daemon.create_acme();
     let mut child = ctl_command(&daemon.socket(), ROOT, &["activate"])
         .stdin(Stdio::piped())
@@ -386,7 +388,7 @@ fn activate_with_the_url_in_argv_warns_and_the_token_is_visible() {
 /// every method it lists: none is answered `unknown_method`.
 #[test]
 fn rpc_discover_lists_exactly_the_methods_the_daemon_serves() {
-    let daemon = Daemon::start_default();
+    let daemon = Daemon::in_process_default();
     let mut conn = daemon.raw();
     let reply = conn.call(r#"{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}"#);
     let document = &reply["result"];
