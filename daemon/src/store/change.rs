@@ -1,11 +1,14 @@
-//! What a rule writes, on the writer's transaction only, and what every backend derives
-//! from each write: the index keys it keeps in step and the feed's events.
+//! What a rule writes, on the writer's transaction only ([`Changes`], through [`Tracked`]),
+//! and what the store derives from each write whatever the backend: the feed's events, and
+//! the index keys a backend keeps in step.
+
+use std::cell::Cell;
 
 use compartmentctl::wire::EventKind;
 
 use super::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, MembershipRecord, Millis, OrgRecord,
-    Reader, Result, TokenHash, TokenRecord, TokenState, SPENT_TOKEN_MEMORY,
+    AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
+    OrgRecord, Reader, Result, TokenHash, TokenRecord, TokenState, SPENT_TOKEN_MEMORY,
 };
 
 /// Changes, on the writer's transaction only.
@@ -32,6 +35,224 @@ pub trait Changes: Reader {
     fn set_current_org(&self, uid: u32, org: &str) -> Result<()>;
     fn clear_current_org(&self, uid: u32) -> Result<()>;
     fn append_audit(&self, record: &AuditRecord) -> Result<()>;
+}
+
+/// A backend's write transaction as the store drives it: its [`Changes`] write rows and
+/// keep their indexes in step, no more; [`Rows::append_event`] appends to the feed. A rule
+/// writes through [`Tracked`], which derives the feed's events from each write.
+pub trait Rows: Changes {
+    /// Appends `event` to the feed, filed under each organization whose feed carries it;
+    /// returns its sequence number.
+    fn append_event(&self, event: &EventRecord) -> Result<u64>;
+}
+
+/// The write transaction as a change sees it: every write goes through [`Changes`], which
+/// records that one happened and appends the feed's events the write makes. The writer runs
+/// many changes in one transaction; a change refused after it wrote would leave a trace in
+/// its neighbours' commit, so the writer reads [`Tracked::wrote`] and, when it is set on a
+/// refused change, runs the batch again one transaction per change. The rows are private,
+/// so no write bypasses the record.
+pub struct Tracked<'a, R> {
+    rows: &'a R,
+    wrote: Cell<bool>,
+    /// When the change is applied: the time of the events it writes.
+    now: Millis,
+}
+
+impl<'a, R: Rows> Tracked<'a, R> {
+    pub(crate) fn new(rows: &'a R, now: Millis) -> Tracked<'a, R> {
+        Tracked {
+            rows,
+            wrote: Cell::new(false),
+            now,
+        }
+    }
+
+    /// True once any write was attempted through this view (even one that failed).
+    pub(crate) fn wrote(&self) -> bool {
+        self.wrote.get()
+    }
+
+    fn mark(&self) -> &'a R {
+        self.wrote.set(true);
+        self.rows
+    }
+
+    /// The rows themselves, past the record: for tests that damage what a change wrote.
+    #[cfg(test)]
+    pub(crate) fn rows(&self) -> &'a R {
+        self.mark()
+    }
+}
+
+impl<R: Rows> Changes for Tracked<'_, R> {
+    fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
+        self.mark().put_org(name, org)
+    }
+
+    fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
+        self.mark().put_account(email, account)
+    }
+
+    fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
+        let rows = self.mark();
+        let before = rows.binding(uid)?;
+        rows.put_binding(uid, binding)?;
+        if before.as_ref().map(|b| &b.email) != Some(&binding.email) {
+            if let Some(before) = before {
+                rows.append_event(&binding_event(self.now, before.email, None))?;
+            }
+            rows.append_event(&binding_event(self.now, binding.email.clone(), Some(uid)))?;
+        }
+        Ok(())
+    }
+
+    fn delete_binding(&self, uid: u32) -> Result<()> {
+        let rows = self.mark();
+        let before = rows.binding(uid)?;
+        rows.delete_binding(uid)?;
+        if let Some(before) = before {
+            rows.append_event(&binding_event(self.now, before.email, None))?;
+        }
+        Ok(())
+    }
+
+    fn put_membership(
+        &self,
+        org: &str,
+        email: &str,
+        new: &MembershipRecord,
+        old: Option<&MembershipRecord>,
+    ) -> Result<()> {
+        let rows = self.mark();
+        rows.put_membership(org, email, new, old)?;
+        if let Some(event) = membership_event(self.now, org, email, Some(new), old) {
+            rows.append_event(&event)?;
+        }
+        Ok(())
+    }
+
+    fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
+        let rows = self.mark();
+        rows.delete_membership(org, email, old)?;
+        if let Some(event) = membership_event(self.now, org, email, None, Some(old)) {
+            rows.append_event(&event)?;
+        }
+        Ok(())
+    }
+
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
+        self.mark().put_token(hash, token)
+    }
+
+    fn delete_token(&self, hash: &TokenHash) -> Result<()> {
+        self.mark().delete_token(hash)
+    }
+
+    fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
+        self.mark().set_current_org(uid, org)
+    }
+
+    fn clear_current_org(&self, uid: u32) -> Result<()> {
+        self.mark().clear_current_org(uid)
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        self.mark().append_audit(record)
+    }
+}
+
+/// Reads see the transaction, writes of this change included.
+impl<R: Rows> Reader for Tracked<'_, R> {
+    fn org(&self, name: &str) -> Result<Option<OrgRecord>> {
+        self.rows.org(name)
+    }
+
+    fn org_names(&self) -> Result<Vec<String>> {
+        self.rows.org_names()
+    }
+
+    fn account(&self, email: &str) -> Result<Option<AccountRecord>> {
+        self.rows.account(email)
+    }
+
+    fn binding(&self, uid: u32) -> Result<Option<BindingRecord>> {
+        self.rows.binding(uid)
+    }
+
+    fn accounts(&self) -> Result<Vec<(String, AccountRecord)>> {
+        self.rows.accounts()
+    }
+
+    fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
+        self.rows.membership(org, email)
+    }
+
+    fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>> {
+        self.rows.members(org)
+    }
+
+    fn members_after(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, MemberRow)>> {
+        self.rows.members_after(org, after, limit)
+    }
+
+    fn active_admins(&self, org: &str, at_most: usize) -> Result<usize> {
+        self.rows.active_admins(org, at_most)
+    }
+
+    fn orgs_of(&self, email: &str) -> Result<Vec<String>> {
+        self.rows.orgs_of(email)
+    }
+
+    fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        self.rows.token(hash)
+    }
+
+    fn current_org(&self, uid: u32) -> Result<Option<String>> {
+        self.rows.current_org(uid)
+    }
+
+    fn next_expiry(&self) -> Result<Option<Millis>> {
+        self.rows.next_expiry()
+    }
+
+    fn due_invitations_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>> {
+        self.rows.due_invitations_up_to(now, limit)
+    }
+
+    fn audit(&self) -> Result<Vec<AuditRecord>> {
+        self.rows.audit()
+    }
+
+    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>> {
+        self.rows.events_after(after, limit)
+    }
+
+    fn org_events_after(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, EventRecord)>> {
+        self.rows.org_events_after(org, after, limit)
+    }
+
+    fn spent_tokens_due(&self, now: Millis, limit: usize) -> Result<Vec<TokenHash>> {
+        self.rows.spent_tokens_due(now, limit)
+    }
+
+    fn next_spent_token_due(&self) -> Result<Option<Millis>> {
+        self.rows.next_spent_token_due()
+    }
+
+    fn last_event_seq(&self) -> Result<u64> {
+        self.rows.last_event_seq()
+    }
 }
 
 /// The pending-index key of a membership, if it has one.

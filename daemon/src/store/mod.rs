@@ -29,7 +29,7 @@ mod records;
 pub mod redb;
 
 pub(crate) use change::spent_key;
-pub use change::Changes;
+pub use change::{Changes, Rows};
 pub use check::check_indexes;
 #[cfg(test)]
 pub(crate) use encoding::BINARY_RECORD;
@@ -40,8 +40,11 @@ pub use records::*;
 
 pub use self::redb::{
     check, Announcement, CheckReport, Commit, Committing, OpenError, Snapshot, Store, StoreOptions,
-    Tables, Tracked, Write, CURRENT_SCHEMA_VERSION, DATABASE_FILE, DEFAULT_CACHE_SIZE,
+    Tables, Write, CURRENT_SCHEMA_VERSION, DATABASE_FILE, DEFAULT_CACHE_SIZE,
 };
+
+/// A change's view of the write transaction of the backend the daemon runs on.
+pub type Tracked<'a, 't> = change::Tracked<'a, Tables<'t>>;
 
 /// How long past its expiry a spent token is kept, so that presenting it is still answered
 /// "used", "revoked" or "expired" rather than "unknown". After that it can no longer

@@ -2,10 +2,9 @@
 //!
 //! - `handle.rs`: the [`Store`] handle, its snapshots shared between commits, the write
 //!   transaction, and reopening the file after a write failed.
-//! - `tables.rs`: the tables, and their accessors on a snapshot, on a write transaction and
-//!   on a change's view of it ([`Tracked`]).
+//! - `tables.rs`: the tables, and their accessors on a snapshot and on a write transaction.
 //! - `reads.rs`: [`Reader`](super::Reader) on both.
-//! - `writes.rs`: [`Changes`](super::Changes), keeping the indexes and the feed in step.
+//! - `writes.rs`: [`Rows`](super::Rows), keeping the indexes in step, and the feed's append.
 //! - `schema.rs`: opening a file, the schema version, the migrations.
 //! - `check.rs`: `compartmentd check`: every page, then the indexes.
 
@@ -23,4 +22,4 @@ pub use handle::{
     Commit, Committing, Store, StoreOptions, Write, DATABASE_FILE, DEFAULT_CACHE_SIZE,
 };
 pub use schema::{OpenError, CURRENT_SCHEMA_VERSION};
-pub use tables::{Announcement, Snapshot, Tables, Tracked};
+pub use tables::{Announcement, Snapshot, Tables};

@@ -1,8 +1,8 @@
-//! [`Reader`] on redb: a snapshot, a write transaction's tables, a change's view of them.
+//! [`Reader`] on redb: a snapshot, and a write transaction's tables.
 
 use redb::ReadableTable;
 
-use super::tables::{Snapshot, Tables, Tracked};
+use super::tables::{Snapshot, Tables};
 use crate::store::{
     decode, decode_member_row, AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow,
     MembershipRecord, Millis, OrgRecord, Reader, Result, TokenHash, TokenRecord,
@@ -235,4 +235,3 @@ macro_rules! impl_reader {
 
 impl_reader!(Snapshot);
 impl_reader!(Tables<'_>);
-impl_reader!(Tracked<'_, '_>);

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use redb::{ReadTransaction, TableDefinition, WriteTransaction};
 
-use crate::store::{Millis, Result, StoreError};
+use crate::store::{Result, StoreError};
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ORGS: TableDefinition<&str, &[u8]> = TableDefinition::new("orgs");
@@ -43,8 +43,7 @@ const SPENT_TOKENS: TableDefinition<(u64, &[u8; 32]), ()> = TableDefinition::new
 
 /// Each table's accessor, for the three kinds of view the store is read through: a
 /// [`Snapshot`] opens each table on first use and keeps it open for every read that shares
-/// it; [`Tables`] opens it once per write transaction and keeps it open; [`Tracked`] uses
-/// its [`Tables`].
+/// it; [`Tables`] opens it once per write transaction and keeps it open.
 macro_rules! tables {
     ($($accessor:ident: $definition:ident: $key:ty => $value:ty,)*) => {
         /// A read transaction: a consistent view of one commit, which any number of reads on
@@ -135,11 +134,6 @@ macro_rules! tables {
             )*
         }
 
-        impl<'t> Tracked<'_, 't> {
-            $(pub(super) fn $accessor(&self) -> Result<RefMut<'_, redb::Table<'t, $key, $value>>> {
-                self.tables.$accessor()
-            })*
-        }
     };
 }
 
@@ -184,37 +178,4 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
 pub struct Announcement {
     pub(super) last: Option<u64>,
     pub(super) orgs: Vec<String>,
-}
-
-/// The write transaction as a change sees it: every write goes through [`Changes`], which
-/// records that one happened. The writer runs many changes in one transaction; a change
-/// refused after it wrote would leave a trace in its neighbours' commit, so the writer
-/// reads [`Tracked::wrote`] and, when it is set on a refused change, runs the batch again
-/// one transaction per change. The transaction itself is private, so no write bypasses
-/// the record.
-pub struct Tracked<'a, 't> {
-    pub(super) tables: &'a Tables<'t>,
-    wrote: Cell<bool>,
-    /// When the change is applied: the time of the events it writes.
-    pub(super) now: Millis,
-}
-
-impl<'a, 't> Tracked<'a, 't> {
-    pub(crate) fn new(tables: &'a Tables<'t>, now: Millis) -> Tracked<'a, 't> {
-        Tracked {
-            tables,
-            wrote: Cell::new(false),
-            now,
-        }
-    }
-
-    /// True once any write was attempted through this view (even one that failed).
-    pub(crate) fn wrote(&self) -> bool {
-        self.wrote.get()
-    }
-
-    pub(super) fn mark(&self) -> &'a Tables<'t> {
-        self.wrote.set(true);
-        self.tables
-    }
 }

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::tables::{Announcement, Tables};
-use super::{Committing, Store, Tracked};
+use super::{Committing, Store};
 use crate::store::{
     check_indexes, encode, Backend as _, Changes, MemberRow, MembershipRecord, OrgRecord, Reader,
-    Result, StoreError, TokenHash, TokenRecord, TokenState, BINARY_RECORD,
+    Result, StoreError, TokenHash, TokenRecord, TokenState, Tracked, BINARY_RECORD,
 };
 
 /// The admins' index follows every membership change, and the index check notices an
@@ -127,8 +127,8 @@ fn the_feed_and_spent_token_indexes_are_checked() {
     });
     assert!(check_indexes(&store.read().unwrap()).unwrap().is_empty());
     write(&|t| {
-        t.mark().org_events_table()?.remove(("acme", 1))?;
-        t.mark().tokens_table()?.insert(
+        t.rows().org_events_table()?.remove(("acme", 1))?;
+        t.rows().tokens_table()?.insert(
             &[7; 32],
             encode(
                 "tokens",

@@ -1,92 +1,15 @@
-//! [`Changes`] on redb: each write with the index entries and feed events it implies.
+//! [`Rows`] on redb: each write with the index entries it implies, and the feed's append.
 
 use std::cell::Cell;
 
 use redb::ReadableTable;
 
-use super::tables::{Announcement, Tables, Tracked};
-use crate::store::change::{binding_event, membership_event, pending_key};
+use super::tables::{Announcement, Tables};
+use crate::store::change::pending_key;
 use crate::store::{
     encode, spent_key, AccountRecord, AuditRecord, BindingRecord, Changes, EventRecord,
-    MembershipRecord, OrgRecord, Reader, Result, TokenHash, TokenRecord,
+    MembershipRecord, OrgRecord, Reader, Result, Rows, TokenHash, TokenRecord,
 };
-
-impl Changes for Tracked<'_, '_> {
-    fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
-        self.mark().put_org(name, org)
-    }
-
-    fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
-        self.mark().put_account(email, account)
-    }
-
-    fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
-        let tables = self.mark();
-        let before = tables.binding(uid)?;
-        tables.put_binding(uid, binding)?;
-        if before.as_ref().map(|b| &b.email) != Some(&binding.email) {
-            if let Some(before) = before {
-                tables.append_event(&binding_event(self.now, before.email, None))?;
-            }
-            tables.append_event(&binding_event(self.now, binding.email.clone(), Some(uid)))?;
-        }
-        Ok(())
-    }
-
-    fn delete_binding(&self, uid: u32) -> Result<()> {
-        let tables = self.mark();
-        let before = tables.binding(uid)?;
-        tables.delete_binding(uid)?;
-        if let Some(before) = before {
-            tables.append_event(&binding_event(self.now, before.email, None))?;
-        }
-        Ok(())
-    }
-
-    fn put_membership(
-        &self,
-        org: &str,
-        email: &str,
-        new: &MembershipRecord,
-        old: Option<&MembershipRecord>,
-    ) -> Result<()> {
-        let tables = self.mark();
-        tables.put_membership(org, email, new, old)?;
-        if let Some(event) = membership_event(self.now, org, email, Some(new), old) {
-            tables.append_event(&event)?;
-        }
-        Ok(())
-    }
-
-    fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
-        let tables = self.mark();
-        tables.delete_membership(org, email, old)?;
-        if let Some(event) = membership_event(self.now, org, email, None, Some(old)) {
-            tables.append_event(&event)?;
-        }
-        Ok(())
-    }
-
-    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
-        self.mark().put_token(hash, token)
-    }
-
-    fn delete_token(&self, hash: &TokenHash) -> Result<()> {
-        self.mark().delete_token(hash)
-    }
-
-    fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
-        self.mark().set_current_org(uid, org)
-    }
-
-    fn clear_current_org(&self, uid: u32) -> Result<()> {
-        self.mark().clear_current_org(uid)
-    }
-
-    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
-        self.mark().append_audit(record)
-    }
-}
 
 impl Changes for Tables<'_> {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
@@ -221,17 +144,6 @@ impl Tables<'_> {
         Ok(seq)
     }
 
-    /// Appends `event` to the feed; returns its sequence number.
-    fn append_event(&self, event: &EventRecord) -> Result<u64> {
-        let seq = self.next_seq(&self.next_event, || {
-            Ok(self.events_table()?.last()?.map(|(key, _)| key.value()))
-        })?;
-        self.events_table()?
-            .insert(seq, encode("events", event)?.as_slice())?;
-        self.index_event(seq, event)?;
-        Ok(seq)
-    }
-
     /// Files the event `seq` under each organization whose feed carries it: a membership's
     /// under its organization; a binding's under every organization the account is a member
     /// of, so that their admins learn that a member now acts through another uid.
@@ -258,5 +170,17 @@ impl Tables<'_> {
             last: self.next_event.get().map(|next| next - 1),
             orgs: self.touched_orgs.take(),
         }
+    }
+}
+
+impl Rows for Tables<'_> {
+    fn append_event(&self, event: &EventRecord) -> Result<u64> {
+        let seq = self.next_seq(&self.next_event, || {
+            Ok(self.events_table()?.last()?.map(|(key, _)| key.value()))
+        })?;
+        self.events_table()?
+            .insert(seq, encode("events", event)?.as_slice())?;
+        self.index_event(seq, event)?;
+        Ok(seq)
     }
 }
