@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use compartment_e2e::{root_test, Daemon, DaemonOptions, RawConn, TestUser, ROOT};
@@ -112,9 +112,17 @@ fn file_size(path: &Path) -> u64 {
 
 const MB: f64 = 1e6;
 
+/// One test of this file at a time: each floods its own daemon, and the pace test measures
+/// latencies that another test's flood on the same cores would distort.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 root_test!(
     an_admin_inviting_and_removing_in_a_loop_grows_the_database_only_a_little,
     || {
+        let _serial = one_at_a_time();
         let d = Daemon::start_default();
         let admin = flooder();
         org_with_admin(&d, "acme", "admin@example.com", &admin);
@@ -224,6 +232,7 @@ fn p99(mut samples: Vec<Duration>) -> Duration {
 root_test!(
     another_admins_invitations_keep_their_pace_while_one_uid_floods,
     || {
+        let _serial = one_at_a_time();
         // No change rate: the flood must reach the writer, whose turns between uids are
         // what keeps the other admin's pace here.
         let d = Daemon::start(DaemonOptions::new().args(&[
@@ -299,6 +308,7 @@ root_test!(
 root_test!(
     below_the_free_space_floor_only_superusers_may_change_anything,
     || {
+        let _serial = one_at_a_time();
         // A floor larger than any disk: the disk is always "nearly full".
         let d = Daemon::start(DaemonOptions::new().args(&["--min-free-space", "1EiB"]));
         let user = TestUser::get("cpt-floor-admin");
