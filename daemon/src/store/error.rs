@@ -20,6 +20,10 @@ pub enum StoreError {
     DiskFull,
     /// The database is being reopened after a write failed; try again.
     Reopening,
+    /// What PostgreSQL answered, or why the connection to it failed.
+    Postgres(tokio_postgres::Error),
+    /// No connection to PostgreSQL could be had (it is down, or every connection is busy).
+    Unreachable(String),
 }
 
 impl StoreError {
@@ -58,15 +62,40 @@ impl fmt::Display for StoreError {
             }
             StoreError::DiskFull => f.write_str("no space left for the database"),
             StoreError::Reopening => f.write_str("the database is being reopened"),
+            StoreError::Postgres(err) => write!(f, "PostgreSQL: {err}"),
+            StoreError::Unreachable(why) => write!(f, "PostgreSQL cannot be reached: {why}"),
         }
     }
 }
 
 impl std::error::Error for StoreError {}
 
-impl<E: Into<redb::Error>> From<E> for StoreError {
-    fn from(err: E) -> StoreError {
-        StoreError::Redb(err.into())
+/// redb's errors, each as the `Redb` variant, so that `?` works on every redb call.
+macro_rules! from_redb {
+    ($($error:ty),*) => {
+        $(impl From<$error> for StoreError {
+            fn from(err: $error) -> StoreError {
+                StoreError::Redb(err.into())
+            }
+        })*
+    };
+}
+
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError,
+    redb::CompactionError,
+    redb::SavepointError
+);
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(err: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres(err)
     }
 }
 

@@ -21,6 +21,8 @@
 
 mod change;
 mod check;
+#[cfg(test)]
+mod conformance;
 mod encoding;
 mod error;
 pub mod postgres;

@@ -30,6 +30,8 @@ pub enum SchemaError {
         found: i32,
     },
     Postgres(tokio_postgres::Error),
+    /// No connection could be had.
+    Unreachable(String),
 }
 
 impl fmt::Display for SchemaError {
@@ -40,6 +42,7 @@ impl fmt::Display for SchemaError {
                 "the PostgreSQL database has schema version {found}, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; it was left untouched: run a newer compartmentd"
             ),
             SchemaError::Postgres(err) => write!(f, "PostgreSQL: {err}"),
+            SchemaError::Unreachable(why) => write!(f, "PostgreSQL cannot be reached: {why}"),
         }
     }
 }
@@ -92,7 +95,7 @@ async fn migrate_with(client: &mut Client, migrations: &[&str]) -> Result<i32, S
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use compartment_pgtest::Postgres;
@@ -102,7 +105,7 @@ mod tests {
     use super::*;
 
     /// A server of the test's own; under CI one that does not start fails the test.
-    fn server(test: &str) -> Option<Postgres> {
+    pub(crate) fn server(test: &str) -> Option<Postgres> {
         match Postgres::start() {
             Ok(postgres) => Some(postgres),
             Err(err) if std::env::var_os("CI").is_none_or(|ci| ci.is_empty()) => {
@@ -340,7 +343,8 @@ mod tests {
         });
     }
 
-    /// A token is spent once: a pending one may be used, a used one changes no more.
+    /// A token is spent once: a pending one may be used, a used one changes no more (it may
+    /// be written again as it is).
     #[test]
     fn a_spent_token_never_changes() {
         let Some(postgres) = server("a_spent_token_never_changes") else {
@@ -359,7 +363,9 @@ mod tests {
                 .unwrap();
             let spend = "UPDATE tokens SET state = $2 WHERE key = $1";
             client.execute(spend, &[&key, &"used"]).await.unwrap();
-            for state in ["pending", "used", "revoked"] {
+            // Written again as it is, it is not changed.
+            client.execute(spend, &[&key, &"used"]).await.unwrap();
+            for state in ["pending", "revoked", "expired"] {
                 let err = client.execute(spend, &[&key, &state]).await.unwrap_err();
                 assert!(violated(&err), "{state}: {err}");
             }

@@ -1,18 +1,22 @@
 -- Schema 1 of the PostgreSQL backend: the same records as the embedded store's schema 6,
 -- with constraints that hold the rules even against a bug above them.
 --
+-- Text that is a key sorts by its bytes (COLLATE "C"), as the embedded store's keys do, so
+-- that pages and cursors agree between the two, whatever the database's locale. Foreign
+-- keys are checked at commit, so that a change may write its rows in any order.
+--
 -- Times are milliseconds since the Unix epoch (bigint); uids are 0 to 2^32 - 1 (bigint,
 -- checked); each enumeration is text spelled as the wire spells it, checked. (Plain types
 -- with checks rather than domains: the client library binds parameters by exact type.)
 
 CREATE TABLE orgs (
-    name           text PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9-]{0,62}$'),
+    name           text COLLATE "C" PRIMARY KEY CHECK (name ~ '^[a-z][a-z0-9-]{0,62}$'),
     created_at     bigint NOT NULL,
     created_by_uid bigint NOT NULL CHECK (created_by_uid BETWEEN 0 AND 4294967295)
 );
 
 CREATE TABLE accounts (
-    email        text PRIMARY KEY,
+    email        text COLLATE "C" PRIMARY KEY,
     status       text NOT NULL CHECK (status IN ('pending', 'active')),
     uid          bigint CHECK (uid BETWEEN 0 AND 4294967295),
     created_at   bigint NOT NULL,
@@ -22,7 +26,8 @@ CREATE TABLE accounts (
 -- A uid acts as one account, and an account through one uid.
 CREATE TABLE bindings (
     uid            bigint PRIMARY KEY CHECK (uid BETWEEN 0 AND 4294967295),
-    email          text NOT NULL UNIQUE REFERENCES accounts (email),
+    email          text COLLATE "C" NOT NULL REFERENCES accounts (email)
+                       DEFERRABLE INITIALLY DEFERRED,
     -- The uid's user name when it was bound; NULL for a binding carried over from a store
     -- whose uid had no user.
     user_name      text,
@@ -30,12 +35,16 @@ CREATE TABLE bindings (
     -- Who made it: a superuser, an organization's invitation (provenance_org), or unknown.
     provenance     text NOT NULL CHECK (provenance IN ('superuser', 'org', 'unknown')),
     provenance_org text,
-    CHECK ((provenance = 'org') = (provenance_org IS NOT NULL))
+    CHECK ((provenance = 'org') = (provenance_org IS NOT NULL)),
+    -- Checked at commit: a rebind may take the account from one uid before giving it to
+    -- another.
+    CONSTRAINT one_binding_per_account UNIQUE (email) DEFERRABLE INITIALLY DEFERRED
 );
 
 CREATE TABLE memberships (
-    org        text NOT NULL REFERENCES orgs (name),
-    email      text NOT NULL REFERENCES accounts (email),
+    org        text COLLATE "C" NOT NULL REFERENCES orgs (name) DEFERRABLE INITIALLY DEFERRED,
+    email      text COLLATE "C" NOT NULL REFERENCES accounts (email)
+                   DEFERRABLE INITIALLY DEFERRED,
     role       text NOT NULL CHECK (role IN ('admin', 'deployer', 'readonly', 'viewer')),
     uid        bigint CHECK (uid BETWEEN 0 AND 4294967295),
     status     text NOT NULL CHECK (status IN ('invited', 'active', 'expired')),
@@ -76,8 +85,8 @@ CREATE CONSTRAINT TRIGGER keep_an_admin
 
 CREATE TABLE tokens (
     key                 bytea PRIMARY KEY CHECK (length(key) = 32),
-    org                 text NOT NULL,
-    email               text NOT NULL,
+    org                 text COLLATE "C" NOT NULL,
+    email               text COLLATE "C" NOT NULL,
     expires_at          bigint NOT NULL,
     state               text NOT NULL CHECK (state IN ('pending', 'used', 'revoked', 'expired')),
     -- The only Unix user who may redeem it, when one is named.
@@ -91,7 +100,8 @@ CREATE TABLE tokens (
 );
 CREATE INDEX spent_tokens ON tokens (forget_at, key) WHERE forget_at IS NOT NULL;
 
--- A token is spent once: used, revoked or expired, it never changes again.
+-- A token is spent once: used, revoked or expired, it never changes again (writing it
+-- again as it is changes nothing).
 CREATE FUNCTION spend_once() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'a token already % cannot change', OLD.state
@@ -101,13 +111,18 @@ $$;
 CREATE TRIGGER spend_once
     BEFORE UPDATE ON tokens
     FOR EACH ROW
-    WHEN (OLD.state <> 'pending')
+    WHEN (OLD.state <> 'pending'
+          AND (OLD.org, OLD.email, OLD.expires_at, OLD.state, OLD.redeemer_uid,
+               OLD.redeemer_name, OLD.issued_by_superuser)
+              IS DISTINCT FROM
+              (NEW.org, NEW.email, NEW.expires_at, NEW.state, NEW.redeemer_uid,
+               NEW.redeemer_name, NEW.issued_by_superuser))
     EXECUTE FUNCTION spend_once();
 
 -- The organization each uid chose with `org use`.
 CREATE TABLE current_org (
     uid bigint PRIMARY KEY CHECK (uid BETWEEN 0 AND 4294967295),
-    org text NOT NULL REFERENCES orgs (name)
+    org text COLLATE "C" NOT NULL REFERENCES orgs (name) DEFERRABLE INITIALLY DEFERRED
 );
 
 CREATE TABLE audit (
@@ -116,7 +131,7 @@ CREATE TABLE audit (
     uid    bigint CHECK (uid BETWEEN 0 AND 4294967295),
     pid    integer,
     action text NOT NULL,
-    org    text,
+    org    text COLLATE "C",
     target text,
     detail text
 );
@@ -138,8 +153,8 @@ CREATE TABLE events (
     kind          text NOT NULL CHECK (kind IN ('member.added', 'member.reinvited',
                       'member.activated', 'member.role_changed', 'member.expired',
                       'member.removed', 'binding.changed')),
-    org           text,
-    email         text NOT NULL,
+    org           text COLLATE "C",
+    email         text COLLATE "C" NOT NULL,
     role          text CHECK (role IN ('admin', 'deployer', 'readonly', 'viewer')),
     previous_role text CHECK (previous_role IN ('admin', 'deployer', 'readonly', 'viewer')),
     status        text CHECK (status IN ('invited', 'active', 'expired')),
@@ -149,7 +164,7 @@ CREATE TABLE events (
 -- Each event under every organization whose feed carries it: a membership's under its
 -- organization, a binding's under each organization of the account.
 CREATE TABLE org_events (
-    org text NOT NULL,
-    seq bigint NOT NULL REFERENCES events (seq),
+    org text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL REFERENCES events (seq) DEFERRABLE INITIALLY DEFERRED,
     PRIMARY KEY (org, seq)
 );

@@ -1,0 +1,68 @@
+//! The handle on a PostgreSQL database: a pool of connections, the schema brought to this
+//! daemon's version on open, a read-only transaction per snapshot and a serializable one
+//! per write.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::runtime::Handle;
+use tokio_postgres::NoTls;
+
+use super::schema::{self, SchemaError};
+use super::session::{wait, Begin, Session};
+use crate::store::{Result, StoreError};
+
+/// Connections the pool keeps at most: the writer's, and the readers'.
+const POOL_SIZE: usize = 16;
+
+/// A PostgreSQL database as the daemon's store.
+pub struct Store {
+    pool: Pool,
+    runtime: Handle,
+}
+
+/// A consistent view of one moment (a read-only, repeatable-read transaction), which any
+/// number of reads share.
+pub type Snapshot = Arc<Session>;
+
+impl Store {
+    /// Connects to the database `config` names (a libpq connection string, in the key =
+    /// value or the URL form), brings its schema to this daemon's version, and keeps a pool
+    /// of connections on `runtime`.
+    pub async fn open(config: &str, runtime: Handle) -> Result<Store, SchemaError> {
+        let config: tokio_postgres::Config = config.parse()?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|err| SchemaError::Unreachable(err.to_string()))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|err| SchemaError::Unreachable(err.to_string()))?;
+        schema::migrate(&mut client).await?;
+        Ok(Store { pool, runtime })
+    }
+
+    /// A snapshot of the last commit.
+    pub fn read(&self) -> Result<Snapshot> {
+        Ok(Arc::new(self.session(Begin::ReadOnly)?))
+    }
+
+    /// The writer's transaction: serializable, rolled back unless committed.
+    pub fn begin_write(&self) -> Result<Session> {
+        self.session(Begin::Serializable)
+    }
+
+    fn session(&self, begin: Begin) -> Result<Session> {
+        let client = wait(&self.runtime, self.pool.get())?
+            .map_err(|err| StoreError::Unreachable(err.to_string()))?;
+        Session::begin(client, self.runtime.clone(), begin)
+    }
+}

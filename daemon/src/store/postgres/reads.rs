@@ -1,0 +1,411 @@
+//! [`Reader`] on PostgreSQL: each read one statement in the session's transaction, its rows
+//! in the order the embedded store's keys give (text keys sort by their bytes).
+
+use compartmentctl::wire::EventKind;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio_postgres::Row;
+
+use super::session::Session;
+use crate::store::{
+    AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
+    OrgRecord, Provenance, Reader, Result, StoreError, TokenHash, TokenRecord, UnixUser,
+};
+
+/// A stored value this daemon cannot read: the database was changed behind its back.
+pub(super) fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        detail: detail.to_string(),
+    }
+}
+
+/// An enumeration's value as the wire spells it (`"admin"`, `"invited"`, …).
+pub(super) fn spelled<T: Serialize>(table: &'static str, value: &T) -> Result<String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(text)) => Ok(text),
+        Ok(other) => Err(StoreError::Unencodable {
+            table,
+            detail: format!("{other} is not a name"),
+        }),
+        Err(err) => Err(StoreError::Unencodable {
+            table,
+            detail: err.to_string(),
+        }),
+    }
+}
+
+/// The enumeration's value spelled `text`.
+fn parsed<T: DeserializeOwned>(table: &'static str, text: String) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(text)).map_err(|err| corrupt(table, err))
+}
+
+/// A time or count as a parameter: beyond `i64::MAX` means "no bound".
+pub(super) fn bound(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A limit as a parameter.
+fn limit(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn millis(table: &'static str, value: i64) -> Result<Millis> {
+    Millis::try_from(value).map_err(|_| corrupt(table, format!("a negative time {value}")))
+}
+
+fn uid(table: &'static str, value: Option<i64>) -> Result<Option<u32>> {
+    value
+        .map(|uid| u32::try_from(uid).map_err(|_| corrupt(table, format!("uid {uid}"))))
+        .transpose()
+}
+
+fn token_hash(table: &'static str, bytes: &[u8]) -> Result<TokenHash> {
+    <[u8; 32]>::try_from(bytes)
+        .map(TokenHash)
+        .map_err(|_| corrupt(table, format!("a key of {} bytes", bytes.len())))
+}
+
+const MEMBERSHIP: &str = "role, uid, status, invited_by, invited_at, expires_at, token_key";
+
+fn membership(row: &Row) -> Result<MembershipRecord> {
+    const TABLE: &str = "memberships";
+    Ok(MembershipRecord {
+        role: parsed(TABLE, row.try_get("role")?)?,
+        uid: uid(TABLE, row.try_get("uid")?)?,
+        status: parsed(TABLE, row.try_get("status")?)?,
+        invited_by: row.try_get("invited_by")?,
+        invited_at: millis(TABLE, row.try_get("invited_at")?)?,
+        expires_at: row
+            .try_get::<_, Option<i64>>("expires_at")?
+            .map(|at| millis(TABLE, at))
+            .transpose()?,
+        token_hash: row
+            .try_get::<_, Option<&[u8]>>("token_key")?
+            .map(|key| token_hash(TABLE, key))
+            .transpose()?,
+    })
+}
+
+const EVENT: &str = "seq, at, kind, org, email, role, previous_role, status, uid";
+
+fn event(row: &Row) -> Result<(u64, EventRecord)> {
+    const TABLE: &str = "events";
+    let seq: i64 = row.try_get("seq")?;
+    let kind: String = row.try_get("kind")?;
+    let role = |column| -> Result<_> {
+        row.try_get::<_, Option<String>>(column)?
+            .map(|text| parsed(TABLE, text))
+            .transpose()
+    };
+    Ok((
+        u64::try_from(seq).map_err(|_| corrupt(TABLE, format!("sequence number {seq}")))?,
+        EventRecord {
+            at: millis(TABLE, row.try_get("at")?)?,
+            kind: kind
+                .parse::<EventKind>()
+                .map_err(|err| corrupt(TABLE, err))?,
+            org: row.try_get("org")?,
+            email: row.try_get("email")?,
+            role: role("role")?,
+            previous_role: role("previous_role")?,
+            status: row
+                .try_get::<_, Option<String>>("status")?
+                .map(|text| parsed(TABLE, text))
+                .transpose()?,
+            uid: uid(TABLE, row.try_get("uid")?)?,
+        },
+    ))
+}
+
+fn account(row: &Row) -> Result<AccountRecord> {
+    const TABLE: &str = "accounts";
+    Ok(AccountRecord {
+        status: parsed(TABLE, row.try_get("status")?)?,
+        uid: uid(TABLE, row.try_get("uid")?)?,
+        created_at: millis(TABLE, row.try_get("created_at")?)?,
+        activated_at: row
+            .try_get::<_, Option<i64>>("activated_at")?
+            .map(|at| millis(TABLE, at))
+            .transpose()?,
+    })
+}
+
+fn strings(rows: Vec<Row>) -> Result<Vec<String>> {
+    rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+}
+
+impl Reader for Session {
+    fn org(&self, name: &str) -> Result<Option<OrgRecord>> {
+        const TABLE: &str = "orgs";
+        let row = self.query_opt(
+            "SELECT created_at, created_by_uid FROM orgs WHERE name = $1",
+            &[&name],
+        )?;
+        row.map(|row| {
+            let created_by: i64 = row.try_get(1)?;
+            Ok(OrgRecord {
+                created_at: millis(TABLE, row.try_get(0)?)?,
+                created_by_uid: u32::try_from(created_by)
+                    .map_err(|_| corrupt(TABLE, format!("uid {created_by}")))?,
+            })
+        })
+        .transpose()
+    }
+
+    fn org_names(&self) -> Result<Vec<String>> {
+        strings(self.query("SELECT name FROM orgs ORDER BY name", &[])?)
+    }
+
+    fn account(&self, email: &str) -> Result<Option<AccountRecord>> {
+        self.query_opt(
+            "SELECT status, uid, created_at, activated_at FROM accounts WHERE email = $1",
+            &[&email],
+        )?
+        .map(|row| account(&row))
+        .transpose()
+    }
+
+    fn binding(&self, uid: u32) -> Result<Option<BindingRecord>> {
+        const TABLE: &str = "bindings";
+        let row = self.query_opt(
+            "SELECT email, user_name, bound_at, provenance, provenance_org
+             FROM bindings WHERE uid = $1",
+            &[&i64::from(uid)],
+        )?;
+        row.map(|row| {
+            let provenance: String = row.try_get("provenance")?;
+            let org: Option<String> = row.try_get("provenance_org")?;
+            Ok(BindingRecord {
+                email: row.try_get("email")?,
+                user_name: row.try_get("user_name")?,
+                bound_at: millis(TABLE, row.try_get("bound_at")?)?,
+                provenance: match (provenance.as_str(), org) {
+                    ("superuser", None) => Provenance::Superuser,
+                    ("unknown", None) => Provenance::Unknown,
+                    ("org", Some(org)) => Provenance::Org(org),
+                    (other, _) => return Err(corrupt(TABLE, format!("provenance {other}"))),
+                },
+            })
+        })
+        .transpose()
+    }
+
+    fn accounts(&self) -> Result<Vec<(String, AccountRecord)>> {
+        self.query(
+            "SELECT email, status, uid, created_at, activated_at FROM accounts ORDER BY email",
+            &[],
+        )?
+        .iter()
+        .map(|row| Ok((row.try_get("email")?, account(row)?)))
+        .collect()
+    }
+
+    fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
+        self.query_opt(
+            &format!("SELECT {MEMBERSHIP} FROM memberships WHERE org = $1 AND email = $2"),
+            &[&org, &email],
+        )?
+        .map(|row| membership(&row))
+        .transpose()
+    }
+
+    fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>> {
+        self.query(
+            &format!("SELECT email, {MEMBERSHIP} FROM memberships WHERE org = $1 ORDER BY email"),
+            &[&org],
+        )?
+        .iter()
+        .map(|row| Ok((row.try_get("email")?, membership(row)?)))
+        .collect()
+    }
+
+    fn members_after(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit_to: usize,
+    ) -> Result<Vec<(String, MemberRow)>> {
+        // Two statements rather than one with an optional bound, so that each is planned
+        // as the range read of the primary key it is.
+        let rows = match after {
+            Some(after) => self.query(
+                &format!(
+                    "SELECT email, {MEMBERSHIP} FROM memberships
+                     WHERE org = $1 AND email > $2 ORDER BY email LIMIT $3"
+                ),
+                &[&org, &after, &limit(limit_to)],
+            )?,
+            None => self.query(
+                &format!(
+                    "SELECT email, {MEMBERSHIP} FROM memberships
+                     WHERE org = $1 ORDER BY email LIMIT $2"
+                ),
+                &[&org, &limit(limit_to)],
+            )?,
+        };
+        rows.iter()
+            .map(|row| {
+                let record = membership(row)?;
+                Ok((row.try_get("email")?, MemberRow::from(&record)))
+            })
+            .collect()
+    }
+
+    fn active_admins(&self, org: &str, at_most: usize) -> Result<usize> {
+        let row = self.query_opt(
+            "SELECT count(*) FROM (SELECT FROM memberships
+                 WHERE org = $1 AND role = 'admin' AND status = 'active' LIMIT $2) AS admins",
+            &[&org, &limit(at_most)],
+        )?;
+        let count: i64 = match row {
+            Some(row) => row.try_get(0)?,
+            None => 0,
+        };
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
+    fn orgs_of(&self, email: &str) -> Result<Vec<String>> {
+        strings(self.query(
+            "SELECT org FROM memberships WHERE email = $1 ORDER BY org",
+            &[&email],
+        )?)
+    }
+
+    fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+        const TABLE: &str = "tokens";
+        let row = self.query_opt(
+            "SELECT org, email, expires_at, state, redeemer_uid, redeemer_name,
+                    issued_by_superuser
+             FROM tokens WHERE key = $1",
+            &[&hash.0.as_slice()],
+        )?;
+        row.map(|row| {
+            let redeemer_uid = uid(TABLE, row.try_get("redeemer_uid")?)?;
+            let redeemer_name: Option<String> = row.try_get("redeemer_name")?;
+            Ok(TokenRecord {
+                org: row.try_get("org")?,
+                email: row.try_get("email")?,
+                expires_at: millis(TABLE, row.try_get("expires_at")?)?,
+                state: parsed(TABLE, row.try_get("state")?)?,
+                redeemer: match (redeemer_uid, redeemer_name) {
+                    (Some(uid), Some(name)) => Some(UnixUser { uid, name }),
+                    _ => None,
+                },
+                issued_by_superuser: row.try_get("issued_by_superuser")?,
+            })
+        })
+        .transpose()
+    }
+
+    fn current_org(&self, uid: u32) -> Result<Option<String>> {
+        let row = self.query_opt(
+            "SELECT org FROM current_org WHERE uid = $1",
+            &[&i64::from(uid)],
+        )?;
+        Ok(row.map(|row| row.try_get(0)).transpose()?)
+    }
+
+    fn next_expiry(&self) -> Result<Option<Millis>> {
+        let row = self.query_opt(
+            "SELECT expires_at FROM memberships
+             WHERE status = 'invited' AND expires_at IS NOT NULL
+             ORDER BY expires_at LIMIT 1",
+            &[],
+        )?;
+        row.map(|row| millis("memberships", row.try_get(0)?))
+            .transpose()
+    }
+
+    fn due_invitations_up_to(&self, now: Millis, limit_to: usize) -> Result<Vec<(String, String)>> {
+        // Due as `clock::is_due` says: at or before `now`.
+        self.query(
+            "SELECT org, email FROM memberships
+             WHERE status = 'invited' AND expires_at <= $1
+             ORDER BY expires_at, org, email LIMIT $2",
+            &[&bound(now), &limit(limit_to)],
+        )?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect()
+    }
+
+    fn audit(&self) -> Result<Vec<AuditRecord>> {
+        const TABLE: &str = "audit";
+        self.query(
+            "SELECT at, uid, pid, action, org, target, detail FROM audit ORDER BY seq",
+            &[],
+        )?
+        .iter()
+        .map(|row| {
+            Ok(AuditRecord {
+                at: millis(TABLE, row.try_get("at")?)?,
+                uid: uid(TABLE, row.try_get("uid")?)?,
+                pid: row.try_get("pid")?,
+                action: row.try_get("action")?,
+                org: row.try_get("org")?,
+                target: row.try_get("target")?,
+                detail: row.try_get("detail")?,
+            })
+        })
+        .collect()
+    }
+
+    fn events_after(&self, after: u64, limit_to: usize) -> Result<Vec<(u64, EventRecord)>> {
+        self.query(
+            &format!("SELECT {EVENT} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            &[&bound(after), &limit(limit_to)],
+        )?
+        .iter()
+        .map(event)
+        .collect()
+    }
+
+    fn org_events_after(
+        &self,
+        org: &str,
+        after: u64,
+        limit_to: usize,
+    ) -> Result<Vec<(u64, EventRecord)>> {
+        self.query(
+            &format!(
+                "SELECT {EVENT} FROM events WHERE seq IN (
+                     SELECT seq FROM org_events WHERE org = $1 AND seq > $2
+                     ORDER BY seq LIMIT $3)
+                 ORDER BY seq"
+            ),
+            &[&org, &bound(after), &limit(limit_to)],
+        )?
+        .iter()
+        .map(event)
+        .collect()
+    }
+
+    fn spent_tokens_due(&self, now: Millis, limit_to: usize) -> Result<Vec<TokenHash>> {
+        // Due as `clock::is_due` says: at or before `now`.
+        self.query(
+            "SELECT key FROM tokens WHERE forget_at <= $1 ORDER BY forget_at, key LIMIT $2",
+            &[&bound(now), &limit(limit_to)],
+        )?
+        .iter()
+        .map(|row| token_hash("tokens", row.try_get::<_, &[u8]>(0)?))
+        .collect()
+    }
+
+    fn next_spent_token_due(&self) -> Result<Option<Millis>> {
+        let row = self.query_opt(
+            "SELECT forget_at FROM tokens WHERE forget_at IS NOT NULL ORDER BY forget_at LIMIT 1",
+            &[],
+        )?;
+        row.map(|row| millis("tokens", row.try_get(0)?)).transpose()
+    }
+
+    fn last_event_seq(&self) -> Result<u64> {
+        let row = self.query_opt("SELECT seq FROM event_head", &[])?;
+        let seq: i64 = match row {
+            Some(row) => row.try_get(0)?,
+            None => 0,
+        };
+        u64::try_from(seq).map_err(|_| corrupt("event_head", format!("sequence number {seq}")))
+    }
+}

@@ -1,0 +1,121 @@
+//! A pooled connection inside a transaction, driven from the store's synchronous reads and
+//! writes: each statement is sent on the daemon's runtime and waited for on the calling
+//! thread (out of the runtime's way when that thread is one of its workers). The
+//! transaction ends when the session is dropped (rolled back) or committed.
+
+use std::future::Future;
+
+use deadpool_postgres::Object;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use crate::store::{Result, StoreError};
+
+/// How a session's transaction begins.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Begin {
+    /// A consistent view of one moment, that writes nothing.
+    ReadOnly,
+    /// The writer's: every batch as if alone, or refused at commit (40001) and retried.
+    Serializable,
+}
+
+/// A connection with an open transaction.
+pub struct Session {
+    /// `None` once handed back (at commit, or to the rollback when dropped).
+    client: Option<Object>,
+    runtime: Handle,
+}
+
+impl Session {
+    /// Begins a transaction on `client`.
+    pub(super) fn begin(client: Object, runtime: Handle, begin: Begin) -> Result<Session> {
+        let session = Session {
+            client: Some(client),
+            runtime,
+        };
+        session.batch(match begin {
+            Begin::ReadOnly => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Begin::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        })?;
+        Ok(session)
+    }
+
+    /// Commits the transaction; the connection goes back to the pool.
+    pub fn commit(mut self) -> Result<()> {
+        self.batch("COMMIT")?;
+        self.client = None;
+        Ok(())
+    }
+
+    /// The rows `sql` returns, its statement prepared once per connection.
+    pub(super) fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let client = self.client()?;
+        self.wait(async {
+            let statement = client.prepare_cached(sql).await?;
+            client.query(&statement, params).await
+        })
+    }
+
+    /// The one row `sql` returns, if any.
+    pub(super) fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    /// Runs `sql`; how many rows it changed.
+    pub(super) fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let client = self.client()?;
+        self.wait(async {
+            let statement = client.prepare_cached(sql).await?;
+            client.execute(&statement, params).await
+        })
+    }
+
+    fn batch(&self, sql: &str) -> Result<()> {
+        let client = self.client()?;
+        self.wait(client.batch_execute(sql))
+    }
+
+    fn client(&self) -> Result<&Object> {
+        self.client.as_ref().ok_or(StoreError::Reopening)
+    }
+
+    fn wait<T>(&self, work: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T> {
+        wait(&self.runtime, work)?.map_err(StoreError::from)
+    }
+}
+
+/// Waits for `work` on the calling thread: directly outside the runtime, out of the way of
+/// the other tasks on one of its workers. A current-thread runtime cannot wait for itself:
+/// that is refused rather than deadlocked.
+pub(super) fn wait<T>(runtime: &Handle, work: impl Future<Output = T>) -> Result<T> {
+    match Handle::try_current() {
+        Err(_) => Ok(runtime.block_on(work)),
+        Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| runtime.block_on(work)))
+        }
+        Ok(_) => Err(StoreError::Unreachable(
+            "the PostgreSQL store is used from a current-thread runtime, which cannot wait for it"
+                .into(),
+        )),
+    }
+}
+
+impl Drop for Session {
+    /// Rolls an uncommitted transaction back without waiting: the connection returns to the
+    /// pool once the rollback is done.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.runtime.spawn(async move {
+                if let Err(err) = client.batch_execute("ROLLBACK").await {
+                    tracing::debug!(error = %err, "rolling back a PostgreSQL transaction failed");
+                }
+            });
+        }
+    }
+}
