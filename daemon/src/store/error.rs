@@ -40,6 +40,20 @@ impl StoreError {
         }
     }
 
+    /// True for a conflict with a concurrent transaction (PostgreSQL's serialization
+    /// failure, or a deadlock): the whole transaction is worth running again.
+    pub fn is_retryable(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            StoreError::Postgres(err) => matches!(
+                err.code(),
+                Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == SqlState::T_R_DEADLOCK_DETECTED
+            ),
+            _ => false,
+        }
+    }
+
     /// True when the error leaves redb's handle unusable for writes until it is reopened:
     /// redb latches the first I/O error and answers `PreviousIo` from then on.
     pub(crate) fn breaks_the_handle(&self) -> bool {

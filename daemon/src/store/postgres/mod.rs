@@ -18,6 +18,8 @@ mod reads;
 mod rows;
 pub mod schema;
 mod session;
+#[cfg(test)]
+mod tests;
 
 pub use handle::{Snapshot, Store};
 pub use session::Session;

@@ -1,0 +1,248 @@
+//! Two daemons on one database, as two handles on it: what one commits, the other's next
+//! read sees; the feed's numbers stay dense and in commit order when both append at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use compartmentctl::wire::{AccountStatus, MemberStatus, Role};
+
+use super::schema::tests::server;
+use super::{Session, Store};
+use crate::store::change::Tracked;
+use crate::store::{
+    AccountRecord, Changes, MembershipRecord, Millis, OrgRecord, Reader, StoreError,
+};
+
+const T0: Millis = 1_777_636_800_000;
+
+/// Asks `check` until it holds; false if it never does within a minute, which only a test
+/// that hangs takes.
+fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < until {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Two handles on the database of `server`, as two daemons would open it.
+fn two_daemons(
+    runtime: &tokio::runtime::Runtime,
+    server: &compartment_pgtest::Postgres,
+) -> (Store, Store) {
+    let open = || {
+        runtime
+            .block_on(Store::open(
+                &server.url("postgres"),
+                runtime.handle().clone(),
+            ))
+            .unwrap()
+    };
+    (open(), open())
+}
+
+/// Adds `email` to `org` (made if missing) as an active member of `role`, in `session`.
+fn add_member(session: &Session, org: &str, email: &str, role: Role) {
+    let txn = Tracked::new(session, T0);
+    if txn.org(org).unwrap().is_none() {
+        let record = OrgRecord {
+            created_at: T0,
+            created_by_uid: 0,
+        };
+        txn.put_org(org, &record).unwrap();
+    }
+    let account = AccountRecord {
+        status: AccountStatus::Active,
+        uid: Some(1000),
+        created_at: T0,
+        activated_at: Some(T0),
+    };
+    txn.put_account(email, &account).unwrap();
+    let member = MembershipRecord {
+        role,
+        uid: Some(1000),
+        status: MemberStatus::Active,
+        invited_by: "uid 0".into(),
+        invited_at: T0,
+        expires_at: None,
+        token_hash: None,
+    };
+    txn.put_membership(org, email, &member, None).unwrap();
+}
+
+/// A member added through one daemon is there at the other's next read; removed through
+/// it, gone at the other's next read: removal holds across daemons at once.
+#[test]
+fn what_one_daemon_commits_the_others_next_read_sees() {
+    let Some(server) = server("what_one_daemon_commits_the_others_next_read_sees") else {
+        return;
+    };
+    let runtime = runtime();
+    let (a, b) = two_daemons(&runtime, &server);
+    let write = a.begin_write().unwrap();
+    add_member(&write, "acme", "admin@example.com", Role::Admin);
+    add_member(&write, "acme", "dev@example.com", Role::Deployer);
+    // Not yet committed: the other daemon sees nothing of it.
+    assert!(b.read().unwrap().org("acme").unwrap().is_none());
+    write.commit().unwrap();
+    let member = b
+        .read()
+        .unwrap()
+        .membership("acme", "dev@example.com")
+        .unwrap();
+    assert_eq!(member.map(|m| m.role), Some(Role::Deployer));
+
+    let write = a.begin_write().unwrap();
+    let old = write
+        .membership("acme", "dev@example.com")
+        .unwrap()
+        .unwrap();
+    Tracked::new(&write, T0)
+        .delete_membership("acme", "dev@example.com", &old)
+        .unwrap();
+    write.commit().unwrap();
+    let snapshot = b.read().unwrap();
+    assert_eq!(
+        snapshot.membership("acme", "dev@example.com").unwrap(),
+        None
+    );
+    // The feed on the other daemon tells both changes, in order.
+    let kinds: Vec<_> = snapshot
+        .org_events_after("acme", 0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, event)| (seq, event.email, event.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, "admin@example.com".to_owned(), "member.added"),
+            (2, "dev@example.com".to_owned(), "member.added"),
+            (3, "dev@example.com".to_owned(), "member.removed"),
+        ]
+    );
+}
+
+/// Both daemons append to the feed at once: the second waits on the first's hold of
+/// `event_head` (seen waiting on a lock in `pg_stat_activity`), is refused as a
+/// serialization failure once the first commits (the writer retries such a transaction),
+/// and its retry numbers after the first. The numbers stay dense and in commit order.
+#[test]
+fn appends_through_two_daemons_at_once_number_in_commit_order() {
+    let Some(server) = server("appends_through_two_daemons_at_once_number_in_commit_order") else {
+        return;
+    };
+    let runtime = runtime();
+    let (a, b) = two_daemons(&runtime, &server);
+    let setup = a.begin_write().unwrap();
+    add_member(&setup, "acme", "admin@example.com", Role::Admin);
+    setup.commit().unwrap();
+
+    let first = a.begin_write().unwrap();
+    add_member(&first, "acme", "first@example.com", Role::Viewer);
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| {
+            let session = b.begin_write().unwrap();
+            let txn = Tracked::new(&session, T0);
+            let account = AccountRecord {
+                status: AccountStatus::Pending,
+                uid: None,
+                created_at: T0,
+                activated_at: None,
+            };
+            txn.put_account("second@example.com", &account).unwrap();
+            let member = MembershipRecord {
+                role: Role::Viewer,
+                uid: None,
+                status: MemberStatus::Invited,
+                invited_by: "uid 0".into(),
+                invited_at: T0,
+                expires_at: Some(T0 + 1000),
+                token_hash: None,
+            };
+            // Its event waits for `event_head`, which the first holds until it commits.
+            txn.put_membership("acme", "second@example.com", &member, None)
+        });
+        // The first commits once the second waits for the row it holds.
+        let waiting = eventually(|| {
+            let session = a.read().unwrap();
+            let row = session
+                .query_opt(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                    &[],
+                )
+                .unwrap()
+                .unwrap();
+            row.get::<_, i64>(0) == 1
+        });
+        assert!(
+            waiting,
+            "the second daemon's append never waited for the first's"
+        );
+        first.commit().unwrap();
+        let err = second.join().unwrap().unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+    });
+    // The retry, as the writer makes it: a new transaction.
+    let retry = b.begin_write().unwrap();
+    add_member(&retry, "acme", "second@example.com", Role::Viewer);
+    retry.commit().unwrap();
+
+    let feed: Vec<_> = a
+        .read()
+        .unwrap()
+        .events_after(0, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, event)| (seq, event.email))
+        .collect();
+    assert_eq!(
+        feed,
+        [
+            (1, "admin@example.com".to_owned()),
+            (2, "first@example.com".to_owned()),
+            (3, "second@example.com".to_owned()),
+        ]
+    );
+    assert_eq!(b.read().unwrap().last_event_seq().unwrap(), 3);
+}
+
+/// A serialization failure and a deadlock are worth retrying; a constraint is not.
+#[test]
+fn only_conflicts_are_retried() {
+    let Some(server) = server("only_conflicts_are_retried") else {
+        return;
+    };
+    let runtime = runtime();
+    let (a, _) = two_daemons(&runtime, &server);
+    let session = a.begin_write().unwrap();
+    let written = Tracked::new(&session, T0).put_membership(
+        "nonesuch",
+        "x@example.com",
+        &MembershipRecord {
+            role: Role::Viewer,
+            uid: None,
+            status: MemberStatus::Invited,
+            invited_by: "uid 0".into(),
+            invited_at: T0,
+            expires_at: Some(T0),
+            token_hash: None,
+        },
+        None,
+    );
+    // Foreign keys are checked at commit.
+    written.unwrap();
+    let err = session.commit().unwrap_err();
+    assert!(matches!(err, StoreError::Postgres(_)), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+}
