@@ -5,7 +5,7 @@ use super::{change::pending_key, spent_key, Millis, Reader, Result};
 
 /// Checks that the secondary indexes agree with `memberships`, both ways (tests and,
 /// later, `compartmentd check`). Linear in the number of memberships.
-pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
+pub fn check_indexes(reader: &(impl Reader + ?Sized)) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut unmatched_pending: std::collections::HashSet<(String, String)> =
         reader.due_invitations(Millis::MAX)?.into_iter().collect();
@@ -49,7 +49,7 @@ pub fn check_indexes(reader: &impl Reader) -> Result<Vec<String>> {
 
 /// Every membership's event is filed under its organization, and the index files under an
 /// organization only that organization's events and bindings' events.
-fn check_feed_index(reader: &impl Reader, problems: &mut Vec<String>) -> Result<()> {
+fn check_feed_index(reader: &(impl Reader + ?Sized), problems: &mut Vec<String>) -> Result<()> {
     let mut filed = std::collections::HashSet::new();
     for org in reader.org_names()? {
         for (seq, event) in reader.org_events_after(&org, 0, usize::MAX)? {

@@ -285,86 +285,10 @@ fn everything(reader: &dyn Reader) -> String {
     writeln!(
         out,
         "index problems {:?}",
-        super::check_indexes(&ReaderRef(reader)).unwrap()
+        super::check_indexes(reader).unwrap()
     )
     .unwrap();
     out
-}
-
-/// `&dyn Reader` as a sized reader, for what takes `&impl Reader`.
-struct ReaderRef<'a>(&'a dyn Reader);
-
-impl Reader for ReaderRef<'_> {
-    fn org(&self, name: &str) -> Result<Option<OrgRecord>> {
-        self.0.org(name)
-    }
-    fn org_names(&self) -> Result<Vec<String>> {
-        self.0.org_names()
-    }
-    fn account(&self, email: &str) -> Result<Option<AccountRecord>> {
-        self.0.account(email)
-    }
-    fn binding(&self, uid: u32) -> Result<Option<BindingRecord>> {
-        self.0.binding(uid)
-    }
-    fn accounts(&self) -> Result<Vec<(String, AccountRecord)>> {
-        self.0.accounts()
-    }
-    fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
-        self.0.membership(org, email)
-    }
-    fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>> {
-        self.0.members(org)
-    }
-    fn members_after(
-        &self,
-        org: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<(String, super::MemberRow)>> {
-        self.0.members_after(org, after, limit)
-    }
-    fn active_admins(&self, org: &str, at_most: usize) -> Result<usize> {
-        self.0.active_admins(org, at_most)
-    }
-    fn orgs_of(&self, email: &str) -> Result<Vec<String>> {
-        self.0.orgs_of(email)
-    }
-    fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
-        self.0.token(hash)
-    }
-    fn current_org(&self, uid: u32) -> Result<Option<String>> {
-        self.0.current_org(uid)
-    }
-    fn next_expiry(&self) -> Result<Option<Millis>> {
-        self.0.next_expiry()
-    }
-    fn due_invitations_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>> {
-        self.0.due_invitations_up_to(now, limit)
-    }
-    fn audit(&self) -> Result<Vec<AuditRecord>> {
-        self.0.audit()
-    }
-    fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, super::EventRecord)>> {
-        self.0.events_after(after, limit)
-    }
-    fn org_events_after(
-        &self,
-        org: &str,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<(u64, super::EventRecord)>> {
-        self.0.org_events_after(org, after, limit)
-    }
-    fn spent_tokens_due(&self, now: Millis, limit: usize) -> Result<Vec<TokenHash>> {
-        self.0.spent_tokens_due(now, limit)
-    }
-    fn next_spent_token_due(&self) -> Result<Option<Millis>> {
-        self.0.next_spent_token_due()
-    }
-    fn last_event_seq(&self) -> Result<u64> {
-        self.0.last_event_seq()
-    }
 }
 
 /// The same transactions through redb and PostgreSQL: after each, every read answers the

@@ -7,17 +7,24 @@
 //!   heads of the change feed that subscribers wait on.
 //! - [`Reader`] (`read.rs`): every read a rule makes, on a snapshot or inside the write
 //!   transaction, including the change feed's range reads.
-//! - [`Changes`] (`change.rs`): every write, on the writer's transaction only. A backend
-//!   keeps its indexes in step with each write, appends the feed's events the rules of
-//!   `change.rs` derive from it, and appends audit records.
+//! - [`Rows`] (`change.rs`): a backend's writes of rows with their indexes, its audit
+//!   append and its feed append. A rule writes through [`Changes`] on a [`Tracked`] view,
+//!   which records that it wrote and derives the feed's events from each write, the same
+//!   for every backend.
 //! - The records (`records.rs`), their binary encoding (`encoding.rs`), the errors
 //!   (`error.rs`), and the check that indexes agree with what they index (`check.rs`),
 //!   written once against [`Reader`].
 //!
-//! The one backend today is redb, embedded (`redb/`): its handle and reopening, tables,
-//! reads, writes and index upkeep, schema and migrations, and `compartmentd check`. The
-//! daemon names its types through this module ([`Store`], [`Snapshot`], [`Tracked`]), so
-//! nothing above `store` names the engine.
+//! The backends:
+//!
+//! - `redb/`, embedded, the one the daemon runs on: its handle and reopening, tables,
+//!   reads, writes and index upkeep, schema and migrations, and `compartmentd check`.
+//! - `postgres/`, for several daemons on one database: its schema and migrations, reads and
+//!   writes, held to redb's by `conformance.rs` (the same transactions through both, every
+//!   read compared). The daemon does not select it yet.
+//!
+//! The daemon names the store's types through this module ([`Store`], [`Snapshot`],
+//! [`Tracked`]), so nothing above `store` names an engine.
 
 mod change;
 mod check;
