@@ -59,7 +59,7 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
     };
     tracing::info!(
         socket = %listening_on,
-        database = %store.path().display(),
+        database = %store.path().map_or_else(String::new, |path| path.display().to_string()),
         public_url = %policy.public_url,
         "compartmentd listening"
     );

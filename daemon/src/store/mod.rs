@@ -31,7 +31,9 @@ mod check;
 #[cfg(test)]
 mod conformance;
 mod encoding;
+mod engine;
 mod error;
+mod heads;
 pub mod postgres;
 mod read;
 mod records;
@@ -44,13 +46,15 @@ pub use check::check_indexes;
 pub(crate) use encoding::BINARY_RECORD;
 pub(crate) use encoding::{decode, decode_member_row, encode};
 pub use error::{Result, StoreError};
+pub use heads::Announcement;
 pub use read::Reader;
 pub use records::*;
 
 pub use self::redb::{
-    check, Announcement, CheckReport, Commit, Committing, OpenError, Snapshot, Store, StoreOptions,
-    Tables, Write, CURRENT_SCHEMA_VERSION, DATABASE_FILE, DEFAULT_CACHE_SIZE,
+    check, CheckReport, OpenError, StoreOptions, CURRENT_SCHEMA_VERSION, DATABASE_FILE,
+    DEFAULT_CACHE_SIZE,
 };
+pub use engine::{Commit, Committing, Snapshot, Store, Tables, Write};
 
 /// A change's view of the write transaction of the backend the daemon runs on.
 pub type Tracked<'a, 't> = change::Tracked<'a, Tables<'t>>;

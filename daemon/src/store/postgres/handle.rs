@@ -10,7 +10,8 @@ use tokio_postgres::NoTls;
 
 use super::schema::{self, SchemaError};
 use super::session::{wait, Begin, Session};
-use crate::store::{Result, StoreError};
+use crate::store::heads::FeedHeads;
+use crate::store::{Announcement, Result, StoreError};
 
 /// Connections the pool keeps at most: the writer's, and the readers'.
 const POOL_SIZE: usize = 16;
@@ -19,6 +20,8 @@ const POOL_SIZE: usize = 16;
 pub struct Store {
     pool: Pool,
     runtime: Handle,
+    /// What this daemon's feed subscribers wait on.
+    heads: FeedHeads,
 }
 
 /// A consistent view of one moment (a read-only, repeatable-read transaction), which any
@@ -47,7 +50,15 @@ impl Store {
             .await
             .map_err(|err| SchemaError::Unreachable(err.to_string()))?;
         schema::migrate(&mut client).await?;
-        Ok(Store { pool, runtime })
+        let last: i64 = client
+            .query_one("SELECT seq FROM event_head", &[])
+            .await?
+            .get(0);
+        Ok(Store {
+            pool,
+            runtime,
+            heads: FeedHeads::new(u64::try_from(last).unwrap_or_default()),
+        })
     }
 
     /// A snapshot of the last commit.
@@ -58,6 +69,21 @@ impl Store {
     /// The writer's transaction: serializable, rolled back unless committed.
     pub fn begin_write(&self) -> Result<Session> {
         self.session(Begin::Serializable)
+    }
+
+    /// Tells this daemon's feeds of a commit.
+    pub fn committed(&self, announced: &Announcement) {
+        self.heads.announce(announced);
+    }
+
+    /// [`Backend::event_head`](crate::store::Backend::event_head).
+    pub fn event_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.heads.event_head()
+    }
+
+    /// [`Backend::org_event_head`](crate::store::Backend::org_event_head).
+    pub fn org_event_head(&self, org: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.heads.org_event_head(org)
     }
 
     fn session(&self, begin: Begin) -> Result<Session> {

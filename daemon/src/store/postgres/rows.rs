@@ -224,12 +224,15 @@ impl Rows for Session {
             Some(org) => vec![org.clone()],
             None => self.orgs_of(&event.email)?,
         };
-        for org in orgs {
+        for org in &orgs {
             self.execute(
                 "INSERT INTO org_events (org, seq) VALUES ($1, $2)",
-                &[&org, &seq],
+                &[org, &seq],
             )?;
         }
-        u64::try_from(seq).map_err(|_| corrupt("event_head", format!("sequence number {seq}")))
+        let seq = u64::try_from(seq)
+            .map_err(|_| corrupt("event_head", format!("sequence number {seq}")))?;
+        self.appended(seq, &orgs);
+        Ok(seq)
     }
 }

@@ -4,13 +4,14 @@
 //! transaction ends when the session is dropped (rolled back) or committed.
 
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 
 use deadpool_postgres::Object;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
-use crate::store::{Result, StoreError};
+use crate::store::{Announcement, Result, StoreError};
 
 /// How a session's transaction begins.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +27,8 @@ pub struct Session {
     /// `None` once handed back (at commit, or to the rollback when dropped).
     client: Option<Object>,
     runtime: Handle,
+    /// What the transaction appended to the feed, told to the feeds once it commits.
+    appended: Mutex<Announcement>,
 }
 
 impl Session {
@@ -34,6 +37,7 @@ impl Session {
         let session = Session {
             client: Some(client),
             runtime,
+            appended: Mutex::default(),
         };
         session.batch(match begin {
             Begin::ReadOnly => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
@@ -47,6 +51,29 @@ impl Session {
         self.batch("COMMIT")?;
         self.client = None;
         Ok(())
+    }
+
+    /// Commits without waiting for the commit to reach the disk: visible at once, lost if
+    /// PostgreSQL's host fails before it syncs. For tests whose data need not survive.
+    pub fn commit_without_sync(self) -> Result<()> {
+        self.batch("SET LOCAL synchronous_commit TO off")?;
+        self.commit()
+    }
+
+    /// Records that the transaction appended event `seq` to the feeds of `orgs`.
+    pub(super) fn appended(&self, seq: u64, orgs: &[String]) {
+        let mut appended = self.appended.lock().unwrap_or_else(PoisonError::into_inner);
+        appended.last = Some(seq);
+        for org in orgs {
+            if !appended.orgs.contains(org) {
+                appended.orgs.push(org.clone());
+            }
+        }
+    }
+
+    /// What the transaction appended to the feed, to tell the feeds once it commits.
+    pub fn announcement(&self) -> Announcement {
+        std::mem::take(&mut *self.appended.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The rows `sql` returns, its statement prepared once per connection.

@@ -1,7 +1,6 @@
 //! The handle on the database file: snapshots shared between commits, the write
 //! transaction, and reopening the file after a write failed.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -9,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use redb::{Database, ReadableDatabase, WriteTransaction};
 
 use super::schema::{self, OpenError};
-use super::tables::{Announcement, Snapshot, Tables};
+use super::tables::{Snapshot, Tables};
+use crate::store::heads::{Announcement, FeedHeads};
 use crate::store::{Backend, Reader, Result, StoreError};
 
 /// redb's page cache unless told otherwise: enough for the hot pages of a million
@@ -59,12 +59,10 @@ pub struct Store {
     /// False for a store opened on a storage backend (tests): there is no file to reopen,
     /// so a broken handle stays broken rather than a new one being opened on a file.
     reopens: bool,
-    /// The sequence number of the last committed event: the feed's subscribers wait on it.
-    events: tokio::sync::watch::Sender<u64>,
+    /// What the feed's subscribers wait on.
+    heads: FeedHeads,
     /// The snapshot reads share between writes.
     snapshots: Mutex<Snapshots>,
-    /// The heads of the organizations' feeds that have subscribers ([`Store::org_event_head`]).
-    org_heads: Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
 }
 
 /// The snapshot of the last commit, once a read has begun one; how many commits (and
@@ -95,7 +93,7 @@ impl Store {
         let path = state_dir.join(DATABASE_FILE);
         let db = schema::open(state_dir, &path, options)?;
         Ok(Store {
-            events: events_head(&db, &path)?,
+            heads: FeedHeads::new(last_event(&db, &path)?),
             db: RwLock::new(Some(Arc::new(db))),
             broken: AtomicBool::new(false),
             path,
@@ -103,7 +101,6 @@ impl Store {
             options: *options,
             reopens: true,
             snapshots: Mutex::default(),
-            org_heads: Mutex::default(),
         })
     }
 
@@ -115,7 +112,7 @@ impl Store {
         let path = PathBuf::from("<storage backend>");
         let db = schema::open_with_backend(backend, &path)?;
         Ok(Store {
-            events: events_head(&db, &path)?,
+            heads: FeedHeads::new(last_event(&db, &path)?),
             db: RwLock::new(Some(Arc::new(db))),
             broken: AtomicBool::new(false),
             state_dir: path.clone(),
@@ -123,7 +120,6 @@ impl Store {
             options: StoreOptions::default(),
             reopens: false,
             snapshots: Mutex::default(),
-            org_heads: Mutex::default(),
         })
     }
 
@@ -135,28 +131,7 @@ impl Store {
     /// reads from then on see them, and the feeds learn of the events `announced`.
     fn committed(&self, announced: Announcement) {
         drop(self.forget_snapshot());
-        let Some(seq) = announced.last else {
-            return;
-        };
-        self.events.send_if_modified(|head| {
-            let newer = seq > *head;
-            if newer {
-                *head = seq;
-            }
-            newer
-        });
-        if announced.orgs.is_empty() {
-            return;
-        }
-        let heads = self
-            .org_heads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for org in &announced.orgs {
-            if let Some(head) = heads.get(org) {
-                head.send_replace(seq);
-            }
-        }
+        self.heads.announce(&announced);
     }
 
     /// Stops reads from sharing the current snapshot; returns it, to be dropped out of the
@@ -269,25 +244,12 @@ impl Backend for Store {
         }
     }
 
-    /// The sequence number of the last committed event, changed as each commit with events
-    /// lands: a feed waits on it, and never holds up the writer.
     fn event_head(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.events.subscribe()
+        self.heads.event_head()
     }
 
-    /// The last event of `org`'s feed, changed as each commit that appends to it lands: an
-    /// organization's feed waits on it, so that other organizations' changes do not wake it.
-    /// (Its value starts at 0 and says only that something changed since it was last seen.)
     fn org_event_head(&self, org: &str) -> tokio::sync::watch::Receiver<u64> {
-        let mut heads = self
-            .org_heads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        heads.retain(|_, head| head.receiver_count() > 0);
-        heads
-            .entry(org.to_owned())
-            .or_insert_with(|| tokio::sync::watch::Sender::new(0))
-            .subscribe()
+        self.heads.org_event_head(org)
     }
 }
 
@@ -379,11 +341,8 @@ impl Drop for WriteOpen<'_> {
     }
 }
 
-/// The feed's head as the file holds it when opened.
-fn events_head(
-    db: &Database,
-    path: &Path,
-) -> std::result::Result<tokio::sync::watch::Sender<u64>, OpenError> {
+/// The feed's last event as the file holds it when opened.
+fn last_event(db: &Database, path: &Path) -> std::result::Result<u64, OpenError> {
     let head = db
         .begin_read()
         .map_err(StoreError::from)
@@ -392,5 +351,5 @@ fn events_head(
             path: path.to_owned(),
             source: err,
         })?;
-    Ok(tokio::sync::watch::Sender::new(head))
+    Ok(head)
 }

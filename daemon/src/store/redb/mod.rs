@@ -22,4 +22,4 @@ pub use handle::{
     Commit, Committing, Store, StoreOptions, Write, DATABASE_FILE, DEFAULT_CACHE_SIZE,
 };
 pub use schema::{OpenError, CURRENT_SCHEMA_VERSION};
-pub use tables::{Announcement, Snapshot, Tables};
+pub use tables::{Snapshot, Tables};

@@ -171,11 +171,3 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(SPENT_TOKENS)?;
     Ok(())
 }
-
-/// What a commit tells the feeds: its last event's sequence number, if it appended any, and
-/// the organizations whose feeds it appended to.
-#[derive(Debug, Default)]
-pub struct Announcement {
-    pub(super) last: Option<u64>,
-    pub(super) orgs: Vec<String>,
-}

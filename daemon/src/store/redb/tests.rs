@@ -6,11 +6,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::tables::{Announcement, Tables};
+use super::tables::Tables;
 use super::{Committing, Store};
+use crate::store::change::Tracked;
+use crate::store::heads::Announcement;
 use crate::store::{
     check_indexes, encode, Backend as _, Changes, MemberRow, MembershipRecord, OrgRecord, Reader,
-    Result, StoreError, TokenHash, TokenRecord, TokenState, Tracked, BINARY_RECORD,
+    Result, StoreError, TokenHash, TokenRecord, TokenState, BINARY_RECORD,
 };
 
 /// The admins' index follows every membership change, and the index check notices an
@@ -89,7 +91,7 @@ fn the_feed_and_spent_token_indexes_are_checked() {
     use compartmentctl::wire::{MemberStatus, Role};
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let write = |change: &dyn Fn(&Tracked<'_, '_>) -> Result<()>| {
+    let write = |change: &dyn Fn(&Tracked<'_, Tables<'_>>) -> Result<()>| {
         let txn = store.begin_write().unwrap();
         let tables = txn.tables();
         change(&Tracked::new(&tables, 1)).unwrap();

@@ -4,8 +4,9 @@ use std::cell::Cell;
 
 use redb::ReadableTable;
 
-use super::tables::{Announcement, Tables};
+use super::tables::Tables;
 use crate::store::change::pending_key;
+use crate::store::heads::Announcement;
 use crate::store::{
     encode, spent_key, AccountRecord, AuditRecord, BindingRecord, Changes, EventRecord,
     MembershipRecord, OrgRecord, Reader, Result, Rows, TokenHash, TokenRecord,

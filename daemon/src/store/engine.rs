@@ -1,0 +1,379 @@
+//! The store the daemon runs on, on either engine: each type an enum over the two backends
+//! and each call one match, so that nothing above the store names an engine or takes a type
+//! parameter.
+
+use std::path::Path;
+
+use tokio::runtime::Handle;
+
+use super::{
+    postgres, redb, AccountRecord, Announcement, AuditRecord, Backend, BindingRecord, Changes,
+    EventRecord, MemberRow, MembershipRecord, Millis, OrgRecord, Reader, Result, Rows, StoreError,
+    TokenHash, TokenRecord,
+};
+
+/// The store: a redb file in the state directory, or a PostgreSQL database several daemons
+/// share.
+pub enum Store {
+    Redb(redb::Store),
+    Postgres(postgres::Store),
+}
+
+impl Store {
+    /// Opens (or creates) `<state_dir>/compartment.redb`, migrating an older schema and
+    /// refusing a newer one or a database another daemon holds.
+    pub fn open(state_dir: &Path) -> Result<Store, redb::OpenError> {
+        redb::Store::open(state_dir).map(Store::Redb)
+    }
+
+    /// [`Store::open`] with `options`.
+    pub fn open_with(
+        state_dir: &Path,
+        options: &redb::StoreOptions,
+    ) -> Result<Store, redb::OpenError> {
+        redb::Store::open_with(state_dir, options).map(Store::Redb)
+    }
+
+    /// An embedded store on a storage backend rather than a file (tests: memory, or a disk
+    /// that loses unsynced writes at a simulated power cut).
+    pub fn open_backend(backend: impl ::redb::StorageBackend) -> Result<Store, redb::OpenError> {
+        redb::Store::open_backend(backend).map(Store::Redb)
+    }
+
+    /// Connects to the PostgreSQL database `config` names and brings its schema to this
+    /// daemon's version; its connections run on `runtime`.
+    pub async fn open_postgres(
+        config: &str,
+        runtime: Handle,
+    ) -> Result<Store, postgres::schema::SchemaError> {
+        postgres::Store::open(config, runtime)
+            .await
+            .map(Store::Postgres)
+    }
+
+    /// The database file of an embedded store.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Store::Redb(store) => Some(store.path()),
+            Store::Postgres(_) => None,
+        }
+    }
+}
+
+impl Backend for Store {
+    type Snapshot = Snapshot;
+    type Write<'s> = Write<'s>;
+
+    fn read(&self) -> Result<Snapshot> {
+        match self {
+            Store::Redb(store) => store.read().map(Snapshot::Redb),
+            Store::Postgres(store) => store.read().map(Snapshot::Postgres),
+        }
+    }
+
+    fn begin_write(&self) -> Result<Write<'_>> {
+        match self {
+            Store::Redb(store) => store.begin_write().map(Write::Redb),
+            Store::Postgres(store) => Ok(Write::Postgres {
+                session: store.begin_write()?,
+                store,
+            }),
+        }
+    }
+
+    fn note_failure(&self, err: &StoreError) {
+        match self {
+            Store::Redb(store) => store.note_failure(err),
+            Store::Postgres(_) => {}
+        }
+    }
+
+    fn event_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        match self {
+            Store::Redb(store) => store.event_head(),
+            Store::Postgres(store) => store.event_head(),
+        }
+    }
+
+    fn org_event_head(&self, org: &str) -> tokio::sync::watch::Receiver<u64> {
+        match self {
+            Store::Redb(store) => store.org_event_head(org),
+            Store::Postgres(store) => store.org_event_head(org),
+        }
+    }
+}
+
+/// A consistent view of one commit, which any number of reads share.
+#[derive(Clone)]
+pub enum Snapshot {
+    Redb(redb::Snapshot),
+    Postgres(postgres::Snapshot),
+}
+
+/// The writer's transaction: rolled back unless committed.
+// One at a time, on the writer's stack: boxing the larger variant would allocate for each
+// batch.
+#[allow(clippy::large_enum_variant)]
+pub enum Write<'s> {
+    Redb(redb::Write<'s>),
+    Postgres {
+        session: postgres::Session,
+        store: &'s postgres::Store,
+    },
+}
+
+impl Write<'_> {
+    /// The transaction's tables, through which a batch of changes writes; dropped before
+    /// the commit.
+    pub fn tables(&self) -> Tables<'_> {
+        match self {
+            Write::Redb(txn) => Tables::Redb(txn.tables()),
+            Write::Postgres { session, .. } => Tables::Postgres(session),
+        }
+    }
+
+    /// Commits with `commit`, then tells the feeds what the transaction `announced`: reads
+    /// begun from then on see the change.
+    pub fn commit(self, commit: Commit<'_>, announced: Announcement) -> Result<()> {
+        match self {
+            Write::Redb(txn) => txn.commit(&|txn| commit(Committing::Redb(txn)), announced),
+            Write::Postgres { session, store } => {
+                commit(Committing::Postgres(session))?;
+                store.committed(&announced);
+                Ok(())
+            }
+        }
+    }
+
+    /// Rolls the transaction back.
+    pub fn abort(self) -> Result<()> {
+        match self {
+            Write::Redb(txn) => txn.abort(),
+            // Dropped, the session rolls back.
+            Write::Postgres { .. } => Ok(()),
+        }
+    }
+}
+
+/// How a write transaction is committed: [`Committing::durably`] in the daemon; tests may
+/// fail it, or commit without a sync.
+pub type Commit<'a> = &'a dyn Fn(Committing) -> Result<()>;
+
+/// A write transaction being committed, as a [`Commit`] receives it.
+// One at a time, on the writer's stack: boxing the larger variant would allocate for each
+// batch.
+#[allow(clippy::large_enum_variant)]
+pub enum Committing {
+    Redb(redb::Committing),
+    Postgres(postgres::Session),
+}
+
+impl Committing {
+    /// Returns once what the transaction wrote is durable.
+    pub fn durably(self) -> Result<()> {
+        match self {
+            Committing::Redb(txn) => txn.durably(),
+            Committing::Postgres(session) => session.commit(),
+        }
+    }
+
+    /// A commit that does not wait for the disk: visible at once, lost at a power cut.
+    pub fn without_sync(self) -> Result<()> {
+        match self {
+            Committing::Redb(txn) => txn.without_sync(),
+            Committing::Postgres(session) => session.commit_without_sync(),
+        }
+    }
+}
+
+/// The tables of a write transaction, as a batch of changes writes them.
+// One at a time, on the writer's stack: boxing the larger variant would allocate for each
+// batch.
+#[allow(clippy::large_enum_variant)]
+pub enum Tables<'t> {
+    Redb(redb::Tables<'t>),
+    Postgres(&'t postgres::Session),
+}
+
+impl Tables<'_> {
+    /// What the writer announces once the transaction is committed: the last event it
+    /// appended, if any, and the organizations whose feeds it appended to.
+    pub fn last_event(&self) -> Announcement {
+        match self {
+            Tables::Redb(tables) => tables.last_event(),
+            Tables::Postgres(session) => session.announcement(),
+        }
+    }
+}
+
+/// `$call` on whichever backend `$this` holds.
+macro_rules! either {
+    ($this:expr, $view:ident => $call:expr) => {
+        match $this {
+            Self::Redb($view) => $call,
+            Self::Postgres($view) => $call,
+        }
+    };
+}
+
+/// Each of [`Reader`]'s reads, answered by whichever backend `$view` holds.
+macro_rules! reads_of_either {
+    ($view:ty) => {
+        impl Reader for $view {
+            fn org(&self, name: &str) -> Result<Option<OrgRecord>> {
+                either!(self, view => view.org(name))
+            }
+
+            fn org_names(&self) -> Result<Vec<String>> {
+                either!(self, view => view.org_names())
+            }
+
+            fn account(&self, email: &str) -> Result<Option<AccountRecord>> {
+                either!(self, view => view.account(email))
+            }
+
+            fn binding(&self, uid: u32) -> Result<Option<BindingRecord>> {
+                either!(self, view => view.binding(uid))
+            }
+
+            fn accounts(&self) -> Result<Vec<(String, AccountRecord)>> {
+                either!(self, view => view.accounts())
+            }
+
+            fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
+                either!(self, view => view.membership(org, email))
+            }
+
+            fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>> {
+                either!(self, view => view.members(org))
+            }
+
+            fn members_after(
+                &self,
+                org: &str,
+                after: Option<&str>,
+                limit: usize,
+            ) -> Result<Vec<(String, MemberRow)>> {
+                either!(self, view => view.members_after(org, after, limit))
+            }
+
+            fn active_admins(&self, org: &str, at_most: usize) -> Result<usize> {
+                either!(self, view => view.active_admins(org, at_most))
+            }
+
+            fn orgs_of(&self, email: &str) -> Result<Vec<String>> {
+                either!(self, view => view.orgs_of(email))
+            }
+
+            fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
+                either!(self, view => view.token(hash))
+            }
+
+            fn current_org(&self, uid: u32) -> Result<Option<String>> {
+                either!(self, view => view.current_org(uid))
+            }
+
+            fn next_expiry(&self) -> Result<Option<Millis>> {
+                either!(self, view => view.next_expiry())
+            }
+
+            fn due_invitations_up_to(
+                &self,
+                now: Millis,
+                limit: usize,
+            ) -> Result<Vec<(String, String)>> {
+                either!(self, view => view.due_invitations_up_to(now, limit))
+            }
+
+            fn audit(&self) -> Result<Vec<AuditRecord>> {
+                either!(self, view => view.audit())
+            }
+
+            fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>> {
+                either!(self, view => view.events_after(after, limit))
+            }
+
+            fn org_events_after(
+                &self,
+                org: &str,
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<(u64, EventRecord)>> {
+                either!(self, view => view.org_events_after(org, after, limit))
+            }
+
+            fn spent_tokens_due(&self, now: Millis, limit: usize) -> Result<Vec<TokenHash>> {
+                either!(self, view => view.spent_tokens_due(now, limit))
+            }
+
+            fn next_spent_token_due(&self) -> Result<Option<Millis>> {
+                either!(self, view => view.next_spent_token_due())
+            }
+
+            fn last_event_seq(&self) -> Result<u64> {
+                either!(self, view => view.last_event_seq())
+            }
+        }
+    };
+}
+
+reads_of_either!(Snapshot);
+reads_of_either!(Tables<'_>);
+
+impl Changes for Tables<'_> {
+    fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
+        either!(self, rows => rows.put_org(name, org))
+    }
+
+    fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
+        either!(self, rows => rows.put_account(email, account))
+    }
+
+    fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
+        either!(self, rows => rows.put_binding(uid, binding))
+    }
+
+    fn delete_binding(&self, uid: u32) -> Result<()> {
+        either!(self, rows => rows.delete_binding(uid))
+    }
+
+    fn put_membership(
+        &self,
+        org: &str,
+        email: &str,
+        new: &MembershipRecord,
+        old: Option<&MembershipRecord>,
+    ) -> Result<()> {
+        either!(self, rows => rows.put_membership(org, email, new, old))
+    }
+
+    fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
+        either!(self, rows => rows.delete_membership(org, email, old))
+    }
+
+    fn put_token(&self, hash: &TokenHash, token: &TokenRecord) -> Result<()> {
+        either!(self, rows => rows.put_token(hash, token))
+    }
+
+    fn delete_token(&self, hash: &TokenHash) -> Result<()> {
+        either!(self, rows => rows.delete_token(hash))
+    }
+
+    fn set_current_org(&self, uid: u32, org: &str) -> Result<()> {
+        either!(self, rows => rows.set_current_org(uid, org))
+    }
+
+    fn clear_current_org(&self, uid: u32) -> Result<()> {
+        either!(self, rows => rows.clear_current_org(uid))
+    }
+
+    fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        either!(self, rows => rows.append_audit(record))
+    }
+}
+
+impl Rows for Tables<'_> {
+    fn append_event(&self, event: &EventRecord) -> Result<u64> {
+        either!(self, rows => rows.append_event(event))
+    }
+}
