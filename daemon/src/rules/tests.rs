@@ -22,6 +22,8 @@ struct Fixture {
     _dir: tempfile::TempDir,
     policy: Policy,
     tokens: u32,
+    /// The PostgreSQL server and the runtime its connections run on, when the store is one.
+    _postgres: Option<(compartment_pgtest::Postgres, tokio::runtime::Runtime)>,
 }
 
 /// The superuser root, as the tests here and the store's power-loss test call.
@@ -59,6 +61,7 @@ pub(super) fn user_name(uid: u32) -> String {
 }
 
 impl Fixture {
+    /// A fixture on an embedded store in a temporary directory.
     fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -67,7 +70,46 @@ impl Fixture {
             _dir: dir,
             policy: policy(),
             tokens: 0,
+            _postgres: None,
         }
+    }
+
+    /// A fixture on a PostgreSQL server of its own; `None` (after saying so loudly) where
+    /// PostgreSQL is not installed, outside CI.
+    fn on_postgres() -> Option<Fixture> {
+        let server = crate::store::postgres::schema::tests::server("the rules on PostgreSQL")?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = runtime
+            .block_on(Store::open_postgres(
+                &server.url("postgres"),
+                runtime.handle().clone(),
+            ))
+            .unwrap();
+        Some(Fixture {
+            store,
+            _dir: tempfile::tempdir().unwrap(),
+            policy: policy(),
+            tokens: 0,
+            _postgres: Some((server, runtime)),
+        })
+    }
+
+    /// A fixture on each backend in turn, redb's then PostgreSQL's: a rule holds on both.
+    /// Each says which it is on the test's output, shown when the test fails.
+    fn each() -> impl Iterator<Item = Fixture> {
+        let redb = std::iter::once_with(|| {
+            eprintln!("-- on redb");
+            Some(Fixture::new())
+        });
+        let postgres = std::iter::once_with(|| {
+            eprintln!("-- on PostgreSQL");
+            Fixture::on_postgres()
+        });
+        redb.chain(postgres).flatten()
     }
 
     /// Runs `change` in a write transaction, committing only when it succeeds, as the
@@ -197,428 +239,442 @@ fn kind<T: std::fmt::Debug>(result: Result<T, RuleError>) -> ErrorKind {
 
 #[test]
 fn an_expired_token_is_refused_before_the_sweeper_runs() {
-    let mut f = Fixture::new();
-    let url = f.create_org("acme", "admin@example.com");
-    let at_expiry = T0 + 7 * DAY;
-    let err = f.activate(user(1001), &url, at_expiry).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::TokenExpired);
-    assert_eq!(
-        err.to_string(),
-        "this activation URL expired at 2026-05-08T12:00:00Z"
-    );
-    // Nothing swept it: the membership is still pending in the store, shown as expired.
-    assert_eq!(
-        f.status("acme", "admin@example.com", at_expiry),
-        MemberStatus::Expired
-    );
-    assert_eq!(
-        f.status("acme", "admin@example.com", at_expiry - 1),
-        MemberStatus::Invited
-    );
-    // One millisecond earlier it would have worked.
-    f.activate(user(1001), &url, at_expiry - 1).unwrap();
+    for mut f in Fixture::each() {
+        let url = f.create_org("acme", "admin@example.com");
+        let at_expiry = T0 + 7 * DAY;
+        let err = f.activate(user(1001), &url, at_expiry).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TokenExpired);
+        assert_eq!(
+            err.to_string(),
+            "this activation URL expired at 2026-05-08T12:00:00Z"
+        );
+        // Nothing swept it: the membership is still pending in the store, shown as expired.
+        assert_eq!(
+            f.status("acme", "admin@example.com", at_expiry),
+            MemberStatus::Expired
+        );
+        assert_eq!(
+            f.status("acme", "admin@example.com", at_expiry - 1),
+            MemberStatus::Invited
+        );
+        // One millisecond earlier it would have worked.
+        f.activate(user(1001), &url, at_expiry - 1).unwrap();
+    }
 }
 
 #[test]
 fn the_sweeper_expires_what_is_due_and_nothing_else() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[]);
-    let early = f
-        .invite_as(root(), "acme", "early@example.com", Role::Viewer, false, T0)
-        .unwrap();
-    let late = f
-        .invite_as(
-            root(),
-            "acme",
-            "late@example.com",
-            Role::Viewer,
-            false,
-            T0 + DAY,
-        )
-        .unwrap();
-    let swept = f
-        .write(|txn| invitations::expire_due(txn, T0 + 7 * DAY))
-        .unwrap();
-    assert_eq!(swept, 1);
-    let snapshot = f.store.read().unwrap();
-    let early_row = snapshot
-        .membership("acme", "early@example.com")
-        .unwrap()
-        .unwrap();
-    assert_eq!(early_row.status, MemberStatus::Expired);
-    assert_eq!(early_row.token_hash, None);
-    assert_eq!(snapshot.next_expiry().unwrap(), Some(T0 + 8 * DAY));
-    drop(snapshot);
-    let err = f
-        .activate(user(2001), &early.activation_url.unwrap(), T0)
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::TokenExpired);
-    f.activate(user(2002), &late.activation_url.unwrap(), T0 + 7 * DAY)
-        .unwrap();
-    f.assert_indexes_agree();
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        let early = f
+            .invite_as(root(), "acme", "early@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        let late = f
+            .invite_as(
+                root(),
+                "acme",
+                "late@example.com",
+                Role::Viewer,
+                false,
+                T0 + DAY,
+            )
+            .unwrap();
+        let swept = f
+            .write(|txn| invitations::expire_due(txn, T0 + 7 * DAY))
+            .unwrap();
+        assert_eq!(swept, 1);
+        let snapshot = f.store.read().unwrap();
+        let early_row = snapshot
+            .membership("acme", "early@example.com")
+            .unwrap()
+            .unwrap();
+        assert_eq!(early_row.status, MemberStatus::Expired);
+        assert_eq!(early_row.token_hash, None);
+        assert_eq!(snapshot.next_expiry().unwrap(), Some(T0 + 8 * DAY));
+        drop(snapshot);
+        let err = f
+            .activate(user(2001), &early.activation_url.unwrap(), T0)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TokenExpired);
+        f.activate(user(2002), &late.activation_url.unwrap(), T0 + 7 * DAY)
+            .unwrap();
+        f.assert_indexes_agree();
+    }
 }
 
 #[test]
 fn a_token_is_single_use() {
-    let mut f = Fixture::new();
-    let url = f.create_org("acme", "admin@example.com");
-    f.activate(user(1001), &url, T0).unwrap();
-    assert_eq!(kind(f.activate(user(1001), &url, T0)), ErrorKind::TokenUsed);
-    assert_eq!(kind(f.activate(user(1002), &url, T0)), ErrorKind::TokenUsed);
-    assert_eq!(
-        kind(f.activate(user(1002), "https://h/activate?token=nope", T0)),
-        ErrorKind::InvalidToken
-    );
+    for mut f in Fixture::each() {
+        let url = f.create_org("acme", "admin@example.com");
+        f.activate(user(1001), &url, T0).unwrap();
+        assert_eq!(kind(f.activate(user(1001), &url, T0)), ErrorKind::TokenUsed);
+        assert_eq!(kind(f.activate(user(1002), &url, T0)), ErrorKind::TokenUsed);
+        assert_eq!(
+            kind(f.activate(user(1002), "https://h/activate?token=nope", T0)),
+            ErrorKind::InvalidToken
+        );
+    }
 }
 
 #[test]
 fn resend_revokes_the_old_token_and_reinvite_after_expiry_works() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[]);
-    let first = f
-        .invite_as(root(), "acme", "d@example.com", Role::Deployer, false, T0)
-        .unwrap();
-    let err = f
-        .invite_as(root(), "acme", "d@example.com", Role::Deployer, false, T0)
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::AlreadyInvited);
-    assert_eq!(
-        err.hint().unwrap(),
-        "pass --resend to issue a new activation URL and revoke the old one"
-    );
-    let second = f
-        .invite_as(root(), "acme", "d@example.com", Role::Deployer, true, T0)
-        .unwrap();
-    let err = f
-        .activate(user(2001), first.activation_url.as_ref().unwrap(), T0)
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidToken);
-    assert_eq!(
-        err.to_string(),
-        "this activation URL has been replaced or revoked"
-    );
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        let first = f
+            .invite_as(root(), "acme", "d@example.com", Role::Deployer, false, T0)
+            .unwrap();
+        let err = f
+            .invite_as(root(), "acme", "d@example.com", Role::Deployer, false, T0)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyInvited);
+        assert_eq!(
+            err.hint().unwrap(),
+            "pass --resend to issue a new activation URL and revoke the old one"
+        );
+        let second = f
+            .invite_as(root(), "acme", "d@example.com", Role::Deployer, true, T0)
+            .unwrap();
+        let err = f
+            .activate(user(2001), first.activation_url.as_ref().unwrap(), T0)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidToken);
+        assert_eq!(
+            err.to_string(),
+            "this activation URL has been replaced or revoked"
+        );
 
-    // After expiry (swept or not), a plain invite issues a fresh URL at once.
-    let later = T0 + 8 * DAY;
-    let third = f
-        .invite_as(
-            root(),
-            "acme",
-            "d@example.com",
-            Role::Deployer,
-            false,
-            later,
-        )
-        .unwrap();
-    assert_eq!(
-        kind(f.activate(user(2001), &second.activation_url.unwrap(), later)),
-        ErrorKind::InvalidToken
-    );
-    f.activate(user(2001), &third.activation_url.unwrap(), later)
-        .unwrap();
-    assert_eq!(
-        f.status("acme", "d@example.com", later),
-        MemberStatus::Active
-    );
-    f.assert_indexes_agree();
+        // After expiry (swept or not), a plain invite issues a fresh URL at once.
+        let later = T0 + 8 * DAY;
+        let third = f
+            .invite_as(
+                root(),
+                "acme",
+                "d@example.com",
+                Role::Deployer,
+                false,
+                later,
+            )
+            .unwrap();
+        assert_eq!(
+            kind(f.activate(user(2001), &second.activation_url.unwrap(), later)),
+            ErrorKind::InvalidToken
+        );
+        f.activate(user(2001), &third.activation_url.unwrap(), later)
+            .unwrap();
+        assert_eq!(
+            f.status("acme", "d@example.com", later),
+            MemberStatus::Active
+        );
+        f.assert_indexes_agree();
+    }
 }
 
 #[test]
 fn an_active_account_joins_at_once_without_a_token() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[("ops@example.com", Role::Deployer)]);
-    let url = f.create_org("beta", "boss@example.com");
-    f.activate(user(3001), &url, T0).unwrap();
-    let boss = user(3001);
-    let invitation = f
-        .invite_as(boss, "beta", "OPS@example.com ", Role::Readonly, false, T0)
-        .unwrap();
-    assert_eq!(invitation.status, MemberStatus::Active);
-    assert_eq!(invitation.activation_url, None);
-    assert_eq!(invitation.email, "ops@example.com");
-    assert_eq!(
-        f.status("beta", "ops@example.com", T0),
-        MemberStatus::Active
-    );
-    let tokens_pending = f.store.read().unwrap().next_expiry().unwrap();
-    assert_eq!(tokens_pending, None, "no invitation is pending anywhere");
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("ops@example.com", Role::Deployer)]);
+        let url = f.create_org("beta", "boss@example.com");
+        f.activate(user(3001), &url, T0).unwrap();
+        let boss = user(3001);
+        let invitation = f
+            .invite_as(boss, "beta", "OPS@example.com ", Role::Readonly, false, T0)
+            .unwrap();
+        assert_eq!(invitation.status, MemberStatus::Active);
+        assert_eq!(invitation.activation_url, None);
+        assert_eq!(invitation.email, "ops@example.com");
+        assert_eq!(
+            f.status("beta", "ops@example.com", T0),
+            MemberStatus::Active
+        );
+        let tokens_pending = f.store.read().unwrap().next_expiry().unwrap();
+        assert_eq!(tokens_pending, None, "no invitation is pending anywhere");
+    }
 }
 
 #[test]
 fn grants_are_capped_at_the_granters_role() {
-    let mut f = Fixture::new();
-    f.org_with(
-        "acme",
-        &[
-            ("dep@example.com", Role::Deployer),
-            ("ro@example.com", Role::Readonly),
-            ("view@example.com", Role::Viewer),
-        ],
-    );
-    let deployer = user(1002);
-    f.grant(deployer.clone(), "acme", "ro@example.com", Role::Deployer)
-        .unwrap();
-    let err = f
-        .grant(deployer.clone(), "acme", "ro@example.com", Role::Admin)
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::RoleAboveOwn);
-    assert_eq!(
-        err.to_string(),
-        "you cannot grant admin: your own role in acme, deployer, caps what you can grant"
-    );
-    // Target cap: a deployer cannot touch an admin, even to demote.
-    let err = f
-        .grant(deployer.clone(), "acme", "admin@example.com", Role::Viewer)
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::RoleAboveOwn);
-    assert_eq!(
-        err.to_string(),
-        "you cannot change admin@example.com, whose role admin is above your own (deployer)"
-    );
-    // Invitations are capped the same way, and need admin to begin with.
-    let err = f
-        .invite_as(deployer, "acme", "x@example.com", Role::Viewer, false, T0)
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Forbidden);
-    assert_eq!(
-        err.to_string(),
-        "inviting users to acme needs the admin role; yours is deployer"
-    );
-    let viewer = user(1004);
-    let err = f
-        .grant(viewer, "acme", "dep@example.com", Role::Viewer)
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Forbidden);
-    assert_eq!(
-        err.to_string(),
-        "granting roles in acme needs the deployer role or above; yours is viewer"
-    );
+    for mut f in Fixture::each() {
+        f.org_with(
+            "acme",
+            &[
+                ("dep@example.com", Role::Deployer),
+                ("ro@example.com", Role::Readonly),
+                ("view@example.com", Role::Viewer),
+            ],
+        );
+        let deployer = user(1002);
+        f.grant(deployer.clone(), "acme", "ro@example.com", Role::Deployer)
+            .unwrap();
+        let err = f
+            .grant(deployer.clone(), "acme", "ro@example.com", Role::Admin)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RoleAboveOwn);
+        assert_eq!(
+            err.to_string(),
+            "you cannot grant admin: your own role in acme, deployer, caps what you can grant"
+        );
+        // Target cap: a deployer cannot touch an admin, even to demote.
+        let err = f
+            .grant(deployer.clone(), "acme", "admin@example.com", Role::Viewer)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::RoleAboveOwn);
+        assert_eq!(
+            err.to_string(),
+            "you cannot change admin@example.com, whose role admin is above your own (deployer)"
+        );
+        // Invitations are capped the same way, and need admin to begin with.
+        let err = f
+            .invite_as(deployer, "acme", "x@example.com", Role::Viewer, false, T0)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        assert_eq!(
+            err.to_string(),
+            "inviting users to acme needs the admin role; yours is deployer"
+        );
+        let viewer = user(1004);
+        let err = f
+            .grant(viewer, "acme", "dep@example.com", Role::Viewer)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        assert_eq!(
+            err.to_string(),
+            "granting roles in acme needs the deployer role or above; yours is viewer"
+        );
+    }
 }
 
 #[test]
 fn the_last_admin_stays_for_everyone_superusers_included() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[("second@example.com", Role::Deployer)]);
-    for caller in [root(), user(1001)] {
-        let err = f
-            .remove(caller.clone(), "acme", "admin@example.com")
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::LastAdmin);
-        assert_eq!(err.to_string(), "cannot remove the last admin of acme");
-        let err = f
-            .grant(caller, "acme", "admin@example.com", Role::Deployer)
-            .unwrap_err();
-        assert_eq!(err.to_string(), "cannot demote the last admin of acme");
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("second@example.com", Role::Deployer)]);
+        for caller in [root(), user(1001)] {
+            let err = f
+                .remove(caller.clone(), "acme", "admin@example.com")
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::LastAdmin);
+            assert_eq!(err.to_string(), "cannot remove the last admin of acme");
+            let err = f
+                .grant(caller, "acme", "admin@example.com", Role::Deployer)
+                .unwrap_err();
+            assert_eq!(err.to_string(), "cannot demote the last admin of acme");
+        }
+        // With a second active admin, either may go, but not both.
+        f.grant(user(1001), "acme", "second@example.com", Role::Admin)
+            .unwrap();
+        f.remove(user(1002), "acme", "admin@example.com").unwrap();
+        assert_eq!(
+            kind(f.remove(user(1002), "acme", "second@example.com")),
+            ErrorKind::LastAdmin
+        );
+        f.assert_indexes_agree();
     }
-    // With a second active admin, either may go, but not both.
-    f.grant(user(1001), "acme", "second@example.com", Role::Admin)
-        .unwrap();
-    f.remove(user(1002), "acme", "admin@example.com").unwrap();
-    assert_eq!(
-        kind(f.remove(user(1002), "acme", "second@example.com")),
-        ErrorKind::LastAdmin
-    );
-    f.assert_indexes_agree();
 }
 
 #[test]
 fn an_invited_admin_does_not_count_as_an_admin() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[]);
-    f.invite_as(root(), "acme", "next@example.com", Role::Admin, false, T0)
-        .unwrap();
-    assert_eq!(
-        kind(f.remove(root(), "acme", "admin@example.com")),
-        ErrorKind::LastAdmin
-    );
-    // An org whose only admin never activated has no active admin to protect.
-    let _ = f.create_org("beta", "ghost@example.com");
-    f.remove(root(), "beta", "ghost@example.com").unwrap();
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        f.invite_as(root(), "acme", "next@example.com", Role::Admin, false, T0)
+            .unwrap();
+        assert_eq!(
+            kind(f.remove(root(), "acme", "admin@example.com")),
+            ErrorKind::LastAdmin
+        );
+        // An org whose only admin never activated has no active admin to protect.
+        let _ = f.create_org("beta", "ghost@example.com");
+        f.remove(root(), "beta", "ghost@example.com").unwrap();
+    }
 }
 
 #[test]
 fn removal_is_immediate_and_kills_a_pending_token() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[("gone@example.com", Role::Readonly)]);
-    let snapshot = f.store.read().unwrap();
-    members::list(&snapshot, &user(1002), Some("acme"), T0).unwrap();
-    drop(snapshot);
-    f.remove(user(1001), "acme", "gone@example.com").unwrap();
-    let snapshot = f.store.read().unwrap();
-    let err = members::list(&snapshot, &user(1002), Some("acme"), T0).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound);
-    assert_eq!(err.to_string(), "organization acme not found");
-    drop(snapshot);
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("gone@example.com", Role::Readonly)]);
+        let snapshot = f.store.read().unwrap();
+        members::list(&snapshot, &user(1002), Some("acme"), T0).unwrap();
+        drop(snapshot);
+        f.remove(user(1001), "acme", "gone@example.com").unwrap();
+        let snapshot = f.store.read().unwrap();
+        let err = members::list(&snapshot, &user(1002), Some("acme"), T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(err.to_string(), "organization acme not found");
+        drop(snapshot);
 
-    let pending = f
-        .invite_as(root(), "acme", "late@example.com", Role::Viewer, false, T0)
-        .unwrap();
-    f.remove(root(), "acme", "late@example.com").unwrap();
-    assert_eq!(
-        kind(f.activate(user(4001), &pending.activation_url.unwrap(), T0)),
-        ErrorKind::InvalidToken
-    );
-    f.assert_indexes_agree();
+        let pending = f
+            .invite_as(root(), "acme", "late@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        f.remove(root(), "acme", "late@example.com").unwrap();
+        assert_eq!(
+            kind(f.activate(user(4001), &pending.activation_url.unwrap(), T0)),
+            ErrorKind::InvalidToken
+        );
+        f.assert_indexes_agree();
+    }
 }
 
 #[test]
 fn callers_without_an_account_may_only_activate_and_ask_who_they_are() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[]);
-    let stranger = user(9999);
-    let snapshot = f.store.read().unwrap();
-    let err = members::list(&snapshot, &stranger, Some("acme"), T0).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
-    assert_eq!(err.to_string(), "uid 9999 is not bound to an account");
-    assert_eq!(
-        kind(orgs::list(&snapshot, &stranger)),
-        ErrorKind::Unauthenticated
-    );
-    let who = identity::whoami(&snapshot, &stranger, T0).unwrap();
-    assert_eq!((who.account, who.current_org), (None, None));
-    drop(snapshot);
-    assert_eq!(
-        kind(f.invite_as(stranger, "acme", "x@example.com", Role::Viewer, false, T0)),
-        ErrorKind::Unauthenticated
-    );
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        let stranger = user(9999);
+        let snapshot = f.store.read().unwrap();
+        let err = members::list(&snapshot, &stranger, Some("acme"), T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+        assert_eq!(err.to_string(), "uid 9999 is not bound to an account");
+        assert_eq!(
+            kind(orgs::list(&snapshot, &stranger)),
+            ErrorKind::Unauthenticated
+        );
+        let who = identity::whoami(&snapshot, &stranger, T0).unwrap();
+        assert_eq!((who.account, who.current_org), (None, None));
+        drop(snapshot);
+        assert_eq!(
+            kind(f.invite_as(stranger, "acme", "x@example.com", Role::Viewer, false, T0)),
+            ErrorKind::Unauthenticated
+        );
+    }
 }
 
 #[test]
 fn activation_binds_one_uid_to_one_account() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[]);
-    let a = f
-        .invite_as(root(), "acme", "a@example.com", Role::Viewer, false, T0)
-        .unwrap();
-    // uid 1001 is already the admin's: it cannot take on a second account.
-    let err = f
-        .activate(user(1001), a.activation_url.as_ref().unwrap(), T0)
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Forbidden);
-    // Superusers need no account.
-    assert_eq!(
-        kind(f.activate(root(), a.activation_url.as_ref().unwrap(), T0)),
-        ErrorKind::Forbidden
-    );
-    // The refusals spent nothing.
-    f.activate(user(5001), &a.activation_url.unwrap(), T0)
-        .unwrap();
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        let a = f
+            .invite_as(root(), "acme", "a@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        // uid 1001 is already the admin's: it cannot take on a second account.
+        let err = f
+            .activate(user(1001), a.activation_url.as_ref().unwrap(), T0)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        // Superusers need no account.
+        assert_eq!(
+            kind(f.activate(root(), a.activation_url.as_ref().unwrap(), T0)),
+            ErrorKind::Forbidden
+        );
+        // The refusals spent nothing.
+        f.activate(user(5001), &a.activation_url.unwrap(), T0)
+            .unwrap();
+    }
 }
 
 #[test]
 fn current_org_comes_from_org_use_else_the_only_one() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[]);
-    let admin = user(1001);
-    let snapshot = f.store.read().unwrap();
-    assert_eq!(
-        members::list(&snapshot, &admin, None, T0).unwrap().org,
-        "acme"
-    );
-    drop(snapshot);
-    let url = f.create_org("beta", "other@example.com");
-    let _ = url;
-    f.invite_as(root(), "beta", "admin@example.com", Role::Viewer, false, T0)
-        .unwrap();
-    // Now admin@ is in two orgs: no choice can be made.
-    let snapshot = f.store.read().unwrap();
-    let err = members::list(&snapshot, &admin, None, T0).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::OrgRequired);
-    assert!(
-        err.hint().unwrap().ends_with("yours: acme, beta"),
-        "{:?}",
-        err.hint()
-    );
-    drop(snapshot);
-    f.write(|txn| orgs::use_org(txn, &admin, "beta")).unwrap();
-    let snapshot = f.store.read().unwrap();
-    assert_eq!(
-        kind(members::list(&snapshot, &admin, None, T0)),
-        ErrorKind::Forbidden
-    );
-    drop(snapshot);
-    assert_eq!(
-        kind(f.write(|txn| orgs::use_org(txn, &admin, "nope"))),
-        ErrorKind::NotFound
-    );
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        let admin = user(1001);
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(
+            members::list(&snapshot, &admin, None, T0).unwrap().org,
+            "acme"
+        );
+        drop(snapshot);
+        let url = f.create_org("beta", "other@example.com");
+        let _ = url;
+        f.invite_as(root(), "beta", "admin@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        // Now admin@ is in two orgs: no choice can be made.
+        let snapshot = f.store.read().unwrap();
+        let err = members::list(&snapshot, &admin, None, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::OrgRequired);
+        assert!(
+            err.hint().unwrap().ends_with("yours: acme, beta"),
+            "{:?}",
+            err.hint()
+        );
+        drop(snapshot);
+        f.write(|txn| orgs::use_org(txn, &admin, "beta")).unwrap();
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(
+            kind(members::list(&snapshot, &admin, None, T0)),
+            ErrorKind::Forbidden
+        );
+        drop(snapshot);
+        assert_eq!(
+            kind(f.write(|txn| orgs::use_org(txn, &admin, "nope"))),
+            ErrorKind::NotFound
+        );
+    }
 }
 
 #[test]
 fn tokens_are_stored_as_hashes_with_their_fate() {
-    let mut f = Fixture::new();
-    let url = f.create_org("acme", "admin@example.com");
-    let text = compartmentctl::wire::token_from_url_or_token(&url).to_owned();
-    let snapshot = f.store.read().unwrap();
-    let record = snapshot
-        .token(&crate::token::key_of(&text))
-        .unwrap()
-        .unwrap();
-    assert_eq!(record.state, TokenState::Pending);
-    drop(snapshot);
-    f.activate(user(1001), &url, T0).unwrap();
-    let snapshot = f.store.read().unwrap();
-    let record = snapshot
-        .token(&crate::token::key_of(&text))
-        .unwrap()
-        .unwrap();
-    assert_eq!(record.state, TokenState::Used);
-    let audit: Vec<String> = snapshot
-        .audit()
-        .unwrap()
-        .into_iter()
-        .map(|a| a.action)
-        .collect();
-    assert_eq!(audit, ["org.create", "account.activate"]);
+    for mut f in Fixture::each() {
+        let url = f.create_org("acme", "admin@example.com");
+        let text = compartmentctl::wire::token_from_url_or_token(&url).to_owned();
+        let snapshot = f.store.read().unwrap();
+        let record = snapshot
+            .token(&crate::token::key_of(&text))
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.state, TokenState::Pending);
+        drop(snapshot);
+        f.activate(user(1001), &url, T0).unwrap();
+        let snapshot = f.store.read().unwrap();
+        let record = snapshot
+            .token(&crate::token::key_of(&text))
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.state, TokenState::Used);
+        let audit: Vec<String> = snapshot
+            .audit()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        assert_eq!(audit, ["org.create", "account.activate"]);
+    }
 }
 
 #[test]
 fn bad_input_is_a_bad_request() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[]);
-    let err = f
-        .invite_as(root(), "acme", "nope", Role::Viewer, false, T0)
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::BadRequest);
-    assert_eq!(
-        err.to_string(),
-        "\"nope\" is not a valid e-mail address: it must contain exactly one @"
-    );
-    let token = f.next_token();
-    let policy = f.policy.clone();
-    for (name, admin) in [
-        ("Acme", "a@example.com"),
-        ("-x", "a@example.com"),
-        ("ok", "bad"),
-    ] {
-        let params = OrgCreateParams {
-            name: name.into(),
-            admin: admin.into(),
-            admin_unix_user: None,
-        };
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
         let err = f
-            .write(|txn| orgs::create(txn, &root(), &params, None, &token, &policy, T0))
+            .invite_as(root(), "acme", "nope", Role::Viewer, false, T0)
             .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::BadRequest, "{name} {admin}");
-    }
-    for expires_in in ["0s", "999ms", "1ns", "31days", "soon"] {
-        let params = UserInviteParams {
-            org: Some("acme".into()),
-            email: "x@example.com".into(),
-            role: Role::Viewer,
-            expires_in: Some(expires_in.into()),
-            resend: false,
-            unix_user: None,
-        };
-        let err = f
-            .write(|txn| invitations::invite(txn, &root(), &params, None, &token, &policy, T0))
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::BadRequest, "{expires_in}");
-        if expires_in == "999ms" {
-            // An invitation that would be born expired is refused, not issued.
-            assert_eq!(
-                err.to_string(),
-                "an invitation must expire in 1 second to 30 days, not in 999ms"
-            );
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert_eq!(
+            err.to_string(),
+            "\"nope\" is not a valid e-mail address: it must contain exactly one @"
+        );
+        let token = f.next_token();
+        let policy = f.policy.clone();
+        for (name, admin) in [
+            ("Acme", "a@example.com"),
+            ("-x", "a@example.com"),
+            ("ok", "bad"),
+        ] {
+            let params = OrgCreateParams {
+                name: name.into(),
+                admin: admin.into(),
+                admin_unix_user: None,
+            };
+            let err = f
+                .write(|txn| orgs::create(txn, &root(), &params, None, &token, &policy, T0))
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadRequest, "{name} {admin}");
+        }
+        for expires_in in ["0s", "999ms", "1ns", "31days", "soon"] {
+            let params = UserInviteParams {
+                org: Some("acme".into()),
+                email: "x@example.com".into(),
+                role: Role::Viewer,
+                expires_in: Some(expires_in.into()),
+                resend: false,
+                unix_user: None,
+            };
+            let err = f
+                .write(|txn| invitations::invite(txn, &root(), &params, None, &token, &policy, T0))
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadRequest, "{expires_in}");
+            if expires_in == "999ms" {
+                // An invitation that would be born expired is refused, not issued.
+                assert_eq!(
+                    err.to_string(),
+                    "an invitation must expire in 1 second to 30 days, not in 999ms"
+                );
+            }
         }
     }
 }
@@ -657,8 +713,7 @@ const EVIL_ADMIN: u32 = 1666;
 const EVIL_PUPPET: u32 = 1667;
 
 /// `acme` (admin at 1001) and `evil` (admin at 1666), each created by root.
-fn two_tenants() -> Fixture {
-    let mut f = Fixture::new();
+fn two_tenants(mut f: Fixture) -> Fixture {
     let url = f.create_org("acme", "admin@example.com");
     f.activate(user(1001), &url, T0).unwrap();
     let url = f.create_org("evil", "boss@evil.example");
@@ -668,326 +723,339 @@ fn two_tenants() -> Fixture {
 
 #[test]
 fn activating_one_organizations_url_activates_nothing_in_another() {
-    let mut f = two_tenants();
-    let acme_url = invite_named(
-        &mut f,
-        &user(1001),
-        "acme",
-        "new-hire@acme.com",
-        Role::Admin,
-        None,
-    )
-    .unwrap()
-    .activation_url
-    .unwrap();
-    let evil_url = invite_named(
-        &mut f,
-        &user(EVIL_ADMIN),
-        "evil",
-        "new-hire@acme.com",
-        Role::Viewer,
-        None,
-    )
-    .unwrap()
-    .activation_url
-    .unwrap();
-    f.activate(user(EVIL_PUPPET), &evil_url, T0).unwrap();
-    // The puppet is bound to the address, and is still nobody in acme.
-    let snapshot = f.store.read().unwrap();
-    let err = members::list(&snapshot, &user(EVIL_PUPPET), Some("acme"), T0).unwrap_err();
-    assert_eq!(err.to_string(), "organization acme not found");
-    drop(snapshot);
-    assert_eq!(
-        f.status("acme", "new-hire@acme.com", T0),
-        MemberStatus::Invited
-    );
-    // The real hire's URL is refused with what to do, until a superuser unbinds the claim.
-    let err = f.activate(user(1500), &acme_url, T0).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Forbidden);
-    assert_eq!(
-        err.to_string(),
-        "new-hire@acme.com is already bound to another Unix user; a superuser can unbind it (compartment account unbind new-hire@acme.com)"
-    );
-    f.write(|txn| accounts::unbind(txn, &root(), "new-hire@acme.com", T0))
+    for fixture in Fixture::each() {
+        let mut f = two_tenants(fixture);
+        let acme_url = invite_named(
+            &mut f,
+            &user(1001),
+            "acme",
+            "new-hire@acme.com",
+            Role::Admin,
+            None,
+        )
+        .unwrap()
+        .activation_url
         .unwrap();
-    f.activate(user(1500), &acme_url, T0).unwrap();
-    let snapshot = f.store.read().unwrap();
-    let list = members::list(&snapshot, &user(1500), Some("acme"), T0).unwrap();
-    let hire = list
-        .members
-        .iter()
-        .find(|m| m.email == "new-hire@acme.com")
+        let evil_url = invite_named(
+            &mut f,
+            &user(EVIL_ADMIN),
+            "evil",
+            "new-hire@acme.com",
+            Role::Viewer,
+            None,
+        )
+        .unwrap()
+        .activation_url
         .unwrap();
-    assert_eq!(hire.unix_user.as_deref(), Some("user1500"));
-    // evil's membership stays pinned to its puppet's uid: the hire inherits nothing there.
-    let err = members::list(&snapshot, &user(1500), Some("evil"), T0).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::NotFound);
+        f.activate(user(EVIL_PUPPET), &evil_url, T0).unwrap();
+        // The puppet is bound to the address, and is still nobody in acme.
+        let snapshot = f.store.read().unwrap();
+        let err = members::list(&snapshot, &user(EVIL_PUPPET), Some("acme"), T0).unwrap_err();
+        assert_eq!(err.to_string(), "organization acme not found");
+        drop(snapshot);
+        assert_eq!(
+            f.status("acme", "new-hire@acme.com", T0),
+            MemberStatus::Invited
+        );
+        // The real hire's URL is refused with what to do, until a superuser unbinds the claim.
+        let err = f.activate(user(1500), &acme_url, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        assert_eq!(
+            err.to_string(),
+            "new-hire@acme.com is already bound to another Unix user; a superuser can unbind it (compartment account unbind new-hire@acme.com)"
+        );
+        f.write(|txn| accounts::unbind(txn, &root(), "new-hire@acme.com", T0))
+            .unwrap();
+        f.activate(user(1500), &acme_url, T0).unwrap();
+        let snapshot = f.store.read().unwrap();
+        let list = members::list(&snapshot, &user(1500), Some("acme"), T0).unwrap();
+        let hire = list
+            .members
+            .iter()
+            .find(|m| m.email == "new-hire@acme.com")
+            .unwrap();
+        assert_eq!(hire.unix_user.as_deref(), Some("user1500"));
+        // evil's membership stays pinned to its puppet's uid: the hire inherits nothing there.
+        let err = members::list(&snapshot, &user(1500), Some("evil"), T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+    }
 }
 
 #[test]
 fn an_account_bound_elsewhere_joins_only_with_its_holders_consent() {
-    let mut f = two_tenants();
-    let evil_url = invite_named(
-        &mut f,
-        &user(EVIL_ADMIN),
-        "evil",
-        "cfo@acme.com",
-        Role::Viewer,
-        None,
-    )
-    .unwrap()
-    .activation_url
-    .unwrap();
-    f.activate(user(EVIL_PUPPET), &evil_url, T0).unwrap();
-    // acme's admin cannot vouch for a binding evil made: a URL for its holder alone, and
-    // the inviter is told who holds it.
-    let invitation = invite_named(
-        &mut f,
-        &user(1001),
-        "acme",
-        "cfo@acme.com",
-        Role::Admin,
-        None,
-    )
-    .unwrap();
-    assert_eq!(invitation.status, MemberStatus::Invited);
-    assert_eq!(invitation.held_by.as_deref(), Some("user1667"));
-    assert_eq!(invitation.redeemable_by.as_deref(), Some("user1667"));
-    let url = invitation.activation_url.unwrap();
-    // The real cfo, holding the e-mailed URL, cannot redeem it; nor can anyone else.
-    let err = f.activate(user(1500), &url, T0).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Forbidden);
-    assert_eq!(
-        err.to_string(),
-        "this activation URL was issued for another Unix user to redeem"
-    );
-    assert_eq!(f.status("acme", "cfo@acme.com", T0), MemberStatus::Invited);
-    // A superuser may vouch for any binding: the account joins at once.
-    let invitation = invite_named(&mut f, &root(), "acme", "cfo@acme.com", Role::Viewer, None);
-    assert_eq!(kind(invitation), ErrorKind::AlreadyInvited);
+    for fixture in Fixture::each() {
+        let mut f = two_tenants(fixture);
+        let evil_url = invite_named(
+            &mut f,
+            &user(EVIL_ADMIN),
+            "evil",
+            "cfo@acme.com",
+            Role::Viewer,
+            None,
+        )
+        .unwrap()
+        .activation_url
+        .unwrap();
+        f.activate(user(EVIL_PUPPET), &evil_url, T0).unwrap();
+        // acme's admin cannot vouch for a binding evil made: a URL for its holder alone, and
+        // the inviter is told who holds it.
+        let invitation = invite_named(
+            &mut f,
+            &user(1001),
+            "acme",
+            "cfo@acme.com",
+            Role::Admin,
+            None,
+        )
+        .unwrap();
+        assert_eq!(invitation.status, MemberStatus::Invited);
+        assert_eq!(invitation.held_by.as_deref(), Some("user1667"));
+        assert_eq!(invitation.redeemable_by.as_deref(), Some("user1667"));
+        let url = invitation.activation_url.unwrap();
+        // The real cfo, holding the e-mailed URL, cannot redeem it; nor can anyone else.
+        let err = f.activate(user(1500), &url, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        assert_eq!(
+            err.to_string(),
+            "this activation URL was issued for another Unix user to redeem"
+        );
+        assert_eq!(f.status("acme", "cfo@acme.com", T0), MemberStatus::Invited);
+        // A superuser may vouch for any binding: the account joins at once.
+        let invitation = invite_named(&mut f, &root(), "acme", "cfo@acme.com", Role::Viewer, None);
+        assert_eq!(kind(invitation), ErrorKind::AlreadyInvited);
+    }
 }
 
 #[test]
 fn a_binding_made_through_this_organization_or_a_superuser_joins_at_once() {
-    let mut f = two_tenants();
-    let url = invite_named(
-        &mut f,
-        &user(1001),
-        "acme",
-        "ops@example.com",
-        Role::Viewer,
-        None,
-    )
-    .unwrap()
-    .activation_url
-    .unwrap();
-    f.activate(user(1500), &url, T0).unwrap();
-    f.remove(user(1001), "acme", "ops@example.com").unwrap();
-    // Bound through acme: acme may vouch for it again.
-    let again = invite_named(
-        &mut f,
-        &user(1001),
-        "acme",
-        "ops@example.com",
-        Role::Viewer,
-        None,
-    )
-    .unwrap();
-    assert_eq!(again.status, MemberStatus::Active);
-    assert_eq!(again.held_by.as_deref(), Some("user1500"));
-    // Bound through acme, invited by evil's admin: consent needed.
-    let evil = invite_named(
-        &mut f,
-        &user(EVIL_ADMIN),
-        "evil",
-        "ops@example.com",
-        Role::Viewer,
-        None,
-    )
-    .unwrap();
-    assert_eq!(evil.status, MemberStatus::Invited);
-    assert_eq!(evil.redeemable_by.as_deref(), Some("user1500"));
-    // The holder consents by redeeming it.
-    f.activate(user(1500), &evil.activation_url.unwrap(), T0)
+    for fixture in Fixture::each() {
+        let mut f = two_tenants(fixture);
+        let url = invite_named(
+            &mut f,
+            &user(1001),
+            "acme",
+            "ops@example.com",
+            Role::Viewer,
+            None,
+        )
+        .unwrap()
+        .activation_url
         .unwrap();
-    assert_eq!(
-        f.status("evil", "ops@example.com", T0),
-        MemberStatus::Active
-    );
+        f.activate(user(1500), &url, T0).unwrap();
+        f.remove(user(1001), "acme", "ops@example.com").unwrap();
+        // Bound through acme: acme may vouch for it again.
+        let again = invite_named(
+            &mut f,
+            &user(1001),
+            "acme",
+            "ops@example.com",
+            Role::Viewer,
+            None,
+        )
+        .unwrap();
+        assert_eq!(again.status, MemberStatus::Active);
+        assert_eq!(again.held_by.as_deref(), Some("user1500"));
+        // Bound through acme, invited by evil's admin: consent needed.
+        let evil = invite_named(
+            &mut f,
+            &user(EVIL_ADMIN),
+            "evil",
+            "ops@example.com",
+            Role::Viewer,
+            None,
+        )
+        .unwrap();
+        assert_eq!(evil.status, MemberStatus::Invited);
+        assert_eq!(evil.redeemable_by.as_deref(), Some("user1500"));
+        // The holder consents by redeeming it.
+        f.activate(user(1500), &evil.activation_url.unwrap(), T0)
+            .unwrap();
+        assert_eq!(
+            f.status("evil", "ops@example.com", T0),
+            MemberStatus::Active
+        );
+    }
 }
 
 #[test]
 fn a_url_issued_for_a_unix_user_is_redeemed_by_that_user_only() {
-    let mut f = two_tenants();
-    let url = invite_named(
-        &mut f,
-        &user(1001),
-        "acme",
-        "bob@example.com",
-        Role::Deployer,
-        Some(unix_user(1500)),
-    )
-    .unwrap();
-    assert_eq!(url.redeemable_by.as_deref(), Some("user1500"));
-    let url = url.activation_url.unwrap();
-    // A thief with the URL, another uid: refused. The right uid under another name (reused
-    // or renamed): refused too.
-    assert_eq!(kind(f.activate(user(1501), &url, T0)), ErrorKind::Forbidden);
-    assert_eq!(
-        kind(f.activate(reused(1500, Some("mallory")), &url, T0)),
-        ErrorKind::Forbidden
-    );
-    f.activate(user(1500), &url, T0).unwrap();
-    // Naming a user who already holds another account is refused at once.
-    let err = invite_named(
-        &mut f,
-        &user(1001),
-        "acme",
-        "other@example.com",
-        Role::Viewer,
-        Some(unix_user(1500)),
-    )
-    .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "Unix user user1500 already holds another account; each Unix user holds one"
-    );
-    // Naming a user other than the account's holder is refused.
-    f.remove(user(1001), "acme", "bob@example.com").unwrap();
-    let err = invite_named(
-        &mut f,
-        &user(EVIL_ADMIN),
-        "evil",
-        "bob@example.com",
-        Role::Viewer,
-        Some(unix_user(EVIL_PUPPET)),
-    )
-    .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "bob@example.com is already held by Unix user user1500; a superuser can unbind it (compartment account unbind bob@example.com)"
-    );
+    for fixture in Fixture::each() {
+        let mut f = two_tenants(fixture);
+        let url = invite_named(
+            &mut f,
+            &user(1001),
+            "acme",
+            "bob@example.com",
+            Role::Deployer,
+            Some(unix_user(1500)),
+        )
+        .unwrap();
+        assert_eq!(url.redeemable_by.as_deref(), Some("user1500"));
+        let url = url.activation_url.unwrap();
+        // A thief with the URL, another uid: refused. The right uid under another name (reused
+        // or renamed): refused too.
+        assert_eq!(kind(f.activate(user(1501), &url, T0)), ErrorKind::Forbidden);
+        assert_eq!(
+            kind(f.activate(reused(1500, Some("mallory")), &url, T0)),
+            ErrorKind::Forbidden
+        );
+        f.activate(user(1500), &url, T0).unwrap();
+        // Naming a user who already holds another account is refused at once.
+        let err = invite_named(
+            &mut f,
+            &user(1001),
+            "acme",
+            "other@example.com",
+            Role::Viewer,
+            Some(unix_user(1500)),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Unix user user1500 already holds another account; each Unix user holds one"
+        );
+        // Naming a user other than the account's holder is refused.
+        f.remove(user(1001), "acme", "bob@example.com").unwrap();
+        let err = invite_named(
+            &mut f,
+            &user(EVIL_ADMIN),
+            "evil",
+            "bob@example.com",
+            Role::Viewer,
+            Some(unix_user(EVIL_PUPPET)),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bob@example.com is already held by Unix user user1500; a superuser can unbind it (compartment account unbind bob@example.com)"
+        );
+    }
 }
 
 #[test]
 fn a_reused_uid_inherits_nothing_until_a_superuser_rebinds_or_unbinds() {
-    let mut f = two_tenants();
-    // uid 1001 was bound as user1001; the user is deleted and the uid given to "newcomer".
-    let newcomer = reused(1001, Some("newcomer"));
-    let snapshot = f.store.read().unwrap();
-    let err = members::list(&snapshot, &newcomer, Some("acme"), T0).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unauthenticated);
-    assert_eq!(
-        err.to_string(),
-        "uid 1001 acts without an account: its binding was made for Unix user user1001, and it now belongs to newcomer"
-    );
-    let who = identity::whoami(&snapshot, &newcomer, T0).unwrap();
-    assert_eq!(who.account, None);
-    assert!(who.memberships.is_empty(), "{who:?}");
-    // A deleted user, no name at all: the same.
-    let gone = reused(1001, None);
-    assert_eq!(
-        kind(members::list(&snapshot, &gone, Some("acme"), T0)),
-        ErrorKind::Unauthenticated
-    );
-    drop(snapshot);
-    // The newcomer's own invitation cannot bind the uid while the old binding stands.
-    let url = invite_named(
-        &mut f,
-        &root(),
-        "acme",
-        "newcomer@example.com",
-        Role::Viewer,
-        None,
-    )
-    .unwrap()
-    .activation_url
-    .unwrap();
-    assert_eq!(
-        kind(f.activate(newcomer.clone(), &url, T0)),
-        ErrorKind::Unauthenticated
-    );
-    // A superuser rebinds the old account to its user's new uid; the memberships follow.
-    let params = compartmentctl::wire::AccountBindParams {
-        email: "admin@example.com".into(),
-        unix_user: "user1002".into(),
-        carry_all: false,
-    };
-    f.write(|txn| accounts::bind(txn, &root(), &params, &unix_user(1002), T0))
+    for fixture in Fixture::each() {
+        let mut f = two_tenants(fixture);
+        // uid 1001 was bound as user1001; the user is deleted and the uid given to "newcomer".
+        let newcomer = reused(1001, Some("newcomer"));
+        let snapshot = f.store.read().unwrap();
+        let err = members::list(&snapshot, &newcomer, Some("acme"), T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+        assert_eq!(
+            err.to_string(),
+            "uid 1001 acts without an account: its binding was made for Unix user user1001, and it now belongs to newcomer"
+        );
+        let who = identity::whoami(&snapshot, &newcomer, T0).unwrap();
+        assert_eq!(who.account, None);
+        assert!(who.memberships.is_empty(), "{who:?}");
+        // A deleted user, no name at all: the same.
+        let gone = reused(1001, None);
+        assert_eq!(
+            kind(members::list(&snapshot, &gone, Some("acme"), T0)),
+            ErrorKind::Unauthenticated
+        );
+        drop(snapshot);
+        // The newcomer's own invitation cannot bind the uid while the old binding stands.
+        let url = invite_named(
+            &mut f,
+            &root(),
+            "acme",
+            "newcomer@example.com",
+            Role::Viewer,
+            None,
+        )
+        .unwrap()
+        .activation_url
         .unwrap();
-    let snapshot = f.store.read().unwrap();
-    assert_eq!(
-        members::list(&snapshot, &user(1002), Some("acme"), T0)
-            .unwrap()
-            .org,
-        "acme"
-    );
-    drop(snapshot);
-    // The uid is free: the newcomer activates their own invitation.
-    f.activate(newcomer, &url, T0).unwrap();
+        assert_eq!(
+            kind(f.activate(newcomer.clone(), &url, T0)),
+            ErrorKind::Unauthenticated
+        );
+        // A superuser rebinds the old account to its user's new uid; the memberships follow.
+        let params = compartmentctl::wire::AccountBindParams {
+            email: "admin@example.com".into(),
+            unix_user: "user1002".into(),
+            carry_all: false,
+        };
+        f.write(|txn| accounts::bind(txn, &root(), &params, &unix_user(1002), T0))
+            .unwrap();
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(
+            members::list(&snapshot, &user(1002), Some("acme"), T0)
+                .unwrap()
+                .org,
+            "acme"
+        );
+        drop(snapshot);
+        // The uid is free: the newcomer activates their own invitation.
+        f.activate(newcomer, &url, T0).unwrap();
+    }
 }
 
 #[test]
 fn a_uid_without_a_user_is_never_bound() {
-    let mut f = Fixture::new();
-    let url = f.create_org("acme", "admin@example.com");
-    let err = f.activate(reused(4242, None), &url, T0).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Forbidden);
-    assert_eq!(
-        err.to_string(),
-        "uid 4242 has no Unix user (deleted, nobody or unmapped), so it cannot be bound to an account"
-    );
+    for mut f in Fixture::each() {
+        let url = f.create_org("acme", "admin@example.com");
+        let err = f.activate(reused(4242, None), &url, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        assert_eq!(
+            err.to_string(),
+            "uid 4242 has no Unix user (deleted, nobody or unmapped), so it cannot be bound to an account"
+        );
+    }
 }
 
 #[test]
 fn only_superusers_list_show_bind_and_unbind_accounts() {
-    let f = two_tenants();
-    let users = crate::users::FakeUsers::new(&[(1001, "user1001"), (EVIL_ADMIN, "user1666")]);
-    let snapshot = f.store.read().unwrap();
-    for caller in [user(1001), user(EVIL_ADMIN)] {
+    for fixture in Fixture::each() {
+        let f = two_tenants(fixture);
+        let users = crate::users::FakeUsers::new(&[(1001, "user1001"), (EVIL_ADMIN, "user1666")]);
+        let snapshot = f.store.read().unwrap();
+        for caller in [user(1001), user(EVIL_ADMIN)] {
+            assert_eq!(
+                kind(accounts::list(&snapshot, &caller, users.as_ref(), T0)),
+                ErrorKind::Forbidden
+            );
+            assert_eq!(
+                kind(accounts::show(
+                    &snapshot,
+                    &caller,
+                    users.as_ref(),
+                    "admin@example.com",
+                    T0
+                )),
+                ErrorKind::Forbidden
+            );
+        }
+        let shown =
+            accounts::show(&snapshot, &root(), users.as_ref(), "admin@example.com", T0).unwrap();
+        assert_eq!(shown.unix_user.as_deref(), Some("user1001"));
+        assert_eq!(shown.bound_through.as_deref(), Some("a superuser"));
         assert_eq!(
-            kind(accounts::list(&snapshot, &caller, users.as_ref(), T0)),
+            accounts::list(&snapshot, &root(), users.as_ref(), T0)
+                .unwrap()
+                .accounts
+                .len(),
+            2
+        );
+        drop(snapshot);
+        assert_eq!(
+            kind(f.write(|txn| accounts::unbind(txn, &user(EVIL_ADMIN), "admin@example.com", T0))),
             ErrorKind::Forbidden
         );
+        f.write(|txn| accounts::unbind(txn, &root(), "admin@example.com", T0))
+            .unwrap();
+        // Unbound: its old uid acts as nobody, and the membership stays pinned to that uid.
+        let snapshot = f.store.read().unwrap();
         assert_eq!(
-            kind(accounts::show(
-                &snapshot,
-                &caller,
-                users.as_ref(),
-                "admin@example.com",
-                T0
-            )),
-            ErrorKind::Forbidden
+            kind(members::list(&snapshot, &user(1001), Some("acme"), T0)),
+            ErrorKind::Unauthenticated
         );
+        let shown =
+            accounts::show(&snapshot, &root(), users.as_ref(), "admin@example.com", T0).unwrap();
+        assert_eq!(shown.uid, None);
+        assert_eq!(shown.memberships[0].usable, Some(false));
     }
-    let shown =
-        accounts::show(&snapshot, &root(), users.as_ref(), "admin@example.com", T0).unwrap();
-    assert_eq!(shown.unix_user.as_deref(), Some("user1001"));
-    assert_eq!(shown.bound_through.as_deref(), Some("a superuser"));
-    assert_eq!(
-        accounts::list(&snapshot, &root(), users.as_ref(), T0)
-            .unwrap()
-            .accounts
-            .len(),
-        2
-    );
-    drop(snapshot);
-    assert_eq!(
-        kind(f.write(|txn| accounts::unbind(txn, &user(EVIL_ADMIN), "admin@example.com", T0))),
-        ErrorKind::Forbidden
-    );
-    f.write(|txn| accounts::unbind(txn, &root(), "admin@example.com", T0))
-        .unwrap();
-    // Unbound: its old uid acts as nobody, and the membership stays pinned to that uid.
-    let snapshot = f.store.read().unwrap();
-    assert_eq!(
-        kind(members::list(&snapshot, &user(1001), Some("acme"), T0)),
-        ErrorKind::Unauthenticated
-    );
-    let shown =
-        accounts::show(&snapshot, &root(), users.as_ref(), "admin@example.com", T0).unwrap();
-    assert_eq!(shown.uid, None);
-    assert_eq!(shown.memberships[0].usable, Some(false));
 }
 
 /// An admin of evil invites an address nobody has activated and redeems it as a uid of
@@ -998,86 +1066,88 @@ fn only_superusers_list_show_bind_and_unbind_accounts() {
 #[test]
 fn a_rebind_carries_only_what_a_superuser_vouched_for() {
     use compartmentctl::wire::BoundMembership;
-    let mut f = two_tenants();
-    let url = f
-        .invite_as(
-            user(EVIL_ADMIN),
-            "evil",
-            "victim@example.com",
-            Role::Admin,
-            false,
-            T0,
-        )
-        .unwrap()
-        .activation_url
-        .unwrap();
-    f.activate(user(EVIL_PUPPET), &url, T0).unwrap();
-    // A superuser's invitation to acme: the inviter vouches, so it is active at once for the
-    // uid that holds the address (the squatter's, for now).
-    let at_once = f
-        .invite_as(
-            root(),
-            "acme",
-            "victim@example.com",
-            Role::Viewer,
-            false,
-            T0,
-        )
-        .unwrap();
-    assert_eq!(at_once.status, MemberStatus::Active);
-    let victim = 3003;
-    let params = compartmentctl::wire::AccountBindParams {
-        email: "victim@example.com".into(),
-        unix_user: user_name(victim),
-        carry_all: false,
-    };
-    let bound = f
-        .write(|txn| accounts::bind(txn, &root(), &params, &unix_user(victim), T0))
-        .unwrap();
-    let membership = |org: &str, role| BoundMembership {
-        org: org.into(),
-        role,
-    };
-    assert_eq!(bound.carried, vec![membership("acme", Role::Viewer)]);
-    assert_eq!(bound.dropped, vec![membership("evil", Role::Admin)]);
-    let snapshot = f.store.read().unwrap();
-    let who = identity::whoami(&snapshot, &user(victim), T0).unwrap();
-    assert_eq!(who.current_org.as_deref(), Some("acme"));
-    let orgs: Vec<_> = who.memberships.iter().map(|m| m.org.as_str()).collect();
-    assert_eq!(orgs, ["acme"]);
-    assert_eq!(
-        kind(members::list(&snapshot, &user(victim), Some("evil"), T0)),
-        ErrorKind::NotFound
-    );
-    // Nobody acts through evil's membership: it stays pinned to the squatter's uid, which
-    // holds nothing now.
-    assert_eq!(
-        kind(members::list(
-            &snapshot,
-            &user(EVIL_PUPPET),
-            Some("evil"),
-            T0
-        )),
-        ErrorKind::Unauthenticated
-    );
-    drop(snapshot);
-    // Told to, the superuser carries everything.
-    let all = compartmentctl::wire::AccountBindParams {
-        carry_all: true,
-        ..params
-    };
-    let bound = f
-        .write(|txn| accounts::bind(txn, &root(), &all, &unix_user(victim), T0))
-        .unwrap();
-    assert_eq!(bound.carried, vec![membership("evil", Role::Admin)]);
-    assert_eq!(bound.dropped, vec![]);
-    let snapshot = f.store.read().unwrap();
-    assert_eq!(
-        members::list(&snapshot, &user(victim), Some("evil"), T0)
+    for fixture in Fixture::each() {
+        let mut f = two_tenants(fixture);
+        let url = f
+            .invite_as(
+                user(EVIL_ADMIN),
+                "evil",
+                "victim@example.com",
+                Role::Admin,
+                false,
+                T0,
+            )
             .unwrap()
-            .org,
-        "evil"
-    );
+            .activation_url
+            .unwrap();
+        f.activate(user(EVIL_PUPPET), &url, T0).unwrap();
+        // A superuser's invitation to acme: the inviter vouches, so it is active at once for the
+        // uid that holds the address (the squatter's, for now).
+        let at_once = f
+            .invite_as(
+                root(),
+                "acme",
+                "victim@example.com",
+                Role::Viewer,
+                false,
+                T0,
+            )
+            .unwrap();
+        assert_eq!(at_once.status, MemberStatus::Active);
+        let victim = 3003;
+        let params = compartmentctl::wire::AccountBindParams {
+            email: "victim@example.com".into(),
+            unix_user: user_name(victim),
+            carry_all: false,
+        };
+        let bound = f
+            .write(|txn| accounts::bind(txn, &root(), &params, &unix_user(victim), T0))
+            .unwrap();
+        let membership = |org: &str, role| BoundMembership {
+            org: org.into(),
+            role,
+        };
+        assert_eq!(bound.carried, vec![membership("acme", Role::Viewer)]);
+        assert_eq!(bound.dropped, vec![membership("evil", Role::Admin)]);
+        let snapshot = f.store.read().unwrap();
+        let who = identity::whoami(&snapshot, &user(victim), T0).unwrap();
+        assert_eq!(who.current_org.as_deref(), Some("acme"));
+        let orgs: Vec<_> = who.memberships.iter().map(|m| m.org.as_str()).collect();
+        assert_eq!(orgs, ["acme"]);
+        assert_eq!(
+            kind(members::list(&snapshot, &user(victim), Some("evil"), T0)),
+            ErrorKind::NotFound
+        );
+        // Nobody acts through evil's membership: it stays pinned to the squatter's uid, which
+        // holds nothing now.
+        assert_eq!(
+            kind(members::list(
+                &snapshot,
+                &user(EVIL_PUPPET),
+                Some("evil"),
+                T0
+            )),
+            ErrorKind::Unauthenticated
+        );
+        drop(snapshot);
+        // Told to, the superuser carries everything.
+        let all = compartmentctl::wire::AccountBindParams {
+            carry_all: true,
+            ..params
+        };
+        let bound = f
+            .write(|txn| accounts::bind(txn, &root(), &all, &unix_user(victim), T0))
+            .unwrap();
+        assert_eq!(bound.carried, vec![membership("evil", Role::Admin)]);
+        assert_eq!(bound.dropped, vec![]);
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(
+            members::list(&snapshot, &user(victim), Some("evil"), T0)
+                .unwrap()
+                .org,
+            "evil"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1275,8 +1345,7 @@ use compartmentctl::wire::{MemberList, UserListParams};
 /// `acme` with its active admin (admin@example.com, uid 1001) and `count` invitations of
 /// `m0000@example.com`, `m0001@…`, in one transaction; those whose index `lapses` picks
 /// expire after an hour, the others after the default week.
-fn org_of(count: usize, lapses: impl Fn(usize) -> bool) -> Fixture {
-    let mut f = Fixture::new();
+fn org_of(mut f: Fixture, count: usize, lapses: impl Fn(usize) -> bool) -> Fixture {
     let url = f.create_org("acme", "admin@example.com");
     f.activate(user(1001), &url, T0).unwrap();
     let tokens: Vec<Token> = (0..count).map(|_| f.next_token()).collect();
@@ -1346,212 +1415,229 @@ fn whole(f: &Fixture, now: Millis) -> Vec<compartmentctl::wire::Member> {
 #[test]
 fn pages_split_the_list_exactly_and_the_last_has_no_next() {
     // 10 members: the admin and m0000..m0008.
-    let f = org_of(9, |_| false);
-    let everyone = whole(&f, T0);
-    assert_eq!(everyone.len(), 10);
-    for (limit, sizes) in [
-        (1, vec![1; 10]),
-        (3, vec![3, 3, 3, 1]),
-        (5, vec![5, 5]),
-        (9, vec![9, 1]),
-        (10, vec![10]),
-        (11, vec![10]),
-        (1000, vec![10]),
-    ] {
-        let (all, got) = follow(&f, Some(limit), None, T0);
-        assert_eq!(got, sizes, "limit {limit}");
-        assert_eq!(all, everyone, "limit {limit}");
+    for fixture in Fixture::each() {
+        let f = org_of(fixture, 9, |_| false);
+        let everyone = whole(&f, T0);
+        assert_eq!(everyone.len(), 10);
+        for (limit, sizes) in [
+            (1, vec![1; 10]),
+            (3, vec![3, 3, 3, 1]),
+            (5, vec![5, 5]),
+            (9, vec![9, 1]),
+            (10, vec![10]),
+            (11, vec![10]),
+            (1000, vec![10]),
+        ] {
+            let (all, got) = follow(&f, Some(limit), None, T0);
+            assert_eq!(got, sizes, "limit {limit}");
+            assert_eq!(all, everyone, "limit {limit}");
+        }
+        // An org with only its admin: one page, no next (on redb: paging an organization of
+        // one reads the same rows on both, as the pages above show).
+        let lone = org_of(Fixture::new(), 0, |_| false);
+        assert_eq!(follow(&lone, None, None, T0).1, vec![1]);
     }
-    // An org with only its admin: one page, no next.
-    let lone = org_of(0, |_| false);
-    assert_eq!(follow(&lone, None, None, T0).1, vec![1]);
 }
 
 #[test]
 fn a_limit_out_of_range_is_a_bad_request_and_none_means_a_hundred() {
-    let f = org_of(150, |_| false);
-    for limit in [0, 1001, u32::MAX] {
-        let err = page_of(&f, &root(), "acme", Some(limit), None, None, T0).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::BadRequest, "limit {limit}");
+    for fixture in Fixture::each() {
+        let f = org_of(fixture, 150, |_| false);
+        for limit in [0, 1001, u32::MAX] {
+            let err = page_of(&f, &root(), "acme", Some(limit), None, None, T0).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadRequest, "limit {limit}");
+            assert_eq!(
+                err.to_string(),
+                format!("limit {limit} is out of range: a page holds 1 to 1000 members")
+            );
+        }
+        // Who may not list is told so, whatever else is wrong with the request.
+        for (limit, after) in [(Some(0), None), (None, Some("not a cursor"))] {
+            let err = page_of(&f, &user(4242), "acme", limit, after, None, T0).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unauthenticated);
+        }
+        // A client that predates paging gets the first hundred and a next.
+        let first = page_of(&f, &root(), "acme", None, None, None, T0).unwrap();
+        assert_eq!(first.members.len(), 100);
+        assert_eq!(first.members, whole(&f, T0)[..100]);
         assert_eq!(
-            err.to_string(),
-            format!("limit {limit} is out of range: a page holds 1 to 1000 members")
+            first.next.as_deref(),
+            Some(URL_SAFE_NO_PAD.encode("m0098@example.com").as_str())
         );
+        assert_eq!(follow(&f, None, None, T0).1, vec![100, 51]);
     }
-    // Who may not list is told so, whatever else is wrong with the request.
-    for (limit, after) in [(Some(0), None), (None, Some("not a cursor"))] {
-        let err = page_of(&f, &user(4242), "acme", limit, after, None, T0).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unauthenticated);
-    }
-    // A client that predates paging gets the first hundred and a next.
-    let first = page_of(&f, &root(), "acme", None, None, None, T0).unwrap();
-    assert_eq!(first.members.len(), 100);
-    assert_eq!(first.members, whole(&f, T0)[..100]);
-    assert_eq!(
-        first.next.as_deref(),
-        Some(URL_SAFE_NO_PAD.encode("m0098@example.com").as_str())
-    );
-    assert_eq!(follow(&f, None, None, T0).1, vec![100, 51]);
 }
 
 #[test]
 fn a_cursor_past_the_end_is_an_empty_last_page() {
-    let f = org_of(3, |_| false);
-    let past = URL_SAFE_NO_PAD.encode("zzz@example.com");
-    let page = page_of(&f, &root(), "acme", Some(10), Some(&past), None, T0).unwrap();
-    assert_eq!((page.members.len(), page.next), (0, None));
-    // The last member's own position: nothing after it.
-    let last = URL_SAFE_NO_PAD.encode("m0002@example.com");
-    let page = page_of(&f, &root(), "acme", Some(10), Some(&last), None, T0).unwrap();
-    assert_eq!((page.members.len(), page.next), (0, None));
-    // A position between members starts at the next one.
-    let between = URL_SAFE_NO_PAD.encode("m0000@example.com.");
-    let page = page_of(&f, &root(), "acme", Some(10), Some(&between), None, T0).unwrap();
-    let emails: Vec<&str> = page.members.iter().map(|m| m.email.as_str()).collect();
-    assert_eq!(emails, ["m0001@example.com", "m0002@example.com"]);
+    for fixture in Fixture::each() {
+        let f = org_of(fixture, 3, |_| false);
+        let past = URL_SAFE_NO_PAD.encode("zzz@example.com");
+        let page = page_of(&f, &root(), "acme", Some(10), Some(&past), None, T0).unwrap();
+        assert_eq!((page.members.len(), page.next), (0, None));
+        // The last member's own position: nothing after it.
+        let last = URL_SAFE_NO_PAD.encode("m0002@example.com");
+        let page = page_of(&f, &root(), "acme", Some(10), Some(&last), None, T0).unwrap();
+        assert_eq!((page.members.len(), page.next), (0, None));
+        // A position between members starts at the next one.
+        let between = URL_SAFE_NO_PAD.encode("m0000@example.com.");
+        let page = page_of(&f, &root(), "acme", Some(10), Some(&between), None, T0).unwrap();
+        let emails: Vec<&str> = page.members.iter().map(|m| m.email.as_str()).collect();
+        assert_eq!(emails, ["m0001@example.com", "m0002@example.com"]);
+    }
 }
 
 #[test]
 fn a_cursor_the_daemon_did_not_make_is_a_bad_request() {
-    let f = org_of(3, |_| false);
-    let too_long = "A".repeat(513);
-    let not_utf8 = URL_SAFE_NO_PAD.encode([0xff, 0xfe]);
-    for cursor in ["", "not base64!", "YQ==", &too_long, &not_utf8] {
-        let err = page_of(&f, &root(), "acme", None, Some(cursor), None, T0).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::BadRequest, "{cursor:?}");
-        assert_eq!(
-            err.to_string(),
-            "\"after\" is not a cursor from user.list: pass the \"next\" of the previous page as it was"
-        );
+    for fixture in Fixture::each() {
+        let f = org_of(fixture, 3, |_| false);
+        let too_long = "A".repeat(513);
+        let not_utf8 = URL_SAFE_NO_PAD.encode([0xff, 0xfe]);
+        for cursor in ["", "not base64!", "YQ==", &too_long, &not_utf8] {
+            let err = page_of(&f, &root(), "acme", None, Some(cursor), None, T0).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadRequest, "{cursor:?}");
+            assert_eq!(
+                err.to_string(),
+                "\"after\" is not a cursor from user.list: pass the \"next\" of the previous page as it was"
+            );
+        }
     }
 }
 
 #[test]
 fn the_status_filter_is_judged_at_now_across_pages() {
     // Every third invitation lapses after an hour; two hours later they read expired.
-    let f = org_of(40, |i| i % 3 == 0);
-    let later = T0 + 2 * 60 * 60 * 1000;
-    let everyone = whole(&f, later);
-    for status in [
-        MemberStatus::Active,
-        MemberStatus::Invited,
-        MemberStatus::Expired,
-    ] {
-        let expected: Vec<_> = everyone
-            .iter()
-            .filter(|m| m.status == status)
-            .cloned()
-            .collect();
-        for limit in [1, 2, 7, 1000] {
-            let (all, _) = follow(&f, Some(limit), Some(status), later);
-            assert_eq!(all, expected, "{status} by {limit}");
+    for fixture in Fixture::each() {
+        let f = org_of(fixture, 40, |i| i % 3 == 0);
+        let later = T0 + 2 * 60 * 60 * 1000;
+        let everyone = whole(&f, later);
+        for status in [
+            MemberStatus::Active,
+            MemberStatus::Invited,
+            MemberStatus::Expired,
+        ] {
+            let expected: Vec<_> = everyone
+                .iter()
+                .filter(|m| m.status == status)
+                .cloned()
+                .collect();
+            for limit in [1, 2, 7, 1000] {
+                let (all, _) = follow(&f, Some(limit), Some(status), later);
+                assert_eq!(all, expected, "{status} by {limit}");
+            }
         }
-    }
-    // At T0 nothing has lapsed yet.
-    assert!(follow(&f, Some(5), Some(MemberStatus::Expired), T0)
-        .0
-        .is_empty());
-    assert_eq!(
-        follow(&f, Some(5), Some(MemberStatus::Invited), T0).0.len(),
-        40
-    );
-}
-
-#[test]
-fn a_filtered_page_reads_at_most_ten_rows_per_member_it_may_return() {
-    // The admin sorts first and is the only active member; 95 invitations follow.
-    let f = org_of(95, |_| false);
-    let first = page_of(
-        &f,
-        &root(),
-        "acme",
-        Some(2),
-        None,
-        Some(MemberStatus::Active),
-        T0,
-    )
-    .unwrap();
-    let emails: Vec<&str> = first.members.iter().map(|m| m.email.as_str()).collect();
-    assert_eq!(emails, ["admin@example.com"]);
-    // 20 rows read (the admin and m0000..m0018), none more: a short page with a next.
-    assert_eq!(
-        first.next.as_deref(),
-        Some(URL_SAFE_NO_PAD.encode("m0018@example.com").as_str())
-    );
-    let (all, sizes) = follow(&f, Some(2), Some(MemberStatus::Active), T0);
-    assert_eq!(all.len(), 1);
-    // 96 rows, 20 a page: five pages, the last without a next.
-    assert_eq!(sizes, vec![1, 0, 0, 0, 0]);
-}
-
-#[test]
-fn an_org_of_2500_fetched_page_by_page_is_the_unpaged_list() {
-    let f = org_of(2_499, |i| i % 7 == 0);
-    let later = T0 + 2 * 60 * 60 * 1000;
-    let everyone = whole(&f, later);
-    assert_eq!(everyone.len(), 2_500);
-    for limit in [None, Some(1000), Some(999), Some(1)] {
-        let (all, sizes) = follow(&f, limit, None, later);
-        assert_eq!(all, everyone, "limit {limit:?}");
-        let per_page = limit.unwrap_or(100) as usize;
+        // At T0 nothing has lapsed yet.
+        assert!(follow(&f, Some(5), Some(MemberStatus::Expired), T0)
+            .0
+            .is_empty());
         assert_eq!(
-            sizes.len(),
-            2_500_usize.div_ceil(per_page),
-            "limit {limit:?}"
+            follow(&f, Some(5), Some(MemberStatus::Invited), T0).0.len(),
+            40
         );
     }
 }
 
 #[test]
-fn a_cursor_names_a_position_and_never_another_organization() {
-    let mut f = two_tenants();
-    for i in 0..3 {
-        f.invite_as(
-            user(1001),
+fn a_filtered_page_reads_at_most_ten_rows_per_member_it_may_return() {
+    // The admin sorts first and is the only active member; 95 invitations follow.
+    for fixture in Fixture::each() {
+        let f = org_of(fixture, 95, |_| false);
+        let first = page_of(
+            &f,
+            &root(),
             "acme",
-            &format!("a{i}@acme.example"),
+            Some(2),
+            None,
+            Some(MemberStatus::Active),
+            T0,
+        )
+        .unwrap();
+        let emails: Vec<&str> = first.members.iter().map(|m| m.email.as_str()).collect();
+        assert_eq!(emails, ["admin@example.com"]);
+        // 20 rows read (the admin and m0000..m0018), none more: a short page with a next.
+        assert_eq!(
+            first.next.as_deref(),
+            Some(URL_SAFE_NO_PAD.encode("m0018@example.com").as_str())
+        );
+        let (all, sizes) = follow(&f, Some(2), Some(MemberStatus::Active), T0);
+        assert_eq!(all.len(), 1);
+        // 96 rows, 20 a page: five pages, the last without a next.
+        assert_eq!(sizes, vec![1, 0, 0, 0, 0]);
+    }
+}
+
+#[test]
+fn an_org_of_2500_fetched_page_by_page_is_the_unpaged_list() {
+    for fixture in Fixture::each() {
+        let f = org_of(fixture, 2_499, |i| i % 7 == 0);
+        let later = T0 + 2 * 60 * 60 * 1000;
+        let everyone = whole(&f, later);
+        assert_eq!(everyone.len(), 2_500);
+        for limit in [None, Some(1000), Some(999), Some(1)] {
+            let (all, sizes) = follow(&f, limit, None, later);
+            assert_eq!(all, everyone, "limit {limit:?}");
+            let per_page = limit.unwrap_or(100) as usize;
+            assert_eq!(
+                sizes.len(),
+                2_500_usize.div_ceil(per_page),
+                "limit {limit:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cursor_names_a_position_and_never_another_organization() {
+    for fixture in Fixture::each() {
+        let mut f = two_tenants(fixture);
+        for i in 0..3 {
+            f.invite_as(
+                user(1001),
+                "acme",
+                &format!("a{i}@acme.example"),
+                Role::Viewer,
+                false,
+                T0,
+            )
+            .unwrap();
+        }
+        f.invite_as(
+            user(EVIL_ADMIN),
+            "evil",
+            "z@evil.example",
             Role::Viewer,
             false,
             T0,
         )
         .unwrap();
+        let acme = page_of(&f, &user(1001), "acme", Some(1), None, None, T0).unwrap();
+        let cursor = acme.next.unwrap();
+        // acme's cursor in evil: a position in evil's list, evil's members only.
+        let evil = page_of(
+            &f,
+            &user(EVIL_ADMIN),
+            "evil",
+            Some(10),
+            Some(&cursor),
+            None,
+            T0,
+        )
+        .unwrap();
+        let emails: Vec<&str> = evil.members.iter().map(|m| m.email.as_str()).collect();
+        assert_eq!(emails, ["boss@evil.example", "z@evil.example"]);
+        // evil's admin with acme's cursor in acme: refused as on the first page.
+        let err = page_of(
+            &f,
+            &user(EVIL_ADMIN),
+            "acme",
+            Some(10),
+            Some(&cursor),
+            None,
+            T0,
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "organization acme not found");
     }
-    f.invite_as(
-        user(EVIL_ADMIN),
-        "evil",
-        "z@evil.example",
-        Role::Viewer,
-        false,
-        T0,
-    )
-    .unwrap();
-    let acme = page_of(&f, &user(1001), "acme", Some(1), None, None, T0).unwrap();
-    let cursor = acme.next.unwrap();
-    // acme's cursor in evil: a position in evil's list, evil's members only.
-    let evil = page_of(
-        &f,
-        &user(EVIL_ADMIN),
-        "evil",
-        Some(10),
-        Some(&cursor),
-        None,
-        T0,
-    )
-    .unwrap();
-    let emails: Vec<&str> = evil.members.iter().map(|m| m.email.as_str()).collect();
-    assert_eq!(emails, ["boss@evil.example", "z@evil.example"]);
-    // evil's admin with acme's cursor in acme: refused as on the first page.
-    let err = page_of(
-        &f,
-        &user(EVIL_ADMIN),
-        "acme",
-        Some(10),
-        Some(&cursor),
-        None,
-        T0,
-    )
-    .unwrap_err();
-    assert_eq!(err.to_string(), "organization acme not found");
 }
 
 /// Group commit keeps the last-admin rule: in one batch, a change sees the writes of the
@@ -1614,71 +1700,74 @@ fn the_last_admin_stays_when_both_removals_share_a_batch() {
 /// leaves the rest pending for the next chunk.
 #[test]
 fn a_sweep_in_chunks_takes_the_earliest_due_first() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[]);
-    let emails: Vec<String> = (0..5).map(|i| format!("u{i}@example.com")).collect();
-    for (i, email) in emails.iter().enumerate() {
-        // Invited a minute apart, u0 first: it expires first.
-        f.invite_as(
-            root(),
-            "acme",
-            email,
-            Role::Viewer,
-            false,
-            T0 + i as Millis * 60_000,
-        )
-        .unwrap();
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        let emails: Vec<String> = (0..5).map(|i| format!("u{i}@example.com")).collect();
+        for (i, email) in emails.iter().enumerate() {
+            // Invited a minute apart, u0 first: it expires first.
+            f.invite_as(
+                root(),
+                "acme",
+                email,
+                Role::Viewer,
+                false,
+                T0 + i as Millis * 60_000,
+            )
+            .unwrap();
+        }
+        let later = T0 + 8 * DAY;
+        let chunk = |f: &Fixture| {
+            f.write(|txn| invitations::expire_due_up_to(txn, later, 2))
+                .unwrap()
+        };
+        assert_eq!(chunk(&f), 2);
+        let expired = |f: &Fixture| -> Vec<bool> {
+            let snapshot = f.store.read().unwrap();
+            emails
+                .iter()
+                .map(|e| {
+                    snapshot.membership("acme", e).unwrap().unwrap().status == MemberStatus::Expired
+                })
+                .collect()
+        };
+        assert_eq!(expired(&f), [true, true, false, false, false]);
+        assert_eq!(chunk(&f), 2);
+        assert_eq!(chunk(&f), 1);
+        assert_eq!(chunk(&f), 0);
+        assert_eq!(expired(&f), [true; 5]);
+        f.assert_indexes_agree();
     }
-    let later = T0 + 8 * DAY;
-    let chunk = |f: &Fixture| {
-        f.write(|txn| invitations::expire_due_up_to(txn, later, 2))
-            .unwrap()
-    };
-    assert_eq!(chunk(&f), 2);
-    let expired = |f: &Fixture| -> Vec<bool> {
-        let snapshot = f.store.read().unwrap();
-        emails
-            .iter()
-            .map(|e| {
-                snapshot.membership("acme", e).unwrap().unwrap().status == MemberStatus::Expired
-            })
-            .collect()
-    };
-    assert_eq!(expired(&f), [true, true, false, false, false]);
-    assert_eq!(chunk(&f), 2);
-    assert_eq!(chunk(&f), 1);
-    assert_eq!(chunk(&f), 0);
-    assert_eq!(expired(&f), [true; 5]);
-    f.assert_indexes_agree();
 }
 
 #[test]
 fn root_is_never_named_as_an_accounts_user() {
-    let mut f = two_tenants();
-    let root_user = crate::store::UnixUser {
-        uid: 0,
-        name: "root".into(),
-    };
-    let err = invite_named(
-        &mut f,
-        &user(1001),
-        "acme",
-        "x@example.com",
-        Role::Viewer,
-        Some(root_user.clone()),
-    )
-    .unwrap_err();
-    assert_eq!(err.to_string(), "root is a superuser and needs no account");
-    let params = compartmentctl::wire::AccountBindParams {
-        email: "admin@example.com".into(),
-        unix_user: "root".into(),
-        carry_all: false,
-    };
-    let err = f
-        .write(|txn| accounts::bind(txn, &root(), &params, &root_user, T0))
+    for fixture in Fixture::each() {
+        let mut f = two_tenants(fixture);
+        let root_user = crate::store::UnixUser {
+            uid: 0,
+            name: "root".into(),
+        };
+        let err = invite_named(
+            &mut f,
+            &user(1001),
+            "acme",
+            "x@example.com",
+            Role::Viewer,
+            Some(root_user.clone()),
+        )
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::BadRequest);
-    assert_eq!(err.to_string(), "root is a superuser and needs no account");
+        assert_eq!(err.to_string(), "root is a superuser and needs no account");
+        let params = compartmentctl::wire::AccountBindParams {
+            email: "admin@example.com".into(),
+            unix_user: "root".into(),
+            carry_all: false,
+        };
+        let err = f
+            .write(|txn| accounts::bind(txn, &root(), &params, &root_user, T0))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert_eq!(err.to_string(), "root is a superuser and needs no account");
+    }
 }
 
 /// `authz.check` as the rules decide it, for `caller` in `org` at `now`.
@@ -1700,185 +1789,187 @@ fn decide(
 #[test]
 fn authz_answers_what_the_rules_decide_and_why() {
     use compartmentctl::wire::{Permission::*, Reason};
-    let mut f = Fixture::new();
-    // acme: admin at 1001, dep@ a deployer at 1002, view@ a viewer at 1003.
-    f.org_with(
-        "acme",
-        &[
-            ("dep@example.com", Role::Deployer),
-            ("view@example.com", Role::Viewer),
-        ],
-    );
-    // pen@ (uid 1004) joined acme through its admin's invitation; beta's admin invites
-    // pen@ too, which waits for its holder's consent.
-    let invitation = f
-        .invite_as(
-            user(1001),
+    for mut f in Fixture::each() {
+        // acme: admin at 1001, dep@ a deployer at 1002, view@ a viewer at 1003.
+        f.org_with(
             "acme",
+            &[
+                ("dep@example.com", Role::Deployer),
+                ("view@example.com", Role::Viewer),
+            ],
+        );
+        // pen@ (uid 1004) joined acme through its admin's invitation; beta's admin invites
+        // pen@ too, which waits for its holder's consent.
+        let invitation = f
+            .invite_as(
+                user(1001),
+                "acme",
+                "pen@example.com",
+                Role::Viewer,
+                false,
+                T0,
+            )
+            .unwrap();
+        f.activate(user(1004), &invitation.activation_url.unwrap(), T0)
+            .unwrap();
+        let url = f.create_org("beta", "boss@beta.example");
+        f.activate(user(2001), &url, T0).unwrap();
+        f.invite_as(
+            user(2001),
+            "beta",
             "pen@example.com",
-            Role::Viewer,
+            Role::Admin,
             false,
             T0,
         )
         .unwrap();
-    f.activate(user(1004), &invitation.activation_url.unwrap(), T0)
-        .unwrap();
-    let url = f.create_org("beta", "boss@beta.example");
-    f.activate(user(2001), &url, T0).unwrap();
-    f.invite_as(
-        user(2001),
-        "beta",
-        "pen@example.com",
-        Role::Admin,
-        false,
-        T0,
-    )
-    .unwrap();
-    let answer = |caller: Caller, permission, org: Option<&str>, now| {
-        let d = decide(&f, caller, permission, org, now);
-        (d.allowed, d.reason, d.message)
-    };
+        let answer = |caller: Caller, permission, org: Option<&str>, now| {
+            let d = decide(&f, caller, permission, org, now);
+            (d.allowed, d.reason, d.message)
+        };
 
-    assert_eq!(
-        answer(user(1002), DeploymentCreate, Some("acme"), T0),
-        (true, Reason::Role, "dep@example.com is deployer in acme (invited by uid 0), and deployment.create needs the deployer role or above".into())
-    );
-    assert_eq!(
-        answer(user(1003), VariableValueRead, Some("acme"), T0),
-        (false, Reason::RoleTooLow, "view@example.com is viewer in acme (invited by uid 0), and variable.value.read needs the deployer role or above".into())
-    );
-    assert_eq!(
-        answer(user(1001), OrganizationUserInvite, Some("acme"), T0),
-        (true, Reason::Role, "admin@example.com is admin in acme (invited by uid 0), and organization.user.invite needs the admin role".into())
-    );
-    assert_eq!(
-        answer(root(), OrganizationAuditRead, Some("beta"), T0),
-        (true, Reason::Superuser, "uid 0 (root) is a superuser, with admin power in every organization, and organization.audit.read needs the admin role".into())
-    );
-    // No membership, and no such organization: the same answer, as every rule gives it.
-    for org in ["beta", "nowhere"] {
         assert_eq!(
-            answer(user(1003), OrganizationRead, Some(org), T0),
+            answer(user(1002), DeploymentCreate, Some("acme"), T0),
+            (true, Reason::Role, "dep@example.com is deployer in acme (invited by uid 0), and deployment.create needs the deployer role or above".into())
+        );
+        assert_eq!(
+            answer(user(1003), VariableValueRead, Some("acme"), T0),
+            (false, Reason::RoleTooLow, "view@example.com is viewer in acme (invited by uid 0), and variable.value.read needs the deployer role or above".into())
+        );
+        assert_eq!(
+            answer(user(1001), OrganizationUserInvite, Some("acme"), T0),
+            (true, Reason::Role, "admin@example.com is admin in acme (invited by uid 0), and organization.user.invite needs the admin role".into())
+        );
+        assert_eq!(
+            answer(root(), OrganizationAuditRead, Some("beta"), T0),
+            (true, Reason::Superuser, "uid 0 (root) is a superuser, with admin power in every organization, and organization.audit.read needs the admin role".into())
+        );
+        // No membership, and no such organization: the same answer, as every rule gives it.
+        for org in ["beta", "nowhere"] {
+            assert_eq!(
+                answer(user(1003), OrganizationRead, Some(org), T0),
+                (
+                    false,
+                    Reason::NotMember,
+                    format!("view@example.com is not a member of {org}")
+                )
+            );
+        }
+        assert_eq!(
+            answer(user(1004), OrganizationRead, Some("beta"), T0),
             (
                 false,
-                Reason::NotMember,
-                format!("view@example.com is not a member of {org}")
+                Reason::InvitationPending,
+                "pen@example.com is invited to beta and has not activated the invitation".into()
             )
         );
-    }
-    assert_eq!(
-        answer(user(1004), OrganizationRead, Some("beta"), T0),
-        (
-            false,
-            Reason::InvitationPending,
-            "pen@example.com is invited to beta and has not activated the invitation".into()
-        )
-    );
-    assert_eq!(
-        answer(user(1004), OrganizationRead, Some("beta"), T0 + 7 * DAY),
-        (
-            false,
-            Reason::InvitationExpired,
-            "pen@example.com's invitation to beta expired".into()
-        )
-    );
-    assert_eq!(
-        answer(user(4000), OrganizationRead, Some("acme"), T0),
-        (
-            false,
-            Reason::Unbound,
-            "uid 4000 (user4000): it is not bound to an account".into()
-        )
-    );
-    assert_eq!(
-        answer(reused(1002, Some("mallory")), DeploymentRead, Some("acme"), T0),
-        (false, Reason::BindingStale, "uid 1002 (mallory): its binding was made for Unix user user1002, and it now belongs to mallory".into())
-    );
-    // Without --org: the subject's current organization, as for their own commands.
-    let d = decide(&f, user(1003), OrganizationRead, None, T0);
-    assert_eq!((d.allowed, d.org.as_deref()), (true, Some("acme")));
-    let snapshot = f.store.read().unwrap();
-    let none = authz::decide(
-        &snapshot,
-        &authz::Subject::Uid {
-            caller: root(),
-            email: None,
-        },
-        OrganizationRead,
-        None,
-        T0,
-    );
-    assert_eq!(kind(none), ErrorKind::OrgRequired);
-    // An address that is not the uid's own account, and subjects that do not resolve.
-    let subject = authz::Subject::Uid {
-        caller: user(1002),
-        email: Some("view@example.com".into()),
-    };
-    let d = authz::decide(&snapshot, &subject, OrganizationRead, Some("acme"), T0).unwrap();
-    assert_eq!(
-        (d.allowed, d.reason, d.message.as_str()),
-        (
-            false,
-            Reason::Unbound,
-            "view@example.com is not bound to uid 1002 (user1002)"
-        )
-    );
-    for (subject, reason, message) in [
-        (
-            authz::Subject::NoSuchUser("ghost".into()),
-            Reason::NoSuchUser,
-            "there is no Unix user \"ghost\"",
-        ),
-        (
-            authz::Subject::NoUserForUid(4321),
-            Reason::NoSuchUser,
-            "uid 4321 has no Unix user",
-        ),
-        (
-            authz::Subject::NoAccount("nobody@example.com".into()),
-            Reason::NoAccount,
-            "nobody@example.com has no activated account",
-        ),
-    ] {
+        assert_eq!(
+            answer(user(1004), OrganizationRead, Some("beta"), T0 + 7 * DAY),
+            (
+                false,
+                Reason::InvitationExpired,
+                "pen@example.com's invitation to beta expired".into()
+            )
+        );
+        assert_eq!(
+            answer(user(4000), OrganizationRead, Some("acme"), T0),
+            (
+                false,
+                Reason::Unbound,
+                "uid 4000 (user4000): it is not bound to an account".into()
+            )
+        );
+        assert_eq!(
+            answer(reused(1002, Some("mallory")), DeploymentRead, Some("acme"), T0),
+            (false, Reason::BindingStale, "uid 1002 (mallory): its binding was made for Unix user user1002, and it now belongs to mallory".into())
+        );
+        // Without --org: the subject's current organization, as for their own commands.
+        let d = decide(&f, user(1003), OrganizationRead, None, T0);
+        assert_eq!((d.allowed, d.org.as_deref()), (true, Some("acme")));
+        let snapshot = f.store.read().unwrap();
+        let none = authz::decide(
+            &snapshot,
+            &authz::Subject::Uid {
+                caller: root(),
+                email: None,
+            },
+            OrganizationRead,
+            None,
+            T0,
+        );
+        assert_eq!(kind(none), ErrorKind::OrgRequired);
+        // An address that is not the uid's own account, and subjects that do not resolve.
+        let subject = authz::Subject::Uid {
+            caller: user(1002),
+            email: Some("view@example.com".into()),
+        };
         let d = authz::decide(&snapshot, &subject, OrganizationRead, Some("acme"), T0).unwrap();
         assert_eq!(
             (d.allowed, d.reason, d.message.as_str()),
-            (false, reason, message)
+            (
+                false,
+                Reason::Unbound,
+                "view@example.com is not bound to uid 1002 (user1002)"
+            )
         );
+        for (subject, reason, message) in [
+            (
+                authz::Subject::NoSuchUser("ghost".into()),
+                Reason::NoSuchUser,
+                "there is no Unix user \"ghost\"",
+            ),
+            (
+                authz::Subject::NoUserForUid(4321),
+                Reason::NoSuchUser,
+                "uid 4321 has no Unix user",
+            ),
+            (
+                authz::Subject::NoAccount("nobody@example.com".into()),
+                Reason::NoAccount,
+                "nobody@example.com has no activated account",
+            ),
+        ] {
+            let d = authz::decide(&snapshot, &subject, OrganizationRead, Some("acme"), T0).unwrap();
+            assert_eq!(
+                (d.allowed, d.reason, d.message.as_str()),
+                (false, reason, message)
+            );
+        }
     }
 }
 
 #[test]
 fn a_refusal_names_the_act_and_the_role_its_permission_needs() {
-    let mut f = Fixture::new();
-    f.org_with("acme", &[("view@example.com", Role::Viewer)]);
-    let err = f
-        .invite_as(user(1002), "acme", "x@example.com", Role::Viewer, false, T0)
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "inviting users to acme needs the admin role; yours is viewer"
-    );
-    let err = f
-        .grant(user(1002), "acme", "view@example.com", Role::Viewer)
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "granting roles in acme needs the deployer role or above; yours is viewer"
-    );
-    let err = f
-        .remove(user(1002), "acme", "view@example.com")
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "removing users from acme needs the admin role; yours is viewer"
-    );
-    let snapshot = f.store.read().unwrap();
-    let err = members::list(&snapshot, &user(1002), Some("acme"), T0).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "listing the members of acme needs the readonly role or above; yours is viewer"
-    );
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("view@example.com", Role::Viewer)]);
+        let err = f
+            .invite_as(user(1002), "acme", "x@example.com", Role::Viewer, false, T0)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "inviting users to acme needs the admin role; yours is viewer"
+        );
+        let err = f
+            .grant(user(1002), "acme", "view@example.com", Role::Viewer)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "granting roles in acme needs the deployer role or above; yours is viewer"
+        );
+        let err = f
+            .remove(user(1002), "acme", "view@example.com")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "removing users from acme needs the admin role; yours is viewer"
+        );
+        let snapshot = f.store.read().unwrap();
+        let err = members::list(&snapshot, &user(1002), Some("acme"), T0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "listing the members of acme needs the readonly role or above; yours is viewer"
+        );
+    }
 }
 
 /// The feed, as `(kind, org, email)` lines, after `after`.
@@ -1916,142 +2007,144 @@ pub(super) fn shown(events: Vec<(u64, crate::store::EventRecord)>) -> Vec<String
 
 #[test]
 fn every_change_to_a_membership_or_binding_is_in_the_feed_once() {
-    let mut f = Fixture::new();
-    let url = f.create_org("acme", "admin@example.com");
-    f.activate(user(1001), &url, T0).unwrap();
-    let dep = f
-        .invite_as(
+    for mut f in Fixture::each() {
+        let url = f.create_org("acme", "admin@example.com");
+        f.activate(user(1001), &url, T0).unwrap();
+        let dep = f
+            .invite_as(
+                user(1001),
+                "acme",
+                "dep@example.com",
+                Role::Deployer,
+                false,
+                T0,
+            )
+            .unwrap();
+        // A new URL for a pending invitation changes nothing the feed tells of.
+        f.invite_as(
             user(1001),
             "acme",
             "dep@example.com",
             Role::Deployer,
+            true,
+            T0,
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        assert!(dep.activation_url.is_some());
+        f.invite_as(
+            user(1001),
+            "acme",
+            "late@example.com",
+            Role::Viewer,
             false,
             T0,
         )
         .unwrap();
-    // A new URL for a pending invitation changes nothing the feed tells of.
-    f.invite_as(
-        user(1001),
-        "acme",
-        "dep@example.com",
-        Role::Deployer,
-        true,
-        T0,
-    )
-    .unwrap_or_else(|err| panic!("{err}"));
-    assert!(dep.activation_url.is_some());
-    f.invite_as(
-        user(1001),
-        "acme",
-        "late@example.com",
-        Role::Viewer,
-        false,
-        T0,
-    )
-    .unwrap();
-    f.write(|txn| invitations::expire_due(txn, T0 + 7 * DAY))
+        f.write(|txn| invitations::expire_due(txn, T0 + 7 * DAY))
+            .unwrap();
+        f.invite_as(
+            user(1001),
+            "acme",
+            "late@example.com",
+            Role::Viewer,
+            false,
+            T0 + 7 * DAY,
+        )
         .unwrap();
-    f.invite_as(
-        user(1001),
-        "acme",
-        "late@example.com",
-        Role::Viewer,
-        false,
-        T0 + 7 * DAY,
-    )
-    .unwrap();
-    f.grant(user(1001), "acme", "late@example.com", Role::Readonly)
-        .unwrap();
-    f.remove(user(1001), "acme", "late@example.com").unwrap();
-    f.write(|txn| accounts::unbind(txn, &root(), "admin@example.com", T0))
-        .unwrap();
-    assert_eq!(
-        feed_after(&f, 0),
-        [
-            "member.added acme admin@example.com admin invited",
-            "binding.changed - admin@example.com uid 1001",
-            "member.activated acme admin@example.com admin active uid 1001",
-            "member.added acme dep@example.com deployer invited",
-            "member.added acme late@example.com viewer invited",
-            "member.expired acme dep@example.com deployer expired",
-            "member.expired acme late@example.com viewer expired",
-            "member.reinvited acme late@example.com viewer invited",
-            "member.role_changed acme late@example.com readonly (was viewer) invited",
-            "member.removed acme late@example.com readonly",
-            "binding.changed - admin@example.com",
-        ]
-    );
-    // Sequence numbers run on from where the file left them, one per event.
-    let snapshot = f.store.read().unwrap();
-    assert_eq!(snapshot.last_event_seq().unwrap(), 11);
-    let seqs: Vec<u64> = snapshot
-        .events_after(4, 3)
-        .unwrap()
-        .into_iter()
-        .map(|(seq, _)| seq)
-        .collect();
-    assert_eq!(seqs, [5, 6, 7]);
-    // A refused change leaves no event.
-    drop(snapshot);
-    f.remove(user(1001), "acme", "nobody@example.com")
-        .unwrap_err();
-    assert_eq!(feed_after(&f, 11), Vec::<String>::new());
+        f.grant(user(1001), "acme", "late@example.com", Role::Readonly)
+            .unwrap();
+        f.remove(user(1001), "acme", "late@example.com").unwrap();
+        f.write(|txn| accounts::unbind(txn, &root(), "admin@example.com", T0))
+            .unwrap();
+        assert_eq!(
+            feed_after(&f, 0),
+            [
+                "member.added acme admin@example.com admin invited",
+                "binding.changed - admin@example.com uid 1001",
+                "member.activated acme admin@example.com admin active uid 1001",
+                "member.added acme dep@example.com deployer invited",
+                "member.added acme late@example.com viewer invited",
+                "member.expired acme dep@example.com deployer expired",
+                "member.expired acme late@example.com viewer expired",
+                "member.reinvited acme late@example.com viewer invited",
+                "member.role_changed acme late@example.com readonly (was viewer) invited",
+                "member.removed acme late@example.com readonly",
+                "binding.changed - admin@example.com",
+            ]
+        );
+        // Sequence numbers run on from where the file left them, one per event.
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(snapshot.last_event_seq().unwrap(), 11);
+        let seqs: Vec<u64> = snapshot
+            .events_after(4, 3)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(seqs, [5, 6, 7]);
+        // A refused change leaves no event.
+        drop(snapshot);
+        f.remove(user(1001), "acme", "nobody@example.com")
+            .unwrap_err();
+        assert_eq!(feed_after(&f, 11), Vec::<String>::new());
+    }
 }
 
 #[test]
 fn an_organizations_feed_holds_its_own_changes_and_its_members_bindings_only() {
-    let mut f = Fixture::new();
-    let acme = f.create_org("acme", "admin@example.com");
-    f.activate(user(1001), &acme, T0).unwrap();
-    let beta = f.create_org("beta", "boss@example.com");
-    f.activate(user(2001), &beta, T0).unwrap();
-    f.invite_as(user(2001), "beta", "x@example.com", Role::Viewer, false, T0)
-        .unwrap();
-    // A member of acme rebound by a superuser: acme's admins are told.
-    f.write(|txn| accounts::unbind(txn, &root(), "admin@example.com", T0))
-        .unwrap();
-    assert_eq!(
-        org_feed_after(&f, "acme", 0),
-        [
-            "member.added acme admin@example.com admin invited",
-            "binding.changed - admin@example.com uid 1001",
-            "member.activated acme admin@example.com admin active uid 1001",
-            "binding.changed - admin@example.com",
-        ]
-    );
-    assert_eq!(
-        org_feed_after(&f, "beta", 0),
-        [
-            "member.added beta boss@example.com admin invited",
-            "binding.changed - boss@example.com uid 2001",
-            "member.activated beta boss@example.com admin active uid 2001",
-            "member.added beta x@example.com viewer invited",
-        ]
-    );
-    // Resuming reads from the sequence number on, whatever others wrote in between.
-    let snapshot = f.store.read().unwrap();
-    let acme_seqs: Vec<u64> = snapshot
-        .org_events_after("acme", 0, 10)
-        .unwrap()
-        .into_iter()
-        .map(|(seq, _)| seq)
-        .collect();
-    assert_eq!(acme_seqs, [1, 2, 3, 8]);
-    let after_3: Vec<u64> = snapshot
-        .org_events_after("acme", 3, 10)
-        .unwrap()
-        .into_iter()
-        .map(|(seq, _)| seq)
-        .collect();
-    assert_eq!(after_3, [8]);
-    assert!(snapshot
-        .org_events_after("gamma", 0, 10)
-        .unwrap()
-        .is_empty());
-    assert!(snapshot
-        .org_events_after("acme", u64::MAX, 10)
-        .unwrap()
-        .is_empty());
+    for mut f in Fixture::each() {
+        let acme = f.create_org("acme", "admin@example.com");
+        f.activate(user(1001), &acme, T0).unwrap();
+        let beta = f.create_org("beta", "boss@example.com");
+        f.activate(user(2001), &beta, T0).unwrap();
+        f.invite_as(user(2001), "beta", "x@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        // A member of acme rebound by a superuser: acme's admins are told.
+        f.write(|txn| accounts::unbind(txn, &root(), "admin@example.com", T0))
+            .unwrap();
+        assert_eq!(
+            org_feed_after(&f, "acme", 0),
+            [
+                "member.added acme admin@example.com admin invited",
+                "binding.changed - admin@example.com uid 1001",
+                "member.activated acme admin@example.com admin active uid 1001",
+                "binding.changed - admin@example.com",
+            ]
+        );
+        assert_eq!(
+            org_feed_after(&f, "beta", 0),
+            [
+                "member.added beta boss@example.com admin invited",
+                "binding.changed - boss@example.com uid 2001",
+                "member.activated beta boss@example.com admin active uid 2001",
+                "member.added beta x@example.com viewer invited",
+            ]
+        );
+        // Resuming reads from the sequence number on, whatever others wrote in between.
+        let snapshot = f.store.read().unwrap();
+        let acme_seqs: Vec<u64> = snapshot
+            .org_events_after("acme", 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(acme_seqs, [1, 2, 3, 8]);
+        let after_3: Vec<u64> = snapshot
+            .org_events_after("acme", 3, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(after_3, [8]);
+        assert!(snapshot
+            .org_events_after("gamma", 0, 10)
+            .unwrap()
+            .is_empty());
+        assert!(snapshot
+            .org_events_after("acme", u64::MAX, 10)
+            .unwrap()
+            .is_empty());
+    }
 }
 
 /// An organization's feed is read through its index: with a thousand events of another
@@ -2059,95 +2152,98 @@ fn an_organizations_feed_holds_its_own_changes_and_its_members_bindings_only() {
 /// has caught up skips the rest at once.
 #[test]
 fn an_organizations_feed_never_reads_the_others_rows() {
-    let mut f = Fixture::new();
-    let beta = f.create_org("beta", "boss@example.com");
-    f.activate(user(2001), &beta, T0).unwrap();
-    f.write(|txn| {
-        for i in 0..1000 {
-            let params = UserInviteParams {
-                org: Some("beta".into()),
-                email: format!("m{i}@example.com"),
-                role: Role::Viewer,
-                expires_in: None,
-                resend: false,
-                unix_user: None,
-            };
-            let token = Token::from_text(&format!("{:0>43}", 5000 + i));
-            invitations::invite(txn, &root(), &params, None, &token, &policy(), T0)?;
-        }
-        Ok(())
-    })
-    .unwrap();
-    let acme = f.create_org("acme", "admin@example.com");
-    f.activate(user(1001), &acme, T0).unwrap();
-    let snapshot = f.store.read().unwrap();
-    let head = snapshot.last_event_seq().unwrap();
-    assert_eq!(head, 1006);
-    let batch = crate::events::batch_of(&snapshot, Some("acme"), 0).unwrap();
-    let seqs: Vec<u64> = batch.events.iter().map(|(seq, _)| *seq).collect();
-    assert_eq!(seqs, [1004, 1005, 1006]);
-    assert!(batch.caught_up);
-    assert_eq!(batch.seen, head);
+    for mut f in Fixture::each() {
+        let beta = f.create_org("beta", "boss@example.com");
+        f.activate(user(2001), &beta, T0).unwrap();
+        f.write(|txn| {
+            for i in 0..1000 {
+                let params = UserInviteParams {
+                    org: Some("beta".into()),
+                    email: format!("m{i}@example.com"),
+                    role: Role::Viewer,
+                    expires_in: None,
+                    resend: false,
+                    unix_user: None,
+                };
+                let token = Token::from_text(&format!("{:0>43}", 5000 + i));
+                invitations::invite(txn, &root(), &params, None, &token, &policy(), T0)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let acme = f.create_org("acme", "admin@example.com");
+        f.activate(user(1001), &acme, T0).unwrap();
+        let snapshot = f.store.read().unwrap();
+        let head = snapshot.last_event_seq().unwrap();
+        assert_eq!(head, 1006);
+        let batch = crate::events::batch_of(&snapshot, Some("acme"), 0).unwrap();
+        let seqs: Vec<u64> = batch.events.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [1004, 1005, 1006]);
+        assert!(batch.caught_up);
+        assert_eq!(batch.seen, head);
+    }
 }
 
 #[test]
 fn spent_tokens_are_forgotten_a_month_after_they_expire_and_pending_ones_never() {
-    let mut f = Fixture::new();
-    let url = f.create_org("acme", "admin@example.com");
-    f.activate(user(1001), &url, T0).unwrap();
-    let pending = f
-        .invite_as(user(1001), "acme", "p@example.com", Role::Viewer, false, T0)
-        .unwrap();
-    let first = f
-        .invite_as(user(1001), "acme", "r@example.com", Role::Viewer, false, T0)
-        .unwrap();
-    // --resend revokes the first URL.
-    f.invite_as(user(1001), "acme", "r@example.com", Role::Viewer, true, T0)
-        .unwrap();
-    let key = |url: &str| crate::token::key_of(compartmentctl::wire::token_from_url_or_token(url));
-    let expires = T0 + 7 * DAY;
-    let forget_at = expires + crate::store::SPENT_TOKEN_MEMORY;
-    let snapshot = f.store.read().unwrap();
-    assert_eq!(snapshot.next_spent_token_due().unwrap(), Some(forget_at));
-    assert!(snapshot
-        .spent_tokens_due(forget_at - 1, 10)
-        .unwrap()
-        .is_empty());
-    let mut due = snapshot.spent_tokens_due(forget_at, 10).unwrap();
-    let mut spent = vec![key(&url), key(first.activation_url.as_deref().unwrap())];
-    due.sort_by_key(|h| h.0);
-    spent.sort_by_key(|h| h.0);
-    assert_eq!(due, spent);
-    drop(snapshot);
-    // Until then, each is still answered for what it is.
-    assert_eq!(
-        kind(f.activate(user(1002), &url, expires - 1)),
-        ErrorKind::TokenUsed
-    );
-    let forgotten = f
-        .write(|txn| invitations::forget_spent_tokens(txn, forget_at, 10))
-        .unwrap();
-    assert_eq!(forgotten, 2);
-    let snapshot = f.store.read().unwrap();
-    assert_eq!(snapshot.token(&key(&url)).unwrap(), None);
-    assert!(snapshot.spent_tokens_due(u64::MAX, 10).unwrap().is_empty());
-    // The pending invitation's token stays, whatever the time.
-    let pending_key = key(pending.activation_url.as_deref().unwrap());
-    assert_eq!(
-        snapshot.token(&pending_key).unwrap().unwrap().state,
-        TokenState::Pending
-    );
-    drop(snapshot);
-    // Once expired by the sweeper, it too is forgotten a month later.
-    f.write(|txn| invitations::expire_due(txn, expires))
-        .unwrap();
-    let snapshot = f.store.read().unwrap();
-    assert_eq!(snapshot.next_spent_token_due().unwrap(), Some(forget_at));
-    drop(snapshot);
-    f.write(|txn| invitations::forget_spent_tokens(txn, forget_at, 10))
-        .unwrap();
-    assert_eq!(f.store.read().unwrap().token(&pending_key).unwrap(), None);
-    f.assert_indexes_agree();
+    for mut f in Fixture::each() {
+        let url = f.create_org("acme", "admin@example.com");
+        f.activate(user(1001), &url, T0).unwrap();
+        let pending = f
+            .invite_as(user(1001), "acme", "p@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        let first = f
+            .invite_as(user(1001), "acme", "r@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        // --resend revokes the first URL.
+        f.invite_as(user(1001), "acme", "r@example.com", Role::Viewer, true, T0)
+            .unwrap();
+        let key =
+            |url: &str| crate::token::key_of(compartmentctl::wire::token_from_url_or_token(url));
+        let expires = T0 + 7 * DAY;
+        let forget_at = expires + crate::store::SPENT_TOKEN_MEMORY;
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(snapshot.next_spent_token_due().unwrap(), Some(forget_at));
+        assert!(snapshot
+            .spent_tokens_due(forget_at - 1, 10)
+            .unwrap()
+            .is_empty());
+        let mut due = snapshot.spent_tokens_due(forget_at, 10).unwrap();
+        let mut spent = vec![key(&url), key(first.activation_url.as_deref().unwrap())];
+        due.sort_by_key(|h| h.0);
+        spent.sort_by_key(|h| h.0);
+        assert_eq!(due, spent);
+        drop(snapshot);
+        // Until then, each is still answered for what it is.
+        assert_eq!(
+            kind(f.activate(user(1002), &url, expires - 1)),
+            ErrorKind::TokenUsed
+        );
+        let forgotten = f
+            .write(|txn| invitations::forget_spent_tokens(txn, forget_at, 10))
+            .unwrap();
+        assert_eq!(forgotten, 2);
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(snapshot.token(&key(&url)).unwrap(), None);
+        assert!(snapshot.spent_tokens_due(u64::MAX, 10).unwrap().is_empty());
+        // The pending invitation's token stays, whatever the time.
+        let pending_key = key(pending.activation_url.as_deref().unwrap());
+        assert_eq!(
+            snapshot.token(&pending_key).unwrap().unwrap().state,
+            TokenState::Pending
+        );
+        drop(snapshot);
+        // Once expired by the sweeper, it too is forgotten a month later.
+        f.write(|txn| invitations::expire_due(txn, expires))
+            .unwrap();
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(snapshot.next_spent_token_due().unwrap(), Some(forget_at));
+        drop(snapshot);
+        f.write(|txn| invitations::forget_spent_tokens(txn, forget_at, 10))
+            .unwrap();
+        assert_eq!(f.store.read().unwrap().token(&pending_key).unwrap(), None);
+        f.assert_indexes_agree();
+    }
 }
 
 /// A reader that counts what it is asked, to show two questions cost the same reads.
@@ -2271,40 +2367,41 @@ impl<R: Reader> Reader for Counting<'_, R> {
 #[test]
 fn a_self_check_costs_the_same_whether_or_not_the_org_exists() {
     use compartmentctl::wire::{Permission::ProjectRead, Reason};
-    let mut f = Fixture::new();
-    f.org_with("acme", &[]);
-    let url = f.create_org("beta", "boss@beta.example");
-    f.activate(user(2001), &url, T0).unwrap();
-    let snapshot = f.store.read().unwrap();
-    let ask = |org: &str| {
-        let counting = Counting::new(&snapshot);
-        let subject = authz::Subject::Uid {
-            caller: user(2001),
-            email: None,
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        let url = f.create_org("beta", "boss@beta.example");
+        f.activate(user(2001), &url, T0).unwrap();
+        let snapshot = f.store.read().unwrap();
+        let ask = |org: &str| {
+            let counting = Counting::new(&snapshot);
+            let subject = authz::Subject::Uid {
+                caller: user(2001),
+                email: None,
+            };
+            let decision = authz::decide(&counting, &subject, ProjectRead, Some(org), T0).unwrap();
+            (decision, counting.reads.get())
         };
-        let decision = authz::decide(&counting, &subject, ProjectRead, Some(org), T0).unwrap();
-        (decision, counting.reads.get())
-    };
-    let (existing, existing_reads) = ask("acme");
-    let (missing, missing_reads) = ask("acme-not");
-    assert_eq!(
-        (existing.reason, existing.message.as_str()),
-        (
-            Reason::NotMember,
-            "boss@beta.example is not a member of acme"
-        )
-    );
-    assert_eq!(
-        (missing.reason, missing.message.as_str()),
-        (
-            Reason::NotMember,
-            "boss@beta.example is not a member of acme-not"
-        )
-    );
-    assert_eq!(existing_reads, missing_reads, "reads differ");
-    // The organization and the membership, each read once, besides the binding.
-    assert_eq!(existing_reads, 3);
-    // A member is told its role as before.
-    let (own, _) = ask("beta");
-    assert_eq!(own.reason, Reason::Role);
+        let (existing, existing_reads) = ask("acme");
+        let (missing, missing_reads) = ask("acme-not");
+        assert_eq!(
+            (existing.reason, existing.message.as_str()),
+            (
+                Reason::NotMember,
+                "boss@beta.example is not a member of acme"
+            )
+        );
+        assert_eq!(
+            (missing.reason, missing.message.as_str()),
+            (
+                Reason::NotMember,
+                "boss@beta.example is not a member of acme-not"
+            )
+        );
+        assert_eq!(existing_reads, missing_reads, "reads differ");
+        // The organization and the membership, each read once, besides the binding.
+        assert_eq!(existing_reads, 3);
+        // A member is told its role as before.
+        let (own, _) = ask("beta");
+        assert_eq!(own.reason, Reason::Role);
+    }
 }
