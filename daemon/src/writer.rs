@@ -529,13 +529,39 @@ enum Ran {
     Clean,
     /// Panicked without writing: answered `Panicked`, the batch goes on.
     PanickedClean,
-    /// Refused or panicked after writing: the transaction holds its trace.
+    /// Refused or panicked after writing, or met a store error (after which PostgreSQL
+    /// takes nothing more in the transaction): the transaction cannot commit.
     Dirty { panicked: bool },
 }
 
+/// How many times a transaction refused as conflicting with another's (PostgreSQL's
+/// serialization failure or deadlock, when several daemons write) runs again before its
+/// changes are run one by one, each with as many tries of its own.
+const CONFLICT_RETRIES: u32 = 8;
+
+/// Waits before running a conflicting transaction again: 1 ms doubling up to 128 ms, less
+/// a random part, so that two daemons that met do not meet again at once.
+fn back_off(attempt: u32) {
+    let ceiling = 1u64 << attempt.min(7);
+    let jitter = u64::from(getrandom::u32().unwrap_or(0)) % (ceiling * 500);
+    std::thread::sleep(std::time::Duration::from_micros(ceiling * 1000 - jitter));
+}
+
+/// What one attempt at a batch came to.
+enum Attempt {
+    /// Committed: each job is answered its kept result, or `Panicked` where marked.
+    Committed(Timing, Vec<bool>),
+    /// Refused as conflicting with another transaction: worth running again whole.
+    Conflict,
+    /// The batch cannot commit as one: its changes run one by one (those marked panicked
+    /// are not run again).
+    OneByOne(Vec<bool>),
+}
+
 /// Applies `batch` in one write transaction committed with `commit`, then answers each
-/// job; falls back to one transaction per job as the module's invariants say. How long
-/// the shared transaction took, when it committed.
+/// job; runs it again when it conflicted with another daemon's transaction, and falls back
+/// to one transaction per job as the module's invariants say. How long the shared
+/// transaction took, when it committed.
 pub(crate) fn apply_batch(
     store: &Store,
     clock: &dyn Clock,
@@ -546,17 +572,53 @@ pub(crate) fn apply_batch(
         one_by_one(store, clock, batch, &[], commit);
         return None;
     }
+    let mut attempt = 0;
+    loop {
+        match attempt_batch(store, clock, &mut batch, commit) {
+            Attempt::Committed(timing, panicked) => {
+                for (job, panicked) in batch.into_iter().zip(panicked) {
+                    if panicked {
+                        job.fail(WriteError::Panicked);
+                    } else {
+                        job.answer();
+                    }
+                }
+                return Some(timing);
+            }
+            Attempt::Conflict if attempt < CONFLICT_RETRIES => {
+                back_off(attempt);
+                attempt += 1;
+            }
+            Attempt::Conflict => {
+                one_by_one(store, clock, batch, &[], commit);
+                return None;
+            }
+            Attempt::OneByOne(panicked) => {
+                one_by_one(store, clock, batch, &panicked, commit);
+                return None;
+            }
+        }
+    }
+}
+
+/// Runs every job of `batch` in one transaction and commits it with `commit`.
+fn attempt_batch(
+    store: &Store,
+    clock: &dyn Clock,
+    batch: &mut [Box<dyn Job + '_>],
+    commit: Commit<'_>,
+) -> Attempt {
     let started = std::time::Instant::now();
     let txn = match store.begin_write() {
         Ok(txn) => txn,
         Err(err) => {
             store.note_failure(&err);
-            one_by_one(store, clock, batch, &[], commit);
-            return None;
+            return Attempt::OneByOne(Vec::new());
         }
     };
     let mut panicked = vec![false; batch.len()];
     let mut dirty = false;
+    let mut conflict = false;
     // Every change of the batch uses the same open tables; they close before the commit.
     let tables = txn.tables();
     for (i, job) in batch.iter_mut().enumerate() {
@@ -565,6 +627,7 @@ pub(crate) fn apply_batch(
             let view = Tracked::new(&tables, now);
             let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&view, now)));
             match outcome {
+                Ok(_) if job.store_error().is_some() => Ran::Dirty { panicked: false },
                 Ok(true) => Ran::Clean,
                 Ok(false) if !view.wrote() => Ran::Clean,
                 Ok(false) => Ran::Dirty { panicked: false },
@@ -574,6 +637,7 @@ pub(crate) fn apply_batch(
         };
         if let Some(err) = job.store_error() {
             store.note_failure(err);
+            conflict = err.is_retryable();
         }
         match ran {
             Ran::Clean => {}
@@ -594,36 +658,34 @@ pub(crate) fn apply_batch(
     let events = tables.last_event();
     drop(tables);
     if dirty {
-        // The transaction holds a refused change's writes: none of it may commit.
+        // The transaction holds a refused change's writes, or met a store error: none of
+        // it may commit.
         if let Err(err) = txn.abort() {
             tracing::error!(error = %err, "rolling back a batch failed");
+        }
+        if conflict {
+            return Attempt::Conflict;
         }
         tracing::debug!(
             changes = batch.len(),
             "a refused change had written; the batch runs one change per transaction"
         );
-        one_by_one(store, clock, batch, &panicked, commit);
-        return None;
+        return Attempt::OneByOne(panicked);
     }
     let applied = started.elapsed();
     match txn.commit(commit, events) {
         Ok(()) => {
             let committed = started.elapsed() - applied;
             trace_commit(batch.len(), started, applied);
-            for (job, panicked) in batch.into_iter().zip(panicked) {
-                if panicked {
-                    job.fail(WriteError::Panicked);
-                } else {
-                    job.answer();
-                }
-            }
-            Some(Timing { applied, committed })
+            Attempt::Committed(Timing { applied, committed }, panicked)
         }
         Err(err) => {
-            tracing::warn!(error = %err, changes = batch.len(), "committing a batch failed; its changes run one by one");
             store.note_failure(&err);
-            one_by_one(store, clock, batch, &panicked, commit);
-            None
+            if err.is_retryable() {
+                return Attempt::Conflict;
+            }
+            tracing::warn!(error = %err, changes = batch.len(), "committing a batch failed; its changes run one by one");
+            Attempt::OneByOne(panicked)
         }
     }
 }
@@ -675,9 +737,40 @@ fn one_by_one(
     }
 }
 
-/// Runs one job in its own transaction, committed when it succeeds. `Ok` when the job
-/// holds its answer; the storage error that denied it one otherwise.
+/// Runs one job in its own transaction, committed when it succeeds; again, after a pause,
+/// when the transaction conflicted with another daemon's. `Ok` when the job holds its
+/// answer; the storage error that denied it one otherwise.
 fn run_alone(
+    store: &Store,
+    clock: &dyn Clock,
+    job: &mut Box<dyn Job + '_>,
+    commit: Commit<'_>,
+) -> Result<(), StoreError> {
+    let mut attempt = 0;
+    loop {
+        match run_once(store, clock, job, commit) {
+            Err(err) if err.is_retryable() && attempt < CONFLICT_RETRIES => {
+                store.note_failure(&err);
+                back_off(attempt);
+                attempt += 1;
+            }
+            Ok(())
+                if attempt < CONFLICT_RETRIES
+                    && job.store_error().is_some_and(StoreError::is_retryable) =>
+            {
+                if let Some(err) = job.store_error() {
+                    store.note_failure(err);
+                }
+                back_off(attempt);
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// One attempt of [`run_alone`].
+fn run_once(
     store: &Store,
     clock: &dyn Clock,
     job: &mut Box<dyn Job + '_>,
@@ -1168,5 +1261,121 @@ mod tests {
             sizing.max_batch(1, t0 + Duration::from_millis(1900)),
             MAX_BATCH
         );
+    }
+
+    /// Two daemons' writers on one PostgreSQL database, each inviting into the same
+    /// organization from several tasks at once: their batches conflict on the feed's head
+    /// and are run again, and every invitation is answered, committed once, and told by the
+    /// feed once, numbered densely.
+    #[test]
+    fn two_daemons_writers_on_one_postgresql_retry_their_conflicts() {
+        use compartmentctl::wire::{OrgCreateParams, Role, UserInviteParams};
+
+        use crate::rules::{invitations, orgs};
+        use crate::store::Backend as _;
+        use crate::token::Token;
+
+        let Some(server) = crate::store::postgres::schema::tests::server(
+            "two_daemons_writers_on_one_postgresql_retry_their_conflicts",
+        ) else {
+            return;
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let open = || {
+            Arc::new(
+                runtime
+                    .block_on(Store::open_postgres(
+                        &server.url("postgres"),
+                        runtime.handle().clone(),
+                    ))
+                    .unwrap(),
+            )
+        };
+        let (a, b) = (open(), open());
+        let clock = Arc::new(FakeClock::new(T0));
+        let (writer_a, thread_a) = Writer::spawn(a.clone(), clock.clone()).unwrap();
+        let (writer_b, thread_b) = Writer::spawn(b.clone(), clock.clone()).unwrap();
+        let policy = crate::rules::tests::policy();
+        const PER_TASK: usize = 20;
+        const TASKS: usize = 4;
+        let invited = runtime.block_on(async {
+            let params = OrgCreateParams {
+                name: "acme".into(),
+                admin: "admin@example.com".into(),
+                admin_unix_user: None,
+            };
+            let (root, policy_) = (crate::rules::tests::root(), policy.clone());
+            let token = Token::from_text(&format!("{:a>43}", ""));
+            writer_a
+                .write(move |txn, now| {
+                    orgs::create(txn, &root, &params, None, &token, &policy_, now)
+                })
+                .await
+                .unwrap();
+            let mut tasks = Vec::new();
+            for task in 0..TASKS {
+                let writer = if task % 2 == 0 {
+                    writer_a.clone()
+                } else {
+                    writer_b.clone()
+                };
+                let policy = policy.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut answered = 0;
+                    for i in 0..PER_TASK {
+                        let params = UserInviteParams {
+                            org: Some("acme".into()),
+                            email: format!("t{task}-{i}@example.com"),
+                            role: Role::Viewer,
+                            expires_in: None,
+                            resend: false,
+                            unix_user: None,
+                        };
+                        let (root, policy) = (crate::rules::tests::root(), policy.clone());
+                        let token = Token::from_text(&format!("{:0>40}{task}{i:02}", ""));
+                        writer
+                            .write(move |txn, now| {
+                                invitations::invite(txn, &root, &params, None, &token, &policy, now)
+                            })
+                            .await
+                            .unwrap();
+                        answered += 1;
+                    }
+                    answered
+                }));
+            }
+            let mut answered = 0;
+            for task in tasks {
+                answered += task.await.unwrap();
+            }
+            answered
+        });
+        drop((writer_a, writer_b));
+        thread_a.join().unwrap();
+        thread_b.join().unwrap();
+        assert_eq!(invited, TASKS * PER_TASK);
+        let snapshot = b.read().unwrap();
+        assert_eq!(
+            snapshot.members("acme").unwrap().len(),
+            1 + TASKS * PER_TASK
+        );
+        let feed = snapshot.events_after(0, usize::MAX).unwrap();
+        let seqs: Vec<u64> = feed.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(
+            seqs,
+            (1..=1 + (TASKS * PER_TASK) as u64).collect::<Vec<_>>()
+        );
+        let conflicts = [&a, &b]
+            .iter()
+            .map(|store| match &***store {
+                Store::Postgres(store) => store.conflicts(),
+                Store::Redb(_) => 0,
+            })
+            .sum::<u64>();
+        eprintln!("two writers on one PostgreSQL: {conflicts} conflicts, each run again");
     }
 }

@@ -84,7 +84,7 @@ impl Backend for Store {
     fn note_failure(&self, err: &StoreError) {
         match self {
             Store::Redb(store) => store.note_failure(err),
-            Store::Postgres(_) => {}
+            Store::Postgres(store) => store.note_failure(err),
         }
     }
 

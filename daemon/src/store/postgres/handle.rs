@@ -2,6 +2,7 @@
 //! daemon's version on open, a read-only transaction per snapshot and a serializable one
 //! per write.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -22,6 +23,8 @@ pub struct Store {
     runtime: Handle,
     /// What this daemon's feed subscribers wait on.
     heads: FeedHeads,
+    /// Transactions refused as conflicting with another's, each run again.
+    conflicts: AtomicU64,
 }
 
 /// A consistent view of one moment (a read-only, repeatable-read transaction), which any
@@ -58,6 +61,7 @@ impl Store {
             pool,
             runtime,
             heads: FeedHeads::new(u64::try_from(last).unwrap_or_default()),
+            conflicts: AtomicU64::new(0),
         })
     }
 
@@ -69,6 +73,18 @@ impl Store {
     /// The writer's transaction: serializable, rolled back unless committed.
     pub fn begin_write(&self) -> Result<Session> {
         self.session(Begin::Serializable)
+    }
+
+    /// Told of every store error a change met: counts the conflicts.
+    pub fn note_failure(&self, err: &StoreError) {
+        if err.is_retryable() {
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many transactions were refused as conflicting with another's (and run again).
+    pub fn conflicts(&self) -> u64 {
+        self.conflicts.load(Ordering::Relaxed)
     }
 
     /// Tells this daemon's feeds of a commit.
