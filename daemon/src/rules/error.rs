@@ -212,6 +212,7 @@ impl RuleError {
             RuleError::Write(WriteError::Panicked) => ErrorKind::Internal,
             RuleError::Store(err) if err.is_storage_full() => ErrorKind::Unavailable,
             RuleError::Store(StoreError::Reopening) => ErrorKind::Unavailable,
+            RuleError::Store(err) if err.is_unreachable() => ErrorKind::Unavailable,
             RuleError::Store(_) | RuleError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -268,6 +269,9 @@ impl RuleError {
             ),
             RuleError::Store(err) if err.is_storage_full() => {
                 "free space on the daemon's state directory, then try again".into()
+            }
+            RuleError::Store(err) if err.is_unreachable() => {
+                "the daemon reconnects by itself once PostgreSQL is back; its log says why it cannot reach it".into()
             }
             RuleError::Busy { hint, .. } => (*hint).into(),
             RuleError::TooManyChanges { over, .. } => {
@@ -386,6 +390,9 @@ impl RuleError {
             }
             RuleError::Store(StoreError::Reopening) => {
                 "the database is being reopened after a failed write; try again".into()
+            }
+            RuleError::Store(err) if err.is_unreachable() => {
+                "the database cannot be reached; try again in a moment".into()
             }
             RuleError::Write(WriteError::Panicked)
             | RuleError::Store(_)

@@ -54,6 +54,28 @@ impl StoreError {
         }
     }
 
+    /// True when the store cannot be reached (PostgreSQL down, restarting, or the
+    /// connection lost): the client is told to try again, and the daemon reconnects by
+    /// itself once it is back.
+    pub fn is_unreachable(&self) -> bool {
+        use tokio_postgres::error::SqlState;
+        match self {
+            StoreError::Unreachable(_) => true,
+            StoreError::Postgres(err) => {
+                err.is_closed()
+                    || err.code().is_some_and(|code| {
+                        // Class 08 (connection exception), and a server shutting down or
+                        // starting up.
+                        code.code().starts_with("08")
+                            || *code == SqlState::ADMIN_SHUTDOWN
+                            || *code == SqlState::CRASH_SHUTDOWN
+                            || *code == SqlState::CANNOT_CONNECT_NOW
+                    })
+            }
+            _ => false,
+        }
+    }
+
     /// True when the error leaves redb's handle unusable for writes until it is reopened:
     /// redb latches the first I/O error and answers `PreviousIo` from then on.
     pub(crate) fn breaks_the_handle(&self) -> bool {

@@ -246,3 +246,47 @@ fn only_conflicts_are_retried() {
     assert!(matches!(err, StoreError::Postgres(_)), "{err}");
     assert!(!err.is_retryable(), "{err}");
 }
+
+/// PostgreSQL stopped: a read is refused as unreachable, which the client is told as
+/// `unavailable` with a hint, not as an internal error; started again, the next read
+/// succeeds on a new connection, with nothing lost.
+#[test]
+fn a_restarted_server_is_unreachable_meanwhile_and_reconnected_after() {
+    use compartmentctl::wire::ErrorKind;
+
+    use crate::rules::RuleError;
+
+    let Some(server) = server("a_restarted_server_is_unreachable_meanwhile_and_reconnected_after")
+    else {
+        return;
+    };
+    let runtime = runtime();
+    let (a, _) = two_daemons(&runtime, &server);
+    let write = a.begin_write().unwrap();
+    add_member(&write, "acme", "admin@example.com", Role::Admin);
+    write.commit().unwrap();
+    // A connection in the pool, idle, when the server goes.
+    drop(a.read().unwrap());
+    server.stop_server().unwrap();
+    let err = match a.read().and_then(|snapshot| snapshot.org("acme")) {
+        Ok(found) => panic!("read with the server stopped: {found:?}"),
+        Err(err) => err,
+    };
+    assert!(err.is_unreachable(), "{err}");
+    let refusal = RuleError::Store(err);
+    assert_eq!(refusal.kind(), ErrorKind::Unavailable);
+    assert_eq!(
+        refusal.user_message(),
+        "the database cannot be reached; try again in a moment"
+    );
+    assert!(refusal
+        .hint()
+        .is_some_and(|hint| hint.contains("reconnects by itself")));
+    server.start_server().unwrap();
+    let read = eventually(|| {
+        a.read()
+            .and_then(|snapshot| snapshot.org("acme"))
+            .is_ok_and(|org| org.is_some())
+    });
+    assert!(read, "the store did not reconnect once PostgreSQL was back");
+}
