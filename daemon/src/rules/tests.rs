@@ -1155,15 +1155,8 @@ fn a_rebind_carries_only_what_a_superuser_vouched_for() {
 
 #[test]
 fn a_schema_5_database_opens_with_its_feed_and_spent_tokens_indexed() {
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixtures.join("schema-v5.redb"),
-        dir.path().join(crate::store::DATABASE_FILE),
-    )
-    .unwrap();
-    let tokens = std::fs::read_to_string(fixtures.join("schema-v5.tokens.txt")).unwrap();
-    let deploy_token = tokens.split_whitespace().nth(1).unwrap();
+    let (dir, deploy_token) = super::upgrades::fixture(5);
+    let deploy_token = deploy_token.as_str();
     let store = Store::open(dir.path()).unwrap();
     let snapshot = store.read().unwrap();
     assert!(check_indexes(&snapshot).unwrap().is_empty());
@@ -1227,15 +1220,8 @@ fn a_schema_5_database_opens_with_its_feed_and_spent_tokens_indexed() {
 #[test]
 fn a_schema_1_database_opens_migrated_and_keeps_working() {
     use crate::store::{Provenance, CURRENT_SCHEMA_VERSION};
-    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixtures.join("schema-v1.redb"),
-        dir.path().join(crate::store::DATABASE_FILE),
-    )
-    .unwrap();
-    let tokens = std::fs::read_to_string(fixtures.join("schema-v1.tokens.txt")).unwrap();
-    let deploy_token = tokens.split_whitespace().nth(1).unwrap();
+    let (dir, deploy_token) = super::upgrades::fixture(1);
+    let deploy_token = deploy_token.as_str();
     // The host as make-v1.sh saw it: uid 1 was Debian's `daemon`; 65534 (`nobody`) and 4242
     // hold no account.
     let options = crate::store::StoreOptions {

@@ -53,13 +53,9 @@ fn a_schema_4_database_opens_migrated_and_its_binary_records_still_read() {
     });
 }
 
-/// Copies `schema-v{version}.redb` into a temporary state directory, checks that the
-/// release wrote that version, opens it, and checks what the script made; `deploy_key`
-/// gives the pending deployer's token key as that release stored it.
-fn opens_migrated_and_keeps_working(
-    version: u64,
-    deploy_key: impl FnOnce(&str, &crate::store::Snapshot) -> TokenHash,
-) {
+/// A temporary state directory holding a copy of `schema-v{version}.redb`, and the text of
+/// the pending deployer's token its script recorded.
+pub(super) fn fixture(version: u64) -> (tempfile::TempDir, String) {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
@@ -69,7 +65,19 @@ fn opens_migrated_and_keeps_working(
     .unwrap();
     let tokens =
         std::fs::read_to_string(fixtures.join(format!("schema-v{version}.tokens.txt"))).unwrap();
-    let deploy_token = tokens.split_whitespace().nth(1).unwrap();
+    let deploy_token = tokens.split_whitespace().nth(1).unwrap().to_owned();
+    (dir, deploy_token)
+}
+
+/// Copies `schema-v{version}.redb` into a temporary state directory, checks that the
+/// release wrote that version, opens it, and checks what the script made; `deploy_key`
+/// gives the pending deployer's token key as that release stored it.
+fn opens_migrated_and_keeps_working(
+    version: u64,
+    deploy_key: impl FnOnce(&str, &crate::store::Snapshot) -> TokenHash,
+) {
+    let (dir, deploy_token) = fixture(version);
+    let deploy_token = deploy_token.as_str();
     let before = crate::store::check(dir.path(), &StoreOptions::default()).unwrap();
     assert_eq!(before.schema_version, Some(version));
 
