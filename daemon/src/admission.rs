@@ -24,11 +24,17 @@ pub struct Admission {
 }
 
 impl Admission {
-    /// Admission under `limits`, the floor measured on the filesystem holding `state_dir`.
-    pub fn new(limits: &Limits, state_dir: PathBuf) -> Admission {
+    /// Admission under `limits`, the floor measured on the filesystem holding `state_dir`;
+    /// no floor without one (a store that is not a file here: PostgreSQL watches its own
+    /// disk).
+    pub fn new(limits: &Limits, state_dir: Option<PathBuf>) -> Admission {
+        let floor = match state_dir {
+            Some(dir) => SpaceFloor::new(dir, limits.min_free_space),
+            None => SpaceFloor::new(PathBuf::new(), 0),
+        };
         Admission {
             rate: ChangeRate::new(limits.max_changes_per_sec, limits.changes_burst),
-            floor: SpaceFloor::new(state_dir, limits.min_free_space),
+            floor,
         }
     }
 
@@ -137,7 +143,7 @@ mod tests {
     #[test]
     fn over_the_rate_a_change_is_refused_busy_with_when_to_retry() {
         let dir = tempfile::tempdir().unwrap();
-        let admission = Admission::new(&limits(4, 2, 0), dir.path().to_owned());
+        let admission = Admission::new(&limits(4, 2, 0), Some(dir.path().to_owned()));
         let user = caller(1001, false);
         admission.admit(&user).unwrap();
         admission.admit(&user).unwrap();
@@ -164,7 +170,7 @@ mod tests {
     #[test]
     fn below_the_floor_only_superusers_may_change_anything() {
         let dir = tempfile::tempdir().unwrap();
-        let admission = Admission::new(&limits(1000, 1000, u64::MAX), dir.path().to_owned());
+        let admission = Admission::new(&limits(1000, 1000, u64::MAX), Some(dir.path().to_owned()));
         let refused: RpcError = admission.admit(&caller(1001, false)).unwrap_err().into();
         assert_eq!(refused.kind(), ErrorKind::Unavailable);
         assert_eq!(
@@ -177,10 +183,13 @@ mod tests {
         );
         admission.admit(&caller(0, true)).unwrap();
         // With the floor off, or below what is free, everyone may.
-        let off = Admission::new(&limits(1000, 1000, 0), dir.path().to_owned());
+        let off = Admission::new(&limits(1000, 1000, 0), Some(dir.path().to_owned()));
         off.admit(&caller(1001, false)).unwrap();
-        let low = Admission::new(&limits(1000, 1000, 1), dir.path().to_owned());
+        let low = Admission::new(&limits(1000, 1000, 1), Some(dir.path().to_owned()));
         low.admit(&caller(1001, false)).unwrap();
+        // A store that is not a file here (PostgreSQL) has no floor of the daemon's.
+        let elsewhere = Admission::new(&limits(1000, 1000, u64::MAX), None);
+        elsewhere.admit(&caller(1001, false)).unwrap();
     }
 
     #[test]

@@ -9,6 +9,7 @@ use compartmentctl::paths::NoDefaultPath;
 
 use crate::limits::{Limits, DEFAULT_CHANGES_BURST, DEFAULT_MAX_CHANGES_PER_SEC};
 use crate::rules::MAX_INVITATION_TTL;
+use crate::store::postgres::{Target, TargetError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -34,6 +35,20 @@ pub struct Config {
     /// else $XDG_STATE_HOME/compartment, else ~/.local/state/compartment]
     #[arg(long, env = "COMPARTMENT_STATE_DIR", value_name = "DIR", global = true)]
     pub state_dir: Option<PathBuf>,
+
+    /// The PostgreSQL database that holds the membership, shared by every daemon given the
+    /// same: a libpq connection string (postgresql://USER@HOST[:PORT][,HOST2…]/DBNAME, or
+    /// host=… dbname=…), completed from PGHOST, PGUSER…, a service file and the passfile
+    /// (PGPASSFILE); never with a password in it [default: the embedded database in
+    /// --state-dir]
+    #[arg(
+        long,
+        env = "COMPARTMENT_STORE",
+        value_name = "CONNINFO",
+        hide_env_values = true,
+        global = true
+    )]
+    pub store: Option<String>,
 
     /// The base of activation URLs: https://HOST[:PORT] [default: https://<hostname>]
     #[arg(long, env = "COMPARTMENT_PUBLIC_URL", value_name = "URL", value_parser = parse_public_url)]
@@ -183,6 +198,11 @@ impl Config {
             changes_burst: self.changes_burst,
             min_free_space: self.min_free_space,
         })
+    }
+
+    /// The PostgreSQL database `--store` names, if it names one.
+    pub fn postgres(&self) -> Result<Option<Target>, TargetError> {
+        self.store.as_deref().map(Target::parse).transpose()
     }
 
     /// The socket to bind; with no flag, the default, which may not exist (no home).

@@ -601,7 +601,7 @@ mod tests {
             replays: events::Replays::new(4, 32),
             admission: crate::admission::Admission::new(
                 &crate::limits::Limits::default(),
-                dir.path().to_owned(),
+                Some(dir.path().to_owned()),
             ),
         };
         (ctx, dir)

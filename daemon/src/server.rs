@@ -139,12 +139,12 @@ pub async fn run(
     Ok(())
 }
 
-/// The directory holding the database, whose filesystem the free-space floor watches (for
-/// a store that is not a file here, the working directory's).
-fn state_dir_of(store: &Store) -> std::path::PathBuf {
-    match store.path().and_then(std::path::Path::parent) {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-        _ => ".".into(),
+/// The directory holding the database, whose filesystem the free-space floor watches; none
+/// for a store that is not a file here.
+fn state_dir_of(store: &Store) -> Option<std::path::PathBuf> {
+    match store.path()?.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => Some(dir.to_owned()),
+        _ => Some(".".into()),
     }
 }
 

@@ -29,12 +29,17 @@ pub struct Listening {
 /// Opens what `config` names and listens, on `clock`; called within a tokio runtime.
 pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening, Box<dyn Error>> {
     let limits = config.limits()?;
-    let state_dir = config.state_dir()?;
     let socket_path = config.socket()?;
     let daemon_uid = nix::unistd::geteuid().as_raw();
-    // Before anything is opened: the store only ever sees the checked, real directory.
-    let state_dir = state_dir::prepare(&state_dir, DATABASE_FILE, daemon_uid)?;
-    let store = Store::open_with(&state_dir, &store_options(config))?;
+    let store = match config.postgres()? {
+        Some(target) => Store::open_postgres(&target, tokio::runtime::Handle::current()).await?,
+        None => {
+            // Before anything is opened: the store only ever sees the checked, real
+            // directory.
+            let state_dir = state_dir::prepare(&config.state_dir()?, DATABASE_FILE, daemon_uid)?;
+            Store::open_with(&state_dir, &store_options(config))?
+        }
+    };
     ensure_descriptors(limits.max_connections);
     // Under socket activation the socket unit owns the path: nothing to bind or remove.
     let (listener, bound) = match socket::inherited()? {
@@ -59,7 +64,7 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
     };
     tracing::info!(
         socket = %listening_on,
-        database = %store.path().map_or_else(String::new, |path| path.display().to_string()),
+        store = %store,
         public_url = %policy.public_url,
         "compartmentd listening"
     );

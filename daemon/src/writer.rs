@@ -1289,7 +1289,7 @@ mod tests {
             Arc::new(
                 runtime
                     .block_on(Store::open_postgres(
-                        &server.url("postgres"),
+                        &crate::store::postgres::Target::parse(&server.url("postgres")).unwrap(),
                         runtime.handle().clone(),
                     ))
                     .unwrap(),

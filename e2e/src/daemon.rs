@@ -12,6 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::endpoint::Endpoint;
+use crate::postgres::Database;
 use crate::privileges::binary;
 use crate::process::{search_path, Out, Running};
 
@@ -26,6 +27,8 @@ pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DaemonOptions {
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
+    /// The PostgreSQL the daemon keeps its membership in, kept running as long as it.
+    pub(crate) database: Option<Database>,
 }
 
 impl DaemonOptions {
@@ -45,6 +48,14 @@ impl DaemonOptions {
 
     pub fn env(mut self, key: &str, value: &str) -> DaemonOptions {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Keeps the membership in `database` (`--store`) rather than in the state directory.
+    pub fn postgres(mut self, database: &Database) -> DaemonOptions {
+        self.args.push("--store".to_owned());
+        self.args.push(database.conninfo());
+        self.database = Some(database.clone());
         self
     }
 }

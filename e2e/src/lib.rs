@@ -26,6 +26,7 @@ mod daemon;
 mod endpoint;
 mod history;
 mod in_process;
+mod postgres;
 mod printed;
 mod privileges;
 mod process;
@@ -37,6 +38,7 @@ pub use daemon::{files_under, Daemon, DaemonOptions, PUBLIC_URL};
 pub use endpoint::Endpoint;
 pub use history::add_history;
 pub use in_process::InProcess;
+pub use postgres::Database;
 pub use printed::{
     account_table, assert_token_shape, member_table, parse_invitation_lines, parse_invite,
     text_table, token_bytes, InvitationLines, URL_PREFIX,

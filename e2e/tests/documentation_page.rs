@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use compartment_e2e::{
-    member_table, now_unix, parse_invitation_lines, parse_invite, root_test, Daemon, TestUser, ROOT,
+    member_table, now_unix, parse_invitation_lines, parse_invite, root_test, Daemon, DaemonOptions,
+    Database, TestUser, ROOT,
 };
 use serde_json::{json, Value};
 
@@ -33,8 +34,19 @@ fn beta_admin_user() -> TestUser {
 const SEVEN_DAYS: i64 = 7 * 24 * 3600;
 
 root_test!(the_documentation_page_as_one_story, || {
-    let d = Daemon::start_default();
+    the_story(&Daemon::start_default());
+});
 
+// The same story, byte for byte, on a daemon that keeps its membership in PostgreSQL.
+root_test!(the_documentation_page_as_one_story_on_postgresql, || {
+    let Some(database) = Database::start("the_documentation_page_as_one_story_on_postgresql")
+    else {
+        return;
+    };
+    the_story(&Daemon::start(DaemonOptions::new().postgres(&database)));
+});
+
+fn the_story(d: &Daemon) {
     // Bootstrap: root creates the organization and gets its first admin's activation URL.
     let before = now_unix();
     let admin_invite = d.create_acme();
@@ -308,7 +320,7 @@ viewer@example.com  viewer    active  cpt-viewer    -
         &["user", "remove", "readonly@example.com"],
     )
     .assert_err(5, "readonly@example.com is not a member of acme");
-});
+}
 
 root_test!(
     an_account_active_elsewhere_is_granted_access_at_once_without_a_url,

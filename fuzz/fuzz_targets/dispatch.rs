@@ -117,7 +117,7 @@ fn harness() -> &'static Harness {
                     min_free_space: 0,
                     ..Limits::default()
                 },
-                dir.path().to_owned(),
+                Some(dir.path().to_owned()),
             ),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -85,7 +85,7 @@ impl Fixture {
             .unwrap();
         let store = runtime
             .block_on(Store::open_postgres(
-                &server.url("postgres"),
+                &crate::store::postgres::Target::parse(&server.url("postgres")).unwrap(),
                 runtime.handle().clone(),
             ))
             .unwrap();

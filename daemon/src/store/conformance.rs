@@ -306,7 +306,7 @@ fn both_backends_store_index_and_feed_alike() {
         .unwrap();
     let pg = runtime
         .block_on(postgres::Store::open(
-            &server.url("postgres"),
+            &crate::store::postgres::Target::parse(&server.url("postgres")).unwrap(),
             runtime.handle().clone(),
         ))
         .unwrap();

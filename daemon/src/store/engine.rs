@@ -40,13 +40,14 @@ impl Store {
         redb::Store::open_backend(backend).map(Store::Redb)
     }
 
-    /// Connects to the PostgreSQL database `config` names and brings its schema to this
-    /// daemon's version; its connections run on `runtime`.
+    /// The PostgreSQL database `target` names, its schema brought to this daemon's version
+    /// once it can be reached (see [`postgres::Store::open`]); its connections run on
+    /// `runtime`.
     pub async fn open_postgres(
-        config: &str,
+        target: &postgres::Target,
         runtime: Handle,
     ) -> Result<Store, postgres::schema::SchemaError> {
-        postgres::Store::open(config, runtime)
+        postgres::Store::open(target, runtime)
             .await
             .map(Store::Postgres)
     }
@@ -56,6 +57,17 @@ impl Store {
         match self {
             Store::Redb(store) => Some(store.path()),
             Store::Postgres(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Store {
+    /// Which store, and where: the database file, or PostgreSQL's hosts and database
+    /// (never a password).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Store::Redb(store) => write!(f, "redb {}", store.path().display()),
+            Store::Postgres(store) => write!(f, "postgresql {}", store.target()),
         }
     }
 }

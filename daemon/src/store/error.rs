@@ -98,7 +98,9 @@ impl fmt::Display for StoreError {
             }
             StoreError::DiskFull => f.write_str("no space left for the database"),
             StoreError::Reopening => f.write_str("the database is being reopened"),
-            StoreError::Postgres(err) => write!(f, "PostgreSQL: {err}"),
+            StoreError::Postgres(err) => {
+                write!(f, "PostgreSQL: {}", super::postgres::Explained(err))
+            }
             StoreError::Unreachable(why) => write!(f, "PostgreSQL cannot be reached: {why}"),
         }
     }

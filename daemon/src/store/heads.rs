@@ -46,18 +46,22 @@ impl FeedHeads {
             .subscribe()
     }
 
+    /// Moves the heads to `seq`, waking every organization's feed: after more commits than
+    /// are worth asking which organizations they touched.
+    pub(crate) fn announce_everywhere(&self, seq: u64) {
+        self.advance(seq);
+        let heads = self.orgs.lock().unwrap_or_else(PoisonError::into_inner);
+        for head in heads.values() {
+            head.send_replace(seq);
+        }
+    }
+
     /// Moves the heads past what a commit `announced`.
     pub(crate) fn announce(&self, announced: &Announcement) {
         let Some(seq) = announced.last else {
             return;
         };
-        self.events.send_if_modified(|head| {
-            let newer = seq > *head;
-            if newer {
-                *head = seq;
-            }
-            newer
-        });
+        self.advance(seq);
         if announced.orgs.is_empty() {
             return;
         }
@@ -67,5 +71,16 @@ impl FeedHeads {
                 head.send_replace(seq);
             }
         }
+    }
+
+    /// Moves the host's head to `seq`, if that is past it.
+    fn advance(&self, seq: u64) {
+        self.events.send_if_modified(|head| {
+            let newer = seq > *head;
+            if newer {
+                *head = seq;
+            }
+            newer
+        });
     }
 }

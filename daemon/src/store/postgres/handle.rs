@@ -1,30 +1,41 @@
-//! The handle on a PostgreSQL database: a pool of connections, the schema brought to this
-//! daemon's version on open, a read-only transaction per snapshot and a serializable one
-//! per write.
+//! The handle on a PostgreSQL database: a pool of connections, a read-only transaction per
+//! snapshot and a serializable one per write, and the follower (`follow.rs`) that brings
+//! the schema to this daemon's version and moves the feed's heads past other daemons'
+//! commits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
 use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tokio_postgres::NoTls;
 
-use super::schema::{self, SchemaError};
+use super::follow::{self, Follower, Shared};
+use super::schema::SchemaError;
 use super::session::{wait, Begin, Session};
+use super::target::Target;
 use crate::store::heads::FeedHeads;
 use crate::store::{Announcement, Result, StoreError};
 
 /// Connections the pool keeps at most: the writer's, and the readers'.
 const POOL_SIZE: usize = 16;
 
+/// How long a read or a write waits for a connection of the pool before it is answered
+/// `unavailable`: all of them busy this long means PostgreSQL is not answering.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
 /// A PostgreSQL database as the daemon's store.
 pub struct Store {
     pool: Pool,
     runtime: Handle,
-    /// What this daemon's feed subscribers wait on.
-    heads: FeedHeads,
+    target: Target,
+    shared: Arc<Shared>,
     /// Transactions refused as conflicting with another's, each run again.
     conflicts: AtomicU64,
+    /// Ends the follower when the store is dropped.
+    _follower: follow::Stop,
 }
 
 /// A consistent view of one moment (a read-only, repeatable-read transaction), which any
@@ -32,13 +43,14 @@ pub struct Store {
 pub type Snapshot = Arc<Session>;
 
 impl Store {
-    /// Connects to the database `config` names (a libpq connection string, in the key =
-    /// value or the URL form), brings its schema to this daemon's version, and keeps a pool
-    /// of connections on `runtime`.
-    pub async fn open(config: &str, runtime: Handle) -> Result<Store, SchemaError> {
-        let config: tokio_postgres::Config = config.parse()?;
+    /// The database `target` names, with a pool of connections on `runtime`. Waits for the
+    /// first attempt to reach it: a schema newer than this daemon's, or settings PostgreSQL
+    /// refuses (a wrong user or database), fail the open; a server that cannot be reached
+    /// yet does not: the store is then answered unreachable, and its follower keeps trying
+    /// and migrates once it can, so that the daemon may start before its database.
+    pub async fn open(target: &Target, runtime: Handle) -> Result<Store, SchemaError> {
         let manager = Manager::from_config(
-            config,
+            target.config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -46,22 +58,34 @@ impl Store {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .timeouts(Timeouts {
+                wait: Some(POOL_WAIT),
+                create: target.config.get_connect_timeout().copied(),
+                recycle: None,
+            })
+            .runtime(Runtime::Tokio1)
             .build()
             .map_err(|err| SchemaError::Unreachable(err.to_string()))?;
-        let mut client = pool
-            .get()
-            .await
-            .map_err(|err| SchemaError::Unreachable(err.to_string()))?;
-        schema::migrate(&mut client).await?;
-        let last: i64 = client
-            .query_one("SELECT seq FROM event_head", &[])
-            .await?
-            .get(0);
+        let shared = Arc::new(Shared {
+            heads: FeedHeads::new(0),
+            ready: AtomicBool::new(false),
+            reachable: AtomicBool::new(false),
+        });
+        let (first, first_attempt) = oneshot::channel();
+        let stop = Follower::start(target.clone(), shared.clone(), first, &runtime);
+        match first_attempt.await {
+            Ok(Err(err)) => return Err(err),
+            Ok(Ok(())) => {}
+            // The follower gave up on its first attempt only by being stopped.
+            Err(_) => return Err(SchemaError::Unreachable("the follower stopped".into())),
+        }
         Ok(Store {
             pool,
             runtime,
-            heads: FeedHeads::new(u64::try_from(last).unwrap_or_default()),
+            target: target.clone(),
+            shared,
             conflicts: AtomicU64::new(0),
+            _follower: stop,
         })
     }
 
@@ -87,22 +111,39 @@ impl Store {
         self.conflicts.load(Ordering::Relaxed)
     }
 
+    /// Whether the database answered this daemon's follower last it asked, and its schema
+    /// is this daemon's.
+    pub fn is_reachable(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire) && self.shared.reachable.load(Ordering::Acquire)
+    }
+
+    /// Where the database is, without the password.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
     /// Tells this daemon's feeds of a commit.
     pub fn committed(&self, announced: &Announcement) {
-        self.heads.announce(announced);
+        self.shared.heads.announce(announced);
     }
 
     /// [`Backend::event_head`](crate::store::Backend::event_head).
     pub fn event_head(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.heads.event_head()
+        self.shared.heads.event_head()
     }
 
     /// [`Backend::org_event_head`](crate::store::Backend::org_event_head).
     pub fn org_event_head(&self, org: &str) -> tokio::sync::watch::Receiver<u64> {
-        self.heads.org_event_head(org)
+        self.shared.heads.org_event_head(org)
     }
 
     fn session(&self, begin: Begin) -> Result<Session> {
+        if !self.shared.ready.load(Ordering::Acquire) {
+            return Err(StoreError::Unreachable(format!(
+                "{} has not been reached since the daemon started",
+                self.target
+            )));
+        }
         let client = wait(&self.runtime, self.pool.get())?
             .map_err(|err| StoreError::Unreachable(err.to_string()))?;
         Session::begin(client, self.runtime.clone(), begin)

@@ -1,7 +1,11 @@
 //! The PostgreSQL backend, for several daemons that serve one membership:
 //!
+//! - `target.rs`: where the database is (`--store`), and how to name it without its
+//!   password;
 //! - `handle.rs`: the pool, a read-only transaction per snapshot, a serializable one per
 //!   write;
+//! - `follow.rs`: a connection of the daemon's own that migrates the schema once the
+//!   database can be reached, and moves the feed's heads past other daemons' commits;
 //! - `session.rs`: a connection in a transaction, driven from the store's synchronous
 //!   reads and writes;
 //! - `reads.rs`, `rows.rs`: [`Reader`](super::Reader), [`Changes`](super::Changes) and
@@ -13,13 +17,29 @@
 //! bug above them, and the feed's sequence numbers are dense and in commit order across
 //! daemons.
 
+mod follow;
 mod handle;
 mod reads;
 mod rows;
 pub mod schema;
 mod session;
+mod target;
 #[cfg(test)]
 mod tests;
 
 pub use handle::{Snapshot, Store};
 pub use session::Session;
+pub use target::{Target, TargetError};
+
+/// A client library error with what the server said, which its own `Display` leaves out
+/// (it says only "db error").
+pub struct Explained<'e>(pub &'e tokio_postgres::Error);
+
+impl std::fmt::Display for Explained<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{db}"),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}

@@ -41,7 +41,7 @@ impl fmt::Display for SchemaError {
                 f,
                 "the PostgreSQL database has schema version {found}, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; it was left untouched: run a newer compartmentd"
             ),
-            SchemaError::Postgres(err) => write!(f, "PostgreSQL: {err}"),
+            SchemaError::Postgres(err) => write!(f, "PostgreSQL: {}", super::Explained(err)),
             SchemaError::Unreachable(why) => write!(f, "PostgreSQL cannot be reached: {why}"),
         }
     }

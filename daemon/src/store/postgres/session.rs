@@ -4,6 +4,7 @@
 //! transaction ends when the session is dropped (rolled back) or committed.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use deadpool_postgres::Object;
@@ -11,6 +12,7 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::follow::NOTIFY_AND_COMMIT;
 use crate::store::{Announcement, Result, StoreError};
 
 /// How a session's transaction begins.
@@ -29,6 +31,8 @@ pub struct Session {
     runtime: Handle,
     /// What the transaction appended to the feed, told to the feeds once it commits.
     appended: Mutex<Announcement>,
+    /// Whether it appended to the feed, so that its commit wakes every daemon's follower.
+    notifies: AtomicBool,
 }
 
 impl Session {
@@ -38,6 +42,7 @@ impl Session {
             client: Some(client),
             runtime,
             appended: Mutex::default(),
+            notifies: AtomicBool::new(false),
         };
         session.batch(match begin {
             Begin::ReadOnly => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
@@ -46,9 +51,15 @@ impl Session {
         Ok(session)
     }
 
-    /// Commits the transaction; the connection goes back to the pool.
+    /// Commits the transaction, waking every daemon's follower if it appended to the feed
+    /// (a notification is delivered at the commit, or never); the connection goes back to
+    /// the pool.
     pub fn commit(mut self) -> Result<()> {
-        self.batch("COMMIT")?;
+        self.batch(if self.notifies.load(Ordering::Relaxed) {
+            NOTIFY_AND_COMMIT
+        } else {
+            "COMMIT"
+        })?;
         self.client = None;
         Ok(())
     }
@@ -62,6 +73,7 @@ impl Session {
 
     /// Records that the transaction appended event `seq` to the feeds of `orgs`.
     pub(super) fn appended(&self, seq: u64, orgs: &[String]) {
+        self.notifies.store(true, Ordering::Relaxed);
         let mut appended = self.appended.lock().unwrap_or_else(PoisonError::into_inner);
         appended.last = Some(seq);
         for org in orgs {

@@ -43,7 +43,7 @@ fn two_daemons(
     let open = || {
         runtime
             .block_on(Store::open(
-                &server.url("postgres"),
+                &crate::store::postgres::Target::parse(&server.url("postgres")).unwrap(),
                 runtime.handle().clone(),
             ))
             .unwrap()
@@ -289,4 +289,143 @@ fn a_restarted_server_is_unreachable_meanwhile_and_reconnected_after() {
             .is_ok_and(|org| org.is_some())
     });
     assert!(read, "the store did not reconnect once PostgreSQL was back");
+}
+
+/// Ends every daemon's follower connection, as a network cut or a failover would; returns
+/// how many it ended.
+fn cut_followers(server: &compartment_pgtest::Postgres, runtime: &tokio::runtime::Runtime) -> i64 {
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+                &[&super::follow::APPLICATION_NAME],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    })
+}
+
+/// A commit through one daemon wakes the other's subscribers of the whole feed and of the
+/// organization it touched, and no other organization's. When the notification is lost
+/// with the other's connection, its follower catches up once it is back, from the table.
+#[test]
+fn another_daemons_commit_wakes_this_daemons_feeds_even_when_its_notification_is_lost() {
+    let Some(server) = server(
+        "another_daemons_commit_wakes_this_daemons_feeds_even_when_its_notification_is_lost",
+    ) else {
+        return;
+    };
+    let runtime = runtime();
+    let (a, b) = two_daemons(&runtime, &server);
+    let mut all = b.event_head();
+    let mut acme = b.org_event_head("acme");
+    let other = b.org_event_head("other");
+    let write = a.begin_write().unwrap();
+    add_member(&write, "acme", "admin@example.com", Role::Admin);
+    write.commit().unwrap();
+    assert!(eventually(|| *all.borrow_and_update() == 1));
+    assert!(eventually(|| acme.has_changed().unwrap()));
+    acme.mark_unchanged();
+    assert!(!other.has_changed().unwrap());
+
+    // The notification of the next commit sent while the follower is cut off: the commit
+    // lands before it reconnects (its first retry waits 100 ms), so it hears nothing of it.
+    let mut missed = false;
+    for attempt in 2..=6 {
+        let write = a.begin_write().unwrap();
+        add_member(
+            &write,
+            "acme",
+            &format!("dev{attempt}@example.com"),
+            Role::Deployer,
+        );
+        let cut = cut_followers(&server, &runtime);
+        write.commit().unwrap();
+        missed |= cut == 2 && cut_followers(&server, &runtime) == 0;
+        assert!(
+            eventually(|| *all.borrow_and_update() == attempt),
+            "b's feed did not reach {attempt}"
+        );
+        assert!(eventually(|| acme.has_changed().unwrap()));
+        acme.mark_unchanged();
+        if missed {
+            break;
+        }
+    }
+    assert!(
+        missed,
+        "no commit ever landed while the followers were cut off"
+    );
+    assert!(!other.has_changed().unwrap());
+}
+
+/// A daemon whose PostgreSQL is not up yet starts anyway: its reads are unreachable (the
+/// client is told `unavailable`) until the server is up, then its follower migrates the
+/// empty database and reads succeed, without a restart.
+#[test]
+fn a_daemon_started_before_its_database_waits_for_it() {
+    let Some(server) = server("a_daemon_started_before_its_database_waits_for_it") else {
+        return;
+    };
+    server.stop_server().unwrap();
+    let runtime = runtime();
+    let target = super::Target::parse(&server.url("postgres")).unwrap();
+    let store = runtime
+        .block_on(Store::open(&target, runtime.handle().clone()))
+        .unwrap();
+    let err = store.read().map(|_| ()).unwrap_err();
+    assert!(err.is_unreachable(), "{err}");
+    assert!(!store.is_reachable());
+    server.start_server().unwrap();
+    assert!(eventually(|| store
+        .read()
+        .and_then(|snapshot| snapshot.org_names())
+        .is_ok_and(|names| names.is_empty())));
+    assert!(store.is_reachable());
+    let write = store.begin_write().unwrap();
+    add_member(&write, "acme", "admin@example.com", Role::Admin);
+    write.commit().unwrap();
+}
+
+/// What waiting does not mend fails the open at once: a schema newer than this daemon's, a
+/// database that does not exist.
+#[test]
+fn a_newer_schema_or_a_missing_database_fails_the_open() {
+    let Some(server) = server("a_newer_schema_or_a_missing_database_fails_the_open") else {
+        return;
+    };
+    let runtime = runtime();
+    let missing = super::Target::parse(&server.url("nowhere")).unwrap();
+    let err = match runtime.block_on(Store::open(&missing, runtime.handle().clone())) {
+        Ok(_) => panic!("opened a database that does not exist"),
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("database \"nowhere\" does not exist"), "{err}");
+    let (a, _) = two_daemons(&runtime, &server);
+    drop(a);
+    runtime.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client
+            .execute("UPDATE compartment_schema SET version = 99", &[])
+            .await
+            .unwrap();
+    });
+    let target = super::Target::parse(&server.url("postgres")).unwrap();
+    let err = match runtime.block_on(Store::open(&target, runtime.handle().clone())) {
+        Ok(_) => panic!("opened a newer schema"),
+        Err(err) => err,
+    };
+    assert!(
+        matches!(err, super::schema::SchemaError::TooNew { found: 99 }),
+        "{err}"
+    );
 }

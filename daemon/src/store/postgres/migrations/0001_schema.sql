@@ -168,3 +168,6 @@ CREATE TABLE org_events (
     seq bigint NOT NULL REFERENCES events (seq) DEFERRABLE INITIALLY DEFERRED,
     PRIMARY KEY (org, seq)
 );
+-- What a range of the feed touched: a daemon woken by another's commit asks which
+-- organizations' feeds to wake.
+CREATE INDEX org_events_by_seq ON org_events (seq);
