@@ -35,6 +35,10 @@ pub trait Changes: Reader {
     fn set_current_org(&self, uid: u32, org: &str) -> Result<()>;
     fn clear_current_org(&self, uid: u32) -> Result<()>;
     fn append_audit(&self, record: &AuditRecord) -> Result<()>;
+    /// Claims the sweep for this transaction: false while another daemon sharing the
+    /// store holds it (until that daemon's transaction ends), so that daemons do not sweep
+    /// the same invitations at once. Alone on its store, a daemon always has it.
+    fn claim_sweep(&self) -> Result<bool>;
 }
 
 /// A backend's write transaction as the store drives it: its [`Changes`] write rows and
@@ -159,6 +163,10 @@ impl<R: Rows> Changes for Tracked<'_, R> {
 
     fn append_audit(&self, record: &AuditRecord) -> Result<()> {
         self.mark().append_audit(record)
+    }
+
+    fn claim_sweep(&self) -> Result<bool> {
+        self.rows.claim_sweep()
     }
 }
 

@@ -52,6 +52,11 @@ impl Store {
             .map(Store::Postgres)
     }
 
+    /// Whether other daemons may write to this store too.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
     /// The database file of an embedded store.
     pub fn path(&self) -> Option<&Path> {
         match self {
@@ -381,6 +386,10 @@ impl Changes for Tables<'_> {
 
     fn append_audit(&self, record: &AuditRecord) -> Result<()> {
         either!(self, rows => rows.append_audit(record))
+    }
+
+    fn claim_sweep(&self) -> Result<bool> {
+        either!(self, rows => rows.claim_sweep())
     }
 }
 

@@ -185,7 +185,19 @@ impl Changes for Session {
         )?;
         Ok(())
     }
+
+    /// An advisory lock held until the transaction ends: one daemon sweeps at a time, and
+    /// the others' writes do not queue behind two sweeps of the same invitations.
+    fn claim_sweep(&self) -> Result<bool> {
+        let row = self
+            .query_opt("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])?
+            .ok_or_else(|| corrupt("pg_try_advisory_xact_lock", "no row"))?;
+        Ok(row.try_get(0)?)
+    }
 }
+
+/// The advisory lock of the sweep (the migrations' is another).
+const SWEEP_LOCK: i64 = 0x636f_6d70_7377_6570;
 
 impl Rows for Session {
     fn append_event(&self, event: &EventRecord) -> Result<u64> {

@@ -20,7 +20,12 @@ use crate::store::{Announcement, Result, StoreError};
 pub(super) enum Begin {
     /// A consistent view of one moment, that writes nothing.
     ReadOnly,
-    /// The writer's: every batch as if alone, or refused at commit (40001) and retried.
+    /// The writer's: serializable, and first of all the feed's lock (see the schema), which
+    /// runs every daemon's write transactions one after another. Taken before the
+    /// transaction's snapshot (LOCK TABLE takes none), each sees the last commit and none
+    /// is refused for another's: behind a long one (a sweep's chunk) the next waits, rather
+    /// than failing and retrying until its retries run out. Serializable still, so that a
+    /// write that somehow skips the lock is refused (40001) rather than let through.
     Serializable,
 }
 
@@ -46,7 +51,9 @@ impl Session {
         };
         session.batch(match begin {
             Begin::ReadOnly => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            Begin::Serializable => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            Begin::Serializable => {
+                "BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE event_head IN EXCLUSIVE MODE"
+            }
         })?;
         Ok(session)
     }

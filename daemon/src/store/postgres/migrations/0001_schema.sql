@@ -137,10 +137,11 @@ CREATE TABLE audit (
 );
 
 -- The change feed. Sequence numbers are dense and in commit order, whichever daemon
--- committed: a transaction that appends events first takes the next numbers from
--- event_head, whose row it then holds until it commits, so the next one to append waits
--- (or, under SERIALIZABLE, is retried) and numbers after it. A reader that has seen event
--- n has seen every event before it, on any daemon.
+-- committed: every write transaction begins with LOCK TABLE event_head IN EXCLUSIVE MODE,
+-- before its snapshot is taken, so daemons' writes run one after another (each seeing the
+-- one before) and take the next numbers from event_head in the order they commit. A reader
+-- that has seen event n has seen every event before it, on any daemon. (Reads take no
+-- lock and never wait for it.)
 CREATE TABLE event_head (
     only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     seq      bigint NOT NULL CHECK (seq >= 0)
