@@ -30,6 +30,8 @@ pub struct InProcess {
     /// What `start::serve` returned, its error as text.
     done_rx: mpsc::Receiver<Result<(), String>>,
     thread: Option<JoinHandle<()>>,
+    /// The PostgreSQL the daemon keeps its membership in, running as long as it.
+    _database: Option<crate::Database>,
 }
 
 impl Deref for InProcess {
@@ -81,6 +83,7 @@ impl Daemon {
             stop_tx: Some(stop_tx),
             done_rx,
             thread: Some(thread),
+            _database: options.database.clone(),
         };
         daemon.wait_ready();
         daemon

@@ -38,7 +38,7 @@ pub use daemon::{files_under, Daemon, DaemonOptions, PUBLIC_URL};
 pub use endpoint::Endpoint;
 pub use history::add_history;
 pub use in_process::InProcess;
-pub use postgres::Database;
+pub use postgres::{each_store, Database};
 pub use printed::{
     account_table, assert_token_shape, member_table, parse_invitation_lines, parse_invite,
     text_table, token_bytes, InvitationLines, URL_PREFIX,

@@ -42,3 +42,13 @@ impl Database {
         &self.0
     }
 }
+
+/// The options of a test daemon on each store: the embedded one, then (when a server can
+/// be had; outside CI a test without one is skipped there, loudly) PostgreSQL.
+pub fn each_store(test: &str) -> Vec<crate::DaemonOptions> {
+    let mut stores = vec![crate::DaemonOptions::new()];
+    if let Some(database) = Database::start(test) {
+        stores.push(crate::DaemonOptions::new().postgres(&database));
+    }
+    stores
+}

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use compartment_e2e::{
-    parse_invite, root_test, test_group, Daemon, DaemonOptions, RawConn, TestUser, ROOT,
+    each_store, parse_invite, root_test, test_group, Daemon, DaemonOptions, InProcess, RawConn,
+    TestUser, ROOT,
 };
 use compartmentctl::wire::{Event, EventsSubscribeParams};
 use compartmentctl::{Client, FeedItem};
@@ -156,7 +157,12 @@ root_test!(a_feed_tells_each_change_and_replays_from_any_point, || {
 /// needs no other Unix user, so no root.
 #[test]
 fn a_subscriber_that_comes_back_sees_every_change_once_in_order() {
-    let daemon = Daemon::in_process_default();
+    for options in each_store("a_subscriber_that_comes_back_sees_every_change_once_in_order") {
+        a_subscriber_comes_back(&Daemon::in_process(options));
+    }
+}
+
+fn a_subscriber_comes_back(daemon: &InProcess) {
     daemon.create_acme();
     let done = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..4)

@@ -2,7 +2,7 @@
 //! fetched by the CLI page by page and printed whole as text, JSON and JSON lines.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use compartment_e2e::{member_table, Daemon, InProcess, ROOT};
+use compartment_e2e::{each_store, member_table, Daemon, DaemonOptions, InProcess, ROOT};
 use compartmentctl::wire::{
     ErrorKind, Invitation, MemberList, Request, Role, UserInviteParams, UserListParams,
 };
@@ -13,8 +13,8 @@ const MEMBERS: usize = 2_500;
 
 /// A daemon with `acme` of [`MEMBERS`] invited members, invited over one library
 /// connection (as the test process, a superuser), and the list as the library reads it.
-fn acme_of_2500() -> (InProcess, MemberList) {
-    let d = Daemon::in_process_default();
+fn acme_of_2500(options: DaemonOptions) -> (InProcess, MemberList) {
+    let d = Daemon::in_process(options);
     d.create_acme();
     let mut client = d.client();
     for i in 0..MEMBERS - 1 {
@@ -61,8 +61,12 @@ fn table_of(list: &MemberList) -> String {
 
 #[test]
 fn an_organization_of_2500_lists_whole_in_every_format() {
-    let (d, list) = acme_of_2500();
+    for options in each_store("an_organization_of_2500_lists_whole_in_every_format") {
+        lists_whole(acme_of_2500(options));
+    }
+}
 
+fn lists_whole((d, list): (InProcess, MemberList)) {
     let text = d.ctl(ROOT, &["user", "list", "--org", "acme"]);
     text.assert_success();
     assert_eq!(text.stdout, table_of(&list));
@@ -125,7 +129,12 @@ fn an_organization_of_2500_lists_whole_in_every_format() {
 
 #[test]
 fn a_client_that_names_no_limit_gets_the_first_hundred_and_a_cursor() {
-    let (d, list) = acme_of_2500();
+    for options in each_store("a_client_that_names_no_limit_gets_the_first_hundred_and_a_cursor") {
+        first_hundred_and_a_cursor(acme_of_2500(options));
+    }
+}
+
+fn first_hundred_and_a_cursor((d, list): (InProcess, MemberList)) {
     let mut client = d.client();
     let first: MemberList = client
         .call(&Request::UserList(UserListParams {

@@ -6,7 +6,8 @@
 use std::fmt;
 
 use compartment_e2e::{
-    parse_invitation_lines, parse_invite, root_test, Daemon, Out, TestUser, ROOT,
+    parse_invitation_lines, parse_invite, root_test, Daemon, DaemonOptions, Database, Out,
+    TestUser, ROOT,
 };
 use serde_json::Value;
 
@@ -513,67 +514,83 @@ fn the_table_covers_every_method_caller_and_target_once() {
 root_test!(
     every_method_caller_and_target_gets_the_designed_answer,
     || {
-        let d = Daemon::start_default();
-        set_up(&d);
-
-        let mut results = Vec::new();
-        for (seq, row) in rows().into_iter().enumerate() {
-            let mut args = request(&d, &row, seq);
-            // The activation URL goes on stdin, as documented (an argument would be warned
-            // about on stderr, ahead of the error object).
-            let input = match args.iter().position(|arg| arg == "activate") {
-                Some(at) => format!("{}\n", args.remove(at + 1)),
-                None => String::new(),
-            };
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = d.ctl_with_stdin(row.caller.uid(), &args, &input);
-            results.push(Ran {
-                row,
-                actual: outcome(&out),
-                exit: out.code,
-                detail: format!(
-                    "uid {} ran {:?}: exit {}, stdout {:?}, stderr {:?}",
-                    row.caller.uid(),
-                    args,
-                    out.code,
-                    out.stdout.trim_end(),
-                    out.stderr.trim_end()
-                ),
-            });
-        }
-
-        let failed: Vec<&Ran> = results
-            .iter()
-            .filter(|r| !r.outcome_ok() || !r.exit_ok())
-            .collect();
-        if !failed.is_empty() {
-            let table: Vec<String> = results.iter().map(ToString::to_string).collect();
-            let details: Vec<String> = failed
-                .iter()
-                .map(|r| {
-                    let why = if r.outcome_ok() {
-                        format!(
-                            "exit {} where DESIGN §7 gives {} exit {}",
-                            r.exit,
-                            r.actual,
-                            exit_code_for(&r.actual)
-                        )
-                    } else {
-                        format!("expected {}, got {}", r.row.expected, r.actual)
-                    };
-                    format!("{r}\n      {why}\n      {}", r.detail)
-                })
-                .collect();
-            panic!(
-            "{} of {} rows differ from DESIGN (✗: outcome, ✗e: exit code):\n{}\n\nthe whole table:\n{}",
-            failed.len(),
-            results.len(),
-            details.join("\n"),
-            table.join("\n")
-        );
-        }
+        every_method_caller_and_target(&Daemon::start_default());
     }
 );
+
+root_test!(
+    every_method_caller_and_target_gets_the_designed_answer_on_postgresql,
+    || {
+        let Some(database) = Database::start(
+            "every_method_caller_and_target_gets_the_designed_answer_on_postgresql",
+        ) else {
+            return;
+        };
+        every_method_caller_and_target(&Daemon::start(DaemonOptions::new().postgres(&database)));
+    }
+);
+
+/// Every row of the table asked of `d` as its caller, with the answer it designs.
+fn every_method_caller_and_target(d: &Daemon) {
+    set_up(d);
+
+    let mut results = Vec::new();
+    for (seq, row) in rows().into_iter().enumerate() {
+        let mut args = request(d, &row, seq);
+        // The activation URL goes on stdin, as documented (an argument would be warned
+        // about on stderr, ahead of the error object).
+        let input = match args.iter().position(|arg| arg == "activate") {
+            Some(at) => format!("{}\n", args.remove(at + 1)),
+            None => String::new(),
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = d.ctl_with_stdin(row.caller.uid(), &args, &input);
+        results.push(Ran {
+            row,
+            actual: outcome(&out),
+            exit: out.code,
+            detail: format!(
+                "uid {} ran {:?}: exit {}, stdout {:?}, stderr {:?}",
+                row.caller.uid(),
+                args,
+                out.code,
+                out.stdout.trim_end(),
+                out.stderr.trim_end()
+            ),
+        });
+    }
+
+    let failed: Vec<&Ran> = results
+        .iter()
+        .filter(|r| !r.outcome_ok() || !r.exit_ok())
+        .collect();
+    if !failed.is_empty() {
+        let table: Vec<String> = results.iter().map(ToString::to_string).collect();
+        let details: Vec<String> = failed
+            .iter()
+            .map(|r| {
+                let why = if r.outcome_ok() {
+                    format!(
+                        "exit {} where DESIGN §7 gives {} exit {}",
+                        r.exit,
+                        r.actual,
+                        exit_code_for(&r.actual)
+                    )
+                } else {
+                    format!("expected {}, got {}", r.row.expected, r.actual)
+                };
+                format!("{r}\n      {why}\n      {}", r.detail)
+            })
+            .collect();
+        panic!(
+        "{} of {} rows differ from DESIGN (✗: outcome, ✗e: exit code):\n{}\n\nthe whole table:\n{}",
+        failed.len(),
+        results.len(),
+        details.join("\n"),
+        table.join("\n")
+    );
+    }
+}
 
 /// After authorization come the rules of the request itself (DESIGN §3 step 4), each
 /// reached only by a caller who passed steps 1–3, and never by one who did not: a row per

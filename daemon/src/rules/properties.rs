@@ -26,8 +26,11 @@
 //! transaction per change), some accepted; every invariant above must still hold, and the
 //! companions must leave exactly their own trace.
 //!
+//! Both run on the embedded store and, fewer of them (each on a database of its own), on
+//! PostgreSQL.
+//!
 //! `PROPTEST_CASES=5000 cargo test -p compartmentd properties` runs a deeper search than
-//! the 128 sequences CI runs.
+//! the 128 sequences CI runs on each store (32 on PostgreSQL).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -470,11 +473,76 @@ fn show(outcome: &Outcome) -> String {
     }
 }
 
+/// Where a world keeps its store.
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    /// A redb file of its own.
+    Redb,
+    /// A database of its own on the property tests' PostgreSQL server.
+    Postgres,
+}
+
+/// The PostgreSQL server the property tests share, each world in a database of its own.
+struct Worlds {
+    server: compartment_pgtest::Postgres,
+    runtime: tokio::runtime::Runtime,
+    made: std::sync::atomic::AtomicUsize,
+}
+
+/// The shared server, started by the first world that needs it; `None` (said loudly) when
+/// it cannot start outside CI.
+fn postgres_worlds() -> Option<&'static Worlds> {
+    static WORLDS: std::sync::OnceLock<Option<Worlds>> = std::sync::OnceLock::new();
+    WORLDS
+        .get_or_init(|| {
+            let server = crate::store::postgres::schema::tests::server("the property tests")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            Some(Worlds {
+                server,
+                runtime,
+                made: std::sync::atomic::AtomicUsize::new(0),
+            })
+        })
+        .as_ref()
+}
+
 impl World {
-    /// An empty store at `T0`.
-    fn empty() -> World {
+    /// An empty store at `T0`; `None` when `engine` cannot be had (skipped, said loudly).
+    fn on(engine: Engine) -> Option<World> {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = match engine {
+            Engine::Redb => Store::open(dir.path()).unwrap(),
+            Engine::Postgres => {
+                let worlds = postgres_worlds()?;
+                let n = worlds
+                    .made
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let name = format!("world{n}");
+                worlds.server.create_database(&name).unwrap();
+                let target =
+                    crate::store::postgres::Target::parse(&worlds.server.url(&name)).unwrap();
+                worlds
+                    .runtime
+                    .block_on(Store::open_postgres(
+                        &target,
+                        worlds.runtime.handle().clone(),
+                    ))
+                    .unwrap()
+            }
+        };
+        Some(World::with(store, dir))
+    }
+
+    /// An empty embedded store at `T0`.
+    fn empty() -> World {
+        World::on(Engine::Redb).unwrap()
+    }
+
+    fn with(store: Store, dir: tempfile::TempDir) -> World {
         World {
             store,
             shapes: Vec::new(),
@@ -566,11 +634,13 @@ impl World {
                 assert_eq!(seen, None, "uid {uid} was never written before");
                 match noise {
                     Noise::Refuses => Err(RuleError::OrgNotFound("noise".into())),
+                    // An organization the standard start made: PostgreSQL's foreign key
+                    // refuses a current organization that does not exist.
                     Noise::WritesThenRefuses => {
-                        txn.set_current_org(uid, "noise")?;
+                        txn.set_current_org(uid, "acme")?;
                         Err(RuleError::OrgNotFound("noise".into()))
                     }
-                    Noise::Accepted => Ok(txn.set_current_org(uid, "noise")?),
+                    Noise::Accepted => Ok(txn.set_current_org(uid, "acme")?),
                 }
             });
             jobs.push(job);
@@ -585,7 +655,10 @@ impl World {
             let answer = reply.try_recv().unwrap();
             let written = after.current_org(uid).unwrap();
             match noise {
-                Noise::Accepted => assert!(answer.is_ok() && written.is_some(), "{noise:?}"),
+                Noise::Accepted => assert!(
+                    answer.is_ok() && written.is_some(),
+                    "{noise:?} left {written:?}, answered {answer:?}"
+                ),
                 _ => assert!(
                     matches!(answer, Err(RuleError::OrgNotFound(_))) && written.is_none(),
                     "{noise:?} left {written:?}, answered {answer:?}"
@@ -1368,6 +1441,19 @@ fn run(population: &[Seat], ops: &[Op]) -> Result<World, TestCaseError> {
     run_batched(population, ops, Vec::new())
 }
 
+/// [`run`] or [`run_batched`] on `engine`; nothing when it cannot be had.
+fn run_on(
+    engine: Engine,
+    population: &[Seat],
+    ops: &[Op],
+    shapes: Vec<Vec<Noise>>,
+) -> Result<(), TestCaseError> {
+    match World::on(engine) {
+        Some(world) => run_in(world, population, ops, shapes).map(drop),
+        None => Ok(()),
+    }
+}
+
 /// Runs a sequence from the standard start, each write in a batch of the next of `shapes`
 /// (one transaction per change when there are none).
 fn run_batched(
@@ -1375,11 +1461,21 @@ fn run_batched(
     ops: &[Op],
     shapes: Vec<Vec<Noise>>,
 ) -> Result<World, TestCaseError> {
-    let mut world = World::empty();
-    world.shapes = shapes;
-    let result = world
-        .setup(population)
-        .and_then(|()| ops.iter().try_for_each(|op| world.step(op)));
+    run_in(World::empty(), population, ops, shapes)
+}
+
+fn run_in(
+    mut world: World,
+    population: &[Seat],
+    ops: &[Op],
+    shapes: Vec<Vec<Noise>>,
+) -> Result<World, TestCaseError> {
+    // Batched from the first step on: the companions name acme, which the standard start
+    // makes.
+    let result = world.setup(population).and_then(|()| {
+        world.shapes = shapes;
+        ops.iter().try_for_each(|op| world.step(op))
+    });
     let Err(failure) = result else {
         return Ok(world);
     };
@@ -1406,6 +1502,13 @@ fn config() -> ProptestConfig {
     config
 }
 
+/// Fewer sequences on PostgreSQL: each world costs a database.
+fn postgres_config() -> ProptestConfig {
+    let mut config = config();
+    config.cases = (config.cases / 4).max(1);
+    config
+}
+
 proptest! {
     #![proptest_config(config())]
 
@@ -1424,6 +1527,27 @@ proptest! {
         shapes in proptest::collection::vec(proptest::collection::vec(noise(), 0..5), 1..6),
     ) {
         run_batched(&population, &ops, shapes)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(postgres_config())]
+
+    #[test]
+    fn invariants_hold_after_every_step_on_postgresql(
+        population in proptest::collection::vec(seat(), 0..8),
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        run_on(Engine::Postgres, &population, &ops, Vec::new())?;
+    }
+
+    #[test]
+    fn invariants_hold_with_group_commit_on_postgresql(
+        population in proptest::collection::vec(seat(), 0..8),
+        ops in proptest::collection::vec(op(), 1..40),
+        shapes in proptest::collection::vec(proptest::collection::vec(noise(), 0..5), 1..6),
+    ) {
+        run_on(Engine::Postgres, &population, &ops, shapes)?;
     }
 }
 
