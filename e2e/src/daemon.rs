@@ -224,6 +224,21 @@ impl Daemon {
         Running::spawn(self.daemon_command(socket, state_dir)).wait_timeout(Duration::from_secs(10))
     }
 
+    /// Runs a daemon with `options` that must refuse to start: what it printed and its
+    /// exit code; fails when it is still running after 10 s (then killed).
+    #[track_caller]
+    pub fn refused_start(options: DaemonOptions) -> Out {
+        let daemon = Daemon {
+            endpoint: Endpoint::new(),
+            options,
+            child: None,
+        };
+        let command = daemon.daemon_command(&daemon.socket(), &daemon.state_dir());
+        Running::spawn(command)
+            .wait_timeout(Duration::from_secs(10))
+            .expect("a daemon that should have refused to start is still running")
+    }
+
     /// Runs another `compartmentd` with this daemon's options and `args` on a socket and
     /// state directory of its own, and waits up to 10 s for it to exit; `None` when it was
     /// still running (then killed).

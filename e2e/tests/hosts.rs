@@ -337,3 +337,73 @@ fn a_postgresql_restart_under_load_is_ridden_out_and_loses_nothing_answered() {
         refusals.len()
     );
 }
+
+/// A password never goes in `--store`; it comes from the password file, which must be the
+/// daemon's alone; a wrong one stops the start with PostgreSQL's own words; and neither
+/// the log nor an error ever shows it.
+#[test]
+fn the_password_comes_from_the_password_file_and_is_never_shown() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let Some(database) =
+        Database::start("the_password_comes_from_the_password_file_and_is_never_shown")
+    else {
+        return;
+    };
+    database.server().password_role("app", "s3cret-pw").unwrap();
+    let socket_dir = database.server().socket_dir().display().to_string();
+    let conninfo = format!("host={socket_dir} port=5432 user=app dbname=app");
+
+    // In the string: refused before anything starts, without echoing it.
+    let out = Daemon::refused_start(
+        DaemonOptions::new().args(&["--store", &format!("{conninfo} password=s3cret-pw")]),
+    );
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(
+        out.stderr,
+        "compartmentd: --store: a password here would show in `ps`, the service's unit and its logs; put it in a passfile (PGPASSFILE, or ~/.pgpass of the daemon's user) instead\n"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let passfile = dir.path().join("pgpass");
+    let passfile_text = passfile.display().to_string();
+    let with_passfile = |line: &str, mode: u32| {
+        std::fs::write(&passfile, format!("{line}\n")).unwrap();
+        std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(mode)).unwrap();
+        DaemonOptions::new()
+            .args(&["--store", &conninfo])
+            .env("PGPASSFILE", &passfile_text)
+    };
+
+    // Readable by others: refused, naming the file and what to do.
+    let out = Daemon::refused_start(with_passfile("localhost:*:app:app:s3cret-pw", 0o644));
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(
+        out.stderr,
+        format!("compartmentd: --store: the password file {passfile_text} may be read by others (mode 0644): make it the daemon's alone (chmod 600 {passfile_text})\n")
+    );
+
+    // The wrong password: PostgreSQL's refusal, at once, rather than a wait.
+    let out = Daemon::refused_start(with_passfile("localhost:*:app:app:wrong-pw", 0o600));
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(
+        out.stderr,
+        "compartmentd: PostgreSQL: FATAL: password authentication failed for user \"app\"\n"
+    );
+
+    // The right one, in a file of mode 0400 as systemd's LoadCredential= makes it.
+    let d = Daemon::start(with_passfile("localhost:*:app:app:s3cret-pw", 0o400));
+    d.ctl(
+        ROOT,
+        &["org", "create", "acme", "--admin", "admin@example.com"],
+    )
+    .assert_success();
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "postgresql host={socket_dir} port=5432 dbname=app user=app"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("s3cret"), "{log}");
+}

@@ -130,6 +130,53 @@ impl Postgres {
         )
     }
 
+    /// Makes a role `name` that logs in only with `password` (SCRAM, on the socket), owning
+    /// a database of the same name: what an operator gives a daemon that must prove who it
+    /// is.
+    pub fn password_role(&self, name: &str, password: &str) -> Result<(), String> {
+        let socket = self.socket_dir().display().to_string();
+        let port = PORT.to_string();
+        let sql = format!("CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'");
+        self.run(
+            "psql",
+            &[
+                "--host",
+                &socket,
+                "--port",
+                &port,
+                "--username",
+                ROLE,
+                "--dbname",
+                "postgres",
+                "--no-psqlrc",
+                "--quiet",
+                "--command",
+                &sql,
+            ],
+        )?;
+        self.run(
+            "createdb",
+            &[
+                "--host",
+                &socket,
+                "--port",
+                &port,
+                "--username",
+                ROLE,
+                "--owner",
+                name,
+                name,
+            ],
+        )?;
+        let hba = self.data().join("pg_hba.conf");
+        let rules =
+            std::fs::read_to_string(&hba).map_err(|err| format!("{}: {err}", hba.display()))?;
+        std::fs::write(&hba, format!("local all {name} scram-sha-256\n{rules}"))
+            .map_err(|err| format!("{}: {err}", hba.display()))?;
+        let data = self.data().display().to_string();
+        self.run("pg_ctl", &["reload", "--pgdata", &data])
+    }
+
     /// What the server has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()

@@ -24,6 +24,14 @@ const HEADER: &str = "\
 #   systemctl restart compartmentd.service
 ";
 
+const PGPASSFILE: &str = "\
+# The password file for --store, as libpq reads it (lines of
+# host:port:database:user:password), readable by the daemon alone. Under
+# systemd, load it as a credential in a drop-in
+# (LoadCredential=pgpass:/etc/compartment/pgpass) and name it here.
+#PGPASSFILE=/run/credentials/compartmentd.service/pgpass
+";
+
 const RUST_LOG: &str = "\
 # What to log, as a tracing filter: error, warn, info, debug or trace, for
 # everything or per module (compartmentd=debug).
@@ -40,6 +48,8 @@ pub fn file() -> Asset {
             text.push_str(&entry);
         }
     }
+    text.push('\n');
+    text.push_str(PGPASSFILE);
     text.push('\n');
     text.push_str(RUST_LOG);
     Asset {
@@ -112,6 +122,14 @@ fn systemd_note(var: &str) -> Option<&'static str> {
             "Under systemd leave it unset: the service may write only to its StateDirectory=, \
              /var/lib/compartment (really /var/lib/private/compartment, as DynamicUser=yes).",
         ),
+        "COMPARTMENT_STORE" => Some(
+            "Under systemd: a PostgreSQL on this host is reached on its socket in \
+             /var/run/postgresql as the unit is, by peer authentication as the role \
+             compartmentd (e.g. COMPARTMENT_STORE=dbname=compartment). One on another host \
+             needs the network, which the unit closes, and a password file: see \
+             PGPASSFILE below, and the drop-in in the operations guide's \"Several hosts on \
+             one PostgreSQL\".",
+        ),
         _ => None,
     }
 }
@@ -122,6 +140,7 @@ fn example(var: &str) -> Option<&'static str> {
         "COMPARTMENT_SOCKET" => Some(SYSTEM_SOCKET),
         "COMPARTMENT_STATE_DIR" => Some(SYSTEM_STATE_DIR),
         "COMPARTMENT_PUBLIC_URL" => Some("https://your-compartment-host"),
+        "COMPARTMENT_STORE" => Some("postgresql://compartment@db.example/compartment"),
         _ => None,
     }
 }
@@ -160,6 +179,8 @@ mod tests {
             "#COMPARTMENT_INVITATION_TTL=7days",
             "#COMPARTMENT_SWEEP_INTERVAL=1min",
             "#COMPARTMENT_LOG_FORMAT=auto",
+            "#COMPARTMENT_STORE=postgresql://compartment@db.example/compartment",
+            "#PGPASSFILE=/run/credentials/compartmentd.service/pgpass",
             "#RUST_LOG=info",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");

@@ -1,7 +1,7 @@
 //! The PostgreSQL backend, for several daemons that serve one membership:
 //!
 //! - `target.rs`: where the database is (`--store`), and how to name it without its
-//!   password;
+//!   password; `passfile.rs`: the password, from the password file as libpq reads it;
 //! - `handle.rs`: the pool, a read-only transaction per snapshot, a serializable one per
 //!   write;
 //! - `follow.rs`: a connection of the daemon's own that migrates the schema once the
@@ -19,6 +19,7 @@
 
 mod follow;
 mod handle;
+mod passfile;
 mod reads;
 mod rows;
 pub mod schema;

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
+use super::passfile;
+
 /// Where libpq looks when no host is named, on Debian.
 const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 
@@ -51,6 +53,11 @@ impl Target {
         })?;
         if config.get_hosts().is_empty() {
             config.host(DEFAULT_SOCKET_DIR);
+        }
+        if config.get_password().is_none() {
+            if let Some(password) = passfile::password(&config).map_err(TargetError)? {
+                config.password(password);
+            }
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
