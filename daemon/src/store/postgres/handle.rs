@@ -144,8 +144,18 @@ impl Store {
                 self.target
             )));
         }
-        let client = wait(&self.runtime, self.pool.get())?
-            .map_err(|err| StoreError::Unreachable(err.to_string()))?;
-        Session::begin(client, self.runtime.clone(), begin)
+        // A connection of the pool may have died with the server it talked to (a restart,
+        // a failover) without the pool knowing yet: its BEGIN fails, nothing was done, and
+        // the next is tried (a dead one is not handed out again). A server that is down
+        // fails the new connection's connect instead, and that is the answer.
+        let mut attempts = 0;
+        loop {
+            let client = wait(&self.runtime, self.pool.get())?
+                .map_err(|err| StoreError::Unreachable(err.to_string()))?;
+            match Session::begin(client, self.runtime.clone(), begin) {
+                Err(err) if err.is_unreachable() && attempts < POOL_SIZE => attempts += 1,
+                session => return session,
+            }
+        }
     }
 }

@@ -272,6 +272,30 @@ fn a_restarted_server_is_unreachable_meanwhile_and_reconnected_after() {
             .is_ok_and(|org| org.is_some())
     });
     assert!(read, "the store did not reconnect once PostgreSQL was back");
+
+    // Connections of the pool ended under it (as a failover or a restart ends them): the
+    // next reads do not fail for them, each gets a live one.
+    for round in 0..20 {
+        let held: Vec<_> = (0..4).map(|_| a.read().unwrap()).collect();
+        drop(held);
+        let ended: i64 = a
+            .read()
+            .unwrap()
+            .query_opt(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = 'compartmentd' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .unwrap()
+            .get(0);
+        assert!(ended >= 3, "round {round}: ended {ended}");
+        let org = a.read().and_then(|snapshot| snapshot.org("acme"));
+        assert!(
+            org.as_ref().is_ok_and(Option::is_some),
+            "round {round}: {org:?}"
+        );
+    }
 }
 
 /// Ends every daemon's follower connection, as a network cut or a failover would; returns
