@@ -26,17 +26,32 @@ pub struct Listening {
     daemon: Daemon,
 }
 
+/// Where the store is.
+enum Place {
+    /// The embedded database in this state directory.
+    Redb(std::path::PathBuf),
+    Postgres(Box<crate::store::postgres::Target>),
+}
+
 /// Opens what `config` names and listens, on `clock`; called within a tokio runtime.
 pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening, Box<dyn Error>> {
     let limits = config.limits()?;
+    // The store's place is checked before the socket's (so a missing default is reported
+    // for the state directory first, as before there was a choice).
+    let place = match config.postgres()? {
+        Some(target) => Place::Postgres(Box::new(target)),
+        None => Place::Redb(config.state_dir()?),
+    };
     let socket_path = config.socket()?;
     let daemon_uid = nix::unistd::geteuid().as_raw();
-    let store = match config.postgres()? {
-        Some(target) => Store::open_postgres(&target, tokio::runtime::Handle::current()).await?,
-        None => {
+    let store = match place {
+        Place::Postgres(target) => {
+            Store::open_postgres(&target, tokio::runtime::Handle::current()).await?
+        }
+        Place::Redb(state_dir) => {
             // Before anything is opened: the store only ever sees the checked, real
             // directory.
-            let state_dir = state_dir::prepare(&config.state_dir()?, DATABASE_FILE, daemon_uid)?;
+            let state_dir = state_dir::prepare(&state_dir, DATABASE_FILE, daemon_uid)?;
             Store::open_with(&state_dir, &store_options(config))?
         }
     };
