@@ -407,3 +407,20 @@ fn the_password_comes_from_the_password_file_and_is_never_shown() {
     );
     assert!(!log.contains("s3cret"), "{log}");
 }
+
+/// `compartmentd check` verifies the embedded database only; with `--store` it says what
+/// stands for it instead, and fails.
+#[test]
+fn check_with_a_postgresql_store_says_what_verifies_it_instead() {
+    let out = std::process::Command::new(compartment_e2e::binary("compartmentd"))
+        .args(["check", "--store", "host=/nowhere dbname=compartment"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.stdout, b"");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "compartmentd: check verifies the embedded database; with --store, PostgreSQL's constraints hold the same rules (its amcheck extension verifies its pages)\n"
+    );
+}
