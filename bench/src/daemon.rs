@@ -18,6 +18,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Daemon {
     binary: PathBuf,
     dir: PathBuf,
+    /// What `--store` names, when not the redb file in the state directory.
+    store: Option<String>,
     child: Option<Child>,
 }
 
@@ -34,9 +36,15 @@ impl Daemon {
     /// Starts `binary` with its socket and state directory in `dir`, and returns it with the
     /// time from spawning it to its first answer (a `ping` over the library client).
     pub fn start(binary: &Path, dir: &Path) -> (Daemon, Duration) {
+        Daemon::start_on(binary, dir, None)
+    }
+
+    /// [`Daemon::start`] on the PostgreSQL `store` names (`--store`), when given.
+    pub fn start_on(binary: &Path, dir: &Path, store: Option<&str>) -> (Daemon, Duration) {
         let mut daemon = Daemon {
             binary: binary.to_owned(),
             dir: dir.to_owned(),
+            store: store.map(str::to_owned),
             child: None,
         };
         let took = daemon.spawn();
@@ -70,6 +78,11 @@ impl Daemon {
             .args(["--public-url", "https://bench.example"])
             // The bench opens 64 connections at once, all as this uid, plus its own.
             .args(["--max-connections-per-uid", "512"])
+            .args(
+                self.store
+                    .iter()
+                    .flat_map(|store| ["--store", store.as_str()]),
+            )
             // No COMPARTMENT_* settings or systemd variables from the caller's environment.
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

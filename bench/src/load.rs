@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compartmentctl::wire::{
-    Check, OrgCreateParams, Permission, Request, RequestEnvelope, Response, Role, UserInviteParams,
+    AdminStatus, Check, OrgCreateParams, Permission, Request, RequestEnvelope, Response, Role,
+    UserInviteParams,
 };
 use compartmentctl::Client;
 
@@ -138,6 +139,20 @@ pub fn populate(
     window: usize,
     lifetime: Option<Duration>,
 ) -> Populated {
+    populate_across(&[socket], org, members, connections, window, lifetime)
+}
+
+/// [`populate`] through several daemons of one store: `connections` to each of `sockets`,
+/// the members dealt round the connections of all of them.
+pub fn populate_across(
+    sockets: &[&Path],
+    org: &str,
+    members: usize,
+    connections: usize,
+    window: usize,
+    lifetime: Option<Duration>,
+) -> Populated {
+    let connections = connections * sockets.len();
     let started = Instant::now();
     let results: Vec<(usize, usize, Option<String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..connections)
@@ -145,7 +160,7 @@ pub fn populate(
                 scope.spawn(move || {
                     // This connection's share: members conn, conn + connections, …
                     let mine: Vec<usize> = (conn..members).step_by(connections).collect();
-                    pipeline(socket, org, &mine, window, lifetime)
+                    pipeline(sockets[conn % sockets.len()], org, &mine, window, lifetime)
                 })
             })
             .collect();
@@ -222,6 +237,13 @@ fn pipeline(
         );
     }
     (accepted, refused, first_refusal)
+}
+
+/// The daemon's `admin.status`.
+pub fn status(socket: &Path) -> AdminStatus {
+    connect(socket)
+        .call(&Request::AdminStatus)
+        .unwrap_or_else(|err| panic!("admin.status: {err}"))
 }
 
 /// What one CLI run took.

@@ -25,6 +25,16 @@ pub fn mean_batch(log: &Path, from: usize, to: usize) -> Option<f64> {
     mean_batch_of(&String::from_utf8_lossy(text.get(from..to)?))
 }
 
+/// The first line at `WARN` or `ERROR` in the log from byte `from` on: what the daemon said
+/// of a refusal it answered `internal`.
+pub fn first_problem(log: &Path, from: usize) -> Option<String> {
+    let text = std::fs::read(log).ok()?;
+    String::from_utf8_lossy(text.get(from..)?)
+        .lines()
+        .find(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .map(str::to_owned)
+}
+
 fn mean_batch_of(text: &str) -> Option<f64> {
     let sizes: Vec<u64> = text
         .lines()

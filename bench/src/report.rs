@@ -12,6 +12,11 @@ pub struct Row {
     daemon: String,
     floor: String,
     ratio: String,
+    /// How fast the daemon is beside its floor, 1.0 being as fast: daemon ÷ floor for a
+    /// rate, floor ÷ daemon at the median for a latency.
+    speed: f64,
+    /// The target the figure is held to, and whether it met it (`--store postgres`).
+    target: Option<String>,
 }
 
 impl Row {
@@ -22,7 +27,21 @@ impl Row {
             daemon: format!("{}/s", count(daemon.rate())),
             floor: format!("{floor_name}: {}/s", count(floor.rate())),
             ratio: format!("{:.2}", daemon.rate() / floor.rate()),
+            speed: daemon.rate() / floor.rate(),
+            target: None,
         }
+    }
+
+    /// The row held to `target`, which it `met` or not.
+    pub fn target(mut self, target: &str, met: bool) -> Row {
+        self.target = Some(format!("{target}: {}", if met { "met" } else { "MISSED" }));
+        self
+    }
+
+    /// The row held to at least half its floor's speed.
+    pub fn half_of_floor(self) -> Row {
+        let met = self.speed >= 0.5;
+        self.target("≥ 50% of floor", met)
     }
 
     /// A scaling row: how many times the rate of `many` is that of `one`, for the daemon
@@ -40,6 +59,8 @@ impl Row {
             daemon: format!("{daemon:.1}×"),
             floor: format!("{floor_name}: {floor:.1}×"),
             ratio: format!("{:.2}", daemon / floor),
+            speed: daemon / floor,
+            target: None,
         }
     }
 
@@ -52,6 +73,8 @@ impl Row {
             daemon: pair(daemon),
             floor: format!("{floor_name}: {}", pair(floor)),
             ratio: format!("{:.2} / {:.2}", ratio(0.5), ratio(0.99)),
+            speed: 1.0 / ratio(0.5),
+            target: None,
         }
     }
 }
@@ -73,7 +96,10 @@ impl Report {
             daemon: "daemon".into(),
             floor: "floor (same run)".into(),
             ratio: "ratio".into(),
+            speed: 1.0,
+            target: Some("target".into()),
         };
+        let targets = self.rows.iter().any(|row| row.target.is_some());
         let all: Vec<&Row> = std::iter::once(&header).chain(&self.rows).collect();
         let width = |cell: fn(&Row) -> &str| {
             all.iter()
@@ -85,27 +111,39 @@ impl Report {
             width(|r| &r.what),
             width(|r| &r.daemon),
             width(|r| &r.floor),
+            width(|r| &r.ratio),
         ];
         println!();
         for (i, row) in all.iter().enumerate() {
-            println!(
-                "{:<w0$} | {:>w1$} | {:<w2$} | {}",
+            let mut line = format!(
+                "{:<w0$} | {:>w1$} | {:<w2$} | ",
                 row.what,
                 row.daemon,
                 row.floor,
-                row.ratio,
                 w0 = widths[0],
                 w1 = widths[1],
                 w2 = widths[2],
             );
+            if targets {
+                let target = row.target.as_deref().unwrap_or("");
+                line.push_str(&format!("{:<w3$} | {target}", row.ratio, w3 = widths[3]));
+            } else {
+                line.push_str(&row.ratio);
+            }
+            println!("{}", line.trim_end());
             if i == 0 {
-                println!(
-                    "{}-|-{}-|-{}-|-{}",
+                let mut rule = format!(
+                    "{}-|-{}-|-{}-|-",
                     "-".repeat(widths[0]),
                     "-".repeat(widths[1]),
                     "-".repeat(widths[2]),
-                    "-".repeat(11)
                 );
+                if targets {
+                    rule.push_str(&format!("{}-|-{}", "-".repeat(widths[3]), "-".repeat(22)));
+                } else {
+                    rule.push_str(&"-".repeat(11));
+                }
+                println!("{rule}");
             }
         }
     }

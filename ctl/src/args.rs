@@ -178,6 +178,10 @@ pub enum Command {
     #[command(subcommand)]
     Account(AccountCommand),
 
+    /// The daemon itself: its status (superuser only)
+    #[command(subcommand)]
+    Admin(AdminCommand),
+
     /// Ask what a user may do
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -337,6 +341,21 @@ pub enum AuthCommand {
         #[arg(long, value_name = "EMAIL")]
         email: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Show the daemon's version, store, uptime, connections, writer, sweeper and feed
+    #[command(
+        long_about = "Show the daemon's version and schema, its store (the redb file, or \
+            PostgreSQL's hosts, port, database and user, never a password) and whether it \
+            is reachable, its uptime, the connections open, the writer's queue and last \
+            batch, the last sweep, the change feed's head and, on PostgreSQL, how many \
+            write transactions were run again after conflicting with another daemon's. \
+            It answers from what the daemon keeps of itself, without asking the store, so \
+            it answers while the store is out of reach."
+    )]
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

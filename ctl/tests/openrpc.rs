@@ -7,7 +7,8 @@
 
 use compartmentctl::wire::openrpc::{document, OPENRPC_VERSION};
 use compartmentctl::wire::{
-    AuthzAnswer, Decision, Permission, Reason, Role, RoleInfo, Subscribed, DISCOVER, METHODS,
+    AdminStatus, AuthzAnswer, Decision, LastBatch, LastSweep, Permission, Reason, Role, RoleInfo,
+    StoreInfo, Subscribed, DISCOVER, METHODS,
 };
 use serde_json::{json, Value};
 
@@ -162,6 +163,54 @@ fn results_the_daemon_sends_fit_their_schemas() {
             .unwrap(),
         ),
         ("ping", json!({"version": "0.1.0"})),
+        (
+            "admin.status",
+            serde_json::to_value(AdminStatus {
+                version: "0.1.0".into(),
+                schema_version: 6,
+                store: StoreInfo::Redb {
+                    path: "/var/lib/compartment/compartment.redb".into(),
+                },
+                uptime_secs: 1,
+                connections: 1,
+                writer_queue: 0,
+                last_batch: None,
+                last_sweep: None,
+                feed_head: 0,
+                reachable: true,
+                conflicts: None,
+            })
+            .unwrap(),
+        ),
+        (
+            "admin.status",
+            serde_json::to_value(AdminStatus {
+                version: "0.1.0".into(),
+                schema_version: 3,
+                store: StoreInfo::Postgresql {
+                    hosts: vec!["db1.example".into(), "/run/postgresql".into()],
+                    ports: vec![5432],
+                    database: Some("compartment".into()),
+                    user: None,
+                },
+                uptime_secs: 3600,
+                connections: 12,
+                writer_queue: 40,
+                last_batch: Some(LastBatch {
+                    changes: 64,
+                    at: "2026-05-01T12:00:00Z".into(),
+                    commit_micros: 1800,
+                }),
+                last_sweep: Some(LastSweep {
+                    at: "2026-05-01T12:00:00Z".into(),
+                    expired: 1000,
+                }),
+                feed_head: 1041,
+                reachable: false,
+                conflicts: Some(7),
+            })
+            .unwrap(),
+        ),
     ];
     for (name, result) in results {
         let schema = method(&doc, name)["result"]["schema"].clone();

@@ -9,16 +9,19 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use compartmentctl::email::Email;
-use compartmentctl::wire::{Access, Check, Reads, Writes};
+use compartmentctl::wire::{Access, AdminStatus, Check, LastBatch, LastSweep, Reads, Writes};
 use tokio::sync::Notify;
 
 use crate::admission::Admission;
-use crate::clock::Clock;
+use crate::clock::{rfc3339, Clock};
 use crate::events;
+use crate::limits::Slots;
 use crate::rules::authz::Subject;
 use crate::rules::{identity, Caller, Policy, RuleError};
+use crate::status::LastCommit;
 use crate::store::{AuditRecord, Changes as _, Millis, ReadSide, Reader, Snapshot, UnixUser};
 use crate::users::{CallerNames, Directory};
 use crate::writer::Writer;
@@ -45,6 +48,12 @@ pub struct Context {
     pub replays: Arc<events::Replays>,
     /// Whether a caller's change may go to the writer: its rate, the free-space floor.
     pub admission: Admission,
+    /// When the daemon began serving.
+    pub started: Instant,
+    /// The connections open, by uid.
+    pub slots: Arc<Slots>,
+    /// The sweeper's last sweep.
+    pub last_sweep: Arc<LastCommit>,
 }
 
 /// The [`Context`] as a handler of a method with access `A` may reach it: a
@@ -125,6 +134,35 @@ impl<'a> ReadContext<'a> {
     /// The host's users.
     pub fn users(self) -> &'a dyn Directory {
         self.ctx.users.as_ref()
+    }
+
+    /// The daemon's account of itself (`admin.status`): what the context, the writer, the
+    /// sweeper and the store's handle keep, read without a lock on any request's way and
+    /// without asking the store, so that it answers while the store is out of reach.
+    pub fn status(self) -> AdminStatus {
+        let ctx = self.ctx;
+        let health = ctx.store.health();
+        let feed_head = *ctx.store.event_head().borrow();
+        AdminStatus {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            schema_version: health.schema_version,
+            store: health.info,
+            uptime_secs: ctx.started.elapsed().as_secs(),
+            connections: ctx.slots.open() as u64,
+            writer_queue: ctx.writer.queued() as u64,
+            last_batch: ctx.writer.last_batch().map(|batch| LastBatch {
+                changes: batch.count,
+                at: rfc3339(batch.at),
+                commit_micros: batch.micros,
+            }),
+            last_sweep: ctx.last_sweep.get().map(|sweep| LastSweep {
+                at: rfc3339(sweep.at),
+                expired: sweep.count,
+            }),
+            feed_head,
+            reachable: health.reachable,
+            conflicts: health.conflicts,
+        }
     }
 
     /// See [`Context::is_service`].

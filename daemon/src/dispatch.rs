@@ -510,6 +510,17 @@ impl Serve for methods::AccountBind {
     }
 }
 
+impl Serve for methods::AdminStatus {
+    async fn serve(
+        ctx: ReadContext<'_>,
+        caller: Caller,
+        _: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        caller.require_superuser("reading the daemon's status")?;
+        Ok(ctx.status())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
@@ -603,6 +614,9 @@ mod tests {
                 &crate::limits::Limits::default(),
                 Some(dir.path().to_owned()),
             ),
+            started: std::time::Instant::now(),
+            slots: crate::limits::Slots::new(crate::limits::Limits::default()),
+            last_sweep: Arc::default(),
         };
         (ctx, dir)
     }

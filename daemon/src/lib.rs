@@ -21,6 +21,7 @@
 //!   redb (`store/redb/`): tables, indexes, the schema version and its migrations.
 //! - [`writer`]: the single task that owns the write side; every change goes through it.
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
+//! - [`status`]: what the writer and the sweeper last did, kept for `admin.status`.
 //! - [`events`]: the change feed a subscribed connection carries.
 //! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
 //! - [`users`]: the host's users (NSS), cached briefly.
@@ -50,6 +51,7 @@ pub mod server;
 pub mod socket;
 pub mod start;
 pub mod state_dir;
+pub mod status;
 pub mod store;
 pub mod sweeper;
 pub mod token;

@@ -148,6 +148,14 @@ impl Slots {
     pub fn limits(&self) -> Limits {
         self.limits
     }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .total
+    }
 }
 
 impl Drop for Slot {

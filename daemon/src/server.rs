@@ -28,6 +28,7 @@ use crate::events::Replays;
 use crate::limits::{Limits, Slots};
 use crate::logging::{RateLimit, RATE_BURST, RATE_WINDOW};
 use crate::rules::Policy;
+use crate::status::LastCommit;
 use crate::store::{ReadSide, Store};
 use crate::sweeper::Sweeper;
 use crate::users::Directory;
@@ -63,6 +64,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let (writer, writer_thread) = Writer::spawn(daemon.store.clone(), daemon.clock.clone())?;
     let sweeper_wake = Arc::new(Notify::new());
+    let slots = Slots::new(daemon.limits);
+    let last_sweep = Arc::new(LastCommit::default());
     let ctx = Arc::new(Context {
         store: ReadSide::new(daemon.store.clone()),
         writer: writer.clone(),
@@ -79,8 +82,10 @@ pub async fn run(
             daemon.limits.feed_replays,
         ),
         admission: Admission::new(&daemon.limits, state_dir_of(&daemon.store)),
+        started: std::time::Instant::now(),
+        slots: slots.clone(),
+        last_sweep: last_sweep.clone(),
     });
-    let slots = Slots::new(daemon.limits);
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(
@@ -90,6 +95,7 @@ pub async fn run(
             clock: daemon.clock,
             wake: sweeper_wake,
             max_sleep: daemon.sweep_interval,
+            last_sweep,
         }
         .run(stop.clone()),
     );

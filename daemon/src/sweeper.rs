@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{is_due, Clock};
 use crate::rules::invitations::{expire_due_up_to, forget_spent_tokens};
 use crate::rules::RuleError;
+use crate::status::{self, LastCommit};
 use crate::store::{Backend as _, Changes as _, Millis, Reader, Store, StoreError};
 use crate::writer::Writer;
 
@@ -60,6 +61,8 @@ pub struct Sweeper {
     /// The longest it sleeps, whatever the next expiry: a safety net against a clock
     /// that jumps.
     pub max_sleep: Duration,
+    /// Its last sweep transaction, for `admin.status`.
+    pub last_sweep: Arc<LastCommit>,
 }
 
 impl Sweeper {
@@ -127,6 +130,11 @@ impl Sweeper {
                 // From queueing the sweep to its commit: what it cost the writer and those
                 // queued behind it.
                 let micros = started.elapsed().as_micros();
+                self.last_sweep.record(status::Commit {
+                    at: self.clock.now(),
+                    count: expired as u64,
+                    micros: u64::try_from(micros).unwrap_or(u64::MAX),
+                });
                 if expired > 0 || forgotten == 0 {
                     tracing::info!(expired, micros, "expired invitations");
                 }
@@ -251,6 +259,7 @@ mod tests {
                 clock,
                 wake: Arc::new(Notify::new()),
                 max_sleep: Duration::from_secs(3600),
+                last_sweep: Arc::default(),
             };
             let task = runtime.spawn(sweeper.run(shutdown.clone()));
             Running {

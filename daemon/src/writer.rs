@@ -25,7 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::clock::Clock;
+use crate::status::{self, LastCommit};
 use crate::store::{Backend as _, Committing, Millis, Store, StoreError, Tracked};
 
 /// How many changes of one lane (one uid's, or the daemon's own) may wait for the writer
@@ -243,6 +244,10 @@ struct Shared {
     queues: Mutex<Queues>,
     /// Signalled when a change is queued, and when the last handle goes.
     ready: Condvar,
+    /// Changes in the lanes now, changed under the queues' lock and read without it.
+    queued: AtomicUsize,
+    /// The last batch committed.
+    last_batch: LastCommit,
 }
 
 impl Shared {
@@ -266,7 +271,9 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner);
         }
         let max = size(queues.turns.len());
-        Some(queues.take_turns(max))
+        let batch = queues.take_turns(max);
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        Some(batch)
     }
 }
 
@@ -400,6 +407,8 @@ impl Writer {
         let shared = Arc::new(Shared {
             queues: Mutex::default(),
             ready: Condvar::new(),
+            queued: AtomicUsize::new(0),
+            last_batch: LastCommit::default(),
         });
         let stopping = Stopping(shared.clone());
         let handle = std::thread::Builder::new()
@@ -414,8 +423,24 @@ impl Writer {
                     .next_batch(|lanes| sizing.max_batch(lanes, Instant::now()))
                 {
                     let changes = batch.len();
-                    if let Some(timing) = apply_batch(&store, &*clock, batch, &commit) {
+                    // The batch's commits (one, or one per change when it had to run them
+                    // alone), timed for `admin.status`.
+                    let committing = std::cell::Cell::new(Duration::ZERO);
+                    let timed = |txn: Committing| {
+                        let started = Instant::now();
+                        let committed = commit(txn);
+                        committing.set(committing.get() + started.elapsed());
+                        committed
+                    };
+                    if let Some(timing) = apply_batch(&store, &*clock, batch, &timed) {
                         sizing.ran(changes, timing);
+                    }
+                    if committing.get() > Duration::ZERO {
+                        stopping.0.last_batch.record(status::Commit {
+                            at: clock.now(),
+                            count: changes as u64,
+                            micros: u64::try_from(committing.get().as_micros()).unwrap_or(u64::MAX),
+                        });
                     }
                 }
             })?;
@@ -488,6 +513,7 @@ impl Writer {
                 return Err(WriteError::ShuttingDown.into());
             }
             queues.push(lane, &room, (job, permit));
+            self.shared.queued.fetch_add(1, Ordering::Relaxed);
         }
         drop(room);
         self.shared.ready.notify_one();
@@ -499,6 +525,16 @@ impl Writer {
         let answer = reply_rx.await.map_err(|_| WriteError::ShuttingDown);
         drop(in_lane);
         answer?
+    }
+
+    /// How many changes wait in the lanes now.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// The last batch committed: when, its changes, how long its commit took.
+    pub fn last_batch(&self) -> Option<status::Commit> {
+        self.shared.last_batch.get()
     }
 
     /// How many changes have been handed to the writer so far, by every caller.
@@ -1082,6 +1118,8 @@ mod tests {
         let shared = Arc::new(Shared {
             queues: Mutex::default(),
             ready: Condvar::new(),
+            queued: AtomicUsize::new(0),
+            last_batch: LastCommit::default(),
         });
         drop(Stopping(shared.clone()));
         let closed = Writer {
@@ -1433,14 +1471,21 @@ mod tests {
             .unwrap();
         let (writer, thread) = Writer::spawn(store.clone(), Arc::new(FakeClock::new(T0))).unwrap();
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let refused = Arc::new(std::sync::Mutex::new(None));
         let write = runtime.spawn({
-            let (writer, runs) = (writer.clone(), runs.clone());
+            let (writer, runs, refused) = (writer.clone(), runs.clone(), refused.clone());
             async move {
                 writer
                     .write(move |txn, _| {
                         runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let before = txn.account("x@example.com")?.map(|a| a.created_at);
-                        txn.put_account("x@example.com", &account(T0 + 1))?;
+                        if let Err(err) = txn.put_account("x@example.com", &account(T0 + 1)) {
+                            // As a client would be told it, had the retries run out.
+                            let err = crate::rules::RuleError::Store(err);
+                            *refused.lock().unwrap() =
+                                Some((err.kind(), err.user_message(), err.hint()));
+                            return Err(err);
+                        }
                         Ok::<_, crate::rules::RuleError>(before)
                     })
                     .await
@@ -1470,6 +1515,15 @@ mod tests {
         let before = runtime.block_on(write).unwrap().unwrap();
         assert_eq!(before, Some(1));
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(
+            refused.lock().unwrap().take().unwrap(),
+            (
+                compartmentctl::wire::ErrorKind::Busy,
+                "the change kept conflicting with other daemons' changes to the same database"
+                    .to_owned(),
+                Some("nothing was changed; try again".to_owned())
+            )
+        );
         let Store::Postgres(postgres) = &*store else {
             unreachable!("opened on PostgreSQL")
         };

@@ -119,6 +119,9 @@ fn harness() -> &'static Harness {
                 },
                 Some(dir.path().to_owned()),
             ),
+            started: std::time::Instant::now(),
+            slots: compartmentd::limits::Slots::new(Limits::default()),
+            last_sweep: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -35,8 +35,8 @@ use compartmentctl::wire::{
 use compartmentctl::{Client, ClientError};
 
 use compartmentctl::args::{
-    AccountCommand, AuthCommand, Cli, Command, EventsCommand, GlobalOptions, OrgCommand,
-    OutputFormat, RoleCommand, UserCommand,
+    AccountCommand, AdminCommand, AuthCommand, Cli, Command, EventsCommand, GlobalOptions,
+    OrgCommand, OutputFormat, RoleCommand, UserCommand,
 };
 use exit::{Exit, Failure};
 
@@ -250,6 +250,7 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             unix_user,
             carry_all,
         }),
+        Command::Admin(AdminCommand::Status) => Request::AdminStatus,
         Command::Org(OrgCommand::List) => Request::OrgList,
         Command::Org(OrgCommand::Use { name }) => Request::OrgUse(OrgUseParams { name }),
         Command::Ping => Request::Ping,

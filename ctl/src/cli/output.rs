@@ -6,9 +6,9 @@
 use std::io::{self, Write};
 
 use compartmentctl::wire::{
-    AccountBinding, AccountDetail, AccountList, AccountStatus, Activated, AuthzAnswer, Decision,
-    Granted, Invitation, Member, MemberList, OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleInfo,
-    RoleList, Subscribed, WhoAmI,
+    AccountBinding, AccountDetail, AccountList, AccountStatus, Activated, AdminStatus, AuthzAnswer,
+    Decision, Granted, Invitation, Member, MemberList, OrgCreated, OrgList, OrgUsed, Pong, Removed,
+    RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
 };
 use serde::Serialize;
 
@@ -439,6 +439,78 @@ pub fn org_used(used: &OrgUsed) -> String {
     format!("Now using organization {}.\n", escaped(&used.org))
 }
 
+/// `admin status`: one `key: value` line a figure, the values aligned.
+pub fn admin_status(status: &AdminStatus) -> String {
+    let store = match &status.store {
+        StoreInfo::Redb { path } => format!("redb {}", escaped(path)),
+        StoreInfo::Postgresql {
+            hosts,
+            ports,
+            database,
+            user,
+        } => {
+            let mut shown = format!("postgresql host={}", escaped(&hosts.join(",")));
+            if !ports.is_empty() {
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                shown.push_str(&format!(" port={}", ports.join(",")));
+            }
+            if let Some(database) = database {
+                shown.push_str(&format!(" dbname={}", escaped(database)));
+            }
+            if let Some(user) = user {
+                shown.push_str(&format!(" user={}", escaped(user)));
+            }
+            shown
+        }
+    };
+    let last_batch = match &status.last_batch {
+        Some(batch) => format!(
+            "{} change{} at {}, commit {}",
+            batch.changes,
+            if batch.changes == 1 { "" } else { "s" },
+            escaped(&batch.at),
+            millis(batch.commit_micros)
+        ),
+        None => "none yet".to_owned(),
+    };
+    let last_sweep = match &status.last_sweep {
+        Some(sweep) => format!("{} expired at {}", sweep.expired, escaped(&sweep.at)),
+        None => "none yet".to_owned(),
+    };
+    let yes_no = |yes: bool| if yes { "yes" } else { "no" }.to_owned();
+    let mut lines = vec![
+        ("version", escaped(&status.version).into_owned()),
+        ("schema", status.schema_version.to_string()),
+        ("store", store),
+        ("reachable", yes_no(status.reachable)),
+        (
+            "uptime",
+            humantime::format_duration(std::time::Duration::from_secs(status.uptime_secs))
+                .to_string(),
+        ),
+        ("connections", status.connections.to_string()),
+        ("writer queue", status.writer_queue.to_string()),
+        ("last batch", last_batch),
+        ("last sweep", last_sweep),
+        ("feed head", status.feed_head.to_string()),
+    ];
+    /// The longest key, so that the column is the same on either store.
+    const CONFLICTS: &str = "conflicts retried";
+    if let Some(conflicts) = status.conflicts {
+        lines.push((CONFLICTS, conflicts.to_string()));
+    }
+    let width = CONFLICTS.len() + 1;
+    lines
+        .into_iter()
+        .map(|(key, value)| format!("{:width$} {value}\n", format!("{key}:")))
+        .collect()
+}
+
+/// Microseconds as milliseconds with up to three decimals: `1.234 ms`.
+fn millis(micros: u64) -> String {
+    format!("{}.{:03} ms", micros / 1000, micros % 1000)
+}
+
 pub fn pong(pong: &Pong) -> String {
     format!("compartmentd {} is running.\n", escaped(&pong.version))
 }
@@ -462,6 +534,66 @@ mod tests {
         AccountInfo, BoundMembership, Member, MemberStatus, OrgEntry, OrgMembership, Permission,
         Reason, Role,
     };
+
+    /// Every figure on its line, the values in one column on either store, PostgreSQL's
+    /// target as `--store` reads and a host name's controls escaped.
+    #[test]
+    fn admin_status_reads_as_aligned_lines() {
+        let mut status = AdminStatus {
+            version: "0.1.0".into(),
+            schema_version: 3,
+            store: StoreInfo::Postgresql {
+                hosts: vec!["db1.example".into(), "db\u{1b}[2J".into()],
+                ports: vec![5432, 5433],
+                database: Some("compartment".into()),
+                user: Some("compartmentd".into()),
+            },
+            uptime_secs: 3723,
+            connections: 12,
+            writer_queue: 40,
+            last_batch: Some(compartmentctl::wire::LastBatch {
+                changes: 64,
+                at: "2026-05-01T12:00:00Z".into(),
+                commit_micros: 1805,
+            }),
+            last_sweep: Some(compartmentctl::wire::LastSweep {
+                at: "2026-05-01T11:59:58Z".into(),
+                expired: 1000,
+            }),
+            feed_head: 1041,
+            reachable: false,
+            conflicts: Some(7),
+        };
+        assert_eq!(
+            admin_status(&status),
+            "version:           0.1.0\n\
+             schema:            3\n\
+             store:             postgresql host=db1.example,db\\u{1b}[2J port=5432,5433 dbname=compartment user=compartmentd\n\
+             reachable:         no\n\
+             uptime:            1h 2m 3s\n\
+             connections:       12\n\
+             writer queue:      40\n\
+             last batch:        64 changes at 2026-05-01T12:00:00Z, commit 1.805 ms\n\
+             last sweep:        1000 expired at 2026-05-01T11:59:58Z\n\
+             feed head:         1041\n\
+             conflicts retried: 7\n"
+        );
+        status.store = StoreInfo::Redb {
+            path: "/var/lib/compartment/compartment.redb".into(),
+        };
+        status.conflicts = None;
+        status.last_batch = None;
+        status.last_sweep = None;
+        let text = admin_status(&status);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2],
+            "store:             redb /var/lib/compartment/compartment.redb"
+        );
+        assert_eq!(lines[7], "last batch:        none yet");
+        assert_eq!(lines[8], "last sweep:        none yet");
+        assert_eq!(lines.len(), 10);
+    }
 
     fn invited() -> Invitation {
         Invitation {

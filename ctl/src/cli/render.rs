@@ -92,6 +92,7 @@ render_with! {
     AccountShow => output::account_detail;
     AccountUnbind => output::unbound;
     AccountBind => output::bound;
+    AdminStatus => output::admin_status;
 }
 
 /// `auth can`: `yes` or `no` and why; like `kubectl auth can-i`, a no exits 4 so that a

@@ -12,7 +12,7 @@
 //! - `openrpc`: `rpc.discover`'s OpenRPC document, derived from the same list.
 //! - one file per noun for params and results: `meta` (`ping`), `org`, `user`, `role`
 //!   (with [`Role`] itself), `account` (with `whoami`), `authz` (`authz.check`), `events`
-//!   (`events.subscribe` and the feed's notifications); `status`
+//!   (`events.subscribe` and the feed's notifications), `admin` (`admin.status`); `status`
 //!   for statuses; `permission` for the permission keys and DESIGN §3's table.
 //!
 //! # Adding a method
@@ -27,6 +27,7 @@
 //! shapes that are not the params' forms fail a test. CONTRIBUTING.md walks through it.
 
 mod account;
+mod admin;
 mod authz;
 mod envelope;
 mod error;
@@ -41,6 +42,7 @@ mod status;
 mod user;
 
 pub use account::*;
+pub use admin::*;
 pub use authz::*;
 pub use envelope::*;
 pub use error::*;
@@ -147,6 +149,9 @@ declare_methods! {
     /// organization's admins for their organization).
     EventsSubscribe(EventsSubscribeParams) = "events.subscribe" => Subscribed, read,
         needs OrganizationAuditRead, shapes [["org", "after"]];
+    /// The daemon's version, store, uptime, connections, writer, sweeper and feed
+    /// (superuser).
+    AdminStatus = "admin.status" => AdminStatus, read, needs none, shapes [];
     /// This protocol as an OpenRPC document.
     RpcDiscover = "rpc.discover" => serde_json::Value, routine, needs none, shapes [];
 }

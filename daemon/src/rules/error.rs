@@ -213,6 +213,7 @@ impl RuleError {
             RuleError::Store(err) if err.is_storage_full() => ErrorKind::Unavailable,
             RuleError::Store(StoreError::Reopening) => ErrorKind::Unavailable,
             RuleError::Store(err) if err.is_unreachable() => ErrorKind::Unavailable,
+            RuleError::Store(err) if err.is_retryable() => ErrorKind::Busy,
             RuleError::Store(_) | RuleError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -272,6 +273,9 @@ impl RuleError {
             }
             RuleError::Store(err) if err.is_unreachable() => {
                 "the daemon reconnects by itself once PostgreSQL is back; its log says why it cannot reach it".into()
+            }
+            RuleError::Store(err) if err.is_retryable() => {
+                "nothing was changed; try again".into()
             }
             RuleError::Busy { hint, .. } => (*hint).into(),
             RuleError::TooManyChanges { over, .. } => {
@@ -393,6 +397,10 @@ impl RuleError {
             }
             RuleError::Store(err) if err.is_unreachable() => {
                 "the database cannot be reached; try again in a moment".into()
+            }
+            RuleError::Store(err) if err.is_retryable() => {
+                "the change kept conflicting with other daemons' changes to the same database"
+                    .into()
             }
             RuleError::Write(WriteError::Panicked)
             | RuleError::Store(_)

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use compartmentctl::wire::StoreInfo;
 use tokio::runtime::Handle;
 
 use super::{
@@ -62,6 +63,50 @@ impl Store {
         match self {
             Store::Redb(store) => Some(store.path()),
             Store::Postgres(_) => None,
+        }
+    }
+}
+
+/// What `admin.status` says of the store, all of it known without asking the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreHealth {
+    pub info: StoreInfo,
+    /// The schema version this daemon runs the store at.
+    pub schema_version: u64,
+    /// redb: always; PostgreSQL: its follower's connection is up and the schema is ours.
+    pub reachable: bool,
+    /// PostgreSQL: write transactions refused as conflicting, run again.
+    pub conflicts: Option<u64>,
+}
+
+impl Store {
+    /// Which store, and how it was last seen: from what the handle keeps, never a query,
+    /// so that the answer does not wait for a store out of reach.
+    pub fn health(&self) -> StoreHealth {
+        match self {
+            Store::Redb(store) => StoreHealth {
+                info: StoreInfo::Redb {
+                    path: store.path().display().to_string(),
+                },
+                schema_version: redb::CURRENT_SCHEMA_VERSION,
+                reachable: true,
+                conflicts: None,
+            },
+            Store::Postgres(store) => {
+                let target = store.target();
+                StoreHealth {
+                    info: StoreInfo::Postgresql {
+                        hosts: target.hosts(),
+                        ports: target.ports().to_vec(),
+                        database: target.dbname().map(str::to_owned),
+                        user: target.user().map(str::to_owned),
+                    },
+                    schema_version: u64::try_from(postgres::schema::CURRENT_SCHEMA_VERSION)
+                        .unwrap_or_default(),
+                    reachable: store.is_reachable(),
+                    conflicts: Some(store.conflicts()),
+                }
+            }
         }
     }
 }

@@ -54,7 +54,7 @@ pub use self::redb::{
     check, CheckReport, OpenError, StoreOptions, CURRENT_SCHEMA_VERSION, DATABASE_FILE,
     DEFAULT_CACHE_SIZE,
 };
-pub use engine::{Commit, Committing, Snapshot, Store, Tables, Write};
+pub use engine::{Commit, Committing, Snapshot, Store, StoreHealth, Tables, Write};
 
 /// A change's view of the write transaction of the backend the daemon runs on.
 pub type Tracked<'a, 't> = change::Tracked<'a, Tables<'t>>;
@@ -79,6 +79,11 @@ impl ReadSide {
     /// [`Backend::read`].
     pub fn read(&self) -> Result<Snapshot> {
         self.0.read()
+    }
+
+    /// [`Store::health`].
+    pub fn health(&self) -> StoreHealth {
+        self.0.health()
     }
 
     /// [`Backend::event_head`].

@@ -68,6 +68,32 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The hosts, each a name or a socket directory.
+    pub fn hosts(&self) -> Vec<String> {
+        self.config
+            .get_hosts()
+            .iter()
+            .map(|host| match host {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            })
+            .collect()
+    }
+
+    pub fn ports(&self) -> &[u16] {
+        self.config.get_ports()
+    }
+
+    pub fn dbname(&self) -> Option<&str> {
+        self.config.get_dbname()
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.config.get_user()
+    }
+}
+
 impl fmt::Display for Target {
     /// Hosts, ports, database and user: never the password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
