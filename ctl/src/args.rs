@@ -178,6 +178,10 @@ pub enum Command {
     #[command(subcommand)]
     Account(AccountCommand),
 
+    /// Operate the daemon: back up its store (superuser only)
+    #[command(subcommand)]
+    Admin(AdminCommand),
+
     /// Ask what a user may do
     #[command(subcommand)]
     Auth(AuthCommand),
@@ -281,6 +285,20 @@ pub enum RoleCommand {
         /// The role
         #[arg(value_parser = ROLES)]
         role: Role,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Write the whole store, from one consistent snapshot, to FILE as JSON lines
+    ///
+    /// FILE is written by this command, mode 0600: it appears whole, by rename, once the
+    /// daemon has sent everything, or not at all (a FILE already there is left untouched on
+    /// failure). Restore it with `compartmentd restore FILE`, into either store.
+    Backup {
+        /// The file to write
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
     },
 }
 

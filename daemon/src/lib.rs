@@ -22,6 +22,7 @@
 //! - [`writer`]: the single task that owns the write side; every change goes through it.
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
 //! - [`events`]: the change feed a subscribed connection carries.
+//! - [`backup`]: `admin.backup`, sent from one snapshot, and `compartmentd restore`.
 //! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
 //! - [`users`]: the host's users (NSS), cached briefly.
 //! - [`state_dir`]: the state directory and database file it trusts (owner, mode, links).
@@ -33,6 +34,7 @@
 #![deny(unsafe_code)]
 
 pub mod admission;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod connection;

@@ -12,7 +12,8 @@
 //! - `openrpc`: `rpc.discover`'s OpenRPC document, derived from the same list.
 //! - one file per noun for params and results: `meta` (`ping`), `org`, `user`, `role`
 //!   (with [`Role`] itself), `account` (with `whoami`), `authz` (`authz.check`), `events`
-//!   (`events.subscribe` and the feed's notifications); `status`
+//!   (`events.subscribe` and the feed's notifications), `admin` (`admin.backup` and its
+//!   notifications); `status`
 //!   for statuses; `permission` for the permission keys and DESIGN §3's table.
 //!
 //! # Adding a method
@@ -27,6 +28,7 @@
 //! shapes that are not the params' forms fail a test. CONTRIBUTING.md walks through it.
 
 mod account;
+mod admin;
 mod authz;
 mod envelope;
 mod error;
@@ -41,6 +43,7 @@ mod status;
 mod user;
 
 pub use account::*;
+pub use admin::*;
 pub use authz::*;
 pub use envelope::*;
 pub use error::*;
@@ -147,6 +150,9 @@ declare_methods! {
     /// organization's admins for their organization).
     EventsSubscribe(EventsSubscribeParams) = "events.subscribe" => Subscribed, read,
         needs OrganizationAuditRead, shapes [["org", "after"]];
+    /// Send the whole store from one snapshot: the header, then pages of records as
+    /// notifications (superuser).
+    AdminBackup = "admin.backup" => BackupHeader, read, needs none, shapes [];
     /// This protocol as an OpenRPC document.
     RpcDiscover = "rpc.discover" => serde_json::Value, routine, needs none, shapes [];
 }

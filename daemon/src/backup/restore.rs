@@ -1,0 +1,264 @@
+//! `compartmentd restore FILE [--replace]`: a backup read back into the store `--state-dir`
+//! or `--store` names, in one write transaction, so that a store is either left as it was
+//! or holds the whole backup.
+//!
+//! Everything is checked before the commit: the header (the format, its version, a schema
+//! no newer than this daemon's), each line (a line that does not read is refused with its
+//! number), and the last line's counts against the lines read and the header's (a file
+//! cut short has no last line). A store that holds anything is refused unless `--replace`,
+//! which empties it in the same transaction. The embedded database is opened as the daemon
+//! opens it, so a daemon still using it is refused by its lock; PostgreSQL is restored
+//! while daemons run only into an empty database (see docs/operations.md).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::Path;
+use std::time::Duration;
+
+use compartmentctl::wire::{BackupCounts, BackupHeader, BACKUP_FORMAT, BACKUP_VERSION};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::lines::Line;
+use crate::rules::valid_org_name;
+use crate::store::{Announcement, Backend, Import, Store, StoreError, CURRENT_SCHEMA_VERSION};
+
+/// What a restore wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub counts: BackupCounts,
+    /// The store, as the daemon names it in its log.
+    pub store: String,
+}
+
+impl Restored {
+    /// The one line `compartmentd restore` prints.
+    pub fn summary(&self, file: &Path) -> String {
+        format!(
+            "restored {} from {} into {}",
+            describe(&self.counts),
+            file.display(),
+            self.store
+        )
+    }
+}
+
+/// `counts` in words: "2 organizations, 5 accounts, …".
+pub fn describe(counts: &BackupCounts) -> String {
+    let kinds = [
+        (counts.org, "organization", "organizations"),
+        (counts.account, "account", "accounts"),
+        (counts.binding, "binding", "bindings"),
+        (counts.membership, "membership", "memberships"),
+        (counts.token, "token", "tokens"),
+        (
+            counts.current_org,
+            "current organization",
+            "current organizations",
+        ),
+        (counts.audit, "audit record", "audit records"),
+        (counts.event, "event", "events"),
+        (counts.feed_entry, "feed entry", "feed entries"),
+    ];
+    let mut text = String::new();
+    for (count, one, many) in kinds {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        let _ = write!(text, "{count} {}", if count == 1 { one } else { many });
+    }
+    text
+}
+
+/// Reads and checks the header, the first line of `reader`.
+pub fn read_header(reader: &mut impl BufRead, file: &Path) -> Result<BackupHeader, String> {
+    let mut first = String::new();
+    reader
+        .read_line(&mut first)
+        .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+    let not_a_backup = |why: String| {
+        format!(
+            "{} is not a compartment backup: line 1: {why}",
+            file.display()
+        )
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&first).map_err(|err| not_a_backup(err.to_string()))?;
+    if value.get("format").and_then(|f| f.as_str()) != Some(BACKUP_FORMAT) {
+        return Err(not_a_backup(format!(
+            "its header does not name the format {BACKUP_FORMAT:?}"
+        )));
+    }
+    match value.get("version").and_then(|v| v.as_u64()) {
+        Some(version) if version > u64::from(BACKUP_VERSION) => {
+            return Err(format!(
+                "{} is a backup of format version {version}, newer than the {BACKUP_VERSION} this compartmentd reads; nothing was restored: restore it with a newer compartmentd",
+                file.display()
+            ))
+        }
+        Some(_) => {}
+        None => return Err(not_a_backup("its header has no version".to_owned())),
+    }
+    let header: BackupHeader =
+        serde_json::from_value(value).map_err(|err| not_a_backup(err.to_string()))?;
+    if header.schema > CURRENT_SCHEMA_VERSION {
+        return Err(format!(
+            "{} holds records of schema version {}, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; nothing was restored: restore it with a newer compartmentd",
+            file.display(),
+            header.schema
+        ));
+    }
+    Ok(header)
+}
+
+/// Restores `file` into `store`, emptied first when `replace`; shows progress on stderr
+/// when it is a terminal. Nothing is written unless the whole file is good.
+pub fn restore(store: &Store, file: &Path, replace: bool) -> Result<Restored, String> {
+    let opened =
+        File::open(file).map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, opened);
+    let header = read_header(&mut reader, file)?;
+    let failed = |err: StoreError| format!("{store}: {err}; nothing was restored");
+    let write = store.begin_write().map_err(failed)?;
+    let tables = write.tables();
+    let held = tables.counts().map_err(failed)?;
+    if held.total() > 0 {
+        if !replace {
+            return Err(format!(
+                "{store} is not empty: it holds {}; nothing was restored: restore into an empty store, or pass --replace to replace what it holds",
+                describe(&held)
+            ));
+        }
+        tables.clear().map_err(failed)?;
+    }
+    let progress = progress(header.counts.total());
+    let counts = import_lines(&tables, &mut reader, file, &progress)?;
+    progress.finish_and_clear();
+    if counts != header.counts {
+        return Err(format!(
+            "{} holds {}, but its header counts {}; nothing was restored",
+            file.display(),
+            describe(&counts),
+            describe(&header.counts)
+        ));
+    }
+    tables.finish_import(header.last_event).map_err(failed)?;
+    drop(tables);
+    write
+        .commit(&|commit| commit.durably(), Announcement::default())
+        .map_err(failed)?;
+    Ok(Restored {
+        counts,
+        store: store.to_string(),
+    })
+}
+
+/// A bar on stderr when it is a terminal, of `total` records: done, rate, time left.
+fn progress(total: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "restoring [{bar:30}] {human_pos}/{human_len} records, {per_sec}, {eta} left",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Writes each record line of `reader` (the header read) through `tables`, up to and
+/// including the end line, which must be the last; the counts read.
+fn import_lines(
+    tables: &impl Import,
+    reader: &mut impl BufRead,
+    file: &Path,
+    progress: &ProgressBar,
+) -> Result<BackupCounts, String> {
+    let mut counts = BackupCounts::default();
+    let mut text = String::new();
+    let mut number = 1u64;
+    let mut ended = false;
+    loop {
+        text.clear();
+        let read = reader.read_line(&mut text).map_err(|err| {
+            format!(
+                "cannot read {} after line {number}: {err}; nothing was restored",
+                file.display()
+            )
+        })?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        let bad = |why: String| {
+            format!(
+                "{} line {number}: {why}; nothing was restored",
+                file.display()
+            )
+        };
+        if ended {
+            return Err(bad("a line after the end line".to_owned()));
+        }
+        let line: Line = serde_json::from_str(&text).map_err(|err| bad(err.to_string()))?;
+        if let Line::End { counts: declared } = &line {
+            if *declared != counts {
+                return Err(bad(format!(
+                    "the end line counts {}, but the lines before it hold {}",
+                    describe(declared),
+                    describe(&counts)
+                )));
+            }
+            ended = true;
+            continue;
+        }
+        line.count(&mut counts);
+        apply(tables, line).map_err(bad)?;
+        progress.inc(1);
+    }
+    if !ended {
+        return Err(format!(
+            "{} ends after line {number} without its end line: the backup was cut short; nothing was restored",
+            file.display()
+        ));
+    }
+    Ok(counts)
+}
+
+/// Writes one record through `tables`.
+fn apply(tables: &impl Import, line: Line) -> Result<(), String> {
+    let store = |err: StoreError| err.to_string();
+    let org_name = |org: &str| {
+        if valid_org_name(org) {
+            Ok(())
+        } else {
+            Err(format!("{org:?} is not an organization name"))
+        }
+    };
+    match line {
+        Line::Org { name, record } => {
+            org_name(&name)?;
+            tables.put_org(&name, &record).map_err(store)
+        }
+        Line::Account { email, record } => tables.put_account(&email, &record).map_err(store),
+        Line::Binding { uid, record } => tables.put_binding(uid, &record).map_err(store),
+        Line::Membership { org, email, record } => {
+            org_name(&org)?;
+            // Written as new, with its index entries: a second one would leave the first's
+            // behind.
+            if tables.membership(&org, &email).map_err(store)?.is_some() {
+                return Err(format!("a second membership of {email} in {org}"));
+            }
+            tables
+                .put_membership(&org, &email, &record, None)
+                .map_err(store)
+        }
+        Line::Token { key, record } => tables.put_token(&key, &record).map_err(store),
+        Line::CurrentOrg { uid, org } => tables.set_current_org(uid, &org).map_err(store),
+        Line::Audit { seq, record } => tables.import_audit(seq, &record).map_err(store),
+        Line::Event { seq, record } => tables.import_event(seq, &record.into()).map_err(store),
+        Line::FeedEntry { org, seq } => tables.import_feed_entry(&org, seq).map_err(store),
+        Line::End { .. } => Ok(()),
+    }
+}
