@@ -21,7 +21,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::lines::Line;
 use crate::rules::valid_org_name;
-use crate::store::{Announcement, Backend, Import, Store, StoreError, CURRENT_SCHEMA_VERSION};
+use crate::store::{
+    Announcement, Backend, Batch, Import, Store, StoreError, CURRENT_SCHEMA_VERSION,
+};
 
 /// What a restore wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,8 +170,11 @@ fn progress(total: u64) -> ProgressBar {
     bar
 }
 
-/// Writes each record line of `reader` (the header read) through `tables`, up to and
-/// including the end line, which must be the last; the counts read.
+/// Rows written at once: a PostgreSQL statement per table per batch.
+const RESTORE_BATCH: usize = 5000;
+
+/// Writes each record line of `reader` (the header read) through `tables`, a batch at a
+/// time, up to and including the end line, which must be the last; the counts read.
 fn import_lines(
     tables: &impl Import,
     reader: &mut impl BufRead,
@@ -177,9 +182,25 @@ fn import_lines(
     progress: &ProgressBar,
 ) -> Result<BackupCounts, String> {
     let mut counts = BackupCounts::default();
+    let mut batch = Batch::default();
     let mut text = String::new();
     let mut number = 1u64;
     let mut ended = false;
+    let flush = |batch: &mut Batch, last: u64| -> Result<(), String> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let first = last + 1 - batch.len() as u64;
+        tables.import(batch).map_err(|err| {
+            format!(
+                "{} lines {first}-{last}: {err}; nothing was restored",
+                file.display()
+            )
+        })?;
+        progress.inc(batch.len() as u64);
+        batch.clear();
+        Ok(())
+    };
     loop {
         text.clear();
         let read = reader.read_line(&mut text).map_err(|err| {
@@ -211,11 +232,14 @@ fn import_lines(
                 )));
             }
             ended = true;
+            flush(&mut batch, number - 1)?;
             continue;
         }
         line.count(&mut counts);
-        apply(tables, line).map_err(bad)?;
-        progress.inc(1);
+        add(&mut batch, line).map_err(bad)?;
+        if batch.len() >= RESTORE_BATCH {
+            flush(&mut batch, number)?;
+        }
     }
     if !ended {
         return Err(format!(
@@ -226,9 +250,8 @@ fn import_lines(
     Ok(counts)
 }
 
-/// Writes one record through `tables`.
-fn apply(tables: &impl Import, line: Line) -> Result<(), String> {
-    let store = |err: StoreError| err.to_string();
+/// Adds one record to `batch`, or says why it cannot be one.
+fn add(batch: &mut Batch, line: Line) -> Result<(), String> {
     let org_name = |org: &str| {
         if valid_org_name(org) {
             Ok(())
@@ -239,26 +262,20 @@ fn apply(tables: &impl Import, line: Line) -> Result<(), String> {
     match line {
         Line::Org { name, record } => {
             org_name(&name)?;
-            tables.put_org(&name, &record).map_err(store)
+            batch.orgs.push((name, record));
         }
-        Line::Account { email, record } => tables.put_account(&email, &record).map_err(store),
-        Line::Binding { uid, record } => tables.put_binding(uid, &record).map_err(store),
+        Line::Account { email, record } => batch.accounts.push((email, record)),
+        Line::Binding { uid, record } => batch.bindings.push((uid, record)),
         Line::Membership { org, email, record } => {
             org_name(&org)?;
-            // Written as new, with its index entries: a second one would leave the first's
-            // behind.
-            if tables.membership(&org, &email).map_err(store)?.is_some() {
-                return Err(format!("a second membership of {email} in {org}"));
-            }
-            tables
-                .put_membership(&org, &email, &record, None)
-                .map_err(store)
+            batch.memberships.push((org, email, record));
         }
-        Line::Token { key, record } => tables.put_token(&key, &record).map_err(store),
-        Line::CurrentOrg { uid, org } => tables.set_current_org(uid, &org).map_err(store),
-        Line::Audit { seq, record } => tables.import_audit(seq, &record).map_err(store),
-        Line::Event { seq, record } => tables.import_event(seq, &record.into()).map_err(store),
-        Line::FeedEntry { org, seq } => tables.import_feed_entry(&org, seq).map_err(store),
-        Line::End { .. } => Ok(()),
+        Line::Token { key, record } => batch.tokens.push((key, record)),
+        Line::CurrentOrg { uid, org } => batch.current_orgs.push((uid, org)),
+        Line::Audit { seq, record } => batch.audit.push((seq, record)),
+        Line::Event { seq, record } => batch.events.push((seq, record.into())),
+        Line::FeedEntry { org, seq } => batch.feed_entries.push((org, seq)),
+        Line::End { .. } => {}
     }
+    Ok(())
 }

@@ -313,6 +313,30 @@ fn a_bad_or_cut_backup_leaves_the_store_as_it_was() {
             err.starts_with(&format!("{} line 8: ", bad_file.display())),
             "{err}"
         );
+        // A membership twice, the counts made to agree: refused when its batch is written.
+        let mut twice: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        let membership = twice
+            .iter()
+            .position(|line| line["kind"] == "membership")
+            .unwrap();
+        twice.insert(membership + 1, twice[membership].clone());
+        let last = twice.len() - 1;
+        for (index, counts) in [(0, "counts"), (last, "counts")] {
+            let count = twice[index][counts]["membership"].as_u64().unwrap();
+            twice[index][counts]["membership"] = (count + 1).into();
+        }
+        let twice_file = dir.path().join("twice.jsonl");
+        let text: Vec<String> = twice.iter().map(|line| line.to_string()).collect();
+        std::fs::write(&twice_file, text.join("\n") + "\n").unwrap();
+        let err = restore(&held.store, &twice_file, true).unwrap_err();
+        assert!(
+            err.starts_with(&format!("{} lines ", twice_file.display()))
+                && err.ends_with("; nothing was restored"),
+            "{err}"
+        );
         assert_eq!(lines_of(&held.store), before);
     }
 }

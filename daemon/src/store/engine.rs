@@ -9,9 +9,9 @@ use tokio::runtime::Handle;
 use compartmentctl::wire::BackupCounts;
 
 use super::{
-    postgres, redb, AccountRecord, Announcement, AuditRecord, Backend, BindingRecord, Changes,
-    EventRecord, Export, Import, MemberRow, MembershipRecord, Millis, OrgRecord, Reader, Result,
-    Rows, StoreError, TokenHash, TokenRecord,
+    postgres, redb, AccountRecord, Announcement, AuditRecord, Backend, Batch, BindingRecord,
+    Changes, EventRecord, Export, Import, MemberRow, MembershipRecord, Millis, OrgRecord, Reader,
+    Result, Rows, StoreError, TokenHash, TokenRecord,
 };
 
 /// The store: a redb file in the state directory, or a PostgreSQL database several daemons
@@ -475,16 +475,8 @@ impl Import for Tables<'_> {
         either!(self, rows => rows.clear())
     }
 
-    fn import_audit(&self, seq: u64, record: &AuditRecord) -> Result<()> {
-        either!(self, rows => rows.import_audit(seq, record))
-    }
-
-    fn import_event(&self, seq: u64, event: &EventRecord) -> Result<()> {
-        either!(self, rows => rows.import_event(seq, event))
-    }
-
-    fn import_feed_entry(&self, org: &str, seq: u64) -> Result<()> {
-        either!(self, rows => rows.import_feed_entry(org, seq))
+    fn import(&self, batch: &Batch) -> Result<()> {
+        either!(self, rows => rows.import(batch))
     }
 
     fn finish_import(&self, last_event: u64) -> Result<()> {

@@ -7,8 +7,8 @@
 use compartmentctl::wire::BackupCounts;
 
 use super::{
-    AccountRecord, AuditRecord, BindingRecord, Changes, EventRecord, MembershipRecord, OrgRecord,
-    Reader, Result, TokenHash, TokenRecord,
+    AccountRecord, AuditRecord, BindingRecord, EventRecord, MembershipRecord, OrgRecord, Reader,
+    Result, TokenHash, TokenRecord,
 };
 
 /// Every row of every table, a page of at most `limit` at a time, each page starting just
@@ -49,23 +49,66 @@ pub trait Export: Reader {
     ) -> Result<Vec<(String, u64)>>;
 }
 
-/// Rows written back as a backup holds them, in the write transaction of a restore. The
-/// rows themselves go through [`Changes`] (`put_*` with no old record), which keeps the
-/// indexes in step; what the rules never write directly (sequence numbers) comes here.
-pub trait Import: Changes {
+/// Rows a restore writes back at once, table by table.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub orgs: Vec<(String, OrgRecord)>,
+    pub accounts: Vec<(String, AccountRecord)>,
+    pub bindings: Vec<(u32, BindingRecord)>,
+    pub memberships: Vec<(String, String, MembershipRecord)>,
+    pub tokens: Vec<(TokenHash, TokenRecord)>,
+    pub current_orgs: Vec<(u32, String)>,
+    pub audit: Vec<(u64, AuditRecord)>,
+    pub events: Vec<(u64, EventRecord)>,
+    pub feed_entries: Vec<(String, u64)>,
+}
+
+impl Batch {
+    /// How many rows it holds.
+    pub fn len(&self) -> usize {
+        self.orgs.len()
+            + self.accounts.len()
+            + self.bindings.len()
+            + self.memberships.len()
+            + self.tokens.len()
+            + self.current_orgs.len()
+            + self.audit.len()
+            + self.events.len()
+            + self.feed_entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empties it, keeping its room for the next batch.
+    pub fn clear(&mut self) {
+        self.orgs.clear();
+        self.accounts.clear();
+        self.bindings.clear();
+        self.memberships.clear();
+        self.tokens.clear();
+        self.current_orgs.clear();
+        self.audit.clear();
+        self.events.clear();
+        self.feed_entries.clear();
+    }
+}
+
+/// Rows written back as a backup holds them, sequence numbers included, in the write
+/// transaction of a restore, a batch at a time (PostgreSQL writes each table's share of a
+/// batch in one statement). The indexes are kept in step as the rules' writes keep them.
+pub trait Import {
     /// How many rows each table holds: a restore into a store that holds any is refused
     /// unless it replaces it.
     fn counts(&self) -> Result<BackupCounts>;
     /// Empties every table, in this transaction.
     fn clear(&self) -> Result<()>;
-    /// The audit record `seq`.
-    fn import_audit(&self, seq: u64, record: &AuditRecord) -> Result<()>;
-    /// The feed's event `seq`, filed under no organization (see
-    /// [`Import::import_feed_entry`]).
-    fn import_event(&self, seq: u64, event: &EventRecord) -> Result<()>;
-    /// Files the event `seq` under `org`'s feed.
-    fn import_feed_entry(&self, org: &str, seq: u64) -> Result<()>;
-    /// After the last row: the feed's head (and whatever else numbers rows) set to go on
+    /// Writes `batch`: rows that are new (a key already written is refused, `Duplicate` or
+    /// PostgreSQL's unique violation), each event filed under the organizations of its
+    /// feed entries only.
+    fn import(&self, batch: &Batch) -> Result<()>;
+    /// After the last batch: the feed's head (and whatever else numbers rows) set to go on
     /// after `last_event`, as the store the backup was taken from would have.
     fn finish_import(&self, last_event: u64) -> Result<()>;
 }

@@ -50,7 +50,7 @@ pub use check::check_indexes;
 pub(crate) use encoding::BINARY_RECORD;
 pub(crate) use encoding::{decode, decode_member_row, encode};
 pub use error::{Result, StoreError};
-pub use export::{Export, Import};
+pub use export::{Batch, Export, Import};
 pub use heads::Announcement;
 pub use read::Reader;
 pub use records::*;

@@ -9,13 +9,13 @@ use compartmentctl::wire::BackupCounts;
 use tokio_postgres::Row;
 
 use super::reads::{
-    account, audit, binding, bound, corrupt, limit, membership, millis, token, token_hash, uid,
-    AUDIT, BINDING, MEMBERSHIP, TOKEN,
+    account, audit, binding, bound, corrupt, limit, membership, millis, spelled, token, token_hash,
+    uid, AUDIT, BINDING, MEMBERSHIP, TOKEN,
 };
 use super::session::Session;
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, Export, Import, MembershipRecord,
-    OrgRecord, Reader, Result, TokenHash, TokenRecord,
+    AccountRecord, AuditRecord, Batch, BindingRecord, Export, Import, MembershipRecord, OrgRecord,
+    Provenance, Reader, Result, TokenHash, TokenRecord,
 };
 
 const COUNTS: &str = "SELECT (SELECT count(*) FROM orgs), (SELECT count(*) FROM accounts),
@@ -206,33 +206,229 @@ impl Import for Session {
         Ok(())
     }
 
-    fn import_audit(&self, seq: u64, record: &AuditRecord) -> Result<()> {
-        self.execute(
-            "INSERT INTO audit (seq, at, uid, pid, action, org, target, detail)
-             OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &bound(seq),
-                &bound(record.at),
-                &record.uid.map(i64::from),
-                &record.pid,
-                &record.action,
-                &record.org,
-                &record.target,
-                &record.detail,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn import_event(&self, seq: u64, event: &EventRecord) -> Result<()> {
-        self.insert_event(seq, event)
-    }
-
-    fn import_feed_entry(&self, org: &str, seq: u64) -> Result<()> {
-        self.execute(
-            "INSERT INTO org_events (org, seq) VALUES ($1, $2)",
-            &[&org, &bound(seq)],
-        )?;
+    /// Each table's share of the batch in one statement (`unnest` of one array per
+    /// column): a million members restore in a minute rather than in ten, one statement a
+    /// row. Plain inserts, so a key already there is refused by its unique constraint.
+    fn import(&self, batch: &Batch) -> Result<()> {
+        if !batch.orgs.is_empty() {
+            let (names, created_at, created_by): (Vec<&str>, Vec<i64>, Vec<i64>) = batch
+                .orgs
+                .iter()
+                .map(|(name, org)| {
+                    (
+                        name.as_str(),
+                        bound(org.created_at),
+                        i64::from(org.created_by_uid),
+                    )
+                })
+                .collect();
+            self.execute(
+                "INSERT INTO orgs (name, created_at, created_by_uid)
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])",
+                &[&names, &created_at, &created_by],
+            )?;
+        }
+        if !batch.accounts.is_empty() {
+            let rows = &batch.accounts;
+            let emails: Vec<&str> = rows.iter().map(|(email, _)| email.as_str()).collect();
+            let statuses = rows
+                .iter()
+                .map(|(_, account)| spelled("accounts", &account.status))
+                .collect::<Result<Vec<String>>>()?;
+            let uids: Vec<Option<i64>> = rows.iter().map(|(_, a)| a.uid.map(i64::from)).collect();
+            let created: Vec<i64> = rows.iter().map(|(_, a)| bound(a.created_at)).collect();
+            let activated: Vec<Option<i64>> = rows
+                .iter()
+                .map(|(_, a)| a.activated_at.map(bound))
+                .collect();
+            self.execute(
+                "INSERT INTO accounts (email, status, uid, created_at, activated_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],
+                                      $5::bigint[])",
+                &[&emails, &statuses, &uids, &created, &activated],
+            )?;
+        }
+        if !batch.bindings.is_empty() {
+            let rows = &batch.bindings;
+            let uids: Vec<i64> = rows.iter().map(|(uid, _)| i64::from(*uid)).collect();
+            let emails: Vec<&str> = rows.iter().map(|(_, b)| b.email.as_str()).collect();
+            let names: Vec<Option<&str>> =
+                rows.iter().map(|(_, b)| b.user_name.as_deref()).collect();
+            let bound_at: Vec<i64> = rows.iter().map(|(_, b)| bound(b.bound_at)).collect();
+            let (provenances, orgs): (Vec<&str>, Vec<Option<&str>>) = rows
+                .iter()
+                .map(|(_, b)| match &b.provenance {
+                    Provenance::Superuser => ("superuser", None),
+                    Provenance::Org(org) => ("org", Some(org.as_str())),
+                    Provenance::Unknown => ("unknown", None),
+                })
+                .unzip();
+            self.execute(
+                "INSERT INTO bindings (uid, email, user_name, bound_at, provenance, provenance_org)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[],
+                                      $5::text[], $6::text[])",
+                &[&uids, &emails, &names, &bound_at, &provenances, &orgs],
+            )?;
+        }
+        if !batch.memberships.is_empty() {
+            const TABLE: &str = "memberships";
+            let rows = &batch.memberships;
+            let orgs: Vec<&str> = rows.iter().map(|(org, _, _)| org.as_str()).collect();
+            let emails: Vec<&str> = rows.iter().map(|(_, email, _)| email.as_str()).collect();
+            let roles = rows
+                .iter()
+                .map(|(_, _, m)| spelled(TABLE, &m.role))
+                .collect::<Result<Vec<String>>>()?;
+            let uids: Vec<Option<i64>> =
+                rows.iter().map(|(_, _, m)| m.uid.map(i64::from)).collect();
+            let statuses = rows
+                .iter()
+                .map(|(_, _, m)| spelled(TABLE, &m.status))
+                .collect::<Result<Vec<String>>>()?;
+            let invited_by: Vec<&str> =
+                rows.iter().map(|(_, _, m)| m.invited_by.as_str()).collect();
+            let invited_at: Vec<i64> = rows.iter().map(|(_, _, m)| bound(m.invited_at)).collect();
+            let expires_at: Vec<Option<i64>> = rows
+                .iter()
+                .map(|(_, _, m)| m.expires_at.map(bound))
+                .collect();
+            let keys: Vec<Option<&[u8]>> = rows
+                .iter()
+                .map(|(_, _, m)| m.token_hash.as_ref().map(|hash| hash.0.as_slice()))
+                .collect();
+            self.execute(
+                "INSERT INTO memberships
+                     (org, email, role, uid, status, invited_by, invited_at, expires_at, token_key)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+                                      $5::text[], $6::text[], $7::bigint[], $8::bigint[],
+                                      $9::bytea[])",
+                &[
+                    &orgs,
+                    &emails,
+                    &roles,
+                    &uids,
+                    &statuses,
+                    &invited_by,
+                    &invited_at,
+                    &expires_at,
+                    &keys,
+                ],
+            )?;
+        }
+        if !batch.tokens.is_empty() {
+            let rows = &batch.tokens;
+            let keys: Vec<&[u8]> = rows.iter().map(|(key, _)| key.0.as_slice()).collect();
+            let orgs: Vec<&str> = rows.iter().map(|(_, t)| t.org.as_str()).collect();
+            let emails: Vec<&str> = rows.iter().map(|(_, t)| t.email.as_str()).collect();
+            let expires_at: Vec<i64> = rows.iter().map(|(_, t)| bound(t.expires_at)).collect();
+            let states = rows
+                .iter()
+                .map(|(_, t)| spelled("tokens", &t.state))
+                .collect::<Result<Vec<String>>>()?;
+            let redeemer_uids: Vec<Option<i64>> = rows
+                .iter()
+                .map(|(_, t)| t.redeemer.as_ref().map(|user| i64::from(user.uid)))
+                .collect();
+            let redeemer_names: Vec<Option<&str>> = rows
+                .iter()
+                .map(|(_, t)| t.redeemer.as_ref().map(|user| user.name.as_str()))
+                .collect();
+            let by_superuser: Vec<bool> = rows.iter().map(|(_, t)| t.issued_by_superuser).collect();
+            self.execute(
+                "INSERT INTO tokens (key, org, email, expires_at, state, redeemer_uid,
+                                     redeemer_name, issued_by_superuser)
+                 SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bigint[],
+                                      $5::text[], $6::bigint[], $7::text[], $8::boolean[])",
+                &[
+                    &keys,
+                    &orgs,
+                    &emails,
+                    &expires_at,
+                    &states,
+                    &redeemer_uids,
+                    &redeemer_names,
+                    &by_superuser,
+                ],
+            )?;
+        }
+        if !batch.current_orgs.is_empty() {
+            let (uids, orgs): (Vec<i64>, Vec<&str>) = batch
+                .current_orgs
+                .iter()
+                .map(|(uid, org)| (i64::from(*uid), org.as_str()))
+                .unzip();
+            self.execute(
+                "INSERT INTO current_org (uid, org) SELECT * FROM unnest($1::bigint[], $2::text[])",
+                &[&uids, &orgs],
+            )?;
+        }
+        if !batch.audit.is_empty() {
+            let rows = &batch.audit;
+            let seqs: Vec<i64> = rows.iter().map(|(seq, _)| bound(*seq)).collect();
+            let at: Vec<i64> = rows.iter().map(|(_, a)| bound(a.at)).collect();
+            let uids: Vec<Option<i64>> = rows.iter().map(|(_, a)| a.uid.map(i64::from)).collect();
+            let pids: Vec<Option<i32>> = rows.iter().map(|(_, a)| a.pid).collect();
+            let actions: Vec<&str> = rows.iter().map(|(_, a)| a.action.as_str()).collect();
+            let orgs: Vec<Option<&str>> = rows.iter().map(|(_, a)| a.org.as_deref()).collect();
+            let targets: Vec<Option<&str>> =
+                rows.iter().map(|(_, a)| a.target.as_deref()).collect();
+            let details: Vec<Option<&str>> =
+                rows.iter().map(|(_, a)| a.detail.as_deref()).collect();
+            self.execute(
+                "INSERT INTO audit (seq, at, uid, pid, action, org, target, detail)
+                 OVERRIDING SYSTEM VALUE
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[],
+                                      $5::text[], $6::text[], $7::text[], $8::text[])",
+                &[
+                    &seqs, &at, &uids, &pids, &actions, &orgs, &targets, &details,
+                ],
+            )?;
+        }
+        if !batch.events.is_empty() {
+            const TABLE: &str = "events";
+            let rows = &batch.events;
+            let role = |role: &Option<compartmentctl::wire::Role>| {
+                role.as_ref().map(|role| spelled(TABLE, role)).transpose()
+            };
+            let seqs: Vec<i64> = rows.iter().map(|(seq, _)| bound(*seq)).collect();
+            let at: Vec<i64> = rows.iter().map(|(_, e)| bound(e.at)).collect();
+            let kinds: Vec<&str> = rows.iter().map(|(_, e)| e.kind.as_str()).collect();
+            let orgs: Vec<Option<&str>> = rows.iter().map(|(_, e)| e.org.as_deref()).collect();
+            let emails: Vec<&str> = rows.iter().map(|(_, e)| e.email.as_str()).collect();
+            let roles = rows
+                .iter()
+                .map(|(_, e)| role(&e.role))
+                .collect::<Result<Vec<Option<String>>>>()?;
+            let previous = rows
+                .iter()
+                .map(|(_, e)| role(&e.previous_role))
+                .collect::<Result<Vec<Option<String>>>>()?;
+            let statuses = rows
+                .iter()
+                .map(|(_, e)| e.status.as_ref().map(|s| spelled(TABLE, s)).transpose())
+                .collect::<Result<Vec<Option<String>>>>()?;
+            let uids: Vec<Option<i64>> = rows.iter().map(|(_, e)| e.uid.map(i64::from)).collect();
+            self.execute(
+                "INSERT INTO events (seq, at, kind, org, email, role, previous_role, status, uid)
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                                      $5::text[], $6::text[], $7::text[], $8::text[],
+                                      $9::bigint[])",
+                &[
+                    &seqs, &at, &kinds, &orgs, &emails, &roles, &previous, &statuses, &uids,
+                ],
+            )?;
+        }
+        if !batch.feed_entries.is_empty() {
+            let (orgs, seqs): (Vec<&str>, Vec<i64>) = batch
+                .feed_entries
+                .iter()
+                .map(|(org, seq)| (org.as_str(), bound(*seq)))
+                .unzip();
+            self.execute(
+                "INSERT INTO org_events (org, seq) SELECT * FROM unnest($1::text[], $2::bigint[])",
+                &[&orgs, &seqs],
+            )?;
+        }
         Ok(())
     }
 

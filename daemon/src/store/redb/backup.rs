@@ -8,8 +8,8 @@ use redb::ReadableTableMetadata;
 
 use super::tables::{Snapshot, Tables};
 use crate::store::{
-    decode, encode, AccountRecord, AuditRecord, BindingRecord, EventRecord, Export, Import,
-    MembershipRecord, OrgRecord, Result, TokenHash, TokenRecord,
+    decode, encode, AccountRecord, AuditRecord, Batch, BindingRecord, Changes, Export, Import,
+    MembershipRecord, OrgRecord, Reader, Result, StoreError, TokenHash, TokenRecord,
 };
 
 /// The range after `after`, or the whole table.
@@ -186,20 +186,49 @@ impl Import for Tables<'_> {
         Ok(())
     }
 
-    fn import_audit(&self, seq: u64, record: &AuditRecord) -> Result<()> {
-        self.audit_table()?
-            .insert(seq, encode("audit", record)?.as_slice())?;
-        Ok(())
-    }
-
-    fn import_event(&self, seq: u64, event: &EventRecord) -> Result<()> {
-        self.events_table()?
-            .insert(seq, encode("events", event)?.as_slice())?;
-        Ok(())
-    }
-
-    fn import_feed_entry(&self, org: &str, seq: u64) -> Result<()> {
-        self.org_events_table()?.insert((org, seq), ())?;
+    /// Through the rules' own writes, which keep the indexes in step; a membership is
+    /// written as new, so one already there is refused (its index entries would stay).
+    fn import(&self, batch: &Batch) -> Result<()> {
+        for (name, org) in &batch.orgs {
+            self.put_org(name, org)?;
+        }
+        for (email, account) in &batch.accounts {
+            self.put_account(email, account)?;
+        }
+        for (uid, binding) in &batch.bindings {
+            self.put_binding(*uid, binding)?;
+        }
+        for (org, email, membership) in &batch.memberships {
+            if self.membership(org, email)?.is_some() {
+                return Err(StoreError::Duplicate {
+                    table: "memberships",
+                    key: format!("{email} in {org}"),
+                });
+            }
+            self.put_membership(org, email, membership, None)?;
+        }
+        for (key, token) in &batch.tokens {
+            self.put_token(key, token)?;
+        }
+        for (uid, org) in &batch.current_orgs {
+            self.set_current_org(*uid, org)?;
+        }
+        {
+            let mut audit = self.audit_table()?;
+            for (seq, record) in &batch.audit {
+                audit.insert(*seq, encode("audit", record)?.as_slice())?;
+            }
+        }
+        {
+            let mut events = self.events_table()?;
+            for (seq, event) in &batch.events {
+                events.insert(*seq, encode("events", event)?.as_slice())?;
+            }
+        }
+        let mut entries = self.org_events_table()?;
+        for (org, seq) in &batch.feed_entries {
+            entries.insert((org.as_str(), *seq), ())?;
+        }
         Ok(())
     }
 
