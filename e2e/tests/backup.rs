@@ -267,6 +267,50 @@ root_test!(a_failed_backup_leaves_the_file_as_it_was, || {
     assert_eq!(left, ["membership.jsonl"]);
 });
 
+// The CLI interrupted (Ctrl-C) while it writes: the file that was there stays as it was,
+// and the temporary file is removed.
+root_test!(an_interrupted_backup_leaves_the_file_as_it_was, || {
+    let mut d = Daemon::start_default();
+    d.create_acme();
+    d.stop();
+    add_history(&d.state_dir(), "acme", "admin@example.com", 400_000);
+    d.restart();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("membership.jsonl");
+    fs::write(&file, "the last good backup\n").unwrap();
+    let running = d.spawn_ctl(ROOT, &["admin", "backup", file.to_str().unwrap()]);
+    poll(Duration::from_secs(30), || {
+        fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|entry| entry.file_name().to_string_lossy().ends_with(".partial"))
+            .then_some(())
+    })
+    .expect("the CLI writes into a temporary file");
+    running.signal(nix::sys::signal::Signal::SIGINT);
+    let out = running.wait();
+    assert_eq!(out.code, 130, "{out:#?}");
+    assert_eq!(
+        out.stderr_lines().last().copied(),
+        Some(
+            format!(
+                "compartmentctl: {} was not written: interrupted",
+                file.display()
+            )
+            .as_str()
+        ),
+        "{out:#?}"
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "the last good backup\n");
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["membership.jsonl"]);
+    // The daemon serves on.
+    assert!(d.answers_ping());
+});
+
 /// Every refusal of `compartmentd restore`, each with its words and exit code 1, and the
 /// store as it was after each.
 #[test]

@@ -1,17 +1,21 @@
 //! `admin backup FILE`: the daemon's backup received over the socket and written to FILE by
 //! this process (the daemon's sandbox cannot write the operator's path), atomically: into
 //! a temporary file beside FILE, mode 0600, synced, then renamed over FILE and the
-//! directory synced. On any failure, or when interrupted, FILE is left as it was.
+//! directory synced. On any failure, or when interrupted (SIGINT, SIGTERM, SIGHUP), FILE is
+//! left as it was and the temporary file removed.
 
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use compartmentctl::args::OutputFormat;
 use compartmentctl::wire::{BackupCounts, BackupEnd};
 use compartmentctl::{BackupItem, Client, ClientError};
 use indicatif::{ProgressBar, ProgressStyle};
+use nix::sys::signal::{SigSet, Signal};
 use serde::Serialize;
 
 use super::escape::escaped;
@@ -27,8 +31,14 @@ struct Written<'a> {
     counts: BackupCounts,
 }
 
-/// Receives the backup and writes it to `file`; prints what was written.
-pub fn backup(client: Client, file: &Path, format: OutputFormat) -> Result<(), Failure> {
+/// Receives the backup and writes it to `file`; prints what was written. `prog` names the
+/// command in what an interruption prints.
+pub fn backup(
+    client: Client,
+    file: &Path,
+    format: OutputFormat,
+    prog: &str,
+) -> Result<(), Failure> {
     let mut stream = client.backup()?;
     let header = stream.header.clone();
     let not_written = |why: String| {
@@ -45,6 +55,16 @@ pub fn backup(client: Client, file: &Path, format: OutputFormat) -> Result<(), F
         .suffix(".partial")
         .tempfile_in(&dir)
         .map_err(|err| not_written(format!("cannot create a file in {}: {err}", dir.display())))?;
+    let placed = Arc::new(AtomicBool::new(false));
+    remove_on_signal(
+        temporary.path().to_owned(),
+        format!(
+            "{prog}: {} was not written: interrupted",
+            escaped(&file.display().to_string())
+        ),
+        placed.clone(),
+    )
+    .map_err(|err| not_written(format!("cannot watch for interruptions: {err}")))?;
     let io = |err: std::io::Error| not_written(err.to_string());
     let mut out = BufWriter::with_capacity(1 << 20, temporary.as_file());
     serde_json::to_writer(&mut out, &header).map_err(|err| io(err.into()))?;
@@ -90,6 +110,7 @@ pub fn backup(client: Client, file: &Path, format: OutputFormat) -> Result<(), F
     temporary
         .persist(file)
         .map_err(|err| not_written(err.error.to_string()))?;
+    placed.store(true, Ordering::SeqCst);
     // The rename is durable once the directory is.
     File::open(&dir)
         .and_then(|dir| dir.sync_all())
@@ -116,6 +137,31 @@ pub fn backup(client: Client, file: &Path, format: OutputFormat) -> Result<(), F
         })?,
     };
     output::write_stdout(text.as_bytes()).map_err(Failure::Output)
+}
+
+/// Until the backup is in place (`placed`), SIGINT, SIGTERM and SIGHUP remove `temporary`,
+/// say `interrupted` on stderr and end the command with 128 plus the signal's number. The
+/// signals are blocked in this thread (and so in the threads it starts from now on) and
+/// waited for by one of their own, which then does it outside any signal handler.
+fn remove_on_signal(
+    temporary: PathBuf,
+    interrupted: String,
+    placed: Arc<AtomicBool>,
+) -> nix::Result<()> {
+    let signals: SigSet = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP]
+        .into_iter()
+        .collect();
+    signals.thread_block()?;
+    std::thread::spawn(move || {
+        if let Ok(signal) = signals.wait() {
+            if !placed.load(Ordering::SeqCst) {
+                let _ = std::fs::remove_file(&temporary);
+                eprintln!("\n{interrupted}");
+            }
+            std::process::exit(128 + signal as i32);
+        }
+    });
+    Ok(())
 }
 
 /// The directory `file` is in and its name.

@@ -169,7 +169,7 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         return Ok(Exit::Ok);
     }
     if let (Request::AdminBackup, Some(file)) = (&request, &backup_file) {
-        backup::backup(client, file, global.output)?;
+        backup::backup(client, file, global.output, prog)?;
         return Ok(Exit::Ok);
     }
     if let (Request::UserList(params), Some(window)) = (&request, window) {
