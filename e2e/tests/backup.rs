@@ -223,6 +223,19 @@ root_test!(only_a_superuser_may_take_a_backup, || {
         "taking a backup is for superusers (root or the daemon's own user)",
         "run it as root",
     );
+    let out = d.ctl(
+        admin_user().uid,
+        &[
+            "--output",
+            "json",
+            "admin",
+            "backup",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code, 4, "{out:#?}");
+    let error: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
+    assert_eq!(error["data"]["kind"], "forbidden", "{error}");
     assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no file left");
 });
 
