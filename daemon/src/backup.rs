@@ -1,6 +1,7 @@
 //! Backup and restore: the whole store as JSON lines, to move it between hosts and between
 //! backends (docs/operations.md, "Backup and restore").
 //!
+//! - `error.rs`: why a restore wrote nothing.
 //! - `lines.rs`: the record lines of the file, one per row, and its end line.
 //! - `send.rs`: `admin.backup`: the header, then every row, from one snapshot.
 //! - `restore.rs`: `compartmentd restore`: a file checked and written back in one
@@ -19,13 +20,15 @@
 //! never come back. While a snapshot is held, redb cannot reuse the pages that commits free:
 //! the database file may grow by what is written during a backup.
 
+mod error;
 mod lines;
 mod restore;
 mod send;
 #[cfg(test)]
 mod tests;
 
+pub use error::{describe, RestoreError};
 pub use lines::{EventLine, Line};
-pub use restore::{describe, read_header, restore, Restored};
+pub use restore::{read_header, restore, Restored};
 pub(crate) use send::run_backup;
 pub use send::{begin, Backup, BACKUP_PAGE};

@@ -10,7 +10,6 @@
 //! opens it, so a daemon still using it is refused by its lock; PostgreSQL is restored
 //! while daemons run only into an empty database (see docs/operations.md).
 
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal};
 use std::path::Path;
@@ -19,6 +18,7 @@ use std::time::Duration;
 use compartmentctl::wire::{BackupCounts, BackupHeader, BACKUP_FORMAT, BACKUP_VERSION};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::error::{describe, RestoreError};
 use super::lines::Line;
 use crate::rules::valid_org_name;
 use crate::store::{
@@ -45,44 +45,19 @@ impl Restored {
     }
 }
 
-/// `counts` in words: "2 organizations, 5 accounts, …".
-pub fn describe(counts: &BackupCounts) -> String {
-    let kinds = [
-        (counts.org, "organization", "organizations"),
-        (counts.account, "account", "accounts"),
-        (counts.binding, "binding", "bindings"),
-        (counts.membership, "membership", "memberships"),
-        (counts.token, "token", "tokens"),
-        (
-            counts.current_org,
-            "current organization",
-            "current organizations",
-        ),
-        (counts.audit, "audit record", "audit records"),
-        (counts.event, "event", "events"),
-        (counts.feed_entry, "feed entry", "feed entries"),
-    ];
-    let mut text = String::new();
-    for (count, one, many) in kinds {
-        if !text.is_empty() {
-            text.push_str(", ");
-        }
-        let _ = write!(text, "{count} {}", if count == 1 { one } else { many });
-    }
-    text
-}
-
 /// Reads and checks the header, the first line of `reader`.
-pub fn read_header(reader: &mut impl BufRead, file: &Path) -> Result<BackupHeader, String> {
+pub fn read_header(reader: &mut impl BufRead, file: &Path) -> Result<BackupHeader, RestoreError> {
     let mut first = String::new();
     reader
         .read_line(&mut first)
-        .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
-    let not_a_backup = |why: String| {
-        format!(
-            "{} is not a compartment backup: line 1: {why}",
-            file.display()
-        )
+        .map_err(|source| RestoreError::Read {
+            file: file.to_owned(),
+            after_line: None,
+            source,
+        })?;
+    let not_a_backup = |why: String| RestoreError::NotABackup {
+        file: file.to_owned(),
+        why,
     };
     let value: serde_json::Value =
         serde_json::from_str(&first).map_err(|err| not_a_backup(err.to_string()))?;
@@ -93,10 +68,10 @@ pub fn read_header(reader: &mut impl BufRead, file: &Path) -> Result<BackupHeade
     }
     match value.get("version").and_then(|v| v.as_u64()) {
         Some(version) if version > u64::from(BACKUP_VERSION) => {
-            return Err(format!(
-                "{} is a backup of format version {version}, newer than the {BACKUP_VERSION} this compartmentd reads; nothing was restored: restore it with a newer compartmentd",
-                file.display()
-            ))
+            return Err(RestoreError::NewerFormat {
+                file: file.to_owned(),
+                version,
+            })
         }
         Some(_) => {}
         None => return Err(not_a_backup("its header has no version".to_owned())),
@@ -104,32 +79,37 @@ pub fn read_header(reader: &mut impl BufRead, file: &Path) -> Result<BackupHeade
     let header: BackupHeader =
         serde_json::from_value(value).map_err(|err| not_a_backup(err.to_string()))?;
     if header.schema > CURRENT_SCHEMA_VERSION {
-        return Err(format!(
-            "{} holds records of schema version {}, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; nothing was restored: restore it with a newer compartmentd",
-            file.display(),
-            header.schema
-        ));
+        return Err(RestoreError::NewerSchema {
+            file: file.to_owned(),
+            schema: header.schema,
+        });
     }
     Ok(header)
 }
 
 /// Restores `file` into `store`, emptied first when `replace`; shows progress on stderr
 /// when it is a terminal. Nothing is written unless the whole file is good.
-pub fn restore(store: &Store, file: &Path, replace: bool) -> Result<Restored, String> {
-    let opened =
-        File::open(file).map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+pub fn restore(store: &Store, file: &Path, replace: bool) -> Result<Restored, RestoreError> {
+    let opened = File::open(file).map_err(|source| RestoreError::Read {
+        file: file.to_owned(),
+        after_line: None,
+        source,
+    })?;
     let mut reader = BufReader::with_capacity(1 << 20, opened);
     let header = read_header(&mut reader, file)?;
-    let failed = |err: StoreError| format!("{store}: {err}; nothing was restored");
+    let failed = |source: StoreError| RestoreError::Store {
+        store: store.to_string(),
+        source: Box::new(source),
+    };
     let write = store.begin_write().map_err(failed)?;
     let tables = write.tables();
     let held = tables.counts().map_err(failed)?;
     if held.total() > 0 {
         if !replace {
-            return Err(format!(
-                "{store} is not empty: it holds {}; nothing was restored: restore into an empty store, or pass --replace to replace what it holds",
-                describe(&held)
-            ));
+            return Err(RestoreError::NotEmpty {
+                store: store.to_string(),
+                held: Box::new(held),
+            });
         }
         tables.clear().map_err(failed)?;
     }
@@ -137,12 +117,11 @@ pub fn restore(store: &Store, file: &Path, replace: bool) -> Result<Restored, St
     let counts = import_lines(&tables, &mut reader, file, &progress)?;
     progress.finish_and_clear();
     if counts != header.counts {
-        return Err(format!(
-            "{} holds {}, but its header counts {}; nothing was restored",
-            file.display(),
-            describe(&counts),
-            describe(&header.counts)
-        ));
+        return Err(RestoreError::Counts {
+            file: file.to_owned(),
+            read: Box::new(counts),
+            header: Box::new(header.counts),
+        });
     }
     tables.finish_import(header.last_event).map_err(failed)?;
     drop(tables);
@@ -180,44 +159,46 @@ fn import_lines(
     reader: &mut impl BufRead,
     file: &Path,
     progress: &ProgressBar,
-) -> Result<BackupCounts, String> {
+) -> Result<BackupCounts, RestoreError> {
     let mut counts = BackupCounts::default();
     let mut batch = Batch::default();
     let mut text = String::new();
     let mut number = 1u64;
     let mut ended = false;
-    let flush = |batch: &mut Batch, last: u64| -> Result<(), String> {
+    let flush = |batch: &mut Batch, last: u64| -> Result<(), RestoreError> {
         if batch.is_empty() {
             return Ok(());
         }
         let first = last + 1 - batch.len() as u64;
-        tables.import(batch).map_err(|err| {
-            format!(
-                "{} lines {first}-{last}: {err}; nothing was restored",
-                file.display()
-            )
-        })?;
+        tables
+            .import(batch)
+            .map_err(|source| RestoreError::Refused {
+                file: file.to_owned(),
+                first,
+                last,
+                source: Box::new(source),
+            })?;
         progress.inc(batch.len() as u64);
         batch.clear();
         Ok(())
     };
     loop {
         text.clear();
-        let read = reader.read_line(&mut text).map_err(|err| {
-            format!(
-                "cannot read {} after line {number}: {err}; nothing was restored",
-                file.display()
-            )
-        })?;
+        let read = reader
+            .read_line(&mut text)
+            .map_err(|source| RestoreError::Read {
+                file: file.to_owned(),
+                after_line: Some(number),
+                source,
+            })?;
         if read == 0 {
             break;
         }
         number += 1;
-        let bad = |why: String| {
-            format!(
-                "{} line {number}: {why}; nothing was restored",
-                file.display()
-            )
+        let bad = |why: String| RestoreError::BadLine {
+            file: file.to_owned(),
+            line: number,
+            why,
         };
         if ended {
             return Err(bad("a line after the end line".to_owned()));
@@ -242,10 +223,10 @@ fn import_lines(
         }
     }
     if !ended {
-        return Err(format!(
-            "{} ends after line {number} without its end line: the backup was cut short; nothing was restored",
-            file.display()
-        ));
+        return Err(RestoreError::CutShort {
+            file: file.to_owned(),
+            after_line: number,
+        });
     }
     Ok(counts)
 }

@@ -274,7 +274,9 @@ fn a_backup_restored_into_either_backend_is_the_same_store() {
             assert_eq!(last, snapshot.last_event_seq().unwrap() + 1);
             drop(snapshot);
             // Not again into a store that holds something; --replace makes it the backup.
-            let err = restore(&target.store, &file, false).unwrap_err();
+            let err = restore(&target.store, &file, false)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains("is not empty: it holds"), "{err}");
             restore(&target.store, &file, true).unwrap();
             assert_eq!(lines_of(&target.store), expected);
@@ -295,7 +297,7 @@ fn a_bad_or_cut_backup_leaves_the_store_as_it_was() {
         let before = lines_of(&held.store);
         let cut = dir.path().join("cut.jsonl");
         std::fs::write(&cut, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
-        let err = restore(&held.store, &cut, true).unwrap_err();
+        let err = restore(&held.store, &cut, true).unwrap_err().to_string();
         assert_eq!(
             err,
             format!(
@@ -308,7 +310,9 @@ fn a_bad_or_cut_backup_leaves_the_store_as_it_was() {
         bad[7] = bad[7].replacen("\"email\"", "\"e-mail\"", 1);
         let bad_file = dir.path().join("bad.jsonl");
         std::fs::write(&bad_file, bad.join("\n") + "\n").unwrap();
-        let err = restore(&held.store, &bad_file, true).unwrap_err();
+        let err = restore(&held.store, &bad_file, true)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(&format!("{} line 8: ", bad_file.display())),
             "{err}"
@@ -331,7 +335,9 @@ fn a_bad_or_cut_backup_leaves_the_store_as_it_was() {
         let twice_file = dir.path().join("twice.jsonl");
         let text: Vec<String> = twice.iter().map(|line| line.to_string()).collect();
         std::fs::write(&twice_file, text.join("\n") + "\n").unwrap();
-        let err = restore(&held.store, &twice_file, true).unwrap_err();
+        let err = restore(&held.store, &twice_file, true)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with(&format!("{} lines ", twice_file.display()))
                 && err.ends_with("; nothing was restored"),
