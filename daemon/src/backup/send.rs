@@ -4,9 +4,8 @@
 
 use compartmentctl::wire::{
     BackupCounts, BackupEnd, BackupFailed, BackupHeader, BACKUP_END_METHOD, BACKUP_FAILED_METHOD,
-    BACKUP_FORMAT, BACKUP_RECORDS_METHOD, BACKUP_VERSION,
+    BACKUP_FORMAT, BACKUP_RECORDS_METHOD, BACKUP_VERSION, JSONRPC,
 };
-use serde::Serialize;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
@@ -222,13 +221,44 @@ pub(super) fn all_lines(snapshot: &Snapshot) -> Result<Vec<Line>, StoreError> {
     }
 }
 
-/// The `backup.records` notification of `lines`.
-fn records_line(lines: &[Line]) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Records<'a> {
-        records: &'a [Line],
+/// About the most bytes of records one `backup.records` notification carries: a page of a
+/// thousand ordinary records is a third of it. A record is never split, so a notification
+/// may pass it by one record (under the 64 KiB a request line, and so any text in a record,
+/// is bounded by), far below the 16 MiB line a client reads.
+const RECORDS_BYTES: usize = 1 << 20;
+
+/// The `backup.records` notifications of `lines`, one after the other: as few as fit in
+/// [`RECORDS_BYTES`] each. Each record is written by serde; only the notification's frame
+/// around them is written here, so that a page is encoded once.
+fn records_lines(lines: &[Line]) -> Vec<u8> {
+    let open = format!(
+        r#"{{"jsonrpc":"{JSONRPC}","method":"{BACKUP_RECORDS_METHOD}","params":{{"records":["#
+    );
+    const CLOSE: &[u8] = b"]}}\n";
+    let mut out = Vec::new();
+    let mut begun: Option<usize> = None;
+    for line in lines {
+        match begun {
+            None => {
+                begun = Some(out.len());
+                out.extend_from_slice(open.as_bytes());
+            }
+            Some(_) => out.push(b','),
+        }
+        if serde_json::to_writer(&mut out, line).is_err() {
+            // Records are plain data; should one ever fail, the page is sent without it
+            // and the counts at the end tell the client the backup is not whole.
+            tracing::error!("a backup record did not encode");
+        }
+        if begun.is_some_and(|at| out.len() - at >= RECORDS_BYTES) {
+            out.extend_from_slice(CLOSE);
+            begun = None;
+        }
     }
-    notification(BACKUP_RECORDS_METHOD, &Records { records: lines })
+    if begun.is_some() {
+        out.extend_from_slice(CLOSE);
+    }
+    out
 }
 
 /// Sends `backup` on the connection, a page at a time, each read and encoded on the
@@ -256,7 +286,7 @@ pub(crate) async fn run_backup(
                 next_page(&read_from, from).map(|(lines, next)| {
                     let mut counted = BackupCounts::default();
                     lines.iter().for_each(|line| line.count(&mut counted));
-                    (records_line(&lines), lines.len(), counted, next)
+                    (records_lines(&lines), lines.len(), counted, next)
                 })
             })
             .await;
@@ -326,5 +356,60 @@ async fn fail(
     match send(write_half, &failed, limits, stop).await {
         Ok(()) => Ending::BackupEnded,
         Err(ending) => ending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+    use crate::store::AuditRecord;
+
+    /// Records whose text is large are sent in several notifications, none much past the
+    /// bound, each a notification a client reads, together every record in order.
+    #[test]
+    fn large_records_are_sent_in_notifications_of_bounded_length() {
+        let lines: Vec<Line> = (0..BACKUP_PAGE as u64)
+            .map(|seq| Line::Audit {
+                seq,
+                record: AuditRecord {
+                    at: 1,
+                    uid: None,
+                    pid: None,
+                    action: "x".into(),
+                    org: None,
+                    target: None,
+                    detail: Some("d".repeat(60_000)),
+                },
+            })
+            .collect();
+        let out = records_lines(&lines);
+        let mut seqs = Vec::new();
+        let mut notifications = 0;
+        for text in out.split_inclusive(|byte| *byte == b'\n') {
+            assert!(text.len() < RECORDS_BYTES + 65_536, "{}", text.len());
+            let value: serde_json::Value = serde_json::from_slice(text).unwrap();
+            assert_eq!(value["method"], BACKUP_RECORDS_METHOD);
+            for record in value["params"]["records"].as_array().unwrap() {
+                match serde_json::from_value::<Line>(record.clone()).unwrap() {
+                    Line::Audit { seq, .. } => seqs.push(seq),
+                    other => panic!("{other:?}"),
+                }
+            }
+            notifications += 1;
+        }
+        assert!(notifications > 50, "{notifications}");
+        assert_eq!(seqs, (0..BACKUP_PAGE as u64).collect::<Vec<_>>());
+        // A page of small records is one notification; none, none.
+        let small: Vec<Line> = (0..BACKUP_PAGE as u64)
+            .map(|seq| Line::FeedEntry {
+                org: "acme".into(),
+                seq,
+            })
+            .collect();
+        let out = records_lines(&small);
+        assert_eq!(out.iter().filter(|byte| **byte == b'\n').count(), 1);
+        assert_eq!(records_lines(&[]), b"");
     }
 }
