@@ -328,7 +328,7 @@ impl Serve for methods::AdminBackup {
         caller: Caller,
         _: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        Ok(backup::begin(&caller, ctx.snapshot()?, ctx.now())?.1)
+        Ok(backup::begin(&caller, || ctx.snapshot(), ctx.now())?.1)
     }
 
     /// The header, and the backup the connection sends once it is answered.
@@ -337,7 +337,7 @@ impl Serve for methods::AdminBackup {
         caller: Caller,
         _: Self::Params,
     ) -> Result<Answer, RuleError> {
-        let (backup, header) = backup::begin(&caller, ctx.snapshot()?, ctx.now())?;
+        let (backup, header) = backup::begin(&caller, || ctx.snapshot(), ctx.now())?;
         let mut answer = Self::encode(header)?;
         answer.takeover = Some(Takeover::Backup(backup));
         Ok(answer)

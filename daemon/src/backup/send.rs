@@ -17,7 +17,7 @@ use crate::rules::{Caller, RuleError};
 use crate::sending::{send, Ending};
 use crate::store::{Export, Reader, Snapshot, StoreError, TokenHash, CURRENT_SCHEMA_VERSION};
 
-/// The most records a `backup.records` notification carries: a few hundred kilobytes.
+/// The most records read from the snapshot at a time: a few hundred kilobytes of lines.
 pub const BACKUP_PAGE: usize = 1000;
 
 /// A backup being sent: the snapshot it is read from, held until the last page is sent.
@@ -34,14 +34,15 @@ impl std::fmt::Debug for Backup {
     }
 }
 
-/// Authorizes a backup for `caller` (superusers only) and reads its header from
-/// `snapshot`, taken `now`: the backup to send and the answer.
+/// Authorizes a backup for `caller` (superusers only), then takes the snapshot it is read
+/// from (`snapshot`) and reads its header, taken `now`: the backup to send and the answer.
 pub fn begin(
     caller: &Caller,
-    snapshot: Snapshot,
+    snapshot: impl FnOnce() -> Result<Snapshot, StoreError>,
     now: Millis,
 ) -> Result<(Backup, BackupHeader), RuleError> {
     caller.require_superuser("taking a backup")?;
+    let snapshot = snapshot()?;
     let counts = snapshot.counts()?;
     let header = BackupHeader {
         format: BACKUP_FORMAT.to_owned(),
