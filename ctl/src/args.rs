@@ -178,7 +178,7 @@ pub enum Command {
     #[command(subcommand)]
     Account(AccountCommand),
 
-    /// The daemon itself: its status (superuser only)
+    /// The daemon itself: its status, a backup of its store (superuser only)
     #[command(subcommand)]
     Admin(AdminCommand),
 
@@ -289,6 +289,32 @@ pub enum RoleCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Write the whole store, from one consistent snapshot, to FILE as JSON lines
+    ///
+    /// FILE is written by this command, mode 0600: it appears whole, by rename, once the
+    /// daemon has sent everything, or not at all (a FILE already there is left untouched on
+    /// failure). Restore it with `compartmentd restore FILE`, into either store.
+    Backup {
+        /// The file to write
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+
+    /// Show the daemon's version, store, uptime, connections, writer, sweeper and feed
+    #[command(
+        long_about = "Show the daemon's version and schema, its store (the redb file, or \
+            PostgreSQL's hosts, port, database and user, never a password) and whether it \
+            is reachable, its uptime, the connections open, the writer's queue and last \
+            batch, the last sweep, the change feed's head and, on PostgreSQL, how many \
+            write transactions were run again after conflicting with another daemon's. \
+            It answers from what the daemon keeps of itself, without asking the store, so \
+            it answers while the store is out of reach."
+    )]
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum EventsCommand {
     /// Print each change to memberships and bindings as it happens, a line each, until
     /// interrupted
@@ -341,21 +367,6 @@ pub enum AuthCommand {
         #[arg(long, value_name = "EMAIL")]
         email: Option<String>,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AdminCommand {
-    /// Show the daemon's version, store, uptime, connections, writer, sweeper and feed
-    #[command(
-        long_about = "Show the daemon's version and schema, its store (the redb file, or \
-            PostgreSQL's hosts, port, database and user, never a password) and whether it \
-            is reachable, its uptime, the connections open, the writer's queue and last \
-            batch, the last sweep, the change feed's head and, on PostgreSQL, how many \
-            write transactions were run again after conflicting with another daemon's. \
-            It answers from what the daemon keeps of itself, without asking the store, so \
-            it answers while the store is out of reach."
-    )]
-    Status,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,8 +12,10 @@ use serde_json::value::RawValue;
 
 use crate::peer::{Trust, UntrustedServer};
 use crate::wire::{
-    methods, AuthzCheckParams, Check, Decision, Event, EventsSubscribeParams, FeedClosed, Method,
-    Request, RpcError, Subscribed, EVENT_METHOD, FEED_CLOSED_METHOD, JSONRPC, MAX_RESPONSE_LINE,
+    methods, AuthzCheckParams, BackupEnd, BackupFailed, BackupHeader, BackupRecords, Check,
+    Decision, Event, EventsSubscribeParams, FeedClosed, Method, NoParams, Request, RpcError,
+    Subscribed, BACKUP_END_METHOD, BACKUP_FAILED_METHOD, BACKUP_RECORDS_METHOD, EVENT_METHOD,
+    FEED_CLOSED_METHOD, JSONRPC, MAX_RESPONSE_LINE,
 };
 
 /// Why a call did not produce a result.
@@ -96,6 +98,57 @@ impl Subscription {
                 .map_err(protocol),
             other => Err(ClientError::Protocol(format!(
                 "a feed sent a notification {other:?}"
+            ))),
+        }
+    }
+}
+
+/// What a backup brings after its header.
+#[derive(Debug)]
+pub enum BackupItem<'a> {
+    /// A page of record lines, each a JSON object, to be written as they are.
+    Records(Vec<&'a RawValue>),
+    /// The last item of a whole backup: its end line, with the counts sent.
+    End(BackupEnd),
+    /// The last item of a backup the daemon could not finish.
+    Failed(BackupFailed),
+}
+
+/// A connection that [`Client::backup`] turned into a backup being received.
+pub struct BackupStream {
+    client: Client,
+    line: Vec<u8>,
+    /// The daemon's answer: the backup's header.
+    pub header: BackupHeader,
+}
+
+impl BackupStream {
+    /// The next item, waiting for it; its records borrow this stream's buffer.
+    pub fn next_item(&mut self) -> Result<BackupItem<'_>, ClientError> {
+        #[derive(Deserialize)]
+        struct Notification<'a> {
+            method: &'a str,
+            #[serde(borrow)]
+            params: &'a RawValue,
+        }
+        self.client.receive_line(&mut self.line)?;
+        let protocol = |err: serde_json::Error| ClientError::Protocol(err.to_string());
+        let notification: Notification<'_> =
+            serde_json::from_slice(&self.line).map_err(protocol)?;
+        match notification.method {
+            BACKUP_RECORDS_METHOD => {
+                serde_json::from_str::<BackupRecords<'_>>(notification.params.get())
+                    .map(|page| BackupItem::Records(page.records))
+                    .map_err(protocol)
+            }
+            BACKUP_END_METHOD => serde_json::from_str(notification.params.get())
+                .map(BackupItem::End)
+                .map_err(protocol),
+            BACKUP_FAILED_METHOD => serde_json::from_str(notification.params.get())
+                .map(BackupItem::Failed)
+                .map_err(protocol),
+            other => Err(ClientError::Protocol(format!(
+                "a backup sent a notification {other:?}"
             ))),
         }
     }
@@ -233,6 +286,17 @@ impl Client {
         Ok(Subscription {
             client: self,
             subscribed,
+        })
+    }
+
+    /// Asks for a backup (`admin.backup`, superusers only): the header, then the connection
+    /// carries the backup's records ([`BackupStream::next_item`]).
+    pub fn backup(mut self) -> Result<BackupStream, ClientError> {
+        let header = self.call_method::<methods::AdminBackup>(NoParams {})?;
+        Ok(BackupStream {
+            client: self,
+            line: Vec::new(),
+            header,
         })
     }
 

@@ -25,4 +25,4 @@ pub mod paths;
 pub mod peer;
 pub mod wire;
 
-pub use client::{Client, ClientError, FeedItem, Subscription};
+pub use client::{BackupItem, BackupStream, Client, ClientError, FeedItem, Subscription};

@@ -687,7 +687,8 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":16,"method":"authz.check","params":{"checks":[{"permission":"deployment.create","org":"acme","uid":1001},{"permission":"project.read","email":"d@example.com"}]}}"#,
         r#"{"jsonrpc":"2.0","id":17,"method":"events.subscribe","params":{"org":"acme","after":41}}"#,
         r#"{"jsonrpc":"2.0","id":18,"method":"admin.status"}"#,
-        r#"{"jsonrpc":"2.0","id":19,"method":"rpc.discover"}"#,
+        r#"{"jsonrpc":"2.0","id":19,"method":"admin.backup","params":{}}"#,
+        r#"{"jsonrpc":"2.0","id":20,"method":"rpc.discover"}"#,
     ];
     assert_eq!(lines.len(), METHODS.len());
     for line in lines {

@@ -173,6 +173,20 @@ pub enum Command {
     /// what it needs, this reads the whole file. Damage that can be repaired, as after a crash,
     /// is repaired and reported.
     Check,
+    /// Restore a backup into an empty store, then exit
+    ///
+    /// Reads a backup written by `compartment admin backup` and writes it into the store
+    /// (--state-dir's database, which no daemon may be using, or the PostgreSQL database
+    /// --store names) in one transaction: the store holds either the whole backup or what
+    /// it held before. A store that holds anything is refused unless --replace. Prints one
+    /// line with what it restored.
+    Restore {
+        /// The backup file
+        file: PathBuf,
+        /// Replace whatever the store holds (stop every daemon using it first)
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 impl Config {

@@ -23,7 +23,9 @@ use tokio_util::codec::{AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backup::run_backup;
 use crate::context::Context;
+use crate::dispatch::Takeover;
 use crate::events::run_feed;
 use crate::limits::{Limits, Slot};
 use crate::lines::LineCodec;
@@ -182,7 +184,7 @@ async fn serve_lines(
         linger(lines.into_inner(), &stop).await;
     }
     match ending {
-        Ending::ClientLeft | Ending::Stopping | Ending::FeedClosed => {
+        Ending::ClientLeft | Ending::Stopping | Ending::FeedClosed | Ending::BackupEnded => {
             tracing::debug!(?ending, "connection closed")
         }
         _ => {
@@ -201,8 +203,8 @@ struct Conn<'a> {
     stop: &'a CancellationToken,
 }
 
-/// Sends `reply`; when it turned the connection into a feed (after the replies already
-/// begun), runs the feed. The connection's ending, when it ends here.
+/// Sends `reply`; when it turned the connection into a feed or a backup (after the replies
+/// already begun), runs it. The connection's ending, when it ends here.
 async fn deliver(
     mut reply: Reply,
     pipeline: &mut Pipeline<'_>,
@@ -217,13 +219,16 @@ async fn deliver(
     if let Err(ending) = send(write_half, &reply.line(), limits, stop).await {
         return Some(ending);
     }
-    let feed = reply.take_feed()?;
+    let takeover = reply.take_takeover()?;
     // Requests already begun are answered; nothing more is read.
     if let Err(ending) = pipeline.drain(write_half, limits, stop).await {
         return Some(ending);
     }
     let (ctx, caller) = (pipeline.ctx, pipeline.caller);
-    Some(run_feed(ctx, caller, *feed, lines, write_half, limits, stop).await)
+    Some(match *takeover {
+        Takeover::Feed(feed) => run_feed(ctx, caller, feed, lines, write_half, limits, stop).await,
+        Takeover::Backup(backup) => run_backup(ctx, backup, write_half, limits, stop).await,
+    })
 }
 
 /// Reads and drops what the client still sends, within [`LINGER_TIME`], [`LINGER_BYTES`]

@@ -21,6 +21,7 @@ use compartmentctl::wire::{
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::backup::{self, Backup};
 use crate::context::{Context, ReadContext, Scope, WriteContext};
 use crate::events::{self, Feed};
 use crate::rules::authz;
@@ -54,7 +55,7 @@ pub trait Serve: Method {
                 serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
             ),
             org,
-            feed: None,
+            takeover: None,
         })
     }
 
@@ -75,8 +76,19 @@ pub trait Serve: Method {
 pub struct Answer {
     pub result: EncodedResult,
     pub org: Option<String>,
-    /// The feed the connection becomes once the reply is sent (`events.subscribe`).
-    pub feed: Option<Feed>,
+    /// What the connection becomes once the reply is sent (`events.subscribe`,
+    /// `admin.backup`).
+    pub takeover: Option<Takeover>,
+}
+
+/// What a connection becomes once a request's answer is sent: it carries only that from
+/// then on.
+#[derive(Debug)]
+pub enum Takeover {
+    /// The change feed (`events.subscribe`).
+    Feed(Feed),
+    /// A backup being sent (`admin.backup`).
+    Backup(Backup),
 }
 
 /// A method's result as the reply's line will hold it.
@@ -279,7 +291,7 @@ impl Serve for methods::AuthzCheck {
         Ok(Answer {
             result: EncodedResult::Authz(answer),
             org,
-            feed: None,
+            takeover: None,
         })
     }
 }
@@ -305,7 +317,29 @@ impl Serve for methods::EventsSubscribe {
         let snapshot = ctx.snapshot()?;
         let (feed, subscribed) = events::subscribe(&ctx, &caller, &params, &snapshot).await?;
         let mut answer = Self::encode(subscribed)?;
-        answer.feed = Some(feed);
+        answer.takeover = Some(Takeover::Feed(feed));
+        Ok(answer)
+    }
+}
+
+impl Serve for methods::AdminBackup {
+    async fn serve(
+        ctx: ReadContext<'_>,
+        caller: Caller,
+        _: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        Ok(backup::begin(&caller, || ctx.snapshot(), ctx.now())?.1)
+    }
+
+    /// The header, and the backup the connection sends once it is answered.
+    async fn answer(
+        ctx: ReadContext<'_>,
+        caller: Caller,
+        _: Self::Params,
+    ) -> Result<Answer, RuleError> {
+        let (backup, header) = backup::begin(&caller, || ctx.snapshot(), ctx.now())?;
+        let mut answer = Self::encode(header)?;
+        answer.takeover = Some(Takeover::Backup(backup));
         Ok(answer)
     }
 }
@@ -356,7 +390,7 @@ impl Serve for methods::UserList {
         Ok(Answer {
             org: Some(list.org.clone()),
             result: EncodedResult::Members(list),
-            feed: None,
+            takeover: None,
         })
     }
 }

@@ -23,6 +23,7 @@
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
 //! - [`status`]: what the writer and the sweeper last did, kept for `admin.status`.
 //! - [`events`]: the change feed a subscribed connection carries.
+//! - [`backup`]: `admin.backup`, sent from one snapshot, and `compartmentd restore`.
 //! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
 //! - [`users`]: the host's users (NSS), cached briefly.
 //! - [`state_dir`]: the state directory and database file it trusts (owner, mode, links).
@@ -34,6 +35,7 @@
 #![deny(unsafe_code)]
 
 pub mod admission;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod connection;

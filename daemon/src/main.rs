@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,8 +11,8 @@ use clap::Parser;
 use compartmentd::clock::SystemClock;
 use compartmentd::config::{Command, Config};
 use compartmentd::start::{self, store_options};
-use compartmentd::store::DATABASE_FILE;
-use compartmentd::{logging, state_dir};
+use compartmentd::store::{OpenError, Store, DATABASE_FILE};
+use compartmentd::{backup, logging, state_dir};
 
 /// mimalloc rather than the C library's allocator: a page of a member list allocates and
 /// frees a few hundred kilobytes, which glibc kept handing back to the kernel and faulting
@@ -26,8 +27,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let config = Config::parse();
-    if let Some(Command::Check) = config.command {
-        return check(&config);
+    match &config.command {
+        Some(Command::Check) => return check(&config),
+        Some(Command::Restore { file, replace }) => return restore(&config, file, *replace),
+        None => {}
     }
     if let Some(note) = logging::init(config.log_format) {
         eprintln!("compartmentd: {note}");
@@ -127,6 +130,61 @@ fn check(config: &Config) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `compartmentd restore`: the backup `file` written into the store `config` names, in one
+/// transaction; one line saying what was restored, or why nothing was.
+fn restore(config: &Config, file: &Path, replace: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("compartmentd: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opened: Result<Store, String> = match config.postgres() {
+        Err(err) => Err(err.to_string()),
+        Ok(Some(target)) => runtime
+            .block_on(Store::open_postgres(&target, runtime.handle().clone()))
+            .map_err(|err| err.to_string()),
+        Ok(None) => config
+            .state_dir()
+            .map_err(|err| err.to_string())
+            .and_then(|dir| {
+                let uid = nix::unistd::geteuid().as_raw();
+                state_dir::prepare(&dir, DATABASE_FILE, uid).map_err(|err| err.to_string())
+            })
+            .and_then(|dir| {
+                Store::open_with(&dir, &store_options(config)).map_err(|err| match err {
+                    OpenError::InUse { path } => format!(
+                        "the database {} is in use by a running compartmentd; stop it before restoring into its state directory",
+                        path.display()
+                    ),
+                    err => err.to_string(),
+                })
+            }),
+    };
+    let store = match opened {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("compartmentd: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match backup::restore(&store, file, replace) {
+        Ok(restored) => {
+            println!("{}", restored.summary(file));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("compartmentd: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

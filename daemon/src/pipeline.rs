@@ -167,11 +167,14 @@ pub(crate) async fn reply_to(ctx: &Context, caller: &Caller, incoming: Incoming)
         Incoming::Batch(calls) => {
             let mut responses = Vec::with_capacity(calls.len());
             for call in calls {
-                if let Ok(Request::EventsSubscribe(_)) = &call.request {
-                    // A feed takes the whole connection: it cannot be one response of many.
+                if let Ok(request @ (Request::EventsSubscribe(_) | Request::AdminBackup)) =
+                    &call.request
+                {
+                    // A feed or a backup takes the whole connection: it cannot be one
+                    // response of many.
                     let refusal = RpcError::new(
                         ErrorKind::BadRequest,
-                        "events.subscribe must be sent alone, not in a batch",
+                        format!("{} must be sent alone, not in a batch", request.method()),
                     );
                     responses.extend(call.id.map(|id| Response::err(id, refusal)));
                     continue;
@@ -198,7 +201,7 @@ pub(crate) async fn respond(ctx: &Context, caller: &Caller, call: Call) -> Optio
     };
     let answered = serve_request(ctx, caller, request).await;
     id.map(|id| match answered {
-        Ok(answer) => Response::ok(id, answer.result, answer.feed.map(Box::new)),
+        Ok(answer) => Response::ok(id, answer.result, answer.takeover.map(Box::new)),
         Err(error) => Response::err(id, error),
     })
 }

@@ -1,12 +1,11 @@
 //! What a request line gets back: its [`Reply`], the line the daemon writes, holding one
 //! [`Response`] or a batch's array of them. A `Response` here is the wire's JSON-RPC
 //! response as the daemon writes it: its result already encoded by the request's
-//! [`crate::dispatch::Answer`], and the feed the connection may turn into.
+//! [`crate::dispatch::Answer`], and what the connection may turn into.
 
 use compartmentctl::wire::{Id, RpcError, JSONRPC};
 
-use crate::dispatch::EncodedResult;
-use crate::events::Feed;
+use crate::dispatch::{EncodedResult, Takeover};
 use crate::sending::encode_into;
 
 /// A [`compartmentctl::wire::Response`] as the daemon sends it: the same members in the
@@ -19,19 +18,19 @@ pub(crate) struct Response {
     result: Option<EncodedResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<RpcError>,
-    /// The feed the connection becomes once this response is sent.
+    /// What the connection becomes once this response is sent.
     #[serde(skip)]
-    feed: Option<Box<Feed>>,
+    takeover: Option<Box<Takeover>>,
 }
 
 impl Response {
-    pub(crate) fn ok(id: Id, result: EncodedResult, feed: Option<Box<Feed>>) -> Response {
+    pub(crate) fn ok(id: Id, result: EncodedResult, takeover: Option<Box<Takeover>>) -> Response {
         Response {
             jsonrpc: JSONRPC,
             id,
             result: Some(result),
             error: None,
-            feed,
+            takeover,
         }
     }
 
@@ -41,7 +40,7 @@ impl Response {
             id,
             result: None,
             error: Some(error),
-            feed: None,
+            takeover: None,
         }
     }
 
@@ -60,10 +59,11 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
-    /// The feed a lone `events.subscribe` answered with success turns the connection into.
-    pub(crate) fn take_feed(&mut self) -> Option<Box<Feed>> {
+    /// What a lone `events.subscribe` or `admin.backup` answered with success turns the
+    /// connection into.
+    pub(crate) fn take_takeover(&mut self) -> Option<Box<Takeover>> {
         match self {
-            Reply::One(response) => response.feed.take(),
+            Reply::One(response) => response.takeover.take(),
             Reply::Batch(_) => None,
         }
     }

@@ -27,6 +27,8 @@ pub(crate) enum Ending {
     WriteTimeout,
     /// The daemon ended a feed, telling the subscriber why.
     FeedClosed,
+    /// The daemon sent a backup to its end (`backup.end`), or said why it stopped.
+    BackupEnded,
 }
 
 pub(crate) fn encode(value: &impl serde::Serialize) -> Vec<u8> {

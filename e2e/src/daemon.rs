@@ -250,6 +250,21 @@ impl Daemon {
     }
 }
 
+/// Runs the built `compartmentd` with `args` (`restore`, `check`…) in `dir`, its
+/// environment cleared, and waits for it (two minutes at most, then it is killed).
+pub fn run_compartmentd(dir: &Path, args: &[&str]) -> Out {
+    let mut command = Command::new(binary("compartmentd"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", search_path())
+        .env("HOME", dir)
+        .current_dir(dir);
+    Running::spawn(command)
+        .wait_timeout(Duration::from_secs(120))
+        .expect("compartmentd ran for more than two minutes")
+}
+
 fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
     loop {

@@ -34,7 +34,7 @@ mod raw;
 mod time;
 mod users;
 
-pub use daemon::{files_under, Daemon, DaemonOptions, PUBLIC_URL};
+pub use daemon::{files_under, run_compartmentd, Daemon, DaemonOptions, PUBLIC_URL};
 pub use endpoint::Endpoint;
 pub use history::add_history;
 pub use in_process::InProcess;

@@ -132,6 +132,11 @@ impl Collected {
 }
 
 impl Running {
+    /// Sends `signal` to the process (SIGINT, as Ctrl-C would).
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid, signal).expect("signal the process");
+    }
+
     pub(crate) fn spawn(command: Command) -> Running {
         Running::spawn_with_stdin(command, None)
     }

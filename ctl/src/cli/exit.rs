@@ -64,6 +64,8 @@ pub enum Failure {
     },
     /// Standard input could not be read.
     Input(io::Error),
+    /// A backup could not be written to its file (which was left as it was).
+    Backup(String),
     /// Stdout failed for a reason other than its reader leaving, or the result would not
     /// encode.
     Output(io::Error),
@@ -128,7 +130,7 @@ impl Failure {
             Failure::Client(ClientError::Protocol(_)) => Exit::Refused,
             Failure::Client(ClientError::Rpc(err)) => exit_for_kind(err.kind()),
             Failure::Usage { .. } | Failure::Input(_) => Exit::Usage,
-            Failure::Output(_) => Exit::Refused,
+            Failure::Output(_) | Failure::Backup(_) => Exit::Refused,
         }
     }
 
@@ -163,6 +165,7 @@ impl Failure {
             Failure::Output(err) => {
                 RpcError::new(ErrorKind::Other, format!("cannot write the output: {err}"))
             }
+            Failure::Backup(message) => RpcError::new(ErrorKind::Other, message.clone()),
         }
     }
 

@@ -11,7 +11,9 @@
 //! - [`escape`]: what the daemon sends and the command line gives, made safe to print.
 //! - [`secret`]: reading the activation URL from a no-echo prompt or stdin.
 //! - [`watch`]: `events watch`, which prints the change feed as it comes.
+//! - [`backup`]: `admin backup`, which writes the daemon's backup to a file.
 
+mod backup;
 mod escape;
 mod exit;
 mod list;
@@ -150,6 +152,10 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         }
         _ => None,
     };
+    let backup_file = match &command {
+        Command::Admin(AdminCommand::Backup { file }) => Some(file.clone()),
+        _ => None,
+    };
     let Some(request) = request_for(command, global.org)? else {
         return Ok(Exit::Ok);
     };
@@ -160,6 +166,10 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
     let mut client = Client::connect_trusting(&socket, &trust)?;
     if let Request::EventsSubscribe(params) = request {
         watch::quietly(watch::events(client, params, global.output))?;
+        return Ok(Exit::Ok);
+    }
+    if let (Request::AdminBackup, Some(file)) = (&request, &backup_file) {
+        backup::backup(client, file, global.output, prog)?;
         return Ok(Exit::Ok);
     }
     if let (Request::UserList(params), Some(window)) = (&request, window) {
@@ -235,6 +245,7 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             admin_unix_user,
         }),
         Command::Account(AccountCommand::List) => Request::AccountList,
+        Command::Admin(AdminCommand::Backup { .. }) => Request::AdminBackup,
         Command::Account(AccountCommand::Show { email }) => {
             Request::AccountShow(AccountParams { email })
         }

@@ -7,8 +7,8 @@ use std::io::{self, Write};
 
 use compartmentctl::wire::{
     AccountBinding, AccountDetail, AccountList, AccountStatus, Activated, AdminStatus, AuthzAnswer,
-    Decision, Granted, Invitation, Member, MemberList, OrgCreated, OrgList, OrgUsed, Pong, Removed,
-    RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
+    BackupHeader, Decision, Granted, Invitation, Member, MemberList, OrgCreated, OrgList, OrgUsed,
+    Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
 };
 use serde::Serialize;
 
@@ -321,6 +321,15 @@ pub fn pretty(value: &serde_json::Value) -> String {
 }
 
 /// `events.subscribe`'s answer (`events watch` prints its own first line).
+/// `admin.backup`'s answer alone (the CLI's `admin backup` writes the backup itself).
+pub fn backup_header(header: &BackupHeader) -> String {
+    format!(
+        "A backup of {} records taken at {}.\n",
+        header.counts.total(),
+        escaped(&header.taken_at)
+    )
+}
+
 pub fn subscribed(subscribed: &Subscribed) -> String {
     format!("Subscribed after #{}.\n", subscribed.after)
 }

@@ -86,6 +86,7 @@ render_with! {
     RoleList => output::role_list;
     RoleShow => output::role_info;
     EventsSubscribe => output::subscribed;
+    AdminBackup => output::backup_header;
     RpcDiscover => output::pretty;
     AccountActivate => output::activated;
     AccountList => output::account_list;

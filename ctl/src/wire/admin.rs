@@ -1,6 +1,19 @@
 //! `admin.*`: the daemon's account of itself for its operators (superusers).
+//!
+//! `admin.status`: the daemon, its store, and what its writer, sweeper and feed last did.
+//!
+//! `admin.backup`: the whole store from one snapshot, sent over the connection that asked.
+//!
+//! The answer is the backup's header ([`BackupHeader`], which is also the first line of
+//! the file the CLI writes); then the connection carries only the backup: notifications
+//! `backup.records`, each a page of record lines ([`BackupRecords`]), and a last one,
+//! `backup.end` with the counts of what was sent ([`BackupEnd`], the file's last line), or
+//! `backup.failed` saying why the daemon stopped ([`BackupFailed`]). The record lines are
+//! the daemon's to define (docs/operations.md, "Backup and restore"); a client writes them
+//! as they come.
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 /// What `admin.status` reports: the daemon, its store, and what its writer, sweeper and
 /// feed last did. Every figure is the daemon's own, kept as it runs: answering never asks
@@ -67,4 +80,105 @@ pub struct LastSweep {
     pub at: String,
     /// The invitations it marked expired.
     pub expired: u64,
+}
+
+/// The name of the format, the header's `format`.
+pub const BACKUP_FORMAT: &str = "compartment-backup";
+/// The version of the format this release writes and reads.
+pub const BACKUP_VERSION: u32 = 1;
+/// The method of the notifications that carry a page of record lines.
+pub const BACKUP_RECORDS_METHOD: &str = "backup.records";
+/// The method of the last notification of a backup sent whole.
+pub const BACKUP_END_METHOD: &str = "backup.end";
+/// The method of the last notification of a backup the daemon could not finish.
+pub const BACKUP_FAILED_METHOD: &str = "backup.failed";
+
+/// How many records of each kind a backup holds.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct BackupCounts {
+    pub org: u64,
+    pub account: u64,
+    pub binding: u64,
+    pub membership: u64,
+    pub token: u64,
+    pub current_org: u64,
+    pub audit: u64,
+    pub event: u64,
+    pub feed_entry: u64,
+}
+
+impl BackupCounts {
+    /// Every record, of every kind.
+    pub fn total(&self) -> u64 {
+        [
+            self.org,
+            self.account,
+            self.binding,
+            self.membership,
+            self.token,
+            self.current_org,
+            self.audit,
+            self.event,
+            self.feed_entry,
+        ]
+        .iter()
+        .sum()
+    }
+}
+
+/// The first line of a backup, and `admin.backup`'s result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupHeader {
+    /// Always `compartment-backup`.
+    pub format: String,
+    /// The format's version: 1.
+    pub version: u32,
+    /// The version of the records: the embedded store's schema version (PostgreSQL's
+    /// schema 1 holds the same records as the embedded schema 6).
+    pub schema: u64,
+    /// When the snapshot was taken, RFC 3339 in UTC.
+    pub taken_at: String,
+    /// Which store it was taken from: `redb` or `postgresql`.
+    pub store: String,
+    /// The last change of the feed when the snapshot was taken (0 before the first).
+    pub last_event: u64,
+    /// How many records of each kind follow.
+    pub counts: BackupCounts,
+}
+
+/// `backup.records`: a page of record lines, each a JSON object with its `kind`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BackupRecords<'a> {
+    #[serde(borrow)]
+    pub records: Vec<&'a RawValue>,
+}
+
+/// The last line of a backup (`{"kind":"end",…}`), and the params of `backup.end`: what
+/// was sent, so that a file cut short is told from a whole one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupEnd {
+    /// Always `end`.
+    pub kind: String,
+    pub counts: BackupCounts,
+}
+
+impl BackupEnd {
+    /// The trailer of a backup of `counts`.
+    pub fn of(counts: BackupCounts) -> BackupEnd {
+        BackupEnd {
+            kind: "end".to_owned(),
+            counts,
+        }
+    }
+}
+
+/// The params of `backup.failed`: why the daemon stopped sending.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct BackupFailed {
+    pub reason: String,
 }

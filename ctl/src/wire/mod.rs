@@ -12,7 +12,8 @@
 //! - `openrpc`: `rpc.discover`'s OpenRPC document, derived from the same list.
 //! - one file per noun for params and results: `meta` (`ping`), `org`, `user`, `role`
 //!   (with [`Role`] itself), `account` (with `whoami`), `authz` (`authz.check`), `events`
-//!   (`events.subscribe` and the feed's notifications), `admin` (`admin.status`); `status`
+//!   (`events.subscribe` and the feed's notifications), `admin` (`admin.status`,
+//!   `admin.backup` and its notifications); `status`
 //!   for statuses; `permission` for the permission keys and DESIGN §3's table.
 //!
 //! # Adding a method
@@ -152,6 +153,9 @@ declare_methods! {
     /// The daemon's version, store, uptime, connections, writer, sweeper and feed
     /// (superuser).
     AdminStatus = "admin.status" => AdminStatus, read, needs none, shapes [];
+    /// Send the whole store from one snapshot: the header, then pages of records as
+    /// notifications (superuser).
+    AdminBackup = "admin.backup" => BackupHeader, read, needs none, shapes [];
     /// This protocol as an OpenRPC document.
     RpcDiscover = "rpc.discover" => serde_json::Value, routine, needs none, shapes [];
 }

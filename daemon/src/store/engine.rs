@@ -7,10 +7,12 @@ use std::path::Path;
 use compartmentctl::wire::StoreInfo;
 use tokio::runtime::Handle;
 
+use compartmentctl::wire::BackupCounts;
+
 use super::{
-    postgres, redb, AccountRecord, Announcement, AuditRecord, Backend, BindingRecord, Changes,
-    EventRecord, MemberRow, MembershipRecord, Millis, OrgRecord, Reader, Result, Rows, StoreError,
-    TokenHash, TokenRecord,
+    postgres, redb, AccountRecord, Announcement, AuditRecord, Backend, Batch, BindingRecord,
+    Changes, EventRecord, Export, Import, MemberRow, MembershipRecord, Millis, OrgRecord, Reader,
+    Result, Rows, StoreError, TokenHash, TokenRecord,
 };
 
 /// The store: a redb file in the state directory, or a PostgreSQL database several daemons
@@ -170,6 +172,16 @@ impl Backend for Store {
 pub enum Snapshot {
     Redb(redb::Snapshot),
     Postgres(postgres::Snapshot),
+}
+
+impl Snapshot {
+    /// Which engine holds the store: `redb` or `postgresql`.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Snapshot::Redb(_) => "redb",
+            Snapshot::Postgres(_) => "postgresql",
+        }
+    }
 }
 
 /// The writer's transaction: rolled back unless committed.
@@ -441,5 +453,87 @@ impl Changes for Tables<'_> {
 impl Rows for Tables<'_> {
     fn append_event(&self, event: &EventRecord) -> Result<u64> {
         either!(self, rows => rows.append_event(event))
+    }
+}
+
+impl Export for Snapshot {
+    fn counts(&self) -> Result<BackupCounts> {
+        match self {
+            Snapshot::Redb(view) => Export::counts(view),
+            Snapshot::Postgres(view) => Export::counts(view.as_ref()),
+        }
+    }
+
+    fn orgs_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<(String, OrgRecord)>> {
+        either!(self, view => view.orgs_after(after, limit))
+    }
+
+    fn accounts_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, AccountRecord)>> {
+        either!(self, view => view.accounts_after(after, limit))
+    }
+
+    fn bindings_after(
+        &self,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<(u32, BindingRecord)>> {
+        either!(self, view => view.bindings_after(after, limit))
+    }
+
+    fn memberships_after(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<(String, String, MembershipRecord)>> {
+        either!(self, view => view.memberships_after(after, limit))
+    }
+
+    fn tokens_after(
+        &self,
+        after: Option<&TokenHash>,
+        limit: usize,
+    ) -> Result<Vec<(TokenHash, TokenRecord)>> {
+        either!(self, view => view.tokens_after(after, limit))
+    }
+
+    fn current_orgs_after(&self, after: Option<u32>, limit: usize) -> Result<Vec<(u32, String)>> {
+        either!(self, view => view.current_orgs_after(after, limit))
+    }
+
+    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>> {
+        either!(self, view => view.audit_after(after, limit))
+    }
+
+    fn feed_entries_after(
+        &self,
+        after: Option<(&str, u64)>,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>> {
+        either!(self, view => view.feed_entries_after(after, limit))
+    }
+}
+
+impl Import for Tables<'_> {
+    fn counts(&self) -> Result<BackupCounts> {
+        match self {
+            Tables::Redb(rows) => Import::counts(rows),
+            Tables::Postgres(rows) => Import::counts(*rows),
+        }
+    }
+
+    fn clear(&self) -> Result<()> {
+        either!(self, rows => rows.clear())
+    }
+
+    fn import(&self, batch: &Batch) -> Result<()> {
+        either!(self, rows => rows.import(batch))
+    }
+
+    fn finish_import(&self, last_event: u64) -> Result<()> {
+        either!(self, rows => rows.finish_import(last_event))
     }
 }

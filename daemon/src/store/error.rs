@@ -16,6 +16,11 @@ pub enum StoreError {
         table: &'static str,
         detail: String,
     },
+    /// A restore would write the same key twice (a backup never holds one twice).
+    Duplicate {
+        table: &'static str,
+        key: String,
+    },
     /// A write failed for want of space, and there is still too little to resume writing.
     DiskFull,
     /// The database is being reopened after a write failed; try again.
@@ -92,6 +97,9 @@ impl fmt::Display for StoreError {
             StoreError::Redb(err) => write!(f, "database error: {err}"),
             StoreError::Corrupt { table, detail } => {
                 write!(f, "unreadable record in table {table}: {detail}")
+            }
+            StoreError::Duplicate { table, key } => {
+                write!(f, "{key} comes twice in table {table}")
             }
             StoreError::Unencodable { table, detail } => {
                 write!(f, "a record for table {table} does not encode: {detail}")

@@ -11,6 +11,9 @@
 //!   append and its feed append. A rule writes through [`Changes`] on a [`Tracked`] view,
 //!   which records that it wrote and derives the feed's events from each write, the same
 //!   for every backend.
+//! - [`Export`] and [`Import`] (`export.rs`): every row a page at a time on a snapshot, and
+//!   the rows written back with their sequence numbers: what a backup reads and a restore
+//!   writes.
 //! - The records (`records.rs`), their binary encoding (`encoding.rs`), the errors
 //!   (`error.rs`), and the check that indexes agree with what they index (`check.rs`),
 //!   written once against [`Reader`].
@@ -33,6 +36,7 @@ mod conformance;
 mod encoding;
 mod engine;
 mod error;
+mod export;
 mod heads;
 pub mod postgres;
 mod read;
@@ -46,6 +50,7 @@ pub use check::check_indexes;
 pub(crate) use encoding::BINARY_RECORD;
 pub(crate) use encoding::{decode, decode_member_row, encode};
 pub use error::{Result, StoreError};
+pub use export::{Batch, Export, Import};
 pub use heads::Announcement;
 pub use read::Reader;
 pub use records::*;

@@ -10,6 +10,7 @@
 //!   reads and writes;
 //! - `reads.rs`, `rows.rs`: [`Reader`](super::Reader), [`Changes`](super::Changes) and
 //!   [`Rows`](super::Rows) as SQL;
+//! - `backup.rs`: [`Export`](super::Export) and [`Import`](super::Import) as SQL;
 //! - `schema.rs` and `migrations/*.sql`: the schema, versioned.
 //!
 //! The SQL is part of the design: the schema's constraints hold the rules (one binding per
@@ -17,6 +18,7 @@
 //! bug above them, and the feed's sequence numbers are dense and in commit order across
 //! daemons.
 
+mod backup;
 mod follow;
 mod handle;
 mod passfile;

@@ -36,7 +36,7 @@ pub(super) fn spelled<T: Serialize>(table: &'static str, value: &T) -> Result<St
 }
 
 /// The enumeration's value spelled `text`.
-fn parsed<T: DeserializeOwned>(table: &'static str, text: String) -> Result<T> {
+pub(super) fn parsed<T: DeserializeOwned>(table: &'static str, text: String) -> Result<T> {
     serde_json::from_value(serde_json::Value::String(text)).map_err(|err| corrupt(table, err))
 }
 
@@ -46,29 +46,30 @@ pub(super) fn bound(value: u64) -> i64 {
 }
 
 /// A limit as a parameter.
-fn limit(value: usize) -> i64 {
+pub(super) fn limit(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn millis(table: &'static str, value: i64) -> Result<Millis> {
+pub(super) fn millis(table: &'static str, value: i64) -> Result<Millis> {
     Millis::try_from(value).map_err(|_| corrupt(table, format!("a negative time {value}")))
 }
 
-fn uid(table: &'static str, value: Option<i64>) -> Result<Option<u32>> {
+pub(super) fn uid(table: &'static str, value: Option<i64>) -> Result<Option<u32>> {
     value
         .map(|uid| u32::try_from(uid).map_err(|_| corrupt(table, format!("uid {uid}"))))
         .transpose()
 }
 
-fn token_hash(table: &'static str, bytes: &[u8]) -> Result<TokenHash> {
+pub(super) fn token_hash(table: &'static str, bytes: &[u8]) -> Result<TokenHash> {
     <[u8; 32]>::try_from(bytes)
         .map(TokenHash)
         .map_err(|_| corrupt(table, format!("a key of {} bytes", bytes.len())))
 }
 
-const MEMBERSHIP: &str = "role, uid, status, invited_by, invited_at, expires_at, token_key";
+pub(super) const MEMBERSHIP: &str =
+    "role, uid, status, invited_by, invited_at, expires_at, token_key";
 
-fn membership(row: &Row) -> Result<MembershipRecord> {
+pub(super) fn membership(row: &Row) -> Result<MembershipRecord> {
     const TABLE: &str = "memberships";
     Ok(MembershipRecord {
         role: parsed(TABLE, row.try_get("role")?)?,
@@ -87,9 +88,9 @@ fn membership(row: &Row) -> Result<MembershipRecord> {
     })
 }
 
-const EVENT: &str = "seq, at, kind, org, email, role, previous_role, status, uid";
+pub(super) const EVENT: &str = "seq, at, kind, org, email, role, previous_role, status, uid";
 
-fn event(row: &Row) -> Result<(u64, EventRecord)> {
+pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
     const TABLE: &str = "events";
     let seq: i64 = row.try_get("seq")?;
     let kind: String = row.try_get("kind")?;
@@ -118,7 +119,7 @@ fn event(row: &Row) -> Result<(u64, EventRecord)> {
     ))
 }
 
-fn account(row: &Row) -> Result<AccountRecord> {
+pub(super) fn account(row: &Row) -> Result<AccountRecord> {
     const TABLE: &str = "accounts";
     Ok(AccountRecord {
         status: parsed(TABLE, row.try_get("status")?)?,
@@ -131,7 +132,66 @@ fn account(row: &Row) -> Result<AccountRecord> {
     })
 }
 
-fn strings(rows: Vec<Row>) -> Result<Vec<String>> {
+pub(super) const BINDING: &str = "email, user_name, bound_at, provenance, provenance_org";
+
+pub(super) fn binding(row: &Row) -> Result<BindingRecord> {
+    const TABLE: &str = "bindings";
+    let provenance: String = row.try_get("provenance")?;
+    let org: Option<String> = row.try_get("provenance_org")?;
+    Ok(BindingRecord {
+        email: row.try_get("email")?,
+        user_name: row.try_get("user_name")?,
+        bound_at: millis(TABLE, row.try_get("bound_at")?)?,
+        provenance: match (provenance.as_str(), org) {
+            ("superuser", None) => Provenance::Superuser,
+            ("unknown", None) => Provenance::Unknown,
+            ("org", Some(org)) => Provenance::Org(org),
+            (other, _) => return Err(corrupt(TABLE, format!("provenance {other}"))),
+        },
+    })
+}
+
+pub(super) const TOKEN: &str =
+    "org, email, expires_at, state, redeemer_uid, redeemer_name, issued_by_superuser";
+
+pub(super) fn token(row: &Row) -> Result<TokenRecord> {
+    const TABLE: &str = "tokens";
+    let redeemer_uid = uid(TABLE, row.try_get("redeemer_uid")?)?;
+    let redeemer_name: Option<String> = row.try_get("redeemer_name")?;
+    Ok(TokenRecord {
+        org: row.try_get("org")?,
+        email: row.try_get("email")?,
+        expires_at: millis(TABLE, row.try_get("expires_at")?)?,
+        state: parsed(TABLE, row.try_get("state")?)?,
+        redeemer: match (redeemer_uid, redeemer_name) {
+            (Some(uid), Some(name)) => Some(UnixUser { uid, name }),
+            _ => None,
+        },
+        issued_by_superuser: row.try_get("issued_by_superuser")?,
+    })
+}
+
+pub(super) const AUDIT: &str = "seq, at, uid, pid, action, org, target, detail";
+
+/// An audit record with its sequence number.
+pub(super) fn audit(row: &Row) -> Result<(u64, AuditRecord)> {
+    const TABLE: &str = "audit";
+    let seq: i64 = row.try_get("seq")?;
+    Ok((
+        u64::try_from(seq).map_err(|_| corrupt(TABLE, format!("sequence number {seq}")))?,
+        AuditRecord {
+            at: millis(TABLE, row.try_get("at")?)?,
+            uid: uid(TABLE, row.try_get("uid")?)?,
+            pid: row.try_get("pid")?,
+            action: row.try_get("action")?,
+            org: row.try_get("org")?,
+            target: row.try_get("target")?,
+            detail: row.try_get("detail")?,
+        },
+    ))
+}
+
+pub(super) fn strings(rows: Vec<Row>) -> Result<Vec<String>> {
     rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
 }
 
@@ -167,27 +227,11 @@ impl Reader for Session {
     }
 
     fn binding(&self, uid: u32) -> Result<Option<BindingRecord>> {
-        const TABLE: &str = "bindings";
-        let row = self.query_opt(
-            "SELECT email, user_name, bound_at, provenance, provenance_org
-             FROM bindings WHERE uid = $1",
+        self.query_opt(
+            &format!("SELECT {BINDING} FROM bindings WHERE uid = $1"),
             &[&i64::from(uid)],
-        )?;
-        row.map(|row| {
-            let provenance: String = row.try_get("provenance")?;
-            let org: Option<String> = row.try_get("provenance_org")?;
-            Ok(BindingRecord {
-                email: row.try_get("email")?,
-                user_name: row.try_get("user_name")?,
-                bound_at: millis(TABLE, row.try_get("bound_at")?)?,
-                provenance: match (provenance.as_str(), org) {
-                    ("superuser", None) => Provenance::Superuser,
-                    ("unknown", None) => Provenance::Unknown,
-                    ("org", Some(org)) => Provenance::Org(org),
-                    (other, _) => return Err(corrupt(TABLE, format!("provenance {other}"))),
-                },
-            })
-        })
+        )?
+        .map(|row| binding(&row))
         .transpose()
     }
 
@@ -273,28 +317,11 @@ impl Reader for Session {
     }
 
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
-        const TABLE: &str = "tokens";
-        let row = self.query_opt(
-            "SELECT org, email, expires_at, state, redeemer_uid, redeemer_name,
-                    issued_by_superuser
-             FROM tokens WHERE key = $1",
+        self.query_opt(
+            &format!("SELECT {TOKEN} FROM tokens WHERE key = $1"),
             &[&hash.0.as_slice()],
-        )?;
-        row.map(|row| {
-            let redeemer_uid = uid(TABLE, row.try_get("redeemer_uid")?)?;
-            let redeemer_name: Option<String> = row.try_get("redeemer_name")?;
-            Ok(TokenRecord {
-                org: row.try_get("org")?,
-                email: row.try_get("email")?,
-                expires_at: millis(TABLE, row.try_get("expires_at")?)?,
-                state: parsed(TABLE, row.try_get("state")?)?,
-                redeemer: match (redeemer_uid, redeemer_name) {
-                    (Some(uid), Some(name)) => Some(UnixUser { uid, name }),
-                    _ => None,
-                },
-                issued_by_superuser: row.try_get("issued_by_superuser")?,
-            })
-        })
+        )?
+        .map(|row| token(&row))
         .transpose()
     }
 
@@ -331,24 +358,10 @@ impl Reader for Session {
     }
 
     fn audit(&self) -> Result<Vec<AuditRecord>> {
-        const TABLE: &str = "audit";
-        self.query(
-            "SELECT at, uid, pid, action, org, target, detail FROM audit ORDER BY seq",
-            &[],
-        )?
-        .iter()
-        .map(|row| {
-            Ok(AuditRecord {
-                at: millis(TABLE, row.try_get("at")?)?,
-                uid: uid(TABLE, row.try_get("uid")?)?,
-                pid: row.try_get("pid")?,
-                action: row.try_get("action")?,
-                org: row.try_get("org")?,
-                target: row.try_get("target")?,
-                detail: row.try_get("detail")?,
-            })
-        })
-        .collect()
+        self.query(&format!("SELECT {AUDIT} FROM audit ORDER BY seq"), &[])?
+            .iter()
+            .map(|row| Ok(audit(row)?.1))
+            .collect()
     }
 
     fn events_after(&self, after: u64, limit_to: usize) -> Result<Vec<(u64, EventRecord)>> {

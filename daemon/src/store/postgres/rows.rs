@@ -201,13 +201,37 @@ const SWEEP_LOCK: i64 = 0x636f_6d70_7377_6570;
 
 impl Rows for Session {
     fn append_event(&self, event: &EventRecord) -> Result<u64> {
-        const TABLE: &str = "events";
         // The row is held from here to the commit: whoever appends next, on any daemon,
         // numbers after this transaction's events (see the schema).
         let row = self
             .query_opt("UPDATE event_head SET seq = seq + 1 RETURNING seq", &[])?
             .ok_or_else(|| corrupt("event_head", "no row"))?;
         let seq: i64 = row.try_get(0)?;
+        let seq = u64::try_from(seq)
+            .map_err(|_| corrupt("event_head", format!("sequence number {seq}")))?;
+        self.insert_event(seq, event)?;
+        // Filed under each organization whose feed carries it: a membership's under its
+        // own, a binding's under every organization the account is a member of.
+        let orgs = match &event.org {
+            Some(org) => vec![org.clone()],
+            None => self.orgs_of(&event.email)?,
+        };
+        for org in &orgs {
+            self.execute(
+                "INSERT INTO org_events (org, seq) VALUES ($1, $2)",
+                &[org, &bound(seq)],
+            )?;
+        }
+        self.appended(seq, &orgs);
+        Ok(seq)
+    }
+}
+
+impl Session {
+    /// Writes the event `seq` (and nothing else: neither the feed's head nor its
+    /// organizations' entries).
+    pub(super) fn insert_event(&self, seq: u64, event: &EventRecord) -> Result<()> {
+        const TABLE: &str = "events";
         let role = |role: &Option<compartmentctl::wire::Role>| {
             role.as_ref().map(|role| spelled(TABLE, role)).transpose()
         };
@@ -215,7 +239,7 @@ impl Rows for Session {
             "INSERT INTO events (seq, at, kind, org, email, role, previous_role, status, uid)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
-                &seq,
+                &bound(seq),
                 &bound(event.at),
                 &event.kind.as_str(),
                 &event.org,
@@ -230,21 +254,6 @@ impl Rows for Session {
                 &event.uid.map(i64::from),
             ],
         )?;
-        // Filed under each organization whose feed carries it: a membership's under its
-        // own, a binding's under every organization the account is a member of.
-        let orgs = match &event.org {
-            Some(org) => vec![org.clone()],
-            None => self.orgs_of(&event.email)?,
-        };
-        for org in &orgs {
-            self.execute(
-                "INSERT INTO org_events (org, seq) VALUES ($1, $2)",
-                &[org, &seq],
-            )?;
-        }
-        let seq = u64::try_from(seq)
-            .map_err(|_| corrupt("event_head", format!("sequence number {seq}")))?;
-        self.appended(seq, &orgs);
-        Ok(seq)
+        Ok(())
     }
 }

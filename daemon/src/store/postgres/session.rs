@@ -79,7 +79,7 @@ impl Session {
     }
 
     /// Records that the transaction appended event `seq` to the feeds of `orgs`.
-    pub(super) fn appended(&self, seq: u64, orgs: &[String]) {
+    pub(in crate::store::postgres) fn appended(&self, seq: u64, orgs: &[String]) {
         self.notifies.store(true, Ordering::Relaxed);
         let mut appended = self.appended.lock().unwrap_or_else(PoisonError::into_inner);
         appended.last = Some(seq);

@@ -7,7 +7,10 @@
 //! - `writes.rs`: [`Rows`](super::Rows), keeping the indexes in step, and the feed's append.
 //! - `schema.rs`: opening a file, the schema version, the migrations.
 //! - `check.rs`: `compartmentd check`: every page, then the indexes.
+//! - `backup.rs`: [`Export`](super::Export) and [`Import`](super::Import): what a backup
+//!   reads and a restore writes.
 
+mod backup;
 mod check;
 mod handle;
 mod reads;
