@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::schema::{self, SchemaError, CURRENT_SCHEMA_VERSION};
 use super::target::Target;
@@ -142,7 +143,8 @@ impl Follower {
             Err(err) => return (classify(err), false),
         };
         let wake = Arc::new(Notify::new());
-        let mut driver = tokio::spawn({
+        // Aborted with the follower: the connection is not left running behind it.
+        let mut driver = AbortOnDropHandle::new(tokio::spawn({
             let wake = wake.clone();
             async move {
                 loop {
@@ -154,7 +156,7 @@ impl Follower {
                     }
                 }
             }
-        });
+        }));
         let failure = async {
             if !self.shared.ready.load(Ordering::Acquire) {
                 let found = schema::migrate(&mut client).await.map_err(|err| match err {
@@ -172,14 +174,16 @@ impl Follower {
                 .await
                 .map_err(classify)?;
             self.shared.reachable.store(true, Ordering::Release);
-            if let Some(first) = self.first.take() {
-                let _ = first.send(Ok(()));
-            }
             if was_failing {
                 tracing::info!(store = %self.target, "PostgreSQL reached again");
             }
             loop {
                 self.catch_up(&client).await.map_err(classify)?;
+                // The open returns once the heads are the feed's: a subscriber from then on
+                // starts from where the feed is.
+                if let Some(first) = self.first.take() {
+                    let _ = first.send(Ok(()));
+                }
                 tokio::select! {
                     () = wake.notified() => {}
                     why = &mut driver => return Err::<(), _>(Failure::Unreachable(
@@ -189,7 +193,6 @@ impl Follower {
             }
         }
         .await;
-        driver.abort();
         let followed = self.shared.reachable.load(Ordering::Acquire);
         match failure {
             Err(failure) => (failure, followed),

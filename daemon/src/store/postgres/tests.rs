@@ -436,3 +436,20 @@ fn a_newer_schema_or_a_missing_database_fails_the_open() {
         "{err}"
     );
 }
+
+/// A daemon opened on a database with a feed starts at the feed's head: its subscribers
+/// wait for what comes next, not for what is already there.
+#[test]
+fn a_daemon_opened_on_a_feed_starts_at_its_head() {
+    let Some(server) = server("a_daemon_opened_on_a_feed_starts_at_its_head") else {
+        return;
+    };
+    let runtime = runtime();
+    let (a, _) = two_daemons(&runtime, &server);
+    let write = a.begin_write().unwrap();
+    add_member(&write, "acme", "admin@example.com", Role::Admin);
+    add_member(&write, "acme", "dev@example.com", Role::Viewer);
+    write.commit().unwrap();
+    let (later, _) = two_daemons(&runtime, &server);
+    assert_eq!(*later.event_head().borrow(), 2);
+}
