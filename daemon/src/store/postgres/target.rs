@@ -40,7 +40,15 @@ impl Target {
     /// Parses `text`, then completes it from the environment, a service file and the
     /// passfile. Refuses a password in `text`.
     pub fn parse(text: &str) -> Result<Target, TargetError> {
-        let written: tokio_postgres::Config = text
+        // A leading `service=NAME` names a service file's entry, which the client library
+        // does not parse; what follows it is checked as written.
+        let written = match text.trim_start().strip_prefix("service=") {
+            Some(after) => after
+                .split_once(char::is_whitespace)
+                .map_or("", |(_, rest)| rest),
+            None => text,
+        };
+        let written: tokio_postgres::Config = written
             .parse()
             .map_err(|err| TargetError(format!("not a PostgreSQL connection string: {err}")))?;
         if written.get_password().is_some() {
@@ -170,6 +178,24 @@ mod tests {
         assert_eq!(
             target.config.get_connect_timeout(),
             Some(&DEFAULT_CONNECT_TIMEOUT)
+        );
+    }
+
+    #[test]
+    fn a_service_is_looked_up_and_what_follows_it_is_checked() {
+        let err = Target::parse("service=compartment-test-nosuch dbname=x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--store: cannot complete the connection settings:"),
+            "{err}"
+        );
+        let err = Target::parse("service=compartment-test-nosuch password=s3cret")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--store: a password here would show in `ps`"),
+            "{err}"
         );
     }
 
