@@ -393,18 +393,11 @@ mod tests {
         else {
             return;
         };
-        let stores = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let target = crate::store::postgres::Target::parse(&server.url("postgres")).unwrap();
+        let stores = crate::store::postgres::schema::tests::store_runtime();
         let open = || {
-            Arc::new(
-                stores
-                    .block_on(Store::open_postgres(&target, stores.handle().clone()))
-                    .unwrap(),
-            )
+            Arc::new(crate::store::postgres::schema::tests::open_store(
+                &server, &stores,
+            ))
         };
         let (a, b) = (open(), open());
         due_invitations(&server, 3000);
@@ -453,18 +446,11 @@ mod tests {
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or(5000);
-        let stores = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let target = crate::store::postgres::Target::parse(&server.url("postgres")).unwrap();
+        let stores = crate::store::postgres::schema::tests::store_runtime();
         let open = || {
-            Arc::new(
-                stores
-                    .block_on(Store::open_postgres(&target, stores.handle().clone()))
-                    .unwrap(),
-            )
+            Arc::new(crate::store::postgres::schema::tests::open_store(
+                &server, &stores,
+            ))
         };
         let (a, b) = (open(), open());
         due_invitations(&server, due);

@@ -1318,20 +1318,11 @@ mod tests {
         ) else {
             return;
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = crate::store::postgres::schema::tests::store_runtime();
         let open = || {
-            Arc::new(
-                runtime
-                    .block_on(Store::open_postgres(
-                        &crate::store::postgres::Target::parse(&server.url("postgres")).unwrap(),
-                        runtime.handle().clone(),
-                    ))
-                    .unwrap(),
-            )
+            Arc::new(crate::store::postgres::schema::tests::open_store(
+                &server, &runtime,
+            ))
         };
         let (a, b) = (open(), open());
         let clock = Arc::new(FakeClock::new(T0));
@@ -1434,17 +1425,10 @@ mod tests {
         ) else {
             return;
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let target = crate::store::postgres::Target::parse(&server.url("postgres")).unwrap();
-        let store = Arc::new(
-            runtime
-                .block_on(Store::open_postgres(&target, runtime.handle().clone()))
-                .unwrap(),
-        );
+        let runtime = crate::store::postgres::schema::tests::store_runtime();
+        let store = Arc::new(crate::store::postgres::schema::tests::open_store(
+            &server, &runtime,
+        ));
         let account = |created_at| AccountRecord {
             status: AccountStatus::Pending,
             uid: None,

@@ -39,17 +39,8 @@ fn on_redb() -> Option<Held> {
 
 fn on_postgres() -> Option<Held> {
     let server = crate::store::postgres::schema::tests::server("backups on PostgreSQL")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let store = runtime
-        .block_on(Store::open_postgres(
-            &crate::store::postgres::Target::parse(&server.url("postgres")).unwrap(),
-            runtime.handle().clone(),
-        ))
-        .unwrap();
+    let runtime = crate::store::postgres::schema::tests::store_runtime();
+    let store = crate::store::postgres::schema::tests::open_store(&server, &runtime);
     Some(Held {
         store,
         _dir: tempfile::tempdir().unwrap(),

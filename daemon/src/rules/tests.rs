@@ -78,17 +78,8 @@ impl Fixture {
     /// PostgreSQL is not installed, outside CI.
     fn on_postgres() -> Option<Fixture> {
         let server = crate::store::postgres::schema::tests::server("the rules on PostgreSQL")?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let store = runtime
-            .block_on(Store::open_postgres(
-                &crate::store::postgres::Target::parse(&server.url("postgres")).unwrap(),
-                runtime.handle().clone(),
-            ))
-            .unwrap();
+        let runtime = crate::store::postgres::schema::tests::store_runtime();
+        let store = crate::store::postgres::schema::tests::open_store(&server, &runtime);
         Some(Fixture {
             store,
             _dir: tempfile::tempdir().unwrap(),

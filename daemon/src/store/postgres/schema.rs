@@ -116,6 +116,26 @@ pub(crate) mod tests {
         }
     }
 
+    /// A runtime for a test's stores: their pools and followers run on it.
+    pub(crate) fn store_runtime() -> tokio::runtime::Runtime {
+        runtime()
+    }
+
+    /// A store on `postgres`'s `postgres` database, as a daemon opens it, its connections
+    /// on `runtime`.
+    pub(crate) fn open_store(
+        postgres: &Postgres,
+        runtime: &tokio::runtime::Runtime,
+    ) -> crate::store::Store {
+        let target = crate::store::postgres::Target::parse(&postgres.url("postgres")).unwrap();
+        runtime
+            .block_on(crate::store::Store::open_postgres(
+                &target,
+                runtime.handle().clone(),
+            ))
+            .unwrap()
+    }
+
     async fn connect(postgres: &Postgres) -> Client {
         let (client, connection) = tokio_postgres::connect(&postgres.url("postgres"), NoTls)
             .await
