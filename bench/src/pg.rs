@@ -2,8 +2,8 @@
 //! temporary directory, as the tests start theirs), and its floors measured with
 //! tokio-postgres directly, over the same Unix socket the daemon connects to: a `SELECT 1`
 //! round trip, and transactions writing the rows invitations write, as the daemon writes
-//! them (the same statements, one after another, in a serializable transaction committed
-//! with the feed's `NOTIFY`).
+//! them (the same statements, one per table sent at once, in a serializable transaction
+//! committed with the feed's `NOTIFY`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -84,43 +84,54 @@ pub fn select_1(conninfo: &str, connections: usize, duration: Duration) -> Measu
     )
 }
 
-/// The statements of one invitation's rows, as the daemon's PostgreSQL backend writes them
-/// (`daemon/src/store/postgres/rows.rs`).
-const ACCOUNT: &str = "INSERT INTO accounts (email, status, uid, created_at, activated_at)
-     VALUES ($1, $2, $3, $4, $5)
+/// The statements that write invitations' rows, as the daemon's PostgreSQL backend sends
+/// them at a commit (`daemon/src/store/postgres/flush.rs`): one per table, each row's
+/// columns as arrays.
+const ACCOUNTS: &str = "INSERT INTO accounts (email, status, uid, created_at, activated_at)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
      ON CONFLICT (email) DO UPDATE
          SET status = excluded.status, uid = excluded.uid,
              created_at = excluded.created_at, activated_at = excluded.activated_at";
-const MEMBERSHIP: &str = "INSERT INTO memberships
+const MEMBERSHIPS: &str = "INSERT INTO memberships
          (org, email, role, uid, status, invited_by, invited_at, expires_at, token_key)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                          $6::text[], $7::bigint[], $8::bigint[], $9::bytea[])
      ON CONFLICT (org, email) DO UPDATE
          SET role = excluded.role, uid = excluded.uid, status = excluded.status,
              invited_by = excluded.invited_by, invited_at = excluded.invited_at,
              expires_at = excluded.expires_at, token_key = excluded.token_key";
-const TOKEN: &str = "INSERT INTO tokens (key, org, email, expires_at, state, redeemer_uid,
+const TOKENS: &str = "INSERT INTO tokens (key, org, email, expires_at, state, redeemer_uid,
                          redeemer_name, issued_by_superuser)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                          $6::bigint[], $7::text[], $8::boolean[])
      ON CONFLICT (key) DO UPDATE
          SET org = excluded.org, email = excluded.email,
              expires_at = excluded.expires_at, state = excluded.state,
              redeemer_uid = excluded.redeemer_uid, redeemer_name = excluded.redeemer_name,
              issued_by_superuser = excluded.issued_by_superuser";
 const AUDIT: &str = "INSERT INTO audit (at, uid, pid, action, org, target, detail)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
-const EVENT_HEAD: &str = "UPDATE event_head SET seq = seq + 1 RETURNING seq";
-const EVENT: &str =
+     SELECT at, uid, pid, action, org, target, detail
+     FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::text[], $5::text[],
+                 $6::text[], $7::text[])
+          WITH ORDINALITY AS appended (at, uid, pid, action, org, target, detail, n)
+     ORDER BY n";
+const EVENTS: &str =
     "INSERT INTO events (seq, at, kind, org, email, role, previous_role, status, uid)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-const ORG_EVENT: &str = "INSERT INTO org_events (org, seq) VALUES ($1, $2)";
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                          $6::text[], $7::text[], $8::text[], $9::bigint[])";
+const ORG_EVENTS: &str =
+    "INSERT INTO org_events (org, seq) SELECT * FROM unnest($1::text[], $2::bigint[])";
+const EVENT_HEAD: &str = "UPDATE event_head SET seq = $1";
+const HEAD: &str = "SELECT seq FROM event_head";
 
 /// Transactions of `batch` invitations' rows each (an account, a membership, a token, an
 /// audit record, an event with the feed's head moved, its organization's index entry) into
-/// organization `org`, which must exist: one thread, each statement awaited before the
-/// next as the daemon's writer sends them, `BEGIN ISOLATION LEVEL SERIALIZABLE` to
-/// `NOTIFY …; COMMIT` with the server's own durability (`fsync`, `synchronous_commit` as
-/// initdb left them). What the rules, the socket and the daemon add is what the ratio
-/// leaves out. `tag` keeps the e-mails of phases apart.
+/// organization `org`, which must exist, as the daemon's writer commits a batch: `BEGIN
+/// ISOLATION LEVEL SERIALIZABLE` and the feed's lock, the feed's head read, the rows as one
+/// statement per table sent at once, then `NOTIFY …; COMMIT`, with the server's own
+/// durability (`fsync`, `synchronous_commit` as initdb left them). One thread. What the
+/// rules, the reads, the socket and the daemon add is what the ratio leaves out. `tag` keeps
+/// the e-mails of phases apart.
 pub fn invitation_rows(
     conninfo: &str,
     org: &str,
@@ -137,7 +148,14 @@ pub fn invitation_rows(
             let statements = connection.runtime.block_on(async {
                 let mut statements = Vec::new();
                 for sql in [
-                    ACCOUNT, MEMBERSHIP, TOKEN, AUDIT, EVENT_HEAD, EVENT, ORG_EVENT,
+                    ACCOUNTS,
+                    MEMBERSHIPS,
+                    TOKENS,
+                    AUDIT,
+                    EVENTS,
+                    ORG_EVENTS,
+                    EVENT_HEAD,
+                    HEAD,
                 ] {
                     statements.push(connection.client.prepare(sql).await.expect(sql));
                 }
@@ -149,12 +167,19 @@ pub fn invitation_rows(
             let client = &connection.client;
             connection.runtime.block_on(async {
                 client
-                    .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    .batch_execute(
+                        "BEGIN ISOLATION LEVEL SERIALIZABLE;
+                         LOCK TABLE event_head IN EXCLUSIVE MODE",
+                    )
                     .await
                     .expect("BEGIN");
-                for j in 0..batch {
-                    write_invitation(client, statements, org, &format!("{tag}-{i}-{j}")).await;
-                }
+                let head: i64 = client
+                    .query_one(&statements[7], &[])
+                    .await
+                    .expect("read the feed's head")
+                    .get(0);
+                let rows = Rows::new(org, &format!("{tag}-{i}"), batch, head);
+                rows.write(client, statements).await;
                 client
                     .batch_execute("NOTIFY compartment_events; COMMIT")
                     .await
@@ -164,97 +189,141 @@ pub fn invitation_rows(
     )
 }
 
-/// Runs a statement the floor cannot do without.
-async fn execute(client: &Client, statement: &Statement, params: &[&(dyn ToSql + Sync)]) {
-    client
-        .execute(statement, params)
-        .await
-        .unwrap_or_else(|err| panic!("{statement:?}: {err}"));
+/// The columns of `batch` invitations' rows.
+struct Rows {
+    org: Vec<String>,
+    email: Vec<String>,
+    key: Vec<Vec<u8>>,
+    now: Vec<i64>,
+    expires: Vec<i64>,
+    seq: Vec<i64>,
 }
 
-/// One invitation's rows, for the new address `{name}@floor.example`.
-async fn write_invitation(client: &Client, statements: &[Statement], org: &str, name: &str) {
-    let now = i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("after 1970")
-            .as_millis(),
-    )
-    .expect("a time in range");
-    let expires = now + 7 * 24 * 3600 * 1000;
-    let email = format!("{name}@floor.example");
-    // 32 bytes that differ for every invitation, as a token's hash does.
-    let mut key = [0u8; 32];
-    for (byte, source) in key.iter_mut().zip(email.bytes().rev()) {
-        *byte = source;
+impl Rows {
+    /// Invitations of new addresses `{name}-{j}@floor.example` into `org`, their events
+    /// numbered after `head`.
+    fn new(org: &str, name: &str, batch: usize, head: i64) -> Rows {
+        let now = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("after 1970")
+                .as_millis(),
+        )
+        .expect("a time in range");
+        let email: Vec<String> = (0..batch)
+            .map(|j| format!("{name}-{j}@floor.example"))
+            .collect();
+        // 32 bytes that differ for every invitation, as a token's hash does.
+        let key = email
+            .iter()
+            .map(|email| {
+                let mut key = vec![0u8; 32];
+                for (byte, source) in key.iter_mut().zip(email.bytes().rev()) {
+                    *byte = source;
+                }
+                key
+            })
+            .collect();
+        Rows {
+            org: vec![org.to_owned(); batch],
+            email,
+            key,
+            now: vec![now; batch],
+            expires: vec![now + 7 * 24 * 3600 * 1000; batch],
+            seq: (1..).map(|n| head + n).take(batch).collect(),
+        }
     }
-    let key = &key[..];
-    let none_i64: Option<i64> = None;
-    let none_str: Option<&str> = None;
-    execute(
-        client,
-        &statements[0],
-        &[&email, &"pending", &none_i64, &now, &none_i64],
-    )
-    .await;
-    execute(
-        client,
-        &statements[1],
-        &[
-            &org,
-            &email,
-            &"viewer",
-            &none_i64,
-            &"invited",
-            &"uid 0",
-            &now,
-            &Some(expires),
-            &Some(key),
-        ],
-    )
-    .await;
-    execute(
-        client,
-        &statements[2],
-        &[
-            &key, &org, &email, &expires, &"pending", &none_i64, &none_str, &true,
-        ],
-    )
-    .await;
-    execute(
-        client,
-        &statements[3],
-        &[
-            &now,
-            &Some(0i64),
-            &Some(1i32),
-            &"user.invite",
-            &Some(org),
-            &Some(email.as_str()),
-            &Some("viewer"),
-        ],
-    )
-    .await;
-    let seq: i64 = client
-        .query_one(&statements[4], &[])
-        .await
-        .expect("move the feed's head")
-        .get(0);
-    execute(
-        client,
-        &statements[5],
-        &[
-            &seq,
-            &now,
-            &"member.added",
-            &Some(org),
-            &email,
-            &Some("viewer"),
-            &none_str,
-            &Some("invited"),
-            &none_i64,
-        ],
-    )
-    .await;
-    execute(client, &statements[6], &[&org, &seq]).await;
+
+    /// Sends every statement at once, and waits for them all.
+    async fn write(&self, client: &Client, statements: &[Statement]) {
+        let batch = self.email.len();
+        let none_i64 = vec![None::<i64>; batch];
+        let none_text = vec![None::<&str>; batch];
+        let text = |value: &'static str| vec![value; batch];
+        let last = self.seq.last().copied().unwrap_or_default();
+        let keys: Vec<Option<&[u8]>> = self.key.iter().map(|key| Some(&key[..])).collect();
+        let uid_0 = vec![Some(0i64); batch];
+        let pid_1 = vec![Some(1i32); batch];
+        let by_superuser = vec![true; batch];
+        let (pending, viewer, invited, uid, action, added) = (
+            text("pending"),
+            text("viewer"),
+            text("invited"),
+            text("uid 0"),
+            text("user.invite"),
+            text("member.added"),
+        );
+        let expires: Vec<Option<i64>> = self.expires.iter().copied().map(Some).collect();
+        let statements: [(&Statement, Vec<&(dyn ToSql + Sync)>); 7] = [
+            (
+                &statements[0],
+                vec![&self.email, &pending, &none_i64, &self.now, &none_i64],
+            ),
+            (
+                &statements[1],
+                vec![
+                    &self.org,
+                    &self.email,
+                    &viewer,
+                    &none_i64,
+                    &invited,
+                    &uid,
+                    &self.now,
+                    &expires,
+                    &keys,
+                ],
+            ),
+            (
+                &statements[2],
+                vec![
+                    &self.key,
+                    &self.org,
+                    &self.email,
+                    &self.expires,
+                    &pending,
+                    &none_i64,
+                    &none_text,
+                    &by_superuser,
+                ],
+            ),
+            (
+                &statements[3],
+                vec![
+                    &self.now,
+                    &uid_0,
+                    &pid_1,
+                    &action,
+                    &self.org,
+                    &self.email,
+                    &viewer,
+                ],
+            ),
+            (
+                &statements[4],
+                vec![
+                    &self.seq,
+                    &self.now,
+                    &added,
+                    &self.org,
+                    &self.email,
+                    &viewer,
+                    &none_text,
+                    &invited,
+                    &none_i64,
+                ],
+            ),
+            (&statements[5], vec![&self.org, &self.seq]),
+            (&statements[6], vec![&last]),
+        ];
+        let sent = statements
+            .iter()
+            .map(|(statement, params)| client.execute(*statement, params));
+        for (done, (statement, _)) in futures_util::future::join_all(sent)
+            .await
+            .into_iter()
+            .zip(&statements)
+        {
+            done.unwrap_or_else(|err| panic!("{statement:?}: {err}"));
+        }
+    }
 }

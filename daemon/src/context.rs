@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use compartmentctl::email::Email;
 use compartmentctl::wire::{Access, AdminStatus, Check, LastBatch, LastSweep, Reads, Writes};
-use tokio::sync::Notify;
 
 use crate::admission::Admission;
 use crate::clock::{rfc3339, Clock};
@@ -35,7 +34,7 @@ pub struct Context {
     /// The uid the daemon runs as: a superuser, like uid 0.
     pub daemon_uid: u32,
     /// Wakes the sweeper when an invitation that may expire sooner is written.
-    pub sweeper_wake: Arc<Notify>,
+    pub sweeper_wake: Arc<crate::sweeper::Wake>,
     /// The host's users (NSS); answers about others cached a few seconds.
     pub users: Arc<dyn Directory>,
     /// Callers' own names, as their connections' lookups gave them.

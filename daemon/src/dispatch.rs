@@ -410,7 +410,7 @@ impl Serve for methods::OrgCreate {
                 orgs::create(txn, &caller, &params, named.clone(), &token, &policy, now)
             })
             .await?;
-        ctx.sweeper_wake.notify_one();
+        tell_sweeper(&ctx.sweeper_wake, &created.admin);
         Ok(created)
     }
 }
@@ -438,14 +438,32 @@ impl Serve for methods::UserInvite {
         let named = ctx.named_user(params.unix_user.as_deref()).await?;
         let token = new_token(&ctx)?;
         let policy = ctx.policy.clone();
+        let about = params.email.clone();
         let invitation = ctx
             .writer
-            .write_as(caller.uid, move |txn, now| {
+            .write_about(caller.uid, &about, move |txn, now| {
                 invitations::invite(txn, &caller, &params, named.clone(), &token, &policy, now)
             })
             .await?;
-        ctx.sweeper_wake.notify_one();
+        tell_sweeper(&ctx.sweeper_wake, &invitation);
         Ok(invitation)
+    }
+}
+
+/// Tells the sweeper when `invitation` expires (an account that already existed was made a
+/// member at once: nothing falls due).
+fn tell_sweeper(wake: &crate::sweeper::Wake, invitation: &compartmentctl::wire::Invitation) {
+    let Some(expires_at) = &invitation.expires_at else {
+        return;
+    };
+    // Whole seconds, so at or before the expiry itself: the sweeper wakes no later.
+    match humantime::parse_rfc3339(expires_at)
+        .ok()
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|since| crate::store::Millis::try_from(since.as_millis()).ok())
+    {
+        Some(at) => wake.due_at(at),
+        None => wake.now(),
     }
 }
 
@@ -455,8 +473,9 @@ impl Serve for methods::UserRemove {
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
+        let about = params.email.clone();
         ctx.writer
-            .write_as(caller.uid, move |txn, now| {
+            .write_about(caller.uid, &about, move |txn, now| {
                 members::remove(txn, &caller, &params, now)
             })
             .await
@@ -469,8 +488,9 @@ impl Serve for methods::RoleGrant {
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
+        let about = params.email.clone();
         ctx.writer
-            .write_as(caller.uid, move |txn, now| {
+            .write_about(caller.uid, &about, move |txn, now| {
                 members::grant(txn, &caller, &params, now)
             })
             .await
@@ -563,8 +583,6 @@ mod tests {
 
     use std::sync::{Arc, Mutex};
 
-    use tokio::sync::Notify;
-
     use super::*;
     use crate::clock::Clock;
     use crate::store::Store;
@@ -638,7 +656,7 @@ mod tests {
             clock,
             policy: Arc::new(crate::rules::tests::policy()),
             daemon_uid: 999,
-            sweeper_wake: Arc::new(Notify::new()),
+            sweeper_wake: Arc::default(),
             users,
             service_group,
             caller_names: CallerNames::default(),

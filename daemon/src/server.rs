@@ -16,7 +16,6 @@ use compartmentctl::wire::{ErrorKind, Response, RpcError};
 use serde_json::Value;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -63,7 +62,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (writer, writer_thread) = Writer::spawn(daemon.store.clone(), daemon.clock.clone())?;
-    let sweeper_wake = Arc::new(Notify::new());
+    let sweeper_wake = Arc::new(crate::sweeper::Wake::default());
     let slots = Slots::new(daemon.limits);
     let last_sweep = Arc::new(LastCommit::default());
     let ctx = Arc::new(Context {

@@ -6,6 +6,7 @@
 //! (`store::SPENT_TOKEN_MEMORY` past their expiry), so the tokens table stays the size of
 //! what recent invitations left.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,12 +53,50 @@ impl Pace {
     }
 }
 
+/// How a change that made something due reaches the sweeper: when it next looks, and a way
+/// to make it look sooner. A new invitation that expires after that look changes nothing
+/// the sweeper does, and costs it no read of the store.
+#[derive(Debug, Default)]
+pub struct Wake {
+    notify: Notify,
+    /// When the sweeper looks next, or [`LOOKING`] while it reads what falls due next (on a
+    /// view that may predate a change told now).
+    next_look: AtomicU64,
+}
+
+/// [`Wake::next_look`] while the sweeper reads.
+const LOOKING: Millis = 0;
+
+impl Wake {
+    /// Told that something falls due at `at`: wakes the sweeper if it would look later than
+    /// that, or is looking now.
+    pub fn due_at(&self, at: Millis) {
+        let next = self.next_look.load(Ordering::SeqCst);
+        if next == LOOKING || at < next {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Told that something may fall due at any time: wakes the sweeper.
+    pub fn now(&self) {
+        self.notify.notify_one();
+    }
+
+    fn looking(&self) {
+        self.next_look.store(LOOKING, Ordering::SeqCst);
+    }
+
+    fn sleeping_until(&self, at: Millis) {
+        self.next_look.store(at.max(LOOKING + 1), Ordering::SeqCst);
+    }
+}
+
 pub struct Sweeper {
     pub store: Arc<Store>,
     pub writer: Writer,
     pub clock: Arc<dyn Clock>,
-    /// Notified after every new invitation.
-    pub wake: Arc<Notify>,
+    /// Told of every new invitation's expiry.
+    pub wake: Arc<Wake>,
     /// The longest it sleeps, whatever the next expiry: a safety net against a clock
     /// that jumps.
     pub max_sleep: Duration,
@@ -69,6 +108,7 @@ impl Sweeper {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut pace = Pace::default();
         loop {
+            self.wake.looking();
             let sleep_for = match self.next_expiry() {
                 Ok(Some(at)) => {
                     let now = self.clock.now();
@@ -90,9 +130,12 @@ impl Sweeper {
                     self.max_sleep
                 }
             };
+            let sleep_ms = Millis::try_from(sleep_for.as_millis()).unwrap_or(Millis::MAX);
+            self.wake
+                .sleeping_until(self.clock.now().saturating_add(sleep_ms));
             tokio::select! {
                 _ = tokio::time::sleep(sleep_for) => {}
-                _ = self.wake.notified() => {}
+                _ = self.wake.notify.notified() => {}
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -257,7 +300,7 @@ mod tests {
                 store: store.clone(),
                 writer: writer.clone(),
                 clock,
-                wake: Arc::new(Notify::new()),
+                wake: Arc::new(Wake::default()),
                 max_sleep: Duration::from_secs(3600),
                 last_sweep: Arc::default(),
             };
@@ -286,6 +329,38 @@ mod tests {
             drop(self.writer);
             self.thread.join().unwrap();
         }
+    }
+
+    /// Whether the sweeper would wake now: a notification is waiting for it.
+    fn woken(wake: &Wake) -> bool {
+        use futures_util::FutureExt as _;
+        wake.notify.notified().now_or_never().is_some()
+    }
+
+    /// A new invitation wakes the sweeper only when it expires before the sweeper's next
+    /// look, or while the sweeper reads (its view may not hold the invitation); a later one
+    /// leaves it asleep, and the store unread.
+    #[test]
+    fn a_new_invitation_wakes_the_sweeper_only_when_it_falls_due_before_its_next_look() {
+        let wake = Wake::default();
+        assert!(!woken(&wake), "nothing was told");
+        wake.due_at(T0);
+        assert!(woken(&wake), "told while the sweeper has not looked yet");
+
+        wake.sleeping_until(T0 + 1000);
+        wake.due_at(T0 + 1000);
+        wake.due_at(T0 + 5000);
+        assert!(!woken(&wake), "due no sooner than the next look");
+        wake.due_at(T0 + 999);
+        assert!(woken(&wake), "due before the next look");
+
+        wake.looking();
+        wake.due_at(T0 + 5000);
+        assert!(woken(&wake), "told while the sweeper reads");
+
+        wake.sleeping_until(T0 + 1000);
+        wake.now();
+        assert!(woken(&wake), "told that anything may be due");
     }
 
     /// An invitation that falls due while a sweep runs (a second after the

@@ -87,12 +87,23 @@ pub(crate) trait Job: Send {
     fn fail_in_store(self: Box<Self>, err: StoreError);
     /// Sends the writer's own error instead of a result.
     fn fail(self: Box<Self>, err: WriteError);
+    /// The account the change is about, when the request names one: the store may read
+    /// its rows ahead, with the other changes' of the batch, in one go.
+    fn about(&self) -> Option<&str> {
+        None
+    }
+    /// The uid that asked for the change, if one did: its binding is read ahead too.
+    fn caller(&self) -> Option<u32> {
+        None
+    }
 }
 
 struct Queued<T, E, F> {
     change: F,
     result: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
+    about: Option<String>,
+    caller: Option<u32>,
 }
 
 impl<T, E, F> Job for Queued<T, E, F>
@@ -129,10 +140,33 @@ where
     fn fail(self: Box<Self>, err: WriteError) {
         let _ = self.reply.send(Err(err.into()));
     }
+
+    fn about(&self) -> Option<&str> {
+        self.about.as_deref()
+    }
+
+    fn caller(&self) -> Option<u32> {
+        self.caller
+    }
 }
 
 /// Queue-ready form of `change` and the receiver of its answer.
+#[cfg(test)]
 pub(crate) fn job<'a, T, E, F>(change: F) -> (Box<dyn Job + 'a>, oneshot::Receiver<Result<T, E>>)
+where
+    F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'a,
+    T: Send + 'a,
+    E: ChangeError,
+{
+    job_about(change, Lane::Daemon, None)
+}
+
+/// [`job`] for a change about the account `about`.
+fn job_about<'a, T, E, F>(
+    change: F,
+    lane: Lane,
+    about: Option<String>,
+) -> (Box<dyn Job + 'a>, oneshot::Receiver<Result<T, E>>)
 where
     F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'a,
     T: Send + 'a,
@@ -143,6 +177,11 @@ where
         change,
         result: None,
         reply,
+        about,
+        caller: match lane {
+            Lane::Uid(uid) => Some(uid),
+            Lane::Daemon => None,
+        },
     };
     (Box::new(job), reply_rx)
 }
@@ -477,6 +516,20 @@ impl Writer {
         self.write_in(Lane::Uid(uid), change).await
     }
 
+    /// [`Writer::write_as`] for a change about the account `email` (as the request names
+    /// it; the change itself judges it): its rows are read ahead with the batch's others.
+    pub async fn write_about<T, E, F>(&self, uid: u32, email: &str, change: F) -> Result<T, E>
+    where
+        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: ChangeError,
+    {
+        let about = compartmentctl::email::Email::parse(email)
+            .ok()
+            .map(|email| email.as_str().to_owned());
+        self.queue(Lane::Uid(uid), about, change).await
+    }
+
     /// [`Writer::write`] in `lane`.
     pub async fn write_in<T, E, F>(&self, lane: Lane, change: F) -> Result<T, E>
     where
@@ -484,7 +537,17 @@ impl Writer {
         T: Send + 'static,
         E: ChangeError,
     {
-        let (job, reply_rx) = job(change);
+        self.queue(lane, None, change).await
+    }
+
+    /// Queues `change` in `lane`, about the account `about`, and waits for its answer.
+    async fn queue<T, E, F>(&self, lane: Lane, about: Option<String>, change: F) -> Result<T, E>
+    where
+        F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: ChangeError,
+    {
+        let (job, reply_rx) = job_about(change, lane, about);
         self.sent.fetch_add(1, Ordering::Relaxed);
         let room = {
             let mut queues = self.shared.lock();
@@ -652,6 +715,15 @@ fn attempt_batch(
             return Attempt::OneByOne(Vec::new());
         }
     };
+    let callers: Vec<u32> = batch.iter().filter_map(|job| job.caller()).collect();
+    let about: Vec<&str> = batch.iter().filter_map(|job| job.about()).collect();
+    if let Err(err) = txn.read_ahead(&callers, &about) {
+        store.note_failure(&err);
+        if err.is_retryable() {
+            return Attempt::Conflict;
+        }
+        return Attempt::OneByOne(Vec::new());
+    }
     let mut panicked = vec![false; batch.len()];
     let mut dirty = false;
     let mut conflict = false;
@@ -814,6 +886,10 @@ fn run_once(
 ) -> Result<(), StoreError> {
     let started = std::time::Instant::now();
     let txn = store.begin_write()?;
+    txn.read_ahead(
+        &job.caller().into_iter().collect::<Vec<_>>(),
+        &job.about().into_iter().collect::<Vec<_>>(),
+    )?;
     let (succeeded, events) = {
         let tables = txn.tables();
         let now = clock.now();
@@ -1463,7 +1539,12 @@ mod tests {
                     .write(move |txn, _| {
                         runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         let before = txn.account("x@example.com")?.map(|a| a.created_at);
-                        if let Err(err) = txn.put_account("x@example.com", &account(T0 + 1)) {
+                        // A read that ranges over rows sends the write first: it waits
+                        // there, and is refused there.
+                        let wrote = txn
+                            .put_account("x@example.com", &account(T0 + 1))
+                            .and_then(|()| txn.orgs_of("x@example.com"));
+                        if let Err(err) = wrote {
                             // As a client would be told it, had the retries run out.
                             let err = crate::rules::RuleError::Store(err);
                             *refused.lock().unwrap() =

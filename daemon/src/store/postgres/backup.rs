@@ -8,11 +8,9 @@
 use compartmentctl::wire::BackupCounts;
 use tokio_postgres::Row;
 
-use super::reads::{
-    account, audit, binding, bound, corrupt, limit, membership, millis, spelled, token, token_hash,
-    uid, AUDIT, BINDING, MEMBERSHIP, TOKEN,
-};
+use super::reads::{account, audit, binding, membership, token, AUDIT, BINDING, MEMBERSHIP, TOKEN};
 use super::session::Session;
+use super::values::{bound, corrupt, limit, millis, spelled, token_hash, uid};
 use crate::store::{
     AccountRecord, AuditRecord, Batch, BindingRecord, Export, Import, MembershipRecord, OrgRecord,
     Provenance, Reader, Result, TokenHash, TokenRecord,

@@ -9,7 +9,10 @@
 //! - `session.rs`: a connection in a transaction, driven from the store's synchronous
 //!   reads and writes;
 //! - `reads.rs`, `rows.rs`: [`Reader`](super::Reader), [`Changes`](super::Changes) and
-//!   [`Rows`](super::Rows) as SQL;
+//!   [`Rows`](super::Rows); a write transaction, the only writer while it runs, keeps what it
+//!   read and wrote (`pending.rs`) and sends its writes as one statement per table
+//!   (`flush.rs`) before a read that ranges over rows and at its commit; `values.rs`: the
+//!   columns' values;
 //! - `backup.rs`: [`Export`](super::Export) and [`Import`](super::Import) as SQL;
 //! - `schema.rs` and `migrations/*.sql`: the schema, versioned.
 //!
@@ -19,9 +22,11 @@
 //! daemons.
 
 mod backup;
+mod flush;
 mod follow;
 mod handle;
 mod passfile;
+mod pending;
 mod reads;
 mod rows;
 pub mod schema;
@@ -29,6 +34,7 @@ mod session;
 mod target;
 #[cfg(test)]
 mod tests;
+mod values;
 
 pub use handle::{Snapshot, Store};
 pub use session::Session;

@@ -1,70 +1,18 @@
 //! [`Reader`] on PostgreSQL: each read one statement in the session's transaction, its rows
-//! in the order the embedded store's keys give (text keys sort by their bytes).
+//! in the order the embedded store's keys give (text keys sort by their bytes). In a write
+//! transaction, a row it read or wrote is answered from what it knows (`pending.rs`), and
+//! its pending writes are sent before a read that ranges over rows.
 
 use compartmentctl::wire::EventKind;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio_postgres::Row;
 
+use super::pending::Head;
 use super::session::Session;
+use super::values::{bound, corrupt, limit, millis, parsed, token_hash, uid};
 use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
-    OrgRecord, Provenance, Reader, Result, StoreError, TokenHash, TokenRecord, UnixUser,
+    OrgRecord, Provenance, Reader, Result, TokenHash, TokenRecord, UnixUser,
 };
-
-/// A stored value this daemon cannot read: the database was changed behind its back.
-pub(super) fn corrupt(table: &'static str, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt {
-        table,
-        detail: detail.to_string(),
-    }
-}
-
-/// An enumeration's value as the wire spells it (`"admin"`, `"invited"`, …).
-pub(super) fn spelled<T: Serialize>(table: &'static str, value: &T) -> Result<String> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => Ok(text),
-        Ok(other) => Err(StoreError::Unencodable {
-            table,
-            detail: format!("{other} is not a name"),
-        }),
-        Err(err) => Err(StoreError::Unencodable {
-            table,
-            detail: err.to_string(),
-        }),
-    }
-}
-
-/// The enumeration's value spelled `text`.
-pub(super) fn parsed<T: DeserializeOwned>(table: &'static str, text: String) -> Result<T> {
-    serde_json::from_value(serde_json::Value::String(text)).map_err(|err| corrupt(table, err))
-}
-
-/// A time or count as a parameter: beyond `i64::MAX` means "no bound".
-pub(super) fn bound(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// A limit as a parameter.
-pub(super) fn limit(value: usize) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-pub(super) fn millis(table: &'static str, value: i64) -> Result<Millis> {
-    Millis::try_from(value).map_err(|_| corrupt(table, format!("a negative time {value}")))
-}
-
-pub(super) fn uid(table: &'static str, value: Option<i64>) -> Result<Option<u32>> {
-    value
-        .map(|uid| u32::try_from(uid).map_err(|_| corrupt(table, format!("uid {uid}"))))
-        .transpose()
-}
-
-pub(super) fn token_hash(table: &'static str, bytes: &[u8]) -> Result<TokenHash> {
-    <[u8; 32]>::try_from(bytes)
-        .map(TokenHash)
-        .map_err(|_| corrupt(table, format!("a key of {} bytes", bytes.len())))
-}
 
 pub(super) const MEMBERSHIP: &str =
     "role, uid, status, invited_by, invited_at, expires_at, token_key";
@@ -198,44 +146,64 @@ pub(super) fn strings(rows: Vec<Row>) -> Result<Vec<String>> {
 impl Reader for Session {
     fn org(&self, name: &str) -> Result<Option<OrgRecord>> {
         const TABLE: &str = "orgs";
-        let row = self.query_opt(
-            "SELECT created_at, created_by_uid FROM orgs WHERE name = $1",
-            &[&name],
-        )?;
-        row.map(|row| {
-            let created_by: i64 = row.try_get(1)?;
-            Ok(OrgRecord {
-                created_at: millis(TABLE, row.try_get(0)?)?,
-                created_by_uid: u32::try_from(created_by)
-                    .map_err(|_| corrupt(TABLE, format!("uid {created_by}")))?,
-            })
-        })
-        .transpose()
+        self.remembered(
+            |pending| &mut pending.orgs,
+            name.to_owned(),
+            || {
+                let row = self.query_opt(
+                    "SELECT created_at, created_by_uid FROM orgs WHERE name = $1",
+                    &[&name],
+                )?;
+                row.map(|row| {
+                    let created_by: i64 = row.try_get(1)?;
+                    Ok(OrgRecord {
+                        created_at: millis(TABLE, row.try_get(0)?)?,
+                        created_by_uid: u32::try_from(created_by)
+                            .map_err(|_| corrupt(TABLE, format!("uid {created_by}")))?,
+                    })
+                })
+                .transpose()
+            },
+        )
     }
 
     fn org_names(&self) -> Result<Vec<String>> {
+        self.flush()?;
         strings(self.query("SELECT name FROM orgs ORDER BY name", &[])?)
     }
 
     fn account(&self, email: &str) -> Result<Option<AccountRecord>> {
-        self.query_opt(
-            "SELECT status, uid, created_at, activated_at FROM accounts WHERE email = $1",
-            &[&email],
-        )?
-        .map(|row| account(&row))
-        .transpose()
+        self.remembered(
+            |pending| &mut pending.accounts,
+            email.to_owned(),
+            || {
+                self.query_opt(
+                    "SELECT status, uid, created_at, activated_at FROM accounts WHERE email = $1",
+                    &[&email],
+                )?
+                .map(|row| account(&row))
+                .transpose()
+            },
+        )
     }
 
     fn binding(&self, uid: u32) -> Result<Option<BindingRecord>> {
-        self.query_opt(
-            &format!("SELECT {BINDING} FROM bindings WHERE uid = $1"),
-            &[&i64::from(uid)],
-        )?
-        .map(|row| binding(&row))
-        .transpose()
+        self.remembered(
+            |pending| &mut pending.bindings,
+            uid,
+            || {
+                self.query_opt(
+                    &format!("SELECT {BINDING} FROM bindings WHERE uid = $1"),
+                    &[&i64::from(uid)],
+                )?
+                .map(|row| binding(&row))
+                .transpose()
+            },
+        )
     }
 
     fn accounts(&self) -> Result<Vec<(String, AccountRecord)>> {
+        self.flush()?;
         self.query(
             "SELECT email, status, uid, created_at, activated_at FROM accounts ORDER BY email",
             &[],
@@ -246,15 +214,29 @@ impl Reader for Session {
     }
 
     fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
-        self.query_opt(
-            &format!("SELECT {MEMBERSHIP} FROM memberships WHERE org = $1 AND email = $2"),
-            &[&org, &email],
-        )?
-        .map(|row| membership(&row))
-        .transpose()
+        if self.remembers() {
+            let mut pending = self.pending();
+            let key = (org.to_owned(), email.to_owned());
+            if pending.memberships.get(&key).is_none() && pending.memberships_of.contains(email) {
+                pending.memberships.learn(key, None);
+            }
+        }
+        self.remembered(
+            |pending| &mut pending.memberships,
+            (org.to_owned(), email.to_owned()),
+            || {
+                self.query_opt(
+                    &format!("SELECT {MEMBERSHIP} FROM memberships WHERE org = $1 AND email = $2"),
+                    &[&org, &email],
+                )?
+                .map(|row| membership(&row))
+                .transpose()
+            },
+        )
     }
 
     fn members(&self, org: &str) -> Result<Vec<(String, MembershipRecord)>> {
+        self.flush()?;
         self.query(
             &format!("SELECT email, {MEMBERSHIP} FROM memberships WHERE org = $1 ORDER BY email"),
             &[&org],
@@ -270,6 +252,7 @@ impl Reader for Session {
         after: Option<&str>,
         limit_to: usize,
     ) -> Result<Vec<(String, MemberRow)>> {
+        self.flush()?;
         // Two statements rather than one with an optional bound, so that each is planned
         // as the range read of the primary key it is.
         let rows = match after {
@@ -297,6 +280,7 @@ impl Reader for Session {
     }
 
     fn active_admins(&self, org: &str, at_most: usize) -> Result<usize> {
+        self.flush()?;
         let row = self.query_opt(
             "SELECT count(*) FROM (SELECT FROM memberships
                  WHERE org = $1 AND role = 'admin' AND status = 'active' LIMIT $2) AS admins",
@@ -310,6 +294,7 @@ impl Reader for Session {
     }
 
     fn orgs_of(&self, email: &str) -> Result<Vec<String>> {
+        self.flush()?;
         strings(self.query(
             "SELECT org FROM memberships WHERE email = $1 ORDER BY org",
             &[&email],
@@ -317,23 +302,36 @@ impl Reader for Session {
     }
 
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>> {
-        self.query_opt(
-            &format!("SELECT {TOKEN} FROM tokens WHERE key = $1"),
-            &[&hash.0.as_slice()],
-        )?
-        .map(|row| token(&row))
-        .transpose()
+        self.remembered(
+            |pending| &mut pending.tokens,
+            *hash,
+            || {
+                self.query_opt(
+                    &format!("SELECT {TOKEN} FROM tokens WHERE key = $1"),
+                    &[&hash.0.as_slice()],
+                )?
+                .map(|row| token(&row))
+                .transpose()
+            },
+        )
     }
 
     fn current_org(&self, uid: u32) -> Result<Option<String>> {
-        let row = self.query_opt(
-            "SELECT org FROM current_org WHERE uid = $1",
-            &[&i64::from(uid)],
-        )?;
-        Ok(row.map(|row| row.try_get(0)).transpose()?)
+        self.remembered(
+            |pending| &mut pending.current_org,
+            uid,
+            || {
+                let row = self.query_opt(
+                    "SELECT org FROM current_org WHERE uid = $1",
+                    &[&i64::from(uid)],
+                )?;
+                Ok(row.map(|row| row.try_get(0)).transpose()?)
+            },
+        )
     }
 
     fn next_expiry(&self) -> Result<Option<Millis>> {
+        self.flush()?;
         let row = self.query_opt(
             "SELECT expires_at FROM memberships
              WHERE status = 'invited' AND expires_at IS NOT NULL
@@ -345,6 +343,7 @@ impl Reader for Session {
     }
 
     fn due_invitations_up_to(&self, now: Millis, limit_to: usize) -> Result<Vec<(String, String)>> {
+        self.flush()?;
         // Due as `clock::is_due` says: at or before `now`.
         self.query(
             "SELECT org, email FROM memberships
@@ -358,6 +357,7 @@ impl Reader for Session {
     }
 
     fn audit(&self) -> Result<Vec<AuditRecord>> {
+        self.flush()?;
         self.query(&format!("SELECT {AUDIT} FROM audit ORDER BY seq"), &[])?
             .iter()
             .map(|row| Ok(audit(row)?.1))
@@ -365,6 +365,7 @@ impl Reader for Session {
     }
 
     fn events_after(&self, after: u64, limit_to: usize) -> Result<Vec<(u64, EventRecord)>> {
+        self.flush()?;
         self.query(
             &format!("SELECT {EVENT} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"),
             &[&bound(after), &limit(limit_to)],
@@ -380,6 +381,7 @@ impl Reader for Session {
         after: u64,
         limit_to: usize,
     ) -> Result<Vec<(u64, EventRecord)>> {
+        self.flush()?;
         self.query(
             &format!(
                 "SELECT {EVENT} FROM events WHERE seq IN (
@@ -395,6 +397,7 @@ impl Reader for Session {
     }
 
     fn spent_tokens_due(&self, now: Millis, limit_to: usize) -> Result<Vec<TokenHash>> {
+        self.flush()?;
         // Due as `clock::is_due` says: at or before `now`.
         self.query(
             "SELECT key FROM tokens WHERE forget_at <= $1 ORDER BY forget_at, key LIMIT $2",
@@ -406,6 +409,7 @@ impl Reader for Session {
     }
 
     fn next_spent_token_due(&self) -> Result<Option<Millis>> {
+        self.flush()?;
         let row = self.query_opt(
             "SELECT forget_at FROM tokens WHERE forget_at IS NOT NULL ORDER BY forget_at LIMIT 1",
             &[],
@@ -414,11 +418,83 @@ impl Reader for Session {
     }
 
     fn last_event_seq(&self) -> Result<u64> {
+        if let Some(head) = self.pending().head {
+            return Ok(head.now);
+        }
         let row = self.query_opt("SELECT seq FROM event_head", &[])?;
         let seq: i64 = match row {
             Some(row) => row.try_get(0)?,
             None => 0,
         };
         u64::try_from(seq).map_err(|_| corrupt("event_head", format!("sequence number {seq}")))
+    }
+}
+
+impl Session {
+    /// Reads into what the transaction knows, in one round trip: the feed's head, the
+    /// bindings of the uids `callers`, and the accounts `emails` with all their
+    /// memberships.
+    pub(crate) fn read_ahead(&self, callers: &[u32], emails: &[&str]) -> Result<()> {
+        if !self.remembers() {
+            return Ok(());
+        }
+        let mut emails = emails.to_vec();
+        emails.sort_unstable();
+        emails.dedup();
+        let mut uids: Vec<i64> = callers.iter().copied().map(i64::from).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        let bindings = format!("SELECT uid, {BINDING} FROM bindings WHERE uid = ANY($1)");
+        let memberships =
+            format!("SELECT org, email, {MEMBERSHIP} FROM memberships WHERE email = ANY($1)");
+        let read = self.query_all(&[
+            ("SELECT seq FROM event_head", &[]),
+            (&bindings, &[&uids]),
+            (
+                "SELECT email, status, uid, created_at, activated_at FROM accounts
+                 WHERE email = ANY($1)",
+                &[&emails],
+            ),
+            (&memberships, &[&emails]),
+        ])?;
+        let [head, bindings, accounts, memberships] = <[Vec<Row>; 4]>::try_from(read)
+            .map_err(|read| corrupt("read_ahead", format!("{} answers", read.len())))?;
+        let head = head
+            .first()
+            .map(|row| row.try_get::<_, i64>(0))
+            .transpose()?
+            .unwrap_or(0);
+        let head = u64::try_from(head)
+            .map_err(|_| corrupt("event_head", format!("sequence number {head}")))?;
+        let mut pending = self.pending();
+        pending.head.get_or_insert(Head {
+            sent: head,
+            now: head,
+        });
+        for row in &bindings {
+            let found: i64 = row.try_get("uid")?;
+            let found =
+                u32::try_from(found).map_err(|_| corrupt("bindings", format!("uid {found}")))?;
+            pending.bindings.learn(found, Some(binding(row)?));
+        }
+        for uid in callers {
+            pending.bindings.learn(*uid, None);
+        }
+        for row in &accounts {
+            pending
+                .accounts
+                .learn(row.try_get("email")?, Some(account(row)?));
+        }
+        for row in &memberships {
+            pending.memberships.learn(
+                (row.try_get("org")?, row.try_get("email")?),
+                Some(membership(row)?),
+            );
+        }
+        for email in emails {
+            pending.accounts.learn(email.to_owned(), None);
+            pending.memberships_of.insert(email.to_owned());
+        }
+        Ok(())
     }
 }

@@ -12,7 +12,9 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::flush::{self, Statement};
 use super::follow::NOTIFY_AND_COMMIT;
+use super::pending::{Known, Pending};
 use crate::store::{Announcement, Result, StoreError};
 
 /// How a session's transaction begins.
@@ -38,6 +40,10 @@ pub struct Session {
     appended: Mutex<Announcement>,
     /// Whether it appended to the feed, so that its commit wakes every daemon's follower.
     notifies: AtomicBool,
+    /// A write transaction's rows as it knows them, and its writes not yet sent.
+    pending: Mutex<Pending>,
+    /// Whether point reads are answered from `pending` (a write transaction's are).
+    remembers: bool,
 }
 
 impl Session {
@@ -48,6 +54,8 @@ impl Session {
             runtime,
             appended: Mutex::default(),
             notifies: AtomicBool::new(false),
+            pending: Mutex::default(),
+            remembers: matches!(begin, Begin::Serializable),
         };
         session.batch(match begin {
             Begin::ReadOnly => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
@@ -62,11 +70,16 @@ impl Session {
     /// (a notification is delivered at the commit, or never); the connection goes back to
     /// the pool.
     pub fn commit(mut self) -> Result<()> {
-        self.batch(if self.notifies.load(Ordering::Relaxed) {
+        let end = if self.notifies.load(Ordering::Relaxed) {
             NOTIFY_AND_COMMIT
         } else {
             "COMMIT"
-        })?;
+        };
+        // The pending writes and the commit in one round trip: should a write fail, the
+        // transaction is aborted and its COMMIT only rolls it back.
+        let unsent = self.pending().take_unsent();
+        let statements = flush::statements(unsent)?;
+        self.pipeline(&statements, Some(end))?;
         self.client = None;
         Ok(())
     }
@@ -93,6 +106,112 @@ impl Session {
     /// What the transaction appended to the feed, to tell the feeds once it commits.
     pub fn announcement(&self) -> Announcement {
         std::mem::take(&mut *self.appended.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The transaction's pending rows and writes.
+    pub(super) fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The row at `key` of the table `table` picks: as the transaction last read or wrote
+    /// it, or else as `read` finds it in the database (remembered from then on).
+    pub(super) fn remembered<K, V>(
+        &self,
+        table: impl Fn(&mut Pending) -> &mut Known<K, V>,
+        key: K,
+        read: impl FnOnce() -> Result<Option<V>>,
+    ) -> Result<Option<V>>
+    where
+        K: Eq + std::hash::Hash + Clone,
+        V: Clone,
+    {
+        if !self.remembers {
+            return read();
+        }
+        if let Some(known) = table(&mut self.pending()).get(&key) {
+            return Ok(known);
+        }
+        let value = read()?;
+        table(&mut self.pending()).learn(key, value.clone());
+        Ok(value)
+    }
+
+    /// Sends the transaction's pending writes, so that the database holds all it wrote: before
+    /// a read that ranges over rows, and at the commit.
+    pub(super) fn flush(&self) -> Result<()> {
+        let unsent = self.pending().take_unsent();
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        let statements = flush::statements(unsent)?;
+        self.pipeline(&statements, None)
+    }
+
+    /// Runs `statements` in order, then `end` if given (a simple statement: `COMMIT`), all
+    /// sent at once and waited for together: one round trip.
+    fn pipeline(&self, statements: &[Statement], end: Option<&str>) -> Result<()> {
+        let client = self.client()?;
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> = statements
+            .iter()
+            .map(|statement| {
+                statement
+                    .params
+                    .iter()
+                    .map(|param| &**param as &(dyn ToSql + Sync))
+                    .collect()
+            })
+            .collect();
+        self.wait(async {
+            let mut prepared = Vec::with_capacity(statements.len());
+            for statement in statements {
+                prepared.push(client.prepare_cached(statement.sql).await?);
+            }
+            // Each is sent as it is first polled, in order; the first error (in order) is
+            // the one that broke the transaction, the later ones only say it is broken.
+            let writes = futures_util::future::join_all(
+                prepared
+                    .iter()
+                    .zip(&params)
+                    .map(|(statement, params)| client.execute(statement, params)),
+            );
+            let (written, ended) = futures_util::future::join(writes, async {
+                match end {
+                    Some(end) => client.batch_execute(end).await,
+                    None => Ok(()),
+                }
+            })
+            .await;
+            written
+                .into_iter()
+                .try_for_each(|result| result.map(drop))?;
+            ended
+        })
+    }
+
+    /// The rows of each of `statements`, sent at once: one round trip.
+    pub(super) fn query_all(
+        &self,
+        statements: &[(&str, &[&(dyn ToSql + Sync)])],
+    ) -> Result<Vec<Vec<Row>>> {
+        let client = self.client()?;
+        self.wait(async {
+            let mut prepared = Vec::with_capacity(statements.len());
+            for (sql, _) in statements {
+                prepared.push(client.prepare_cached(sql).await?);
+            }
+            futures_util::future::try_join_all(
+                prepared
+                    .iter()
+                    .zip(statements)
+                    .map(|(statement, (_, params))| client.query(statement, params)),
+            )
+            .await
+        })
+    }
+
+    /// Whether point reads are answered from what the transaction knows.
+    pub(super) fn remembers(&self) -> bool {
+        self.remembers
     }
 
     /// The rows `sql` returns, its statement prepared once per connection.

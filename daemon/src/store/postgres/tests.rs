@@ -453,3 +453,96 @@ fn a_daemon_opened_on_a_feed_starts_at_its_head() {
     let (later, _) = two_daemons(&runtime, &server);
     assert_eq!(*later.event_head().borrow(), 2);
 }
+
+/// A write transaction answers what it read ahead, and what it wrote since, as the
+/// database does: the accounts read ahead with every membership they have and none they
+/// have not, an account that does not exist as none, the caller's binding, the feed's head;
+/// and its pending writes are in the database before a read that ranges over rows, and
+/// after the commit.
+#[test]
+fn a_write_transaction_answers_what_it_read_ahead_and_wrote_as_the_database_does() {
+    let Some(server) =
+        server("a_write_transaction_answers_what_it_read_ahead_and_wrote_as_the_database_does")
+    else {
+        return;
+    };
+    let runtime = runtime();
+    let (store, _) = two_daemons(&runtime, &server);
+    let write = store.begin_write().unwrap();
+    add_member(&write, "acme", "dev@example.com", Role::Deployer);
+    add_member(&write, "beta", "dev@example.com", Role::Viewer);
+    add_member(&write, "acme", "ops@example.com", Role::Admin);
+    write.commit().unwrap();
+
+    let write = store.begin_write().unwrap();
+    write
+        .read_ahead(&[1000, 1001], &["dev@example.com", "new@example.com"])
+        .unwrap();
+    let snapshot = store.read().unwrap();
+    for (org, email) in [
+        ("acme", "dev@example.com"),
+        ("beta", "dev@example.com"),
+        ("gamma", "dev@example.com"),
+        ("acme", "new@example.com"),
+        ("acme", "ops@example.com"),
+    ] {
+        assert_eq!(
+            write.membership(org, email).unwrap(),
+            snapshot.membership(org, email).unwrap(),
+            "{org} {email}"
+        );
+    }
+    for email in ["dev@example.com", "new@example.com", "ops@example.com"] {
+        assert_eq!(
+            write.account(email).unwrap(),
+            snapshot.account(email).unwrap(),
+            "{email}"
+        );
+    }
+    assert_eq!(
+        write.binding(1000).unwrap(),
+        snapshot.binding(1000).unwrap()
+    );
+    assert_eq!(write.last_event_seq().unwrap(), 3);
+
+    // Written here, answered here, and in the database for a read over rows.
+    add_member(&write, "gamma", "new@example.com", Role::Viewer);
+    let old = write
+        .membership("beta", "dev@example.com")
+        .unwrap()
+        .unwrap();
+    Tracked::new(&write, T0)
+        .delete_membership("beta", "dev@example.com", &old)
+        .unwrap();
+    assert_eq!(write.membership("beta", "dev@example.com").unwrap(), None);
+    assert_eq!(
+        write
+            .membership("gamma", "new@example.com")
+            .unwrap()
+            .map(|m| m.role),
+        Some(Role::Viewer)
+    );
+    assert_eq!(write.orgs_of("dev@example.com").unwrap(), ["acme"]);
+    assert_eq!(write.orgs_of("new@example.com").unwrap(), ["gamma"]);
+    assert_eq!(write.last_event_seq().unwrap(), 5);
+    // Nothing of it outside the transaction until it commits; all of it after.
+    assert!(store.read().unwrap().org("gamma").unwrap().is_none());
+    write.commit().unwrap();
+    let after = store.read().unwrap();
+    assert_eq!(after.orgs_of("dev@example.com").unwrap(), ["acme"]);
+    assert_eq!(after.orgs_of("new@example.com").unwrap(), ["gamma"]);
+    assert_eq!(after.last_event_seq().unwrap(), 5);
+    let feed: Vec<_> = after
+        .events_after(3, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(seq, event)| (seq, event.kind.as_str(), event.org))
+        .collect();
+    assert_eq!(
+        feed,
+        [
+            (4, "member.added", Some("gamma".to_owned())),
+            (5, "member.removed", Some("beta".to_owned())),
+        ]
+    );
+}
