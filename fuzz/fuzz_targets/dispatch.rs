@@ -30,7 +30,6 @@ use compartmentd::writer::Writer;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tokio::runtime::Runtime;
-use tokio::sync::Notify;
 
 /// The uid the fake daemon runs as: a superuser too.
 const DAEMON_UID: u32 = 999;
@@ -102,7 +101,7 @@ fn harness() -> &'static Harness {
                 invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             }),
             daemon_uid: DAEMON_UID,
-            sweeper_wake: Arc::new(Notify::new()),
+            sweeper_wake: Arc::default(),
             // Every uid the fuzzer calls as has a user, so activations can bind.
             users: Arc::new(AnyUid),
             service_group: None,
