@@ -27,7 +27,7 @@ mod send;
 #[cfg(test)]
 mod tests;
 
-pub use error::{describe, RestoreError};
+pub use error::RestoreError;
 pub use lines::{EventLine, Line};
 pub use restore::{read_header, restore, Restored};
 pub(crate) use send::run_backup;

@@ -431,12 +431,8 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let (client, connection) =
-                tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
-                    .await
-                    .unwrap();
-            tokio::spawn(connection);
-            client
+            crate::store::postgres::schema::tests::connect(server)
+                .await
                 .batch_execute(&format!(
                     "BEGIN;
                      INSERT INTO orgs VALUES ('acme', 0, 0) ON CONFLICT DO NOTHING;

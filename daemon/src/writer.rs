@@ -1516,13 +1516,7 @@ mod tests {
                 .map_err(crate::rules::RuleError::from)
         })
         .unwrap();
-        let (client, connection) = runtime
-            .block_on(tokio_postgres::connect(
-                &server.url("postgres"),
-                tokio_postgres::NoTls,
-            ))
-            .unwrap();
-        runtime.spawn(connection);
+        let client = runtime.block_on(crate::store::postgres::schema::tests::connect(&server));
         // Another transaction holds the account's row, changed and not yet committed.
         runtime
             .block_on(client.batch_execute(

@@ -124,7 +124,7 @@ pub fn backup(
         OutputFormat::Text => format!(
             "Backed up {} records ({}) taken at {} from {} to {}.\n",
             header.counts.total(),
-            counts_in_words(&header.counts),
+            header.counts,
             escaped(&header.taken_at),
             escaped(&header.store),
             escaped(&file.display().to_string())
@@ -190,28 +190,4 @@ fn progress(total: u64) -> ProgressBar {
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
-}
-
-/// "2 organizations, 5 accounts, …".
-fn counts_in_words(counts: &BackupCounts) -> String {
-    let kinds = [
-        (counts.org, "organization", "organizations"),
-        (counts.account, "account", "accounts"),
-        (counts.binding, "binding", "bindings"),
-        (counts.membership, "membership", "memberships"),
-        (counts.token, "token", "tokens"),
-        (
-            counts.current_org,
-            "current organization",
-            "current organizations",
-        ),
-        (counts.audit, "audit record", "audit records"),
-        (counts.event, "event", "events"),
-        (counts.feed_entry, "feed entry", "feed entries"),
-    ];
-    kinds
-        .iter()
-        .map(|(count, one, many)| format!("{count} {}", if *count == 1 { one } else { many }))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -110,6 +110,36 @@ pub struct BackupCounts {
     pub feed_entry: u64,
 }
 
+impl std::fmt::Display for BackupCounts {
+    /// In words: "2 organizations, 5 accounts, …", every kind, each counted.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds = [
+            (self.org, "organization", "organizations"),
+            (self.account, "account", "accounts"),
+            (self.binding, "binding", "bindings"),
+            (self.membership, "membership", "memberships"),
+            (self.token, "token", "tokens"),
+            (
+                self.current_org,
+                "current organization",
+                "current organizations",
+            ),
+            (self.audit, "audit record", "audit records"),
+            (self.event, "event", "events"),
+            (self.feed_entry, "feed entry", "feed entries"),
+        ];
+        for (i, (count, one, many)) in kinds.into_iter().enumerate() {
+            let separator = if i == 0 { "" } else { ", " };
+            write!(
+                f,
+                "{separator}{count} {}",
+                if count == 1 { one } else { many }
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl BackupCounts {
     /// Every record, of every kind.
     pub fn total(&self) -> u64 {

@@ -1,6 +1,6 @@
 //! Why a restore wrote nothing, in the words `compartmentd restore` prints.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::path::PathBuf;
 
 use compartmentctl::wire::{BackupCounts, BACKUP_VERSION};
@@ -91,7 +91,7 @@ impl fmt::Display for RestoreError {
             RestoreError::NotEmpty { store, held } => write!(
                 f,
                 "{store} is not empty: it holds {}; {NOTHING}: restore into an empty store, or pass --replace to replace what it holds",
-                describe(held)
+                held
             ),
             RestoreError::BadLine { file, line, why } => {
                 write!(f, "{} line {line}: {why}; {NOTHING}", file.display())
@@ -105,8 +105,8 @@ impl fmt::Display for RestoreError {
                 f,
                 "{} holds {}, but its header counts {}; {NOTHING}",
                 file.display(),
-                describe(read),
-                describe(header)
+                read,
+                header
             ),
             RestoreError::Refused {
                 file,
@@ -124,30 +124,3 @@ impl fmt::Display for RestoreError {
 }
 
 impl std::error::Error for RestoreError {}
-
-/// `counts` in words: "2 organizations, 5 accounts, …".
-pub fn describe(counts: &BackupCounts) -> String {
-    let kinds = [
-        (counts.org, "organization", "organizations"),
-        (counts.account, "account", "accounts"),
-        (counts.binding, "binding", "bindings"),
-        (counts.membership, "membership", "memberships"),
-        (counts.token, "token", "tokens"),
-        (
-            counts.current_org,
-            "current organization",
-            "current organizations",
-        ),
-        (counts.audit, "audit record", "audit records"),
-        (counts.event, "event", "events"),
-        (counts.feed_entry, "feed entry", "feed entries"),
-    ];
-    let mut text = String::new();
-    for (count, one, many) in kinds {
-        if !text.is_empty() {
-            text.push_str(", ");
-        }
-        let _ = write!(text, "{count} {}", if count == 1 { one } else { many });
-    }
-    text
-}

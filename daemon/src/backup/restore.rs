@@ -18,7 +18,7 @@ use std::time::Duration;
 use compartmentctl::wire::{BackupCounts, BackupHeader, BACKUP_FORMAT, BACKUP_VERSION};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::error::{describe, RestoreError};
+use super::error::RestoreError;
 use super::lines::Line;
 use crate::rules::valid_org_name;
 use crate::store::{
@@ -38,7 +38,7 @@ impl Restored {
     pub fn summary(&self, file: &Path) -> String {
         format!(
             "restored {} from {} into {}",
-            describe(&self.counts),
+            self.counts,
             file.display(),
             self.store
         )
@@ -208,8 +208,7 @@ fn import_lines(
             if *declared != counts {
                 return Err(bad(format!(
                     "the end line counts {}, but the lines before it hold {}",
-                    describe(declared),
-                    describe(&counts)
+                    declared, counts
                 )));
             }
             ended = true;

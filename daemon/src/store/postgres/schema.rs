@@ -136,7 +136,9 @@ pub(crate) mod tests {
             .unwrap()
     }
 
-    async fn connect(postgres: &Postgres) -> Client {
+    /// A client of the test's own on `postgres`'s `postgres` database, its connection
+    /// driven on the current runtime.
+    pub(crate) async fn connect(postgres: &Postgres) -> Client {
         let (client, connection) = tokio_postgres::connect(&postgres.url("postgres"), NoTls)
             .await
             .unwrap();

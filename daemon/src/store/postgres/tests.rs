@@ -5,7 +5,7 @@
 
 use compartmentctl::wire::{AccountStatus, MemberStatus, Role};
 
-use super::schema::tests::server;
+use super::schema::tests::{connect, server, store_runtime as runtime};
 use super::{Session, Store};
 use crate::store::change::Tracked;
 use crate::store::{
@@ -25,14 +25,6 @@ fn eventually(mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     false
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// Two handles on the database of `server`, as two daemons would open it.
@@ -302,11 +294,8 @@ fn a_restarted_server_is_unreachable_meanwhile_and_reconnected_after() {
 /// how many it ended.
 fn cut_followers(server: &compartment_pgtest::Postgres, runtime: &tokio::runtime::Runtime) -> i64 {
     runtime.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
+        connect(server)
             .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
             .query_one(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
                 &[&super::follow::APPLICATION_NAME],
@@ -416,12 +405,8 @@ fn a_newer_schema_or_a_missing_database_fails_the_open() {
     let (a, _) = two_daemons(&runtime, &server);
     drop(a);
     runtime.block_on(async {
-        let (client, connection) =
-            tokio_postgres::connect(&server.url("postgres"), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        client
+        connect(&server)
+            .await
             .execute("UPDATE compartment_schema SET version = 99", &[])
             .await
             .unwrap();
