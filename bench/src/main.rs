@@ -472,24 +472,7 @@ fn main() {
         "daemon RSS after populating",
         report::memory(after_populate),
     );
-    report::line(
-        "compartmentctl user list",
-        format!(
-            "{} wall, {} lines, CLI peak RSS {}",
-            report::duration(list.wall),
-            report::count(list.stdout_lines as f64),
-            report::kib(list.peak_kib)
-        ),
-    );
-    report::line(
-        "… --output json",
-        format!(
-            "{} wall, {} printed, CLI peak RSS {}",
-            report::duration(list_json.wall),
-            report::bytes(list_json.stdout_bytes as u64),
-            report::kib(list_json.peak_kib)
-        ),
-    );
+    report_lists(&list, &list_json);
     report::line("daemon RSS after listing", report::memory(after_list));
     report::line(
         "daemon start, empty database",
@@ -761,24 +744,7 @@ fn on_postgres(daemon_bin: &Path, ctl_bin: &Path, dir: &Path, members: usize, ph
         "daemon RSS after populating",
         report::memory(after_populate),
     );
-    report::line(
-        "compartmentctl user list",
-        format!(
-            "{} wall, {} lines, CLI peak RSS {}",
-            report::duration(list.wall),
-            report::count(list.stdout_lines as f64),
-            report::kib(list.peak_kib)
-        ),
-    );
-    report::line(
-        "… --output json",
-        format!(
-            "{} wall, {} printed, CLI peak RSS {}",
-            report::duration(list_json.wall),
-            report::bytes(list_json.stdout_bytes as u64),
-            report::kib(list_json.peak_kib)
-        ),
-    );
+    report_lists(&list, &list_json);
     report::line(
         "daemon start, empty database",
         format!("{} to the first answer", report::duration(first_start)),
@@ -959,4 +925,26 @@ fn build_binaries(profile_dir: &Path) {
     if !status.success() {
         panic!("{command:?} failed with {status}");
     }
+}
+
+/// The rows of `compartmentctl user list` of the scale organization, as text and as JSON.
+fn report_lists(list: &load::CliRun, list_json: &load::CliRun) {
+    report::line(
+        "compartmentctl user list",
+        format!(
+            "{} wall, {} lines, CLI peak RSS {}",
+            report::duration(list.wall),
+            report::count(list.stdout_lines as f64),
+            report::kib(list.peak_kib)
+        ),
+    );
+    report::line(
+        "… --output json",
+        format!(
+            "{} wall, {} printed, CLI peak RSS {}",
+            report::duration(list_json.wall),
+            report::bytes(list_json.stdout_bytes as u64),
+            report::kib(list_json.peak_kib)
+        ),
+    );
 }
