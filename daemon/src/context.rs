@@ -21,7 +21,9 @@ use crate::limits::Slots;
 use crate::rules::authz::Subject;
 use crate::rules::{identity, Caller, Policy, RuleError};
 use crate::status::LastCommit;
-use crate::store::{AuditRecord, Changes as _, Millis, ReadSide, Reader, Snapshot, UnixUser};
+use crate::store::{
+    AuditRecord, Changes as _, Glance, Millis, ReadSide, Reader, Snapshot, UnixUser,
+};
 use crate::users::{CallerNames, Directory};
 use crate::writer::Writer;
 
@@ -123,6 +125,12 @@ impl<'a> ReadContext<'a> {
     /// A snapshot of the store as of now.
     pub fn snapshot(self) -> crate::store::Result<Snapshot> {
         self.ctx.store.read()
+    }
+
+    /// A glance at what a decision about `uid` in `org` (else its current organization)
+    /// reads, as of now ([`Glance`]).
+    pub async fn glance(self, uid: u32, org: Option<&str>) -> crate::store::Result<Glance> {
+        self.ctx.store.glance(uid, org).await
     }
 
     /// The daemon's clock, now.
@@ -364,14 +372,11 @@ impl Context {
             None => None,
         };
         if !service {
-            let own_email = || match identity::binding_of(snapshot, caller) {
-                Ok(Ok(binding)) => Some(binding.email),
-                _ => None,
-            };
             let is_self = match (&check.uid, &check.user, &email) {
                 (Some(uid), _, _) => *uid == caller.uid,
                 (_, Some(user), _) => caller.user.as_deref() == Some(user.as_str()),
-                (_, _, Some(email)) => own_email().as_deref() == Some(email.as_str()),
+                (_, _, Some(email)) => identity::binding_of(snapshot, caller)?
+                    .is_ok_and(|binding| binding.email == email.as_str()),
                 (None, None, None) => true,
             };
             if !is_self {

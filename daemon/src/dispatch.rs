@@ -15,8 +15,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use compartmentctl::wire::{
-    methods, AuthzAnswer, AuthzCheckParams, Check, Handle, MemberList, Method, Pong, Request, Role,
-    RoleInfo, RoleList, Visit,
+    methods, AuthzAnswer, AuthzCheckParams, Check, Decision, Handle, MemberList, Method, Pong,
+    Request, Role, RoleInfo, RoleList, Visit,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -26,6 +26,7 @@ use crate::context::{Context, ReadContext, Scope, WriteContext};
 use crate::events::{self, Feed};
 use crate::rules::authz;
 use crate::rules::{accounts, identity, invitations, members, orgs, Caller, RuleError, Unbound};
+use crate::store::{Millis, Reader, StoreError};
 use crate::token::Token;
 
 /// What the handler of method `M` is served with, as its declaration says: a
@@ -226,16 +227,19 @@ impl Serve for methods::AuthzCheck {
             // with nothing to share.
             AuthzCheckParams::One(check) => {
                 let service = check.names_subject() && ctx.is_service(&caller).await;
-                let snapshot = ctx.snapshot()?;
+                // The rows a decision about a uid reads, at a glance; a decision that reads
+                // more (no organization named or chosen, a subject named by address) is
+                // made again on a snapshot.
+                let uid = check.uid.unwrap_or(caller.uid);
+                let glance = ctx.glance(uid, check.org.as_deref()).await?;
                 let now = ctx.now();
-                let subject = ctx.subject(&caller, &check, service, &snapshot).await?;
-                let decision = authz::decide(
-                    &snapshot,
-                    &subject,
-                    check.permission,
-                    check.org.as_deref(),
-                    now,
-                )?;
+                let decision = match decide(ctx, &caller, &check, service, &glance, now).await {
+                    Err(RuleError::Store(StoreError::BeyondGlance)) => {
+                        let snapshot = ctx.snapshot()?;
+                        decide(ctx, &caller, &check, service, &snapshot, ctx.now()).await?
+                    }
+                    decision => decision?,
+                };
                 return Ok(AuthzAnswer::One(decision));
             }
             AuthzCheckParams::Many(checks) => checks,
@@ -261,14 +265,7 @@ impl Serve for methods::AuthzCheck {
         let now = ctx.now();
         let mut answers = Vec::with_capacity(distinct.len());
         for check in distinct {
-            let subject = ctx.subject(&caller, check, service, &snapshot).await?;
-            answers.push(authz::decide(
-                &snapshot,
-                &subject,
-                check.permission,
-                check.org.as_deref(),
-                now,
-            )?);
+            answers.push(decide(ctx, &caller, check, service, &snapshot, now).await?);
         }
         let mut decisions = Vec::with_capacity(first.len());
         for index in first {
@@ -294,6 +291,25 @@ impl Serve for methods::AuthzCheck {
             takeover: None,
         })
     }
+}
+
+/// `check` by `caller` decided on `reader` at `now`.
+async fn decide(
+    ctx: ReadContext<'_>,
+    caller: &Caller,
+    check: &Check,
+    service: bool,
+    reader: &impl Reader,
+    now: Millis,
+) -> Result<Decision, RuleError> {
+    let subject = ctx.subject(caller, check, service, reader).await?;
+    authz::decide(
+        reader,
+        &subject,
+        check.permission,
+        check.org.as_deref(),
+        now,
+    )
 }
 
 impl Serve for methods::EventsSubscribe {

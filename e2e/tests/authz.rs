@@ -5,7 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use compartment_e2e::{
-    parse_invite, root_test, test_group, Daemon, DaemonOptions, Out, RawConn, TestUser, ROOT,
+    each_store, parse_invite, root_test, test_group, Daemon, DaemonOptions, Out, RawConn, TestUser,
+    ROOT,
 };
 use compartmentctl::wire::{Check, Permission, Reason, Role};
 use std::os::unix::process::CommandExt;
@@ -25,10 +26,18 @@ struct Host {
     bystander: TestUser,
 }
 
-fn host() -> Host {
+/// `test` run on a [`Host`] of each store: the rows a decision reads are read differently
+/// on PostgreSQL (at a glance, else from a snapshot), so every answer is asked of both.
+fn on_each_store(test: &str, body: impl Fn(&Host)) {
+    for options in each_store(test) {
+        body(&host(options));
+    }
+}
+
+fn host(options: DaemonOptions) -> Host {
     let service = TestUser::get("cpt-az-svc");
     test_group(SERVICES, &[&service]);
-    let daemon = Daemon::start(DaemonOptions::new().args(&["--service-group", SERVICES]));
+    let daemon = Daemon::start(options.args(&["--service-group", SERVICES]));
     let h = Host {
         admin: TestUser::get("cpt-az-admin"),
         deployer: TestUser::get("cpt-az-dep"),
@@ -72,163 +81,169 @@ fn assert_answer(out: &Out, yes: bool, message: &str) {
 }
 
 root_test!(a_member_asks_about_itself, || {
-    let h = host();
-    assert_answer(
-        &auth_can(&h, h.deployer.uid, &["deployment.create", "--org", "acme"]),
+    on_each_store("a_member_asks_about_itself", |h| {
+        assert_answer(
+        &auth_can(h, h.deployer.uid, &["deployment.create", "--org", "acme"]),
         true,
         "dep@example.com is deployer in acme (invited by admin@example.com), and deployment.create needs the deployer role or above",
     );
-    assert_answer(
-        &auth_can(&h, h.deployer.uid, &["organization.user.invite", "--org", "acme"]),
+        assert_answer(
+        &auth_can(h, h.deployer.uid, &["organization.user.invite", "--org", "acme"]),
         false,
         "dep@example.com is deployer in acme (invited by admin@example.com), and organization.user.invite needs the admin role",
     );
-    // The only organization is the current one; naming oneself is asking about oneself.
-    assert_answer(
-        &auth_can(&h, h.viewer.uid, &["variable.value.read", "--user", "cpt-az-view"]),
+        // The only organization is the current one; naming oneself is asking about oneself.
+        assert_answer(
+        &auth_can(h, h.viewer.uid, &["variable.value.read", "--user", "cpt-az-view"]),
         false,
         "view@example.com is viewer in acme (invited by admin@example.com), and variable.value.read needs the deployer role or above",
     );
-    assert_answer(
-        &auth_can(&h, h.viewer.uid, &["project.read", "--email", "VIEW@example.com"]),
+        assert_answer(
+        &auth_can(h, h.viewer.uid, &["project.read", "--email", "VIEW@example.com"]),
         true,
         "view@example.com is viewer in acme (invited by admin@example.com), and project.read needs the viewer role or above",
     );
-    assert_answer(
-        &auth_can(&h, h.bystander.uid, &["project.read", "--org", "acme"]),
-        false,
-        &format!(
-            "uid {} (cpt-az-by): it is not bound to an account",
-            h.bystander.uid
-        ),
-    );
-    assert_answer(
-        &auth_can(&h, ROOT, &["organization.audit.read", "--org", "acme"]),
+        assert_answer(
+            &auth_can(h, h.bystander.uid, &["project.read", "--org", "acme"]),
+            false,
+            &format!(
+                "uid {} (cpt-az-by): it is not bound to an account",
+                h.bystander.uid
+            ),
+        );
+        assert_answer(
+        &auth_can(h, ROOT, &["organization.audit.read", "--org", "acme"]),
         true,
         "uid 0 (root) is a superuser, with admin power in every organization, and organization.audit.read needs the admin role",
     );
-    // JSON for scripts: the decision object, and the same exit code.
-    let out = auth_can(&h, h.viewer.uid, &["deployment.create", "--output", "json"]);
-    assert_eq!(out.code, 4, "{out:#?}");
-    let decision: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(
-        decision,
-        json!({
-            "allowed": false, "permission": "deployment.create", "org": "acme",
-            "uid": h.viewer.uid, "user": "cpt-az-view", "email": "view@example.com",
-            "role": "viewer", "reason": "role_too_low",
-            "message": "view@example.com is viewer in acme (invited by admin@example.com), and deployment.create needs the deployer role or above",
-        })
-    );
-    // Removal is immediate: the next answer is no.
-    h.daemon
-        .ctl(h.admin.uid, &["user", "remove", "dep@example.com"])
-        .assert_success();
-    assert_answer(
-        &auth_can(&h, h.deployer.uid, &["deployment.create", "--org", "acme"]),
-        false,
-        "dep@example.com is not a member of acme",
-    );
+        // JSON for scripts: the decision object, and the same exit code.
+        let out = auth_can(h, h.viewer.uid, &["deployment.create", "--output", "json"]);
+        assert_eq!(out.code, 4, "{out:#?}");
+        let decision: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(
+            decision,
+            json!({
+                "allowed": false, "permission": "deployment.create", "org": "acme",
+                "uid": h.viewer.uid, "user": "cpt-az-view", "email": "view@example.com",
+                "role": "viewer", "reason": "role_too_low",
+                "message": "view@example.com is viewer in acme (invited by admin@example.com), and deployment.create needs the deployer role or above",
+            })
+        );
+        // Removal is immediate: the next answer is no.
+        h.daemon
+            .ctl(h.admin.uid, &["user", "remove", "dep@example.com"])
+            .assert_success();
+        assert_answer(
+            &auth_can(h, h.deployer.uid, &["deployment.create", "--org", "acme"]),
+            false,
+            "dep@example.com is not a member of acme",
+        );
+    });
 });
 
 root_test!(
     nobody_but_services_and_superusers_learns_what_others_may_do,
     || {
-        let h = host();
-        let refused =
+        on_each_store(
+            "nobody_but_services_and_superusers_learns_what_others_may_do",
+            |h| {
+                let refused =
             "asking what another user may do is for superusers and the daemon's service group";
-        let hint = "ask about yourself (without --user or --email), or have a superuser add your user to the daemon's --service-group";
-        // An admin of acme, about a member of acme; anyone about anyone, existing or not: the
-        // same refusal, which says nothing about whether the user or the address exists.
-        for (uid, args) in [
-            (
-                h.admin.uid,
-                vec!["deployment.create", "--user", "cpt-az-dep"],
-            ),
-            (
-                h.viewer.uid,
-                vec!["project.read", "--email", "dep@example.com"],
-            ),
-            (
-                h.viewer.uid,
-                vec!["project.read", "--email", "ghost@example.com"],
-            ),
-            (
-                h.bystander.uid,
-                vec!["project.read", "--user", "cpt-no-such-user"],
-            ),
-            (h.bystander.uid, vec!["project.read", "--user", "root"]),
-        ] {
-            auth_can(&h, uid, &args).assert_err_hint(4, refused, hint);
-        }
-        // On the wire, by uid too.
-        let mut conn = compartment_e2e::RawConn::connect_as(&h.daemon.socket(), h.viewer.uid);
-        conn.send_line(&format!(
+                let hint = "ask about yourself (without --user or --email), or have a superuser add your user to the daemon's --service-group";
+                // An admin of acme, about a member of acme; anyone about anyone, existing or not: the
+                // same refusal, which says nothing about whether the user or the address exists.
+                for (uid, args) in [
+                    (
+                        h.admin.uid,
+                        vec!["deployment.create", "--user", "cpt-az-dep"],
+                    ),
+                    (
+                        h.viewer.uid,
+                        vec!["project.read", "--email", "dep@example.com"],
+                    ),
+                    (
+                        h.viewer.uid,
+                        vec!["project.read", "--email", "ghost@example.com"],
+                    ),
+                    (
+                        h.bystander.uid,
+                        vec!["project.read", "--user", "cpt-no-such-user"],
+                    ),
+                    (h.bystander.uid, vec!["project.read", "--user", "root"]),
+                ] {
+                    auth_can(h, uid, &args).assert_err_hint(4, refused, hint);
+                }
+                // On the wire, by uid too.
+                let mut conn =
+                    compartment_e2e::RawConn::connect_as(&h.daemon.socket(), h.viewer.uid);
+                conn.send_line(&format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"authz.check","params":{{"permission":"project.read","uid":{}}}}}"#,
         h.deployer.uid
     ));
-        let reply: Value = serde_json::from_str(&conn.read_line()).unwrap();
-        assert_eq!(reply["error"]["data"]["kind"], "forbidden", "{reply}");
+                let reply: Value = serde_json::from_str(&conn.read_line()).unwrap();
+                assert_eq!(reply["error"]["data"]["kind"], "forbidden", "{reply}");
+            },
+        );
     }
 );
 
 root_test!(a_service_asks_about_anyone, || {
-    let h = host();
-    assert_answer(
-        &auth_can(&h, h.service.uid, &["deployment.create", "--user", "cpt-az-dep", "--org", "acme"]),
+    on_each_store("a_service_asks_about_anyone", |h| {
+        assert_answer(
+        &auth_can(h, h.service.uid, &["deployment.create", "--user", "cpt-az-dep", "--org", "acme"]),
         true,
         "dep@example.com is deployer in acme (invited by admin@example.com), and deployment.create needs the deployer role or above",
     );
-    assert_answer(
-        &auth_can(&h, h.service.uid, &["variable.value.read", "--email", "view@example.com"]),
+        assert_answer(
+        &auth_can(h, h.service.uid, &["variable.value.read", "--email", "view@example.com"]),
         false,
         "view@example.com is viewer in acme (invited by admin@example.com), and variable.value.read needs the deployer role or above",
     );
-    assert_answer(
-        &auth_can(
-            &h,
-            h.service.uid,
-            &["project.read", "--user", "cpt-az-by", "--org", "acme"],
-        ),
-        false,
-        &format!(
-            "uid {} (cpt-az-by): it is not bound to an account",
-            h.bystander.uid
-        ),
-    );
-    assert_answer(
-        &auth_can(
-            &h,
-            h.service.uid,
-            &[
-                "project.read",
-                "--user",
-                "cpt-no-such-user",
-                "--org",
-                "acme",
-            ],
-        ),
-        false,
-        "there is no Unix user \"cpt-no-such-user\"",
-    );
-    assert_answer(
-        &auth_can(
-            &h,
-            h.service.uid,
-            &[
-                "project.read",
-                "--email",
-                "ghost@example.com",
-                "--org",
-                "acme",
-            ],
-        ),
-        false,
-        "ghost@example.com has no activated account",
-    );
-    // The batch form, as a service sends it: one answer per check, in order.
-    let mut conn = compartment_e2e::RawConn::connect_as(&h.daemon.socket(), h.service.uid);
-    conn.send_line(
+        assert_answer(
+            &auth_can(
+                h,
+                h.service.uid,
+                &["project.read", "--user", "cpt-az-by", "--org", "acme"],
+            ),
+            false,
+            &format!(
+                "uid {} (cpt-az-by): it is not bound to an account",
+                h.bystander.uid
+            ),
+        );
+        assert_answer(
+            &auth_can(
+                h,
+                h.service.uid,
+                &[
+                    "project.read",
+                    "--user",
+                    "cpt-no-such-user",
+                    "--org",
+                    "acme",
+                ],
+            ),
+            false,
+            "there is no Unix user \"cpt-no-such-user\"",
+        );
+        assert_answer(
+            &auth_can(
+                h,
+                h.service.uid,
+                &[
+                    "project.read",
+                    "--email",
+                    "ghost@example.com",
+                    "--org",
+                    "acme",
+                ],
+            ),
+            false,
+            "ghost@example.com has no activated account",
+        );
+        // The batch form, as a service sends it: one answer per check, in order.
+        let mut conn = compartment_e2e::RawConn::connect_as(&h.daemon.socket(), h.service.uid);
+        conn.send_line(
         &json!({"jsonrpc": "2.0", "id": 7, "method": "authz.check", "params": {"checks": [
             {"permission": "deployment.create", "org": "acme", "uid": h.deployer.uid},
             {"permission": "deployment.create", "org": "acme", "uid": h.viewer.uid},
@@ -237,63 +252,64 @@ root_test!(a_service_asks_about_anyone, || {
         ]}})
         .to_string(),
     );
-    let reply: Value = serde_json::from_str(&conn.read_line()).unwrap();
-    let answers: Vec<(bool, &str)> = reply["result"]["decisions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{reply}"))
-        .iter()
-        .map(|d| {
-            (
-                d["allowed"].as_bool().unwrap(),
-                d["reason"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        answers,
-        [
-            (true, "role"),
-            (false, "role_too_low"),
-            (true, "role"),
-            (false, "not_member")
-        ]
-    );
-    // The library's calls, as root (a superuser may ask about anyone).
-    let check = |permission, uid| Check {
-        permission,
-        org: Some("acme".into()),
-        uid: Some(uid),
-        user: None,
-        email: None,
-    };
-    let mut client = h.daemon.client();
-    let decision = client
-        .check(check(Permission::VariableValueRead, h.deployer.uid))
-        .unwrap();
-    assert_eq!(
-        (decision.allowed, decision.role),
-        (true, Some(Role::Deployer))
-    );
-    let decisions = client
-        .check_many(vec![
-            check(Permission::OrganizationUserRemove, h.admin.uid),
-            check(Permission::OrganizationMemberList, h.viewer.uid),
-        ])
-        .unwrap();
-    let reasons: Vec<Reason> = decisions.iter().map(|d| d.reason).collect();
-    assert_eq!(reasons, [Reason::Role, Reason::RoleTooLow]);
-    // A member of the group is not a superuser for anything else.
-    h.daemon
-        .ctl(h.service.uid, &["user", "list", "--org", "acme"])
-        .assert_err(
-            4,
-            &format!("uid {} is not bound to an account", h.service.uid),
+        let reply: Value = serde_json::from_str(&conn.read_line()).unwrap();
+        let answers: Vec<(bool, &str)> = reply["result"]["decisions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .iter()
+            .map(|d| {
+                (
+                    d["allowed"].as_bool().unwrap(),
+                    d["reason"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            [
+                (true, "role"),
+                (false, "role_too_low"),
+                (true, "role"),
+                (false, "not_member")
+            ]
         );
+        // The library's calls, as root (a superuser may ask about anyone).
+        let check = |permission, uid| Check {
+            permission,
+            org: Some("acme".into()),
+            uid: Some(uid),
+            user: None,
+            email: None,
+        };
+        let mut client = h.daemon.client();
+        let decision = client
+            .check(check(Permission::VariableValueRead, h.deployer.uid))
+            .unwrap();
+        assert_eq!(
+            (decision.allowed, decision.role),
+            (true, Some(Role::Deployer))
+        );
+        let decisions = client
+            .check_many(vec![
+                check(Permission::OrganizationUserRemove, h.admin.uid),
+                check(Permission::OrganizationMemberList, h.viewer.uid),
+            ])
+            .unwrap();
+        let reasons: Vec<Reason> = decisions.iter().map(|d| d.reason).collect();
+        assert_eq!(reasons, [Reason::Role, Reason::RoleTooLow]);
+        // A member of the group is not a superuser for anything else.
+        h.daemon
+            .ctl(h.service.uid, &["user", "list", "--org", "acme"])
+            .assert_err(
+                4,
+                &format!("uid {} is not bound to an account", h.service.uid),
+            );
+    });
 });
 
 root_test!(roles_and_whoami_show_their_permissions, || {
-    let h = host();
-    h.daemon.ctl(h.viewer.uid, &["role", "show", "deployer"]).assert_ok(
+    on_each_store("roles_and_whoami_show_their_permissions", |h| {
+        h.daemon.ctl(h.viewer.uid, &["role", "show", "deployer"]).assert_ok(
         "deployer: Deploy and manage projects and services; cannot manage users, SSO, or organization settings\n\
          \n\
          PERMISSION                  ALLOWS\n\
@@ -310,22 +326,23 @@ root_test!(roles_and_whoami_show_their_permissions, || {
          variable.write              set and delete variables\n\
          organization.role.grant     grant roles up to one's own (role grant)\n",
     );
-    let out = h.daemon.ctl(h.viewer.uid, &["whoami"]);
-    out.assert_success();
-    assert_eq!(
-        out.stdout_lines().last().copied(),
-        Some("permissions in acme: organization.read, project.read, deployment.read"),
-        "{out:#?}"
-    );
-    let out = h
-        .daemon
-        .ctl(h.viewer.uid, &["role", "list", "--output", "json"]);
-    let list: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(
-        list["roles"][3],
-        json!({"name": "viewer", "description": "Read-only access with a narrower scope than readonly",
+        let out = h.daemon.ctl(h.viewer.uid, &["whoami"]);
+        out.assert_success();
+        assert_eq!(
+            out.stdout_lines().last().copied(),
+            Some("permissions in acme: organization.read, project.read, deployment.read"),
+            "{out:#?}"
+        );
+        let out = h
+            .daemon
+            .ctl(h.viewer.uid, &["role", "list", "--output", "json"]);
+        let list: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(
+            list["roles"][3],
+            json!({"name": "viewer", "description": "Read-only access with a narrower scope than readonly",
                "permissions": ["organization.read", "project.read", "deployment.read"]})
-    );
+        );
+    });
 });
 
 #[test]
@@ -370,7 +387,7 @@ fn readme_block(lang: &str, needle: &str) -> String {
 }
 
 root_test!(the_authority_guides_socat_and_python_examples_work, || {
-    let h = host();
+    let h = host(DaemonOptions::new());
     let socket = h.daemon.socket();
     let socket = socket.to_str().unwrap();
     // Python's standard library, as docs/authority.md shows it, run as the service.
@@ -414,7 +431,7 @@ root_test!(the_authority_guides_socat_and_python_examples_work, || {
 });
 
 root_test!(the_process_gid_makes_nobody_a_service, || {
-    let h = host();
+    let h = host(DaemonOptions::new());
     let gid = compartment_e2e::test_group(SERVICES, &[]);
     let ask = json!({"jsonrpc": "2.0", "id": 1, "method": "authz.check",
         "params": {"permission": "project.read", "uid": h.deployer.uid, "org": "acme"}});

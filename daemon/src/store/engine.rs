@@ -184,6 +184,30 @@ impl Snapshot {
     }
 }
 
+/// What one decision about a uid in an organization reads. On redb, a snapshot: a read
+/// costs no more there. On PostgreSQL, only those rows (the uid's binding and current
+/// organization, the organization and the bound account's membership there), read in one
+/// statement that the decisions asked meanwhile share: a read beyond them is answered
+/// [`StoreError::BeyondGlance`], and the decision is then made on a [`Snapshot`].
+// One per request, moved once: boxing the larger variant would allocate for each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub enum Glance {
+    Redb(redb::Snapshot),
+    Postgres(postgres::Glance),
+}
+
+impl Store {
+    /// A glance at what a decision about `uid` in `org` (else its current organization)
+    /// reads: every change answered before this call is in it.
+    pub async fn glance(&self, uid: u32, org: Option<&str>) -> Result<Glance> {
+        match self {
+            Store::Redb(store) => store.read().map(Glance::Redb),
+            Store::Postgres(store) => store.glance(uid, org).await.map(Glance::Postgres),
+        }
+    }
+}
+
 /// The writer's transaction: rolled back unless committed.
 // One at a time, on the writer's stack: boxing the larger variant would allocate for each
 // batch.
@@ -403,6 +427,7 @@ macro_rules! reads_of_either {
 }
 
 reads_of_either!(Snapshot);
+reads_of_either!(Glance);
 reads_of_either!(Tables<'_>);
 
 impl Changes for Tables<'_> {

@@ -29,6 +29,9 @@ pub enum StoreError {
     Postgres(tokio_postgres::Error),
     /// No connection to PostgreSQL could be had (it is down, or every connection is busy).
     Unreachable(String),
+    /// A read of a [`Glance`](super::Glance) beyond the rows it holds: the decision is made
+    /// again on a snapshot, and never answered with this.
+    BeyondGlance,
 }
 
 impl StoreError {
@@ -110,6 +113,7 @@ impl fmt::Display for StoreError {
                 write!(f, "PostgreSQL: {}", super::postgres::Explained(err))
             }
             StoreError::Unreachable(why) => write!(f, "PostgreSQL cannot be reached: {why}"),
+            StoreError::BeyondGlance => f.write_str("a read beyond the rows glanced at"),
         }
     }
 }

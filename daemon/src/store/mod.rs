@@ -24,7 +24,7 @@
 //!   reads, writes and index upkeep, schema and migrations, and `compartmentd check`.
 //! - `postgres/`, for several daemons on one database: its schema and migrations, reads and
 //!   writes, held to redb's by `conformance.rs` (the same transactions through both, every
-//!   read compared). The daemon does not select it yet.
+//!   read compared).
 //!
 //! The daemon names the store's types through this module ([`Store`], [`Snapshot`],
 //! [`Tracked`]), so nothing above `store` names an engine.
@@ -59,7 +59,7 @@ pub use self::redb::{
     check, CheckReport, OpenError, StoreOptions, CURRENT_SCHEMA_VERSION, DATABASE_FILE,
     DEFAULT_CACHE_SIZE,
 };
-pub use engine::{Commit, Committing, Snapshot, Store, StoreHealth, Tables, Write};
+pub use engine::{Commit, Committing, Glance, Snapshot, Store, StoreHealth, Tables, Write};
 
 /// A change's view of the write transaction of the backend the daemon runs on.
 pub type Tracked<'a, 't> = change::Tracked<'a, Tables<'t>>;
@@ -84,6 +84,11 @@ impl ReadSide {
     /// [`Backend::read`].
     pub fn read(&self) -> Result<Snapshot> {
         self.0.read()
+    }
+
+    /// [`Store::glance`].
+    pub async fn glance(&self, uid: u32, org: Option<&str>) -> Result<Glance> {
+        self.0.glance(uid, org).await
     }
 
     /// [`Store::health`].

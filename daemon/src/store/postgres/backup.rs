@@ -8,9 +8,11 @@
 use compartmentctl::wire::BackupCounts;
 use tokio_postgres::Row;
 
-use super::reads::{account, audit, binding, membership, token, AUDIT, BINDING, MEMBERSHIP, TOKEN};
+use super::reads::{
+    account, audit, binding, membership, org, token, AUDIT, BINDING, MEMBERSHIP, TOKEN,
+};
 use super::session::Session;
-use super::values::{bound, corrupt, limit, millis, spelled, token_hash, uid};
+use super::values::{bound, corrupt, limit, spelled, token_hash, uid_of};
 use crate::store::{
     AccountRecord, AuditRecord, Batch, BindingRecord, Export, Import, MembershipRecord, OrgRecord,
     Provenance, Reader, Result, TokenHash, TokenRecord,
@@ -48,32 +50,19 @@ fn seq(table: &'static str, row: &Row, column: &str) -> Result<u64> {
     u64::try_from(seq).map_err(|_| corrupt(table, format!("sequence number {seq}")))
 }
 
-fn uid_of(table: &'static str, row: &Row, column: &str) -> Result<u32> {
-    uid(table, Some(row.try_get(column)?))?.ok_or_else(|| corrupt(table, "no uid"))
-}
-
 impl Export for Session {
     fn counts(&self) -> Result<BackupCounts> {
         counts(self)
     }
 
     fn orgs_after(&self, after: Option<&str>, limit_to: usize) -> Result<Vec<(String, OrgRecord)>> {
-        const TABLE: &str = "orgs";
         self.query(
             "SELECT name, created_at, created_by_uid FROM orgs WHERE name > $1
              ORDER BY name LIMIT $2",
             &[&after.unwrap_or(""), &limit(limit_to)],
         )?
         .iter()
-        .map(|row| {
-            Ok((
-                row.try_get("name")?,
-                OrgRecord {
-                    created_at: millis(TABLE, row.try_get("created_at")?)?,
-                    created_by_uid: uid_of(TABLE, row, "created_by_uid")?,
-                },
-            ))
-        })
+        .map(|row| Ok((row.try_get("name")?, org(row)?)))
         .collect()
     }
 

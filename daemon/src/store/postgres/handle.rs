@@ -7,12 +7,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
+};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio_postgres::NoTls;
 
 use super::follow::{self, Follower, Shared};
+use super::glance::{Glance, Glances};
 use super::schema::SchemaError;
 use super::session::{wait, Begin, Session};
 use super::target::Target;
@@ -26,6 +29,14 @@ const POOL_SIZE: usize = 16;
 /// `unavailable`: all of them busy this long means PostgreSQL is not answering.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
+/// Set on each connection of the pool. Every statement the daemon sends is prepared once per
+/// connection; left to choose, PostgreSQL plans those that take an array (a glance's
+/// questions, a batch's rows) anew at each execution, as its estimate of an array's length
+/// makes a plan for the one at hand look cheaper, and planning then costs ten times the
+/// execution. A generic plan is made once, and again whenever the tables' statistics
+/// change (ANALYZE): as good for point reads, range reads by key and rows by the batch.
+const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
+
 /// A PostgreSQL database as the daemon's store.
 pub struct Store {
     pool: Pool,
@@ -34,6 +45,7 @@ pub struct Store {
     shared: Arc<Shared>,
     /// Transactions refused as conflicting with another's, each run again.
     conflicts: AtomicU64,
+    glances: Glances,
     /// Ends the follower when the store is dropped.
     _follower: follow::Stop,
 }
@@ -64,6 +76,14 @@ impl Store {
                 recycle: None,
             })
             .runtime(Runtime::Tokio1)
+            .post_create(Hook::async_fn(|client, _| {
+                Box::pin(async move {
+                    client
+                        .batch_execute(GENERIC_PLANS)
+                        .await
+                        .map_err(HookError::Backend)
+                })
+            }))
             .build()
             .map_err(|err| SchemaError::Unreachable(err.to_string()))?;
         let shared = Arc::new(Shared {
@@ -80,6 +100,7 @@ impl Store {
             Err(_) => return Err(SchemaError::Unreachable("the follower stopped".into())),
         }
         Ok(Store {
+            glances: Glances::new(pool.clone(), shared.clone()),
             pool,
             runtime,
             target: target.clone(),
@@ -92,6 +113,12 @@ impl Store {
     /// A snapshot of the last commit.
     pub fn read(&self) -> Result<Snapshot> {
         Ok(Arc::new(self.session(Begin::ReadOnly)?))
+    }
+
+    /// What a decision about `uid` in `org` (else its current organization) reads, as the
+    /// database has it after this call (see `glance.rs`).
+    pub async fn glance(&self, uid: u32, org: Option<&str>) -> Result<Glance> {
+        self.glances.glance(uid, org).await
     }
 
     /// The writer's transaction: serializable, rolled back unless committed.

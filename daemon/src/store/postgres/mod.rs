@@ -4,6 +4,8 @@
 //!   password; `passfile.rs`: the password, from the password file as libpq reads it;
 //! - `handle.rs`: the pool, a read-only transaction per snapshot, a serializable one per
 //!   write;
+//! - `glance.rs`: the rows one authorization decision reads, read in one statement that
+//!   every decision asked meanwhile shares;
 //! - `follow.rs`: a connection of the daemon's own that migrates the schema once the
 //!   database can be reached, and moves the feed's heads past other daemons' commits;
 //! - `session.rs`: a connection in a transaction, driven from the store's synchronous
@@ -24,6 +26,7 @@
 mod backup;
 mod flush;
 mod follow;
+mod glance;
 mod handle;
 mod passfile;
 mod pending;
@@ -36,6 +39,7 @@ mod target;
 mod tests;
 mod values;
 
+pub use glance::Glance;
 pub use handle::{Snapshot, Store};
 pub use session::Session;
 pub use target::{Target, TargetError};

@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 
 use super::pending::Head;
 use super::session::Session;
-use super::values::{bound, corrupt, limit, millis, parsed, token_hash, uid};
+use super::values::{bound, corrupt, limit, millis, parsed, token_hash, uid, uid_of};
 use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
     OrgRecord, Provenance, Reader, Result, TokenHash, TokenRecord, UnixUser,
@@ -80,6 +80,14 @@ pub(super) fn account(row: &Row) -> Result<AccountRecord> {
     })
 }
 
+pub(super) fn org(row: &Row) -> Result<OrgRecord> {
+    const TABLE: &str = "orgs";
+    Ok(OrgRecord {
+        created_at: millis(TABLE, row.try_get("created_at")?)?,
+        created_by_uid: uid_of(TABLE, row, "created_by_uid")?,
+    })
+}
+
 pub(super) const BINDING: &str = "email, user_name, bound_at, provenance, provenance_org";
 
 pub(super) fn binding(row: &Row) -> Result<BindingRecord> {
@@ -145,23 +153,15 @@ pub(super) fn strings(rows: Vec<Row>) -> Result<Vec<String>> {
 
 impl Reader for Session {
     fn org(&self, name: &str) -> Result<Option<OrgRecord>> {
-        const TABLE: &str = "orgs";
         self.remembered(
             |pending| &mut pending.orgs,
             name.to_owned(),
             || {
-                let row = self.query_opt(
+                self.query_opt(
                     "SELECT created_at, created_by_uid FROM orgs WHERE name = $1",
                     &[&name],
-                )?;
-                row.map(|row| {
-                    let created_by: i64 = row.try_get(1)?;
-                    Ok(OrgRecord {
-                        created_at: millis(TABLE, row.try_get(0)?)?,
-                        created_by_uid: u32::try_from(created_by)
-                            .map_err(|_| corrupt(TABLE, format!("uid {created_by}")))?,
-                    })
-                })
+                )?
+                .map(|row| org(&row))
                 .transpose()
             },
         )

@@ -9,7 +9,8 @@ use super::schema::tests::{connect, server, store_runtime as runtime};
 use super::{Session, Store};
 use crate::store::change::Tracked;
 use crate::store::{
-    AccountRecord, Changes, MembershipRecord, Millis, OrgRecord, Reader, StoreError,
+    AccountRecord, BindingRecord, Changes, MembershipRecord, Millis, OrgRecord, Provenance, Reader,
+    StoreError,
 };
 
 const T0: Millis = 1_777_636_800_000;
@@ -530,4 +531,169 @@ fn a_write_transaction_answers_what_it_read_ahead_and_wrote_as_the_database_does
             (5, "member.removed", Some("beta".to_owned())),
         ]
     );
+}
+
+/// A glance answers the rows a decision reads as a snapshot taken after it was asked does,
+/// each question its own answer however many are asked at once; reads beyond its rows are
+/// refused, never guessed; and a removal committed through another daemon is in the next
+/// glance.
+#[test]
+fn glances_asked_at_once_each_answer_as_a_snapshot_does() {
+    let Some(server) = server("glances_asked_at_once_each_answer_as_a_snapshot_does") else {
+        return;
+    };
+    let runtime = runtime();
+    let (store, other) = two_daemons(&runtime, &server);
+    let write = store.begin_write().unwrap();
+    add_member(&write, "acme", "dev@example.com", Role::Deployer);
+    add_member(&write, "beta", "dev@example.com", Role::Viewer);
+    add_member(&write, "acme", "ops@example.com", Role::Admin);
+    let txn = Tracked::new(&write, T0);
+    for (uid, email, provenance) in [
+        (1000, "dev@example.com", Provenance::Org("acme".into())),
+        (1001, "ops@example.com", Provenance::Superuser),
+    ] {
+        let binding = BindingRecord {
+            email: email.into(),
+            user_name: Some(format!("user{uid}")),
+            bound_at: T0,
+            provenance,
+        };
+        txn.put_binding(uid, &binding).unwrap();
+    }
+    txn.set_current_org(1000, "beta").unwrap();
+    write.commit().unwrap();
+
+    let questions: Vec<(u32, Option<&'static str>)> = [1000, 1001, 1002]
+        .into_iter()
+        .flat_map(|uid| {
+            [Some("acme"), Some("beta"), Some("gamma"), None]
+                .into_iter()
+                .map(move |org| (uid, org))
+        })
+        .collect();
+    let store = std::sync::Arc::new(store);
+    // Every question five times over, all at once: most wait for a statement running,
+    // and are answered together by the next.
+    let glances: Vec<_> = runtime.block_on(async {
+        let asked: Vec<_> = questions
+            .iter()
+            .cycle()
+            .take(questions.len() * 5)
+            .map(|&(uid, org)| {
+                let store = store.clone();
+                tokio::spawn(async move { (uid, org, store.glance(uid, org).await.unwrap()) })
+            })
+            .collect();
+        let mut glances = Vec::new();
+        for asked in asked {
+            glances.push(asked.await.unwrap());
+        }
+        glances
+    });
+    let snapshot = store.read().unwrap();
+    for (uid, org, glance) in &glances {
+        let binding = snapshot.binding(*uid).unwrap();
+        assert_eq!(glance.binding(*uid).unwrap(), binding, "{uid} {org:?}");
+        let current = snapshot.current_org(*uid).unwrap();
+        assert_eq!(glance.current_org(*uid).unwrap(), current, "{uid} {org:?}");
+        let here = org.map(str::to_owned).or(current);
+        let Some(here) = here else {
+            // No organization to read: any is beyond the glance.
+            assert!(matches!(glance.org("acme"), Err(StoreError::BeyondGlance)));
+            continue;
+        };
+        assert_eq!(glance.org(&here).unwrap(), snapshot.org(&here).unwrap());
+        match &binding {
+            Some(binding) => assert_eq!(
+                glance.membership(&here, &binding.email).unwrap(),
+                snapshot.membership(&here, &binding.email).unwrap(),
+                "{uid} {here}"
+            ),
+            None => assert!(matches!(
+                glance.membership(&here, "dev@example.com"),
+                Err(StoreError::BeyondGlance)
+            )),
+        }
+        // Beyond its rows: another uid, organization or account, any range.
+        for beyond in [
+            glance.binding(uid + 1).map(drop),
+            glance.current_org(uid + 1).map(drop),
+            glance.org("delta").map(drop),
+            glance.membership(&here, "else@example.com").map(drop),
+            glance.account("dev@example.com").map(drop),
+            glance.orgs_of("dev@example.com").map(drop),
+        ] {
+            assert!(
+                matches!(beyond, Err(StoreError::BeyondGlance)),
+                "{beyond:?}"
+            );
+        }
+    }
+    // Answers that depend on the question: the deployer of acme, the viewer of beta (its
+    // current organization), and nobody in gamma.
+    let role_in = |org| {
+        runtime
+            .block_on(store.glance(1000, org))
+            .unwrap()
+            .membership(org.unwrap_or("beta"), "dev@example.com")
+            .unwrap()
+            .map(|m| m.role)
+    };
+    assert_eq!(role_in(Some("acme")), Some(Role::Deployer));
+    assert_eq!(role_in(None), Some(Role::Viewer));
+    assert_eq!(role_in(Some("gamma")), None);
+
+    // Removed through the other daemon: gone from this one's next glance.
+    let write = other.begin_write().unwrap();
+    let old = write
+        .membership("acme", "dev@example.com")
+        .unwrap()
+        .unwrap();
+    Tracked::new(&write, T0)
+        .delete_membership("acme", "dev@example.com", &old)
+        .unwrap();
+    write.commit().unwrap();
+    assert_eq!(role_in(Some("acme")), None);
+}
+
+/// An asker dropped while it sends the statement for others, or while it waits, strands
+/// nobody: the others are answered, and later questions still are.
+#[test]
+fn a_glance_dropped_midway_leaves_the_others_answered() {
+    let Some(server) = server("a_glance_dropped_midway_leaves_the_others_answered") else {
+        return;
+    };
+    let runtime = runtime();
+    let (store, _) = two_daemons(&runtime, &server);
+    let store = std::sync::Arc::new(store);
+    runtime.block_on(async {
+        for round in 0..20 {
+            let asked: Vec<_> = (0..16u32)
+                .map(|uid| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.glance(uid, Some("acme")).await })
+                })
+                .collect();
+            // Every other asker dropped, at a different moment each round.
+            tokio::time::sleep(std::time::Duration::from_micros(50 * round)).await;
+            let mut kept = Vec::new();
+            for (n, asked) in asked.into_iter().enumerate() {
+                match n % 2 {
+                    0 => asked.abort(),
+                    _ => kept.push(asked),
+                }
+            }
+            for asked in kept {
+                let answered = tokio::time::timeout(std::time::Duration::from_secs(30), asked)
+                    .await
+                    .expect("a glance stranded by a dropped one");
+                answered.unwrap().unwrap();
+            }
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(30), store.glance(1, None))
+            .await
+            .expect("a glance after the drops")
+            .unwrap();
+    });
 }

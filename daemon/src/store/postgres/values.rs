@@ -4,6 +4,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio_postgres::Row;
 
 use crate::store::{Millis, Result, StoreError, TokenHash};
 
@@ -53,6 +54,11 @@ pub(super) fn uid(table: &'static str, value: Option<i64>) -> Result<Option<u32>
     value
         .map(|uid| u32::try_from(uid).map_err(|_| corrupt(table, format!("uid {uid}"))))
         .transpose()
+}
+
+/// The uid in `row`'s column `column`, which holds one.
+pub(super) fn uid_of(table: &'static str, row: &Row, column: &str) -> Result<u32> {
+    uid(table, Some(row.try_get(column)?))?.ok_or_else(|| corrupt(table, "no uid"))
 }
 
 pub(super) fn token_hash(table: &'static str, bytes: &[u8]) -> Result<TokenHash> {

@@ -1,0 +1,437 @@
+//! Glances: the few rows one decision reads about one uid in one organization, read in one
+//! statement, and that statement shared by every decision waiting for one.
+//!
+//! `authz.check` is the question services ask thousands of times a second. Answered from a
+//! read-only transaction, it costs PostgreSQL a `BEGIN`, a statement per row it reads and a
+//! `ROLLBACK`, each a round trip. A glance costs a share of one statement: the decisions
+//! asked while a glance statement runs wait for the next, which reads all their rows at
+//! once (`unnest` of their uids and organizations). Each statement begins after every
+//! question it answers was asked, and a statement sees one moment, so a glance is as exact
+//! as a snapshot taken when the question came: a member removed through any daemon, the
+//! removal answered, is refused by the next question (DESIGN §8, across hosts).
+//!
+//! A glance knows only its rows. A read beyond them is answered
+//! [`StoreError::BeyondGlance`], and the decision is made again on a snapshot
+//! (`Glance` in `store/engine.rs`): the caller names no organization and has chosen none
+//! with `org use`, or asks about someone by address.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use deadpool_postgres::Pool;
+use tokio::sync::oneshot;
+use tokio_postgres::Row;
+
+use super::follow::Shared;
+use super::reads::{binding, membership, org, BINDING, MEMBERSHIP};
+use crate::store::{
+    AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
+    OrgRecord, Reader, Result, StoreError, TokenHash, TokenRecord,
+};
+
+/// Glance statements running at once, each on a connection of the pool. A question asked
+/// while they all run waits for the next, which answers every question waiting: the fewer
+/// at once, the more each answers.
+const AT_ONCE: usize = 2;
+
+/// The most questions one statement answers.
+const BATCH: usize = 512;
+
+/// What one decision reads, as one moment of the database had it.
+#[derive(Debug, Clone)]
+pub struct Glance {
+    uid: u32,
+    binding: Option<BindingRecord>,
+    current_org: Option<String>,
+    /// The organization named, else the uid's current one, with its row and the bound
+    /// account's membership there.
+    org: Option<InOrg>,
+}
+
+#[derive(Debug, Clone)]
+struct InOrg {
+    name: String,
+    record: Option<OrgRecord>,
+    membership: Option<MembershipRecord>,
+}
+
+/// The glances of one store. No task of its own: the asker of a question that finds fewer
+/// than [`AT_ONCE`] statements running sends one itself, for its question and every one
+/// waiting, and answers them; when it is done, the first waiting (if any) is handed the
+/// turn and does the same. A question asked alone thus costs no hop between tasks.
+pub(super) struct Glances {
+    pool: Pool,
+    shared: Arc<Shared>,
+    turns: Arc<Mutex<Turns>>,
+}
+
+#[derive(Default)]
+struct Turns {
+    /// Statements running, or turns handed to an asker and not yet given back.
+    leading: usize,
+    waiting: VecDeque<Ask>,
+}
+
+struct Question {
+    uid: u32,
+    org: Option<String>,
+}
+
+/// A question waiting, and how to tell its asker the answer, or that it is its turn.
+struct Ask {
+    question: Question,
+    told: oneshot::Sender<Told>,
+}
+
+enum Told {
+    Answer(Result<Glance>),
+    /// Send the statement for `own` (the receiver's question) and the turn's questions.
+    Lead {
+        own: Question,
+        turn: Turn,
+    },
+}
+
+/// A turn to send a statement, with the questions it answers besides its holder's. However
+/// it ends (answered, or dropped with a request cancelled midway, or in a message its
+/// receiver dropped unread), it is passed on: the questions it did not answer wait again,
+/// first, and the first waiting is handed the turn; none waiting, it is given back.
+struct Turn {
+    turns: Arc<Mutex<Turns>>,
+    unanswered: Vec<Ask>,
+    /// False once passed on by other means, so that dropping it does nothing.
+    live: bool,
+}
+
+impl Glances {
+    pub(super) fn new(pool: Pool, shared: Arc<Shared>) -> Glances {
+        Glances {
+            pool,
+            shared,
+            turns: Arc::default(),
+        }
+    }
+
+    /// What a decision about `uid` in `org` (else its current organization) reads, as the
+    /// database has it after this call.
+    pub(super) async fn glance(&self, uid: u32, org: Option<&str>) -> Result<Glance> {
+        let question = Question {
+            uid,
+            org: org.map(str::to_owned),
+        };
+        // Either a turn, with the questions waiting, or a place among them.
+        let heard = {
+            let mut turns = lock(&self.turns);
+            if turns.leading < AT_ONCE {
+                turns.leading += 1;
+                let unanswered = take_batch(&mut turns.waiting);
+                Err((question, self.turn(unanswered)))
+            } else {
+                let (told, heard) = oneshot::channel();
+                turns.waiting.push_back(Ask { question, told });
+                Ok(heard)
+            }
+        };
+        let heard = match heard {
+            Ok(heard) => heard,
+            Err((own, turn)) => return self.lead(own, turn).await,
+        };
+        match heard.await {
+            Ok(Told::Answer(answer)) => answer,
+            Ok(Told::Lead { own, turn }) => self.lead(own, turn).await,
+            // A question waiting is answered or handed a turn, unless the store is dropped.
+            Err(_) => Err(StoreError::Unreachable("the store is closing".into())),
+        }
+    }
+
+    fn turn(&self, unanswered: Vec<Ask>) -> Turn {
+        Turn {
+            turns: self.turns.clone(),
+            unanswered,
+            live: true,
+        }
+    }
+
+    /// Sends the statement for `own` and the turn's questions, answers those, and passes
+    /// the turn on.
+    async fn lead(&self, own: Question, mut turn: Turn) -> Result<Glance> {
+        let questions: Vec<&Question> = std::iter::once(&own)
+            .chain(turn.unanswered.iter().map(|ask| &ask.question))
+            .collect();
+        let read = read(&self.pool, &self.shared, &questions).await;
+        let others = std::mem::take(&mut turn.unanswered);
+        drop(turn);
+        match read {
+            Ok(glances) => {
+                let mut glances = glances.into_iter();
+                let own = glances.next();
+                for (ask, glance) in others.into_iter().zip(glances) {
+                    // An asker gone is not answered.
+                    let _ = ask.told.send(Told::Answer(Ok(glance)));
+                }
+                own.ok_or(StoreError::Corrupt {
+                    table: "glance",
+                    detail: "no row for a question".into(),
+                })
+            }
+            Err(err) => {
+                for ask in others {
+                    // PostgreSQL out of reach is everyone's answer; another failure each
+                    // decision meets again on a snapshot of its own, and reports.
+                    let told = match err.is_unreachable() {
+                        true => StoreError::Unreachable(err.to_string()),
+                        false => StoreError::BeyondGlance,
+                    };
+                    let _ = ask.told.send(Told::Answer(Err(told)));
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !self.live {
+            return;
+        }
+        let mut turns = lock(&self.turns);
+        for ask in self.unanswered.drain(..).rev() {
+            turns.waiting.push_front(ask);
+        }
+        while let Some(next) = turns.waiting.pop_front() {
+            let turn = Turn {
+                turns: self.turns.clone(),
+                unanswered: take_batch(&mut turns.waiting),
+                live: true,
+            };
+            let own = next.question;
+            match next.told.send(Told::Lead { own, turn }) {
+                Ok(()) => return,
+                // Its asker is gone: the turn's questions wait for the one after it.
+                Err(Told::Lead { mut turn, .. }) => {
+                    turn.live = false;
+                    for ask in turn.unanswered.drain(..).rev() {
+                        turns.waiting.push_front(ask);
+                    }
+                }
+                Err(Told::Answer(_)) => {}
+            }
+        }
+        turns.leading -= 1;
+    }
+}
+
+fn lock(turns: &Mutex<Turns>) -> MutexGuard<'_, Turns> {
+    turns.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// At most a statement's worth of the questions waiting, first come first.
+fn take_batch(waiting: &mut VecDeque<Ask>) -> Vec<Ask> {
+    let count = waiting.len().min(BATCH - 1);
+    waiting.drain(..count).collect()
+}
+
+/// The rows of each of `questions`, in order, read in one statement.
+async fn read(pool: &Pool, shared: &Shared, questions: &[&Question]) -> Result<Vec<Glance>> {
+    if !shared.ready.load(Ordering::Acquire) {
+        return Err(StoreError::Unreachable(
+            "PostgreSQL has not been reached since the daemon started".into(),
+        ));
+    }
+    let uids: Vec<i64> = questions.iter().map(|asked| i64::from(asked.uid)).collect();
+    let orgs: Vec<Option<&str>> = questions.iter().map(|asked| asked.org.as_deref()).collect();
+    // One row per question, in the order asked; each table's columns named as its own
+    // reads name them, so that its row is parsed as they parse it.
+    let sql = format!(
+        "SELECT asked.n, b.uid IS NOT NULL AS bound, {BINDING_COLUMNS},
+                current.org AS current_org, here.name AS here,
+                o.name IS NOT NULL AS org_exists, o.created_at, o.created_by_uid,
+                m.role IS NOT NULL AS member, {MEMBERSHIP_COLUMNS}
+         FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS asked (uid, org, n)
+         LEFT JOIN bindings b ON b.uid = asked.uid
+         LEFT JOIN current_org current ON current.uid = asked.uid
+         CROSS JOIN LATERAL (SELECT coalesce(asked.org, current.org) AS name) here
+         LEFT JOIN orgs o ON o.name = here.name
+         LEFT JOIN memberships m ON m.org = here.name AND m.email = b.email
+         ORDER BY asked.n",
+        BINDING_COLUMNS = prefixed("b", BINDING),
+        MEMBERSHIP_COLUMNS = prefixed("m", MEMBERSHIP),
+    );
+    // A connection of the pool may have died with the server it talked to, unknown to the
+    // pool: the statement fails, nothing was done, and the next is tried.
+    let mut attempts = 0;
+    let rows = loop {
+        let client = pool
+            .get()
+            .await
+            .map_err(|err| StoreError::Unreachable(err.to_string()))?;
+        let rows = async {
+            let statement = client.prepare_cached(&sql).await?;
+            client.query(&statement, &[&uids, &orgs]).await
+        }
+        .await
+        .map_err(StoreError::from);
+        match rows {
+            Err(err) if err.is_unreachable() && attempts < pool.status().max_size => {
+                attempts += 1;
+            }
+            rows => break rows?,
+        }
+    };
+    if rows.len() != questions.len() {
+        return Err(StoreError::Corrupt {
+            table: "glance",
+            detail: format!("{} rows for {} questions", rows.len(), questions.len()),
+        });
+    }
+    questions
+        .iter()
+        .zip(&rows)
+        .map(|(asked, row)| glance(asked.uid, row))
+        .collect()
+}
+
+/// `columns` (a list as the reads name them) each taken from the table `alias`.
+fn prefixed(alias: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn glance(uid: u32, row: &Row) -> Result<Glance> {
+    let binding = match row.try_get("bound")? {
+        true => Some(binding(row)?),
+        false => None,
+    };
+    let org = match row.try_get::<_, Option<String>>("here")? {
+        Some(name) => Some(InOrg {
+            name,
+            record: match row.try_get("org_exists")? {
+                true => Some(org(row)?),
+                false => None,
+            },
+            membership: match row.try_get("member")? {
+                true => Some(membership(row)?),
+                false => None,
+            },
+        }),
+        None => None,
+    };
+    Ok(Glance {
+        uid,
+        binding,
+        current_org: row.try_get("current_org")?,
+        org,
+    })
+}
+
+impl Glance {
+    fn in_org(&self, name: &str) -> Result<&InOrg> {
+        self.org
+            .as_ref()
+            .filter(|here| here.name == name)
+            .ok_or(StoreError::BeyondGlance)
+    }
+}
+
+/// Reads of the glance's rows; any other is [`StoreError::BeyondGlance`].
+impl Reader for Glance {
+    fn org(&self, name: &str) -> Result<Option<OrgRecord>> {
+        Ok(self.in_org(name)?.record.clone())
+    }
+
+    fn binding(&self, uid: u32) -> Result<Option<BindingRecord>> {
+        match uid == self.uid {
+            true => Ok(self.binding.clone()),
+            false => Err(StoreError::BeyondGlance),
+        }
+    }
+
+    fn current_org(&self, uid: u32) -> Result<Option<String>> {
+        match uid == self.uid {
+            true => Ok(self.current_org.clone()),
+            false => Err(StoreError::BeyondGlance),
+        }
+    }
+
+    fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
+        let here = self.in_org(org)?;
+        match &self.binding {
+            Some(binding) if binding.email == email => Ok(here.membership.clone()),
+            _ => Err(StoreError::BeyondGlance),
+        }
+    }
+
+    fn org_names(&self) -> Result<Vec<String>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn account(&self, _: &str) -> Result<Option<AccountRecord>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn accounts(&self) -> Result<Vec<(String, AccountRecord)>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn members(&self, _: &str) -> Result<Vec<(String, MembershipRecord)>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn members_after(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<(String, MemberRow)>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn active_admins(&self, _: &str, _: usize) -> Result<usize> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn orgs_of(&self, _: &str) -> Result<Vec<String>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn token(&self, _: &TokenHash) -> Result<Option<TokenRecord>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn next_expiry(&self) -> Result<Option<Millis>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn due_invitations_up_to(&self, _: Millis, _: usize) -> Result<Vec<(String, String)>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn audit(&self) -> Result<Vec<AuditRecord>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn events_after(&self, _: u64, _: usize) -> Result<Vec<(u64, EventRecord)>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn org_events_after(&self, _: &str, _: u64, _: usize) -> Result<Vec<(u64, EventRecord)>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn spent_tokens_due(&self, _: Millis, _: usize) -> Result<Vec<TokenHash>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn next_spent_token_due(&self) -> Result<Option<Millis>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn last_event_seq(&self) -> Result<u64> {
+        Err(StoreError::BeyondGlance)
+    }
+}
