@@ -127,6 +127,16 @@ impl<'a> ReadContext<'a> {
         self.ctx.store.read()
     }
 
+    /// A snapshot of the store as of now, in which the rows that say how `caller` stands
+    /// in `org` (else its current organization) cost nothing more to read.
+    pub fn snapshot_for(
+        self,
+        caller: &Caller,
+        org: Option<&str>,
+    ) -> crate::store::Result<Snapshot> {
+        self.ctx.store.read_about(caller.uid, org)
+    }
+
     /// A glance at what a decision about `uid` in `org` (else its current organization)
     /// reads, as of now ([`Glance`]).
     pub async fn glance(self, uid: u32, org: Option<&str>) -> crate::store::Result<Glance> {

@@ -375,7 +375,7 @@ impl Serve for methods::Whoami {
         caller: Caller,
         _: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.snapshot()?;
+        let snapshot = ctx.snapshot_for(&caller, None)?;
         identity::whoami(&snapshot, &caller, ctx.now())
     }
 }
@@ -396,7 +396,7 @@ impl Serve for methods::UserList {
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let snapshot = ctx.snapshot()?;
+        let snapshot = ctx.snapshot_for(&caller, params.org.as_deref())?;
         members::list_page(&snapshot, &caller, &params, ctx.now())
     }
 

@@ -198,6 +198,16 @@ pub enum Glance {
 }
 
 impl Store {
+    /// A snapshot of the last commit, like [`Backend::read`], in which the rows a decision
+    /// about `uid` in `org` (else its current organization) reads cost no more round trips:
+    /// on PostgreSQL they come with its `BEGIN`.
+    pub fn read_about(&self, uid: u32, org: Option<&str>) -> Result<Snapshot> {
+        match self {
+            Store::Redb(store) => store.read().map(Snapshot::Redb),
+            Store::Postgres(store) => store.read_about(uid, org).map(Snapshot::Postgres),
+        }
+    }
+
     /// A glance at what a decision about `uid` in `org` (else its current organization)
     /// reads: every change answered before this call is in it.
     pub async fn glance(&self, uid: u32, org: Option<&str>) -> Result<Glance> {

@@ -86,6 +86,11 @@ impl ReadSide {
         self.0.read()
     }
 
+    /// [`Store::read_about`].
+    pub fn read_about(&self, uid: u32, org: Option<&str>) -> Result<Snapshot> {
+        self.0.read_about(uid, org)
+    }
+
     /// [`Store::glance`].
     pub async fn glance(&self, uid: u32, org: Option<&str>) -> Result<Glance> {
         self.0.glance(uid, org).await

@@ -17,13 +17,14 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
 
 use super::follow::Shared;
+use super::pending::Pending;
 use super::reads::{binding, membership, org, BINDING, MEMBERSHIP};
 use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
@@ -33,7 +34,7 @@ use crate::store::{
 /// Glance statements running at once, each on a connection of the pool. A question asked
 /// while they all run waits for the next, which answers every question waiting: the fewer
 /// at once, the more each answers.
-const AT_ONCE: usize = 2;
+pub(super) const AT_ONCE: usize = 2;
 
 /// The most questions one statement answers.
 const BATCH: usize = 512;
@@ -242,23 +243,6 @@ async fn read(pool: &Pool, shared: &Shared, questions: &[&Question]) -> Result<V
     }
     let uids: Vec<i64> = questions.iter().map(|asked| i64::from(asked.uid)).collect();
     let orgs: Vec<Option<&str>> = questions.iter().map(|asked| asked.org.as_deref()).collect();
-    // One row per question, in the order asked; each table's columns named as its own
-    // reads name them, so that its row is parsed as they parse it.
-    let sql = format!(
-        "SELECT asked.n, b.uid IS NOT NULL AS bound, {BINDING_COLUMNS},
-                current.org AS current_org, here.name AS here,
-                o.name IS NOT NULL AS org_exists, o.created_at, o.created_by_uid,
-                m.role IS NOT NULL AS member, {MEMBERSHIP_COLUMNS}
-         FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS asked (uid, org, n)
-         LEFT JOIN bindings b ON b.uid = asked.uid
-         LEFT JOIN current_org current ON current.uid = asked.uid
-         CROSS JOIN LATERAL (SELECT coalesce(asked.org, current.org) AS name) here
-         LEFT JOIN orgs o ON o.name = here.name
-         LEFT JOIN memberships m ON m.org = here.name AND m.email = b.email
-         ORDER BY asked.n",
-        BINDING_COLUMNS = prefixed("b", BINDING),
-        MEMBERSHIP_COLUMNS = prefixed("m", MEMBERSHIP),
-    );
     // A connection of the pool may have died with the server it talked to, unknown to the
     // pool: the statement fails, nothing was done, and the next is tried.
     let mut attempts = 0;
@@ -268,7 +252,7 @@ async fn read(pool: &Pool, shared: &Shared, questions: &[&Question]) -> Result<V
             .await
             .map_err(|err| StoreError::Unreachable(err.to_string()))?;
         let rows = async {
-            let statement = client.prepare_cached(&sql).await?;
+            let statement = client.prepare_cached(sql()).await?;
             client.query(&statement, &[&uids, &orgs]).await
         }
         .await
@@ -293,6 +277,31 @@ async fn read(pool: &Pool, shared: &Shared, questions: &[&Question]) -> Result<V
         .collect()
 }
 
+/// The statement of glances: the rows of the decisions about the uids `$1` each in the
+/// organization beside it in `$2` (else its current one), a row per question in the order
+/// asked; each table's columns named as its own reads name them, so that its row is parsed
+/// as they parse it.
+pub(super) fn sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "SELECT asked.n, b.uid IS NOT NULL AS bound, {BINDING_COLUMNS},
+                    current.org AS current_org, here.name AS here,
+                    o.name IS NOT NULL AS org_exists, o.created_at, o.created_by_uid,
+                    m.role IS NOT NULL AS member, {MEMBERSHIP_COLUMNS}
+             FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS asked (uid, org, n)
+             LEFT JOIN bindings b ON b.uid = asked.uid
+             LEFT JOIN current_org current ON current.uid = asked.uid
+             CROSS JOIN LATERAL (SELECT coalesce(asked.org, current.org) AS name) here
+             LEFT JOIN orgs o ON o.name = here.name
+             LEFT JOIN memberships m ON m.org = here.name AND m.email = b.email
+             ORDER BY asked.n",
+            BINDING_COLUMNS = prefixed("b", BINDING),
+            MEMBERSHIP_COLUMNS = prefixed("m", MEMBERSHIP),
+        )
+    })
+}
+
 /// `columns` (a list as the reads name them) each taken from the table `alias`.
 fn prefixed(alias: &str, columns: &str) -> String {
     columns
@@ -302,7 +311,8 @@ fn prefixed(alias: &str, columns: &str) -> String {
         .join(", ")
 }
 
-fn glance(uid: u32, row: &Row) -> Result<Glance> {
+/// The glance at `uid` a row of [`sql`] holds.
+pub(super) fn glance(uid: u32, row: &Row) -> Result<Glance> {
     let binding = match row.try_get("bound")? {
         true => Some(binding(row)?),
         false => None,
@@ -330,6 +340,20 @@ fn glance(uid: u32, row: &Row) -> Result<Glance> {
 }
 
 impl Glance {
+    /// Tells a transaction that read the glance in its snapshot what it holds.
+    pub(super) fn teach(self, pending: &mut Pending) {
+        pending.bindings.learn(self.uid, self.binding.clone());
+        pending.current_org.learn(self.uid, self.current_org);
+        if let Some(here) = self.org {
+            pending.orgs.learn(here.name.clone(), here.record);
+            if let Some(binding) = self.binding {
+                pending
+                    .memberships
+                    .learn((here.name, binding.email), here.membership);
+            }
+        }
+    }
+
     fn in_org(&self, name: &str) -> Result<&InOrg> {
         self.org
             .as_ref()

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Timeouts,
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime, Timeouts,
 };
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio_postgres::NoTls;
 
 use super::follow::{self, Follower, Shared};
-use super::glance::{Glance, Glances};
+use super::glance::{self, Glance, Glances};
 use super::schema::SchemaError;
 use super::session::{wait, Begin, Session};
 use super::target::Target;
@@ -29,12 +29,12 @@ const POOL_SIZE: usize = 16;
 /// `unavailable`: all of them busy this long means PostgreSQL is not answering.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-/// Set on each connection of the pool. Every statement the daemon sends is prepared once per
-/// connection; left to choose, PostgreSQL plans those that take an array (a glance's
-/// questions, a batch's rows) anew at each execution, as its estimate of an array's length
-/// makes a plan for the one at hand look cheaper, and planning then costs ten times the
-/// execution. A generic plan is made once, and again whenever the tables' statistics
-/// change (ANALYZE): as good for point reads, range reads by key and rows by the batch.
+/// Set on each connection of the glances' own pool. A glance is prepared once per
+/// connection; left to choose, PostgreSQL plans it anew at each execution (its estimate of
+/// an array's length makes a plan for the one at hand look cheaper), and planning its joins
+/// then costs several times their execution. A generic plan is made once, and again when
+/// the tables' statistics change (ANALYZE). Only the glances' connections are set so: the
+/// other statements keep PostgreSQL's choice.
 const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
 
 /// A PostgreSQL database as the daemon's store.
@@ -54,6 +54,42 @@ pub struct Store {
 /// number of reads share.
 pub type Snapshot = Arc<Session>;
 
+/// A pool of at most `size` connections to `target`, each given `setup` when made.
+fn connections(
+    target: &Target,
+    size: usize,
+    setup: Option<&'static str>,
+) -> Result<Pool, SchemaError> {
+    let manager = Manager::from_config(
+        target.config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let mut builder = Pool::builder(manager)
+        .max_size(size)
+        .timeouts(Timeouts {
+            wait: Some(POOL_WAIT),
+            create: target.config.get_connect_timeout().copied(),
+            recycle: None,
+        })
+        .runtime(Runtime::Tokio1);
+    if let Some(setup) = setup {
+        builder = builder.post_create(Hook::async_fn(move |client, _| {
+            Box::pin(async move {
+                client
+                    .batch_execute(setup)
+                    .await
+                    .map_err(HookError::Backend)
+            })
+        }));
+    }
+    builder
+        .build()
+        .map_err(|err| SchemaError::Unreachable(err.to_string()))
+}
+
 impl Store {
     /// The database `target` names, with a pool of connections on `runtime`. Waits for the
     /// first attempt to reach it: a schema newer than this daemon's, or settings PostgreSQL
@@ -61,31 +97,8 @@ impl Store {
     /// yet does not: the store is then answered unreachable, and its follower keeps trying
     /// and migrates once it can, so that the daemon may start before its database.
     pub async fn open(target: &Target, runtime: Handle) -> Result<Store, SchemaError> {
-        let manager = Manager::from_config(
-            target.config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .timeouts(Timeouts {
-                wait: Some(POOL_WAIT),
-                create: target.config.get_connect_timeout().copied(),
-                recycle: None,
-            })
-            .runtime(Runtime::Tokio1)
-            .post_create(Hook::async_fn(|client, _| {
-                Box::pin(async move {
-                    client
-                        .batch_execute(GENERIC_PLANS)
-                        .await
-                        .map_err(HookError::Backend)
-                })
-            }))
-            .build()
-            .map_err(|err| SchemaError::Unreachable(err.to_string()))?;
+        let pool = connections(target, POOL_SIZE, None)?;
+        let glance_pool = connections(target, glance::AT_ONCE, Some(GENERIC_PLANS))?;
         let shared = Arc::new(Shared {
             heads: FeedHeads::new(0),
             ready: AtomicBool::new(false),
@@ -100,7 +113,7 @@ impl Store {
             Err(_) => return Err(SchemaError::Unreachable("the follower stopped".into())),
         }
         Ok(Store {
-            glances: Glances::new(pool.clone(), shared.clone()),
+            glances: Glances::new(glance_pool, shared.clone()),
             pool,
             runtime,
             target: target.clone(),
@@ -112,7 +125,17 @@ impl Store {
 
     /// A snapshot of the last commit.
     pub fn read(&self) -> Result<Snapshot> {
-        Ok(Arc::new(self.session(Begin::ReadOnly)?))
+        Ok(Arc::new(self.session(|client, runtime| {
+            Session::begin(client, runtime, Begin::ReadOnly)
+        })?))
+    }
+
+    /// A snapshot of the last commit that holds, from its first round trip, the rows a
+    /// decision about `uid` in `org` (else its current organization) reads.
+    pub fn read_about(&self, uid: u32, org: Option<&str>) -> Result<Snapshot> {
+        Ok(Arc::new(self.session(|client, runtime| {
+            Session::begin_about(client, runtime, uid, org)
+        })?))
     }
 
     /// What a decision about `uid` in `org` (else its current organization) reads, as the
@@ -123,7 +146,7 @@ impl Store {
 
     /// The writer's transaction: serializable, rolled back unless committed.
     pub fn begin_write(&self) -> Result<Session> {
-        self.session(Begin::Serializable)
+        self.session(|client, runtime| Session::begin(client, runtime, Begin::Serializable))
     }
 
     /// Told of every store error a change met: counts the conflicts.
@@ -164,7 +187,8 @@ impl Store {
         self.shared.heads.org_event_head(org)
     }
 
-    fn session(&self, begin: Begin) -> Result<Session> {
+    /// A transaction begun by `begin` on a connection of the pool.
+    fn session(&self, begin: impl Fn(Object, Handle) -> Result<Session>) -> Result<Session> {
         if !self.shared.ready.load(Ordering::Acquire) {
             return Err(StoreError::Unreachable(format!(
                 "{} has not been reached since the daemon started",
@@ -179,7 +203,7 @@ impl Store {
         loop {
             let client = wait(&self.runtime, self.pool.get())?
                 .map_err(|err| StoreError::Unreachable(err.to_string()))?;
-            match Session::begin(client, self.runtime.clone(), begin) {
+            match begin(client, self.runtime.clone()) {
                 Err(err) if err.is_unreachable() && attempts < POOL_SIZE => attempts += 1,
                 session => return session,
             }

@@ -14,6 +14,7 @@ use tokio_postgres::Row;
 
 use super::flush::{self, Statement};
 use super::follow::NOTIFY_AND_COMMIT;
+use super::glance;
 use super::pending::{Known, Pending};
 use crate::store::{Announcement, Result, StoreError};
 
@@ -30,6 +31,13 @@ pub(super) enum Begin {
     /// write that somehow skips the lock is refused (40001) rather than let through.
     Serializable,
 }
+
+/// How a read-only transaction begins: a consistent view of one moment.
+const READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+/// [`READ_ONLY`], its statements' plans made once per connection.
+const READ_ONLY_GENERIC: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+     SET LOCAL plan_cache_mode = force_generic_plan";
 
 /// A connection with an open transaction.
 pub struct Session {
@@ -58,11 +66,51 @@ impl Session {
             remembers: matches!(begin, Begin::Serializable),
         };
         session.batch(match begin {
-            Begin::ReadOnly => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Begin::ReadOnly => READ_ONLY,
             Begin::Serializable => {
                 "BEGIN ISOLATION LEVEL SERIALIZABLE; LOCK TABLE event_head IN EXCLUSIVE MODE"
             }
         })?;
+        Ok(session)
+    }
+
+    /// Begins a read-only transaction on `client` that knows, from its first round trip,
+    /// the rows a decision about `uid` in `org` (else its current organization) reads: its
+    /// `BEGIN` and the glance at them are sent together, and the reads of those rows are
+    /// answered from what it holds (the transaction sees one moment, so they cannot change).
+    pub(super) fn begin_about(
+        client: Object,
+        runtime: Handle,
+        uid: u32,
+        org: Option<&str>,
+    ) -> Result<Session> {
+        let session = Session {
+            client: Some(client),
+            runtime,
+            appended: Mutex::default(),
+            notifies: AtomicBool::new(false),
+            pending: Mutex::default(),
+            remembers: true,
+        };
+        let client = session.client()?;
+        let (uids, orgs) = (vec![i64::from(uid)], vec![org]);
+        let rows = session.wait(async {
+            let statement = client.prepare_cached(glance::sql()).await?;
+            // Sent in this order as each is first polled: one round trip. The glance's plan
+            // is made once (see `GENERIC_PLANS` in `handle.rs`), for this transaction.
+            let (begun, rows) = futures_util::future::join(
+                client.batch_execute(READ_ONLY_GENERIC),
+                client.query(&statement, &[&uids, &orgs]),
+            )
+            .await;
+            begun?;
+            rows
+        })?;
+        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
+            table: "glance",
+            detail: "no row for a question".into(),
+        })?;
+        glance::glance(uid, row)?.teach(&mut session.pending());
         Ok(session)
     }
 

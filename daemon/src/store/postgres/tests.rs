@@ -535,8 +535,8 @@ fn a_write_transaction_answers_what_it_read_ahead_and_wrote_as_the_database_does
 
 /// A glance answers the rows a decision reads as a snapshot taken after it was asked does,
 /// each question its own answer however many are asked at once; reads beyond its rows are
-/// refused, never guessed; and a removal committed through another daemon is in the next
-/// glance.
+/// refused, never guessed; a snapshot that begins with a glance answers as any other; and a
+/// removal committed through another daemon is in the next glance.
 #[test]
 fn glances_asked_at_once_each_answer_as_a_snapshot_does() {
     let Some(server) = server("glances_asked_at_once_each_answer_as_a_snapshot_does") else {
@@ -630,6 +630,32 @@ fn glances_asked_at_once_each_answer_as_a_snapshot_does() {
             );
         }
     }
+    // A snapshot that begins with a glance answers every read as one without, the rows it
+    // glanced at included.
+    for &(uid, org) in &questions {
+        let about = store.read_about(uid, org).unwrap();
+        let here = org.unwrap_or("beta");
+        assert_eq!(about.binding(uid).unwrap(), snapshot.binding(uid).unwrap());
+        assert_eq!(
+            about.current_org(uid).unwrap(),
+            snapshot.current_org(uid).unwrap()
+        );
+        for name in [here, "acme", "gamma"] {
+            assert_eq!(about.org(name).unwrap(), snapshot.org(name).unwrap());
+            for email in ["dev@example.com", "ops@example.com", "none@example.com"] {
+                assert_eq!(
+                    about.membership(name, email).unwrap(),
+                    snapshot.membership(name, email).unwrap(),
+                    "{uid} {org:?}: {name} {email}"
+                );
+            }
+        }
+        assert_eq!(
+            about.orgs_of("dev@example.com").unwrap(),
+            snapshot.orgs_of("dev@example.com").unwrap()
+        );
+    }
+
     // Answers that depend on the question: the deployer of acme, the viewer of beta (its
     // current organization), and nobody in gamma.
     let role_in = |org| {
