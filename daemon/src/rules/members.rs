@@ -73,17 +73,21 @@ pub fn list_page(
     let mut scanned = 0;
     let mut members = Vec::with_capacity(limit);
     let mut expiries = Expiries::default();
-    // Read in chunks of at most `limit` rows until the page is full, the org's rows end,
-    // or the scan budget is spent; `position` is always the last row read.
+    // Whether a row after `position` was seen, so that no read need look for one.
+    let mut seen_beyond;
+    // Read in chunks of at most `limit` rows (and one more, to see whether there are more)
+    // until the page is full, the org's rows end, or the scan budget is spent; `position`
+    // is always the last row taken.
     let exhausted = loop {
         let want = if params.status.is_some() {
             limit.min(budget - scanned)
         } else {
             limit - members.len()
         };
-        let chunk = reader.members_after(&here.org, position.as_deref(), want)?;
-        let short = chunk.len() < want;
-        for (email, m) in chunk {
+        let chunk = reader.members_after(&here.org, position.as_deref(), want + 1)?;
+        let short = chunk.len() <= want;
+        let mut rows = chunk.into_iter();
+        for (email, m) in rows.by_ref().take(want) {
             scanned += 1;
             let status = m.status_at(now);
             if params.status.is_none_or(|wanted| wanted == status) {
@@ -105,6 +109,7 @@ pub fn list_page(
                 break;
             }
         }
+        seen_beyond = rows.next().is_some();
         // Checked in this order: a page filled mid-chunk leaves rows behind even when the
         // chunk was the org's last.
         if members.len() == limit {
@@ -117,10 +122,10 @@ pub fn list_page(
             break false;
         }
     };
-    // A full page may be the last: look one row ahead so the last page has no `next`.
+    // A full page may be the last: the last page has no `next`.
     let next = match position {
         Some(last) if !exhausted => {
-            let more = !reader.members_after(&here.org, Some(&last), 1)?.is_empty();
+            let more = seen_beyond || !reader.members_after(&here.org, Some(&last), 1)?.is_empty();
             more.then(|| cursor_of(&last))
         }
         _ => None,

@@ -3,7 +3,7 @@
 //! transaction, a row it read or wrote is answered from what it knows (`pending.rs`), and
 //! its pending writes are sent before a read that ranges over rows.
 
-use compartmentctl::wire::EventKind;
+use compartmentctl::wire::{EventKind, MemberStatus};
 use tokio_postgres::Row;
 
 use super::pending::Head;
@@ -36,6 +36,22 @@ pub(super) fn membership(row: &Row) -> Result<MembershipRecord> {
     })
 }
 
+/// What a member list shows of a membership.
+const MEMBER_ROW: &str = "role, uid, status, expires_at";
+
+fn member_row(row: &Row) -> Result<MemberRow> {
+    const TABLE: &str = "memberships";
+    Ok(MemberRow {
+        role: parsed(TABLE, row.try_get("role")?)?,
+        uid: uid(TABLE, row.try_get("uid")?)?,
+        status: parsed(TABLE, row.try_get("status")?)?,
+        expires_at: row
+            .try_get::<_, Option<i64>>("expires_at")?
+            .map(|at| millis(TABLE, at))
+            .transpose()?,
+    })
+}
+
 pub(super) const EVENT: &str = "seq, at, kind, org, email, role, previous_role, status, uid";
 
 pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
@@ -43,7 +59,7 @@ pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
     let seq: i64 = row.try_get("seq")?;
     let kind: String = row.try_get("kind")?;
     let role = |column| -> Result<_> {
-        row.try_get::<_, Option<String>>(column)?
+        row.try_get::<_, Option<&str>>(column)?
             .map(|text| parsed(TABLE, text))
             .transpose()
     };
@@ -59,7 +75,7 @@ pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
             role: role("role")?,
             previous_role: role("previous_role")?,
             status: row
-                .try_get::<_, Option<String>>("status")?
+                .try_get::<_, Option<&str>>("status")?
                 .map(|text| parsed(TABLE, text))
                 .transpose()?,
             uid: uid(TABLE, row.try_get("uid")?)?,
@@ -214,7 +230,7 @@ impl Reader for Session {
     }
 
     fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {
-        if self.remembers() {
+        {
             let mut pending = self.pending();
             let key = (org.to_owned(), email.to_owned());
             if pending.memberships.get(&key).is_none() && pending.memberships_of.contains(email) {
@@ -258,25 +274,25 @@ impl Reader for Session {
         let rows = match after {
             Some(after) => self.query(
                 &format!(
-                    "SELECT email, {MEMBERSHIP} FROM memberships
+                    "SELECT email, {MEMBER_ROW} FROM memberships
                      WHERE org = $1 AND email > $2 ORDER BY email LIMIT $3"
                 ),
                 &[&org, &after, &limit(limit_to)],
             )?,
             None => self.query(
                 &format!(
-                    "SELECT email, {MEMBERSHIP} FROM memberships
+                    "SELECT email, {MEMBER_ROW} FROM memberships
                      WHERE org = $1 ORDER BY email LIMIT $2"
                 ),
                 &[&org, &limit(limit_to)],
             )?,
         };
-        rows.iter()
-            .map(|row| {
-                let record = membership(row)?;
-                Ok((row.try_get("email")?, MemberRow::from(&record)))
-            })
-            .collect()
+        let members = rows
+            .iter()
+            .map(|row| Ok((row.try_get("email")?, member_row(row)?)))
+            .collect::<Result<Vec<(String, MemberRow)>>>()?;
+        self.read_bindings_of(&members)?;
+        Ok(members)
     }
 
     fn active_admins(&self, org: &str, at_most: usize) -> Result<usize> {
@@ -431,13 +447,45 @@ impl Reader for Session {
 }
 
 impl Session {
+    /// Reads into what the transaction knows the bindings of the uids `members`' active
+    /// memberships name, in one statement: a list shows each active member's Unix user,
+    /// which would otherwise cost a round trip per member.
+    fn read_bindings_of(&self, members: &[(String, MemberRow)]) -> Result<()> {
+        let mut uids: Vec<u32> = {
+            let pending = self.pending();
+            members
+                .iter()
+                .filter(|(_, m)| m.status == MemberStatus::Active)
+                .filter_map(|(_, m)| m.uid)
+                .filter(|uid| pending.bindings.get(uid).is_none())
+                .collect()
+        };
+        uids.sort_unstable();
+        uids.dedup();
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let asked: Vec<i64> = uids.iter().copied().map(i64::from).collect();
+        let rows = self.query(
+            &format!("SELECT uid, {BINDING} FROM bindings WHERE uid = ANY($1)"),
+            &[&asked],
+        )?;
+        let mut pending = self.pending();
+        for row in &rows {
+            pending
+                .bindings
+                .learn(uid_of("bindings", row, "uid")?, Some(binding(row)?));
+        }
+        for uid in uids {
+            pending.bindings.learn(uid, None);
+        }
+        Ok(())
+    }
+
     /// Reads into what the transaction knows, in one round trip: the feed's head, the
     /// bindings of the uids `callers`, and the accounts `emails` with all their
     /// memberships.
     pub(crate) fn read_ahead(&self, callers: &[u32], emails: &[&str]) -> Result<()> {
-        if !self.remembers() {
-            return Ok(());
-        }
         let mut emails = emails.to_vec();
         emails.sort_unstable();
         emails.dedup();

@@ -48,10 +48,11 @@ pub struct Session {
     appended: Mutex<Announcement>,
     /// Whether it appended to the feed, so that its commit wakes every daemon's follower.
     notifies: AtomicBool,
-    /// A write transaction's rows as it knows them, and its writes not yet sent.
+    /// The rows as the transaction knows them (point reads are answered from here: a
+    /// read-only transaction sees one moment, and a write transaction is the only writer
+    /// while it runs, so what either read stays true), and a write transaction's writes not
+    /// yet sent.
     pending: Mutex<Pending>,
-    /// Whether point reads are answered from `pending` (a write transaction's are).
-    remembers: bool,
 }
 
 impl Session {
@@ -63,7 +64,6 @@ impl Session {
             appended: Mutex::default(),
             notifies: AtomicBool::new(false),
             pending: Mutex::default(),
-            remembers: matches!(begin, Begin::Serializable),
         };
         session.batch(match begin {
             Begin::ReadOnly => READ_ONLY,
@@ -90,7 +90,6 @@ impl Session {
             appended: Mutex::default(),
             notifies: AtomicBool::new(false),
             pending: Mutex::default(),
-            remembers: true,
         };
         let client = session.client()?;
         let (uids, orgs) = (vec![i64::from(uid)], vec![org]);
@@ -173,9 +172,6 @@ impl Session {
         K: Eq + std::hash::Hash + Clone,
         V: Clone,
     {
-        if !self.remembers {
-            return read();
-        }
         if let Some(known) = table(&mut self.pending()).get(&key) {
             return Ok(known);
         }
@@ -255,11 +251,6 @@ impl Session {
             )
             .await
         })
-    }
-
-    /// Whether point reads are answered from what the transaction knows.
-    pub(super) fn remembers(&self) -> bool {
-        self.remembers
     }
 
     /// The rows `sql` returns, its statement prepared once per connection.

@@ -2,7 +2,8 @@
 //! spells them, times and counts as `bigint`, uids checked, and what to say of a stored value
 //! this daemon cannot read.
 
-use serde::de::DeserializeOwned;
+use serde::de::value::StrDeserializer;
+use serde::de::{DeserializeOwned, IntoDeserializer};
 use serde::Serialize;
 use tokio_postgres::Row;
 
@@ -32,8 +33,9 @@ pub(super) fn spelled<T: Serialize>(table: &'static str, value: &T) -> Result<St
 }
 
 /// The enumeration's value spelled `text`.
-pub(super) fn parsed<T: DeserializeOwned>(table: &'static str, text: String) -> Result<T> {
-    serde_json::from_value(serde_json::Value::String(text)).map_err(|err| corrupt(table, err))
+pub(super) fn parsed<T: DeserializeOwned>(table: &'static str, text: &str) -> Result<T> {
+    let text: StrDeserializer<'_, serde::de::value::Error> = text.into_deserializer();
+    T::deserialize(text).map_err(|err| corrupt(table, err))
 }
 
 /// A time or count as a parameter: beyond `i64::MAX` means "no bound".
