@@ -29,13 +29,24 @@ const POOL_SIZE: usize = 16;
 /// `unavailable`: all of them busy this long means PostgreSQL is not answering.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-/// Set on each connection of the glances' own pool. A glance is prepared once per
-/// connection; left to choose, PostgreSQL plans it anew at each execution (its estimate of
-/// an array's length makes a plan for the one at hand look cheaper), and planning its joins
-/// then costs several times their execution. A generic plan is made once, and again when
-/// the tables' statistics change (ANALYZE). Only the glances' connections are set so: the
-/// other statements keep PostgreSQL's choice.
-const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
+/// Set on each connection. Every statement the daemon sends reads rows by a key or a key's
+/// range, which an index serves. Before ANALYZE has seen a table that grew from empty (and
+/// autovacuum looks once a minute), PostgreSQL's estimates can make reading it whole look
+/// cheaper, and a plan made then is kept: the commit's foreign-key checks read `accounts`,
+/// `orgs` and `events` whole, a row at a time, and populating 100,000 members ran 4 times
+/// slower, or not, depending on when autovacuum came by. With sequential scans off, one is
+/// chosen only where no index serves. JIT compilation, which their disabled cost would then
+/// start (30 ms for a one-row table), never pays for statements this small.
+const SETTINGS: &str = "SET enable_seqscan = off; SET jit = off";
+
+/// Set on each connection of the glances' own pool besides [`SETTINGS`]. A glance is
+/// prepared once per connection; left to choose, PostgreSQL plans it anew at each execution
+/// (its estimate of an array's length makes a plan for the one at hand look cheaper), and
+/// planning its joins then costs several times their execution. A generic plan is made
+/// once, and again when the tables' statistics change (ANALYZE). Only the glances'
+/// connections are set so: the other statements keep PostgreSQL's choice.
+const GLANCE_SETTINGS: &str =
+    "SET enable_seqscan = off; SET jit = off; SET plan_cache_mode = force_generic_plan";
 
 /// A PostgreSQL database as the daemon's store.
 pub struct Store {
@@ -55,11 +66,7 @@ pub struct Store {
 pub type Snapshot = Arc<Session>;
 
 /// A pool of at most `size` connections to `target`, each given `setup` when made.
-fn connections(
-    target: &Target,
-    size: usize,
-    setup: Option<&'static str>,
-) -> Result<Pool, SchemaError> {
+fn connections(target: &Target, size: usize, setup: &'static str) -> Result<Pool, SchemaError> {
     let manager = Manager::from_config(
         target.config.clone(),
         NoTls,
@@ -67,16 +74,15 @@ fn connections(
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let mut builder = Pool::builder(manager)
+    let builder = Pool::builder(manager)
         .max_size(size)
         .timeouts(Timeouts {
             wait: Some(POOL_WAIT),
             create: target.config.get_connect_timeout().copied(),
             recycle: None,
         })
-        .runtime(Runtime::Tokio1);
-    if let Some(setup) = setup {
-        builder = builder.post_create(Hook::async_fn(move |client, _| {
+        .runtime(Runtime::Tokio1)
+        .post_create(Hook::async_fn(move |client, _| {
             Box::pin(async move {
                 client
                     .batch_execute(setup)
@@ -84,7 +90,6 @@ fn connections(
                     .map_err(HookError::Backend)
             })
         }));
-    }
     builder
         .build()
         .map_err(|err| SchemaError::Unreachable(err.to_string()))
@@ -97,8 +102,8 @@ impl Store {
     /// yet does not: the store is then answered unreachable, and its follower keeps trying
     /// and migrates once it can, so that the daemon may start before its database.
     pub async fn open(target: &Target, runtime: Handle) -> Result<Store, SchemaError> {
-        let pool = connections(target, POOL_SIZE, None)?;
-        let glance_pool = connections(target, glance::AT_ONCE, Some(GENERIC_PLANS))?;
+        let pool = connections(target, POOL_SIZE, SETTINGS)?;
+        let glance_pool = connections(target, glance::AT_ONCE, GLANCE_SETTINGS)?;
         let shared = Arc::new(Shared {
             heads: FeedHeads::new(0),
             ready: AtomicBool::new(false),

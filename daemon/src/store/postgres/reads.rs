@@ -493,15 +493,8 @@ impl Session {
         uids.sort_unstable();
         uids.dedup();
         let bindings = format!("SELECT uid, {BINDING} FROM bindings WHERE uid = ANY($1)");
-        // Each address's memberships read by the index on addresses, address by address
-        // (OFFSET 0 keeps the subquery from becoming a join). As `email = ANY($1)`, until
-        // ANALYZE has seen a table that grew from empty, PostgreSQL's default estimate (a
-        // two-hundredth of the rows per address) made a batch of 32 read the whole table:
-        // 6 ms a batch rather than 0.1.
-        let memberships = format!(
-            "SELECT m.org, m.email, {MEMBERSHIP} FROM unnest($1::text[]) AS asked (email)
-             CROSS JOIN LATERAL (SELECT * FROM memberships WHERE email = asked.email OFFSET 0) m"
-        );
+        let memberships =
+            format!("SELECT org, email, {MEMBERSHIP} FROM memberships WHERE email = ANY($1)");
         let read = self.query_all(&[
             ("SELECT seq FROM event_head", &[]),
             (&bindings, &[&uids]),

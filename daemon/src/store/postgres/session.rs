@@ -96,7 +96,7 @@ impl Session {
         let rows = session.wait(async {
             let statement = client.prepare_cached(glance::sql()).await?;
             // Sent in this order as each is first polled: one round trip. The glance's plan
-            // is made once (see `GENERIC_PLANS` in `handle.rs`), for this transaction.
+            // is made once (see `GLANCE_SETTINGS` in `handle.rs`), for this transaction.
             let (begun, rows) = futures_util::future::join(
                 client.batch_execute(READ_ONLY_GENERIC),
                 client.query(&statement, &[&uids, &orgs]),
