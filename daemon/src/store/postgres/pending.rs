@@ -1,9 +1,9 @@
-//! What a write transaction knows of the rows it touched, and what it wrote and has not yet
-//! sent to PostgreSQL.
+//! What a transaction knows of the rows it touched, and what a write transaction wrote and
+//! has not yet sent to PostgreSQL.
 //!
-//! A write transaction is the only one writing while it runs (every daemon's writes take
-//! turns on the feed's lock, see the schema), so what it read of a row stays true until it
-//! writes the row itself. A point read is answered from here once the transaction has read
+//! A read-only transaction sees one moment, and a write transaction is the only one writing
+//! while it runs (every daemon's writes take turns on the feed's lock, see the schema), so
+//! what either read of a row stays true, until a write transaction writes the row itself. A point read is answered from here once the transaction has read
 //! or written its row; a write changes the row here and is sent later, with every other
 //! pending write, as one statement per table (`flush.rs`): before a read that ranges over
 //! a table, and at the commit. A batch of changes that each read and write a few rows thus
