@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use compartment_e2e::{Daemon, Endpoint, RawConn};
+use compartment_e2e::{each_store, Daemon, Endpoint, RawConn};
 use compartmentctl::wire::{OrgCreateParams, OrgCreated, Pong, Request, MAX_LINE};
 use serde_json::{json, Value};
 
@@ -61,8 +61,13 @@ struct BadLine(
 
 #[test]
 fn each_bad_request_gets_its_error_and_the_connection_lives_on() {
-    let d = Daemon::in_process_default();
-    create_acme(&d);
+    for options in each_store("each_bad_request_gets_its_error_and_the_connection_lives_on") {
+        each_bad_request(&Daemon::in_process(options));
+    }
+}
+
+fn each_bad_request(d: &Endpoint) {
+    create_acme(d);
     let mut conn = d.raw();
 
     let cases: Vec<BadLine> = vec![
@@ -225,8 +230,13 @@ fn a_one_mib_line_gets_frame_too_long_the_connection_closes_and_others_are_serve
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let d = Daemon::in_process_default();
-    create_acme(&d);
+    for options in each_store("pipelined_requests_are_answered_in_order") {
+        pipelined_requests(&Daemon::in_process(options));
+    }
+}
+
+fn pipelined_requests(d: &Endpoint) {
+    create_acme(d);
     let mut conn = d.raw();
     // A write, a ping, a read of what was written, and a whoami, in one write.
     let batch = concat!(

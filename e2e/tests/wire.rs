@@ -10,7 +10,7 @@ use std::os::unix::net::UnixListener;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use compartment_e2e::{ctl_command, poll, Daemon, ROOT};
+use compartment_e2e::{ctl_command, each_store, poll, Daemon, Endpoint, ROOT};
 use compartmentctl::wire::MAX_BATCH;
 use serde_json::{json, Value};
 
@@ -117,10 +117,17 @@ fn a_batch_over_the_bound_is_one_error_and_at_the_bound_is_served() {
 /// in that order (a remove first finds no member; a second invite first finds one).
 #[test]
 fn pipelined_changes_apply_in_the_order_sent_and_a_later_read_sees_them() {
-    // The built daemon: the writer's batches are read from its log.
-    let daemon = Daemon::start(
-        compartment_e2e::DaemonOptions::new().env("RUST_LOG", "info,compartmentd::writer=trace"),
-    );
+    for options in
+        each_store("pipelined_changes_apply_in_the_order_sent_and_a_later_read_sees_them")
+    {
+        // The built daemon: the writer's batches are read from its log.
+        pipelined_changes(&Daemon::start(
+            options.env("RUST_LOG", "info,compartmentd::writer=trace"),
+        ));
+    }
+}
+
+fn pipelined_changes(daemon: &Daemon) {
     let mut conn = daemon.raw();
     let created = conn.call(
         r#"{"jsonrpc":"2.0","id":0,"method":"org.create","params":{"name":"acme","admin":"admin@example.com"}}"#,
@@ -197,7 +204,12 @@ fn pipelined_changes_apply_in_the_order_sent_and_a_later_read_sees_them() {
 /// gets every answer, in order, before the daemon closes the connection.
 #[test]
 fn a_client_that_closes_its_side_after_writing_gets_every_answer() {
-    let daemon = Daemon::in_process_default();
+    for options in each_store("a_client_that_closes_its_side_after_writing_gets_every_answer") {
+        closes_its_side(&Daemon::in_process(options));
+    }
+}
+
+fn closes_its_side(daemon: &Endpoint) {
     let mut conn = daemon.raw();
     let mut lines = String::from(
         r#"{"jsonrpc":"2.0","id":0,"method":"org.create","params":{"name":"acme","admin":"admin@example.com"}}"#,
