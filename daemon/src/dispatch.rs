@@ -454,10 +454,10 @@ impl Serve for methods::UserInvite {
         let named = ctx.named_user(params.unix_user.as_deref()).await?;
         let token = new_token(&ctx)?;
         let policy = ctx.policy.clone();
-        let about = params.email.clone();
+        let (about, org) = (params.email.clone(), params.org.clone());
         let invitation = ctx
             .writer
-            .write_about(caller.uid, &about, move |txn, now| {
+            .write_about(caller.uid, &about, org.as_deref(), move |txn, now| {
                 invitations::invite(txn, &caller, &params, named.clone(), &token, &policy, now)
             })
             .await?;
@@ -489,9 +489,9 @@ impl Serve for methods::UserRemove {
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let about = params.email.clone();
+        let (about, org) = (params.email.clone(), params.org.clone());
         ctx.writer
-            .write_about(caller.uid, &about, move |txn, now| {
+            .write_about(caller.uid, &about, org.as_deref(), move |txn, now| {
                 members::remove(txn, &caller, &params, now)
             })
             .await
@@ -504,9 +504,9 @@ impl Serve for methods::RoleGrant {
         caller: Caller,
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        let about = params.email.clone();
+        let (about, org) = (params.email.clone(), params.org.clone());
         ctx.writer
-            .write_about(caller.uid, &about, move |txn, now| {
+            .write_about(caller.uid, &about, org.as_deref(), move |txn, now| {
                 members::grant(txn, &caller, &params, now)
             })
             .await

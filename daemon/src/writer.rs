@@ -96,6 +96,10 @@ pub(crate) trait Job: Send {
     fn caller(&self) -> Option<u32> {
         None
     }
+    /// The organization the request names, if it names one: read ahead too.
+    fn org(&self) -> Option<&str> {
+        None
+    }
 }
 
 struct Queued<T, E, F> {
@@ -103,6 +107,7 @@ struct Queued<T, E, F> {
     result: Option<Result<T, E>>,
     reply: oneshot::Sender<Result<T, E>>,
     about: Option<String>,
+    org: Option<String>,
     caller: Option<u32>,
 }
 
@@ -148,6 +153,10 @@ where
     fn caller(&self) -> Option<u32> {
         self.caller
     }
+
+    fn org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
 }
 
 /// Queue-ready form of `change` and the receiver of its answer.
@@ -158,14 +167,21 @@ where
     T: Send + 'a,
     E: ChangeError,
 {
-    job_about(change, Lane::Daemon, None)
+    job_about(change, Lane::Daemon, About::default())
 }
 
-/// [`job`] for a change about the account `about`.
+/// What a change is about, as its request names it: read ahead with the batch's others.
+#[derive(Default)]
+struct About {
+    account: Option<String>,
+    org: Option<String>,
+}
+
+/// [`job`] for a change about `about`.
 fn job_about<'a, T, E, F>(
     change: F,
     lane: Lane,
-    about: Option<String>,
+    about: About,
 ) -> (Box<dyn Job + 'a>, oneshot::Receiver<Result<T, E>>)
 where
     F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'a,
@@ -177,7 +193,8 @@ where
         change,
         result: None,
         reply,
-        about,
+        about: about.account,
+        org: about.org,
         caller: match lane {
             Lane::Uid(uid) => Some(uid),
             Lane::Daemon => None,
@@ -516,17 +533,27 @@ impl Writer {
         self.write_in(Lane::Uid(uid), change).await
     }
 
-    /// [`Writer::write_as`] for a change about the account `email` (as the request names
-    /// it; the change itself judges it): its rows are read ahead with the batch's others.
-    pub async fn write_about<T, E, F>(&self, uid: u32, email: &str, change: F) -> Result<T, E>
+    /// [`Writer::write_as`] for a change about the account `email` in `org` (as the request
+    /// names them; the change itself judges them): their rows are read ahead with the
+    /// batch's others.
+    pub async fn write_about<T, E, F>(
+        &self,
+        uid: u32,
+        email: &str,
+        org: Option<&str>,
+        change: F,
+    ) -> Result<T, E>
     where
         F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
         E: ChangeError,
     {
-        let about = compartmentctl::email::Email::parse(email)
-            .ok()
-            .map(|email| email.as_str().to_owned());
+        let about = About {
+            account: compartmentctl::email::Email::parse(email)
+                .ok()
+                .map(|email| email.as_str().to_owned()),
+            org: org.map(str::to_owned),
+        };
         self.queue(Lane::Uid(uid), about, change).await
     }
 
@@ -537,11 +564,11 @@ impl Writer {
         T: Send + 'static,
         E: ChangeError,
     {
-        self.queue(lane, None, change).await
+        self.queue(lane, About::default(), change).await
     }
 
-    /// Queues `change` in `lane`, about the account `about`, and waits for its answer.
-    async fn queue<T, E, F>(&self, lane: Lane, about: Option<String>, change: F) -> Result<T, E>
+    /// Queues `change` in `lane`, about `about`, and waits for its answer.
+    async fn queue<T, E, F>(&self, lane: Lane, about: About, change: F) -> Result<T, E>
     where
         F: FnMut(&Tracked<'_, '_>, Millis) -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -717,7 +744,8 @@ fn attempt_batch(
     };
     let callers: Vec<u32> = batch.iter().filter_map(|job| job.caller()).collect();
     let about: Vec<&str> = batch.iter().filter_map(|job| job.about()).collect();
-    if let Err(err) = txn.read_ahead(&callers, &about) {
+    let orgs: Vec<&str> = batch.iter().filter_map(|job| job.org()).collect();
+    if let Err(err) = txn.read_ahead(&callers, &about, &orgs) {
         store.note_failure(&err);
         if err.is_retryable() {
             return Attempt::Conflict;
@@ -889,6 +917,7 @@ fn run_once(
     txn.read_ahead(
         &job.caller().into_iter().collect::<Vec<_>>(),
         &job.about().into_iter().collect::<Vec<_>>(),
+        &job.org().into_iter().collect::<Vec<_>>(),
     )?;
     let (succeeded, events) = {
         let tables = txn.tables();

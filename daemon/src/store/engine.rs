@@ -253,14 +253,15 @@ impl Write<'_> {
         }
     }
 
-    /// Reads ahead what the transaction will read of the uids `callers` (their bindings)
-    /// and the accounts `emails` (each account and its memberships), where that saves round
-    /// trips: a batch of changes then reads their rows in one go rather than one by one.
-    pub fn read_ahead(&self, callers: &[u32], emails: &[&str]) -> Result<()> {
+    /// Reads ahead what the transaction will read of the uids `callers` (their bindings,
+    /// current organizations and memberships), the accounts `emails` (each account and its
+    /// memberships) and the organizations `orgs`, where that saves round trips: a batch of
+    /// changes then reads their rows in one go rather than one by one.
+    pub fn read_ahead(&self, callers: &[u32], emails: &[&str], orgs: &[&str]) -> Result<()> {
         match self {
             // Reads from a file in memory cost no more one by one.
             Write::Redb(_) => Ok(()),
-            Write::Postgres { session, .. } => session.read_ahead(callers, emails),
+            Write::Postgres { session, .. } => session.read_ahead(callers, emails, orgs),
         }
     }
 

@@ -25,7 +25,7 @@ use tokio_postgres::Row;
 
 use super::follow::Shared;
 use super::pending::Pending;
-use super::reads::{binding, membership, org, BINDING, MEMBERSHIP};
+use super::reads::{binding, membership, org, prefixed, BINDING, MEMBERSHIP};
 use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
     OrgRecord, Reader, Result, StoreError, TokenHash, TokenRecord,
@@ -300,15 +300,6 @@ pub(super) fn sql() -> &'static str {
             MEMBERSHIP_COLUMNS = prefixed("m", MEMBERSHIP),
         )
     })
-}
-
-/// `columns` (a list as the reads name them) each taken from the table `alias`.
-fn prefixed(alias: &str, columns: &str) -> String {
-    columns
-        .split(',')
-        .map(|column| format!("{alias}.{}", column.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The glance at `uid` a row of [`sql`] holds.

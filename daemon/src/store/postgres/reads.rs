@@ -163,6 +163,15 @@ pub(super) fn audit(row: &Row) -> Result<(u64, AuditRecord)> {
     ))
 }
 
+/// `columns` (a list as the reads name them) each taken from the table `alias`.
+pub(super) fn prefixed(alias: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|column| format!("{alias}.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(super) fn strings(rows: Vec<Row>) -> Result<Vec<String>> {
     rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
 }
@@ -482,19 +491,28 @@ impl Session {
         Ok(())
     }
 
-    /// Reads into what the transaction knows, in one round trip: the feed's head, the
-    /// bindings of the uids `callers`, and the accounts `emails` with all their
-    /// memberships.
-    pub(crate) fn read_ahead(&self, callers: &[u32], emails: &[&str]) -> Result<()> {
+    /// Reads into what the transaction knows, in one round trip: the feed's head; the
+    /// bindings, current organizations and memberships of the uids `callers`; the accounts
+    /// `emails` with all their memberships; and the organizations `orgs`, with the callers'
+    /// current ones.
+    pub(crate) fn read_ahead(&self, callers: &[u32], emails: &[&str], orgs: &[&str]) -> Result<()> {
         let mut emails = emails.to_vec();
         emails.sort_unstable();
         emails.dedup();
         let mut uids: Vec<i64> = callers.iter().copied().map(i64::from).collect();
         uids.sort_unstable();
         uids.dedup();
+        let mut orgs = orgs.to_vec();
+        orgs.sort_unstable();
+        orgs.dedup();
         let bindings = format!("SELECT uid, {BINDING} FROM bindings WHERE uid = ANY($1)");
         let memberships =
             format!("SELECT org, email, {MEMBERSHIP} FROM memberships WHERE email = ANY($1)");
+        let callers_memberships = format!(
+            "SELECT m.org, m.email, {} FROM bindings b JOIN memberships m ON m.email = b.email
+             WHERE b.uid = ANY($1)",
+            prefixed("m", MEMBERSHIP)
+        );
         let read = self.query_all(&[
             ("SELECT seq FROM event_head", &[]),
             (&bindings, &[&uids]),
@@ -504,9 +522,20 @@ impl Session {
                 &[&emails],
             ),
             (&memberships, &[&emails]),
+            (&callers_memberships, &[&uids]),
+            (
+                "SELECT uid, org FROM current_org WHERE uid = ANY($1)",
+                &[&uids],
+            ),
+            (
+                "SELECT name, created_at, created_by_uid FROM orgs
+                 WHERE name = ANY($1) OR name IN (SELECT org FROM current_org WHERE uid = ANY($2))",
+                &[&orgs, &uids],
+            ),
         ])?;
-        let [head, bindings, accounts, memberships] = <[Vec<Row>; 4]>::try_from(read)
-            .map_err(|read| corrupt("read_ahead", format!("{} answers", read.len())))?;
+        let [head, bindings, accounts, memberships, callers_memberships, current, found_orgs] =
+            <[Vec<Row>; 7]>::try_from(read)
+                .map_err(|read| corrupt("read_ahead", format!("{} answers", read.len())))?;
         let head = head
             .first()
             .map(|row| row.try_get::<_, i64>(0))
@@ -520,20 +549,37 @@ impl Session {
             now: head,
         });
         for row in &bindings {
-            let found: i64 = row.try_get("uid")?;
-            let found =
-                u32::try_from(found).map_err(|_| corrupt("bindings", format!("uid {found}")))?;
-            pending.bindings.learn(found, Some(binding(row)?));
+            let found = binding(row)?;
+            // Every membership of a caller's account is read ahead below.
+            pending.memberships_of.insert(found.email.clone());
+            pending
+                .bindings
+                .learn(uid_of("bindings", row, "uid")?, Some(found));
         }
         for uid in callers {
             pending.bindings.learn(*uid, None);
+        }
+        for row in &current {
+            pending.current_org.learn(
+                uid_of("current_org", row, "uid")?,
+                Some(row.try_get("org")?),
+            );
+        }
+        for uid in callers {
+            pending.current_org.learn(*uid, None);
+        }
+        for row in &found_orgs {
+            pending.orgs.learn(row.try_get("name")?, Some(org(row)?));
+        }
+        for name in orgs {
+            pending.orgs.learn(name.to_owned(), None);
         }
         for row in &accounts {
             pending
                 .accounts
                 .learn(row.try_get("email")?, Some(account(row)?));
         }
-        for row in &memberships {
+        for row in memberships.iter().chain(&callers_memberships) {
             pending.memberships.learn(
                 (row.try_get("org")?, row.try_get("email")?),
                 Some(membership(row)?),

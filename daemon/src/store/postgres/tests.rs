@@ -442,7 +442,9 @@ fn a_daemon_opened_on_a_feed_starts_at_its_head() {
 
 /// A write transaction answers what it read ahead, and what it wrote since, as the
 /// database does: the accounts read ahead with every membership they have and none they
-/// have not, an account that does not exist as none, the caller's binding, the feed's head;
+/// have not, an account that does not exist as none, the callers' bindings, current
+/// organizations and memberships, the organizations named (one that does not exist as
+/// none), the feed's head;
 /// and its pending writes are in the database before a read that ranges over rows, and
 /// after the commit.
 #[test]
@@ -458,19 +460,43 @@ fn a_write_transaction_answers_what_it_read_ahead_and_wrote_as_the_database_does
     add_member(&write, "acme", "dev@example.com", Role::Deployer);
     add_member(&write, "beta", "dev@example.com", Role::Viewer);
     add_member(&write, "acme", "ops@example.com", Role::Admin);
+    let txn = Tracked::new(&write, T0);
+    let binding = BindingRecord {
+        email: "ops@example.com".into(),
+        user_name: Some("ops".into()),
+        bound_at: T0,
+        provenance: Provenance::Superuser,
+    };
+    txn.put_binding(1001, &binding).unwrap();
+    txn.set_current_org(1001, "beta").unwrap();
     write.commit().unwrap();
 
     let write = store.begin_write().unwrap();
     write
-        .read_ahead(&[1000, 1001], &["dev@example.com", "new@example.com"])
+        .read_ahead(
+            &[1000, 1001],
+            &["dev@example.com", "new@example.com"],
+            &["acme", "nowhere"],
+        )
         .unwrap();
     let snapshot = store.read().unwrap();
+    for uid in [1000, 1001] {
+        assert_eq!(write.binding(uid).unwrap(), snapshot.binding(uid).unwrap());
+        assert_eq!(
+            write.current_org(uid).unwrap(),
+            snapshot.current_org(uid).unwrap()
+        );
+    }
+    for org in ["acme", "beta", "nowhere"] {
+        assert_eq!(write.org(org).unwrap(), snapshot.org(org).unwrap(), "{org}");
+    }
     for (org, email) in [
         ("acme", "dev@example.com"),
         ("beta", "dev@example.com"),
         ("gamma", "dev@example.com"),
         ("acme", "new@example.com"),
         ("acme", "ops@example.com"),
+        ("beta", "ops@example.com"),
     ] {
         assert_eq!(
             write.membership(org, email).unwrap(),
@@ -489,7 +515,8 @@ fn a_write_transaction_answers_what_it_read_ahead_and_wrote_as_the_database_does
         write.binding(1000).unwrap(),
         snapshot.binding(1000).unwrap()
     );
-    assert_eq!(write.last_event_seq().unwrap(), 3);
+    // Three memberships and a binding.
+    assert_eq!(write.last_event_seq().unwrap(), 4);
 
     // Written here, answered here, and in the database for a read over rows.
     add_member(&write, "gamma", "new@example.com", Role::Viewer);
@@ -510,16 +537,16 @@ fn a_write_transaction_answers_what_it_read_ahead_and_wrote_as_the_database_does
     );
     assert_eq!(write.orgs_of("dev@example.com").unwrap(), ["acme"]);
     assert_eq!(write.orgs_of("new@example.com").unwrap(), ["gamma"]);
-    assert_eq!(write.last_event_seq().unwrap(), 5);
+    assert_eq!(write.last_event_seq().unwrap(), 6);
     // Nothing of it outside the transaction until it commits; all of it after.
     assert!(store.read().unwrap().org("gamma").unwrap().is_none());
     write.commit().unwrap();
     let after = store.read().unwrap();
     assert_eq!(after.orgs_of("dev@example.com").unwrap(), ["acme"]);
     assert_eq!(after.orgs_of("new@example.com").unwrap(), ["gamma"]);
-    assert_eq!(after.last_event_seq().unwrap(), 5);
+    assert_eq!(after.last_event_seq().unwrap(), 6);
     let feed: Vec<_> = after
-        .events_after(3, 10)
+        .events_after(4, 10)
         .unwrap()
         .into_iter()
         .map(|(seq, event)| (seq, event.kind.as_str(), event.org))
@@ -527,8 +554,8 @@ fn a_write_transaction_answers_what_it_read_ahead_and_wrote_as_the_database_does
     assert_eq!(
         feed,
         [
-            (4, "member.added", Some("gamma".to_owned())),
-            (5, "member.removed", Some("beta".to_owned())),
+            (5, "member.added", Some("gamma".to_owned())),
+            (6, "member.removed", Some("beta".to_owned())),
         ]
     );
 }
