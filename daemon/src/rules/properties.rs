@@ -474,50 +474,46 @@ fn show(outcome: &Outcome) -> String {
 }
 
 /// Where a world keeps its store.
-#[derive(Debug, Clone, Copy)]
-enum Engine {
+#[derive(Clone, Copy)]
+enum Engine<'w> {
     /// A redb file of its own.
     Redb,
-    /// A database of its own on the property tests' PostgreSQL server.
-    Postgres,
+    /// A database of its own on a property test's PostgreSQL server.
+    Postgres(&'w Worlds),
 }
 
-/// The PostgreSQL server the property tests share, each world in a database of its own.
+/// A PostgreSQL server a property test's worlds share, each in a database of its own,
+/// stopped (and its directory removed) when the test ends.
 struct Worlds {
     server: compartment_pgtest::Postgres,
     runtime: tokio::runtime::Runtime,
     made: std::sync::atomic::AtomicUsize,
 }
 
-/// The shared server, started by the first world that needs it; `None` (said loudly) when
-/// it cannot start outside CI.
-fn postgres_worlds() -> Option<&'static Worlds> {
-    static WORLDS: std::sync::OnceLock<Option<Worlds>> = std::sync::OnceLock::new();
-    WORLDS
-        .get_or_init(|| {
-            let server = crate::store::postgres::schema::tests::server("the property tests")?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            Some(Worlds {
-                server,
-                runtime,
-                made: std::sync::atomic::AtomicUsize::new(0),
-            })
+impl Worlds {
+    /// A server for `test`; `None` (said loudly) when it cannot start outside CI.
+    fn start(test: &str) -> Option<Worlds> {
+        let server = crate::store::postgres::schema::tests::server(test)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Some(Worlds {
+            server,
+            runtime,
+            made: std::sync::atomic::AtomicUsize::new(0),
         })
-        .as_ref()
+    }
 }
 
 impl World {
-    /// An empty store at `T0`; `None` when `engine` cannot be had (skipped, said loudly).
-    fn on(engine: Engine) -> Option<World> {
+    /// An empty store at `T0`.
+    fn on(engine: Engine<'_>) -> World {
         let dir = tempfile::tempdir().unwrap();
         let store = match engine {
             Engine::Redb => Store::open(dir.path()).unwrap(),
-            Engine::Postgres => {
-                let worlds = postgres_worlds()?;
+            Engine::Postgres(worlds) => {
                 let n = worlds
                     .made
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -534,12 +530,12 @@ impl World {
                     .unwrap()
             }
         };
-        Some(World::with(store, dir))
+        World::with(store, dir)
     }
 
     /// An empty embedded store at `T0`.
     fn empty() -> World {
-        World::on(Engine::Redb).unwrap()
+        World::on(Engine::Redb)
     }
 
     fn with(store: Store, dir: tempfile::TempDir) -> World {
@@ -1441,17 +1437,14 @@ fn run(population: &[Seat], ops: &[Op]) -> Result<World, TestCaseError> {
     run_batched(population, ops, Vec::new())
 }
 
-/// [`run`] or [`run_batched`] on `engine`; nothing when it cannot be had.
+/// [`run`] or [`run_batched`] on `engine`.
 fn run_on(
-    engine: Engine,
+    engine: Engine<'_>,
     population: &[Seat],
     ops: &[Op],
     shapes: Vec<Vec<Noise>>,
 ) -> Result<(), TestCaseError> {
-    match World::on(engine) {
-        Some(world) => run_in(world, population, ops, shapes).map(drop),
-        None => Ok(()),
-    }
+    run_in(World::on(engine), population, ops, shapes).map(drop)
 }
 
 /// Runs a sequence from the standard start, each write in a batch of the next of `shapes`
@@ -1530,25 +1523,52 @@ proptest! {
     }
 }
 
-proptest! {
-    #![proptest_config(postgres_config())]
-
-    #[test]
-    fn invariants_hold_after_every_step_on_postgresql(
-        population in proptest::collection::vec(seat(), 0..8),
-        ops in proptest::collection::vec(op(), 1..40),
-    ) {
-        run_on(Engine::Postgres, &population, &ops, Vec::new())?;
+/// The cases `test` is given from `strategy`, run as `proptest!` runs them, on the worlds of
+/// a PostgreSQL server of the test's own (none outside CI: skipped, said loudly).
+fn on_postgres<S>(
+    test: &str,
+    strategy: S,
+    case: impl Fn(&Worlds, S::Value) -> Result<(), TestCaseError>,
+) where
+    S: Strategy,
+    S::Value: std::fmt::Debug,
+{
+    let Some(worlds) = Worlds::start(test) else {
+        return;
+    };
+    let mut config = postgres_config();
+    config.source_file = Some(file!());
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    if let Err(err) = runner.run(&strategy, |value| case(&worlds, value)) {
+        panic!("{test}: {err}");
     }
+}
 
-    #[test]
-    fn invariants_hold_with_group_commit_on_postgresql(
-        population in proptest::collection::vec(seat(), 0..8),
-        ops in proptest::collection::vec(op(), 1..40),
-        shapes in proptest::collection::vec(proptest::collection::vec(noise(), 0..5), 1..6),
-    ) {
-        run_on(Engine::Postgres, &population, &ops, shapes)?;
-    }
+#[test]
+fn invariants_hold_after_every_step_on_postgresql() {
+    on_postgres(
+        "invariants_hold_after_every_step_on_postgresql",
+        (
+            proptest::collection::vec(seat(), 0..8),
+            proptest::collection::vec(op(), 1..40),
+        ),
+        |worlds, (population, ops)| run_on(Engine::Postgres(worlds), &population, &ops, Vec::new()),
+    );
+}
+
+#[test]
+fn invariants_hold_with_group_commit_on_postgresql() {
+    on_postgres(
+        "invariants_hold_with_group_commit_on_postgresql",
+        (
+            proptest::collection::vec(seat(), 0..8),
+            proptest::collection::vec(op(), 1..40),
+            proptest::collection::vec(proptest::collection::vec(noise(), 0..5), 1..6),
+        ),
+        |worlds, (population, ops, shapes)| {
+            run_on(Engine::Postgres(worlds), &population, &ops, shapes)
+        },
+    );
 }
 
 #[test]
