@@ -334,6 +334,16 @@ pub fn cli(binary: &Path, socket: &Path, args: &[&str]) -> CliRun {
     }
 }
 
+/// [`cli`] run `runs` times, the run of median wall time: one listing can fall on a burst
+/// of the machine's other load (or PostgreSQL's autovacuum, right after populating).
+pub fn cli_median(binary: &Path, socket: &Path, args: &[&str], runs: usize) -> CliRun {
+    let mut all: Vec<CliRun> = (0..runs.max(1))
+        .map(|_| cli(binary, socket, args))
+        .collect();
+    all.sort_by_key(|run| run.wall);
+    all.swap_remove(all.len() / 2)
+}
+
 /// Runs `compartmentctl --socket <socket> <args…>` as this process's own child, to the end
 /// of its output, checks it succeeded, and returns the time from spawning it to its exit:
 /// for timing the whole process alone, without a measurer's start in between (its peak

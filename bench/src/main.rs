@@ -60,7 +60,8 @@
 //!   `/proc/<pid>/status`, after populating, and after the two listings below.
 //! - `user list`: `compartmentctl user list` of the N-member organization as a child
 //!   process, wall time from spawn to exit with its output read as it comes, and the CLI's
-//!   peak RSS; then the same with `--output json`, and the bytes it printed.
+//!   peak RSS, the run of median time of 3; then the same with `--output json`, and the
+//!   bytes it printed.
 //! - `sweep, 1000 due among N`: 1,000 invitations to another organization, each expiring
 //!   soon after it is issued (twice the time issuing them takes at the populating rate, at
 //!   least a second), made while the daemon runs; then SIGTERM, a wait until they
@@ -201,6 +202,9 @@ const POPULATE_WINDOW: usize = 64;
 
 /// Runs of `compartmentctl whoami` timed as whole processes.
 const CLI_WHOAMI_RUNS: usize = 50;
+
+/// Runs of each `compartmentctl user list`, the median shown.
+const LIST_RUNS: usize = 3;
 
 fn main() {
     // A fresh copy of this binary measures each CLI run: see `load::cli`.
@@ -405,11 +409,17 @@ fn main() {
     let database = daemon.database_bytes();
 
     step("daemon: user list");
-    let list = load::cli(&ctl_bin, &socket, &["--org", "scale", "user", "list"]);
-    let list_json = load::cli(
+    let list = load::cli_median(
+        &ctl_bin,
+        &socket,
+        &["--org", "scale", "user", "list"],
+        LIST_RUNS,
+    );
+    let list_json = load::cli_median(
         &ctl_bin,
         &socket,
         &["--org", "scale", "--output", "json", "user", "list"],
+        LIST_RUNS,
     );
     let after_list = daemon.memory();
 
@@ -652,11 +662,17 @@ fn on_postgres(daemon_bin: &Path, ctl_bin: &Path, dir: &Path, members: usize, ph
     let after_populate = daemon.memory();
 
     step("daemon: user list");
-    let list = load::cli(ctl_bin, &socket, &["--org", "scale", "user", "list"]);
-    let list_json = load::cli(
+    let list = load::cli_median(
+        ctl_bin,
+        &socket,
+        &["--org", "scale", "user", "list"],
+        LIST_RUNS,
+    );
+    let list_json = load::cli_median(
         ctl_bin,
         &socket,
         &["--org", "scale", "--output", "json", "user", "list"],
+        LIST_RUNS,
     );
 
     step(&format!(
