@@ -183,9 +183,10 @@ impl Glances {
                 for ask in others {
                     // PostgreSQL out of reach is everyone's answer; another failure each
                     // decision meets again on a snapshot of its own, and reports.
-                    let told = match err.is_unreachable() {
-                        true => StoreError::Unreachable(err.to_string()),
-                        false => StoreError::BeyondGlance,
+                    let told = match &err {
+                        StoreError::Unreachable(why) => StoreError::Unreachable(why.clone()),
+                        err if err.is_unreachable() => StoreError::Unreachable(err.to_string()),
+                        _ => StoreError::BeyondGlance,
                     };
                     let _ = ask.told.send(Told::Answer(Err(told)));
                 }

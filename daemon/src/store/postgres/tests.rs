@@ -241,9 +241,15 @@ fn a_restarted_server_is_unreachable_meanwhile_and_reconnected_after() {
     let write = a.begin_write().unwrap();
     add_member(&write, "acme", "admin@example.com", Role::Admin);
     write.commit().unwrap();
-    // A connection in the pool, idle, when the server goes.
+    // A connection in the pool, idle, when the server goes; and the glances' own.
     drop(a.read().unwrap());
+    runtime.block_on(a.glance(0, Some("acme"))).unwrap();
     server.stop_server().unwrap();
+    let glance = runtime.block_on(a.glance(0, Some("acme")));
+    assert!(
+        glance.as_ref().is_err_and(StoreError::is_unreachable),
+        "{glance:?}"
+    );
     let err = match a.read().and_then(|snapshot| snapshot.org("acme")) {
         Ok(found) => panic!("read with the server stopped: {found:?}"),
         Err(err) => err,
@@ -287,6 +293,13 @@ fn a_restarted_server_is_unreachable_meanwhile_and_reconnected_after() {
         assert!(
             org.as_ref().is_ok_and(Option::is_some),
             "round {round}: {org:?}"
+        );
+        let glance = runtime
+            .block_on(a.glance(0, Some("acme")))
+            .and_then(|glance| glance.org("acme"));
+        assert!(
+            glance.as_ref().is_ok_and(Option::is_some),
+            "round {round}: {glance:?}"
         );
     }
 }
