@@ -8,7 +8,7 @@
 use compartmentctl::wire::BackupCounts;
 use tokio_postgres::Row;
 
-use super::reads::{
+use super::columns::{
     account, audit, binding, membership, org, token, AUDIT, BINDING, MEMBERSHIP, TOKEN,
 };
 use super::session::Session;

@@ -23,9 +23,9 @@ use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
 
+use super::columns::{binding, membership, org, prefixed, BINDING, MEMBERSHIP};
 use super::follow::Shared;
 use super::pending::Pending;
-use super::reads::{binding, membership, org, prefixed, BINDING, MEMBERSHIP};
 use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
     OrgRecord, Reader, Result, StoreError, TokenHash, TokenRecord,
@@ -38,6 +38,9 @@ use crate::store::{
 /// time answered 6.6 questions a statement and 36,000 checks a second; two, 3.4 and 31,000;
 /// four, 2.5 and 26,000.
 pub(super) const AT_ONCE: usize = 1;
+
+/// How many times a glance refused for a dead connection is tried again.
+const RETRIES: usize = 3;
 
 /// The most questions one statement answers.
 const BATCH: usize = 512;
@@ -248,7 +251,9 @@ async fn read(pool: &Pool, shared: &Shared, questions: &[&Question]) -> Result<V
     let uids: Vec<i64> = questions.iter().map(|asked| i64::from(asked.uid)).collect();
     let orgs: Vec<Option<&str>> = questions.iter().map(|asked| asked.org.as_deref()).collect();
     // A connection of the pool may have died with the server it talked to, unknown to the
-    // pool: the statement fails, nothing was done, and the next is tried.
+    // pool: the statement fails, nothing was done, and it is tried again (a connection that
+    // fails twice, first with the server's farewell, then closed, is not handed out a
+    // third time).
     let mut attempts = 0;
     let rows = loop {
         let client = pool
@@ -262,7 +267,7 @@ async fn read(pool: &Pool, shared: &Shared, questions: &[&Question]) -> Result<V
         .await
         .map_err(StoreError::from);
         match rows {
-            Err(err) if err.is_unreachable() && attempts < pool.status().max_size => {
+            Err(err) if err.is_unreachable() && attempts < RETRIES => {
                 attempts += 1;
             }
             rows => break rows?,

@@ -10,6 +10,7 @@
 //!   database can be reached, and moves the feed's heads past other daemons' commits;
 //! - `session.rs`: a connection in a transaction, driven from the store's synchronous
 //!   reads and writes;
+//! - `columns.rs`: the tables' columns, and a row read back into its record;
 //! - `reads.rs`, `rows.rs`: [`Reader`](super::Reader), [`Changes`](super::Changes) and
 //!   [`Rows`](super::Rows); a write transaction, the only writer while it runs, keeps what it
 //!   read and wrote (`pending.rs`) and sends its writes as one statement per table
@@ -24,6 +25,7 @@
 //! daemons.
 
 mod backup;
+mod columns;
 mod flush;
 mod follow;
 mod glance;
