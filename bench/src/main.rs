@@ -409,18 +409,7 @@ fn main() {
     let database = daemon.database_bytes();
 
     step("daemon: user list");
-    let list = load::cli_median(
-        &ctl_bin,
-        &socket,
-        &["--org", "scale", "user", "list"],
-        LIST_RUNS,
-    );
-    let list_json = load::cli_median(
-        &ctl_bin,
-        &socket,
-        &["--org", "scale", "--output", "json", "user", "list"],
-        LIST_RUNS,
-    );
+    let (list, list_json) = scale_lists(&ctl_bin, &socket);
     let after_list = daemon.memory();
 
     step("daemon: compartmentctl whoami");
@@ -662,18 +651,7 @@ fn on_postgres(daemon_bin: &Path, ctl_bin: &Path, dir: &Path, members: usize, ph
     let after_populate = daemon.memory();
 
     step("daemon: user list");
-    let list = load::cli_median(
-        ctl_bin,
-        &socket,
-        &["--org", "scale", "user", "list"],
-        LIST_RUNS,
-    );
-    let list_json = load::cli_median(
-        ctl_bin,
-        &socket,
-        &["--org", "scale", "--output", "json", "user", "list"],
-        LIST_RUNS,
-    );
+    let (list, list_json) = scale_lists(ctl_bin, &socket);
 
     step(&format!(
         "two daemons: populate {members} members through both"
@@ -941,6 +919,16 @@ fn build_binaries(profile_dir: &Path) {
     if !status.success() {
         panic!("{command:?} failed with {status}");
     }
+}
+
+/// `compartmentctl user list` of the scale organization, as text and as JSON, each the run
+/// of median time of [`LIST_RUNS`].
+fn scale_lists(ctl_bin: &Path, socket: &Path) -> (load::CliRun, load::CliRun) {
+    let list = |args: &[&str]| load::cli_median(ctl_bin, socket, args, LIST_RUNS);
+    (
+        list(&["--org", "scale", "user", "list"]),
+        list(&["--org", "scale", "--output", "json", "user", "list"]),
+    )
 }
 
 /// The rows of `compartmentctl user list` of the scale organization, as text and as JSON.

@@ -45,8 +45,7 @@ const SETTINGS: &str = "SET enable_seqscan = off; SET jit = off";
 /// planning its joins then costs several times their execution. A generic plan is made
 /// once, and again when the tables' statistics change (ANALYZE). Only the glances'
 /// connections are set so: the other statements keep PostgreSQL's choice.
-const GLANCE_SETTINGS: &str =
-    "SET enable_seqscan = off; SET jit = off; SET plan_cache_mode = force_generic_plan";
+const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan";
 
 /// A PostgreSQL database as the daemon's store.
 pub struct Store {
@@ -66,7 +65,11 @@ pub struct Store {
 pub type Snapshot = Arc<Session>;
 
 /// A pool of at most `size` connections to `target`, each given `setup` when made.
-fn connections(target: &Target, size: usize, setup: &'static str) -> Result<Pool, SchemaError> {
+fn connections(
+    target: &Target,
+    size: usize,
+    setup: &'static [&'static str],
+) -> Result<Pool, SchemaError> {
     let manager = Manager::from_config(
         target.config.clone(),
         NoTls,
@@ -85,7 +88,7 @@ fn connections(target: &Target, size: usize, setup: &'static str) -> Result<Pool
         .post_create(Hook::async_fn(move |client, _| {
             Box::pin(async move {
                 client
-                    .batch_execute(setup)
+                    .batch_execute(&setup.join("; "))
                     .await
                     .map_err(HookError::Backend)
             })
@@ -102,8 +105,8 @@ impl Store {
     /// yet does not: the store is then answered unreachable, and its follower keeps trying
     /// and migrates once it can, so that the daemon may start before its database.
     pub async fn open(target: &Target, runtime: Handle) -> Result<Store, SchemaError> {
-        let pool = connections(target, POOL_SIZE, SETTINGS)?;
-        let glance_pool = connections(target, glance::AT_ONCE, GLANCE_SETTINGS)?;
+        let pool = connections(target, POOL_SIZE, &[SETTINGS])?;
+        let glance_pool = connections(target, glance::AT_ONCE, &[SETTINGS, GENERIC_PLANS])?;
         let shared = Arc::new(Shared {
             heads: FeedHeads::new(0),
             ready: AtomicBool::new(false),

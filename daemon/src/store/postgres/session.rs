@@ -56,15 +56,20 @@ pub struct Session {
 }
 
 impl Session {
-    /// Begins a transaction on `client`.
-    pub(super) fn begin(client: Object, runtime: Handle, begin: Begin) -> Result<Session> {
-        let session = Session {
+    /// `client`, about to begin a transaction.
+    fn on(client: Object, runtime: Handle) -> Session {
+        Session {
             client: Some(client),
             runtime,
             appended: Mutex::default(),
             notifies: AtomicBool::new(false),
             pending: Mutex::default(),
-        };
+        }
+    }
+
+    /// Begins a transaction on `client`.
+    pub(super) fn begin(client: Object, runtime: Handle, begin: Begin) -> Result<Session> {
+        let session = Session::on(client, runtime);
         session.batch(match begin {
             Begin::ReadOnly => READ_ONLY,
             Begin::Serializable => {
@@ -84,19 +89,13 @@ impl Session {
         uid: u32,
         org: Option<&str>,
     ) -> Result<Session> {
-        let session = Session {
-            client: Some(client),
-            runtime,
-            appended: Mutex::default(),
-            notifies: AtomicBool::new(false),
-            pending: Mutex::default(),
-        };
+        let session = Session::on(client, runtime);
         let client = session.client()?;
         let (uids, orgs) = (vec![i64::from(uid)], vec![org]);
         let rows = session.wait(async {
             let statement = client.prepare_cached(glance::sql()).await?;
             // Sent in this order as each is first polled: one round trip. The glance's plan
-            // is made once (see `GLANCE_SETTINGS` in `handle.rs`), for this transaction.
+            // is made once (see `GENERIC_PLANS` in `handle.rs`), for this transaction.
             let (begun, rows) = futures_util::future::join(
                 client.batch_execute(READ_ONLY_GENERIC),
                 client.query(&statement, &[&uids, &orgs]),
