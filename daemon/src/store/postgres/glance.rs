@@ -10,13 +10,23 @@
 //! as a snapshot taken when the question came: a member removed through any daemon, the
 //! removal answered, is refused by the next question (DESIGN §8, across hosts).
 //!
+//! The glances remember what their last statement read, and the moment it was read at:
+//! the server's start and its snapshot (`pg_current_snapshot()`: the transactions finished
+//! and those running). When every question waiting was answered before, and the last
+//! statement found the moment of the one before it, the next reads the moment alone, which
+//! costs PostgreSQL what `SELECT 1` does, a third of the glance statement. The same moment
+//! sees the same rows, so the answers remembered are exact; another moment and the rows
+//! are read again. Any transaction that commits anywhere in the cluster changes the
+//! snapshot, and a restarted or another server its start. A database that changes often
+//! thus has its rows read at once, not its moment first.
+//!
 //! A glance knows only its rows. A read beyond them is answered
 //! [`StoreError::BeyondGlance`], and the decision is made again on a snapshot
 //! (`Glance` in `store/engine.rs`): the caller names no organization and has chosen none
 //! with `org use`, or asks about someone by address.
 
-use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use deadpool_postgres::Pool;
@@ -45,6 +55,9 @@ const RETRIES: usize = 3;
 /// The most questions one statement answers.
 const BATCH: usize = 512;
 
+/// The most answers remembered: past it, all are forgotten, and read again when asked.
+const KNOWN: usize = 65_536;
+
 /// What one decision reads, as one moment of the database had it.
 #[derive(Debug, Clone)]
 pub struct Glance {
@@ -71,6 +84,19 @@ pub(super) struct Glances {
     pool: Pool,
     shared: Arc<Shared>,
     turns: Arc<Mutex<Turns>>,
+    /// Boxed: the store is held by value beside redb's, which is smaller.
+    known: Box<Mutex<Known>>,
+    /// Questions answered from what was remembered.
+    remembered: AtomicU64,
+}
+
+/// What the glances read, all at one moment of the database.
+#[derive(Default)]
+struct Known {
+    moment: Option<String>,
+    glances: HashMap<Question, Glance>,
+    /// Whether the last statement found the moment of the one before.
+    steady: bool,
 }
 
 #[derive(Default)]
@@ -80,6 +106,7 @@ struct Turns {
     waiting: VecDeque<Ask>,
 }
 
+#[derive(PartialEq, Eq, Hash, Clone)]
 struct Question {
     uid: u32,
     org: Option<String>,
@@ -117,6 +144,8 @@ impl Glances {
             pool,
             shared,
             turns: Arc::default(),
+            known: Box::default(),
+            remembered: AtomicU64::new(0),
         }
     }
 
@@ -152,6 +181,12 @@ impl Glances {
         }
     }
 
+    /// How many questions were answered from what was remembered.
+    #[cfg(test)]
+    pub(super) fn remembered(&self) -> u64 {
+        self.remembered.load(Ordering::Relaxed)
+    }
+
     fn turn(&self, unanswered: Vec<Ask>) -> Turn {
         Turn {
             turns: self.turns.clone(),
@@ -166,7 +201,7 @@ impl Glances {
         let questions: Vec<&Question> = std::iter::once(&own)
             .chain(turn.unanswered.iter().map(|ask| &ask.question))
             .collect();
-        let read = read(&self.pool, &self.shared, &questions).await;
+        let read = self.read(&questions).await;
         let others = std::mem::take(&mut turn.unanswered);
         drop(turn);
         match read {
@@ -177,10 +212,7 @@ impl Glances {
                     // An asker gone is not answered.
                     let _ = ask.told.send(Told::Answer(Ok(glance)));
                 }
-                own.ok_or(StoreError::Corrupt {
-                    table: "glance",
-                    detail: "no row for a question".into(),
-                })
+                own.ok_or_else(|| corrupt("no row for a question".into()))
             }
             Err(err) => {
                 for ask in others {
@@ -196,6 +228,108 @@ impl Glances {
                 Err(err)
             }
         }
+    }
+
+    /// The rows of each of `questions`, in order, read in one statement; or, when every
+    /// one was read before and nothing changed since the last statement, the moment alone
+    /// is read, and the rows remembered answer if it is still theirs.
+    async fn read(&self, questions: &[&Question]) -> Result<Vec<Glance>> {
+        if !self.shared.ready.load(Ordering::Acquire) {
+            return Err(StoreError::Unreachable(
+                "PostgreSQL has not been reached since the daemon started".into(),
+            ));
+        }
+        let remembered = {
+            let known = lock(&self.known);
+            let answers: Option<Vec<Glance>> = match (&known.moment, known.steady) {
+                (Some(_), true) => questions
+                    .iter()
+                    .map(|asked| known.glances.get(*asked).cloned())
+                    .collect(),
+                _ => None,
+            };
+            answers.zip(known.moment.clone())
+        };
+        if let Some((answers, moment)) = remembered {
+            let row = self.query(MOMENT, &[]).await?;
+            let now: String = row
+                .first()
+                .ok_or_else(|| corrupt("no moment".into()))?
+                .try_get("moment")?;
+            if now == moment {
+                self.remembered
+                    .fetch_add(answers.len() as u64, Ordering::Relaxed);
+                return Ok(answers);
+            }
+        }
+        let uids: Vec<i64> = questions.iter().map(|asked| i64::from(asked.uid)).collect();
+        let orgs: Vec<Option<&str>> = questions.iter().map(|asked| asked.org.as_deref()).collect();
+        let rows = self.query(sql(), &[&uids, &orgs]).await?;
+        if rows.len() != questions.len() {
+            return Err(corrupt(format!(
+                "{} rows for {} questions",
+                rows.len(),
+                questions.len()
+            )));
+        }
+        let glances = questions
+            .iter()
+            .zip(&rows)
+            .map(|(asked, row)| glance(asked.uid, row))
+            .collect::<Result<Vec<_>>>()?;
+        let now: Option<String> = rows.first().map(|row| row.try_get("moment")).transpose()?;
+        let mut known = lock(&self.known);
+        // Steady: the moment the last statement saw, still. Else the next statement reads
+        // the rows again rather than the moment first, since a database that changes
+        // often would make that two round trips a question.
+        known.steady = now.is_some() && known.moment == now;
+        if !known.steady || known.glances.len() + glances.len() > KNOWN {
+            known.glances.clear();
+            known.moment = now;
+        }
+        for (asked, glance) in questions.iter().zip(&glances) {
+            known.glances.insert((*asked).clone(), glance.clone());
+        }
+        Ok(glances)
+    }
+
+    /// The rows `sql` answers with `params`, on the glances' connection.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        // A connection of the pool may have died with the server it talked to, unknown to
+        // the pool: the statement fails, nothing was done, and it is tried again (a
+        // connection that fails twice, first with the server's farewell, then closed, is
+        // not handed out a third time).
+        let mut attempts = 0;
+        loop {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|err| StoreError::Unreachable(err.to_string()))?;
+            let rows = async {
+                let statement = client.prepare_cached(sql).await?;
+                client.query(&statement, params).await
+            }
+            .await
+            .map_err(StoreError::from);
+            match rows {
+                Err(err) if err.is_unreachable() && attempts < RETRIES => {
+                    attempts += 1;
+                }
+                rows => return rows,
+            }
+        }
+    }
+}
+
+fn corrupt(detail: String) -> StoreError {
+    StoreError::Corrupt {
+        table: "glance",
+        detail,
     }
 }
 
@@ -231,8 +365,8 @@ impl Drop for Turn {
     }
 }
 
-fn lock(turns: &Mutex<Turns>) -> MutexGuard<'_, Turns> {
-    turns.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// At most a statement's worth of the questions waiting, first come first.
@@ -241,60 +375,21 @@ fn take_batch(waiting: &mut VecDeque<Ask>) -> Vec<Ask> {
     waiting.drain(..count).collect()
 }
 
-/// The rows of each of `questions`, in order, read in one statement.
-async fn read(pool: &Pool, shared: &Shared, questions: &[&Question]) -> Result<Vec<Glance>> {
-    if !shared.ready.load(Ordering::Acquire) {
-        return Err(StoreError::Unreachable(
-            "PostgreSQL has not been reached since the daemon started".into(),
-        ));
-    }
-    let uids: Vec<i64> = questions.iter().map(|asked| i64::from(asked.uid)).collect();
-    let orgs: Vec<Option<&str>> = questions.iter().map(|asked| asked.org.as_deref()).collect();
-    // A connection of the pool may have died with the server it talked to, unknown to the
-    // pool: the statement fails, nothing was done, and it is tried again (a connection that
-    // fails twice, first with the server's farewell, then closed, is not handed out a
-    // third time).
-    let mut attempts = 0;
-    let rows = loop {
-        let client = pool
-            .get()
-            .await
-            .map_err(|err| StoreError::Unreachable(err.to_string()))?;
-        let rows = async {
-            let statement = client.prepare_cached(sql()).await?;
-            client.query(&statement, &[&uids, &orgs]).await
-        }
-        .await
-        .map_err(StoreError::from);
-        match rows {
-            Err(err) if err.is_unreachable() && attempts < RETRIES => {
-                attempts += 1;
-            }
-            rows => break rows?,
-        }
-    };
-    if rows.len() != questions.len() {
-        return Err(StoreError::Corrupt {
-            table: "glance",
-            detail: format!("{} rows for {} questions", rows.len(), questions.len()),
-        });
-    }
-    questions
-        .iter()
-        .zip(&rows)
-        .map(|(asked, row)| glance(asked.uid, row))
-        .collect()
-}
+/// The moment of the database: the server's start, and its snapshot (the transactions
+/// finished, and those running). Equal moments see the same rows.
+const MOMENT: &str =
+    "SELECT pg_postmaster_start_time()::text || ' ' || pg_current_snapshot()::text AS moment";
 
 /// The statement of glances: the rows of the decisions about the uids `$1` each in the
 /// organization beside it in `$2` (else its current one), a row per question in the order
-/// asked; each table's columns named as its own reads name them, so that its row is parsed
-/// as they parse it.
+/// asked, each with the moment it was read at; each table's columns named as its own reads
+/// name them, so that its row is parsed as they parse it.
 pub(super) fn sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         format!(
-            "SELECT asked.n, b.uid IS NOT NULL AS bound, {BINDING_COLUMNS},
+            "SELECT asked.n, ({MOMENT}) AS moment,
+                    b.uid IS NOT NULL AS bound, {BINDING_COLUMNS},
                     current.org AS current_org, here.name AS here,
                     o.name IS NOT NULL AS org_exists, o.created_at, o.created_by_uid,
                     m.role IS NOT NULL AS member, {MEMBERSHIP_COLUMNS}

@@ -146,6 +146,12 @@ impl Store {
         })?))
     }
 
+    /// How many glances were answered from what the glances remembered.
+    #[cfg(test)]
+    pub(super) fn glances_remembered(&self) -> u64 {
+        self.glances.remembered()
+    }
+
     /// What a decision about `uid` in `org` (else its current organization) reads, as the
     /// database has it after this call (see `glance.rs`).
     pub async fn glance(&self, uid: u32, org: Option<&str>) -> Result<Glance> {

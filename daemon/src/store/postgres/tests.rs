@@ -763,3 +763,78 @@ fn a_glance_dropped_midway_leaves_the_others_answered() {
             .unwrap();
     });
 }
+
+/// A glance asked again while the database is as it was is answered from the rows read
+/// before, and only then: a commit anywhere, even of rows it never read, makes the next one
+/// read its rows again; a transaction that was running when they were read is seen once it
+/// commits, however often the rows were answered from memory meanwhile.
+#[test]
+fn a_glance_remembered_holds_only_while_the_database_is_as_it_was() {
+    let Some(server) = server("a_glance_remembered_holds_only_while_the_database_is_as_it_was")
+    else {
+        return;
+    };
+    let runtime = runtime();
+    let (store, other) = two_daemons(&runtime, &server);
+    let write = store.begin_write().unwrap();
+    add_member(&write, "acme", "dev@example.com", Role::Deployer);
+    let binding = BindingRecord {
+        email: "dev@example.com".into(),
+        user_name: Some("dev".into()),
+        bound_at: T0,
+        provenance: Provenance::Org("acme".into()),
+    };
+    Tracked::new(&write, T0)
+        .put_binding(1000, &binding)
+        .unwrap();
+    write.commit().unwrap();
+    let role = || {
+        runtime
+            .block_on(store.glance(1000, Some("acme")))
+            .unwrap()
+            .membership("acme", "dev@example.com")
+            .unwrap()
+            .map(|member| member.role)
+    };
+    // Answered from memory once two statements in a row saw one moment.
+    let steady = |expected: Option<Role>| {
+        eventually(|| {
+            let remembered = store.glances_remembered();
+            assert_eq!(role(), expected);
+            store.glances_remembered() == remembered + 1
+        })
+    };
+    assert!(steady(Some(Role::Deployer)), "never answered from memory");
+
+    // A commit of rows this glance never read: the rows are read again.
+    let write = other.begin_write().unwrap();
+    add_member(&write, "beta", "ops@example.com", Role::Viewer);
+    write.commit().unwrap();
+    let remembered = store.glances_remembered();
+    assert_eq!(role(), Some(Role::Deployer));
+    assert_eq!(
+        store.glances_remembered(),
+        remembered,
+        "answered from memory"
+    );
+
+    // A transaction running, its removal written but not committed, while the rows are
+    // read and then answered from memory: once it commits, the next glance sees it.
+    let running = runtime.block_on(connect(&server));
+    runtime
+        .block_on(running.batch_execute(
+            "BEGIN; DELETE FROM memberships WHERE org = 'acme' AND email = 'dev@example.com'",
+        ))
+        .unwrap();
+    assert!(steady(Some(Role::Deployer)), "never answered from memory");
+    runtime.block_on(running.batch_execute("COMMIT")).unwrap();
+    assert_eq!(role(), None);
+    assert_eq!(
+        store
+            .read()
+            .unwrap()
+            .membership("acme", "dev@example.com")
+            .unwrap(),
+        None
+    );
+}
