@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Notify};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -177,8 +177,13 @@ impl Follower {
             if was_failing {
                 tracing::info!(store = %self.target, "PostgreSQL reached again");
             }
+            // Prepared once for the connection: each wake-up is then a round trip a
+            // statement, not a prepare, an execute and a close.
+            let statements = CatchUp::prepare(&client).await.map_err(classify)?;
             loop {
-                self.catch_up(&client).await.map_err(classify)?;
+                self.catch_up(&client, &statements)
+                    .await
+                    .map_err(classify)?;
                 // The open returns once the heads are the feed's: a subscriber from then on
                 // starts from where the feed is.
                 if let Some(first) = self.first.take() {
@@ -205,11 +210,12 @@ impl Follower {
 
     /// Moves this daemon's heads to the feed's, waking the organizations whose feeds
     /// gained events since the last catch-up.
-    async fn catch_up(&mut self, client: &Client) -> Result<(), tokio_postgres::Error> {
-        let head: i64 = client
-            .query_one("SELECT seq FROM event_head", &[])
-            .await?
-            .get(0);
+    async fn catch_up(
+        &mut self,
+        client: &Client,
+        statements: &CatchUp,
+    ) -> Result<(), tokio_postgres::Error> {
+        let head: i64 = client.query_one(&statements.head, &[]).await?.get(0);
         let head = u64::try_from(head).unwrap_or_default();
         let heads = &self.shared.heads;
         match self.cursor {
@@ -221,10 +227,7 @@ impl Follower {
             Some(cursor) if head - cursor > CATCH_UP_BY_ORG => heads.announce_everywhere(head),
             Some(cursor) => {
                 let orgs = client
-                    .query(
-                        "SELECT DISTINCT org FROM org_events WHERE seq > $1 AND seq <= $2",
-                        &[&bound(cursor), &bound(head)],
-                    )
+                    .query(&statements.orgs, &[&bound(cursor), &bound(head)])
                     .await?
                     .into_iter()
                     .map(|row| row.get(0))
@@ -237,6 +240,25 @@ impl Follower {
         }
         self.cursor = Some(head);
         Ok(())
+    }
+}
+
+/// The statements of a catch-up, prepared on the follower's connection.
+struct CatchUp {
+    /// The feed's head.
+    head: Statement,
+    /// The organizations whose feeds gained events in a range of the feed.
+    orgs: Statement,
+}
+
+impl CatchUp {
+    async fn prepare(client: &Client) -> Result<CatchUp, tokio_postgres::Error> {
+        Ok(CatchUp {
+            head: client.prepare("SELECT seq FROM event_head").await?,
+            orgs: client
+                .prepare("SELECT DISTINCT org FROM org_events WHERE seq > $1 AND seq <= $2")
+                .await?,
+        })
     }
 }
 
