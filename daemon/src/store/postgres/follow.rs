@@ -162,7 +162,9 @@ impl Follower {
                 let found = schema::migrate(&mut client).await.map_err(|err| match err {
                     SchemaError::Postgres(err) => classify(err),
                     SchemaError::Unreachable(why) => Failure::Unreachable(why),
-                    too_new @ SchemaError::TooNew { .. } => Failure::Refused(too_new),
+                    refused @ (SchemaError::TooNew { .. } | SchemaError::ServerTooOld { .. }) => {
+                        Failure::Refused(refused)
+                    }
                 })?;
                 if found < CURRENT_SCHEMA_VERSION {
                     tracing::info!(store = %self.target, from = found, to = CURRENT_SCHEMA_VERSION, "PostgreSQL schema migrated");

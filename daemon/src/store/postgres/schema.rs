@@ -29,10 +29,18 @@ pub enum SchemaError {
     TooNew {
         found: i32,
     },
+    /// The server is older than [`OLDEST_SERVER`]: nothing was changed.
+    ServerTooOld {
+        version: String,
+    },
     Postgres(tokio_postgres::Error),
     /// No connection could be had.
     Unreachable(String),
 }
+
+/// The oldest PostgreSQL the daemon runs on (`server_version_num`): 13, the first with
+/// `pg_current_snapshot()`, which the glances read (`glance.rs`).
+pub const OLDEST_SERVER: i32 = 130_000;
 
 impl fmt::Display for SchemaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -40,6 +48,10 @@ impl fmt::Display for SchemaError {
             SchemaError::TooNew { found } => write!(
                 f,
                 "the PostgreSQL database has schema version {found}, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; it was left untouched: run a newer compartmentd"
+            ),
+            SchemaError::ServerTooOld { version } => write!(
+                f,
+                "the PostgreSQL server is version {version}, older than 13, the oldest this compartmentd runs on; it was left untouched: upgrade the server"
             ),
             SchemaError::Postgres(err) => write!(f, "PostgreSQL: {}", super::Explained(err)),
             SchemaError::Unreachable(why) => write!(f, "PostgreSQL cannot be reached: {why}"),
@@ -63,6 +75,14 @@ pub async fn migrate(client: &mut Client) -> Result<i32, SchemaError> {
 
 async fn migrate_with(client: &mut Client, migrations: &[&str]) -> Result<i32, SchemaError> {
     let target = migrations.len() as i32;
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::integer,
+                    current_setting('server_version')",
+            &[],
+        )
+        .await?;
+    supported(row.get(0), row.get(1))?;
     let txn = client.transaction().await?;
     // Released at commit or rollback: whoever comes second reads the version the first
     // left.
@@ -92,6 +112,15 @@ async fn migrate_with(client: &mut Client, migrations: &[&str]) -> Result<i32, S
     .await?;
     txn.commit().await?;
     Ok(found)
+}
+
+/// Refuses a server older than [`OLDEST_SERVER`], by its `server_version_num` and its
+/// `server_version` as people read it.
+fn supported(number: i32, version: String) -> Result<(), SchemaError> {
+    match number >= OLDEST_SERVER {
+        true => Ok(()),
+        false => Err(SchemaError::ServerTooOld { version }),
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +261,26 @@ pub(crate) mod tests {
                 format!("the PostgreSQL database has schema version 99, newer than the {CURRENT_SCHEMA_VERSION} this compartmentd understands; it was left untouched: run a newer compartmentd")
             );
             assert_eq!(version(&client).await, 99);
+        });
+    }
+
+    /// A server older than 13 (no `pg_current_snapshot()`) is refused in words that say
+    /// what to do; 13 and the server the tests run are not.
+    #[test]
+    fn a_server_older_than_13_is_refused() {
+        let err = supported(120_017, "12.17".into()).unwrap_err();
+        assert!(matches!(err, SchemaError::ServerTooOld { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "the PostgreSQL server is version 12.17, older than 13, the oldest this compartmentd runs on; it was left untouched: upgrade the server"
+        );
+        supported(130_000, "13.0".into()).unwrap();
+        let Some(postgres) = server("a_server_older_than_13_is_refused") else {
+            return;
+        };
+        runtime().block_on(async {
+            let mut client = connect(&postgres).await;
+            assert_eq!(migrate(&mut client).await.unwrap(), 0);
         });
     }
 
