@@ -55,8 +55,12 @@ const RETRIES: usize = 3;
 /// The most questions one statement answers.
 const BATCH: usize = 512;
 
-/// The most answers remembered: past it, all are forgotten, and read again when asked.
-const KNOWN: usize = 65_536;
+/// The most answers remembered: past it, all are forgotten, and read again when asked. Any
+/// local uid may ask about any organization name, so this bounds what asking costs the
+/// daemon's memory (a remembered answer holds a few hundred bytes): about a megabyte.
+/// Services that ask about more at once have their rows read, as before anything was
+/// remembered.
+pub(super) const KNOWN: usize = 4_096;
 
 /// What one decision reads, as one moment of the database had it.
 #[derive(Debug, Clone)]
@@ -181,10 +185,14 @@ impl Glances {
         }
     }
 
-    /// How many questions were answered from what was remembered.
+    /// How many questions were answered from what was remembered, and how many answers
+    /// are remembered now.
     #[cfg(test)]
-    pub(super) fn remembered(&self) -> u64 {
-        self.remembered.load(Ordering::Relaxed)
+    pub(super) fn remembered(&self) -> (u64, usize) {
+        (
+            self.remembered.load(Ordering::Relaxed),
+            lock(&self.known).glances.len(),
+        )
     }
 
     fn turn(&self, unanswered: Vec<Ask>) -> Turn {

@@ -146,9 +146,10 @@ impl Store {
         })?))
     }
 
-    /// How many glances were answered from what the glances remembered.
+    /// How many glances were answered from what the glances remembered, and how many
+    /// answers they remember now.
     #[cfg(test)]
-    pub(super) fn glances_remembered(&self) -> u64 {
+    pub(super) fn glances_remembered(&self) -> (u64, usize) {
         self.glances.remembered()
     }
 

@@ -799,9 +799,9 @@ fn a_glance_remembered_holds_only_while_the_database_is_as_it_was() {
     // Answered from memory once two statements in a row saw one moment.
     let steady = |expected: Option<Role>| {
         eventually(|| {
-            let remembered = store.glances_remembered();
+            let remembered = store.glances_remembered().0;
             assert_eq!(role(), expected);
-            store.glances_remembered() == remembered + 1
+            store.glances_remembered().0 == remembered + 1
         })
     };
     assert!(steady(Some(Role::Deployer)), "never answered from memory");
@@ -810,10 +810,10 @@ fn a_glance_remembered_holds_only_while_the_database_is_as_it_was() {
     let write = other.begin_write().unwrap();
     add_member(&write, "beta", "ops@example.com", Role::Viewer);
     write.commit().unwrap();
-    let remembered = store.glances_remembered();
+    let remembered = store.glances_remembered().0;
     assert_eq!(role(), Some(Role::Deployer));
     assert_eq!(
-        store.glances_remembered(),
+        store.glances_remembered().0,
         remembered,
         "answered from memory"
     );
@@ -837,4 +837,49 @@ fn a_glance_remembered_holds_only_while_the_database_is_as_it_was() {
             .unwrap(),
         None
     );
+}
+
+/// However many questions any uid asks, about however many organization names, the
+/// glances remember at most `KNOWN` answers, and every one is answered as the database has
+/// it.
+#[test]
+fn the_glances_remember_a_bounded_number_of_answers() {
+    let Some(server) = server("the_glances_remember_a_bounded_number_of_answers") else {
+        return;
+    };
+    let runtime = runtime();
+    let (store, _) = two_daemons(&runtime, &server);
+    let write = store.begin_write().unwrap();
+    add_member(&write, "acme", "dev@example.com", Role::Deployer);
+    write.commit().unwrap();
+    let store = std::sync::Arc::new(store);
+    let asked = super::glance::KNOWN + 100;
+    for round in 0..2 {
+        let answers = runtime.block_on(async {
+            let asked: Vec<_> = (0..asked)
+                .map(|n| {
+                    let store = store.clone();
+                    let org = format!("org-{n}");
+                    tokio::spawn(async move { store.glance(1000, Some(&org)).await.unwrap() })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for answer in asked {
+                answers.push(answer.await.unwrap());
+            }
+            answers
+        });
+        for (n, answer) in answers.iter().enumerate() {
+            assert_eq!(
+                answer.org(&format!("org-{n}")).unwrap(),
+                None,
+                "round {round}"
+            );
+        }
+        let (_, known) = store.glances_remembered();
+        assert!(
+            known <= super::glance::KNOWN,
+            "round {round}: {known} answers remembered"
+        );
+    }
 }
