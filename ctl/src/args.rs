@@ -387,6 +387,18 @@ pub enum AccountCommand {
         email: String,
     },
 
+    /// Delete an account that is a member nowhere; with --force, also one that is, removing
+    /// it from every organization. Its Unix user, if any, is unbound
+    Delete {
+        /// The account's e-mail address
+        email: String,
+
+        /// Delete it even while it is a member somewhere: its memberships go with it (an
+        /// organization's last admin is never removed)
+        #[arg(long)]
+        force: bool,
+    },
+
     /// Bind an account to a Unix user on your word, moving it from any user that held it
     /// and carrying over the memberships a superuser vouched for
     Bind {

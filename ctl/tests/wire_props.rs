@@ -470,6 +470,7 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
         "account.activate" => &[("token", true)],
         "account.show" | "account.unbind" => &[("email", true)],
         "account.bind" => &[("email", true), ("unix_user", true)],
+        "account.delete" => &[("email", true), ("force", false)],
         _ => &[],
     }
 }
@@ -689,6 +690,7 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":18,"method":"admin.status"}"#,
         r#"{"jsonrpc":"2.0","id":19,"method":"admin.backup","params":{}}"#,
         r#"{"jsonrpc":"2.0","id":20,"method":"rpc.discover"}"#,
+        r#"{"jsonrpc":"2.0","id":21,"method":"account.delete","params":{"email":"d@example.com","force":true}}"#,
     ];
     assert_eq!(lines.len(), METHODS.len());
     for line in lines {

@@ -563,6 +563,20 @@ impl Serve for methods::AccountUnbind {
     }
 }
 
+impl Serve for methods::AccountDelete {
+    async fn serve(
+        ctx: WriteContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write_as(caller.uid, move |txn, now| {
+                accounts::delete(txn, &caller, &params, now)
+            })
+            .await
+    }
+}
+
 impl Serve for methods::AccountBind {
     async fn serve(
         ctx: WriteContext<'_>,

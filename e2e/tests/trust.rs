@@ -510,3 +510,86 @@ root_test!(
             );
     }
 );
+
+root_test!(
+    a_superuser_deletes_an_account_and_its_user_then_acts_as_nobody,
+    || {
+        let t = tenants();
+        let d = &t.daemon;
+        let hire = parse_invite(
+            &d.ctl(
+                t.acme_admin.uid,
+                &["user", "invite", "hire@acme.com", "--role", "deployer"],
+            ),
+            "hire@acme.com",
+            "deployer",
+        );
+        d.activate(t.hire.uid, &hire.url)
+            .assert_ok("Activated hire@acme.com: you are now deployer in acme.\n");
+        // Neither another organization's admin nor its own may.
+        for uid in [t.evil_admin.uid, t.acme_admin.uid] {
+            d.ctl(uid, &["account", "delete", "hire@acme.com", "--force"])
+                .assert_err(
+                    4,
+                    "deleting accounts is for superusers (root or the daemon's own user)",
+                );
+        }
+        d.ctl(ROOT, &["account", "delete", "hire@acme.com"]).assert_err_hint(
+        1,
+        "hire@acme.com is a member of acme; nothing was deleted",
+        "remove it from them first, or pass --force to delete it with its memberships (compartment account delete --force hire@acme.com)",
+    );
+        d.ctl(ROOT, &["account", "delete", "admin@example.com", "--force"])
+            .assert_err_hint(
+                1,
+                "cannot remove the last admin of acme",
+                "grant admin to another member first",
+            );
+        d.ctl(ROOT, &["account", "delete", "hire@acme.com", "--force"])
+        .assert_ok(&format!(
+            "Deleted account hire@acme.com.\nRemoved it from acme.\nUnbound Unix user {} (uid {}).\n",
+            t.hire.name, t.hire.uid
+        ));
+        d.ctl(t.hire.uid, &["--org", "acme", "user", "list"])
+            .assert_err(4, &format!("uid {} is not bound to an account", t.hire.uid));
+        d.ctl(ROOT, &["account", "delete", "hire@acme.com", "--force"])
+            .assert_err(5, "no account hire@acme.com");
+        // A pending invitation goes with its account; for scripts, the same as JSON.
+        parse_invite(
+            &d.ctl(
+                t.acme_admin.uid,
+                &["user", "invite", "later@acme.com", "--role", "viewer"],
+            ),
+            "later@acme.com",
+            "viewer",
+        );
+        let out = d.ctl(
+            ROOT,
+            &[
+                "account",
+                "delete",
+                "later@acme.com",
+                "--force",
+                "--output",
+                "json",
+            ],
+        );
+        out.assert_success();
+        let deleted: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+        assert_eq!(
+            deleted,
+            serde_json::json!({
+                "email": "later@acme.com",
+                "removed_from": ["acme"],
+                "uid": null,
+                "unix_user": null,
+            })
+        );
+        let members = d.ctl(ROOT, &["--org", "acme", "user", "list"]);
+        members.assert_success();
+        assert!(
+            !members.stdout.contains("hire@") && !members.stdout.contains("later@"),
+            "{members:#?}"
+        );
+    }
+);

@@ -44,6 +44,7 @@ pub fn exit_for_kind(kind: ErrorKind) -> Exit {
         | ErrorKind::InvalidToken
         | ErrorKind::TokenExpired
         | ErrorKind::TokenUsed
+        | ErrorKind::NotEmpty
         | ErrorKind::FrameTooLong
         | ErrorKind::Busy
         | ErrorKind::Unavailable

@@ -30,7 +30,7 @@ use clap::{CommandFactory, Parser};
 use compartmentctl::paths::default_client_socket;
 use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
-    AccountBindParams, AccountParams, ActivateParams, AuthzCheckParams, Check,
+    AccountBindParams, AccountDeleteParams, AccountParams, ActivateParams, AuthzCheckParams, Check,
     EventsSubscribeParams, OrgCreateParams, OrgUseParams, Request, RoleGrantParams, RoleShowParams,
     UserInviteParams, UserListParams, UserRemoveParams,
 };
@@ -251,6 +251,9 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         }
         Command::Account(AccountCommand::Unbind { email }) => {
             Request::AccountUnbind(AccountParams { email })
+        }
+        Command::Account(AccountCommand::Delete { email, force }) => {
+            Request::AccountDelete(AccountDeleteParams { email, force })
         }
         Command::Account(AccountCommand::Bind {
             email,

@@ -6,9 +6,9 @@
 use std::io::{self, Write};
 
 use compartmentctl::wire::{
-    AccountBinding, AccountDetail, AccountList, AccountStatus, Activated, AdminStatus, AuthzAnswer,
-    BackupHeader, Decision, Granted, Invitation, Member, MemberList, OrgCreated, OrgList, OrgUsed,
-    Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
+    AccountBinding, AccountDeleted, AccountDetail, AccountList, AccountStatus, Activated,
+    AdminStatus, AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberList,
+    OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
 };
 use serde::Serialize;
 
@@ -236,6 +236,23 @@ pub fn unbound(binding: &AccountBinding) -> String {
         escaped(&binding.email),
         binding.uid
     )
+}
+
+pub fn account_deleted(deleted: &AccountDeleted) -> String {
+    let mut out = format!("Deleted account {}.\n", escaped(&deleted.email));
+    if !deleted.removed_from.is_empty() {
+        let orgs: Vec<_> = deleted
+            .removed_from
+            .iter()
+            .map(|org| escaped(org))
+            .collect();
+        out.push_str(&format!("Removed it from {}.\n", orgs.join(", ")));
+    }
+    if let Some(uid) = deleted.uid {
+        let user = escaped(deleted.unix_user.as_deref().unwrap_or("(no user)"));
+        out.push_str(&format!("Unbound Unix user {user} (uid {uid}).\n"));
+    }
+    out
 }
 
 pub fn bound(binding: &AccountBinding) -> String {

@@ -92,6 +92,7 @@ render_with! {
     AccountList => output::account_list;
     AccountShow => output::account_detail;
     AccountUnbind => output::unbound;
+    AccountDelete => output::account_deleted;
     AccountBind => output::bound;
     AdminStatus => output::admin_status;
 }

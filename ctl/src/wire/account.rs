@@ -85,6 +85,29 @@ pub struct AccountBindParams {
 
 impl Params for AccountBindParams {}
 
+/// Params of `account.delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountDeleteParams {
+    pub email: String,
+    /// Delete it also while it is a member somewhere: its memberships are removed with it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+impl Params for AccountDeleteParams {}
+
+/// An account deleted, and what went with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AccountDeleted {
+    pub email: String,
+    /// The organizations it was removed from (`force`), by name.
+    pub removed_from: Vec<String>,
+    /// The uid it was bound to, now unbound, and that uid's user name when bound.
+    pub uid: Option<u32>,
+    pub unix_user: Option<String>,
+}
+
 /// An account, its binding and its memberships (`account.show`, `account.list`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccountDetail {

@@ -27,6 +27,8 @@ pub enum ErrorKind {
     InvalidToken,
     TokenExpired,
     TokenUsed,
+    /// The thing to delete still holds what only `force` removes with it.
+    NotEmpty,
     /// No organization was named and none could be chosen.
     OrgRequired,
     FrameTooLong,
@@ -57,6 +59,7 @@ impl ErrorKind {
             ErrorKind::InvalidToken => "invalid_token",
             ErrorKind::TokenExpired => "token_expired",
             ErrorKind::TokenUsed => "token_used",
+            ErrorKind::NotEmpty => "not_empty",
             ErrorKind::OrgRequired => "org_required",
             ErrorKind::FrameTooLong => "frame_too_long",
             ErrorKind::Busy => "busy",
@@ -90,6 +93,7 @@ impl ErrorKind {
             ErrorKind::Busy => -32014,
             ErrorKind::Unavailable => -32015,
             ErrorKind::Unreachable => -32016,
+            ErrorKind::NotEmpty => -32017,
             ErrorKind::Other => -32000,
         }
     }

@@ -139,6 +139,10 @@ declare_methods! {
     /// Free an account from its Unix user (superuser, break-glass).
     AccountUnbind(AccountParams) = "account.unbind" => AccountBinding, write, needs none,
         shapes [["email"]];
+    /// Delete an account that is a member nowhere, or with `force` its memberships too,
+    /// unbinding its Unix user (superuser).
+    AccountDelete(AccountDeleteParams) = "account.delete" => AccountDeleted, write,
+        needs none, shapes [["email", "force"]];
     /// Bind an account to a Unix user on a superuser's word.
     AccountBind(AccountBindParams) = "account.bind" => AccountBinding, write, needs none,
         shapes [["email", "unix_user", "carry_all"]];

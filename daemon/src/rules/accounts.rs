@@ -1,5 +1,5 @@
 //! Accounts and their bindings, for superusers (break-glass): `account.list`,
-//! `account.show`, `account.unbind` and `account.bind`.
+//! `account.show`, `account.unbind`, `account.bind` and `account.delete`.
 //!
 //! Unbinding frees the uid and the account; the account's active memberships stay pinned
 //! to the uid they were activated for, so a later binding made through some organization's
@@ -18,10 +18,13 @@
 //! bindings is what a squat forges, so it is not enough here.
 
 use compartmentctl::wire::{
-    AccountBindParams, AccountBinding, AccountDetail, AccountList, AccountStatus, BoundMembership,
-    MemberStatus, OrgMembership,
+    AccountBindParams, AccountBinding, AccountDeleteParams, AccountDeleted, AccountDetail,
+    AccountList, AccountStatus, BoundMembership, MemberStatus, OrgMembership,
 };
 
+use super::error::AdminLoss;
+use super::invitations::revoke_token;
+use super::members::has_another_admin;
 use super::{parse_email, refuse_root, Caller, RuleError};
 use crate::clock::rfc3339;
 use crate::store::{
@@ -140,6 +143,84 @@ pub fn unbind(
         unix_user,
         carried: Vec::new(),
         dropped: Vec::new(),
+    })
+}
+
+/// Deletes an account that is a member nowhere, or with `force` also its memberships (and
+/// their invitations' tokens), never an organization's last active admin; unbinds its uid.
+/// What it leaves: the feed's and the audit's records of it, and tokens already spent or
+/// revoked, which redeem nothing.
+pub fn delete(
+    txn: &impl Changes,
+    caller: &Caller,
+    params: &AccountDeleteParams,
+    now: Millis,
+) -> Result<AccountDeleted, RuleError> {
+    caller.require_superuser("deleting accounts")?;
+    let email = parse_email(&params.email)?;
+    let email = email.as_str();
+    let account = txn
+        .account(email)?
+        .ok_or_else(|| RuleError::AccountNotFound(email.to_owned()))?;
+    let orgs = txn.orgs_of(email)?;
+    if !orgs.is_empty() && !params.force {
+        return Err(RuleError::AccountInUse {
+            email: email.to_owned(),
+            orgs,
+        });
+    }
+    for org in &orgs {
+        let Some(membership) = txn.membership(org, email)? else {
+            continue;
+        };
+        // Judged one removal at a time, in this transaction, as `user remove` is.
+        if membership.is_active_admin() && !has_another_admin(txn, org)? {
+            return Err(RuleError::LastAdmin {
+                org: org.clone(),
+                change: AdminLoss::Removal,
+            });
+        }
+        if let Some(hash) = &membership.token_hash {
+            revoke_token(txn, hash)?;
+        }
+        txn.delete_membership(org, email, &membership)?;
+    }
+    let mut unbound = None;
+    if let Some(uid) = account.uid {
+        if let Some(binding) = txn.binding(uid)?.filter(|b| b.email == email) {
+            txn.delete_binding(uid)?;
+            txn.clear_current_org(uid)?;
+            unbound = Some((uid, binding.user_name));
+        }
+    }
+    txn.delete_account(email)?;
+    let (uid, unix_user) = match unbound {
+        Some((uid, user)) => (Some(uid), user),
+        None => (None, None),
+    };
+    let detail = match (&orgs[..], uid) {
+        ([], None) => "a member nowhere, bound to no uid".to_owned(),
+        (orgs, uid) => format!(
+            "removed from {}; {}",
+            match orgs {
+                [] => "no organization".to_owned(),
+                orgs => orgs.join(", "),
+            },
+            match uid {
+                Some(uid) => format!(
+                    "unbound uid {uid} ({})",
+                    unix_user.as_deref().unwrap_or("no user")
+                ),
+                None => "bound to no uid".to_owned(),
+            }
+        ),
+    };
+    append(txn, caller, "account.delete", email, detail, now)?;
+    Ok(AccountDeleted {
+        email: email.to_owned(),
+        removed_from: orgs,
+        uid,
+        unix_user,
     })
 }
 

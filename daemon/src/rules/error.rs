@@ -85,6 +85,11 @@ pub enum RuleError {
     NoSuchUnixUser(String),
     /// No account has this e-mail.
     AccountNotFound(String),
+    /// Deleting the account without `force` while it is a member of these organizations.
+    AccountInUse {
+        email: String,
+        orgs: Vec<String>,
+    },
     /// The caller's role is below what the action needs.
     RoleTooLow {
         permission: Permission,
@@ -195,6 +200,7 @@ impl RuleError {
             | RuleError::BindingConflict(_) => ErrorKind::Forbidden,
             RuleError::OrgNotFound(_) | RuleError::NotMember { .. } => ErrorKind::NotFound,
             RuleError::OrgExists(_) => ErrorKind::AlreadyExists,
+            RuleError::AccountInUse { .. } => ErrorKind::NotEmpty,
             RuleError::AlreadyMember { .. } => ErrorKind::AlreadyMember,
             RuleError::AlreadyInvited { .. } => ErrorKind::AlreadyInvited,
             RuleError::LastAdmin { .. } => ErrorKind::LastAdmin,
@@ -236,6 +242,9 @@ impl RuleError {
                 "name an existing user (getent passwd NAME shows it)".into()
             }
             RuleError::AccountNotFound(_) => "compartment account list shows the accounts".into(),
+            RuleError::AccountInUse { email, .. } => format!(
+                "remove it from them first, or pass --force to delete it with its memberships (compartment account delete --force {email})"
+            ),
             RuleError::RoleTooLow {
                 org, permission, ..
             } => {
@@ -314,6 +323,11 @@ impl fmt::Display for RuleError {
                 )
             }
             RuleError::AccountNotFound(email) => write!(f, "no account {email}"),
+            RuleError::AccountInUse { email, orgs } => write!(
+                f,
+                "{email} is a member of {}; nothing was deleted",
+                orgs.join(", ")
+            ),
             RuleError::RoleTooLow {
                 permission,
                 org,

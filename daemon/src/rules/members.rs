@@ -212,7 +212,7 @@ fn unix_user_of(
 
 /// Whether `org` has an active admin besides the one a change would take away: what the
 /// last-admin rule asks, answered from the admins' index whatever the organization's size.
-fn has_another_admin(reader: &impl Reader, org: &str) -> Result<bool, RuleError> {
+pub(super) fn has_another_admin(reader: &impl Reader, org: &str) -> Result<bool, RuleError> {
     Ok(reader.active_admins(org, 2)? >= 2)
 }
 

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use compartmentctl::wire::{
-    ErrorKind, MemberStatus, OrgCreateParams, Role, RoleGrantParams, UserInviteParams,
-    UserRemoveParams,
+    AccountDeleteParams, AccountDeleted, ErrorKind, MemberStatus, OrgCreateParams, Role,
+    RoleGrantParams, UserInviteParams, UserRemoveParams,
 };
 
 use super::*;
@@ -2380,5 +2380,134 @@ fn a_self_check_costs_the_same_whether_or_not_the_org_exists() {
         // A member is told its role as before.
         let (own, _) = ask("beta");
         assert_eq!(own.reason, Reason::Role);
+    }
+}
+
+/// `account delete`: superusers only; refused while the account is a member somewhere
+/// unless forced, and never for an organization's last active admin, forced or not; forced,
+/// it removes the memberships (revoking a pending invitation's URL), unbinds the uid and
+/// says so, and the feed tells each removal and the unbinding.
+#[test]
+fn only_a_superuser_deletes_an_account_and_never_an_organizations_last_admin() {
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("dev@example.com", Role::Deployer)]);
+        let pending = f
+            .invite_as(root(), "acme", "new@example.com", Role::Viewer, false, T0)
+            .unwrap()
+            .activation_url
+            .unwrap();
+        let delete = |f: &Fixture, caller: Caller, email: &str, force: bool| {
+            let params = AccountDeleteParams {
+                email: email.into(),
+                force,
+            };
+            f.write(|txn| accounts::delete(txn, &caller, &params, T0))
+        };
+
+        // An organization's admin is not a superuser.
+        assert_eq!(
+            kind(delete(&f, user(1001), "dev@example.com", true)),
+            ErrorKind::Forbidden
+        );
+        assert_eq!(
+            kind(delete(&f, root(), "nobody@example.com", true)),
+            ErrorKind::NotFound
+        );
+        let in_use = delete(&f, root(), "dev@example.com", false).unwrap_err();
+        assert_eq!(in_use.kind(), ErrorKind::NotEmpty);
+        assert_eq!(
+            in_use.to_string(),
+            "dev@example.com is a member of acme; nothing was deleted"
+        );
+        assert_eq!(
+            in_use.hint().as_deref(),
+            Some("remove it from them first, or pass --force to delete it with its memberships (compartment account delete --force dev@example.com)")
+        );
+        // The last admin stays, forced or not, and nothing of the account changes.
+        let last = delete(&f, root(), "admin@example.com", true).unwrap_err();
+        assert_eq!(last.kind(), ErrorKind::LastAdmin);
+        assert_eq!(last.to_string(), "cannot remove the last admin of acme");
+        let snapshot = f.store.read().unwrap();
+        assert!(snapshot.account("admin@example.com").unwrap().is_some());
+        assert!(snapshot
+            .membership("acme", "admin@example.com")
+            .unwrap()
+            .is_some());
+        let head = snapshot.last_event_seq().unwrap();
+        drop(snapshot);
+
+        let deleted = delete(&f, root(), "dev@example.com", true).unwrap();
+        assert_eq!(
+            deleted,
+            AccountDeleted {
+                email: "dev@example.com".into(),
+                removed_from: vec!["acme".into()],
+                uid: Some(1002),
+                unix_user: Some("user1002".into()),
+            }
+        );
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(snapshot.account("dev@example.com").unwrap(), None);
+        assert_eq!(
+            snapshot.membership("acme", "dev@example.com").unwrap(),
+            None
+        );
+        assert_eq!(snapshot.binding(1002).unwrap(), None);
+        let told: Vec<_> = snapshot
+            .events_after(head, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(_, event)| (event.kind, event.email, event.uid))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                (
+                    compartmentctl::wire::EventKind::MemberRemoved,
+                    "dev@example.com".to_owned(),
+                    Some(1002)
+                ),
+                (
+                    compartmentctl::wire::EventKind::BindingChanged,
+                    "dev@example.com".to_owned(),
+                    None
+                ),
+            ]
+        );
+        drop(snapshot);
+        // Its uid acts as nobody now.
+        assert_eq!(
+            kind(members::list(
+                &f.store.read().unwrap(),
+                &user(1002),
+                Some("acme"),
+                T0
+            )),
+            ErrorKind::Unauthenticated
+        );
+
+        // A pending invitation goes with its account, and its URL redeems nothing.
+        let deleted = delete(&f, root(), "new@example.com", true).unwrap();
+        assert_eq!(deleted.removed_from, ["acme"]);
+        assert_eq!(deleted.uid, None);
+        assert_eq!(
+            kind(f.activate(user(1500), &pending, T0)),
+            ErrorKind::InvalidToken
+        );
+
+        // An account that is a member nowhere needs no force.
+        f.invite_as(root(), "acme", "gone@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        f.remove(root(), "acme", "gone@example.com").unwrap();
+        let deleted = delete(&f, root(), "gone@example.com", false).unwrap();
+        assert!(deleted.removed_from.is_empty());
+        assert_eq!(
+            f.store.read().unwrap().account("gone@example.com").unwrap(),
+            None
+        );
+        // Deleted, the address can be invited afresh.
+        f.invite_as(root(), "acme", "dev@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        f.assert_indexes_agree();
     }
 }

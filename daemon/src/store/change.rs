@@ -15,6 +15,8 @@ use super::{
 pub trait Changes: Reader {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()>;
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()>;
+    /// Deletes an account; its memberships and binding are deleted before, by the caller.
+    fn delete_account(&self, email: &str) -> Result<()>;
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()>;
     fn delete_binding(&self, uid: u32) -> Result<()>;
     /// Writes a membership, keeping `account_orgs` and `pending_by_expiry` in step with
@@ -96,6 +98,10 @@ impl<R: Rows> Changes for Tracked<'_, R> {
 
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
         self.mark().put_account(email, account)
+    }
+
+    fn delete_account(&self, email: &str) -> Result<()> {
+        self.mark().delete_account(email)
     }
 
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {

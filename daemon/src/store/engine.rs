@@ -450,6 +450,10 @@ impl Changes for Tables<'_> {
         either!(self, rows => rows.put_account(email, account))
     }
 
+    fn delete_account(&self, email: &str) -> Result<()> {
+        either!(self, rows => rows.delete_account(email))
+    }
+
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
         either!(self, rows => rows.put_binding(uid, binding))
     }

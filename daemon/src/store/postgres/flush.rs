@@ -42,9 +42,17 @@ pub(super) fn statements(unsent: Unsent) -> Result<Vec<Statement>> {
     if !orgs.is_empty() {
         out.push(orgs_upsert(orgs)?);
     }
-    let (accounts, _) = split(unsent.accounts);
+    let (accounts, deleted) = split(unsent.accounts);
     if !accounts.is_empty() {
         out.push(accounts_upsert(accounts)?);
+    }
+    if !deleted.is_empty() {
+        // Its memberships and binding go in this transaction too: the foreign keys that
+        // refer to it are checked at the commit.
+        out.push(Statement {
+            sql: "DELETE FROM accounts WHERE email = ANY($1::text[])",
+            params: vec![column(deleted)],
+        });
     }
     let (bindings, unbound) = split(unsent.bindings);
     if !bindings.is_empty() {

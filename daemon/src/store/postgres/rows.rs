@@ -27,6 +27,11 @@ impl Changes for Session {
         Ok(())
     }
 
+    fn delete_account(&self, email: &str) -> Result<()> {
+        self.pending().accounts.write(email.to_owned(), None);
+        Ok(())
+    }
+
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
         self.pending().bindings.write(uid, Some(binding.clone()));
         Ok(())

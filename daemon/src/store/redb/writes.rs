@@ -25,6 +25,11 @@ impl Changes for Tables<'_> {
         Ok(())
     }
 
+    fn delete_account(&self, email: &str) -> Result<()> {
+        self.accounts_table()?.remove(email)?;
+        Ok(())
+    }
+
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()> {
         self.bindings_table()?
             .insert(uid, encode("bindings", binding)?.as_slice())?;
