@@ -169,52 +169,49 @@ pub fn delete(
             orgs,
         });
     }
+    // Every removal judged before any is written, as `user remove` judges one.
+    let mut memberships = Vec::with_capacity(orgs.len());
     for org in &orgs {
         let Some(membership) = txn.membership(org, email)? else {
             continue;
         };
-        // Judged one removal at a time, in this transaction, as `user remove` is.
         if membership.is_active_admin() && !has_another_admin(txn, org)? {
             return Err(RuleError::LastAdmin {
                 org: org.clone(),
                 change: AdminLoss::Removal,
             });
         }
+        memberships.push((org, membership));
+    }
+    for (org, membership) in memberships {
         if let Some(hash) = &membership.token_hash {
             revoke_token(txn, hash)?;
         }
         txn.delete_membership(org, email, &membership)?;
     }
-    let mut unbound = None;
-    if let Some(uid) = account.uid {
-        if let Some(binding) = txn.binding(uid)?.filter(|b| b.email == email) {
-            txn.delete_binding(uid)?;
-            txn.clear_current_org(uid)?;
-            unbound = Some((uid, binding.user_name));
+    let (mut uid, mut unix_user) = (None, None);
+    if let Some(bound) = account.uid {
+        if let Some(binding) = txn.binding(bound)?.filter(|b| b.email == email) {
+            txn.delete_binding(bound)?;
+            txn.clear_current_org(bound)?;
+            (uid, unix_user) = (Some(bound), binding.user_name);
         }
     }
     txn.delete_account(email)?;
-    let (uid, unix_user) = match unbound {
-        Some((uid, user)) => (Some(uid), user),
-        None => (None, None),
-    };
-    let detail = match (&orgs[..], uid) {
-        ([], None) => "a member nowhere, bound to no uid".to_owned(),
-        (orgs, uid) => format!(
-            "removed from {}; {}",
-            match orgs {
-                [] => "no organization".to_owned(),
-                orgs => orgs.join(", "),
-            },
-            match uid {
-                Some(uid) => format!(
-                    "unbound uid {uid} ({})",
-                    unix_user.as_deref().unwrap_or("no user")
-                ),
-                None => "bound to no uid".to_owned(),
-            }
-        ),
-    };
+    let detail = format!(
+        "removed from {}; {}",
+        match &orgs[..] {
+            [] => "no organization".to_owned(),
+            orgs => orgs.join(", "),
+        },
+        match uid {
+            Some(uid) => format!(
+                "unbound uid {uid} ({})",
+                unix_user.as_deref().unwrap_or("no user")
+            ),
+            None => "bound to no uid".to_owned(),
+        }
+    );
     append(txn, caller, "account.delete", email, detail, now)?;
     Ok(AccountDeleted {
         email: email.to_owned(),

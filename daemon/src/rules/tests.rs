@@ -2447,6 +2447,22 @@ fn only_a_superuser_deletes_an_account_and_never_an_organizations_last_admin() {
             }
         );
         let snapshot = f.store.read().unwrap();
+        let audit = snapshot.audit().unwrap();
+        let last = audit.last().unwrap();
+        assert_eq!(
+            (
+                last.action.as_str(),
+                last.uid,
+                last.target.as_deref(),
+                last.detail.as_deref()
+            ),
+            (
+                "account.delete",
+                Some(0),
+                Some("dev@example.com"),
+                Some("removed from acme; unbound uid 1002 (user1002)")
+            )
+        );
         assert_eq!(snapshot.account("dev@example.com").unwrap(), None);
         assert_eq!(
             snapshot.membership("acme", "dev@example.com").unwrap(),
