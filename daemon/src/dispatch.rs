@@ -51,11 +51,20 @@ pub trait Serve: Method {
     fn encode(result: Self::Result) -> Result<Answer, RuleError> {
         let value = serde_json::to_value(&result).map_err(|_| not_serialized())?;
         let org = value.get("org").and_then(Value::as_str).map(str::to_owned);
+        // Whom a change was about, and the role it left them with: a result names them at
+        // its top, or (`org.create`) as its first admin.
+        let about = value.get("admin").unwrap_or(&value);
+        let field = |name| about.get(name).and_then(Value::as_str).map(str::to_owned);
+        let about = About {
+            email: field("email"),
+            role: field("role"),
+        };
         Ok(Answer {
             result: EncodedResult::Json(
                 serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
             ),
             org,
+            about,
             takeover: None,
         })
     }
@@ -77,9 +86,18 @@ pub trait Serve: Method {
 pub struct Answer {
     pub result: EncodedResult,
     pub org: Option<String>,
+    /// For the request's log line: whom it was about, and their role after it.
+    pub about: About,
     /// What the connection becomes once the reply is sent (`events.subscribe`,
     /// `admin.backup`).
     pub takeover: Option<Takeover>,
+}
+
+/// Whom an answer is about, as its log line names them.
+#[derive(Debug, Default)]
+pub struct About {
+    pub email: Option<String>,
+    pub role: Option<String>,
 }
 
 /// What a connection becomes once a request's answer is sent: it carries only that from
@@ -288,6 +306,7 @@ impl Serve for methods::AuthzCheck {
         Ok(Answer {
             result: EncodedResult::Authz(answer),
             org,
+            about: About::default(),
             takeover: None,
         })
     }
@@ -406,6 +425,7 @@ impl Serve for methods::UserList {
         Ok(Answer {
             org: Some(list.org.clone()),
             result: EncodedResult::Members(list),
+            about: About::default(),
             takeover: None,
         })
     }

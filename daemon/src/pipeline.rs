@@ -243,7 +243,23 @@ pub(crate) async fn serve_request(
                 }
             } else if may_log(caller, tracing::Level::INFO) {
                 let org = logging::clip(org.unwrap_or("-"));
-                tracing::info!(method, org = &*org, outcome = "ok", micros, "request");
+                match &answer.about.email {
+                    // A change names whom it was about, and the role it left them with.
+                    Some(email) => {
+                        let email = logging::clip(email);
+                        let role = answer.about.role.as_deref().unwrap_or("-");
+                        tracing::info!(
+                            method,
+                            org = &*org,
+                            email = &*email,
+                            role,
+                            outcome = "ok",
+                            micros,
+                            "request"
+                        );
+                    }
+                    None => tracing::info!(method, org = &*org, outcome = "ok", micros, "request"),
+                }
             }
             Ok(answer)
         }

@@ -591,5 +591,14 @@ root_test!(
             !members.stdout.contains("hire@") && !members.stdout.contains("later@"),
             "{members:#?}"
         );
+        // Each change's log line names whom it was about, and the role it left them with.
+        let log = d.log();
+        for line in [
+            r#"method="user.invite" org="acme" email="hire@acme.com" role="deployer" outcome="ok""#,
+            r#"method="account.activate" org="acme" email="hire@acme.com" role="deployer" outcome="ok""#,
+            r#"method="account.delete" org="-" email="hire@acme.com" role="-" outcome="ok""#,
+        ] {
+            assert!(log.contains(line), "no {line} in the log:\n{log}");
+        }
     }
 );
