@@ -334,7 +334,8 @@ impl Glances {
     }
 }
 
-fn corrupt(detail: String) -> StoreError {
+/// A glance's answer that does not make sense: `detail` says how.
+pub(super) fn corrupt(detail: String) -> StoreError {
     StoreError::Corrupt {
         table: "glance",
         detail,

@@ -104,10 +104,9 @@ impl Session {
             begun?;
             rows
         })?;
-        let row = rows.first().ok_or_else(|| StoreError::Corrupt {
-            table: "glance",
-            detail: "no row for a question".into(),
-        })?;
+        let row = rows
+            .first()
+            .ok_or_else(|| glance::corrupt("no row for a question".into()))?;
         glance::glance(uid, row)?.teach(&mut session.pending());
         Ok(session)
     }
