@@ -178,6 +178,10 @@ pub enum Command {
     #[command(subcommand)]
     Account(AccountCommand),
 
+    /// The audit log: who did what, and proof that it is whole
+    #[command(subcommand)]
+    Audit(AuditCommand),
+
     /// The daemon itself: its status, a backup of its store (superuser only)
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -367,6 +371,51 @@ pub enum AuthCommand {
         #[arg(long, value_name = "EMAIL")]
         email: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List the audit log's records, oldest first: a superuser's of the whole host (or of
+    /// --org), an admin's of their organization
+    #[command(after_help = "Examples:\n  \
+        compartmentctl audit list --from 1day\n  \
+        compartmentctl --org acme audit list --event organization.user. --output jsonl")]
+    List {
+        /// Records at or after this time: RFC 3339 (2026-12-07T09:00:00Z), a date, or an age
+        /// (2h, 7days)
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Records before this time, as --from
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// Only this event (organization.role.grant), or those under a prefix ending in a
+        /// dot (organization.user.)
+        #[arg(long, value_name = "EVENT")]
+        event: Option<String>,
+        /// Only what this actor did: an e-mail, a Unix user name or a uid
+        #[arg(long, value_name = "WHO")]
+        actor: Option<String>,
+        /// Only records about this type of target (account, organization)
+        #[arg(long, value_name = "TYPE")]
+        target_type: Option<String>,
+        /// Only records with this outcome: ok, refused, or an error kind
+        #[arg(long, value_name = "OUTCOME")]
+        outcome: Option<String>,
+    },
+    /// Check that the audit log is whole: every record from the first kept one follows
+    /// from the one before, and the log still holds what a checkpoint covered (superuser
+    /// only); exits 1 when it is not
+    Verify {
+        /// A checkpoint kept elsewhere (as `audit checkpoint` printed it)
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+    },
+    /// Sign a checkpoint of the audit log's last record and print it, to keep somewhere
+    /// this host cannot change (superuser only)
+    #[command(
+        after_help = "Example: compartmentctl audit checkpoint > audit-$(date +%F).checkpoint"
+    )]
+    Checkpoint,
 }
 
 #[derive(Debug, Subcommand)]

@@ -471,6 +471,18 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
         "account.show" | "account.unbind" => &[("email", true)],
         "account.bind" => &[("email", true), ("unix_user", true)],
         "account.delete" => &[("email", true), ("force", false)],
+        "audit.list" => &[
+            ("org", false),
+            ("limit", false),
+            ("after", false),
+            ("from", false),
+            ("to", false),
+            ("event", false),
+            ("actor", false),
+            ("target_type", false),
+            ("outcome", false),
+        ],
+        "audit.verify" => &[("checkpoint", false)],
         _ => &[],
     }
 }
@@ -691,6 +703,9 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":19,"method":"admin.backup","params":{}}"#,
         r#"{"jsonrpc":"2.0","id":20,"method":"rpc.discover"}"#,
         r#"{"jsonrpc":"2.0","id":21,"method":"account.delete","params":{"email":"d@example.com","force":true}}"#,
+        r#"{"jsonrpc":"2.0","id":22,"method":"audit.list","params":{"org":"acme","limit":10,"after":"4","from":"2h","to":"2026-12-07","event":"organization.user.","actor":"alice","target_type":"account","outcome":"refused"}}"#,
+        r#"{"jsonrpc":"2.0","id":23,"method":"audit.verify","params":{"checkpoint":"note"}}"#,
+        r#"{"jsonrpc":"2.0","id":24,"method":"audit.checkpoint"}"#,
     ];
     assert_eq!(lines.len(), METHODS.len());
     for line in lines {

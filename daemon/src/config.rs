@@ -70,6 +70,12 @@ pub struct Config {
           default_value = "1min", value_parser = parse_positive)]
     pub sweep_interval: Duration,
 
+    /// How often the daemon signs a checkpoint of the audit log, keeps it and logs it, while
+    /// the log grows
+    #[arg(long, env = "COMPARTMENT_AUDIT_CHECKPOINT_INTERVAL", value_name = "DURATION",
+          default_value = "10min", value_parser = parse_positive)]
+    pub audit_checkpoint_interval: Duration,
+
     /// Connections served at once, from everyone together; more are answered `busy`
     #[arg(long, env = "COMPARTMENT_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]

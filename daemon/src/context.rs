@@ -19,11 +19,9 @@ use crate::clock::{rfc3339, Clock};
 use crate::events;
 use crate::limits::Slots;
 use crate::rules::authz::Subject;
-use crate::rules::{identity, Caller, Policy, RuleError};
+use crate::rules::{audit, identity, Caller, Policy, RuleError};
 use crate::status::LastCommit;
-use crate::store::{
-    AuditRecord, Changes as _, Glance, Millis, ReadSide, Reader, Snapshot, UnixUser,
-};
+use crate::store::{Glance, Millis, ReadSide, Reader, Snapshot, UnixUser};
 use crate::users::{CallerNames, Directory};
 use crate::writer::Writer;
 
@@ -55,6 +53,8 @@ pub struct Context {
     pub slots: Arc<Slots>,
     /// The sweeper's last sweep.
     pub last_sweep: Arc<LastCommit>,
+    /// The audit log's signing key, and the last record the daemon saw it hold.
+    pub audit: Arc<crate::checkpoint::Keeper>,
 }
 
 /// The [`Context`] as a handler of a method with access `A` may reach it: a
@@ -149,6 +149,11 @@ impl<'a> ReadContext<'a> {
     }
 
     /// The host's users.
+    /// The audit log's key and the last record the daemon saw it hold.
+    pub fn audit(self) -> &'a crate::checkpoint::Keeper {
+        &self.ctx.audit
+    }
+
     pub fn users(self) -> &'a dyn Directory {
         self.ctx.users.as_ref()
     }
@@ -304,7 +309,8 @@ impl Context {
         if !first {
             return;
         }
-        let (uid, pid) = (caller.uid, caller.pid);
+        let uid = caller.uid;
+        let actor = audit::caller_as(caller, None);
         let detail = format!(
             "uid {uid} was bound as {}, now {}",
             recorded.as_deref().unwrap_or("(no user)"),
@@ -314,17 +320,11 @@ impl Context {
         let written = self
             .writer
             .write(move |txn, at| {
-                let target = txn.binding(uid)?.map(|b| b.email);
-                txn.append_audit(&AuditRecord {
-                    at,
-                    uid: Some(uid),
-                    pid,
-                    action: "binding.stale".into(),
-                    org: None,
-                    target,
-                    detail: Some(detail.clone()),
-                })?;
-                Ok::<_, RuleError>(())
+                let mut entry = audit::Entry::new(actor.clone(), "account.binding.stale", at);
+                if let Some(binding) = txn.binding(uid)? {
+                    entry = entry.account(&binding.email);
+                }
+                entry.detail(detail.clone()).append(txn)
             })
             .await;
         if let Err(err) = written {

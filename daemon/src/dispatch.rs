@@ -25,7 +25,9 @@ use crate::backup::{self, Backup};
 use crate::context::{Context, ReadContext, Scope, WriteContext};
 use crate::events::{self, Feed};
 use crate::rules::authz;
-use crate::rules::{accounts, identity, invitations, members, orgs, Caller, RuleError, Unbound};
+use crate::rules::{
+    accounts, audit, identity, invitations, members, orgs, Caller, RuleError, Unbound,
+};
 use crate::store::{Millis, Reader, StoreError};
 use crate::token::Token;
 
@@ -597,6 +599,55 @@ impl Serve for methods::AccountDelete {
     }
 }
 
+impl Serve for methods::AuditList {
+    async fn serve(
+        ctx: ReadContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        audit::list_page(&ctx.snapshot()?, &caller, &params, ctx.now())
+    }
+}
+
+impl Serve for methods::AuditVerify {
+    async fn serve(
+        ctx: ReadContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        caller.require_superuser("verifying the audit log")?;
+        let keeper = ctx.audit();
+        let snapshot = ctx.snapshot()?;
+        // What the daemon saw before this snapshot was taken: the log must still hold it.
+        let known = keeper.known();
+        if let Some((seq, hash)) = snapshot.audit_head()? {
+            keeper.saw(seq, hash);
+        }
+        audit::verify(&snapshot, &caller, &params, &keeper.signer, known)
+    }
+}
+
+impl Serve for methods::AuditCheckpoint {
+    async fn serve(
+        ctx: WriteContext<'_>,
+        caller: Caller,
+        _: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        caller.require_superuser("signing a checkpoint of the audit log")?;
+        let keeper = ctx.audit.clone();
+        let signed = ctx
+            .writer
+            .write_as(caller.uid, move |txn, now| {
+                audit::checkpoint(txn, &caller, &keeper.signer, now)
+            })
+            .await?;
+        if let Some(hash) = crate::store::chain::unhex(&signed.hash) {
+            ctx.audit.saw(signed.seq, hash);
+        }
+        Ok(signed)
+    }
+}
+
 impl Serve for methods::AccountBind {
     async fn serve(
         ctx: WriteContext<'_>,
@@ -719,6 +770,10 @@ mod tests {
             started: std::time::Instant::now(),
             slots: crate::limits::Slots::new(crate::limits::Limits::default()),
             last_sweep: Arc::default(),
+            audit: Arc::new(crate::checkpoint::Keeper::new(
+                crate::checkpoint::Signer::from_secret(&[1; 32], "test/compartment-audit".into()),
+                std::time::Duration::from_secs(3600),
+            )),
         };
         (ctx, dir)
     }

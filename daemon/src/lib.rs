@@ -36,6 +36,7 @@
 
 pub mod admission;
 pub mod backup;
+pub mod checkpoint;
 pub mod clock;
 pub mod config;
 pub mod connection;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admission::Admission;
+use crate::checkpoint::Keeper;
 use crate::clock::Clock;
 use crate::connection;
 use crate::context::Context;
@@ -52,6 +53,8 @@ pub struct Daemon {
     pub users: Arc<dyn Directory>,
     /// The gid of `--service-group`, whose members may ask about anyone.
     pub service_group: Option<u32>,
+    /// The audit log's signing key and checkpoints.
+    pub audit: Arc<Keeper>,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops gracefully: no new
@@ -84,6 +87,7 @@ pub async fn run(
         started: std::time::Instant::now(),
         slots: slots.clone(),
         last_sweep: last_sweep.clone(),
+        audit: daemon.audit.clone(),
     });
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -98,6 +102,12 @@ pub async fn run(
         }
         .run(stop.clone()),
     );
+
+    tasks.spawn(crate::checkpoint::keep(
+        daemon.audit.clone(),
+        ctx.writer.clone(),
+        stop.clone(),
+    ));
 
     let mut spare = open_spare();
     tokio::pin!(shutdown);

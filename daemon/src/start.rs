@@ -7,13 +7,14 @@ use std::error::Error;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::checkpoint::{Keeper, Signer, KEY_FILE};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::rules::Policy;
 use crate::server::{self, Daemon};
 use crate::socket::{self, SocketFile};
 use crate::state_dir;
-use crate::store::{Store, StoreOptions, DATABASE_FILE};
+use crate::store::{Backend as _, Reader as _, Store, StoreOptions, DATABASE_FILE};
 use crate::users::SystemUsers;
 
 /// A daemon whose store is open and whose socket is listening: connections that arrive
@@ -44,15 +45,23 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
     };
     let socket_path = config.socket()?;
     let daemon_uid = nix::unistd::geteuid().as_raw();
-    let store = match place {
+    let (store, state_dir) = match place {
         Place::Postgres(target) => {
-            Store::open_postgres(&target, tokio::runtime::Handle::current()).await?
+            let store = Store::open_postgres(&target, tokio::runtime::Handle::current()).await?;
+            // The database is elsewhere; the directory keeps this host's signing key.
+            (
+                store,
+                state_dir::prepare_dir(&config.state_dir()?, daemon_uid)?,
+            )
         }
         Place::Redb(state_dir) => {
             // Before anything is opened: the store only ever sees the checked, real
             // directory.
             let state_dir = state_dir::prepare(&state_dir, DATABASE_FILE, daemon_uid)?;
-            Store::open_with(&state_dir, &store_options(config))?
+            (
+                Store::open_with(&state_dir, &store_options(config))?,
+                state_dir,
+            )
         }
     };
     ensure_descriptors(limits.max_connections);
@@ -83,7 +92,21 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
         public_url = %policy.public_url,
         "compartmentd listening"
     );
+    let signer =
+        Signer::load_or_create(&state_dir.join(KEY_FILE), audit_origin(&policy.public_url))
+            .map_err(|err| {
+                format!(
+                    "cannot load the audit signing key in {}: {err}",
+                    state_dir.display()
+                )
+            })?;
+    tracing::info!(key = %signer.verifier_key(), "audit checkpoints are signed with this key");
+    let audit = Arc::new(Keeper::new(signer, config.audit_checkpoint_interval));
+    if let Some((seq, hash)) = store.read()?.audit_head()? {
+        audit.saw(seq, hash);
+    }
     let daemon = Daemon {
+        audit,
         store: Arc::new(store),
         clock,
         policy,
@@ -120,6 +143,16 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Box<dyn Error>> {
     listen(config, clock).await?.serve(shutdown).await
+}
+
+/// The name of this host's audit checkpoints: the public URL's host and
+/// `/compartment-audit`.
+fn audit_origin(public_url: &str) -> String {
+    let host = public_url
+        .split_once("://")
+        .map_or(public_url, |(_, rest)| rest)
+        .trim_end_matches('/');
+    format!("{host}/compartment-audit")
 }
 
 /// The store's options as the command line sets them.

@@ -136,6 +136,14 @@ fn trusted_owner(owner: u32, daemon_uid: u32) -> bool {
 /// `database` in it, for a daemon running as `daemon_uid`. Returns the real directory,
 /// which the store must open.
 pub fn prepare(dir: &Path, database: &str, daemon_uid: u32) -> Result<PathBuf, StateDirError> {
+    let real = prepare_dir(dir, daemon_uid)?;
+    prepare_database(&real.join(database), daemon_uid)?;
+    Ok(real)
+}
+
+/// The checks of [`prepare`] on the directory alone (created 0700 when missing), for a
+/// daemon whose database is elsewhere (PostgreSQL): it keeps its audit signing key there.
+pub fn prepare_dir(dir: &Path, daemon_uid: u32) -> Result<PathBuf, StateDirError> {
     let real = real_dir(dir, daemon_uid)?;
     let meta = fs::metadata(&real).map_err(io_err("look at the state directory", &real))?;
     if !meta.is_dir() {
@@ -154,7 +162,6 @@ pub fn prepare(dir: &Path, database: &str, daemon_uid: u32) -> Result<PathBuf, S
             mode: meta.mode(),
         });
     }
-    prepare_database(&real.join(database), daemon_uid)?;
     Ok(real)
 }
 

@@ -498,7 +498,7 @@ mod tests {
             .audit()
             .unwrap()
             .into_iter()
-            .filter(|record| record.action == "invitation.expire")
+            .filter(|record| record.event == "organization.invitation.expire")
             .count();
         assert_eq!(audited, 3000);
     }

@@ -67,6 +67,13 @@ fn start_with(
         limits,
         users: compartmentd::users::SystemUsers::new(),
         service_group: None,
+        audit: Arc::new(compartmentd::checkpoint::Keeper::new(
+            compartmentd::checkpoint::Signer::from_secret(
+                &[3; 32],
+                "test/compartment-audit".into(),
+            ),
+            Duration::from_secs(3600),
+        )),
     };
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -199,7 +206,10 @@ fn the_sweeper_wakes_at_the_earliest_expiry_not_its_interval() {
     };
     assert_eq!(swept.token_hash, None, "the sweeper deletes the token");
     let audit = daemon.store.read().unwrap().audit().unwrap();
-    assert_eq!(audit.last().unwrap().action, "invitation.expire");
+    assert_eq!(
+        audit.last().unwrap().event,
+        "organization.invitation.expire"
+    );
     daemon.stop();
 }
 

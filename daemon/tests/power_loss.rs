@@ -522,8 +522,8 @@ fn check(store: &Store, acknowledged: &HashMap<String, TokenHash>) {
         .audit()
         .unwrap()
         .into_iter()
-        .filter(|record| record.action == "user.invite")
-        .filter_map(|record| record.target)
+        .filter(|record| record.event == "organization.user.invite")
+        .filter_map(|record| record.target.map(|target| target.id))
         .collect();
     assert_eq!(members, audited, "memberships and audit lines disagree");
 }

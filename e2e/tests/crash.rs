@@ -223,8 +223,16 @@ fn check_the_file(
 
     let mut invites: BTreeMap<String, usize> = BTreeMap::new();
     for record in snapshot.audit().expect("the audit log") {
-        if record.action == "user.invite" && record.org.as_deref() == Some(ORG) {
-            let target = record.target.unwrap_or_default();
+        // First invitations, not those sent again.
+        let resent = record
+            .detail
+            .as_deref()
+            .is_some_and(|detail| detail.starts_with("sent again"));
+        if record.event == "organization.user.invite"
+            && record.org.as_deref() == Some(ORG)
+            && !resent
+        {
+            let target = record.target.map(|target| target.id).unwrap_or_default();
             *invites.entry(target).or_default() += 1;
         }
     }

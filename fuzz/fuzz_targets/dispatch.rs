@@ -121,6 +121,13 @@ fn harness() -> &'static Harness {
             started: std::time::Instant::now(),
             slots: compartmentd::limits::Slots::new(Limits::default()),
             last_sweep: Default::default(),
+            audit: Arc::new(compartmentd::checkpoint::Keeper::new(
+                compartmentd::checkpoint::Signer::from_secret(
+                    &[5; 32],
+                    "fuzz/compartment-audit".into(),
+                ),
+                std::time::Duration::from_secs(3600),
+            )),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -283,7 +290,11 @@ fuzz_target!(|line: &[u8]| {
             serve(h, other.clone(), &id, request).await;
         }
         h.clock.advance(Duration::from_secs(3600));
-        let swept = h.ctx.writer.write(|txn, now| invitations::expire_due(txn, now)).await;
+        let swept = h
+            .ctx
+            .writer
+            .write(|txn, now| invitations::expire_due(txn, now))
+            .await;
         assert!(swept.is_ok(), "the sweep failed: {swept:?}");
     });
 });

@@ -13,6 +13,7 @@
 //! - [`watch`]: `events watch`, which prints the change feed as it comes.
 //! - [`backup`]: `admin backup`, which writes the daemon's backup to a file.
 
+mod audit;
 mod backup;
 mod escape;
 mod exit;
@@ -30,15 +31,16 @@ use clap::{CommandFactory, Parser};
 use compartmentctl::paths::default_client_socket;
 use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
-    AccountBindParams, AccountDeleteParams, AccountParams, ActivateParams, AuthzCheckParams, Check,
-    EventsSubscribeParams, OrgCreateParams, OrgUseParams, Request, RoleGrantParams, RoleShowParams,
-    UserInviteParams, UserListParams, UserRemoveParams,
+    AccountBindParams, AccountDeleteParams, AccountParams, ActivateParams, AuditListParams,
+    AuditVerifyParams, AuthzCheckParams, Check, EventsSubscribeParams, OrgCreateParams,
+    OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserInviteParams, UserListParams,
+    UserRemoveParams,
 };
 use compartmentctl::{Client, ClientError};
 
 use compartmentctl::args::{
-    AccountCommand, AdminCommand, AuthCommand, Cli, Command, EventsCommand, GlobalOptions,
-    OrgCommand, OutputFormat, RoleCommand, UserCommand,
+    AccountCommand, AdminCommand, AuditCommand, AuthCommand, Cli, Command, EventsCommand,
+    GlobalOptions, OrgCommand, OutputFormat, RoleCommand, UserCommand,
 };
 use exit::{Exit, Failure};
 
@@ -172,6 +174,10 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         backup::backup(client, file, global.output, prog)?;
         return Ok(Exit::Ok);
     }
+    if let Request::AuditList(params) = &request {
+        audit::list(&mut client, params.clone(), global.output)?;
+        return Ok(Exit::Ok);
+    }
     if let (Request::UserList(params), Some(window)) = (&request, window) {
         list::members(&mut client, params.clone(), window, global.output)?;
         return Ok(Exit::Ok);
@@ -252,6 +258,36 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         Command::Account(AccountCommand::Unbind { email }) => {
             Request::AccountUnbind(AccountParams { email })
         }
+        Command::Audit(AuditCommand::List {
+            from,
+            to,
+            event,
+            actor,
+            target_type,
+            outcome,
+        }) => Request::AuditList(AuditListParams {
+            org,
+            from,
+            to,
+            event,
+            actor,
+            target_type,
+            outcome,
+            ..AuditListParams::default()
+        }),
+        Command::Audit(AuditCommand::Verify { checkpoint }) => {
+            let checkpoint = match checkpoint {
+                Some(file) => Some(std::fs::read_to_string(&file).map_err(|err| {
+                    Failure::usage(
+                        format!("cannot read {}: {err}", file.display()),
+                        "give the file `audit checkpoint` printed",
+                    )
+                })?),
+                None => None,
+            };
+            Request::AuditVerify(AuditVerifyParams { checkpoint })
+        }
+        Command::Audit(AuditCommand::Checkpoint) => Request::AuditCheckpoint,
         Command::Account(AccountCommand::Delete { email, force }) => {
             Request::AccountDelete(AccountDeleteParams { email, force })
         }

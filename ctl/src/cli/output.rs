@@ -7,8 +7,9 @@ use std::io::{self, Write};
 
 use compartmentctl::wire::{
     AccountBinding, AccountDeleted, AccountDetail, AccountList, AccountStatus, Activated,
-    AdminStatus, AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberList,
-    OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
+    AdminStatus, AuditCheckpoint, AuditPage, AuditRecordView, AuditState, AuditVerified,
+    AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberList, OrgCreated,
+    OrgList, OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
 };
 use serde::Serialize;
 
@@ -549,6 +550,86 @@ pub fn write_stdout(text: &[u8]) -> io::Result<()> {
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         result => result,
     }
+}
+
+/// One audit record on one line: `#SEQ TIME EVENT by ACTOR in ORG on TARGET: BEFORE ->
+/// AFTER OUTCOME (DETAIL)`, each part there when the record has it.
+pub fn audit_line(record: &AuditRecordView) -> String {
+    let entry = &record.entry;
+    let actor = &entry.actor;
+    let who = match (&actor.email, &actor.user, actor.uid) {
+        _ if actor.kind == "daemon" => "the daemon".to_owned(),
+        (Some(email), Some(user), _) => format!("{} ({})", escaped(email), escaped(user)),
+        (Some(email), None, Some(uid)) => format!("{} (uid {uid})", escaped(email)),
+        (None, Some(user), _) => escaped(user).into_owned(),
+        (_, _, Some(uid)) => format!("uid {uid}"),
+        _ => escaped(&actor.kind).into_owned(),
+    };
+    let mut line = format!(
+        "#{} {} {} by {who}",
+        entry.seq,
+        escaped(&entry.at),
+        escaped(&entry.event)
+    );
+    if let Some(org) = &entry.org {
+        line.push_str(&format!(" in {}", escaped(org)));
+    }
+    if let Some(target) = &entry.target {
+        if entry.org.as_deref() != Some(target.id.as_str()) || target.kind != "organization" {
+            line.push_str(&format!(
+                " on {} {}",
+                escaped(&target.kind),
+                escaped(&target.id)
+            ));
+        }
+    }
+    let state = |state: &AuditState| match state.role {
+        Some(role) => format!("{role} {}", escaped(&state.status)),
+        None => escaped(&state.status).into_owned(),
+    };
+    if let (Some(before), Some(after)) = (&entry.before, &entry.after) {
+        line.push_str(&format!(": {} -> {}", state(before), state(after)));
+    }
+    line.push_str(&format!(" [{}]", escaped(&entry.outcome)));
+    if let Some(detail) = &entry.detail {
+        line.push_str(&format!(" ({})", escaped(detail)));
+    }
+    line.push('\n');
+    line
+}
+
+/// A page of `audit.list`, for a caller that asks for one.
+pub fn audit_page(page: &AuditPage) -> String {
+    page.records.iter().map(audit_line).collect()
+}
+
+pub fn audit_verified(verified: &AuditVerified) -> String {
+    let mut out = match (verified.first, verified.last) {
+        (Some(first), Some(last)) => format!("Checked records {first} to {last}"),
+        _ => "The audit log is empty".to_owned(),
+    };
+    if verified.checked_against.is_empty() {
+        out.push_str(".\n");
+    } else {
+        out.push_str(", against:\n");
+        for anchor in &verified.checked_against {
+            out.push_str(&format!("  {}\n", escaped(anchor)));
+        }
+    }
+    match &verified.broken {
+        None => out.push_str("The audit log is whole.\n"),
+        Some(broken) => out.push_str(&format!(
+            "BROKEN at record {}: {}\n",
+            broken.seq,
+            escaped(&broken.problem)
+        )),
+    }
+    out
+}
+
+/// The signed note itself, as it is to be kept.
+pub fn audit_checkpoint(checkpoint: &AuditCheckpoint) -> String {
+    checkpoint.note.clone()
 }
 
 #[cfg(test)]

@@ -95,6 +95,23 @@ render_with! {
     AccountDelete => output::account_deleted;
     AccountBind => output::bound;
     AdminStatus => output::admin_status;
+    AuditList => output::audit_page;
+    AuditCheckpoint => output::audit_checkpoint;
+}
+
+/// `audit verify`: what was checked, and where the chain breaks; a broken log exits 1.
+impl Render for methods::AuditVerify {
+    fn text(verified: &Self::Result) -> String {
+        output::audit_verified(verified)
+    }
+
+    fn exit(verified: &Self::Result) -> Exit {
+        if verified.broken.is_some() {
+            Exit::Refused
+        } else {
+            Exit::Ok
+        }
+    }
 }
 
 /// `auth can`: `yes` or `no` and why; like `kubectl auth can-i`, a no exits 4 so that a

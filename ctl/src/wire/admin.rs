@@ -168,7 +168,7 @@ pub struct BackupHeader {
     /// The format's version: 1.
     pub version: u32,
     /// The version of the records: the embedded store's schema version (PostgreSQL's
-    /// schema 1 holds the same records as the embedded schema 6).
+    /// schema 1 holds the same records as the embedded schema 6, its schema 2 those of 7).
     pub schema: u64,
     /// When the snapshot was taken, RFC 3339 in UTC.
     pub taken_at: String,

@@ -29,6 +29,7 @@
 
 mod account;
 mod admin;
+mod audit;
 mod authz;
 mod envelope;
 mod error;
@@ -44,6 +45,7 @@ mod user;
 
 pub use account::*;
 pub use admin::*;
+pub use audit::*;
 pub use authz::*;
 pub use envelope::*;
 pub use error::*;
@@ -154,6 +156,17 @@ declare_methods! {
     /// organization's admins for their organization).
     EventsSubscribe(EventsSubscribeParams) = "events.subscribe" => Subscribed, read,
         needs OrganizationAuditRead, shapes [["org", "after"]];
+    /// One page of the audit log, oldest first, filtered (superusers, and an
+    /// organization's admins for their organization).
+    AuditList(AuditListParams) = "audit.list" => AuditPage, read, needs OrganizationAuditRead,
+        shapes [["org", "limit", "after", "from", "to", "event", "actor", "target_type",
+                 "outcome"]];
+    /// Check the audit log's chain from its first record, and against a checkpoint kept
+    /// elsewhere (superuser).
+    AuditVerify(AuditVerifyParams) = "audit.verify" => AuditVerified, read, needs none,
+        shapes [["checkpoint"]];
+    /// Sign a checkpoint of the audit log's last record, to keep elsewhere (superuser).
+    AuditCheckpoint = "audit.checkpoint" => AuditCheckpoint, write, needs none, shapes [];
     /// The daemon's version, store, uptime, connections, writer, sweeper and feed
     /// (superuser).
     AdminStatus = "admin.status" => AdminStatus, read, needs none, shapes [];

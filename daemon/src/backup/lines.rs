@@ -9,8 +9,8 @@ use compartmentctl::wire::{BackupCounts, EventKind, MemberStatus, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, MembershipRecord, Millis, OrgRecord,
-    TokenHash, TokenRecord,
+    chain, AccountRecord, BindingRecord, EventRecord, LegacyAuditRecord, MembershipRecord, Millis,
+    OrgRecord, Sealed, TokenHash, TokenRecord,
 };
 
 /// One line of a backup after the header.
@@ -47,10 +47,12 @@ pub enum Line {
         uid: u32,
         org: String,
     },
+    /// A record of the audit log: as sealed (`record` is the text that was hashed, `hash`
+    /// its hash in hex), or, from a backup of before the chain, the old fields.
     Audit {
         seq: u64,
         #[serde(flatten)]
-        record: AuditRecord,
+        body: AuditLine,
     },
     /// A change of the feed, with its sequence number; `event` is its kind.
     Event {
@@ -67,6 +69,27 @@ pub enum Line {
     End {
         counts: BackupCounts,
     },
+}
+
+/// What an audit line holds after its number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AuditLine {
+    Sealed {
+        record: String,
+        hash: String,
+    },
+    /// Written by a daemon of before the chain: sealed as it is restored.
+    Legacy(LegacyAuditRecord),
+}
+
+impl AuditLine {
+    pub fn of(sealed: Sealed) -> AuditLine {
+        AuditLine::Sealed {
+            record: sealed.text,
+            hash: chain::hex(&sealed.hash),
+        }
+    }
 }
 
 /// An [`EventRecord`] in a backup line, its kind named `event` (the line's `kind` is
@@ -218,7 +241,18 @@ mod tests {
             (
                 Line::Audit {
                     seq: 7,
-                    record: AuditRecord {
+                    body: AuditLine::Sealed {
+                        record: r#"{"seq":7}"#.into(),
+                        hash: "ab".repeat(32),
+                    },
+                },
+                r#"{"kind":"audit","seq":7,"record":"{\"seq\":7}","hash":"abababababababababababababababababababababababababababababababab"}"#,
+            ),
+            // A record of a backup from before the chain (schema 6): read, to be sealed.
+            (
+                Line::Audit {
+                    seq: 7,
+                    body: AuditLine::Legacy(LegacyAuditRecord {
                         at: 6,
                         uid: Some(0),
                         pid: Some(42),
@@ -226,7 +260,7 @@ mod tests {
                         org: Some("acme".into()),
                         target: Some("a@x.io".into()),
                         detail: None,
-                    },
+                    }),
                 },
                 r#"{"kind":"audit","seq":7,"at":6,"uid":0,"pid":42,"action":"user.invite","org":"acme","target":"a@x.io","detail":null}"#,
             ),

@@ -19,10 +19,11 @@ use compartmentctl::wire::{BackupCounts, BackupHeader, BACKUP_FORMAT, BACKUP_VER
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::error::RestoreError;
-use super::lines::Line;
+use super::lines::{AuditLine, Line};
 use crate::rules::valid_org_name;
 use crate::store::{
-    Announcement, Backend, Batch, Import, Store, StoreError, CURRENT_SCHEMA_VERSION,
+    chain::seal, Announcement, AuditRecord, Backend, Batch, ChainHash, Import, Sealed, Store,
+    StoreError, CURRENT_SCHEMA_VERSION, GENESIS,
 };
 
 /// What a restore wrote.
@@ -165,6 +166,7 @@ fn import_lines(
     let mut text = String::new();
     let mut number = 1u64;
     let mut ended = false;
+    let mut chain = (0, GENESIS);
     let flush = |batch: &mut Batch, last: u64| -> Result<(), RestoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -216,7 +218,7 @@ fn import_lines(
             continue;
         }
         line.count(&mut counts);
-        add(&mut batch, line).map_err(bad)?;
+        add(&mut batch, line, &mut chain).map_err(bad)?;
         if batch.len() >= RESTORE_BATCH {
             flush(&mut batch, number)?;
         }
@@ -230,8 +232,9 @@ fn import_lines(
     Ok(counts)
 }
 
-/// Adds one record to `batch`, or says why it cannot be one.
-fn add(batch: &mut Batch, line: Line) -> Result<(), String> {
+/// Adds one record to `batch`, or says why it cannot be one. `chain` is the last audit
+/// record's number and hash: an audit record of before the chain is sealed after it.
+fn add(batch: &mut Batch, line: Line, chain: &mut (u64, ChainHash)) -> Result<(), String> {
     let org_name = |org: &str| {
         if valid_org_name(org) {
             Ok(())
@@ -252,7 +255,23 @@ fn add(batch: &mut Batch, line: Line) -> Result<(), String> {
         }
         Line::Token { key, record } => batch.tokens.push((key, record)),
         Line::CurrentOrg { uid, org } => batch.current_orgs.push((uid, org)),
-        Line::Audit { seq, record } => batch.audit.push((seq, record)),
+        Line::Audit { seq, body } => {
+            if seq <= chain.0 {
+                return Err(format!("audit record {seq} after record {}", chain.0));
+            }
+            let sealed = match body {
+                AuditLine::Sealed { record, hash } => Sealed {
+                    seq,
+                    text: record,
+                    hash: crate::store::chain::unhex(&hash)
+                        .ok_or_else(|| format!("{hash:?} is not a hash in hex (64 digits)"))?,
+                },
+                AuditLine::Legacy(old) => seal(&chain.1, seq, &AuditRecord::from_legacy(old))
+                    .map_err(|e| e.to_string())?,
+            };
+            *chain = (seq, sealed.hash);
+            batch.audit.push(sealed);
+        }
         Line::Event { seq, record } => batch.events.push((seq, record.into())),
         Line::FeedEntry { org, seq } => batch.feed_entries.push((org, seq)),
         Line::End { .. } => {}

@@ -9,7 +9,7 @@ use compartmentctl::wire::{
 use tokio::net::unix::OwnedWriteHalf;
 use tokio_util::sync::CancellationToken;
 
-use super::lines::Line;
+use super::lines::{AuditLine, Line};
 use crate::clock::{rfc3339, Millis};
 use crate::events::{notification, Daemon};
 use crate::limits::Limits;
@@ -171,10 +171,11 @@ fn page_of(snapshot: &Snapshot, cursor: Cursor) -> Result<(Vec<Line>, Cursor), S
         }
         Cursor::Audit(from) => {
             let page = snapshot.audit_after(from, BACKUP_PAGE)?;
-            let next = after(&page, |(seq, _)| Cursor::Audit(*seq), Cursor::Events(0));
-            let lines = page
-                .into_iter()
-                .map(|(seq, record)| Line::Audit { seq, record });
+            let next = after(&page, |sealed| Cursor::Audit(sealed.seq), Cursor::Events(0));
+            let lines = page.into_iter().map(|sealed| Line::Audit {
+                seq: sealed.seq,
+                body: AuditLine::of(sealed),
+            });
             (lines.collect(), next)
         }
         Cursor::Events(from) => {
@@ -365,7 +366,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
 
     use super::*;
-    use crate::store::AuditRecord;
 
     /// Records whose text is large are sent in several notifications, none much past the
     /// bound, each a notification a client reads, together every record in order.
@@ -374,14 +374,9 @@ mod tests {
         let lines: Vec<Line> = (0..BACKUP_PAGE as u64)
             .map(|seq| Line::Audit {
                 seq,
-                record: AuditRecord {
-                    at: 1,
-                    uid: None,
-                    pid: None,
-                    action: "x".into(),
-                    org: None,
-                    target: None,
-                    detail: Some("d".repeat(60_000)),
+                body: AuditLine::Sealed {
+                    record: "d".repeat(60_000),
+                    hash: "00".repeat(32),
                 },
             })
             .collect();

@@ -14,9 +14,8 @@ use super::send::{all_lines, BACKUP_PAGE};
 use super::{restore, Line};
 use crate::rules::RuleError;
 use crate::store::{
-    AccountRecord, AuditRecord, Backend, BindingRecord, Changes, Export, MembershipRecord,
-    OrgRecord, Provenance, Reader, Store, TokenHash, TokenRecord, TokenState,
-    CURRENT_SCHEMA_VERSION,
+    AccountRecord, Backend, BindingRecord, Changes, Export, MembershipRecord, OrgRecord,
+    Provenance, Reader, Store, TokenHash, TokenRecord, TokenState, CURRENT_SCHEMA_VERSION,
 };
 
 const T0: u64 = 1_777_636_800_000;
@@ -154,16 +153,11 @@ fn fill(store: &Store) {
         )
         .unwrap();
         txn.set_current_org(1001, "beta").unwrap();
-        txn.append_audit(&AuditRecord {
-            at: T0,
-            uid: Some(0),
-            pid: Some(1),
-            action: "org.create".into(),
-            org: Some("acme".into()),
-            target: None,
-            detail: Some("a \"quoted\" détail\n".into()),
-        })
-        .unwrap();
+        crate::rules::audit::Entry::new(crate::rules::audit::daemon(), "organization.create", T0)
+            .organization("acme")
+            .detail("a \"quoted\" détail\n")
+            .append(txn)
+            .unwrap();
     });
     write(store, |txn| {
         let old = txn

@@ -27,9 +27,7 @@ use super::invitations::revoke_token;
 use super::members::has_another_admin;
 use super::{parse_email, refuse_root, Caller, RuleError};
 use crate::clock::rfc3339;
-use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, Changes, Millis, Provenance, Reader, UnixUser,
-};
+use crate::store::{AccountRecord, BindingRecord, Changes, Millis, Provenance, Reader, UnixUser};
 use crate::users::Directory;
 
 /// Every account with its binding and memberships.
@@ -338,22 +336,17 @@ fn invited_by_superuser(invited_by: &str) -> bool {
         .is_some_and(|uid| uid.parse::<u32>().is_ok())
 }
 
+/// Audits `event`, done by a superuser to the account `email`.
 fn append(
     txn: &impl Changes,
     caller: &Caller,
-    action: &str,
+    event: &str,
     email: &str,
     detail: String,
     now: Millis,
 ) -> Result<(), RuleError> {
-    txn.append_audit(&AuditRecord {
-        at: now,
-        uid: Some(caller.uid),
-        pid: caller.pid,
-        action: action.to_owned(),
-        org: None,
-        target: Some(email.to_owned()),
-        detail: Some(detail),
-    })?;
-    Ok(())
+    super::audit::Entry::new(super::audit::caller_as(caller, None), event, now)
+        .account(email)
+        .detail(detail)
+        .append(txn)
 }

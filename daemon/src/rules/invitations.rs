@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use compartmentctl::email::Email;
 use compartmentctl::wire::{
-    methods, token_from_url_or_token, AccountStatus, Activated, Gated, Invitation, MemberStatus,
-    Role, UserInviteParams,
+    methods, token_from_url_or_token, AccountStatus, Activated, AuditState, Gated, Invitation,
+    MemberStatus, Role, UserInviteParams,
 };
 
 use super::identity::{authenticate, in_org, may_vouch_for, Actor};
@@ -19,8 +19,8 @@ use super::{
 };
 use crate::clock::{is_due, rfc3339};
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, Changes, MembershipRecord, Millis, Provenance,
-    Reader, TokenHash, TokenRecord, TokenState, UnixUser,
+    AccountRecord, BindingRecord, Changes, MembershipRecord, Millis, Provenance, Reader, TokenHash,
+    TokenRecord, TokenState, UnixUser,
 };
 use crate::token::{key_of, legacy_key, looks_like_token, Token};
 
@@ -60,11 +60,7 @@ pub fn invite(
             MemberStatus::Invited | MemberStatus::Expired => {}
         }
     }
-    let action = if existing.is_some() {
-        "user.reinvite"
-    } else {
-        "user.invite"
-    };
+    let before = audit::state(existing.as_ref(), now);
     let invitation = add_member(
         txn,
         AddMember {
@@ -80,19 +76,24 @@ pub fn invite(
         policy,
         now,
     )?;
-    let mut detail = format!("role {}", params.role);
+    let mut detail = if existing.is_some() {
+        format!("sent again, role {}", params.role)
+    } else {
+        format!("role {}", params.role)
+    };
     if let Some(user) = &invitation.redeemable_by {
         detail.push_str(&format!(", redeemable by {user}"));
     }
-    audit(
-        txn,
-        Some(&actor),
-        action,
-        &here.org,
-        Some(email.as_str()),
-        Some(detail),
-        now,
-    )?;
+    let after = AuditState {
+        role: Some(params.role),
+        status: invitation.status.to_string(),
+    };
+    audit::Entry::new(audit::actor(&actor), "organization.user.invite", now)
+        .org(&here.org)
+        .account(email.as_str())
+        .change(before, after)
+        .detail(detail)
+        .append(txn)?;
     Ok(invitation)
 }
 
@@ -410,15 +411,15 @@ pub fn activate(
         caller: caller.clone(),
         email: Some(email.clone()),
     };
-    audit(
-        txn,
-        Some(&actor),
-        "account.activate",
-        &org,
-        Some(&email),
-        Some(format!("Unix user {user_name} (uid {})", caller.uid)),
-        now,
-    )?;
+    audit::Entry::new(audit::actor(&actor), "account.activate", now)
+        .org(&org)
+        .account(&email)
+        .change(
+            audit::state(Some(&membership), now),
+            audit::state(Some(&active), now),
+        )
+        .detail(format!("Unix user {user_name} (uid {})", caller.uid))
+        .append(txn)?;
     Ok(Activated {
         org,
         email,
@@ -450,15 +451,14 @@ pub fn expire_due_up_to(txn: &impl Changes, now: Millis, limit: usize) -> Result
         expired.token_hash = None;
         txn.put_membership(org, email, &expired, Some(&membership))?;
         expired_count += 1;
-        txn.append_audit(&AuditRecord {
-            at: now,
-            uid: None,
-            pid: None,
-            action: "invitation.expire".into(),
-            org: Some(org.clone()),
-            target: Some(email.clone()),
-            detail: None,
-        })?;
+        audit::Entry::new(audit::daemon(), "organization.invitation.expire", now)
+            .org(org)
+            .account(email)
+            .change(
+                audit::state(Some(&membership), now.saturating_sub(1)),
+                audit::state(Some(&expired), now),
+            )
+            .append(txn)?;
     }
     Ok(expired_count)
 }

@@ -243,15 +243,14 @@ pub fn remove(
         revoke_token(txn, hash)?;
     }
     txn.delete_membership(&here.org, email, &membership)?;
-    audit(
-        txn,
-        Some(&actor),
-        "user.remove",
-        &here.org,
-        Some(email),
-        None,
-        now,
-    )?;
+    audit::Entry::new(audit::actor(&actor), "organization.user.remove", now)
+        .org(&here.org)
+        .account(email)
+        .change(
+            audit::state(Some(&membership), now),
+            audit::state(None, now),
+        )
+        .append(txn)?;
     Ok(Removed {
         org: here.org,
         email: email.to_owned(),
@@ -287,16 +286,15 @@ pub fn grant(
     let mut updated = membership.clone();
     updated.role = params.role;
     txn.put_membership(&here.org, email, &updated, Some(&membership))?;
-    let detail = format!("{previous_role} -> {}", params.role);
-    audit(
-        txn,
-        Some(&actor),
-        "role.grant",
-        &here.org,
-        Some(email),
-        Some(detail),
-        now,
-    )?;
+    audit::Entry::new(audit::actor(&actor), "organization.role.grant", now)
+        .org(&here.org)
+        .account(email)
+        .change(
+            audit::state(Some(&membership), now),
+            audit::state(Some(&updated), now),
+        )
+        .detail(format!("{previous_role} -> {}", params.role))
+        .append(txn)?;
     Ok(Granted {
         org: here.org,
         email: email.to_owned(),

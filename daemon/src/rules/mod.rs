@@ -13,6 +13,7 @@
 //! - [`authz`]: `authz.check`, what the rules would decide for anyone, and why.
 
 pub mod accounts;
+pub mod audit;
 pub mod authz;
 mod error;
 pub mod identity;
@@ -84,28 +85,6 @@ pub fn valid_org_name(name: &str) -> bool {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Appends what a request changed to the audit log, in the change's own transaction.
-fn audit(
-    txn: &impl crate::store::Changes,
-    actor: Option<&identity::Actor>,
-    action: &str,
-    org: &str,
-    target: Option<&str>,
-    detail: Option<String>,
-    now: crate::store::Millis,
-) -> Result<(), RuleError> {
-    txn.append_audit(&crate::store::AuditRecord {
-        at: now,
-        uid: actor.map(|a| a.caller.uid),
-        pid: actor.and_then(|a| a.caller.pid),
-        action: action.to_owned(),
-        org: Some(org.to_owned()),
-        target: target.map(str::to_owned),
-        detail,
-    })?;
-    Ok(())
 }
 
 /// Parses an e-mail from a request, as a `bad_request` when it is not one.

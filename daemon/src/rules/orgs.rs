@@ -40,7 +40,9 @@ pub fn create(
             created_by_uid: caller.uid,
         },
     )?;
-    audit(txn, Some(&actor), "org.create", name, None, None, now)?;
+    audit::Entry::new(audit::actor(&actor), "organization.create", now)
+        .organization(name)
+        .append(txn)?;
     let admin = add_member(
         txn,
         AddMember {

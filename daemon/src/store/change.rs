@@ -7,8 +7,9 @@ use std::cell::Cell;
 use compartmentctl::wire::EventKind;
 
 use super::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
-    OrgRecord, Reader, Result, TokenHash, TokenRecord, TokenState, SPENT_TOKEN_MEMORY,
+    AccountRecord, AuditRecord, BindingRecord, ChainHash, EventRecord, MemberRow, MembershipRecord,
+    Millis, OrgRecord, Reader, Result, Sealed, TokenHash, TokenRecord, TokenState,
+    SPENT_TOKEN_MEMORY,
 };
 
 /// Changes, on the writer's transaction only.
@@ -41,6 +42,8 @@ pub trait Changes: Reader {
     /// store holds it (until that daemon's transaction ends), so that daemons do not sweep
     /// the same invitations at once. Alone on its store, a daemon always has it.
     fn claim_sweep(&self) -> Result<bool>;
+    /// Keeps a signed checkpoint of the audit log, of its record `seq`.
+    fn put_checkpoint(&self, seq: u64, note: &str) -> Result<()>;
 }
 
 /// A backend's write transaction as the store drives it: its [`Changes`] write rows and
@@ -174,6 +177,10 @@ impl<R: Rows> Changes for Tracked<'_, R> {
     fn claim_sweep(&self) -> Result<bool> {
         self.rows.claim_sweep()
     }
+
+    fn put_checkpoint(&self, seq: u64, note: &str) -> Result<()> {
+        self.rows.put_checkpoint(seq, note)
+    }
 }
 
 /// Reads see the transaction, writes of this change included.
@@ -239,8 +246,20 @@ impl<R: Rows> Reader for Tracked<'_, R> {
         self.rows.due_invitations_up_to(now, limit)
     }
 
-    fn audit(&self) -> Result<Vec<AuditRecord>> {
-        self.rows.audit()
+    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>> {
+        self.rows.audit_after(after, limit)
+    }
+
+    fn org_audit_after(&self, org: &str, after: u64, limit: usize) -> Result<Vec<Sealed>> {
+        self.rows.org_audit_after(org, after, limit)
+    }
+
+    fn audit_head(&self) -> Result<Option<(u64, ChainHash)>> {
+        self.rows.audit_head()
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>> {
+        self.rows.latest_checkpoint()
     }
 
     fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>> {

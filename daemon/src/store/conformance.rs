@@ -6,8 +6,11 @@
 
 use std::fmt::Write as _;
 
-use compartmentctl::wire::{AccountStatus, EventKind, MemberStatus, Role};
+use compartmentctl::wire::{
+    AccountStatus, AuditActor, AuditState, AuditTarget, EventKind, MemberStatus, Role,
+};
 
+use super::chain::Anchor;
 use super::change::Tracked;
 use super::{
     postgres, AccountRecord, AuditRecord, Backend as _, BindingRecord, Changes, Committing,
@@ -18,6 +21,36 @@ use super::{
 const T0: Millis = 1_777_636_800_000;
 const UIDS: [u32; 4] = [0, 1000, 1001, 4_294_967_294];
 const KEYS: [[u8; 32]; 3] = [[1; 32], [2; 32], [0xff; 32]];
+
+/// An audit record of `event` in `org`, by a user.
+fn record(at: Millis, event: &str, org: Option<&str>) -> AuditRecord {
+    AuditRecord {
+        at,
+        actor: AuditActor {
+            kind: "user".into(),
+            email: Some("a@example.com".into()),
+            uid: Some(1000),
+            user: Some("alice".into()),
+            pid: Some(42),
+        },
+        event: event.into(),
+        org: org.map(str::to_owned),
+        target: Some(AuditTarget {
+            kind: "account".into(),
+            id: "b@example.com".into(),
+        }),
+        before: Some(AuditState {
+            role: None,
+            status: "none".into(),
+        }),
+        after: Some(AuditState {
+            role: Some(Role::Viewer),
+            status: "invited".into(),
+        }),
+        outcome: "ok".into(),
+        detail: Some("a \"quoted\" détail".into()),
+    }
+}
 
 fn member(role: Role, status: MemberStatus, expires_at: Option<Millis>) -> MembershipRecord {
     MembershipRecord {
@@ -92,15 +125,8 @@ fn steps() -> Vec<Step> {
                 None,
             )?;
             txn.put_token(&TokenHash(KEYS[0]), &token(TokenState::Pending, None))?;
-            txn.append_audit(&AuditRecord {
-                at: T0,
-                uid: Some(0),
-                pid: Some(42),
-                action: "org.create".into(),
-                org: Some("acme".into()),
-                target: Some("a@example.com".into()),
-                detail: None,
-            })
+            txn.append_audit(&record(T0, "organization.create", Some("acme")))?;
+            txn.append_audit(&record(T0, "organization.user.invite", Some("beta-2")))
         }),
         // A binding, and one made again through another organization.
         Box::new(|txn| {
@@ -163,15 +189,8 @@ fn steps() -> Vec<Step> {
             txn.delete_token(&TokenHash(KEYS[2]))?;
             txn.delete_binding(1001)?;
             txn.clear_current_org(1000)?;
-            txn.append_audit(&AuditRecord {
-                at: T0 + 7,
-                uid: None,
-                pid: None,
-                action: "sweep".into(),
-                org: None,
-                target: None,
-                detail: Some("1 expired".into()),
-            })
+            txn.append_audit(&record(T0 + 7, "account.unbind", None))?;
+            txn.put_checkpoint(3, "a note")
         }),
     ]
 }
@@ -268,7 +287,27 @@ fn everything(reader: &dyn Reader) -> String {
         reader.next_spent_token_due().unwrap()
     )
     .unwrap();
-    writeln!(out, "audit {:?}", reader.audit().unwrap()).unwrap();
+    // Sealed alike: the same text, so the same hash, whichever backend keeps it.
+    writeln!(
+        out,
+        "audit {:?}",
+        reader.audit_after(0, usize::MAX).unwrap()
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "audit after 1, 1: {:?}",
+        reader.audit_after(1, 1).unwrap()
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "acme's audit {:?}",
+        reader.org_audit_after("acme", 0, usize::MAX).unwrap()
+    )
+    .unwrap();
+    writeln!(out, "audit head {:?}", reader.audit_head().unwrap()).unwrap();
+    writeln!(out, "checkpoint {:?}", reader.latest_checkpoint().unwrap()).unwrap();
     writeln!(
         out,
         "feed {:?}",
@@ -344,6 +383,216 @@ fn both_backends_store_index_and_feed_alike() {
         assert!(
             feed.iter().any(|(_, event)| event.kind == kind),
             "no {kind} in {feed:?}"
+        );
+    }
+}
+
+/// Where a backend's audit log is changed behind the daemon's back, as an attacker with
+/// the database in hand would.
+trait Tamper {
+    fn store(&self) -> &Store;
+    /// Writes record `seq` as `text` with `hash`, whatever was there.
+    fn set(&self, seq: u64, text: &str, hash: &[u8; 32]);
+    fn remove(&self, seq: u64);
+}
+
+/// A redb store, and the directory it lives in (kept for as long as the store).
+struct RedbTamper(Store, #[allow(dead_code)] tempfile::TempDir);
+
+impl Tamper for RedbTamper {
+    fn store(&self) -> &Store {
+        &self.0
+    }
+
+    fn set(&self, seq: u64, text: &str, hash: &[u8; 32]) {
+        self.raw(|tables| tables.raw_audit_set(seq, text, hash));
+    }
+
+    fn remove(&self, seq: u64) {
+        self.raw(|tables| tables.raw_audit_remove(seq));
+    }
+}
+
+impl RedbTamper {
+    /// Changes the file's tables as they are, in a transaction of its own.
+    fn raw(&self, change: impl FnOnce(&super::redb::Tables<'_>)) {
+        let txn = self.0.begin_write().unwrap();
+        let tables = txn.tables();
+        let super::engine::Tables::Redb(raw) = &tables else {
+            unreachable!("a redb store");
+        };
+        change(raw);
+        let announced = tables.last_event();
+        drop(tables);
+        txn.commit(&Committing::durably, announced).unwrap();
+    }
+}
+
+struct PgTamper {
+    store: Store,
+    client: tokio_postgres::Client,
+    runtime: tokio::runtime::Runtime,
+    _server: compartment_pgtest::Postgres,
+}
+
+impl Tamper for PgTamper {
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn set(&self, seq: u64, text: &str, hash: &[u8; 32]) {
+        self.runtime
+            .block_on(self.client.execute(
+                "UPDATE audit_log SET record = $2, hash = $3 WHERE seq = $1",
+                &[&(seq as i64), &text, &&hash[..]],
+            ))
+            .unwrap();
+    }
+
+    fn remove(&self, seq: u64) {
+        self.runtime
+            .block_on(
+                self.client
+                    .execute("DELETE FROM audit_log WHERE seq = $1", &[&(seq as i64)]),
+            )
+            .unwrap();
+    }
+}
+
+/// Each backend with five records in its log, fresh for each kind of tampering.
+fn tamperable(test: &str) -> Vec<Box<dyn Tamper>> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backends: Vec<Box<dyn Tamper>> =
+        vec![Box::new(RedbTamper(Store::open(dir.path()).unwrap(), dir))];
+    if let Some(server) = postgres::schema::tests::server(test) {
+        let runtime = postgres::schema::tests::store_runtime();
+        let store = postgres::schema::tests::open_store(&server, &runtime);
+        let client = runtime.block_on(postgres::schema::tests::connect(&server));
+        backends.push(Box::new(PgTamper {
+            store,
+            client,
+            runtime,
+            _server: server,
+        }));
+    }
+    for backend in &backends {
+        for n in 0..5 {
+            let txn = backend.store().begin_write().unwrap();
+            let tables = txn.tables();
+            Tracked::new(&tables, T0)
+                .append_audit(&record(T0 + n, "organization.user.invite", Some("acme")))
+                .unwrap();
+            let announced = tables.last_event();
+            drop(tables);
+            txn.commit(&Committing::durably, announced).unwrap();
+        }
+    }
+    backends
+}
+
+/// The log's records 1 to 5 as stored.
+fn sealed(store: &Store) -> Vec<super::Sealed> {
+    store.read().unwrap().audit_after(0, usize::MAX).unwrap()
+}
+
+/// What verifying says: the record where it breaks, and why.
+fn verdict(store: &Store, anchors: &[Anchor]) -> Option<(u64, String)> {
+    let verified = super::chain::verify(&store.read().unwrap(), anchors).unwrap();
+    verified.broken.map(|broken| (broken.seq, broken.problem))
+}
+
+/// Every kind of tampering with the stored log is found, at the record where it is, on
+/// both backends: an edited field, a removed record, two swapped, the tail cut off, and
+/// a rewrite that sealed the chain anew, which only a checkpoint kept elsewhere can find.
+#[test]
+fn every_kind_of_tampering_is_found_where_it_is() {
+    let test = "every_kind_of_tampering_is_found_where_it_is";
+    let checkpoint = |records: &[super::Sealed]| Anchor {
+        seq: 5,
+        hash: records[4].hash,
+        source: "the checkpoint given".into(),
+    };
+    for backend in tamperable(test) {
+        let records = sealed(backend.store());
+        assert_eq!(records.len(), 5);
+        assert_eq!(verdict(backend.store(), &[checkpoint(&records)]), None);
+    }
+
+    // A field edited, the hash left as it was.
+    for backend in tamperable(test) {
+        let third = &sealed(backend.store())[2];
+        let edited = third.text.replace("\"viewer\"", "\"admin\"");
+        assert_ne!(edited, third.text);
+        backend.set(3, &edited, &third.hash);
+        let (seq, problem) = verdict(backend.store(), &[]).unwrap();
+        assert_eq!(seq, 3);
+        assert!(
+            problem.contains("does not hash to its stored hash"),
+            "{problem}"
+        );
+    }
+
+    // A record removed.
+    for backend in tamperable(test) {
+        backend.remove(3);
+        assert_eq!(
+            verdict(backend.store(), &[]),
+            Some((3, "record 3 is missing: it was removed".into()))
+        );
+    }
+
+    // Two records swapped.
+    for backend in tamperable(test) {
+        let records = sealed(backend.store());
+        backend.set(2, &records[2].text, &records[2].hash);
+        backend.set(3, &records[1].text, &records[1].hash);
+        assert_eq!(
+            verdict(backend.store(), &[]),
+            Some((
+                2,
+                "record 2 holds the text of record 3: records were moved or swapped".into()
+            ))
+        );
+    }
+
+    // The tail cut off after the checkpoint was copied away: what remains is a whole
+    // chain, and only the checkpoint (or the daemon's memory) says more was there.
+    for backend in tamperable(test) {
+        let records = sealed(backend.store());
+        backend.remove(5);
+        backend.remove(4);
+        assert_eq!(verdict(backend.store(), &[]), None);
+        assert_eq!(
+            verdict(backend.store(), &[checkpoint(&records)]),
+            Some((
+                4,
+                "the log ends at record 3, but the checkpoint given covers records up to 5: records 4 to 5 were cut off".into()
+            ))
+        );
+    }
+
+    // Record 3 rewritten and every hash from it sealed anew: the chain holds, the
+    // checkpoint does not.
+    for backend in tamperable(test) {
+        let records = sealed(backend.store());
+        let mut previous = records[1].hash;
+        for original in &records[2..] {
+            let text = if original.seq == 3 {
+                original.text.replace("\"viewer\"", "\"admin\"")
+            } else {
+                original.text.clone()
+            };
+            let hash = super::chain::link(&previous, &text);
+            backend.set(original.seq, &text, &hash);
+            previous = hash;
+        }
+        assert_eq!(verdict(backend.store(), &[]), None);
+        assert_eq!(
+            verdict(backend.store(), &[checkpoint(&records)]),
+            Some((
+                5,
+                "record 5 differs from the checkpoint given: the log up to it was rewritten".into()
+            ))
         );
     }
 }

@@ -11,8 +11,8 @@ use compartmentctl::wire::BackupCounts;
 
 use super::{
     postgres, redb, AccountRecord, Announcement, AuditRecord, Backend, Batch, BindingRecord,
-    Changes, EventRecord, Export, Import, MemberRow, MembershipRecord, Millis, OrgRecord, Reader,
-    Result, Rows, StoreError, TokenHash, TokenRecord,
+    ChainHash, Changes, EventRecord, Export, Import, MemberRow, MembershipRecord, Millis,
+    OrgRecord, Reader, Result, Rows, Sealed, StoreError, TokenHash, TokenRecord,
 };
 
 /// The store: a redb file in the state directory, or a PostgreSQL database several daemons
@@ -405,8 +405,25 @@ macro_rules! reads_of_either {
                 either!(self, view => view.due_invitations_up_to(now, limit))
             }
 
-            fn audit(&self) -> Result<Vec<AuditRecord>> {
-                either!(self, view => view.audit())
+            fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>> {
+                either!(self, view => view.audit_after(after, limit))
+            }
+
+            fn org_audit_after(
+                &self,
+                org: &str,
+                after: u64,
+                limit: usize,
+            ) -> Result<Vec<Sealed>> {
+                either!(self, view => view.org_audit_after(org, after, limit))
+            }
+
+            fn audit_head(&self) -> Result<Option<(u64, ChainHash)>> {
+                either!(self, view => view.audit_head())
+            }
+
+            fn latest_checkpoint(&self) -> Result<Option<(u64, String)>> {
+                either!(self, view => view.latest_checkpoint())
             }
 
             fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>> {
@@ -499,6 +516,10 @@ impl Changes for Tables<'_> {
     fn claim_sweep(&self) -> Result<bool> {
         either!(self, rows => rows.claim_sweep())
     }
+
+    fn put_checkpoint(&self, seq: u64, note: &str) -> Result<()> {
+        either!(self, rows => rows.put_checkpoint(seq, note))
+    }
 }
 
 impl Rows for Tables<'_> {
@@ -553,10 +574,6 @@ impl Export for Snapshot {
 
     fn current_orgs_after(&self, after: Option<u32>, limit: usize) -> Result<Vec<(u32, String)>> {
         either!(self, view => view.current_orgs_after(after, limit))
-    }
-
-    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>> {
-        either!(self, view => view.audit_after(after, limit))
     }
 
     fn feed_entries_after(

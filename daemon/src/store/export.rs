@@ -7,8 +7,8 @@
 use compartmentctl::wire::BackupCounts;
 
 use super::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, MembershipRecord, OrgRecord, Reader,
-    Result, TokenHash, TokenRecord,
+    AccountRecord, BindingRecord, EventRecord, MembershipRecord, OrgRecord, Reader, Result, Sealed,
+    TokenHash, TokenRecord,
 };
 
 /// Every row of every table, a page of at most `limit` at a time, each page starting just
@@ -38,8 +38,6 @@ pub trait Export: Reader {
         limit: usize,
     ) -> Result<Vec<(TokenHash, TokenRecord)>>;
     fn current_orgs_after(&self, after: Option<u32>, limit: usize) -> Result<Vec<(u32, String)>>;
-    /// Audit records with their sequence numbers above `after`.
-    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>>;
     /// The feed by organization: (organization, sequence number) of each event an
     /// organization's feed carries.
     fn feed_entries_after(
@@ -58,7 +56,8 @@ pub struct Batch {
     pub memberships: Vec<(String, String, MembershipRecord)>,
     pub tokens: Vec<(TokenHash, TokenRecord)>,
     pub current_orgs: Vec<(u32, String)>,
-    pub audit: Vec<(u64, AuditRecord)>,
+    /// Sealed as they were: a restore carries the chain, never seals it again.
+    pub audit: Vec<Sealed>,
     pub events: Vec<(u64, EventRecord)>,
     pub feed_entries: Vec<(String, u64)>,
 }

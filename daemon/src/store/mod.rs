@@ -29,6 +29,7 @@
 //! The daemon names the store's types through this module ([`Store`], [`Snapshot`],
 //! [`Tracked`]), so nothing above `store` names an engine.
 
+pub(crate) mod chain;
 mod change;
 mod check;
 #[cfg(test)]
@@ -43,6 +44,7 @@ mod read;
 mod records;
 pub mod redb;
 
+pub use chain::{ChainHash, Sealed, GENESIS};
 pub(crate) use change::spent_key;
 pub use change::{Changes, Rows};
 pub use check::check_indexes;

@@ -1,8 +1,10 @@
 //! What a rule reads, on a snapshot or inside the write transaction.
 
+use compartmentctl::wire::AuditEntry;
+
 use super::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
-    OrgRecord, Result, TokenHash, TokenRecord,
+    AccountRecord, BindingRecord, ChainHash, EventRecord, MemberRow, MembershipRecord, Millis,
+    OrgRecord, Result, Sealed, TokenHash, TokenRecord,
 };
 
 /// Reads shared by snapshots and the write transaction.
@@ -46,8 +48,29 @@ pub trait Reader {
     }
     /// The first `limit` of [`Reader::due_invitations`], earliest expiry first.
     fn due_invitations_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>>;
-    /// Every audit record in order (for tests and, later, `audit list`).
-    fn audit(&self) -> Result<Vec<AuditRecord>>;
+    /// At most `limit` audit records, as stored, with sequence numbers above `after`.
+    fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>>;
+    /// At most `limit` audit records naming `org`, with sequence numbers above `after`.
+    fn org_audit_after(&self, org: &str, after: u64, limit: usize) -> Result<Vec<Sealed>>;
+    /// The last audit record's number and hash: where the chain goes on.
+    fn audit_head(&self) -> Result<Option<(u64, ChainHash)>>;
+    /// The newest signed checkpoint kept: its record's number and its note.
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>>;
+    /// Every audit record's entry, in order (for tests and migrations).
+    fn audit(&self) -> Result<Vec<AuditEntry>> {
+        let mut entries = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.audit_after(after, 4096)?;
+            let Some(last) = page.last() else {
+                return Ok(entries);
+            };
+            after = last.seq;
+            for sealed in &page {
+                entries.push(sealed.entry()?);
+            }
+        }
+    }
     /// At most `limit` events with sequence numbers above `after`, in order.
     fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>>;
     /// At most `limit` of the events `org`'s feed carries with sequence numbers above

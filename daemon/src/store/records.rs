@@ -13,7 +13,9 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use compartmentctl::wire::{AccountStatus, EventKind, MemberStatus, Role};
+use compartmentctl::wire::{
+    AccountStatus, AuditActor, AuditState, AuditTarget, EventKind, MemberStatus, Role,
+};
 use serde::{Deserialize, Serialize};
 
 pub use crate::clock::Millis;
@@ -257,9 +259,27 @@ pub struct BindingRecord {
     pub provenance: Provenance,
 }
 
-/// One line of the audit log: who changed what, when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One record of the audit log, before it is numbered and sealed (`chain.rs`): who did
+/// what to whom, what it was before and after, and whether it was allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditRecord {
+    pub at: Millis,
+    pub actor: AuditActor,
+    /// In the permission table's vocabulary (`organization.user.invite`).
+    pub event: String,
+    pub org: Option<String>,
+    pub target: Option<AuditTarget>,
+    pub before: Option<AuditState>,
+    pub after: Option<AuditState>,
+    /// `ok`, or the kind of error the request was refused with.
+    pub outcome: String,
+    pub detail: Option<String>,
+}
+
+/// A record of the audit log as schema 6 and PostgreSQL schema 1 kept it, and backups of
+/// format 1 carry it: read only to be carried into the chain (`AuditRecord::from_legacy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyAuditRecord {
     pub at: Millis,
     /// `None` for the daemon's own actions (the sweeper).
     pub uid: Option<u32>,
@@ -269,6 +289,60 @@ pub struct AuditRecord {
     pub target: Option<String>,
     #[serde(default)]
     pub detail: Option<String>,
+}
+
+impl AuditRecord {
+    /// A record of before the chain, in today's terms: its action named by its event key,
+    /// its target typed, its actor by uid alone (the e-mail was never recorded).
+    pub fn from_legacy(old: LegacyAuditRecord) -> AuditRecord {
+        let (event, target_type) = legacy_event(&old.action);
+        let kind = match old.uid {
+            None => "daemon",
+            Some(0) => "superuser",
+            Some(_) => "user",
+        };
+        AuditRecord {
+            at: old.at,
+            actor: AuditActor {
+                kind: kind.to_owned(),
+                email: None,
+                uid: old.uid,
+                user: None,
+                pid: old.pid,
+            },
+            event: event.to_owned(),
+            target: match (target_type, old.target, &old.org) {
+                (_, Some(id), _) => Some(AuditTarget {
+                    kind: target_type.to_owned(),
+                    id,
+                }),
+                ("organization", None, Some(org)) => Some(AuditTarget {
+                    kind: "organization".to_owned(),
+                    id: org.clone(),
+                }),
+                _ => None,
+            },
+            org: old.org,
+            before: None,
+            after: None,
+            outcome: "ok".to_owned(),
+            detail: old.detail,
+        }
+    }
+}
+
+/// The event key and target type of an action of before the chain (PostgreSQL's
+/// migration 0002 maps them alike).
+pub fn legacy_event(action: &str) -> (&str, &'static str) {
+    match action {
+        "org.create" => ("organization.create", "organization"),
+        "user.invite" | "user.reinvite" => ("organization.user.invite", "account"),
+        "user.remove" => ("organization.user.remove", "account"),
+        "role.grant" => ("organization.role.grant", "account"),
+        "invitation.expire" => ("organization.invitation.expire", "account"),
+        "binding.stale" => ("account.binding.stale", "account"),
+        other => (other, "account"),
+    }
 }
 
 /// One change of the feed (`events`, keyed by its sequence number): what happened to a
@@ -414,7 +488,7 @@ mod tests {
         );
         pinned(
             "audit",
-            AuditRecord {
+            LegacyAuditRecord {
                 at: 1,
                 uid: None,
                 pid: Some(-1),

@@ -8,20 +8,18 @@
 use compartmentctl::wire::BackupCounts;
 use tokio_postgres::Row;
 
-use super::columns::{
-    account, audit, binding, membership, org, token, AUDIT, BINDING, MEMBERSHIP, TOKEN,
-};
+use super::columns::{account, binding, membership, org, token, BINDING, MEMBERSHIP, TOKEN};
 use super::session::Session;
 use super::values::{bound, corrupt, limit, spelled, token_hash, uid_of};
 use crate::store::{
-    AccountRecord, AuditRecord, Batch, BindingRecord, Export, Import, MembershipRecord, OrgRecord,
-    Provenance, Reader, Result, TokenHash, TokenRecord,
+    AccountRecord, Batch, BindingRecord, Export, Import, MembershipRecord, OrgRecord, Provenance,
+    Reader, Result, TokenHash, TokenRecord,
 };
 
 const COUNTS: &str = "SELECT (SELECT count(*) FROM orgs), (SELECT count(*) FROM accounts),
     (SELECT count(*) FROM bindings), (SELECT count(*) FROM memberships),
     (SELECT count(*) FROM tokens), (SELECT count(*) FROM current_org),
-    (SELECT count(*) FROM audit), (SELECT count(*) FROM events),
+    (SELECT count(*) FROM audit_log), (SELECT count(*) FROM events),
     (SELECT count(*) FROM org_events)";
 
 fn counts(session: &Session) -> Result<BackupCounts> {
@@ -149,16 +147,6 @@ impl Export for Session {
         .collect()
     }
 
-    fn audit_after(&self, after: u64, limit_to: usize) -> Result<Vec<(u64, AuditRecord)>> {
-        self.query(
-            &format!("SELECT {AUDIT} FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2"),
-            &[&bound(after), &limit(limit_to)],
-        )?
-        .iter()
-        .map(audit)
-        .collect()
-    }
-
     fn feed_entries_after(
         &self,
         after: Option<(&str, u64)>,
@@ -182,11 +170,11 @@ impl Import for Session {
     }
 
     /// TRUNCATE rather than DELETE: no row trigger fires (an organization emptied of its
-    /// admins on the way is no last-admin violation), and the audit's numbering restarts.
+    /// admins on the way is no last-admin violation), and the audit restarts.
     fn clear(&self) -> Result<()> {
         self.execute(
-            "TRUNCATE orgs, accounts, bindings, memberships, tokens, current_org, audit,
-                      events, org_events RESTART IDENTITY",
+            "TRUNCATE orgs, accounts, bindings, memberships, tokens, current_org, audit_log,
+                      audit_checkpoints, events, org_events RESTART IDENTITY",
             &[],
         )?;
         self.execute("UPDATE event_head SET seq = 0", &[])?;
@@ -351,24 +339,13 @@ impl Import for Session {
         }
         if !batch.audit.is_empty() {
             let rows = &batch.audit;
-            let seqs: Vec<i64> = rows.iter().map(|(seq, _)| bound(*seq)).collect();
-            let at: Vec<i64> = rows.iter().map(|(_, a)| bound(a.at)).collect();
-            let uids: Vec<Option<i64>> = rows.iter().map(|(_, a)| a.uid.map(i64::from)).collect();
-            let pids: Vec<Option<i32>> = rows.iter().map(|(_, a)| a.pid).collect();
-            let actions: Vec<&str> = rows.iter().map(|(_, a)| a.action.as_str()).collect();
-            let orgs: Vec<Option<&str>> = rows.iter().map(|(_, a)| a.org.as_deref()).collect();
-            let targets: Vec<Option<&str>> =
-                rows.iter().map(|(_, a)| a.target.as_deref()).collect();
-            let details: Vec<Option<&str>> =
-                rows.iter().map(|(_, a)| a.detail.as_deref()).collect();
+            let seqs: Vec<i64> = rows.iter().map(|sealed| bound(sealed.seq)).collect();
+            let texts: Vec<&str> = rows.iter().map(|sealed| sealed.text.as_str()).collect();
+            let hashes: Vec<&[u8]> = rows.iter().map(|sealed| &sealed.hash[..]).collect();
             self.execute(
-                "INSERT INTO audit (seq, at, uid, pid, action, org, target, detail)
-                 OVERRIDING SYSTEM VALUE
-                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::integer[],
-                                      $5::text[], $6::text[], $7::text[], $8::text[])",
-                &[
-                    &seqs, &at, &uids, &pids, &actions, &orgs, &targets, &details,
-                ],
+                "INSERT INTO audit_log (seq, record, hash)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])",
+                &[&seqs, &texts, &hashes],
             )?;
         }
         if !batch.events.is_empty() {
@@ -419,19 +396,14 @@ impl Import for Session {
         Ok(())
     }
 
-    /// The feed's head at the backup's last event, and the audit's numbering after its
-    /// last record. The commit then wakes the followers of daemons running on this
+    /// The feed's head at the backup's last event (the audit goes on from its last row). The
+    /// commit then wakes the followers of daemons running on this
     /// database (an empty one, or the documentation asks them stopped), whose feeds move
     /// to the new head.
     fn finish_import(&self, last_event: u64) -> Result<()> {
         self.execute(
             "UPDATE event_head SET seq = greatest($1, (SELECT coalesce(max(seq), 0) FROM events))",
             &[&bound(last_event)],
-        )?;
-        self.query(
-            "SELECT setval(pg_get_serial_sequence('audit', 'seq'), max(seq)) FROM audit
-             HAVING count(*) > 0",
-            &[],
         )?;
         self.appended(self.last_event_seq()?, &[]);
         Ok(())

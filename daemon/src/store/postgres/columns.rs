@@ -6,8 +6,8 @@ use tokio_postgres::Row;
 
 use super::values::{corrupt, millis, parsed, token_hash, uid, uid_of};
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, OrgRecord,
-    Provenance, Result, TokenRecord, UnixUser,
+    AccountRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, OrgRecord, Provenance,
+    Result, Sealed, TokenRecord, UnixUser,
 };
 
 pub(super) const MEMBERSHIP: &str =
@@ -139,24 +139,19 @@ pub(super) fn token(row: &Row) -> Result<TokenRecord> {
     })
 }
 
-pub(super) const AUDIT: &str = "seq, at, uid, pid, action, org, target, detail";
+pub(super) const AUDIT: &str = "seq, record, hash";
 
-/// An audit record with its sequence number.
-pub(super) fn audit(row: &Row) -> Result<(u64, AuditRecord)> {
-    const TABLE: &str = "audit";
+/// An audit record as stored.
+pub(super) fn audit(row: &Row) -> Result<Sealed> {
+    const TABLE: &str = "audit_log";
     let seq: i64 = row.try_get("seq")?;
-    Ok((
-        u64::try_from(seq).map_err(|_| corrupt(TABLE, format!("sequence number {seq}")))?,
-        AuditRecord {
-            at: millis(TABLE, row.try_get("at")?)?,
-            uid: uid(TABLE, row.try_get("uid")?)?,
-            pid: row.try_get("pid")?,
-            action: row.try_get("action")?,
-            org: row.try_get("org")?,
-            target: row.try_get("target")?,
-            detail: row.try_get("detail")?,
-        },
-    ))
+    let seq = u64::try_from(seq).map_err(|_| corrupt(TABLE, format!("sequence number {seq}")))?;
+    let hash: &[u8] = row.try_get("hash")?;
+    Ok(Sealed {
+        seq,
+        text: row.try_get("record")?,
+        hash: crate::store::chain::stored_hash(TABLE, seq, hash)?,
+    })
 }
 
 /// `columns` (a list as the reads name them) each taken from the table `alias`.

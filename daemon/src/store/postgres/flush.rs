@@ -9,8 +9,8 @@ use tokio_postgres::types::ToSql;
 use super::pending::{Appended, Unsent};
 use super::values::{bound, spelled};
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, MembershipRecord, Millis, OrgRecord, Provenance,
-    Result, StoreError, TokenRecord,
+    AccountRecord, BindingRecord, MembershipRecord, Millis, OrgRecord, Provenance, Result, Sealed,
+    StoreError, TokenRecord,
 };
 
 /// A parameter: a column of rows.
@@ -326,40 +326,19 @@ fn tokens_upsert(rows: Vec<(crate::store::TokenHash, TokenRecord)>) -> Result<St
     })
 }
 
-fn audit_insert(records: Vec<AuditRecord>) -> Result<Statement> {
-    let mut at = Vec::new();
-    let mut uids = Vec::new();
-    let mut pids = Vec::new();
-    let mut actions = Vec::new();
-    let mut orgs = Vec::new();
-    let mut targets = Vec::new();
-    let mut details = Vec::new();
-    for record in records {
-        at.push(stored("audit", record.at)?);
-        uids.push(record.uid.map(i64::from));
-        pids.push(record.pid);
-        actions.push(record.action);
-        orgs.push(record.org);
-        targets.push(record.target);
-        details.push(record.detail);
+fn audit_insert(records: Vec<Sealed>) -> Result<Statement> {
+    let mut seqs = Vec::new();
+    let mut texts = Vec::new();
+    let mut hashes = Vec::new();
+    for sealed in records {
+        seqs.push(bound(sealed.seq));
+        texts.push(sealed.text);
+        hashes.push(sealed.hash.to_vec());
     }
-    // In the order appended: the identity numbers them as unnest gives them.
     Ok(Statement {
-        sql: "INSERT INTO audit (at, uid, pid, action, org, target, detail)
-              SELECT at, uid, pid, action, org, target, detail
-              FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::text[], $5::text[],
-                          $6::text[], $7::text[])
-                   WITH ORDINALITY AS appended (at, uid, pid, action, org, target, detail, n)
-              ORDER BY n",
-        params: vec![
-            column(at),
-            column(uids),
-            column(pids),
-            column(actions),
-            column(orgs),
-            column(targets),
-            column(details),
-        ],
+        sql: "INSERT INTO audit_log (seq, record, hash)
+              SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])",
+        params: vec![column(seqs), column(texts), column(hashes)],
     })
 }
 

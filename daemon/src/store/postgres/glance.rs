@@ -37,8 +37,8 @@ use super::columns::{binding, membership, org, prefixed, BINDING, MEMBERSHIP};
 use super::follow::Shared;
 use super::pending::Pending;
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
-    OrgRecord, Reader, Result, StoreError, TokenHash, TokenRecord,
+    AccountRecord, BindingRecord, ChainHash, EventRecord, MemberRow, MembershipRecord, Millis,
+    OrgRecord, Reader, Result, Sealed, StoreError, TokenHash, TokenRecord,
 };
 
 /// Glance statements running at once, each on a connection of the glances' own pool. A
@@ -539,7 +539,19 @@ impl Reader for Glance {
         Err(StoreError::BeyondGlance)
     }
 
-    fn audit(&self) -> Result<Vec<AuditRecord>> {
+    fn audit_after(&self, _: u64, _: usize) -> Result<Vec<Sealed>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn org_audit_after(&self, _: &str, _: u64, _: usize) -> Result<Vec<Sealed>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn audit_head(&self) -> Result<Option<(u64, ChainHash)>> {
+        Err(StoreError::BeyondGlance)
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>> {
         Err(StoreError::BeyondGlance)
     }
 

@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, MembershipRecord, OrgRecord, TokenHash,
-    TokenRecord,
+    AccountRecord, BindingRecord, ChainHash, EventRecord, MembershipRecord, OrgRecord, Sealed,
+    TokenHash, TokenRecord,
 };
 
 /// One table's rows as the transaction knows them.
@@ -103,8 +103,11 @@ pub(super) struct Pending {
     pub(super) memberships_of: HashSet<String>,
     pub(super) tokens: Known<TokenHash, TokenRecord>,
     pub(super) current_org: Known<u32, String>,
-    /// Appended, not yet sent.
-    pub(super) audit: Vec<AuditRecord>,
+    /// Appended and sealed, not yet sent.
+    pub(super) audit: Vec<Sealed>,
+    /// The audit's last number and hash, once read (the transaction holds the feed's lock,
+    /// so nobody else appends meanwhile).
+    pub(super) chain: Option<(u64, ChainHash)>,
     /// Appended, not yet sent.
     pub(super) events: Vec<Appended>,
     /// Known once the transaction read it, or appended.
@@ -120,7 +123,7 @@ pub(super) struct Unsent {
     pub(super) memberships: Vec<((String, String), Option<MembershipRecord>)>,
     pub(super) tokens: Vec<(TokenHash, Option<TokenRecord>)>,
     pub(super) current_org: Vec<(u32, Option<String>)>,
-    pub(super) audit: Vec<AuditRecord>,
+    pub(super) audit: Vec<Sealed>,
     pub(super) events: Vec<Appended>,
     /// The feed's head to write, when events were appended.
     pub(super) head: Option<u64>,

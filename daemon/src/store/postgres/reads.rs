@@ -15,8 +15,8 @@ use super::pending::Head;
 use super::session::Session;
 use super::values::{bound, corrupt, limit, millis, token_hash, uid_of};
 use crate::store::{
-    AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, Millis,
-    OrgRecord, Reader, Result, TokenHash, TokenRecord,
+    AccountRecord, BindingRecord, ChainHash, EventRecord, MemberRow, MembershipRecord, Millis,
+    OrgRecord, Reader, Result, Sealed, TokenHash, TokenRecord,
 };
 
 impl Reader for Session {
@@ -224,12 +224,53 @@ impl Reader for Session {
         .collect()
     }
 
-    fn audit(&self) -> Result<Vec<AuditRecord>> {
+    fn audit_after(&self, after: u64, limit_to: usize) -> Result<Vec<Sealed>> {
         self.flush()?;
-        self.query(&format!("SELECT {AUDIT} FROM audit ORDER BY seq"), &[])?
-            .iter()
-            .map(|row| Ok(audit(row)?.1))
-            .collect()
+        self.query(
+            &format!("SELECT {AUDIT} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            &[&bound(after), &limit(limit_to)],
+        )?
+        .iter()
+        .map(audit)
+        .collect()
+    }
+
+    fn org_audit_after(&self, org: &str, after: u64, limit_to: usize) -> Result<Vec<Sealed>> {
+        self.flush()?;
+        self.query(
+            &format!(
+                "SELECT {AUDIT} FROM audit_log WHERE org = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            ),
+            &[&org, &bound(after), &limit(limit_to)],
+        )?
+        .iter()
+        .map(audit)
+        .collect()
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<(u64, String)>> {
+        self.flush()?;
+        self.query_opt(
+            "SELECT seq, note FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+            &[],
+        )?
+        .map(|row| {
+            let seq: i64 = row.try_get(0)?;
+            let seq = u64::try_from(seq)
+                .map_err(|_| corrupt("audit_checkpoints", format!("record {seq}")))?;
+            Ok((seq, row.try_get(1)?))
+        })
+        .transpose()
+    }
+
+    fn audit_head(&self) -> Result<Option<(u64, ChainHash)>> {
+        self.flush()?;
+        self.query_opt(
+            &format!("SELECT {AUDIT} FROM audit_log ORDER BY seq DESC LIMIT 1"),
+            &[],
+        )?
+        .map(|row| audit(&row).map(|sealed| (sealed.seq, sealed.hash)))
+        .transpose()
     }
 
     fn events_after(&self, after: u64, limit_to: usize) -> Result<Vec<(u64, EventRecord)>> {

@@ -7,9 +7,10 @@
 use super::pending::{Appended, Head};
 use super::session::Session;
 use super::values::corrupt;
+use crate::store::chain::seal;
 use crate::store::{
     AccountRecord, AuditRecord, BindingRecord, Changes, EventRecord, MembershipRecord, OrgRecord,
-    Reader, Result, Rows, TokenHash, TokenRecord,
+    Reader, Result, Rows, TokenHash, TokenRecord, GENESIS,
 };
 
 impl Changes for Session {
@@ -83,12 +84,30 @@ impl Changes for Session {
     }
 
     fn append_audit(&self, record: &AuditRecord) -> Result<()> {
-        self.pending().audit.push(record.clone());
+        let known = self.pending().chain;
+        let (last, previous) = match known {
+            Some(head) => head,
+            None => self.audit_head()?.unwrap_or((0, GENESIS)),
+        };
+        let sealed = seal(&previous, last + 1, record)?;
+        let mut pending = self.pending();
+        pending.chain = Some((sealed.seq, sealed.hash));
+        pending.audit.push(sealed);
         Ok(())
     }
 
     /// An advisory lock held until the transaction ends: one daemon sweeps at a time, and
     /// the others' writes do not queue behind two sweeps of the same invitations.
+    /// Written at once (nothing refers to it): a checkpoint's row is its own.
+    fn put_checkpoint(&self, seq: u64, note: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO audit_checkpoints (seq, note) VALUES ($1, $2)
+             ON CONFLICT (seq) DO UPDATE SET note = excluded.note",
+            &[&super::values::bound(seq), &note],
+        )?;
+        Ok(())
+    }
+
     fn claim_sweep(&self) -> Result<bool> {
         let row = self
             .query_opt("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])?

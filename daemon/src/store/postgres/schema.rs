@@ -8,7 +8,10 @@ use tokio_postgres::Client;
 
 /// The migrations, in order: the schema at version `n` is the first `n` of them applied.
 /// A new one is a new file; a shipped one never changes.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_schema.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_schema.sql"),
+    include_str!("migrations/0002_audit_chain.sql"),
+];
 
 /// The schema this daemon writes.
 pub const CURRENT_SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -211,8 +214,8 @@ pub(crate) mod tests {
                 .await
                 .unwrap()
                 .get(0);
-            // The version's table and the schema's ten.
-            assert_eq!(tables, 11);
+            // The version's table and the schema's eleven.
+            assert_eq!(tables, 12);
         });
     }
 
@@ -236,7 +239,7 @@ pub(crate) mod tests {
                 found.push(migration.await.unwrap().unwrap());
             }
             found.sort();
-            assert_eq!(found, [0, 1, 1, 1]);
+            assert_eq!(found, [0, 2, 2, 2]);
         });
     }
 
@@ -293,10 +296,101 @@ pub(crate) mod tests {
         runtime().block_on(async {
             let mut client = connect(&postgres).await;
             migrate(&mut client).await.unwrap();
-            let broken = [MIGRATIONS[0], "CREATE TABLE orgs (name text)"];
+            let broken = [
+                MIGRATIONS[0],
+                MIGRATIONS[1],
+                "CREATE TABLE orgs (name text)",
+            ];
             assert!(migrate_with(&mut client, &broken).await.is_err());
-            assert_eq!(version(&client).await, 1);
+            assert_eq!(version(&client).await, 2);
         });
+    }
+
+    /// Schema 1's audit records are carried into schema 2's chain as the embedded store
+    /// carries its own (`AuditRecord::from_legacy`): the same entries, sealed in order, the
+    /// chain whole.
+    #[test]
+    fn schema_1_audit_records_are_carried_into_the_chain() {
+        let Some(postgres) = server("schema_1_audit_records_are_carried_into_the_chain") else {
+            return;
+        };
+        let legacy = [
+            (
+                1_796_601_600_123_i64,
+                Some(0_i64),
+                Some(42),
+                "org.create",
+                Some("acme"),
+                None,
+                None,
+            ),
+            (
+                1_796_601_600_999,
+                Some(1001),
+                Some(7),
+                "user.reinvite",
+                Some("acme"),
+                Some("d@x"),
+                Some("role viewer"),
+            ),
+            (
+                1_796_601_601_000,
+                None,
+                None,
+                "invitation.expire",
+                Some("acme"),
+                Some("d@x"),
+                None,
+            ),
+            (
+                1_796_601_601_001,
+                Some(0),
+                None,
+                "account.unbind",
+                None,
+                Some("é\"@x"),
+                Some("uid 1 (a \"b\")"),
+            ),
+        ];
+        let runtime = runtime();
+        runtime.block_on(async {
+            let mut client = connect(&postgres).await;
+            migrate_with(&mut client, &MIGRATIONS[..1]).await.unwrap();
+            for (at, uid, pid, action, org, target, detail) in &legacy {
+                client
+                    .execute(
+                        "INSERT INTO audit (at, uid, pid, action, org, target, detail)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        &[at, uid, pid, action, org, target, detail],
+                    )
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(migrate(&mut client).await.unwrap(), 1);
+        });
+        let store = open_store(&postgres, &runtime);
+        let snapshot = crate::store::Backend::read(&store).unwrap();
+        let expected: Vec<_> = legacy
+            .iter()
+            .zip(1..)
+            .map(|((at, uid, pid, action, org, target, detail), seq)| {
+                crate::store::chain::entry(
+                    seq,
+                    &crate::store::AuditRecord::from_legacy(crate::store::LegacyAuditRecord {
+                        at: *at as u64,
+                        uid: uid.map(|uid| uid as u32),
+                        pid: *pid,
+                        action: (*action).to_owned(),
+                        org: org.map(str::to_owned),
+                        target: target.map(str::to_owned),
+                        detail: detail.map(str::to_owned),
+                    }),
+                )
+            })
+            .collect();
+        assert_eq!(crate::store::Reader::audit(&snapshot).unwrap(), expected);
+        let verified = crate::store::chain::verify(&snapshot, &[]).unwrap();
+        assert_eq!((verified.last, verified.broken), (Some(4), None));
     }
 
     async fn fixture(postgres: &Postgres) -> Client {

@@ -8,8 +8,8 @@ use redb::ReadableTableMetadata;
 
 use super::tables::{Snapshot, Tables};
 use crate::store::{
-    decode, encode, AccountRecord, AuditRecord, Batch, BindingRecord, Changes, Export, Import,
-    MembershipRecord, OrgRecord, Reader, Result, StoreError, TokenHash, TokenRecord,
+    decode, encode, AccountRecord, Batch, BindingRecord, Changes, Export, Import, MembershipRecord,
+    OrgRecord, Reader, Result, StoreError, TokenHash, TokenRecord,
 };
 
 /// The range after `after`, or the whole table.
@@ -123,19 +123,6 @@ impl Export for Snapshot {
         Ok(page)
     }
 
-    fn audit_after(&self, from: u64, limit: usize) -> Result<Vec<(u64, AuditRecord)>> {
-        let mut page = Vec::new();
-        for entry in self
-            .audit_table()?
-            .range::<u64>(after(Some(from)))?
-            .take(limit)
-        {
-            let (key, value) = entry?;
-            page.push((key.value(), decode("audit", value.value())?));
-        }
-        Ok(page)
-    }
-
     fn feed_entries_after(
         &self,
         from: Option<(&str, u64)>,
@@ -177,11 +164,13 @@ impl Import for Tables<'_> {
         self.pending_table()?.retain(|_, _| false)?;
         self.current_org_table()?.retain(|_, _| false)?;
         self.audit_table()?.retain(|_, _| false)?;
+        self.audit_by_org_table()?.retain(|_, _| false)?;
+        self.audit_checkpoints_table()?.retain(|_, _| false)?;
         self.admins_table()?.retain(|_, _| false)?;
         self.events_table()?.retain(|_, _| false)?;
         self.org_events_table()?.retain(|_, _| false)?;
         self.spent_tokens_table()?.retain(|_, _| false)?;
-        self.next_audit.set(None);
+        self.chain_head.set(None);
         self.next_event.set(None);
         Ok(())
     }
@@ -213,11 +202,8 @@ impl Import for Tables<'_> {
         for (uid, org) in &batch.current_orgs {
             self.set_current_org(*uid, org)?;
         }
-        {
-            let mut audit = self.audit_table()?;
-            for (seq, record) in &batch.audit {
-                audit.insert(*seq, encode("audit", record)?.as_slice())?;
-            }
+        for sealed in &batch.audit {
+            self.put_sealed(sealed, sealed.entry()?.org.as_deref())?;
         }
         {
             let mut events = self.events_table()?;

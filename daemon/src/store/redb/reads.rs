@@ -2,10 +2,11 @@
 
 use redb::ReadableTable;
 
-use super::tables::{Snapshot, Tables};
+use super::tables::{unseal, Snapshot, Tables};
 use crate::store::{
-    decode, decode_member_row, AccountRecord, AuditRecord, BindingRecord, EventRecord, MemberRow,
-    MembershipRecord, Millis, OrgRecord, Reader, Result, TokenHash, TokenRecord,
+    decode, decode_member_row, AccountRecord, BindingRecord, ChainHash, EventRecord, MemberRow,
+    MembershipRecord, Millis, OrgRecord, Reader, Result, Sealed, StoreError, TokenHash,
+    TokenRecord,
 };
 
 /// Implements [`Reader`] for a transaction type; both of redb's transaction types have
@@ -165,14 +166,47 @@ macro_rules! impl_reader {
                 Ok(due)
             }
 
-            fn audit(&self) -> Result<Vec<AuditRecord>> {
+            fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>> {
                 let table = self.audit_table()?;
-                let mut records = Vec::new();
-                for entry in table.iter()? {
-                    let (_, value) = entry?;
-                    records.push(decode("audit", value.value())?);
+                let mut page = Vec::new();
+                for entry in table.range(after.saturating_add(1)..)?.take(limit) {
+                    let (key, value) = entry?;
+                    page.push(unseal(key.value(), value.value())?);
                 }
-                Ok(records)
+                Ok(page)
+            }
+
+            fn org_audit_after(&self, org: &str, after: u64, limit: usize) -> Result<Vec<Sealed>> {
+                let index = self.audit_by_org_table()?;
+                let table = self.audit_table()?;
+                let mut page = Vec::new();
+                let range = index.range((org, after.saturating_add(1))..=(org, u64::MAX))?;
+                for entry in range.take(limit) {
+                    let seq = entry?.0.value().1;
+                    let value = table.get(seq)?.ok_or_else(|| StoreError::Corrupt {
+                        table: "audit_by_org",
+                        detail: format!("record {seq} of {org} is missing"),
+                    })?;
+                    page.push(unseal(seq, value.value())?);
+                }
+                Ok(page)
+            }
+
+            fn latest_checkpoint(&self) -> Result<Option<(u64, String)>> {
+                Ok(self
+                    .audit_checkpoints_table()?
+                    .last()?
+                    .map(|(seq, note)| (seq.value(), note.value().to_owned())))
+            }
+
+            fn audit_head(&self) -> Result<Option<(u64, ChainHash)>> {
+                match self.audit_table()?.last()? {
+                    Some((key, value)) => {
+                        let sealed = unseal(key.value(), value.value())?;
+                        Ok(Some((sealed.seq, sealed.hash)))
+                    }
+                    None => Ok(None),
+                }
             }
 
             fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>> {

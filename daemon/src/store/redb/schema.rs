@@ -13,12 +13,14 @@ use compartmentctl::wire::{AccountStatus, MemberStatus};
 
 use super::tables::{create_tables, Tables, META};
 use super::StoreOptions;
+use crate::store::chain::seal;
 use crate::store::{
-    decode, spent_key, BindingRecord, Changes, Provenance, Reader, StoreError, TokenRecord,
+    decode, spent_key, AuditRecord, BindingRecord, Changes, LegacyAuditRecord, Provenance, Reader,
+    StoreError, TokenRecord, GENESIS,
 };
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
-pub const CURRENT_SCHEMA_VERSION: u64 = 6;
+pub const CURRENT_SCHEMA_VERSION: u64 = 7;
 const VERSION_KEY: &str = "schema_version";
 
 /// A step from version `n` to `n + 1`, at index `n - 1`, with what it may need of the host.
@@ -30,7 +32,60 @@ const MIGRATIONS: &[Migration] = &[
     binary_records,
     change_feed,
     feed_by_org_and_spent_tokens,
+    audit_chain,
 ];
+
+/// The audit log of schemas 1 to 6: sequence number → [`LegacyAuditRecord`].
+const LEGACY_AUDIT: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("audit");
+
+/// The records of [`LEGACY_AUDIT`] after `after`, at most `limit`; none when it is gone.
+fn legacy_audit(
+    txn: &WriteTransaction,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<(u64, LegacyAuditRecord)>, StoreError> {
+    let table = match txn.open_table(LEGACY_AUDIT) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(err) => return Err(err.into()),
+    };
+    let mut page = Vec::new();
+    for entry in table.range(after.saturating_add(1)..)?.take(limit) {
+        let (seq, value) = entry?;
+        page.push((seq.value(), decode("audit", value.value())?));
+    }
+    Ok(page)
+}
+
+/// Version 6 → 7: the audit log becomes a chain (`store::chain`): each record the JSON
+/// text of its entry (actor, event key, target, before and after, outcome), sealed with
+/// the hash of the one before. The old records are carried over in order under their own
+/// numbers, in today's terms (`AuditRecord::from_legacy`), and sealed; the old table is
+/// deleted. The version changes so that an older daemon, which would append unsealed
+/// records to a table it no longer finds, refuses the file.
+fn audit_chain(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreError> {
+    create_tables(txn)?;
+    let tables = Tables::new(txn);
+    let mut head = (0, GENESIS);
+    loop {
+        let page = legacy_audit(txn, head.0, 4096)?;
+        if page.is_empty() {
+            break;
+        }
+        for (seq, old) in page {
+            let record = AuditRecord::from_legacy(old);
+            let sealed = seal(&head.1, seq, &record)?;
+            tables.put_sealed(&sealed, record.org.as_deref())?;
+            head = (seq, sealed.hash);
+        }
+    }
+    drop(tables);
+    match txn.delete_table(LEGACY_AUDIT) {
+        Ok(_) => Ok(()),
+        Err(TableError::TableDoesNotExist(_)) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
 
 /// Version 5 → 6: two indexes. `org_events` files each event under the organization whose
 /// feed carries it, so that an organization's feed reads its own rows rather than the whole
@@ -138,13 +193,13 @@ fn bindings_with_names_and_provenance(
         }
         old
     };
+    let activations = legacy_audit(txn, 0, usize::MAX)?;
     let tables = Tables::new(txn);
-    let activations = tables.audit()?;
     for (uid, email) in old {
         let provenance = activations
             .iter()
-            .find(|r| r.action == "account.activate" && r.target.as_deref() == Some(&email))
-            .and_then(|r| r.org.clone())
+            .find(|(_, r)| r.action == "account.activate" && r.target.as_deref() == Some(&email))
+            .and_then(|(_, r)| r.org.clone())
             .map_or(Provenance::Unknown, Provenance::Org);
         let account = tables.account(&email)?;
         let bound_at = account

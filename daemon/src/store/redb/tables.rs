@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use redb::{ReadTransaction, TableDefinition, WriteTransaction};
 
-use crate::store::{Result, StoreError};
+use crate::store::{ChainHash, Result, Sealed, StoreError};
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ORGS: TableDefinition<&str, &[u8]> = TableDefinition::new("orgs");
@@ -29,8 +29,14 @@ const PENDING_BY_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
 const ORG_ADMINS: TableDefinition<(&str, &str), ()> = TableDefinition::new("org_admins");
 /// uid → the organization chosen with `org use`.
 const CURRENT_ORG: TableDefinition<u32, &str> = TableDefinition::new("current_org");
-/// Sequence number → audit record.
-const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Sequence number → audit record as sealed: its hash (32 bytes), then its text (schema 7;
+/// [`sealed_bytes`]).
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit_log");
+/// (org, sequence number) of each audit record naming an organization, so that an
+/// organization's admins read their own records (schema 7).
+const AUDIT_BY_ORG: TableDefinition<(&str, u64), ()> = TableDefinition::new("audit_by_org");
+/// Sequence number → the signed checkpoint of the audit log at that record (schema 7).
+const AUDIT_CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("audit_checkpoints");
 /// The change feed: sequence number → what changed (`events.subscribe`).
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// The feed by organization: (org, sequence number) of each event an organization's feed
@@ -96,8 +102,9 @@ macro_rules! tables {
         pub struct Tables<'t> {
             txn: &'t WriteTransaction,
             $($accessor: RefCell<Option<redb::Table<'t, $key, $value>>>,)*
-            /// The next audit record's and event's sequence numbers, once read.
-            pub(super) next_audit: Cell<Option<u64>>,
+            /// The last audit record's number and hash (0 and the genesis hash before the
+            /// first), and the next event's sequence number, once read.
+            pub(super) chain_head: Cell<Option<(u64, ChainHash)>>,
             pub(super) next_event: Cell<Option<u64>>,
             /// The organizations whose feeds this transaction appended to.
             pub(super) touched_orgs: RefCell<Vec<String>>,
@@ -108,7 +115,7 @@ macro_rules! tables {
                 Tables {
                     txn,
                     $($accessor: RefCell::new(None),)*
-                    next_audit: Cell::new(None),
+                    chain_head: Cell::new(None),
                     next_event: Cell::new(None),
                     touched_orgs: RefCell::new(Vec::new()),
                 }
@@ -147,6 +154,8 @@ tables! {
     pending_table: PENDING_BY_EXPIRY: (u64, &'static str, &'static str) => (),
     current_org_table: CURRENT_ORG: u32 => &'static str,
     audit_table: AUDIT: u64 => &'static [u8],
+    audit_by_org_table: AUDIT_BY_ORG: (&'static str, u64) => (),
+    audit_checkpoints_table: AUDIT_CHECKPOINTS: u64 => &'static str,
     admins_table: ORG_ADMINS: (&'static str, &'static str) => (),
     events_table: EVENTS: u64 => &'static [u8],
     org_events_table: ORG_EVENTS: (&'static str, u64) => (),
@@ -165,9 +174,71 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(PENDING_BY_EXPIRY)?;
     txn.open_table(CURRENT_ORG)?;
     txn.open_table(AUDIT)?;
+    txn.open_table(AUDIT_BY_ORG)?;
+    txn.open_table(AUDIT_CHECKPOINTS)?;
     txn.open_table(ORG_ADMINS)?;
     txn.open_table(EVENTS)?;
     txn.open_table(ORG_EVENTS)?;
     txn.open_table(SPENT_TOKENS)?;
     Ok(())
+}
+
+/// An audit record's value in [`AUDIT`]: its hash, then its text.
+pub(super) fn sealed_bytes(sealed: &Sealed) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(32 + sealed.text.len());
+    bytes.extend_from_slice(&sealed.hash);
+    bytes.extend_from_slice(sealed.text.as_bytes());
+    bytes
+}
+
+/// The record `seq` of [`AUDIT`] from its value.
+pub(super) fn unseal(seq: u64, bytes: &[u8]) -> Result<Sealed> {
+    let corrupt = |detail: &str| StoreError::Corrupt {
+        table: "audit_log",
+        detail: format!("record {seq}: {detail}"),
+    };
+    let (hash, text) = bytes
+        .split_first_chunk::<32>()
+        .ok_or_else(|| corrupt("shorter than its hash"))?;
+    let text = std::str::from_utf8(text).map_err(|_| corrupt("its text is not UTF-8"))?;
+    Ok(Sealed {
+        seq,
+        text: text.to_owned(),
+        hash: *hash,
+    })
+}
+
+impl Tables<'_> {
+    /// Writes a sealed record and files it under the organization it names.
+    pub(super) fn put_sealed(&self, sealed: &Sealed, org: Option<&str>) -> Result<()> {
+        self.audit_table()?
+            .insert(sealed.seq, sealed_bytes(sealed).as_slice())?;
+        if let Some(org) = org {
+            self.audit_by_org_table()?.insert((org, sealed.seq), ())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Tables<'_> {
+    /// Writes audit record `seq` as given, index and chain untouched: tampering, for tests.
+    pub(crate) fn raw_audit_set(&self, seq: u64, text: &str, hash: &ChainHash) {
+        let sealed = Sealed {
+            seq,
+            text: text.to_owned(),
+            hash: *hash,
+        };
+        #[allow(clippy::unwrap_used)]
+        self.audit_table()
+            .unwrap()
+            .insert(seq, sealed_bytes(&sealed).as_slice())
+            .unwrap();
+    }
+
+    /// Removes audit record `seq` alone: tampering, for tests.
+    pub(crate) fn raw_audit_remove(&self, seq: u64) {
+        #[allow(clippy::unwrap_used)]
+        self.audit_table().unwrap().remove(seq).unwrap();
+    }
 }

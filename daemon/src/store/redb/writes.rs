@@ -5,11 +5,12 @@ use std::cell::Cell;
 use redb::ReadableTable;
 
 use super::tables::Tables;
+use crate::store::chain::seal;
 use crate::store::change::pending_key;
 use crate::store::heads::Announcement;
 use crate::store::{
     encode, spent_key, AccountRecord, AuditRecord, BindingRecord, Changes, EventRecord,
-    MembershipRecord, OrgRecord, Reader, Result, Rows, TokenHash, TokenRecord,
+    MembershipRecord, OrgRecord, Reader, Result, Rows, TokenHash, TokenRecord, GENESIS,
 };
 
 impl Changes for Tables<'_> {
@@ -124,15 +125,22 @@ impl Changes for Tables<'_> {
     }
 
     fn append_audit(&self, record: &AuditRecord) -> Result<()> {
-        let seq = self.next_seq(&self.next_audit, || {
-            Ok(self.audit_table()?.last()?.map(|(key, _)| key.value()))
-        })?;
-        self.audit_table()?
-            .insert(seq, encode("audit", record)?.as_slice())?;
+        let (last, previous) = match self.chain_head.get() {
+            Some(head) => head,
+            None => self.audit_head()?.unwrap_or((0, GENESIS)),
+        };
+        let sealed = seal(&previous, last + 1, record)?;
+        self.put_sealed(&sealed, record.org.as_deref())?;
+        self.chain_head.set(Some((sealed.seq, sealed.hash)));
         Ok(())
     }
 
     /// The file is one daemon's: its sweep is never another's.
+    fn put_checkpoint(&self, seq: u64, note: &str) -> Result<()> {
+        self.audit_checkpoints_table()?.insert(seq, note)?;
+        Ok(())
+    }
+
     fn claim_sweep(&self) -> Result<bool> {
         Ok(true)
     }
