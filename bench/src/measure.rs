@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -55,9 +56,12 @@ where
             .map(|thread| {
                 let (ready, setup, op) = (&ready, &setup, &op);
                 scope.spawn(move || {
-                    let mut state = setup(thread);
-                    let mut latencies = Vec::new();
+                    // A setup that panics still meets the others at the barrier, so the
+                    // phase ends with its panic instead of waiting for it forever.
+                    let state = panic::catch_unwind(AssertUnwindSafe(|| setup(thread)));
                     ready.wait();
+                    let mut state = state.unwrap_or_else(|panicked| panic::resume_unwind(panicked));
+                    let mut latencies = Vec::new();
                     let deadline = Instant::now() + duration;
                     let mut i = 0;
                     loop {

@@ -109,12 +109,8 @@ const TOKENS: &str = "INSERT INTO tokens (key, org, email, expires_at, state, re
              expires_at = excluded.expires_at, state = excluded.state,
              redeemer_uid = excluded.redeemer_uid, redeemer_name = excluded.redeemer_name,
              issued_by_superuser = excluded.issued_by_superuser";
-const AUDIT: &str = "INSERT INTO audit (at, uid, pid, action, org, target, detail)
-     SELECT at, uid, pid, action, org, target, detail
-     FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::text[], $5::text[],
-                 $6::text[], $7::text[])
-          WITH ORDINALITY AS appended (at, uid, pid, action, org, target, detail, n)
-     ORDER BY n";
+const AUDIT: &str = "INSERT INTO audit_log (seq, record, hash)
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[])";
 const EVENTS: &str =
     "INSERT INTO events (seq, at, kind, org, email, role, previous_role, status, uid)
      SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
@@ -123,11 +119,15 @@ const ORG_EVENTS: &str =
     "INSERT INTO org_events (org, seq) SELECT * FROM unnest($1::text[], $2::bigint[])";
 const EVENT_HEAD: &str = "UPDATE event_head SET seq = $1";
 const HEAD: &str = "SELECT seq FROM event_head";
+/// The audit chain's newest record, read once per transaction before the first record is
+/// sealed.
+const CHAIN_HEAD: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 
 /// Transactions of `batch` invitations' rows each (an account, a membership, a token, an
 /// audit record, an event with the feed's head moved, its organization's index entry) into
 /// organization `org`, which must exist, as the daemon's writer commits a batch: `BEGIN
-/// ISOLATION LEVEL SERIALIZABLE` and the feed's lock, the feed's head read, the rows as one
+/// ISOLATION LEVEL SERIALIZABLE` and the feed's lock, the feed's and the audit chain's heads
+/// read, the rows as one
 /// statement per table sent at once, then `NOTIFY …; COMMIT`, with the server's own
 /// durability (`fsync`, `synchronous_commit` as initdb left them). One thread. What the
 /// rules, the reads, the socket and the daemon add is what the ratio leaves out. `tag` keeps
@@ -156,6 +156,7 @@ pub fn invitation_rows(
                     ORG_EVENTS,
                     EVENT_HEAD,
                     HEAD,
+                    CHAIN_HEAD,
                 ] {
                     statements.push(connection.client.prepare(sql).await.expect(sql));
                 }
@@ -178,7 +179,12 @@ pub fn invitation_rows(
                     .await
                     .expect("read the feed's head")
                     .get(0);
-                let rows = Rows::new(org, &format!("{tag}-{i}"), batch, head);
+                let chain: i64 = client
+                    .query_opt(&statements[8], &[])
+                    .await
+                    .expect("read the audit chain's head")
+                    .map_or(0, |row| row.get(0));
+                let rows = Rows::new(org, &format!("{tag}-{i}"), batch, head, chain);
                 rows.write(client, statements).await;
                 client
                     .batch_execute("NOTIFY compartment_events; COMMIT")
@@ -197,12 +203,14 @@ struct Rows {
     now: Vec<i64>,
     expires: Vec<i64>,
     seq: Vec<i64>,
+    audit_seq: Vec<i64>,
+    record: Vec<String>,
 }
 
 impl Rows {
     /// Invitations of new addresses `{name}-{j}@floor.example` into `org`, their events
-    /// numbered after `head`.
-    fn new(org: &str, name: &str, batch: usize, head: i64) -> Rows {
+    /// numbered after `head` and their audit records after `chain`.
+    fn new(org: &str, name: &str, batch: usize, head: i64, chain: i64) -> Rows {
         let now = i64::try_from(
             SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -224,7 +232,18 @@ impl Rows {
                 key
             })
             .collect();
+        // An audit record as long as the daemon's for an invitation.
+        let record = email
+            .iter()
+            .map(|email| {
+                format!(
+                    r#"{{"at":"2026-12-07T00:00:00.000Z","actor":{{"kind":"superuser","uid":0,"user":"root","pid":1}},"event":"organization.user.invite","org":"{org}","target":{{"type":"account","id":"{email}"}},"after":{{"role":"viewer","status":"invited"}},"outcome":"ok"}}"#
+                )
+            })
+            .collect();
         Rows {
+            audit_seq: (1..).map(|n| chain + n).take(batch).collect(),
+            record,
             org: vec![org.to_owned(); batch],
             email,
             key,
@@ -242,15 +261,12 @@ impl Rows {
         let text = |value: &'static str| vec![value; batch];
         let last = self.seq.last().copied().unwrap_or_default();
         let keys: Vec<Option<&[u8]>> = self.key.iter().map(|key| Some(&key[..])).collect();
-        let uid_0 = vec![Some(0i64); batch];
-        let pid_1 = vec![Some(1i32); batch];
         let by_superuser = vec![true; batch];
-        let (pending, viewer, invited, uid, action, added) = (
+        let (pending, viewer, invited, uid, added) = (
             text("pending"),
             text("viewer"),
             text("invited"),
             text("uid 0"),
-            text("user.invite"),
             text("member.added"),
         );
         let expires: Vec<Option<i64>> = self.expires.iter().copied().map(Some).collect();
@@ -288,15 +304,8 @@ impl Rows {
             ),
             (
                 &statements[3],
-                vec![
-                    &self.now,
-                    &uid_0,
-                    &pid_1,
-                    &action,
-                    &self.org,
-                    &self.email,
-                    &viewer,
-                ],
+                // A token's key stands in for a record's hash: 32 bytes, different each time.
+                vec![&self.audit_seq, &self.record, &self.key],
             ),
             (
                 &statements[4],
