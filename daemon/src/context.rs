@@ -18,6 +18,7 @@ use crate::admission::Admission;
 use crate::clock::{rfc3339, Clock};
 use crate::events;
 use crate::limits::Slots;
+use crate::refusals::{self, Fate, Refusals};
 use crate::rules::authz::Subject;
 use crate::rules::{audit, identity, Caller, Policy, RuleError};
 use crate::status::LastCommit;
@@ -55,6 +56,8 @@ pub struct Context {
     pub last_sweep: Arc<LastCommit>,
     /// The audit log's signing key, and the last record the daemon saw it hold.
     pub audit: Arc<crate::checkpoint::Keeper>,
+    /// Refusals being counted, and the rate at which they are recorded one by one.
+    pub refusals: Arc<Refusals>,
 }
 
 /// The [`Context`] as a handler of a method with access `A` may reach it: a
@@ -291,6 +294,50 @@ impl Context {
             .ok()
             .flatten()
             .ok_or_else(|| RuleError::NoSuchUnixUser(name.to_owned()))
+    }
+
+    /// Records that `caller` was refused what it `asked`, with `error`: a record of its own
+    /// when the caller is authenticated (a superuser, or its binding holds) and within its
+    /// rate; counted otherwise (see [`crate::refusals`]). Written before the refusal is
+    /// answered, so that nothing refused goes unrecorded.
+    pub(crate) async fn record_refusal(
+        &self,
+        caller: &Caller,
+        asked: &audit::Asked,
+        error: &RuleError,
+    ) {
+        let kind = error.kind();
+        let now = self.clock.now();
+        match refusals::fate_of(kind) {
+            Fate::Neither => return,
+            Fate::Count => return self.refusals.count(caller, kind, now),
+            Fate::Record => {}
+        }
+        let actor = match self
+            .store
+            .read()
+            .map(|snapshot| identity::authenticate(&snapshot, caller))
+        {
+            Ok(Ok(actor)) => actor,
+            // Not authenticated (or the store cannot say): counted.
+            _ => return self.refusals.count(caller, kind, now),
+        };
+        if !self.refusals.may_record(caller) {
+            return self.refusals.count(caller, kind, now);
+        }
+        let entry = asked.refused(
+            audit::actor(&actor),
+            now,
+            kind.as_str(),
+            error.user_message(),
+        );
+        let written = self
+            .writer
+            .write(move |txn, _| entry.clone().append(txn))
+            .await;
+        if let Err(err) = written {
+            tracing::error!(error = %err, event = asked.event(), "cannot record a refusal");
+        }
     }
 
     /// Audits, once per daemon run and binding, that a uid no longer resolves to the user

@@ -163,8 +163,12 @@ pub async fn dispatch(
     request: Request,
 ) -> Result<Answer, RuleError> {
     let caller = ctx.identify(caller).await;
+    let asked = audit::Asked::of(&request);
     if request.writes() {
-        ctx.admission.admit(&caller)?;
+        if let Err(refused) = ctx.admission.admit(&caller) {
+            ctx.record_refusal(&caller, &asked, &refused).await;
+            return Err(refused);
+        }
     }
     let result = request
         .visit(Dispatch {
@@ -179,6 +183,9 @@ pub async fn dispatch(
     {
         ctx.audit_stale_binding(&caller, recorded.clone(), now.clone())
             .await;
+    }
+    if let Err(refused) = &result {
+        ctx.record_refusal(&caller, &asked, refused).await;
     }
     result
 }
@@ -773,6 +780,9 @@ mod tests {
             audit: Arc::new(crate::checkpoint::Keeper::new(
                 crate::checkpoint::Signer::from_secret(&[1; 32], "test/compartment-audit".into()),
                 std::time::Duration::from_secs(3600),
+            )),
+            refusals: Arc::new(crate::refusals::Refusals::new(
+                &crate::limits::Limits::default(),
             )),
         };
         (ctx, dir)

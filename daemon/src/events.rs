@@ -422,6 +422,7 @@ pub fn event_line(seq: u64, record: EventRecord) -> Vec<u8> {
         previous_role: record.previous_role,
         status: record.status,
         uid: record.uid,
+        actor: record.actor,
     };
     notification(EVENT_METHOD, &event)
 }

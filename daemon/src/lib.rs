@@ -22,6 +22,7 @@
 //! - [`writer`]: the single task that owns the write side; every change goes through it.
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
 //! - [`status`]: what the writer and the sweeper last did, kept for `admin.status`.
+//! - [`refusals`]: refused requests in the audit log, one by one or counted.
 //! - [`events`]: the change feed a subscribed connection carries.
 //! - [`backup`]: `admin.backup`, sent from one snapshot, and `compartmentd restore`.
 //! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
@@ -47,6 +48,7 @@ pub mod limits;
 pub mod lines;
 pub mod logging;
 pub mod pipeline;
+pub mod refusals;
 pub mod reply;
 pub mod rules;
 pub mod sending;

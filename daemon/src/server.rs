@@ -27,6 +27,7 @@ use crate::context::Context;
 use crate::events::Replays;
 use crate::limits::{Limits, Slots};
 use crate::logging::{RateLimit, RATE_BURST, RATE_WINDOW};
+use crate::refusals::Refusals;
 use crate::rules::Policy;
 use crate::status::LastCommit;
 use crate::store::{ReadSide, Store};
@@ -88,6 +89,7 @@ pub async fn run(
         slots: slots.clone(),
         last_sweep: last_sweep.clone(),
         audit: daemon.audit.clone(),
+        refusals: Arc::new(Refusals::new(&daemon.limits)),
     });
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -106,6 +108,12 @@ pub async fn run(
     tasks.spawn(crate::checkpoint::keep(
         daemon.audit.clone(),
         ctx.writer.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn(crate::refusals::keep(
+        ctx.refusals.clone(),
+        ctx.writer.clone(),
+        ctx.clock.clone(),
         stop.clone(),
     ));
 

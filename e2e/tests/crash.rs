@@ -223,13 +223,15 @@ fn check_the_file(
 
     let mut invites: BTreeMap<String, usize> = BTreeMap::new();
     for record in snapshot.audit().expect("the audit log") {
-        // First invitations, not those sent again.
+        // First invitations, not those sent again, nor the refusals of an invitation sent
+        // once more after it landed unacknowledged (`already_invited`).
         let resent = record
             .detail
             .as_deref()
             .is_some_and(|detail| detail.starts_with("sent again"));
         if record.event == "organization.user.invite"
             && record.org.as_deref() == Some(ORG)
+            && record.outcome == "ok"
             && !resent
         {
             let target = record.target.map(|target| target.id).unwrap_or_default();

@@ -19,11 +19,23 @@ fn raw(params: Value) -> Box<serde_json::value::RawValue> {
     serde_json::value::to_raw_value(&params).unwrap()
 }
 
-/// An event as the tests compare it: everything but its time.
+/// An event as the tests compare it: everything but its time and its actor's pid (which
+/// must be there).
 fn shown(event: &Event) -> String {
     let mut value = serde_json::to_value(event).unwrap();
     value.as_object_mut().unwrap().remove("at");
+    let actor = value["actor"]
+        .as_object_mut()
+        .expect("an event names its actor");
+    let pid = actor.remove("pid").unwrap();
+    assert!(pid.as_i64().is_some_and(|pid| pid > 0), "{event:?}");
     value.to_string()
+}
+
+/// An event's actor, as [`shown`] leaves it: root, or a user through its account.
+fn by(email: Option<&str>, user: &str, uid: u32) -> Value {
+    let kind = if uid == 0 { "superuser" } else { "user" };
+    json!({"kind": kind, "email": email, "uid": uid, "user": user})
 }
 
 fn next_event(feed: &mut compartmentctl::Subscription) -> Event {
@@ -79,15 +91,18 @@ root_test!(a_feed_tells_each_change_and_replays_from_any_point, || {
     daemon
         .ctl(admin.uid, &["user", "remove", "deploy@example.com"])
         .assert_success();
+    let root = by(None, "root", 0);
+    let by_admin = by(Some("admin@example.com"), &admin.name, admin.uid);
+    let by_deployer = by(Some("deploy@example.com"), &deployer.name, deployer.uid);
     let expected = [
-        json!({"seq": 1, "kind": "member.added", "org": "acme", "email": "admin@example.com", "role": "admin", "status": "invited"}),
-        json!({"seq": 2, "kind": "binding.changed", "email": "admin@example.com", "uid": admin.uid}),
-        json!({"seq": 3, "kind": "member.activated", "org": "acme", "email": "admin@example.com", "role": "admin", "status": "active", "uid": admin.uid}),
-        json!({"seq": 4, "kind": "member.added", "org": "acme", "email": "deploy@example.com", "role": "deployer", "status": "invited"}),
-        json!({"seq": 5, "kind": "binding.changed", "email": "deploy@example.com", "uid": deployer.uid}),
-        json!({"seq": 6, "kind": "member.activated", "org": "acme", "email": "deploy@example.com", "role": "deployer", "status": "active", "uid": deployer.uid}),
-        json!({"seq": 7, "kind": "member.role_changed", "org": "acme", "email": "deploy@example.com", "role": "readonly", "previous_role": "deployer", "status": "active", "uid": deployer.uid}),
-        json!({"seq": 8, "kind": "member.removed", "org": "acme", "email": "deploy@example.com", "role": "readonly", "uid": deployer.uid}),
+        json!({"seq": 1, "kind": "member.added", "org": "acme", "email": "admin@example.com", "role": "admin", "status": "invited", "actor": root}),
+        json!({"seq": 2, "kind": "binding.changed", "email": "admin@example.com", "uid": admin.uid, "actor": by_admin}),
+        json!({"seq": 3, "kind": "member.activated", "org": "acme", "email": "admin@example.com", "role": "admin", "status": "active", "uid": admin.uid, "actor": by_admin}),
+        json!({"seq": 4, "kind": "member.added", "org": "acme", "email": "deploy@example.com", "role": "deployer", "status": "invited", "actor": by_admin}),
+        json!({"seq": 5, "kind": "binding.changed", "email": "deploy@example.com", "uid": deployer.uid, "actor": by_deployer}),
+        json!({"seq": 6, "kind": "member.activated", "org": "acme", "email": "deploy@example.com", "role": "deployer", "status": "active", "uid": deployer.uid, "actor": by_deployer}),
+        json!({"seq": 7, "kind": "member.role_changed", "org": "acme", "email": "deploy@example.com", "role": "readonly", "previous_role": "deployer", "status": "active", "uid": deployer.uid, "actor": by_admin}),
+        json!({"seq": 8, "kind": "member.removed", "org": "acme", "email": "deploy@example.com", "role": "readonly", "uid": deployer.uid, "actor": by_admin}),
     ];
     let expected: Vec<String> = expected.iter().map(Value::to_string).collect();
     let live: Vec<String> = (0..8).map(|_| shown(&next_event(&mut feed))).collect();
@@ -136,9 +151,15 @@ root_test!(a_feed_tells_each_change_and_replays_from_any_point, || {
     assert_eq!(
         lines,
         [
-            "Watching changes in acme after #6 (the last so far is #8).",
-            "#7  acme: deploy@example.com is now readonly (was deployer)",
-            "#8  acme: deploy@example.com removed (was readonly)",
+            "Watching changes in acme after #6 (the last so far is #8).".to_owned(),
+            format!(
+                "#7  acme: deploy@example.com is now readonly (was deployer), by admin@example.com ({})",
+                admin.name
+            ),
+            format!(
+                "#8  acme: deploy@example.com removed (was readonly), by admin@example.com ({})",
+                admin.name
+            ),
         ],
         "{out:#?}"
     );

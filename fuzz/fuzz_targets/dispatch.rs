@@ -128,6 +128,11 @@ fn harness() -> &'static Harness {
                 ),
                 std::time::Duration::from_secs(3600),
             )),
+            refusals: Arc::new(compartmentd::refusals::Refusals::new(&Limits {
+                max_changes_per_sec: u32::MAX,
+                changes_burst: u32::MAX,
+                ..Limits::default()
+            })),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -7,9 +7,9 @@ use std::io::{self, Write};
 
 use compartmentctl::wire::{
     AccountBinding, AccountDeleted, AccountDetail, AccountList, AccountStatus, Activated,
-    AdminStatus, AuditCheckpoint, AuditPage, AuditRecordView, AuditState, AuditVerified,
-    AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberList, OrgCreated,
-    OrgList, OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
+    AdminStatus, AuditActor, AuditCheckpoint, AuditPage, AuditRecordView, AuditState,
+    AuditVerified, AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberList,
+    OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
 };
 use serde::Serialize;
 
@@ -552,19 +552,24 @@ pub fn write_stdout(text: &[u8]) -> io::Result<()> {
     }
 }
 
-/// One audit record on one line: `#SEQ TIME EVENT by ACTOR in ORG on TARGET: BEFORE ->
-/// AFTER OUTCOME (DETAIL)`, each part there when the record has it.
-pub fn audit_line(record: &AuditRecordView) -> String {
-    let entry = &record.entry;
-    let actor = &entry.actor;
-    let who = match (&actor.email, &actor.user, actor.uid) {
+/// Who acted, in a few words: `admin@example.com (alice)`, `root`, `uid 1001`, `the
+/// daemon`; the daemon's strings escaped.
+pub fn actor_name(actor: &AuditActor) -> String {
+    match (&actor.email, &actor.user, actor.uid) {
         _ if actor.kind == "daemon" => "the daemon".to_owned(),
         (Some(email), Some(user), _) => format!("{} ({})", escaped(email), escaped(user)),
         (Some(email), None, Some(uid)) => format!("{} (uid {uid})", escaped(email)),
         (None, Some(user), _) => escaped(user).into_owned(),
         (_, _, Some(uid)) => format!("uid {uid}"),
         _ => escaped(&actor.kind).into_owned(),
-    };
+    }
+}
+
+/// One audit record on one line: `#SEQ TIME EVENT by ACTOR in ORG on TARGET: BEFORE ->
+/// AFTER OUTCOME (DETAIL)`, each part there when the record has it.
+pub fn audit_line(record: &AuditRecordView) -> String {
+    let entry = &record.entry;
+    let who = actor_name(&entry.actor);
     let mut line = format!(
         "#{} {} {} by {who}",
         entry.seq,

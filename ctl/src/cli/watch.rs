@@ -90,7 +90,15 @@ pub fn event_line(event: &Event) -> String {
             None => format!("{} unbound", email),
         },
     };
-    format!("#{}  {}  {what}\n", event.seq, escaped(&event.at))
+    match &event.actor {
+        Some(actor) => format!(
+            "#{}  {}  {what}, by {}\n",
+            event.seq,
+            escaped(&event.at),
+            output::actor_name(actor)
+        ),
+        None => format!("#{}  {}  {what}\n", event.seq, escaped(&event.at)),
+    }
 }
 
 /// A broken pipe on stdout ends the watch normally.
@@ -104,7 +112,7 @@ pub fn quietly(result: Result<(), Failure>) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use compartmentctl::wire::{MemberStatus, Role};
+    use compartmentctl::wire::{AuditActor, MemberStatus, Role};
 
     fn event(kind: EventKind) -> Event {
         Event {
@@ -117,6 +125,7 @@ mod tests {
             previous_role: Some(Role::Viewer),
             status: Some(MemberStatus::Invited),
             uid: Some(1001),
+            actor: None,
         }
     }
 
@@ -145,6 +154,19 @@ mod tests {
         assert_eq!(
             event_line(&hostile),
             "#7  \\u{1b}[2J  acme\\u{1b}]0;t\\u{7}: a\\u{202e}b@example.com removed (was deployer)\n"
+        );
+        let mut granted = event(EventKind::RoleChanged);
+        granted.actor = Some(AuditActor {
+            kind: "user".into(),
+            email: Some("admin@example.com".into()),
+            uid: Some(1000),
+            user: Some("alice".into()),
+            pid: Some(4242),
+        });
+        assert_eq!(
+            event_line(&granted),
+            "#7  2026-05-01T12:00:00Z  acme: dep@example.com is now deployer (was viewer), \
+             by admin@example.com (alice)\n"
         );
         let mut unbound = event(EventKind::BindingChanged);
         unbound.uid = None;

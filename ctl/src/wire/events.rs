@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MemberStatus, Params, Role};
+use super::{AuditActor, MemberStatus, Params, Role};
 
 /// The method of the notifications a feed carries.
 pub const EVENT_METHOD: &str = "event";
@@ -148,6 +148,10 @@ pub struct Event {
     /// The uid the member acts as, or the account is bound to (none once unbound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// Who made the change, as its audit record names them (absent from changes made
+    /// before the feed carried it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<AuditActor>,
 }
 
 /// Why the daemon ended a feed: the params of its last notification.

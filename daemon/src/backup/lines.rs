@@ -5,7 +5,7 @@
 //! is exact; token keys are base64url (43 characters); enumerations are spelled as the wire
 //! spells them. A field is never removed or renamed within a format version.
 
-use compartmentctl::wire::{BackupCounts, EventKind, MemberStatus, Role};
+use compartmentctl::wire::{AuditActor, BackupCounts, EventKind, MemberStatus, Role};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{
@@ -104,6 +104,10 @@ pub struct EventLine {
     pub previous_role: Option<Role>,
     pub status: Option<MemberStatus>,
     pub uid: Option<u32>,
+    /// Who made the change (absent from changes made before the feed named them, and from
+    /// the backups of daemons of then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<AuditActor>,
 }
 
 impl From<EventRecord> for EventLine {
@@ -117,6 +121,7 @@ impl From<EventRecord> for EventLine {
             previous_role: record.previous_role,
             status: record.status,
             uid: record.uid,
+            actor: record.actor,
         }
     }
 }
@@ -132,6 +137,7 @@ impl From<EventLine> for EventRecord {
             previous_role: line.previous_role,
             status: line.status,
             uid: line.uid,
+            actor: line.actor,
         }
     }
 }
@@ -276,6 +282,7 @@ mod tests {
                         previous_role: Some(Role::Viewer),
                         status: Some(MemberStatus::Active),
                         uid: Some(1001),
+                        actor: None,
                     },
                 },
                 r#"{"kind":"event","seq":8,"at":6,"event":"member.role_changed","org":"acme","email":"a@x.io","role":"admin","previous_role":"viewer","status":"active","uid":1001}"#,

@@ -112,6 +112,7 @@ pub fn unbind(
     now: Millis,
 ) -> Result<AccountBinding, RuleError> {
     caller.require_superuser("unbinding accounts")?;
+    txn.act_as(&super::audit::caller_as(caller, None));
     let email = parse_email(email)?;
     let email = email.as_str();
     let mut account = txn
@@ -155,6 +156,7 @@ pub fn delete(
     now: Millis,
 ) -> Result<AccountDeleted, RuleError> {
     caller.require_superuser("deleting accounts")?;
+    txn.act_as(&super::audit::caller_as(caller, None));
     let email = parse_email(&params.email)?;
     let email = email.as_str();
     let account = txn
@@ -230,6 +232,7 @@ pub fn bind(
     now: Millis,
 ) -> Result<AccountBinding, RuleError> {
     caller.require_superuser("binding accounts")?;
+    txn.act_as(&super::audit::caller_as(caller, None));
     let email = parse_email(&params.email)?;
     let email = email.as_str();
     let mut account = txn

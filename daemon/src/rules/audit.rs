@@ -2,9 +2,12 @@
 //! transaction, naming who acted, the event key, what it was about and what it was before
 //! and after.
 
+use std::borrow::Cow;
+
 use compartmentctl::wire::{
     methods, AuditActor, AuditCheckpoint, AuditEntry, AuditListParams, AuditPage, AuditState,
-    AuditTarget, AuditVerified, AuditVerifyParams, Gated as _, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE,
+    AuditTarget, AuditVerified, AuditVerifyParams, Gated as _, Request, DECLARATIONS,
+    DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE,
 };
 
 use super::identity::{authenticate, in_org, Actor};
@@ -60,6 +63,7 @@ pub fn state(membership: Option<&MembershipRecord>, now: Millis) -> AuditState {
 }
 
 /// One record being made.
+#[derive(Debug, Clone)]
 pub struct Entry(AuditRecord);
 
 impl Entry {
@@ -108,15 +112,100 @@ impl Entry {
         self
     }
 
+    /// Refused, with the kind of error (`forbidden`, `last_admin`, …).
+    pub fn outcome(mut self, kind: &str) -> Entry {
+        self.0.outcome = kind.to_owned();
+        self
+    }
+
     pub fn detail(mut self, detail: impl Into<String>) -> Entry {
         self.0.detail = Some(detail.into());
         self
+    }
+
+    /// The record as it will be appended.
+    #[cfg(test)]
+    pub fn record(&self) -> &AuditRecord {
+        &self.0
     }
 
     /// Appends it in `txn`.
     pub fn append(self, txn: &impl Changes) -> Result<(), RuleError> {
         txn.append_audit(&self.0)?;
         Ok(())
+    }
+}
+
+/// What a request asked, for the record of its refusal: its event key, the organization it
+/// named and whom it was about. Read before the request is served; a routine question's
+/// (`authz.check`, `whoami`) names only its method, so reading it costs nothing.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    event: Cow<'static, str>,
+    org: Option<String>,
+    target: Option<AuditTarget>,
+}
+
+impl Asked {
+    pub fn of(request: &Request) -> Asked {
+        let method = request.method();
+        let permission = DECLARATIONS
+            .iter()
+            .find(|declared| declared.name == method)
+            .and_then(|declared| declared.permission);
+        // In the permission table's words where the method needs a permission; else the
+        // method's own name, an organization's spelt out as the table spells it.
+        let event = match (permission, method.strip_prefix("org.")) {
+            (Some(permission), _) => Cow::Borrowed(permission.key()),
+            (None, Some(rest)) => Cow::Owned(format!("organization.{rest}")),
+            (None, None) => Cow::Borrowed(method),
+        };
+        if request.routine() {
+            return Asked {
+                event,
+                org: None,
+                target: None,
+            };
+        }
+        let account = |email: &str| {
+            Some(AuditTarget {
+                kind: "account".to_owned(),
+                id: email.to_owned(),
+            })
+        };
+        let target = match request {
+            Request::UserInvite(params) => account(&params.email),
+            Request::UserRemove(params) => account(&params.email),
+            Request::RoleGrant(params) => account(&params.email),
+            Request::AccountShow(params) | Request::AccountUnbind(params) => account(&params.email),
+            Request::AccountDelete(params) => account(&params.email),
+            Request::AccountBind(params) => account(&params.email),
+            Request::OrgCreate(params) => Some(AuditTarget {
+                kind: "organization".to_owned(),
+                id: params.name.clone(),
+            }),
+            _ => None,
+        };
+        Asked {
+            event,
+            org: request.org().map(str::to_owned),
+            target,
+        }
+    }
+
+    /// The event key the request's records carry.
+    pub fn event(&self) -> &str {
+        &self.event
+    }
+
+    /// The record of its refusal by `actor` at `now`: the error's kind and its sentence.
+    pub fn refused(&self, actor: AuditActor, now: Millis, kind: &str, detail: String) -> Entry {
+        let mut entry = Entry::new(actor, &self.event, now)
+            .outcome(kind)
+            .detail(detail);
+        entry.0.org.clone_from(&self.org);
+        entry.0.target.clone_from(&self.target);
+        entry
     }
 }
 

@@ -36,6 +36,7 @@ pub fn invite(
     now: Millis,
 ) -> Result<Invitation, RuleError> {
     let actor = authenticate(txn, caller)?;
+    txn.act_as(&audit::actor(&actor));
     let here = in_org(txn, &actor, params.org.as_deref())?;
     here.require(methods::UserInvite::NEEDS)?;
     here.may_grant(params.role)?;
@@ -375,6 +376,11 @@ pub fn activate(
             "{email} is already bound to another Unix user; a superuser can unbind it (compartment account unbind {email})"
         )));
     }
+    let actor = Actor {
+        caller: caller.clone(),
+        email: Some(email.clone()),
+    };
+    txn.act_as(&audit::actor(&actor));
     if binding.is_none() {
         let provenance = if token.issued_by_superuser {
             Provenance::Superuser
@@ -407,10 +413,6 @@ pub fn activate(
     token.state = TokenState::Used;
     txn.put_token(&hash, &token)?;
 
-    let actor = Actor {
-        caller: caller.clone(),
-        email: Some(email.clone()),
-    };
     audit::Entry::new(audit::actor(&actor), "account.activate", now)
         .org(&org)
         .account(&email)
@@ -438,6 +440,7 @@ pub fn expire_due(txn: &impl Changes, now: Millis) -> Result<usize, RuleError> {
 /// what it expired, so a stray index entry cannot make the sweeper loop on full chunks.
 pub fn expire_due_up_to(txn: &impl Changes, now: Millis, limit: usize) -> Result<usize, RuleError> {
     let due = txn.due_invitations_up_to(now, limit)?;
+    txn.act_as(&audit::daemon());
     let mut expired_count = 0;
     for (org, email) in &due {
         let Some(membership) = txn.membership(org, email)? else {

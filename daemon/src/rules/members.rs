@@ -225,6 +225,7 @@ pub fn remove(
     now: Millis,
 ) -> Result<Removed, RuleError> {
     let actor = authenticate(txn, caller)?;
+    txn.act_as(&audit::actor(&actor));
     let here = in_org(txn, &actor, params.org.as_deref())?;
     here.require(methods::UserRemove::NEEDS)?;
     let email = parse_email(&params.email)?;
@@ -266,6 +267,7 @@ pub fn grant(
     now: Millis,
 ) -> Result<Granted, RuleError> {
     let actor = authenticate(txn, caller)?;
+    txn.act_as(&audit::actor(&actor));
     let here = in_org(txn, &actor, params.org.as_deref())?;
     here.require(methods::RoleGrant::NEEDS)?;
     here.may_grant(params.role)?;

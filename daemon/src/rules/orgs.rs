@@ -22,6 +22,7 @@ pub fn create(
     // An unbound caller is told to activate first, like every other non-public method.
     let actor = authenticate(txn, caller)?;
     caller.require_superuser("creating an organization")?;
+    txn.act_as(&audit::actor(&actor));
     let name = params.name.as_str();
     if !valid_org_name(name) {
         let shown: String = name.chars().take(80).collect();

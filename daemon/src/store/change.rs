@@ -2,9 +2,9 @@
 //! and what the store derives from each write whatever the backend: the feed's events, and
 //! the index keys a backend keeps in step.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
-use compartmentctl::wire::EventKind;
+use compartmentctl::wire::{AuditActor, EventKind};
 
 use super::{
     AccountRecord, AuditRecord, BindingRecord, ChainHash, EventRecord, MemberRow, MembershipRecord,
@@ -44,6 +44,9 @@ pub trait Changes: Reader {
     fn claim_sweep(&self) -> Result<bool>;
     /// Keeps a signed checkpoint of the audit log, of its record `seq`.
     fn put_checkpoint(&self, seq: u64, note: &str) -> Result<()>;
+    /// Names who makes the writes that follow, for the feed's events they make (a rule
+    /// calls it once it knows its actor, before it writes). Rows themselves make no events.
+    fn act_as(&self, _actor: &AuditActor) {}
 }
 
 /// A backend's write transaction as the store drives it: its [`Changes`] write rows and
@@ -66,6 +69,8 @@ pub struct Tracked<'a, R> {
     wrote: Cell<bool>,
     /// When the change is applied: the time of the events it writes.
     now: Millis,
+    /// Who makes the change, for its events ([`Changes::act_as`]).
+    actor: RefCell<Option<AuditActor>>,
 }
 
 impl<'a, R: Rows> Tracked<'a, R> {
@@ -74,6 +79,7 @@ impl<'a, R: Rows> Tracked<'a, R> {
             rows,
             wrote: Cell::new(false),
             now,
+            actor: RefCell::new(None),
         }
     }
 
@@ -85,6 +91,11 @@ impl<'a, R: Rows> Tracked<'a, R> {
     fn mark(&self) -> &'a R {
         self.wrote.set(true);
         self.rows
+    }
+
+    /// Who makes the change, as the rule said.
+    fn actor(&self) -> Option<AuditActor> {
+        self.actor.borrow().clone()
     }
 
     /// The rows themselves, past the record: for tests that damage what a change wrote.
@@ -113,9 +124,14 @@ impl<R: Rows> Changes for Tracked<'_, R> {
         rows.put_binding(uid, binding)?;
         if before.as_ref().map(|b| &b.email) != Some(&binding.email) {
             if let Some(before) = before {
-                rows.append_event(&binding_event(self.now, before.email, None))?;
+                rows.append_event(&binding_event(self.now, before.email, None, self.actor()))?;
             }
-            rows.append_event(&binding_event(self.now, binding.email.clone(), Some(uid)))?;
+            rows.append_event(&binding_event(
+                self.now,
+                binding.email.clone(),
+                Some(uid),
+                self.actor(),
+            ))?;
         }
         Ok(())
     }
@@ -125,7 +141,7 @@ impl<R: Rows> Changes for Tracked<'_, R> {
         let before = rows.binding(uid)?;
         rows.delete_binding(uid)?;
         if let Some(before) = before {
-            rows.append_event(&binding_event(self.now, before.email, None))?;
+            rows.append_event(&binding_event(self.now, before.email, None, self.actor()))?;
         }
         Ok(())
     }
@@ -139,7 +155,8 @@ impl<R: Rows> Changes for Tracked<'_, R> {
     ) -> Result<()> {
         let rows = self.mark();
         rows.put_membership(org, email, new, old)?;
-        if let Some(event) = membership_event(self.now, org, email, Some(new), old) {
+        if let Some(mut event) = membership_event(self.now, org, email, Some(new), old) {
+            event.actor = self.actor();
             rows.append_event(&event)?;
         }
         Ok(())
@@ -148,7 +165,8 @@ impl<R: Rows> Changes for Tracked<'_, R> {
     fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
         let rows = self.mark();
         rows.delete_membership(org, email, old)?;
-        if let Some(event) = membership_event(self.now, org, email, None, Some(old)) {
+        if let Some(mut event) = membership_event(self.now, org, email, None, Some(old)) {
+            event.actor = self.actor();
             rows.append_event(&event)?;
         }
         Ok(())
@@ -180,6 +198,10 @@ impl<R: Rows> Changes for Tracked<'_, R> {
 
     fn put_checkpoint(&self, seq: u64, note: &str) -> Result<()> {
         self.rows.put_checkpoint(seq, note)
+    }
+
+    fn act_as(&self, actor: &AuditActor) {
+        *self.actor.borrow_mut() = Some(actor.clone());
     }
 }
 
@@ -340,11 +362,17 @@ pub(super) fn membership_event(
         },
         status: (kind != EventKind::MemberRemoved).then_some(record.status),
         uid: record.uid,
+        actor: None,
     })
 }
 
 /// The event of `email`'s account being bound to `uid`, or unbound (`None`).
-pub(super) fn binding_event(at: Millis, email: String, uid: Option<u32>) -> EventRecord {
+pub(super) fn binding_event(
+    at: Millis,
+    email: String,
+    uid: Option<u32>,
+    actor: Option<AuditActor>,
+) -> EventRecord {
     EventRecord {
         at,
         kind: EventKind::BindingChanged,
@@ -354,5 +382,6 @@ pub(super) fn binding_event(at: Millis, email: String, uid: Option<u32>) -> Even
         previous_role: None,
         status: None,
         uid,
+        actor,
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{MemberRow, MembershipView, Result, StoreError};
+use super::{EventRecord, LegacyEventRecord, MemberRow, MembershipView, Result, StoreError};
 
 /// The first byte of every record this daemon writes: postcard's encoding of the record
 /// follows. A JSON record (schema 3 and before) begins with `{` instead.
@@ -28,6 +28,18 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(table: &'static str, bytes: &'a [u8
         Some((first, _)) => Err(corrupt(format!("unknown record format {first:#04x}"))),
         None => Err(corrupt("an empty record".to_owned())),
     }
+}
+
+/// An event of the feed, as this daemon writes it or as schemas 4 to 6 did, without its
+/// actor: the two layouts cannot be mistaken for each other, as a record of either is a
+/// whole record of that layout only (the older one lacks the actor's bytes; read as the
+/// older one, the newer one has bytes after the record).
+pub(crate) fn decode_event(bytes: &[u8]) -> Result<EventRecord> {
+    decode::<EventRecord>("events", bytes).or_else(|err| {
+        decode::<LegacyEventRecord>("events", bytes)
+            .map(EventRecord::from)
+            .map_err(|_| err)
+    })
 }
 
 /// A membership as a list reads it: from a binary record, the whole record read in place,

@@ -50,7 +50,7 @@ pub use change::{Changes, Rows};
 pub use check::check_indexes;
 #[cfg(test)]
 pub(crate) use encoding::BINARY_RECORD;
-pub(crate) use encoding::{decode, decode_member_row, encode};
+pub(crate) use encoding::{decode, decode_event, decode_member_row, encode};
 pub use error::{Result, StoreError};
 pub use export::{Batch, Export, Import};
 pub use heads::Announcement;

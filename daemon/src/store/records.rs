@@ -359,6 +359,41 @@ pub struct EventRecord {
     pub previous_role: Option<Role>,
     pub status: Option<MemberStatus>,
     pub uid: Option<u32>,
+    /// Who made the change: the actor of its audit record. The last field, so that an
+    /// event of schema 6 and before, written without it, reads as a [`LegacyEventRecord`].
+    #[serde(default)]
+    pub actor: Option<AuditActor>,
+}
+
+/// An event as schemas 4 to 6 wrote it: without its actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LegacyEventRecord {
+    pub at: Millis,
+    pub kind: EventKind,
+    pub org: Option<String>,
+    pub email: String,
+    #[serde(serialize_with = "option_role_name")]
+    pub role: Option<Role>,
+    #[serde(serialize_with = "option_role_name")]
+    pub previous_role: Option<Role>,
+    pub status: Option<MemberStatus>,
+    pub uid: Option<u32>,
+}
+
+impl From<LegacyEventRecord> for EventRecord {
+    fn from(old: LegacyEventRecord) -> EventRecord {
+        EventRecord {
+            at: old.at,
+            kind: old.kind,
+            org: old.org,
+            email: old.email,
+            role: old.role,
+            previous_role: old.previous_role,
+            status: old.status,
+            uid: old.uid,
+            actor: None,
+        }
+    }
 }
 
 /// [`role_name`] for a role that may be absent.
@@ -499,24 +534,55 @@ mod tests {
             },
             &[1, 0, 1, 1, 1, b'x', 0, 1, 1, b't', 0],
         );
-        pinned(
-            "events",
-            EventRecord {
-                at: 2,
-                kind: EventKind::RoleChanged,
-                org: Some("o".into()),
-                email: "e".into(),
-                role: Some(Role::Admin),
-                previous_role: Some(Role::Viewer),
-                status: Some(MemberStatus::Active),
-                uid: None,
-            },
-            &[
-                2, 19, b'm', b'e', b'm', b'b', b'e', b'r', b'.', b'r', b'o', b'l', b'e', b'_',
-                b'c', b'h', b'a', b'n', b'g', b'e', b'd', 1, 1, b'o', 1, b'e', 1, 5, b'a', b'd',
-                b'm', b'i', b'n', 1, 6, b'v', b'i', b'e', b'w', b'e', b'r', 1, 0, 0,
-            ],
+        // An event as schemas 4 to 6 wrote it, and as this daemon writes it: the same
+        // fields, then its actor.
+        let legacy = LegacyEventRecord {
+            at: 2,
+            kind: EventKind::RoleChanged,
+            org: Some("o".into()),
+            email: "e".into(),
+            role: Some(Role::Admin),
+            previous_role: Some(Role::Viewer),
+            status: Some(MemberStatus::Active),
+            uid: None,
+        };
+        let legacy_bytes = [
+            2, 19, b'm', b'e', b'm', b'b', b'e', b'r', b'.', b'r', b'o', b'l', b'e', b'_', b'c',
+            b'h', b'a', b'n', b'g', b'e', b'd', 1, 1, b'o', 1, b'e', 1, 5, b'a', b'd', b'm', b'i',
+            b'n', 1, 6, b'v', b'i', b'e', b'w', b'e', b'r', 1, 0, 0,
+        ];
+        pinned("events", legacy.clone(), &legacy_bytes);
+        let mut event = EventRecord::from(legacy.clone());
+        event.actor = Some(AuditActor {
+            kind: "user".into(),
+            email: None,
+            uid: Some(7),
+            user: Some("u".into()),
+            pid: None,
+        });
+        let mut bytes = legacy_bytes.to_vec();
+        bytes.extend([1, 4, b'u', b's', b'e', b'r', 0, 1, 7, 1, 1, b'u', 0]);
+        pinned("events", event.clone(), &bytes);
+        // Both read as an event, whichever layout; an event without an actor is stored
+        // with the actor's absence, so it is never mistaken for an old one.
+        let read = |bytes: &[u8]| {
+            let mut stored = vec![BINARY_RECORD];
+            stored.extend_from_slice(bytes);
+            crate::store::decode_event(&stored).unwrap()
+        };
+        assert_eq!(read(&legacy_bytes), EventRecord::from(legacy.clone()));
+        assert_eq!(read(&bytes), event);
+        let unknown = EventRecord::from(legacy);
+        assert_eq!(read(&encode("events", &unknown).unwrap()[1..]), unknown);
+        assert_eq!(
+            encode("events", &unknown).unwrap().len(),
+            legacy_bytes.len() + 2
         );
+        let mut truncated = bytes.clone();
+        truncated.pop();
+        let mut stored = vec![BINARY_RECORD];
+        stored.extend_from_slice(&truncated);
+        assert!(crate::store::decode_event(&stored).is_err());
     }
 
     /// Each variant of each enum a record holds is stored as its index: these are that

@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 
 use super::columns::{account, binding, membership, org, token, BINDING, MEMBERSHIP, TOKEN};
 use super::session::Session;
-use super::values::{bound, corrupt, limit, spelled, token_hash, uid_of};
+use super::values::{bound, corrupt, json_text, limit, spelled, token_hash, uid_of};
 use crate::store::{
     AccountRecord, Batch, BindingRecord, Export, Import, MembershipRecord, OrgRecord, Provenance,
     Reader, Result, TokenHash, TokenRecord,
@@ -372,13 +372,19 @@ impl Import for Session {
                 .map(|(_, e)| e.status.as_ref().map(|s| spelled(TABLE, s)).transpose())
                 .collect::<Result<Vec<Option<String>>>>()?;
             let uids: Vec<Option<i64>> = rows.iter().map(|(_, e)| e.uid.map(i64::from)).collect();
+            let actors = rows
+                .iter()
+                .map(|(_, e)| e.actor.as_ref().map(|a| json_text(TABLE, a)).transpose())
+                .collect::<Result<Vec<Option<String>>>>()?;
             self.execute(
-                "INSERT INTO events (seq, at, kind, org, email, role, previous_role, status, uid)
+                "INSERT INTO events
+                     (seq, at, kind, org, email, role, previous_role, status, uid, actor)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                                       $5::text[], $6::text[], $7::text[], $8::text[],
-                                      $9::bigint[])",
+                                      $9::bigint[], $10::text[])",
                 &[
                     &seqs, &at, &kinds, &orgs, &emails, &roles, &previous, &statuses, &uids,
+                    &actors,
                 ],
             )?;
         }

@@ -4,7 +4,7 @@
 use compartmentctl::wire::EventKind;
 use tokio_postgres::Row;
 
-use super::values::{corrupt, millis, parsed, token_hash, uid, uid_of};
+use super::values::{corrupt, from_json_text, millis, parsed, token_hash, uid, uid_of};
 use crate::store::{
     AccountRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, OrgRecord, Provenance,
     Result, Sealed, TokenRecord, UnixUser,
@@ -48,7 +48,7 @@ pub(super) fn member_row(row: &Row) -> Result<MemberRow> {
     })
 }
 
-pub(super) const EVENT: &str = "seq, at, kind, org, email, role, previous_role, status, uid";
+pub(super) const EVENT: &str = "seq, at, kind, org, email, role, previous_role, status, uid, actor";
 
 pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
     const TABLE: &str = "events";
@@ -75,6 +75,10 @@ pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
                 .map(|text| parsed(TABLE, text))
                 .transpose()?,
             uid: uid(TABLE, row.try_get("uid")?)?,
+            actor: row
+                .try_get::<_, Option<&str>>("actor")?
+                .map(|text| from_json_text(TABLE, text))
+                .transpose()?,
         },
     ))
 }

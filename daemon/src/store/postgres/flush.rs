@@ -7,7 +7,7 @@
 use tokio_postgres::types::ToSql;
 
 use super::pending::{Appended, Unsent};
-use super::values::{bound, spelled};
+use super::values::{bound, json_text, spelled};
 use crate::store::{
     AccountRecord, BindingRecord, MembershipRecord, Millis, OrgRecord, Provenance, Result, Sealed,
     StoreError, TokenRecord,
@@ -356,6 +356,7 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
     let mut previous_roles = Vec::new();
     let mut status = Vec::new();
     let mut uids = Vec::new();
+    let mut actors = Vec::new();
     let mut filed_orgs = Vec::new();
     let mut filed_seqs = Vec::new();
     for Appended {
@@ -377,6 +378,13 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
                 .transpose()?,
         );
         uids.push(event.uid.map(i64::from));
+        actors.push(
+            event
+                .actor
+                .as_ref()
+                .map(|actor| json_text(TABLE, actor))
+                .transpose()?,
+        );
         orgs.push(event.org);
         emails.push(event.email);
         for org in feeds {
@@ -385,9 +393,11 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
         }
     }
     let mut out = vec![Statement {
-        sql: "INSERT INTO events (seq, at, kind, org, email, role, previous_role, status, uid)
+        sql: "INSERT INTO events
+                  (seq, at, kind, org, email, role, previous_role, status, uid, actor)
               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                                   $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[])",
+                                   $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
+                                   $10::text[])",
         params: vec![
             column(seqs),
             column(at),
@@ -398,6 +408,7 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
             column(previous_roles),
             column(status),
             column(uids),
+            column(actors),
         ],
     }];
     if !filed_orgs.is_empty() {

@@ -32,6 +32,19 @@ pub(super) fn spelled<T: Serialize>(table: &'static str, value: &T) -> Result<St
     }
 }
 
+/// A value kept as its JSON text (an event's actor).
+pub(super) fn json_text<T: Serialize>(table: &'static str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|err| StoreError::Unencodable {
+        table,
+        detail: err.to_string(),
+    })
+}
+
+/// The value kept as the JSON `text`.
+pub(super) fn from_json_text<T: DeserializeOwned>(table: &'static str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|err| corrupt(table, err))
+}
+
 /// The enumeration's value spelled `text`.
 pub(super) fn parsed<T: DeserializeOwned>(table: &'static str, text: &str) -> Result<T> {
     let text: StrDeserializer<'_, serde::de::value::Error> = text.into_deserializer();

@@ -4,8 +4,8 @@ use redb::ReadableTable;
 
 use super::tables::{unseal, Snapshot, Tables};
 use crate::store::{
-    decode, decode_member_row, AccountRecord, BindingRecord, ChainHash, EventRecord, MemberRow,
-    MembershipRecord, Millis, OrgRecord, Reader, Result, Sealed, StoreError, TokenHash,
+    decode, decode_event, decode_member_row, AccountRecord, BindingRecord, ChainHash, EventRecord,
+    MemberRow, MembershipRecord, Millis, OrgRecord, Reader, Result, Sealed, StoreError, TokenHash,
     TokenRecord,
 };
 
@@ -214,7 +214,7 @@ macro_rules! impl_reader {
                 let mut events = Vec::new();
                 for entry in table.range(after.saturating_add(1)..)?.take(limit) {
                     let (key, value) = entry?;
-                    events.push((key.value(), decode("events", value.value())?));
+                    events.push((key.value(), decode_event(value.value())?));
                 }
                 Ok(events)
             }
@@ -241,7 +241,7 @@ macro_rules! impl_reader {
                     // Every entry names an event of the same commit: the two are written
                     // together and nothing deletes events.
                     if let Some(value) = table.get(seq)? {
-                        events.push((seq, decode("events", value.value())?));
+                        events.push((seq, decode_event(value.value())?));
                     }
                 }
                 Ok(events)

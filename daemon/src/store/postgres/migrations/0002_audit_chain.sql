@@ -66,3 +66,7 @@ CREATE TABLE audit_checkpoints (
     seq  bigint PRIMARY KEY CHECK (seq > 0),
     note text NOT NULL
 );
+
+-- Each change of the feed names who made it, as its audit record does: the JSON text of
+-- the actor (kind, e-mail, uid, Unix user, pid). Changes made before have none.
+ALTER TABLE events ADD COLUMN actor text;
