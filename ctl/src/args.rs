@@ -118,6 +118,40 @@ impl OutputFormat {
     }
 }
 
+/// What `audit list` and `audit export` pick out of the log.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuditFilters {
+    /// Records at or after this time: RFC 3339 (2026-12-07T09:00:00Z), a date, or an age
+    /// (2h, 7days)
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Records before this time, as --from
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Only this event (organization.role.grant), or those under a prefix ending in a dot
+    /// (organization.user.)
+    #[arg(long, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// Only what this actor did: an e-mail, a Unix user name or a uid
+    #[arg(long, value_name = "WHO")]
+    pub actor: Option<String>,
+    /// Only records about this type of target (account, organization)
+    #[arg(long, value_name = "TYPE")]
+    pub target_type: Option<String>,
+    /// Only records with this outcome: ok, refused, or an error kind
+    #[arg(long, value_name = "OUTCOME")]
+    pub outcome: Option<String>,
+}
+
+/// What `audit export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One record a line, as the daemon keeps it, with its hash
+    Jsonl,
+    /// A header row, then a row a record
+    Csv,
+}
+
 /// The statuses `user list --status` can pick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusFilter {
@@ -379,28 +413,27 @@ pub enum AuditCommand {
     /// --org), an admin's of their organization
     #[command(after_help = "Examples:\n  \
         compartmentctl audit list --from 1day\n  \
-        compartmentctl --org acme audit list --event organization.user. --output jsonl")]
+        compartmentctl --org acme audit list --event organization.user. --output jsonl\n  \
+        compartmentctl audit list --outcome refused --follow")]
     List {
-        /// Records at or after this time: RFC 3339 (2026-12-07T09:00:00Z), a date, or an age
-        /// (2h, 7days)
-        #[arg(long, value_name = "TIME")]
-        from: Option<String>,
-        /// Records before this time, as --from
-        #[arg(long, value_name = "TIME")]
-        to: Option<String>,
-        /// Only this event (organization.role.grant), or those under a prefix ending in a
-        /// dot (organization.user.)
-        #[arg(long, value_name = "EVENT")]
-        event: Option<String>,
-        /// Only what this actor did: an e-mail, a Unix user name or a uid
-        #[arg(long, value_name = "WHO")]
-        actor: Option<String>,
-        /// Only records about this type of target (account, organization)
-        #[arg(long, value_name = "TYPE")]
-        target_type: Option<String>,
-        /// Only records with this outcome: ok, refused, or an error kind
-        #[arg(long, value_name = "OUTCOME")]
-        outcome: Option<String>,
+        #[command(flatten)]
+        filters: AuditFilters,
+        /// Keep printing records as they are appended, like `journalctl -f` (until
+        /// interrupted); with --output text or jsonl
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Print the records for a SIEM or an archive: one JSON object a line with its hash
+    /// (jsonl), or CSV with a header row; the same filters and readers as `audit list`
+    #[command(after_help = "Examples:\n  \
+        compartmentctl audit export --from 2026-12-01 --to 2026-12-08 > audit-week-49.jsonl\n  \
+        compartmentctl audit export --format csv --event organization.role.grant > grants.csv")]
+    Export {
+        /// jsonl (as `audit list --output jsonl`) or csv
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl, value_name = "FORMAT")]
+        format: ExportFormat,
+        #[command(flatten)]
+        filters: AuditFilters,
     },
     /// Check that the audit log is whole: every record from the first kept one follows
     /// from the one before, and the log still holds what a checkpoint covered (superuser

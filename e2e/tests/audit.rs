@@ -156,6 +156,26 @@ fn admins_read_their_records(options: DaemonOptions) {
         feed.wait_for_stdout("#", std::time::Duration::from_secs(30)),
         "events watch printed nothing"
     );
+    // acme's admin follows acme's invitations and removals as they come.
+    let follow = d.spawn_ctl(
+        admin.uid,
+        &[
+            "audit",
+            "list",
+            "--follow",
+            "--output",
+            "jsonl",
+            "--event",
+            "organization.user.",
+        ],
+    );
+    assert!(
+        follow.wait_for_stdout(
+            "organization.user.invite",
+            std::time::Duration::from_secs(30)
+        ),
+        "audit list --follow printed nothing"
+    );
     // A checkpoint kept elsewhere: the log agrees with it, and grows past it.
     let out = d.ctl(ROOT, &["audit", "checkpoint"]);
     out.assert_success();
@@ -181,6 +201,61 @@ fn admins_read_their_records(options: DaemonOptions) {
     assert!(
         feed.wait_for_stdout("removed", std::time::Duration::from_secs(30)),
         "events watch never printed the removal"
+    );
+    assert!(
+        follow.wait_for_stdout(
+            "organization.user.remove",
+            std::time::Duration::from_secs(30)
+        ),
+        "audit list --follow never printed the removal"
+    );
+    follow.signal(nix::sys::signal::Signal::SIGTERM);
+    let followed: Vec<(u64, String)> = follow
+        .wait()
+        .stdout_lines()
+        .iter()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                record["seq"].as_u64().unwrap(),
+                record["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        followed,
+        [
+            (6, "organization.user.invite".to_owned()),
+            (11, "organization.user.remove".to_owned()),
+        ]
+    );
+
+    // The export for a SIEM: the records as listed, or as CSV rows.
+    let listed = d.ctl(ROOT, &["audit", "list", "--output", "jsonl"]);
+    let exported = d.ctl(ROOT, &["audit", "export"]);
+    exported.assert_success();
+    assert_eq!(exported.stdout, listed.stdout);
+    let csv = d.ctl(
+        ROOT,
+        &["audit", "export", "--format", "csv", "--org", "acme"],
+    );
+    csv.assert_success();
+    let rows = csv.stdout_lines();
+    assert_eq!(
+        rows[0],
+        "seq,at,actor_kind,actor_email,actor_uid,actor_user,actor_pid,event,org,target_type,\
+         target_id,before_role,before_status,after_role,after_status,outcome,detail,hash"
+    );
+    assert_eq!(rows.len(), 1 + 6, "{csv:#?}");
+    assert!(rows[1].starts_with("1,"), "{csv:#?}");
+    assert!(
+        rows[6].contains(&format!(
+            ",user,admin@example.com,{},{},",
+            admin.uid, admin.name
+        )) && rows[6].contains(
+            ",organization.user.remove,acme,account,dev@example.com,viewer,invited,,none,ok,"
+        ),
+        "{csv:#?}"
     );
     let mut d = d;
     d.stop();

@@ -154,6 +154,15 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         }
         _ => None,
     };
+    let audit_listing = match &command {
+        Command::Audit(AuditCommand::List { follow, .. }) => {
+            Some(audit::Listing::list(global.output, *follow)?)
+        }
+        Command::Audit(AuditCommand::Export { format, .. }) => {
+            Some(audit::Listing::export(*format))
+        }
+        _ => None,
+    };
     let backup_file = match &command {
         Command::Admin(AdminCommand::Backup { file }) => Some(file.clone()),
         _ => None,
@@ -174,8 +183,8 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         backup::backup(client, file, global.output, prog)?;
         return Ok(Exit::Ok);
     }
-    if let Request::AuditList(params) = &request {
-        audit::list(&mut client, params.clone(), global.output)?;
+    if let (Request::AuditList(params), Some(listing)) = (&request, audit_listing) {
+        audit::list(&mut client, params.clone(), listing)?;
         return Ok(Exit::Ok);
     }
     if let (Request::UserList(params), Some(window)) = (&request, window) {
@@ -258,21 +267,16 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         Command::Account(AccountCommand::Unbind { email }) => {
             Request::AccountUnbind(AccountParams { email })
         }
-        Command::Audit(AuditCommand::List {
-            from,
-            to,
-            event,
-            actor,
-            target_type,
-            outcome,
-        }) => Request::AuditList(AuditListParams {
+        Command::Audit(
+            AuditCommand::List { filters, .. } | AuditCommand::Export { filters, .. },
+        ) => Request::AuditList(AuditListParams {
             org,
-            from,
-            to,
-            event,
-            actor,
-            target_type,
-            outcome,
+            from: filters.from,
+            to: filters.to,
+            event: filters.event,
+            actor: filters.actor,
+            target_type: filters.target_type,
+            outcome: filters.outcome,
             ..AuditListParams::default()
         }),
         Command::Audit(AuditCommand::Verify { checkpoint }) => {

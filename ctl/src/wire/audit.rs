@@ -113,6 +113,11 @@ pub struct AuditPage {
     /// request. A filtered page may hold fewer than `limit` records and still have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// When there is no `next`: the cursor of the last record the daemon looked at, to ask
+    /// with later for the records appended since (`audit list --follow`). Absent when the
+    /// log (or the organization's part of it) was empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<String>,
     pub records: Vec<AuditRecordView>,
 }
 

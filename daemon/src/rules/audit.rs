@@ -239,6 +239,7 @@ pub fn list_page(
             )))
         }
     } as usize;
+    // Where the page starts, and then the last record read.
     let mut position = match &params.after {
         None => 0,
         Some(after) => after.parse::<u64>().map_err(|_| {
@@ -273,12 +274,17 @@ pub fn list_page(
             break;
         }
     }
-    let next = if ended && records.len() < limit {
-        None
+    let cursor = (position > 0).then(|| position.to_string());
+    let (next, tail) = if ended && records.len() < limit {
+        (None, cursor)
     } else {
-        Some(position.to_string())
+        (cursor, None)
     };
-    Ok(AuditPage { next, records })
+    Ok(AuditPage {
+        next,
+        tail,
+        records,
+    })
 }
 
 /// The filters of `audit.list`, read once.
