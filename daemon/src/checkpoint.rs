@@ -20,6 +20,7 @@ use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
+use crate::config::Retention;
 use crate::store::chain::{timestamp, Anchor};
 use crate::store::{ChainHash, Changes, Millis};
 use tokio_util::sync::CancellationToken;
@@ -163,14 +164,17 @@ pub struct Keeper {
     known: Mutex<Option<(u64, ChainHash)>>,
     /// How often the daemon signs and keeps a checkpoint of its own.
     pub interval: Duration,
+    /// How long records and the feed's events are kept.
+    pub retention: Retention,
 }
 
 impl Keeper {
-    pub fn new(signer: Signer, interval: Duration) -> Keeper {
+    pub fn new(signer: Signer, interval: Duration, retention: Retention) -> Keeper {
         Keeper {
             signer,
             known: Mutex::new(None),
             interval,
+            retention,
         }
     }
 
@@ -256,6 +260,39 @@ pub async fn keep(keeper: Arc<Keeper>, writer: Writer, stop: CancellationToken) 
             }
             Ok(None) => {}
             Err(err) => tracing::error!(error = %err, "cannot sign a checkpoint of the audit log"),
+        }
+        if let Retention::For(kept) = keeper.retention {
+            prune(&keeper, &writer, kept).await;
+        }
+    }
+}
+
+/// Prunes what is older than `kept`, a batch a transaction until none is left.
+async fn prune(keeper: &Arc<Keeper>, writer: &Writer, kept: Duration) {
+    let kept = u64::try_from(kept.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let audit = keeper.clone();
+        let pruned = writer
+            .write(move |txn, now| {
+                crate::rules::audit::prune(txn, &audit.signer, now.saturating_sub(kept), now)
+            })
+            .await;
+        match pruned {
+            Ok(pruned) if pruned.is_empty() => return,
+            Ok(pruned) => {
+                tracing::info!(
+                    records = ?pruned.records,
+                    events = ?pruned.events,
+                    "pruned what is older than the retention"
+                );
+                if let Some((seq, hash)) = pruned.head {
+                    keeper.saw(seq, hash);
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot prune the audit log and the feed");
+                return;
+            }
         }
     }
 }

@@ -76,6 +76,14 @@ pub struct Config {
           default_value = "10min", value_parser = parse_positive)]
     pub audit_checkpoint_interval: Duration,
 
+    /// How long audit records and the change feed's events are kept (at least a day), or
+    /// `forever`. Older ones are pruned at each checkpoint, behind a checkpoint signed of
+    /// the last one pruned, so the rest still verifies. A year by default, what PCI DSS
+    /// asks and SOC 2 auditors expect
+    #[arg(long, env = "COMPARTMENT_AUDIT_RETENTION", value_name = "DURATION",
+          default_value = "365days", value_parser = parse_retention)]
+    pub audit_retention: Retention,
+
     /// Connections served at once, from everyone together; more are answered `busy`
     #[arg(long, env = "COMPARTMENT_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -257,6 +265,29 @@ fn parse_positive(text: &str) -> Result<Duration, String> {
         return Err("must be more than zero".into());
     }
     Ok(duration)
+}
+
+/// How long the audit log and the feed keep what they hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    For(Duration),
+}
+
+/// The shortest retention: less would prune what an operator has not yet had a day to
+/// copy away.
+pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+fn parse_retention(text: &str) -> Result<Retention, String> {
+    if text == "forever" {
+        return Ok(Retention::Forever);
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (a duration such as 365days, or forever)"))?;
+    if duration < MIN_RETENTION {
+        return Err("must be at least a day (1day), or forever".into());
+    }
+    Ok(Retention::For(duration))
 }
 
 /// The smallest page cache allowed: a few hundred pages, below which every request would

@@ -92,6 +92,9 @@ pub struct Batch {
     pub seen: u64,
     /// Nothing more is there to read on this snapshot.
     pub caught_up: bool,
+    /// The first change kept, when the changes after the feed's position were pruned:
+    /// the feed cannot go on without skipping them.
+    pub pruned: Option<u64>,
 }
 
 /// The next batch of the feed of `org` (every organization when `None`) after `after`, read
@@ -119,6 +122,11 @@ pub fn batch_of(
         Some(org) => snapshot.org_events_after(org, after, FEED_BATCH)?,
         None => snapshot.events_after(after, FEED_BATCH)?,
     };
+    // Changes pruned while the feed was behind them would be skipped without a word.
+    let pruned = match events.first() {
+        Some(&(seq, _)) if seq == after + 1 => None,
+        _ => pruned_after(snapshot, after)?,
+    };
     let caught_up = events.len() < FEED_BATCH;
     let seen = match (caught_up, events.last()) {
         (true, _) => snapshot.last_event_seq()?.max(after),
@@ -129,7 +137,17 @@ pub fn batch_of(
         events,
         seen,
         caught_up,
+        pruned,
     })
+}
+
+/// The first change kept, when those just after `after` were pruned (`--audit-retention`).
+pub fn pruned_after(snapshot: &impl Reader, after: u64) -> Result<Option<u64>, StoreError> {
+    Ok(snapshot
+        .events_after(0, 1)?
+        .first()
+        .map(|&(first, _)| first)
+        .filter(|&first| after + 1 < first))
 }
 
 impl Batch {
@@ -338,6 +356,9 @@ pub async fn subscribe(
         return Err(RuleError::BadRequest(format!(
             "after {after} is past the last change, {head}"
         )));
+    }
+    if let Some(first) = pruned_after(snapshot, after)? {
+        return Err(RuleError::FeedPruned { after, first });
     }
     let replaying = if after < head {
         Some(ctx.replays().begin(caller)?)

@@ -101,7 +101,11 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
                 )
             })?;
     tracing::info!(key = %signer.verifier_key(), "audit checkpoints are signed with this key");
-    let audit = Arc::new(Keeper::new(signer, config.audit_checkpoint_interval));
+    let audit = Arc::new(Keeper::new(
+        signer,
+        config.audit_checkpoint_interval,
+        config.audit_retention,
+    ));
     if let Some((seq, hash)) = store.read()?.audit_head()? {
         audit.saw(seq, hash);
     }

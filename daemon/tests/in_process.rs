@@ -73,6 +73,7 @@ fn start_with(
                 "test/compartment-audit".into(),
             ),
             Duration::from_secs(3600),
+            compartmentd::config::Retention::Forever,
         )),
     };
     let (done_tx, done_rx) = mpsc::channel();

@@ -3,10 +3,10 @@
 //! elsewhere that `audit verify` holds the log to.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use compartment_e2e::{each_store, root_test, Daemon, DaemonOptions, TestUser, ROOT};
+use compartment_e2e::{each_store, root_test, Daemon, DaemonOptions, Endpoint, TestUser, ROOT};
 
 /// The records `audit list ARGS` shows root, as JSON.
-fn records(d: &Daemon, args: &[&str]) -> Vec<serde_json::Value> {
+fn records(d: &Endpoint, args: &[&str]) -> Vec<serde_json::Value> {
     let mut argv = vec!["audit", "list", "--output", "jsonl"];
     argv.extend_from_slice(args);
     let out = d.ctl(ROOT, &argv);
@@ -403,4 +403,109 @@ fn refusals_are_counted(options: DaemonOptions) {
     assert_eq!(records(&d, &[]).len(), before + one_by_one.len() + 2);
     let out = d.ctl(ROOT, &["audit", "verify"]);
     out.assert_success();
+}
+
+/// Retention, as an operator meets it: records and changes older than `--audit-retention`
+/// go at a checkpoint, the log says so, verifies from the checkpoint it was pruned behind,
+/// and a feed asked to replay what is gone is told so. The daemon runs in the test
+/// process, on a clock the test moves, as its own uid (a superuser): no root needed.
+#[test]
+fn what_is_older_than_the_retention_is_pruned_and_the_rest_still_verifies() {
+    use compartmentd::clock::{Clock as _, FakeClock, SystemClock};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    for options in
+        each_store("what_is_older_than_the_retention_is_pruned_and_the_rest_still_verifies")
+    {
+        let clock = Arc::new(FakeClock::new(SystemClock.now()));
+        let d = Daemon::in_process_with_clock(
+            options.args(&[
+                "--audit-retention",
+                "1day",
+                "--audit-checkpoint-interval",
+                "1s",
+            ]),
+            clock.clone(),
+        );
+        d.ctl(
+            ROOT,
+            &["org", "create", "acme", "--admin", "admin@example.com"],
+        )
+        .assert_success();
+        d.ctl(
+            ROOT,
+            &[
+                "--org",
+                "acme",
+                "user",
+                "invite",
+                "dev@example.com",
+                "--role",
+                "viewer",
+            ],
+        )
+        .assert_success();
+        clock.advance(2 * DAY);
+        d.ctl(
+            ROOT,
+            &[
+                "--org",
+                "acme",
+                "user",
+                "invite",
+                "ops@example.com",
+                "--role",
+                "viewer",
+            ],
+        )
+        .assert_success();
+        // The next checkpoint prunes records 1 and 2, and changes 1 and 2, behind a
+        // checkpoint of record 2; record 3 and change 3 are younger than a day.
+        let started = Instant::now();
+        let pruned = loop {
+            let pruned = records(&d, &["--event", "audit.prune"]);
+            if !pruned.is_empty() || started.elapsed() > Duration::from_secs(30) {
+                break pruned;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(pruned.len(), 1, "nothing was pruned in 30 s");
+        let detail = pruned[0]["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("records 1 to 2 and the feed's changes 1 to 2, from before ")
+                && detail
+                    .ends_with(", pruned; the log is verified from the checkpoint of record 2"),
+            "{detail}"
+        );
+        let kept: Vec<u64> = records(&d, &[])
+            .iter()
+            .map(|record| record["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(kept, [3, 4]);
+        let out = d.ctl(ROOT, &["audit", "verify"]);
+        out.assert_success();
+        let lines = out.stdout_lines();
+        assert_eq!(lines[0], "Checked records 3 to 4, against:");
+        assert!(
+            lines[1].starts_with("  the checkpoint records 1 to 2 were pruned behind (")
+                && lines[1].ends_with(" (record 2)"),
+            "{out:#?}"
+        );
+        assert_eq!(lines.last().copied(), Some("The audit log is whole."));
+
+        // A feed cannot replay what is gone; from where the kept changes begin, it can.
+        d.ctl(ROOT, &["events", "watch", "--after", "0"]).assert_err_hint(
+            2,
+            "the changes after 0 up to 2 are no longer kept (the daemon's --audit-retention)",
+            "read the state afresh (user list), then watch without --after, or with --after 2 or later",
+        );
+        let watching = d.spawn_ctl(ROOT, &["events", "watch", "--after", "2"]);
+        assert!(
+            watching.wait_for_stdout("ops@example.com added as viewer", Duration::from_secs(30)),
+            "events watch --after 2 did not replay change 3"
+        );
+        watching.signal(nix::sys::signal::Signal::SIGTERM);
+        watching.wait();
+    }
 }

@@ -65,6 +65,23 @@ pub(crate) async fn run_feed(
                 .await;
             }
         };
+        if let Some(first) = batch.pruned {
+            let reason = format!(
+                "the changes after {} up to {} are no longer kept (the daemon's \
+                 --audit-retention): read the state afresh, then subscribe without after",
+                feed.after,
+                first - 1
+            );
+            return close_feed(
+                write_half,
+                feed.after,
+                FeedEnd::Behind,
+                reason,
+                limits,
+                stop,
+            )
+            .await;
+        }
         if !out.is_empty() {
             if let Err((cause, reason)) = events::still_allowed(ctx, caller, &feed).await {
                 return close_feed(write_half, feed.after, cause, reason, limits, stop).await;

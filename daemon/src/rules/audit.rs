@@ -14,7 +14,7 @@ use super::identity::{authenticate, in_org, Actor};
 use super::{Caller, RuleError};
 use crate::checkpoint::Signer;
 use crate::store::chain::{self, timestamp, Anchor};
-use crate::store::{AuditRecord, Changes, MembershipRecord, Millis, Reader};
+use crate::store::{AuditRecord, ChainHash, Changes, MembershipRecord, Millis, Reader};
 
 /// The actor of a request: its account when its binding held, else its uid alone.
 pub fn actor(actor: &Actor) -> AuditActor {
@@ -416,7 +416,47 @@ pub fn verify(
         }
     }
     anchors.extend(known);
-    Ok(chain::verify(reader, &anchors)?)
+    // Records pruned by the retention: the rest follows from the checkpoint signed of the
+    // last one pruned, which must be there and be this daemon's.
+    let first = reader.audit_after(0, 1)?.first().map(|sealed| sealed.seq);
+    let start = match first {
+        Some(first) if first > 1 => {
+            let pruned = first - 1;
+            let vouched = reader
+                .checkpoint_at(pruned)?
+                .and_then(|note| signer.verify(&note).ok())
+                .filter(|checkpoint| checkpoint.seq == pruned);
+            match vouched {
+                Some(checkpoint) => Some(Anchor {
+                    seq: pruned,
+                    hash: checkpoint.hash,
+                    source: format!(
+                        "the checkpoint records 1 to {pruned} were pruned behind ({})",
+                        checkpoint.time.as_deref().unwrap_or("no time")
+                    ),
+                }),
+                None => {
+                    return Ok(AuditVerified {
+                        first: Some(first),
+                        last: reader.audit_head()?.map(|(last, _)| last),
+                        checked_against: Vec::new(),
+                        broken: Some(compartmentctl::wire::AuditBreak {
+                            seq: 1,
+                            problem: format!(
+                                "records 1 to {pruned} are missing, and no checkpoint this \
+                                 daemon signed vouches that they were pruned: they were removed"
+                            ),
+                        }),
+                    })
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(start) = &start {
+        anchors.insert(0, start.clone());
+    }
+    Ok(chain::verify_from(reader, start.as_ref(), &anchors)?)
 }
 
 /// `audit.checkpoint`, for a superuser: signs the log's last record and keeps the note.
@@ -441,4 +481,109 @@ pub fn checkpoint(
         hash: chain::hex(&hash),
         note,
     })
+}
+
+/// The most audit records, and the most events, one pruning transaction forgets: the
+/// writer serves other changes between batches.
+pub const PRUNE_BATCH: usize = 10_000;
+
+/// What one pruning transaction forgot: the audit records and the feed's events, first to
+/// last, and the log's head after it (its record of the prune).
+#[derive(Debug, Default)]
+pub struct Pruned {
+    pub records: Option<(u64, u64)>,
+    pub events: Option<(u64, u64)>,
+    pub head: Option<(u64, ChainHash)>,
+}
+
+impl Pruned {
+    pub fn is_empty(&self) -> bool {
+        self.records.is_none() && self.events.is_none()
+    }
+}
+
+/// Forgets, in `txn`, the oldest audit records and events from before `cutoff`, at most
+/// [`PRUNE_BATCH`] of each and never the last of either. The last record pruned gets a
+/// checkpoint signed with `signer` first: the records kept are verified from it. The prune
+/// is itself a record (`audit.prune`).
+pub fn prune(
+    txn: &impl Changes,
+    signer: &Signer,
+    cutoff: Millis,
+    now: Millis,
+) -> Result<Pruned, RuleError> {
+    /// Records and events read at a time, to find where the old ones end.
+    const CHUNK: usize = 256;
+    let before = timestamp(cutoff);
+    let mut pruned = Pruned::default();
+    if let Some((head, _)) = txn.audit_head()? {
+        let mut range: Option<(u64, u64, ChainHash)> = None;
+        let mut after = 0;
+        'records: loop {
+            let page = txn.audit_after(after, CHUNK)?;
+            if page.is_empty() {
+                break;
+            }
+            for sealed in page {
+                let taken = range.map_or(0, |(first, last, _)| last - first + 1);
+                if sealed.seq >= head || taken >= PRUNE_BATCH as u64 {
+                    break 'records;
+                }
+                if sealed.view()?.entry.at >= before {
+                    break 'records;
+                }
+                let first = range.map_or(sealed.seq, |(first, _, _)| first);
+                range = Some((first, sealed.seq, sealed.hash));
+                after = sealed.seq;
+            }
+        }
+        if let Some((first, last, hash)) = range {
+            txn.put_checkpoint(last, &signer.sign(last, &hash, now))?;
+            txn.prune_audit(last)?;
+            pruned.records = Some((first, last));
+        }
+    }
+    let newest = txn.last_event_seq()?;
+    let mut range: Option<(u64, u64)> = None;
+    let mut after = 0;
+    'events: loop {
+        let page = txn.events_after(after, CHUNK)?;
+        if page.is_empty() {
+            break;
+        }
+        for (seq, event) in page {
+            let taken = range.map_or(0, |(first, last)| last - first + 1);
+            if seq >= newest || taken >= PRUNE_BATCH as u64 || event.at >= cutoff {
+                break 'events;
+            }
+            range = Some((range.map_or(seq, |(first, _)| first), seq));
+            after = seq;
+        }
+    }
+    if let Some((_, last)) = range {
+        txn.prune_events(last)?;
+        pruned.events = range;
+    }
+    if pruned.is_empty() {
+        return Ok(pruned);
+    }
+    let mut what = Vec::new();
+    if let Some((first, last)) = pruned.records {
+        what.push(format!("records {first} to {last}"));
+    }
+    if let Some((first, last)) = pruned.events {
+        what.push(format!("the feed's changes {first} to {last}"));
+    }
+    let behind = pruned
+        .records
+        .map(|(_, last)| format!("; the log is verified from the checkpoint of record {last}"))
+        .unwrap_or_default();
+    Entry::new(daemon(), "audit.prune", now)
+        .detail(format!(
+            "{}, from before {before}, pruned{behind}",
+            what.join(" and ")
+        ))
+        .append(txn)?;
+    pruned.head = txn.audit_head()?;
+    Ok(pruned)
 }

@@ -123,6 +123,11 @@ pub enum RuleError {
         org: String,
         change: AdminLoss,
     },
+    /// Subscribing after a change older than what the feed keeps.
+    FeedPruned {
+        after: u64,
+        first: u64,
+    },
     GrantAboveOwn {
         org: String,
         role: Role,
@@ -211,6 +216,7 @@ impl RuleError {
             RuleError::TokenUsed => ErrorKind::TokenUsed,
             RuleError::TokenExpired { .. } => ErrorKind::TokenExpired,
             RuleError::OrgRequired { .. } => ErrorKind::OrgRequired,
+            RuleError::FeedPruned { .. } => ErrorKind::BadRequest,
             RuleError::Busy { .. } => ErrorKind::Busy,
             RuleError::TooManyChanges { .. } => ErrorKind::Busy,
             RuleError::DiskNearlyFull { .. } => ErrorKind::Unavailable,
@@ -260,6 +266,10 @@ impl RuleError {
                 "pass --resend to issue a new activation URL and revoke the old one".into()
             }
             RuleError::LastAdmin { .. } => "grant admin to another member first".into(),
+            RuleError::FeedPruned { first, .. } => format!(
+                "read the state afresh (user list), then watch without --after, or with --after {} or later",
+                first - 1
+            ),
             RuleError::GrantAboveOwn { org, role, .. } => {
                 format!("ask an admin of {org} to grant {role}")
             }
@@ -305,6 +315,11 @@ impl fmt::Display for RuleError {
                 f.write_str(message)
             }
             RuleError::Busy { reason, .. } => f.write_str(reason),
+            RuleError::FeedPruned { after, first } => write!(
+                f,
+                "the changes after {after} up to {} are no longer kept (the daemon's --audit-retention)",
+                first - 1
+            ),
             RuleError::Unauthenticated {
                 uid,
                 why: Unbound::NoBinding,

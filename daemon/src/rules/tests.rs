@@ -2362,6 +2362,9 @@ impl<R: Reader> Reader for Counting<'_, R> {
     fn latest_checkpoint(&self) -> crate::store::Result<Option<(u64, String)>> {
         self.count(self.inner.latest_checkpoint())
     }
+    fn checkpoint_at(&self, seq: u64) -> crate::store::Result<Option<String>> {
+        self.count(self.inner.checkpoint_at(seq))
+    }
     fn events_after(
         &self,
         after: u64,

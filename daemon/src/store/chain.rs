@@ -119,10 +119,21 @@ pub struct Anchor {
 /// Reads the whole log in order and checks that each record is where its number says,
 /// holds its own number, and hashes to its stored hash from the one before; and that the
 /// log reaches every anchor and agrees with it. Names the first record that does not.
+#[cfg(test)]
 pub fn verify(reader: &impl Reader, anchors: &[Anchor]) -> Result<AuditVerified> {
-    let mut previous = GENESIS;
+    verify_from(reader, None, anchors)
+}
+
+/// [`verify`], from `start` when the records up to it were pruned: the first record kept
+/// must be the one after it, and follow from its hash.
+pub fn verify_from(
+    reader: &impl Reader,
+    start: Option<&Anchor>,
+    anchors: &[Anchor],
+) -> Result<AuditVerified> {
+    let mut previous = start.map_or(GENESIS, |start| start.hash);
     let mut first = None;
-    let mut last: Option<u64> = None;
+    let mut last: Option<u64> = start.map(|start| start.seq);
     let broken = 'walk: loop {
         let page = reader.audit_after(last.unwrap_or(0), 4096)?;
         if page.is_empty() {

@@ -44,6 +44,13 @@ pub trait Changes: Reader {
     fn claim_sweep(&self) -> Result<bool>;
     /// Keeps a signed checkpoint of the audit log, of its record `seq`.
     fn put_checkpoint(&self, seq: u64, note: &str) -> Result<()>;
+    /// Forgets the audit records up to `through` and their index entries, and the
+    /// checkpoints before it. `through` must have a checkpoint, which is kept: the records
+    /// kept are verified from it. Never the last record (the chain goes on from it).
+    fn prune_audit(&self, through: u64) -> Result<()>;
+    /// Forgets the feed's events up to `through` and their index entries. Never the last
+    /// event (the feed is numbered on from it).
+    fn prune_events(&self, through: u64) -> Result<()>;
     /// Names who makes the writes that follow, for the feed's events they make (a rule
     /// calls it once it knows its actor, before it writes). Rows themselves make no events.
     fn act_as(&self, _actor: &AuditActor) {}
@@ -200,6 +207,14 @@ impl<R: Rows> Changes for Tracked<'_, R> {
         self.rows.put_checkpoint(seq, note)
     }
 
+    fn prune_audit(&self, through: u64) -> Result<()> {
+        self.mark().prune_audit(through)
+    }
+
+    fn prune_events(&self, through: u64) -> Result<()> {
+        self.mark().prune_events(through)
+    }
+
     fn act_as(&self, actor: &AuditActor) {
         *self.actor.borrow_mut() = Some(actor.clone());
     }
@@ -282,6 +297,10 @@ impl<R: Rows> Reader for Tracked<'_, R> {
 
     fn latest_checkpoint(&self) -> Result<Option<(u64, String)>> {
         self.rows.latest_checkpoint()
+    }
+
+    fn checkpoint_at(&self, seq: u64) -> Result<Option<String>> {
+        self.rows.checkpoint_at(seq)
     }
 
     fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>> {

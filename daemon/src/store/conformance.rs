@@ -394,6 +394,8 @@ trait Tamper {
     /// Writes record `seq` as `text` with `hash`, whatever was there.
     fn set(&self, seq: u64, text: &str, hash: &[u8; 32]);
     fn remove(&self, seq: u64);
+    /// Removes the signed checkpoint of record `seq`.
+    fn remove_checkpoint(&self, seq: u64);
 }
 
 /// A redb store, and the directory it lives in (kept for as long as the store).
@@ -410,6 +412,10 @@ impl Tamper for RedbTamper {
 
     fn remove(&self, seq: u64) {
         self.raw(|tables| tables.raw_audit_remove(seq));
+    }
+
+    fn remove_checkpoint(&self, seq: u64) {
+        self.raw(|tables| tables.raw_checkpoint_remove(seq));
     }
 }
 
@@ -455,6 +461,15 @@ impl Tamper for PgTamper {
                 self.client
                     .execute("DELETE FROM audit_log WHERE seq = $1", &[&(seq as i64)]),
             )
+            .unwrap();
+    }
+
+    fn remove_checkpoint(&self, seq: u64) {
+        self.runtime
+            .block_on(self.client.execute(
+                "DELETE FROM audit_checkpoints WHERE seq = $1",
+                &[&(seq as i64)],
+            ))
             .unwrap();
     }
 }
@@ -593,6 +608,183 @@ fn every_kind_of_tampering_is_found_where_it_is() {
                 5,
                 "record 5 differs from the checkpoint given: the log up to it was rewritten".into()
             ))
+        );
+    }
+}
+
+/// Runs `change` in a transaction of its own on `store`, at `now`, and commits it.
+fn write<T>(store: &Store, now: Millis, change: impl FnOnce(&super::Tracked<'_, '_>) -> T) -> T {
+    let txn = store.begin_write().unwrap();
+    let tables = txn.tables();
+    let done = change(&Tracked::new(&tables, now));
+    let announced = tables.last_event();
+    drop(tables);
+    txn.commit(&Committing::durably, announced).unwrap();
+    done
+}
+
+/// Retention on both backends: what is older than the cutoff is pruned, a batch at a time,
+/// behind a checkpoint of the last record pruned, never the last record or event; the
+/// rest verifies from that checkpoint, the feed says what it no longer has, and removing
+/// the checkpoint is found.
+#[test]
+fn retention_prunes_behind_a_checkpoint_and_the_rest_still_verifies() {
+    const DAY: Millis = 24 * 3600 * 1000;
+    let test = "retention_prunes_behind_a_checkpoint_and_the_rest_still_verifies";
+    let signer = crate::checkpoint::Signer::from_secret(&[7; 32], "test/compartment-audit".into());
+    let root = crate::rules::Caller {
+        uid: 0,
+        gid: 0,
+        pid: None,
+        superuser: true,
+        user: Some("root".into()),
+    };
+    let verify = |store: &Store| {
+        crate::rules::audit::verify(
+            &store.read().unwrap(),
+            &root,
+            &Default::default(),
+            &signer,
+            None,
+        )
+        .unwrap()
+    };
+    for backend in tamperable(test) {
+        let store = backend.store();
+        // Records 1 to 5 are at T0 (see `tamperable`); six days of changes follow, each
+        // a membership's event and a record: records 6 to 11, events 1 to 6.
+        for day in 1..=6 {
+            let now = T0 + day * DAY;
+            write(store, now, |txn| {
+                let (org, email) = (format!("o{day}"), format!("u{day}@example.com"));
+                txn.put_org(
+                    &org,
+                    &OrgRecord {
+                        created_at: now,
+                        created_by_uid: 0,
+                    },
+                )?;
+                txn.put_account(&email, &account(AccountStatus::Pending))?;
+                txn.put_membership(
+                    &org,
+                    &email,
+                    &member(Role::Viewer, MemberStatus::Invited, Some(now + DAY)),
+                    None,
+                )?;
+                txn.append_audit(&record(now, "organization.user.invite", Some(&org)))
+            })
+            .unwrap();
+        }
+        let now = T0 + 10 * DAY;
+        // Older than three and a half days: records 1 to 8, events 1 to 3.
+        let cutoff = T0 + 3 * DAY + DAY / 2;
+        let pruned = write(store, now, |txn| {
+            crate::rules::audit::prune(txn, &signer, cutoff, now)
+        })
+        .unwrap();
+        assert_eq!(
+            (pruned.records, pruned.events),
+            (Some((1, 8)), Some((1, 3)))
+        );
+        let snapshot = store.read().unwrap();
+        assert_eq!(snapshot.audit_after(0, 1).unwrap()[0].seq, 9);
+        assert_eq!(snapshot.events_after(0, 1).unwrap()[0].0, 4);
+        assert!(snapshot.checkpoint_at(8).unwrap().is_some());
+        let noted = snapshot.audit_after(11, 1).unwrap()[0]
+            .view()
+            .unwrap()
+            .entry;
+        assert_eq!(
+            (
+                noted.event.as_str(),
+                noted.actor.kind.as_str(),
+                noted.detail.as_deref()
+            ),
+            (
+                "audit.prune",
+                "daemon",
+                Some(
+                    "records 1 to 8 and the feed's changes 1 to 3, from before \
+                     2026-05-05T00:00:00.000Z, pruned; the log is verified from the \
+                     checkpoint of record 8"
+                )
+            )
+        );
+        assert_eq!(pruned.head.map(|(seq, _)| seq), Some(12));
+        // The rest verifies from the checkpoint of record 8.
+        let verified = verify(store);
+        assert_eq!(
+            (verified.first, verified.last, verified.broken.clone()),
+            (Some(9), Some(12), None)
+        );
+        assert!(
+            verified.checked_against[0]
+                .starts_with("the checkpoint records 1 to 8 were pruned behind"),
+            "{verified:?}"
+        );
+        // A feed behind the pruned changes is told so; one past them, or of an
+        // organization whose changes are kept, is not.
+        assert_eq!(crate::events::pruned_after(&snapshot, 0).unwrap(), Some(4));
+        assert_eq!(crate::events::pruned_after(&snapshot, 2).unwrap(), Some(4));
+        assert_eq!(crate::events::pruned_after(&snapshot, 3).unwrap(), None);
+        let batch = crate::events::batch_of(&snapshot, None, 1).unwrap();
+        assert_eq!(batch.pruned, Some(4));
+        let batch = crate::events::batch_of(&snapshot, Some("o5"), 3).unwrap();
+        assert_eq!((batch.pruned, batch.events.len()), (None, 1));
+        drop(snapshot);
+
+        // Nothing is younger than this cutoff, yet the last record and event stay.
+        let later = now + DAY;
+        let pruned = write(store, later, |txn| {
+            crate::rules::audit::prune(txn, &signer, later, later)
+        })
+        .unwrap();
+        assert_eq!(
+            (pruned.records, pruned.events),
+            (Some((9, 11)), Some((4, 5)))
+        );
+        let snapshot = store.read().unwrap();
+        assert_eq!(snapshot.audit_after(0, 10).unwrap().len(), 2);
+        assert_eq!(snapshot.last_event_seq().unwrap(), 6);
+        assert_eq!(snapshot.events_after(0, 10).unwrap().len(), 1);
+        drop(snapshot);
+        let verified = verify(store);
+        assert_eq!(
+            (verified.first, verified.last, verified.broken.clone()),
+            (Some(12), Some(13), None)
+        );
+        // The next record and event go on from the last.
+        write(store, later, |txn| {
+            txn.put_org(
+                "o7",
+                &OrgRecord {
+                    created_at: later,
+                    created_by_uid: 0,
+                },
+            )?;
+            txn.put_account("u7@example.com", &account(AccountStatus::Pending))?;
+            txn.put_membership(
+                "o7",
+                "u7@example.com",
+                &member(Role::Viewer, MemberStatus::Invited, Some(later + DAY)),
+                None,
+            )?;
+            txn.append_audit(&record(later, "organization.user.invite", Some("o7")))
+        })
+        .unwrap();
+        assert_eq!(store.read().unwrap().last_event_seq().unwrap(), 7);
+        assert_eq!(verify(store).last, Some(14));
+
+        // Records removed from the front look pruned, but nothing vouches for it.
+        backend.remove_checkpoint(11);
+        let broken = verify(store).broken.unwrap();
+        assert_eq!(
+            (broken.seq, broken.problem.as_str()),
+            (
+                1,
+                "records 1 to 11 are missing, and no checkpoint this daemon signed vouches \
+                 that they were pruned: they were removed"
+            )
         );
     }
 }

@@ -426,6 +426,10 @@ macro_rules! reads_of_either {
                 either!(self, view => view.latest_checkpoint())
             }
 
+            fn checkpoint_at(&self, seq: u64) -> Result<Option<String>> {
+                either!(self, view => view.checkpoint_at(seq))
+            }
+
             fn events_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, EventRecord)>> {
                 either!(self, view => view.events_after(after, limit))
             }
@@ -519,6 +523,14 @@ impl Changes for Tables<'_> {
 
     fn put_checkpoint(&self, seq: u64, note: &str) -> Result<()> {
         either!(self, rows => rows.put_checkpoint(seq, note))
+    }
+
+    fn prune_audit(&self, through: u64) -> Result<()> {
+        either!(self, rows => rows.prune_audit(through))
+    }
+
+    fn prune_events(&self, through: u64) -> Result<()> {
+        either!(self, rows => rows.prune_events(through))
     }
 }
 

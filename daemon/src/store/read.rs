@@ -56,6 +56,9 @@ pub trait Reader {
     fn audit_head(&self) -> Result<Option<(u64, ChainHash)>>;
     /// The newest signed checkpoint kept: its record's number and its note.
     fn latest_checkpoint(&self) -> Result<Option<(u64, String)>>;
+    /// The signed checkpoint of record `seq`, if one is kept: after a prune, the one the
+    /// records kept are verified from.
+    fn checkpoint_at(&self, seq: u64) -> Result<Option<String>>;
     /// Every audit record's entry, in order (for tests and migrations).
     fn audit(&self) -> Result<Vec<AuditEntry>> {
         let mut entries = Vec::new();

@@ -555,6 +555,10 @@ impl Reader for Glance {
         Err(StoreError::BeyondGlance)
     }
 
+    fn checkpoint_at(&self, _: u64) -> Result<Option<String>> {
+        Err(StoreError::BeyondGlance)
+    }
+
     fn events_after(&self, _: u64, _: usize) -> Result<Vec<(u64, EventRecord)>> {
         Err(StoreError::BeyondGlance)
     }

@@ -263,6 +263,16 @@ impl Reader for Session {
         .transpose()
     }
 
+    fn checkpoint_at(&self, seq: u64) -> Result<Option<String>> {
+        self.flush()?;
+        self.query_opt(
+            "SELECT note FROM audit_checkpoints WHERE seq = $1",
+            &[&bound(seq)],
+        )?
+        .map(|row| Ok(row.try_get(0)?))
+        .transpose()
+    }
+
     fn audit_head(&self) -> Result<Option<(u64, ChainHash)>> {
         self.flush()?;
         self.query_opt(

@@ -108,6 +108,35 @@ impl Changes for Session {
         Ok(())
     }
 
+    /// Executed at once, after what is pending: it touches only rows committed before.
+    fn prune_audit(&self, through: u64) -> Result<()> {
+        self.flush()?;
+        self.execute(
+            "WITH bound AS (
+                 SELECT least($1, (SELECT coalesce(max(seq), 1) - 1 FROM audit_log)) AS through
+             ), pruned AS (
+                 DELETE FROM audit_log WHERE seq <= (SELECT through FROM bound)
+             )
+             DELETE FROM audit_checkpoints WHERE seq < (SELECT through FROM bound)",
+            &[&super::values::bound(through)],
+        )?;
+        Ok(())
+    }
+
+    fn prune_events(&self, through: u64) -> Result<()> {
+        self.flush()?;
+        self.execute(
+            "WITH bound AS (
+                 SELECT least($1, (SELECT coalesce(max(seq), 1) - 1 FROM events)) AS through
+             ), pruned AS (
+                 DELETE FROM events WHERE seq <= (SELECT through FROM bound)
+             )
+             DELETE FROM org_events WHERE seq <= (SELECT through FROM bound)",
+            &[&super::values::bound(through)],
+        )?;
+        Ok(())
+    }
+
     fn claim_sweep(&self) -> Result<bool> {
         let row = self
             .query_opt("SELECT pg_try_advisory_xact_lock($1)", &[&SWEEP_LOCK])?

@@ -199,6 +199,13 @@ macro_rules! impl_reader {
                     .map(|(seq, note)| (seq.value(), note.value().to_owned())))
             }
 
+            fn checkpoint_at(&self, seq: u64) -> Result<Option<String>> {
+                Ok(self
+                    .audit_checkpoints_table()?
+                    .get(seq)?
+                    .map(|note| note.value().to_owned()))
+            }
+
             fn audit_head(&self) -> Result<Option<(u64, ChainHash)>> {
                 match self.audit_table()?.last()? {
                     Some((key, value)) => {
@@ -239,7 +246,7 @@ macro_rules! impl_reader {
                     let (key, _) = entry?;
                     let seq = key.value().1;
                     // Every entry names an event of the same commit: the two are written
-                    // together and nothing deletes events.
+                    // together, and pruned together.
                     if let Some(value) = table.get(seq)? {
                         events.push((seq, decode_event(value.value())?));
                     }

@@ -241,4 +241,10 @@ impl Tables<'_> {
         #[allow(clippy::unwrap_used)]
         self.audit_table().unwrap().remove(seq).unwrap();
     }
+
+    /// Removes the checkpoint of record `seq`: tampering, for tests.
+    pub(crate) fn raw_checkpoint_remove(&self, seq: u64) {
+        #[allow(clippy::unwrap_used)]
+        self.audit_checkpoints_table().unwrap().remove(seq).unwrap();
+    }
 }

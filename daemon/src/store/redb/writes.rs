@@ -144,6 +144,46 @@ impl Changes for Tables<'_> {
     fn claim_sweep(&self) -> Result<bool> {
         Ok(true)
     }
+
+    fn prune_audit(&self, through: u64) -> Result<()> {
+        let last = self.audit_head()?.map_or(0, |(last, _)| last);
+        let through = through.min(last.saturating_sub(1));
+        self.audit_table()?.retain_in(..=through, |_, _| false)?;
+        remove_filed_through(&mut *self.audit_by_org_table()?, through)?;
+        self.audit_checkpoints_table()?
+            .retain_in(..through, |_, _| false)?;
+        Ok(())
+    }
+
+    fn prune_events(&self, through: u64) -> Result<()> {
+        let through = through.min(self.last_event_seq()?.saturating_sub(1));
+        self.events_table()?.retain_in(..=through, |_, _| false)?;
+        remove_filed_through(&mut *self.org_events_table()?, through)
+    }
+}
+
+/// Removes the entries of an index by (organization, sequence number) up to `through`, in
+/// each organization: a range per organization, the next one found past the last.
+fn remove_filed_through(index: &mut redb::Table<'_, (&str, u64), ()>, through: u64) -> Result<()> {
+    use std::ops::Bound;
+    let mut org: Option<String> = None;
+    loop {
+        let next = {
+            let mut after = match &org {
+                None => index.range::<(&str, u64)>(..)?,
+                Some(org) => index.range::<(&str, u64)>((
+                    Bound::Excluded((org.as_str(), u64::MAX)),
+                    Bound::Unbounded,
+                ))?,
+            };
+            match after.next() {
+                Some(entry) => entry?.0.value().0.to_owned(),
+                None => return Ok(()),
+            }
+        };
+        index.retain_in((next.as_str(), 0)..=(next.as_str(), through), |_, _| false)?;
+        org = Some(next);
+    }
 }
 
 /// The append-only tables and the feed's index, counted once per transaction.
