@@ -523,6 +523,22 @@ pub enum OrgCommand {
         /// The organization's name
         name: String,
     },
+
+    /// Delete an organization that has no members (pending invitations are revoked);
+    /// with --force, also one that has, removing them (superuser only)
+    #[command(
+        after_help = "Its records stay in the audit log; an organization created later \
+        under the same name starts afresh."
+    )]
+    Delete {
+        /// The organization's name
+        name: String,
+
+        /// Delete it even while it has members: they are removed with it, and told on the
+        /// change feed
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Parses a value by its name with the type's own `FromStr`, so a wrong name gets the

@@ -451,6 +451,7 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
     match method {
         "org.create" => &[("name", true), ("admin", true), ("admin_unix_user", false)],
         "org.use" => &[("name", true)],
+        "org.delete" => &[("name", true), ("force", false)],
         "user.invite" => &[
             ("org", false),
             ("email", true),
@@ -706,6 +707,7 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":22,"method":"audit.list","params":{"org":"acme","limit":10,"after":"4","from":"2h","to":"2026-12-07","event":"organization.user.","actor":"alice","target_type":"account","outcome":"refused"}}"#,
         r#"{"jsonrpc":"2.0","id":23,"method":"audit.verify","params":{"checkpoint":"note"}}"#,
         r#"{"jsonrpc":"2.0","id":24,"method":"audit.checkpoint"}"#,
+        r#"{"jsonrpc":"2.0","id":25,"method":"org.delete","params":{"name":"acme","force":true}}"#,
     ];
     assert_eq!(lines.len(), METHODS.len());
     for line in lines {

@@ -261,39 +261,6 @@ pub async fn keep(keeper: Arc<Keeper>, writer: Writer, stop: CancellationToken) 
             Ok(None) => {}
             Err(err) => tracing::error!(error = %err, "cannot sign a checkpoint of the audit log"),
         }
-        if let Retention::For(kept) = keeper.retention {
-            prune(&keeper, &writer, kept).await;
-        }
-    }
-}
-
-/// Prunes what is older than `kept`, a batch a transaction until none is left.
-async fn prune(keeper: &Arc<Keeper>, writer: &Writer, kept: Duration) {
-    let kept = u64::try_from(kept.as_millis()).unwrap_or(u64::MAX);
-    loop {
-        let audit = keeper.clone();
-        let pruned = writer
-            .write(move |txn, now| {
-                crate::rules::audit::prune(txn, &audit.signer, now.saturating_sub(kept), now)
-            })
-            .await;
-        match pruned {
-            Ok(pruned) if pruned.is_empty() => return,
-            Ok(pruned) => {
-                tracing::info!(
-                    records = ?pruned.records,
-                    events = ?pruned.events,
-                    "pruned what is older than the retention"
-                );
-                if let Some((seq, hash)) = pruned.head {
-                    keeper.saw(seq, hash);
-                }
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "cannot prune the audit log and the feed");
-                return;
-            }
-        }
     }
 }
 

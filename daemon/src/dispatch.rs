@@ -460,6 +460,20 @@ impl Serve for methods::OrgCreate {
     }
 }
 
+impl Serve for methods::OrgDelete {
+    async fn serve(
+        ctx: WriteContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write_as(caller.uid, move |txn, now| {
+                orgs::delete(txn, &caller, &params, now)
+            })
+            .await
+    }
+}
+
 impl Serve for methods::OrgUse {
     async fn serve(
         ctx: WriteContext<'_>,

@@ -95,6 +95,8 @@ pub struct Batch {
     /// The first change kept, when the changes after the feed's position were pruned:
     /// the feed cannot go on without skipping them.
     pub pruned: Option<u64>,
+    /// The feed's organization was deleted.
+    pub org_gone: bool,
 }
 
 /// The next batch of the feed of `org` (every organization when `None`) after `after`, read
@@ -122,6 +124,19 @@ pub fn batch_of(
         Some(org) => snapshot.org_events_after(org, after, FEED_BATCH)?,
         None => snapshot.events_after(after, FEED_BATCH)?,
     };
+    // An organization deleted has no feed any more (one made later under its name starts
+    // its own).
+    if let Some(org) = org {
+        if snapshot.org(org)?.is_none() {
+            return Ok(Batch {
+                events: Vec::new(),
+                seen: after,
+                caught_up: true,
+                pruned: None,
+                org_gone: true,
+            });
+        }
+    }
     // Changes pruned while the feed was behind them would be skipped without a word.
     let pruned = match events.first() {
         Some(&(seq, _)) if seq == after + 1 => None,
@@ -138,6 +153,7 @@ pub fn batch_of(
         seen,
         caught_up,
         pruned,
+        org_gone: false,
     })
 }
 

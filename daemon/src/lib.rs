@@ -23,6 +23,7 @@
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
 //! - [`status`]: what the writer and the sweeper last did, kept for `admin.status`.
 //! - [`refusals`]: refused requests in the audit log, one by one or counted.
+//! - [`retention`]: pruning what is older than `--audit-retention`.
 //! - [`events`]: the change feed a subscribed connection carries.
 //! - [`backup`]: `admin.backup`, sent from one snapshot, and `compartmentd restore`.
 //! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
@@ -50,6 +51,7 @@ pub mod logging;
 pub mod pipeline;
 pub mod refusals;
 pub mod reply;
+pub mod retention;
 pub mod rules;
 pub mod sending;
 pub mod server;

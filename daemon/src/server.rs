@@ -110,6 +110,11 @@ pub async fn run(
         ctx.writer.clone(),
         stop.clone(),
     ));
+    tasks.spawn(crate::retention::keep(
+        daemon.audit.clone(),
+        ctx.writer.clone(),
+        stop.clone(),
+    ));
     tasks.spawn(crate::refusals::keep(
         ctx.refusals.clone(),
         ctx.writer.clone(),

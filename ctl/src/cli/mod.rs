@@ -33,8 +33,8 @@ use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
     AccountBindParams, AccountDeleteParams, AccountParams, ActivateParams, AuditListParams,
     AuditVerifyParams, AuthzCheckParams, Check, EventsSubscribeParams, OrgCreateParams,
-    OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserInviteParams, UserListParams,
-    UserRemoveParams,
+    OrgDeleteParams, OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserInviteParams,
+    UserListParams, UserRemoveParams,
 };
 use compartmentctl::{Client, ClientError};
 
@@ -259,6 +259,9 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             admin,
             admin_unix_user,
         }),
+        Command::Org(OrgCommand::Delete { name, force }) => {
+            Request::OrgDelete(OrgDeleteParams { name, force })
+        }
         Command::Account(AccountCommand::List) => Request::AccountList,
         Command::Admin(AdminCommand::Backup { .. }) => Request::AdminBackup,
         Command::Account(AccountCommand::Show { email }) => {

@@ -9,7 +9,8 @@ use compartmentctl::wire::{
     AccountBinding, AccountDeleted, AccountDetail, AccountList, AccountStatus, Activated,
     AdminStatus, AuditActor, AuditCheckpoint, AuditPage, AuditRecordView, AuditState,
     AuditVerified, AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberList,
-    OrgCreated, OrgList, OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, WhoAmI,
+    OrgCreated, OrgDeleted, OrgList, OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo,
+    Subscribed, WhoAmI,
 };
 use serde::Serialize;
 
@@ -237,6 +238,30 @@ pub fn unbound(binding: &AccountBinding) -> String {
         escaped(&binding.email),
         binding.uid
     )
+}
+
+pub fn org_deleted(deleted: &OrgDeleted) -> String {
+    let mut out = format!("Deleted organization {}.\n", escaped(&deleted.org));
+    let listed = |emails: &[String]| {
+        emails
+            .iter()
+            .map(|email| escaped(email).into_owned())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if !deleted.removed.is_empty() {
+        out.push_str(&format!(
+            "Removed its members: {}.\n",
+            listed(&deleted.removed)
+        ));
+    }
+    if !deleted.invitations.is_empty() {
+        out.push_str(&format!(
+            "Revoked its invitations: {}.\n",
+            listed(&deleted.invitations)
+        ));
+    }
+    out
 }
 
 pub fn account_deleted(deleted: &AccountDeleted) -> String {

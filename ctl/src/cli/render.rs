@@ -93,6 +93,7 @@ render_with! {
     AccountShow => output::account_detail;
     AccountUnbind => output::unbound;
     AccountDelete => output::account_deleted;
+    OrgDelete => output::org_deleted;
     AccountBind => output::bound;
     AdminStatus => output::admin_status;
     AuditList => output::audit_page;

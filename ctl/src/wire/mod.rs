@@ -112,6 +112,9 @@ declare_methods! {
     OrgList = "org.list" => OrgList, routine, needs none, shapes [];
     /// Choose the caller's current organization.
     OrgUse(OrgUseParams) = "org.use" => OrgUsed, write, needs none, shapes [["name"]];
+    /// Delete an organization: refused while it has members, unless forced (superuser).
+    OrgDelete(OrgDeleteParams) = "org.delete" => OrgDeleted, write, needs none,
+        shapes [["name", "force"]];
     /// Invite someone with a role.
     UserInvite(UserInviteParams) = "user.invite" => Invitation, write,
         needs OrganizationUserInvite,

@@ -1,4 +1,4 @@
-//! `org.*`: creating organizations, listing them, choosing the current one.
+//! `org.*`: creating organizations, listing them, choosing the current one, deleting one.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,27 @@ pub struct OrgCreateParams {
 #[serde(deny_unknown_fields)]
 pub struct OrgUseParams {
     pub name: String,
+}
+
+/// Params of `org.delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgDeleteParams {
+    pub name: String,
+    /// Delete it with its members; without, an organization with members (other than
+    /// pending or expired invitations) is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force: bool,
+}
+
+/// An organization deleted, and who went with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct OrgDeleted {
+    pub org: String,
+    /// The members removed with it (`force`), by e-mail.
+    pub removed: Vec<String>,
+    /// The invitations revoked with it (pending or expired), by e-mail.
+    pub invitations: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -61,6 +82,12 @@ impl Params for OrgParams {
 }
 
 impl Params for OrgCreateParams {
+    fn org(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl Params for OrgDeleteParams {
     fn org(&self) -> Option<&str> {
         Some(&self.name)
     }

@@ -65,6 +65,21 @@ pub(crate) async fn run_feed(
                 .await;
             }
         };
+        if batch.org_gone {
+            let reason = format!(
+                "organization {} was deleted",
+                feed.org.as_deref().unwrap_or("-")
+            );
+            return close_feed(
+                write_half,
+                feed.after,
+                FeedEnd::Revoked,
+                reason,
+                limits,
+                stop,
+            )
+            .await;
+        }
         if let Some(first) = batch.pruned {
             let reason = format!(
                 "the changes after {} up to {} are no longer kept (the daemon's \

@@ -184,6 +184,10 @@ impl Asked {
                 kind: "organization".to_owned(),
                 id: params.name.clone(),
             }),
+            Request::OrgDelete(params) => Some(AuditTarget {
+                kind: "organization".to_owned(),
+                id: params.name.clone(),
+            }),
             _ => None,
         };
         Asked {
@@ -247,6 +251,12 @@ pub fn list_page(
         })?,
     };
     let filter = Filter::of(params, now)?;
+    // An organization's records begin with its creation: those of an organization deleted
+    // before under the same name are not its own.
+    let since = match &org {
+        Some(org) => reader.org(org)?.map(|record| timestamp(record.created_at)),
+        None => None,
+    };
     let mut records = Vec::new();
     let mut scanned = 0;
     let mut ended = false;
@@ -263,7 +273,10 @@ pub fn list_page(
             scanned += 1;
             position = sealed.seq;
             let view = sealed.view()?;
-            if filter.admits(&view.entry) {
+            let before_it = since
+                .as_deref()
+                .is_some_and(|since| view.entry.at.as_str() < since);
+            if !before_it && filter.admits(&view.entry) {
                 records.push(view);
                 if records.len() == limit {
                     break;

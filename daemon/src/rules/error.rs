@@ -90,6 +90,11 @@ pub enum RuleError {
         email: String,
         orgs: Vec<String>,
     },
+    /// Deleting an organization without `force` while it has these members.
+    OrgInUse {
+        org: String,
+        members: Vec<String>,
+    },
     /// The caller's role is below what the action needs.
     RoleTooLow {
         permission: Permission,
@@ -205,7 +210,7 @@ impl RuleError {
             | RuleError::BindingConflict(_) => ErrorKind::Forbidden,
             RuleError::OrgNotFound(_) | RuleError::NotMember { .. } => ErrorKind::NotFound,
             RuleError::OrgExists(_) => ErrorKind::AlreadyExists,
-            RuleError::AccountInUse { .. } => ErrorKind::NotEmpty,
+            RuleError::AccountInUse { .. } | RuleError::OrgInUse { .. } => ErrorKind::NotEmpty,
             RuleError::AlreadyMember { .. } => ErrorKind::AlreadyMember,
             RuleError::AlreadyInvited { .. } => ErrorKind::AlreadyInvited,
             RuleError::LastAdmin { .. } => ErrorKind::LastAdmin,
@@ -248,6 +253,9 @@ impl RuleError {
                 "name an existing user (getent passwd NAME shows it)".into()
             }
             RuleError::AccountNotFound(_) => "compartment account list shows the accounts".into(),
+            RuleError::OrgInUse { org, .. } => format!(
+                "remove them first, or pass --force to delete it with its members (compartment org delete --force {org})"
+            ),
             RuleError::AccountInUse { email, .. } => format!(
                 "remove it from them first, or pass --force to delete it with its memberships (compartment account delete --force {email})"
             ),
@@ -343,6 +351,21 @@ impl fmt::Display for RuleError {
                 "{email} is a member of {}; nothing was deleted",
                 orgs.join(", ")
             ),
+            RuleError::OrgInUse { org, members } => {
+                /// The members a refusal names; the rest are counted.
+                const NAMED: usize = 5;
+                let named = members.iter().take(NAMED).cloned().collect::<Vec<_>>().join(", ");
+                let more = match members.len().saturating_sub(NAMED) {
+                    0 => String::new(),
+                    more => format!(" and {more} more"),
+                };
+                let count = members.len();
+                let noun = if count == 1 { "member" } else { "members" };
+                write!(
+                    f,
+                    "{org} has {count} {noun} ({named}{more}); nothing was deleted"
+                )
+            }
             RuleError::RoleTooLow {
                 permission,
                 org,

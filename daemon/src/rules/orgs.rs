@@ -1,9 +1,12 @@
-//! Organizations: `org.create` (superusers), `org.list`, `org.use`.
+//! Organizations: `org.create` and `org.delete` (superusers), `org.list`, `org.use`.
 
-use compartmentctl::wire::{OrgCreateParams, OrgCreated, OrgEntry, OrgList, OrgUsed, Role};
+use compartmentctl::wire::{
+    MemberStatus, OrgCreateParams, OrgCreated, OrgDeleteParams, OrgDeleted, OrgEntry, OrgList,
+    OrgUsed, Role,
+};
 
 use super::identity::{authenticate, current_org, in_org, visible_orgs};
-use super::invitations::{add_member, AddMember};
+use super::invitations::{add_member, revoke_token, AddMember};
 use super::{audit, parse_email, valid_org_name, Caller, Policy, RuleError};
 use crate::store::{Changes, Millis, OrgRecord, Reader, UnixUser};
 use crate::token::Token;
@@ -62,6 +65,73 @@ pub fn create(
     Ok(OrgCreated {
         org: name.to_owned(),
         admin,
+    })
+}
+
+/// Deletes an organization: refused while it has members (an invitation, pending or
+/// expired, is none) unless `force`, which removes them. Their memberships go as `user
+/// remove` removes one (each on the feed, each invitation's URL revoked); every `org use`
+/// of it is forgotten. Its records stay in the audit log; an organization made later under
+/// the same name does not read them.
+pub fn delete(
+    txn: &impl Changes,
+    caller: &Caller,
+    params: &OrgDeleteParams,
+    now: Millis,
+) -> Result<OrgDeleted, RuleError> {
+    let actor = authenticate(txn, caller)?;
+    caller.require_superuser("deleting an organization")?;
+    txn.act_as(&audit::actor(&actor));
+    let name = params.name.as_str();
+    if txn.org(name)?.is_none() {
+        return Err(RuleError::OrgNotFound(name.to_owned()));
+    }
+    let memberships = txn.members(name)?;
+    let (removed, invitations): (Vec<String>, Vec<String>) = {
+        let (joined, invited): (Vec<_>, Vec<_>) = memberships
+            .iter()
+            .partition(|(_, membership)| membership.status == MemberStatus::Active);
+        (
+            joined.into_iter().map(|(email, _)| email.clone()).collect(),
+            invited
+                .into_iter()
+                .map(|(email, _)| email.clone())
+                .collect(),
+        )
+    };
+    if !removed.is_empty() && !params.force {
+        return Err(RuleError::OrgInUse {
+            org: name.to_owned(),
+            members: removed,
+        });
+    }
+    for (email, membership) in &memberships {
+        if let Some(hash) = &membership.token_hash {
+            revoke_token(txn, hash)?;
+        }
+        txn.delete_membership(name, email, membership)?;
+    }
+    txn.delete_org(name)?;
+    let mut detail = Vec::new();
+    if !removed.is_empty() {
+        detail.push(format!("removed {}", removed.join(", ")));
+    }
+    if !invitations.is_empty() {
+        detail.push(format!(
+            "revoked the invitations of {}",
+            invitations.join(", ")
+        ));
+    }
+    let mut entry =
+        audit::Entry::new(audit::actor(&actor), "organization.delete", now).organization(name);
+    if !detail.is_empty() {
+        entry = entry.detail(detail.join("; "));
+    }
+    entry.append(txn)?;
+    Ok(OrgDeleted {
+        org: name.to_owned(),
+        removed,
+        invitations,
     })
 }
 

@@ -15,6 +15,10 @@ use super::{
 /// Changes, on the writer's transaction only.
 pub trait Changes: Reader {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()>;
+    /// Deletes an organization, every `org use` of it, and its part of the feed's and the
+    /// audit log's indexes (the records and events themselves stay: history). Its
+    /// memberships are deleted before, by the caller.
+    fn delete_org(&self, name: &str) -> Result<()>;
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()>;
     /// Deletes an account; its memberships and binding are deleted before, by the caller.
     fn delete_account(&self, email: &str) -> Result<()>;
@@ -115,6 +119,10 @@ impl<'a, R: Rows> Tracked<'a, R> {
 impl<R: Rows> Changes for Tracked<'_, R> {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
         self.mark().put_org(name, org)
+    }
+
+    fn delete_org(&self, name: &str) -> Result<()> {
+        self.mark().delete_org(name)
     }
 
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {

@@ -467,6 +467,10 @@ impl Changes for Tables<'_> {
         either!(self, rows => rows.put_org(name, org))
     }
 
+    fn delete_org(&self, name: &str) -> Result<()> {
+        either!(self, rows => rows.delete_org(name))
+    }
+
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
         either!(self, rows => rows.put_account(email, account))
     }

@@ -21,6 +21,20 @@ impl Changes for Session {
         Ok(())
     }
 
+    /// Executed at once, after what is pending (the memberships deleted before it). The
+    /// audit log's records stay filed under the name (a generated column): the reads of a
+    /// later organization of the same name skip what is older than it.
+    fn delete_org(&self, name: &str) -> Result<()> {
+        self.flush()?;
+        self.execute(
+            "WITH uses AS (DELETE FROM current_org WHERE org = $1),
+                  feed AS (DELETE FROM org_events WHERE org = $1)
+             DELETE FROM orgs WHERE name = $1",
+            &[&name],
+        )?;
+        Ok(())
+    }
+
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
         self.pending()
             .accounts

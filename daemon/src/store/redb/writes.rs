@@ -20,6 +20,16 @@ impl Changes for Tables<'_> {
         Ok(())
     }
 
+    fn delete_org(&self, name: &str) -> Result<()> {
+        self.orgs_table()?.remove(name)?;
+        self.current_org_table()?.retain(|_, org| org != name)?;
+        self.org_events_table()?
+            .retain_in((name, 0)..=(name, u64::MAX), |_, _| false)?;
+        self.audit_by_org_table()?
+            .retain_in((name, 0)..=(name, u64::MAX), |_, _| false)?;
+        Ok(())
+    }
+
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
         self.accounts_table()?
             .insert(email, encode("accounts", account)?.as_slice())?;
