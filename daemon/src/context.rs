@@ -336,7 +336,7 @@ impl Context {
             .write(move |txn, _| entry.clone().append(txn))
             .await;
         if let Err(err) = written {
-            tracing::error!(error = %err, event = asked.event(), "cannot record a refusal");
+            tracing::error!(error = %err, event = %asked.event(), "cannot record a refusal");
         }
     }
 

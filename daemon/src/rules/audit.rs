@@ -136,12 +136,12 @@ impl Entry {
     }
 }
 
-/// What a request asked, for the record of its refusal: its event key, the organization it
+/// What a request asked, for the record of its refusal: its method, the organization it
 /// named and whom it was about. Read before the request is served; a routine question's
-/// (`authz.check`, `whoami`) names only its method, so reading it costs nothing.
+/// (`authz.check`, `whoami`) keeps its method's name alone, so reading it costs nothing.
 #[derive(Debug, Clone)]
 pub struct Asked {
-    event: Cow<'static, str>,
+    method: &'static str,
     org: Option<String>,
     target: Option<AuditTarget>,
 }
@@ -149,20 +149,9 @@ pub struct Asked {
 impl Asked {
     pub fn of(request: &Request) -> Asked {
         let method = request.method();
-        let permission = DECLARATIONS
-            .iter()
-            .find(|declared| declared.name == method)
-            .and_then(|declared| declared.permission);
-        // In the permission table's words where the method needs a permission; else the
-        // method's own name, an organization's spelt out as the table spells it.
-        let event = match (permission, method.strip_prefix("org.")) {
-            (Some(permission), _) => Cow::Borrowed(permission.key()),
-            (None, Some(rest)) => Cow::Owned(format!("organization.{rest}")),
-            (None, None) => Cow::Borrowed(method),
-        };
         if request.routine() {
             return Asked {
-                event,
+                method,
                 org: None,
                 target: None,
             };
@@ -173,6 +162,12 @@ impl Asked {
                 id: email.to_owned(),
             })
         };
+        let organization = |name: &str| {
+            Some(AuditTarget {
+                kind: "organization".to_owned(),
+                id: name.to_owned(),
+            })
+        };
         let target = match request {
             Request::UserInvite(params) => account(&params.email),
             Request::UserRemove(params) => account(&params.email),
@@ -180,31 +175,35 @@ impl Asked {
             Request::AccountShow(params) | Request::AccountUnbind(params) => account(&params.email),
             Request::AccountDelete(params) => account(&params.email),
             Request::AccountBind(params) => account(&params.email),
-            Request::OrgCreate(params) => Some(AuditTarget {
-                kind: "organization".to_owned(),
-                id: params.name.clone(),
-            }),
-            Request::OrgDelete(params) => Some(AuditTarget {
-                kind: "organization".to_owned(),
-                id: params.name.clone(),
-            }),
+            Request::OrgCreate(params) => organization(&params.name),
+            Request::OrgDelete(params) => organization(&params.name),
             _ => None,
         };
         Asked {
-            event,
+            method,
             org: request.org().map(str::to_owned),
             target,
         }
     }
 
-    /// The event key the request's records carry.
-    pub fn event(&self) -> &str {
-        &self.event
+    /// The event key the request's records carry: in the permission table's words where
+    /// the method needs a permission; else the method's own name, an organization's spelt
+    /// out as the table spells it (`organization.create`).
+    pub fn event(&self) -> Cow<'static, str> {
+        let permission = DECLARATIONS
+            .iter()
+            .find(|declared| declared.name == self.method)
+            .and_then(|declared| declared.permission);
+        match (permission, self.method.strip_prefix("org.")) {
+            (Some(permission), _) => Cow::Borrowed(permission.key()),
+            (None, Some(rest)) => Cow::Owned(format!("organization.{rest}")),
+            (None, None) => Cow::Borrowed(self.method),
+        }
     }
 
     /// The record of its refusal by `actor` at `now`: the error's kind and its sentence.
     pub fn refused(&self, actor: AuditActor, now: Millis, kind: &str, detail: String) -> Entry {
-        let mut entry = Entry::new(actor, &self.event, now)
+        let mut entry = Entry::new(actor, &self.event(), now)
             .outcome(kind)
             .detail(detail);
         entry.0.org.clone_from(&self.org);
