@@ -30,11 +30,52 @@ use crate::writer::Writer;
 /// The file in the state directory that holds the key's 32 secret bytes.
 pub const KEY_FILE: &str = "audit-signing.key";
 
-/// The daemon's signing key, and the name its notes carry.
+/// The daemon's signing key, and the name its notes carry; and the keys of the other
+/// daemons sharing its store, whose checkpoints it trusts as its own.
 pub struct Signer {
     key: SigningKey,
     origin: String,
     id: [u8; 4],
+    peers: Vec<Peer>,
+}
+
+/// Another daemon's verifier key (`--audit-peer-key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    origin: String,
+    id: [u8; 4],
+    key: VerifyingKey,
+}
+
+impl Peer {
+    /// A signed-note verifier key, `<origin>+<key id, hex>+<base64 of 0x01 and the key>`,
+    /// as each daemon logs its own at start.
+    pub fn parse(text: &str) -> Result<Peer, String> {
+        let malformed =
+            || format!("{text:?} is not a verifier key (ORIGIN+ID+KEY, as a daemon logs its own)");
+        // The origin holds no `+`; the key's base64 may.
+        let mut parts = text.splitn(3, '+');
+        let (Some(origin), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(malformed());
+        };
+        let bytes = STANDARD.decode(key).map_err(|_| malformed())?;
+        let key = match bytes.split_first() {
+            Some((0x01, key)) => <[u8; 32]>::try_from(key).map_err(|_| malformed())?,
+            _ => return Err(malformed()),
+        };
+        let key = VerifyingKey::from_bytes(&key).map_err(|_| malformed())?;
+        let expected = key_id(origin, &key);
+        if !id.eq_ignore_ascii_case(&crate::store::chain::hex(&expected)) {
+            return Err(format!(
+                "{text:?}: its key id is not that of its origin and key"
+            ));
+        }
+        Ok(Peer {
+            origin: origin.to_owned(),
+            id: expected,
+            key,
+        })
+    }
 }
 
 /// What a checkpoint says.
@@ -80,7 +121,18 @@ impl Signer {
     pub fn from_secret(secret: &[u8; 32], origin: String) -> Signer {
         let key = SigningKey::from_bytes(secret);
         let id = key_id(&origin, &key.verifying_key());
-        Signer { key, origin, id }
+        Signer {
+            key,
+            origin,
+            id,
+            peers: Vec::new(),
+        }
+    }
+
+    /// Trusts the checkpoints of `peers` too: the daemons sharing the store.
+    pub fn with_peers(mut self, peers: Vec<Peer>) -> Signer {
+        self.peers = peers;
+        self
     }
 
     /// The origin its notes name.
@@ -118,13 +170,20 @@ impl Signer {
         )
     }
 
-    /// What `note` says, when this key signed it; otherwise why it is not to be trusted.
+    /// What `note` says, when this key or a peer's signed it; otherwise why it is not to
+    /// be trusted.
     pub fn verify(&self, note: &str) -> Result<Checkpoint, String> {
         let (body, signatures) = note
             .split_once("\n\n")
             .ok_or("it is not a signed note: no empty line before its signatures")?;
         let body = format!("{body}\n");
         let checkpoint = parse_body(&body)?;
+        let own = Peer {
+            origin: self.origin.clone(),
+            id: self.id,
+            key: self.key.verifying_key(),
+        };
+        let trusted: Vec<&Peer> = std::iter::once(&own).chain(&self.peers).collect();
         let mut ours = None;
         for line in signatures.lines().filter(|line| !line.is_empty()) {
             let rest = line
@@ -136,21 +195,23 @@ impl Signer {
             let signed = STANDARD
                 .decode(signed)
                 .map_err(|_| format!("the signature of {name} is not base64"))?;
-            if name == self.origin && signed.len() == 68 && signed[..4] == self.id {
-                ours = Some(signed);
+            let signer = trusted
+                .iter()
+                .find(|peer| name == peer.origin && signed.len() == 68 && signed[..4] == peer.id);
+            if let Some(signer) = signer {
+                ours = Some((signer.key, signed));
             }
         }
-        let signed = ours.ok_or_else(|| {
+        let (key, signed) = ours.ok_or_else(|| {
             format!(
-                "it carries no signature of this daemon's key ({})",
+                "it carries no signature of this daemon's key ({}) nor of a peer's \
+                 (--audit-peer-key)",
                 self.verifier_key()
             )
         })?;
         let signature = Signature::from_slice(&signed[4..])
             .map_err(|_| "its signature is malformed".to_owned())?;
-        self.key
-            .verifying_key()
-            .verify_strict(body.as_bytes(), &signature)
+        key.verify_strict(body.as_bytes(), &signature)
             .map_err(|_| "its signature does not verify: the note was changed".to_owned())?;
         Ok(checkpoint)
     }
@@ -321,6 +382,26 @@ mod tests {
             .unwrap_err()
             .starts_with("it carries no signature of this daemon's key"));
         assert!(signer.verify("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_peers_checkpoints_are_trusted_once_its_key_is_given_and_only_then() {
+        let ours = signer();
+        let peer = Signer::from_secret(&[8; 32], "other.example/compartment-audit".into());
+        let note = peer.sign(7, &[1; 32], 1_796_601_600_000);
+        assert!(ours.verify(&note).is_err());
+        let key = Peer::parse(&peer.verifier_key()).unwrap();
+        let ours = ours.with_peers(vec![key]);
+        assert_eq!(ours.verify(&note).unwrap().seq, 7);
+        assert!(ours.verify(&note.replacen("\n7\n", "\n8\n", 1)).is_err());
+        // A third key, under the peer's name, is still nobody's.
+        let impostor = Signer::from_secret(&[9; 32], "other.example/compartment-audit".into());
+        assert!(ours.verify(&impostor.sign(7, &[1; 32], 0)).is_err());
+        // A verifier key that does not hold together is refused at start.
+        let text = peer.verifier_key();
+        assert!(Peer::parse("nonsense").is_err());
+        assert!(Peer::parse(&text.replacen("other.example", "else.example", 1)).is_err());
+        assert!(Peer::parse(&text[..text.len() - 10]).is_err());
     }
 
     #[test]

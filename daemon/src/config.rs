@@ -84,6 +84,14 @@ pub struct Config {
           default_value = "365days", value_parser = parse_retention)]
     pub audit_retention: Retention,
 
+    /// The verifier key of another daemon sharing this PostgreSQL store, as it logs its
+    /// own at start (`audit checkpoints are signed with this key`): its checkpoints, the
+    /// ones it prunes behind included, are trusted as this daemon's own. Repeat it, or
+    /// separate keys with commas
+    #[arg(long = "audit-peer-key", env = "COMPARTMENT_AUDIT_PEER_KEYS", value_name = "KEY",
+          value_delimiter = ',', value_parser = crate::checkpoint::Peer::parse)]
+    pub audit_peer_keys: Vec<crate::checkpoint::Peer>,
+
     /// Connections served at once, from everyone together; more are answered `busy`
     #[arg(long, env = "COMPARTMENT_MAX_CONNECTIONS", value_name = "N", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..))]

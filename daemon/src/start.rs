@@ -100,6 +100,7 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
                     state_dir.display()
                 )
             })?;
+    let signer = signer.with_peers(config.audit_peer_keys.clone());
     tracing::info!(key = %signer.verifier_key(), "audit checkpoints are signed with this key");
     let audit = Arc::new(Keeper::new(
         signer,

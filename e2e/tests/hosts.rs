@@ -424,3 +424,73 @@ fn check_with_a_postgresql_store_says_what_verifies_it_instead() {
         "compartmentd: check verifies the embedded database; with --store, PostgreSQL's constraints hold the same rules (its amcheck extension verifies its pages)\n"
     );
 }
+
+/// The verifier key a daemon logs at start, as an operator copies it to the other hosts.
+fn verifier_key(d: &Daemon) -> String {
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|line| line.contains("audit checkpoints are signed with this key"))
+        .unwrap_or_else(|| panic!("the daemon logged no key:\n{log}"));
+    line.split_whitespace()
+        .find_map(|field| field.strip_prefix("key="))
+        .unwrap_or_else(|| panic!("no key= in {line:?}"))
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// Each host signs with its own key: a host trusts another's checkpoints (the one it
+/// prunes behind among them) once given that host's key with `--audit-peer-key`, and
+/// only then; a key that does not hold together is refused at start.
+#[test]
+fn a_host_trusts_the_checkpoints_of_the_hosts_whose_keys_it_is_given() {
+    let test = "a_host_trusts_the_checkpoints_of_the_hosts_whose_keys_it_is_given";
+    let Some(database) = Database::start(test) else {
+        return;
+    };
+    let a = Daemon::start(DaemonOptions::new().postgres(&database));
+    let key = verifier_key(&a);
+    let trusting = Daemon::start(
+        DaemonOptions::new()
+            .postgres(&database)
+            .args(&["--audit-peer-key", &key]),
+    );
+    let alone = Daemon::start(DaemonOptions::new().postgres(&database));
+    a.ctl(
+        ROOT,
+        &["org", "create", "acme", "--admin", "admin@example.com"],
+    )
+    .assert_success();
+    let out = a.ctl(ROOT, &["audit", "checkpoint"]);
+    out.assert_success();
+    let kept = a.dir().join("a.checkpoint");
+    std::fs::write(&kept, &out.stdout).unwrap();
+    let kept = kept.to_str().unwrap();
+
+    let out = trusting.ctl(ROOT, &["audit", "verify", "--checkpoint", kept]);
+    out.assert_success();
+    assert_eq!(
+        out.stdout_lines().last().copied(),
+        Some("The audit log is whole.")
+    );
+    let out = alone.ctl(ROOT, &["audit", "verify", "--checkpoint", kept]);
+    assert_eq!(out.code, 2, "{out:#?}");
+    assert!(
+        out.stderr.starts_with(
+            "compartmentctl: the checkpoint cannot be trusted: it carries no signature of this daemon's key ("
+        ) && out.stderr.contains(") nor of a peer's (--audit-peer-key)"),
+        "{out:#?}"
+    );
+
+    let refused = Daemon::refused_start(
+        DaemonOptions::new()
+            .postgres(&database)
+            .args(&["--audit-peer-key", "nonsense"]),
+    );
+    assert!(
+        refused
+            .stderr
+            .contains("is not a verifier key (ORIGIN+ID+KEY"),
+        "{refused:#?}"
+    );
+}
