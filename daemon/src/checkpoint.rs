@@ -20,7 +20,6 @@ use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::config::Retention;
 use crate::store::chain::{timestamp, Anchor};
 use crate::store::{ChainHash, Changes, Millis};
 use tokio_util::sync::CancellationToken;
@@ -225,17 +224,14 @@ pub struct Keeper {
     known: Mutex<Option<(u64, ChainHash)>>,
     /// How often the daemon signs and keeps a checkpoint of its own.
     pub interval: Duration,
-    /// How long records and the feed's events are kept.
-    pub retention: Retention,
 }
 
 impl Keeper {
-    pub fn new(signer: Signer, interval: Duration, retention: Retention) -> Keeper {
+    pub fn new(signer: Signer, interval: Duration) -> Keeper {
         Keeper {
             signer,
             known: Mutex::new(None),
             interval,
-            retention,
         }
     }
 

@@ -81,8 +81,8 @@ pub struct Config {
     /// the last one pruned, so the rest still verifies. A year by default, what PCI DSS
     /// asks and SOC 2 auditors expect
     #[arg(long, env = "COMPARTMENT_AUDIT_RETENTION", value_name = "DURATION",
-          default_value = "365days", value_parser = parse_retention)]
-    pub audit_retention: Retention,
+          default_value = "365days", value_parser = crate::retention::parse)]
+    pub audit_retention: crate::retention::Retention,
 
     /// The verifier key of another daemon sharing this PostgreSQL store, as it logs its
     /// own at start (`audit checkpoints are signed with this key`): its checkpoints, the
@@ -275,29 +275,6 @@ fn parse_positive(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
-/// How long the audit log and the feed keep what they hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retention {
-    Forever,
-    For(Duration),
-}
-
-/// The shortest retention: less would prune what an operator has not yet had a day to
-/// copy away.
-pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
-
-fn parse_retention(text: &str) -> Result<Retention, String> {
-    if text == "forever" {
-        return Ok(Retention::Forever);
-    }
-    let duration = humantime::parse_duration(text)
-        .map_err(|err| format!("{err} (a duration such as 365days, or forever)"))?;
-    if duration < MIN_RETENTION {
-        return Err("must be at least a day (1day), or forever".into());
-    }
-    Ok(Retention::For(duration))
-}
-
 /// The smallest page cache allowed: a few hundred pages, below which every request would
 /// go to the file.
 const MIN_CACHE_SIZE: u64 = 1024 * 1024;
@@ -415,6 +392,30 @@ mod tests {
         assert_eq!(parse_size("0").unwrap(), 0);
         assert!(parse_size("lots").is_err());
         assert!(Config::try_parse_from(["compartmentd", "--max-changes-per-sec", "0"]).is_err());
+    }
+
+    #[test]
+    fn retention_is_a_year_by_default_at_least_a_day_or_forever() {
+        use crate::retention::Retention;
+        let retention = |args: &[&str]| {
+            let mut argv = vec!["compartmentd"];
+            argv.extend_from_slice(args);
+            Config::try_parse_from(argv).map(|config| config.audit_retention)
+        };
+        assert_eq!(
+            retention(&[]).unwrap(),
+            Retention::For(Duration::from_secs(365 * 24 * 3600))
+        );
+        assert_eq!(
+            retention(&["--audit-retention", "forever"]).unwrap(),
+            Retention::Forever
+        );
+        assert_eq!(
+            retention(&["--audit-retention", "30days"]).unwrap(),
+            Retention::For(Duration::from_secs(30 * 24 * 3600))
+        );
+        assert!(retention(&["--audit-retention", "12h"]).is_err());
+        assert!(retention(&["--audit-retention", "never"]).is_err());
     }
 
     #[test]

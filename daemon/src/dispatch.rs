@@ -794,7 +794,6 @@ mod tests {
             audit: Arc::new(crate::checkpoint::Keeper::new(
                 crate::checkpoint::Signer::from_secret(&[1; 32], "test/compartment-audit".into()),
                 std::time::Duration::from_secs(3600),
-                crate::config::Retention::Forever,
             )),
             refusals: Arc::new(crate::refusals::Refusals::new(
                 &crate::limits::Limits::default(),

@@ -8,13 +8,41 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Keeper;
-use crate::config::Retention;
 use crate::writer::Writer;
 
-/// Every [`Keeper::interval`], prunes what the retention no longer keeps. Ends when `stop`
+/// How long the audit log and the feed keep what they hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Forever,
+    For(Duration),
+}
+
+/// The shortest retention: less would prune what an operator has not yet had a day to
+/// copy away.
+pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// `--audit-retention`: a duration of at least [`MIN_RETENTION`], or `forever`.
+pub fn parse(text: &str) -> Result<Retention, String> {
+    if text == "forever" {
+        return Ok(Retention::Forever);
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (a duration such as 365days, or forever)"))?;
+    if duration < MIN_RETENTION {
+        return Err("must be at least a day (1day), or forever".into());
+    }
+    Ok(Retention::For(duration))
+}
+
+/// Every [`Keeper::interval`], prunes what `retention` no longer keeps. Ends when `stop`
 /// is cancelled; does nothing when the retention is forever.
-pub async fn keep(keeper: Arc<Keeper>, writer: Writer, stop: CancellationToken) {
-    let Retention::For(kept) = keeper.retention else {
+pub async fn keep(
+    keeper: Arc<Keeper>,
+    retention: Retention,
+    writer: Writer,
+    stop: CancellationToken,
+) {
+    let Retention::For(kept) = retention else {
         return;
     };
     loop {

@@ -56,6 +56,8 @@ pub struct Daemon {
     pub service_group: Option<u32>,
     /// The audit log's signing key and checkpoints.
     pub audit: Arc<Keeper>,
+    /// How long the audit log and the feed keep what they hold.
+    pub audit_retention: crate::retention::Retention,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops gracefully: no new
@@ -112,6 +114,7 @@ pub async fn run(
     ));
     tasks.spawn(crate::retention::keep(
         daemon.audit.clone(),
+        daemon.audit_retention,
         ctx.writer.clone(),
         stop.clone(),
     ));

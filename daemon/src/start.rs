@@ -102,16 +102,13 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
             })?;
     let signer = signer.with_peers(config.audit_peer_keys.clone());
     tracing::info!(key = %signer.verifier_key(), "audit checkpoints are signed with this key");
-    let audit = Arc::new(Keeper::new(
-        signer,
-        config.audit_checkpoint_interval,
-        config.audit_retention,
-    ));
+    let audit = Arc::new(Keeper::new(signer, config.audit_checkpoint_interval));
     if let Some((seq, hash)) = store.read()?.audit_head()? {
         audit.saw(seq, hash);
     }
     let daemon = Daemon {
         audit,
+        audit_retention: config.audit_retention,
         store: Arc::new(store),
         clock,
         policy,

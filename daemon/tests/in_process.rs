@@ -67,13 +67,13 @@ fn start_with(
         limits,
         users: compartmentd::users::SystemUsers::new(),
         service_group: None,
+        audit_retention: compartmentd::retention::Retention::Forever,
         audit: Arc::new(compartmentd::checkpoint::Keeper::new(
             compartmentd::checkpoint::Signer::from_secret(
                 &[3; 32],
                 "test/compartment-audit".into(),
             ),
             Duration::from_secs(3600),
-            compartmentd::config::Retention::Forever,
         )),
     };
     let (done_tx, done_rx) = mpsc::channel();

@@ -127,7 +127,6 @@ fn harness() -> &'static Harness {
                     "fuzz/compartment-audit".into(),
                 ),
                 std::time::Duration::from_secs(3600),
-                compartmentd::config::Retention::Forever,
             )),
             refusals: Arc::new(compartmentd::refusals::Refusals::new(&Limits {
                 max_changes_per_sec: u32::MAX,
