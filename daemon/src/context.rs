@@ -325,12 +325,7 @@ impl Context {
         if !self.refusals.may_record(caller) {
             return self.refusals.count(caller, kind, now);
         }
-        let entry = asked.refused(
-            audit::actor(&actor),
-            now,
-            kind.as_str(),
-            error.user_message(),
-        );
+        let entry = asked.refused(audit::actor(&actor), now, error);
         let written = self
             .writer
             .write(move |txn, _| entry.clone().append(txn))

@@ -320,6 +320,75 @@ viewer@example.com  viewer    active  cpt-viewer    -
         &["user", "remove", "readonly@example.com"],
     )
     .assert_err(5, "readonly@example.com is not a member of acme");
+
+    // The audit log holds the story: each change, and each refusal of someone with an
+    // account, with who, what, in which organization, about whom, before and after.
+    let out = d.ctl(ROOT, &["audit", "list"]);
+    out.assert_success();
+    let records: Vec<String> = out
+        .stdout_lines()
+        .iter()
+        .map(|line| {
+            // `#SEQ TIME rest`, without its time.
+            let (seq, rest) = line.split_once(' ').unwrap();
+            let (_, rest) = rest.split_once(' ').unwrap();
+            format!("{seq} {rest}")
+        })
+        .collect();
+    let (admin, deployer, readonly, viewer) = (
+        admin_user(),
+        deployer_user(),
+        readonly_user(),
+        viewer_user(),
+    );
+    let by = |user: &TestUser, email: &str| format!("by {email} ({})", user.name);
+    let (by_admin, by_deployer, by_readonly, by_viewer) = (
+        by(&admin, "admin@example.com"),
+        by(&deployer, "deploy@example.com"),
+        by(&readonly, "readonly@example.com"),
+        by(&viewer, "viewer@example.com"),
+    );
+    let activated = |n: u32, user: &TestUser, email: &str, role: &str| {
+        format!(
+            "#{n} account.activate {} in acme on account {email}: {role} invited -> {role} active [ok] (Unix user {} (uid {}))",
+            by(user, email),
+            user.name,
+            user.uid
+        )
+    };
+    let expected = [
+        "#1 organization.create by root in acme [ok]".to_owned(),
+        activated(2, &admin, "admin@example.com", "admin"),
+        format!("#3 organization.user.invite {by_admin} in acme on account deploy@example.com: none -> deployer invited [ok] (role deployer)"),
+        format!("#4 organization.user.invite {by_admin} in acme on account readonly@example.com: none -> readonly invited [ok] (role readonly)"),
+        format!("#5 organization.user.invite {by_admin} in acme on account viewer@example.com: none -> viewer invited [ok] (role viewer)"),
+        activated(6, &deployer, "deploy@example.com", "deployer"),
+        activated(7, &readonly, "readonly@example.com", "readonly"),
+        activated(8, &viewer, "viewer@example.com", "viewer"),
+        format!("#9 organization.member.list {by_viewer} in acme [forbidden] (listing the members of acme needs the readonly role or above; yours is viewer)"),
+        format!("#10 organization.role.grant {by_readonly} in acme on account viewer@example.com [forbidden] (granting roles in acme needs the deployer role or above; yours is readonly)"),
+        format!("#11 organization.user.invite {by_deployer} in acme on account new@example.com [forbidden] (inviting users to acme needs the admin role; yours is deployer)"),
+        format!("#12 organization.user.remove {by_deployer} in acme on account viewer@example.com [forbidden] (removing users from acme needs the admin role; yours is deployer)"),
+        format!("#13 organization.role.grant {by_deployer} in acme on account viewer@example.com [role_above_own] (you cannot grant admin: your own role in acme, deployer, caps what you can grant)"),
+        format!("#14 organization.role.grant {by_deployer} in acme on account admin@example.com [role_above_own] (you cannot change admin@example.com, whose role admin is above your own (deployer))"),
+        format!("#15 organization.role.grant {by_deployer} in acme on account readonly@example.com: readonly active -> deployer active [ok] (readonly -> deployer)"),
+        format!("#16 organization.user.remove {by_admin} in acme on account admin@example.com [last_admin] (cannot remove the last admin of acme)"),
+        format!("#17 organization.role.grant {by_admin} in acme on account admin@example.com [last_admin] (cannot demote the last admin of acme)"),
+        "#18 organization.user.remove by root in acme on account admin@example.com [last_admin] (cannot remove the last admin of acme)".to_owned(),
+        format!("#19 organization.user.remove {by_admin} in acme on account readonly@example.com: deployer active -> none [ok]"),
+        format!("#20 organization.member.list {by_readonly} [org_required] (no organization given, and none could be chosen)"),
+        format!("#21 organization.member.list {by_readonly} in acme [not_found] (organization acme not found)"),
+        format!("#22 organization.member.list {by_readonly} in no-such-org [not_found] (organization no-such-org not found)"),
+        format!("#23 organization.role.grant {by_readonly} in acme on account viewer@example.com [not_found] (organization acme not found)"),
+        format!("#24 organization.user.remove {by_admin} in acme on account readonly@example.com [not_found] (readonly@example.com is not a member of acme)"),
+    ];
+    assert_eq!(records, expected);
+    let out = d.ctl(ROOT, &["audit", "verify"]);
+    out.assert_success();
+    assert_eq!(
+        out.stdout_lines(),
+        ["Checked records 1 to 24.", "The audit log is whole."]
+    );
 }
 
 root_test!(

@@ -201,12 +201,14 @@ impl Asked {
         }
     }
 
-    /// The record of its refusal by `actor` at `now`: the error's kind and its sentence.
-    pub fn refused(&self, actor: AuditActor, now: Millis, kind: &str, detail: String) -> Entry {
+    /// The record of its refusal by `actor` at `now`: the error's kind and its sentence,
+    /// in the organization the request named, else the one the refusal names (the
+    /// caller's current one, as the rules resolved it).
+    pub fn refused(&self, actor: AuditActor, now: Millis, error: &RuleError) -> Entry {
         let mut entry = Entry::new(actor, &self.event(), now)
-            .outcome(kind)
-            .detail(detail);
-        entry.0.org.clone_from(&self.org);
+            .outcome(error.kind().as_str())
+            .detail(error.user_message());
+        entry.0.org = self.org.clone().or_else(|| error.org().map(str::to_owned));
         entry.0.target.clone_from(&self.target);
         entry
     }

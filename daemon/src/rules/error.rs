@@ -139,6 +139,7 @@ pub enum RuleError {
         own: Role,
     },
     TargetAboveOwn {
+        org: String,
         email: String,
         target: Role,
         own: Role,
@@ -198,6 +199,23 @@ impl From<WriteError> for RuleError {
 }
 
 impl RuleError {
+    /// The organization the refusal is about, when it names one (the caller's current
+    /// organization, resolved by the rules, when the request named none).
+    pub fn org(&self) -> Option<&str> {
+        match self {
+            RuleError::RoleTooLow { org, .. }
+            | RuleError::NotMember { org, .. }
+            | RuleError::AlreadyMember { org, .. }
+            | RuleError::AlreadyInvited { org, .. }
+            | RuleError::LastAdmin { org, .. }
+            | RuleError::GrantAboveOwn { org, .. }
+            | RuleError::TargetAboveOwn { org, .. }
+            | RuleError::OrgInUse { org, .. } => Some(org),
+            RuleError::OrgNotFound(org) | RuleError::OrgExists(org) => Some(org),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             RuleError::BadRequest(_) => ErrorKind::BadRequest,
@@ -400,7 +418,9 @@ impl fmt::Display for RuleError {
                 f,
                 "you cannot grant {role}: your own role in {org}, {own}, caps what you can grant"
             ),
-            RuleError::TargetAboveOwn { email, target, own } => write!(
+            RuleError::TargetAboveOwn {
+                email, target, own, ..
+            } => write!(
                 f,
                 "you cannot change {email}, whose role {target} is above your own ({own})"
             ),

@@ -79,6 +79,7 @@ impl InOrg {
             return Ok(());
         }
         Err(RuleError::TargetAboveOwn {
+            org: self.org.clone(),
             email: email.to_owned(),
             target,
             own: self.role,
