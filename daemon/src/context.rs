@@ -152,6 +152,11 @@ impl<'a> ReadContext<'a> {
     }
 
     /// The host's users.
+    /// The last audit record this daemon committed: its number and hash.
+    pub fn last_sealed(self) -> Option<(u64, crate::store::ChainHash)> {
+        self.ctx.store.last_sealed()
+    }
+
     /// The audit log's key and the last record the daemon saw it hold.
     pub fn audit(self) -> &'a crate::checkpoint::Keeper {
         &self.ctx.audit

@@ -638,9 +638,13 @@ impl Serve for methods::AuditVerify {
     ) -> Result<Self::Result, RuleError> {
         caller.require_superuser("verifying the audit log")?;
         let keeper = ctx.audit();
-        let snapshot = ctx.snapshot()?;
-        // What the daemon saw before this snapshot was taken: the log must still hold it.
+        // What the daemon committed or saw before this snapshot was taken: the log must
+        // still hold it, however its newest records were cut and its checkpoints removed.
+        if let Some((seq, hash)) = ctx.last_sealed() {
+            keeper.saw(seq, hash);
+        }
         let known = keeper.known();
+        let snapshot = ctx.snapshot()?;
         if let Some((seq, hash)) = snapshot.audit_head()? {
             keeper.saw(seq, hash);
         }

@@ -509,3 +509,48 @@ fn what_is_older_than_the_retention_is_pruned_and_the_rest_still_verifies() {
         watching.wait();
     }
 }
+
+/// The newest records cut off behind the daemon's back, the checkpoints with them, while
+/// it runs: `audit verify` still finds it, from the last record the daemon itself
+/// committed. (PostgreSQL: the embedded store's file is locked while the daemon runs.)
+#[test]
+fn records_cut_off_while_the_daemon_runs_are_found_without_a_checkpoint() {
+    let test = "records_cut_off_while_the_daemon_runs_are_found_without_a_checkpoint";
+    let Some(database) = compartment_e2e::Database::start(test) else {
+        return;
+    };
+    let d = Daemon::start(DaemonOptions::new().postgres(&database));
+    d.ctl(
+        ROOT,
+        &["org", "create", "acme", "--admin", "admin@example.com"],
+    )
+    .assert_success();
+    for email in ["a@example.com", "b@example.com"] {
+        d.ctl(
+            ROOT,
+            &["--org", "acme", "user", "invite", email, "--role", "viewer"],
+        )
+        .assert_success();
+    }
+    // No checkpoint was signed yet, none is kept, nobody verified: the daemon knows only
+    // what it committed.
+    database
+        .server()
+        .execute(
+            "postgres",
+            "DELETE FROM audit_log WHERE seq = 3; DELETE FROM audit_checkpoints;",
+        )
+        .unwrap();
+    let out = d.ctl(ROOT, &["audit", "verify"]);
+    assert_eq!(out.code, 1, "{out:#?}");
+    assert_eq!(
+        out.stdout_lines(),
+        [
+            "Checked records 1 to 2, against:",
+            "  what this daemon last saw the log hold (record 3)",
+            "BROKEN at record 3: the log ends at record 2, but what this daemon last saw the \
+             log hold covers records up to 3: records 3 to 3 were cut off",
+        ],
+        "{out:#?}"
+    );
+}

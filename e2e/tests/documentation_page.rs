@@ -387,7 +387,11 @@ viewer@example.com  viewer    active  cpt-viewer    -
     out.assert_success();
     assert_eq!(
         out.stdout_lines(),
-        ["Checked records 1 to 24.", "The audit log is whole."]
+        [
+            "Checked records 1 to 24, against:",
+            "  what this daemon last saw the log hold (record 24)",
+            "The audit log is whole."
+        ]
     );
 }
 

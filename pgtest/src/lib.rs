@@ -177,6 +177,32 @@ impl Postgres {
         self.run("pg_ctl", &["reload", "--pgdata", &data])
     }
 
+    /// Runs `sql` in `database` as the cluster's owner (as someone with the database in
+    /// hand would, behind the daemon's back).
+    pub fn execute(&self, database: &str, sql: &str) -> Result<(), String> {
+        let socket = self.socket_dir().display().to_string();
+        let port = PORT.to_string();
+        self.run(
+            "psql",
+            &[
+                "--host",
+                &socket,
+                "--port",
+                &port,
+                "--username",
+                ROLE,
+                "--dbname",
+                database,
+                "--no-psqlrc",
+                "--quiet",
+                "--set",
+                "ON_ERROR_STOP=1",
+                "--command",
+                sql,
+            ],
+        )
+    }
+
     /// What the server has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()

@@ -165,6 +165,13 @@ impl Backend for Store {
             Store::Postgres(store) => store.org_event_head(org),
         }
     }
+
+    fn last_sealed(&self) -> Option<(u64, ChainHash)> {
+        match self {
+            Store::Redb(store) => store.last_sealed(),
+            Store::Postgres(store) => store.last_sealed(),
+        }
+    }
 }
 
 /// A consistent view of one commit, which any number of reads share.

@@ -6,19 +6,24 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::watch;
 
+use super::ChainHash;
+
 /// What a commit tells the feeds: its last event's sequence number, if it appended any, and
-/// the organizations whose feeds it appended to.
+/// the organizations whose feeds it appended to; and the last audit record it sealed.
 #[derive(Debug, Default)]
 pub struct Announcement {
     pub(crate) last: Option<u64>,
     pub(crate) orgs: Vec<String>,
+    pub(crate) sealed: Option<(u64, ChainHash)>,
 }
 
 /// The sequence number of the last event committed, and the heads of the organizations'
-/// feeds that have subscribers.
+/// feeds that have subscribers; and the last audit record this daemon committed, which
+/// `audit verify` holds the log to.
 pub(crate) struct FeedHeads {
     events: watch::Sender<u64>,
     orgs: Mutex<HashMap<String, watch::Sender<u64>>>,
+    sealed: Mutex<Option<(u64, ChainHash)>>,
 }
 
 impl FeedHeads {
@@ -27,7 +32,13 @@ impl FeedHeads {
         FeedHeads {
             events: watch::Sender::new(last),
             orgs: Mutex::default(),
+            sealed: Mutex::default(),
         }
+    }
+
+    /// The last audit record this daemon committed: its number and hash.
+    pub(crate) fn last_sealed(&self) -> Option<(u64, ChainHash)> {
+        *self.sealed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Changed as each commit with events lands: the whole host's feed waits on it.
@@ -58,6 +69,12 @@ impl FeedHeads {
 
     /// Moves the heads past what a commit `announced`.
     pub(crate) fn announce(&self, announced: &Announcement) {
+        if let Some((seq, hash)) = announced.sealed {
+            let mut sealed = self.sealed.lock().unwrap_or_else(PoisonError::into_inner);
+            if sealed.is_none_or(|(last, _)| last < seq) {
+                *sealed = Some((seq, hash));
+            }
+        }
         let Some(seq) = announced.last else {
             return;
         };

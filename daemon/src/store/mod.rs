@@ -112,6 +112,11 @@ impl ReadSide {
     pub fn org_event_head(&self, org: &str) -> tokio::sync::watch::Receiver<u64> {
         self.0.org_event_head(org)
     }
+
+    /// [`Backend::last_sealed`].
+    pub fn last_sealed(&self) -> Option<(u64, ChainHash)> {
+        self.0.last_sealed()
+    }
 }
 
 /// The handle of a backend: what the connections, the writer, the sweeper and the feeds
@@ -142,4 +147,8 @@ pub trait Backend: Send + Sync + 'static {
     /// waits on it, so that other organizations' changes do not wake it. (Its value starts
     /// at 0 and says only that something changed since it was last seen.)
     fn org_event_head(&self, org: &str) -> tokio::sync::watch::Receiver<u64>;
+
+    /// The last audit record this daemon committed, its number and hash: `audit verify`
+    /// finds a log cut short behind it, whatever checkpoint was or was not kept.
+    fn last_sealed(&self) -> Option<(u64, ChainHash)>;
 }

@@ -224,6 +224,7 @@ impl Follower {
             None => heads.announce(&Announcement {
                 last: Some(head),
                 orgs: Vec::new(),
+                sealed: None,
             }),
             Some(cursor) if head <= cursor => {}
             Some(cursor) if head - cursor > CATCH_UP_BY_ORG => heads.announce_everywhere(head),
@@ -237,6 +238,7 @@ impl Follower {
                 heads.announce(&Announcement {
                     last: Some(head),
                     orgs,
+                    sealed: None,
                 });
             }
         }

@@ -202,6 +202,11 @@ impl Store {
         self.shared.heads.org_event_head(org)
     }
 
+    /// [`Backend::last_sealed`](crate::store::Backend::last_sealed).
+    pub fn last_sealed(&self) -> Option<(u64, crate::store::ChainHash)> {
+        self.shared.heads.last_sealed()
+    }
+
     /// A transaction begun by `begin` on a connection of the pool.
     fn session(&self, begin: impl Fn(Object, Handle) -> Result<Session>) -> Result<Session> {
         if !self.shared.ready.load(Ordering::Acquire) {

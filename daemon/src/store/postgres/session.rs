@@ -150,7 +150,10 @@ impl Session {
 
     /// What the transaction appended to the feed, to tell the feeds once it commits.
     pub fn announcement(&self) -> Announcement {
-        std::mem::take(&mut *self.appended.lock().unwrap_or_else(PoisonError::into_inner))
+        let mut announced =
+            std::mem::take(&mut *self.appended.lock().unwrap_or_else(PoisonError::into_inner));
+        announced.sealed = self.pending().chain;
+        announced
     }
 
     /// The transaction's pending rows and writes.

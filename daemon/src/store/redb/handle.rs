@@ -251,6 +251,10 @@ impl Backend for Store {
     fn org_event_head(&self, org: &str) -> tokio::sync::watch::Receiver<u64> {
         self.heads.org_event_head(org)
     }
+
+    fn last_sealed(&self) -> Option<(u64, crate::store::ChainHash)> {
+        self.heads.last_sealed()
+    }
 }
 
 /// How a write transaction is committed: [`Committing::durably`] in the daemon; tests may

@@ -238,6 +238,7 @@ impl Tables<'_> {
         Announcement {
             last: self.next_event.get().map(|next| next - 1),
             orgs: self.touched_orgs.take(),
+            sealed: self.chain_head.get(),
         }
     }
 }
