@@ -158,7 +158,7 @@ impl<'a> ReadContext<'a> {
     }
 
     /// The audit log's key and the last record the daemon saw it hold.
-    pub fn audit(self) -> &'a crate::checkpoint::Keeper {
+    pub fn audit(self) -> &'a Arc<crate::checkpoint::Keeper> {
         &self.ctx.audit
     }
 
