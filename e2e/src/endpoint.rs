@@ -114,18 +114,22 @@ impl Endpoint {
     /// checking the page's lines.
     #[track_caller]
     pub fn create_acme(&self) -> InvitationLines {
-        let out = self.ctl(
-            ROOT,
-            &["org", "create", "acme", "--admin", "admin@example.com"],
-        );
+        self.create_org("acme", "admin@example.com")
+    }
+
+    /// Root creates `name` with its first admin `admin`; returns the admin's invitation,
+    /// after checking the page's lines.
+    #[track_caller]
+    pub fn create_org(&self, name: &str, admin: &str) -> InvitationLines {
+        let out = self.ctl(ROOT, &["org", "create", name, "--admin", admin]);
         out.assert_success();
         let lines = out.stdout_lines();
         assert_eq!(
-            lines.first(),
-            Some(&"Created organization acme."),
+            lines.first().copied(),
+            Some(format!("Created organization {name}.").as_str()),
             "{out:#?}"
         );
-        parse_invitation_lines(&lines[1..], "admin@example.com", "admin")
+        parse_invitation_lines(&lines[1..], admin, "admin")
     }
 
     /// A library client, as the test process (root: a superuser).

@@ -17,17 +17,6 @@ fn records(d: &Endpoint, args: &[&str]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The last word of the line of `org create`'s output that holds the activation URL.
-fn create_org(d: &Daemon, name: &str, admin: &str) -> String {
-    let out = d.ctl(ROOT, &["org", "create", name, "--admin", admin]);
-    out.assert_success();
-    out.stdout_lines()[2]
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
 root_test!(
     an_organizations_admins_read_its_records_and_only_a_superuser_verifies,
     || {
@@ -45,7 +34,7 @@ fn admins_read_their_records(options: DaemonOptions) {
     let other = TestUser::get("cpt-a-other");
     let acme = d.create_acme();
     d.activate(admin.uid, &acme.url).assert_success();
-    let beta_url = create_org(&d, "beta", "b@beta.example");
+    let beta_url = d.create_org("beta", "b@beta.example").url;
     d.activate(other.uid, &beta_url).assert_success();
     d.ctl(admin.uid, &["role", "grant", "admin@example.com", "admin"])
         .assert_success();
@@ -413,7 +402,7 @@ fn refusals_are_counted(options: DaemonOptions) {
 fn what_is_older_than_the_retention_is_pruned_and_the_rest_still_verifies() {
     use compartmentd::clock::{Clock as _, FakeClock, SystemClock};
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     const DAY: Duration = Duration::from_secs(24 * 3600);
     for options in
         each_store("what_is_older_than_the_retention_is_pruned_and_the_rest_still_verifies")
@@ -462,14 +451,10 @@ fn what_is_older_than_the_retention_is_pruned_and_the_rest_still_verifies() {
         .assert_success();
         // The next checkpoint prunes records 1 and 2, and changes 1 and 2, behind a
         // checkpoint of record 2; record 3 and change 3 are younger than a day.
-        let started = Instant::now();
-        let pruned = loop {
-            let pruned = records(&d, &["--event", "audit.prune"]);
-            if !pruned.is_empty() || started.elapsed() > Duration::from_secs(30) {
-                break pruned;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let pruned = compartment_e2e::poll(Duration::from_secs(30), || {
+            Some(records(&d, &["--event", "audit.prune"])).filter(|pruned| !pruned.is_empty())
+        })
+        .unwrap_or_default();
         assert_eq!(pruned.len(), 1, "nothing was pruned in 30 s");
         let detail = pruned[0]["detail"].as_str().unwrap();
         assert!(

@@ -6,16 +6,6 @@
 
 use compartment_e2e::{each_store, root_test, Daemon, DaemonOptions, TestUser, ROOT};
 
-/// The activation URL `org create` printed.
-fn created_url(out: &compartment_e2e::Out) -> String {
-    out.assert_success();
-    out.stdout_lines()[2]
-        .split_whitespace()
-        .last()
-        .unwrap()
-        .to_owned()
-}
-
 root_test!(
     an_organization_is_deleted_only_by_a_superuser_and_only_when_told,
     || {
@@ -38,10 +28,7 @@ fn deleted(options: DaemonOptions) {
     )
     .assert_success();
     // A typo: an organization with only its admin's pending invitation.
-    let typo_url = created_url(&d.ctl(
-        ROOT,
-        &["org", "create", "acmee", "--admin", "x@example.com"],
-    ));
+    let typo_url = d.create_org("acmee", "x@example.com").url;
 
     // Only a superuser deletes; a missing organization is said to be missing.
     d.ctl(admin.uid, &["org", "delete", "acme"]).assert_err(

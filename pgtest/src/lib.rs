@@ -136,23 +136,9 @@ impl Postgres {
     pub fn password_role(&self, name: &str, password: &str) -> Result<(), String> {
         let socket = self.socket_dir().display().to_string();
         let port = PORT.to_string();
-        let sql = format!("CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'");
-        self.run(
-            "psql",
-            &[
-                "--host",
-                &socket,
-                "--port",
-                &port,
-                "--username",
-                ROLE,
-                "--dbname",
-                "postgres",
-                "--no-psqlrc",
-                "--quiet",
-                "--command",
-                &sql,
-            ],
+        self.execute(
+            "postgres",
+            &format!("CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}'"),
         )?;
         self.run(
             "createdb",

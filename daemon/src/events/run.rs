@@ -65,37 +65,31 @@ pub(crate) async fn run_feed(
                 .await;
             }
         };
-        if batch.org_gone {
-            let reason = format!(
-                "organization {} was deleted",
-                feed.org.as_deref().unwrap_or("-")
-            );
-            return close_feed(
-                write_half,
-                feed.after,
+        // The feed cannot go on: its organization is gone, or changes it has not sent were
+        // pruned (it would skip them without a word).
+        let ended = if batch.org_gone {
+            Some((
                 FeedEnd::Revoked,
-                reason,
-                limits,
-                stop,
-            )
-            .await;
-        }
-        if let Some(first) = batch.pruned {
-            let reason = format!(
-                "the changes after {} up to {} are no longer kept (the daemon's \
-                 --audit-retention): read the state afresh, then subscribe without after",
-                feed.after,
-                first - 1
-            );
-            return close_feed(
-                write_half,
-                feed.after,
-                FeedEnd::Behind,
-                reason,
-                limits,
-                stop,
-            )
-            .await;
+                format!(
+                    "organization {} was deleted",
+                    feed.org.as_deref().unwrap_or("-")
+                ),
+            ))
+        } else {
+            batch.pruned.map(|first| {
+                (
+                    FeedEnd::Behind,
+                    format!(
+                        "the changes after {} up to {} are no longer kept (the daemon's \
+                         --audit-retention): read the state afresh, then subscribe without after",
+                        feed.after,
+                        first - 1
+                    ),
+                )
+            })
+        };
+        if let Some((cause, reason)) = ended {
+            return close_feed(write_half, feed.after, cause, reason, limits, stop).await;
         }
         if !out.is_empty() {
             if let Err((cause, reason)) = events::still_allowed(ctx, caller, &feed).await {
