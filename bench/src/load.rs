@@ -25,6 +25,7 @@ pub fn invite(org: &str, email: String) -> Request {
         expires_in: None,
         resend: false,
         unix_user: None,
+        access_until: None,
     })
 }
 

@@ -175,7 +175,7 @@ impl From<StatusFilter> for MemberStatus {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Invite, list and remove the members of an organization
+    /// Invite, list, remove, block and unblock the members of an organization
     #[command(subcommand)]
     User(UserCommand),
 
@@ -252,7 +252,13 @@ pub enum UserCommand {
             and paste it at the prompt. If it already has an account, access is granted at once and no URL is \
             needed.\n\n\
             The URL lives for the daemon's default invitation lifetime (7 days unless its \
-            --invitation-ttl says otherwise), or for --expires-in, at most 30 days."
+            --invitation-ttl says otherwise), or for --expires-in, at most 30 days.\n\n\
+            With --access-until, the membership ends by itself at that time, for a \
+            contractor say: from then on every decision about them is no, and they are \
+            removed.",
+        after_help = "Examples:\n  \
+            compartmentctl user invite deploy@example.com --role deployer\n  \
+            compartmentctl user invite contractor@example.com --role deployer --access-until 30days"
     )]
     Invite {
         /// The person's e-mail address
@@ -274,6 +280,11 @@ pub enum UserCommand {
         /// Only this Unix user may redeem the activation URL
         #[arg(long, value_name = "NAME")]
         unix_user: Option<String>,
+
+        /// End the membership by itself then: an RFC 3339 time (2026-12-14T00:00:00Z) or a
+        /// duration from now (30days) [default: it lasts until removed]
+        #[arg(long, value_name = "TIME", value_parser = parse_until_text)]
+        access_until: Option<String>,
     },
 
     /// List the organization's members with their role and status, by e-mail
@@ -301,11 +312,56 @@ pub enum UserCommand {
         /// The member's e-mail address
         email: String,
     },
+
+    /// Block a member: they can do nothing in the organization until unblocked (admin only)
+    #[command(
+        long_about = "Block a member (admin only): from this instant every decision about \
+            them in the organization is no, until `user unblock`, or until the time --until \
+            names.\n\n\
+            The member keeps their role and their binding. The reason is what they, and every \
+            service that asks about them, are told; the change feed says member.blocked, so \
+            that services can end their sessions. A block never leaves the organization \
+            without an admin whom nothing bounds (no block, no end of access, no role held \
+            --until).",
+        after_help = "Examples:\n  \
+            compartmentctl user block alice@example.com --reason \"laptop lost\"\n  \
+            compartmentctl user block bob@example.com --reason \"on leave\" --until 2026-12-14T00:00:00Z"
+    )]
+    Block {
+        /// The member's e-mail address
+        email: String,
+
+        /// Why, in your words: shown to the member and to every service that asks about
+        /// them [1 to 500 characters]
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+
+        /// Lift the block by itself then: an RFC 3339 time (2026-12-14T00:00:00Z) or a
+        /// duration from now (3days) [default: until `user unblock`]
+        #[arg(long, value_name = "TIME", value_parser = parse_until_text)]
+        until: Option<String>,
+    },
+
+    /// Lift a member's block at once (admin only)
+    Unblock {
+        /// The member's e-mail address
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RoleCommand {
-    /// Give a member a role, up to your own
+    /// Give a member a role, up to your own; with --until, only for a while
+    #[command(
+        long_about = "Give a member a role, up to your own.\n\n\
+            With --until, the role is theirs only until then: a role above the one they hold \
+            now, which falls back by itself to the one they held before. An organization \
+            always keeps an admin whom nothing bounds; an admin until a time does not count \
+            as one.",
+        after_help = "Examples:\n  \
+            compartmentctl role grant user@example.com deployer\n  \
+            compartmentctl role grant oncall@example.com admin --until 8h"
+    )]
     Grant {
         /// The member's e-mail address
         email: String,
@@ -313,6 +369,12 @@ pub enum RoleCommand {
         /// The new role, at most your own
         #[arg(value_parser = ROLES)]
         role: Role,
+
+        /// Hold the role only until then, and the role held before again after: an RFC 3339
+        /// time (2026-12-14T00:00:00Z) or a duration from now (8h); only for a role above
+        /// the member's
+        #[arg(long, value_name = "TIME", value_parser = parse_until_text)]
+        until: Option<String>,
     },
 
     /// List the roles and what each may do
@@ -358,8 +420,9 @@ pub enum EventsCommand {
     /// interrupted
     #[command(
         long_about = "Print each change to memberships and bindings as it happens, a line \
-            each, until interrupted: members added, activated, given another role, expired or \
-            removed, and accounts bound or unbound. Each has a sequence number (#N); with \
+            each, until interrupted: members added, activated, given another role, expired, \
+            blocked, unblocked or removed, warnings that a member's access or raised role \
+            ends soon, and accounts bound or unbound. Each has a sequence number (#N); with \
             --after N, the changes since N come first, so that nothing is missed between two \
             watches.\n\n\
             Superusers and members of the daemon's --service-group see every organization, or \
@@ -608,6 +671,30 @@ fn parse_duration_text(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// Checks an end (`--until`, `--access-until`) locally so a typo is a usage error before
+/// anything is sent: a duration from now of at least a second, an RFC 3339 time, or a date
+/// alone. Keeps the text as typed: the daemon reads it against its own clock and owns the
+/// rules (an end already past, say).
+fn parse_until_text(text: &str) -> Result<String, String> {
+    if let Ok(duration) = humantime::parse_duration(text) {
+        if duration < std::time::Duration::from_secs(1) {
+            return Err("an end must be at least one second from now".to_owned());
+        }
+        return Ok(text.to_owned());
+    }
+    let time = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    match humantime::parse_rfc3339_weak(&time) {
+        Ok(_) => Ok(text.to_owned()),
+        Err(_) => {
+            Err("give a time (2026-12-14T00:00:00Z) or a duration from now (8h, 30days)".to_owned())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,6 +723,27 @@ mod tests {
             readme.contains(&words(SERVER_TRUST)),
             "docs/operations.md must say what SERVER_TRUST says"
         );
+    }
+
+    #[test]
+    fn an_end_is_a_time_or_a_duration_from_now() {
+        for good in ["8h", "30days", "2026-12-14T00:00:00Z", "2026-12-14"] {
+            assert_eq!(parse_until_text(good).as_deref(), Ok(good), "{good}");
+        }
+        assert_eq!(
+            parse_until_text("0s"),
+            Err("an end must be at least one second from now".to_owned())
+        );
+        for bad in ["soon", "", "2026-13-01", "tomorrow"] {
+            assert_eq!(
+                parse_until_text(bad),
+                Err(
+                    "give a time (2026-12-14T00:00:00Z) or a duration from now (8h, 30days)"
+                        .to_owned()
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

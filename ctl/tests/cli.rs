@@ -1032,6 +1032,163 @@ m03@example.com  viewer  invited  -          2026-05-01T12:00:00Z
     assert_eq!(out.status.code(), Some(0));
 }
 
+#[test]
+fn user_block_sends_the_reason_and_end_and_says_what_it_did() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","email":"alice@example.com","block":{"reason":"laptop lost","by":"admin@example.com","at":"2026-12-07T09:00:00Z","until":"2026-12-14T00:00:00Z"}}}"#,
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "--org",
+            "acme",
+            "user",
+            "block",
+            "alice@example.com",
+            "--reason",
+            "laptop lost",
+            "--until",
+            "2026-12-14T00:00:00Z",
+        ]),
+    );
+    assert_eq!(request["method"], "user.block");
+    assert_eq!(
+        request["params"],
+        json!({"org": "acme", "email": "alice@example.com", "reason": "laptop lost", "until": "2026-12-14T00:00:00Z"})
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "Blocked alice@example.com in acme until 2026-12-14T00:00:00Z: laptop lost\n"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn user_unblock_says_so() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","email":"alice@example.com","block":{"reason":"laptop lost","by":"uid 0","at":"2026-12-07T09:00:00Z"}}}"#,
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "user",
+            "unblock",
+            "alice@example.com",
+        ]),
+    );
+    assert_eq!(request["method"], "user.unblock");
+    assert_eq!(request["params"], json!({"email": "alice@example.com"}));
+    assert_eq!(text(&out.stdout), "Unblocked alice@example.com in acme.\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_block_without_a_reason_is_a_usage_error_before_anything_is_sent() {
+    let out = run(&[
+        "--socket",
+        "/nonexistent/sock",
+        "user",
+        "block",
+        "a@example.com",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--reason <TEXT>"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_blocked_caller_is_told_why_and_exits_4() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32018,"message":"you are blocked in acme until unblocked: laptop lost","data":{"kind":"blocked"}}}"#,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "user", "list"]),
+    );
+    assert_eq!(
+        text(&out.stderr),
+        "compartmentctl: you are blocked in acme until unblocked: laptop lost\n"
+    );
+    assert_eq!(out.status.code(), Some(4));
+}
+
+#[test]
+fn a_grant_until_sends_it_and_says_what_comes_after() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","email":"oncall@example.com","role":"admin","previous_role":"deployer","until":"2026-12-07T17:00:00Z"}}"#,
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "role",
+            "grant",
+            "oncall@example.com",
+            "admin",
+            "--until",
+            "8h",
+        ]),
+    );
+    assert_eq!(
+        request["params"],
+        json!({"email": "oncall@example.com", "role": "admin", "until": "8h"})
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "Granted admin to oncall@example.com in acme until 2026-12-07T17:00:00Z (was deployer; deployer again after).\n"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn invite_sends_access_until() {
+    let daemon = FakeDaemon::bind();
+    let (request, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","email":"c@example.com","role":"deployer","status":"invited","activation_url":"https://host/activate?token=abc","expires_at":"2026-12-14T09:00:00Z","access_until":"2027-01-06T09:00:00Z"}}"#,
+        ctl(Path::new(BIN)).args([
+            "--socket",
+            daemon.socket(),
+            "user",
+            "invite",
+            "c@example.com",
+            "--role",
+            "deployer",
+            "--access-until",
+            "30days",
+        ]),
+    );
+    assert_eq!(
+        request["params"],
+        json!({"email": "c@example.com", "role": "deployer", "access_until": "30days"})
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "Invited c@example.com as deployer.\n\
+         Activation URL: https://host/activate?token=abc\n\
+         Invitation expires at: 2026-12-14T09:00:00Z\n\
+         Access ends at: 2027-01-06T09:00:00Z\n"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn user_list_shows_blocks_and_ends() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"org":"acme","members":[{"email":"alice@example.com","role":"deployer","status":"active","expires_at":null,"unix_user":"alice","blocked":{"reason":"laptop lost","by":"uid 0","at":"2026-12-07T09:00:00Z"}},{"email":"oncall@example.com","role":"admin","status":"active","expires_at":null,"unix_user":"bob","access_until":"2027-01-06T09:00:00Z","elevation":{"until":"2026-12-07T17:00:00Z","fallback":"deployer"}}]}}"#,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "user", "list"]),
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "\
+EMAIL               ROLE      STATUS   UNIX USER  EXPIRES
+alice@example.com   deployer  blocked  alice      -
+oncall@example.com  admin     active   bob        2026-12-07T17:00:00Z (then deployer), 2027-01-06T09:00:00Z (access ends)
+"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 // ---------------------------------------------------------------------------------------
 // Text from the daemon or the command line that would act on the terminal
 

@@ -304,7 +304,7 @@ fn check_request(element: &Value, request: &Request) -> Result<(), TestCaseError
 // Inputs
 
 /// Keys that make a random object look like a request, and every params field name.
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 18] = [
     "jsonrpc",
     "id",
     "method",
@@ -320,6 +320,9 @@ const KEYS: [&str; 15] = [
     "limit",
     "after",
     "status",
+    "reason",
+    "until",
+    "access_until",
 ];
 
 fn key() -> impl Strategy<Value = String> {
@@ -435,6 +438,26 @@ fn field_value(name: &'static str) -> BoxedStrategy<Value> {
             Just(Value::Null),
         ]
         .boxed(),
+        "until" | "access_until" => prop_oneof![
+            proptest::sample::select(vec![
+                "8h",
+                "30days",
+                "0s",
+                "2026-12-14T00:00:00Z",
+                "2026-12-14",
+                "soon",
+            ])
+            .prop_map(Value::from),
+            Just(Value::Null),
+        ]
+        .boxed(),
+        "reason" => prop_oneof![
+            Just(json!("laptop lost")),
+            Just(json!("")),
+            ".{0,40}".prop_map(Value::from),
+            "x{490,510}".prop_map(Value::from),
+        ]
+        .boxed(),
         "token" => prop_oneof![
             "[A-Za-z0-9_-]{43}".prop_map(Value::from),
             "https://h/activate\\?token=[A-Za-z0-9_-]{0,50}".prop_map(Value::from),
@@ -459,6 +482,7 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
             ("expires_in", false),
             ("resend", false),
             ("unix_user", false),
+            ("access_until", false),
         ],
         "user.list" => &[
             ("org", false),
@@ -466,8 +490,19 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
             ("after", false),
             ("status", false),
         ],
-        "user.remove" => &[("org", false), ("email", true)],
-        "role.grant" => &[("org", false), ("email", true), ("role", true)],
+        "user.remove" | "user.unblock" => &[("org", false), ("email", true)],
+        "user.block" => &[
+            ("org", false),
+            ("email", true),
+            ("reason", true),
+            ("until", false),
+        ],
+        "role.grant" => &[
+            ("org", false),
+            ("email", true),
+            ("role", true),
+            ("until", false),
+        ],
         "account.activate" => &[("token", true)],
         "account.show" | "account.unbind" => &[("email", true)],
         "account.bind" => &[("email", true), ("unix_user", true)],
@@ -687,10 +722,10 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":2,"method":"org.create","params":{"name":"acme","admin":"a@example.com","admin_unix_user":"alice"}}"#,
         r#"{"jsonrpc":"2.0","id":3,"method":"org.list","params":{}}"#,
         r#"{"jsonrpc":"2.0","id":4,"method":"org.use","params":{"name":"acme"}}"#,
-        r#"{"jsonrpc":"2.0","id":5,"method":"user.invite","params":{"org":"acme","email":"d@example.com","role":"deployer","expires_in":"2h","resend":true,"unix_user":"bob"}}"#,
+        r#"{"jsonrpc":"2.0","id":5,"method":"user.invite","params":{"org":"acme","email":"d@example.com","role":"deployer","expires_in":"2h","resend":true,"unix_user":"bob","access_until":"30days"}}"#,
         r#"{"jsonrpc":"2.0","id":6,"method":"user.list","params":{"org":"acme","limit":1000,"after":"YUBleGFtcGxlLmNvbQ","status":"expired"}}"#,
         r#"{"jsonrpc":"2.0","id":7,"method":"user.remove","params":{"email":"d@example.com"}}"#,
-        r#"{"jsonrpc":"2.0","id":8,"method":"role.grant","params":{"org":null,"email":"d@example.com","role":"viewer"}}"#,
+        r#"{"jsonrpc":"2.0","id":8,"method":"role.grant","params":{"org":null,"email":"d@example.com","role":"admin","until":"2026-12-14T08:00:00Z"}}"#,
         r#"{"jsonrpc":"2.0","id":9,"method":"role.list"}"#,
         r#"{"jsonrpc":"2.0","id":10,"method":"account.activate","params":{"token":"https://h/activate?token=abc"}}"#,
         r#"{"jsonrpc":"2.0","id":11,"method":"account.list"}"#,
@@ -708,6 +743,8 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":23,"method":"audit.verify","params":{"checkpoint":"note"}}"#,
         r#"{"jsonrpc":"2.0","id":24,"method":"audit.checkpoint"}"#,
         r#"{"jsonrpc":"2.0","id":25,"method":"org.delete","params":{"name":"acme","force":true}}"#,
+        r#"{"jsonrpc":"2.0","id":26,"method":"user.block","params":{"org":"acme","email":"d@example.com","reason":"laptop lost","until":"3days"}}"#,
+        r#"{"jsonrpc":"2.0","id":27,"method":"user.unblock","params":{"email":"d@example.com"}}"#,
     ];
     assert_eq!(lines.len(), METHODS.len());
     for line in lines {

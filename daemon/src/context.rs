@@ -488,6 +488,10 @@ impl events::Daemon for Context {
         &self.store
     }
 
+    fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
     fn replays(&self) -> &Arc<events::Replays> {
         &self.replays
     }
@@ -504,6 +508,10 @@ impl events::Daemon for Context {
 impl events::Daemon for ReadContext<'_> {
     fn store(&self) -> &ReadSide {
         &self.ctx.store
+    }
+
+    fn now(&self) -> Millis {
+        self.ctx.clock.now()
     }
 
     fn replays(&self) -> &Arc<events::Replays> {

@@ -26,7 +26,7 @@ use crate::context::{Context, ReadContext, Scope, WriteContext};
 use crate::events::{self, Feed};
 use crate::rules::authz;
 use crate::rules::{
-    accounts, audit, identity, invitations, members, orgs, Caller, RuleError, Unbound,
+    accounts, audit, identity, invitations, lifecycle, members, orgs, Caller, RuleError, Unbound,
 };
 use crate::store::{Millis, Reader, StoreError};
 use crate::token::Token;
@@ -414,7 +414,7 @@ impl Serve for methods::OrgList {
         caller: Caller,
         _: Self::Params,
     ) -> Result<Self::Result, RuleError> {
-        orgs::list(&ctx.snapshot()?, &caller)
+        orgs::list(&ctx.snapshot()?, &caller, ctx.now())
     }
 }
 
@@ -481,8 +481,8 @@ impl Serve for methods::OrgUse {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         ctx.writer
-            .write_as(caller.uid, move |txn, _| {
-                orgs::use_org(txn, &caller, &params.name)
+            .write_as(caller.uid, move |txn, now| {
+                orgs::use_org(txn, &caller, &params.name, now)
             })
             .await
     }
@@ -498,13 +498,18 @@ impl Serve for methods::UserInvite {
         let token = new_token(&ctx)?;
         let policy = ctx.policy.clone();
         let (about, org) = (params.email.clone(), params.org.clone());
+        let access_until = params.access_until.is_some();
         let invitation = ctx
             .writer
             .write_about(caller.uid, &about, org.as_deref(), move |txn, now| {
                 invitations::invite(txn, &caller, &params, named.clone(), &token, &policy, now)
             })
             .await?;
-        tell_sweeper(&ctx.sweeper_wake, &invitation);
+        if access_until {
+            ctx.sweeper_wake.now();
+        } else {
+            tell_sweeper(&ctx.sweeper_wake, &invitation);
+        }
         Ok(invitation)
     }
 }
@@ -548,9 +553,49 @@ impl Serve for methods::RoleGrant {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let (about, org) = (params.email.clone(), params.org.clone());
-        ctx.writer
+        let granted = ctx
+            .writer
             .write_about(caller.uid, &about, org.as_deref(), move |txn, now| {
                 members::grant(txn, &caller, &params, now)
+            })
+            .await?;
+        if granted.until.is_some() {
+            ctx.sweeper_wake.now();
+        }
+        Ok(granted)
+    }
+}
+
+impl Serve for methods::UserBlock {
+    async fn serve(
+        ctx: WriteContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        let (about, org) = (params.email.clone(), params.org.clone());
+        let blocked = ctx
+            .writer
+            .write_about(caller.uid, &about, org.as_deref(), move |txn, now| {
+                lifecycle::block(txn, &caller, &params, now)
+            })
+            .await?;
+        if blocked.block.until.is_some() {
+            ctx.sweeper_wake.now();
+        }
+        Ok(blocked)
+    }
+}
+
+impl Serve for methods::UserUnblock {
+    async fn serve(
+        ctx: WriteContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        let (about, org) = (params.email.clone(), params.org.clone());
+        ctx.writer
+            .write_about(caller.uid, &about, org.as_deref(), move |txn, now| {
+                lifecycle::unblock(txn, &caller, &params, now)
             })
             .await
     }

@@ -47,7 +47,7 @@ use serde::Serialize;
 
 use crate::clock::rfc3339;
 use crate::rules::{identity, Caller, RuleError};
-use crate::store::{EventRecord, ReadSide, Reader, StoreError};
+use crate::store::{EventRecord, Millis, ReadSide, Reader, StoreError};
 
 /// The most events read and sent at a time.
 pub const FEED_BATCH: usize = 256;
@@ -337,6 +337,8 @@ impl Drop for Replaying {
 /// is now. The daemon's request context answers it; the feed borrows nothing else.
 pub trait Daemon {
     fn store(&self) -> &ReadSide;
+    /// The daemon's clock: a subscriber blocked or whose access ended is judged on it.
+    fn now(&self) -> Millis;
     fn replays(&self) -> &Arc<Replays>;
     /// `caller` with its Unix user as the host names it now (within the cache's bound).
     fn identify(&self, caller: Caller) -> impl std::future::Future<Output = Caller> + Send;
@@ -363,7 +365,7 @@ pub async fn subscribe(
         }
         (params.org.clone(), Access::Service)
     } else {
-        let here = admin_of(snapshot, caller, params.org.as_deref())?;
+        let here = admin_of(snapshot, caller, params.org.as_deref(), ctx.now())?;
         (Some(here.clone()), Access::Admin { org: here })
     };
     let head = snapshot.last_event_seq()?;
@@ -393,9 +395,14 @@ pub async fn subscribe(
 
 /// The organization `caller` administers, by the same steps as every request: who they are,
 /// which organization, and whether their role there holds the audit log's permission.
-fn admin_of(reader: &impl Reader, caller: &Caller, org: Option<&str>) -> Result<String, RuleError> {
+fn admin_of(
+    reader: &impl Reader,
+    caller: &Caller,
+    org: Option<&str>,
+    now: Millis,
+) -> Result<String, RuleError> {
     let actor = identity::authenticate(reader, caller)?;
-    let here = identity::in_org(reader, &actor, org)?;
+    let here = identity::in_org(reader, &actor, org, now)?;
     here.require(methods::EventsSubscribe::NEEDS)?;
     Ok(here.org)
 }
@@ -422,7 +429,7 @@ pub async fn still_allowed(
                 let reason = "internal error; the daemon's log has details";
                 (FeedEnd::Internal, reason.to_owned())
             })?;
-            admin_of(&snapshot, &caller, Some(org))
+            admin_of(&snapshot, &caller, Some(org), ctx.now())
                 .map(|_| ())
                 .map_err(|err| (FeedEnd::Revoked, err.user_message()))
         }
@@ -460,6 +467,12 @@ pub fn event_line(seq: u64, record: EventRecord) -> Vec<u8> {
         status: record.status,
         uid: record.uid,
         actor: record.actor,
+        until: record
+            .note
+            .as_ref()
+            .and_then(|note| note.until)
+            .map(rfc3339),
+        reason: record.note.and_then(|note| note.reason),
     };
     notification(EVENT_METHOD, &event)
 }

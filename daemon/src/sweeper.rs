@@ -109,7 +109,7 @@ impl Sweeper {
         let mut pace = Pace::default();
         loop {
             self.wake.looking();
-            let sleep_for = match self.next_expiry() {
+            let sleep_for = match self.next_due() {
                 Ok(Some(at)) => {
                     let now = self.clock.now();
                     if is_due(at, now) {
@@ -143,9 +143,9 @@ impl Sweeper {
 
     /// When the next thing falls due: an invitation's expiry, or a spent token that may be
     /// forgotten.
-    fn next_expiry(&self) -> Result<Option<Millis>, StoreError> {
+    fn next_due(&self) -> Result<Option<Millis>, StoreError> {
         let snapshot = self.store.read()?;
-        let invitation = snapshot.next_expiry()?;
+        let invitation = snapshot.next_due()?;
         let spent = snapshot.next_spent_token_due()?;
         Ok(invitation.into_iter().chain(spent).min())
     }
@@ -188,7 +188,7 @@ impl Sweeper {
                     return Swept::LookAgain;
                 }
                 let now = self.clock.now();
-                match self.next_expiry() {
+                match self.next_due() {
                     Ok(Some(at)) if at == due && is_due(at, now) => {
                         tracing::error!(
                             "an index names an invitation or a spent token due that the sweep did not take; sweeping again later"
@@ -378,6 +378,7 @@ mod tests {
             expires_in: None,
             resend: false,
             unix_user: None,
+            access_until: Default::default(),
         };
         let token = Token::from_text(&format!("{:0>43}", 2));
         crate::writer::apply(&store, T0 + 1500, |txn, now| {
@@ -425,7 +426,7 @@ mod tests {
 
     /// `count` invitations to acme, all due at `T0`, written straight into PostgreSQL
     /// (a fixture, not a change: the sweep is what is under test).
-    fn due_invitations(server: &compartment_pgtest::Postgres, count: i64) {
+    fn due_memberships(server: &compartment_pgtest::Postgres, count: i64) {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -444,9 +445,9 @@ mod tests {
                                 'u' || i || '@example.com', {T0}, 'pending', false
                          FROM generate_series(1, {count}) i;
                      INSERT INTO memberships (org, email, role, status, invited_by, invited_at,
-                                              expires_at, token_key)
+                                              expires_at, token_key, due_at)
                          SELECT 'acme', 'u' || i || '@example.com', 'viewer', 'invited', 'uid 0',
-                                0, {T0}, decode(lpad(to_hex(i), 64, '0'), 'hex')
+                                0, {T0}, decode(lpad(to_hex(i), 64, '0'), 'hex'), {T0}
                          FROM generate_series(1, {count}) i;
                      COMMIT;"
                 ))
@@ -471,11 +472,11 @@ mod tests {
             ))
         };
         let (a, b) = (open(), open());
-        due_invitations(&server, 3000);
+        due_memberships(&server, 3000);
         let clock = || Arc::new(crate::clock::FakeClock::new(T0 + 1)) as Arc<dyn Clock>;
         let (on_a, on_b) = (Running::start(&a, clock()), Running::start(&b, clock()));
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while a.read().unwrap().next_expiry().unwrap().is_some() {
+        while a.read().unwrap().next_due().unwrap().is_some() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "not swept within a minute"
@@ -524,7 +525,7 @@ mod tests {
             ))
         };
         let (a, b) = (open(), open());
-        due_invitations(&server, due);
+        due_memberships(&server, due);
         let started = std::time::Instant::now();
         let sweeping = Running::start(&a, Arc::new(crate::clock::FakeClock::new(T0 + 1)));
         let (writer, thread) =
@@ -534,7 +535,7 @@ mod tests {
         let due_now = || {
             a.read()
                 .unwrap()
-                .next_expiry()
+                .next_due()
                 .unwrap()
                 .is_some_and(|at| at <= T0)
         };
@@ -547,6 +548,7 @@ mod tests {
                 expires_in: None,
                 resend: false,
                 unix_user: None,
+                access_until: Default::default(),
             };
             let token = Token::from_text(&format!("{:0>43}", n));
             let asked = std::time::Instant::now();

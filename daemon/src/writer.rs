@@ -1468,6 +1468,7 @@ mod tests {
                             expires_in: None,
                             resend: false,
                             unix_user: None,
+                            access_until: Default::default(),
                         };
                         let (root, policy) = (crate::rules::tests::root(), policy.clone());
                         let token = Token::from_text(&format!("{:0>40}{task}{i:02}", ""));

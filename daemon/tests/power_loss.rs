@@ -449,6 +449,7 @@ fn round(
                         expires_in: None,
                         resend: false,
                         unix_user: None,
+                        access_until: Default::default(),
                     };
                     let (caller, policy) = (root(), policy());
                     let answer = writer

@@ -61,6 +61,7 @@ fn invite(email: &str) -> Request {
         expires_in: None,
         resend: false,
         unix_user: None,
+        access_until: None,
     })
 }
 
@@ -192,7 +193,7 @@ fn check_the_file(
             }
         }
     }
-    let due = snapshot.due_invitations(u64::MAX).expect("due_invitations");
+    let due = snapshot.due_memberships(u64::MAX).expect("due_memberships");
     let pending_indexed: BTreeSet<(String, String)> = due.iter().cloned().collect();
     if pending_indexed.len() != due.len() {
         failures.push(format!(

@@ -33,6 +33,7 @@ fn acme_with_invitations(d: &Daemon) -> Vec<Invitation> {
                     expires_in: None,
                     resend: false,
                     unix_user: None,
+                    access_until: None,
                 }))
                 .unwrap_or_else(|err| panic!("invitation {i}: {err}"));
             assert_eq!(invitation.status, MemberStatus::Invited, "{invitation:?}");

@@ -36,6 +36,7 @@ fn invite(email: &str) -> Request {
         expires_in: None,
         resend: false,
         unix_user: None,
+        access_until: None,
     })
 }
 

@@ -26,6 +26,7 @@ fn acme_of_2500(options: DaemonOptions) -> (InProcess, MemberList) {
                 expires_in: None,
                 resend: false,
                 unix_user: None,
+                access_until: None,
             }))
             .unwrap();
     }

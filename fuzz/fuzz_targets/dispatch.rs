@@ -187,6 +187,7 @@ async fn seed(ctx: &Context) -> String {
             expires_in: None,
             resend: false,
             unix_user: None,
+            access_until: None,
         }),
     )
     .await;

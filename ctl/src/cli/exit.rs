@@ -33,9 +33,10 @@ impl From<Exit> for ExitCode {
 pub fn exit_for_kind(kind: ErrorKind) -> Exit {
     match kind {
         ErrorKind::BadRequest | ErrorKind::UnknownMethod | ErrorKind::OrgRequired => Exit::Usage,
-        ErrorKind::Unauthenticated | ErrorKind::Forbidden | ErrorKind::RoleAboveOwn => {
-            Exit::PermissionDenied
-        }
+        ErrorKind::Unauthenticated
+        | ErrorKind::Forbidden
+        | ErrorKind::RoleAboveOwn
+        | ErrorKind::Blocked => Exit::PermissionDenied,
         ErrorKind::NotFound => Exit::NotFound,
         ErrorKind::LastAdmin
         | ErrorKind::AlreadyMember
@@ -217,9 +218,11 @@ mod tests {
             (ErrorKind::AlreadyInvited, 1),
             (ErrorKind::LastAdmin, 1),
             (ErrorKind::RoleAboveOwn, 4),
+            (ErrorKind::Blocked, 4),
             (ErrorKind::InvalidToken, 1),
             (ErrorKind::TokenExpired, 1),
             (ErrorKind::TokenUsed, 1),
+            (ErrorKind::NotEmpty, 1),
             (ErrorKind::OrgRequired, 2),
             (ErrorKind::FrameTooLong, 1),
             (ErrorKind::Busy, 1),
@@ -235,7 +238,7 @@ mod tests {
         let mut codes: Vec<i64> = cases.iter().map(|(kind, _)| kind.code()).collect();
         codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes.len(), 20);
+        assert_eq!(codes.len(), 22);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 
 use compartmentctl::args::OutputFormat;
-use compartmentctl::wire::{MemberPage, MemberView, Request, UserListParams, MAX_PAGE};
+use compartmentctl::wire::{MemberPage, MemberView, Request, Text, UserListParams, MAX_PAGE};
 use compartmentctl::Client;
 
 use super::escape::escaped;
@@ -229,15 +229,25 @@ fn open_document(text: &mut Vec<u8>, org: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One member as `user list`'s table cells, escaped, and borrowed from the page unless
-/// escaping changed them: no copy per row.
+/// One member as `user list`'s table cells, as `output::member_row` makes them: escaped,
+/// and borrowed from the page unless escaping changed them or an end was written out, so
+/// no copy for a row of plain text.
 fn member_row<'a>(member: &'a MemberView<'_>) -> [Cow<'a, str>; 5] {
     [
         escaped(member.email.as_str()),
         Cow::Borrowed(member.role.as_str()),
-        Cow::Borrowed(member.status.as_str()),
+        Cow::Borrowed(output::member_status(
+            member.status,
+            member.blocked.as_ref(),
+        )),
         escaped(member.unix_user.as_ref().map_or("-", |user| user.as_str())),
-        escaped(member.expires_at.as_ref().map_or("-", |at| at.as_str())),
+        output::member_expires(
+            member.status,
+            member.expires_at.as_ref().map(Text::as_str),
+            member.blocked.as_ref(),
+            member.access_until.as_ref().map(Text::as_str),
+            member.elevation.as_ref(),
+        ),
     ]
 }
 
@@ -327,6 +337,9 @@ mod tests {
                     status: MemberStatus::Invited,
                     expires_at: Some("2026-05-01T12:00:00Z".into()),
                     unix_user: None,
+                    blocked: None,
+                    access_until: None,
+                    elevation: None,
                 })
                 .collect(),
             next: None,
@@ -426,6 +439,41 @@ mod tests {
             assert_eq!(limits, [1_000, 1_000, 1_000]);
             assert_eq!(text, output::member_list(&list));
         }
+    }
+
+    /// The streamed table's cells are `output::member_row`'s: a block, an elevation and an
+    /// end of access read the same either way, and a member without them as before.
+    #[test]
+    fn streamed_rows_show_blocks_and_ends_as_a_whole_list_does() {
+        use compartmentctl::wire::{MemberBlock, MemberElevation};
+        let mut list = list_of(4);
+        for member in &mut list.members[..3] {
+            member.status = MemberStatus::Active;
+            member.expires_at = None;
+        }
+        list.members[0].blocked = Some(MemberBlock {
+            reason: "laptop \u{202e}lost".into(),
+            by: "uid 0".into(),
+            at: "2026-05-01T12:00:00Z".into(),
+            until: Some("2026-06-01T00:00:00Z".into()),
+        });
+        list.members[0].access_until = Some("2026-05-20T00:00:00Z".into());
+        list.members[1].elevation = Some(MemberElevation {
+            until: "2026-05-02T\u{1b}[2J".into(),
+            fallback: Role::Deployer,
+        });
+        list.members[2].access_until = Some("2026-07-01T00:00:00Z".into());
+        let (text, _) = run(&list, ALL, OutputFormat::Text);
+        assert_eq!(text, output::member_list(&list));
+        assert_eq!(
+            text,
+            "EMAIL              ROLE    STATUS   UNIX USER  EXPIRES\n\
+             m0000@example.com  viewer  blocked  -          2026-05-20T00:00:00Z (access ends), \
+             2026-06-01T00:00:00Z (block ends)\n\
+             m0001@example.com  viewer  active   -          2026-05-02T\\u{1b}[2J (then deployer)\n\
+             m0002@example.com  viewer  active   -          2026-07-01T00:00:00Z (access ends)\n\
+             m0003@example.com  viewer  invited  -          2026-05-01T12:00:00Z\n"
+        );
     }
 
     /// The next page's cursor is read from the head of an answer, before its members, when

@@ -33,8 +33,8 @@ use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
     AccountBindParams, AccountDeleteParams, AccountParams, ActivateParams, AuditListParams,
     AuditVerifyParams, AuthzCheckParams, Check, EventsSubscribeParams, OrgCreateParams,
-    OrgDeleteParams, OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserInviteParams,
-    UserListParams, UserRemoveParams,
+    OrgDeleteParams, OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserBlockParams,
+    UserInviteParams, UserListParams, UserRemoveParams, UserUnblockParams,
 };
 use compartmentctl::{Client, ClientError};
 
@@ -206,6 +206,7 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             expires_in,
             resend,
             unix_user,
+            access_until,
         }) => Request::UserInvite(UserInviteParams {
             org,
             email,
@@ -213,6 +214,7 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             expires_in,
             resend,
             unix_user,
+            access_until,
         }),
         Command::User(UserCommand::List { status, .. }) => Request::UserList(UserListParams {
             org,
@@ -222,8 +224,26 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         Command::User(UserCommand::Remove { email }) => {
             Request::UserRemove(UserRemoveParams { org, email })
         }
-        Command::Role(RoleCommand::Grant { email, role }) => {
-            Request::RoleGrant(RoleGrantParams { org, email, role })
+        Command::User(UserCommand::Block {
+            email,
+            reason,
+            until,
+        }) => Request::UserBlock(UserBlockParams {
+            org,
+            email,
+            reason,
+            until,
+        }),
+        Command::User(UserCommand::Unblock { email }) => {
+            Request::UserUnblock(UserUnblockParams { org, email })
+        }
+        Command::Role(RoleCommand::Grant { email, role, until }) => {
+            Request::RoleGrant(RoleGrantParams {
+                org,
+                email,
+                role,
+                until,
+            })
         }
         Command::Role(RoleCommand::List) => Request::RoleList,
         Command::Events(EventsCommand::Watch { after }) => {
@@ -357,8 +377,110 @@ mod tests {
                 expires_in: Some("2days".into()),
                 resend: true,
                 unix_user: None,
+                access_until: None,
             })
         );
+    }
+
+    #[test]
+    fn access_until_block_and_a_grant_until_carry_their_flags() {
+        assert_eq!(
+            request(&[
+                "user",
+                "invite",
+                "c@example.com",
+                "--role",
+                "deployer",
+                "--access-until",
+                "30days",
+                "--org",
+                "acme",
+            ]),
+            Request::UserInvite(UserInviteParams {
+                org: Some("acme".into()),
+                email: "c@example.com".into(),
+                role: Role::Deployer,
+                expires_in: None,
+                resend: false,
+                unix_user: None,
+                access_until: Some("30days".into()),
+            })
+        );
+        assert_eq!(
+            request(&[
+                "user",
+                "block",
+                "a@example.com",
+                "--reason",
+                "laptop lost",
+                "--until",
+                "2026-12-14T00:00:00Z",
+                "--org",
+                "acme",
+            ]),
+            Request::UserBlock(UserBlockParams {
+                org: Some("acme".into()),
+                email: "a@example.com".into(),
+                reason: "laptop lost".into(),
+                until: Some("2026-12-14T00:00:00Z".into()),
+            })
+        );
+        assert_eq!(
+            request(&["user", "block", "a@example.com", "--reason", "on leave"]),
+            Request::UserBlock(UserBlockParams {
+                org: None,
+                email: "a@example.com".into(),
+                reason: "on leave".into(),
+                until: None,
+            })
+        );
+        assert_eq!(
+            request(&["--org", "acme", "user", "unblock", "a@example.com"]),
+            Request::UserUnblock(UserUnblockParams {
+                org: Some("acme".into()),
+                email: "a@example.com".into(),
+            })
+        );
+        assert_eq!(
+            request(&["role", "grant", "u@example.com", "admin", "--until", "8h"]),
+            Request::RoleGrant(RoleGrantParams {
+                org: None,
+                email: "u@example.com".into(),
+                role: Role::Admin,
+                until: Some("8h".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn a_block_needs_a_reason_and_an_end_must_read_as_one() {
+        for args in [
+            &["user", "block", "a@example.com"][..],
+            &[
+                "user",
+                "block",
+                "a@example.com",
+                "--reason",
+                "x",
+                "--until",
+                "soon",
+            ],
+            &["role", "grant", "u@example.com", "admin", "--until", "0s"],
+            &[
+                "user",
+                "invite",
+                "c@example.com",
+                "--role",
+                "viewer",
+                "--access-until",
+                "later",
+            ],
+        ] {
+            let err =
+                Cli::try_parse_from(std::iter::once("compartmentctl").chain(args.iter().copied()))
+                    .unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
     }
 
     #[test]
@@ -372,6 +494,7 @@ mod tests {
                 org: Some("acme".into()),
                 email: "u@example.com".into(),
                 role: Role::Admin,
+                until: None,
             })
         );
     }

@@ -3,14 +3,15 @@
 //! the daemon sent goes into the text through [`escaped`], so that no name acts on the
 //! terminal and a table's widths are those of what is printed.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use compartmentctl::wire::{
     AccountBinding, AccountDeleted, AccountDetail, AccountList, AccountStatus, Activated,
     AdminStatus, AuditActor, AuditCheckpoint, AuditPage, AuditRecordView, AuditState,
-    AuditVerified, AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberList,
-    OrgCreated, OrgDeleted, OrgList, OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo,
-    Subscribed, WhoAmI,
+    AuditVerified, AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberBlock,
+    MemberElevation, MemberList, MemberStatus, OrgCreated, OrgDeleted, OrgList, OrgUsed, Pong,
+    Removed, RoleInfo, RoleList, StoreInfo, Subscribed, UserBlocked, UserUnblocked, WhoAmI,
 };
 use serde::Serialize;
 
@@ -95,9 +96,14 @@ pub fn invitation(invitation: &Invitation) -> String {
         expires_at,
         held_by,
         redeemable_by,
+        access_until,
         ..
     } = invitation;
     let email = escaped(email);
+    let access_ends = access_until
+        .as_deref()
+        .map(|until| format!("Access ends at: {}\n", escaped(until)))
+        .unwrap_or_default();
     let mut out = format!("Invited {email} as {role}.\n");
     match activation_url {
         Some(url) => {
@@ -105,6 +111,7 @@ pub fn invitation(invitation: &Invitation) -> String {
             if let Some(expires_at) = expires_at {
                 out.push_str(&format!("Invitation expires at: {}\n", escaped(expires_at)));
             }
+            out.push_str(&access_ends);
             match (
                 held_by.as_deref().map(escaped),
                 redeemable_by.as_deref().map(escaped),
@@ -125,7 +132,8 @@ pub fn invitation(invitation: &Invitation) -> String {
                 .unwrap_or_default();
             out.push_str(&format!(
                 "{email} already has an account{held}: access is granted now, no activation URL needed.\n"
-            ))
+            ));
+            out.push_str(&access_ends);
         }
     }
     out
@@ -142,15 +150,72 @@ pub fn org_created(created: &OrgCreated) -> String {
 /// `user list`'s columns.
 pub const MEMBER_HEADER: [&str; 5] = ["EMAIL", "ROLE", "STATUS", "UNIX USER", "EXPIRES"];
 
-/// One member as `user list`'s table cells.
+/// One member as `user list`'s table cells (`list::member_row` streams the same cells).
 pub fn member_row(member: &Member) -> [String; 5] {
     [
         escaped(&member.email).into_owned(),
         member.role.to_string(),
-        member.status.to_string(),
+        member_status(member.status, member.blocked.as_ref()).to_owned(),
         dash(member.unix_user.as_deref()),
-        dash(member.expires_at.as_deref()),
+        member_expires(
+            member.status,
+            member.expires_at.as_deref(),
+            member.blocked.as_ref(),
+            member.access_until.as_deref(),
+            member.elevation.as_ref(),
+        )
+        .into_owned(),
     ]
+}
+
+/// `user list`'s STATUS cell: `blocked` for an active member under a block.
+pub fn member_status(status: MemberStatus, blocked: Option<&MemberBlock>) -> &'static str {
+    match (status, blocked) {
+        (MemberStatus::Active, Some(_)) => "blocked",
+        (status, _) => status.as_str(),
+    }
+}
+
+/// `user list`'s EXPIRES cell. An invitation's is when it expires (or expired); an active
+/// member's is each end that falls due by itself, earliest first: `<until> (block ends)`,
+/// `<until> (then <role>)` for a role held until then, `<until> (access ends)`. `-` when
+/// nothing ends. Borrowed from the member unless escaping or joining made it anew.
+pub fn member_expires<'a>(
+    status: MemberStatus,
+    expires_at: Option<&'a str>,
+    blocked: Option<&'a MemberBlock>,
+    access_until: Option<&'a str>,
+    elevation: Option<&'a MemberElevation>,
+) -> Cow<'a, str> {
+    let mut ends: Vec<(&str, Cow<'_, str>)> = Vec::new();
+    if status == MemberStatus::Active {
+        if let Some(until) = blocked.and_then(|block| block.until.as_deref()) {
+            ends.push((until, Cow::Borrowed("block ends")));
+        }
+        if let Some(elevation) = elevation {
+            ends.push((
+                &elevation.until,
+                Cow::Owned(format!("then {}", elevation.fallback)),
+            ));
+        }
+        if let Some(until) = access_until {
+            ends.push((until, Cow::Borrowed("access ends")));
+        }
+    }
+    if ends.is_empty() {
+        return escaped(expires_at.unwrap_or("-"));
+    }
+    // By the instant each names; one that does not read as a time goes last. The sort is
+    // stable, so ends at the same instant keep the order above.
+    ends.sort_by_key(|(until, _)| {
+        let at = humantime::parse_rfc3339_weak(until).ok();
+        (at.is_none(), at)
+    });
+    let cells: Vec<String> = ends
+        .iter()
+        .map(|(until, what)| format!("{} ({what})", escaped(until)))
+        .collect();
+    Cow::Owned(cells.join(", "))
 }
 
 /// One page as a whole table (`user list` itself streams; see `list`).
@@ -316,14 +381,52 @@ pub fn removed(removed: &Removed) -> String {
     )
 }
 
-pub fn granted(granted: &Granted) -> String {
+/// `user block`: who, where, until when, and the reason as the member is told it.
+pub fn user_blocked(blocked: &UserBlocked) -> String {
     format!(
-        "Granted {} to {} in {} (was {}).\n",
-        granted.role,
-        escaped(&granted.email),
-        escaped(&granted.org),
-        granted.previous_role
+        "Blocked {} in {} {}: {}\n",
+        escaped(&blocked.email),
+        escaped(&blocked.org),
+        block_lasts(blocked.block.until.as_deref()),
+        escaped(&blocked.block.reason)
     )
+}
+
+/// How long a block lasts: `until <time>`, or `until unblocked` when it has no end.
+pub fn block_lasts(until: Option<&str>) -> String {
+    match until {
+        Some(until) => format!("until {}", escaped(until)),
+        None => "until unblocked".to_owned(),
+    }
+}
+
+pub fn user_unblocked(unblocked: &UserUnblocked) -> String {
+    format!(
+        "Unblocked {} in {}.\n",
+        escaped(&unblocked.email),
+        escaped(&unblocked.org)
+    )
+}
+
+/// `role grant`; a role granted `--until` says when it ends and that the one before comes
+/// back then.
+pub fn granted(granted: &Granted) -> String {
+    let Granted {
+        org,
+        email,
+        role,
+        previous_role,
+        until,
+    } = granted;
+    let (email, org) = (escaped(email), escaped(org));
+    match until {
+        None => format!("Granted {role} to {email} in {org} (was {previous_role}).\n"),
+        Some(until) => format!(
+            "Granted {role} to {email} in {org} until {} (was {previous_role}; \
+             {previous_role} again after).\n",
+            escaped(until)
+        ),
+    }
 }
 
 pub fn role_list(list: &RoleList) -> String {
@@ -742,6 +845,7 @@ mod tests {
             expires_at: Some("2026-05-01T12:00:00Z".into()),
             held_by: None,
             redeemable_by: None,
+            access_until: None,
         }
     }
 
@@ -792,6 +896,31 @@ mod tests {
             "Invited deploy@example.com as deployer.\n\
              Activation URL: https://your-compartment-host/activate?token=abc\n\
              Invitation expires at: 2026-05-01T12:00:00Z\n"
+        );
+    }
+
+    #[test]
+    fn an_invitation_says_when_access_ends() {
+        let mut contractor = invited();
+        contractor.access_until = Some("2027-01-01T00:00:00Z".into());
+        contractor.redeemable_by = Some("bob".into());
+        assert_eq!(
+            invitation(&contractor),
+            "Invited deploy@example.com as deployer.\n\
+             Activation URL: https://your-compartment-host/activate?token=abc\n\
+             Invitation expires at: 2026-05-01T12:00:00Z\n\
+             Access ends at: 2027-01-01T00:00:00Z\n\
+             Only Unix user bob can redeem this URL.\n"
+        );
+        contractor.status = MemberStatus::Active;
+        contractor.activation_url = None;
+        contractor.expires_at = None;
+        contractor.redeemable_by = None;
+        assert_eq!(
+            invitation(&contractor),
+            "Invited deploy@example.com as deployer.\n\
+             deploy@example.com already has an account: access is granted now, no activation URL needed.\n\
+             Access ends at: 2027-01-01T00:00:00Z\n"
         );
     }
 
@@ -848,6 +977,9 @@ mod tests {
                 status: MemberStatus::Expired,
                 expires_at: Some("2026-05-01T12:00:00Z".into()),
                 unix_user: None,
+                blocked: None,
+                access_until: None,
+                elevation: None,
             }],
             next: None,
         };
@@ -864,6 +996,9 @@ mod tests {
                 status: MemberStatus::Active,
                 expires_at: None,
                 unix_user: Some("alice".into()),
+                blocked: None,
+                access_until: None,
+                elevation: None,
             }],
             next: None,
         };
@@ -871,6 +1006,147 @@ mod tests {
             member_list(&list),
             "EMAIL          ROLE   STATUS  UNIX USER  EXPIRES\n\
              a@example.com  admin  active  alice      -\n"
+        );
+    }
+
+    fn block(until: Option<&str>) -> MemberBlock {
+        MemberBlock {
+            reason: "laptop lost".into(),
+            by: "admin@example.com".into(),
+            at: "2026-12-01T09:00:00Z".into(),
+            until: until.map(Into::into),
+        }
+    }
+
+    fn active(email: &str) -> Member {
+        Member {
+            email: email.into(),
+            role: Role::Deployer,
+            status: MemberStatus::Active,
+            expires_at: None,
+            unix_user: Some("alice".into()),
+            blocked: None,
+            access_until: None,
+            elevation: None,
+        }
+    }
+
+    #[test]
+    fn block_unblock_and_a_grant_until_read_as_sentences() {
+        let blocked = UserBlocked {
+            org: "acme".into(),
+            email: "alice@example.com".into(),
+            block: block(Some("2026-12-14T00:00:00Z")),
+        };
+        assert_eq!(
+            user_blocked(&blocked),
+            "Blocked alice@example.com in acme until 2026-12-14T00:00:00Z: laptop lost\n"
+        );
+        let blocked = UserBlocked {
+            block: block(None),
+            ..blocked
+        };
+        assert_eq!(
+            user_blocked(&blocked),
+            "Blocked alice@example.com in acme until unblocked: laptop lost\n"
+        );
+        assert_eq!(
+            user_unblocked(&UserUnblocked {
+                org: "acme".into(),
+                email: "alice@example.com".into(),
+                block: block(None),
+            }),
+            "Unblocked alice@example.com in acme.\n"
+        );
+        assert_eq!(
+            granted(&Granted {
+                org: "acme".into(),
+                email: "oncall@example.com".into(),
+                role: Role::Admin,
+                previous_role: Role::Deployer,
+                until: Some("2026-12-14T08:00:00Z".into()),
+            }),
+            "Granted admin to oncall@example.com in acme until 2026-12-14T08:00:00Z \
+             (was deployer; deployer again after).\n"
+        );
+    }
+
+    #[test]
+    fn user_list_shows_a_block_and_every_end_earliest_first() {
+        let mut blocked = active("a@example.com");
+        blocked.blocked = Some(block(None));
+        let mut blocked_until = active("b@example.com");
+        blocked_until.blocked = Some(block(Some("2026-12-14T00:00:00Z")));
+        let mut contractor = active("c@example.com");
+        contractor.access_until = Some("2027-01-01T00:00:00Z".into());
+        let mut oncall = active("d@example.com");
+        oncall.role = Role::Admin;
+        oncall.elevation = Some(MemberElevation {
+            until: "2026-12-02T08:00:00Z".into(),
+            fallback: Role::Deployer,
+        });
+        // All three, given out of order; the block's end is the latest, the elevation's
+        // the earliest, and a fraction of a second sorts as time, not as text.
+        let mut all = active("e@example.com");
+        all.role = Role::Admin;
+        all.blocked = Some(block(Some("2027-02-01T00:00:00Z")));
+        all.access_until = Some("2027-01-01T00:00:00.5Z".into());
+        all.elevation = Some(MemberElevation {
+            until: "2027-01-01T00:00:00Z".into(),
+            fallback: Role::Readonly,
+        });
+        // An invitation keeps its expiry, whatever end its membership will have.
+        let mut invited = active("f@example.com");
+        invited.status = MemberStatus::Invited;
+        invited.unix_user = None;
+        invited.expires_at = Some("2026-12-08T00:00:00Z".into());
+        invited.access_until = Some("2027-01-01T00:00:00Z".into());
+        let cells = |member: &Member| {
+            let [_, _, status, _, expires] = member_row(member);
+            (status, expires)
+        };
+        let cell = |status: &str, expires: &str| (status.to_owned(), expires.to_owned());
+        assert_eq!(cells(&blocked), cell("blocked", "-"));
+        assert_eq!(
+            cells(&blocked_until),
+            cell("blocked", "2026-12-14T00:00:00Z (block ends)")
+        );
+        assert_eq!(
+            cells(&contractor),
+            cell("active", "2027-01-01T00:00:00Z (access ends)")
+        );
+        assert_eq!(
+            cells(&oncall),
+            cell("active", "2026-12-02T08:00:00Z (then deployer)")
+        );
+        assert_eq!(
+            cells(&all),
+            cell(
+                "blocked",
+                "2027-01-01T00:00:00Z (then readonly), 2027-01-01T00:00:00.5Z (access ends), \
+                 2027-02-01T00:00:00Z (block ends)"
+            )
+        );
+        assert_eq!(cells(&invited), cell("invited", "2026-12-08T00:00:00Z"));
+        let list = MemberList {
+            org: "acme".into(),
+            members: vec![
+                blocked,
+                blocked_until,
+                contractor,
+                oncall,
+                active("g@example.com"),
+            ],
+            next: None,
+        };
+        assert_eq!(
+            member_list(&list),
+            "EMAIL          ROLE      STATUS   UNIX USER  EXPIRES\n\
+             a@example.com  deployer  blocked  alice      -\n\
+             b@example.com  deployer  blocked  alice      2026-12-14T00:00:00Z (block ends)\n\
+             c@example.com  deployer  active   alice      2027-01-01T00:00:00Z (access ends)\n\
+             d@example.com  admin     active   alice      2026-12-02T08:00:00Z (then deployer)\n\
+             g@example.com  deployer  active   alice      -\n"
         );
     }
 
@@ -889,6 +1165,7 @@ mod tests {
             email: "user@example.com".into(),
             role: Role::Deployer,
             previous_role: Role::Readonly,
+            until: None,
         });
         assert_eq!(
             granted_text,
@@ -1241,6 +1518,7 @@ mod tests {
             expires_at: Some(h()),
             held_by: Some(h()),
             redeemable_by: Some(h()),
+            access_until: Some(h()),
         };
         let membership = OrgMembership {
             org: h(),
@@ -1295,6 +1573,9 @@ mod tests {
                     status: MemberStatus::Active,
                     expires_at: Some(h()),
                     unix_user: Some(h()),
+                    blocked: None,
+                    access_until: None,
+                    elevation: None,
                 }],
                 next: None,
             }),
@@ -1313,6 +1594,7 @@ mod tests {
                 email: h(),
                 role: Role::Admin,
                 previous_role: Role::Viewer,
+                until: None,
             }),
             role_list(&RoleList {
                 roles: vec![RoleInfo {
@@ -1350,6 +1632,55 @@ mod tests {
             }),
             org_used(&OrgUsed { org: h() }),
             pong(&Pong { version: h() }),
+            user_blocked(&UserBlocked {
+                org: h(),
+                email: h(),
+                block: MemberBlock {
+                    reason: h(),
+                    by: h(),
+                    at: h(),
+                    until: Some(h()),
+                },
+            }),
+            user_unblocked(&UserUnblocked {
+                org: h(),
+                email: h(),
+                block: MemberBlock {
+                    reason: h(),
+                    by: h(),
+                    at: h(),
+                    until: None,
+                },
+            }),
+            granted(&Granted {
+                org: h(),
+                email: h(),
+                role: Role::Admin,
+                previous_role: Role::Viewer,
+                until: Some(h()),
+            }),
+            member_list(&MemberList {
+                org: h(),
+                members: vec![Member {
+                    email: "a@example.com".into(),
+                    role: Role::Admin,
+                    status: MemberStatus::Active,
+                    expires_at: None,
+                    unix_user: None,
+                    blocked: Some(MemberBlock {
+                        reason: h(),
+                        by: h(),
+                        at: h(),
+                        until: Some(h()),
+                    }),
+                    access_until: Some(h()),
+                    elevation: Some(MemberElevation {
+                        until: h(),
+                        fallback: Role::Deployer,
+                    }),
+                }],
+                next: None,
+            }),
         ];
         for text in &texts {
             assert_inert(text);
@@ -1383,6 +1714,9 @@ mod tests {
                     status: MemberStatus::Active,
                     expires_at: None,
                     unix_user: Some("\u{202e}eve".into()),
+                    blocked: None,
+                    access_until: None,
+                    elevation: None,
                 },
                 Member {
                     email: "b\u{200b}@example.com".into(),
@@ -1390,6 +1724,9 @@ mod tests {
                     status: MemberStatus::Active,
                     expires_at: None,
                     unix_user: Some("bob".into()),
+                    blocked: None,
+                    access_until: None,
+                    elevation: None,
                 },
             ],
             next: None,

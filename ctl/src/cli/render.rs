@@ -82,6 +82,8 @@ render_with! {
     UserInvite => output::invitation;
     UserList => output::member_list;
     UserRemove => output::removed;
+    UserBlock => output::user_blocked;
+    UserUnblock => output::user_unblocked;
     RoleGrant => output::granted;
     RoleList => output::role_list;
     RoleShow => output::role_info;

@@ -75,15 +75,43 @@ pub fn event_line(event: &Event) -> String {
         EventKind::MemberActivated => {
             format!("{org}: {} activated, {}", email, role(event.role))
         }
+        // A role granted until a time says so: ` until <until>` after the role.
         EventKind::RoleChanged => format!(
-            "{org}: {} is now {} (was {})",
+            "{org}: {} is now {}{} (was {})",
             email,
             role(event.role),
+            event
+                .until
+                .as_deref()
+                .map(|until| format!(" until {}", escaped(until)))
+                .unwrap_or_default(),
             role(event.previous_role)
         ),
         EventKind::MemberExpired => format!("{org}: {}'s invitation expired", email),
         EventKind::MemberRemoved => {
             format!("{org}: {} removed (was {})", email, role(event.role))
+        }
+        EventKind::MemberBlocked => {
+            let lasts = output::block_lasts(event.until.as_deref());
+            match &event.reason {
+                Some(reason) => {
+                    format!("{org}: {email} is blocked {lasts}: {}", escaped(reason))
+                }
+                None => format!("{org}: {email} is blocked {lasts}"),
+            }
+        }
+        EventKind::MemberUnblocked => format!("{org}: {email} is unblocked"),
+        // A warning ahead of an end: of an elevated role when the one after is named,
+        // else of the membership itself.
+        EventKind::AccessExpiring => {
+            let until = escaped(event.until.as_deref().unwrap_or("?"));
+            match event.previous_role {
+                Some(after) => format!(
+                    "{org}: {email} is {} until {until}, then {after}",
+                    role(event.role)
+                ),
+                None => format!("{org}: {email}'s access ends at {until}"),
+            }
         }
         EventKind::BindingChanged => match event.uid {
             Some(uid) => format!("{} bound to uid {uid}", email),
@@ -126,6 +154,8 @@ mod tests {
             status: Some(MemberStatus::Invited),
             uid: Some(1001),
             actor: None,
+            until: None,
+            reason: None,
         }
     }
 
@@ -133,7 +163,16 @@ mod tests {
     fn each_kind_reads_as_a_sentence() {
         let lines: Vec<String> = EventKind::ALL
             .iter()
-            .map(|k| event_line(&event(*k)))
+            .map(|k| {
+                let mut event = event(*k);
+                if matches!(k, EventKind::MemberBlocked | EventKind::AccessExpiring) {
+                    event.until = Some("2026-12-14T00:00:00Z".into());
+                }
+                if *k == EventKind::MemberBlocked {
+                    event.reason = Some("laptop lost".into());
+                }
+                event_line(&event)
+            })
             .collect();
         assert_eq!(
             lines,
@@ -144,6 +183,11 @@ mod tests {
                 "#7  2026-05-01T12:00:00Z  acme: dep@example.com is now deployer (was viewer)\n",
                 "#7  2026-05-01T12:00:00Z  acme: dep@example.com's invitation expired\n",
                 "#7  2026-05-01T12:00:00Z  acme: dep@example.com removed (was deployer)\n",
+                "#7  2026-05-01T12:00:00Z  acme: dep@example.com is blocked until \
+                 2026-12-14T00:00:00Z: laptop lost\n",
+                "#7  2026-05-01T12:00:00Z  acme: dep@example.com is unblocked\n",
+                "#7  2026-05-01T12:00:00Z  acme: dep@example.com is deployer until \
+                 2026-12-14T00:00:00Z, then viewer\n",
                 "#7  2026-05-01T12:00:00Z  dep@example.com bound to uid 1001\n",
             ]
         );
@@ -174,5 +218,75 @@ mod tests {
             event_line(&unbound),
             "#7  2026-05-01T12:00:00Z  dep@example.com unbound\n"
         );
+    }
+
+    #[test]
+    fn blocks_ends_and_elevations_read_as_sentences() {
+        let daemon = AuditActor {
+            kind: "daemon".into(),
+            email: None,
+            uid: None,
+            user: None,
+            pid: None,
+        };
+        let mut blocked = event(EventKind::MemberBlocked);
+        blocked.email = "alice@example.com".into();
+        blocked.reason = Some("on leave".into());
+        assert_eq!(
+            event_line(&blocked),
+            "#7  2026-05-01T12:00:00Z  acme: alice@example.com is blocked until unblocked: \
+             on leave\n"
+        );
+        blocked.reason = None;
+        assert_eq!(
+            event_line(&blocked),
+            "#7  2026-05-01T12:00:00Z  acme: alice@example.com is blocked until unblocked\n"
+        );
+        let mut lifted = event(EventKind::MemberUnblocked);
+        lifted.email = "alice@example.com".into();
+        lifted.actor = Some(daemon.clone());
+        assert_eq!(
+            event_line(&lifted),
+            "#7  2026-05-01T12:00:00Z  acme: alice@example.com is unblocked, by the daemon\n"
+        );
+        let mut ending = event(EventKind::AccessExpiring);
+        ending.email = "alice@example.com".into();
+        ending.previous_role = None;
+        ending.until = Some("2026-12-14T00:00:00Z".into());
+        assert_eq!(
+            event_line(&ending),
+            "#7  2026-05-01T12:00:00Z  acme: alice@example.com's access ends at \
+             2026-12-14T00:00:00Z\n"
+        );
+        let mut elevated = event(EventKind::RoleChanged);
+        elevated.role = Some(Role::Admin);
+        elevated.previous_role = Some(Role::Deployer);
+        elevated.until = Some("2026-05-01T20:00:00Z".into());
+        assert_eq!(
+            event_line(&elevated),
+            "#7  2026-05-01T12:00:00Z  acme: dep@example.com is now admin until \
+             2026-05-01T20:00:00Z (was deployer)\n"
+        );
+        let mut ended = event(EventKind::MemberRemoved);
+        ended.actor = Some(daemon);
+        assert_eq!(
+            event_line(&ended),
+            "#7  2026-05-01T12:00:00Z  acme: dep@example.com removed (was deployer), by the daemon\n"
+        );
+        // A reason and an end are the daemon's text, shown escaped.
+        let mut hostile = event(EventKind::MemberBlocked);
+        hostile.reason = Some("\u{1b}]0;t\u{7}\u{202e}".into());
+        hostile.until = Some("\u{1b}[2J".into());
+        assert_eq!(
+            event_line(&hostile),
+            "#7  2026-05-01T12:00:00Z  acme: dep@example.com is blocked until \\u{1b}[2J: \
+             \\u{1b}]0;t\\u{7}\\u{202e}\n"
+        );
+        let mut hostile = event(EventKind::AccessExpiring);
+        hostile.until = Some("\u{202e}x".into());
+        assert!(event_line(&hostile).contains("until \\u{202e}x, then viewer"));
+        let mut hostile = event(EventKind::RoleChanged);
+        hostile.until = Some("\u{202e}x".into());
+        assert!(event_line(&hostile).contains("deployer until \\u{202e}x (was viewer)"));
     }
 }

@@ -152,6 +152,10 @@ pub enum Reason {
     InvitationExpired,
     /// The membership was activated for another uid, which alone acts through it.
     OtherUid,
+    /// The member is blocked there; the message carries the admin's reason.
+    Blocked,
+    /// The member's access there ended (`user invite --access-until`).
+    AccessEnded,
     /// The uid is not bound to an account.
     Unbound,
     /// The uid's binding no longer holds: its user was deleted or the uid reused.

@@ -29,6 +29,8 @@ pub enum ErrorKind {
     TokenUsed,
     /// The thing to delete still holds what only `force` removes with it.
     NotEmpty,
+    /// The caller is blocked in the organization; the message carries the reason.
+    Blocked,
     /// No organization was named and none could be chosen.
     OrgRequired,
     FrameTooLong,
@@ -60,6 +62,7 @@ impl ErrorKind {
             ErrorKind::TokenExpired => "token_expired",
             ErrorKind::TokenUsed => "token_used",
             ErrorKind::NotEmpty => "not_empty",
+            ErrorKind::Blocked => "blocked",
             ErrorKind::OrgRequired => "org_required",
             ErrorKind::FrameTooLong => "frame_too_long",
             ErrorKind::Busy => "busy",
@@ -94,6 +97,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => -32015,
             ErrorKind::Unreachable => -32016,
             ErrorKind::NotEmpty => -32017,
+            ErrorKind::Blocked => -32018,
             ErrorKind::Other => -32000,
         }
     }

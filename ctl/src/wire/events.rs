@@ -71,7 +71,10 @@ event_kinds! {
     MemberActivated = "member.activated": "An invitation was redeemed: the member is active.";
     RoleChanged = "member.role_changed": "A member's role changed.";
     MemberExpired = "member.expired": "An invitation lapsed.";
-    MemberRemoved = "member.removed": "A member was removed, or an invitation revoked.";
+    MemberRemoved = "member.removed": "A member was removed, an invitation revoked, or access ended.";
+    MemberBlocked = "member.blocked": "A member was blocked: end their sessions (`reason`, `until`).";
+    MemberUnblocked = "member.unblocked": "A member's block was lifted, by an admin or at its end.";
+    AccessExpiring = "member.access_expiring": "A member's access or elevated role ends at `until` (a week and a day ahead).";
     BindingChanged = "binding.changed": "An account was bound to a Unix user, or unbound.";
 }
 
@@ -152,6 +155,14 @@ pub struct Event {
     /// before the feed carried it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<AuditActor>,
+    /// When what the event tells of ends, RFC 3339 in UTC: a block, access, or an elevated
+    /// role (for `member.role_changed`, the role's end; for `member.access_expiring`, the
+    /// end it warns of).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// A block's reason, for `member.blocked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Why the daemon ended a feed: the params of its last notification.

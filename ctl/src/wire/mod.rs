@@ -118,16 +118,23 @@ declare_methods! {
     /// Invite someone with a role.
     UserInvite(UserInviteParams) = "user.invite" => Invitation, write,
         needs OrganizationUserInvite,
-        shapes [["org", "email", "role", "expires_in", "resend", "unix_user"]];
+        shapes [["org", "email", "role", "expires_in", "resend", "unix_user", "access_until"]];
     /// One page of an organization's members, by e-mail, from an opaque cursor.
     UserList(UserListParams) = "user.list" => MemberList, read, needs OrganizationMemberList,
         shapes [["org", "limit", "after", "status"]];
     /// Remove a member or revoke an invitation.
     UserRemove(UserRemoveParams) = "user.remove" => Removed, write,
         needs OrganizationUserRemove, shapes [["org", "email"]];
-    /// Give a member a role, up to the caller's own.
+    /// Block a member, with a reason and perhaps an end: they act nowhere in the
+    /// organization until unblocked.
+    UserBlock(UserBlockParams) = "user.block" => UserBlocked, write,
+        needs OrganizationUserBlock, shapes [["org", "email", "reason", "until"]];
+    /// Lift a member's block.
+    UserUnblock(UserUnblockParams) = "user.unblock" => UserUnblocked, write,
+        needs OrganizationUserBlock, shapes [["org", "email"]];
+    /// Give a member a role, up to the caller's own; perhaps only until a time.
     RoleGrant(RoleGrantParams) = "role.grant" => Granted, write, needs OrganizationRoleGrant,
-        shapes [["org", "email", "role"]];
+        shapes [["org", "email", "role", "until"]];
     /// The roles and what each may do.
     RoleList = "role.list" => RoleList, routine, needs none, shapes [];
     /// One role and its permissions.
@@ -243,6 +250,7 @@ mod tests {
                 expires_in: None,
                 resend: false,
                 unix_user: None,
+                access_until: None,
             })
         );
     }
@@ -393,6 +401,7 @@ mod tests {
             expires_in: None,
             resend: false,
             unix_user: None,
+            access_until: None,
         });
         assert_eq!(invite.method(), <methods::UserInvite as Method>::NAME);
         assert!(invite.writes());

@@ -79,6 +79,8 @@ permissions! {
         "inviting users to";
     OrganizationUserRemove = "organization.user.remove",
         "remove users and revoke invitations (user remove)", "removing users from";
+    OrganizationUserBlock = "organization.user.block", "block and unblock users (user block)",
+        "blocking users in";
     OrganizationAuthManage = "organization.auth.manage", "configure SSO providers",
         "configuring SSO for";
     OrganizationSettingsManage = "organization.settings.manage",
@@ -140,7 +142,11 @@ pub const TABLE: &[Row] = {
         Row {
             what: "invite and remove users",
             lowest: Role::Admin,
-            permissions: &[OrganizationUserInvite, OrganizationUserRemove],
+            permissions: &[
+                OrganizationUserInvite,
+                OrganizationUserRemove,
+                OrganizationUserBlock,
+            ],
         },
         Row {
             what: "SSO providers, organization settings, audit log",

@@ -98,6 +98,10 @@ pub struct RoleGrantParams {
     pub org: Option<String>,
     pub email: String,
     pub role: Role,
+    /// Grant the role only until then (an RFC 3339 time, or a humantime duration from now);
+    /// the member then holds the role held before. Only for a role above the member's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -106,6 +110,9 @@ pub struct Granted {
     pub email: String,
     pub role: Role,
     pub previous_role: Role,
+    /// When the role falls back to `previous_role`, RFC 3339 in UTC, for a grant `--until`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

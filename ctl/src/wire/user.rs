@@ -23,6 +23,10 @@ pub struct UserInviteParams {
     /// The only Unix user who may redeem the activation URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unix_user: Option<String>,
+    /// When the membership ends by itself: an RFC 3339 time, or a humantime duration from
+    /// now (`30days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_until: Option<String>,
 }
 
 /// The longest page `user.list` answers; a `limit` above it (or of 0) is a bad request.
@@ -75,6 +79,9 @@ pub struct Invitation {
     /// consent it asks for, or the user the inviter named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redeemable_by: Option<String>,
+    /// When the membership ends by itself (`access_until`), RFC 3339 in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_until: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -87,6 +94,37 @@ pub struct Member {
     /// The Unix user an active member acts as.
     #[serde(default)]
     pub unix_user: Option<String>,
+    /// The block in force, if the member is blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<MemberBlock>,
+    /// When the membership ends by itself, RFC 3339 in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_until: Option<String>,
+    /// A role held until a time (`role grant --until`), and the role held after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elevation: Option<MemberElevation>,
+}
+
+/// A block of a member (`user block`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MemberBlock {
+    /// The blocking admin's words.
+    pub reason: String,
+    /// Who blocked: an e-mail, or `uid N`.
+    pub by: String,
+    /// Since when, RFC 3339 in UTC.
+    pub at: String,
+    /// When the block lifts by itself; absent until someone unblocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+/// A role held until a time, then `fallback` again (`role grant --until`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MemberElevation {
+    /// RFC 3339 in UTC.
+    pub until: String,
+    pub fallback: Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -126,6 +164,12 @@ pub struct MemberView<'a> {
     pub expires_at: Option<Text<'a>>,
     #[serde(default, borrow)]
     pub unix_user: Option<Text<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<MemberBlock>,
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub access_until: Option<Text<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elevation: Option<MemberElevation>,
 }
 
 /// A string of a response, borrowed from its line; copied only when JSON escapes in it had
@@ -144,6 +188,56 @@ impl Text<'_> {
 pub struct Removed {
     pub org: String,
     pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserBlockParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    pub email: String,
+    /// Why, in the blocking admin's words: shown to the member and to every service that
+    /// asks about them. 1 to 500 characters.
+    pub reason: String,
+    /// When the block lifts by itself: an RFC 3339 time, or a humantime duration from now.
+    /// Absent: until `user unblock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UserBlocked {
+    pub org: String,
+    pub email: String,
+    pub block: MemberBlock,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserUnblockParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UserUnblocked {
+    pub org: String,
+    pub email: String,
+    /// The block that was lifted.
+    pub block: MemberBlock,
+}
+
+impl Params for UserBlockParams {
+    fn org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
+}
+
+impl Params for UserUnblockParams {
+    fn org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
 }
 
 impl Params for UserInviteParams {
@@ -177,6 +271,9 @@ mod tests {
             status: MemberStatus::Invited,
             expires_at: Some("2026-05-01T12:00:00Z".into()),
             unix_user: None,
+            blocked: None,
+            access_until: None,
+            elevation: None,
         };
         MemberList {
             org: "acme".into(),
@@ -188,6 +285,17 @@ mod tests {
                     status: MemberStatus::Active,
                     expires_at: None,
                     unix_user: Some("b\tob".into()),
+                    blocked: Some(MemberBlock {
+                        reason: "laptop \"lost\"".into(),
+                        by: "uid 0".into(),
+                        at: "2026-05-01T12:00:00Z".into(),
+                        until: None,
+                    }),
+                    access_until: Some("2026-06-01T00:00:00Z".into()),
+                    elevation: Some(MemberElevation {
+                        until: "2026-05-02T00:00:00Z".into(),
+                        fallback: Role::Deployer,
+                    }),
                 },
             ],
             next: Some("YkBleGFtcGxlLmNvbQ".into()),

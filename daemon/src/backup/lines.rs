@@ -9,8 +9,8 @@ use compartmentctl::wire::{AuditActor, BackupCounts, EventKind, MemberStatus, Ro
 use serde::{Deserialize, Serialize};
 
 use crate::store::{
-    chain, AccountRecord, BindingRecord, EventRecord, LegacyAuditRecord, MembershipRecord, Millis,
-    OrgRecord, Sealed, TokenHash, TokenRecord,
+    chain, AccountRecord, BindingRecord, EventNote, EventRecord, LegacyAuditRecord,
+    MembershipRecord, Millis, OrgRecord, Sealed, TokenHash, TokenRecord,
 };
 
 /// One line of a backup after the header.
@@ -108,6 +108,10 @@ pub struct EventLine {
     /// the backups of daemons of then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<AuditActor>,
+    /// When what the event tells of ends, and a block's reason (absent when the event has
+    /// neither, and from the backups of daemons before blocks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<EventNote>,
 }
 
 impl From<EventRecord> for EventLine {
@@ -122,6 +126,7 @@ impl From<EventRecord> for EventLine {
             status: record.status,
             uid: record.uid,
             actor: record.actor,
+            note: record.note,
         }
     }
 }
@@ -138,6 +143,7 @@ impl From<EventLine> for EventRecord {
             status: line.status,
             uid: line.uid,
             actor: line.actor,
+            note: line.note,
         }
     }
 }
@@ -163,11 +169,35 @@ impl Line {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
     use super::*;
-    use crate::store::{Provenance, TokenState};
+    use crate::store::{Block, Deadline, Elevation, Provenance, Terms, TokenState};
     use compartmentctl::wire::AccountStatus;
+
+    /// A membership and an event of a backup made before blocks read with no terms and no
+    /// note; an event's note is carried.
+    #[test]
+    fn lines_of_before_blocks_read_and_notes_are_carried() {
+        let old = r#"{"kind":"membership","org":"acme","email":"a@x.io","role":"viewer","uid":null,"status":"invited","invited_by":"uid 0","invited_at":4,"expires_at":5,"token_hash":null}"#;
+        let Line::Membership { record, .. } = serde_json::from_str::<Line>(old).unwrap() else {
+            panic!("not a membership");
+        };
+        assert_eq!(record.terms, Terms::default());
+        let blocked = r#"{"kind":"event","seq":9,"at":6,"event":"member.blocked","org":"acme","email":"a@x.io","role":"viewer","previous_role":null,"status":"active","uid":1001,"note":{"until":7,"reason":"audit"}}"#;
+        let line = serde_json::from_str::<Line>(blocked).unwrap();
+        assert_eq!(serde_json::to_string(&line).unwrap(), blocked);
+        let Line::Event { record, .. } = line else {
+            panic!("not an event");
+        };
+        assert_eq!(
+            EventRecord::from(record).note,
+            Some(EventNote {
+                until: Some(7),
+                reason: Some("audit".into())
+            })
+        );
+    }
 
     /// Each kind of line as the operations guide shows it: these strings are the format.
     #[test]
@@ -219,9 +249,22 @@ mod tests {
                         invited_at: 4,
                         expires_at: Some(5),
                         token_hash: Some(TokenHash([0; 32])),
+                        terms: Terms {
+                            block: Some(Block {
+                                reason: "audit".into(),
+                                by: "uid 0".into(),
+                                at: 4,
+                                until: None,
+                            }),
+                            access_until: Some(Deadline { at: 9, warned: 1 }),
+                            elevation: Some(Elevation {
+                                until: Deadline { at: 8, warned: 0 },
+                                fallback: Role::Viewer,
+                            }),
+                        },
                     },
                 },
-                r#"{"kind":"membership","org":"acme","email":"a@x.io","role":"deployer","uid":null,"status":"invited","invited_by":"uid 0 (root)","invited_at":4,"expires_at":5,"token_hash":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+                r#"{"kind":"membership","org":"acme","email":"a@x.io","role":"deployer","uid":null,"status":"invited","invited_by":"uid 0 (root)","invited_at":4,"expires_at":5,"token_hash":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","terms":{"block":{"reason":"audit","by":"uid 0","at":4,"until":null},"access_until":{"at":9,"warned":1},"elevation":{"until":{"at":8,"warned":0},"fallback":"viewer"}}}"#,
             ),
             (
                 Line::Token {
@@ -283,6 +326,7 @@ mod tests {
                         status: Some(MemberStatus::Active),
                         uid: Some(1001),
                         actor: None,
+                        note: Default::default(),
                     },
                 },
                 r#"{"kind":"event","seq":8,"at":6,"event":"member.role_changed","org":"acme","email":"a@x.io","role":"admin","previous_role":"viewer","status":"active","uid":1001}"#,

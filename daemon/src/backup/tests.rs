@@ -102,6 +102,7 @@ fn fill(store: &Store) {
                     invited_at: T0,
                     expires_at: Some(T0 + 1000 + n as u64),
                     token_hash: Some(key),
+                    terms: Default::default(),
                 },
                 None,
             )
@@ -127,6 +128,7 @@ fn fill(store: &Store) {
             invited_at: T0,
             expires_at: None,
             token_hash: None,
+            terms: Default::default(),
         };
         txn.put_account(
             "admin@example.com",
@@ -240,7 +242,7 @@ fn a_backup_restored_into_either_backend_is_the_same_store() {
             // The indexes were rebuilt: the pending ones by expiry, the admins.
             assert_eq!(snapshot.active_admins("beta", 5).unwrap(), 1);
             assert_eq!(
-                snapshot.due_invitations(T0 + 1002).unwrap(),
+                snapshot.due_memberships(T0 + 1002).unwrap(),
                 [
                     ("acme".to_owned(), "m00001@example.com".to_owned()),
                     ("acme".to_owned(), "m00002@example.com".to_owned())

@@ -51,8 +51,12 @@ pub fn daemon() -> AuditActor {
 /// A membership's role and status at `now`, or not a member.
 pub fn state(membership: Option<&MembershipRecord>, now: Millis) -> AuditState {
     match membership {
+        Some(membership) if super::lifecycle::is_blocked(membership, now) => AuditState {
+            role: Some(membership.terms.role_at(membership.role, now)),
+            status: "blocked".to_owned(),
+        },
         Some(membership) => AuditState {
-            role: Some(membership.role),
+            role: Some(membership.terms.role_at(membership.role, now)),
             status: membership.status_at(now).to_string(),
         },
         None => AuditState {
@@ -231,7 +235,7 @@ pub fn list_page(
         None
     } else {
         let actor = authenticate(reader, caller)?;
-        let here = in_org(reader, &actor, params.org.as_deref())?;
+        let here = in_org(reader, &actor, params.org.as_deref(), now)?;
         here.require(methods::AuditList::NEEDS)?;
         Some(here.org)
     };

@@ -9,8 +9,9 @@ use std::fmt::{self, Write as _};
 use compartmentctl::wire::{Decision, MemberStatus, Permission, Reason};
 
 use super::error::needed;
-use super::identity::{self, Standing};
+use super::identity::{self, Barred, Standing};
 use super::{Caller, RuleError, Unbound};
+use crate::clock::rfc3339;
 use crate::store::{Millis, Reader};
 
 /// Who a check is about, as the dispatcher resolved it (NSS is asked off the rules' path).
@@ -113,10 +114,27 @@ pub fn decide(
         uid: uid_label,
     };
 
-    let (org, here) = identity::resolve_org(reader, &actor, org)?;
+    let (org, here) = identity::resolve_org(reader, &actor, org, now)?;
 
-    let Some(role) = here.role(actor.caller.uid) else {
-        let (reason, message) = why_not_in(&here, &who, &org, now);
+    let Some(role) = here.role(actor.caller.uid, now) else {
+        let (reason, message) = match here.barred(actor.caller.uid, now) {
+            Some(Barred::Blocked(block)) => (
+                Reason::Blocked,
+                match block.until {
+                    Some(until) => format!(
+                        "{who} is blocked in {org} until {}: {}",
+                        rfc3339(until),
+                        block.reason
+                    ),
+                    None => format!("{who} is blocked in {org}: {}", block.reason),
+                },
+            ),
+            Some(Barred::Ended(at)) => (
+                Reason::AccessEnded,
+                format!("{who}'s access to {org} ended at {}", rfc3339(at)),
+            ),
+            None => why_not_in(&here, &who, &org, now),
+        };
         decision.org = Some(org);
         return Ok(refuse(decision, reason, message));
     };

@@ -19,6 +19,7 @@ use crate::writer::WriteError;
 pub enum AdminLoss {
     Removal,
     Demotion,
+    Block,
 }
 
 /// Why a uid acts without an account.
@@ -128,6 +129,17 @@ pub enum RuleError {
         org: String,
         change: AdminLoss,
     },
+    /// The caller is blocked in the organization.
+    Blocked {
+        org: String,
+        reason: String,
+        until: Option<Millis>,
+    },
+    /// The caller's access to the organization ended (`--access-until`).
+    AccessEnded {
+        org: String,
+        at: Millis,
+    },
     /// Subscribing after a change older than what the feed keeps.
     FeedPruned {
         after: u64,
@@ -210,7 +222,9 @@ impl RuleError {
             | RuleError::LastAdmin { org, .. }
             | RuleError::GrantAboveOwn { org, .. }
             | RuleError::TargetAboveOwn { org, .. }
-            | RuleError::OrgInUse { org, .. } => Some(org),
+            | RuleError::OrgInUse { org, .. }
+            | RuleError::Blocked { org, .. }
+            | RuleError::AccessEnded { org, .. } => Some(org),
             RuleError::OrgNotFound(org) | RuleError::OrgExists(org) => Some(org),
             _ => None,
         }
@@ -225,7 +239,9 @@ impl RuleError {
             | RuleError::RoleTooLow { .. }
             | RuleError::SuperuserOnly { .. }
             | RuleError::NotAService
-            | RuleError::BindingConflict(_) => ErrorKind::Forbidden,
+            | RuleError::BindingConflict(_)
+            | RuleError::AccessEnded { .. } => ErrorKind::Forbidden,
+            RuleError::Blocked { .. } => ErrorKind::Blocked,
             RuleError::OrgNotFound(_) | RuleError::NotMember { .. } => ErrorKind::NotFound,
             RuleError::OrgExists(_) => ErrorKind::AlreadyExists,
             RuleError::AccountInUse { .. } | RuleError::OrgInUse { .. } => ErrorKind::NotEmpty,
@@ -291,7 +307,15 @@ impl RuleError {
             RuleError::AlreadyInvited { .. } => {
                 "pass --resend to issue a new activation URL and revoke the old one".into()
             }
-            RuleError::LastAdmin { .. } => "grant admin to another member first".into(),
+            RuleError::LastAdmin { .. } => {
+                "grant admin, without --until, to another member first: blocked admins, and admins whose access or admin role ends, do not count".into()
+            }
+            RuleError::Blocked { org, .. } => {
+                format!("ask an admin of {org} to unblock you (compartment user unblock)")
+            }
+            RuleError::AccessEnded { org, .. } => {
+                format!("ask an admin of {org} to invite you again")
+            }
             RuleError::FeedPruned { first, .. } => format!(
                 "read the state afresh (user list), then watch without --after, or with --after {} or later",
                 first - 1
@@ -413,7 +437,21 @@ impl fmt::Display for RuleError {
             RuleError::LastAdmin { org, change } => match change {
                 AdminLoss::Removal => write!(f, "cannot remove the last admin of {org}"),
                 AdminLoss::Demotion => write!(f, "cannot demote the last admin of {org}"),
+                AdminLoss::Block => write!(
+                    f,
+                    "cannot block the last admin of {org}: no admin could act there"
+                ),
             },
+            RuleError::Blocked { org, reason, until } => {
+                write!(f, "you are blocked in {org}")?;
+                if let Some(until) = until {
+                    write!(f, " until {}", rfc3339(*until))?;
+                }
+                write!(f, ": {reason}")
+            }
+            RuleError::AccessEnded { org, at } => {
+                write!(f, "your access to {org} ended at {}", rfc3339(*at))
+            }
             RuleError::GrantAboveOwn { org, role, own } => write!(
                 f,
                 "you cannot grant {role}: your own role in {org}, {own}, caps what you can grant"

@@ -4,7 +4,7 @@
 use compartmentctl::wire::{AccountInfo, MemberStatus, OrgMembership, Permission, Role, WhoAmI};
 
 use super::{Caller, RuleError, Unbound};
-use crate::store::{BindingRecord, MembershipRecord, Millis, Provenance, Reader};
+use crate::store::{BindingRecord, Block, MembershipRecord, Millis, Provenance, Reader};
 
 /// An authenticated caller: a superuser, or a uid bound to an account.
 #[derive(Debug, Clone)]
@@ -131,6 +131,9 @@ pub fn authenticate(reader: &impl Reader, caller: &Caller) -> Result<Actor, Rule
 /// How an actor stands in an organization, read once: all that its role there, and why it
 /// has none, are decided from.
 #[derive(Debug, Clone)]
+// The membership is held inline: a decision reads one and drops it at once, and boxing it
+// would cost every request an allocation to save stack it only briefly uses.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Standing {
     /// No such organization.
     NoOrg,
@@ -142,13 +145,54 @@ pub(crate) enum Standing {
 }
 
 impl Standing {
-    /// The role the actor acts with: admin for a superuser, else the role of a membership
-    /// made active for this very uid.
-    pub(crate) fn role(&self, uid: u32) -> Option<Role> {
+    /// The role the actor acts with at `now`: admin for a superuser, else the role of a
+    /// membership made active for this very uid, neither blocked nor ended, as its terms
+    /// make it at `now` (an elevation ends on the second, swept or not).
+    pub(crate) fn role(&self, uid: u32, now: Millis) -> Option<Role> {
         match self {
             Standing::Superuser => Some(Role::Admin),
-            Standing::Member(Some(m)) if m.is_active_for(uid) => Some(m.role),
+            Standing::Member(Some(m)) => m.acting_role(uid, now),
             Standing::NoOrg | Standing::Member(_) => None,
+        }
+    }
+
+    /// Why a member who holds an active membership for `uid` does not act with it at
+    /// `now`: a block, or access that ended.
+    pub(crate) fn barred(&self, uid: u32, now: Millis) -> Option<Barred<'_>> {
+        match self {
+            Standing::Member(Some(m)) if m.is_active_for(uid) => {
+                if let Some(at) = m.terms.access_ended_at(now) {
+                    Some(Barred::Ended(at))
+                } else {
+                    m.terms.block_at(now).map(Barred::Blocked)
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why an active member does not act: see [`Standing::barred`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Barred<'a> {
+    Blocked(&'a Block),
+    /// Access ended at this time.
+    Ended(Millis),
+}
+
+impl Barred<'_> {
+    /// The refusal of a barred member's request in `org`.
+    pub(crate) fn refusal(&self, org: &str) -> RuleError {
+        match self {
+            Barred::Blocked(block) => RuleError::Blocked {
+                org: org.to_owned(),
+                reason: block.reason.clone(),
+                until: block.until,
+            },
+            Barred::Ended(at) => RuleError::AccessEnded {
+                org: org.to_owned(),
+                at: *at,
+            },
         }
     }
 }
@@ -183,8 +227,15 @@ pub(crate) fn standing(
     })
 }
 
-/// The organizations the actor can act in, with how it stands in each.
-fn visible(reader: &impl Reader, actor: &Actor) -> Result<Vec<(String, Standing)>, RuleError> {
+/// The organizations the actor can act in at `now`, with how it stands in each; with
+/// `barred`, also those where it is blocked or its access ended (so that a request naming
+/// no organization is answered by the block, not by "no organization").
+fn visible(
+    reader: &impl Reader,
+    actor: &Actor,
+    now: Millis,
+    barred: bool,
+) -> Result<Vec<(String, Standing)>, RuleError> {
     if actor.caller.superuser {
         let names = reader.org_names()?;
         return Ok(names
@@ -198,16 +249,21 @@ fn visible(reader: &impl Reader, actor: &Actor) -> Result<Vec<(String, Standing)
     let mut orgs = Vec::new();
     for org in reader.orgs_of(email)? {
         let here = standing(reader, actor, &org)?;
-        if here.role(actor.caller.uid).is_some() {
+        let uid = actor.caller.uid;
+        if here.role(uid, now).is_some() || (barred && here.barred(uid, now).is_some()) {
             orgs.push((org, here));
         }
     }
     Ok(orgs)
 }
 
-/// The organizations the actor can act in, by name.
-pub fn visible_orgs(reader: &impl Reader, actor: &Actor) -> Result<Vec<String>, RuleError> {
-    Ok(visible(reader, actor)?
+/// The organizations the actor can act in at `now`, by name.
+pub fn visible_orgs(
+    reader: &impl Reader,
+    actor: &Actor,
+    now: Millis,
+) -> Result<Vec<String>, RuleError> {
+    Ok(visible(reader, actor, now, false)?
         .into_iter()
         .map(|(org, _)| org)
         .collect())
@@ -219,55 +275,71 @@ pub(crate) fn resolve_org(
     reader: &impl Reader,
     actor: &Actor,
     requested: Option<&str>,
+    now: Millis,
 ) -> Result<(String, Standing), RuleError> {
     match requested {
         Some(org) => Ok((org.to_owned(), standing(reader, actor, org)?)),
-        None => match current(reader, actor)? {
+        None => match current(reader, actor, now)? {
             Some(found) => Ok(found),
             None => Err(RuleError::OrgRequired {
-                orgs: visible_orgs(reader, actor)?,
+                orgs: visible_orgs(reader, actor, now)?,
             }),
         },
     }
 }
 
-/// [`resolve_org`], where the actor must act: an organization it has no role in is
-/// answered as one that does not exist.
+/// [`resolve_org`], where the actor must act at `now`: an organization it has no role in
+/// is answered as one that does not exist; a member who is blocked there, or whose access
+/// ended, is told so (they know the organization exists).
 pub fn in_org(
     reader: &impl Reader,
     actor: &Actor,
     requested: Option<&str>,
+    now: Millis,
 ) -> Result<InOrg, RuleError> {
-    let (org, here) = resolve_org(reader, actor, requested)?;
-    match here.role(actor.caller.uid) {
+    let (org, here) = resolve_org(reader, actor, requested, now)?;
+    match here.role(actor.caller.uid, now) {
         Some(role) => Ok(InOrg {
             actor: actor.clone(),
             org,
             role,
         }),
-        None => Err(RuleError::OrgNotFound(org)),
+        None => Err(match here.barred(actor.caller.uid, now) {
+            Some(barred) => barred.refusal(&org),
+            None => RuleError::OrgNotFound(org),
+        }),
     }
 }
 
 /// The organization used when none is named, if one can be chosen, with how the actor
-/// stands there.
-fn current(reader: &impl Reader, actor: &Actor) -> Result<Option<(String, Standing)>, RuleError> {
+/// stands there. The one chosen with `org use` stays chosen while the actor is blocked
+/// there, so that the block, not a neighbouring organization, answers.
+fn current(
+    reader: &impl Reader,
+    actor: &Actor,
+    now: Millis,
+) -> Result<Option<(String, Standing)>, RuleError> {
     if let Some(org) = reader.current_org(actor.caller.uid)? {
         let here = standing(reader, actor, &org)?;
-        if here.role(actor.caller.uid).is_some() {
+        let uid = actor.caller.uid;
+        if here.role(uid, now).is_some() || here.barred(uid, now).is_some() {
             return Ok(Some((org, here)));
         }
     }
-    let mut visible = visible(reader, actor)?;
+    let mut visible = visible(reader, actor, now, true)?;
     Ok(match visible.len() {
         1 => visible.pop(),
         _ => None,
     })
 }
 
-/// The organization used when none is named, if one can be chosen.
-pub fn current_org(reader: &impl Reader, actor: &Actor) -> Result<Option<String>, RuleError> {
-    Ok(current(reader, actor)?.map(|(org, _)| org))
+/// The organization used when none is named at `now`, if one can be chosen.
+pub fn current_org(
+    reader: &impl Reader,
+    actor: &Actor,
+    now: Millis,
+) -> Result<Option<String>, RuleError> {
+    Ok(current(reader, actor, now)?.map(|(org, _)| org))
 }
 
 /// `whoami`: open to everyone, bound or not.
@@ -307,13 +379,13 @@ pub fn whoami(reader: &impl Reader, caller: &Caller, now: Millis) -> Result<WhoA
         }
     }
     let current = if caller.superuser || email.is_some() {
-        current(reader, &actor)?
+        current(reader, &actor, now)?
     } else {
         None
     };
     let permissions = current
         .as_ref()
-        .and_then(|(_, here)| here.role(caller.uid))
+        .and_then(|(_, here)| here.role(caller.uid, now))
         .map(Role::permissions);
     let current_org = current.map(|(org, _)| org);
     Ok(WhoAmI {

@@ -15,7 +15,8 @@ use compartmentctl::wire::{
 
 use super::identity::{authenticate, in_org, may_vouch_for, Actor};
 use super::{
-    audit, millis, parse_email, refuse_root, Caller, Policy, RuleError, Unbound, MAX_INVITATION_TTL,
+    audit, lifecycle, millis, parse_email, refuse_root, Caller, Policy, RuleError, Unbound,
+    MAX_INVITATION_TTL,
 };
 use crate::clock::{is_due, rfc3339};
 use crate::store::{
@@ -37,11 +38,16 @@ pub fn invite(
 ) -> Result<Invitation, RuleError> {
     let actor = authenticate(txn, caller)?;
     txn.act_as(&audit::actor(&actor));
-    let here = in_org(txn, &actor, params.org.as_deref())?;
+    let here = in_org(txn, &actor, params.org.as_deref(), now)?;
     here.require(methods::UserInvite::NEEDS)?;
     here.may_grant(params.role)?;
     let email = parse_email(&params.email)?;
     let ttl = invitation_ttl(params.expires_in.as_deref(), policy)?;
+    let access_until = params
+        .access_until
+        .as_deref()
+        .map(|text| lifecycle::parse_until(text, "--access-until", now))
+        .transpose()?;
     let existing = txn.membership(&here.org, email.as_str())?;
     if let Some(existing) = &existing {
         here.may_change(email.as_str(), existing.role)?;
@@ -71,6 +77,7 @@ pub fn invite(
             invited_by: &actor,
             named,
             ttl,
+            access_until,
             replacing: existing.as_ref(),
         },
         token,
@@ -84,6 +91,9 @@ pub fn invite(
     };
     if let Some(user) = &invitation.redeemable_by {
         detail.push_str(&format!(", redeemable by {user}"));
+    }
+    if let Some(until) = &invitation.access_until {
+        detail.push_str(&format!(", access until {until}"));
     }
     let after = AuditState {
         role: Some(params.role),
@@ -127,6 +137,8 @@ pub(super) struct AddMember<'a> {
     /// The only Unix user who may redeem the invitation (`--unix-user`).
     pub named: Option<UnixUser>,
     pub ttl: Duration,
+    /// When the membership ends by itself (`--access-until`).
+    pub access_until: Option<Millis>,
     /// The membership this one replaces (a resend or a re-invitation after expiry).
     pub replacing: Option<&'a MembershipRecord>,
 }
@@ -195,6 +207,7 @@ pub(super) fn add_member(
         invited_at: now,
         expires_at: None,
         token_hash: None,
+        terms: lifecycle::fresh_terms(new.access_until, now),
     };
     let mut invitation = Invitation {
         org: new.org.to_owned(),
@@ -205,6 +218,7 @@ pub(super) fn add_member(
         expires_at: None,
         held_by: holder.as_ref().and_then(|(_, b)| b.user_name.clone()),
         redeemable_by: None,
+        access_until: new.access_until.map(rfc3339),
     };
     if vouched {
         membership.uid = redeemer.map(|r| r.uid);
@@ -435,35 +449,43 @@ pub fn expire_due(txn: &impl Changes, now: Millis) -> Result<usize, RuleError> {
     expire_due_up_to(txn, now, usize::MAX)
 }
 
-/// [`expire_due`] for at most `limit` invitations, the earliest due first, so that a
-/// large sweep is split into transactions other changes can come between. Counts only
-/// what it expired, so a stray index entry cannot make the sweeper loop on full chunks.
+/// [`expire_due`] for at most `limit` due memberships, the earliest due first, so that a
+/// large sweep is split into transactions other changes can come between: invitations that
+/// lapsed are marked expired, and what their terms made due is recorded
+/// ([`lifecycle::settle`]). Counts only the memberships it changed, so a stray index entry
+/// cannot make the sweeper loop on full chunks.
 pub fn expire_due_up_to(txn: &impl Changes, now: Millis, limit: usize) -> Result<usize, RuleError> {
-    let due = txn.due_invitations_up_to(now, limit)?;
+    let due = txn.due_memberships_up_to(now, limit)?;
     txn.act_as(&audit::daemon());
-    let mut expired_count = 0;
+    let mut changed_count = 0;
     for (org, email) in &due {
-        let Some(membership) = txn.membership(org, email)? else {
+        let Some(mut membership) = txn.membership(org, email)? else {
             continue;
         };
-        if let Some(hash) = &membership.token_hash {
-            set_token_state(txn, hash, TokenState::Expired)?;
+        let lapsed = membership.status == MemberStatus::Invited
+            && membership.expires_at.is_some_and(|at| is_due(at, now));
+        if lapsed {
+            if let Some(hash) = &membership.token_hash {
+                set_token_state(txn, hash, TokenState::Expired)?;
+            }
+            let mut expired = membership.clone();
+            expired.status = MemberStatus::Expired;
+            expired.token_hash = None;
+            txn.put_membership(org, email, &expired, Some(&membership))?;
+            audit::Entry::new(audit::daemon(), "organization.invitation.expire", now)
+                .org(org)
+                .account(email)
+                .change(
+                    audit::state(Some(&membership), now.saturating_sub(1)),
+                    audit::state(Some(&expired), now),
+                )
+                .append(txn)?;
+            membership = expired;
         }
-        let mut expired = membership.clone();
-        expired.status = MemberStatus::Expired;
-        expired.token_hash = None;
-        txn.put_membership(org, email, &expired, Some(&membership))?;
-        expired_count += 1;
-        audit::Entry::new(audit::daemon(), "organization.invitation.expire", now)
-            .org(org)
-            .account(email)
-            .change(
-                audit::state(Some(&membership), now.saturating_sub(1)),
-                audit::state(Some(&expired), now),
-            )
-            .append(txn)?;
+        let settled = lifecycle::settle(txn, org, email, &membership, now)?;
+        changed_count += usize::from(lapsed || settled);
     }
-    Ok(expired_count)
+    Ok(changed_count)
 }
 
 /// Forgets at most `limit` spent tokens that no longer matter at `now` (see

@@ -3,15 +3,15 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use compartmentctl::wire::{
-    methods, Gated, Granted, Member, MemberList, MemberStatus, Removed, Role, RoleGrantParams,
+    methods, Gated, Granted, Member, MemberList, MemberStatus, Removed, RoleGrantParams,
     UserListParams, UserRemoveParams, DEFAULT_PAGE, MAX_PAGE,
 };
 
 use super::error::AdminLoss;
 use super::identity::{authenticate, in_org};
 use super::invitations::revoke_token;
-use super::{audit, parse_email, Caller, RuleError};
-use crate::clock::rfc3339;
+use super::{audit, lifecycle, parse_email, Caller, RuleError};
+use crate::clock::{is_due, rfc3339};
 use crate::store::{Changes, MemberRow, Millis, Reader};
 
 /// How many rows one filtered page may read per member it may return: a `--status`
@@ -56,7 +56,7 @@ pub fn list_page(
     // Who asks is judged first: someone who may not list learns nothing, not even whether
     // the rest of the request was well made.
     let actor = authenticate(reader, caller)?;
-    let here = in_org(reader, &actor, params.org.as_deref())?;
+    let here = in_org(reader, &actor, params.org.as_deref(), now)?;
     here.require(methods::UserList::NEEDS)?;
     let limit = match params.limit {
         None => DEFAULT_PAGE,
@@ -91,18 +91,21 @@ pub fn list_page(
             scanned += 1;
             let status = m.status_at(now);
             if params.status.is_none_or(|wanted| wanted == status) {
-                members.push(Member {
-                    unix_user: unix_user_of(reader, &email, &m)?,
-                    email: email.clone(),
-                    role: m.role,
+                let expires_at = match status {
+                    MemberStatus::Active => None,
+                    MemberStatus::Invited | MemberStatus::Expired => {
+                        m.expires_at.map(|at| expiries.text(at))
+                    }
+                };
+                let unix_user = unix_user_of(reader, &email, &m)?;
+                members.push(shown_member(
+                    email.clone(),
+                    &m,
                     status,
-                    expires_at: match status {
-                        MemberStatus::Active => None,
-                        MemberStatus::Invited | MemberStatus::Expired => {
-                            m.expires_at.map(|at| expiries.text(at))
-                        }
-                    },
-                });
+                    expires_at,
+                    unix_user,
+                    now,
+                ));
             }
             position = Some(email);
             if members.len() == limit {
@@ -137,6 +140,32 @@ pub fn list_page(
     })
 }
 
+/// A member as a list shows it at `now`: the role an ended elevation fell back to, and
+/// what bounds the membership (a block in force, access's end, an elevation's end).
+fn shown_member(
+    email: String,
+    row: &MemberRow,
+    status: MemberStatus,
+    expires_at: Option<String>,
+    unix_user: Option<String>,
+    now: Millis,
+) -> Member {
+    let terms = &row.terms;
+    Member {
+        email,
+        role: terms.role_at(row.role, now),
+        status,
+        expires_at,
+        unix_user,
+        blocked: terms.block_at(now).map(lifecycle::shown_block),
+        access_until: terms.access_until.map(|deadline| rfc3339(deadline.at)),
+        elevation: terms
+            .elevation
+            .filter(|elevation| !is_due(elevation.until.at, now))
+            .map(|elevation| lifecycle::shown_elevation(&elevation)),
+    }
+}
+
 /// Expiries as a page shows them, to the second. Invitations made together expire in the
 /// same second, so each second is formatted once and copied for the rest.
 #[derive(Default)]
@@ -168,21 +197,20 @@ pub fn list(
     now: Millis,
 ) -> Result<MemberList, RuleError> {
     let actor = authenticate(reader, caller)?;
-    let here = in_org(reader, &actor, org)?;
+    let here = in_org(reader, &actor, org, now)?;
     here.require(methods::UserList::NEEDS)?;
     let mut members = Vec::new();
     for (email, m) in reader.members(&here.org)? {
         let status = m.status_at(now);
-        members.push(Member {
-            unix_user: unix_user_of(reader, &email, &MemberRow::from(&m))?,
-            email,
-            role: m.role,
-            status,
-            expires_at: match status {
-                MemberStatus::Active => None,
-                MemberStatus::Invited | MemberStatus::Expired => m.expires_at.map(rfc3339),
-            },
-        });
+        let row = MemberRow::from(&m);
+        let expires_at = match status {
+            MemberStatus::Active => None,
+            MemberStatus::Invited | MemberStatus::Expired => m.expires_at.map(rfc3339),
+        };
+        let unix_user = unix_user_of(reader, &email, &row)?;
+        members.push(shown_member(
+            email, &row, status, expires_at, unix_user, now,
+        ));
     }
     Ok(MemberList {
         org: here.org,
@@ -226,7 +254,7 @@ pub fn remove(
 ) -> Result<Removed, RuleError> {
     let actor = authenticate(txn, caller)?;
     txn.act_as(&audit::actor(&actor));
-    let here = in_org(txn, &actor, params.org.as_deref())?;
+    let here = in_org(txn, &actor, params.org.as_deref(), now)?;
     here.require(methods::UserRemove::NEEDS)?;
     let email = parse_email(&params.email)?;
     let email = email.as_str();
@@ -268,15 +296,41 @@ pub fn grant(
 ) -> Result<Granted, RuleError> {
     let actor = authenticate(txn, caller)?;
     txn.act_as(&audit::actor(&actor));
-    let here = in_org(txn, &actor, params.org.as_deref())?;
+    let here = in_org(txn, &actor, params.org.as_deref(), now)?;
     here.require(methods::RoleGrant::NEEDS)?;
     here.may_grant(params.role)?;
     let email = parse_email(&params.email)?;
     let email = email.as_str();
+    let until = params
+        .until
+        .as_deref()
+        .map(|text| lifecycle::parse_until(text, "--until", now))
+        .transpose()?;
     let membership = here.member(txn, email)?;
-    here.may_change(email, membership.role)?;
+    let previous_role = membership.terms.role_at(membership.role, now);
+    here.may_change(email, previous_role)?;
+    let mut updated = membership.clone();
+    // An elevation that has ended, swept or not, is over: the grant starts from the role
+    // it fell back to.
+    if let Some(elevation) = membership.terms.elevation {
+        if is_due(elevation.until.at, now) {
+            updated.role = elevation.fallback;
+            updated.terms.elevation = None;
+        }
+    }
+    updated.terms.elevation = match until {
+        Some(until) => Some(lifecycle::elevation(
+            &updated,
+            email,
+            params.role,
+            until,
+            now,
+        )?),
+        None => None,
+    };
+    updated.role = params.role;
     if membership.is_active_admin()
-        && params.role < Role::Admin
+        && !updated.is_active_admin()
         && !has_another_admin(txn, &here.org)?
     {
         return Err(RuleError::LastAdmin {
@@ -284,10 +338,11 @@ pub fn grant(
             change: AdminLoss::Demotion,
         });
     }
-    let previous_role = membership.role;
-    let mut updated = membership.clone();
-    updated.role = params.role;
     txn.put_membership(&here.org, email, &updated, Some(&membership))?;
+    let mut detail = format!("{previous_role} -> {}", params.role);
+    if let Some(until) = until {
+        detail.push_str(&format!(" until {}", rfc3339(until)));
+    }
     audit::Entry::new(audit::actor(&actor), "organization.role.grant", now)
         .org(&here.org)
         .account(email)
@@ -295,13 +350,14 @@ pub fn grant(
             audit::state(Some(&membership), now),
             audit::state(Some(&updated), now),
         )
-        .detail(format!("{previous_role} -> {}", params.role))
+        .detail(detail)
         .append(txn)?;
     Ok(Granted {
         org: here.org,
         email: email.to_owned(),
         role: params.role,
         previous_role,
+        until: until.map(rfc3339),
     })
 }
 

@@ -9,6 +9,8 @@
 //! - [`orgs`]: `org.create`, `org.list`, `org.use`.
 //! - [`members`]: `user.list`, `user.remove`, `role.grant`.
 //! - [`invitations`]: `user.invite`, `account.activate`, and the sweeper's expiry.
+//! - [`lifecycle`]: blocks, access and roles that end by themselves, and the sweeper's
+//!   recording of each end.
 //! - [`accounts`]: accounts and their bindings, for superusers (`account.*`).
 //! - [`authz`]: `authz.check`, what the rules would decide for anyone, and why.
 
@@ -18,6 +20,7 @@ pub mod authz;
 mod error;
 pub mod identity;
 pub mod invitations;
+pub mod lifecycle;
 pub mod members;
 pub mod orgs;
 

@@ -56,6 +56,7 @@ pub fn create(
             invited_by: &actor,
             named,
             ttl: policy.invitation_ttl,
+            access_until: None,
             replacing: None,
         },
         token,
@@ -136,16 +137,15 @@ pub fn delete(
 }
 
 /// The organizations the caller can act in, with their role and which one is current.
-pub fn list(reader: &impl Reader, caller: &Caller) -> Result<OrgList, RuleError> {
+pub fn list(reader: &impl Reader, caller: &Caller, now: Millis) -> Result<OrgList, RuleError> {
     let actor = authenticate(reader, caller)?;
-    let current = current_org(reader, &actor)?;
+    let current = current_org(reader, &actor, now)?;
     let mut orgs = Vec::new();
-    for name in visible_orgs(reader, &actor)? {
+    for name in visible_orgs(reader, &actor, now)? {
         let role = match &actor.email {
             Some(email) => reader
                 .membership(&name, email)?
-                .filter(|m| m.is_active_for(caller.uid))
-                .map(|m| m.role),
+                .and_then(|m| m.acting_role(caller.uid, now)),
             None => None,
         };
         orgs.push(OrgEntry {
@@ -158,9 +158,14 @@ pub fn list(reader: &impl Reader, caller: &Caller) -> Result<OrgList, RuleError>
 }
 
 /// Chooses the organization commands act in when none is named.
-pub fn use_org(txn: &impl Changes, caller: &Caller, name: &str) -> Result<OrgUsed, RuleError> {
+pub fn use_org(
+    txn: &impl Changes,
+    caller: &Caller,
+    name: &str,
+    now: Millis,
+) -> Result<OrgUsed, RuleError> {
     let actor = authenticate(txn, caller)?;
-    let org = in_org(txn, &actor, Some(name))?.org;
+    let org = in_org(txn, &actor, Some(name), now)?.org;
     txn.set_current_org(caller.uid, &org)?;
     Ok(OrgUsed { org })
 }

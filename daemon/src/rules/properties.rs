@@ -12,7 +12,7 @@
 //! - a successful invite, grant or removal was made by a caller whose role (admin for a
 //!   superuser) covers the action, the role given and the target's role (the caps);
 //! - no token activates twice, at or after its expiry, once replaced, or for a superuser;
-//! - the indexes agree with the tables (`check_indexes`, `next_expiry`, the expiry index
+//! - the indexes agree with the tables (`check_indexes`, `next_due`, the expiry index
 //!   both ways, `account_orgs`, uid bindings both ways), and every pending token belongs
 //!   to the invited membership that holds it;
 //! - a refused step changed nothing, and no rule failed inside (`internal`);
@@ -410,7 +410,7 @@ struct Snapshot {
     bindings: Vec<Option<String>>,
     current_orgs: Vec<Option<String>>,
     tokens: Vec<Option<TokenRecord>>,
-    next_expiry: Option<Millis>,
+    next_due: Option<Millis>,
     audit_len: usize,
 }
 
@@ -697,7 +697,7 @@ impl World {
                 .iter()
                 .map(|t| reader.token(&key_of(&t.text)).unwrap())
                 .collect(),
-            next_expiry: reader.next_expiry().unwrap(),
+            next_due: reader.next_due().unwrap(),
             audit_len: reader.audit().unwrap().len(),
         }
     }
@@ -749,7 +749,7 @@ impl World {
                 Ok(Ok(format!("now T0+{:?}", Span(self.now - T0))))
             }
             Op::ToNextExpiry(offset) => {
-                if let Some(next) = pre.next_expiry().unwrap() {
+                if let Some(next) = pre.next_due().unwrap() {
                     let target = next.saturating_add_signed(i64::from(*offset));
                     self.now = self.now.max(target);
                 }
@@ -836,14 +836,14 @@ impl World {
         }
         // The expiry index: its first entry is the earliest invitation, and it holds the
         // invited memberships and nothing else.
-        let next = reader.next_expiry().unwrap();
+        let next = reader.next_due().unwrap();
         check!(
             next == invited.values().min().copied(),
-            "next_expiry is {next:?}, the earliest invitation expires at {:?}",
+            "next_due is {next:?}, the earliest invitation expires at {:?}",
             invited.values().min()
         );
         let indexed: BTreeSet<(String, String)> = reader
-            .due_invitations(Millis::MAX)
+            .due_memberships(Millis::MAX)
             .unwrap()
             .into_iter()
             .collect();
@@ -973,6 +973,7 @@ impl World {
             expires_in: expires_in.map(str::to_owned),
             resend,
             unix_user: None,
+            access_until: Default::default(),
         };
         let (policy, now) = (self.policy.clone(), self.now);
         let result = self
@@ -1151,6 +1152,7 @@ impl World {
             org: org.map(str::to_owned),
             email: email.to_owned(),
             role,
+            until: Default::default(),
         };
         let now = self.now;
         let granted = match self.write(|txn| members::grant(txn, &caller, &params, now)) {
@@ -1242,7 +1244,7 @@ impl World {
 
     fn expire(&mut self, pre: &store::Snapshot) -> Result<Outcome, TestCaseError> {
         let now = self.now;
-        let due = pre.due_invitations(now).unwrap();
+        let due = pre.due_memberships(now).unwrap();
         let swept = match self.write(|txn| invitations::expire_due(txn, now)) {
             Ok(swept) => swept,
             Err(err) => return Ok(Err(err)),
@@ -1253,7 +1255,7 @@ impl World {
             due.len()
         );
         let post = self.store.read().unwrap();
-        let next = post.next_expiry().unwrap();
+        let next = post.next_due().unwrap();
         check!(
             next.is_none_or(|next| next > now),
             "after a sweep at {now} the next expiry is {next:?}"
@@ -1325,7 +1327,8 @@ impl World {
         name: &str,
     ) -> Result<Outcome, TestCaseError> {
         let caller = by.caller(pre, None);
-        let used = match self.write(|txn| orgs::use_org(txn, &caller, name)) {
+        let now = self.now;
+        let used = match self.write(|txn| orgs::use_org(txn, &caller, name, now)) {
             Ok(used) => used,
             Err(err) => return Ok(Err(err)),
         };
@@ -1365,7 +1368,7 @@ impl World {
             who.account,
             caller.uid
         );
-        if let Err(err) = orgs::list(&snapshot, &caller) {
+        if let Err(err) = orgs::list(&snapshot, &caller, self.now) {
             check!(
                 matches!(err.kind(), ErrorKind::Unauthenticated),
                 "org.list refused {by:?} as {}",

@@ -165,6 +165,7 @@ impl Fixture {
             expires_in: None,
             resend,
             unix_user: None,
+            access_until: Default::default(),
         };
         self.write(|txn| invitations::invite(txn, caller, &params, named, &token, &policy, now))
     }
@@ -194,6 +195,7 @@ impl Fixture {
             org: Some(org.into()),
             email: email.into(),
             role,
+            until: Default::default(),
         };
         self.write(|txn| members::grant(txn, &caller, &params, T0))
             .map(|_| ())
@@ -281,7 +283,7 @@ fn the_sweeper_expires_what_is_due_and_nothing_else() {
             .unwrap();
         assert_eq!(early_row.status, MemberStatus::Expired);
         assert_eq!(early_row.token_hash, None);
-        assert_eq!(snapshot.next_expiry().unwrap(), Some(T0 + 8 * DAY));
+        assert_eq!(snapshot.next_due().unwrap(), Some(T0 + 8 * DAY));
         drop(snapshot);
         let err = f
             .activate(user(2001), &early.activation_url.unwrap(), T0)
@@ -377,7 +379,7 @@ fn an_active_account_joins_at_once_without_a_token() {
             f.status("beta", "ops@example.com", T0),
             MemberStatus::Active
         );
-        let tokens_pending = f.store.read().unwrap().next_expiry().unwrap();
+        let tokens_pending = f.store.read().unwrap().next_due().unwrap();
         assert_eq!(tokens_pending, None, "no invitation is pending anywhere");
     }
 }
@@ -513,7 +515,7 @@ fn callers_without_an_account_may_only_activate_and_ask_who_they_are() {
         assert_eq!(err.kind(), ErrorKind::Unauthenticated);
         assert_eq!(err.to_string(), "uid 9999 is not bound to an account");
         assert_eq!(
-            kind(orgs::list(&snapshot, &stranger)),
+            kind(orgs::list(&snapshot, &stranger, T0)),
             ErrorKind::Unauthenticated
         );
         let who = identity::whoami(&snapshot, &stranger, T0).unwrap();
@@ -574,7 +576,8 @@ fn current_org_comes_from_org_use_else_the_only_one() {
             err.hint()
         );
         drop(snapshot);
-        f.write(|txn| orgs::use_org(txn, &admin, "beta")).unwrap();
+        f.write(|txn| orgs::use_org(txn, &admin, "beta", T0))
+            .unwrap();
         let snapshot = f.store.read().unwrap();
         assert_eq!(
             kind(members::list(&snapshot, &admin, None, T0)),
@@ -582,7 +585,7 @@ fn current_org_comes_from_org_use_else_the_only_one() {
         );
         drop(snapshot);
         assert_eq!(
-            kind(f.write(|txn| orgs::use_org(txn, &admin, "nope"))),
+            kind(f.write(|txn| orgs::use_org(txn, &admin, "nope", T0))),
             ErrorKind::NotFound
         );
     }
@@ -654,6 +657,7 @@ fn bad_input_is_a_bad_request() {
                 expires_in: Some(expires_in.into()),
                 resend: false,
                 unix_user: None,
+                access_until: Default::default(),
             };
             let err = f
                 .write(|txn| invitations::invite(txn, &root(), &params, None, &token, &policy, T0))
@@ -1242,6 +1246,90 @@ fn a_schema_5_database_opens_with_its_feed_and_spent_tokens_indexed() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Upgrades: a database written by the schema-7 daemon (tests/fixtures/make-v7.sh).
+
+#[test]
+fn a_schema_7_database_opens_with_its_memberships_rewritten_and_its_feed_read() {
+    use crate::store::StoreOptions;
+    let (dir, deploy_token) = super::upgrades::fixture(7);
+    let before = crate::store::check(dir.path(), &StoreOptions::default()).unwrap();
+    assert_eq!(before.schema_version, Some(7));
+    let store = Store::open(dir.path()).unwrap();
+    let snapshot = store.read().unwrap();
+    assert!(check_indexes(&snapshot).unwrap().is_empty());
+    // Every membership reads, with no terms; the admins' index is as it was.
+    let rows = |org: &str| -> Vec<String> {
+        members::list(&snapshot, &root(), Some(org), NOW_V7)
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| format!("{} {} {}", m.email, m.role, m.status))
+            .collect()
+    };
+    assert_eq!(
+        rows("acme"),
+        [
+            "admin@example.com admin active",
+            "again@example.com viewer invited",
+            "deploy@example.com deployer invited",
+        ]
+    );
+    assert_eq!(
+        rows("beta"),
+        [
+            "admin@example.com admin active",
+            "b@beta.example viewer invited",
+            "ops@beta.example deployer active",
+        ]
+    );
+    for org in ["acme", "beta"] {
+        for (email, membership) in snapshot.members(org).unwrap() {
+            assert_eq!(membership.terms, crate::store::Terms::default(), "{email}");
+        }
+        assert_eq!(snapshot.active_admins(org, 10).unwrap(), 1, "{org}");
+    }
+    // Schema 7's events, written with their actor and without a note, still read.
+    let beta = shown(snapshot.org_events_after("beta", 0, 1000).unwrap());
+    assert_eq!(
+        beta.last().unwrap(),
+        "member.role_changed beta ops@beta.example deployer (was viewer) active uid 2"
+    );
+    let events = snapshot.events_after(0, 1000).unwrap();
+    let (_, last) = events.last().unwrap();
+    assert_eq!(last.actor.as_ref().unwrap().uid, Some(1));
+    assert_eq!(last.note, None);
+    let verified = crate::store::chain::verify(&snapshot, &[]).unwrap();
+    assert_eq!(verified.broken, None);
+    drop(snapshot);
+    // The pending invitation is redeemed as before; a member of schema 7 can be blocked.
+    crate::writer::apply(&store, NOW_V7, |txn, now| {
+        invitations::activate(txn, &user(2001), &deploy_token, now)
+    })
+    .unwrap();
+    let params = compartmentctl::wire::UserBlockParams {
+        org: Some("beta".into()),
+        email: "ops@beta.example".into(),
+        reason: "rotation".into(),
+        until: None,
+    };
+    crate::writer::apply(&store, NOW_V7, |txn, now| {
+        lifecycle::block(txn, &root(), &params, now)
+    })
+    .unwrap();
+    let snapshot = store.read().unwrap();
+    assert!(check_indexes(&snapshot).unwrap().is_empty());
+    let ops = snapshot
+        .membership("beta", "ops@beta.example")
+        .unwrap()
+        .unwrap();
+    assert_eq!(ops.terms.block.unwrap().reason, "rotation");
+}
+
+/// 2026-12-08T00:00:00Z: after the schema-7 fixture was written (2026-12-07) and before its
+/// invitations (a week) lapse.
+const NOW_V7: Millis = 1_796_688_000_000;
+
+// ---------------------------------------------------------------------------------------
 // Upgrades: a database written by the schema-1 daemon (tests/fixtures/make-v1.sh).
 
 #[test]
@@ -1256,7 +1344,7 @@ fn a_schema_1_database_opens_migrated_and_keeps_working() {
         ..Default::default()
     };
     let store = Store::open_with(dir.path(), &options).unwrap();
-    assert_eq!(CURRENT_SCHEMA_VERSION, 7);
+    assert_eq!(CURRENT_SCHEMA_VERSION, 8);
     let now = 1_796_000_000_000; // 2026-11-30, before the fixture's invitations lapse
     {
         let snapshot = store.read().unwrap();
@@ -1372,6 +1460,7 @@ fn org_of(mut f: Fixture, count: usize, lapses: impl Fn(usize) -> bool) -> Fixtu
                 expires_in: lapses(i).then(|| "1h".to_owned()),
                 resend: false,
                 unix_user: None,
+                access_until: Default::default(),
             };
             invitations::invite(txn, &root(), &params, None, token, &policy, T0)?;
         }
@@ -2177,6 +2266,7 @@ fn an_organizations_feed_never_reads_the_others_rows() {
                     expires_in: None,
                     resend: false,
                     unix_user: None,
+                    access_until: Default::default(),
                 };
                 let token = Token::from_text(&format!("{:0>43}", 5000 + i));
                 invitations::invite(txn, &root(), &params, None, &token, &policy(), T0)?;
@@ -2331,15 +2421,15 @@ impl<R: Reader> Reader for Counting<'_, R> {
     fn current_org(&self, uid: u32) -> crate::store::Result<Option<String>> {
         self.count(self.inner.current_org(uid))
     }
-    fn next_expiry(&self) -> crate::store::Result<Option<Millis>> {
-        self.count(self.inner.next_expiry())
+    fn next_due(&self) -> crate::store::Result<Option<Millis>> {
+        self.count(self.inner.next_due())
     }
-    fn due_invitations_up_to(
+    fn due_memberships_up_to(
         &self,
         now: Millis,
         limit: usize,
     ) -> crate::store::Result<Vec<(String, String)>> {
-        self.count(self.inner.due_invitations_up_to(now, limit))
+        self.count(self.inner.due_memberships_up_to(now, limit))
     }
     fn audit_after(
         &self,
@@ -2581,6 +2671,491 @@ fn only_a_superuser_deletes_an_account_and_never_an_organizations_last_admin() {
         // Deleted, the address can be invited afresh.
         f.invite_as(root(), "acme", "dev@example.com", Role::Viewer, false, T0)
             .unwrap();
+        f.assert_indexes_agree();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Blocks, and access that ends by itself (DESIGN §4; `lifecycle`).
+
+const HOUR: Millis = 60 * 60 * 1000;
+
+impl Fixture {
+    /// Runs `change` at `now`, as the writer would then.
+    fn write_at<T>(
+        &self,
+        now: Millis,
+        change: impl FnOnce(&crate::store::Tracked<'_, '_>, Millis) -> Result<T, RuleError>,
+    ) -> Result<T, RuleError> {
+        crate::writer::apply(&self.store, now, change)
+    }
+
+    fn block(
+        &self,
+        caller: &Caller,
+        email: &str,
+        reason: &str,
+        until: Option<&str>,
+        now: Millis,
+    ) -> Result<compartmentctl::wire::UserBlocked, RuleError> {
+        let params = compartmentctl::wire::UserBlockParams {
+            org: Some("acme".into()),
+            email: email.into(),
+            reason: reason.into(),
+            until: until.map(str::to_owned),
+        };
+        self.write_at(now, |txn, now| lifecycle::block(txn, caller, &params, now))
+    }
+
+    fn unblock(
+        &self,
+        caller: &Caller,
+        email: &str,
+        now: Millis,
+    ) -> Result<compartmentctl::wire::UserUnblocked, RuleError> {
+        let params = compartmentctl::wire::UserUnblockParams {
+            org: Some("acme".into()),
+            email: email.into(),
+        };
+        self.write_at(now, |txn, now| {
+            lifecycle::unblock(txn, caller, &params, now)
+        })
+    }
+
+    fn grant_until(
+        &self,
+        caller: &Caller,
+        email: &str,
+        role: Role,
+        until: &str,
+        now: Millis,
+    ) -> Result<compartmentctl::wire::Granted, RuleError> {
+        let params = RoleGrantParams {
+            org: Some("acme".into()),
+            email: email.into(),
+            role,
+            until: Some(until.into()),
+        };
+        self.write_at(now, |txn, now| members::grant(txn, caller, &params, now))
+    }
+
+    /// The sweeper's pass at `now`: how many memberships it changed.
+    fn sweep(&self, now: Millis) -> usize {
+        self.write_at(now, |txn, now| invitations::expire_due(txn, now))
+            .unwrap()
+    }
+
+    /// The feed of acme after `after`, as [`shown`] writes it, with each event's note.
+    fn acme_feed(&self, after: u64) -> Vec<String> {
+        let snapshot = self.store.read().unwrap();
+        let events = snapshot.org_events_after("acme", after, 1000).unwrap();
+        let notes: Vec<String> = events
+            .iter()
+            .map(|(_, e)| {
+                let actor = e.actor.as_ref().map_or("-", |a| a.kind.as_str()).to_owned();
+                match &e.note {
+                    Some(note) => format!(
+                        " by {actor}; until {}; reason {}",
+                        note.until.map_or("-".into(), crate::clock::rfc3339),
+                        note.reason.as_deref().unwrap_or("-")
+                    ),
+                    None => format!(" by {actor}"),
+                }
+            })
+            .collect();
+        shown(events)
+            .into_iter()
+            .zip(notes)
+            .map(|(event, note)| event + &note)
+            .collect()
+    }
+
+    fn last_seq(&self) -> u64 {
+        self.store.read().unwrap().last_event_seq().unwrap()
+    }
+
+    /// The audit log's records from `after` on, as "event actor detail".
+    fn audit_since(&self, after: usize) -> Vec<String> {
+        let snapshot = self.store.read().unwrap();
+        snapshot.audit().unwrap()[after..]
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}",
+                    e.event,
+                    e.actor.kind,
+                    e.detail.as_deref().unwrap_or("-")
+                )
+            })
+            .collect()
+    }
+
+    fn audit_len(&self) -> usize {
+        self.store.read().unwrap().audit().unwrap().len()
+    }
+}
+
+/// A deployer's `user list` in acme at `now`: how a member's own request fares.
+fn own_request(f: &Fixture, uid: u32, now: Millis) -> Result<MemberListResult, RuleError> {
+    let snapshot = f.store.read().unwrap();
+    members::list(&snapshot, &user(uid), Some("acme"), now).map(|_| MemberListResult)
+}
+
+#[derive(Debug)]
+struct MemberListResult;
+
+#[test]
+fn a_blocked_member_is_refused_at_once_with_the_reason_and_services_are_told() {
+    use compartmentctl::wire::{Permission, Reason};
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("dev@example.com", Role::Deployer)]);
+        let admin = user(1001);
+        let seq = f.last_seq();
+        let blocked = f
+            .block(
+                &admin,
+                "dev@example.com",
+                "  laptop lost  ",
+                None,
+                T0 + HOUR,
+            )
+            .unwrap();
+        assert_eq!(blocked.block.reason, "laptop lost");
+        assert_eq!(blocked.block.by, "admin@example.com");
+        assert_eq!(blocked.block.until, None);
+
+        // The member's very next request, and every decision about them.
+        let err = own_request(&f, 1002, T0 + HOUR).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Blocked);
+        assert_eq!(err.to_string(), "you are blocked in acme: laptop lost");
+        assert_eq!(
+            err.hint().unwrap(),
+            "ask an admin of acme to unblock you (compartment user unblock)"
+        );
+        let decision = decide(
+            &f,
+            user(1002),
+            Permission::DeploymentCreate,
+            Some("acme"),
+            T0 + HOUR,
+        );
+        assert!(!decision.allowed);
+        assert_eq!(decision.reason, Reason::Blocked);
+        assert_eq!(
+            decision.message,
+            "dev@example.com is blocked in acme: laptop lost"
+        );
+        // The organization chosen by default stays acme, so the block answers.
+        let snapshot = f.store.read().unwrap();
+        let err = members::list(&snapshot, &user(1002), None, T0 + HOUR).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Blocked);
+        drop(snapshot);
+
+        // The list shows it; the feed carries it, with the reason.
+        let snapshot = f.store.read().unwrap();
+        let list = members::list(&snapshot, &admin, Some("acme"), T0 + HOUR).unwrap();
+        let dev = list
+            .members
+            .iter()
+            .find(|m| m.email == "dev@example.com")
+            .unwrap();
+        assert_eq!(dev.blocked.as_ref().unwrap().reason, "laptop lost");
+        drop(snapshot);
+        assert_eq!(
+            f.acme_feed(seq),
+            ["member.blocked acme dev@example.com deployer active uid 1002 by user; until -; reason laptop lost"]
+        );
+
+        // Unblocked, the member acts again; the feed says so.
+        let audit = f.audit_len();
+        let seq = f.last_seq();
+        let unblocked = f.unblock(&admin, "dev@example.com", T0 + 2 * HOUR).unwrap();
+        assert_eq!(unblocked.block.reason, "laptop lost");
+        own_request(&f, 1002, T0 + 2 * HOUR).unwrap();
+        assert_eq!(
+            f.acme_feed(seq),
+            ["member.unblocked acme dev@example.com deployer active uid 1002 by user"]
+        );
+        assert_eq!(
+            f.audit_since(audit),
+            ["organization.user.unblock user was blocked by admin@example.com: laptop lost"]
+        );
+        let err = f
+            .unblock(&admin, "dev@example.com", T0 + 2 * HOUR)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert_eq!(err.to_string(), "dev@example.com is not blocked in acme");
+        f.assert_indexes_agree();
+    }
+}
+
+#[test]
+fn a_block_until_a_time_lifts_on_the_second_and_the_sweeper_records_it() {
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("dev@example.com", Role::Deployer)]);
+        let until = "2026-05-02T12:00:00Z"; // T0 + 1 day
+        f.block(&root(), "dev@example.com", "audit", Some(until), T0)
+            .unwrap();
+        let err = own_request(&f, 1002, T0 + DAY - 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "you are blocked in acme until 2026-05-02T12:00:00Z: audit"
+        );
+        // Lifted at its end, whether or not the sweeper has run.
+        own_request(&f, 1002, T0 + DAY).unwrap();
+        let seq = f.last_seq();
+        let audit = f.audit_len();
+        assert_eq!(f.sweep(T0 + DAY - 1), 0);
+        assert_eq!(f.sweep(T0 + DAY), 1);
+        assert_eq!(
+            f.acme_feed(seq),
+            ["member.unblocked acme dev@example.com deployer active uid 1002 by daemon"]
+        );
+        assert_eq!(
+            f.audit_since(audit),
+            ["organization.user.unblock daemon the block by uid 0 ended: audit"]
+        );
+        assert_eq!(f.sweep(T0 + 2 * DAY), 0, "nothing left due");
+        f.assert_indexes_agree();
+    }
+}
+
+#[test]
+fn blocks_keep_within_the_caps_and_never_leave_an_organization_without_an_admin() {
+    for mut f in Fixture::each() {
+        f.org_with(
+            "acme",
+            &[
+                ("dev@example.com", Role::Deployer),
+                ("second@example.com", Role::Admin),
+            ],
+        );
+        let (admin, dev, second) = (user(1001), user(1002), user(1003));
+        // A deployer may not block; nobody blocks themselves; outsiders learn nothing.
+        assert_eq!(
+            kind(f.block(&dev, "second@example.com", "x", None, T0)),
+            ErrorKind::Forbidden
+        );
+        let err = f
+            .block(&admin, "admin@example.com", "x", None, T0)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "you cannot block yourself in acme");
+        assert_eq!(
+            kind(f.block(&user(4242), "dev@example.com", "x", None, T0)),
+            ErrorKind::Unauthenticated
+        );
+        // A reason is required, short, and free of control characters.
+        for (reason, said) in [
+            ("   ", "a block needs a reason"),
+            ("a\u{1b}[31m", "control characters"),
+            (&"x".repeat(501), "at most 500 characters"),
+        ] {
+            let err = f
+                .block(&admin, "dev@example.com", reason, None, T0)
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadRequest);
+            assert!(err.to_string().contains(said), "{err}");
+        }
+        // Two admins: one may block the other; then the one left is the last admin nothing
+        // bounds, whom nobody may remove, demote or block.
+        f.block(&admin, "second@example.com", "left the team", None, T0)
+            .unwrap();
+        assert_eq!(
+            kind(own_request(&f, 1003, T0)),
+            ErrorKind::Blocked,
+            "{second:?}"
+        );
+        let err = f.remove(root(), "acme", "admin@example.com").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LastAdmin);
+        assert_eq!(
+            err.hint().unwrap(),
+            "grant admin, without --until, to another member first: blocked admins, and admins whose access or admin role ends, do not count"
+        );
+        let err = f
+            .block(&root(), "admin@example.com", "x", None, T0)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LastAdmin);
+        assert_eq!(
+            err.to_string(),
+            "cannot block the last admin of acme: no admin could act there"
+        );
+        assert_eq!(
+            kind(f.grant(root(), "acme", "admin@example.com", Role::Deployer)),
+            ErrorKind::LastAdmin
+        );
+        // The blocked admin may be removed: it was not counted.
+        f.remove(root(), "acme", "second@example.com").unwrap();
+        f.assert_indexes_agree();
+    }
+}
+
+#[test]
+fn access_until_ends_on_the_second_with_warnings_ahead_and_the_sweeper_removes_it() {
+    use compartmentctl::wire::{Permission, Reason};
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        let token = f.next_token();
+        let policy = f.policy.clone();
+        let params = UserInviteParams {
+            org: Some("acme".into()),
+            email: "temp@example.com".into(),
+            role: Role::Viewer,
+            expires_in: None,
+            resend: false,
+            unix_user: None,
+            access_until: Some("10days".into()),
+        };
+        let invitation = f
+            .write(|txn| invitations::invite(txn, &root(), &params, None, &token, &policy, T0))
+            .unwrap();
+        let end = T0 + 10 * DAY;
+        assert_eq!(
+            invitation.access_until.as_deref(),
+            Some("2026-05-11T12:00:00Z")
+        );
+        f.activate(
+            user(1005),
+            invitation.activation_url.as_deref().unwrap(),
+            T0,
+        )
+        .unwrap();
+        let seq = f.last_seq();
+        // The week's warning, then the day's, each once.
+        assert_eq!(f.sweep(end - 7 * DAY - 1), 0);
+        assert_eq!(f.sweep(end - 7 * DAY), 1);
+        assert_eq!(f.sweep(end - 2 * DAY), 0);
+        assert_eq!(f.sweep(end - DAY), 1);
+        let allowed = decide(
+            &f,
+            user(1005),
+            Permission::OrganizationRead,
+            Some("acme"),
+            end - 1,
+        );
+        assert!(allowed.allowed);
+        // Ended on the second, before the sweeper has run.
+        let decision = decide(
+            &f,
+            user(1005),
+            Permission::OrganizationRead,
+            Some("acme"),
+            end,
+        );
+        assert!(!decision.allowed);
+        assert_eq!(decision.reason, Reason::AccessEnded);
+        assert_eq!(
+            decision.message,
+            "temp@example.com's access to acme ended at 2026-05-11T12:00:00Z"
+        );
+        let snapshot = f.store.read().unwrap();
+        let err = orgs::list(&snapshot, &user(1005), end).map(|list| list.orgs.len());
+        assert_eq!(
+            err.unwrap(),
+            0,
+            "acme is no longer among the member's organizations"
+        );
+        let err = members::list(&snapshot, &user(1005), Some("acme"), end).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden);
+        assert_eq!(
+            err.to_string(),
+            "your access to acme ended at 2026-05-11T12:00:00Z"
+        );
+        drop(snapshot);
+        let audit = f.audit_len();
+        assert_eq!(f.sweep(end), 1);
+        assert_eq!(
+            f.acme_feed(seq),
+            [
+                "member.access_expiring acme temp@example.com viewer active uid 1005 by daemon; until 2026-05-11T12:00:00Z; reason -",
+                "member.access_expiring acme temp@example.com viewer active uid 1005 by daemon; until 2026-05-11T12:00:00Z; reason -",
+                "member.removed acme temp@example.com viewer uid 1005 by daemon",
+            ]
+        );
+        assert_eq!(
+            f.audit_since(audit),
+            ["organization.access.expire daemon access ended at 2026-05-11T12:00:00Z"]
+        );
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(
+            snapshot.membership("acme", "temp@example.com").unwrap(),
+            None
+        );
+        drop(snapshot);
+        f.assert_indexes_agree();
+    }
+}
+
+#[test]
+fn an_elevation_falls_back_on_the_second_and_never_counts_as_an_admin() {
+    use compartmentctl::wire::Permission;
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("ops@example.com", Role::Readonly)]);
+        let admin = user(1001);
+        // Only above the role held.
+        let err = f
+            .grant_until(&admin, "ops@example.com", Role::Viewer, "1day", T0)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert_eq!(
+            err.to_string(),
+            "--until grants a role above the one held for a time; ops@example.com holds readonly: grant viewer without --until"
+        );
+        for (until, said) in [
+            ("yesterday", "neither a time nor a duration"),
+            ("2020-01-01T00:00:00Z", "is not in the future"),
+            ("11years", "more than ten years ahead"),
+        ] {
+            let err = f
+                .grant_until(&admin, "ops@example.com", Role::Admin, until, T0)
+                .unwrap_err();
+            assert!(err.to_string().contains(said), "{until}: {err}");
+        }
+        let seq = f.last_seq();
+        let granted = f
+            .grant_until(&admin, "ops@example.com", Role::Admin, "2days", T0)
+            .unwrap();
+        assert_eq!(
+            (
+                granted.role,
+                granted.previous_role,
+                granted.until.as_deref()
+            ),
+            (Role::Admin, Role::Readonly, Some("2026-05-03T12:00:00Z"))
+        );
+        let end = T0 + 2 * DAY;
+        let may_invite = |now| {
+            decide(
+                &f,
+                user(1002),
+                Permission::OrganizationUserInvite,
+                Some("acme"),
+                now,
+            )
+            .allowed
+        };
+        assert!(may_invite(end - 1));
+        assert!(!may_invite(end), "fallen back on the second, unswept");
+        // A temporary admin is not one the last-admin rule can rely on.
+        let err = f.remove(root(), "acme", "admin@example.com").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LastAdmin);
+        // The week's warning was past when it was granted; the day's is given.
+        assert_eq!(f.sweep(end - DAY), 1);
+        assert_eq!(f.sweep(end), 1);
+        assert_eq!(
+            f.acme_feed(seq),
+            [
+                "member.role_changed acme ops@example.com admin (was readonly) active uid 1002 by user; until 2026-05-03T12:00:00Z; reason -",
+                "member.access_expiring acme ops@example.com admin (was readonly) active uid 1002 by daemon; until 2026-05-03T12:00:00Z; reason -",
+                "member.role_changed acme ops@example.com readonly (was admin) active uid 1002 by daemon",
+            ]
+        );
+        let snapshot = f.store.read().unwrap();
+        let ops = snapshot
+            .membership("acme", "ops@example.com")
+            .unwrap()
+            .unwrap();
+        assert_eq!((ops.role, ops.terms.elevation), (Role::Readonly, None));
+        drop(snapshot);
         f.assert_indexes_agree();
     }
 }

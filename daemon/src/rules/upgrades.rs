@@ -83,7 +83,7 @@ fn opens_migrated_and_keeps_working(
 
     drop(Store::open(dir.path()).unwrap());
     let after = crate::store::check(dir.path(), &StoreOptions::default()).unwrap();
-    assert_eq!(CURRENT_SCHEMA_VERSION, 7);
+    assert_eq!(CURRENT_SCHEMA_VERSION, 8);
     assert_eq!(after.schema_version, Some(CURRENT_SCHEMA_VERSION));
     assert!(after.pages_clean);
     assert_eq!(after.index_problems, Vec::<String>::new());

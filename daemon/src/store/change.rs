@@ -7,9 +7,9 @@ use std::cell::{Cell, RefCell};
 use compartmentctl::wire::{AuditActor, EventKind};
 
 use super::{
-    AccountRecord, AuditRecord, BindingRecord, ChainHash, EventRecord, MemberRow, MembershipRecord,
-    Millis, OrgRecord, Reader, Result, Sealed, TokenHash, TokenRecord, TokenState,
-    SPENT_TOKEN_MEMORY,
+    AccountRecord, AuditRecord, BindingRecord, ChainHash, EventNote, EventRecord, MemberRow,
+    MembershipRecord, Millis, OrgRecord, Reader, Result, Sealed, TokenHash, TokenRecord,
+    TokenState, SPENT_TOKEN_MEMORY,
 };
 
 /// Changes, on the writer's transaction only.
@@ -283,12 +283,12 @@ impl<R: Rows> Reader for Tracked<'_, R> {
         self.rows.current_org(uid)
     }
 
-    fn next_expiry(&self) -> Result<Option<Millis>> {
-        self.rows.next_expiry()
+    fn next_due(&self) -> Result<Option<Millis>> {
+        self.rows.next_due()
     }
 
-    fn due_invitations_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>> {
-        self.rows.due_invitations_up_to(now, limit)
+    fn due_memberships_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>> {
+        self.rows.due_memberships_up_to(now, limit)
     }
 
     fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>> {
@@ -337,12 +337,18 @@ impl<R: Rows> Reader for Tracked<'_, R> {
     }
 }
 
-/// The pending-index key of a membership, if it has one.
-pub(super) fn pending_key(record: &MembershipRecord) -> Option<Millis> {
-    match (record.status, record.expires_at) {
+/// When the sweeper must next look at a membership, if ever: its invitation's expiry while
+/// it is pending, or what its terms make due (a block's end, a warning, access or an
+/// elevation ending), the earliest. The key of the due index of every backend.
+pub(crate) fn due_key(record: &MembershipRecord) -> Option<Millis> {
+    let expiry = match (record.status, record.expires_at) {
         (compartmentctl::wire::MemberStatus::Invited, Some(expires_at)) => Some(expires_at),
         _ => None,
-    }
+    };
+    [expiry, record.terms.next_due()]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 /// The `spent_tokens` key of a token, if it has one: when a spent token may be forgotten.
@@ -371,6 +377,13 @@ pub(super) fn membership_event(
                 (from, Expired) if from != Expired => EventKind::MemberExpired,
                 (Expired, Invited) => EventKind::MemberReinvited,
                 _ if old.role != new.role => EventKind::RoleChanged,
+                _ if new.terms.block.is_some() && old.terms.block != new.terms.block => {
+                    EventKind::MemberBlocked
+                }
+                _ if old.terms.block.is_some() && new.terms.block.is_none() => {
+                    EventKind::MemberUnblocked
+                }
+                _ if warned(old) < warned(new) => EventKind::AccessExpiring,
                 _ => return None,
             };
             (kind, new)
@@ -385,12 +398,56 @@ pub(super) fn membership_event(
         role: Some(record.role),
         previous_role: match (kind, old) {
             (EventKind::RoleChanged, Some(old)) => Some(old.role),
+            // A warning of an elevated role's end names the role it falls back to.
+            (EventKind::AccessExpiring, _) => record.terms.elevation.and_then(|elevation| {
+                let access = record.terms.access_until.map(|deadline| deadline.at);
+                access
+                    .is_none_or(|access| elevation.until.at < access)
+                    .then_some(elevation.fallback)
+            }),
             _ => None,
         },
         status: (kind != EventKind::MemberRemoved).then_some(record.status),
         uid: record.uid,
         actor: None,
+        note: note(kind, record),
     })
+}
+
+/// How many warnings a membership's ends have had: a warning given raises it.
+fn warned(record: &MembershipRecord) -> u16 {
+    let terms = &record.terms;
+    u16::from(terms.access_until.map_or(0, |deadline| deadline.warned))
+        + u16::from(
+            terms
+                .elevation
+                .map_or(0, |elevation| elevation.until.warned),
+        )
+}
+
+/// What an event adds for services: a block's reason and end, or when what the member
+/// holds ends (the earliest of access and an elevated role).
+fn note(kind: EventKind, record: &MembershipRecord) -> Option<EventNote> {
+    let terms = &record.terms;
+    let ends = [
+        terms.access_until.map(|deadline| deadline.at),
+        terms.elevation.map(|elevation| elevation.until.at),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let note = match (kind, &terms.block) {
+        (EventKind::MemberBlocked, Some(block)) => EventNote {
+            until: block.until,
+            reason: Some(block.reason.clone()),
+        },
+        (EventKind::MemberRemoved | EventKind::MemberUnblocked, _) => return None,
+        _ => EventNote {
+            until: ends,
+            reason: None,
+        },
+    };
+    (note != EventNote::default()).then_some(note)
 }
 
 /// The event of `email`'s account being bound to `uid`, or unbound (`None`).
@@ -410,5 +467,6 @@ pub(super) fn binding_event(
         status: None,
         uid,
         actor,
+        note: None,
     }
 }

@@ -1,14 +1,14 @@
 //! That the indexes agree with what they index, checked through [`Reader`] alone, so that
 //! it holds for every backend (the tests and `compartmentd check`).
 
-use super::{change::pending_key, spent_key, Millis, Reader, Result};
+use super::{change::due_key, spent_key, Millis, Reader, Result};
 
 /// Checks that the secondary indexes agree with `memberships`, both ways (tests and,
 /// later, `compartmentd check`). Linear in the number of memberships.
 pub fn check_indexes(reader: &(impl Reader + ?Sized)) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut unmatched_pending: std::collections::HashSet<(String, String)> =
-        reader.due_invitations(Millis::MAX)?.into_iter().collect();
+        reader.due_memberships(Millis::MAX)?.into_iter().collect();
     for org in reader.org_names()? {
         let mut admins = 0;
         for (email, membership) in reader.members(&org)? {
@@ -16,7 +16,7 @@ pub fn check_indexes(reader: &(impl Reader + ?Sized)) -> Result<Vec<String>> {
                 problems.push(format!("account_orgs lacks ({email}, {org})"));
             }
             admins += usize::from(membership.is_active_admin());
-            if pending_key(&membership).is_some()
+            if due_key(&membership).is_some()
                 && !unmatched_pending.remove(&(org.clone(), email.clone()))
             {
                 problems.push(format!("pending_by_expiry lacks ({org}, {email})"));

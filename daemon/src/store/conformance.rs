@@ -61,6 +61,7 @@ fn member(role: Role, status: MemberStatus, expires_at: Option<Millis>) -> Membe
         invited_at: T0,
         expires_at,
         token_hash: expires_at.map(|_| TokenHash(KEYS[0])),
+        terms: Default::default(),
     }
 }
 
@@ -260,12 +261,12 @@ fn everything(reader: &dyn Reader) -> String {
     for key in KEYS {
         writeln!(out, "token {:?}", reader.token(&TokenHash(key)).unwrap()).unwrap();
     }
-    writeln!(out, "next expiry {:?}", reader.next_expiry().unwrap()).unwrap();
+    writeln!(out, "next expiry {:?}", reader.next_due().unwrap()).unwrap();
     for now in [T0, T0 + 50, T0 + 100, Millis::MAX] {
         writeln!(
             out,
             "due at {now}: {:?}",
-            reader.due_invitations(now).unwrap()
+            reader.due_memberships(now).unwrap()
         )
         .unwrap();
         writeln!(
@@ -278,7 +279,7 @@ fn everything(reader: &dyn Reader) -> String {
     writeln!(
         out,
         "first due {:?}",
-        reader.due_invitations_up_to(Millis::MAX, 1).unwrap()
+        reader.due_memberships_up_to(Millis::MAX, 1).unwrap()
     )
     .unwrap();
     writeln!(

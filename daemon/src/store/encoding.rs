@@ -1,6 +1,7 @@
 //! The records' encoding in a backend's values: postcard after a one-byte mark, so that a
 //! record written as JSON (schema 3 and before) still reads.
 
+use compartmentctl::wire::AuditActor;
 use serde::{Deserialize, Serialize};
 
 use super::{EventRecord, LegacyEventRecord, MemberRow, MembershipView, Result, StoreError};
@@ -30,14 +31,20 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(table: &'static str, bytes: &'a [u8
     }
 }
 
-/// An event of the feed, as this daemon writes it or as schemas 4 to 6 did, without its
-/// actor: the two layouts cannot be mistaken for each other, as a record of either is a
-/// whole record of that layout only (the older one lacks the actor's bytes; read as the
-/// older one, the newer one has bytes after the record).
+/// An event of the feed, as this daemon writes it, as schema 7 did (without its note), or
+/// as schemas 4 to 6 did (without its actor either). The layouts cannot be mistaken for
+/// each other: a record of one is a whole record of that layout only (an older one lacks
+/// the trailing fields' bytes; read as an older one, a newer one has bytes after it).
+/// Postcard writes a struct as its fields in a row, so schema 7's layout is the legacy
+/// record followed by the actor.
 pub(crate) fn decode_event(bytes: &[u8]) -> Result<EventRecord> {
     decode::<EventRecord>("events", bytes).or_else(|err| {
-        decode::<LegacyEventRecord>("events", bytes)
-            .map(EventRecord::from)
+        decode::<(LegacyEventRecord, Option<AuditActor>)>("events", bytes)
+            .map(|(old, actor)| EventRecord {
+                actor,
+                ..EventRecord::from(old)
+            })
+            .or_else(|_| decode::<LegacyEventRecord>("events", bytes).map(EventRecord::from))
             .map_err(|_| err)
     })
 }

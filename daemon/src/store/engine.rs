@@ -400,16 +400,16 @@ macro_rules! reads_of_either {
                 either!(self, view => view.current_org(uid))
             }
 
-            fn next_expiry(&self) -> Result<Option<Millis>> {
-                either!(self, view => view.next_expiry())
+            fn next_due(&self) -> Result<Option<Millis>> {
+                either!(self, view => view.next_due())
             }
 
-            fn due_invitations_up_to(
+            fn due_memberships_up_to(
                 &self,
                 now: Millis,
                 limit: usize,
             ) -> Result<Vec<(String, String)>> {
-                either!(self, view => view.due_invitations_up_to(now, limit))
+                either!(self, view => view.due_memberships_up_to(now, limit))
             }
 
             fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>> {

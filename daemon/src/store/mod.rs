@@ -48,7 +48,6 @@ pub use chain::{ChainHash, Sealed, GENESIS};
 pub(crate) use change::spent_key;
 pub use change::{Changes, Rows};
 pub use check::check_indexes;
-#[cfg(test)]
 pub(crate) use encoding::BINARY_RECORD;
 pub(crate) use encoding::{decode, decode_event, decode_member_row, encode};
 pub use error::{Result, StoreError};

@@ -40,14 +40,15 @@ pub trait Reader {
     fn orgs_of(&self, email: &str) -> Result<Vec<String>>;
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
     fn current_org(&self, uid: u32) -> Result<Option<String>>;
-    /// The earliest expiry among pending invitations.
-    fn next_expiry(&self) -> Result<Option<Millis>>;
-    /// Pending invitations whose expiry is at or before `now`, as (org, email).
-    fn due_invitations(&self, now: Millis) -> Result<Vec<(String, String)>> {
-        self.due_invitations_up_to(now, usize::MAX)
+    /// The earliest time the sweeper must look at a membership ([`super::change::due_key`]):
+    /// a pending invitation's expiry, or what its [`super::Terms`] make due.
+    fn next_due(&self) -> Result<Option<Millis>>;
+    /// Memberships due at or before `now`, as (org, email).
+    fn due_memberships(&self, now: Millis) -> Result<Vec<(String, String)>> {
+        self.due_memberships_up_to(now, usize::MAX)
     }
-    /// The first `limit` of [`Reader::due_invitations`], earliest expiry first.
-    fn due_invitations_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>>;
+    /// The first `limit` of [`Reader::due_memberships`], earliest first.
+    fn due_memberships_up_to(&self, now: Millis, limit: usize) -> Result<Vec<(String, String)>>;
     /// At most `limit` audit records, as stored, with sequence numbers above `after`.
     fn audit_after(&self, after: u64, limit: usize) -> Result<Vec<Sealed>>;
     /// At most `limit` audit records naming `org`, with sequence numbers above `after`.

@@ -54,6 +54,126 @@ pub struct MembershipRecord {
     pub expires_at: Option<Millis>,
     /// The store key of the pending invitation's token, while `status` is `Invited`.
     pub token_hash: Option<TokenHash>,
+    /// What bounds the membership besides its role and status: a block, an end to its
+    /// access, a temporary elevation (schema 8; before, none).
+    #[serde(default)]
+    pub terms: Terms,
+}
+
+/// What bounds a membership besides its role and status. Each is exact at decision time:
+/// a request compares it with `now`, whether or not the sweeper has recorded it yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terms {
+    /// The member may not act while blocked.
+    pub block: Option<Block>,
+    /// When the membership ends by itself.
+    pub access_until: Option<Deadline>,
+    /// A role held until a time, after which the member holds `fallback` again.
+    pub elevation: Option<Elevation>,
+}
+
+/// An admin's block of a member: why, by whom, since and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// The admin's words, shown to the member and to every service that asks.
+    pub reason: String,
+    /// Who blocked: an e-mail, or `uid N` for a superuser without an account.
+    pub by: String,
+    pub at: Millis,
+    /// When the block lifts by itself; `None` until someone unblocks.
+    pub until: Option<Millis>,
+}
+
+/// A time something ends, and how many of the warnings before it ([`WARNINGS`]) the feed
+/// has given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deadline {
+    pub at: Millis,
+    pub warned: u8,
+}
+
+/// How long before access or an elevation ends the feed warns (`member.access_expiring`):
+/// a week, then a day, as GitLab and Azure PIM do.
+pub const WARNINGS: [Millis; 2] = [7 * 24 * 3_600_000, 24 * 3_600_000];
+
+impl Deadline {
+    /// A deadline set at `now`: the warnings whose time has already passed are not given.
+    pub fn set(at: Millis, now: Millis) -> Deadline {
+        let passed = WARNINGS
+            .iter()
+            .take_while(|&&ahead| crate::clock::is_due(at.saturating_sub(ahead), now))
+            .count();
+        Deadline {
+            at,
+            warned: u8::try_from(passed).unwrap_or(u8::MAX),
+        }
+    }
+
+    /// When the next warning is due, if one is still to be given.
+    pub fn next_warning(&self) -> Option<Millis> {
+        WARNINGS
+            .get(usize::from(self.warned))
+            .map(|ahead| self.at.saturating_sub(*ahead))
+    }
+
+    /// The next time the sweeper must look: the next warning, else the end.
+    fn next_due(&self) -> Millis {
+        self.next_warning().unwrap_or(self.at)
+    }
+}
+
+/// A role held until a time; then the member holds `fallback`, the role held before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Elevation {
+    pub until: Deadline,
+    #[serde(serialize_with = "role_name")]
+    pub fallback: Role,
+}
+
+impl Terms {
+    /// The block in force at `now`, if any.
+    pub fn block_at(&self, now: Millis) -> Option<&Block> {
+        self.block.as_ref().filter(|block| {
+            block
+                .until
+                .is_none_or(|until| !crate::clock::is_due(until, now))
+        })
+    }
+
+    /// When access ended, if it has by `now`.
+    pub fn access_ended_at(&self, now: Millis) -> Option<Millis> {
+        self.access_until
+            .map(|deadline| deadline.at)
+            .filter(|&at| crate::clock::is_due(at, now))
+    }
+
+    /// The role held at `now` by a member whose role is `role`: the fallback once an
+    /// elevation has ended.
+    pub fn role_at(&self, role: Role, now: Millis) -> Role {
+        match &self.elevation {
+            Some(elevation) if crate::clock::is_due(elevation.until.at, now) => elevation.fallback,
+            _ => role,
+        }
+    }
+
+    /// Whether anything bounds the membership: a member so bound is not an admin the
+    /// last-admin rule can rely on, as they may stop acting at any moment.
+    pub fn is_bounded(&self) -> bool {
+        self.block.is_some() || self.access_until.is_some() || self.elevation.is_some()
+    }
+
+    /// When the sweeper must next look at the membership: a block's end, a warning, access
+    /// or an elevation ending; the earliest.
+    pub fn next_due(&self) -> Option<Millis> {
+        [
+            self.block.as_ref().and_then(|block| block.until),
+            self.access_until.map(|deadline| deadline.next_due()),
+            self.elevation.map(|elevation| elevation.until.next_due()),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
 }
 
 impl MembershipRecord {
@@ -68,9 +188,20 @@ impl MembershipRecord {
         self.status == MemberStatus::Active && self.uid == Some(uid)
     }
 
-    /// An active admin is what the last-admin rule protects.
+    /// The role `uid` acts with through this membership at `now`, if any: it is active for
+    /// `uid`, not blocked, its access has not ended, and an elevation that ended has fallen
+    /// back. Exact on the second, whether or not the sweeper has recorded it.
+    pub fn acting_role(&self, uid: u32, now: Millis) -> Option<Role> {
+        (self.is_active_for(uid)
+            && self.terms.access_ended_at(now).is_none()
+            && self.terms.block_at(now).is_none())
+        .then(|| self.terms.role_at(self.role, now))
+    }
+
+    /// An active admin nothing bounds is what the last-admin rule protects: a blocked
+    /// admin, or one whose access or admin role ends by itself, cannot be relied on.
     pub fn is_active_admin(&self) -> bool {
-        self.status == MemberStatus::Active && self.role == Role::Admin
+        self.status == MemberStatus::Active && self.role == Role::Admin && !self.terms.is_bounded()
     }
 }
 
@@ -157,6 +288,8 @@ pub struct MemberRow {
     pub uid: Option<u32>,
     pub status: MemberStatus,
     pub expires_at: Option<Millis>,
+    #[serde(default)]
+    pub terms: Terms,
 }
 
 impl From<&MembershipRecord> for MemberRow {
@@ -166,6 +299,7 @@ impl From<&MembershipRecord> for MemberRow {
             uid: record.uid,
             status: record.status,
             expires_at: record.expires_at,
+            terms: record.terms.clone(),
         }
     }
 }
@@ -182,6 +316,7 @@ pub(super) struct MembershipView<'a> {
     _invited_at: Millis,
     expires_at: Option<Millis>,
     _token_hash: Option<TokenHash>,
+    terms: Terms,
 }
 
 impl From<MembershipView<'_>> for MemberRow {
@@ -191,6 +326,35 @@ impl From<MembershipView<'_>> for MemberRow {
             uid: view.uid,
             status: view.status,
             expires_at: view.expires_at,
+            terms: view.terms,
+        }
+    }
+}
+
+/// A membership as schemas 4 to 7 wrote it, without its [`Terms`]: read only by the
+/// migration to schema 8, which rewrites every membership.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LegacyMembershipRecord {
+    pub role: Role,
+    pub uid: Option<u32>,
+    pub status: MemberStatus,
+    pub invited_by: String,
+    pub invited_at: Millis,
+    pub expires_at: Option<Millis>,
+    pub token_hash: Option<TokenHash>,
+}
+
+impl From<LegacyMembershipRecord> for MembershipRecord {
+    fn from(old: LegacyMembershipRecord) -> MembershipRecord {
+        MembershipRecord {
+            role: old.role,
+            uid: old.uid,
+            status: old.status,
+            invited_by: old.invited_by,
+            invited_at: old.invited_at,
+            expires_at: old.expires_at,
+            token_hash: old.token_hash,
+            terms: Terms::default(),
         }
     }
 }
@@ -359,10 +523,22 @@ pub struct EventRecord {
     pub previous_role: Option<Role>,
     pub status: Option<MemberStatus>,
     pub uid: Option<u32>,
-    /// Who made the change: the actor of its audit record. The last field, so that an
-    /// event of schema 6 and before, written without it, reads as a [`LegacyEventRecord`].
+    /// Who made the change: the actor of its audit record (schema 7; an event of schema 6
+    /// and before, written without it, reads as a [`LegacyEventRecord`]).
     #[serde(default)]
     pub actor: Option<AuditActor>,
+    /// When what the event tells of ends (a block, access, an elevation), and a block's
+    /// reason (schema 8; an event of schema 7 reads as a [`LegacyEventRecord`] and its
+    /// actor).
+    #[serde(default)]
+    pub note: Option<EventNote>,
+}
+
+/// What a membership's event adds for services that end sessions: until when, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EventNote {
+    pub until: Option<Millis>,
+    pub reason: Option<String>,
 }
 
 /// An event as schemas 4 to 6 wrote it: without its actor.
@@ -392,6 +568,7 @@ impl From<LegacyEventRecord> for EventRecord {
             status: old.status,
             uid: old.uid,
             actor: None,
+            note: None,
         }
     }
 }
@@ -436,6 +613,7 @@ mod tests {
             invited_at: 5,
             expires_at: Some(9),
             token_hash: Some(TokenHash([7; 32])),
+            terms: Default::default(),
         };
         let binary = encode("memberships", &record).unwrap();
         let json = serde_json::to_vec(&record).unwrap();
@@ -471,11 +649,42 @@ mod tests {
                 invited_at: 5,
                 expires_at: Some(9),
                 token_hash: Some(TokenHash([7; 32])),
+                terms: Default::default(),
             },
             &[
                 8, b'd', b'e', b'p', b'l', b'o', b'y', b'e', b'r', 1, 0xe9, 0x07, 2, 3, b'a', b'@',
                 b'b', 5, 1, 9, 1, 32, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-                7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+                7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 0, 0, 0,
+            ],
+        );
+        // Its terms (schema 8), each field in order.
+        pinned(
+            "memberships",
+            MembershipRecord {
+                role: Role::Admin,
+                uid: None,
+                status: MemberStatus::Active,
+                invited_by: "".into(),
+                invited_at: 1,
+                expires_at: None,
+                token_hash: None,
+                terms: Terms {
+                    block: Some(Block {
+                        reason: "r".into(),
+                        by: "b".into(),
+                        at: 2,
+                        until: Some(3),
+                    }),
+                    access_until: Some(Deadline { at: 4, warned: 1 }),
+                    elevation: Some(Elevation {
+                        until: Deadline { at: 5, warned: 2 },
+                        fallback: Role::Viewer,
+                    }),
+                },
+            },
+            &[
+                5, b'a', b'd', b'm', b'i', b'n', 0, 0, 0, 1, 0, 0, 1, 1, b'r', 1, b'b', 2, 1, 3, 1,
+                4, 1, 1, 5, 2, 6, b'v', b'i', b'e', b'w', b'e', b'r',
             ],
         );
         pinned(
@@ -562,7 +771,19 @@ mod tests {
         });
         let mut bytes = legacy_bytes.to_vec();
         bytes.extend([1, 4, b'u', b's', b'e', b'r', 0, 1, 7, 1, 1, b'u', 0]);
-        pinned("events", event.clone(), &bytes);
+        let mut current = bytes.clone();
+        current.push(0);
+        pinned("events", event.clone(), &current);
+        // With a note (schema 8).
+        let mut noted = event.clone();
+        noted.note = Some(EventNote {
+            until: Some(9),
+            reason: Some("r".into()),
+        });
+        let mut noted_bytes = current.clone();
+        noted_bytes.pop();
+        noted_bytes.extend([1, 1, 9, 1, 1, b'r']);
+        pinned("events", noted.clone(), &noted_bytes);
         // Both read as an event, whichever layout; an event without an actor is stored
         // with the actor's absence, so it is never mistaken for an old one.
         let read = |bytes: &[u8]| {
@@ -571,12 +792,14 @@ mod tests {
             crate::store::decode_event(&stored).unwrap()
         };
         assert_eq!(read(&legacy_bytes), EventRecord::from(legacy.clone()));
-        assert_eq!(read(&bytes), event);
+        assert_eq!(read(&bytes), event, "schema 7's layout");
+        assert_eq!(read(&current), event);
+        assert_eq!(read(&noted_bytes), noted);
         let unknown = EventRecord::from(legacy);
         assert_eq!(read(&encode("events", &unknown).unwrap()[1..]), unknown);
         assert_eq!(
             encode("events", &unknown).unwrap().len(),
-            legacy_bytes.len() + 2
+            legacy_bytes.len() + 3
         );
         let mut truncated = bytes.clone();
         truncated.pop();

@@ -8,9 +8,11 @@
 use compartmentctl::wire::BackupCounts;
 use tokio_postgres::Row;
 
-use super::columns::{account, binding, membership, org, token, BINDING, MEMBERSHIP, TOKEN};
+use super::columns::{
+    account, binding, membership, org, token, TermsColumns, BINDING, MEMBERSHIP, TOKEN,
+};
 use super::session::Session;
-use super::values::{bound, corrupt, json_text, limit, spelled, token_hash, uid_of};
+use super::values::{bound, corrupt, json_text, limit, spelled, stored, token_hash, uid_of};
 use crate::store::{
     AccountRecord, Batch, BindingRecord, Export, Import, MembershipRecord, OrgRecord, Provenance,
     Reader, Result, TokenHash, TokenRecord,
@@ -271,12 +273,21 @@ impl Import for Session {
                 .iter()
                 .map(|(_, _, m)| m.token_hash.as_ref().map(|hash| hash.0.as_slice()))
                 .collect();
+            let mut terms = TermsColumns::default();
+            for (_, _, m) in rows {
+                terms.push(m)?;
+            }
             self.execute(
                 "INSERT INTO memberships
-                     (org, email, role, uid, status, invited_by, invited_at, expires_at, token_key)
+                     (org, email, role, uid, status, invited_by, invited_at, expires_at, token_key,
+                      block_reason, block_by, block_at, block_until, access_until, access_warned,
+                      elevated_until, elevation_warned, fallback_role, due_at)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
                                       $5::text[], $6::text[], $7::bigint[], $8::bigint[],
-                                      $9::bytea[])",
+                                      $9::bytea[], $10::text[], $11::text[], $12::bigint[],
+                                      $13::bigint[], $14::bigint[], $15::smallint[],
+                                      $16::bigint[], $17::smallint[], $18::text[],
+                                      $19::bigint[])",
                 &[
                     &orgs,
                     &emails,
@@ -287,6 +298,16 @@ impl Import for Session {
                     &invited_at,
                     &expires_at,
                     &keys,
+                    &terms.block_reason,
+                    &terms.block_by,
+                    &terms.block_at,
+                    &terms.block_until,
+                    &terms.access_until,
+                    &terms.access_warned,
+                    &terms.elevated_until,
+                    &terms.elevation_warned,
+                    &terms.fallback_role,
+                    &terms.due_at,
                 ],
             )?;
         }
@@ -376,15 +397,27 @@ impl Import for Session {
                 .iter()
                 .map(|(_, e)| e.actor.as_ref().map(|a| json_text(TABLE, a)).transpose())
                 .collect::<Result<Vec<Option<String>>>>()?;
+            let untils = rows
+                .iter()
+                .map(|(_, e)| {
+                    let until = e.note.as_ref().and_then(|note| note.until);
+                    until.map(|at| stored(TABLE, at)).transpose()
+                })
+                .collect::<Result<Vec<Option<i64>>>>()?;
+            let reasons: Vec<Option<&str>> = rows
+                .iter()
+                .map(|(_, e)| e.note.as_ref().and_then(|note| note.reason.as_deref()))
+                .collect();
             self.execute(
                 "INSERT INTO events
-                     (seq, at, kind, org, email, role, previous_role, status, uid, actor)
+                     (seq, at, kind, org, email, role, previous_role, status, uid, actor, until,
+                      reason)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                                       $5::text[], $6::text[], $7::text[], $8::text[],
-                                      $9::bigint[], $10::text[])",
+                                      $9::bigint[], $10::text[], $11::bigint[], $12::text[])",
                 &[
                     &seqs, &at, &kinds, &orgs, &emails, &roles, &previous, &statuses, &uids,
-                    &actors,
+                    &actors, &untils, &reasons,
                 ],
             )?;
         }

@@ -4,14 +4,18 @@
 use compartmentctl::wire::EventKind;
 use tokio_postgres::Row;
 
-use super::values::{corrupt, from_json_text, millis, parsed, token_hash, uid, uid_of};
+use super::values::{
+    corrupt, from_json_text, millis, parsed, spelled, stored, token_hash, uid, uid_of,
+};
+use crate::store::change::due_key;
 use crate::store::{
-    AccountRecord, BindingRecord, EventRecord, MemberRow, MembershipRecord, OrgRecord, Provenance,
-    Result, Sealed, TokenRecord, UnixUser,
+    AccountRecord, BindingRecord, Block, Deadline, Elevation, EventNote, EventRecord, MemberRow,
+    MembershipRecord, OrgRecord, Provenance, Result, Sealed, Terms, TokenRecord, UnixUser,
 };
 
-pub(super) const MEMBERSHIP: &str =
-    "role, uid, status, invited_by, invited_at, expires_at, token_key";
+pub(super) const MEMBERSHIP: &str = "role, uid, status, invited_by, invited_at, expires_at, \
+    token_key, block_reason, block_by, block_at, block_until, access_until, access_warned, \
+    elevated_until, elevation_warned, fallback_role";
 
 pub(super) fn membership(row: &Row) -> Result<MembershipRecord> {
     const TABLE: &str = "memberships";
@@ -29,11 +33,14 @@ pub(super) fn membership(row: &Row) -> Result<MembershipRecord> {
             .try_get::<_, Option<&[u8]>>("token_key")?
             .map(|key| token_hash(TABLE, key))
             .transpose()?,
+        terms: terms(row)?,
     })
 }
 
 /// What a member list shows of a membership.
-pub(super) const MEMBER_ROW: &str = "role, uid, status, expires_at";
+pub(super) const MEMBER_ROW: &str = "role, uid, status, expires_at, block_reason, block_by, \
+    block_at, block_until, access_until, access_warned, elevated_until, elevation_warned, \
+    fallback_role";
 
 pub(super) fn member_row(row: &Row) -> Result<MemberRow> {
     const TABLE: &str = "memberships";
@@ -45,10 +52,119 @@ pub(super) fn member_row(row: &Row) -> Result<MemberRow> {
             .try_get::<_, Option<i64>>("expires_at")?
             .map(|at| millis(TABLE, at))
             .transpose()?,
+        terms: terms(row)?,
     })
 }
 
-pub(super) const EVENT: &str = "seq, at, kind, org, email, role, previous_role, status, uid, actor";
+/// A membership's terms, from the columns [`MEMBERSHIP`] and [`MEMBER_ROW`] name: each
+/// group whole or absent, as the table's checks hold it.
+fn terms(row: &Row) -> Result<Terms> {
+    const TABLE: &str = "memberships";
+    let time = |column| -> Result<Option<u64>> {
+        row.try_get::<_, Option<i64>>(column)?
+            .map(|at| millis(TABLE, at))
+            .transpose()
+    };
+    let warned = |column| -> Result<Option<u8>> {
+        row.try_get::<_, Option<i16>>(column)?
+            .map(|warned| {
+                u8::try_from(warned).map_err(|_| corrupt(TABLE, format!("{warned} warnings")))
+            })
+            .transpose()
+    };
+    let block = match (
+        row.try_get::<_, Option<String>>("block_reason")?,
+        row.try_get::<_, Option<String>>("block_by")?,
+        time("block_at")?,
+        time("block_until")?,
+    ) {
+        (Some(reason), Some(by), Some(at), until) => Some(Block {
+            reason,
+            by,
+            at,
+            until,
+        }),
+        (None, None, None, None) => None,
+        _ => return Err(corrupt(TABLE, "a block without its reason, author or time")),
+    };
+    let access_until = match (time("access_until")?, warned("access_warned")?) {
+        (Some(at), Some(warned)) => Some(Deadline { at, warned }),
+        (None, None) => None,
+        _ => return Err(corrupt(TABLE, "an end of access without its warnings")),
+    };
+    let elevation = match (
+        time("elevated_until")?,
+        warned("elevation_warned")?,
+        row.try_get::<_, Option<&str>>("fallback_role")?,
+    ) {
+        (Some(at), Some(warned), Some(fallback)) => Some(Elevation {
+            until: Deadline { at, warned },
+            fallback: parsed(TABLE, fallback)?,
+        }),
+        (None, None, None) => None,
+        _ => return Err(corrupt(TABLE, "an elevation without its end or fallback")),
+    };
+    Ok(Terms {
+        block,
+        access_until,
+        elevation,
+    })
+}
+
+/// The columns of memberships' terms and due times, one array per column, as a statement
+/// that writes many memberships passes them (`flush.rs`, `backup.rs`).
+#[derive(Default)]
+pub(super) struct TermsColumns {
+    pub(super) block_reason: Vec<Option<String>>,
+    pub(super) block_by: Vec<Option<String>>,
+    pub(super) block_at: Vec<Option<i64>>,
+    pub(super) block_until: Vec<Option<i64>>,
+    pub(super) access_until: Vec<Option<i64>>,
+    pub(super) access_warned: Vec<Option<i16>>,
+    pub(super) elevated_until: Vec<Option<i64>>,
+    pub(super) elevation_warned: Vec<Option<i16>>,
+    pub(super) fallback_role: Vec<Option<String>>,
+    /// [`due_key`]: when the sweeper must next look at the membership.
+    pub(super) due_at: Vec<Option<i64>>,
+}
+
+impl TermsColumns {
+    /// Adds `membership`'s row.
+    pub(super) fn push(&mut self, membership: &MembershipRecord) -> Result<()> {
+        const TABLE: &str = "memberships";
+        let time = |at: Option<u64>| at.map(|at| stored(TABLE, at)).transpose();
+        let terms = &membership.terms;
+        let block = terms.block.as_ref();
+        self.block_reason
+            .push(block.map(|block| block.reason.clone()));
+        self.block_by.push(block.map(|block| block.by.clone()));
+        self.block_at.push(time(block.map(|block| block.at))?);
+        self.block_until
+            .push(time(block.and_then(|block| block.until))?);
+        self.access_until
+            .push(time(terms.access_until.map(|deadline| deadline.at))?);
+        self.access_warned.push(
+            terms
+                .access_until
+                .map(|deadline| i16::from(deadline.warned)),
+        );
+        let elevation = terms.elevation.as_ref();
+        self.elevated_until
+            .push(time(elevation.map(|elevation| elevation.until.at))?);
+        self.elevation_warned
+            .push(elevation.map(|elevation| i16::from(elevation.until.warned)));
+        self.fallback_role.push(
+            elevation
+                .map(|elevation| spelled(TABLE, &elevation.fallback))
+                .transpose()?,
+        );
+        self.due_at.push(time(due_key(membership))?);
+        Ok(())
+    }
+}
+
+pub(super) const EVENT: &str =
+    "seq, at, kind, org, email, role, previous_role, status, uid, actor, until, reason";
 
 pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
     const TABLE: &str = "events";
@@ -79,6 +195,15 @@ pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
                 .try_get::<_, Option<&str>>("actor")?
                 .map(|text| from_json_text(TABLE, text))
                 .transpose()?,
+            note: match (
+                row.try_get::<_, Option<i64>>("until")?
+                    .map(|at| millis(TABLE, at))
+                    .transpose()?,
+                row.try_get::<_, Option<String>>("reason")?,
+            ) {
+                (None, None) => None,
+                (until, reason) => Some(EventNote { until, reason }),
+            },
         },
     ))
 }

@@ -6,11 +6,12 @@
 
 use tokio_postgres::types::ToSql;
 
+use super::columns::TermsColumns;
 use super::pending::{Appended, Unsent};
-use super::values::{bound, json_text, spelled};
+use super::values::{bound, json_text, spelled, stored};
 use crate::store::{
-    AccountRecord, BindingRecord, MembershipRecord, Millis, OrgRecord, Provenance, Result, Sealed,
-    StoreError, TokenRecord,
+    AccountRecord, BindingRecord, MembershipRecord, OrgRecord, Provenance, Result, Sealed,
+    TokenRecord,
 };
 
 /// A parameter: a column of rows.
@@ -20,15 +21,6 @@ pub(super) type Column = Box<dyn ToSql + Sync + Send>;
 pub(super) struct Statement {
     pub(super) sql: &'static str,
     pub(super) params: Vec<Column>,
-}
-
-/// A time to store: one this daemon made, so within range (a value beyond is refused
-/// rather than stored wrong).
-fn stored(table: &'static str, value: Millis) -> Result<i64> {
-    i64::try_from(value).map_err(|_| StoreError::Unencodable {
-        table,
-        detail: format!("the time {value} is out of range"),
-    })
 }
 
 fn column<T: ToSql + Sync + Send + 'static>(values: Vec<T>) -> Column {
@@ -244,7 +236,9 @@ fn memberships_upsert(rows: Vec<((String, String), MembershipRecord)>) -> Result
     let mut invited_at = Vec::new();
     let mut expires_at = Vec::new();
     let mut token_keys = Vec::new();
+    let mut terms = TermsColumns::default();
     for ((org, email), membership) in rows {
+        terms.push(&membership)?;
         orgs.push(org);
         emails.push(email);
         roles.push(spelled(TABLE, &membership.role)?);
@@ -262,13 +256,25 @@ fn memberships_upsert(rows: Vec<((String, String), MembershipRecord)>) -> Result
     }
     Ok(Statement {
         sql: "INSERT INTO memberships
-                  (org, email, role, uid, status, invited_by, invited_at, expires_at, token_key)
+                  (org, email, role, uid, status, invited_by, invited_at, expires_at, token_key,
+                   block_reason, block_by, block_at, block_until, access_until, access_warned,
+                   elevated_until, elevation_warned, fallback_role, due_at)
               SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-                                   $6::text[], $7::bigint[], $8::bigint[], $9::bytea[])
+                                   $6::text[], $7::bigint[], $8::bigint[], $9::bytea[],
+                                   $10::text[], $11::text[], $12::bigint[], $13::bigint[],
+                                   $14::bigint[], $15::smallint[], $16::bigint[],
+                                   $17::smallint[], $18::text[], $19::bigint[])
               ON CONFLICT (org, email) DO UPDATE
                   SET role = excluded.role, uid = excluded.uid, status = excluded.status,
                       invited_by = excluded.invited_by, invited_at = excluded.invited_at,
-                      expires_at = excluded.expires_at, token_key = excluded.token_key",
+                      expires_at = excluded.expires_at, token_key = excluded.token_key,
+                      block_reason = excluded.block_reason, block_by = excluded.block_by,
+                      block_at = excluded.block_at, block_until = excluded.block_until,
+                      access_until = excluded.access_until,
+                      access_warned = excluded.access_warned,
+                      elevated_until = excluded.elevated_until,
+                      elevation_warned = excluded.elevation_warned,
+                      fallback_role = excluded.fallback_role, due_at = excluded.due_at",
         params: vec![
             column(orgs),
             column(emails),
@@ -279,6 +285,16 @@ fn memberships_upsert(rows: Vec<((String, String), MembershipRecord)>) -> Result
             column(invited_at),
             column(expires_at),
             column(token_keys),
+            column(terms.block_reason),
+            column(terms.block_by),
+            column(terms.block_at),
+            column(terms.block_until),
+            column(terms.access_until),
+            column(terms.access_warned),
+            column(terms.elevated_until),
+            column(terms.elevation_warned),
+            column(terms.fallback_role),
+            column(terms.due_at),
         ],
     })
 }
@@ -357,6 +373,8 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
     let mut status = Vec::new();
     let mut uids = Vec::new();
     let mut actors = Vec::new();
+    let mut untils = Vec::new();
+    let mut reasons = Vec::new();
     let mut filed_orgs = Vec::new();
     let mut filed_seqs = Vec::new();
     for Appended {
@@ -385,6 +403,9 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
                 .map(|actor| json_text(TABLE, actor))
                 .transpose()?,
         );
+        let note = event.note.unwrap_or_default();
+        untils.push(note.until.map(|at| stored(TABLE, at)).transpose()?);
+        reasons.push(note.reason);
         orgs.push(event.org);
         emails.push(event.email);
         for org in feeds {
@@ -394,10 +415,11 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
     }
     let mut out = vec![Statement {
         sql: "INSERT INTO events
-                  (seq, at, kind, org, email, role, previous_role, status, uid, actor)
+                  (seq, at, kind, org, email, role, previous_role, status, uid, actor, until,
+                   reason)
               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                                    $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
-                                   $10::text[])",
+                                   $10::text[], $11::bigint[], $12::text[])",
         params: vec![
             column(seqs),
             column(at),
@@ -409,6 +431,8 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
             column(status),
             column(uids),
             column(actors),
+            column(untils),
+            column(reasons),
         ],
     }];
     if !filed_orgs.is_empty() {

@@ -123,12 +123,10 @@ struct Ask {
 }
 
 enum Told {
-    Answer(Result<Glance>),
+    /// Boxed: a glance holds a membership and its terms, several times a turn's size.
+    Answer(Box<Result<Glance>>),
     /// Send the statement for `own` (the receiver's question) and the turn's questions.
-    Lead {
-        own: Question,
-        turn: Turn,
-    },
+    Lead { own: Question, turn: Turn },
 }
 
 /// A turn to send a statement, with the questions it answers besides its holder's. However
@@ -178,7 +176,7 @@ impl Glances {
             Err((own, turn)) => return self.lead(own, turn).await,
         };
         match heard.await {
-            Ok(Told::Answer(answer)) => answer,
+            Ok(Told::Answer(answer)) => *answer,
             Ok(Told::Lead { own, turn }) => self.lead(own, turn).await,
             // A question waiting is answered or handed a turn, unless the store is dropped.
             Err(_) => Err(StoreError::Unreachable("the store is closing".into())),
@@ -218,7 +216,7 @@ impl Glances {
                 let own = glances.next();
                 for (ask, glance) in others.into_iter().zip(glances) {
                     // An asker gone is not answered.
-                    let _ = ask.told.send(Told::Answer(Ok(glance)));
+                    let _ = ask.told.send(Told::Answer(Box::new(Ok(glance))));
                 }
                 own.ok_or_else(|| corrupt("no row for a question".into()))
             }
@@ -231,7 +229,7 @@ impl Glances {
                         err if err.is_unreachable() => StoreError::Unreachable(err.to_string()),
                         _ => StoreError::BeyondGlance,
                     };
-                    let _ = ask.told.send(Told::Answer(Err(told)));
+                    let _ = ask.told.send(Told::Answer(Box::new(Err(told))));
                 }
                 Err(err)
             }
@@ -531,11 +529,11 @@ impl Reader for Glance {
         Err(StoreError::BeyondGlance)
     }
 
-    fn next_expiry(&self) -> Result<Option<Millis>> {
+    fn next_due(&self) -> Result<Option<Millis>> {
         Err(StoreError::BeyondGlance)
     }
 
-    fn due_invitations_up_to(&self, _: Millis, _: usize) -> Result<Vec<(String, String)>> {
+    fn due_memberships_up_to(&self, _: Millis, _: usize) -> Result<Vec<(String, String)>> {
         Err(StoreError::BeyondGlance)
     }
 

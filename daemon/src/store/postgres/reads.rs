@@ -149,9 +149,13 @@ impl Reader for Session {
 
     fn active_admins(&self, org: &str, at_most: usize) -> Result<usize> {
         self.flush()?;
+        // The admins nothing bounds (`MembershipRecord::is_active_admin`), as the index
+        // `active_admins` and the trigger `keep_an_admin` name them.
         let row = self.query_opt(
             "SELECT count(*) FROM (SELECT FROM memberships
-                 WHERE org = $1 AND role = 'admin' AND status = 'active' LIMIT $2) AS admins",
+                 WHERE org = $1 AND role = 'admin' AND status = 'active'
+                   AND block_at IS NULL AND access_until IS NULL AND elevated_until IS NULL
+                 LIMIT $2) AS admins",
             &[&org, &limit(at_most)],
         )?;
         let count: i64 = match row {
@@ -198,25 +202,23 @@ impl Reader for Session {
         )
     }
 
-    fn next_expiry(&self) -> Result<Option<Millis>> {
+    fn next_due(&self) -> Result<Option<Millis>> {
         self.flush()?;
         let row = self.query_opt(
-            "SELECT expires_at FROM memberships
-             WHERE status = 'invited' AND expires_at IS NOT NULL
-             ORDER BY expires_at LIMIT 1",
+            "SELECT due_at FROM memberships WHERE due_at IS NOT NULL ORDER BY due_at LIMIT 1",
             &[],
         )?;
         row.map(|row| millis("memberships", row.try_get(0)?))
             .transpose()
     }
 
-    fn due_invitations_up_to(&self, now: Millis, limit_to: usize) -> Result<Vec<(String, String)>> {
+    fn due_memberships_up_to(&self, now: Millis, limit_to: usize) -> Result<Vec<(String, String)>> {
         self.flush()?;
         // Due as `clock::is_due` says: at or before `now`.
         self.query(
             "SELECT org, email FROM memberships
-             WHERE status = 'invited' AND expires_at <= $1
-             ORDER BY expires_at, org, email LIMIT $2",
+             WHERE due_at <= $1
+             ORDER BY due_at, org, email LIMIT $2",
             &[&bound(now), &limit(limit_to)],
         )?
         .iter()

@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_schema.sql"),
     include_str!("migrations/0002_audit_chain.sql"),
+    include_str!("migrations/0003_membership_terms.sql"),
 ];
 
 /// The schema this daemon writes.
@@ -239,7 +240,8 @@ pub(crate) mod tests {
                 found.push(migration.await.unwrap().unwrap());
             }
             found.sort();
-            assert_eq!(found, [0, 2, 2, 2]);
+            let current = CURRENT_SCHEMA_VERSION;
+            assert_eq!(found, [0, current, current, current]);
         });
     }
 
@@ -296,13 +298,10 @@ pub(crate) mod tests {
         runtime().block_on(async {
             let mut client = connect(&postgres).await;
             migrate(&mut client).await.unwrap();
-            let broken = [
-                MIGRATIONS[0],
-                MIGRATIONS[1],
-                "CREATE TABLE orgs (name text)",
-            ];
+            let mut broken = MIGRATIONS.to_vec();
+            broken.push("CREATE TABLE orgs (name text)");
             assert!(migrate_with(&mut client, &broken).await.is_err());
-            assert_eq!(version(&client).await, 2);
+            assert_eq!(version(&client).await, CURRENT_SCHEMA_VERSION);
         });
     }
 
@@ -454,6 +453,201 @@ pub(crate) mod tests {
                 .await
                 .unwrap();
         });
+    }
+
+    /// An admin who is blocked, or whose access or role ends by itself, is no admin to
+    /// keep: the organization's last admin nothing bounds cannot be removed, nor blocked,
+    /// nor given an end, while the other is blocked; changed as it still is one, it may be.
+    #[test]
+    fn a_bounded_admin_is_no_admin_to_keep() {
+        let Some(postgres) = server("a_bounded_admin_is_no_admin_to_keep") else {
+            return;
+        };
+        runtime().block_on(async {
+            let client = fixture(&postgres).await;
+            let block = "UPDATE memberships
+                         SET block_reason = 'r', block_by = 'uid 0', block_at = 2
+                         WHERE email = $1";
+            client.execute(block, &[&"b@x"]).await.unwrap();
+            for last in [
+                "DELETE FROM memberships WHERE email = 'a@x'",
+                "UPDATE memberships SET block_reason = 'r', block_by = 'uid 0', block_at = 2,
+                                        block_until = 9
+                 WHERE email = 'a@x'",
+                "UPDATE memberships SET access_until = 9, access_warned = 0 WHERE email = 'a@x'",
+                "UPDATE memberships SET elevated_until = 9, elevation_warned = 2,
+                                        fallback_role = 'viewer'
+                 WHERE email = 'a@x'",
+                "UPDATE memberships SET role = 'deployer' WHERE email = 'a@x'",
+            ] {
+                let err = client.execute(last, &[]).await.unwrap_err();
+                assert!(violated(&err), "{last}: {err}");
+            }
+            client
+                .execute(
+                    "UPDATE memberships SET invited_by = 'a@x' WHERE email = 'a@x'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let admins: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM memberships
+                     WHERE role = 'admin' AND status = 'active' AND block_at IS NULL",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(admins, 1);
+            // Unblocked, the other is one: either may now go.
+            client
+                .execute(
+                    "UPDATE memberships SET block_reason = NULL, block_by = NULL, block_at = NULL
+                     WHERE email = 'b@x'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            client.execute(block, &[&"a@x"]).await.unwrap();
+        });
+    }
+
+    /// A membership's terms are stored whole: a block with its reason, author and time, an
+    /// end with its warnings (0 to 2), an elevation with its end and a role to fall back to.
+    #[test]
+    fn a_memberships_terms_are_stored_whole() {
+        let Some(postgres) = server("a_memberships_terms_are_stored_whole") else {
+            return;
+        };
+        runtime().block_on(async {
+            let client = fixture(&postgres).await;
+            for broken in [
+                "block_reason = 'r'",
+                "block_reason = 'r', block_by = 'uid 0'",
+                "block_by = 'uid 0', block_at = 1",
+                "block_until = 9",
+                "access_until = 9",
+                "access_warned = 0",
+                "access_until = 9, access_warned = 3",
+                "access_until = 9, access_warned = -1",
+                "elevated_until = 9, elevation_warned = 0",
+                "elevated_until = 9, fallback_role = 'viewer'",
+                "elevated_until = 9, elevation_warned = 3, fallback_role = 'viewer'",
+                "elevated_until = 9, elevation_warned = 0, fallback_role = 'root'",
+            ] {
+                let err = client
+                    .execute(
+                        &format!("UPDATE memberships SET {broken} WHERE email = 'c@x'"),
+                        &[],
+                    )
+                    .await
+                    .unwrap_err();
+                assert_eq!(
+                    err.code(),
+                    Some(&SqlState::CHECK_VIOLATION),
+                    "{broken}: {err}"
+                );
+            }
+            client
+                .execute(
+                    "UPDATE memberships
+                     SET block_reason = '', block_by = 'uid 0', block_at = 1, block_until = 9,
+                         access_until = 9, access_warned = 2, elevated_until = 8,
+                         elevation_warned = 1, fallback_role = 'readonly'
+                     WHERE email = 'c@x'",
+                    &[],
+                )
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Schema 2's pending invitations are due at their expiry once migrated, and nothing
+    /// else is; its memberships have no terms, and its admins are kept as before. The feed
+    /// takes the new kinds, with their ends and reasons.
+    #[test]
+    fn schema_2_memberships_are_due_as_before() {
+        let Some(postgres) = server("schema_2_memberships_are_due_as_before") else {
+            return;
+        };
+        let runtime = runtime();
+        runtime.block_on(async {
+            let mut client = connect(&postgres).await;
+            migrate_with(&mut client, &MIGRATIONS[..2]).await.unwrap();
+            client
+                .batch_execute(
+                    "INSERT INTO orgs VALUES ('acme', 1, 0);
+                     INSERT INTO accounts (email, status, created_at)
+                         VALUES ('a@x', 'active', 1), ('b@x', 'pending', 1),
+                                ('c@x', 'pending', 1), ('d@x', 'pending', 1);
+                     INSERT INTO memberships
+                         (org, email, role, status, invited_by, invited_at, expires_at)
+                         VALUES ('acme', 'a@x', 'admin', 'active', 'uid 0', 1, NULL),
+                                ('acme', 'b@x', 'viewer', 'invited', 'a@x', 1, 20),
+                                ('acme', 'c@x', 'viewer', 'invited', 'a@x', 1, 10),
+                                ('acme', 'd@x', 'viewer', 'expired', 'a@x', 1, 5);",
+                )
+                .await
+                .unwrap();
+            assert_eq!(migrate(&mut client).await.unwrap(), 2);
+            let due: Vec<(String, Option<i64>)> = client
+                .query("SELECT email, due_at FROM memberships ORDER BY email", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            assert_eq!(
+                due,
+                [
+                    ("a@x".to_owned(), None),
+                    ("b@x".to_owned(), Some(20)),
+                    ("c@x".to_owned(), Some(10)),
+                    ("d@x".to_owned(), None),
+                ]
+            );
+            let err = client
+                .execute("DELETE FROM memberships WHERE email = 'a@x'", &[])
+                .await
+                .unwrap_err();
+            assert!(violated(&err), "{err}");
+            client
+                .execute(
+                    "INSERT INTO events (seq, at, kind, email, until, reason)
+                     VALUES (1, 1, 'member.blocked', 'b@x', 9, 'why'),
+                            (2, 1, 'member.unblocked', 'b@x', NULL, NULL),
+                            (3, 1, 'member.access_expiring', 'b@x', 9, NULL)",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let err = client
+                .execute(
+                    "INSERT INTO events (seq, at, kind, email) VALUES (4, 1, 'member.nope', 'b@x')",
+                    &[],
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Some(&SqlState::CHECK_VIOLATION), "{err}");
+            client.execute("DELETE FROM events", &[]).await.unwrap();
+        });
+        let store = open_store(&postgres, &runtime);
+        let snapshot = crate::store::Backend::read(&store).unwrap();
+        use crate::store::Reader as _;
+        assert_eq!(snapshot.next_due().unwrap(), Some(10));
+        assert_eq!(
+            snapshot.due_memberships_up_to(20, 10).unwrap(),
+            [
+                ("acme".to_owned(), "c@x".to_owned()),
+                ("acme".to_owned(), "b@x".to_owned()),
+            ]
+        );
+        assert_eq!(snapshot.active_admins("acme", 10).unwrap(), 1);
+        for email in ["a@x", "b@x"] {
+            let member = snapshot.membership("acme", email).unwrap().unwrap();
+            assert_eq!(member.terms, crate::store::Terms::default(), "{email}");
+        }
     }
 
     /// Two admins removing each other at once, each in a serializable transaction on a

@@ -3,14 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use compartmentctl::wire::{AccountStatus, MemberStatus, Role};
+use compartmentctl::wire::{AccountStatus, AuditActor, EventKind, MemberStatus, Role};
 
 use super::schema::tests::{connect, server, store_runtime as runtime};
 use super::{Session, Store};
 use crate::store::change::Tracked;
 use crate::store::{
-    AccountRecord, BindingRecord, Changes, MembershipRecord, Millis, OrgRecord, Provenance, Reader,
-    StoreError,
+    AccountRecord, Batch, BindingRecord, Block, Changes, Deadline, Elevation, EventNote,
+    EventRecord, Export, Import, MemberRow, MembershipRecord, Millis, OrgRecord, Provenance,
+    Reader, Rows, StoreError, Terms,
 };
 
 const T0: Millis = 1_777_636_800_000;
@@ -69,6 +70,7 @@ fn add_member(session: &Session, org: &str, email: &str, role: Role) {
         invited_at: T0,
         expires_at: None,
         token_hash: None,
+        terms: Default::default(),
     };
     txn.put_membership(org, email, &member, None).unwrap();
 }
@@ -213,6 +215,7 @@ fn only_conflicts_are_retried() {
             invited_at: T0,
             expires_at: Some(T0),
             token_hash: None,
+            terms: Default::default(),
         },
         None,
     );
@@ -882,4 +885,502 @@ fn the_glances_remember_a_bounded_number_of_answers() {
             "round {round}: {known} answers remembered"
         );
     }
+}
+
+const DAY: Millis = 24 * 3_600_000;
+
+/// A membership of `role` every term bounds: blocked until a day on, its access ending in
+/// thirty days (warned of once), `role` held ten days and then `fallback`.
+fn bounded(role: Role, fallback: Role) -> MembershipRecord {
+    MembershipRecord {
+        role,
+        uid: Some(1000),
+        status: MemberStatus::Active,
+        invited_by: "admin@example.com".into(),
+        invited_at: T0,
+        expires_at: None,
+        token_hash: None,
+        terms: Terms {
+            block: Some(Block {
+                reason: "laptop lost; « call IT »".into(),
+                by: "uid 0 (root)".into(),
+                at: T0 + 5,
+                until: Some(T0 + DAY),
+            }),
+            access_until: Some(Deadline {
+                at: T0 + 30 * DAY,
+                warned: 1,
+            }),
+            elevation: Some(Elevation {
+                until: Deadline {
+                    at: T0 + 10 * DAY,
+                    warned: 0,
+                },
+                fallback,
+            }),
+        },
+    }
+}
+
+/// Writes `record` as `email`'s membership of `org` (made, with the account, if missing),
+/// through the store's changes alone: no rule is asked.
+fn put_member(session: &Session, org: &str, email: &str, record: &MembershipRecord) {
+    let txn = Tracked::new(session, T0);
+    if txn.org(org).unwrap().is_none() {
+        let created = OrgRecord {
+            created_at: T0,
+            created_by_uid: 0,
+        };
+        txn.put_org(org, &created).unwrap();
+    }
+    if txn.account(email).unwrap().is_none() {
+        let account = AccountRecord {
+            status: AccountStatus::Active,
+            uid: record.uid,
+            created_at: T0,
+            activated_at: Some(T0),
+        };
+        txn.put_account(email, &account).unwrap();
+    }
+    let old = txn.membership(org, email).unwrap();
+    txn.put_membership(org, email, record, old.as_ref())
+        .unwrap();
+}
+
+/// Everything a backup of `store` holds, as one batch, and its last event.
+fn everything(store: &Store) -> (Batch, u64) {
+    let snapshot = store.read().unwrap();
+    let all = usize::MAX;
+    let batch = Batch {
+        orgs: snapshot.orgs_after(None, all).unwrap(),
+        accounts: snapshot.accounts_after(None, all).unwrap(),
+        bindings: snapshot.bindings_after(None, all).unwrap(),
+        memberships: snapshot.memberships_after(None, all).unwrap(),
+        tokens: snapshot.tokens_after(None, all).unwrap(),
+        current_orgs: snapshot.current_orgs_after(None, all).unwrap(),
+        audit: snapshot.audit_after(0, all).unwrap(),
+        events: snapshot.events_after(0, all).unwrap(),
+        feed_entries: snapshot.feed_entries_after(None, all).unwrap(),
+    };
+    (batch, snapshot.last_event_seq().unwrap())
+}
+
+/// A membership's terms, every one of them set, read back exactly as written: by a read of
+/// the membership, of the organization's members, of a page of a member list, by a write
+/// transaction's read-ahead, by a glance; and after a backup is restored from its rows.
+/// The feed's events tell what ends when, and a block's reason.
+#[test]
+fn a_memberships_terms_and_an_events_note_round_trip() {
+    let Some(server) = server("a_memberships_terms_and_an_events_note_round_trip") else {
+        return;
+    };
+    let runtime = runtime();
+    let (store, _) = two_daemons(&runtime, &server);
+    let admin = MembershipRecord {
+        terms: Terms::default(),
+        ..bounded(Role::Admin, Role::Viewer)
+    };
+    let record = bounded(Role::Admin, Role::Deployer);
+    let unblocked = MembershipRecord {
+        terms: Terms {
+            block: None,
+            ..record.terms.clone()
+        },
+        ..record.clone()
+    };
+    let write = store.begin_write().unwrap();
+    put_member(&write, "acme", "admin@example.com", &admin);
+    put_member(&write, "acme", "dev@example.com", &unblocked);
+    let binding = BindingRecord {
+        email: "dev@example.com".into(),
+        user_name: Some("dev".into()),
+        bound_at: T0,
+        provenance: Provenance::Org("acme".into()),
+    };
+    Tracked::new(&write, T0)
+        .put_binding(1000, &binding)
+        .unwrap();
+    write.commit().unwrap();
+    // Blocked since: the event tells why and until when.
+    let write = store.begin_write().unwrap();
+    put_member(&write, "acme", "dev@example.com", &record);
+    // An event as a rule would append it, every field set.
+    let noted = EventRecord {
+        at: T0 + 7,
+        kind: EventKind::AccessExpiring,
+        org: Some("acme".into()),
+        email: "dev@example.com".into(),
+        role: Some(Role::Admin),
+        previous_role: Some(Role::Deployer),
+        status: Some(MemberStatus::Active),
+        uid: Some(1000),
+        actor: Some(AuditActor {
+            kind: "daemon".into(),
+            email: None,
+            uid: None,
+            user: None,
+            pid: Some(42),
+        }),
+        note: Some(EventNote {
+            until: Some(T0 + 10 * DAY),
+            reason: Some("a reason, \"quoted\"".into()),
+        }),
+    };
+    let seq = Rows::append_event(&write, &noted).unwrap();
+    write.commit().unwrap();
+
+    let check = |store: &Store| {
+        let snapshot = store.read().unwrap();
+        assert_eq!(
+            snapshot.membership("acme", "dev@example.com").unwrap(),
+            Some(record.clone())
+        );
+        assert_eq!(
+            snapshot.members("acme").unwrap(),
+            [
+                ("admin@example.com".to_owned(), admin.clone()),
+                ("dev@example.com".to_owned(), record.clone()),
+            ]
+        );
+        assert_eq!(
+            snapshot.members_after("acme", None, 10).unwrap(),
+            [
+                ("admin@example.com".to_owned(), MemberRow::from(&admin)),
+                ("dev@example.com".to_owned(), MemberRow::from(&record)),
+            ]
+        );
+        assert_eq!(
+            snapshot
+                .members_after("acme", Some("admin@example.com"), 10)
+                .unwrap(),
+            [("dev@example.com".to_owned(), MemberRow::from(&record))]
+        );
+        let write = store.begin_write().unwrap();
+        write
+            .read_ahead(&[1000], &["dev@example.com"], &[])
+            .unwrap();
+        assert_eq!(
+            write.membership("acme", "dev@example.com").unwrap(),
+            Some(record.clone())
+        );
+        drop(write);
+        let glance = runtime.block_on(store.glance(1000, Some("acme"))).unwrap();
+        assert_eq!(
+            glance.membership("acme", "dev@example.com").unwrap(),
+            Some(record.clone())
+        );
+        let events = snapshot.events_after(0, 10).unwrap();
+        let notes: Vec<_> = events
+            .iter()
+            .map(|(seq, event)| (*seq, event.email.as_str(), event.kind, event.note.clone()))
+            .collect();
+        assert_eq!(
+            notes,
+            [
+                (1, "admin@example.com", EventKind::MemberAdded, None),
+                (
+                    2,
+                    "dev@example.com",
+                    EventKind::MemberAdded,
+                    Some(EventNote {
+                        until: Some(T0 + 10 * DAY),
+                        reason: None,
+                    })
+                ),
+                (3, "dev@example.com", EventKind::BindingChanged, None),
+                (4, "dev@example.com", EventKind::MemberBlocked, {
+                    let block = record.terms.block.clone().unwrap();
+                    Some(EventNote {
+                        until: block.until,
+                        reason: Some(block.reason),
+                    })
+                }),
+                (
+                    5,
+                    "dev@example.com",
+                    EventKind::AccessExpiring,
+                    noted.note.clone()
+                ),
+            ]
+        );
+        assert_eq!(events[4], (seq, noted.clone()));
+        assert_eq!(
+            snapshot.org_events_after("acme", 4, 10).unwrap(),
+            [(seq, noted.clone())]
+        );
+    };
+    check(&store);
+
+    // Restored from its own rows, as a restore writes a backup's: the same again.
+    let (batch, last_event) = everything(&store);
+    assert_eq!(batch.memberships.len(), 2);
+    let write = store.begin_write().unwrap();
+    write.clear().unwrap();
+    write.import(&batch).unwrap();
+    write.finish_import(last_event).unwrap();
+    write.commit().unwrap();
+    check(&store);
+    let (restored, _) = everything(&store);
+    assert_eq!(restored.memberships, batch.memberships);
+    assert_eq!(restored.events, batch.events);
+    // The restore wrote the due index as the writes do.
+    assert_eq!(store.read().unwrap().next_due().unwrap(), Some(T0 + DAY));
+}
+
+/// A membership is due to the sweeper when its terms make it due, not only when it is a
+/// pending invitation: at a block's end, at the next warning of an end, at the end.
+#[test]
+fn a_membership_is_due_by_its_terms() {
+    let Some(server) = server("a_membership_is_due_by_its_terms") else {
+        return;
+    };
+    let runtime = runtime();
+    let (store, _) = two_daemons(&runtime, &server);
+    let invited = MembershipRecord {
+        uid: None,
+        status: MemberStatus::Invited,
+        expires_at: Some(T0 + 3 * DAY),
+        ..bounded(Role::Viewer, Role::Viewer)
+    };
+    let invited = MembershipRecord {
+        terms: Terms::default(),
+        ..invited
+    };
+    // Blocked until T0 + 2 days, and nothing else.
+    let blocked = MembershipRecord {
+        terms: Terms {
+            block: Some(Block {
+                reason: "r".into(),
+                by: "uid 0".into(),
+                at: T0,
+                until: Some(T0 + 2 * DAY),
+            }),
+            access_until: None,
+            elevation: None,
+        },
+        ..bounded(Role::Viewer, Role::Viewer)
+    };
+    // Access ends at T0 + 8 days: warned a week before, at T0 + 1 day.
+    let ending = MembershipRecord {
+        terms: Terms {
+            block: None,
+            access_until: Some(Deadline {
+                at: T0 + 8 * DAY,
+                warned: 0,
+            }),
+            elevation: None,
+        },
+        ..bounded(Role::Viewer, Role::Viewer)
+    };
+    // An elevation warned of twice: due at its end, T0 + 4 days.
+    let elevated = MembershipRecord {
+        terms: Terms {
+            block: None,
+            access_until: None,
+            elevation: Some(Elevation {
+                until: Deadline {
+                    at: T0 + 4 * DAY,
+                    warned: 2,
+                },
+                fallback: Role::Viewer,
+            }),
+        },
+        ..bounded(Role::Deployer, Role::Viewer)
+    };
+    // Blocked with no end, active: never due.
+    let forever = MembershipRecord {
+        terms: Terms {
+            block: Some(Block {
+                until: None,
+                ..blocked.terms.block.clone().unwrap()
+            }),
+            access_until: None,
+            elevation: None,
+        },
+        ..blocked.clone()
+    };
+    let members = [
+        ("invited@example.com", &invited, Some(T0 + 3 * DAY)),
+        ("blocked@example.com", &blocked, Some(T0 + 2 * DAY)),
+        ("ending@example.com", &ending, Some(T0 + DAY)),
+        ("elevated@example.com", &elevated, Some(T0 + 4 * DAY)),
+        ("forever@example.com", &forever, None),
+    ];
+    let write = store.begin_write().unwrap();
+    put_member(&write, "acme", "admin@example.com", &{
+        MembershipRecord {
+            terms: Terms::default(),
+            ..bounded(Role::Admin, Role::Admin)
+        }
+    });
+    for (email, record, due) in members {
+        assert_eq!(crate::store::change::due_key(record), due, "{email}");
+        put_member(&write, "acme", email, record);
+    }
+    // A write transaction's own writes are due to its reads.
+    assert_eq!(write.next_due().unwrap(), Some(T0 + DAY));
+    write.commit().unwrap();
+
+    let snapshot = store.read().unwrap();
+    assert_eq!(snapshot.next_due().unwrap(), Some(T0 + DAY));
+    let due = |now, limit| snapshot.due_memberships_up_to(now, limit).unwrap();
+    let named = |emails: &[&str]| -> Vec<(String, String)> {
+        emails
+            .iter()
+            .map(|email| ("acme".to_owned(), (*email).to_owned()))
+            .collect()
+    };
+    assert_eq!(due(T0 + DAY - 1, 10), named(&[]));
+    assert_eq!(due(T0 + DAY, 10), named(&["ending@example.com"]));
+    assert_eq!(
+        due(T0 + 10 * DAY, 10),
+        named(&[
+            "ending@example.com",
+            "blocked@example.com",
+            "invited@example.com",
+            "elevated@example.com",
+        ])
+    );
+    assert_eq!(
+        due(T0 + 10 * DAY, 2),
+        named(&["ending@example.com", "blocked@example.com"])
+    );
+    assert_eq!(
+        snapshot.due_memberships(u64::MAX).unwrap().len(),
+        4,
+        "the block with no end is never due"
+    );
+    drop(snapshot);
+
+    // Warned, then unblocked: due at the next warning, and no longer at all.
+    let write = store.begin_write().unwrap();
+    let warned = MembershipRecord {
+        terms: Terms {
+            access_until: Some(Deadline {
+                at: T0 + 8 * DAY,
+                warned: 1,
+            }),
+            ..ending.terms.clone()
+        },
+        ..ending.clone()
+    };
+    put_member(&write, "acme", "ending@example.com", &warned);
+    let free = MembershipRecord {
+        terms: Terms::default(),
+        ..blocked.clone()
+    };
+    put_member(&write, "acme", "blocked@example.com", &free);
+    write.commit().unwrap();
+    let snapshot = store.read().unwrap();
+    assert_eq!(snapshot.next_due().unwrap(), Some(T0 + 3 * DAY));
+    assert_eq!(
+        snapshot.due_memberships(T0 + 7 * DAY).unwrap(),
+        named(&[
+            "invited@example.com",
+            "elevated@example.com",
+            "ending@example.com",
+        ])
+    );
+}
+
+/// An admin who is blocked (or whose access or role ends by itself) is no admin the
+/// last-admin rule can rely on: `active_admins` does not count them, and the database
+/// refuses, at the commit, to take away the only admin nothing bounds, even past the rules.
+#[test]
+fn a_blocked_admin_is_not_one_the_last_admin_rule_counts() {
+    let Some(server) = server("a_blocked_admin_is_not_one_the_last_admin_rule_counts") else {
+        return;
+    };
+    let runtime = runtime();
+    let (store, _) = two_daemons(&runtime, &server);
+    let durable = MembershipRecord {
+        terms: Terms::default(),
+        ..bounded(Role::Admin, Role::Viewer)
+    };
+    let blocked = MembershipRecord {
+        terms: Terms {
+            access_until: None,
+            elevation: None,
+            ..bounded(Role::Admin, Role::Viewer).terms
+        },
+        ..durable.clone()
+    };
+    assert!(durable.is_active_admin() && !blocked.is_active_admin());
+    let write = store.begin_write().unwrap();
+    put_member(&write, "acme", "a@example.com", &durable);
+    put_member(&write, "acme", "b@example.com", &blocked);
+    // Another organization's admins are its own.
+    put_member(&write, "beta", "a@example.com", &durable);
+    put_member(&write, "beta", "b@example.com", &durable);
+    assert_eq!(write.active_admins("acme", 10).unwrap(), 1);
+    write.commit().unwrap();
+    assert_eq!(store.read().unwrap().active_admins("acme", 10).unwrap(), 1);
+    assert_eq!(store.read().unwrap().active_admins("beta", 10).unwrap(), 2);
+    assert_eq!(store.read().unwrap().active_admins("beta", 1).unwrap(), 1);
+
+    let refused = |change: &dyn Fn(&Tracked<'_, Session>)| {
+        let write = store.begin_write().unwrap();
+        change(&Tracked::new(&write, T0));
+        // Written, and refused only at the commit.
+        let err = write.commit().unwrap_err();
+        let StoreError::Postgres(postgres) = &err else {
+            panic!("{err}");
+        };
+        assert_eq!(
+            postgres.code(),
+            Some(&tokio_postgres::error::SqlState::INTEGRITY_CONSTRAINT_VIOLATION),
+            "{err}"
+        );
+        assert!(err.to_string().contains("the last admin of acme"), "{err}");
+        assert!(!err.is_retryable(), "{err}");
+    };
+    // Removed, blocked, its access or its role made to end: each leaves acme no admin.
+    refused(&|txn| {
+        txn.delete_membership("acme", "a@example.com", &durable)
+            .unwrap()
+    });
+    for bounded in [
+        blocked.clone(),
+        MembershipRecord {
+            terms: Terms {
+                block: None,
+                elevation: None,
+                ..bounded(Role::Admin, Role::Viewer).terms
+            },
+            ..durable.clone()
+        },
+        bounded(Role::Admin, Role::Viewer),
+    ] {
+        refused(&|txn| {
+            txn.put_membership("acme", "a@example.com", &bounded, Some(&durable))
+                .unwrap()
+        });
+    }
+    let snapshot = store.read().unwrap();
+    assert_eq!(
+        snapshot.membership("acme", "a@example.com").unwrap(),
+        Some(durable.clone())
+    );
+    assert_eq!(snapshot.active_admins("acme", 10).unwrap(), 1);
+    drop(snapshot);
+
+    // Changed as it still is one, it stays; once the other is unblocked, it may go.
+    let write = store.begin_write().unwrap();
+    let txn = Tracked::new(&write, T0);
+    let moved = MembershipRecord {
+        invited_by: "someone else".into(),
+        ..durable.clone()
+    };
+    txn.put_membership("acme", "a@example.com", &moved, Some(&durable))
+        .unwrap();
+    write.commit().unwrap();
+    let write = store.begin_write().unwrap();
+    let txn = Tracked::new(&write, T0);
+    txn.put_membership("acme", "b@example.com", &durable, Some(&blocked))
+        .unwrap();
+    assert_eq!(write.active_admins("acme", 10).unwrap(), 2);
+    txn.delete_membership("acme", "a@example.com", &moved)
+        .unwrap();
+    write.commit().unwrap();
+    assert_eq!(store.read().unwrap().active_admins("acme", 10).unwrap(), 1);
 }

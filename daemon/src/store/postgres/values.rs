@@ -56,6 +56,15 @@ pub(super) fn bound(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+/// A time to store: one this daemon made, so within range (a value beyond is refused
+/// rather than stored wrong).
+pub(super) fn stored(table: &'static str, value: Millis) -> Result<i64> {
+    i64::try_from(value).map_err(|_| StoreError::Unencodable {
+        table,
+        detail: format!("the time {value} is out of range"),
+    })
+}
+
 /// A limit as a parameter.
 pub(super) fn limit(value: usize) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)

@@ -143,13 +143,13 @@ macro_rules! impl_reader {
                 Ok(value.map(|v| v.value().to_owned()))
             }
 
-            fn next_expiry(&self) -> Result<Option<Millis>> {
+            fn next_due(&self) -> Result<Option<Millis>> {
                 let table = self.pending_table()?;
                 let first = table.first()?;
                 Ok(first.map(|(key, _)| key.value().0))
             }
 
-            fn due_invitations_up_to(
+            fn due_memberships_up_to(
                 &self,
                 now: Millis,
                 limit: usize,

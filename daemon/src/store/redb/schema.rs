@@ -15,12 +15,12 @@ use super::tables::{create_tables, Tables, META};
 use super::StoreOptions;
 use crate::store::chain::seal;
 use crate::store::{
-    decode, spent_key, AuditRecord, BindingRecord, Changes, LegacyAuditRecord, Provenance, Reader,
-    StoreError, TokenRecord, GENESIS,
+    decode, encode, spent_key, AuditRecord, BindingRecord, Changes, LegacyAuditRecord,
+    LegacyMembershipRecord, MembershipRecord, Provenance, Reader, StoreError, TokenRecord, GENESIS,
 };
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
-pub const CURRENT_SCHEMA_VERSION: u64 = 7;
+pub const CURRENT_SCHEMA_VERSION: u64 = 8;
 const VERSION_KEY: &str = "schema_version";
 
 /// A step from version `n` to `n + 1`, at index `n - 1`, with what it may need of the host.
@@ -33,6 +33,7 @@ const MIGRATIONS: &[Migration] = &[
     change_feed,
     feed_by_org_and_spent_tokens,
     audit_chain,
+    membership_terms,
 ];
 
 /// The audit log of schemas 1 to 6: sequence number → [`LegacyAuditRecord`].
@@ -85,6 +86,55 @@ fn audit_chain(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreErro
         Err(TableError::TableDoesNotExist(_)) => Ok(()),
         Err(err) => Err(err.into()),
     }
+}
+
+/// Version 7 → 8: a membership gains its terms (a block, an end to access, a temporary
+/// elevation) as a trailing field. Every binary membership of schemas 4 to 7 is rewritten
+/// with none, a chunk at a time, so that no read need tell the layouts apart; JSON records
+/// (schema 3 and before) read with none already and are left as they are. The indexes do
+/// not change: a membership with no terms is due and an admin as before. The version
+/// changes so that an older daemon, which would fail on every membership, refuses the file.
+fn membership_terms(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreError> {
+    const CHUNK: usize = 4096;
+    let mut table = txn.open_table(super::tables::MEMBERSHIPS)?;
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK);
+        {
+            let range = match &after {
+                Some((org, email)) => table.range::<(&str, &str)>((
+                    std::ops::Bound::Excluded((org.as_str(), email.as_str())),
+                    std::ops::Bound::Unbounded,
+                ))?,
+                None => table.range::<(&str, &str)>(..)?,
+            };
+            for entry in range.take(CHUNK) {
+                let (key, value) = entry?;
+                let (org, email) = key.value();
+                let bytes = value.value();
+                // A membership an earlier step of this upgrade wrote is already whole.
+                let whole = decode::<MembershipRecord>("memberships", bytes).is_ok();
+                let rewritten = match bytes.first() {
+                    Some(&crate::store::BINARY_RECORD) if !whole => {
+                        let old: LegacyMembershipRecord = decode("memberships", bytes)?;
+                        Some(encode("memberships", &MembershipRecord::from(old))?)
+                    }
+                    _ => None,
+                };
+                chunk.push((org.to_owned(), email.to_owned(), rewritten));
+            }
+        }
+        let Some((org, email, _)) = chunk.last() else {
+            break;
+        };
+        after = Some((org.clone(), email.clone()));
+        for (org, email, rewritten) in &chunk {
+            if let Some(bytes) = rewritten {
+                table.insert((org.as_str(), email.as_str()), bytes.as_slice())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Version 5 → 6: two indexes. `org_events` files each event under the organization whose

@@ -13,7 +13,8 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 const ORGS: TableDefinition<&str, &[u8]> = TableDefinition::new("orgs");
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 /// (org, email) → membership.
-const MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memberships");
+pub(super) const MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("memberships");
 /// (email, org): the organizations an account belongs to.
 const ACCOUNT_ORGS: TableDefinition<(&str, &str), ()> = TableDefinition::new("account_orgs");
 /// uid → its binding to an account (schema 2 on).

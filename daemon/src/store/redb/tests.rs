@@ -30,6 +30,7 @@ fn the_admins_index_follows_memberships_and_is_checked() {
         invited_at: 1,
         expires_at: None,
         token_hash: None,
+        terms: Default::default(),
     };
     let admin = member(Role::Admin, MemberStatus::Active);
     let invited_admin = member(Role::Admin, MemberStatus::Invited);
@@ -107,6 +108,7 @@ fn the_feed_and_spent_token_indexes_are_checked() {
         invited_at: 1,
         expires_at: Some(10),
         token_hash: None,
+        terms: Default::default(),
     };
     let token = TokenRecord {
         org: "acme".into(),

@@ -6,7 +6,7 @@ use redb::ReadableTable;
 
 use super::tables::Tables;
 use crate::store::chain::seal;
-use crate::store::change::pending_key;
+use crate::store::change::due_key;
 use crate::store::heads::Announcement;
 use crate::store::{
     encode, spent_key, AccountRecord, AuditRecord, BindingRecord, Changes, EventRecord,
@@ -64,7 +64,7 @@ impl Changes for Tables<'_> {
         if old.is_none() {
             self.account_orgs_table()?.insert((email, org), ())?;
         }
-        let (old_key, new_key) = (old.and_then(pending_key), pending_key(new));
+        let (old_key, new_key) = (old.and_then(due_key), due_key(new));
         if old_key != new_key {
             let mut pending = self.pending_table()?;
             if let Some(expires_at) = old_key {
@@ -89,7 +89,7 @@ impl Changes for Tables<'_> {
     fn delete_membership(&self, org: &str, email: &str, old: &MembershipRecord) -> Result<()> {
         self.memberships_table()?.remove((org, email))?;
         self.account_orgs_table()?.remove((email, org))?;
-        if let Some(expires_at) = pending_key(old) {
+        if let Some(expires_at) = due_key(old) {
             self.pending_table()?.remove((expires_at, org, email))?;
         }
         if old.is_active_admin() {
