@@ -170,6 +170,38 @@ fn blocked(options: DaemonOptions) {
         ),
         "the feed never told of the unblock"
     );
+    // A blocked admin's own feed of acme ends with the block's reason.
+    let second = TestUser::get("cpt-bl-second");
+    let out = d.ctl(
+        admin.uid,
+        &["user", "invite", "second@example.com", "--role", "admin"],
+    );
+    let invitation = parse_invite(&out, "second@example.com", "admin");
+    d.activate(second.uid, &invitation.url).assert_success();
+    let second_feed = d.spawn_ctl(second.uid, &["events", "watch"]);
+    assert!(
+        second_feed.wait_for_stdout("Watching", Duration::from_secs(30)),
+        "events watch did not start"
+    );
+    d.ctl(
+        admin.uid,
+        &[
+            "user",
+            "block",
+            "second@example.com",
+            "--reason",
+            "rotation",
+        ],
+    )
+    .assert_success();
+    let ended = second_feed.wait();
+    assert_eq!(ended.code, 1, "{ended:#?}");
+    assert!(
+        ended.stderr.starts_with(
+            "compartmentctl: the daemon ended the feed: you are blocked in acme: rotation\n"
+        ),
+        "{ended:#?}"
+    );
     // Both are in the audit log, by the admin.
     let audit = d.ctl(
         ROOT,

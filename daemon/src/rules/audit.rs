@@ -176,6 +176,8 @@ impl Asked {
             Request::UserInvite(params) => account(&params.email),
             Request::UserRemove(params) => account(&params.email),
             Request::RoleGrant(params) => account(&params.email),
+            Request::UserBlock(params) => account(&params.email),
+            Request::UserUnblock(params) => account(&params.email),
             Request::AccountShow(params) | Request::AccountUnbind(params) => account(&params.email),
             Request::AccountDelete(params) => account(&params.email),
             Request::AccountBind(params) => account(&params.email),

@@ -3159,3 +3159,32 @@ fn an_elevation_falls_back_on_the_second_and_never_counts_as_an_admin() {
         f.assert_indexes_agree();
     }
 }
+
+#[test]
+fn another_organizations_admin_can_neither_block_nor_raise_nor_learn_a_member() {
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("dev@example.com", Role::Deployer)]);
+        // beta's admin, uid 2001, holds no membership of acme.
+        let url = f.create_org("beta", "boss@beta.example");
+        f.activate(user(2001), &url, T0).unwrap();
+        let boss = user(2001);
+        let seq = f.last_seq();
+        for err in [
+            f.block(&boss, "dev@example.com", "mine now", None, T0)
+                .map(|_| ())
+                .unwrap_err(),
+            f.unblock(&boss, "dev@example.com", T0)
+                .map(|_| ())
+                .unwrap_err(),
+            f.grant_until(&boss, "dev@example.com", Role::Admin, "1h", T0)
+                .map(|_| ())
+                .unwrap_err(),
+        ] {
+            // The same answer as for an organization that does not exist.
+            assert_eq!(err.kind(), ErrorKind::NotFound);
+            assert_eq!(err.to_string(), "organization acme not found");
+        }
+        assert_eq!(f.last_seq(), seq, "nothing changed");
+        own_request(&f, 1002, T0).unwrap();
+    }
+}
