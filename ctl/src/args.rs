@@ -532,6 +532,17 @@ pub enum AccountCommand {
         email: String,
     },
 
+    /// Change an account's e-mail: its Unix user, memberships and pending invitations
+    /// (their URLs keep working) follow
+    #[command(after_help = "Records and events written before keep the old address, as history.")]
+    Rename {
+        /// The account's e-mail address
+        email: String,
+
+        /// Its new e-mail address
+        new_email: String,
+    },
+
     /// Delete an account that is a member nowhere; with --force, also one that is, removing
     /// it from every organization. Its Unix user, if any, is unbound
     Delete {
@@ -585,6 +596,20 @@ pub enum OrgCommand {
     Use {
         /// The organization's name
         name: String,
+    },
+
+    /// Rename an organization: its members, invitations (their URLs keep working), feed
+    /// and audit log follow (superuser only)
+    #[command(
+        after_help = "Records and events written before keep the old name, as history; \
+        `org use` of it and live feeds of it move to the new name."
+    )]
+    Rename {
+        /// The organization's name
+        name: String,
+
+        /// Its new name: 1 to 63 lowercase letters, digits and dashes, starting with a letter
+        new_name: String,
     },
 
     /// Delete an organization that has no members (pending invitations are revoked);

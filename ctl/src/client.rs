@@ -63,7 +63,8 @@ const READ_BUFFER: usize = 128 * 1024;
 /// What a feed brings: a change, or the daemon's word that the feed ended and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedItem {
-    Event(Event),
+    /// Boxed: an event is several times the size of the feed's end.
+    Event(Box<Event>),
     /// The last item: resubscribe with its `after` to go on from where it stopped.
     Closed(FeedClosed),
 }
@@ -91,7 +92,7 @@ impl Subscription {
         let protocol = |err: serde_json::Error| ClientError::Protocol(err.to_string());
         match notification.method {
             EVENT_METHOD => serde_json::from_str(notification.params.get())
-                .map(FeedItem::Event)
+                .map(|event| FeedItem::Event(Box::new(event)))
                 .map_err(protocol),
             FEED_CLOSED_METHOD => serde_json::from_str(notification.params.get())
                 .map(FeedItem::Closed)

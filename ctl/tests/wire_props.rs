@@ -304,7 +304,7 @@ fn check_request(element: &Value, request: &Request) -> Result<(), TestCaseError
 // Inputs
 
 /// Keys that make a random object look like a request, and every params field name.
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 20] = [
     "jsonrpc",
     "id",
     "method",
@@ -323,6 +323,8 @@ const KEYS: [&str; 18] = [
     "reason",
     "until",
     "access_until",
+    "new_name",
+    "new_email",
 ];
 
 fn key() -> impl Strategy<Value = String> {
@@ -400,7 +402,7 @@ fn field_value(name: &'static str) -> BoxedStrategy<Value> {
         ]
         .boxed(),
         "resend" => any::<bool>().prop_map(Value::Bool).boxed(),
-        "email" | "admin" => prop_oneof![
+        "email" | "admin" | "new_email" => prop_oneof![
             Just(json!("a@example.com")),
             "[a-zA-Z]{1,6}@[a-z]{1,6}\\.[a-z]{2,3}".prop_map(Value::from),
             ".{0,20}".prop_map(Value::from),
@@ -475,6 +477,7 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
         "org.create" => &[("name", true), ("admin", true), ("admin_unix_user", false)],
         "org.use" => &[("name", true)],
         "org.delete" => &[("name", true), ("force", false)],
+        "org.rename" => &[("name", true), ("new_name", true)],
         "user.invite" => &[
             ("org", false),
             ("email", true),
@@ -507,6 +510,7 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
         "account.show" | "account.unbind" => &[("email", true)],
         "account.bind" => &[("email", true), ("unix_user", true)],
         "account.delete" => &[("email", true), ("force", false)],
+        "account.rename" => &[("email", true), ("new_email", true)],
         "audit.list" => &[
             ("org", false),
             ("limit", false),
@@ -745,6 +749,8 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":25,"method":"org.delete","params":{"name":"acme","force":true}}"#,
         r#"{"jsonrpc":"2.0","id":26,"method":"user.block","params":{"org":"acme","email":"d@example.com","reason":"laptop lost","until":"3days"}}"#,
         r#"{"jsonrpc":"2.0","id":27,"method":"user.unblock","params":{"email":"d@example.com"}}"#,
+        r#"{"jsonrpc":"2.0","id":28,"method":"org.rename","params":{"name":"acme","new_name":"acme-corp"}}"#,
+        r#"{"jsonrpc":"2.0","id":29,"method":"account.rename","params":{"email":"d@example.com","new_email":"e@example.com"}}"#,
     ];
     assert_eq!(lines.len(), METHODS.len());
     for line in lines {

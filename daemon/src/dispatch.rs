@@ -460,6 +460,20 @@ impl Serve for methods::OrgCreate {
     }
 }
 
+impl Serve for methods::OrgRename {
+    async fn serve(
+        ctx: WriteContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write_as(caller.uid, move |txn, now| {
+                orgs::rename(txn, &caller, &params, now)
+            })
+            .await
+    }
+}
+
 impl Serve for methods::OrgDelete {
     async fn serve(
         ctx: WriteContext<'_>,
@@ -646,6 +660,20 @@ impl Serve for methods::AccountUnbind {
         ctx.writer
             .write_as(caller.uid, move |txn, now| {
                 accounts::unbind(txn, &caller, &params.email, now)
+            })
+            .await
+    }
+}
+
+impl Serve for methods::AccountRename {
+    async fn serve(
+        ctx: WriteContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write_as(caller.uid, move |txn, now| {
+                accounts::rename(txn, &caller, &params, now)
             })
             .await
     }

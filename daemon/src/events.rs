@@ -40,8 +40,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use compartmentctl::wire::{
-    methods, Event, EventsSubscribeParams, FeedClosed, FeedEnd, Gated, Subscribed, EVENT_METHOD,
-    FEED_CLOSED_METHOD, JSONRPC,
+    methods, Event, EventKind, EventsSubscribeParams, FeedClosed, FeedEnd, Gated, Subscribed,
+    EVENT_METHOD, FEED_CLOSED_METHOD, JSONRPC,
 };
 use serde::Serialize;
 
@@ -456,6 +456,13 @@ pub fn notification(method: &'static str, params: &impl Serialize) -> Vec<u8> {
 
 /// The `event` notification of the event `seq`.
 pub fn event_line(seq: u64, record: EventRecord) -> Vec<u8> {
+    let previous = |kind: EventKind| {
+        record
+            .note
+            .as_ref()
+            .filter(|_| record.kind == kind)
+            .and_then(|note| note.previous_name.clone())
+    };
     let event = Event {
         seq,
         at: rfc3339(record.at),
@@ -472,7 +479,9 @@ pub fn event_line(seq: u64, record: EventRecord) -> Vec<u8> {
             .as_ref()
             .and_then(|note| note.until)
             .map(rfc3339),
-        reason: record.note.and_then(|note| note.reason),
+        reason: record.note.as_ref().and_then(|note| note.reason.clone()),
+        previous_org: previous(EventKind::OrgRenamed),
+        previous_email: previous(EventKind::AccountRenamed),
     };
     notification(EVENT_METHOD, &event)
 }

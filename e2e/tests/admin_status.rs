@@ -77,7 +77,7 @@ fn admin_status_on_redb_tells_the_daemon_store_writer_and_sweeper() {
         "{lines:#?}"
     );
     assert_eq!(lines[0], line("version", version));
-    assert_eq!(lines[1], line("schema", "7"));
+    assert_eq!(lines[1], line("schema", "8"));
     assert_eq!(lines[2], line("store", &format!("redb {}", db.display())));
     assert_eq!(lines[3], line("reachable", "yes"));
     assert!(value_of(&lines, "uptime").ends_with('s'), "{lines:#?}");
@@ -95,7 +95,7 @@ fn admin_status_on_redb_tells_the_daemon_store_writer_and_sweeper() {
     })
     .expect("the lapsed invitation is swept within 20 s");
     assert_eq!(json["version"], version, "{json}");
-    assert_eq!(json["schema_version"], 7, "{json}");
+    assert_eq!(json["schema_version"], 8, "{json}");
     assert_eq!(
         json["store"],
         serde_json::json!({"engine": "redb", "path": db.display().to_string()}),

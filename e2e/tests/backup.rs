@@ -371,7 +371,7 @@ fn restore_refuses_what_it_cannot_restore_whole_and_leaves_the_store() {
     newer[0] = newer[0].replace("\"version\":1", "\"version\":2");
     let newer = write("newer.jsonl", &newer);
     let mut schema = owned.clone();
-    schema[0] = schema[0].replace("\"schema\":7", "\"schema\":8");
+    schema[0] = schema[0].replace("\"schema\":8", "\"schema\":9");
     let schema = write("schema.jsonl", &schema);
     let db = d.db_path().canonicalize().unwrap();
     let cases = [
@@ -407,7 +407,7 @@ fn restore_refuses_what_it_cannot_restore_whole_and_leaves_the_store() {
         (
             &schema,
             format!(
-                "{} holds records of schema version 8, newer than the 7 this compartmentd understands; nothing was restored: restore it with a newer compartmentd",
+                "{} holds records of schema version 9, newer than the 8 this compartmentd understands; nothing was restored: restore it with a newer compartmentd",
                 schema.display()
             ),
         ),

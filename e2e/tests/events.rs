@@ -40,7 +40,7 @@ fn by(email: Option<&str>, user: &str, uid: u32) -> Value {
 
 fn next_event(feed: &mut compartmentctl::Subscription) -> Event {
     match feed.next_item().unwrap() {
-        FeedItem::Event(event) => event,
+        FeedItem::Event(event) => *event,
         FeedItem::Closed(closed) => panic!("the feed closed: {closed:?}"),
     }
 }

@@ -120,7 +120,7 @@ root_test!(
 /// The next event of `feed`, failing on a close or after 10 s.
 fn next_event(feed: &mut compartmentctl::Subscription) -> Event {
     match feed.next_item().unwrap() {
-        FeedItem::Event(event) => event,
+        FeedItem::Event(event) => *event,
         FeedItem::Closed(closed) => panic!("the feed closed: {closed:?}"),
     }
 }

@@ -31,10 +31,11 @@ use clap::{CommandFactory, Parser};
 use compartmentctl::paths::default_client_socket;
 use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
-    AccountBindParams, AccountDeleteParams, AccountParams, ActivateParams, AuditListParams,
-    AuditVerifyParams, AuthzCheckParams, Check, EventsSubscribeParams, OrgCreateParams,
-    OrgDeleteParams, OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserBlockParams,
-    UserInviteParams, UserListParams, UserRemoveParams, UserUnblockParams,
+    AccountBindParams, AccountDeleteParams, AccountParams, AccountRenameParams, ActivateParams,
+    AuditListParams, AuditVerifyParams, AuthzCheckParams, Check, EventsSubscribeParams,
+    OrgCreateParams, OrgDeleteParams, OrgRenameParams, OrgUseParams, Request, RoleGrantParams,
+    RoleShowParams, UserBlockParams, UserInviteParams, UserListParams, UserRemoveParams,
+    UserUnblockParams,
 };
 use compartmentctl::{Client, ClientError};
 
@@ -282,6 +283,9 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         Command::Org(OrgCommand::Delete { name, force }) => {
             Request::OrgDelete(OrgDeleteParams { name, force })
         }
+        Command::Org(OrgCommand::Rename { name, new_name }) => {
+            Request::OrgRename(OrgRenameParams { name, new_name })
+        }
         Command::Account(AccountCommand::List) => Request::AccountList,
         Command::Admin(AdminCommand::Backup { .. }) => Request::AdminBackup,
         Command::Account(AccountCommand::Show { email }) => {
@@ -317,6 +321,9 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         Command::Audit(AuditCommand::Checkpoint) => Request::AuditCheckpoint,
         Command::Account(AccountCommand::Delete { email, force }) => {
             Request::AccountDelete(AccountDeleteParams { email, force })
+        }
+        Command::Account(AccountCommand::Rename { email, new_email }) => {
+            Request::AccountRename(AccountRenameParams { email, new_email })
         }
         Command::Account(AccountCommand::Bind {
             email,

@@ -7,11 +7,12 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 
 use compartmentctl::wire::{
-    AccountBinding, AccountDeleted, AccountDetail, AccountList, AccountStatus, Activated,
-    AdminStatus, AuditActor, AuditCheckpoint, AuditPage, AuditRecordView, AuditState,
+    AccountBinding, AccountDeleted, AccountDetail, AccountList, AccountRenamed, AccountStatus,
+    Activated, AdminStatus, AuditActor, AuditCheckpoint, AuditPage, AuditRecordView, AuditState,
     AuditVerified, AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberBlock,
-    MemberElevation, MemberList, MemberStatus, OrgCreated, OrgDeleted, OrgList, OrgUsed, Pong,
-    Removed, RoleInfo, RoleList, StoreInfo, Subscribed, UserBlocked, UserUnblocked, WhoAmI,
+    MemberElevation, MemberList, MemberStatus, OrgCreated, OrgDeleted, OrgList, OrgRenamed,
+    OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, UserBlocked, UserUnblocked,
+    WhoAmI,
 };
 use serde::Serialize;
 
@@ -302,6 +303,34 @@ pub fn unbound(binding: &AccountBinding) -> String {
         "Unbound {} from Unix user {user} (uid {}).\n",
         escaped(&binding.email),
         binding.uid
+    )
+}
+
+pub fn account_renamed(renamed: &AccountRenamed) -> String {
+    let count = renamed.memberships;
+    let noun = if count == 1 {
+        "membership"
+    } else {
+        "memberships"
+    };
+    format!(
+        "Renamed account {} to {} ({count} {noun} moved with it).\n",
+        escaped(&renamed.previous),
+        escaped(&renamed.email)
+    )
+}
+
+pub fn org_renamed(renamed: &OrgRenamed) -> String {
+    let count = renamed.memberships;
+    let noun = if count == 1 {
+        "membership"
+    } else {
+        "memberships"
+    };
+    format!(
+        "Renamed organization {} to {} ({count} {noun} moved with it).\n",
+        escaped(&renamed.previous),
+        escaped(&renamed.org)
     )
 }
 

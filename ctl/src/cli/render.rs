@@ -95,7 +95,9 @@ render_with! {
     AccountShow => output::account_detail;
     AccountUnbind => output::unbound;
     AccountDelete => output::account_deleted;
+    AccountRename => output::account_renamed;
     OrgDelete => output::org_deleted;
+    OrgRename => output::org_renamed;
     AccountBind => output::bound;
     AdminStatus => output::admin_status;
     AuditList => output::audit_page;

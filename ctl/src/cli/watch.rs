@@ -117,6 +117,14 @@ pub fn event_line(event: &Event) -> String {
             Some(uid) => format!("{} bound to uid {uid}", email),
             None => format!("{} unbound", email),
         },
+        EventKind::AccountRenamed => format!(
+            "{} renamed to {email}",
+            escaped(event.previous_email.as_deref().unwrap_or("?"))
+        ),
+        EventKind::OrgRenamed => format!(
+            "{} renamed to {org}",
+            escaped(event.previous_org.as_deref().unwrap_or("?"))
+        ),
     };
     match &event.actor {
         Some(actor) => format!(
@@ -156,6 +164,8 @@ mod tests {
             actor: None,
             until: None,
             reason: None,
+            previous_org: Default::default(),
+            previous_email: Default::default(),
         }
     }
 

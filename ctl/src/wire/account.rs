@@ -85,6 +85,27 @@ pub struct AccountBindParams {
 
 impl Params for AccountBindParams {}
 
+/// Params of `account.rename`: an account's e-mail changes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRenameParams {
+    pub email: String,
+    pub new_email: String,
+}
+
+impl Params for AccountRenameParams {}
+
+/// An account whose e-mail changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct AccountRenamed {
+    /// Its new e-mail.
+    pub email: String,
+    /// Its former e-mail.
+    pub previous: String,
+    /// How many memberships (and invitations) moved with it.
+    pub memberships: u64,
+}
+
 /// Params of `account.delete`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -76,6 +76,8 @@ event_kinds! {
     MemberUnblocked = "member.unblocked": "A member's block was lifted, by an admin or at its end.";
     AccessExpiring = "member.access_expiring": "A member's access or elevated role ends at `until` (a week and a day ahead).";
     BindingChanged = "binding.changed": "An account was bound to a Unix user, or unbound.";
+    OrgRenamed = "org.renamed": "An organization was renamed: `org` is its new name, `previous_org` its old one (no `email`).";
+    AccountRenamed = "account.renamed": "An account's e-mail changed: `email` is the new one, `previous_email` the old one.";
 }
 
 impl fmt::Display for EventKind {
@@ -163,6 +165,12 @@ pub struct Event {
     /// A block's reason, for `member.blocked`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The organization's former name, for `org.renamed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_org: Option<String>,
+    /// The account's former e-mail, for `account.renamed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_email: Option<String>,
 }
 
 /// Why the daemon ended a feed: the params of its last notification.

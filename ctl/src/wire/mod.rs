@@ -115,6 +115,10 @@ declare_methods! {
     /// Delete an organization: refused while it has members, unless forced (superuser).
     OrgDelete(OrgDeleteParams) = "org.delete" => OrgDeleted, write, needs none,
         shapes [["name", "force"]];
+    /// Rename an organization; its members, invitations, feed and audit log follow
+    /// (superuser).
+    OrgRename(OrgRenameParams) = "org.rename" => OrgRenamed, write, needs none,
+        shapes [["name", "new_name"]];
     /// Invite someone with a role.
     UserInvite(UserInviteParams) = "user.invite" => Invitation, write,
         needs OrganizationUserInvite,
@@ -155,6 +159,10 @@ declare_methods! {
     /// unbinding its Unix user (superuser).
     AccountDelete(AccountDeleteParams) = "account.delete" => AccountDeleted, write,
         needs none, shapes [["email", "force"]];
+    /// Change an account's e-mail; its binding, memberships and invitations follow
+    /// (superuser).
+    AccountRename(AccountRenameParams) = "account.rename" => AccountRenamed, write,
+        needs none, shapes [["email", "new_email"]];
     /// Bind an account to a Unix user on a superuser's word.
     AccountBind(AccountBindParams) = "account.bind" => AccountBinding, write, needs none,
         shapes [["email", "unix_user", "carry_all"]];

@@ -51,6 +51,25 @@ pub struct OrgDeleted {
     pub invitations: Vec<String>,
 }
 
+/// Renames an organization: its memberships, invitations, feed and audit log follow.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgRenameParams {
+    pub name: String,
+    pub new_name: String,
+}
+
+/// An organization renamed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct OrgRenamed {
+    /// Its new name.
+    pub org: String,
+    /// Its former name.
+    pub previous: String,
+    /// How many memberships (members and invitations) moved with it.
+    pub memberships: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrgCreated {
     pub org: String,
@@ -88,6 +107,12 @@ impl Params for OrgCreateParams {
 }
 
 impl Params for OrgDeleteParams {
+    fn org(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl Params for OrgRenameParams {
     fn org(&self) -> Option<&str> {
         Some(&self.name)
     }

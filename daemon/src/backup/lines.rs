@@ -194,7 +194,8 @@ mod tests {
             EventRecord::from(record).note,
             Some(EventNote {
                 until: Some(7),
-                reason: Some("audit".into())
+                reason: Some("audit".into()),
+                previous_name: Default::default(),
             })
         );
     }

@@ -19,7 +19,8 @@
 
 use compartmentctl::wire::{
     AccountBindParams, AccountBinding, AccountDeleteParams, AccountDeleted, AccountDetail,
-    AccountList, AccountStatus, BoundMembership, MemberStatus, OrgMembership,
+    AccountList, AccountRenameParams, AccountRenamed, AccountStatus, BoundMembership, MemberStatus,
+    OrgMembership,
 };
 
 use super::error::AdminLoss;
@@ -352,4 +353,44 @@ fn append(
         .account(email)
         .detail(detail)
         .append(txn)
+}
+
+/// `account rename`: a superuser changes an account's e-mail to a free one. Its binding,
+/// memberships (roles, blocks and ends included) and pending invitations follow, so its
+/// user acts on as before; records and events written before keep the old address, as
+/// history. The feed tells each of its organizations (`account.renamed`).
+pub fn rename(
+    txn: &impl Changes,
+    caller: &Caller,
+    params: &AccountRenameParams,
+    now: Millis,
+) -> Result<AccountRenamed, RuleError> {
+    caller.require_superuser("renaming accounts")?;
+    let actor = super::audit::caller_as(caller, None);
+    txn.act_as(&actor);
+    let old = parse_email(&params.email)?;
+    let new = parse_email(&params.new_email)?;
+    let (old, new) = (old.as_str(), new.as_str());
+    if txn.account(old)?.is_none() {
+        return Err(RuleError::AccountNotFound(old.to_owned()));
+    }
+    if old == new {
+        return Err(RuleError::BadRequest(format!(
+            "{old} is already its e-mail"
+        )));
+    }
+    if txn.account(new)?.is_some() {
+        return Err(RuleError::AccountExists(new.to_owned()));
+    }
+    let memberships = txn.orgs_of(old)?.len();
+    txn.rename_account(old, new)?;
+    super::audit::Entry::new(actor, "account.rename", now)
+        .account(new)
+        .detail(format!("renamed from {old}"))
+        .append(txn)?;
+    Ok(AccountRenamed {
+        email: new.to_owned(),
+        previous: old.to_owned(),
+        memberships: u64::try_from(memberships).unwrap_or(u64::MAX),
+    })
 }

@@ -180,9 +180,11 @@ impl Asked {
             Request::UserUnblock(params) => account(&params.email),
             Request::AccountShow(params) | Request::AccountUnbind(params) => account(&params.email),
             Request::AccountDelete(params) => account(&params.email),
+            Request::AccountRename(params) => account(&params.email),
             Request::AccountBind(params) => account(&params.email),
             Request::OrgCreate(params) => organization(&params.name),
             Request::OrgDelete(params) => organization(&params.name),
+            Request::OrgRename(params) => organization(&params.name),
             _ => None,
         };
         Asked {

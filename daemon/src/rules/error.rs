@@ -86,6 +86,8 @@ pub enum RuleError {
     NoSuchUnixUser(String),
     /// No account has this e-mail.
     AccountNotFound(String),
+    /// An account already has this e-mail.
+    AccountExists(String),
     /// Deleting the account without `force` while it is a member of these organizations.
     AccountInUse {
         email: String,
@@ -243,7 +245,7 @@ impl RuleError {
             | RuleError::AccessEnded { .. } => ErrorKind::Forbidden,
             RuleError::Blocked { .. } => ErrorKind::Blocked,
             RuleError::OrgNotFound(_) | RuleError::NotMember { .. } => ErrorKind::NotFound,
-            RuleError::OrgExists(_) => ErrorKind::AlreadyExists,
+            RuleError::OrgExists(_) | RuleError::AccountExists(_) => ErrorKind::AlreadyExists,
             RuleError::AccountInUse { .. } | RuleError::OrgInUse { .. } => ErrorKind::NotEmpty,
             RuleError::AlreadyMember { .. } => ErrorKind::AlreadyMember,
             RuleError::AlreadyInvited { .. } => ErrorKind::AlreadyInvited,
@@ -307,9 +309,7 @@ impl RuleError {
             RuleError::AlreadyInvited { .. } => {
                 "pass --resend to issue a new activation URL and revoke the old one".into()
             }
-            RuleError::LastAdmin { .. } => {
-                "grant admin, without --until, to another member first: blocked admins, and admins whose access or admin role ends, do not count".into()
-            }
+            RuleError::LastAdmin { .. } => "grant admin to another member first".into(),
             RuleError::Blocked { org, .. } => {
                 format!("ask an admin of {org} to unblock you (compartment user unblock)")
             }
@@ -388,6 +388,7 @@ impl fmt::Display for RuleError {
                 )
             }
             RuleError::AccountNotFound(email) => write!(f, "no account {email}"),
+            RuleError::AccountExists(email) => write!(f, "an account {email} already exists"),
             RuleError::AccountInUse { email, orgs } => write!(
                 f,
                 "{email} is a member of {}; nothing was deleted",

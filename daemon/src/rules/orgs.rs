@@ -2,7 +2,7 @@
 
 use compartmentctl::wire::{
     MemberStatus, OrgCreateParams, OrgCreated, OrgDeleteParams, OrgDeleted, OrgEntry, OrgList,
-    OrgUsed, Role,
+    OrgRenameParams, OrgRenamed, OrgUsed, Role,
 };
 
 use super::identity::{authenticate, current_org, in_org, visible_orgs};
@@ -168,4 +168,46 @@ pub fn use_org(
     let org = in_org(txn, &actor, Some(name), now)?.org;
     txn.set_current_org(caller.uid, &org)?;
     Ok(OrgUsed { org })
+}
+
+/// `org rename`: a superuser renames an organization to a free, valid name. Everything
+/// filed under its name moves with it (memberships, invitations and their URLs, `org use`,
+/// its feed and its audit log); the records and events written before keep the old name,
+/// as history. The feed tells of it once (`org.renamed`).
+pub fn rename(
+    txn: &impl Changes,
+    caller: &Caller,
+    params: &OrgRenameParams,
+    now: Millis,
+) -> Result<OrgRenamed, RuleError> {
+    let actor = authenticate(txn, caller)?;
+    caller.require_superuser("renaming an organization")?;
+    txn.act_as(&audit::actor(&actor));
+    let (old, new) = (params.name.as_str(), params.new_name.as_str());
+    if txn.org(old)?.is_none() {
+        return Err(RuleError::OrgNotFound(old.to_owned()));
+    }
+    if !valid_org_name(new) {
+        let shown: String = new.chars().take(80).collect();
+        return Err(RuleError::BadRequest(format!(
+            "{shown:?} is not a valid organization name: use 1 to 63 lowercase letters, digits and dashes, starting with a letter"
+        )));
+    }
+    if old == new {
+        return Err(RuleError::BadRequest(format!("{old} is already its name")));
+    }
+    if txn.org(new)?.is_some() {
+        return Err(RuleError::OrgExists(new.to_owned()));
+    }
+    let memberships = txn.members(old)?.len();
+    txn.rename_org(old, new)?;
+    audit::Entry::new(audit::actor(&actor), "organization.rename", now)
+        .organization(new)
+        .detail(format!("renamed from {old}"))
+        .append(txn)?;
+    Ok(OrgRenamed {
+        org: new.to_owned(),
+        previous: old.to_owned(),
+        memberships: u64::try_from(memberships).unwrap_or(u64::MAX),
+    })
 }

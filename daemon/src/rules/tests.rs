@@ -2967,10 +2967,7 @@ fn blocks_keep_within_the_caps_and_never_leave_an_organization_without_an_admin(
         );
         let err = f.remove(root(), "acme", "admin@example.com").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::LastAdmin);
-        assert_eq!(
-            err.hint().unwrap(),
-            "grant admin, without --until, to another member first: blocked admins, and admins whose access or admin role ends, do not count"
-        );
+        assert_eq!(err.hint().unwrap(), "grant admin to another member first");
         let err = f
             .block(&root(), "admin@example.com", "x", None, T0)
             .unwrap_err();
@@ -3186,5 +3183,217 @@ fn another_organizations_admin_can_neither_block_nor_raise_nor_learn_a_member() 
         }
         assert_eq!(f.last_seq(), seq, "nothing changed");
         own_request(&f, 1002, T0).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// `org rename`: everything filed under the name follows it.
+
+#[test]
+fn a_renamed_organization_keeps_its_members_invitations_feed_and_audit_log() {
+    use compartmentctl::wire::{OrgRenameParams, UserListParams};
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("dev@example.com", Role::Deployer)]);
+        f.write(|txn| orgs::use_org(txn, &user(1002), "acme", T0))
+            .unwrap();
+        let pending = f
+            .invite_as(root(), "acme", "late@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        let feed_before = {
+            let snapshot = f.store.read().unwrap();
+            snapshot.org_events_after("acme", 0, 1000).unwrap().len()
+        };
+        let audit_before = {
+            let snapshot = f.store.read().unwrap();
+            snapshot.org_audit_after("acme", 0, 1000).unwrap().len()
+        };
+        let rename = |f: &Fixture, caller: Caller, name: &str, new_name: &str| {
+            let params = OrgRenameParams {
+                name: name.into(),
+                new_name: new_name.into(),
+            };
+            f.write(|txn| orgs::rename(txn, &caller, &params, T0))
+        };
+        // Only a superuser; to a valid, free name; of an organization that exists.
+        let err = rename(&f, user(1001), "acme", "acme-corp").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "renaming an organization is for superusers (root or the daemon's own user)"
+        );
+        assert_eq!(
+            kind(rename(&f, root(), "acme", "Acme Corp")),
+            ErrorKind::BadRequest
+        );
+        assert_eq!(kind(rename(&f, root(), "nope", "x")), ErrorKind::NotFound);
+        f.create_org("beta", "b@beta.example");
+        assert_eq!(
+            kind(rename(&f, root(), "acme", "beta")),
+            ErrorKind::AlreadyExists
+        );
+
+        let renamed = rename(&f, root(), "acme", "acme-corp").unwrap();
+        assert_eq!(
+            (
+                renamed.org.as_str(),
+                renamed.previous.as_str(),
+                renamed.memberships
+            ),
+            ("acme-corp", "acme", 3)
+        );
+        f.assert_indexes_agree();
+        let snapshot = f.store.read().unwrap();
+        assert!(snapshot.org("acme").unwrap().is_none());
+        // The members act under the new name, the deployer's `org use` with them.
+        let page =
+            members::list_page(&snapshot, &user(1002), &UserListParams::default(), T0).unwrap();
+        assert_eq!(page.org, "acme-corp");
+        assert_eq!(page.members.len(), 3);
+        assert_eq!(
+            kind(members::list(&snapshot, &user(1001), Some("acme"), T0)),
+            ErrorKind::NotFound
+        );
+        assert_eq!(snapshot.active_admins("acme-corp", 10).unwrap(), 1);
+        // Its feed and its audit log follow: what was acme's, and the renaming.
+        let feed = snapshot.org_events_after("acme-corp", 0, 1000).unwrap();
+        assert_eq!(feed.len(), feed_before + 1);
+        let (_, last) = feed.last().unwrap();
+        assert_eq!(last.kind.as_str(), "org.renamed");
+        assert_eq!(
+            last.note.as_ref().unwrap().previous_name.as_deref(),
+            Some("acme")
+        );
+        let audit = snapshot.org_audit_after("acme-corp", 0, 1000).unwrap();
+        assert_eq!(audit.len(), audit_before + 1);
+        assert!(audit.last().unwrap().text.contains("renamed from acme"));
+        assert!(snapshot
+            .org_audit_after("acme", 0, 1000)
+            .unwrap()
+            .is_empty());
+        let verified = crate::store::chain::verify(&snapshot, &[]).unwrap();
+        assert_eq!(verified.broken, None);
+        drop(snapshot);
+        // The pending invitation's URL still works, into the new name.
+        f.activate(user(1009), pending.activation_url.as_deref().unwrap(), T0)
+            .unwrap();
+        let snapshot = f.store.read().unwrap();
+        let late = snapshot
+            .membership("acme-corp", "late@example.com")
+            .unwrap()
+            .unwrap();
+        assert_eq!(late.status, MemberStatus::Active);
+        drop(snapshot);
+        // A new acme starts afresh: none of the old one's feed or records.
+        f.create_org("acme", "new@example.com");
+        let snapshot = f.store.read().unwrap();
+        let feed = shown(snapshot.org_events_after("acme", 0, 1000).unwrap());
+        assert_eq!(feed, ["member.added acme new@example.com admin invited"]);
+        assert_eq!(snapshot.org_audit_after("acme", 0, 1000).unwrap().len(), 1);
+        drop(snapshot);
+        f.assert_indexes_agree();
+    }
+}
+
+#[test]
+fn a_renamed_account_keeps_its_user_memberships_and_invitations() {
+    use compartmentctl::wire::AccountRenameParams;
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("dev@example.com", Role::Deployer)]);
+        f.create_org("beta", "b@beta.example");
+        let pending = f
+            .invite_as(root(), "beta", "dev@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        f.block(&user(1001), "dev@example.com", "audit", None, T0)
+            .unwrap();
+        let rename = |f: &Fixture, caller: Caller, email: &str, new_email: &str| {
+            let params = AccountRenameParams {
+                email: email.into(),
+                new_email: new_email.into(),
+            };
+            f.write(|txn| accounts::rename(txn, &caller, &params, T0))
+        };
+        let err = rename(&f, user(1001), "dev@example.com", "d@example.com").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "renaming accounts is for superusers (root or the daemon's own user)"
+        );
+        assert_eq!(
+            kind(rename(&f, root(), "nobody@example.com", "d@example.com")),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(rename(&f, root(), "dev@example.com", "not an address")),
+            ErrorKind::BadRequest
+        );
+        let err = rename(&f, root(), "dev@example.com", "admin@example.com").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(
+            err.to_string(),
+            "an account admin@example.com already exists"
+        );
+
+        let seq = f.last_seq();
+        let renamed = rename(&f, root(), "dev@example.com", "d@example.com").unwrap();
+        assert_eq!(
+            (
+                renamed.email.as_str(),
+                renamed.previous.as_str(),
+                renamed.memberships
+            ),
+            ("d@example.com", "dev@example.com", 2)
+        );
+        f.assert_indexes_agree();
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(snapshot.account("dev@example.com").unwrap(), None);
+        assert_eq!(
+            snapshot.binding(1002).unwrap().unwrap().email,
+            "d@example.com"
+        );
+        // Its block went with it; the feed of each of its organizations tells of it.
+        let dev = snapshot
+            .membership("acme", "d@example.com")
+            .unwrap()
+            .unwrap();
+        assert_eq!(dev.terms.block.unwrap().reason, "audit");
+        for org in ["acme", "beta"] {
+            let feed = snapshot.org_events_after(org, seq, 10).unwrap();
+            assert_eq!(feed.len(), 1, "{org}");
+            let (_, event) = &feed[0];
+            assert_eq!(
+                (event.kind.as_str(), event.email.as_str(), event.uid),
+                ("account.renamed", "d@example.com", None)
+            );
+            assert_eq!(
+                event.note.as_ref().unwrap().previous_name.as_deref(),
+                Some("dev@example.com")
+            );
+        }
+        drop(snapshot);
+        // Its user acts as the new address; its pending invitation redeems into it.
+        let snapshot = f.store.read().unwrap();
+        let me = identity::whoami(&snapshot, &user(1002), T0).unwrap();
+        assert_eq!(me.account.unwrap().email, "d@example.com");
+        drop(snapshot);
+        f.unblock(&user(1001), "d@example.com", T0).unwrap();
+        own_request(&f, 1002, T0).unwrap();
+        assert_eq!(pending.status, MemberStatus::Active, "root vouched");
+        // A pending account's invitation redeems into its new address.
+        let late = f
+            .invite_as(root(), "beta", "late@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        rename(&f, root(), "late@example.com", "l8@example.com").unwrap();
+        f.activate(user(1010), late.activation_url.as_deref().unwrap(), T0)
+            .unwrap();
+        let snapshot = f.store.read().unwrap();
+        let l8 = snapshot
+            .membership("beta", "l8@example.com")
+            .unwrap()
+            .unwrap();
+        assert_eq!((l8.status, l8.uid), (MemberStatus::Active, Some(1010)));
+        assert_eq!(
+            snapshot.binding(1010).unwrap().unwrap().email,
+            "l8@example.com"
+        );
+        drop(snapshot);
+        f.assert_indexes_agree();
     }
 }

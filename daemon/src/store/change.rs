@@ -19,7 +19,16 @@ pub trait Changes: Reader {
     /// audit log's indexes (the records and events themselves stay: history). Its
     /// memberships are deleted before, by the caller.
     fn delete_org(&self, name: &str) -> Result<()>;
+    /// Renames an organization, with all that is filed under its name: its memberships and
+    /// their indexes, its tokens, every `org use` of it, its part of the feed's and the
+    /// audit log's indexes. The records and events themselves keep the name they were
+    /// written with (history). `new` must be free.
+    fn rename_org(&self, old: &str, new: &str) -> Result<()>;
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()>;
+    /// Changes an account's e-mail, with all that is filed under it: its binding, its
+    /// memberships and their indexes, its pending tokens. Records and events keep the
+    /// address they were written with (history). `new` must be free.
+    fn rename_account(&self, old: &str, new: &str) -> Result<()>;
     /// Deletes an account; its memberships and binding are deleted before, by the caller.
     fn delete_account(&self, email: &str) -> Result<()>;
     fn put_binding(&self, uid: u32, binding: &BindingRecord) -> Result<()>;
@@ -125,8 +134,56 @@ impl<R: Rows> Changes for Tracked<'_, R> {
         self.mark().delete_org(name)
     }
 
+    /// Tells the feed, once: an event of the organization under its new name, naming the
+    /// old one, which services that key their state by name follow.
+    fn rename_org(&self, old: &str, new: &str) -> Result<()> {
+        let rows = self.mark();
+        rows.rename_org(old, new)?;
+        rows.append_event(&EventRecord {
+            at: self.now,
+            kind: EventKind::OrgRenamed,
+            org: Some(new.to_owned()),
+            email: String::new(),
+            role: None,
+            previous_role: None,
+            status: None,
+            uid: None,
+            actor: self.actor(),
+            note: Some(EventNote {
+                until: None,
+                reason: None,
+                previous_name: Some(old.to_owned()),
+            }),
+        })?;
+        Ok(())
+    }
+
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
         self.mark().put_account(email, account)
+    }
+
+    /// Tells the feed, once: an event of the account under its new e-mail, filed under
+    /// each of its organizations, naming the old one.
+    fn rename_account(&self, old: &str, new: &str) -> Result<()> {
+        let rows = self.mark();
+        rows.rename_account(old, new)?;
+        rows.append_event(&EventRecord {
+            at: self.now,
+            kind: EventKind::AccountRenamed,
+            org: None,
+            email: new.to_owned(),
+            role: None,
+            previous_role: None,
+            status: None,
+            uid: None,
+            actor: self.actor(),
+            note: Some(EventNote {
+                until: None,
+                reason: None,
+                previous_name: Some(old.to_owned()),
+            }),
+        })?;
+        Ok(())
     }
 
     fn delete_account(&self, email: &str) -> Result<()> {
@@ -440,11 +497,13 @@ fn note(kind: EventKind, record: &MembershipRecord) -> Option<EventNote> {
         (EventKind::MemberBlocked, Some(block)) => EventNote {
             until: block.until,
             reason: Some(block.reason.clone()),
+            previous_name: None,
         },
         (EventKind::MemberRemoved | EventKind::MemberUnblocked, _) => return None,
         _ => EventNote {
             until: ends,
             reason: None,
+            previous_name: None,
         },
     };
     (note != EventNote::default()).then_some(note)

@@ -50,15 +50,20 @@ pub fn check_indexes(reader: &(impl Reader + ?Sized)) -> Result<Vec<String>> {
 /// Every membership's event is filed under its organization, and the index files under an
 /// organization only that organization's events and bindings' events.
 fn check_feed_index(reader: &(impl Reader + ?Sized), problems: &mut Vec<String>) -> Result<()> {
-    let mut filed = std::collections::HashSet::new();
-    for org in reader.org_names()? {
-        for (seq, event) in reader.org_events_after(&org, 0, usize::MAX)? {
-            if event.org.is_some() && event.org.as_deref() != Some(org.as_str()) {
-                problems.push(format!("org_events files event {seq} under {org}"));
-            }
+    use std::collections::{HashMap, HashSet};
+    let orgs: HashSet<String> = reader.org_names()?.into_iter().collect();
+    let mut filed = HashSet::new();
+    for org in &orgs {
+        for (seq, _) in reader.org_events_after(org, 0, usize::MAX)? {
             filed.insert((org.clone(), seq));
         }
     }
+    // Each event naming an organization, and each renaming (`org.renamed`, filed under the
+    // new name, naming the old).
+    let mut named = Vec::new();
+    // Events of no organization (a binding's) are filed under the organizations of the
+    // account they name, which the feed's index alone records.
+    let mut unnamed = HashSet::new();
     let mut after = 0;
     loop {
         let batch = reader.events_after(after, 4096)?;
@@ -66,13 +71,41 @@ fn check_feed_index(reader: &(impl Reader + ?Sized), problems: &mut Vec<String>)
             break;
         };
         for (seq, event) in batch {
-            if let Some(org) = event.org {
-                if !filed.contains(&(org.clone(), seq)) {
-                    problems.push(format!("org_events lacks ({org}, {seq})"));
+            match event.org {
+                Some(org) => {
+                    let previous = event.note.and_then(|note| note.previous_name);
+                    named.push((seq, org, previous));
+                }
+                None => {
+                    unnamed.insert(seq);
                 }
             }
         }
         after = last;
+    }
+    // Where each event is filed now: under its organization's name, or the name it was
+    // renamed to since (walked from the newest, so a name renamed twice ends at the last).
+    let mut renamed: HashMap<String, String> = HashMap::new();
+    let mut expected = HashSet::new();
+    for (seq, org, previous) in named.into_iter().rev() {
+        let now_named = renamed.get(&org).cloned().unwrap_or_else(|| org.clone());
+        if let Some(previous) = previous {
+            renamed.insert(previous, now_named.clone());
+        }
+        // A deleted organization's events are filed nowhere.
+        if orgs.contains(&now_named) {
+            expected.insert((now_named, seq));
+        }
+    }
+    for (org, seq) in &expected {
+        if !filed.contains(&(org.clone(), *seq)) {
+            problems.push(format!("org_events lacks ({org}, {seq})"));
+        }
+    }
+    for (org, seq) in &filed {
+        if !unnamed.contains(seq) && !expected.contains(&(org.clone(), *seq)) {
+            problems.push(format!("org_events files event {seq} under {org}"));
+        }
     }
     Ok(())
 }

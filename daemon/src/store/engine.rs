@@ -478,8 +478,16 @@ impl Changes for Tables<'_> {
         either!(self, rows => rows.delete_org(name))
     }
 
+    fn rename_org(&self, old: &str, new: &str) -> Result<()> {
+        either!(self, rows => rows.rename_org(old, new))
+    }
+
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
         either!(self, rows => rows.put_account(email, account))
+    }
+
+    fn rename_account(&self, old: &str, new: &str) -> Result<()> {
+        either!(self, rows => rows.rename_account(old, new))
     }
 
     fn delete_account(&self, email: &str) -> Result<()> {

@@ -534,11 +534,14 @@ pub struct EventRecord {
     pub note: Option<EventNote>,
 }
 
-/// What a membership's event adds for services that end sessions: until when, and why.
+/// What an event adds for services: until when and why (a membership's, for services that
+/// end sessions), and the former name of what was renamed: an organization's
+/// (`org.renamed`) or an account's e-mail (`account.renamed`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct EventNote {
     pub until: Option<Millis>,
     pub reason: Option<String>,
+    pub previous_name: Option<String>,
 }
 
 /// An event as schemas 4 to 6 wrote it: without its actor.
@@ -779,10 +782,11 @@ mod tests {
         noted.note = Some(EventNote {
             until: Some(9),
             reason: Some("r".into()),
+            previous_name: Some("p".into()),
         });
         let mut noted_bytes = current.clone();
         noted_bytes.pop();
-        noted_bytes.extend([1, 1, 9, 1, 1, b'r']);
+        noted_bytes.extend([1, 1, 9, 1, 1, b'r', 1, 1, b'p']);
         pinned("events", noted.clone(), &noted_bytes);
         // Both read as an event, whichever layout; an event without an actor is stored
         // with the actor's absence, so it is never mistaken for an old one.

@@ -408,16 +408,36 @@ impl Import for Session {
                 .iter()
                 .map(|(_, e)| e.note.as_ref().and_then(|note| note.reason.as_deref()))
                 .collect();
+            let previous_names: Vec<Option<&str>> = rows
+                .iter()
+                .map(|(_, e)| {
+                    e.note
+                        .as_ref()
+                        .and_then(|note| note.previous_name.as_deref())
+                })
+                .collect();
             self.execute(
                 "INSERT INTO events
                      (seq, at, kind, org, email, role, previous_role, status, uid, actor, until,
-                      reason)
+                      reason, previous_name)
                  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                                       $5::text[], $6::text[], $7::text[], $8::text[],
-                                      $9::bigint[], $10::text[], $11::bigint[], $12::text[])",
+                                      $9::bigint[], $10::text[], $11::bigint[], $12::text[],
+                                      $13::text[])",
                 &[
-                    &seqs, &at, &kinds, &orgs, &emails, &roles, &previous, &statuses, &uids,
-                    &actors, &untils, &reasons,
+                    &seqs,
+                    &at,
+                    &kinds,
+                    &orgs,
+                    &emails,
+                    &roles,
+                    &previous,
+                    &statuses,
+                    &uids,
+                    &actors,
+                    &untils,
+                    &reasons,
+                    &previous_names,
                 ],
             )?;
         }

@@ -164,7 +164,7 @@ impl TermsColumns {
 }
 
 pub(super) const EVENT: &str =
-    "seq, at, kind, org, email, role, previous_role, status, uid, actor, until, reason";
+    "seq, at, kind, org, email, role, previous_role, status, uid, actor, until, reason, previous_name";
 
 pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
     const TABLE: &str = "events";
@@ -200,9 +200,14 @@ pub(super) fn event(row: &Row) -> Result<(u64, EventRecord)> {
                     .map(|at| millis(TABLE, at))
                     .transpose()?,
                 row.try_get::<_, Option<String>>("reason")?,
+                row.try_get::<_, Option<String>>("previous_name")?,
             ) {
-                (None, None) => None,
-                (until, reason) => Some(EventNote { until, reason }),
+                (None, None, None) => None,
+                (until, reason, previous_name) => Some(EventNote {
+                    until,
+                    reason,
+                    previous_name,
+                }),
             },
         },
     ))

@@ -375,6 +375,7 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
     let mut actors = Vec::new();
     let mut untils = Vec::new();
     let mut reasons = Vec::new();
+    let mut previous_names = Vec::new();
     let mut filed_orgs = Vec::new();
     let mut filed_seqs = Vec::new();
     for Appended {
@@ -406,6 +407,7 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
         let note = event.note.unwrap_or_default();
         untils.push(note.until.map(|at| stored(TABLE, at)).transpose()?);
         reasons.push(note.reason);
+        previous_names.push(note.previous_name);
         orgs.push(event.org);
         emails.push(event.email);
         for org in feeds {
@@ -416,10 +418,10 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
     let mut out = vec![Statement {
         sql: "INSERT INTO events
                   (seq, at, kind, org, email, role, previous_role, status, uid, actor, until,
-                   reason)
+                   reason, previous_name)
               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[],
                                    $5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[],
-                                   $10::text[], $11::bigint[], $12::text[])",
+                                   $10::text[], $11::bigint[], $12::text[], $13::text[])",
         params: vec![
             column(seqs),
             column(at),
@@ -433,6 +435,7 @@ fn events_insert(appended: Vec<Appended>) -> Result<Vec<Statement>> {
             column(actors),
             column(untils),
             column(reasons),
+            column(previous_names),
         ],
     }];
     if !filed_orgs.is_empty() {

@@ -35,6 +35,34 @@ impl Changes for Session {
         Ok(())
     }
 
+    fn rename_org(&self, old: &str, new: &str) -> Result<()> {
+        self.flush()?;
+        // The foreign keys are checked at commit, when every row names the new name.
+        self.execute(
+            "WITH orgs AS (UPDATE orgs SET name = $2 WHERE name = $1),
+                  members AS (UPDATE memberships SET org = $2 WHERE org = $1),
+                  tokens AS (UPDATE tokens SET org = $2 WHERE org = $1 AND state = 'pending'),
+                  uses AS (UPDATE current_org SET org = $2 WHERE org = $1),
+                  feed AS (UPDATE org_events SET org = $2 WHERE org = $1)
+             UPDATE audit_log SET org = $2 WHERE org = $1",
+            &[&old, &new],
+        )?;
+        Ok(())
+    }
+
+    fn rename_account(&self, old: &str, new: &str) -> Result<()> {
+        self.flush()?;
+        // The foreign keys are checked at commit, when every row names the new address.
+        self.execute(
+            "WITH accounts AS (UPDATE accounts SET email = $2 WHERE email = $1),
+                  bindings AS (UPDATE bindings SET email = $2 WHERE email = $1),
+                  members AS (UPDATE memberships SET email = $2 WHERE email = $1)
+             UPDATE tokens SET email = $2 WHERE email = $1 AND state = 'pending'",
+            &[&old, &new],
+        )?;
+        Ok(())
+    }
+
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
         self.pending()
             .accounts

@@ -1024,6 +1024,7 @@ fn a_memberships_terms_and_an_events_note_round_trip() {
         note: Some(EventNote {
             until: Some(T0 + 10 * DAY),
             reason: Some("a reason, \"quoted\"".into()),
+            previous_name: Default::default(),
         }),
     };
     let seq = Rows::append_event(&write, &noted).unwrap();
@@ -1085,6 +1086,7 @@ fn a_memberships_terms_and_an_events_note_round_trip() {
                     Some(EventNote {
                         until: Some(T0 + 10 * DAY),
                         reason: None,
+                        previous_name: Default::default(),
                     })
                 ),
                 (3, "dev@example.com", EventKind::BindingChanged, None),
@@ -1093,6 +1095,7 @@ fn a_memberships_terms_and_an_events_note_round_trip() {
                     Some(EventNote {
                         until: block.until,
                         reason: Some(block.reason),
+                        previous_name: Default::default(),
                     })
                 }),
                 (

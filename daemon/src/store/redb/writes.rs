@@ -30,10 +30,98 @@ impl Changes for Tables<'_> {
         Ok(())
     }
 
+    fn rename_org(&self, old: &str, new: &str) -> Result<()> {
+        let Some(record) = self.org(old)? else {
+            return Ok(());
+        };
+        self.put_org(new, &record)?;
+        for (email, membership) in self.members(old)? {
+            if let Some(hash) = &membership.token_hash {
+                if let Some(mut token) = self.token(hash)? {
+                    token.org = new.to_owned();
+                    self.put_token(hash, &token)?;
+                }
+            }
+            self.delete_membership(old, &email, &membership)?;
+            self.put_membership(new, &email, &membership, None)?;
+        }
+        let users: Vec<u32> = {
+            let table = self.current_org_table()?;
+            let mut users = Vec::new();
+            for entry in table.iter()? {
+                let (uid, org) = entry?;
+                if org.value() == old {
+                    users.push(uid.value());
+                }
+            }
+            users
+        };
+        for uid in users {
+            self.current_org_table()?.insert(uid, new)?;
+        }
+        let feed: Vec<u64> = {
+            let table = self.org_events_table()?;
+            let mut seqs = Vec::new();
+            for entry in table.range((old, 0)..=(old, u64::MAX))? {
+                seqs.push(entry?.0.value().1);
+            }
+            seqs
+        };
+        let mut org_events = self.org_events_table()?;
+        org_events.retain_in((old, 0)..=(old, u64::MAX), |_, _| false)?;
+        for seq in feed {
+            org_events.insert((new, seq), ())?;
+        }
+        drop(org_events);
+        let audit: Vec<u64> = {
+            let table = self.audit_by_org_table()?;
+            let mut seqs = Vec::new();
+            for entry in table.range((old, 0)..=(old, u64::MAX))? {
+                seqs.push(entry?.0.value().1);
+            }
+            seqs
+        };
+        let mut audit_by_org = self.audit_by_org_table()?;
+        audit_by_org.retain_in((old, 0)..=(old, u64::MAX), |_, _| false)?;
+        for seq in audit {
+            audit_by_org.insert((new, seq), ())?;
+        }
+        drop(audit_by_org);
+        self.orgs_table()?.remove(old)?;
+        Ok(())
+    }
+
     fn put_account(&self, email: &str, account: &AccountRecord) -> Result<()> {
         self.accounts_table()?
             .insert(email, encode("accounts", account)?.as_slice())?;
         Ok(())
+    }
+
+    fn rename_account(&self, old: &str, new: &str) -> Result<()> {
+        let Some(account) = self.account(old)? else {
+            return Ok(());
+        };
+        self.put_account(new, &account)?;
+        if let Some(uid) = account.uid {
+            if let Some(mut binding) = self.binding(uid)?.filter(|b| b.email == old) {
+                binding.email = new.to_owned();
+                self.put_binding(uid, &binding)?;
+            }
+        }
+        for org in self.orgs_of(old)? {
+            let Some(membership) = self.membership(&org, old)? else {
+                continue;
+            };
+            if let Some(hash) = &membership.token_hash {
+                if let Some(mut token) = self.token(hash)? {
+                    token.email = new.to_owned();
+                    self.put_token(hash, &token)?;
+                }
+            }
+            self.delete_membership(&org, old, &membership)?;
+            self.put_membership(&org, new, &membership, None)?;
+        }
+        self.delete_account(old)
     }
 
     fn delete_account(&self, email: &str) -> Result<()> {

@@ -78,11 +78,27 @@ CREATE CONSTRAINT TRIGGER keep_an_admin
     EXECUTE FUNCTION keep_an_admin();
 
 -- The feed's new kinds, and what a membership's event adds for services that end sessions:
--- until when (a block, access, an elevated role), and a block's reason.
+-- until when (a block, access, an elevated role), and a block's reason; and the former name
+-- of what was renamed (an organization's, an account's e-mail).
 ALTER TABLE events DROP CONSTRAINT events_kind_check;
 ALTER TABLE events
     ADD CONSTRAINT events_kind_check CHECK (kind IN ('member.added', 'member.reinvited',
         'member.activated', 'member.role_changed', 'member.expired', 'member.removed',
-        'member.blocked', 'member.unblocked', 'member.access_expiring', 'binding.changed')),
-    ADD COLUMN until  bigint,
-    ADD COLUMN reason text;
+        'member.blocked', 'member.unblocked', 'member.access_expiring', 'binding.changed',
+        'org.renamed', 'account.renamed')),
+    ADD COLUMN until        bigint,
+    ADD COLUMN reason       text,
+    ADD COLUMN previous_name text;
+
+-- An audit record is filed under the organization it names, and stays filed under it when
+-- the organization is renamed (its text, which the chain seals, keeps the name it was
+-- written with). So the column is set at insert from the record, no longer generated.
+ALTER TABLE audit_log ALTER COLUMN org DROP EXPRESSION;
+CREATE FUNCTION file_audit_record() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.org := COALESCE(NEW.org, NEW.record::jsonb ->> 'org');
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER file_audit_record BEFORE INSERT ON audit_log
+    FOR EACH ROW EXECUTE FUNCTION file_audit_record();

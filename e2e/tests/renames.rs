@@ -1,0 +1,156 @@
+//! `org rename` and `account rename`, as real Unix users on each store: only a superuser
+//! renames; the members act on under the new name (their `org use` with them), the user of
+//! a renamed account acts as its new address, a pending invitation's URL still works, the
+//! feed tells of each once, and the audit log follows.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use compartment_e2e::{each_store, parse_invite, root_test, Daemon, DaemonOptions, TestUser, ROOT};
+
+root_test!(an_account_is_renamed_and_its_user_acts_on_as_it, || {
+    for options in each_store("an_account_is_renamed_and_its_user_acts_on_as_it") {
+        account_renamed(options);
+    }
+});
+
+root_test!(
+    an_organization_is_renamed_with_all_that_is_filed_under_it,
+    || {
+        for options in each_store("an_organization_is_renamed_with_all_that_is_filed_under_it") {
+            renamed(options);
+        }
+    }
+);
+
+fn renamed(options: DaemonOptions) {
+    let d = Daemon::start(options);
+    let admin = TestUser::get("cpt-rn-admin");
+    let late = TestUser::get("cpt-rn-late");
+    let acme = d.create_acme();
+    d.activate(admin.uid, &acme.url).assert_success();
+    d.ctl(admin.uid, &["org", "use", "acme"]).assert_success();
+    let out = d.ctl(
+        admin.uid,
+        &["user", "invite", "late@example.com", "--role", "viewer"],
+    );
+    let pending = parse_invite(&out, "late@example.com", "viewer");
+    let watching = d.spawn_ctl(ROOT, &["events", "watch"]);
+    assert!(
+        watching.wait_for_stdout("Watching", Duration::from_secs(30)),
+        "events watch did not start"
+    );
+
+    d.ctl(admin.uid, &["org", "rename", "acme", "acme-corp"])
+        .assert_err(
+            4,
+            "renaming an organization is for superusers (root or the daemon's own user)",
+        );
+    d.ctl(ROOT, &["org", "rename", "acme", "Acme Corp"]).assert_err(
+        2,
+        "\"Acme Corp\" is not a valid organization name: use 1 to 63 lowercase letters, digits and dashes, starting with a letter",
+    );
+    d.ctl(ROOT, &["org", "rename", "nowhere", "elsewhere"])
+        .assert_err(5, "organization nowhere not found");
+    d.ctl(ROOT, &["org", "rename", "acme", "acme-corp"])
+        .assert_ok("Renamed organization acme to acme-corp (2 memberships moved with it).\n");
+    assert!(
+        watching.wait_for_stdout("acme renamed to acme-corp, by ", Duration::from_secs(30)),
+        "the feed never told of the renaming"
+    );
+
+    // The admin acts on, in the organization chosen before, now under its new name.
+    let list = d.ctl(admin.uid, &["user", "list"]);
+    list.assert_success();
+    assert!(list.stdout.contains("admin@example.com"), "{list:#?}");
+    d.ctl(admin.uid, &["--org", "acme", "user", "list"])
+        .assert_err(5, "organization acme not found");
+    // The URL sent before still works, into the new name.
+    d.activate(late.uid, &pending.url).assert_success();
+    assert_eq!(d.members("acme-corp").members.len(), 2);
+    // The audit log follows: the admins read what was written under the old name.
+    let audit = d.ctl(admin.uid, &["audit", "list", "--output", "jsonl"]);
+    audit.assert_success();
+    let events: Vec<String> = audit
+        .stdout_lines()
+        .iter()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            format!("{} {}", record["event"], record["outcome"])
+        })
+        .collect();
+    // The refusals are records too, and follow with the rest.
+    assert_eq!(
+        events,
+        [
+            r#""organization.create" "ok""#,
+            r#""account.activate" "ok""#,
+            r#""organization.user.invite" "ok""#,
+            r#""organization.rename" "forbidden""#,
+            r#""organization.rename" "bad_request""#,
+            r#""organization.rename" "ok""#,
+            r#""account.activate" "ok""#,
+        ],
+        "{audit:#?}"
+    );
+    d.ctl(ROOT, &["audit", "verify"]).assert_success();
+}
+
+fn account_renamed(options: DaemonOptions) {
+    let d = Daemon::start(options);
+    let admin = TestUser::get("cpt-rn-admin2");
+    let dev = TestUser::get("cpt-rn-dev");
+    let acme = d.create_acme();
+    d.activate(admin.uid, &acme.url).assert_success();
+    let out = d.ctl(
+        admin.uid,
+        &["user", "invite", "dev@example.com", "--role", "deployer"],
+    );
+    let invitation = parse_invite(&out, "dev@example.com", "deployer");
+    d.activate(dev.uid, &invitation.url).assert_success();
+    let watching = d.spawn_ctl(ROOT, &["events", "watch"]);
+    assert!(
+        watching.wait_for_stdout("Watching", Duration::from_secs(30)),
+        "events watch did not start"
+    );
+
+    d.ctl(
+        admin.uid,
+        &["account", "rename", "dev@example.com", "dev@corp.example"],
+    )
+    .assert_err(
+        4,
+        "renaming accounts is for superusers (root or the daemon's own user)",
+    );
+    d.ctl(
+        ROOT,
+        &["account", "rename", "dev@example.com", "admin@example.com"],
+    )
+    .assert_err(1, "an account admin@example.com already exists");
+    d.ctl(
+        ROOT,
+        &["account", "rename", "dev@example.com", "dev@corp.example"],
+    )
+    .assert_ok(
+        "Renamed account dev@example.com to dev@corp.example (1 membership moved with it).\n",
+    );
+    assert!(
+        watching.wait_for_stdout(
+            "dev@example.com renamed to dev@corp.example, by ",
+            Duration::from_secs(30)
+        ),
+        "the feed never told of the renaming"
+    );
+    // Its user acts as the new address, with the role it had.
+    let me = d.ctl(dev.uid, &["whoami", "--output", "json"]);
+    me.assert_success();
+    let me: serde_json::Value = serde_json::from_str(&me.stdout).unwrap();
+    assert_eq!(me["account"]["email"], "dev@corp.example", "{me}");
+    d.ctl(dev.uid, &["auth", "can", "deployment.create"])
+        .assert_success();
+    let members = d.members("acme");
+    let emails: Vec<&str> = members.members.iter().map(|m| m.email.as_str()).collect();
+    assert_eq!(emails, ["admin@example.com", "dev@corp.example"]);
+    d.ctl(ROOT, &["account", "show", "dev@example.com"])
+        .assert_err(5, "no account dev@example.com");
+}
