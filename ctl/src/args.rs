@@ -598,6 +598,36 @@ pub enum OrgCommand {
         name: String,
     },
 
+    /// Map a Unix group to a role in an organization: its users act there with that role
+    /// without an invitation (superuser only)
+    #[command(
+        name = "map-group",
+        after_help = "A member who is also in a mapped group acts with the higher of the two \
+        roles. A user taken out of the group loses what it gives within 5 seconds (the \
+        daemon's group lookup cache). Admins by a group do not count for the last-admin rule."
+    )]
+    MapGroup {
+        /// The organization's name
+        name: String,
+
+        /// The Unix group's name (getent group NAME shows it)
+        group: String,
+
+        /// The role its users act with
+        #[arg(value_parser = ROLES)]
+        role: Role,
+    },
+
+    /// End a Unix group's mapping (superuser only)
+    #[command(name = "unmap-group")]
+    UnmapGroup {
+        /// The organization's name
+        name: String,
+
+        /// The group, by the name it was mapped with or by its gid
+        group: String,
+    },
+
     /// Rename an organization: its members, invitations (their URLs keep working), feed
     /// and audit log follow (superuser only)
     #[command(

@@ -304,7 +304,7 @@ fn check_request(element: &Value, request: &Request) -> Result<(), TestCaseError
 // Inputs
 
 /// Keys that make a random object look like a request, and every params field name.
-const KEYS: [&str; 20] = [
+const KEYS: [&str; 21] = [
     "jsonrpc",
     "id",
     "method",
@@ -325,6 +325,7 @@ const KEYS: [&str; 20] = [
     "access_until",
     "new_name",
     "new_email",
+    "group",
 ];
 
 fn key() -> impl Strategy<Value = String> {
@@ -478,6 +479,8 @@ fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
         "org.use" => &[("name", true)],
         "org.delete" => &[("name", true), ("force", false)],
         "org.rename" => &[("name", true), ("new_name", true)],
+        "org.map_group" => &[("name", true), ("group", true), ("role", true)],
+        "org.unmap_group" => &[("name", true), ("group", true)],
         "user.invite" => &[
             ("org", false),
             ("email", true),
@@ -751,6 +754,8 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":27,"method":"user.unblock","params":{"email":"d@example.com"}}"#,
         r#"{"jsonrpc":"2.0","id":28,"method":"org.rename","params":{"name":"acme","new_name":"acme-corp"}}"#,
         r#"{"jsonrpc":"2.0","id":29,"method":"account.rename","params":{"email":"d@example.com","new_email":"e@example.com"}}"#,
+        r#"{"jsonrpc":"2.0","id":30,"method":"org.map_group","params":{"name":"acme","group":"ops","role":"deployer"}}"#,
+        r#"{"jsonrpc":"2.0","id":31,"method":"org.unmap_group","params":{"name":"acme","group":"2001"}}"#,
     ];
     assert_eq!(lines.len(), METHODS.len());
     for line in lines {

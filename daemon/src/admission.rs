@@ -128,6 +128,7 @@ mod tests {
             pid: None,
             superuser,
             user: None,
+            groups: Default::default(),
         }
     }
 

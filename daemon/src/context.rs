@@ -210,6 +210,11 @@ impl<'a> ReadContext<'a> {
     ) -> Result<Subject, RuleError> {
         self.ctx.subject(caller, check, service, snapshot).await
     }
+
+    /// See [`Context::group_users`].
+    pub(crate) async fn group_users(self, list: &mut compartmentctl::wire::MemberList) {
+        self.ctx.group_users(list).await
+    }
 }
 
 impl Context {
@@ -222,6 +227,7 @@ impl Context {
             pid,
             superuser: uid == 0 || uid == self.daemon_uid,
             user: None,
+            groups: Default::default(),
         }
     }
 
@@ -230,6 +236,7 @@ impl Context {
     /// from that user's first connection on (DESIGN §8). Asked on a blocking thread.
     pub async fn identify_at_connect(&self, mut caller: Caller) -> Caller {
         caller.user = self.caller_name_now(caller.uid).await;
+        caller.groups = self.groups_of(caller.uid).await;
         caller
     }
 
@@ -242,7 +249,21 @@ impl Context {
             Some(name) => name,
             None => self.caller_name_now(caller.uid).await,
         };
+        caller.groups = self.groups_of(caller.uid).await;
         caller
+    }
+
+    /// `uid`'s groups, from the cache when it is fresh (at most
+    /// [`crate::users::CACHE_TTL`] old: how long a user taken out of a group keeps what the
+    /// group's mapping gives), else from NSS on a blocking thread.
+    async fn groups_of(&self, uid: u32) -> Arc<[u32]> {
+        if let Some(hit) = self.users.cached_groups_of(uid) {
+            return hit;
+        }
+        let users = self.users.clone();
+        tokio::task::spawn_blocking(move || users.groups_of(uid))
+            .await
+            .unwrap_or_else(|_| Arc::from([]))
     }
 
     /// `uid`'s name from NSS now, kept for the requests of the next few seconds.
@@ -409,6 +430,7 @@ impl Context {
         // The gid is not known from a uid; nothing the rules decide reads it.
         let mut subject = self.caller(uid, u32::MAX, None);
         subject.user = self.name_of_other(uid).await;
+        subject.groups = self.groups_of(uid).await;
         subject
     }
 
@@ -479,6 +501,37 @@ impl Context {
         match name {
             Some(name) => Ok(Some(self.unix_user(name).await?)),
             None => Ok(None),
+        }
+    }
+
+    /// The Unix group called `name` (gid and name), asked of NSS now on a blocking thread;
+    /// refused as not found when there is none.
+    pub(crate) async fn unix_group(&self, name: &str) -> Result<(u32, String), RuleError> {
+        let users = self.users.clone();
+        let asked = name.to_owned();
+        tokio::task::spawn_blocking(move || users.group_named(&asked))
+            .await
+            .ok()
+            .flatten()
+            .ok_or_else(|| RuleError::NoSuchUnixGroup(name.to_owned()))
+    }
+
+    /// Fills in the users of each group `list` shows, from NSS on a blocking thread.
+    pub(crate) async fn group_users(&self, list: &mut compartmentctl::wire::MemberList) {
+        if list.groups.is_empty() {
+            return;
+        }
+        let users = self.users.clone();
+        let gids: Vec<u32> = list.groups.iter().map(|group| group.gid).collect();
+        let found = tokio::task::spawn_blocking(move || {
+            gids.into_iter()
+                .map(|gid| users.group_members(gid))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        for (group, users) in list.groups.iter_mut().zip(found) {
+            group.users = users;
         }
     }
 }

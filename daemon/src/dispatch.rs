@@ -425,7 +425,10 @@ impl Serve for methods::UserList {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let snapshot = ctx.snapshot_for(&caller, params.org.as_deref())?;
-        members::list_page(&snapshot, &caller, &params, ctx.now())
+        let mut list = members::list_page(&snapshot, &caller, &params, ctx.now())?;
+        drop(snapshot);
+        ctx.group_users(&mut list).await;
+        Ok(list)
     }
 
     /// Up to a thousand members: kept as they are until the reply's line is written, never
@@ -469,6 +472,37 @@ impl Serve for methods::OrgRename {
         ctx.writer
             .write_as(caller.uid, move |txn, now| {
                 orgs::rename(txn, &caller, &params, now)
+            })
+            .await
+    }
+}
+
+impl Serve for methods::OrgMapGroup {
+    async fn serve(
+        ctx: WriteContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        // Who asks is judged before the host is asked about the group.
+        caller.require_superuser("mapping Unix groups")?;
+        let group = ctx.unix_group(&params.group).await?;
+        ctx.writer
+            .write_as(caller.uid, move |txn, now| {
+                orgs::map_group(txn, &caller, &params, group.clone(), now)
+            })
+            .await
+    }
+}
+
+impl Serve for methods::OrgUnmapGroup {
+    async fn serve(
+        ctx: WriteContext<'_>,
+        caller: Caller,
+        params: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        ctx.writer
+            .write_as(caller.uid, move |txn, now| {
+                orgs::unmap_group(txn, &caller, &params, now)
             })
             .await
     }

@@ -222,6 +222,7 @@ mod tests {
             pid: Some(1),
             superuser: false,
             user: Some(format!("u{uid}").into()),
+            groups: Default::default(),
         }
     }
 

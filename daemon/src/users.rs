@@ -69,6 +69,29 @@ pub trait Directory: Send + Sync + 'static {
         let _ = (uid, gid);
         None
     }
+    /// Every group `uid`'s user is in, as [`Directory::in_group`] counts them (cached): what
+    /// `org map-group` mappings are matched against. Empty for a uid without a user.
+    fn groups_of(&self, uid: u32) -> Arc<[u32]> {
+        let _ = uid;
+        Arc::from([])
+    }
+    /// [`Directory::groups_of`] when it can answer without asking NSS.
+    fn cached_groups_of(&self, uid: u32) -> Option<Arc<[u32]>> {
+        let _ = uid;
+        None
+    }
+    /// The group called `name`: its gid and name, asked of NSS now (for a mapping that a
+    /// change records).
+    fn group_named(&self, name: &str) -> Option<(u32, String)> {
+        let _ = name;
+        None
+    }
+    /// The users the group `gid` lists as members, by name (NSS's `gr_mem`: not the users
+    /// whose primary group it is).
+    fn group_members(&self, gid: u32) -> Vec<String> {
+        let _ = gid;
+        Vec::new()
+    }
 }
 
 /// True when `uid`/`name` is a real user that may hold an account.
@@ -185,7 +208,7 @@ pub struct SystemUsers {
     by_uid: Cache<u32, Option<String>>,
     by_name: Cache<String, Option<UnixUser>>,
     /// Each uid's groups.
-    groups: Cache<u32, Vec<u32>>,
+    groups: Cache<u32, Arc<[u32]>>,
     /// How many times NSS was asked, for the tests that show what the cache saves.
     asked: AtomicUsize,
 }
@@ -258,14 +281,40 @@ impl Directory for SystemUsers {
     }
 
     fn in_group(&self, uid: u32, gid: u32) -> bool {
-        if let Some(hit) = self.cached_in_group(uid, gid) {
+        self.groups_of(uid).contains(&gid)
+    }
+
+    fn cached_groups_of(&self, uid: u32) -> Option<Arc<[u32]>> {
+        self.groups.get(&uid)
+    }
+
+    fn group_named(&self, name: &str) -> Option<(u32, String)> {
+        self.ask(|| {
+            nix::unistd::Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|group| (group.gid.as_raw(), group.name))
+        })
+    }
+
+    fn group_members(&self, gid: u32) -> Vec<String> {
+        self.ask(|| {
+            nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(gid))
+                .ok()
+                .flatten()
+                .map(|group| group.mem)
+                .unwrap_or_default()
+        })
+    }
+
+    fn groups_of(&self, uid: u32) -> Arc<[u32]> {
+        if let Some(hit) = self.cached_groups_of(uid) {
             return hit;
         }
         let now = Instant::now();
-        let groups = self.ask(|| lookup_groups(uid));
-        let member = groups.contains(&gid);
-        self.groups.put(uid, now, groups);
-        member
+        let groups: Arc<[u32]> = Arc::from(self.ask(|| lookup_groups(uid)));
+        self.groups.put(uid, now, groups.clone());
+        groups
     }
 }
 
@@ -278,6 +327,8 @@ pub struct FakeUsers {
     primary: Mutex<HashMap<u32, u32>>,
     /// The groups that list a user, by name.
     groups: Mutex<HashMap<String, Vec<u32>>>,
+    /// Groups by name.
+    group_names: Mutex<HashMap<String, u32>>,
     asked: AtomicUsize,
 }
 
@@ -294,6 +345,15 @@ impl FakeUsers {
     pub fn add_to_group(&self, name: &str, gid: u32) {
         let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         groups.entry(name.to_owned()).or_default().push(gid);
+    }
+
+    /// Names the group `gid`, for [`Directory::group_named`].
+    pub fn name_group(&self, name: &str, gid: u32) {
+        let mut names = self
+            .group_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        names.insert(name.to_owned(), gid);
     }
 
     /// Makes `gid` the primary group of `uid`'s passwd entry (by default, the gid equal to
@@ -346,15 +406,37 @@ impl Directory for FakeUsers {
     }
 
     fn in_group(&self, uid: u32, gid: u32) -> bool {
+        self.groups_of(uid).contains(&gid)
+    }
+
+    fn group_named(&self, name: &str) -> Option<(u32, String)> {
+        let names = self
+            .group_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        names.get(name).map(|gid| (*gid, name.to_owned()))
+    }
+
+    fn group_members(&self, gid: u32) -> Vec<String> {
+        let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut users: Vec<String> = groups
+            .iter()
+            .filter(|(_, gids)| gids.contains(&gid))
+            .map(|(name, _)| name.clone())
+            .collect();
+        users.sort();
+        users
+    }
+
+    fn groups_of(&self, uid: u32) -> Arc<[u32]> {
         let Some(name) = self.lookup_uid(uid) else {
-            return false;
+            return Arc::from([]);
         };
         let primary = self.primary.lock().unwrap_or_else(PoisonError::into_inner);
         let groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
-        primary.get(&uid).copied().unwrap_or(uid) == gid
-            || groups
-                .get(&name)
-                .is_some_and(|listed| listed.contains(&gid))
+        let mut all = vec![primary.get(&uid).copied().unwrap_or(uid)];
+        all.extend(groups.get(&name).into_iter().flatten().copied());
+        Arc::from(all)
     }
 }
 

@@ -992,6 +992,7 @@ mod tests {
         OrgRecord {
             created_at,
             created_by_uid: 0,
+            groups: Default::default(),
         }
     }
 

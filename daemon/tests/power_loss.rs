@@ -35,6 +35,7 @@ fn root() -> Caller {
         pid: Some(1),
         superuser: true,
         user: Some("root".into()),
+        groups: Default::default(),
     }
 }
 
@@ -667,6 +668,7 @@ fn a_commit_without_a_sync_does_not_survive_a_power_cut() {
             let org = OrgRecord {
                 created_at: T0,
                 created_by_uid: 0,
+                groups: Default::default(),
             };
             txn.tables().put_org(name, &org).unwrap();
             txn.commit(&commit, Announcement::default()).unwrap();

@@ -150,6 +150,7 @@ impl Endpoint {
             org: org.to_owned(),
             members: Vec::new(),
             next: None,
+            groups: Default::default(),
         };
         let mut after = None;
         loop {

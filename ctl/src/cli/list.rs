@@ -5,7 +5,9 @@ use std::borrow::Cow;
 use std::io::{self, Write};
 
 use compartmentctl::args::OutputFormat;
-use compartmentctl::wire::{MemberPage, MemberView, Request, Text, UserListParams, MAX_PAGE};
+use compartmentctl::wire::{
+    GroupMembers, MemberPage, MemberView, Request, Text, UserListParams, MAX_PAGE,
+};
 use compartmentctl::Client;
 
 use super::escape::escaped;
@@ -111,6 +113,9 @@ pub fn stream(
             }
         }
         let shown = page.members.get(from..to).unwrap_or(&[]);
+        if printer.groups.is_empty() {
+            printer.groups = page.groups;
+        }
         printer.page(page.org.as_str(), shown, out)?;
     }
     printer.finish(out)?;
@@ -131,6 +136,8 @@ struct Printer {
     any: bool,
     /// The organization the daemon named, for a document that no member opened.
     org: Option<String>,
+    /// The Unix groups mapped to a role, from the first page: shown after the members.
+    groups: Vec<GroupMembers>,
 }
 
 impl Printer {
@@ -141,6 +148,7 @@ impl Printer {
             started: false,
             any: false,
             org: None,
+            groups: Vec::new(),
         }
     }
 
@@ -214,8 +222,18 @@ impl Printer {
             self.started = true;
             out.write_all(&text)?;
         }
-        if self.format == OutputFormat::Json {
-            out.write_all(b"]}\n")?;
+        match self.format {
+            OutputFormat::Json if self.groups.is_empty() => out.write_all(b"]}\n")?,
+            OutputFormat::Json => {
+                out.write_all(b"],\"groups\":")?;
+                serde_json::to_writer(&mut *out, &self.groups)?;
+                out.write_all(b"}\n")?;
+            }
+            OutputFormat::Text if !self.groups.is_empty() => {
+                out.write_all(output::group_members(&self.groups).as_bytes())?;
+            }
+            // A line per member: the groups are not members (`--output json` shows them).
+            OutputFormat::Text | OutputFormat::Jsonl => {}
         }
         Ok(())
     }
@@ -343,6 +361,7 @@ mod tests {
                 })
                 .collect(),
             next: None,
+            groups: Default::default(),
         }
     }
 

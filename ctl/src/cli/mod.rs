@@ -33,9 +33,9 @@ use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
     AccountBindParams, AccountDeleteParams, AccountParams, AccountRenameParams, ActivateParams,
     AuditListParams, AuditVerifyParams, AuthzCheckParams, Check, EventsSubscribeParams,
-    OrgCreateParams, OrgDeleteParams, OrgRenameParams, OrgUseParams, Request, RoleGrantParams,
-    RoleShowParams, UserBlockParams, UserInviteParams, UserListParams, UserRemoveParams,
-    UserUnblockParams,
+    OrgCreateParams, OrgDeleteParams, OrgMapGroupParams, OrgRenameParams, OrgUnmapGroupParams,
+    OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserBlockParams, UserInviteParams,
+    UserListParams, UserRemoveParams, UserUnblockParams,
 };
 use compartmentctl::{Client, ClientError};
 
@@ -285,6 +285,12 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         }
         Command::Org(OrgCommand::Rename { name, new_name }) => {
             Request::OrgRename(OrgRenameParams { name, new_name })
+        }
+        Command::Org(OrgCommand::MapGroup { name, group, role }) => {
+            Request::OrgMapGroup(OrgMapGroupParams { name, group, role })
+        }
+        Command::Org(OrgCommand::UnmapGroup { name, group }) => {
+            Request::OrgUnmapGroup(OrgUnmapGroupParams { name, group })
         }
         Command::Account(AccountCommand::List) => Request::AccountList,
         Command::Admin(AdminCommand::Backup { .. }) => Request::AdminBackup,

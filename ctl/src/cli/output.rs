@@ -9,10 +9,10 @@ use std::io::{self, Write};
 use compartmentctl::wire::{
     AccountBinding, AccountDeleted, AccountDetail, AccountList, AccountRenamed, AccountStatus,
     Activated, AdminStatus, AuditActor, AuditCheckpoint, AuditPage, AuditRecordView, AuditState,
-    AuditVerified, AuthzAnswer, BackupHeader, Decision, Granted, Invitation, Member, MemberBlock,
-    MemberElevation, MemberList, MemberStatus, OrgCreated, OrgDeleted, OrgList, OrgRenamed,
-    OrgUsed, Pong, Removed, RoleInfo, RoleList, StoreInfo, Subscribed, UserBlocked, UserUnblocked,
-    WhoAmI,
+    AuditVerified, AuthzAnswer, BackupHeader, Decision, Granted, GroupMapped, GroupMembers,
+    GroupUnmapped, Invitation, Member, MemberBlock, MemberElevation, MemberList, MemberStatus,
+    OrgCreated, OrgDeleted, OrgList, OrgRenamed, OrgUsed, Pong, Removed, RoleInfo, RoleList,
+    StoreInfo, Subscribed, UserBlocked, UserUnblocked, WhoAmI,
 };
 use serde::Serialize;
 
@@ -222,7 +222,65 @@ pub fn member_expires<'a>(
 /// One page as a whole table (`user list` itself streams; see `list`).
 pub fn member_list(list: &MemberList) -> String {
     let rows: Vec<[String; 5]> = list.members.iter().map(member_row).collect();
-    table(MEMBER_HEADER, &rows)
+    let mut out = table(MEMBER_HEADER, &rows);
+    if !list.groups.is_empty() {
+        out.push_str(&group_members(&list.groups));
+    }
+    out
+}
+
+/// The Unix groups mapped to a role, after `user list`'s members: where a group member's
+/// role comes from.
+pub fn group_members(groups: &[GroupMembers]) -> String {
+    let rows: Vec<[String; 4]> = groups
+        .iter()
+        .map(|group| {
+            let users = if group.users.is_empty() {
+                "-".to_owned()
+            } else {
+                group
+                    .users
+                    .iter()
+                    .map(|user| escaped(user).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            [
+                escaped(&group.group).into_owned(),
+                group.gid.to_string(),
+                group.role.to_string(),
+                users,
+            ]
+        })
+        .collect();
+    format!(
+        "\nBy Unix group (org map-group):\n{}",
+        table(["GROUP", "GID", "ROLE", "USERS"], &rows)
+    )
+}
+
+pub fn group_mapped(mapped: &GroupMapped) -> String {
+    let was = mapped
+        .previous_role
+        .map(|role| format!(" (was {role})"))
+        .unwrap_or_default();
+    format!(
+        "Mapped Unix group {} (gid {}) to {} in {}{was}.\n",
+        escaped(&mapped.group),
+        mapped.gid,
+        mapped.role,
+        escaped(&mapped.org)
+    )
+}
+
+pub fn group_unmapped(unmapped: &GroupUnmapped) -> String {
+    format!(
+        "Unmapped Unix group {} (gid {}) from {} (was {}).\n",
+        escaped(&unmapped.group),
+        unmapped.gid,
+        escaped(&unmapped.org),
+        unmapped.role
+    )
 }
 
 /// A cell's text, escaped, or `-` when it has none.
@@ -993,6 +1051,7 @@ mod tests {
             org: "acme".into(),
             members: vec![],
             next: None,
+            groups: Default::default(),
         };
         assert_eq!(
             member_list(&list),
@@ -1011,6 +1070,7 @@ mod tests {
                 elevation: None,
             }],
             next: None,
+            groups: Default::default(),
         };
         assert_eq!(
             member_list(&list),
@@ -1030,6 +1090,7 @@ mod tests {
                 elevation: None,
             }],
             next: None,
+            groups: Default::default(),
         };
         assert_eq!(
             member_list(&list),
@@ -1167,6 +1228,7 @@ mod tests {
                 active("g@example.com"),
             ],
             next: None,
+            groups: Default::default(),
         };
         assert_eq!(
             member_list(&list),
@@ -1607,6 +1669,7 @@ mod tests {
                     elevation: None,
                 }],
                 next: None,
+                groups: Default::default(),
             }),
             account_list(&AccountList {
                 accounts: vec![detail.clone()],
@@ -1709,6 +1772,7 @@ mod tests {
                     }),
                 }],
                 next: None,
+                groups: Default::default(),
             }),
         ];
         for text in &texts {
@@ -1759,6 +1823,7 @@ mod tests {
                 },
             ],
             next: None,
+            groups: Default::default(),
         };
         assert_eq!(
             member_list(&list),

@@ -98,6 +98,8 @@ render_with! {
     AccountRename => output::account_renamed;
     OrgDelete => output::org_deleted;
     OrgRename => output::org_renamed;
+    OrgMapGroup => output::group_mapped;
+    OrgUnmapGroup => output::group_unmapped;
     AccountBind => output::bound;
     AdminStatus => output::admin_status;
     AuditList => output::audit_page;

@@ -181,6 +181,12 @@ mod tests {
                 if *k == EventKind::MemberBlocked {
                     event.reason = Some("laptop lost".into());
                 }
+                if *k == EventKind::OrgRenamed {
+                    event.previous_org = Some("acme-old".into());
+                }
+                if *k == EventKind::AccountRenamed {
+                    event.previous_email = Some("old@example.com".into());
+                }
                 event_line(&event)
             })
             .collect();
@@ -199,6 +205,8 @@ mod tests {
                 "#7  2026-05-01T12:00:00Z  acme: dep@example.com is deployer until \
                  2026-12-14T00:00:00Z, then viewer\n",
                 "#7  2026-05-01T12:00:00Z  dep@example.com bound to uid 1001\n",
+                "#7  2026-05-01T12:00:00Z  acme-old renamed to acme\n",
+                "#7  2026-05-01T12:00:00Z  old@example.com renamed to dep@example.com\n",
             ]
         );
         let mut hostile = event(EventKind::MemberRemoved);

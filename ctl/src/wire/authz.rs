@@ -142,6 +142,9 @@ pub enum Reason {
     Superuser,
     /// Allowed: the subject's role in the organization holds the permission.
     Role,
+    /// Allowed: a Unix group of the subject's is mapped there to a role that holds it
+    /// (`org map-group`), higher than any membership gives.
+    Group,
     /// The subject's role there does not hold it.
     RoleTooLow,
     /// The subject has no membership there (none, or removed), or no such organization.

@@ -119,6 +119,13 @@ declare_methods! {
     /// (superuser).
     OrgRename(OrgRenameParams) = "org.rename" => OrgRenamed, write, needs none,
         shapes [["name", "new_name"]];
+    /// Map a Unix group to a role in an organization: its users act there with that role,
+    /// without an invitation (superuser).
+    OrgMapGroup(OrgMapGroupParams) = "org.map_group" => GroupMapped, write, needs none,
+        shapes [["name", "group", "role"]];
+    /// End a Unix group's mapping (superuser).
+    OrgUnmapGroup(OrgUnmapGroupParams) = "org.unmap_group" => GroupUnmapped, write,
+        needs none, shapes [["name", "group"]];
     /// Invite someone with a role.
     UserInvite(UserInviteParams) = "user.invite" => Invitation, write,
         needs OrganizationUserInvite,

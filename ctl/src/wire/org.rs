@@ -51,6 +51,74 @@ pub struct OrgDeleted {
     pub invitations: Vec<String>,
 }
 
+/// Maps a Unix group to a role in an organization: its users act there with that role,
+/// without an invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgMapGroupParams {
+    /// The organization.
+    pub name: String,
+    /// The Unix group, by name (as `getent group` shows it).
+    pub group: String,
+    pub role: Role,
+}
+
+/// A Unix group mapped, or its mapping changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GroupMapped {
+    pub org: String,
+    pub group: String,
+    pub gid: u32,
+    pub role: Role,
+    /// The role it was mapped to before, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_role: Option<Role>,
+}
+
+/// Ends a Unix group's mapping in an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgUnmapGroupParams {
+    /// The organization.
+    pub name: String,
+    /// The Unix group, by the name it was mapped with, or by its gid.
+    pub group: String,
+}
+
+/// A Unix group's mapping ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GroupUnmapped {
+    pub org: String,
+    pub group: String,
+    pub gid: u32,
+    /// The role it was mapped to.
+    pub role: Role,
+}
+
+/// A Unix group mapped to a role, and its users as NSS lists them (`user.list`'s first
+/// page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GroupMembers {
+    pub group: String,
+    pub gid: u32,
+    pub role: Role,
+    /// The users the group lists as members, by name (its members by primary group are not
+    /// listed by NSS, and so not here).
+    pub users: Vec<String>,
+}
+
+impl Params for OrgMapGroupParams {
+    fn org(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
+impl Params for OrgUnmapGroupParams {
+    fn org(&self) -> Option<&str> {
+        Some(&self.name)
+    }
+}
+
 /// Renames an organization: its memberships, invitations, feed and audit log follow.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

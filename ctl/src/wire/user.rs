@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MemberStatus, Params, Role};
+use super::{GroupMembers, MemberStatus, Params, Role};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +138,10 @@ pub struct MemberList {
     pub next: Option<String>,
     /// Ordered by e-mail; one page of at most the request's `limit`.
     pub members: Vec<Member>,
+    /// The Unix groups mapped to a role here and their users (`org map-group`), on the
+    /// first page only (a request without `after`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupMembers>,
 }
 
 /// A [`MemberList`] read in place: its text borrowed from the response's line rather than
@@ -151,6 +155,8 @@ pub struct MemberPage<'a> {
     pub next: Option<Text<'a>>,
     #[serde(borrow)]
     pub members: Vec<MemberView<'a>>,
+    #[serde(default)]
+    pub groups: Vec<GroupMembers>,
 }
 
 /// A [`Member`] read in place; serializes exactly as [`Member`] does.
@@ -299,6 +305,7 @@ mod tests {
                 },
             ],
             next: Some("YkBleGFtcGxlLmNvbQ".into()),
+            groups: Default::default(),
         }
     }
 

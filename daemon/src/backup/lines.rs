@@ -184,7 +184,7 @@ mod tests {
             panic!("not a membership");
         };
         assert_eq!(record.terms, Terms::default());
-        let blocked = r#"{"kind":"event","seq":9,"at":6,"event":"member.blocked","org":"acme","email":"a@x.io","role":"viewer","previous_role":null,"status":"active","uid":1001,"note":{"until":7,"reason":"audit"}}"#;
+        let blocked = r#"{"kind":"event","seq":9,"at":6,"event":"member.blocked","org":"acme","email":"a@x.io","role":"viewer","previous_role":null,"status":"active","uid":1001,"note":{"until":7,"reason":"audit","previous_name":null}}"#;
         let line = serde_json::from_str::<Line>(blocked).unwrap();
         assert_eq!(serde_json::to_string(&line).unwrap(), blocked);
         let Line::Event { record, .. } = line else {
@@ -210,6 +210,7 @@ mod tests {
                     record: OrgRecord {
                         created_at: 1,
                         created_by_uid: 0,
+                        groups: Default::default(),
                     },
                 },
                 r#"{"kind":"org","name":"acme","created_at":1,"created_by_uid":0}"#,

@@ -74,6 +74,7 @@ fn fill(store: &Store) {
                 &OrgRecord {
                     created_at: T0,
                     created_by_uid: 0,
+                    groups: Default::default(),
                 },
             )
             .unwrap();

@@ -185,6 +185,8 @@ impl Asked {
             Request::OrgCreate(params) => organization(&params.name),
             Request::OrgDelete(params) => organization(&params.name),
             Request::OrgRename(params) => organization(&params.name),
+            Request::OrgMapGroup(params) => organization(&params.name),
+            Request::OrgUnmapGroup(params) => organization(&params.name),
             _ => None,
         };
         Asked {

@@ -141,20 +141,32 @@ pub fn decide(
     decision.role = Some(role);
     decision.allowed = role.permits(permission);
     let needs = Needs(permission);
+    let group = here.through_group(actor.caller.uid, now);
     decision.reason = match (&here, decision.allowed) {
         (Standing::Superuser, _) => Reason::Superuser,
+        (_, true) if group.is_some() => Reason::Group,
         (_, true) => Reason::Role,
         (_, false) => Reason::RoleTooLow,
     };
-    decision.message = match here {
-        Standing::Superuser => sentence(format_args!(
+    decision.message = match (&here, group) {
+        (Standing::Superuser, _) => sentence(format_args!(
             "{who} is a superuser, with admin power in every organization, and {needs}"
         )),
-        Standing::Member(Some(membership)) => sentence(format_args!(
+        (_, Some(map)) => sentence(format_args!(
+            "{who} is {role} in {org} through Unix group {} (gid {}), and {needs}",
+            map.name, map.gid
+        )),
+        (
+            Standing::Member {
+                membership: Some(membership),
+                ..
+            },
+            None,
+        ) => sentence(format_args!(
             "{who} is {role} in {org} (invited by {}), and {needs}",
             membership.invited_by
         )),
-        Standing::Member(None) | Standing::NoOrg => {
+        (Standing::Member { .. } | Standing::NoOrg, None) => {
             sentence(format_args!("{who} is {role} in {org}, and {needs}"))
         }
     };
@@ -223,8 +235,11 @@ fn refuse(mut decision: Decision, reason: Reason, message: String) -> Decision {
 /// membership that another uid activated.
 fn why_not_in(here: &Standing, who: &Who<'_>, org: &str, now: Millis) -> (Reason, String) {
     let status = match here {
-        Standing::Member(Some(membership)) => Some(membership.status_at(now)),
-        Standing::Member(None) | Standing::NoOrg | Standing::Superuser => None,
+        Standing::Member {
+            membership: Some(membership),
+            ..
+        } => Some(membership.status_at(now)),
+        Standing::Member { .. } | Standing::NoOrg | Standing::Superuser => None,
     };
     match status {
         None => (Reason::NotMember, format!("{who} is not a member of {org}")),

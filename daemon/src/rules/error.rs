@@ -84,6 +84,12 @@ pub enum RuleError {
     NotTheRedeemer,
     /// No Unix user of that name may hold an account here.
     NoSuchUnixUser(String),
+    /// No Unix group of that name (to map), or no mapping of it (to unmap).
+    NoSuchUnixGroup(String),
+    NotMapped {
+        org: String,
+        group: String,
+    },
     /// No account has this e-mail.
     AccountNotFound(String),
     /// An account already has this e-mail.
@@ -226,6 +232,7 @@ impl RuleError {
             | RuleError::TargetAboveOwn { org, .. }
             | RuleError::OrgInUse { org, .. }
             | RuleError::Blocked { org, .. }
+            | RuleError::NotMapped { org, .. }
             | RuleError::AccessEnded { org, .. } => Some(org),
             RuleError::OrgNotFound(org) | RuleError::OrgExists(org) => Some(org),
             _ => None,
@@ -236,7 +243,10 @@ impl RuleError {
         match self {
             RuleError::BadRequest(_) => ErrorKind::BadRequest,
             RuleError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
-            RuleError::NoSuchUnixUser(_) | RuleError::AccountNotFound(_) => ErrorKind::NotFound,
+            RuleError::NoSuchUnixUser(_)
+            | RuleError::NoSuchUnixGroup(_)
+            | RuleError::NotMapped { .. }
+            | RuleError::AccountNotFound(_) => ErrorKind::NotFound,
             RuleError::NotTheRedeemer
             | RuleError::RoleTooLow { .. }
             | RuleError::SuperuserOnly { .. }
@@ -287,6 +297,12 @@ impl RuleError {
             }
             RuleError::NoSuchUnixUser(_) => {
                 "name an existing user (getent passwd NAME shows it)".into()
+            }
+            RuleError::NoSuchUnixGroup(_) => {
+                "name an existing group (getent group NAME shows it)".into()
+            }
+            RuleError::NotMapped { org, .. } => {
+                format!("compartment user list --org {org} shows its groups")
             }
             RuleError::AccountNotFound(_) => "compartment account list shows the accounts".into(),
             RuleError::OrgInUse { org, .. } => format!(
@@ -388,6 +404,14 @@ impl fmt::Display for RuleError {
                 )
             }
             RuleError::AccountNotFound(email) => write!(f, "no account {email}"),
+            RuleError::NoSuchUnixGroup(name) => {
+                let shown: String = name.chars().take(64).collect();
+                write!(f, "there is no Unix group {shown:?}")
+            }
+            RuleError::NotMapped { org, group } => {
+                let shown: String = group.chars().take(64).collect();
+                write!(f, "no Unix group {shown:?} is mapped in {org}")
+            }
             RuleError::AccountExists(email) => write!(f, "an account {email} already exists"),
             RuleError::AccountInUse { email, orgs } => write!(
                 f,

@@ -4,7 +4,7 @@
 use compartmentctl::wire::{AccountInfo, MemberStatus, OrgMembership, Permission, Role, WhoAmI};
 
 use super::{Caller, RuleError, Unbound};
-use crate::store::{BindingRecord, Block, MembershipRecord, Millis, Provenance, Reader};
+use crate::store::{BindingRecord, Block, GroupMap, MembershipRecord, Millis, Provenance, Reader};
 
 /// An authenticated caller: a superuser, or a uid bound to an account.
 #[derive(Debug, Clone)]
@@ -110,11 +110,13 @@ impl InOrg {
     }
 }
 
-/// The caller as an [`Actor`]; only superusers may act without an account.
+/// The caller as an [`Actor`]; only superusers, and users of a Unix group an organization
+/// maps to a role (`org map-group`), may act without an account.
 pub fn authenticate(reader: &impl Reader, caller: &Caller) -> Result<Actor, RuleError> {
     let email = match binding_of(reader, caller)? {
         Ok(binding) => Some(binding.email),
         Err(_) if caller.superuser => None,
+        Err(_) if in_a_mapped_group(reader, caller)? => None,
         Err(why) => {
             return Err(RuleError::Unauthenticated {
                 uid: caller.uid,
@@ -128,6 +130,11 @@ pub fn authenticate(reader: &impl Reader, caller: &Caller) -> Result<Actor, Rule
     })
 }
 
+/// Whether any organization maps one of `caller`'s Unix groups to a role.
+fn in_a_mapped_group(reader: &impl Reader, caller: &Caller) -> Result<bool, RuleError> {
+    Ok(!caller.groups.is_empty() && !reader.orgs_of_groups(&caller.groups)?.is_empty())
+}
+
 /// How an actor stands in an organization, read once: all that its role there, and why it
 /// has none, are decided from.
 #[derive(Debug, Clone)]
@@ -139,28 +146,54 @@ pub(crate) enum Standing {
     NoOrg,
     /// A superuser: admin power in every organization.
     Superuser,
-    /// The membership of the actor's account there, whatever its status; `None` when there
-    /// is none or the actor has no account.
-    Member(Option<MembershipRecord>),
+    /// Anyone else: the membership of the actor's account there, whatever its status
+    /// (`None` when there is none or the actor has no account), and the mapping of the
+    /// actor's Unix groups that gives the highest role there, if any does.
+    Member {
+        membership: Option<MembershipRecord>,
+        group: Option<GroupMap>,
+    },
 }
 
 impl Standing {
     /// The role the actor acts with at `now`: admin for a superuser, else the role of a
     /// membership made active for this very uid, neither blocked nor ended, as its terms
     /// make it at `now` (an elevation ends on the second, swept or not).
+    ///
+    /// A membership and a group mapping combine to the higher role; a block of the
+    /// membership stops both (it is the member who is blocked), while access that ended
+    /// leaves what the group gives.
     pub(crate) fn role(&self, uid: u32, now: Millis) -> Option<Role> {
         match self {
             Standing::Superuser => Some(Role::Admin),
-            Standing::Member(Some(m)) => m.acting_role(uid, now),
-            Standing::NoOrg | Standing::Member(_) => None,
+            Standing::Member { membership, group } => {
+                if matches!(self.barred(uid, now), Some(Barred::Blocked(_))) {
+                    return None;
+                }
+                let member = membership.as_ref().and_then(|m| m.acting_role(uid, now));
+                member.max(group.as_ref().map(|map| map.role))
+            }
+            Standing::NoOrg => None,
         }
+    }
+
+    /// The group mapping the role comes from, when it gives more than the membership.
+    pub(crate) fn through_group(&self, uid: u32, now: Millis) -> Option<&GroupMap> {
+        let Standing::Member { membership, group } = self else {
+            return None;
+        };
+        let member = membership.as_ref().and_then(|m| m.acting_role(uid, now));
+        group.as_ref().filter(|map| Some(map.role) > member)
     }
 
     /// Why a member who holds an active membership for `uid` does not act with it at
     /// `now`: a block, or access that ended.
     pub(crate) fn barred(&self, uid: u32, now: Millis) -> Option<Barred<'_>> {
         match self {
-            Standing::Member(Some(m)) if m.is_active_for(uid) => {
+            Standing::Member {
+                membership: Some(m),
+                ..
+            } if m.is_active_for(uid) => {
                 if let Some(at) = m.terms.access_ended_at(now) {
                     Some(Barred::Ended(at))
                 } else {
@@ -207,23 +240,26 @@ pub(crate) fn standing(
     actor: &Actor,
     org: &str,
 ) -> Result<Standing, RuleError> {
-    let exists = reader.org(org)?.is_some();
+    let record = reader.org(org)?;
     if actor.caller.superuser {
-        return Ok(if exists {
+        return Ok(if record.is_some() {
             Standing::Superuser
         } else {
             Standing::NoOrg
         });
     }
-    // Only a superuser acts without an account ([`authenticate`]).
+    // Only a superuser, or a user of a mapped group, acts without an account
+    // ([`authenticate`]).
     let membership = match &actor.email {
         Some(email) => reader.membership(org, email)?,
         None => None,
     };
-    Ok(if exists {
-        Standing::Member(membership)
-    } else {
-        Standing::NoOrg
+    Ok(match record {
+        Some(record) => Standing::Member {
+            membership,
+            group: record.group_role(&actor.caller.groups).cloned(),
+        },
+        None => Standing::NoOrg,
     })
 }
 
@@ -243,11 +279,17 @@ fn visible(
             .map(|org| (org, Standing::Superuser))
             .collect());
     }
-    let Some(email) = &actor.email else {
-        return Ok(Vec::new());
+    let mut names = match &actor.email {
+        Some(email) => reader.orgs_of(email)?,
+        None => Vec::new(),
     };
+    if !actor.caller.groups.is_empty() {
+        names.extend(reader.orgs_of_groups(&actor.caller.groups)?);
+        names.sort();
+        names.dedup();
+    }
     let mut orgs = Vec::new();
-    for org in reader.orgs_of(email)? {
+    for org in names {
         let here = standing(reader, actor, &org)?;
         let uid = actor.caller.uid;
         if here.role(uid, now).is_some() || (barred && here.barred(uid, now).is_some()) {

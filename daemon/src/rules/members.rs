@@ -3,8 +3,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use compartmentctl::wire::{
-    methods, Gated, Granted, Member, MemberList, MemberStatus, Removed, RoleGrantParams,
-    UserListParams, UserRemoveParams, DEFAULT_PAGE, MAX_PAGE,
+    methods, Gated, Granted, GroupMembers, Member, MemberList, MemberStatus, Removed,
+    RoleGrantParams, UserListParams, UserRemoveParams, DEFAULT_PAGE, MAX_PAGE,
 };
 
 use super::error::AdminLoss;
@@ -133,10 +133,28 @@ pub fn list_page(
         }
         _ => None,
     };
+    // The groups mapped here, on the first page; their users are the host's to say (the
+    // dispatcher asks NSS).
+    let groups = match &params.after {
+        Some(_) => Vec::new(),
+        None => reader
+            .org(&here.org)?
+            .map(|record| record.groups)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|map| GroupMembers {
+                group: map.name,
+                gid: map.gid,
+                role: map.role,
+                users: Vec::new(),
+            })
+            .collect(),
+    };
     Ok(MemberList {
         org: here.org,
         members,
         next,
+        groups,
     })
 }
 
@@ -216,6 +234,7 @@ pub fn list(
         org: here.org,
         members,
         next: None,
+        groups: Default::default(),
     })
 }
 

@@ -47,6 +47,9 @@ pub struct Caller {
     /// The uid's user name as NSS gave it moments ago (cached a few seconds at most);
     /// `None` when the uid has no user. A binding holds only while this is its name.
     pub user: Option<Arc<str>>,
+    /// The groups the uid's user is in as NSS lists them (cached a few seconds at most):
+    /// what `org map-group` mappings match. Empty when the uid has no user.
+    pub groups: Arc<[u32]>,
 }
 
 impl Caller {

@@ -1,14 +1,16 @@
-//! Organizations: `org.create` and `org.delete` (superusers), `org.list`, `org.use`.
+//! Organizations: `org.create`, `org.delete`, `org.rename` and the Unix groups mapped to a
+//! role (`org.map_group`, `org.unmap_group`), all for superusers; `org.list`, `org.use`.
 
 use compartmentctl::wire::{
-    MemberStatus, OrgCreateParams, OrgCreated, OrgDeleteParams, OrgDeleted, OrgEntry, OrgList,
-    OrgRenameParams, OrgRenamed, OrgUsed, Role,
+    GroupMapped, GroupUnmapped, MemberStatus, OrgCreateParams, OrgCreated, OrgDeleteParams,
+    OrgDeleted, OrgEntry, OrgList, OrgMapGroupParams, OrgRenameParams, OrgRenamed,
+    OrgUnmapGroupParams, OrgUsed, Role,
 };
 
 use super::identity::{authenticate, current_org, in_org, visible_orgs};
 use super::invitations::{add_member, revoke_token, AddMember};
 use super::{audit, parse_email, valid_org_name, Caller, Policy, RuleError};
-use crate::store::{Changes, Millis, OrgRecord, Reader, UnixUser};
+use crate::store::{Changes, GroupMap, Millis, OrgRecord, Reader, UnixUser};
 use crate::token::Token;
 
 /// Creates an organization and invites its first admin (who joins at once when their
@@ -42,6 +44,7 @@ pub fn create(
         &OrgRecord {
             created_at: now,
             created_by_uid: caller.uid,
+            groups: Default::default(),
         },
     )?;
     audit::Entry::new(audit::actor(&actor), "organization.create", now)
@@ -209,5 +212,97 @@ pub fn rename(
         org: new.to_owned(),
         previous: old.to_owned(),
         memberships: u64::try_from(memberships).unwrap_or(u64::MAX),
+    })
+}
+
+/// `org map-group`: a superuser maps the Unix group `gid` (called `name` by NSS) to `role`
+/// in an organization: its users act there with that role, without an invitation, a
+/// membership and a mapping combining to the higher role. Mapping a mapped group again
+/// changes its role. A host-level fact, so an organization's admins cannot make it; and an
+/// admin by a group does not count for the last-admin rule (the group is edited outside
+/// the daemon, and may empty at any moment).
+pub fn map_group(
+    txn: &impl Changes,
+    caller: &Caller,
+    params: &OrgMapGroupParams,
+    (gid, name): (u32, String),
+    now: Millis,
+) -> Result<GroupMapped, RuleError> {
+    let actor = authenticate(txn, caller)?;
+    caller.require_superuser("mapping Unix groups")?;
+    txn.act_as(&audit::actor(&actor));
+    let org = params.name.as_str();
+    let mut record = txn
+        .org(org)?
+        .ok_or_else(|| RuleError::OrgNotFound(org.to_owned()))?;
+    let previous_role = record
+        .groups
+        .iter()
+        .find(|map| map.gid == gid)
+        .map(|map| map.role);
+    record.groups.retain(|map| map.gid != gid);
+    record.groups.push(GroupMap {
+        gid,
+        name: name.clone(),
+        role: params.role,
+        by: actor.label(),
+        at: now,
+    });
+    record.groups.sort_by_key(|map| map.gid);
+    txn.put_org(org, &record)?;
+    let detail = match previous_role {
+        Some(was) => format!("Unix group {name} (gid {gid}): {was} -> {}", params.role),
+        None => format!("Unix group {name} (gid {gid}) -> {}", params.role),
+    };
+    audit::Entry::new(audit::actor(&actor), "organization.group.map", now)
+        .organization(org)
+        .detail(detail)
+        .append(txn)?;
+    Ok(GroupMapped {
+        org: org.to_owned(),
+        group: name,
+        gid,
+        role: params.role,
+        previous_role,
+    })
+}
+
+/// `org unmap-group`: a superuser ends a group's mapping, named as it was mapped or by its
+/// gid (so that a group deleted from the host can still be unmapped). Its users' next
+/// requests are judged without it.
+pub fn unmap_group(
+    txn: &impl Changes,
+    caller: &Caller,
+    params: &OrgUnmapGroupParams,
+    now: Millis,
+) -> Result<GroupUnmapped, RuleError> {
+    let actor = authenticate(txn, caller)?;
+    caller.require_superuser("unmapping Unix groups")?;
+    txn.act_as(&audit::actor(&actor));
+    let org = params.name.as_str();
+    let mut record = txn
+        .org(org)?
+        .ok_or_else(|| RuleError::OrgNotFound(org.to_owned()))?;
+    let named = |map: &GroupMap| map.name == params.group || map.gid.to_string() == params.group;
+    let Some(map) = record.groups.iter().find(|map| named(map)).cloned() else {
+        return Err(RuleError::NotMapped {
+            org: org.to_owned(),
+            group: params.group.clone(),
+        });
+    };
+    record.groups.retain(|kept| kept.gid != map.gid);
+    txn.put_org(org, &record)?;
+    audit::Entry::new(audit::actor(&actor), "organization.group.unmap", now)
+        .organization(org)
+        .detail(format!(
+            "Unix group {} (gid {}), was {}",
+            map.name, map.gid, map.role
+        ))
+        .append(txn)?;
+    Ok(GroupUnmapped {
+        org: org.to_owned(),
+        group: map.name,
+        gid: map.gid,
+        role: map.role,
     })
 }

@@ -113,6 +113,7 @@ impl Who {
             pid: Some(2),
             superuser: uid == 0,
             user: Some(super::tests::user_name(uid).into()),
+            groups: Default::default(),
         }
     }
 }

@@ -34,6 +34,7 @@ pub(crate) fn root() -> Caller {
         pid: Some(1),
         superuser: true,
         user: Some("root".into()),
+        groups: Default::default(),
     }
 }
 
@@ -44,6 +45,7 @@ pub(super) fn user(uid: u32) -> Caller {
         pid: Some(2),
         superuser: false,
         user: Some(user_name(uid).into()),
+        groups: Default::default(),
     }
 }
 
@@ -2421,6 +2423,9 @@ impl<R: Reader> Reader for Counting<'_, R> {
     fn current_org(&self, uid: u32) -> crate::store::Result<Option<String>> {
         self.count(self.inner.current_org(uid))
     }
+    fn orgs_of_groups(&self, gids: &[u32]) -> crate::store::Result<Vec<String>> {
+        self.count(self.inner.orgs_of_groups(gids))
+    }
     fn next_due(&self) -> crate::store::Result<Option<Millis>> {
         self.count(self.inner.next_due())
     }
@@ -3395,5 +3400,179 @@ fn a_renamed_account_keeps_its_user_memberships_and_invitations() {
         );
         drop(snapshot);
         f.assert_indexes_agree();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Unix groups mapped to a role (`org map-group`).
+
+/// `uid`, unbound or not, in the Unix groups `gids`.
+fn in_groups(uid: u32, gids: &[u32]) -> Caller {
+    Caller {
+        groups: std::sync::Arc::from(gids),
+        ..user(uid)
+    }
+}
+
+impl Fixture {
+    fn map_group(
+        &self,
+        caller: &Caller,
+        gid: u32,
+        name: &str,
+        role: Role,
+    ) -> Result<compartmentctl::wire::GroupMapped, RuleError> {
+        let params = compartmentctl::wire::OrgMapGroupParams {
+            name: "acme".into(),
+            group: name.into(),
+            role,
+        };
+        self.write(|txn| orgs::map_group(txn, caller, &params, (gid, name.to_owned()), T0))
+    }
+
+    fn unmap_group(
+        &self,
+        caller: &Caller,
+        group: &str,
+    ) -> Result<compartmentctl::wire::GroupUnmapped, RuleError> {
+        let params = compartmentctl::wire::OrgUnmapGroupParams {
+            name: "acme".into(),
+            group: group.into(),
+        };
+        self.write(|txn| orgs::unmap_group(txn, caller, &params, T0))
+    }
+}
+
+#[test]
+fn a_mapped_groups_users_act_with_its_role_and_a_membership_combines_to_the_higher() {
+    use compartmentctl::wire::{Permission, Reason, UserListParams};
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[("view@example.com", Role::Viewer)]);
+        f.create_org("beta", "b@beta.example");
+        // Only a superuser maps; an organization's admin cannot (a host-level fact).
+        let err = f
+            .map_group(&user(1001), 5000, "ops", Role::Deployer)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mapping Unix groups is for superusers (root or the daemon's own user)"
+        );
+        let stranger = in_groups(3000, &[3000, 5000]);
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(
+            kind(members::list(&snapshot, &stranger, Some("acme"), T0)),
+            ErrorKind::Unauthenticated,
+            "not yet mapped"
+        );
+        drop(snapshot);
+        let mapped = f.map_group(&root(), 5000, "ops", Role::Deployer).unwrap();
+        assert_eq!((mapped.gid, mapped.previous_role), (5000, None));
+
+        // An unbound user of the group acts as a deployer, without an invitation.
+        let snapshot = f.store.read().unwrap();
+        let list =
+            members::list_page(&snapshot, &stranger, &UserListParams::default(), T0).unwrap();
+        assert_eq!(list.org, "acme", "its only organization is chosen");
+        assert_eq!(list.groups.len(), 1);
+        assert_eq!(
+            (list.groups[0].group.as_str(), list.groups[0].role),
+            ("ops", Role::Deployer)
+        );
+        drop(snapshot);
+        let decision = decide(&f, stranger.clone(), Permission::DeploymentCreate, None, T0);
+        assert!(decision.allowed);
+        assert_eq!(decision.reason, Reason::Group);
+        assert_eq!(
+            decision.message,
+            "uid 3000 (user3000) is deployer in acme through Unix group ops (gid 5000), and deployment.create needs the deployer role or above"
+        );
+        let decision = decide(
+            &f,
+            stranger.clone(),
+            Permission::OrganizationUserInvite,
+            Some("acme"),
+            T0,
+        );
+        assert_eq!(decision.reason, Reason::RoleTooLow);
+        // Not in another organization.
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(
+            kind(members::list(&snapshot, &stranger, Some("beta"), T0)),
+            ErrorKind::NotFound
+        );
+        // A viewer in the group acts with the higher role; blocked, with none.
+        let viewer = in_groups(1002, &[1002, 5000]);
+        drop(snapshot);
+        let decision = decide(
+            &f,
+            viewer.clone(),
+            Permission::DeploymentCreate,
+            Some("acme"),
+            T0,
+        );
+        assert!(decision.allowed);
+        assert_eq!(decision.reason, Reason::Group);
+        f.block(&user(1001), "view@example.com", "audit", None, T0)
+            .unwrap();
+        let decision = decide(&f, viewer, Permission::OrganizationRead, Some("acme"), T0);
+        assert_eq!(decision.reason, Reason::Blocked);
+
+        // Mapped again, its role changes; unmapped by gid, its users lose it at once.
+        let mapped = f.map_group(&root(), 5000, "ops", Role::Readonly).unwrap();
+        assert_eq!(mapped.previous_role, Some(Role::Deployer));
+        let unmapped = f.unmap_group(&root(), "5000").unwrap();
+        assert_eq!(
+            (unmapped.group.as_str(), unmapped.role),
+            ("ops", Role::Readonly)
+        );
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(
+            kind(members::list(&snapshot, &stranger, Some("acme"), T0)),
+            ErrorKind::Unauthenticated
+        );
+        drop(snapshot);
+        let err = f.unmap_group(&root(), "ops").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(err.to_string(), "no Unix group \"ops\" is mapped in acme");
+        f.assert_indexes_agree();
+    }
+}
+
+#[test]
+fn an_admin_by_group_never_counts_for_the_last_admin_rule_and_groups_follow_the_org() {
+    use compartmentctl::wire::{OrgDeleteParams, OrgRenameParams};
+    for mut f in Fixture::each() {
+        f.org_with("acme", &[]);
+        f.map_group(&root(), 6000, "admins", Role::Admin).unwrap();
+        let by_group = in_groups(3001, &[6000]);
+        // The group's admin acts as one, but is no admin the rule can rely on.
+        let err = f
+            .remove(by_group.clone(), "acme", "admin@example.com")
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::LastAdmin);
+        // Renamed, the organization keeps its groups; deleted, they go with it.
+        let params = OrgRenameParams {
+            name: "acme".into(),
+            new_name: "acme-corp".into(),
+        };
+        f.write(|txn| orgs::rename(txn, &root(), &params, T0))
+            .unwrap();
+        let snapshot = f.store.read().unwrap();
+        assert_eq!(snapshot.orgs_of_groups(&[6000]).unwrap(), ["acme-corp"]);
+        let list = members::list(&snapshot, &by_group, Some("acme-corp"), T0).unwrap();
+        assert_eq!(list.org, "acme-corp");
+        drop(snapshot);
+        let params = OrgDeleteParams {
+            name: "acme-corp".into(),
+            force: true,
+        };
+        f.write(|txn| orgs::delete(txn, &root(), &params, T0))
+            .unwrap();
+        let snapshot = f.store.read().unwrap();
+        assert!(snapshot.orgs_of_groups(&[6000]).unwrap().is_empty());
+        assert_eq!(
+            kind(members::list(&snapshot, &by_group, None, T0)),
+            ErrorKind::Unauthenticated
+        );
     }
 }

@@ -340,6 +340,10 @@ impl<R: Rows> Reader for Tracked<'_, R> {
         self.rows.current_org(uid)
     }
 
+    fn orgs_of_groups(&self, gids: &[u32]) -> Result<Vec<String>> {
+        self.rows.orgs_of_groups(gids)
+    }
+
     fn next_due(&self) -> Result<Option<Millis>> {
         self.rows.next_due()
     }

@@ -93,6 +93,7 @@ fn steps() -> Vec<Step> {
     let org = |at| OrgRecord {
         created_at: at,
         created_by_uid: 0,
+        groups: Default::default(),
     };
     vec![
         Box::new(move |txn| {
@@ -639,6 +640,7 @@ fn retention_prunes_behind_a_checkpoint_and_the_rest_still_verifies() {
         pid: None,
         superuser: true,
         user: Some("root".into()),
+        groups: Default::default(),
     };
     let verify = |store: &Store| {
         crate::rules::audit::verify(
@@ -663,6 +665,7 @@ fn retention_prunes_behind_a_checkpoint_and_the_rest_still_verifies() {
                     &OrgRecord {
                         created_at: now,
                         created_by_uid: 0,
+                        groups: Default::default(),
                     },
                 )?;
                 txn.put_account(&email, &account(AccountStatus::Pending))?;
@@ -761,6 +764,7 @@ fn retention_prunes_behind_a_checkpoint_and_the_rest_still_verifies() {
                 &OrgRecord {
                     created_at: later,
                     created_by_uid: 0,
+                    groups: Default::default(),
                 },
             )?;
             txn.put_account("u7@example.com", &account(AccountStatus::Pending))?;

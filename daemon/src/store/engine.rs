@@ -400,6 +400,10 @@ macro_rules! reads_of_either {
                 either!(self, view => view.current_org(uid))
             }
 
+            fn orgs_of_groups(&self, gids: &[u32]) -> Result<Vec<String>> {
+                either!(self, view => view.orgs_of_groups(gids))
+            }
+
             fn next_due(&self) -> Result<Option<Millis>> {
                 either!(self, view => view.next_due())
             }

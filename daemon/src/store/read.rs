@@ -40,6 +40,8 @@ pub trait Reader {
     fn orgs_of(&self, email: &str) -> Result<Vec<String>>;
     fn token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>>;
     fn current_org(&self, uid: u32) -> Result<Option<String>>;
+    /// The organizations that map any of `gids` to a role (`org map-group`), by name.
+    fn orgs_of_groups(&self, gids: &[u32]) -> Result<Vec<String>>;
     /// The earliest time the sweeper must look at a membership ([`super::change::due_key`]):
     /// a pending invitation's expiry, or what its [`super::Terms`] make due.
     fn next_due(&self) -> Result<Option<Millis>>;

@@ -24,6 +24,53 @@ pub use crate::clock::Millis;
 pub struct OrgRecord {
     pub created_at: Millis,
     pub created_by_uid: u32,
+    /// Unix groups whose users act here with a role, without an invitation (schema 8;
+    /// before, none). Kept with the organization, so that a decision reads them with it.
+    #[serde(default)]
+    pub groups: Vec<GroupMap>,
+}
+
+/// A Unix group mapped to a role in an organization (`org map-group`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMap {
+    /// The group, by the gid NSS gave its name when it was mapped: a group renamed keeps
+    /// its mapping, one deleted and its gid reused hands it on (as `/etc/group` would).
+    pub gid: u32,
+    /// Its name when mapped, for people.
+    pub name: String,
+    #[serde(serialize_with = "role_name")]
+    pub role: Role,
+    /// Who mapped it: an e-mail, or `uid N` for a superuser without an account.
+    pub by: String,
+    pub at: Millis,
+}
+
+impl OrgRecord {
+    /// The highest role any of `gids` is mapped to here, and the mapping that gives it.
+    pub fn group_role(&self, gids: &[u32]) -> Option<&GroupMap> {
+        self.groups
+            .iter()
+            .filter(|map| gids.contains(&map.gid))
+            .max_by_key(|map| map.role)
+    }
+}
+
+/// An organization as schemas 4 to 7 wrote it, without its groups: read only by the
+/// migration to schema 8.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LegacyOrgRecord {
+    pub created_at: Millis,
+    pub created_by_uid: u32,
+}
+
+impl From<LegacyOrgRecord> for OrgRecord {
+    fn from(old: LegacyOrgRecord) -> OrgRecord {
+        OrgRecord {
+            created_at: old.created_at,
+            created_by_uid: old.created_by_uid,
+            groups: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -730,6 +777,7 @@ mod tests {
             OrgRecord {
                 created_at: 1,
                 created_by_uid: 0,
+                groups: Default::default(),
             },
             &[1, 0],
         );

@@ -9,7 +9,8 @@ use compartmentctl::wire::BackupCounts;
 use tokio_postgres::Row;
 
 use super::columns::{
-    account, binding, membership, org, token, TermsColumns, BINDING, MEMBERSHIP, TOKEN,
+    account, binding, membership, org, token, OrgColumns, TermsColumns, BINDING, MEMBERSHIP, ORG,
+    TOKEN,
 };
 use super::session::Session;
 use super::values::{bound, corrupt, json_text, limit, spelled, stored, token_hash, uid_of};
@@ -57,8 +58,7 @@ impl Export for Session {
 
     fn orgs_after(&self, after: Option<&str>, limit_to: usize) -> Result<Vec<(String, OrgRecord)>> {
         self.query(
-            "SELECT name, created_at, created_by_uid FROM orgs WHERE name > $1
-             ORDER BY name LIMIT $2",
+            &format!("SELECT name, {ORG} FROM orgs WHERE name > $1 ORDER BY name LIMIT $2"),
             &[&after.unwrap_or(""), &limit(limit_to)],
         )?
         .iter()
@@ -188,21 +188,16 @@ impl Import for Session {
     /// row. Plain inserts, so a key already there is refused by its unique constraint.
     fn import(&self, batch: &Batch) -> Result<()> {
         if !batch.orgs.is_empty() {
-            let (names, created_at, created_by): (Vec<&str>, Vec<i64>, Vec<i64>) = batch
-                .orgs
-                .iter()
-                .map(|(name, org)| {
-                    (
-                        name.as_str(),
-                        bound(org.created_at),
-                        i64::from(org.created_by_uid),
-                    )
-                })
-                .collect();
+            let mut columns = OrgColumns::default();
+            for (name, org) in &batch.orgs {
+                columns.push(name, org)?;
+            }
             self.execute(
-                "INSERT INTO orgs (name, created_at, created_by_uid)
-                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])",
-                &[&names, &created_at, &created_by],
+                "INSERT INTO orgs (name, created_at, created_by_uid, groups, group_gids)
+                 SELECT name, created_at, created_by_uid, groups, group_gids::bigint[]
+                 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])
+                     AS o (name, created_at, created_by_uid, groups, group_gids)",
+                &columns.params(),
             )?;
         }
         if !batch.accounts.is_empty() {

@@ -2,10 +2,11 @@
 //! by the reads (`reads.rs`), the glances (`glance.rs`) and the backups (`backup.rs`).
 
 use compartmentctl::wire::EventKind;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::values::{
-    corrupt, from_json_text, millis, parsed, spelled, stored, token_hash, uid, uid_of,
+    corrupt, from_json_text, json_text, millis, parsed, spelled, stored, token_hash, uid, uid_of,
 };
 use crate::store::change::due_key;
 use crate::store::{
@@ -226,12 +227,58 @@ pub(super) fn account(row: &Row) -> Result<AccountRecord> {
     })
 }
 
+/// What the reads name of an organization: its name aside. `group_gids` is only an index
+/// of `groups`, read by `orgs_of_groups`.
+pub(super) const ORG: &str = "created_at, created_by_uid, groups";
+
 pub(super) fn org(row: &Row) -> Result<OrgRecord> {
     const TABLE: &str = "orgs";
     Ok(OrgRecord {
         created_at: millis(TABLE, row.try_get("created_at")?)?,
         created_by_uid: uid_of(TABLE, row, "created_by_uid")?,
+        groups: from_json_text(TABLE, row.try_get("groups")?)?,
     })
+}
+
+/// The rows of organizations, one array per column, as a statement that writes many
+/// passes them (`flush.rs`, `backup.rs`): `$1` to `$5` of
+/// `unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])`, the last cast
+/// back with `::bigint[]` row by row.
+#[derive(Default)]
+pub(super) struct OrgColumns {
+    pub(super) names: Vec<String>,
+    pub(super) created_at: Vec<i64>,
+    pub(super) created_by_uid: Vec<i64>,
+    /// The JSON text of the groups.
+    pub(super) groups: Vec<String>,
+    /// Their gids, each list as PostgreSQL spells an array (`{100,200}`): an array of
+    /// arrays of different lengths is no parameter PostgreSQL takes.
+    pub(super) group_gids: Vec<String>,
+}
+
+impl OrgColumns {
+    /// Adds the row of the organization `name`.
+    pub(super) fn push(&mut self, name: &str, org: &OrgRecord) -> Result<()> {
+        const TABLE: &str = "orgs";
+        self.names.push(name.to_owned());
+        self.created_at.push(stored(TABLE, org.created_at)?);
+        self.created_by_uid.push(i64::from(org.created_by_uid));
+        self.groups.push(json_text(TABLE, &org.groups)?);
+        let gids: Vec<String> = org.groups.iter().map(|map| map.gid.to_string()).collect();
+        self.group_gids.push(format!("{{{}}}", gids.join(",")));
+        Ok(())
+    }
+
+    /// The parameters, in order.
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            &self.names,
+            &self.created_at,
+            &self.created_by_uid,
+            &self.groups,
+            &self.group_gids,
+        ]
+    }
 }
 
 pub(super) const BINDING: &str = "email, user_name, bound_at, provenance, provenance_org";

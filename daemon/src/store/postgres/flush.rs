@@ -6,7 +6,7 @@
 
 use tokio_postgres::types::ToSql;
 
-use super::columns::TermsColumns;
+use super::columns::{OrgColumns, TermsColumns};
 use super::pending::{Appended, Unsent};
 use super::values::{bound, json_text, spelled, stored};
 use crate::store::{
@@ -132,20 +132,32 @@ fn split<K, V>(rows: Vec<(K, Option<V>)>) -> (Vec<(K, V)>, Vec<K>) {
 }
 
 fn orgs_upsert(rows: Vec<(String, OrgRecord)>) -> Result<Statement> {
-    let mut names = Vec::new();
-    let mut created_at = Vec::new();
-    let mut created_by = Vec::new();
-    for (name, org) in rows {
-        names.push(name);
-        created_at.push(stored("orgs", org.created_at)?);
-        created_by.push(i64::from(org.created_by_uid));
+    let mut columns = OrgColumns::default();
+    for (name, org) in &rows {
+        columns.push(name, org)?;
     }
+    let OrgColumns {
+        names,
+        created_at,
+        created_by_uid,
+        groups,
+        group_gids,
+    } = columns;
     Ok(Statement {
-        sql: "INSERT INTO orgs (name, created_at, created_by_uid)
-              SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])
+        sql: "INSERT INTO orgs (name, created_at, created_by_uid, groups, group_gids)
+              SELECT name, created_at, created_by_uid, groups, group_gids::bigint[]
+              FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])
+                  AS o (name, created_at, created_by_uid, groups, group_gids)
               ON CONFLICT (name) DO UPDATE
-                  SET created_at = excluded.created_at, created_by_uid = excluded.created_by_uid",
-        params: vec![column(names), column(created_at), column(created_by)],
+                  SET created_at = excluded.created_at, created_by_uid = excluded.created_by_uid,
+                      groups = excluded.groups, group_gids = excluded.group_gids",
+        params: vec![
+            column(names),
+            column(created_at),
+            column(created_by_uid),
+            column(groups),
+            column(group_gids),
+        ],
     })
 }
 

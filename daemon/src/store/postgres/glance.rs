@@ -33,7 +33,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::oneshot;
 use tokio_postgres::Row;
 
-use super::columns::{binding, membership, org, prefixed, BINDING, MEMBERSHIP};
+use super::columns::{binding, membership, org, prefixed, BINDING, MEMBERSHIP, ORG};
 use super::follow::Shared;
 use super::pending::Pending;
 use crate::store::{
@@ -398,7 +398,7 @@ pub(super) fn sql() -> &'static str {
             "SELECT asked.n, ({MOMENT}) AS moment,
                     b.uid IS NOT NULL AS bound, {BINDING_COLUMNS},
                     current.org AS current_org, here.name AS here,
-                    o.name IS NOT NULL AS org_exists, o.created_at, o.created_by_uid,
+                    o.name IS NOT NULL AS org_exists, {ORG_COLUMNS},
                     m.role IS NOT NULL AS member, {MEMBERSHIP_COLUMNS}
              FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS asked (uid, org, n)
              LEFT JOIN bindings b ON b.uid = asked.uid
@@ -408,6 +408,7 @@ pub(super) fn sql() -> &'static str {
              LEFT JOIN memberships m ON m.org = here.name AND m.email = b.email
              ORDER BY asked.n",
             BINDING_COLUMNS = prefixed("b", BINDING),
+            ORG_COLUMNS = prefixed("o", ORG),
             MEMBERSHIP_COLUMNS = prefixed("m", MEMBERSHIP),
         )
     })
@@ -482,6 +483,10 @@ impl Reader for Glance {
             true => Ok(self.current_org.clone()),
             false => Err(StoreError::BeyondGlance),
         }
+    }
+
+    fn orgs_of_groups(&self, _: &[u32]) -> Result<Vec<String>> {
+        Err(StoreError::BeyondGlance)
     }
 
     fn membership(&self, org: &str, email: &str) -> Result<Option<MembershipRecord>> {

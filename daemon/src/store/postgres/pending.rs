@@ -63,6 +63,12 @@ impl<K: Eq + Hash + Clone, V: Clone> Known<K, V> {
         );
     }
 
+    /// Forgets the rows the database holds as the transaction knows them (all but those
+    /// written and not yet sent): they are read again when next asked.
+    pub(super) fn forget_sent(&mut self) {
+        self.rows.retain(|_, row| row.unsent);
+    }
+
     /// The rows written since the last time, each as the transaction left it: to send.
     pub(super) fn take_unsent(&mut self) -> Vec<(K, Option<V>)> {
         self.rows
@@ -130,6 +136,22 @@ pub(super) struct Unsent {
 }
 
 impl Pending {
+    /// Forgets every row the database holds as the transaction knew it: after a statement
+    /// that changed rows in place of the pending writes (a rename moves an organization's
+    /// or an account's rows to its new key, a deletion of an organization takes its uses
+    /// with it), what the transaction read of them may be stale. Called once the writes
+    /// are sent; a row written since is kept, as it is to be sent.
+    pub(super) fn forget_rows(&mut self) {
+        self.orgs.forget_sent();
+        self.accounts.forget_sent();
+        self.bindings.forget_sent();
+        self.memberships.forget_sent();
+        // No longer all there, the memberships of an account are read again.
+        self.memberships_of.clear();
+        self.tokens.forget_sent();
+        self.current_org.forget_sent();
+    }
+
     /// Takes what is to send; from here on it counts as sent.
     pub(super) fn take_unsent(&mut self) -> Unsent {
         let head = match &mut self.head {

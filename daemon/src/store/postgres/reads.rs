@@ -9,7 +9,7 @@ use tokio_postgres::Row;
 
 use super::columns::{
     account, audit, binding, event, member_row, membership, org, prefixed, strings, token, AUDIT,
-    BINDING, EVENT, MEMBERSHIP, MEMBER_ROW, TOKEN,
+    BINDING, EVENT, MEMBERSHIP, MEMBER_ROW, ORG, TOKEN,
 };
 use super::pending::Head;
 use super::session::Session;
@@ -25,12 +25,9 @@ impl Reader for Session {
             |pending| &mut pending.orgs,
             name.to_owned(),
             || {
-                self.query_opt(
-                    "SELECT created_at, created_by_uid FROM orgs WHERE name = $1",
-                    &[&name],
-                )?
-                .map(|row| org(&row))
-                .transpose()
+                self.query_opt(&format!("SELECT {ORG} FROM orgs WHERE name = $1"), &[&name])?
+                    .map(|row| org(&row))
+                    .transpose()
             },
         )
     }
@@ -186,6 +183,19 @@ impl Reader for Session {
                 .transpose()
             },
         )
+    }
+
+    /// Through the index of `group_gids`, which the writes keep with `groups`.
+    fn orgs_of_groups(&self, gids: &[u32]) -> Result<Vec<String>> {
+        if gids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.flush()?;
+        let gids: Vec<i64> = gids.iter().copied().map(i64::from).collect();
+        strings(self.query(
+            "SELECT name FROM orgs WHERE group_gids && $1::bigint[] ORDER BY name",
+            &[&gids],
+        )?)
     }
 
     fn current_org(&self, uid: u32) -> Result<Option<String>> {
@@ -404,6 +414,10 @@ impl Session {
         let bindings = format!("SELECT uid, {BINDING} FROM bindings WHERE uid = ANY($1)");
         let memberships =
             format!("SELECT org, email, {MEMBERSHIP} FROM memberships WHERE email = ANY($1)");
+        let found_orgs = format!(
+            "SELECT name, {ORG} FROM orgs
+             WHERE name = ANY($1) OR name IN (SELECT org FROM current_org WHERE uid = ANY($2))"
+        );
         let callers_memberships = format!(
             "SELECT m.org, m.email, {} FROM bindings b JOIN memberships m ON m.email = b.email
              WHERE b.uid = ANY($1)",
@@ -423,11 +437,7 @@ impl Session {
                 "SELECT uid, org FROM current_org WHERE uid = ANY($1)",
                 &[&uids],
             ),
-            (
-                "SELECT name, created_at, created_by_uid FROM orgs
-                 WHERE name = ANY($1) OR name IN (SELECT org FROM current_org WHERE uid = ANY($2))",
-                &[&orgs, &uids],
-            ),
+            (&found_orgs, &[&orgs, &uids]),
         ])?;
         let [head, bindings, accounts, memberships, callers_memberships, current, found_orgs] =
             <[Vec<Row>; 7]>::try_from(read)

@@ -32,6 +32,7 @@ impl Changes for Session {
              DELETE FROM orgs WHERE name = $1",
             &[&name],
         )?;
+        self.pending().forget_rows();
         Ok(())
     }
 
@@ -47,6 +48,9 @@ impl Changes for Session {
              UPDATE audit_log SET org = $2 WHERE org = $1",
             &[&old, &new],
         )?;
+        // The organization (with its groups), its memberships, invitations and uses are
+        // under the new name now; a later change of the batch reads them there.
+        self.pending().forget_rows();
         Ok(())
     }
 
@@ -60,6 +64,7 @@ impl Changes for Session {
              UPDATE tokens SET email = $2 WHERE email = $1 AND state = 'pending'",
             &[&old, &new],
         )?;
+        self.pending().forget_rows();
         Ok(())
     }
 

@@ -648,6 +648,92 @@ pub(crate) mod tests {
             let member = snapshot.membership("acme", email).unwrap().unwrap();
             assert_eq!(member.terms, crate::store::Terms::default(), "{email}");
         }
+        // Its organizations map no group.
+        assert_eq!(
+            snapshot.org("acme").unwrap(),
+            Some(crate::store::OrgRecord {
+                created_at: 1,
+                created_by_uid: 0,
+                groups: Vec::new(),
+            })
+        );
+        assert_eq!(
+            snapshot.orgs_of_groups(&[0, 1, 100]).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    /// An organization's groups are found by their gids, through the index: each a gid,
+    /// none missing.
+    #[test]
+    fn an_organizations_group_gids_are_gids() {
+        let Some(postgres) = server("an_organizations_group_gids_are_gids") else {
+            return;
+        };
+        runtime().block_on(async {
+            let client = fixture(&postgres).await;
+            for broken in ["'{-1}'", "'{4294967296}'", "'{100,NULL}'", "NULL"] {
+                let err = client
+                    .execute(
+                        &format!("UPDATE orgs SET group_gids = {broken} WHERE name = 'acme'"),
+                        &[],
+                    )
+                    .await
+                    .unwrap_err();
+                assert!(
+                    matches!(
+                        err.code(),
+                        Some(&SqlState::CHECK_VIOLATION | &SqlState::NOT_NULL_VIOLATION)
+                    ),
+                    "{broken}: {err}"
+                );
+            }
+            client
+                .batch_execute(
+                    "UPDATE orgs SET group_gids = '{0,4294967295}' WHERE name = 'acme';
+                     INSERT INTO orgs (name, created_at, created_by_uid, group_gids)
+                         VALUES ('beta', 1, 0, '{100,200}'), ('gamma', 1, 0, '{}');",
+                )
+                .await
+                .unwrap();
+            let found = |gids: &'static [i64]| {
+                let client = &client;
+                async move {
+                    let rows = client
+                        .query(
+                            "SELECT name FROM orgs WHERE group_gids && $1::bigint[] ORDER BY name",
+                            &[&gids],
+                        )
+                        .await
+                        .unwrap();
+                    rows.iter().map(|row| row.get(0)).collect::<Vec<String>>()
+                }
+            };
+            assert_eq!(found(&[4294967295, 200]).await, ["acme", "beta"]);
+            assert_eq!(found(&[100]).await, ["beta"]);
+            assert_eq!(found(&[1]).await, Vec::<String>::new());
+            // Three rows are read whole rather than through an index, unless that is off:
+            // then the index answers.
+            client
+                .batch_execute("SET enable_seqscan = off")
+                .await
+                .unwrap();
+            let plan: Vec<String> = client
+                .query(
+                    "EXPLAIN (COSTS OFF)
+                     SELECT name FROM orgs WHERE group_gids && $1::bigint[] ORDER BY name",
+                    &[&vec![1i64]],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            assert!(
+                plan.iter().any(|line| line.contains("orgs_by_group")),
+                "{plan:#?}"
+            );
+        });
     }
 
     /// Two admins removing each other at once, each in a serializable transaction on a

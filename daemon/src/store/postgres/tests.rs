@@ -10,8 +10,8 @@ use super::{Session, Store};
 use crate::store::change::Tracked;
 use crate::store::{
     AccountRecord, Batch, BindingRecord, Block, Changes, Deadline, Elevation, EventNote,
-    EventRecord, Export, Import, MemberRow, MembershipRecord, Millis, OrgRecord, Provenance,
-    Reader, Rows, StoreError, Terms,
+    EventRecord, Export, GroupMap, Import, MemberRow, MembershipRecord, Millis, OrgRecord,
+    Provenance, Reader, Rows, StoreError, Terms,
 };
 
 const T0: Millis = 1_777_636_800_000;
@@ -52,6 +52,7 @@ fn add_member(session: &Session, org: &str, email: &str, role: Role) {
         let record = OrgRecord {
             created_at: T0,
             created_by_uid: 0,
+            groups: Default::default(),
         };
         txn.put_org(org, &record).unwrap();
     }
@@ -930,6 +931,7 @@ fn put_member(session: &Session, org: &str, email: &str, record: &MembershipReco
         let created = OrgRecord {
             created_at: T0,
             created_by_uid: 0,
+            groups: Default::default(),
         };
         txn.put_org(org, &created).unwrap();
     }
@@ -1386,4 +1388,204 @@ fn a_blocked_admin_is_not_one_the_last_admin_rule_counts() {
         .unwrap();
     write.commit().unwrap();
     assert_eq!(store.read().unwrap().active_admins("acme", 10).unwrap(), 1);
+}
+
+/// An organization that maps `gids`, each to a role: as `org map-group` leaves it.
+fn mapping(gids: &[(u32, &str, Role)]) -> OrgRecord {
+    OrgRecord {
+        created_at: T0,
+        created_by_uid: 0,
+        groups: gids
+            .iter()
+            .zip(1..)
+            .map(|(&(gid, name, role), n)| GroupMap {
+                gid,
+                name: name.to_owned(),
+                role,
+                by: "admin@example.com".into(),
+                at: T0 + n,
+            })
+            .collect(),
+    }
+}
+
+/// An organization's groups read back exactly as written: by a write transaction that
+/// wrote them, by one that read them ahead, by a snapshot, by a glance and a snapshot
+/// begun with one; after a backup is restored from its rows. The organizations of groups
+/// are found by any of their gids and by no other, in a write transaction before it commits
+/// and after; they follow a change of the groups, a rename and a deletion, in the
+/// transaction that makes it too.
+#[test]
+fn an_organizations_groups_round_trip_and_find_it() {
+    let Some(server) = server("an_organizations_groups_round_trip_and_find_it") else {
+        return;
+    };
+    let runtime = runtime();
+    let (store, other) = two_daemons(&runtime, &server);
+    // A gid beyond i32's range, and names and authors JSON must escape.
+    const BIG: u32 = 4_000_000_000;
+    let acme = OrgRecord {
+        groups: vec![
+            GroupMap {
+                gid: 100,
+                name: "devs".into(),
+                role: Role::Deployer,
+                by: "admin@example.com".into(),
+                at: T0 + 1,
+            },
+            GroupMap {
+                gid: BIG,
+                name: "ops \"« night »\"".into(),
+                role: Role::Admin,
+                by: "uid 0 (root)".into(),
+                at: T0 + 2,
+            },
+        ],
+        ..mapping(&[])
+    };
+    let beta = mapping(&[(200, "qa", Role::Viewer)]);
+    let gamma = mapping(&[]);
+
+    let write = store.begin_write().unwrap();
+    let txn = Tracked::new(&write, T0);
+    txn.put_org("acme", &acme).unwrap();
+    txn.put_org("beta", &beta).unwrap();
+    txn.put_org("gamma", &gamma).unwrap();
+    assert_eq!(write.org("acme").unwrap(), Some(acme.clone()));
+    assert_eq!(write.orgs_of_groups(&[100]).unwrap(), ["acme"]);
+    assert_eq!(write.orgs_of_groups(&[BIG, 200]).unwrap(), ["acme", "beta"]);
+    // Nothing of it outside the transaction until it commits.
+    assert_eq!(
+        store.read().unwrap().orgs_of_groups(&[100]).unwrap(),
+        Vec::<String>::new()
+    );
+    write.commit().unwrap();
+
+    let found = |reader: &dyn Reader| {
+        let none = Vec::<String>::new();
+        for (gids, orgs) in [
+            (&[100][..], &["acme"][..]),
+            (&[BIG], &["acme"]),
+            (&[100, BIG], &["acme"]),
+            (&[200, 100], &["acme", "beta"]),
+            (&[300, 200, 0], &["beta"]),
+        ] {
+            assert_eq!(reader.orgs_of_groups(gids).unwrap(), orgs, "{gids:?}");
+        }
+        for gids in [&[][..], &[0], &[300, 101, 99], &[u32::MAX]] {
+            assert_eq!(reader.orgs_of_groups(gids).unwrap(), none, "{gids:?}");
+        }
+    };
+    let check = |store: &Store| {
+        let expected = [("acme", &acme), ("beta", &beta), ("gamma", &gamma)];
+        let snapshot = store.read().unwrap();
+        for (name, record) in expected {
+            assert_eq!(snapshot.org(name).unwrap().as_ref(), Some(record), "{name}");
+        }
+        found(&*snapshot);
+        let write = store.begin_write().unwrap();
+        write
+            .read_ahead(&[1000], &[], &["acme", "beta", "gamma"])
+            .unwrap();
+        for (name, record) in expected {
+            assert_eq!(write.org(name).unwrap().as_ref(), Some(record), "{name}");
+        }
+        found(&write);
+        drop(write);
+        let glance = runtime.block_on(store.glance(1000, Some("acme"))).unwrap();
+        assert_eq!(glance.org("acme").unwrap(), Some(acme.clone()));
+        assert!(matches!(
+            glance.orgs_of_groups(&[100]),
+            Err(StoreError::BeyondGlance)
+        ));
+        let about = store.read_about(1000, Some("acme")).unwrap();
+        assert_eq!(about.org("acme").unwrap(), Some(acme.clone()));
+        found(&*about);
+    };
+    check(&store);
+    check(&other);
+
+    // Restored from its own rows, as a restore writes a backup's: the same again.
+    let (batch, last_event) = everything(&store);
+    assert_eq!(
+        batch.orgs,
+        [
+            ("acme".to_owned(), acme.clone()),
+            ("beta".to_owned(), beta.clone()),
+            ("gamma".to_owned(), gamma.clone()),
+        ]
+    );
+    let write = store.begin_write().unwrap();
+    write.clear().unwrap();
+    assert_eq!(
+        write.orgs_of_groups(&[100, 200]).unwrap(),
+        Vec::<String>::new()
+    );
+    write.import(&batch).unwrap();
+    write.finish_import(last_event).unwrap();
+    write.commit().unwrap();
+    check(&store);
+    assert_eq!(everything(&store).0.orgs, batch.orgs);
+
+    // A group unmapped: no longer found by its gid; mapped, found.
+    let write = store.begin_write().unwrap();
+    let txn = Tracked::new(&write, T0);
+    let unmapped = OrgRecord {
+        groups: acme.groups[1..].to_vec(),
+        ..acme.clone()
+    };
+    txn.put_org("acme", &unmapped).unwrap();
+    txn.put_org("gamma", &mapping(&[(100, "devs", Role::Readonly)]))
+        .unwrap();
+    assert_eq!(write.orgs_of_groups(&[100]).unwrap(), ["gamma"]);
+    write.commit().unwrap();
+    let snapshot = store.read().unwrap();
+    assert_eq!(snapshot.org("acme").unwrap(), Some(unmapped.clone()));
+    assert_eq!(snapshot.orgs_of_groups(&[100]).unwrap(), ["gamma"]);
+    assert_eq!(snapshot.orgs_of_groups(&[BIG]).unwrap(), ["acme"]);
+    drop(snapshot);
+
+    // Renamed, with its groups, under its new name in the transaction that renames it
+    // (which read it under the old one first, as the rule does) and after.
+    let write = store.begin_write().unwrap();
+    let txn = Tracked::new(&write, T0);
+    assert_eq!(txn.org("acme").unwrap(), Some(unmapped.clone()));
+    assert_eq!(txn.org("delta").unwrap(), None);
+    txn.rename_org("acme", "delta").unwrap();
+    assert_eq!(txn.org("acme").unwrap(), None);
+    assert_eq!(txn.org("delta").unwrap(), Some(unmapped.clone()));
+    assert_eq!(
+        write.orgs_of_groups(&[BIG, 200]).unwrap(),
+        ["beta", "delta"]
+    );
+    // Changed again under its new name in the same transaction, as a later change of its
+    // batch would: the row renamed, no other.
+    txn.put_org("delta", &acme).unwrap();
+    assert_eq!(write.orgs_of_groups(&[100]).unwrap(), ["delta", "gamma"]);
+    write.commit().unwrap();
+    let snapshot = store.read().unwrap();
+    assert_eq!(snapshot.org("acme").unwrap(), None);
+    assert_eq!(snapshot.org("delta").unwrap(), Some(acme.clone()));
+    assert_eq!(snapshot.org_names().unwrap(), ["beta", "delta", "gamma"]);
+    assert_eq!(
+        snapshot.orgs_of_groups(&[BIG, 200]).unwrap(),
+        ["beta", "delta"]
+    );
+    drop(snapshot);
+
+    // Deleted: found by none, in the transaction and after.
+    let write = store.begin_write().unwrap();
+    let txn = Tracked::new(&write, T0);
+    assert_eq!(txn.org("delta").unwrap(), Some(acme.clone()));
+    txn.delete_org("delta").unwrap();
+    assert_eq!(txn.org("delta").unwrap(), None);
+    assert_eq!(write.orgs_of_groups(&[100, BIG]).unwrap(), ["gamma"]);
+    write.commit().unwrap();
+    let snapshot = other.read().unwrap();
+    assert_eq!(snapshot.org("delta").unwrap(), None);
+    assert_eq!(snapshot.orgs_of_groups(&[100, BIG]).unwrap(), ["gamma"]);
+    assert_eq!(
+        snapshot.orgs_of_groups(&[BIG]).unwrap(),
+        Vec::<String>::new()
+    );
 }

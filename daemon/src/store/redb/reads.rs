@@ -143,6 +143,24 @@ macro_rules! impl_reader {
                 Ok(value.map(|v| v.value().to_owned()))
             }
 
+            fn orgs_of_groups(&self, gids: &[u32]) -> Result<Vec<String>> {
+                let table = self.group_orgs_table()?;
+                let mut orgs = Vec::new();
+                for &gid in gids {
+                    for entry in table.range((gid, "")..)? {
+                        let (key, _) = entry?;
+                        let (key_gid, org) = key.value();
+                        if key_gid != gid {
+                            break;
+                        }
+                        orgs.push(org.to_owned());
+                    }
+                }
+                orgs.sort();
+                orgs.dedup();
+                Ok(orgs)
+            }
+
             fn next_due(&self) -> Result<Option<Millis>> {
                 let table = self.pending_table()?;
                 let first = table.first()?;

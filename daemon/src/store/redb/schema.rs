@@ -16,7 +16,8 @@ use super::StoreOptions;
 use crate::store::chain::seal;
 use crate::store::{
     decode, encode, spent_key, AuditRecord, BindingRecord, Changes, LegacyAuditRecord,
-    LegacyMembershipRecord, MembershipRecord, Provenance, Reader, StoreError, TokenRecord, GENESIS,
+    LegacyMembershipRecord, LegacyOrgRecord, MembershipRecord, OrgRecord, Provenance, Reader,
+    StoreError, TokenRecord, GENESIS,
 };
 
 /// The schema this daemon writes. Bump it with a migration in [`MIGRATIONS`].
@@ -89,12 +90,14 @@ fn audit_chain(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreErro
 }
 
 /// Version 7 → 8: a membership gains its terms (a block, an end to access, a temporary
-/// elevation) as a trailing field. Every binary membership of schemas 4 to 7 is rewritten
-/// with none, a chunk at a time, so that no read need tell the layouts apart; JSON records
-/// (schema 3 and before) read with none already and are left as they are. The indexes do
-/// not change: a membership with no terms is due and an admin as before. The version
-/// changes so that an older daemon, which would fail on every membership, refuses the file.
+/// elevation) and an organization its Unix groups, each as a trailing field. Every binary
+/// membership and organization of schemas 4 to 7 is rewritten with none, a chunk at a time,
+/// so that no read need tell the layouts apart; JSON records (schema 3 and before) read with
+/// none already and are left as they are. The indexes do not change: a membership with no
+/// terms is due and an admin as before, and no group is mapped. The version changes so
+/// that an older daemon, which would fail on every membership, refuses the file.
 fn membership_terms(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), StoreError> {
+    org_groups(txn)?;
     const CHUNK: usize = 4096;
     let mut table = txn.open_table(super::tables::MEMBERSHIPS)?;
     let mut after: Option<(String, String)> = None;
@@ -133,6 +136,28 @@ fn membership_terms(txn: &WriteTransaction, _: &StoreOptions) -> Result<(), Stor
                 table.insert((org.as_str(), email.as_str()), bytes.as_slice())?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Organizations of schemas 4 to 7 rewritten with no groups (a few rows: at once).
+fn org_groups(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut table = txn.open_table(super::tables::ORGS)?;
+    let mut rewritten = Vec::new();
+    for entry in table.iter()? {
+        let (name, value) = entry?;
+        let bytes = value.value();
+        let whole = decode::<OrgRecord>("orgs", bytes).is_ok();
+        if bytes.first() == Some(&crate::store::BINARY_RECORD) && !whole {
+            let old: LegacyOrgRecord = decode("orgs", bytes)?;
+            rewritten.push((
+                name.value().to_owned(),
+                encode("orgs", &OrgRecord::from(old))?,
+            ));
+        }
+    }
+    for (name, bytes) in &rewritten {
+        table.insert(name.as_str(), bytes.as_slice())?;
     }
     Ok(())
 }

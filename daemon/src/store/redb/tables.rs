@@ -10,7 +10,7 @@ use redb::{ReadTransaction, TableDefinition, WriteTransaction};
 use crate::store::{ChainHash, Result, Sealed, StoreError};
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const ORGS: TableDefinition<&str, &[u8]> = TableDefinition::new("orgs");
+pub(super) const ORGS: TableDefinition<&str, &[u8]> = TableDefinition::new("orgs");
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 /// (org, email) → membership.
 pub(super) const MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> =
@@ -43,6 +43,9 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// The feed by organization: (org, sequence number) of each event an organization's feed
 /// carries, so that it reads its own rows and no one else's (schema 6).
 const ORG_EVENTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("org_events");
+/// (gid, org) of each Unix group an organization maps to a role, so that a caller's
+/// groups find their organizations without reading every organization (schema 8).
+const GROUP_ORGS: TableDefinition<(u32, &str), ()> = TableDefinition::new("group_orgs");
 /// Spent tokens (used, revoked, expired) by the time they may be forgotten: (expiry plus
 /// [`SPENT_TOKEN_MEMORY`], key), so that the sweeper prunes what no longer matters at the
 /// cost of what it prunes (schema 6).
@@ -161,6 +164,7 @@ tables! {
     events_table: EVENTS: u64 => &'static [u8],
     org_events_table: ORG_EVENTS: (&'static str, u64) => (),
     spent_tokens_table: SPENT_TOKENS: (u64, &'static [u8; 32]) => (),
+    group_orgs_table: GROUP_ORGS: (u32, &'static str) => (),
 }
 
 /// Creates every table, so that read snapshots can open them all.
@@ -181,6 +185,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(EVENTS)?;
     txn.open_table(ORG_EVENTS)?;
     txn.open_table(SPENT_TOKENS)?;
+    txn.open_table(GROUP_ORGS)?;
     Ok(())
 }
 

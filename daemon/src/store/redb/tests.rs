@@ -54,6 +54,7 @@ fn the_admins_index_follows_memberships_and_is_checked() {
             &OrgRecord {
                 created_at: 1,
                 created_by_uid: 0,
+                groups: Default::default(),
             },
         )?;
         t.put_org(
@@ -61,6 +62,7 @@ fn the_admins_index_follows_memberships_and_is_checked() {
             &OrgRecord {
                 created_at: 1,
                 created_by_uid: 0,
+                groups: Default::default(),
             },
         )?;
         t.put_membership("acme", "a@x", &invited_admin, None)?;
@@ -124,6 +126,7 @@ fn the_feed_and_spent_token_indexes_are_checked() {
             &OrgRecord {
                 created_at: 1,
                 created_by_uid: 0,
+                groups: Default::default(),
             },
         )?;
         t.put_membership("acme", "a@x", &member, None)?;
@@ -214,6 +217,7 @@ fn add_org(store: &Store, name: &str) {
     let org = OrgRecord {
         created_at: 1,
         created_by_uid: 0,
+        groups: Default::default(),
     };
     Tracked::new(&tables, 1).put_org(name, &org).unwrap();
     let announced = tables.last_event();

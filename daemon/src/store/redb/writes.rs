@@ -13,14 +13,44 @@ use crate::store::{
     MembershipRecord, OrgRecord, Reader, Result, Rows, TokenHash, TokenRecord, GENESIS,
 };
 
+impl Tables<'_> {
+    /// Files `org`'s groups under `name` in `group_orgs`, in place of what `old` filed.
+    fn file_groups(
+        &self,
+        name: &str,
+        old: Option<&OrgRecord>,
+        new: Option<&OrgRecord>,
+    ) -> Result<()> {
+        let gids = |org: Option<&OrgRecord>| -> Vec<u32> {
+            org.map(|org| org.groups.iter().map(|map| map.gid).collect())
+                .unwrap_or_default()
+        };
+        let (before, after) = (gids(old), gids(new));
+        if before == after {
+            return Ok(());
+        }
+        let mut index = self.group_orgs_table()?;
+        for gid in before.iter().filter(|gid| !after.contains(gid)) {
+            index.remove((*gid, name))?;
+        }
+        for gid in after.iter().filter(|gid| !before.contains(gid)) {
+            index.insert((*gid, name), ())?;
+        }
+        Ok(())
+    }
+}
+
 impl Changes for Tables<'_> {
     fn put_org(&self, name: &str, org: &OrgRecord) -> Result<()> {
+        let old = self.org(name)?;
         self.orgs_table()?
             .insert(name, encode("orgs", org)?.as_slice())?;
-        Ok(())
+        self.file_groups(name, old.as_ref(), Some(org))
     }
 
     fn delete_org(&self, name: &str) -> Result<()> {
+        let old = self.org(name)?;
+        self.file_groups(name, old.as_ref(), None)?;
         self.orgs_table()?.remove(name)?;
         self.current_org_table()?.retain(|_, org| org != name)?;
         self.org_events_table()?
@@ -87,6 +117,7 @@ impl Changes for Tables<'_> {
             audit_by_org.insert((new, seq), ())?;
         }
         drop(audit_by_org);
+        self.file_groups(old, Some(&record), None)?;
         self.orgs_table()?.remove(old)?;
         Ok(())
     }

@@ -102,3 +102,16 @@ END
 $$;
 CREATE TRIGGER file_audit_record BEFORE INSERT ON audit_log
     FOR EACH ROW EXECUTE FUNCTION file_audit_record();
+
+-- An organization's Unix groups, each mapped to a role (`org map-group`), as in the
+-- embedded store's schema 8: groups is the JSON array of the mappings (gid, name when
+-- mapped, role, by whom, when), as the daemon's records write it; group_gids their gids,
+-- which the daemon writes alongside, as it writes every index of the embedded store. The
+-- organizations of a user's groups are read by them (`group_gids && $1`), through the
+-- index. Organizations of schema 2 map none.
+ALTER TABLE orgs
+    ADD COLUMN groups     text NOT NULL DEFAULT '[]',
+    ADD COLUMN group_gids bigint[] NOT NULL DEFAULT '{}'
+        CHECK (array_position(group_gids, NULL) IS NULL
+               AND 0 <= ALL (group_gids) AND 4294967295 >= ALL (group_gids));
+CREATE INDEX orgs_by_group ON orgs USING gin (group_gids);
