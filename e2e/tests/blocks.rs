@@ -106,6 +106,15 @@ fn blocked(options: DaemonOptions) {
         false,
         "dev@example.com is blocked in acme: laptop lost",
     );
+    let me = d.ctl(dev.uid, &["whoami"]);
+    me.assert_success();
+    assert!(
+        me.stdout_lines()
+            .iter()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>()
+                == ["acme", "deployer", "blocked"]),
+        "{me:#?}"
+    );
     assert_answer(
         &d.ctl(
             ROOT,

@@ -78,6 +78,27 @@ fn mapped(options: DaemonOptions) {
         ),
         "{no:#?}"
     );
+    // `whoami` says where the role comes from.
+    let me = d.ctl(ops.uid, &["whoami"]);
+    me.assert_success();
+    let lines: Vec<String> = me
+        .stdout_lines()
+        .iter()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines[..4],
+        [
+            format!(
+                "uid {} (cpt-gr-op): no account, acting through Unix groups",
+                ops.uid
+            ),
+            "current organization: acme".to_owned(),
+            "ORGANIZATION ROLE STATUS".to_owned(),
+            format!("acme deployer active (group {GROUP})"),
+        ],
+        "{me:#?}"
+    );
     // `user list` shows the group and its users after the members.
     let list = d.ctl(ops.uid, &["user", "list"]);
     list.assert_success();

@@ -625,6 +625,9 @@ pub fn whoami(who: &WhoAmI) -> String {
             account_status(account.status)
         ),
         (None, true) => format!("uid {uid}: superuser (admin power in every organization)\n"),
+        (None, false) if !who.memberships.is_empty() => {
+            format!("uid {uid}: no account, acting through Unix groups\n")
+        }
         (None, false) => format!(
             "uid {uid}: no account yet (activate an invitation: run compartment activate and paste its URL)\n"
         ),
@@ -638,11 +641,12 @@ pub fn whoami(who: &WhoAmI) -> String {
             .memberships
             .iter()
             .map(|m| {
-                [
-                    escaped(&m.org).into_owned(),
-                    m.role.to_string(),
-                    m.status.to_string(),
-                ]
+                let status = match (&m.blocked, &m.group) {
+                    (Some(_), _) => "blocked".to_owned(),
+                    (None, Some(group)) => format!("{} (group {})", m.status, escaped(group)),
+                    (None, None) => m.status.to_string(),
+                };
+                [escaped(&m.org).into_owned(), m.role.to_string(), status]
             })
             .collect();
         out.push_str(&table(["ORGANIZATION", "ROLE", "STATUS"], &rows));
@@ -1480,6 +1484,8 @@ mod tests {
                 role: Role::Admin,
                 status: MemberStatus::Active,
                 usable: Some(false),
+                blocked: Default::default(),
+                group: Default::default(),
             }],
         };
         assert_eq!(
@@ -1541,12 +1547,16 @@ mod tests {
                 role: Role::Deployer,
                 status: MemberStatus::Active,
                 usable: None,
+                blocked: Default::default(),
+                group: Default::default(),
             },
             OrgMembership {
                 org: "beta".into(),
                 role: Role::Viewer,
                 status: MemberStatus::Invited,
                 usable: None,
+                blocked: Default::default(),
+                group: Default::default(),
             },
         ];
         assert_eq!(
@@ -1616,6 +1626,8 @@ mod tests {
             role: Role::Viewer,
             status: MemberStatus::Active,
             usable: Some(false),
+            blocked: Default::default(),
+            group: Default::default(),
         };
         let detail = AccountDetail {
             email: h(),

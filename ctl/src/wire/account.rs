@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{AccountStatus, MemberStatus, Params, Permission, Role};
+use super::{AccountStatus, MemberBlock, MemberStatus, Params, Permission, Role};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +36,13 @@ pub struct OrgMembership {
     /// holds the account, through which nobody acts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usable: Option<bool>,
+    /// In `whoami`: the block in force, when the member is blocked there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<MemberBlock>,
+    /// In `whoami`: the Unix group whose mapping gives the role, when it gives more than
+    /// any membership (`org map-group`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Who the daemon thinks the caller is, from the socket's peer credentials.

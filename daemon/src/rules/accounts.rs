@@ -85,6 +85,8 @@ fn detail(
                 role: m.role,
                 status,
                 usable: Some(!orphaned),
+                blocked: Default::default(),
+                group: Default::default(),
             });
         }
     }

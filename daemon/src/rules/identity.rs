@@ -413,14 +413,48 @@ pub fn whoami(reader: &impl Reader, caller: &Caller, now: Millis) -> Result<WhoA
             if let Some(m) = reader.membership(&org, email)?.filter(mine) {
                 memberships.push(OrgMembership {
                     org,
-                    role: m.role,
+                    role: m.terms.role_at(m.role, now),
                     status: m.status_at(now),
                     usable: None,
+                    blocked: m
+                        .terms
+                        .block_at(now)
+                        .filter(|_| m.status == MemberStatus::Active)
+                        .map(super::lifecycle::shown_block),
+                    group: None,
                 });
             }
         }
     }
-    let current = if caller.superuser || email.is_some() {
+    // Where a Unix group's mapping gives more than a membership, or gives a role alone.
+    if !caller.groups.is_empty() && !caller.superuser {
+        for org in reader.orgs_of_groups(&caller.groups)? {
+            let here = standing(reader, &actor, &org)?;
+            let (Some(role), Some(map)) = (
+                here.role(caller.uid, now),
+                here.through_group(caller.uid, now),
+            ) else {
+                continue;
+            };
+            let group = Some(map.name.clone());
+            match memberships.iter_mut().find(|m| m.org == org) {
+                Some(listed) => {
+                    listed.role = role;
+                    listed.group = group;
+                }
+                None => memberships.push(OrgMembership {
+                    org,
+                    role,
+                    status: MemberStatus::Active,
+                    usable: None,
+                    blocked: None,
+                    group,
+                }),
+            }
+        }
+        memberships.sort_by(|a, b| a.org.cmp(&b.org));
+    }
+    let current = if caller.superuser || email.is_some() || !memberships.is_empty() {
         current(reader, &actor, now)?
     } else {
         None
