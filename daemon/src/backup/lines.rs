@@ -213,7 +213,7 @@ mod tests {
                         groups: Default::default(),
                     },
                 },
-                r#"{"kind":"org","name":"acme","created_at":1,"created_by_uid":0}"#,
+                r#"{"kind":"org","name":"acme","created_at":1,"created_by_uid":0,"groups":[]}"#,
             ),
             (
                 Line::Account {

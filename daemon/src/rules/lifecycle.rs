@@ -2,10 +2,11 @@
 //! `user.unblock`), access that ends by itself (`user invite --access-until`), a role held
 //! for a time (`role grant --until`), and the sweeper's recording of each end.
 //!
-//! Every decision compares a membership's [`Terms`] with `now` ([`crate::store::MembershipRecord::acting_role`]),
-//! so access ends on the second whether or not the sweeper has run. The sweeper only
-//! records what ended ([`settle`]): the audit log, the feed (so services end sessions), and
-//! the membership rewritten so that lists and indexes agree with the decisions.
+//! Every decision compares a membership's [`Terms`] with `now`
+//! ([`crate::store::MembershipRecord::acting_role`]), so access ends on the second whether
+//! or not the sweeper has run. The sweeper only records what ended ([`settle`]): the audit
+//! log, the feed (so services end sessions), and the membership rewritten so that lists and
+//! indexes agree with the decisions.
 
 use std::time::Duration;
 

@@ -779,7 +779,25 @@ mod tests {
                 created_by_uid: 0,
                 groups: Default::default(),
             },
-            &[1, 0],
+            &[1, 0, 0],
+        );
+        // With a group mapped (schema 8).
+        pinned(
+            "orgs",
+            OrgRecord {
+                created_at: 1,
+                created_by_uid: 0,
+                groups: vec![GroupMap {
+                    gid: 300,
+                    name: "g".into(),
+                    role: Role::Viewer,
+                    by: "b".into(),
+                    at: 2,
+                }],
+            },
+            &[
+                1, 0, 1, 0xac, 0x02, 1, b'g', 6, b'v', b'i', b'e', b'w', b'e', b'r', 1, b'b', 2,
+            ],
         );
         pinned(
             "audit",
