@@ -162,10 +162,22 @@ pub fn decide(
                 ..
             },
             None,
-        ) => sentence(format_args!(
-            "{who} is {role} in {org} (invited by {}), and {needs}",
-            membership.invited_by
-        )),
+        ) => match membership
+            .terms
+            .elevation
+            .filter(|elevation| !crate::clock::is_due(elevation.until.at, now))
+        {
+            Some(elevation) => sentence(format_args!(
+                "{who} is {role} in {org} until {}, then {} (invited by {}), and {needs}",
+                rfc3339(elevation.until.at),
+                elevation.fallback,
+                membership.invited_by
+            )),
+            None => sentence(format_args!(
+                "{who} is {role} in {org} (invited by {}), and {needs}",
+                membership.invited_by
+            )),
+        },
         (Standing::Member { .. } | Standing::NoOrg, None) => {
             sentence(format_args!("{who} is {role} in {org}, and {needs}"))
         }

@@ -296,14 +296,24 @@ pub fn settle(
         return Ok(false);
     }
     // One change, so one event: the feed tells of the most telling (role, unblock,
-    // warning), and the audit log records each end.
+    // warning), and the audit log records each end, from what was held just before the
+    // first of them.
     txn.put_membership(org, email, &settled, Some(membership))?;
+    let ended = [
+        terms.block.as_ref().and_then(|block| block.until),
+        terms.elevation.map(|elevation| elevation.until.at),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|&at| is_due(at, now))
+    .min()
+    .unwrap_or(now);
     for (event, detail) in records {
         audit::Entry::new(audit::daemon(), event, now)
             .org(org)
             .account(email)
             .change(
-                audit::state(Some(membership), now.saturating_sub(1)),
+                audit::state(Some(membership), ended.saturating_sub(1)),
                 audit::state(Some(&settled), now),
             )
             .detail(detail)

@@ -3137,6 +3137,17 @@ fn an_elevation_falls_back_on_the_second_and_never_counts_as_an_admin() {
         };
         assert!(may_invite(end - 1));
         assert!(!may_invite(end), "fallen back on the second, unswept");
+        let raised = decide(
+            &f,
+            user(1002),
+            Permission::DeploymentCreate,
+            Some("acme"),
+            T0,
+        );
+        assert_eq!(
+            raised.message,
+            "ops@example.com is admin in acme until 2026-05-03T12:00:00Z, then readonly (invited by uid 0), and deployment.create needs the deployer role or above"
+        );
         // A temporary admin is not one the last-admin rule can rely on.
         let err = f.remove(root(), "acme", "admin@example.com").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::LastAdmin);
@@ -3157,6 +3168,17 @@ fn an_elevation_falls_back_on_the_second_and_never_counts_as_an_admin() {
             .unwrap()
             .unwrap();
         assert_eq!((ops.role, ops.terms.elevation), (Role::Readonly, None));
+        // The audit log records the end from the role held until then.
+        let audit = snapshot.audit().unwrap();
+        let ended = audit.last().unwrap();
+        assert_eq!(ended.event, "organization.role.expire");
+        assert_eq!(
+            (
+                ended.before.as_ref().unwrap().role,
+                ended.after.as_ref().unwrap().role
+            ),
+            (Some(Role::Admin), Some(Role::Readonly))
+        );
         drop(snapshot);
         f.assert_indexes_agree();
     }
