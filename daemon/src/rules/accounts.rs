@@ -24,8 +24,8 @@ use compartmentctl::wire::{
 };
 
 use super::error::AdminLoss;
-use super::invitations::revoke_token;
 use super::members::has_another_admin;
+use super::revoke_token;
 use super::{parse_email, refuse_root, Caller, RuleError};
 use crate::clock::rfc3339;
 use crate::store::{AccountRecord, BindingRecord, Changes, Millis, Provenance, Reader, UnixUser};

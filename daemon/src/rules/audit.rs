@@ -51,7 +51,7 @@ pub fn daemon() -> AuditActor {
 /// A membership's role and status at `now`, or not a member.
 pub fn state(membership: Option<&MembershipRecord>, now: Millis) -> AuditState {
     match membership {
-        Some(membership) if super::lifecycle::is_blocked(membership, now) => AuditState {
+        Some(membership) if super::terms::is_blocked(membership, now) => AuditState {
             role: Some(membership.terms.role_at(membership.role, now)),
             status: "blocked".to_owned(),
         },

@@ -420,7 +420,7 @@ pub fn whoami(reader: &impl Reader, caller: &Caller, now: Millis) -> Result<WhoA
                         .terms
                         .block_at(now)
                         .filter(|_| m.status == MemberStatus::Active)
-                        .map(super::lifecycle::shown_block),
+                        .map(super::terms::shown_block),
                     group: None,
                 });
             }

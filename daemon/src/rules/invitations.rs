@@ -15,8 +15,8 @@ use compartmentctl::wire::{
 
 use super::identity::{authenticate, in_org, may_vouch_for, Actor};
 use super::{
-    audit, lifecycle, millis, parse_email, refuse_root, Caller, Policy, RuleError, Unbound,
-    MAX_INVITATION_TTL,
+    audit, lifecycle, millis, parse_email, refuse_root, revoke_token, set_token_state, terms,
+    Caller, Policy, RuleError, Unbound, MAX_INVITATION_TTL,
 };
 use crate::clock::{is_due, rfc3339};
 use crate::store::{
@@ -46,7 +46,7 @@ pub fn invite(
     let access_until = params
         .access_until
         .as_deref()
-        .map(|text| lifecycle::parse_until(text, "--access-until", now))
+        .map(|text| terms::parse_until(text, "--access-until", now))
         .transpose()?;
     let existing = txn.membership(&here.org, email.as_str())?;
     if let Some(existing) = &existing {
@@ -207,7 +207,7 @@ pub(super) fn add_member(
         invited_at: now,
         expires_at: None,
         token_hash: None,
-        terms: lifecycle::fresh_terms(new.access_until, now),
+        terms: terms::fresh_terms(new.access_until, now),
     };
     let mut invitation = Invitation {
         org: new.org.to_owned(),
@@ -280,23 +280,77 @@ fn refuse_unbindable(reader: &impl Reader, named: &UnixUser, email: &str) -> Res
     }
 }
 
-/// Marks a token unusable because its invitation was replaced or removed.
-pub(super) fn revoke_token(txn: &impl Changes, hash: &TokenHash) -> Result<(), RuleError> {
-    set_token_state(txn, hash, TokenState::Revoked)
-}
-
-fn set_token_state(
-    txn: &impl Changes,
-    hash: &TokenHash,
-    state: TokenState,
-) -> Result<(), RuleError> {
-    if let Some(mut record) = txn.token(hash)? {
-        if record.state == TokenState::Pending {
-            record.state = state;
-            txn.put_token(hash, &record)?;
+/// The token `url_or_token` names (a URL or the token itself), and its store key: `None`
+/// when it is not one this daemon issued.
+fn find_token(
+    reader: &impl Reader,
+    url_or_token: &str,
+) -> crate::store::Result<Option<(TokenHash, TokenRecord)>> {
+    let text = token_from_url_or_token(url_or_token);
+    if !looks_like_token(text) {
+        return Ok(None);
+    }
+    // Tokens issued before schema 3 are stored under their text's SHA-256.
+    for hash in [key_of(text), legacy_key(text)] {
+        if let Some(token) = reader.token(&hash)? {
+            return Ok(Some((hash, token)));
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+/// What the activation page may tell about a token at `now`, without consuming it
+/// (DESIGN §10): everything the invitee needs for a valid one; for any other, only which
+/// kind of not valid it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preview {
+    Valid {
+        org: String,
+        email: String,
+        role: Role,
+        expires_at: Millis,
+        /// When the membership's access ends by itself, if it does.
+        access_until: Option<Millis>,
+        /// The only Unix user who may redeem it (`--unix-user`).
+        redeemer: Option<String>,
+    },
+    Expired,
+    Used,
+    Revoked,
+    Unknown,
+}
+
+/// [`Preview`] of `url_or_token` at `now`, judged as [`activate`] judges it (but for who
+/// redeems it, which only the host knows).
+pub fn preview(
+    reader: &impl Reader,
+    url_or_token: &str,
+    now: Millis,
+) -> crate::store::Result<Preview> {
+    let Some((hash, token)) = find_token(reader, url_or_token)? else {
+        return Ok(Preview::Unknown);
+    };
+    match token.state {
+        TokenState::Pending if is_due(token.expires_at, now) => return Ok(Preview::Expired),
+        TokenState::Pending => {}
+        TokenState::Used => return Ok(Preview::Used),
+        TokenState::Revoked => return Ok(Preview::Revoked),
+        TokenState::Expired => return Ok(Preview::Expired),
+    }
+    let membership = reader
+        .membership(&token.org, &token.email)?
+        .filter(|m| m.status == MemberStatus::Invited && m.token_hash == Some(hash));
+    let Some(membership) = membership else {
+        return Ok(Preview::Revoked);
+    };
+    Ok(Preview::Valid {
+        role: membership.role,
+        expires_at: token.expires_at,
+        access_until: membership.terms.access_until.map(|deadline| deadline.at),
+        redeemer: token.redeemer.map(|user| user.name),
+        org: token.org,
+        email: token.email,
+    })
 }
 
 /// `activate`: spends a token (single use, unexpired at `now` whether or not the sweeper
@@ -308,18 +362,7 @@ pub fn activate(
     url_or_token: &str,
     now: Millis,
 ) -> Result<Activated, RuleError> {
-    let text = token_from_url_or_token(url_or_token);
-    if !looks_like_token(text) {
-        return Err(RuleError::InvalidToken);
-    }
-    // Tokens issued before schema 3 are stored under their text's SHA-256.
-    let mut hash = key_of(text);
-    let mut found = txn.token(&hash)?;
-    if found.is_none() {
-        hash = legacy_key(text);
-        found = txn.token(&hash)?;
-    }
-    let Some(mut token) = found else {
+    let Some((hash, mut token)) = find_token(txn, url_or_token)? else {
         return Err(RuleError::InvalidToken);
     };
     match token.state {

@@ -9,8 +9,8 @@ use compartmentctl::wire::{
 
 use super::error::AdminLoss;
 use super::identity::{authenticate, in_org};
-use super::invitations::revoke_token;
-use super::{audit, lifecycle, parse_email, Caller, RuleError};
+use super::revoke_token;
+use super::{audit, parse_email, terms, Caller, RuleError};
 use crate::clock::{is_due, rfc3339};
 use crate::store::{Changes, MemberRow, Millis, Reader};
 
@@ -175,12 +175,12 @@ fn shown_member(
         status,
         expires_at,
         unix_user,
-        blocked: terms.block_at(now).map(lifecycle::shown_block),
+        blocked: terms.block_at(now).map(terms::shown_block),
         access_until: terms.access_until.map(|deadline| rfc3339(deadline.at)),
         elevation: terms
             .elevation
             .filter(|elevation| !is_due(elevation.until.at, now))
-            .map(|elevation| lifecycle::shown_elevation(&elevation)),
+            .map(|elevation| terms::shown_elevation(&elevation)),
     }
 }
 
@@ -323,7 +323,7 @@ pub fn grant(
     let until = params
         .until
         .as_deref()
-        .map(|text| lifecycle::parse_until(text, "--until", now))
+        .map(|text| terms::parse_until(text, "--until", now))
         .transpose()?;
     let membership = here.member(txn, email)?;
     let previous_role = membership.terms.role_at(membership.role, now);
@@ -338,13 +338,7 @@ pub fn grant(
         }
     }
     updated.terms.elevation = match until {
-        Some(until) => Some(lifecycle::elevation(
-            &updated,
-            email,
-            params.role,
-            until,
-            now,
-        )?),
+        Some(until) => Some(terms::elevation(&updated, email, params.role, until, now)?),
         None => None,
     };
     updated.role = params.role;

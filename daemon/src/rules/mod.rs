@@ -10,7 +10,7 @@
 //! - [`members`]: `user.list`, `user.remove`, `role.grant`.
 //! - [`invitations`]: `user.invite`, `account.activate`, and the sweeper's expiry.
 //! - [`lifecycle`]: blocks, access and roles that end by themselves, and the sweeper's
-//!   recording of each end.
+//!   recording of each end; [`terms`], what a membership's terms say.
 //! - [`accounts`]: accounts and their bindings, for superusers (`account.*`).
 //! - [`authz`]: `authz.check`, what the rules would decide for anyone, and why.
 
@@ -23,6 +23,7 @@ pub mod invitations;
 pub mod lifecycle;
 pub mod members;
 pub mod orgs;
+pub mod terms;
 
 #[cfg(test)]
 mod properties;
@@ -35,6 +36,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{RuleError, Unbound};
+
+use crate::store::{Changes, TokenHash, TokenState};
 
 /// Who is calling, from the socket's peer credentials; never from the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +108,26 @@ fn refuse_root(user: &crate::store::UnixUser) -> Result<(), RuleError> {
             "{} is a superuser and needs no account",
             user.name
         )));
+    }
+    Ok(())
+}
+
+/// Marks a token unusable because its invitation was replaced or removed.
+pub(crate) fn revoke_token(txn: &impl Changes, hash: &TokenHash) -> Result<(), RuleError> {
+    set_token_state(txn, hash, TokenState::Revoked)
+}
+
+/// Sets a pending token's state; a spent one keeps its fate.
+pub(crate) fn set_token_state(
+    txn: &impl Changes,
+    hash: &TokenHash,
+    state: TokenState,
+) -> Result<(), RuleError> {
+    if let Some(mut record) = txn.token(hash)? {
+        if record.state == TokenState::Pending {
+            record.state = state;
+            txn.put_token(hash, &record)?;
+        }
     }
     Ok(())
 }

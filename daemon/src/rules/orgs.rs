@@ -8,7 +8,8 @@ use compartmentctl::wire::{
 };
 
 use super::identity::{authenticate, current_org, in_org, visible_orgs};
-use super::invitations::{add_member, revoke_token, AddMember};
+use super::invitations::{add_member, AddMember};
+use super::revoke_token;
 use super::{audit, parse_email, valid_org_name, Caller, Policy, RuleError};
 use crate::store::{Changes, GroupMap, Millis, OrgRecord, Reader, UnixUser};
 use crate::token::Token;
