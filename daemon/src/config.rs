@@ -76,6 +76,12 @@ pub struct Config {
           default_value = "10min", value_parser = parse_positive)]
     pub audit_checkpoint_interval: Duration,
 
+    /// Serve the activation page (`/activate?token=…`, what invitation URLs point at) on
+    /// this address, such as 127.0.0.1:8080 behind the host's reverse proxy. Off by
+    /// default; the page only tells an invitee what to run on the host
+    #[arg(long, env = "COMPARTMENT_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<std::net::SocketAddr>,
+
     /// How long audit records and the change feed's events are kept (at least a day), or
     /// `forever`. Older ones are pruned at each checkpoint, behind a checkpoint signed of
     /// the last one pruned, so the rest still verifies. A year by default, what PCI DSS

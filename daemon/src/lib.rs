@@ -27,6 +27,7 @@
 //! - [`events`]: the change feed a subscribed connection carries.
 //! - [`backup`]: `admin.backup`, sent from one snapshot, and `compartmentd restore`.
 //! - [`socket`]: binding the Unix socket, replacing a stale one, refusing a live one.
+//! - [`page`]: the activation page, over HTTP, with `--http-listen`.
 //! - [`users`]: the host's users (NSS), cached briefly.
 //! - [`state_dir`]: the state directory and database file it trusts (owner, mode, links).
 //! - [`clock`], [`token`]: time and randomness, as parameters.
@@ -48,6 +49,7 @@ pub mod events;
 pub mod limits;
 pub mod lines;
 pub mod logging;
+pub mod page;
 pub mod pipeline;
 pub mod refusals;
 pub mod reply;

@@ -58,6 +58,8 @@ pub struct Daemon {
     pub audit: Arc<Keeper>,
     /// How long the audit log and the feed keep what they hold.
     pub audit_retention: crate::retention::Retention,
+    /// Where the activation page is served (`--http-listen`), bound already.
+    pub http: Option<tokio::net::TcpListener>,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops gracefully: no new
@@ -118,6 +120,14 @@ pub async fn run(
         ctx.writer.clone(),
         stop.clone(),
     ));
+    if let Some(listener) = daemon.http {
+        tasks.spawn(crate::page::serve(
+            listener,
+            ctx.store.clone(),
+            ctx.clock.clone(),
+            stop.clone(),
+        ));
+    }
     tasks.spawn(crate::refusals::keep(
         ctx.refusals.clone(),
         ctx.writer.clone(),

@@ -78,6 +78,16 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
         None => "the socket systemd passed".to_owned(),
     };
     let listener = tokio::net::UnixListener::from_std(listener)?;
+    let http = match config.http_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|err| {
+                format!("cannot serve the activation page on {addr} (--http-listen): {err}")
+            })?;
+            tracing::info!(address = %addr, "the activation page is served");
+            Some(listener)
+        }
+        None => None,
+    };
     let service_group = match &config.service_group {
         Some(name) => Some(service_group(name)?),
         None => None,
@@ -117,6 +127,7 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
         limits,
         users: SystemUsers::new(),
         service_group,
+        http,
     };
     Ok(Listening {
         listener,

@@ -75,6 +75,7 @@ fn start_with(
             ),
             Duration::from_secs(3600),
         )),
+        http: Default::default(),
     };
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {

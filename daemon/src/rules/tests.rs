@@ -3598,3 +3598,49 @@ fn an_admin_by_group_never_counts_for_the_last_admin_rule_and_groups_follow_the_
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The activation page's view of a token (`invitations::preview`).
+
+#[test]
+fn a_preview_tells_a_valid_tokens_invitation_and_only_the_kind_of_any_other() {
+    use invitations::Preview;
+    for mut f in Fixture::each() {
+        let url = f.create_org("acme", "admin@example.com");
+        let seq = f.last_seq();
+        let preview = |f: &Fixture, url: &str, now| {
+            invitations::preview(&f.store.read().unwrap(), url, now).unwrap()
+        };
+        assert_eq!(
+            preview(&f, &url, T0),
+            Preview::Valid {
+                org: "acme".into(),
+                email: "admin@example.com".into(),
+                role: Role::Admin,
+                expires_at: T0 + 7 * DAY,
+                access_until: None,
+                redeemer: None,
+            }
+        );
+        assert_eq!(f.last_seq(), seq, "looking changed nothing");
+        assert_eq!(preview(&f, &url, T0 + 7 * DAY), Preview::Expired, "unswept");
+        // The token alone, or mangled, or none.
+        let token = url.rsplit('=').next().unwrap();
+        assert!(matches!(preview(&f, token, T0), Preview::Valid { .. }));
+        assert_eq!(preview(&f, &url[..url.len() - 1], T0), Preview::Unknown);
+        assert_eq!(preview(&f, "", T0), Preview::Unknown);
+        assert_eq!(preview(&f, "<script>", T0), Preview::Unknown);
+        f.activate(user(1001), &url, T0).unwrap();
+        assert_eq!(preview(&f, &url, T0), Preview::Used);
+        // Replaced by a newer URL.
+        let first = f
+            .invite_as(root(), "acme", "r@example.com", Role::Viewer, false, T0)
+            .unwrap();
+        f.invite_as(root(), "acme", "r@example.com", Role::Viewer, true, T0)
+            .unwrap();
+        assert_eq!(
+            preview(&f, first.activation_url.as_deref().unwrap(), T0),
+            Preview::Revoked
+        );
+    }
+}
