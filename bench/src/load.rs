@@ -37,6 +37,7 @@ pub fn create_org(socket: &Path, name: &str) {
             name: name.to_owned(),
             admin: format!("admin@{name}.example"),
             admin_unix_user: None,
+            expires_in: Default::default(),
         }))
         .unwrap_or_else(|err| panic!("org.create {name}: {err}"));
 }

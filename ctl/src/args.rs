@@ -48,7 +48,7 @@ user or organization name can act on the terminal; --output json prints it as JS
 /// invitations, through the local compartmentd daemon.
 #[derive(Debug, Parser)]
 #[command(
-    // Fixed so that help and usage read the same when run through the `compartment` link.
+    // The name it was invoked as replaces `bin_name` at parse time (cli::run).
     name = "compartmentctl",
     bin_name = "compartmentctl",
     version,
@@ -587,6 +587,11 @@ pub enum OrgCommand {
         /// Only this Unix user may redeem the first admin's activation URL
         #[arg(long, value_name = "NAME")]
         admin_unix_user: Option<String>,
+
+        /// How long the first admin's activation URL stays valid, as for `user invite`
+        /// [default: the daemon's --invitation-ttl, 7 days] [minimum: 1s] [maximum: 30 days]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_text)]
+        expires_in: Option<String>,
     },
 
     /// List the organizations you belong to

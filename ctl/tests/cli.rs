@@ -239,12 +239,30 @@ fn through_the_compartment_link_errors_say_compartment() {
     );
     assert!(stderr.ends_with(CONNECT_HINT), "{stderr}");
 
+    // Help and usage say the name it was invoked as, down to a subcommand's.
     let help = ctl(&link).arg("--help").output().unwrap();
     assert_eq!(help.status.code(), Some(0));
     assert!(
-        text(&help.stdout).contains("Usage: compartmentctl"),
+        text(&help.stdout).contains("Usage: compartment [OPTIONS] <COMMAND>"),
         "{}",
         text(&help.stdout)
+    );
+    let help = ctl(&link)
+        .args(["user", "block", "--help"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&help.stdout)
+            .contains("Usage: compartment user block [OPTIONS] --reason <TEXT> <EMAIL>"),
+        "{}",
+        text(&help.stdout)
+    );
+    let usage = ctl(&link).args(["user", "nope"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(
+        text(&usage.stderr).contains("Usage: compartment user [OPTIONS] <COMMAND>"),
+        "{}",
+        text(&usage.stderr)
     );
 }
 

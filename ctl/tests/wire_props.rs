@@ -475,7 +475,12 @@ fn field_value(name: &'static str) -> BoxedStrategy<Value> {
 /// The params fields of a method: (name, required).
 fn fields_of(method: &str) -> &'static [(&'static str, bool)] {
     match method {
-        "org.create" => &[("name", true), ("admin", true), ("admin_unix_user", false)],
+        "org.create" => &[
+            ("name", true),
+            ("admin", true),
+            ("admin_unix_user", false),
+            ("expires_in", false),
+        ],
         "org.use" => &[("name", true)],
         "org.delete" => &[("name", true), ("force", false)],
         "org.rename" => &[("name", true), ("new_name", true)],
@@ -726,7 +731,7 @@ fn every_method_round_trips_through_the_checks() {
     let lines = [
         r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
         r#"{"jsonrpc":"2.0","id":"x","method":"whoami","params":null}"#,
-        r#"{"jsonrpc":"2.0","id":2,"method":"org.create","params":{"name":"acme","admin":"a@example.com","admin_unix_user":"alice"}}"#,
+        r#"{"jsonrpc":"2.0","id":2,"method":"org.create","params":{"name":"acme","admin":"a@example.com","admin_unix_user":"alice","expires_in":"2h"}}"#,
         r#"{"jsonrpc":"2.0","id":3,"method":"org.list","params":{}}"#,
         r#"{"jsonrpc":"2.0","id":4,"method":"org.use","params":{"name":"acme"}}"#,
         r#"{"jsonrpc":"2.0","id":5,"method":"user.invite","params":{"org":"acme","email":"d@example.com","role":"deployer","expires_in":"2h","resend":true,"unix_user":"bob","access_until":"30days"}}"#,

@@ -937,6 +937,7 @@ mod tests {
                 name: "acme".into(),
                 admin: "alice@example.com".into(),
                 admin_unix_user: None,
+                expires_in: Default::default(),
             }),
         )
         .await

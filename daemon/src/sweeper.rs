@@ -268,6 +268,7 @@ mod tests {
             name: "acme".into(),
             admin: "admin@example.com".into(),
             admin_unix_user: None,
+            expires_in: Default::default(),
         };
         let token = Token::from_text(&format!("{:0>43}", 1));
         crate::writer::apply(store, T0, |txn, now| {

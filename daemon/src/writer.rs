@@ -1442,6 +1442,7 @@ mod tests {
                 name: "acme".into(),
                 admin: "admin@example.com".into(),
                 admin_unix_user: None,
+                expires_in: Default::default(),
             };
             let (root, policy_) = (crate::rules::tests::root(), policy.clone());
             let token = Token::from_text(&format!("{:a>43}", ""));

@@ -133,6 +133,7 @@ fn create_acme(client: &mut Client) -> OrgCreated {
             name: "acme".into(),
             admin: "admin@example.com".into(),
             admin_unix_user: None,
+            expires_in: Default::default(),
         }))
         .unwrap()
 }

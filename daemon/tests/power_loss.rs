@@ -546,6 +546,7 @@ fn fresh_database() -> Vec<u8> {
         name: ORG.into(),
         admin: ADMIN.into(),
         admin_unix_user: None,
+        expires_in: Default::default(),
     };
     let token = Token::from_text(&format!("{:a>43}", ""));
     let store = Arc::new(store);

@@ -19,6 +19,7 @@ fn create_acme(d: &Endpoint) {
             name: "acme".into(),
             admin: "admin@example.com".into(),
             admin_unix_user: None,
+            expires_in: Default::default(),
         }))
         .expect("org.create as root");
 }

@@ -267,6 +267,7 @@ fn acknowledged_invitations_survive_repeated_kill_9_under_concurrent_writers() {
             name: ORG.into(),
             admin: ADMIN.into(),
             admin_unix_user: None,
+            expires_in: Default::default(),
         }))
         .expect("org.create");
 

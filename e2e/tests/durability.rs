@@ -21,6 +21,7 @@ fn acme_with_invitations(d: &Daemon) -> Vec<Invitation> {
             name: "acme".into(),
             admin: "admin@example.com".into(),
             admin_unix_user: None,
+            expires_in: Default::default(),
         }))
         .expect("org.create");
     (0..INVITES)

@@ -46,6 +46,7 @@ fn create_acme(client: &mut Client) {
             name: "acme".into(),
             admin: "admin@example.com".into(),
             admin_unix_user: None,
+            expires_in: Default::default(),
         }))
         .expect("org.create");
 }

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use compartment_e2e::{
-    assert_token_shape, files_under, member_table, now_unix, parse_invite, parse_rfc3339, poll,
-    root_test, token_bytes, Daemon, DaemonOptions, InvitationLines, TestUser, ROOT, URL_PREFIX,
+    assert_token_shape, files_under, member_table, now_unix, parse_invitation_lines, parse_invite,
+    parse_rfc3339, poll, root_test, token_bytes, Daemon, DaemonOptions, InvitationLines, TestUser,
+    ROOT, URL_PREFIX,
 };
 use compartmentctl::wire::MemberStatus;
 use serde_json::{json, Value};
@@ -202,7 +203,11 @@ root_test!(
             admin_user().uid,
             &["user", "invite", "deploy@example.com", "--role", "deployer"],
         )
-        .assert_err(1, "deploy@example.com is already a member of acme");
+        .assert_err_hint(
+            1,
+            "deploy@example.com is already a member of acme",
+            "to change their role: compartment role grant deploy@example.com ROLE",
+        );
         d.ctl(
             admin_user().uid,
             &[
@@ -274,6 +279,28 @@ root_test!(expires_in_sets_an_invitations_lifetime, || {
     assert!(
         (before + 3600 - 1..=now_unix() + 3600 + 1).contains(&invite.expires_at_unix),
         "--expires-in 1h: {invite:#?}"
+    );
+
+    // So does an organization's first admin's.
+    let before = now_unix();
+    let out = d.ctl(
+        ROOT,
+        &[
+            "org",
+            "create",
+            "brief",
+            "--admin",
+            "b@example.com",
+            "--expires-in",
+            "3h",
+        ],
+    );
+    out.assert_success();
+    let lines = out.stdout_lines();
+    let created = parse_invitation_lines(&lines[1..], "b@example.com", "admin");
+    assert!(
+        (before + 3 * 3600 - 1..=now_unix() + 3 * 3600 + 1).contains(&created.expires_at_unix),
+        "org create --expires-in 3h: {out:#?}"
     );
 
     // The same in JSON: one line, the wire's Invitation, with the URL and the expiry.

@@ -168,6 +168,7 @@ async fn seed(ctx: &Context) -> String {
             name: "acme".into(),
             admin: "a@example.com".into(),
             admin_unix_user: None,
+            expires_in: None,
         }),
     )
     .await;
@@ -204,6 +205,7 @@ async fn seed(ctx: &Context) -> String {
             name: "beta".into(),
             admin: "b@example.com".into(),
             admin_unix_user: None,
+            expires_in: None,
         }),
     )
     .await;

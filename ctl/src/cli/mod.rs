@@ -27,7 +27,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser};
+use clap::{CommandFactory, FromArgMatches};
 use compartmentctl::paths::default_client_socket;
 use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
@@ -49,7 +49,13 @@ use exit::{Exit, Failure};
 pub fn run() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let prog = program_name(argv.first());
-    let cli = match Cli::try_parse_from(&argv) {
+    // Help and usage say the name it was invoked as (`compartment` through the package's
+    // link), as errors do.
+    let parsed = Cli::command()
+        .bin_name(prog.clone())
+        .try_get_matches_from(&argv)
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(err) if err.use_stderr() && asks_for_json(&argv) => {
             let failure = Failure::from_clap(&err);
@@ -275,10 +281,12 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
             name,
             admin,
             admin_unix_user,
+            expires_in,
         }) => Request::OrgCreate(OrgCreateParams {
             name,
             admin,
             admin_unix_user,
+            expires_in,
         }),
         Command::Org(OrgCommand::Delete { name, force }) => {
             Request::OrgDelete(OrgDeleteParams { name, force })
@@ -359,6 +367,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use clap::Parser;
     use compartmentctl::wire::Role;
 
     fn request(args: &[&str]) -> Request {

@@ -295,7 +295,12 @@ pub fn account_list(list: &AccountList) -> String {
         .map(|account| {
             [
                 escaped(&account.email).into_owned(),
-                account_status(account.status).to_owned(),
+                // A binding whose uid no longer resolves to the user it was made for holds
+                // for nobody: not `active`.
+                match account.uid_now_belongs_to {
+                    Some(_) => "binding stale".to_owned(),
+                    None => account_status(account.status).to_owned(),
+                },
                 dash(account.unix_user.as_deref()),
                 account
                     .uid
@@ -660,7 +665,7 @@ pub fn whoami(who: &WhoAmI) -> String {
 
 fn account_status(status: AccountStatus) -> &'static str {
     match status {
-        AccountStatus::Pending => "pending",
+        AccountStatus::Pending => "invited",
         AccountStatus::Active => "active",
     }
 }
@@ -1502,8 +1507,26 @@ mod tests {
             account_list(&AccountList {
                 accounts: vec![account]
             }),
-            "EMAIL          STATUS  UNIX USER  UID   BOUND THROUGH\n\
-             a@example.com  active  alice      1001  organization acme\n"
+            "EMAIL          STATUS         UNIX USER  UID   BOUND THROUGH\n\
+             a@example.com  binding stale  alice      1001  organization acme\n"
+        );
+        // Not yet activated: `invited`, as `user list` says it.
+        let pending = AccountDetail {
+            email: "p@example.com".into(),
+            status: AccountStatus::Pending,
+            uid: None,
+            unix_user: None,
+            uid_now_belongs_to: None,
+            bound_at: None,
+            bound_through: None,
+            memberships: Vec::new(),
+        };
+        assert_eq!(
+            account_list(&AccountList {
+                accounts: vec![pending]
+            }),
+            "EMAIL          STATUS   UNIX USER  UID  BOUND THROUGH\n\
+             p@example.com  invited  -          -    -\n"
         );
         let mut binding = AccountBinding {
             email: "a@example.com".into(),

@@ -205,6 +205,22 @@ declare_methods! {
 /// The name OpenRPC reserves for the method that describes the others.
 pub const DISCOVER: &str = "rpc.discover";
 
+/// The one of `known` that `typed` most likely meant, when one is close enough to say so
+/// ("did you mean deployer?"): at most two letters off (one for a short word), case aside.
+pub(crate) fn did_you_mean<'a>(
+    typed: &str,
+    known: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let typed = typed.to_ascii_lowercase();
+    let most = if typed.chars().count() < 6 { 1 } else { 2 };
+    known
+        .into_iter()
+        .map(|name| (strsim::damerau_levenshtein(&typed, name), name))
+        .filter(|(distance, _)| *distance <= most)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, name)| name)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
@@ -248,6 +264,16 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "\"owner\" is not a role: roles are admin, deployer, readonly and viewer"
+        );
+        let err = "deployr".parse::<Role>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"deployr\" is not a role: did you mean deployer? (roles are admin, deployer, readonly and viewer)"
+        );
+        let err = "deploymnt.create".parse::<Permission>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"deploymnt.create\" is not a permission: did you mean deployment.create? (compartment role show admin lists them all)"
         );
     }
 
@@ -432,6 +458,7 @@ mod tests {
             name: "acme".into(),
             admin: "a@example.com".into(),
             admin_unix_user: Some("alice".into()),
+            expires_in: Default::default(),
         });
         assert_eq!(create.org(), Some("acme"));
         assert_eq!(

@@ -22,6 +22,10 @@ pub struct OrgCreateParams {
     /// The only Unix user who may redeem the first admin's activation URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_unix_user: Option<String>,
+    /// Lifetime of the first admin's activation URL in humantime form, as `user.invite`'s;
+    /// the daemon's `--invitation-ttl` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -219,11 +219,15 @@ pub struct UnknownPermission(pub String);
 
 impl fmt::Display for UnknownPermission {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not a permission: compartment role show admin lists them all",
-            self.0
-        )
+        let all = "compartment role show admin lists them all";
+        match super::did_you_mean(&self.0, Permission::ALL.iter().map(|p| p.key())) {
+            Some(meant) => write!(
+                f,
+                "{:?} is not a permission: did you mean {meant}? ({all})",
+                self.0
+            ),
+            None => write!(f, "{:?} is not a permission: {all}", self.0),
+        }
     }
 }
 

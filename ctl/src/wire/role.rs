@@ -62,11 +62,16 @@ pub struct UnknownRole(pub String);
 
 impl fmt::Display for UnknownRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:?} is not a role: roles are admin, deployer, readonly and viewer",
-            self.0
-        )
+        let roles = "roles are admin, deployer, readonly and viewer";
+        let names = [Role::Admin, Role::Deployer, Role::Readonly, Role::Viewer].map(Role::as_str);
+        match super::did_you_mean(&self.0, names) {
+            Some(meant) => write!(
+                f,
+                "{:?} is not a role: did you mean {meant}? ({roles})",
+                self.0
+            ),
+            None => write!(f, "{:?} is not a role: {roles}", self.0),
+        }
     }
 }
 

@@ -171,11 +171,11 @@ pub fn decide(
                 "{who} is {role} in {org} until {}, then {} (invited by {}), and {needs}",
                 rfc3339(elevation.until.at),
                 elevation.fallback,
-                membership.invited_by
+                super::shown_inviter(&membership.invited_by)
             )),
             None => sentence(format_args!(
                 "{who} is {role} in {org} (invited by {}), and {needs}",
-                membership.invited_by
+                super::shown_inviter(&membership.invited_by)
             )),
         },
         (Standing::Member { .. } | Standing::NoOrg, None) => {

@@ -325,6 +325,9 @@ impl RuleError {
             RuleError::AlreadyInvited { .. } => {
                 "pass --resend to issue a new activation URL and revoke the old one".into()
             }
+            RuleError::AlreadyMember { email, .. } => {
+                format!("to change their role: compartment role grant {email} ROLE")
+            }
             RuleError::LastAdmin { .. } => "grant admin to another member first".into(),
             RuleError::Blocked { org, .. } => {
                 format!("ask an admin of {org} to unblock you (compartment user unblock)")

@@ -109,7 +109,10 @@ pub fn invite(
 }
 
 /// The lifetime an inviter asked for, within (0, 30 days]; the daemon's default if none.
-fn invitation_ttl(expires_in: Option<&str>, policy: &Policy) -> Result<Duration, RuleError> {
+pub(super) fn invitation_ttl(
+    expires_in: Option<&str>,
+    policy: &Policy,
+) -> Result<Duration, RuleError> {
     let Some(text) = expires_in else {
         return Ok(policy.invitation_ttl);
     };

@@ -56,9 +56,15 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// How the caller is named in `invited_by` and the audit log when it has no account.
+    /// How the caller is named in `invited_by`, a block's author and a group's mapper when
+    /// it has no account: `uid N` for a superuser (which `account bind` reads back as a
+    /// superuser's vouching, `accounts::invited_by_superuser`), and `NAME (uid N)` for
+    /// anyone else (a user acting through a Unix group), which never reads as one.
     fn label(&self) -> String {
-        format!("uid {}", self.uid)
+        match (&self.user, self.superuser) {
+            (_, true) | (None, false) => format!("uid {}", self.uid),
+            (Some(name), false) => format!("{name} (uid {})", self.uid),
+        }
     }
 
     /// The one gate of what only superusers may do: `action` (as "binding accounts") is
@@ -130,4 +136,12 @@ pub(crate) fn set_token_state(
         }
     }
     Ok(())
+}
+
+/// An `invited_by` as answers show it: root by name, anyone else as recorded.
+pub(crate) fn shown_inviter(invited_by: &str) -> &str {
+    match invited_by {
+        "uid 0" => "root",
+        other => other,
+    }
 }

@@ -8,7 +8,7 @@ use compartmentctl::wire::{
 };
 
 use super::identity::{authenticate, current_org, in_org, visible_orgs};
-use super::invitations::{add_member, AddMember};
+use super::invitations::{add_member, invitation_ttl, AddMember};
 use super::revoke_token;
 use super::{audit, parse_email, valid_org_name, Caller, Policy, RuleError};
 use crate::store::{Changes, GroupMap, Millis, OrgRecord, Reader, UnixUser};
@@ -59,7 +59,7 @@ pub fn create(
             role: Role::Admin,
             invited_by: &actor,
             named,
-            ttl: policy.invitation_ttl,
+            ttl: invitation_ttl(params.expires_in.as_deref(), policy)?,
             access_until: None,
             replacing: None,
         },

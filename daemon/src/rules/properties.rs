@@ -1296,6 +1296,7 @@ impl World {
             name: name.to_owned(),
             admin: admin.to_owned(),
             admin_unix_user: None,
+            expires_in: Default::default(),
         };
         let (policy, now) = (self.policy.clone(), self.now);
         let created = match self

@@ -127,6 +127,7 @@ impl Fixture {
             name: org.into(),
             admin: admin.into(),
             admin_unix_user: None,
+            expires_in: Default::default(),
         };
         let created = self
             .write(|txn| orgs::create(txn, &root(), &params, None, &token, &policy, T0))
@@ -645,6 +646,7 @@ fn bad_input_is_a_bad_request() {
                 name: name.into(),
                 admin: admin.into(),
                 admin_unix_user: None,
+                expires_in: Default::default(),
             };
             let err = f
                 .write(|txn| orgs::create(txn, &root(), &params, None, &token, &policy, T0))
@@ -1934,15 +1936,15 @@ fn authz_answers_what_the_rules_decide_and_why() {
 
         assert_eq!(
             answer(user(1002), DeploymentCreate, Some("acme"), T0),
-            (true, Reason::Role, "dep@example.com is deployer in acme (invited by uid 0), and deployment.create needs the deployer role or above".into())
+            (true, Reason::Role, "dep@example.com is deployer in acme (invited by root), and deployment.create needs the deployer role or above".into())
         );
         assert_eq!(
             answer(user(1003), VariableValueRead, Some("acme"), T0),
-            (false, Reason::RoleTooLow, "view@example.com is viewer in acme (invited by uid 0), and variable.value.read needs the deployer role or above".into())
+            (false, Reason::RoleTooLow, "view@example.com is viewer in acme (invited by root), and variable.value.read needs the deployer role or above".into())
         );
         assert_eq!(
             answer(user(1001), OrganizationUserInvite, Some("acme"), T0),
-            (true, Reason::Role, "admin@example.com is admin in acme (invited by uid 0), and organization.user.invite needs the admin role".into())
+            (true, Reason::Role, "admin@example.com is admin in acme (invited by root), and organization.user.invite needs the admin role".into())
         );
         assert_eq!(
             answer(root(), OrganizationAuditRead, Some("beta"), T0),
@@ -3146,7 +3148,7 @@ fn an_elevation_falls_back_on_the_second_and_never_counts_as_an_admin() {
         );
         assert_eq!(
             raised.message,
-            "ops@example.com is admin in acme until 2026-05-03T12:00:00Z, then readonly (invited by uid 0), and deployment.create needs the deployer role or above"
+            "ops@example.com is admin in acme until 2026-05-03T12:00:00Z, then readonly (invited by root), and deployment.create needs the deployer role or above"
         );
         // A temporary admin is not one the last-admin rule can rely on.
         let err = f.remove(root(), "acme", "admin@example.com").unwrap_err();
@@ -3572,6 +3574,26 @@ fn an_admin_by_group_never_counts_for_the_last_admin_rule_and_groups_follow_the_
             .remove(by_group.clone(), "acme", "admin@example.com")
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::LastAdmin);
+        // Inviting without an account, it is named by its user, never as a superuser (whose
+        // `uid N` an account's rebinding reads as vouching).
+        let invited = f
+            .invite_as(
+                by_group.clone(),
+                "acme",
+                "new@example.com",
+                Role::Viewer,
+                false,
+                T0,
+            )
+            .unwrap();
+        assert!(invited.activation_url.is_some());
+        let snapshot = f.store.read().unwrap();
+        let new = snapshot
+            .membership("acme", "new@example.com")
+            .unwrap()
+            .unwrap();
+        assert_eq!(new.invited_by, "user3001 (uid 3001)");
+        drop(snapshot);
         // Renamed, the organization keeps its groups; deleted, they go with it.
         let params = OrgRenameParams {
             name: "acme".into(),
