@@ -175,6 +175,9 @@ pub struct Client {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
     next_id: u64,
+    /// The socket it is connected at, and the uid the daemon behind it runs as.
+    path: PathBuf,
+    server_uid: u32,
 }
 
 impl Client {
@@ -193,13 +196,27 @@ impl Client {
             source,
         })?;
         // Nothing is sent before the server is known to be one to trust.
-        crate::peer::check(&stream, path, trust).map_err(ClientError::Untrusted)?;
+        let server_uid =
+            crate::peer::check(&stream, path, trust).map_err(ClientError::Untrusted)?;
         let writer = stream.try_clone().map_err(ClientError::Io)?;
         Ok(Client {
             reader: BufReader::with_capacity(READ_BUFFER, stream),
             writer,
             next_id: 1,
+            path: path.to_owned(),
+            server_uid,
         })
+    }
+
+    /// The socket this client is connected at.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The uid the daemon behind the socket runs as (root's for a system daemon under
+    /// systemd, whose socket unit listens as root).
+    pub fn server_uid(&self) -> u32 {
+        self.server_uid
     }
 
     /// Calls method `M` with `params`, typed at both ends by the method's declaration.

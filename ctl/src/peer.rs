@@ -220,8 +220,8 @@ impl UntrustedServer {
     }
 }
 
-/// Checks the server behind `stream`, connected at `path`.
-pub fn check(stream: &UnixStream, path: &Path, trust: &Trust) -> Result<(), UntrustedServer> {
+/// Checks the server behind `stream`, connected at `path`; the uid it runs as when trusted.
+pub fn check(stream: &UnixStream, path: &Path, trust: &Trust) -> Result<u32, UntrustedServer> {
     let unknown = |what| {
         move |source| UntrustedServer::Unknown {
             path: path.to_owned(),
@@ -234,27 +234,29 @@ pub fn check(stream: &UnixStream, path: &Path, trust: &Trust) -> Result<(), Untr
         .map_err(unknown("who serves it"))?
         .uid();
     if server_uid == 0 {
-        return Ok(());
+        return Ok(server_uid);
     }
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
     let meta = std::fs::metadata(dir).map_err(unknown("who may write its directory"))?;
-    judge(path, dir, server_uid, meta.mode(), trust).map_err(|err| match err {
-        UntrustedServer::Stranger {
-            path,
-            server_uid,
-            trust,
-            ..
-        } => UntrustedServer::Stranger {
-            path,
-            server_uid,
-            server_user: UnixUser::name_of(server_uid),
-            trust,
-        },
-        other => other,
-    })
+    judge(path, dir, server_uid, meta.mode(), trust)
+        .map(|()| server_uid)
+        .map_err(|err| match err {
+            UntrustedServer::Stranger {
+                path,
+                server_uid,
+                trust,
+                ..
+            } => UntrustedServer::Stranger {
+                path,
+                server_uid,
+                server_user: UnixUser::name_of(server_uid),
+                trust,
+            },
+            other => other,
+        })
 }
 
 /// The rule itself, on what [`check`] looked up (all but the server uid's name).

@@ -840,7 +840,7 @@ fn page_and_per_page_print_that_page_only() {
             })
             .collect()
     };
-    let cases: [(&[&str], &[Value], &[&str]); 5] = [
+    let cases: [(&[&str], &[Value], &[&str]); 4] = [
         // Page 2 of 2: the pages before it are fetched to find where it starts.
         (
             &["--page", "2", "--per-page", "2"],
@@ -852,12 +852,6 @@ fn page_and_per_page_print_that_page_only() {
             &["--page", "3", "--per-page", "2"],
             &[json!({"limit": 6})],
             &["m04@example.com"],
-        ),
-        // Past the end: nothing.
-        (
-            &["--page", "9", "--per-page", "2"],
-            &[json!({"limit": 18})],
-            &[],
         ),
         // --per-page alone is the first page; --page alone pages by 100.
         (
@@ -896,6 +890,20 @@ fn page_and_per_page_print_that_page_only() {
         assert_eq!(emails(&out), expected, "{args:?}");
         assert_eq!(out.status.code(), Some(0), "{args:?}");
     }
+    // Past the end: said so, with the last page, and nothing on stdout.
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve_all(
+        roster(5),
+        ctl(Path::new(BIN))
+            .args(["--socket", daemon.socket(), "user", "list"])
+            .args(["--page", "9", "--per-page", "2"]),
+    );
+    assert_eq!(text(&out.stdout), "");
+    assert_eq!(
+        text(&out.stderr),
+        "compartmentctl: page 9 is past the end: acme has 5 members, 3 pages of 2\nhint: the last page is 3 (--page 3)\n"
+    );
+    assert_eq!(out.status.code(), Some(2));
     // A page beyond one request's reach is found by following next.
     let daemon = FakeDaemon::bind();
     let (requests, out) = daemon.serve_all(
@@ -1404,7 +1412,69 @@ fn a_server_of_your_own_is_trusted_whoever_else_is_named() {
             &mut command,
         );
         assert_eq!(request["method"], "ping");
-        assert_eq!(text(&out.stdout), "compartmentd 9.9.9 is running.\n");
+        assert!(
+            text(&out.stdout).starts_with(&format!(
+                "compartmentd 9.9.9 is running at {} (",
+                daemon.socket()
+            )),
+            "{}",
+            text(&out.stdout)
+        );
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
+}
+
+/// `ping` says which socket it reached and whose daemon answered.
+#[test]
+fn ping_says_where_and_whose_the_daemon_is() {
+    let daemon = FakeDaemon::bind();
+    let (_, out) = daemon.serve(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"version":"0.1.0"}}"#,
+        ctl(Path::new(BIN)).args(["--socket", daemon.socket(), "ping"]),
+    );
+    let uid = nix::unistd::geteuid().as_raw();
+    let whose = match uid {
+        0 => "root's: the system daemon".to_owned(),
+        uid => {
+            let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .unwrap()
+                .unwrap();
+            format!("{}'s (uid {uid})", user.name)
+        }
+    };
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "compartmentd 0.1.0 is running at {} ({whose}).\n",
+            daemon.socket()
+        )
+    );
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// With no socket named, nothing answering is told where the CLI looked: the per-user
+/// socket, and the system one it would have chosen had it existed.
+#[test]
+fn nothing_at_the_default_sockets_names_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ctl(Path::new(BIN))
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .arg("ping")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let system = Path::new("/run/compartment/compartmentd.sock");
+    let expected = if system.exists() {
+        format!(
+            "compartmentctl: cannot reach the system compartmentd at {}",
+            system.display()
+        )
+    } else {
+        format!(
+            "compartmentctl: cannot reach compartmentd at {}/compartment/compartmentd.sock (your per-user daemon's socket), and there is no system daemon's socket at /run/compartment/compartmentd.sock: ",
+            dir.path().display()
+        )
+    };
+    let stderr = text(&out.stderr);
+    assert!(stderr.starts_with(&expected), "{stderr}");
 }

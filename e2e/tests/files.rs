@@ -413,7 +413,10 @@ root_test!(
         let dir = dir_of(tmp.path(), "own", 61421, 0o755);
         let socket = dir.join("compartmentd.sock");
         let mut planted = Planted::start(61421, &socket);
-        ctl_as(61421, &socket, &["ping"]).assert_ok("compartmentd 0.0.0-planted is running.\n");
+        ctl_as(61421, &socket, &["ping"]).assert_ok(&format!(
+            "compartmentd 0.0.0-planted is running at {} (uid 61421's).\n",
+            socket.display()
+        ));
         assert!(planted.received() > 0);
         // By nobody else, however closed the directory its owner keeps it in.
         ctl_as(61422, &socket, &["ping"]).assert_err(

@@ -153,4 +153,17 @@ fn account_renamed(options: DaemonOptions) {
     assert_eq!(emails, ["admin@example.com", "dev@corp.example"]);
     d.ctl(ROOT, &["account", "show", "dev@example.com"])
         .assert_err(5, "no account dev@example.com");
+    // Its Unix user's name finds it too.
+    let shown = d.ctl(ROOT, &["account", "show", "cpt-rn-dev"]);
+    shown.assert_success();
+    assert!(
+        shown.stdout.starts_with("account: dev@corp.example\n"),
+        "{shown:#?}"
+    );
+    d.ctl(ROOT, &["account", "show", "cpt-rn-nobody"])
+        .assert_err_hint(
+            5,
+            "\"cpt-rn-nobody\" is neither an e-mail address nor a Unix user bound to an account",
+            "compartment account list shows every account and its Unix user",
+        );
 }

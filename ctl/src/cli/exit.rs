@@ -64,6 +64,11 @@ pub enum Failure {
         message: String,
         hint: String,
     },
+    /// No daemon answers at the default socket; says where else it looked.
+    NoDaemon {
+        message: String,
+        hint: String,
+    },
     /// Standard input could not be read.
     Input(io::Error),
     /// A backup could not be written to its file (which was left as it was).
@@ -131,6 +136,7 @@ impl Failure {
             ) => Exit::Unreachable,
             Failure::Client(ClientError::Protocol(_)) => Exit::Refused,
             Failure::Client(ClientError::Rpc(err)) => exit_for_kind(err.kind()),
+            Failure::NoDaemon { .. } => Exit::Unreachable,
             Failure::Usage { .. } | Failure::Input(_) => Exit::Usage,
             Failure::Output(_) | Failure::Backup(_) => Exit::Refused,
         }
@@ -159,6 +165,9 @@ impl Failure {
             }
             Failure::Usage { message, hint } => {
                 RpcError::new(ErrorKind::BadRequest, message.clone()).with_hint(hint.clone())
+            }
+            Failure::NoDaemon { message, hint } => {
+                RpcError::new(ErrorKind::Unreachable, message.clone()).with_hint(hint.clone())
             }
             Failure::Input(err) => RpcError::new(
                 ErrorKind::BadRequest,

@@ -118,6 +118,25 @@ pub fn stream(
         }
         printer.page(page.org.as_str(), shown, out)?;
     }
+    // A page past the end says so, rather than print a lone header.
+    if let (false, Some(per_page)) = (printer.started, window.take) {
+        if window.skip > 0 {
+            let page = window.skip / per_page.max(1) + 1;
+            let pages = seen.div_ceil(per_page.max(1));
+            let org = printer.org.take().unwrap_or_default();
+            let noun = if seen == 1 { "member" } else { "members" };
+            return Err(Failure::Usage {
+                message: format!(
+                    "page {page} is past the end: {} has {seen} {noun}, {pages} pages of {per_page}",
+                    escaped(&org)
+                ),
+                hint: match pages {
+                    0 => "it has no members yet".to_owned(),
+                    last => format!("the last page is {last} (--page {last})"),
+                },
+            });
+        }
+    }
     printer.finish(out)?;
     out.flush()?;
     Ok(())

@@ -31,11 +31,12 @@ use clap::{CommandFactory, FromArgMatches};
 use compartmentctl::paths::default_client_socket;
 use compartmentctl::peer::{Trust, UnixUser, TRUST_FLAG, TRUST_VAR};
 use compartmentctl::wire::{
-    AccountBindParams, AccountDeleteParams, AccountParams, AccountRenameParams, ActivateParams,
-    AuditListParams, AuditVerifyParams, AuthzCheckParams, Check, EventsSubscribeParams,
-    OrgCreateParams, OrgDeleteParams, OrgMapGroupParams, OrgRenameParams, OrgUnmapGroupParams,
-    OrgUseParams, Request, RoleGrantParams, RoleShowParams, UserBlockParams, UserInviteParams,
-    UserListParams, UserRemoveParams, UserUnblockParams,
+    methods, AccountBindParams, AccountDeleteParams, AccountParams, AccountRenameParams,
+    ActivateParams, AuditListParams, AuditVerifyParams, AuthzCheckParams, Check,
+    EventsSubscribeParams, NoParams, OrgCreateParams, OrgDeleteParams, OrgMapGroupParams,
+    OrgRenameParams, OrgUnmapGroupParams, OrgUseParams, Pong, Request, RoleGrantParams,
+    RoleShowParams, UserBlockParams, UserInviteParams, UserListParams, UserRemoveParams,
+    UserUnblockParams,
 };
 use compartmentctl::{Client, ClientError};
 
@@ -177,11 +178,25 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
     let Some(request) = request_for(command, global.org)? else {
         return Ok(Exit::Ok);
     };
+    let chosen = global.socket.is_some();
     let socket = match global.socket {
         Some(socket) => socket,
         None => default_client_socket().map_err(|err| ClientError::Refused(err.to_string()))?,
     };
-    let mut client = Client::connect_trusting(&socket, &trust)?;
+    let mut client = match Client::connect_trusting(&socket, &trust) {
+        Ok(client) => client,
+        Err(ClientError::Connect { path, source }) if !chosen => {
+            return Err(no_daemon_at_the_defaults(&path, &source))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if let (Request::Ping, OutputFormat::Text) = (&request, global.output) {
+        let pong: Pong = client.call_method::<methods::Ping>(NoParams {})?;
+        output::write_stdout(
+            output::pong_at(&pong, client.path(), client.server_uid()).as_bytes(),
+        )?;
+        return Ok(Exit::Ok);
+    }
     if let Request::EventsSubscribe(params) = request {
         watch::quietly(watch::events(client, params, global.output))?;
         return Ok(Exit::Ok);
@@ -198,9 +213,68 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         list::members(&mut client, params.clone(), window, global.output)?;
         return Ok(Exit::Ok);
     }
+    // `account show NAME`: a Unix user's name finds the account bound to it.
+    let request = match request {
+        Request::AccountShow(params) if !params.email.contains('@') => {
+            let accounts = client.call_method::<methods::AccountList>(NoParams {})?;
+            let bound = accounts
+                .accounts
+                .into_iter()
+                .find(|account| account.unix_user.as_deref() == Some(params.email.as_str()));
+            match bound {
+                Some(account) => Request::AccountShow(AccountParams {
+                    email: account.email,
+                }),
+                None => return Err(Failure::Client(ClientError::Rpc(
+                    compartmentctl::wire::RpcError::new(
+                        compartmentctl::wire::ErrorKind::NotFound,
+                        format!(
+                            "{:?} is neither an e-mail address nor a Unix user bound to an account",
+                            params.email
+                        ),
+                    )
+                    .with_hint("compartment account list shows every account and its Unix user"),
+                ))),
+            }
+        }
+        request => request,
+    };
     let (text, exit) = render::call(&mut client, request, global.output)?;
     output::write_stdout(text.as_bytes())?;
     Ok(exit)
+}
+
+/// Nothing answers at the socket the defaults chose: say which that was, and where else a
+/// daemon could have been (the system socket is chosen whenever it exists, else the
+/// caller's own per-user one).
+fn no_daemon_at_the_defaults(path: &std::path::Path, source: &std::io::Error) -> Failure {
+    let system = std::path::Path::new(compartmentctl::paths::SYSTEM_SOCKET);
+    let own = compartmentctl::paths::user_runtime_dir()
+        .map(|dir| dir.join(compartmentctl::paths::SOCKET_NAME));
+    let own_shown = own.as_ref().map_or_else(
+        || "(none: no home directory)".to_owned(),
+        |p| p.display().to_string(),
+    );
+    if path == system {
+        Failure::NoDaemon {
+            message: format!(
+                "cannot reach the system compartmentd at {}: {source}",
+                system.display()
+            ),
+            hint: format!(
+                "is it running? (systemctl status compartmentd); to talk to your own per-user daemon instead, pass --socket {own_shown}"
+            ),
+        }
+    } else {
+        Failure::NoDaemon {
+            message: format!(
+                "cannot reach compartmentd at {} (your per-user daemon's socket), and there is no system daemon's socket at {}: {source}",
+                path.display(),
+                system.display()
+            ),
+            hint: "start one (compartmentd, or systemctl start compartmentd.socket), or point --socket / COMPARTMENT_SOCKET at its socket".to_owned(),
+        }
+    }
 }
 
 /// The request a command sends, or `None` for the commands that need no daemon (which have

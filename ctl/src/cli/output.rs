@@ -766,6 +766,22 @@ pub fn pong(pong: &Pong) -> String {
     format!("compartmentd {} is running.\n", escaped(&pong.version))
 }
 
+/// `ping` as it is printed: which daemon answered, where, and as whom.
+pub fn pong_at(pong: &Pong, socket: &std::path::Path, server_uid: u32) -> String {
+    let whose = match server_uid {
+        0 => "root's: the system daemon".to_owned(),
+        uid => match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(user)) => format!("{}'s (uid {uid})", escaped(&user.name)),
+            _ => format!("uid {uid}'s"),
+        },
+    };
+    format!(
+        "compartmentd {} is running at {} ({whose}).\n",
+        escaped(&pong.version),
+        escaped(&socket.display().to_string())
+    )
+}
+
 /// Writes everything to stdout. A reader that went away (`| head`) has all it wanted, so a
 /// broken pipe is a normal end, not an error.
 pub fn write_stdout(text: &[u8]) -> io::Result<()> {

@@ -107,7 +107,7 @@ declare_methods! {
     Whoami = "whoami" => WhoAmI, routine, needs none, shapes [];
     /// Create an organization and invite its first admin (superuser).
     OrgCreate(OrgCreateParams) = "org.create" => OrgCreated, write, needs none,
-        shapes [["name", "admin", "admin_unix_user"]];
+        shapes [["name", "admin", "admin_unix_user", "expires_in"]];
     /// The caller's organizations.
     OrgList = "org.list" => OrgList, routine, needs none, shapes [];
     /// Choose the caller's current organization.
