@@ -75,6 +75,29 @@ fn the_document_lists_every_method_but_itself() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(required, ["email", "role"]);
+    // OpenRPC 1.3.2: in every method, no required param follows an optional one.
+    for method in doc["methods"].as_array().unwrap() {
+        let params = method["params"].as_array().unwrap();
+        let first_optional = params.iter().position(|p| p["required"] != true);
+        if let Some(first) = first_optional {
+            assert!(
+                params[first..].iter().all(|p| p["required"] != true),
+                "{}: a required param after an optional one: {params:?}",
+                method["name"]
+            );
+        }
+    }
+    let names: Vec<&str> = invite["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names[..2],
+        ["email", "role"],
+        "required first, in their declared order"
+    );
 }
 
 #[test]

@@ -225,16 +225,20 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
                 Some(account) => Request::AccountShow(AccountParams {
                     email: account.email,
                 }),
-                None => return Err(Failure::Client(ClientError::Rpc(
-                    compartmentctl::wire::RpcError::new(
-                        compartmentctl::wire::ErrorKind::NotFound,
-                        format!(
+                None => {
+                    return Err(Failure::Client(ClientError::Rpc(
+                        compartmentctl::wire::RpcError::new(
+                            compartmentctl::wire::ErrorKind::NotFound,
+                            format!(
                             "{:?} is neither an e-mail address nor a Unix user bound to an account",
                             params.email
                         ),
-                    )
-                    .with_hint("compartment account list shows every account and its Unix user"),
-                ))),
+                        )
+                        .with_hint(
+                            "compartment account list shows every account and its Unix user",
+                        ),
+                    )))
+                }
             }
         }
         request => request,

@@ -92,5 +92,8 @@ fn params(schema: Schema) -> Vec<Value> {
             }));
         }
     }
+    // OpenRPC 1.3.2: the required params come before the optional ones (a stable sort
+    // keeps each group in the declared order).
+    descriptors.sort_by_key(|descriptor| descriptor["required"] != Value::Bool(true));
     descriptors
 }
