@@ -75,6 +75,39 @@ fn the_document_lists_every_method_but_itself() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(required, ["email", "role"]);
+    // No format of schemars' own (`uint32`…), which ajv-based validators refuse: ranges.
+    fn formats(value: &Value, found: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(format) = map.get("format").and_then(Value::as_str) {
+                    found.push(format.to_owned());
+                }
+                map.values().for_each(|child| formats(child, found));
+            }
+            Value::Array(items) => items.iter().for_each(|child| formats(child, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    formats(&doc, &mut found);
+    let standard = ["date-time", "email", "uri", "uuid"];
+    assert!(
+        found.iter().all(|f| standard.contains(&f.as_str())),
+        "non-standard formats: {found:?}"
+    );
+    let list = method(&doc, "user.list");
+    let limit = &list["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap()["schema"];
+    // As strict as the daemon: a page of 1 to 1,000.
+    assert_eq!(
+        (&limit["minimum"], &limit["maximum"]),
+        (&json!(1), &json!(1000)),
+        "{limit}"
+    );
     // OpenRPC 1.3.2: in every method, no required param follows an optional one.
     for method in doc["methods"].as_array().unwrap() {
         let params = method["params"].as_array().unwrap();
@@ -297,4 +330,47 @@ fn the_document_is_valid_by_the_openrpc_meta_schema() {
     let mut broken = document();
     broken.as_object_mut().unwrap().remove("methods");
     assert!(!validator.is_valid(&broken));
+}
+
+/// The document passes `@open-rpc/schema-utils-js`'s `validateOpenRPCDocument`, the ajv-based
+/// validator OpenRPC's own tools use. `.ci/run` installs it beside the meta-schemas, in
+/// `OPENRPC_META_SCHEMAS`.
+#[test]
+fn the_document_passes_the_ajv_based_openrpc_validator() {
+    let Some(dir) = std::env::var_os("OPENRPC_META_SCHEMAS") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set OPENRPC_META_SCHEMAS (.ci/run installs @open-rpc/schema-utils-js)"
+        );
+        eprintln!("SKIPPED: OPENRPC_META_SCHEMAS is not set, so no ajv-based validator ran");
+        return;
+    };
+    let dir = std::path::Path::new(&dir);
+    let validate = |doc: &Value| -> (bool, String) {
+        let file = dir.join("document.json");
+        std::fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
+        let out = std::process::Command::new("node")
+            .current_dir(dir)
+            .arg("-e")
+            .arg(
+                "const { validateOpenRPCDocument } = require('@open-rpc/schema-utils-js');\n\
+                 const doc = JSON.parse(require('fs').readFileSync('document.json', 'utf8'));\n\
+                 const result = validateOpenRPCDocument(doc);\n\
+                 if (result !== true) { console.error(String(result)); process.exit(1); }",
+            )
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (valid, said) = validate(&document());
+    assert!(valid, "refused: {said}");
+    // And it can refuse: a document without its `info` is not OpenRPC.
+    let mut broken = document();
+    broken.as_object_mut().unwrap().remove("info");
+    let (valid, said) = validate(&broken);
+    assert!(!valid, "a document without info passed the validator");
+    assert!(!said.is_empty());
 }

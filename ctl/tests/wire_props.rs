@@ -730,7 +730,7 @@ proptest! {
 fn every_method_round_trips_through_the_checks() {
     let lines = [
         r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
-        r#"{"jsonrpc":"2.0","id":"x","method":"whoami","params":null}"#,
+        r#"{"jsonrpc":"2.0","id":"x","method":"whoami","params":[]}"#,
         r#"{"jsonrpc":"2.0","id":2,"method":"org.create","params":{"name":"acme","admin":"a@example.com","admin_unix_user":"alice","expires_in":"2h"}}"#,
         r#"{"jsonrpc":"2.0","id":3,"method":"org.list","params":{}}"#,
         r#"{"jsonrpc":"2.0","id":4,"method":"org.use","params":{"name":"acme"}}"#,

@@ -332,6 +332,19 @@ root_test!(a_reused_uid_inherits_nothing, || {
         out.stdout_lines()[2],
         format!("bound to: Unix user {old_name} (uid {uid}); uid {uid} is now {new_name}: the binding does not hold")
     );
+    // `account list` shows it as such, not as active.
+    let listed = d.ctl(ROOT, &["account", "list"]);
+    listed.assert_success();
+    let row = listed
+        .stdout_lines()
+        .into_iter()
+        .find(|line| line.starts_with("admin@example.com"))
+        .unwrap()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(row, "admin@example.com binding stale", "{listed:#?}");
     d.ctl(ROOT, &["account", "unbind", "admin@example.com"])
         .assert_success();
     d.ctl(old.uid, &["--org", "acme", "user", "list"])

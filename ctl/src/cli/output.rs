@@ -297,9 +297,11 @@ pub fn account_list(list: &AccountList) -> String {
                 escaped(&account.email).into_owned(),
                 // A binding whose uid no longer resolves to the user it was made for holds
                 // for nobody: not `active`.
-                match account.uid_now_belongs_to {
-                    Some(_) => "binding stale".to_owned(),
-                    None => account_status(account.status).to_owned(),
+                match &account.uid_now_belongs_to {
+                    Some(now) if now.as_deref() != account.unix_user.as_deref() => {
+                        "binding stale".to_owned()
+                    }
+                    _ => account_status(account.status).to_owned(),
                 },
                 dash(account.unix_user.as_deref()),
                 account
@@ -1525,6 +1527,24 @@ mod tests {
             }),
             "EMAIL          STATUS         UNIX USER  UID   BOUND THROUGH\n\
              a@example.com  binding stale  alice      1001  organization acme\n"
+        );
+        // A binding that holds is `active`.
+        let holding = AccountDetail {
+            email: "h@example.com".into(),
+            status: AccountStatus::Active,
+            uid: Some(1002),
+            unix_user: Some("carol".into()),
+            uid_now_belongs_to: Some(Some("carol".into())),
+            bound_at: None,
+            bound_through: None,
+            memberships: Vec::new(),
+        };
+        assert_eq!(
+            account_list(&AccountList {
+                accounts: vec![holding]
+            }),
+            "EMAIL          STATUS  UNIX USER  UID   BOUND THROUGH\n\
+             h@example.com  active  carol      1002  -\n"
         );
         // Not yet activated: `invited`, as `user list` says it.
         let pending = AccountDetail {

@@ -70,6 +70,7 @@ pub struct AuditListParams {
     pub org: Option<String>,
     /// At most this many records, 1 to 1,000; 100 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<u32>,
     /// The `next` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -75,6 +75,7 @@ impl Params for AuthzCheckParams {
 #[derive(Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ManyChecks {
+    #[schemars(length(min = 1, max = 1000))]
     checks: Vec<Check>,
 }
 

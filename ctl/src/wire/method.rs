@@ -139,7 +139,16 @@ pub trait Handle<M: Method>: Visit {
 /// error naming the method.
 pub(super) fn parse_params<M: Method>(params: Option<&RawValue>) -> Result<Request, RpcError> {
     let text = match params.map(RawValue::get) {
-        None | Some("null") => "{}",
+        None => "{}",
+        // JSON-RPC 2.0: params, when there, is an object or an array. An empty array, which
+        // many clients send for a method without params, is no params.
+        Some("null") => {
+            return Err(RpcError::invalid_params(
+                M::NAME,
+                "params must be an object, or left out (null is neither)".to_owned(),
+            ))
+        }
+        Some(text) if is_empty_array(text) => "{}",
         Some(text) if text.starts_with('{') => text,
         Some(text) => {
             // What a `Value` cannot hold (`1e400`) is said first, as it always was.
@@ -162,11 +171,25 @@ pub(super) fn parse_params<M: Method>(params: Option<&RawValue>) -> Result<Reque
         .map_err(|err| RpcError::invalid_params(M::NAME, err.to_string()))
 }
 
+/// Whether `text` is `[]`, white space inside allowed.
+fn is_empty_array(text: &str) -> bool {
+    text.strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .is_some_and(|inside| inside.trim().is_empty())
+}
+
 /// The reading [`parse_params`] must agree with: params through a `serde_json::Value`.
 #[cfg(test)]
 pub(super) fn parse_value<M: Method>(params: Option<Value>) -> Result<Request, RpcError> {
     let value = match params {
-        None | Some(Value::Null) => Value::Object(Default::default()),
+        None => Value::Object(Default::default()),
+        Some(Value::Null) => {
+            return Err(RpcError::invalid_params(
+                M::NAME,
+                "params must be an object, or left out (null is neither)".to_owned(),
+            ))
+        }
+        Some(Value::Array(items)) if items.is_empty() => Value::Object(Default::default()),
         Some(value @ Value::Object(_)) => value,
         Some(_) => {
             return Err(RpcError::invalid_params(

@@ -585,6 +585,44 @@ mod tests {
     }
 
     #[test]
+    fn params_null_is_refused_and_an_empty_array_is_no_params() {
+        use serde_json::value::RawValue;
+        let raw = |text: &str| RawValue::from_string(text.to_owned()).unwrap();
+        let err = Request::parse("whoami", Some(&raw("null"))).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BadRequest);
+        assert!(
+            err.message
+                .contains("params must be an object, or left out (null is neither)"),
+            "{}",
+            err.message
+        );
+        assert_eq!(
+            Request::parse_value("whoami", Some(serde_json::Value::Null))
+                .unwrap_err()
+                .message,
+            err.message
+        );
+        for method in ["whoami", "ping", "user.list", "org.list"] {
+            for empty in ["[]", "[ ]"] {
+                assert!(
+                    Request::parse(method, Some(&raw(empty))).is_ok(),
+                    "{method} {empty}"
+                );
+            }
+            assert!(
+                Request::parse_value(method, Some(json!([]))).is_ok(),
+                "{method}"
+            );
+        }
+        let err = Request::parse("whoami", Some(&raw("[1]"))).unwrap_err();
+        assert!(
+            err.message.contains("params must be an object"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn not_json_is_a_parse_error_answered_with_null() {
         for line in ["{", "[", "[{}", "", "   ", "{} {}"] {
             let call = single(line);

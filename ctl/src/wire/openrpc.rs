@@ -49,14 +49,49 @@ pub fn document() -> Value {
     })
 }
 
-/// A schema without the `$schema` and `title` of a root schema.
+/// A schema without the `$schema` and `title` of a root schema, its formats standard.
 fn bare(schema: Schema) -> Value {
     let mut value = schema.to_value();
     if let Value::Object(map) = &mut value {
         map.remove("$schema");
         map.remove("title");
     }
+    standard_formats(&mut value);
     value
+}
+
+/// The number formats schemars writes for Rust's integer types (`uint32`, …) are no
+/// JSON Schema formats, and validators built on ajv refuse a whole document for one: each
+/// is replaced by the range it stands for, where the schema sets none stricter.
+fn standard_formats(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let range = match map.get("format").and_then(Value::as_str) {
+                Some("uint8") => Some((json!(0), json!(u8::MAX))),
+                Some("uint16") => Some((json!(0), json!(u16::MAX))),
+                Some("uint32") => Some((json!(0), json!(u32::MAX))),
+                Some("uint64" | "uint") => Some((json!(0), json!(u64::MAX))),
+                Some("int8") => Some((json!(i8::MIN), json!(i8::MAX))),
+                Some("int16") => Some((json!(i16::MIN), json!(i16::MAX))),
+                Some("int32") => Some((json!(i32::MIN), json!(i32::MAX))),
+                Some("int64" | "int") => Some((json!(i64::MIN), json!(i64::MAX))),
+                Some("float" | "double") => Some((Value::Null, Value::Null)),
+                _ => None,
+            };
+            if let Some((minimum, maximum)) = range {
+                map.remove("format");
+                if !minimum.is_null() {
+                    map.entry("minimum").or_insert(minimum);
+                    map.entry("maximum").or_insert(maximum);
+                }
+            }
+            for child in map.values_mut() {
+                standard_formats(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(standard_formats),
+        _ => {}
+    }
 }
 
 /// The params of an object schema as OpenRPC's by-name content descriptors. A schema of

@@ -43,6 +43,7 @@ pub struct UserListParams {
     pub org: Option<String>,
     /// At most this many members, 1 to [`MAX_PAGE`]; [`DEFAULT_PAGE`] when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<u32>,
     /// The `next` of the previous page, as it was received: it names a position in the
     /// organization's list, nothing more, and means nothing to the client.
