@@ -14,14 +14,20 @@ use crate::store::{Block, Deadline, Elevation, MembershipRecord, Millis, Terms};
 /// date (and no time overflows).
 pub const MAX_AHEAD: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
-/// When something set at `now` ends: `text` is an RFC 3339 time (`2027-01-31T00:00:00Z`)
-/// or a humantime duration from now (`30days`, `2h`), strictly after `now` and at most
+/// When something set at `now` ends: `text` is an RFC 3339 time (`2027-01-31T00:00:00Z`),
+/// a date alone (its midnight, UTC) or a humantime duration from now (`30days`, `2h`),
+/// strictly after `now` and at most
 /// [`MAX_AHEAD`] later. `flag` names the option in the refusal.
 pub fn parse_until(text: &str, flag: &str, now: Millis) -> Result<Millis, RuleError> {
     let shown: String = text.chars().take(40).collect();
+    // A date alone is its first second, in UTC.
+    let time = match text.len() {
+        10 => format!("{text}T00:00:00Z"),
+        _ => text.to_owned(),
+    };
     let at = if let Ok(duration) = humantime::parse_duration(text) {
         now.saturating_add(millis(duration))
-    } else if let Ok(time) = humantime::parse_rfc3339_weak(text) {
+    } else if let Ok(time) = humantime::parse_rfc3339_weak(&time) {
         time.duration_since(std::time::UNIX_EPOCH)
             .map(millis)
             .unwrap_or(0)

@@ -3114,6 +3114,13 @@ fn an_elevation_falls_back_on_the_second_and_never_counts_as_an_admin() {
                 .unwrap_err();
             assert!(err.to_string().contains(said), "{until}: {err}");
         }
+        // A date alone is its midnight, UTC; what the CLI lets through, the daemon takes.
+        let by_date = f
+            .grant_until(&admin, "ops@example.com", Role::Admin, "2026-05-03", T0)
+            .unwrap();
+        assert_eq!(by_date.until.as_deref(), Some("2026-05-03T00:00:00Z"));
+        f.grant(root(), "acme", "ops@example.com", Role::Readonly)
+            .unwrap();
         let seq = f.last_seq();
         let granted = f
             .grant_until(&admin, "ops@example.com", Role::Admin, "2days", T0)
