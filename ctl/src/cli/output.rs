@@ -372,30 +372,34 @@ pub fn unbound(binding: &AccountBinding) -> String {
 }
 
 pub fn account_renamed(renamed: &AccountRenamed) -> String {
-    let count = renamed.memberships;
-    let noun = if count == 1 {
-        "membership"
-    } else {
-        "memberships"
-    };
-    format!(
-        "Renamed account {} to {} ({count} {noun} moved with it).\n",
-        escaped(&renamed.previous),
-        escaped(&renamed.email)
+    renaming(
+        "account",
+        &renamed.previous,
+        &renamed.email,
+        renamed.memberships,
     )
 }
 
 pub fn org_renamed(renamed: &OrgRenamed) -> String {
-    let count = renamed.memberships;
-    let noun = if count == 1 {
+    renaming(
+        "organization",
+        &renamed.previous,
+        &renamed.org,
+        renamed.memberships,
+    )
+}
+
+/// `Renamed account a to b (2 memberships moved with it).`
+fn renaming(what: &str, previous: &str, new: &str, memberships: u64) -> String {
+    let noun = if memberships == 1 {
         "membership"
     } else {
         "memberships"
     };
     format!(
-        "Renamed organization {} to {} ({count} {noun} moved with it).\n",
-        escaped(&renamed.previous),
-        escaped(&renamed.org)
+        "Renamed {what} {} to {} ({memberships} {noun} moved with it).\n",
+        escaped(previous),
+        escaped(new)
     )
 }
 

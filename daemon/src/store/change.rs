@@ -139,22 +139,14 @@ impl<R: Rows> Changes for Tracked<'_, R> {
     fn rename_org(&self, old: &str, new: &str) -> Result<()> {
         let rows = self.mark();
         rows.rename_org(old, new)?;
-        rows.append_event(&EventRecord {
-            at: self.now,
-            kind: EventKind::OrgRenamed,
-            org: Some(new.to_owned()),
-            email: String::new(),
-            role: None,
-            previous_role: None,
-            status: None,
-            uid: None,
-            actor: self.actor(),
-            note: Some(EventNote {
-                until: None,
-                reason: None,
-                previous_name: Some(old.to_owned()),
-            }),
-        })?;
+        rows.append_event(&renamed_event(
+            self.now,
+            EventKind::OrgRenamed,
+            Some(new),
+            "",
+            old,
+            self.actor(),
+        ))?;
         Ok(())
     }
 
@@ -167,22 +159,14 @@ impl<R: Rows> Changes for Tracked<'_, R> {
     fn rename_account(&self, old: &str, new: &str) -> Result<()> {
         let rows = self.mark();
         rows.rename_account(old, new)?;
-        rows.append_event(&EventRecord {
-            at: self.now,
-            kind: EventKind::AccountRenamed,
-            org: None,
-            email: new.to_owned(),
-            role: None,
-            previous_role: None,
-            status: None,
-            uid: None,
-            actor: self.actor(),
-            note: Some(EventNote {
-                until: None,
-                reason: None,
-                previous_name: Some(old.to_owned()),
-            }),
-        })?;
+        rows.append_event(&renamed_event(
+            self.now,
+            EventKind::AccountRenamed,
+            None,
+            new,
+            old,
+            self.actor(),
+        ))?;
         Ok(())
     }
 
@@ -511,6 +495,34 @@ fn note(kind: EventKind, record: &MembershipRecord) -> Option<EventNote> {
         },
     };
     (note != EventNote::default()).then_some(note)
+}
+
+/// The event of a renaming (`org.renamed`, `account.renamed`): what is renamed under its
+/// new name, the old one in its note.
+fn renamed_event(
+    at: Millis,
+    kind: EventKind,
+    org: Option<&str>,
+    email: &str,
+    old: &str,
+    actor: Option<AuditActor>,
+) -> EventRecord {
+    EventRecord {
+        at,
+        kind,
+        org: org.map(str::to_owned),
+        email: email.to_owned(),
+        role: None,
+        previous_role: None,
+        status: None,
+        uid: None,
+        actor,
+        note: Some(EventNote {
+            until: None,
+            reason: None,
+            previous_name: Some(old.to_owned()),
+        }),
+    }
 }
 
 /// The event of `email`'s account being bound to `uid`, or unbound (`None`).
