@@ -412,6 +412,17 @@ pub enum AdminCommand {
             it answers while the store is out of reach."
     )]
     Status,
+
+    /// Print the daemon's metrics in Prometheus' text format
+    #[command(
+        long_about = "Print the daemon's metrics in Prometheus' text format (version 0.0.4): \
+            requests by method and outcome with their latency, connections and why any were \
+            refused, the writer's batches and commits, the sweeper, the change feed's \
+            subscribers and how far behind they are, the store. The same text the daemon \
+            writes for node_exporter's textfile collector with --metrics-textfile; \
+            `promtool check metrics` reads it."
+    )]
+    Metrics,
 }
 
 #[derive(Debug, Subcommand)]

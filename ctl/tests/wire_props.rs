@@ -761,6 +761,7 @@ fn every_method_round_trips_through_the_checks() {
         r#"{"jsonrpc":"2.0","id":29,"method":"account.rename","params":{"email":"d@example.com","new_email":"e@example.com"}}"#,
         r#"{"jsonrpc":"2.0","id":30,"method":"org.map_group","params":{"name":"acme","group":"ops","role":"deployer"}}"#,
         r#"{"jsonrpc":"2.0","id":31,"method":"org.unmap_group","params":{"name":"acme","group":"2001"}}"#,
+        r#"{"jsonrpc":"2.0","id":32,"method":"admin.metrics"}"#,
     ];
     assert_eq!(lines.len(), METHODS.len());
     for line in lines {

@@ -82,6 +82,18 @@ pub struct Config {
     #[arg(long, env = "COMPARTMENT_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<std::net::SocketAddr>,
 
+    /// Write the daemon's metrics, in Prometheus' text format, to this file (its name
+    /// ending in .prom) every --metrics-interval, replaced atomically: for node_exporter's
+    /// textfile collector. Off by default; `compartment admin metrics` shows the same text
+    #[arg(long, env = "COMPARTMENT_METRICS_TEXTFILE", value_name = "PATH",
+          value_parser = parse_textfile)]
+    pub metrics_textfile: Option<PathBuf>,
+
+    /// How often --metrics-textfile is written
+    #[arg(long, env = "COMPARTMENT_METRICS_INTERVAL", value_name = "DURATION",
+          default_value = "15s", value_parser = parse_positive)]
+    pub metrics_interval: Duration,
+
     /// How long audit records and the change feed's events are kept (at least a day), or
     /// `forever`. Older ones are pruned at each checkpoint, behind a checkpoint signed of
     /// the last one pruned, so the rest still verifies. A year by default, what PCI DSS
@@ -279,6 +291,26 @@ fn parse_positive(text: &str) -> Result<Duration, String> {
         return Err("must be more than zero".into());
     }
     Ok(duration)
+}
+
+/// `--metrics-textfile`: a file named `*.prom` (the only files the textfile collector
+/// reads) in a directory that exists.
+fn parse_textfile(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.extension().is_none_or(|ext| ext != "prom") {
+        return Err(
+            "must name a file ending in .prom: node_exporter's textfile collector reads only those"
+                .into(),
+        );
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    Ok(path)
 }
 
 /// The smallest page cache allowed: a few hundred pages, below which every request would

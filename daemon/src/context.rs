@@ -58,6 +58,9 @@ pub struct Context {
     pub audit: Arc<crate::checkpoint::Keeper>,
     /// Refusals being counted, and the rate at which they are recorded one by one.
     pub refusals: Arc<Refusals>,
+    /// Requests, connections, the writer, the sweeper, the feed: for `admin.metrics` and
+    /// `--metrics-textfile`.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The [`Context`] as a handler of a method with access `A` may reach it: a
@@ -195,6 +198,11 @@ impl<'a> ReadContext<'a> {
         }
     }
 
+    /// The daemon's metrics, as text (`admin.metrics`).
+    pub fn metrics_text(self) -> String {
+        self.ctx.metrics_text()
+    }
+
     /// See [`Context::is_service`].
     pub(crate) async fn is_service(self, caller: &Caller) -> bool {
         self.ctx.is_service(caller).await
@@ -215,9 +223,66 @@ impl<'a> ReadContext<'a> {
     pub(crate) async fn group_users(self, list: &mut compartmentctl::wire::MemberList) {
         self.ctx.group_users(list).await
     }
+
+    /// Marks the members of `list` at the places `bound` gives whose uid (given beside each)
+    /// no longer belongs to the Unix user the list shows for them: a user deleted, or the
+    /// uid handed to another. Asked of the users' cache (NSS within its few seconds), one
+    /// lookup per uid, on a blocking thread.
+    pub(crate) async fn mark_stale_bindings(
+        self,
+        list: &mut compartmentctl::wire::MemberList,
+        bound: Vec<(usize, u32)>,
+    ) {
+        if bound.is_empty() {
+            return;
+        }
+        let users = self.ctx.users.clone();
+        let mut uids: Vec<u32> = bound.iter().map(|(_, uid)| *uid).collect();
+        uids.sort_unstable();
+        uids.dedup();
+        let Ok(names) = tokio::task::spawn_blocking(move || {
+            uids.into_iter()
+                .map(|uid| (uid, users.name_of(uid)))
+                .collect::<std::collections::HashMap<u32, Option<String>>>()
+        })
+        .await
+        else {
+            return;
+        };
+        for (place, uid) in bound {
+            if let (Some(member), Some(now)) = (list.members.get_mut(place), names.get(&uid)) {
+                member.binding_stale = now.as_deref() != member.unix_user.as_deref();
+            }
+        }
+    }
 }
 
 impl Context {
+    /// The daemon's metrics in Prometheus' text format: what requests and connections
+    /// counted, with what the writer, the sweeper, the feed and the store keep read now.
+    pub fn metrics_text(&self) -> String {
+        let health = self.store.health();
+        let store_bytes = match &health.info {
+            compartmentctl::wire::StoreInfo::Redb { path } => {
+                std::fs::metadata(path).ok().map(|meta| meta.len())
+            }
+            compartmentctl::wire::StoreInfo::Postgresql { .. } => None,
+        };
+        let pulled = crate::metrics::Pulled {
+            uptime: self.started.elapsed(),
+            connections_open: self.slots.open() as u64,
+            writer_queue: self.writer.queued() as u64,
+            writer_changes: self.writer.changes_committed(),
+            last_sweep_at: self.last_sweep.get().map(|sweep| sweep.at as f64 / 1000.0),
+            swept: self.last_sweep.total(),
+            feed_head: *self.store.event_head().borrow(),
+            store_bytes,
+            store_reachable: health.reachable,
+            store_conflicts: health.conflicts,
+        };
+        self.metrics.render(&pulled)
+    }
+
     /// The caller of a connection, from its peer credentials; its Unix user is looked up
     /// as each request is served.
     pub fn caller(&self, uid: u32, gid: u32, pid: Option<i32>) -> Caller {
@@ -549,6 +614,10 @@ impl events::Daemon for Context {
         &self.replays
     }
 
+    fn feed_metrics(&self) -> &crate::metrics::Feed {
+        self.metrics.feed()
+    }
+
     fn identify(&self, caller: Caller) -> impl Future<Output = Caller> + Send {
         Context::identify(self, caller)
     }
@@ -569,6 +638,10 @@ impl events::Daemon for ReadContext<'_> {
 
     fn replays(&self) -> &Arc<events::Replays> {
         &self.ctx.replays
+    }
+
+    fn feed_metrics(&self) -> &crate::metrics::Feed {
+        self.ctx.metrics.feed()
     }
 
     fn identify(&self, caller: Caller) -> impl Future<Output = Caller> + Send {

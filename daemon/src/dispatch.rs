@@ -15,8 +15,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use compartmentctl::wire::{
-    methods, AuthzAnswer, AuthzCheckParams, Check, Decision, Handle, MemberList, Method, Pong,
-    Request, Role, RoleInfo, RoleList, Visit,
+    methods, AuthzAnswer, AuthzCheckParams, Check, Decision, Handle, MemberList, Method,
+    MetricsText, Pong, Request, Role, RoleInfo, RoleList, Visit,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -426,8 +426,10 @@ impl Serve for methods::UserList {
     ) -> Result<Self::Result, RuleError> {
         let snapshot = ctx.snapshot_for(&caller, params.org.as_deref())?;
         let mut list = members::list_page(&snapshot, &caller, &params, ctx.now())?;
+        let bound = members::bound_on_page(&snapshot, &list)?;
         drop(snapshot);
         ctx.group_users(&mut list).await;
+        ctx.mark_stale_bindings(&mut list, bound).await;
         Ok(list)
     }
 
@@ -814,6 +816,20 @@ impl Serve for methods::AdminStatus {
     }
 }
 
+impl Serve for methods::AdminMetrics {
+    async fn serve(
+        ctx: ReadContext<'_>,
+        caller: Caller,
+        _: Self::Params,
+    ) -> Result<Self::Result, RuleError> {
+        caller.require_superuser("reading the daemon's metrics")?;
+        Ok(MetricsText {
+            content_type: crate::metrics::CONTENT_TYPE.to_owned(),
+            text: ctx.metrics_text(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
@@ -889,6 +905,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let clock: Arc<dyn Clock> = Arc::new(crate::clock::FakeClock::new(1_777_636_800_000));
         let (writer, _thread) = Writer::spawn(store.clone(), clock.clone()).unwrap();
+        let writer_metrics = writer.metrics();
         let ctx = Context {
             store: crate::store::ReadSide::new(store),
             writer,
@@ -915,6 +932,7 @@ mod tests {
             refusals: Arc::new(crate::refusals::Refusals::new(
                 &crate::limits::Limits::default(),
             )),
+            metrics: Arc::new(crate::metrics::Metrics::new(writer_metrics, true)),
         };
         (ctx, dir)
     }

@@ -340,6 +340,8 @@ pub trait Daemon {
     /// The daemon's clock: a subscriber blocked or whose access ended is judged on it.
     fn now(&self) -> Millis;
     fn replays(&self) -> &Arc<Replays>;
+    /// The feed's subscribers, for the daemon's metrics.
+    fn feed_metrics(&self) -> &crate::metrics::Feed;
     /// `caller` with its Unix user as the host names it now (within the cache's bound).
     fn identify(&self, caller: Caller) -> impl std::future::Future<Output = Caller> + Send;
     /// Whether `caller` may watch every organization: a superuser or a service.

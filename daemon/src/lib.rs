@@ -22,6 +22,10 @@
 //! - [`writer`]: the single task that owns the write side; every change goes through it.
 //! - [`sweeper`]: expires invitations, waking at the earliest expiry.
 //! - [`status`]: what the writer and the sweeper last did, kept for `admin.status`.
+//! - [`metrics`]: requests, connections, the writer, the sweeper and the feed in
+//!   Prometheus' text format (`admin.metrics`, `--metrics-textfile`).
+//! - [`health`]: `STATUS=` and systemd's watchdog, pinged only while the accept loop and
+//!   the writer move.
 //! - [`refusals`]: refused requests in the audit log, one by one or counted.
 //! - [`retention`]: pruning what is older than `--audit-retention`.
 //! - [`events`]: the change feed a subscribed connection carries.
@@ -46,9 +50,11 @@ pub mod connection;
 pub mod context;
 pub mod dispatch;
 pub mod events;
+pub mod health;
 pub mod limits;
 pub mod lines;
 pub mod logging;
+pub mod metrics;
 pub mod page;
 pub mod pipeline;
 pub mod refusals;

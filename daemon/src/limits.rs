@@ -75,6 +75,34 @@ impl Default for Limits {
     }
 }
 
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `--max-connections` were open.
+    Full,
+    /// Only the slots kept for superusers were left.
+    Reserved,
+    /// Its uid held `--max-connections-per-uid` already.
+    PerUid,
+    /// The process was out of file descriptors.
+    OutOfDescriptors,
+    /// Its peer credentials could not be read.
+    NoCredentials,
+}
+
+impl Refused {
+    /// The cause as the metrics label it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Full => "max_connections",
+            Refused::Reserved => "superuser_reserved",
+            Refused::PerUid => "max_connections_per_uid",
+            Refused::OutOfDescriptors => "out_of_descriptors",
+            Refused::NoCredentials => "no_credentials",
+        }
+    }
+}
+
 /// Counts open connections, in total and per uid.
 #[derive(Debug)]
 pub struct Slots {
@@ -105,37 +133,46 @@ impl Slots {
 
     /// Takes a slot for a connection from `uid`, or says why there is none. Superusers may
     /// take the reserved slots too; everyone else stops short of them.
-    pub fn take(self: &Arc<Slots>, uid: u32, superuser: bool) -> Result<Slot, RpcError> {
+    pub fn take(self: &Arc<Slots>, uid: u32, superuser: bool) -> Result<Slot, (Refused, RpcError)> {
         // The counts stay consistent even if a holder panicked: recover the guard.
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let max = self.limits.max_connections;
         if open.total >= max {
-            return Err(RpcError::new(
-                ErrorKind::Busy,
-                format!("compartmentd is serving its maximum of {max} connections"),
-            )
-            .with_hint("retry in a moment"));
+            return Err((
+                Refused::Full,
+                RpcError::new(
+                    ErrorKind::Busy,
+                    format!("compartmentd is serving its maximum of {max} connections"),
+                )
+                .with_hint("retry in a moment"),
+            ));
         }
         let reserved = self.limits.superuser_reserved_connections;
         if !superuser && open.total >= max.saturating_sub(reserved) {
-            return Err(RpcError::new(
-                ErrorKind::Busy,
-                format!(
-                    "compartmentd is serving its maximum of {max} connections ({reserved} of them kept for superusers)"
-                ),
-            )
-            .with_hint("retry in a moment"));
+            return Err((
+                Refused::Reserved,
+                RpcError::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "compartmentd is serving its maximum of {max} connections ({reserved} of them kept for superusers)"
+                    ),
+                )
+                .with_hint("retry in a moment"),
+            ));
         }
         let mine = open.per_uid.entry(uid).or_insert(0);
         if *mine >= self.limits.max_connections_per_uid {
-            return Err(RpcError::new(
-                ErrorKind::Busy,
-                format!(
-                    "uid {uid} already holds {} connections, the most one user may",
-                    self.limits.max_connections_per_uid
-                ),
-            )
-            .with_hint("close idle connections, then retry"));
+            return Err((
+                Refused::PerUid,
+                RpcError::new(
+                    ErrorKind::Busy,
+                    format!(
+                        "uid {uid} already holds {} connections, the most one user may",
+                        self.limits.max_connections_per_uid
+                    ),
+                )
+                .with_hint("close idle connections, then retry"),
+            ));
         }
         *mine += 1;
         open.total += 1;
@@ -292,14 +329,16 @@ mod tests {
         });
         let a1 = slots.take(1, false).unwrap();
         let _a2 = slots.take(1, false).unwrap();
-        let err = slots.take(1, false).unwrap_err();
+        let (cause, err) = slots.take(1, false).unwrap_err();
+        assert_eq!(cause, Refused::PerUid);
         assert_eq!(err.kind(), ErrorKind::Busy);
         assert_eq!(
             err.message,
             "uid 1 already holds 2 connections, the most one user may"
         );
         let _b1 = slots.take(2, false).unwrap();
-        let err = slots.take(3, false).unwrap_err();
+        let (cause, err) = slots.take(3, false).unwrap_err();
+        assert_eq!(cause, Refused::Full);
         assert_eq!(
             err.message,
             "compartmentd is serving its maximum of 3 connections"
@@ -319,7 +358,8 @@ mod tests {
         let _others: Vec<Slot> = (0..2)
             .map(|uid| slots.take(uid + 1000, false).unwrap())
             .collect();
-        let err = slots.take(1002, false).unwrap_err();
+        let (cause, err) = slots.take(1002, false).unwrap_err();
+        assert_eq!(cause, Refused::Reserved);
         assert_eq!(err.kind(), ErrorKind::Busy);
         assert_eq!(
             err.message,
@@ -327,7 +367,7 @@ mod tests {
         );
         let _root = slots.take(0, true).unwrap();
         let _daemon_user = slots.take(999, true).unwrap();
-        let err = slots.take(0, true).unwrap_err();
+        let (_, err) = slots.take(0, true).unwrap_err();
         assert_eq!(
             err.message,
             "compartmentd is serving its maximum of 4 connections"

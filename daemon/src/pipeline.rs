@@ -193,6 +193,7 @@ pub(crate) async fn respond(ctx: &Context, caller: &Caller, call: Call) -> Optio
     let request = match request {
         Ok(request) => request,
         Err(error) => {
+            ctx.metrics.undecoded(error.kind());
             if may_log(caller, tracing::Level::INFO) {
                 tracing::info!(outcome = %error.kind(), "undecodable request");
             }
@@ -231,7 +232,10 @@ pub(crate) async fn serve_request(
     let routine = request.routine();
     let requested_org = request.org().map(str::to_owned);
     let answered = dispatch(ctx, caller.clone(), request).await;
-    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let elapsed = started.elapsed();
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let outcome = answered.as_ref().err().map(|err| err.kind());
+    ctx.metrics.request(method, outcome, elapsed);
     match answered {
         Ok(answer) => {
             // The organization acted in, as resolved by the rules when the caller named none.

@@ -25,8 +25,10 @@ use crate::clock::Clock;
 use crate::connection;
 use crate::context::Context;
 use crate::events::Replays;
+use crate::health::{Beat, Health, Watched};
 use crate::limits::{Limits, Slots};
 use crate::logging::{RateLimit, RATE_BURST, RATE_WINDOW};
+use crate::metrics::{Metrics, Refused};
 use crate::refusals::Refusals;
 use crate::rules::Policy;
 use crate::status::LastCommit;
@@ -60,6 +62,11 @@ pub struct Daemon {
     pub audit_retention: crate::retention::Retention,
     /// Where the activation page is served (`--http-listen`), bound already.
     pub http: Option<tokio::net::TcpListener>,
+    /// Where and how often the metrics are written (`--metrics-textfile`).
+    pub metrics_textfile: Option<(std::path::PathBuf, Duration)>,
+    /// systemd's watchdog interval, when the unit sets one (`WatchdogSec=`); `STATUS=`
+    /// and the pings are sent only under a service manager.
+    pub watchdog: Option<Duration>,
 }
 
 /// Serves `listener` until `shutdown` completes, then stops gracefully: no new
@@ -73,6 +80,10 @@ pub async fn run(
     let sweeper_wake = Arc::new(crate::sweeper::Wake::default());
     let slots = Slots::new(daemon.limits);
     let last_sweep = Arc::new(LastCommit::default());
+    let metrics = Arc::new(Metrics::new(
+        writer.metrics(),
+        daemon.store.path().is_some(),
+    ));
     let ctx = Arc::new(Context {
         store: ReadSide::new(daemon.store.clone()),
         writer: writer.clone(),
@@ -94,6 +105,7 @@ pub async fn run(
         last_sweep: last_sweep.clone(),
         audit: daemon.audit.clone(),
         refusals: Arc::new(Refusals::new(&daemon.limits)),
+        metrics,
     });
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -135,9 +147,35 @@ pub async fn run(
         stop.clone(),
     ));
 
+    if let Some((path, interval)) = daemon.metrics_textfile {
+        let ctx = ctx.clone();
+        tasks.spawn(crate::metrics::keep_textfile(
+            path,
+            interval,
+            move || ctx.metrics_text(),
+            stop.clone(),
+        ));
+    }
+    let health = Health {
+        watchdog: daemon.watchdog,
+    };
+    let beat = Arc::new(Beat::default());
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let watched = Watched {
+            beat: beat.clone(),
+            writer: ctx.writer.clone(),
+            slots: slots.clone(),
+        };
+        tasks.spawn(crate::health::watch(health, watched, stop.clone()));
+    }
+    // The accept loop beats at each turn, and at least this often while nobody connects.
+    let mut beats = tokio::time::interval(health.beat_every());
+    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
     let mut spare = open_spare();
     tokio::pin!(shutdown);
     loop {
+        beat.beat();
         // The spare comes before any new connection: a descriptor freed while it was out
         // (a connection's lookup in the user database opens files of its own, and may take
         // the spare's just as it is let go) goes back to it, not to the next accept, or the
@@ -147,9 +185,11 @@ pub async fn run(
         }
         tokio::select! {
             () = &mut shutdown => break,
+            _ = beats.tick() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => admit(stream, &ctx, &slots, &tasks, &stop),
                 Err(err) if is_out_of_descriptors(&err) => {
+                    ctx.metrics.refused(Refused::OutOfDescriptors);
                     refuse_with_spare(&listener, &mut spare).await;
                 }
                 Err(err) => {
@@ -200,6 +240,7 @@ fn admit(
     let cred = match stream.peer_cred() {
         Ok(cred) => cred,
         Err(err) => {
+            ctx.metrics.refused(Refused::NoCredentials);
             if let Some(more) = REFUSED.check() {
                 tracing::warn!(error = %err, "dropping a connection without peer credentials{more}");
             }
@@ -209,6 +250,7 @@ fn admit(
     let caller = ctx.caller(cred.uid(), cred.gid(), cred.pid());
     match slots.take(caller.uid, caller.superuser) {
         Ok(slot) => {
+            ctx.metrics.accepted();
             let (ctx, limits, stop) = (ctx.clone(), slots.limits(), stop.clone());
             tasks.spawn(async move {
                 // Who the uid is now, asked before any request is read and never from a
@@ -217,7 +259,8 @@ fn admit(
                 connection::serve(stream, ctx, caller, slot, limits, stop).await;
             });
         }
-        Err(busy) => {
+        Err((cause, busy)) => {
+            ctx.metrics.refused(cause);
             if let Some(more) = REFUSED.check() {
                 tracing::warn!(
                     uid = caller.uid,

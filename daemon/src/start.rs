@@ -128,6 +128,11 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
         users: SystemUsers::new(),
         service_group,
         http,
+        metrics_textfile: config
+            .metrics_textfile
+            .clone()
+            .map(|path| (path, config.metrics_interval)),
+        watchdog: sd_notify::watchdog_enabled(),
     };
     Ok(Listening {
         listener,

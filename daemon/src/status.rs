@@ -1,7 +1,9 @@
 //! What the daemon keeps of itself for `admin.status`: the last commit of its writer and
-//! of its sweeper, each written by its one thread and read by any request without a lock.
+//! of its sweeper, each written by its one thread and read by any request without a lock;
+//! and whether the writer is moving, for the watchdog (`health`).
 
-use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::store::Millis;
 
@@ -23,6 +25,8 @@ pub struct LastCommit {
     at: AtomicU64,
     count: AtomicU64,
     micros: AtomicU64,
+    /// The counts of every commit recorded, summed.
+    total: AtomicU64,
 }
 
 impl LastCommit {
@@ -34,6 +38,12 @@ impl LastCommit {
         self.count.store(commit.count, Ordering::Relaxed);
         self.micros.store(commit.micros, Ordering::Relaxed);
         self.seq.fetch_add(1, Ordering::Release);
+        self.total.fetch_add(commit.count, Ordering::Relaxed);
+    }
+
+    /// The counts of every commit recorded so far, summed.
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
 
     /// The last commit recorded, if any. A recording takes nanoseconds and comes once a
@@ -55,6 +65,78 @@ impl LastCommit {
             }
             std::thread::yield_now();
         }
+    }
+}
+
+/// A moment as milliseconds since a fixed start, in one atomic.
+#[derive(Debug)]
+pub struct Moment {
+    base: Instant,
+    millis: AtomicU64,
+}
+
+impl Moment {
+    pub fn new(base: Instant) -> Moment {
+        Moment {
+            base,
+            millis: AtomicU64::new(0),
+        }
+    }
+
+    pub fn mark(&self) {
+        let millis = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(millis, Ordering::Relaxed);
+    }
+
+    pub fn age(&self) -> Duration {
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(now.saturating_sub(self.millis.load(Ordering::Relaxed)))
+    }
+}
+
+/// The writer's progress, marked by the writer thread and its handles.
+#[derive(Debug)]
+pub struct Progress {
+    /// The last batch taken or finished, or change queued into an empty queue.
+    last: Moment,
+    /// A batch is being applied.
+    working: AtomicBool,
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        let progress = Progress {
+            last: Moment::new(Instant::now()),
+            working: AtomicBool::new(false),
+        };
+        progress.last.mark();
+        progress
+    }
+}
+
+impl Progress {
+    /// A change went into a queue that was empty: the writer should move from now on.
+    pub fn woken(&self) {
+        self.last.mark();
+    }
+
+    /// The writer took a batch.
+    pub fn taken(&self) {
+        self.working.store(true, Ordering::Relaxed);
+        self.last.mark();
+    }
+
+    /// The writer finished its batch.
+    pub fn finished(&self) {
+        self.last.mark();
+        self.working.store(false, Ordering::Relaxed);
+    }
+
+    /// How long the writer has not moved while it should have (`waiting` changes queued),
+    /// when that is so.
+    pub fn stalled_for(&self, waiting: usize) -> Option<Duration> {
+        let expected = waiting > 0 || self.working.load(Ordering::Relaxed);
+        expected.then(|| self.last.age())
     }
 }
 

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::clock::Clock;
-use crate::status::{self, LastCommit};
+use crate::metrics::WriterMetrics;
+use crate::status::{self, LastCommit, Progress};
 use crate::store::{Backend as _, Committing, Millis, Store, StoreError, Tracked};
 
 /// How many changes of one lane (one uid's, or the daemon's own) may wait for the writer
@@ -304,6 +305,12 @@ struct Shared {
     queued: AtomicUsize,
     /// The last batch committed.
     last_batch: LastCommit,
+    /// Changes committed, ever.
+    committed: AtomicU64,
+    /// Whether the thread is moving, for the watchdog.
+    progress: Progress,
+    /// Its batches' sizes and commit times.
+    metrics: WriterMetrics,
 }
 
 impl Shared {
@@ -328,6 +335,7 @@ impl Shared {
         }
         let max = size(queues.turns.len());
         let batch = queues.take_turns(max);
+        self.progress.taken();
         self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
         Some(batch)
     }
@@ -465,6 +473,9 @@ impl Writer {
             ready: Condvar::new(),
             queued: AtomicUsize::new(0),
             last_batch: LastCommit::default(),
+            committed: AtomicU64::new(0),
+            progress: Progress::default(),
+            metrics: WriterMetrics::default(),
         });
         let stopping = Stopping(shared.clone());
         let handle = std::thread::Builder::new()
@@ -491,8 +502,18 @@ impl Writer {
                     if let Some(timing) = apply_batch(&store, &*clock, batch, &timed) {
                         sizing.ran(changes, timing);
                     }
+                    let shared = &stopping.0;
+                    shared.progress.finished();
                     if committing.get() > Duration::ZERO {
-                        stopping.0.last_batch.record(status::Commit {
+                        shared
+                            .committed
+                            .fetch_add(changes as u64, Ordering::Relaxed);
+                        shared.metrics.batch_changes.observe(changes as f64);
+                        shared
+                            .metrics
+                            .commit_seconds
+                            .observe(committing.get().as_secs_f64());
+                        shared.last_batch.record(status::Commit {
                             at: clock.now(),
                             count: changes as u64,
                             micros: u64::try_from(committing.get().as_micros()).unwrap_or(u64::MAX),
@@ -603,7 +624,9 @@ impl Writer {
                 return Err(WriteError::ShuttingDown.into());
             }
             queues.push(lane, &room, (job, permit));
-            self.shared.queued.fetch_add(1, Ordering::Relaxed);
+            if self.shared.queued.fetch_add(1, Ordering::Relaxed) == 0 {
+                self.shared.progress.woken();
+            }
         }
         drop(room);
         self.shared.ready.notify_one();
@@ -625,6 +648,22 @@ impl Writer {
     /// The last batch committed: when, its changes, how long its commit took.
     pub fn last_batch(&self) -> Option<status::Commit> {
         self.shared.last_batch.get()
+    }
+
+    /// Changes committed since the daemon started.
+    pub fn changes_committed(&self) -> u64 {
+        self.shared.committed.load(Ordering::Relaxed)
+    }
+
+    /// The writer's histograms, shared with the daemon's metrics.
+    pub fn metrics(&self) -> WriterMetrics {
+        self.shared.metrics.clone()
+    }
+
+    /// How long the writer thread has not moved while changes waited or a batch was being
+    /// applied, when that is so (see `health`).
+    pub fn stalled_for(&self) -> Option<Duration> {
+        self.shared.progress.stalled_for(self.queued())
     }
 
     /// How many changes have been handed to the writer so far, by every caller.
@@ -1226,6 +1265,9 @@ mod tests {
             ready: Condvar::new(),
             queued: AtomicUsize::new(0),
             last_batch: LastCommit::default(),
+            committed: AtomicU64::new(0),
+            progress: Progress::default(),
+            metrics: WriterMetrics::default(),
         });
         drop(Stopping(shared.clone()));
         let closed = Writer {

@@ -76,6 +76,8 @@ fn start_with(
             Duration::from_secs(3600),
         )),
         http: Default::default(),
+        metrics_textfile: None,
+        watchdog: None,
     };
     let (done_tx, done_rx) = mpsc::channel();
     std::thread::spawn(move || {

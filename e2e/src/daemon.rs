@@ -51,6 +51,11 @@ impl DaemonOptions {
         self
     }
 
+    /// Whether the daemon keeps its membership in PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.database.is_some()
+    }
+
     /// Keeps the membership in `database` (`--store`) rather than in the state directory.
     pub fn postgres(mut self, database: &Database) -> DaemonOptions {
         self.args.push("--store".to_owned());

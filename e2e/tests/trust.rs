@@ -345,6 +345,21 @@ root_test!(a_reused_uid_inherits_nothing, || {
         .collect::<Vec<_>>()
         .join(" ");
     assert_eq!(row, "admin@example.com binding stale", "{listed:#?}");
+    // And so does `user list`, its recorded user beside it; the JSON says it for programs.
+    let members = d.ctl(ROOT, &["--org", "acme", "user", "list"]);
+    members.assert_success();
+    assert_eq!(
+        members.stdout_lines()[1]
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+        format!("admin@example.com admin binding stale {old_name} -"),
+        "{members:#?}"
+    );
+    let json = d.ctl(ROOT, &["--org", "acme", "--output", "json", "user", "list"]);
+    let listed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(listed["members"][0]["binding_stale"], true, "{json:#?}");
+    assert_eq!(listed["members"][0]["status"], "active", "{json:#?}");
     d.ctl(ROOT, &["account", "unbind", "admin@example.com"])
         .assert_success();
     d.ctl(old.uid, &["--org", "acme", "user", "list"])

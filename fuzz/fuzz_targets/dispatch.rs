@@ -92,7 +92,9 @@ fn harness() -> &'static Harness {
         let clock = Arc::new(FakeClock::new(1_777_636_800_000));
         let (writer, _thread) =
             Writer::spawn(store.clone(), clock.clone()).expect("the writer starts");
+        let metrics = Arc::new(compartmentd::metrics::Metrics::new(writer.metrics(), true));
         let ctx = Context {
+            metrics,
             store: ReadSide::new(store),
             writer,
             clock: clock.clone() as Arc<dyn Clock>,

@@ -276,6 +276,7 @@ fn member_row<'a>(member: &'a MemberView<'_>) -> [Cow<'a, str>; 5] {
         Cow::Borrowed(output::member_status(
             member.status,
             member.blocked.as_ref(),
+            member.binding_stale,
         )),
         escaped(member.unix_user.as_ref().map_or("-", |user| user.as_str())),
         output::member_expires(
@@ -377,6 +378,7 @@ mod tests {
                     blocked: None,
                     access_until: None,
                     elevation: None,
+                    binding_stale: Default::default(),
                 })
                 .collect(),
             next: None,

@@ -11,8 +11,8 @@ use compartmentctl::wire::{
     Activated, AdminStatus, AuditActor, AuditCheckpoint, AuditPage, AuditRecordView, AuditState,
     AuditVerified, AuthzAnswer, BackupHeader, Decision, Granted, GroupMapped, GroupMembers,
     GroupUnmapped, Invitation, Member, MemberBlock, MemberElevation, MemberList, MemberStatus,
-    OrgCreated, OrgDeleted, OrgList, OrgRenamed, OrgUsed, Pong, Removed, RoleInfo, RoleList,
-    StoreInfo, Subscribed, UserBlocked, UserUnblocked, WhoAmI,
+    MetricsText, OrgCreated, OrgDeleted, OrgList, OrgRenamed, OrgUsed, Pong, Removed, RoleInfo,
+    RoleList, StoreInfo, Subscribed, UserBlocked, UserUnblocked, WhoAmI,
 };
 use serde::Serialize;
 
@@ -156,7 +156,7 @@ pub fn member_row(member: &Member) -> [String; 5] {
     [
         escaped(&member.email).into_owned(),
         member.role.to_string(),
-        member_status(member.status, member.blocked.as_ref()).to_owned(),
+        member_status(member.status, member.blocked.as_ref(), member.binding_stale).to_owned(),
         dash(member.unix_user.as_deref()),
         member_expires(
             member.status,
@@ -169,10 +169,17 @@ pub fn member_row(member: &Member) -> [String; 5] {
     ]
 }
 
-/// `user list`'s STATUS cell: `blocked` for an active member under a block.
-pub fn member_status(status: MemberStatus, blocked: Option<&MemberBlock>) -> &'static str {
+/// `user list`'s STATUS cell: `blocked` for an active member under a block, `binding
+/// stale` for one whose uid no longer belongs to the Unix user it was bound as (as
+/// `account list` says it), since nobody acts as them.
+pub fn member_status(
+    status: MemberStatus,
+    blocked: Option<&MemberBlock>,
+    binding_stale: bool,
+) -> &'static str {
     match (status, blocked) {
         (MemberStatus::Active, Some(_)) => "blocked",
+        (MemberStatus::Active, None) if binding_stale => "binding stale",
         (status, _) => status.as_str(),
     }
 }
@@ -696,6 +703,12 @@ pub fn org_used(used: &OrgUsed) -> String {
     format!("Now using organization {}.\n", escaped(&used.org))
 }
 
+/// `admin metrics`: the text as the daemon made it, control characters escaped like any
+/// text from the daemon.
+pub fn metrics_text(metrics: &MetricsText) -> String {
+    escaped_lines(&metrics.text).into_owned()
+}
+
 /// `admin status`: one `key: value` line a figure, the values aligned.
 pub fn admin_status(status: &AdminStatus) -> String {
     let store = match &status.store {
@@ -1099,6 +1112,7 @@ mod tests {
                 blocked: None,
                 access_until: None,
                 elevation: None,
+                binding_stale: Default::default(),
             }],
             next: None,
             groups: Default::default(),
@@ -1119,6 +1133,7 @@ mod tests {
                 blocked: None,
                 access_until: None,
                 elevation: None,
+                binding_stale: Default::default(),
             }],
             next: None,
             groups: Default::default(),
@@ -1149,6 +1164,7 @@ mod tests {
             blocked: None,
             access_until: None,
             elevation: None,
+            binding_stale: Default::default(),
         }
     }
 
@@ -1742,6 +1758,7 @@ mod tests {
                     blocked: None,
                     access_until: None,
                     elevation: None,
+                    binding_stale: Default::default(),
                 }],
                 next: None,
                 groups: Default::default(),
@@ -1845,6 +1862,7 @@ mod tests {
                         until: h(),
                         fallback: Role::Deployer,
                     }),
+                    binding_stale: Default::default(),
                 }],
                 next: None,
                 groups: Default::default(),
@@ -1885,6 +1903,7 @@ mod tests {
                     blocked: None,
                     access_until: None,
                     elevation: None,
+                    binding_stale: Default::default(),
                 },
                 Member {
                     email: "b\u{200b}@example.com".into(),
@@ -1895,6 +1914,7 @@ mod tests {
                     blocked: None,
                     access_until: None,
                     elevation: None,
+                    binding_stale: Default::default(),
                 },
             ],
             next: None,

@@ -102,6 +102,7 @@ render_with! {
     OrgUnmapGroup => output::group_unmapped;
     AccountBind => output::bound;
     AdminStatus => output::admin_status;
+    AdminMetrics => output::metrics_text;
     AuditList => output::audit_page;
     AuditCheckpoint => output::audit_checkpoint;
 }

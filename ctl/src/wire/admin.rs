@@ -2,6 +2,9 @@
 //!
 //! `admin.status`: the daemon, its store, and what its writer, sweeper and feed last did.
 //!
+//! `admin.metrics`: the same and more as counters, gauges and histograms, in Prometheus'
+//! text format, for dashboards.
+//!
 //! `admin.backup`: the whole store from one snapshot, sent over the connection that asked.
 //!
 //! The answer is the backup's header ([`BackupHeader`], which is also the first line of
@@ -44,6 +47,16 @@ pub struct AdminStatus {
     /// PostgreSQL only (`null` on redb): write transactions refused as conflicting with
     /// another's (another daemon's, on the same database) and run again, since the start.
     pub conflicts: Option<u64>,
+}
+
+/// What `admin.metrics` answers: the daemon's metrics as Prometheus' text exposition
+/// format, the same text `--metrics-textfile` writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MetricsText {
+    /// The text's media type: `text/plain; version=0.0.4`.
+    pub content_type: String,
+    /// The metrics, one sample a line, each family after its `# HELP` and `# TYPE`.
+    pub text: String,
 }
 
 /// The store a daemon runs on.

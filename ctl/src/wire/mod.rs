@@ -195,6 +195,8 @@ declare_methods! {
     /// The daemon's version, store, uptime, connections, writer, sweeper and feed
     /// (superuser).
     AdminStatus = "admin.status" => AdminStatus, read, needs none, shapes [];
+    /// The daemon's metrics in Prometheus' text format (superuser).
+    AdminMetrics = "admin.metrics" => MetricsText, read, needs none, shapes [];
     /// Send the whole store from one snapshot: the header, then pages of records as
     /// notifications (superuser).
     AdminBackup = "admin.backup" => BackupHeader, read, needs none, shapes [];

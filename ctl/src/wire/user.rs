@@ -104,6 +104,11 @@ pub struct Member {
     /// A role held until a time (`role grant --until`), and the role held after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elevation: Option<MemberElevation>,
+    /// The member's uid no longer belongs to `unix_user` (the user was deleted, or the uid
+    /// handed to another): nobody acts as the member until the account is bound again.
+    /// Present only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binding_stale: bool,
 }
 
 /// A block of a member (`user block`).
@@ -177,6 +182,8 @@ pub struct MemberView<'a> {
     pub access_until: Option<Text<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elevation: Option<MemberElevation>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binding_stale: bool,
 }
 
 /// A string of a response, borrowed from its line; copied only when JSON escapes in it had
@@ -281,6 +288,7 @@ mod tests {
             blocked: None,
             access_until: None,
             elevation: None,
+            binding_stale: Default::default(),
         };
         MemberList {
             org: "acme".into(),
@@ -303,6 +311,7 @@ mod tests {
                         until: "2026-05-02T00:00:00Z".into(),
                         fallback: Role::Deployer,
                     }),
+                    binding_stale: Default::default(),
                 },
             ],
             next: Some("YkBleGFtcGxlLmNvbQ".into()),

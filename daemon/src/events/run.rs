@@ -33,6 +33,7 @@ pub(crate) async fn run_feed(
         None => ctx.store().event_head(),
     };
     let newest = ctx.store().event_head();
+    let mut counted = ctx.feed_metrics().subscribe();
     loop {
         // Marked seen before the snapshot is taken: a commit announced from here on wakes
         // the wait below, and one announced before is in the snapshot.
@@ -101,6 +102,7 @@ pub(crate) async fn run_feed(
         }
         feed.after = batch.seen;
         let behind = feed.behind(*newest.borrow());
+        counted.behind(behind);
         if behind > limits.feed_max_lag {
             let reason = format!(
                 "the subscriber fell {behind} changes behind the newest, more than the \

@@ -181,6 +181,7 @@ fn shown_member(
             .elevation
             .filter(|elevation| !is_due(elevation.until.at, now))
             .map(|elevation| terms::shown_elevation(&elevation)),
+        binding_stale: Default::default(),
     }
 }
 
@@ -236,6 +237,28 @@ pub fn list(
         next: None,
         groups: Default::default(),
     })
+}
+
+/// The members of a page shown acting as a Unix user, by their place on the page, with the
+/// uid their membership is pinned to: whether that uid still belongs to the user it was
+/// bound as is the host's to say (the dispatcher asks NSS, and marks `binding_stale`).
+pub fn bound_on_page(
+    reader: &impl Reader,
+    list: &MemberList,
+) -> Result<Vec<(usize, u32)>, RuleError> {
+    let mut bound = Vec::new();
+    for (place, member) in list.members.iter().enumerate() {
+        if member.unix_user.is_none() {
+            continue;
+        }
+        if let Some(uid) = reader
+            .membership(&list.org, &member.email)?
+            .and_then(|m| m.uid)
+        {
+            bound.push((place, uid));
+        }
+    }
+    Ok(bound)
 }
 
 /// The Unix user an active member acts as: the name its uid was bound as, while the uid is
