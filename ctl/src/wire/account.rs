@@ -144,7 +144,7 @@ pub struct AccountDetail {
     /// The bound uid, and the user name it was bound as.
     pub uid: Option<u32>,
     pub unix_user: Option<String>,
-    /// Whom the bound uid belongs to now (NSS); a name other than `unix_user`, or `None`,
+    /// Whom the bound uid belongs to now (NSS); a name other than `unix_user`, or null,
     /// means the binding no longer holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid_now_belongs_to: Option<Option<String>>,

@@ -200,6 +200,32 @@ pub struct BackupRecords<'a> {
     pub records: Vec<&'a RawValue>,
 }
 
+/// Records are the daemon's to define: each is an object with its `kind`, whatever else
+/// it holds.
+impl schemars::JsonSchema for BackupRecords<'_> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BackupRecords".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A page of record lines, each a JSON object with its `kind`.",
+            "type": "object",
+            "properties": {
+                "records": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"kind": {"type": "string"}},
+                        "required": ["kind"],
+                    },
+                },
+            },
+            "required": ["records"],
+        })
+    }
+}
+
 /// The last line of a backup (`{"kind":"end",…}`), and the params of `backup.end`: what
 /// was sent, so that a file cut short is told from a whole one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]

@@ -160,7 +160,7 @@ pub struct AuditVerified {
     /// The checkpoints the log was checked against: the one given, the newest the store
     /// holds, and what this daemon appended last, each as `seq` and where it came from.
     pub checked_against: Vec<String>,
-    /// `None` when every record verified and every checkpoint agreed.
+    /// Null when every record verified and every checkpoint agreed.
     pub broken: Option<AuditBreak>,
 }
 

@@ -9,9 +9,15 @@ use super::{Params, Permission, Role};
 pub const MAX_CHECKS: usize = 1000;
 
 /// One question: may the subject do `permission` in `org`? The subject is the caller unless
-/// one of `uid`, `user` or `email` names someone (at most one of them).
+/// one of `uid`, `user` or `email` names someone (at most one of them, as its JSON Schema
+/// says too).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("not" = {"anyOf": [
+    {"required": ["uid", "user"], "properties": {"uid": {"not": {"type": "null"}}, "user": {"not": {"type": "null"}}}},
+    {"required": ["uid", "email"], "properties": {"uid": {"not": {"type": "null"}}, "email": {"not": {"type": "null"}}}},
+    {"required": ["user", "email"], "properties": {"user": {"not": {"type": "null"}}, "email": {"not": {"type": "null"}}}},
+]}))]
 pub struct Check {
     pub permission: Permission,
     /// The organization; when absent, the subject's current one, as for their own commands.
@@ -135,7 +141,7 @@ impl<'de> Deserialize<'de> for AuthzCheckParams {
     }
 }
 
-/// Why the answer is what it is, for programs; [`Decision::message`] says it for people.
+/// Why the answer is what it is, for programs; the decision's `message` says it for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -173,10 +179,10 @@ pub enum Reason {
     Other,
 }
 
-/// The answer to one [`Check`]: what the rules decide at this instant.
-///
-/// Its members are declared in alphabetical order, the order every result's members take
-/// on the wire; the daemon writes this one straight from the struct.
+/// The answer to one check: what the rules decide at this instant.
+//
+// Its members are declared in alphabetical order, the order every result's members take
+// on the wire; the daemon writes this one straight from the struct.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     pub allowed: bool,

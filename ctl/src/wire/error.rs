@@ -46,6 +46,61 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in the order of the enum.
+    pub const ALL: [ErrorKind; 22] = [
+        ErrorKind::BadRequest,
+        ErrorKind::UnknownMethod,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::AlreadyMember,
+        ErrorKind::AlreadyInvited,
+        ErrorKind::LastAdmin,
+        ErrorKind::RoleAboveOwn,
+        ErrorKind::InvalidToken,
+        ErrorKind::TokenExpired,
+        ErrorKind::TokenUsed,
+        ErrorKind::NotEmpty,
+        ErrorKind::Blocked,
+        ErrorKind::OrgRequired,
+        ErrorKind::FrameTooLong,
+        ErrorKind::Busy,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+        ErrorKind::Unreachable,
+        ErrorKind::Other,
+    ];
+
+    /// What the kind means, in one sentence, as `rpc.discover` describes it (the error's
+    /// own `message` says what happened).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "The request or its params are not right: malformed JSON, a bad envelope, a missing or wrongly typed param, an invalid value.",
+            ErrorKind::UnknownMethod => "No method by that name.",
+            ErrorKind::Unauthenticated => "The caller's uid is bound to no account, or its binding no longer holds.",
+            ErrorKind::Forbidden => "The caller may not do this: a role too low, not a superuser or a service, access ended, or another Unix user's to do.",
+            ErrorKind::NotFound => "No such organization, member, account, Unix user or group, or none the caller may see.",
+            ErrorKind::AlreadyExists => "An organization or account by that name already exists.",
+            ErrorKind::AlreadyMember => "The account is already a member of the organization.",
+            ErrorKind::AlreadyInvited => "The address already has an invitation pending there.",
+            ErrorKind::LastAdmin => "The change would leave the organization without an active admin.",
+            ErrorKind::RoleAboveOwn => "The role given, or the member's role, is above the caller's own.",
+            ErrorKind::InvalidToken => "No such activation token, or it was revoked.",
+            ErrorKind::TokenExpired => "The activation token has expired.",
+            ErrorKind::TokenUsed => "The activation token has already been redeemed.",
+            ErrorKind::NotEmpty => "What is to be deleted still holds what only force removes with it.",
+            ErrorKind::Blocked => "The caller is blocked in the organization; the message carries the reason.",
+            ErrorKind::OrgRequired => "No organization was named and none could be chosen.",
+            ErrorKind::FrameTooLong => "The request line is longer than the daemon reads; the connection is closed.",
+            ErrorKind::Busy => "The daemon or the caller is over a limit, or the change conflicted with another; try again later.",
+            ErrorKind::Unavailable => "The daemon cannot do it now: its store is out of reach, its disk nearly full, or it is stopping.",
+            ErrorKind::Internal => "A failure inside the daemon, logged there.",
+            ErrorKind::Unreachable => "The client could not reach the daemon (never sent by the daemon).",
+            ErrorKind::Other => "A kind this client does not know yet.",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::BadRequest => "bad_request",

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::{Permission, Request, RpcError};
+use super::{ErrorKind, Permission, Request, RpcError};
 
 /// One method of the protocol, declared once in `wire/mod.rs`. The marker types in
 /// [`methods`](super::methods) implement it; the daemon's handlers and the CLI's renderers
@@ -28,6 +28,9 @@ pub trait Method: 'static {
     /// form (most params have one form; `authz.check` has two). None for a method without
     /// params.
     const SHAPES: &'static [&'static [&'static str]];
+    /// The error kinds the method's own rule may answer with, as declared; with those every
+    /// method may, [`errors_of`] lists them all.
+    const ERRORS: &'static [ErrorKind];
     /// [`Reads`] or [`Writes`], as [`Method::KIND`] says: the daemon serves a method whose
     /// access is [`Reads`] with a context that has no writer.
     type Access: Access;
@@ -102,6 +105,58 @@ pub struct Declaration {
     pub kind: Kind,
     pub permission: Option<Permission>,
     pub shapes: &'static [&'static [&'static str]],
+    /// The error kinds its own rule may answer with, as declared.
+    pub errors: &'static [ErrorKind],
+}
+
+impl Declaration {
+    /// Every error kind the method may answer with: those declared, and those of every
+    /// method of its kind ([`errors_of`]).
+    pub fn errors(&self) -> Vec<ErrorKind> {
+        errors_of(self.kind, self.errors)
+    }
+}
+
+/// The error kinds of a method of `kind` that declares `declared`: `bad_request` (its
+/// params) and `internal` (a failure inside) for every method, `busy` and `unavailable`
+/// for a change too (too many changes from one user, a conflict; a disk nearly full, the
+/// daemon stopping), then those declared, each once, in the order of their codes.
+pub fn errors_of(kind: Kind, declared: &[ErrorKind]) -> Vec<ErrorKind> {
+    let mut all = vec![ErrorKind::BadRequest, ErrorKind::Internal];
+    if kind.writes() {
+        all.extend([ErrorKind::Busy, ErrorKind::Unavailable]);
+    }
+    for kind in declared {
+        if !all.contains(kind) {
+            all.push(*kind);
+        }
+    }
+    all.sort_by_key(|kind| (kind.code() > -32100, kind.code().unsigned_abs()));
+    all
+}
+
+/// A method's documentation, as its doc comment's lines give it: the first paragraph, one
+/// sentence, is its summary; the paragraphs after it, if any, its description.
+pub(crate) fn summary_and_description(lines: &[&str]) -> (String, Option<String>) {
+    let mut paragraphs: Vec<String> = Vec::new();
+    let mut current: Vec<&str> = Vec::new();
+    for line in lines.iter().map(|line| line.trim()) {
+        if line.is_empty() {
+            if !current.is_empty() {
+                paragraphs.push(current.join(" "));
+                current.clear();
+            }
+        } else {
+            current.push(line);
+        }
+    }
+    if !current.is_empty() {
+        paragraphs.push(current.join(" "));
+    }
+    let mut paragraphs = paragraphs.into_iter();
+    let summary = paragraphs.next().unwrap_or_default();
+    let rest: Vec<String> = paragraphs.collect();
+    (summary, (!rest.is_empty()).then(|| rest.join("\n\n")))
 }
 
 /// A method's params object.
@@ -207,7 +262,8 @@ pub(super) fn parse_value<M: Method>(params: Option<Value>) -> Result<Request, R
 ///
 /// ```text
 /// Variant[(ParamsType)] = "noun.verb" => ResultType, read|routine|write,
-///     needs Permission|none, shapes [[members of one form], …];
+///     needs Permission|none, shapes [[members of one form], …],
+///     errors [ErrorKind, …];
 /// ```
 ///
 /// `routine` is a read that tells a caller only about itself or the protocol, or that
@@ -215,7 +271,12 @@ pub(super) fn parse_value<M: Method>(params: Option<Value>) -> Result<Request, R
 /// rather than info. `needs` names the [`Permission`] of the caller's role that the
 /// method's rule requires (`none` when its rule asks no role's permission: a question about
 /// oneself, a superuser's act). `shapes` lists the member names of each form its params
-/// take (`[]` without params); a test holds them against the params' JSON Schema. A method
+/// take (`[]` without params); a test holds them against the params' JSON Schema. `errors`
+/// names the [`ErrorKind`]s the method's rule may answer with, beyond those every method
+/// of its kind may ([`errors_of`]: `bad_request` and `internal`, and for a change `busy`
+/// and `unavailable`); `rpc.discover` lists them all for each method. Its doc comment's
+/// first paragraph, one sentence, is its summary there, the paragraphs after it its
+/// description. A method
 /// without a params type takes [`NoParams`](super::NoParams) and its `Request` variant
 /// carries no data. From that one list come: a marker type per method in `wire::methods`
 /// implementing [`Method`] (and [`Gated`] when it needs a permission), the [`Request`]
@@ -225,7 +286,8 @@ macro_rules! declare_methods {
     ($(
         $(#[doc = $doc:literal])*
         $variant:ident $(($params:ty))? = $name:literal => $result:ty, $kind:ident,
-            needs $permission:ident, shapes [$([$($member:literal),* $(,)?]),* $(,)?];
+            needs $permission:ident, shapes [$([$($member:literal),* $(,)?]),* $(,)?],
+            errors [$($error:ident),* $(,)?];
     )*) => {
         /// One marker type per method, implementing [`Method`](super::Method).
         pub mod methods {
@@ -237,16 +299,20 @@ macro_rules! declare_methods {
         }
 
         /// Each method as `rpc.discover` describes it, in declaration order: its name, its
-        /// documentation's first line, whether it writes, and its params' and result's JSON
-        /// Schemas, made by `generator`.
+        /// documentation's summary and description, whether it writes, the error kinds it
+        /// may answer with, and its params' and result's JSON Schemas, made by `generator`.
         pub(crate) fn describe_methods(
             generator: &mut schemars::SchemaGenerator,
         ) -> Vec<$crate::wire::openrpc::Described> {
             vec![$(
                 $crate::wire::openrpc::Described {
                     name: $name,
-                    summary: [$($doc),*].first().map_or("", |line| line.trim()),
+                    doc: $crate::wire::method::summary_and_description(&[$($doc),*]),
                     writes: declare_methods!(@kind $kind).writes(),
+                    errors: $crate::wire::method::errors_of(
+                        declare_methods!(@kind $kind),
+                        <methods::$variant as $crate::wire::Method>::ERRORS,
+                    ),
                     params: generator.root_schema_for::<declare_methods!(@params_type [$($params)?])>(),
                     result: generator.root_schema_for::<$result>(),
                 },
@@ -262,6 +328,8 @@ macro_rules! declare_methods {
                 const PERMISSION: Option<$crate::wire::Permission> =
                     declare_methods!(@permission $permission);
                 const SHAPES: &'static [&'static [&'static str]] = &[$(&[$($member),*]),*];
+                const ERRORS: &'static [$crate::wire::ErrorKind] =
+                    &[$($crate::wire::ErrorKind::$error),*];
                 type Access = declare_methods!(@access $kind);
                 type Params = declare_methods!(@params_type [$($params)?]);
                 type Result = $result;
@@ -287,6 +355,7 @@ macro_rules! declare_methods {
                 kind: <methods::$variant as $crate::wire::Method>::KIND,
                 permission: <methods::$variant as $crate::wire::Method>::PERMISSION,
                 shapes: <methods::$variant as $crate::wire::Method>::SHAPES,
+                errors: <methods::$variant as $crate::wire::Method>::ERRORS,
             },
         )*];
 

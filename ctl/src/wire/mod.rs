@@ -21,8 +21,10 @@
 //! Declare it in the `declare_methods!` list below: `read`, `routine` (a read logged at
 //! debug when it succeeds) or `write`; `needs` the permission its rule requires (or
 //! `none`); the `shapes` of its params (their member names, each form's; `[]` without
-//! params). Its params and result types live in its noun's file, the params implementing
-//! [`Params`]. Implement the daemon's `Serve` for its marker type `methods::Name`
+//! params); the `errors` its rule may answer with (beyond those every method may). Its
+//! doc comment's first paragraph, one sentence, is its summary in `rpc.discover`. Its
+//! params and result types live in its noun's file, the params implementing [`Params`].
+//! Implement the daemon's `Serve` for its marker type `methods::Name`
 //! (daemon/src/dispatch.rs) and the CLI's `Render` (ctl/src/cli/render.rs). Nothing else
 //! lists methods: a missing handler, renderer, permission or shape does not compile, and
 //! shapes that are not the params' forms fail a test. CONTRIBUTING.md walks through it.
@@ -51,7 +53,9 @@ pub use envelope::*;
 pub use error::*;
 pub use events::*;
 pub use meta::*;
-pub use method::{Access, Declaration, Gated, Handle, Kind, Method, Params, Reads, Visit, Writes};
+pub use method::{
+    errors_of, Access, Declaration, Gated, Handle, Kind, Method, Params, Reads, Visit, Writes,
+};
 pub use org::*;
 pub use permission::*;
 pub use role::*;
@@ -101,107 +105,169 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const MAX_RESPONSE_LINE: usize = 16 * 1024 * 1024;
 
 declare_methods! {
-    /// Is the daemon up, and which version is it.
-    Ping = "ping" => Pong, routine, needs none, shapes [];
-    /// Who the daemon thinks the caller is.
-    Whoami = "whoami" => WhoAmI, routine, needs none, shapes [];
+    /// Say whether the daemon is up, and its version.
+    Ping = "ping" => Pong, routine, needs none, shapes [],
+        errors [];
+    /// Say who the daemon thinks the caller is.
+    ///
+    /// Open to everyone, bound or not: the caller's uid, account, memberships and what it
+    /// may do in its current organization.
+    Whoami = "whoami" => WhoAmI, routine, needs none, shapes [],
+        errors [Unavailable];
     /// Create an organization and invite its first admin (superuser).
     OrgCreate(OrgCreateParams) = "org.create" => OrgCreated, write, needs none,
-        shapes [["name", "admin", "admin_unix_user", "expires_in"]];
-    /// The caller's organizations.
-    OrgList = "org.list" => OrgList, routine, needs none, shapes [];
+        shapes [["name", "admin", "admin_unix_user", "expires_in"]],
+        errors [Unauthenticated, Forbidden, NotFound, AlreadyExists];
+    /// List the caller's organizations.
+    OrgList = "org.list" => OrgList, routine, needs none, shapes [],
+        errors [Unauthenticated, Unavailable];
     /// Choose the caller's current organization.
-    OrgUse(OrgUseParams) = "org.use" => OrgUsed, write, needs none, shapes [["name"]];
-    /// Delete an organization: refused while it has members, unless forced (superuser).
+    OrgUse(OrgUseParams) = "org.use" => OrgUsed, write, needs none, shapes [["name"]],
+        errors [Unauthenticated, NotFound, Blocked, Forbidden];
+    /// Delete an organization (superuser).
+    ///
+    /// Refused while it has members, unless forced.
     OrgDelete(OrgDeleteParams) = "org.delete" => OrgDeleted, write, needs none,
-        shapes [["name", "force"]];
-    /// Rename an organization; its members, invitations, feed and audit log follow
-    /// (superuser).
+        shapes [["name", "force"]],
+        errors [Unauthenticated, Forbidden, NotFound, NotEmpty];
+    /// Rename an organization (superuser).
+    ///
+    /// Its members, invitations, feed and audit log follow.
     OrgRename(OrgRenameParams) = "org.rename" => OrgRenamed, write, needs none,
-        shapes [["name", "new_name"]];
-    /// Map a Unix group to a role in an organization: its users act there with that role,
-    /// without an invitation (superuser).
+        shapes [["name", "new_name"]],
+        errors [Unauthenticated, Forbidden, NotFound, AlreadyExists];
+    /// Map a Unix group to a role in an organization (superuser).
+    ///
+    /// The group's users act there with that role, without an invitation.
     OrgMapGroup(OrgMapGroupParams) = "org.map_group" => GroupMapped, write, needs none,
-        shapes [["name", "group", "role"]];
+        shapes [["name", "group", "role"]],
+        errors [Unauthenticated, Forbidden, NotFound];
     /// End a Unix group's mapping (superuser).
     OrgUnmapGroup(OrgUnmapGroupParams) = "org.unmap_group" => GroupUnmapped, write,
-        needs none, shapes [["name", "group"]];
+        needs none, shapes [["name", "group"]],
+        errors [Unauthenticated, Forbidden, NotFound];
     /// Invite someone with a role.
     UserInvite(UserInviteParams) = "user.invite" => Invitation, write,
         needs OrganizationUserInvite,
-        shapes [["org", "email", "role", "expires_in", "resend", "unix_user", "access_until"]];
-    /// One page of an organization's members, by e-mail, from an opaque cursor.
+        shapes [["org", "email", "role", "expires_in", "resend", "unix_user", "access_until"]],
+        errors [Unauthenticated, Forbidden, NotFound, OrgRequired, Blocked, RoleAboveOwn,
+                AlreadyMember, AlreadyInvited];
+    /// List one page of an organization's members, by e-mail, from an opaque cursor.
     UserList(UserListParams) = "user.list" => MemberList, read, needs OrganizationMemberList,
-        shapes [["org", "limit", "after", "status"]];
+        shapes [["org", "limit", "after", "status"]],
+        errors [Unauthenticated, Forbidden, NotFound, OrgRequired, Blocked, Unavailable];
     /// Remove a member or revoke an invitation.
     UserRemove(UserRemoveParams) = "user.remove" => Removed, write,
-        needs OrganizationUserRemove, shapes [["org", "email"]];
-    /// Block a member, with a reason and perhaps an end: they act nowhere in the
-    /// organization until unblocked.
+        needs OrganizationUserRemove, shapes [["org", "email"]],
+        errors [Unauthenticated, Forbidden, NotFound, OrgRequired, Blocked, RoleAboveOwn,
+                LastAdmin];
+    /// Block a member, with a reason and perhaps an end.
+    ///
+    /// They act nowhere in the organization until unblocked.
     UserBlock(UserBlockParams) = "user.block" => UserBlocked, write,
-        needs OrganizationUserBlock, shapes [["org", "email", "reason", "until"]];
+        needs OrganizationUserBlock, shapes [["org", "email", "reason", "until"]],
+        errors [Unauthenticated, Forbidden, NotFound, OrgRequired, Blocked, RoleAboveOwn,
+                LastAdmin];
     /// Lift a member's block.
     UserUnblock(UserUnblockParams) = "user.unblock" => UserUnblocked, write,
-        needs OrganizationUserBlock, shapes [["org", "email"]];
-    /// Give a member a role, up to the caller's own; perhaps only until a time.
+        needs OrganizationUserBlock, shapes [["org", "email"]],
+        errors [Unauthenticated, Forbidden, NotFound, OrgRequired, Blocked, RoleAboveOwn];
+    /// Give a member a role, up to the caller's own, perhaps only until a time.
     RoleGrant(RoleGrantParams) = "role.grant" => Granted, write, needs OrganizationRoleGrant,
-        shapes [["org", "email", "role", "until"]];
-    /// The roles and what each may do.
-    RoleList = "role.list" => RoleList, routine, needs none, shapes [];
-    /// One role and its permissions.
+        shapes [["org", "email", "role", "until"]],
+        errors [Unauthenticated, Forbidden, NotFound, OrgRequired, Blocked, RoleAboveOwn,
+                LastAdmin];
+    /// List the roles and what each may do.
+    RoleList = "role.list" => RoleList, routine, needs none, shapes [],
+        errors [];
+    /// Show one role and its permissions.
     RoleShow(RoleShowParams) = "role.show" => RoleInfo, routine, needs none,
-        shapes [["role"]];
+        shapes [["role"]],
+        errors [];
     /// Redeem an activation token, binding the caller's uid to the account.
     AccountActivate(ActivateParams) = "account.activate" => Activated, write, needs none,
-        shapes [["token"]];
-    /// Every account with its binding (superuser).
-    AccountList = "account.list" => AccountList, read, needs none, shapes [];
-    /// One account: its binding and memberships (superuser).
+        shapes [["token"]],
+        errors [Unauthenticated, Forbidden, InvalidToken, TokenExpired, TokenUsed];
+    /// List every account with its binding (superuser).
+    AccountList = "account.list" => AccountList, read, needs none, shapes [],
+        errors [Forbidden, Unavailable];
+    /// Show one account, its binding and memberships (superuser).
     AccountShow(AccountParams) = "account.show" => AccountDetail, read, needs none,
-        shapes [["email"]];
+        shapes [["email"]],
+        errors [Forbidden, NotFound, Unavailable];
     /// Free an account from its Unix user (superuser, break-glass).
     AccountUnbind(AccountParams) = "account.unbind" => AccountBinding, write, needs none,
-        shapes [["email"]];
-    /// Delete an account that is a member nowhere, or with `force` its memberships too,
-    /// unbinding its Unix user (superuser).
+        shapes [["email"]],
+        errors [Forbidden, NotFound];
+    /// Delete an account that is a member nowhere, unbinding its Unix user (superuser).
+    ///
+    /// With `force`, its memberships go with it.
     AccountDelete(AccountDeleteParams) = "account.delete" => AccountDeleted, write,
-        needs none, shapes [["email", "force"]];
-    /// Change an account's e-mail; its binding, memberships and invitations follow
-    /// (superuser).
+        needs none, shapes [["email", "force"]],
+        errors [Forbidden, NotFound, NotEmpty, LastAdmin];
+    /// Change an account's e-mail (superuser).
+    ///
+    /// Its binding, memberships and invitations follow.
     AccountRename(AccountRenameParams) = "account.rename" => AccountRenamed, write,
-        needs none, shapes [["email", "new_email"]];
+        needs none, shapes [["email", "new_email"]],
+        errors [Forbidden, NotFound, AlreadyExists];
     /// Bind an account to a Unix user on a superuser's word.
     AccountBind(AccountBindParams) = "account.bind" => AccountBinding, write, needs none,
-        shapes [["email", "unix_user", "carry_all"]];
-    /// May a user do something in an organization, by the rules at this instant: the
-    /// caller about itself, services and superusers about anyone.
+        shapes [["email", "unix_user", "carry_all"]],
+        errors [Forbidden, NotFound];
+    /// Decide whether a user may do something in an organization, by the rules at this
+    /// instant.
+    ///
+    /// The caller asks about itself; services and superusers about anyone, named by one of
+    /// `uid`, `user` and `email` (at most one). One check, or up to 1,000 as `checks`.
     AuthzCheck(AuthzCheckParams) = "authz.check" => AuthzAnswer, routine, needs none,
-        shapes [["permission", "org", "uid", "user", "email"], ["checks"]];
-    /// Turn the connection into a feed of membership changes (superusers, services, and an
-    /// organization's admins for their organization).
+        shapes [["permission", "org", "uid", "user", "email"], ["checks"]],
+        errors [Forbidden, OrgRequired, Unavailable];
+    /// Turn the connection into a feed of membership changes.
+    ///
+    /// For superusers, services, and an organization's admins for their organization.
+    /// After the answer, the connection carries only `event` notifications, and a last
+    /// `events.closed` when the daemon ends the feed.
     EventsSubscribe(EventsSubscribeParams) = "events.subscribe" => Subscribed, read,
-        needs OrganizationAuditRead, shapes [["org", "after"]];
-    /// One page of the audit log, oldest first, filtered (superusers, and an
-    /// organization's admins for their organization).
+        needs OrganizationAuditRead, shapes [["org", "after"]],
+        errors [Unauthenticated, Forbidden, NotFound, OrgRequired, Blocked, Busy,
+                Unavailable];
+    /// List one page of the audit log, oldest first, filtered.
+    ///
+    /// For superusers, and an organization's admins for their organization.
     AuditList(AuditListParams) = "audit.list" => AuditPage, read, needs OrganizationAuditRead,
         shapes [["org", "limit", "after", "from", "to", "event", "actor", "target_type",
-                 "outcome"]];
+                 "outcome"]],
+        errors [Unauthenticated, Forbidden, NotFound, OrgRequired, Blocked, Unavailable];
     /// Check the audit log's chain from its first record, and against a checkpoint kept
     /// elsewhere (superuser).
     AuditVerify(AuditVerifyParams) = "audit.verify" => AuditVerified, read, needs none,
-        shapes [["checkpoint"]];
+        shapes [["checkpoint"]],
+        errors [Forbidden, Unavailable];
     /// Sign a checkpoint of the audit log's last record, to keep elsewhere (superuser).
-    AuditCheckpoint = "audit.checkpoint" => AuditCheckpoint, write, needs none, shapes [];
-    /// The daemon's version, store, uptime, connections, writer, sweeper and feed
+    AuditCheckpoint = "audit.checkpoint" => AuditCheckpoint, write, needs none, shapes [],
+        errors [Forbidden];
+    /// Report the daemon's version, store, uptime, connections, writer, sweeper and feed
     /// (superuser).
-    AdminStatus = "admin.status" => AdminStatus, read, needs none, shapes [];
-    /// The daemon's metrics in Prometheus' text format (superuser).
-    AdminMetrics = "admin.metrics" => MetricsText, read, needs none, shapes [];
-    /// Send the whole store from one snapshot: the header, then pages of records as
-    /// notifications (superuser).
-    AdminBackup = "admin.backup" => BackupHeader, read, needs none, shapes [];
-    /// This protocol as an OpenRPC document.
-    RpcDiscover = "rpc.discover" => serde_json::Value, routine, needs none, shapes [];
+    AdminStatus = "admin.status" => AdminStatus, read, needs none, shapes [],
+        errors [Forbidden];
+    /// Report the daemon's metrics in Prometheus' text format (superuser).
+    ///
+    /// The same text `--metrics-textfile` writes for node_exporter's textfile collector:
+    /// requests by method and outcome with their latency, connections, the writer, the
+    /// sweeper, the change feed and the store.
+    AdminMetrics = "admin.metrics" => MetricsText, read, needs none, shapes [],
+        errors [Forbidden];
+    /// Send the whole store from one snapshot (superuser).
+    ///
+    /// The answer is the backup's header; then the connection carries only the records,
+    /// a page at a time as `backup.records` notifications, and a last `backup.end` (or
+    /// `backup.failed`).
+    AdminBackup = "admin.backup" => BackupHeader, read, needs none, shapes [],
+        errors [Forbidden, Unavailable];
+    /// Describe this protocol as an OpenRPC document.
+    RpcDiscover = "rpc.discover" => serde_json::Value, routine, needs none, shapes [],
+        errors [];
 }
 
 /// The name OpenRPC reserves for the method that describes the others.

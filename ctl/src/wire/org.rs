@@ -151,7 +151,7 @@ pub struct OrgCreated {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrgEntry {
     pub name: String,
-    /// The caller's role there; `None` for a superuser who is not a member.
+    /// The caller's role there; null for a superuser who is not a member.
     pub role: Option<Role>,
     pub current: bool,
 }

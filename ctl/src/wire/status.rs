@@ -5,9 +5,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// A membership's status as `user list` shows it.
-///
-/// The order of the variants is part of compartmentd's database (a record stores a
-/// variant's index): add variants at the end, never reorder them.
+//
+// The order of the variants is part of compartmentd's database (a record stores a
+// variant's index): add variants at the end, never reorder them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberStatus {
@@ -36,9 +36,9 @@ impl fmt::Display for MemberStatus {
 }
 
 /// An account's status: `pending` until its first activation.
-///
-/// The order of the variants is part of compartmentd's database (a record stores a
-/// variant's index): add variants at the end, never reorder them.
+//
+// The order of the variants is part of compartmentd's database (a record stores a
+// variant's index): add variants at the end, never reorder them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AccountStatus {

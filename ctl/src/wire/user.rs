@@ -41,7 +41,8 @@ pub const DEFAULT_PAGE: u32 = 100;
 pub struct UserListParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
-    /// At most this many members, 1 to [`MAX_PAGE`]; [`DEFAULT_PAGE`] when absent.
+    /// At most this many members, 1 to 1,000; 100 when absent.
+    // MAX_PAGE and DEFAULT_PAGE; a test holds the range to them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub limit: Option<u32>,
@@ -90,7 +91,7 @@ pub struct Member {
     pub email: String,
     pub role: Role,
     pub status: MemberStatus,
-    /// When the invitation expires (or expired); `None` for active members.
+    /// When the invitation expires (or expired); null for active members.
     pub expires_at: Option<String>,
     /// The Unix user an active member acts as.
     #[serde(default)]
