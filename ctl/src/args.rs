@@ -80,7 +80,8 @@ pub struct GlobalOptions {
 
     /// The organization to act in [default: the one chosen with `org use`, else your only
     /// one]
-    #[arg(long, global = true, env = "COMPARTMENT_ORG", value_name = "ORG")]
+    #[arg(long, global = true, env = "COMPARTMENT_ORG", value_name = "ORG",
+          add = clap_complete::engine::ArgValueCompleter::new(crate::complete::orgs))]
     pub org: Option<String>,
 
     /// Also talk to a daemon run by this Unix user (one run as a user of its own that

@@ -208,6 +208,13 @@ impl Client {
         })
     }
 
+    /// Gives up on a read or a write that takes longer than `timeout` (completion's quick
+    /// questions; a command waits for its answer as long as the daemon takes).
+    pub fn set_timeout(&mut self, timeout: std::time::Duration) -> std::io::Result<()> {
+        self.reader.get_ref().set_read_timeout(Some(timeout))?;
+        self.writer.set_write_timeout(Some(timeout))
+    }
+
     /// The socket this client is connected at.
     pub fn path(&self) -> &Path {
         &self.path

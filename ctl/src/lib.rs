@@ -12,6 +12,7 @@
 //! - [`peer`]: whom the client talks to: the server behind a socket must be trusted.
 //! - [`args`]: the CLI's grammar (clap), here so that packaging can render man pages and
 //!   completions from it.
+//! - [`complete`]: shell completion that asks the daemon (`--org <TAB>`).
 //!
 //! The `compartmentctl` binary (`src/main.rs` and `src/cli/`) is built on these.
 
@@ -19,6 +20,7 @@
 
 pub mod args;
 pub mod client;
+pub mod complete;
 pub mod dir_trust;
 pub mod email;
 pub mod paths;

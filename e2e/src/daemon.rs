@@ -295,7 +295,19 @@ impl Drop for Daemon {
                 self.log_path().display(),
                 self.log()
             );
+            return;
         }
+        // Every error a method answered is among those rpc.discover says it may answer.
+        let log = self.log();
+        let undeclared: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(compartmentd::pipeline::UNDECLARED_ERROR))
+            .collect();
+        assert!(
+            undeclared.is_empty(),
+            "the daemon answered errors its methods do not declare:\n{}",
+            undeclared.join("\n")
+        );
     }
 }
 

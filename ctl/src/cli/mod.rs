@@ -50,6 +50,10 @@ use exit::{Exit, Failure};
 pub fn run() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let prog = program_name(argv.first());
+    // Called back by the shell's registration at a TAB: print the candidates and exit.
+    clap_complete::CompleteEnv::with_factory(|| Cli::command().bin_name(prog.clone()))
+        .var(compartmentctl::complete::VAR)
+        .complete();
     // Help and usage say the name it was invoked as (`compartment` through the package's
     // link), as errors do.
     let parsed = Cli::command()
@@ -175,7 +179,7 @@ fn execute(cli: Cli, prog: &str) -> Result<Exit, Failure> {
         Command::Admin(AdminCommand::Backup { file }) => Some(file.clone()),
         _ => None,
     };
-    let Some(request) = request_for(command, global.org)? else {
+    let Some(request) = request_for(command, global.org, prog)? else {
         return Ok(Exit::Ok);
     };
     let chosen = global.socket.is_some();
@@ -283,7 +287,11 @@ fn no_daemon_at_the_defaults(path: &std::path::Path, source: &std::io::Error) ->
 
 /// The request a command sends, or `None` for the commands that need no daemon (which have
 /// done their work by then).
-fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>, Failure> {
+fn request_for(
+    command: Command,
+    org: Option<String>,
+    prog: &str,
+) -> Result<Option<Request>, Failure> {
     let request = match command {
         Command::User(UserCommand::Invite {
             email,
@@ -432,8 +440,8 @@ fn request_for(command: Command, org: Option<String>) -> Result<Option<Request>,
         Command::Org(OrgCommand::Use { name }) => Request::OrgUse(OrgUseParams { name }),
         Command::Ping => Request::Ping,
         Command::Completions { shell } => {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "compartmentctl", &mut script);
+            let script = compartmentctl::complete::registration(shell, prog)
+                .map_err(|err| ClientError::Refused(err.to_string()))?;
             output::write_stdout(&script)?;
             return Ok(None);
         }
@@ -453,7 +461,9 @@ mod tests {
         let cli =
             Cli::try_parse_from(std::iter::once("compartmentctl").chain(args.iter().copied()))
                 .unwrap();
-        request_for(cli.command, cli.global.org).unwrap().unwrap()
+        request_for(cli.command, cli.global.org, "compartment")
+            .unwrap()
+            .unwrap()
     }
 
     #[test]

@@ -1,10 +1,10 @@
-//! Shell completions for the CLI under both its installed names, from its clap grammar.
+//! Shell completions for the CLI under both its installed names: each a registration that
+//! calls the installed CLI back at every TAB (clap_complete's dynamic completion), so that
+//! commands and flags come from its grammar and `--org` from the daemon's organizations.
 
 use std::path::PathBuf;
 
-use clap::CommandFactory;
 use clap_complete::Shell;
-use compartmentctl::args::Cli;
 
 use crate::Asset;
 
@@ -12,7 +12,7 @@ use crate::Asset;
 const NAMES: [&str; 2] = ["compartmentctl", "compartment"];
 
 /// Bash, zsh and fish scripts for each name, at the paths `main` documents.
-pub fn scripts() -> Vec<Asset> {
+pub fn scripts() -> std::io::Result<Vec<Asset>> {
     let mut assets = Vec::new();
     for name in NAMES {
         for (shell, path) in [
@@ -20,26 +20,27 @@ pub fn scripts() -> Vec<Asset> {
             (Shell::Zsh, format!("completions/zsh/_{name}")),
             (Shell::Fish, format!("completions/fish/{name}.fish")),
         ] {
-            let mut contents = Vec::new();
             // The script names the command it completes, so each name gets its own.
-            clap_complete::generate(shell, &mut Cli::command(), name, &mut contents);
+            let contents = compartmentctl::complete::registration(shell, name)?;
             assets.push(Asset {
                 path: PathBuf::from(path),
                 contents,
             });
         }
     }
-    assets
+    Ok(assets)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
     use std::path::Path;
 
     #[test]
     fn each_name_completes_itself() {
-        let scripts = scripts();
+        let scripts = scripts().unwrap();
         assert_eq!(scripts.len(), 6);
         let bash = |name: &str| {
             scripts
@@ -48,23 +49,10 @@ mod tests {
                 .map(|a| String::from_utf8_lossy(&a.contents).into_owned())
                 .unwrap_or_default()
         };
-        assert!(bash("compartment").contains("complete -F _compartment "));
-        assert!(bash("compartmentctl").contains("complete -F _compartmentctl "));
-    }
-
-    #[test]
-    fn auth_can_completes_every_permission_key() {
-        let zsh = scripts()
-            .into_iter()
-            .find(|a| a.path == Path::new("completions/zsh/_compartmentctl"))
-            .map(|a| String::from_utf8_lossy(&a.contents).into_owned())
-            .unwrap_or_default();
+        assert!(bash("compartment").contains("-F _clap_complete_compartment compartment\n"));
+        assert!(bash("compartment").contains("\"compartment\" -- \"${words[@]}\""));
         assert!(
-            zsh.contains("compartmentctl-auth-command"),
-            "no auth can in {zsh}"
+            bash("compartmentctl").contains("-F _clap_complete_compartmentctl compartmentctl\n")
         );
-        for permission in compartmentctl::wire::Permission::ALL {
-            assert!(zsh.contains(permission.key()), "{permission}");
-        }
     }
 }

@@ -62,7 +62,8 @@ fn main() -> ExitCode {
 fn write_all(args: &Args) -> Result<usize, String> {
     let date = args.date.as_deref().unwrap_or_default();
     let mut files = man::pages(date).map_err(|err| format!("cannot render a man page: {err}"))?;
-    files.extend(completions::scripts());
+    files
+        .extend(completions::scripts().map_err(|err| format!("cannot write a completion: {err}"))?);
     files.push(defaults::file());
     for file in &files {
         write_file(&args.out_dir.join(&file.path), &file.contents)?;
