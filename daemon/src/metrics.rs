@@ -423,41 +423,29 @@ fn advance(counter: &Counter, total: u64) {
     }
 }
 
-/// Writes `text` to `path` atomically: into a temporary file beside it, flushed, then
-/// renamed over it, so that a collector reading at any moment reads a whole text. Readable
-/// by everyone (the collector runs as its own user); it names no organization or person.
+/// Writes `text` to `path` atomically: into a new temporary file beside it (a name nobody
+/// can guess, created exclusively, so a link planted in a shared directory is never
+/// followed), flushed, then renamed over it, so that a collector reading at any moment
+/// reads a whole text. Readable by everyone (the collector runs as its own user); it names
+/// no organization or person.
 pub fn write_textfile(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
     // The collector reads `*.prom` only: a file in the making is not one.
-    let temporary: PathBuf = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&temporary)?;
-        // The daemon's umask may be stricter than the mode asked for.
-        std::fs::set_permissions(
-            &temporary,
-            std::os::unix::fs::PermissionsExt::from_mode(0o644),
-        )?;
-        file.write_all(text.as_bytes())?;
-        file.sync_data()?;
-        std::fs::rename(&temporary, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    written
+    let mut file = tempfile::Builder::new()
+        .prefix(".compartmentd-metrics-")
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    // Created 0600; the daemon's umask may be stricter still.
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    file.write_all(text.as_bytes())?;
+    file.as_file().sync_data()?;
+    file.persist(path).map_err(|err| err.error)?;
+    Ok(())
 }
 
 /// Writes the metrics to `path` every `interval` until `stop`, and once more as the
@@ -586,5 +574,20 @@ mod tests {
             .map(|entry| entry.unwrap().file_name())
             .collect();
         assert_eq!(names, ["compartmentd.prom"]);
+    }
+
+    /// A link planted where the file goes is replaced, never followed: the daemon (root,
+    /// outside the packaged unit) writes nowhere but the file it was told.
+    #[test]
+    fn a_planted_link_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious\n").unwrap();
+        let path = dir.path().join("compartmentd.prom");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        write_textfile(&path, "a 1\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a 1\n");
     }
 }
