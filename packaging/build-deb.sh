@@ -95,7 +95,9 @@ done
 ln -s compartmentctl "$pkg/usr/bin/compartment"
 
 # bookworm's debhelper and systemd.pc put system units in /lib/systemd/system.
-for unit in compartmentd.socket compartmentd.service; do
+# compartmentd-page.socket is shipped off: an operator who serves the activation page
+# enables it (docs/operations.md, "The activation page").
+for unit in compartmentd.socket compartmentd-page.socket compartmentd.service; do
     install -D -m 0644 "$root/systemd/$unit" "$pkg/lib/systemd/system/$unit"
 done
 

@@ -126,32 +126,64 @@ fn remedy(reason: &Untrusted, daemon_uid: u32) -> String {
     }
 }
 
-/// The listening socket systemd passed (`LISTEN_FDS`/`LISTEN_PID`), if any. The daemon
-/// then binds and unlinks nothing: the socket unit owns the path.
+/// The name (`FileDescriptorName=`) of the activation page's socket among those systemd
+/// passes: `compartmentd-page.socket`'s.
+pub const PAGE_FD_NAME: &str = "page";
+
+/// What systemd passed (`LISTEN_FDS`/`LISTEN_PID`/`LISTEN_FDNAMES`): the socket unit's Unix
+/// socket, and the activation page's TCP socket when `compartmentd-page.socket` is on. The
+/// daemon then binds and unlinks nothing: the socket units own them, and the page is
+/// served from a socket the daemon never made, so its unit's network sandbox stays shut.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    pub socket: Option<UnixListener>,
+    pub page: Option<std::net::TcpListener>,
+}
+
+/// The sockets systemd passed, if any (see [`Inherited`]).
 #[allow(unsafe_code)]
-pub fn inherited() -> Result<Option<UnixListener>, BindError> {
-    let mut fds = sd_notify::listen_fds().map_err(|err| BindError::Activation(err.to_string()))?;
-    let fd = match (fds.next(), fds.len()) {
-        (None, _) => return Ok(None),
-        (Some(fd), 0) => fd,
-        (Some(_), more) => {
-            return Err(BindError::Activation(format!(
-                "expected one socket, got {}; the socket unit should have one ListenStream=",
-                more + 1
-            )))
+pub fn inherited() -> Result<Inherited, BindError> {
+    let fds =
+        sd_notify::listen_fds_with_names().map_err(|err| BindError::Activation(err.to_string()))?;
+    let mut inherited = Inherited::default();
+    for (fd, name) in fds {
+        if name == PAGE_FD_NAME {
+            if inherited.page.is_some() {
+                return Err(BindError::Activation(
+                    "expected one page socket, got more; compartmentd-page.socket should have one ListenStream=".to_owned(),
+                ));
+            }
+            // SAFETY: the service manager handed this descriptor to this process
+            // (LISTEN_PID is ours), and nothing else in the process owns it.
+            let listener = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+            let activation_err = |err: io::Error| {
+                BindError::Activation(format!(
+                    "descriptor {fd} (named {PAGE_FD_NAME}) is not a listening TCP socket: {err}"
+                ))
+            };
+            listener.local_addr().map_err(activation_err)?;
+            listener.set_nonblocking(true).map_err(activation_err)?;
+            inherited.page = Some(listener);
+            continue;
         }
-    };
-    // SAFETY: the service manager handed this descriptor to this process (LISTEN_PID is
-    // ours), and nothing else in the process owns it.
-    let listener = unsafe { UnixListener::from_raw_fd(fd) };
-    let activation_err = |err: io::Error| {
-        BindError::Activation(format!(
-            "descriptor {fd} is not a listening Unix socket: {err}"
-        ))
-    };
-    listener.local_addr().map_err(activation_err)?;
-    listener.set_nonblocking(true).map_err(activation_err)?;
-    Ok(Some(listener))
+        if inherited.socket.is_some() {
+            return Err(BindError::Activation(
+                "expected one socket, got more; the socket unit should have one ListenStream="
+                    .to_owned(),
+            ));
+        }
+        // SAFETY: as above.
+        let listener = unsafe { UnixListener::from_raw_fd(fd) };
+        let activation_err = |err: io::Error| {
+            BindError::Activation(format!(
+                "descriptor {fd} is not a listening Unix socket: {err}"
+            ))
+        };
+        listener.local_addr().map_err(activation_err)?;
+        listener.set_nonblocking(true).map_err(activation_err)?;
+        inherited.socket = Some(listener);
+    }
+    Ok(inherited)
 }
 
 /// Binds `path`, creating its directory if needed, for a daemon running as this process's

@@ -66,7 +66,8 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
     };
     ensure_descriptors(limits.max_connections);
     // Under socket activation the socket unit owns the path: nothing to bind or remove.
-    let (listener, bound) = match socket::inherited()? {
+    let inherited = socket::inherited()?;
+    let (listener, bound) = match inherited.socket {
         Some(listener) => (listener, None),
         None => {
             let (listener, file) = socket::bind_file(&socket_path)?;
@@ -78,15 +79,28 @@ pub async fn listen(config: &Config, clock: Arc<dyn Clock>) -> Result<Listening,
         None => "the socket systemd passed".to_owned(),
     };
     let listener = tokio::net::UnixListener::from_std(listener)?;
-    let http = match config.http_listen {
-        Some(addr) => {
+    let http = match (config.http_listen, inherited.page) {
+        (Some(addr), Some(_)) => {
+            return Err(format!(
+                "the activation page's socket is passed by systemd (compartmentd-page.socket) and --http-listen {addr} asks for another: choose one"
+            )
+            .into())
+        }
+        (Some(addr), None) => {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|err| {
                 format!("cannot serve the activation page on {addr} (--http-listen): {err}")
             })?;
             tracing::info!(address = %addr, "the activation page is served");
             Some(listener)
         }
-        None => None,
+        (None, Some(page)) => {
+            let listener = tokio::net::TcpListener::from_std(page)?;
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(address = %addr, "the activation page is served on the socket systemd passed");
+            }
+            Some(listener)
+        }
+        (None, None) => None,
     };
     let service_group = match &config.service_group {
         Some(name) => Some(service_group(name)?),

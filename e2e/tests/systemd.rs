@@ -91,8 +91,8 @@ fn stderr_of(child: &mut Child) -> String {
 }
 
 #[test]
-fn both_units_verify_without_a_word() {
-    if skip_without_tool("both_units_verify_without_a_word", "systemd-analyze") {
+fn the_units_verify_without_a_word() {
+    if skip_without_tool("the_units_verify_without_a_word", "systemd-analyze") {
         return;
     }
     // systemd-analyze checks that ExecStart exists: point it at the built daemon. The man
@@ -102,16 +102,19 @@ fn both_units_verify_without_a_word() {
     let daemon = binary("compartmentd");
     let service = service.replace("/usr/sbin/compartmentd", daemon.to_str().unwrap());
     std::fs::write(dir.path().join("compartmentd.service"), service).unwrap();
-    std::fs::copy(
-        repo_file("systemd/compartmentd.socket"),
-        dir.path().join("compartmentd.socket"),
-    )
-    .unwrap();
+    for socket in ["compartmentd.socket", "compartmentd-page.socket"] {
+        std::fs::copy(
+            repo_file(&format!("systemd/{socket}")),
+            dir.path().join(socket),
+        )
+        .unwrap();
+    }
     let out = Command::new("systemd-analyze")
         .args([
             "verify",
             "--man=no",
             "compartmentd.socket",
+            "compartmentd-page.socket",
             "compartmentd.service",
         ])
         .current_dir(dir.path())
@@ -204,6 +207,124 @@ fn socket_activation_serves_the_inherited_socket_and_binds_nothing() {
     );
     let log = stderr_of(&mut child);
     assert!(log.contains("socket=the socket systemd passed"), "{log}");
+}
+
+/// One HTTP GET of `path` on 127.0.0.1:`port`: the whole response, or None when nothing
+/// answers.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(WAIT)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+root_test!(
+    the_page_socket_systemd_passes_is_served_with_the_network_shut,
+    || {
+        let test = "the_page_socket_systemd_passes_is_served_with_the_network_shut";
+        if skip_without_tool(test, "systemd-socket-activate") || skip_without_tool(test, "unshare")
+        {
+            return;
+        }
+        // As compartmentd-page.socket and compartmentd.socket hand them over: a Unix socket and
+        // a TCP one named `page`; the daemon runs in a network namespace of its own with no
+        // interface up (as PrivateNetwork=yes makes it), so only the passed socket can serve.
+        let dir = temp_dir();
+        let socket = dir.path().join("activated.sock");
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let mut child = Command::new("systemd-socket-activate")
+            .arg("-l")
+            .arg(&socket)
+            .arg("-l")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--fdname=compartmentd.sock:page")
+            .arg("unshare")
+            .arg("--net")
+            .arg(binary("compartmentd"))
+            .arg("--socket")
+            .arg(dir.path().join("never-bound.sock"))
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_ping(&socket);
+        let page = http_get(
+            port,
+            "/activate?token=AaJPBrjfC2r_xCRfyB8h3JdDSn8hTJhtNBmBXXD_0a0",
+        )
+        .expect("the page answers on the passed socket");
+        assert!(page.starts_with("HTTP/1.1 404"), "{page}");
+        assert!(page.contains("This invitation link is not valid"), "{page}");
+        assert!(stop(&mut child).success());
+        let log = stderr_of(&mut child);
+        assert!(
+            log.contains("the activation page is served on the socket systemd passed"),
+            "{log}"
+        );
+    }
+);
+
+#[test]
+fn a_passed_page_socket_and_http_listen_together_are_refused() {
+    if skip_without_tool(
+        "a_passed_page_socket_and_http_listen_together_are_refused",
+        "systemd-socket-activate",
+    ) {
+        return;
+    }
+    let dir = temp_dir();
+    let socket = dir.path().join("activated.sock");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--fdname=compartmentd.sock:page")
+        .arg(binary("compartmentd"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--http-listen")
+        .arg("127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first connection starts it (once systemd-socket-activate listens), and it ends
+    // at once, saying why.
+    let deadline = Instant::now() + WAIT;
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens at {}", socket.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon kept running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "{status:?}");
+    let log = stderr_of(&mut child);
+    assert!(
+        log.contains("the activation page's socket is passed by systemd (compartmentd-page.socket) and --http-listen 127.0.0.1:0 asks for another: choose one"),
+        "{log}"
+    );
 }
 
 root_test!(
