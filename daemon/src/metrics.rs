@@ -27,9 +27,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
+use tokio_util::sync::CancellationToken;
 
 pub use crate::limits::Refused;
-use tokio_util::sync::CancellationToken;
 
 /// The media type of the text, as Prometheus names it.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";

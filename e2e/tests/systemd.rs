@@ -309,7 +309,11 @@ fn a_passed_page_socket_and_http_listen_together_are_refused() {
     // at once, saying why.
     let deadline = Instant::now() + WAIT;
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens at {}", socket.display());
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens at {}",
+            socket.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let status = loop {
