@@ -146,6 +146,11 @@ impl Daemon {
         self.spawn()
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("compartmentd is running").id()
+    }
+
     /// The daemon's resident memory now and at its peak.
     pub fn memory(&self) -> Memory {
         let pid = self.child.as_ref().expect("compartmentd is running").id();

@@ -10,9 +10,64 @@ use redb::{Database, TableDefinition};
 
 use crate::measure::{self, Measured};
 
-/// Starts a line echo server on `socket`: one thread per connection, each line written back
-/// as it came. The threads end with their connections; the accepting thread with the process.
-pub fn start_echo_server(socket: &Path) {
+/// The argument that makes this binary the echo server (see [`EchoServer`]).
+const ECHO_ARG: &str = "--run-echo-server-on";
+
+/// The line echo server, a process of its own (this binary again) so that its CPU time is
+/// its own to measure, beside the daemon's: killed on drop.
+pub struct EchoServer {
+    child: std::process::Child,
+}
+
+impl EchoServer {
+    /// Starts it on `socket` and waits until it listens.
+    pub fn start(socket: &Path) -> EchoServer {
+        let child =
+            std::process::Command::new(std::env::current_exe().expect("the benchmark's own path"))
+                .arg(ECHO_ARG)
+                .arg(socket)
+                .spawn()
+                .expect("start the echo server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the echo server did not listen on {} within 10 s",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        EchoServer { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// When this process was started as the echo server: serves until killed.
+pub fn echo_server_main() -> Option<i32> {
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next()? != ECHO_ARG {
+        return None;
+    }
+    let socket = std::path::PathBuf::from(argv.next().expect("the echo server's socket"));
+    serve_echo(&socket);
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A line echo server on `socket`: one thread per connection, each line written back as it
+/// came. The threads end with their connections; the accepting thread with the process.
+fn serve_echo(socket: &Path) {
     let listener = UnixListener::bind(socket)
         .unwrap_or_else(|err| panic!("bind the echo socket {}: {err}", socket.display()));
     std::thread::spawn(move || {

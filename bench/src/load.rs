@@ -74,6 +74,64 @@ pub fn authz_check(org: &str) -> Check {
     }
 }
 
+/// A request line (newline included) of one `authz.check` batch of `count` distinct
+/// checks the caller asks about itself: every permission in as many organizations as it
+/// takes, which are made here (`batch-0`, `batch-1`, …) when missing. Distinct, because the
+/// daemon answers identical checks of a batch once.
+pub fn self_check_batch(socket: &Path, count: usize) -> Vec<u8> {
+    let per_org = Permission::ALL.len();
+    let orgs = count.div_ceil(per_org);
+    let mut client = connect(socket);
+    let known: Vec<String> = match client.call::<serde_json::Value>(&Request::OrgList) {
+        Ok(list) => list["orgs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|org| org["name"].as_str().map(str::to_owned))
+            .collect(),
+        Err(err) => panic!("org.list: {err}"),
+    };
+    let names: Vec<String> = (0..orgs).map(|i| format!("batch-{i}")).collect();
+    for name in &names {
+        if !known.contains(name) {
+            create_org(socket, name);
+        }
+    }
+    let checks: Vec<Check> = names
+        .iter()
+        .flat_map(|org| {
+            Permission::ALL.iter().map(move |permission| Check {
+                permission: *permission,
+                org: Some(org.clone()),
+                uid: None,
+                user: None,
+                email: None,
+            })
+        })
+        .take(count)
+        .collect();
+    let request = Request::AuthzCheck(compartmentctl::wire::AuthzCheckParams::Many(checks));
+    let mut line =
+        serde_json::to_vec(&RequestEnvelope::new(1, &request)).expect("encode the batch");
+    line.push(b'\n');
+    line
+}
+
+/// Asserts that `answer` is a batch's answer of `count` decisions, every one yes.
+pub fn all_allowed(answer: &[u8], count: usize) {
+    let response: compartmentctl::wire::Response =
+        serde_json::from_slice(answer).expect("an authz.check answer");
+    let compartmentctl::wire::AuthzAnswer::Many { decisions } =
+        serde_json::from_value(response.result.expect("a result")).expect("decisions")
+    else {
+        panic!("a batch answered with one decision");
+    };
+    assert_eq!(decisions.len(), count, "the batch's answers");
+    if let Some(no) = decisions.iter().find(|decision| !decision.allowed) {
+        panic!("a self-check of the batch said no: {}", no.message);
+    }
+}
+
 /// Checks per second over `connections` library clients asking `check` one at a time, as a
 /// service does (`Client::check`); each answer must allow it.
 pub fn checks(socket: &Path, check: &Check, connections: usize, duration: Duration) -> Measured {

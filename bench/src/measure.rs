@@ -18,12 +18,28 @@ pub struct Measured {
     pub elapsed: Duration,
     /// Each operation's latency, sorted.
     pub latencies: Vec<Duration>,
+    /// The CPU time (user and system, every thread) the server process spent over the
+    /// phase, when it was watched ([`with_server_cpu`]).
+    pub server_cpu: Option<Duration>,
 }
 
 impl Measured {
     /// Units of work per second, over all threads.
     pub fn rate(&self) -> f64 {
         (self.ops * self.units_per_op) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The same phase counted in units of `per_line` each (the decisions of a batch line).
+    pub fn per_line(mut self, per_line: usize) -> Measured {
+        self.units_per_op = per_line;
+        self
+    }
+
+    /// The server's CPU time per unit of work (per request; per decision of a batch), when
+    /// it was watched.
+    pub fn cpu_per_unit(&self) -> Option<Duration> {
+        let units = (self.ops * self.units_per_op).max(1) as u32;
+        self.server_cpu.map(|cpu| cpu / units)
     }
 
     /// The latency at quantile `q` (0.5 is the median), nearest rank.
@@ -91,7 +107,39 @@ where
         units_per_op,
         elapsed,
         latencies,
+        server_cpu: None,
     }
+}
+
+/// The CPU time process `pid` has spent, user and system, every thread of it, those that
+/// ended included (`utime` and `stime` of `/proc/<pid>/stat`): the echo server's threads
+/// end with their connections, as the phase does. In clock ticks (10 ms), so a phase's
+/// figure is as fine as its length allows: a few parts in a thousand over a full run's
+/// phases.
+pub fn cpu_of(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|err| panic!("read /proc/{pid}/stat: {err}"));
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // state is the 3rd field of the line, utime the 14th, stime the 15th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf reads a constant of the system.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_secs_f64((ticks(14) + ticks(15)) as f64 / per_sec as f64)
+}
+
+/// `phase()`, with the CPU time process `pid` spent meanwhile as its `server_cpu`.
+pub fn with_server_cpu(pid: u32, phase: impl FnOnce() -> Measured) -> Measured {
+    let before = cpu_of(pid);
+    let mut measured = phase();
+    measured.server_cpu = Some(cpu_of(pid).saturating_sub(before));
+    measured
 }
 
 /// Round trips per second of `line` (newline included) over `connections` connections to

@@ -17,6 +17,8 @@ pub struct Row {
     speed: f64,
     /// The target the figure is held to, and whether it met it (`--store postgres`).
     target: Option<String>,
+    /// A CPU row's daemon figure, per unit.
+    figure: Option<Duration>,
 }
 
 impl Row {
@@ -29,7 +31,46 @@ impl Row {
             ratio: format!("{:.2}", daemon.rate() / floor.rate()),
             speed: daemon.rate() / floor.rate(),
             target: None,
+            figure: None,
         }
+    }
+
+    /// A CPU row: the daemon's CPU time per unit of work (request, or decision of a batch)
+    /// beside the floor server's per unit, in the same phase pair; the ratio is daemon ÷
+    /// floor (lower is better).
+    pub fn cpu(what: &str, daemon: &Measured, floor_name: &str, floor: &Measured) -> Row {
+        let (d, f) = (
+            daemon.cpu_per_unit().unwrap_or_default(),
+            floor.cpu_per_unit().unwrap_or_default(),
+        );
+        let ratio = d.as_secs_f64() / f.as_secs_f64().max(f64::MIN_POSITIVE);
+        Row {
+            what: what.to_owned(),
+            daemon: format!("{} CPU", fine(d)),
+            floor: format!("{floor_name}: {} CPU", fine(f)),
+            ratio: format!("{ratio:.2}"),
+            speed: 1.0 / ratio,
+            target: None,
+            figure: Some(d),
+        }
+    }
+
+    /// The CPU row held to at most `times` its floor's CPU per unit.
+    pub fn at_most_times_floor(self, times: f64) -> Row {
+        let met = self.speed >= 1.0 / times;
+        self.target(&format!("≤ {times}× floor"), met)
+    }
+
+    /// The CPU row held to at most `most` of daemon CPU per unit.
+    pub fn at_most(self, most: Duration) -> Row {
+        let met = self.figure.is_some_and(|figure| figure <= most);
+        self.target(&format!("≤ {}", fine(most)), met)
+    }
+
+    /// The latency row whose median is held to at most `times` its floor's.
+    pub fn median_within(self, times: f64) -> Row {
+        let met = self.speed >= 1.0 / times;
+        self.target(&format!("p50 ≤ {times}× floor"), met)
     }
 
     /// The row held to `target`, which it `met` or not.
@@ -61,6 +102,7 @@ impl Row {
             ratio: format!("{:.2}", daemon / floor),
             speed: daemon / floor,
             target: None,
+            figure: None,
         }
     }
 
@@ -75,6 +117,7 @@ impl Row {
             ratio: format!("{:.2} / {:.2}", ratio(0.5), ratio(0.99)),
             speed: 1.0 / ratio(0.5),
             target: None,
+            figure: None,
         }
     }
 }
@@ -98,6 +141,7 @@ impl Report {
             ratio: "ratio".into(),
             speed: 1.0,
             target: Some("target".into()),
+            figure: None,
         };
         let targets = self.rows.iter().any(|row| row.target.is_some());
         let all: Vec<&Row> = std::iter::once(&header).chain(&self.rows).collect();
@@ -176,6 +220,19 @@ pub fn duration(d: Duration) -> String {
         format!("{:.1} ms", secs * 1e3)
     } else {
         format!("{secs:.2} s")
+    }
+}
+
+/// A short duration to a few significant digits, for CPU time per request: 0.42 µs,
+/// 12.3 µs.
+pub fn fine(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros < 10.0 {
+        format!("{micros:.2} µs")
+    } else if micros < 1000.0 {
+        format!("{micros:.1} µs")
+    } else {
+        duration(d)
     }
 }
 
