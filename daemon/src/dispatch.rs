@@ -24,7 +24,8 @@ use serde_json::Value;
 use crate::backup::{self, Backup};
 use crate::context::{Context, ReadContext, Scope, WriteContext};
 use crate::events::{self, Feed};
-use crate::rules::authz;
+use crate::rules::authz::{self, Subject};
+use crate::rules::identity::Actor;
 use crate::rules::{
     accounts, audit, identity, invitations, lifecycle, members, orgs, Caller, RuleError, Unbound,
 };
@@ -275,7 +276,10 @@ impl Serve for methods::AuthzCheck {
         // does, so repeating a question cannot magnify how long its answer takes. `first`
         // says, for each check, which distinct check answers it.
         let mut distinct: Vec<&Check> = Vec::new();
-        let mut seen: HashMap<&Check, usize> = HashMap::with_capacity(checks.len());
+        // foldhash (randomly seeded, as the standard hasher is) rather than SipHash: hashing
+        // a thousand checks with SipHash was a tenth of a batch's time.
+        let mut seen: HashMap<&Check, usize, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(checks.len(), Default::default());
         let first: Vec<usize> = checks
             .iter()
             .map(|check| {
@@ -290,9 +294,35 @@ impl Serve for methods::AuthzCheck {
             distinct.iter().any(|check| check.names_subject()) && ctx.is_service(&caller).await;
         let snapshot = ctx.snapshot()?;
         let now = ctx.now();
+        // Who each subject is, resolved and authenticated once for all the checks about
+        // it (a batch is mostly one subject's questions about many permissions and orgs).
+        type SubjectKey<'a> = (Option<u32>, Option<&'a str>, Option<&'a str>);
+        type Known = (Subject, Option<Result<Actor, Unbound>>);
+        let mut subjects: HashMap<SubjectKey<'_>, Known, foldhash::fast::RandomState> =
+            HashMap::default();
         let mut answers = Vec::with_capacity(distinct.len());
-        for check in distinct {
-            answers.push(decide(ctx, &caller, check, service, &snapshot, now).await?);
+        for check in &distinct {
+            let key = (check.uid, check.user.as_deref(), check.email.as_deref());
+            let (subject, authenticated) = match subjects.entry(key) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    let subject = ctx.subject(&caller, check, service, &snapshot).await?;
+                    let authenticated = authz::authenticate(&snapshot, &subject)?;
+                    vacant.insert((subject, authenticated))
+                }
+            };
+            answers.push(authz::decide_as(
+                &snapshot,
+                subject,
+                authenticated,
+                check.permission,
+                check.org.as_deref(),
+                now,
+            )?);
+        }
+        // Each answer to as many checks as asked it: moved when asked once, as most are.
+        if answers.len() == first.len() {
+            return Ok(AuthzAnswer::Many { decisions: answers });
         }
         let mut decisions = Vec::with_capacity(first.len());
         for index in first {

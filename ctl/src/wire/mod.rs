@@ -966,6 +966,23 @@ mod tests {
                 Request::parse("authz.check", Some(&raw)).unwrap().org(),
                 Some("acme")
             );
+            // A batch too, straight from its text; what its rules refuse goes the long way.
+            let batch = r#"{"checks":[{"permission":"project.read","org":"acme"},{"permission":"project.read","org":"beta","uid":7}]}"#;
+            assert!(matches!(
+                AuthzCheckParams::from_text(batch),
+                Some(AuthzCheckParams::Many(checks)) if checks.len() == 2
+            ));
+            for refused in [
+                r#"{"checks":[]}"#,
+                r#"{"checks":[{"permission":"project.read","uid":7,"user":"alice"}]}"#,
+            ] {
+                assert!(AuthzCheckParams::from_text(refused).is_none(), "{refused}");
+                let raw = serde_json::value::RawValue::from_string(refused.to_owned()).unwrap();
+                assert!(
+                    Request::parse("authz.check", Some(&raw)).is_err(),
+                    "{refused}"
+                );
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use std::fmt::{self, Write as _};
 use compartmentctl::wire::{Decision, MemberStatus, Permission, Reason};
 
 use super::error::needed;
-use super::identity::{self, Barred, Standing};
+use super::identity::{self, Actor, Barred, Standing};
 use super::{Caller, RuleError, Unbound};
 use crate::clock::rfc3339;
 use crate::store::{Millis, Reader};
@@ -36,6 +36,43 @@ pub enum Subject {
 pub fn decide(
     reader: &impl Reader,
     subject: &Subject,
+    permission: Permission,
+    org: Option<&str>,
+    now: Millis,
+) -> Result<Decision, RuleError> {
+    let authenticated = authenticate(reader, subject)?;
+    decide_as(reader, subject, &authenticated, permission, org, now)
+}
+
+/// Who `subject` is to the rules, read once for every check about it (a batch's): its
+/// actor, or why its uid acts without an account; `None` for a subject that is no uid (and
+/// for [`decide_as`], not authenticated yet).
+pub fn authenticate(
+    reader: &impl Reader,
+    subject: &Subject,
+) -> Result<Option<Result<Actor, Unbound>>, RuleError> {
+    let Subject::Uid { caller, .. } = subject else {
+        return Ok(None);
+    };
+    authenticate_uid(reader, caller).map(Some)
+}
+
+fn authenticate_uid(
+    reader: &impl Reader,
+    caller: &Caller,
+) -> Result<Result<Actor, Unbound>, RuleError> {
+    match identity::authenticate(reader, caller) {
+        Ok(actor) => Ok(Ok(actor)),
+        Err(RuleError::Unauthenticated { why, .. }) => Ok(Err(why)),
+        Err(other) => Err(other),
+    }
+}
+
+/// [`decide`], `subject` already authenticated ([`authenticate`]) as `authenticated`.
+pub fn decide_as(
+    reader: &impl Reader,
+    subject: &Subject,
+    authenticated: &Option<Result<Actor, Unbound>>,
     permission: Permission,
     org: Option<&str>,
     now: Millis,
@@ -82,9 +119,17 @@ pub fn decide(
     decision.user = caller.user.as_deref().map(str::to_owned);
     let uid_label = UidLabel(caller);
 
-    let actor = match identity::authenticate(reader, caller) {
+    let fresh;
+    let authenticated = match authenticated {
+        Some(known) => known,
+        None => {
+            fresh = authenticate_uid(reader, caller)?;
+            &fresh
+        }
+    };
+    let actor = match authenticated {
         Ok(actor) => actor,
-        Err(RuleError::Unauthenticated { why, .. }) => {
+        Err(why) => {
             decision.email = asked_email.clone();
             let reason = match why {
                 Unbound::NoBinding => Reason::Unbound,
@@ -96,7 +141,6 @@ pub fn decide(
                 sentence(format_args!("{uid_label}: {why}")),
             ));
         }
-        Err(other) => return Err(other),
     };
     decision.email = actor.email.clone();
     if let Some(asked) = asked_email {
@@ -114,7 +158,7 @@ pub fn decide(
         uid: uid_label,
     };
 
-    let (org, here) = identity::resolve_org(reader, &actor, org, now)?;
+    let (org, here) = identity::resolve_org(reader, actor, org, now)?;
 
     let Some(role) = here.role(actor.caller.uid, now) else {
         let (reason, message) = match here.barred(actor.caller.uid, now) {
