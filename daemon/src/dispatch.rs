@@ -455,8 +455,7 @@ impl Serve for methods::UserList {
         params: Self::Params,
     ) -> Result<Self::Result, RuleError> {
         let snapshot = ctx.snapshot_for(&caller, params.org.as_deref())?;
-        let mut list = members::list_page(&snapshot, &caller, &params, ctx.now())?;
-        let bound = members::bound_on_page(&snapshot, &list)?;
+        let (mut list, bound) = members::list_page_bound(&snapshot, &caller, &params, ctx.now())?;
         drop(snapshot);
         ctx.group_users(&mut list).await;
         ctx.mark_stale_bindings(&mut list, bound).await;

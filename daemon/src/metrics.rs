@@ -105,7 +105,8 @@ pub struct Pulled {
 /// Every metric the daemon keeps, and the registry that writes them out.
 pub struct Metrics {
     registry: Registry,
-    per_method: HashMap<&'static str, PerMethod>,
+    /// Looked up by every request: foldhash, not SipHash, for a key no client chooses.
+    per_method: HashMap<&'static str, PerMethod, foldhash::fast::RandomState>,
     outcomes: Family<Outcome, Counter>,
     accepted: Counter,
     refused: Family<Cause, Counter>,

@@ -18,6 +18,7 @@
 //!   [`Daemon::in_process`]), for what needs no pid, signal, log or restart.
 //! - `history`: a long history written into a stopped daemon's database ([`add_history`]).
 //! - `raw`: the raw line protocol ([`RawConn`]).
+//! - `http`: a free loopback port and one HTTP GET ([`http_get`]).
 //! - `printed`: what the CLI prints (invitation lines, the member and account tables).
 //! - `time`: the clock, RFC 3339 as the CLI prints it, polling with a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -25,6 +26,7 @@
 mod daemon;
 mod endpoint;
 mod history;
+mod http;
 mod in_process;
 mod postgres;
 mod printed;
@@ -37,6 +39,7 @@ mod users;
 pub use daemon::{files_under, run_compartmentd, Daemon, DaemonOptions, PUBLIC_URL};
 pub use endpoint::Endpoint;
 pub use history::add_history;
+pub use http::{free_port, http_get};
 pub use in_process::InProcess;
 pub use postgres::{each_store, Database};
 pub use printed::{

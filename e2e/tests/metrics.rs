@@ -5,14 +5,14 @@
 //! outcome, never by anything a client names.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use compartment_e2e::{
-    each_store, poll, root_test, run_compartmentd, skip_without_tool, Daemon, TestUser, ROOT,
+    each_store, free_port, http_get, poll, root_test, run_compartmentd, skip_without_tool, Daemon,
+    TestUser, ROOT,
 };
 
 /// `admin metrics` as root.
@@ -50,29 +50,6 @@ fn promtool(text: &str) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), said)
-}
-
-/// One HTTP GET of `path` on 127.0.0.1:`port`: the response's body.
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-}
-
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
 }
 
 root_test!(
@@ -215,7 +192,9 @@ fn node_exporter_reads(dir: &Path) {
         .spawn()
         .unwrap();
     let served = poll(Duration::from_secs(10), || {
-        get(port, "/metrics").filter(|body| body.contains("compartment_"))
+        http_get(port, "/metrics")
+            .map(|(_, body)| body)
+            .filter(|body| body.contains("compartment_"))
     });
     let _ = exporter.kill();
     let _ = exporter.wait();

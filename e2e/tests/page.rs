@@ -5,13 +5,12 @@
 //! caches and referrers; a client asking too often is told to wait.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use compartment_e2e::{
-    each_store, parse_invite, root_test, skip_without_tool, Daemon, TestUser, ROOT, URL_PREFIX,
+    each_store, free_port, http_get, parse_invite, root_test, skip_without_tool, Daemon, TestUser,
+    ROOT, URL_PREFIX,
 };
 
 root_test!(
@@ -22,10 +21,7 @@ root_test!(
             return;
         }
         for options in each_store(test) {
-            let port = {
-                let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                probe.local_addr().unwrap().port()
-            };
+            let port = free_port();
             let d = Daemon::start(options.args(&["--http-listen", &format!("127.0.0.1:{port}")]));
             page(&d, port);
         }
@@ -104,19 +100,7 @@ fn text_of(dom: &str) -> String {
 
 /// A raw request's status line and headers, lowercased, and its body.
 fn get(port: u16, path: &str) -> (String, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    (head.to_lowercase(), body.to_owned())
+    http_get(port, path).expect("the page answers")
 }
 
 fn page(d: &Daemon, port: u16) {

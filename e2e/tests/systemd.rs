@@ -10,7 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use compartment_e2e::{
-    binary, binary_for_other_users, ctl_command, root_test, skip_without_tool, TestUser,
+    binary, binary_for_other_users, ctl_command, free_port, http_get, root_test, skip_without_tool,
+    TestUser,
 };
 use compartmentctl::peer::{Trust, UnixUser};
 use compartmentctl::wire::{Pong, Request};
@@ -209,20 +210,34 @@ fn socket_activation_serves_the_inherited_socket_and_binds_nothing() {
     assert!(log.contains("socket=the socket systemd passed"), "{log}");
 }
 
-/// One HTTP GET of `path` on 127.0.0.1:`port`: the whole response, or None when nothing
-/// answers.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(WAIT)).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
+/// `compartmentd` (after `wrapper`, a command it is run through) under
+/// systemd-socket-activate, handed a Unix socket at `socket` and a TCP one on `port` named
+/// `page`, as compartmentd.socket and compartmentd-page.socket hand them over; its state in
+/// `dir`, `extra` flags after.
+fn with_page_socket(
+    socket: &Path,
+    port: u16,
+    wrapper: &[&str],
+    dir: &Path,
+    extra: &[&str],
+) -> Child {
+    Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(socket)
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--fdname=compartmentd.sock:page")
+        .args(wrapper)
+        .arg(binary("compartmentd"))
+        .arg("--socket")
+        .arg(dir.join("never-bound.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 root_test!(
@@ -238,35 +253,16 @@ root_test!(
         // interface up (as PrivateNetwork=yes makes it), so only the passed socket can serve.
         let dir = temp_dir();
         let socket = dir.path().join("activated.sock");
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let mut child = Command::new("systemd-socket-activate")
-            .arg("-l")
-            .arg(&socket)
-            .arg("-l")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--fdname=compartmentd.sock:page")
-            .arg("unshare")
-            .arg("--net")
-            .arg(binary("compartmentd"))
-            .arg("--socket")
-            .arg(dir.path().join("never-bound.sock"))
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let port = free_port();
+        let mut child = with_page_socket(&socket, port, &["unshare", "--net"], dir.path(), &[]);
         wait_for_ping(&socket);
-        let page = http_get(
+        let (head, body) = http_get(
             port,
             "/activate?token=AaJPBrjfC2r_xCRfyB8h3JdDSn8hTJhtNBmBXXD_0a0",
         )
         .expect("the page answers on the passed socket");
-        assert!(page.starts_with("HTTP/1.1 404"), "{page}");
-        assert!(page.contains("This invitation link is not valid"), "{page}");
+        assert!(head.starts_with("http/1.1 404"), "{head}");
+        assert!(body.contains("This invitation link is not valid"), "{body}");
         assert!(stop(&mut child).success());
         let log = stderr_of(&mut child);
         assert!(
@@ -286,25 +282,13 @@ fn a_passed_page_socket_and_http_listen_together_are_refused() {
     }
     let dir = temp_dir();
     let socket = dir.path().join("activated.sock");
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let mut child = Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(&socket)
-        .arg("-l")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--fdname=compartmentd.sock:page")
-        .arg(binary("compartmentd"))
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--http-listen")
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = with_page_socket(
+        &socket,
+        free_port(),
+        &[],
+        dir.path(),
+        &["--http-listen", "127.0.0.1:0"],
+    );
     // The first connection starts it (once systemd-socket-activate listens), and it ends
     // at once, saying why.
     let deadline = Instant::now() + WAIT;

@@ -53,6 +53,19 @@ pub fn list_page(
     params: &UserListParams,
     now: Millis,
 ) -> Result<MemberList, RuleError> {
+    list_page_bound(reader, caller, params, now).map(|(list, _)| list)
+}
+
+/// [`list_page`], and the members shown acting as a Unix user, by their place on the page,
+/// with the uid their membership is pinned to: whether that uid still belongs to the user
+/// it was bound as is the host's to say (the dispatcher asks NSS, and marks
+/// `binding_stale`).
+pub fn list_page_bound(
+    reader: &impl Reader,
+    caller: &Caller,
+    params: &UserListParams,
+    now: Millis,
+) -> Result<(MemberList, Vec<(usize, u32)>), RuleError> {
     // Who asks is judged first: someone who may not list learns nothing, not even whether
     // the rest of the request was well made.
     let actor = authenticate(reader, caller)?;
@@ -72,6 +85,7 @@ pub fn list_page(
     let budget = limit.saturating_mul(SCAN_FACTOR);
     let mut scanned = 0;
     let mut members = Vec::with_capacity(limit);
+    let mut bound = Vec::new();
     let mut expiries = Expiries::default();
     // Whether a row after `position` was seen, so that no read need look for one.
     let mut seen_beyond;
@@ -98,6 +112,9 @@ pub fn list_page(
                     }
                 };
                 let unix_user = unix_user_of(reader, &email, &m)?;
+                if let (Some(_), Some(uid)) = (&unix_user, m.uid) {
+                    bound.push((members.len(), uid));
+                }
                 members.push(shown_member(
                     email.clone(),
                     &m,
@@ -150,12 +167,15 @@ pub fn list_page(
             })
             .collect(),
     };
-    Ok(MemberList {
-        org: here.org,
-        members,
-        next,
-        groups,
-    })
+    Ok((
+        MemberList {
+            org: here.org,
+            members,
+            next,
+            groups,
+        },
+        bound,
+    ))
 }
 
 /// A member as a list shows it at `now`: the role an ended elevation fell back to, and
@@ -237,28 +257,6 @@ pub fn list(
         next: None,
         groups: Default::default(),
     })
-}
-
-/// The members of a page shown acting as a Unix user, by their place on the page, with the
-/// uid their membership is pinned to: whether that uid still belongs to the user it was
-/// bound as is the host's to say (the dispatcher asks NSS, and marks `binding_stale`).
-pub fn bound_on_page(
-    reader: &impl Reader,
-    list: &MemberList,
-) -> Result<Vec<(usize, u32)>, RuleError> {
-    let mut bound = Vec::new();
-    for (place, member) in list.members.iter().enumerate() {
-        if member.unix_user.is_none() {
-            continue;
-        }
-        if let Some(uid) = reader
-            .membership(&list.org, &member.email)?
-            .and_then(|m| m.uid)
-        {
-            bound.push((place, uid));
-        }
-    }
-    Ok(bound)
 }
 
 /// The Unix user an active member acts as: the name its uid was bound as, while the uid is
