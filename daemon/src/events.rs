@@ -65,7 +65,7 @@ pub enum Access {
 #[derive(Debug)]
 pub struct Feed {
     /// Only this organization's changes; every change when `None`.
-    pub org: Option<String>,
+    pub org: Option<FeedOrg>,
     /// The last sequence number the subscriber has.
     pub after: u64,
     /// The last change when it subscribed: what it missed before is replayed whatever its
@@ -77,12 +77,55 @@ pub struct Feed {
     pub replaying: Option<Replaying>,
 }
 
+/// The organization an organization's feed is of: its name now, and when it was made,
+/// which tells it apart from a later organization under the same name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedOrg {
+    pub name: String,
+    pub created_at: Millis,
+}
+
+impl FeedOrg {
+    /// The organization under `name` on `snapshot`, if there is one.
+    pub fn named(snapshot: &impl Reader, name: &str) -> Result<Option<FeedOrg>, StoreError> {
+        Ok(snapshot.org(name)?.map(|record| FeedOrg {
+            name: name.to_owned(),
+            created_at: record.created_at,
+        }))
+    }
+}
+
 impl Feed {
     /// How many changes made since the subscription the subscriber has not had yet, when
     /// the newest change is `newest`.
     pub fn behind(&self, newest: u64) -> u64 {
         newest.saturating_sub(self.after.max(self.head))
     }
+
+    /// The organization's name, `None` for the whole host's feed.
+    pub fn org_name(&self) -> Option<&str> {
+        self.org.as_ref().map(|org| org.name.as_str())
+    }
+
+    /// Follows the feed's organization to its new name `name`: the changes filed under the
+    /// old one are under it now, and so are its admins.
+    pub fn follow(&mut self, name: &str) {
+        if let Some(org) = &mut self.org {
+            org.name = name.to_owned();
+        }
+        if let Access::Admin { org } = &mut self.access {
+            *org = name.to_owned();
+        }
+    }
+}
+
+/// What became of a feed's organization that is no longer under its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gone {
+    /// Deleted: the feed ends.
+    Deleted,
+    /// Renamed, to this name: the feed follows it there.
+    Renamed(String),
 }
 
 /// What [`batch_of`] read.
@@ -95,15 +138,15 @@ pub struct Batch {
     /// The first change kept, when the changes after the feed's position were pruned:
     /// the feed cannot go on without skipping them.
     pub pruned: Option<u64>,
-    /// The feed's organization was deleted.
-    pub org_gone: bool,
+    /// The feed's organization is no longer under its name: deleted, or renamed.
+    pub gone: Option<Gone>,
 }
 
 /// The next batch of the feed of `org` (every organization when `None`) after `after`, read
 /// from the store's latest commit, and its lines: what a feed asks for each time it reads.
 pub fn read_batch(
     store: &ReadSide,
-    org: Option<&str>,
+    org: Option<&FeedOrg>,
     after: u64,
 ) -> Result<(Vec<u8>, Batch), StoreError> {
     let snapshot = store.read()?;
@@ -117,26 +160,31 @@ pub fn read_batch(
 /// (an organization's feed skips the others' changes without reading them).
 pub fn batch_of(
     snapshot: &impl Reader,
-    org: Option<&str>,
+    org: Option<&FeedOrg>,
     after: u64,
 ) -> Result<Batch, StoreError> {
-    let events = match org {
-        Some(org) => snapshot.org_events_after(org, after, FEED_BATCH)?,
-        None => snapshot.events_after(after, FEED_BATCH)?,
-    };
     // An organization deleted has no feed any more (one made later under its name starts
-    // its own).
-    if let Some(org) = org {
-        if snapshot.org(org)?.is_none() {
+    // its own); one renamed has its feed under its new name.
+    if let Some(of) = org {
+        let here = snapshot.org(&of.name)?;
+        if here.is_none_or(|record| record.created_at != of.created_at) {
+            let gone = match renamed_to(snapshot, of, after)? {
+                Some(name) => Gone::Renamed(name),
+                None => Gone::Deleted,
+            };
             return Ok(Batch {
                 events: Vec::new(),
                 seen: after,
                 caught_up: true,
                 pruned: None,
-                org_gone: true,
+                gone: Some(gone),
             });
         }
     }
+    let events = match org {
+        Some(of) => snapshot.org_events_after(&of.name, after, FEED_BATCH)?,
+        None => snapshot.events_after(after, FEED_BATCH)?,
+    };
     // Changes pruned while the feed was behind them would be skipped without a word.
     let pruned = match events.first() {
         Some(&(seq, _)) if seq == after + 1 => None,
@@ -153,8 +201,50 @@ pub fn batch_of(
         seen,
         caught_up,
         pruned,
-        org_gone: false,
+        gone: None,
     })
+}
+
+/// The name `of` has now, when it was renamed (perhaps more than once) since `after`: the
+/// renamings the feed tells of since then, followed from its name, to the one that is still
+/// the organization made at its time. Read only once a feed's organization is no longer
+/// under its name, which ends or moves the feed.
+fn renamed_to(
+    snapshot: &impl Reader,
+    of: &FeedOrg,
+    after: u64,
+) -> Result<Option<String>, StoreError> {
+    let mut names = vec![of.name.clone()];
+    let mut from = after;
+    loop {
+        let events = snapshot.events_after(from, FEED_BATCH)?;
+        for (_, event) in &events {
+            let previous = event
+                .note
+                .as_ref()
+                .and_then(|note| note.previous_name.as_ref());
+            if let (EventKind::OrgRenamed, Some(previous), Some(new)) =
+                (event.kind, previous, &event.org)
+            {
+                if names.contains(previous) && !names.contains(new) {
+                    names.push(new.clone());
+                }
+            }
+        }
+        match events.last() {
+            Some(&(seq, _)) if events.len() == FEED_BATCH => from = seq,
+            _ => break,
+        }
+    }
+    for name in names.into_iter().skip(1).rev() {
+        if snapshot
+            .org(&name)?
+            .is_some_and(|record| record.created_at == of.created_at)
+        {
+            return Ok(Some(name));
+        }
+    }
+    Ok(None)
 }
 
 /// The first change kept, when those just after `after` were pruned (`--audit-retention`).
@@ -360,15 +450,17 @@ pub async fn subscribe(
     snapshot: &impl Reader,
 ) -> Result<(Feed, Subscribed), RuleError> {
     let (org, access) = if ctx.is_service(caller).await {
-        if let Some(org) = &params.org {
-            if snapshot.org(org)?.is_none() {
-                return Err(RuleError::OrgNotFound(org.clone()));
-            }
-        }
         (params.org.clone(), Access::Service)
     } else {
         let here = admin_of(snapshot, caller, params.org.as_deref(), ctx.now())?;
         (Some(here.clone()), Access::Admin { org: here })
+    };
+    let of = match &org {
+        Some(name) => match FeedOrg::named(snapshot, name)? {
+            Some(of) => Some(of),
+            None => return Err(RuleError::OrgNotFound(name.clone())),
+        },
+        None => None,
     };
     let head = snapshot.last_event_seq()?;
     let after = params.after.unwrap_or(head);
@@ -386,7 +478,7 @@ pub async fn subscribe(
         None
     };
     let feed = Feed {
-        org: org.clone(),
+        org: of,
         after,
         head,
         access,

@@ -14,7 +14,8 @@ use compartment_e2e::{
     ROOT,
 };
 use compartmentctl::wire::{
-    Event, EventsSubscribeParams, OrgCreateParams, OrgCreated, Request, Role, UserInviteParams,
+    Event, EventsSubscribeParams, OrgCreateParams, OrgCreated, OrgRenameParams, Request, Role,
+    UserInviteParams,
 };
 use compartmentctl::{Client, ClientError, FeedItem};
 use serde_json::Value;
@@ -181,6 +182,57 @@ fn each_hosts_feed_tells_every_hosts_changes_once_in_order_and_resumes_on_either
             .collect();
         assert_eq!(rest, expected[10..], "resumed after 10");
     }
+}
+
+#[test]
+fn a_feed_of_an_organization_follows_it_when_another_host_renames_it() {
+    let Some((_database, a, b)) =
+        two_hosts("a_feed_of_an_organization_follows_it_when_another_host_renames_it")
+    else {
+        return;
+    };
+    create_acme(&mut a.client());
+    let mut client = b.client();
+    // A feed that is never woken fails the test instead of hanging it.
+    client.set_timeout(Duration::from_secs(20)).unwrap();
+    let mut on_b = client
+        .subscribe(EventsSubscribeParams {
+            org: Some("acme".into()),
+            ..EventsSubscribeParams::default()
+        })
+        .unwrap();
+    let _: Value = a
+        .client()
+        .call(&Request::OrgRename(OrgRenameParams {
+            name: "acme".into(),
+            new_name: "acme-corp".into(),
+        }))
+        .unwrap();
+    let mut invite_corp = invite("late@example.com");
+    if let Request::UserInvite(params) = &mut invite_corp {
+        params.org = Some("acme-corp".into());
+    }
+    let _: Value = a.client().call(&invite_corp).unwrap();
+    // Host b's feed, woken by host a's renaming, tells of it and goes on under the new name.
+    let renamed = serde_json::to_value(next_event(&mut on_b)).unwrap();
+    assert_eq!(
+        (
+            &renamed["seq"],
+            &renamed["kind"],
+            &renamed["org"],
+            &renamed["previous_org"]
+        ),
+        (
+            &2.into(),
+            &"org.renamed".into(),
+            &"acme-corp".into(),
+            &"acme".into()
+        )
+    );
+    assert_eq!(
+        told(&next_event(&mut on_b)),
+        (3, "member.added".to_owned(), "late@example.com".to_owned())
+    );
 }
 
 /// Inviters that keep inviting new addresses through one host until told to stop, and

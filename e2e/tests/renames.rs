@@ -36,10 +36,16 @@ fn renamed(options: DaemonOptions) {
     );
     let pending = parse_invite(&out, "late@example.com", "viewer");
     let watching = d.spawn_ctl(ROOT, &["events", "watch"]);
-    assert!(
-        watching.wait_for_stdout("Watching", Duration::from_secs(30)),
-        "events watch did not start"
-    );
+    // Feeds of the organization alone, asked by its old name: the admin's own and a
+    // superuser's. Each follows it to its new name.
+    let admin_watching = d.spawn_ctl(admin.uid, &["events", "watch"]);
+    let root_watching = d.spawn_ctl(ROOT, &["events", "watch", "--org", "acme"]);
+    for feed in [&watching, &admin_watching, &root_watching] {
+        assert!(
+            feed.wait_for_stdout("Watching", Duration::from_secs(30)),
+            "events watch did not start"
+        );
+    }
 
     d.ctl(admin.uid, &["org", "rename", "acme", "acme-corp"])
         .assert_err(
@@ -68,6 +74,39 @@ fn renamed(options: DaemonOptions) {
     // The URL sent before still works, into the new name.
     d.activate(late.uid, &pending.url).assert_success();
     assert_eq!(d.members("acme-corp").members.len(), 2);
+    d.ctl(
+        admin.uid,
+        &["user", "invite", "next@example.com", "--role", "viewer"],
+    )
+    .assert_success();
+    // The feeds asked by the old name told of the renaming and go on under the new one.
+    for feed in [admin_watching, root_watching] {
+        assert!(
+            feed.wait_for_stdout("next@example.com", Duration::from_secs(30)),
+            "a feed of the old name did not follow it"
+        );
+        feed.signal(nix::sys::signal::Signal::SIGINT);
+        let out = feed.wait();
+        let told: Vec<String> = out
+            .stdout_lines()
+            .into_iter()
+            .skip(1)
+            .map(|line| {
+                let told = line.splitn(3, "  ").nth(2).unwrap_or(line);
+                told.replace(&format!("uid {}", late.uid), "uid LATE")
+            })
+            .collect();
+        assert_eq!(
+            told,
+            [
+                "acme renamed to acme-corp, by root",
+                "late@example.com bound to uid LATE, by late@example.com (cpt-rn-late)",
+                "acme-corp: late@example.com activated, viewer, by late@example.com (cpt-rn-late)",
+                "acme-corp: next@example.com added as viewer, invited, by admin@example.com (cpt-rn-admin)",
+            ],
+            "{out:#?}"
+        );
+    }
     // The audit log follows: the admins read what was written under the old name.
     let audit = d.ctl(admin.uid, &["audit", "list", "--output", "jsonl"]);
     audit.assert_success();
@@ -90,6 +129,7 @@ fn renamed(options: DaemonOptions) {
             r#""organization.rename" "bad_request""#,
             r#""organization.rename" "ok""#,
             r#""account.activate" "ok""#,
+            r#""organization.user.invite" "ok""#,
         ],
         "{audit:#?}"
     );
@@ -109,10 +149,16 @@ fn account_renamed(options: DaemonOptions) {
     let invitation = parse_invite(&out, "dev@example.com", "deployer");
     d.activate(dev.uid, &invitation.url).assert_success();
     let watching = d.spawn_ctl(ROOT, &["events", "watch"]);
-    assert!(
-        watching.wait_for_stdout("Watching", Duration::from_secs(30)),
-        "events watch did not start"
-    );
+    // Feeds of the organization alone, asked by its old name: the admin's own and a
+    // superuser's. Each follows it to its new name.
+    let admin_watching = d.spawn_ctl(admin.uid, &["events", "watch"]);
+    let root_watching = d.spawn_ctl(ROOT, &["events", "watch", "--org", "acme"]);
+    for feed in [&watching, &admin_watching, &root_watching] {
+        assert!(
+            feed.wait_for_stdout("Watching", Duration::from_secs(30)),
+            "events watch did not start"
+        );
+    }
 
     d.ctl(
         admin.uid,

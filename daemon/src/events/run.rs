@@ -8,7 +8,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{self, Daemon, Feed};
+use crate::events::{self, Daemon, Feed, Gone};
 use crate::limits::Limits;
 use crate::lines::LineCodec;
 use crate::rules::Caller;
@@ -28,7 +28,7 @@ pub(crate) async fn run_feed(
 ) -> Ending {
     // The head that tells of new events: the organization's own for an organization's feed,
     // so that the rest of the host's changes do not wake it.
-    let mut wake = match &feed.org {
+    let mut wake = match feed.org_name() {
         Some(org) => ctx.store().org_event_head(org),
         None => ctx.store().event_head(),
     };
@@ -41,13 +41,13 @@ pub(crate) async fn run_feed(
         // A replay's batch is read and written out on the replays' thread; a feed that has
         // caught up reads the few changes a commit made here.
         let (store, org, after) = (ctx.store().clone(), feed.org.clone(), feed.after);
-        let read = move || events::read_batch(&store, org.as_deref(), after);
+        let read = move || events::read_batch(&store, org.as_ref(), after);
         let batch = if feed.replaying.is_some() {
             ctx.replays().in_background(read).await
         } else {
             Some(read())
         };
-        let (out, batch) = match batch {
+        let (out, mut batch) = match batch {
             Some(Ok(read)) => read,
             failed => {
                 match failed {
@@ -66,14 +66,21 @@ pub(crate) async fn run_feed(
                 .await;
             }
         };
+        // An organization renamed keeps its feed, under its new name: the feed follows it
+        // there (its next batch begins with `org.renamed`) and waits on that name's head.
+        if let Some(Gone::Renamed(name)) = &batch.gone {
+            feed.follow(name);
+            wake = ctx.store().org_event_head(name);
+            continue;
+        }
         // The feed cannot go on: its organization is gone, or changes it has not sent were
         // pruned (it would skip them without a word).
-        let ended = if batch.org_gone {
+        let ended = if batch.gone.take().is_some() {
             Some((
                 FeedEnd::Revoked,
                 format!(
                     "organization {} was deleted",
-                    feed.org.as_deref().unwrap_or("-")
+                    feed.org_name().unwrap_or("-")
                 ),
             ))
         } else {

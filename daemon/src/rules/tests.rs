@@ -2283,7 +2283,14 @@ fn an_organizations_feed_never_reads_the_others_rows() {
         let snapshot = f.store.read().unwrap();
         let head = snapshot.last_event_seq().unwrap();
         assert_eq!(head, 1006);
-        let batch = crate::events::batch_of(&snapshot, Some("acme"), 0).unwrap();
+        let batch = crate::events::batch_of(
+            &snapshot,
+            crate::events::FeedOrg::named(&snapshot, "acme")
+                .unwrap()
+                .as_ref(),
+            0,
+        )
+        .unwrap();
         let seqs: Vec<u64> = batch.events.iter().map(|(seq, _)| *seq).collect();
         assert_eq!(seqs, [1004, 1005, 1006]);
         assert!(batch.caught_up);
@@ -3326,6 +3333,55 @@ fn a_renamed_organization_keeps_its_members_invitations_feed_and_audit_log() {
         assert_eq!(snapshot.org_audit_after("acme", 0, 1000).unwrap().len(), 1);
         drop(snapshot);
         f.assert_indexes_agree();
+    }
+}
+
+#[test]
+fn a_feed_of_an_organization_follows_its_renamings_and_ends_with_its_deletion() {
+    use crate::events::{batch_of, FeedOrg, Gone};
+    use compartmentctl::wire::{OrgDeleteParams, OrgRenameParams};
+    for mut f in Fixture::each() {
+        f.create_org("acme", "admin@example.com");
+        let (of, after) = {
+            let snapshot = f.store.read().unwrap();
+            let of = FeedOrg::named(&snapshot, "acme").unwrap().unwrap();
+            (of, snapshot.last_event_seq().unwrap())
+        };
+        let gone = |f: &Fixture| {
+            let snapshot = f.store.read().unwrap();
+            batch_of(&snapshot, Some(&of), after).unwrap().gone
+        };
+        assert_eq!(gone(&f), None);
+        let rename = |f: &Fixture, name: &str, new_name: &str, at: Millis| {
+            let params = OrgRenameParams {
+                name: name.into(),
+                new_name: new_name.into(),
+            };
+            f.write(|txn| orgs::rename(txn, &root(), &params, at))
+                .unwrap();
+        };
+        // Renamed twice, and a new organization made under its first name: the feed
+        // follows the one it was of, not the newcomer.
+        rename(&f, "acme", "acme-corp", T0 + 1_000);
+        rename(&f, "acme-corp", "acme-inc", T0 + 2_000);
+        let created = OrgCreateParams {
+            name: "acme".into(),
+            admin: "new@example.com".into(),
+            admin_unix_user: None,
+            expires_in: Default::default(),
+        };
+        let (token, policy) = (f.next_token(), f.policy.clone());
+        f.write(|txn| orgs::create(txn, &root(), &created, None, &token, &policy, T0 + 3_000))
+            .unwrap();
+        assert_eq!(gone(&f), Some(Gone::Renamed("acme-inc".into())));
+        // Once deleted, it ends: a feed of it cannot follow.
+        let delete = OrgDeleteParams {
+            name: "acme-inc".into(),
+            force: true,
+        };
+        f.write(|txn| orgs::delete(txn, &root(), &delete, T0 + 4_000))
+            .unwrap();
+        assert_eq!(gone(&f), Some(Gone::Deleted));
     }
 }
 

@@ -733,7 +733,14 @@ fn retention_prunes_behind_a_checkpoint_and_the_rest_still_verifies() {
         assert_eq!(crate::events::pruned_after(&snapshot, 3).unwrap(), None);
         let batch = crate::events::batch_of(&snapshot, None, 1).unwrap();
         assert_eq!(batch.pruned, Some(4));
-        let batch = crate::events::batch_of(&snapshot, Some("o5"), 3).unwrap();
+        let batch = crate::events::batch_of(
+            &snapshot,
+            crate::events::FeedOrg::named(&snapshot, "o5")
+                .unwrap()
+                .as_ref(),
+            3,
+        )
+        .unwrap();
         assert_eq!((batch.pruned, batch.events.len()), (None, 1));
         drop(snapshot);
 

@@ -251,7 +251,8 @@ impl Follower {
 struct CatchUp {
     /// The feed's head.
     head: Statement,
-    /// The organizations whose feeds gained events in a range of the feed.
+    /// The organizations whose feeds gained events in a range of the feed, and those
+    /// renamed in it (whose feeds follow them to their new names).
     orgs: Statement,
 }
 
@@ -260,7 +261,13 @@ impl CatchUp {
         Ok(CatchUp {
             head: client.prepare("SELECT seq FROM event_head").await?,
             orgs: client
-                .prepare("SELECT DISTINCT org FROM org_events WHERE seq > $1 AND seq <= $2")
+                .prepare(
+                    "SELECT org FROM org_events WHERE seq > $1 AND seq <= $2
+                     UNION
+                     SELECT previous_name FROM events
+                     WHERE seq > $1 AND seq <= $2 AND kind = 'org.renamed'
+                       AND previous_name IS NOT NULL",
+                )
                 .await?,
         })
     }

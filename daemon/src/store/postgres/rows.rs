@@ -51,6 +51,8 @@ impl Changes for Session {
         // The organization (with its groups), its memberships, invitations and uses are
         // under the new name now; a later change of the batch reads them there.
         self.pending().forget_rows();
+        // The feeds of the old name follow it to the new one once woken.
+        self.wakes(&[old.to_owned()]);
         Ok(())
     }
 

@@ -139,8 +139,16 @@ impl Session {
     /// Records that the transaction appended event `seq` to the feeds of `orgs`.
     pub(in crate::store::postgres) fn appended(&self, seq: u64, orgs: &[String]) {
         self.notifies.store(true, Ordering::Relaxed);
+        self.appended
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last = Some(seq);
+        self.wakes(orgs);
+    }
+
+    /// Records that the feeds of `orgs` are to be woken once the transaction commits.
+    pub(in crate::store::postgres) fn wakes(&self, orgs: &[String]) {
         let mut appended = self.appended.lock().unwrap_or_else(PoisonError::into_inner);
-        appended.last = Some(seq);
         for org in orgs {
             if !appended.orgs.contains(org) {
                 appended.orgs.push(org.clone());

@@ -117,6 +117,12 @@ impl Changes for Tables<'_> {
             audit_by_org.insert((new, seq), ())?;
         }
         drop(audit_by_org);
+        // The feeds of the old name follow it to the new one once woken.
+        let mut touched = self.touched_orgs.borrow_mut();
+        if !touched.iter().any(|org| org == old) {
+            touched.push(old.to_owned());
+        }
+        drop(touched);
         self.file_groups(old, Some(&record), None)?;
         self.orgs_table()?.remove(old)?;
         Ok(())
