@@ -179,6 +179,10 @@ struct Args {
     /// (`initdb` and `pg_ctl`, as the tests do), measured beside PostgreSQL's own floors.
     #[arg(long, value_enum, default_value_t = StoreKind::Redb)]
     store: StoreKind,
+    /// Only the reads beside the echo (`whoami`, `authz.check`, the batch), then the table:
+    /// for working on the read path (redb).
+    #[arg(long)]
+    reads_only: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -392,6 +396,11 @@ fn main() {
         )
         .at_most(Duration::from_nanos(500)),
     );
+    if args.reads_only {
+        daemon.stop();
+        report.print();
+        return;
+    }
 
     step("user.invite, beside redb commits");
     let mut latencies = None;

@@ -17,7 +17,7 @@ use compartmentctl::wire::{decode, Response, RpcError, MAX_LINE};
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 use tokio_util::codec::{AnyDelimiterCodecError, FramedRead};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,7 @@ use crate::events::run_feed;
 use crate::limits::{Limits, Slot};
 use crate::lines::LineCodec;
 use crate::logging::{RateLimit, RATE_BURST, RATE_WINDOW};
+use crate::peek::PeekingRead;
 use crate::pipeline::{reply_to, Pipeline};
 use crate::reply::Reply;
 use crate::rules::Caller;
@@ -80,7 +81,7 @@ async fn serve_lines(
     stop: CancellationToken,
 ) {
     let (read_half, mut write_half) = stream.into_split();
-    let mut lines = FramedRead::new(read_half, LineCodec::new(MAX_LINE));
+    let mut lines = FramedRead::new(PeekingRead::new(read_half), LineCodec::new(MAX_LINE));
     // The codec holds a partial line in its buffer; a tick looks at it, since bytes that do
     // not finish a line wake nobody.
     let tick_every =
@@ -197,7 +198,7 @@ async fn serve_lines(
 
 /// The connection's two halves and its limits, for what [`deliver`] does with them.
 struct Conn<'a> {
-    lines: &'a mut FramedRead<OwnedReadHalf, LineCodec>,
+    lines: &'a mut FramedRead<PeekingRead, LineCodec>,
     write_half: &'a mut OwnedWriteHalf,
     limits: &'a Limits,
     stop: &'a CancellationToken,
@@ -219,6 +220,11 @@ async fn deliver(
     if let Err(ending) = send(write_half, &reply.line(), limits, stop).await {
         return Some(ending);
     }
+    // The answer is out: what it answered comes out of the socket now (see `peek`).
+    if let Err(err) = lines.get_mut().consume() {
+        tracing::debug!(error = %err, "connection read failed");
+        return Some(Ending::ReadFailed);
+    }
     let takeover = reply.take_takeover()?;
     // Requests already begun are answered; nothing more is read.
     if let Err(ending) = pipeline.drain(write_half, limits, stop).await {
@@ -234,7 +240,7 @@ async fn deliver(
 /// Reads and drops what the client still sends, within [`LINGER_TIME`], [`LINGER_BYTES`]
 /// and [`LINGER_QUIET`], so that closing does not cut off a client still writing the line
 /// it will then read the reply to (it would see a broken pipe instead of the error).
-async fn linger(mut read_half: OwnedReadHalf, stop: &CancellationToken) {
+async fn linger(mut read_half: PeekingRead, stop: &CancellationToken) {
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
     let mut buf = vec![0u8; 16 * 1024];
     let mut drained = 0usize;

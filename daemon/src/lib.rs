@@ -8,6 +8,8 @@
 //! - [`server`]: the accept loop: peer credentials first, caps on connections, graceful
 //!   shutdown.
 //! - [`connection`]: one connection: JSON lines in, replies out in order, timeouts.
+//! - [`lines`], [`peek`]: a connection's request lines, read so that a request's bytes
+//!   leave the socket only once it is answered (which spares the client a wake-up).
 //! - [`pipeline`]: a connection's requests in flight, answered in order; one line served.
 //! - [`reply`]: what a request line gets back: a reply, one response or a batch's.
 //! - [`sending`]: a line written within the write timeout; why a connection ended.
@@ -56,6 +58,7 @@ pub mod lines;
 pub mod logging;
 pub mod metrics;
 pub mod page;
+pub mod peek;
 pub mod pipeline;
 pub mod refusals;
 pub mod reply;

@@ -4,13 +4,14 @@
 
 use compartmentctl::wire::{decode, Call, ErrorKind, FeedEnd, Incoming, Response, RpcError};
 use futures_util::StreamExt;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{self, Daemon, Feed, Gone};
 use crate::limits::Limits;
 use crate::lines::LineCodec;
+use crate::peek::PeekingRead;
 use crate::rules::Caller;
 use crate::sending::{encode, send, Ending};
 
@@ -21,7 +22,7 @@ pub(crate) async fn run_feed(
     ctx: &impl Daemon,
     caller: &Caller,
     mut feed: Feed,
-    lines: &mut FramedRead<OwnedReadHalf, LineCodec>,
+    lines: &mut FramedRead<PeekingRead, LineCodec>,
     write_half: &mut OwnedWriteHalf,
     limits: &Limits,
     stop: &CancellationToken,
