@@ -186,3 +186,50 @@ pub fn line_round_trips(
         },
     )
 }
+
+/// `phase()` with the calling thread (and so the threads it starts) and every thread of
+/// each process of `pids` on one CPU, all let go onto every CPU again after.
+///
+/// For the 1-connection phases, the daemon's and the echo's alike. A round trip of one
+/// connection wakes the server, then the client, and each wake-up lands on the CPU the
+/// kernel picks: a blocking `read` (the echo's) is woken where its waker runs, an `epoll`
+/// wait (the daemon's) where it last slept, often the other CPU. On a virtual machine an
+/// idle CPU is a halted one, woken by the hypervisor in some 50 µs, so the round trip's
+/// median would measure which CPU each side happened to sleep on (the echo was seen at 4 µs
+/// and at 55 µs in one run). On one CPU both servers pay the same switches and no
+/// hypervisor wake-up, so the ratio compares the servers' own paths.
+pub fn on_one_cpu<T>(pids: &[u32], phase: impl FnOnce() -> T) -> T {
+    use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+    use nix::unistd::Pid;
+
+    let me = Pid::from_raw(0);
+    let every = sched_getaffinity(me).expect("this thread's CPUs");
+    let Some(cpu) = (0..CpuSet::count()).find(|&cpu| every.is_set(cpu).unwrap_or(false)) else {
+        return phase();
+    };
+    let mut one = CpuSet::new();
+    one.set(cpu).expect("a CPU in range");
+    let threads = |pid: u32| -> Vec<Pid> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .filter_map(|task| task.ok()?.file_name().to_str()?.parse().ok())
+                    .map(Pid::from_raw)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let place = |set: &CpuSet| {
+        sched_setaffinity(me, set).expect("place this thread");
+        for &pid in pids {
+            for thread in threads(pid) {
+                // A thread that ended meanwhile has nowhere to be placed.
+                let _ = sched_setaffinity(thread, set);
+            }
+        }
+    };
+    place(&one);
+    let out = phase();
+    place(&every);
+    out
+}

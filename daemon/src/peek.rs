@@ -3,17 +3,24 @@
 //!
 //! Taking a request's bytes out of a Unix socket frees the client's send buffer, and the
 //! kernel then wakes whoever sleeps on the client's socket (`unix_write_space`): the client
-//! itself, asleep in `recv` waiting for the answer, woken for nothing, a wake-up that costs
-//! the daemon about a fifth of its CPU per request. Read with `MSG_PEEK` instead, the bytes
-//! stay in the socket until the answer is out. By then the answer has woken the client,
-//! so nobody sleeps on its socket when [`PeekingRead::consume`] takes them out, and nobody
-//! is woken twice. The cost is one more `recv` per request.
+//! itself, asleep in `recv` waiting for the answer, woken for nothing. Profiled at 16
+//! connections, that wake-up took a fifth of the daemon's CPU. Read with `MSG_PEEK`
+//! instead, the bytes stay in the socket until the answer is out and has woken the client;
+//! [`PeekingRead::consume`] then takes them out, and the next read usually finds the
+//! client's next request already there. One more `recv` per request, and (measured with
+//! `compartment-bench --reads-only`) about half the daemon's CPU per `authz.check` at 16
+//! connections and nearly twice the rate.
+//!
+//! Two variants were measured and lost the gain entirely: taking the bytes out only once
+//! [`PEEK_AT_MOST`] wait (one `recv` fewer), and marking the socket drained after a short
+//! peek (one `recv` fewer again). Both leave the daemon waiting in `epoll` for a request
+//! that a read right after the answer would have found.
 //!
 //! Bytes peeked are never handed out twice: the reader remembers how many it has handed
 //! out, and hands out only what follows them. So that a peek never copies much twice, once
-//! more than [`PEEK_AT_MOST`] bytes wait to be taken out, or when a peek finds nothing new
-//! (a line still coming, or the end of the stream), they are taken out and the socket read
-//! as usual.
+//! more than [`PEEK_AT_MOST`] bytes wait to be taken out (a client pipelining its requests),
+//! or when a peek finds nothing new (a line still coming, or the end of the stream), they
+//! are taken out and the socket read as usual.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -47,7 +54,7 @@ impl PeekingRead {
         }
     }
 
-    /// Takes what was handed out out of the socket: once the answer to it is sent.
+    /// Takes what was handed out of the socket: once the answer to it is sent.
     pub fn consume(&mut self) -> io::Result<()> {
         let fd = self.half.as_ref().as_raw_fd();
         while self.peeked > 0 {
