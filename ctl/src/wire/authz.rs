@@ -195,6 +195,29 @@ pub enum Reason {
     Other,
 }
 
+impl Reason {
+    /// Its name on the wire, as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Superuser => "superuser",
+            Reason::Role => "role",
+            Reason::Group => "group",
+            Reason::RoleTooLow => "role_too_low",
+            Reason::NotMember => "not_member",
+            Reason::InvitationPending => "invitation_pending",
+            Reason::InvitationExpired => "invitation_expired",
+            Reason::OtherUid => "other_uid",
+            Reason::Blocked => "blocked",
+            Reason::AccessEnded => "access_ended",
+            Reason::Unbound => "unbound",
+            Reason::BindingStale => "binding_stale",
+            Reason::NoSuchUser => "no_such_user",
+            Reason::NoAccount => "no_account",
+            Reason::Other => "other",
+        }
+    }
+}
+
 /// The answer to one check: what the rules decide at this instant.
 //
 // Its members are declared in alphabetical order, the order every result's members take
@@ -242,6 +265,34 @@ mod tests {
 
     fn params(value: serde_json::Value) -> Result<AuthzCheckParams, String> {
         serde_json::from_value(value).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn each_reason_is_named_as_serde_names_it() {
+        let reasons = [
+            Reason::Superuser,
+            Reason::Role,
+            Reason::Group,
+            Reason::RoleTooLow,
+            Reason::NotMember,
+            Reason::InvitationPending,
+            Reason::InvitationExpired,
+            Reason::OtherUid,
+            Reason::Blocked,
+            Reason::AccessEnded,
+            Reason::Unbound,
+            Reason::BindingStale,
+            Reason::NoSuchUser,
+            Reason::NoAccount,
+            Reason::Other,
+        ];
+        for reason in reasons {
+            assert_eq!(
+                serde_json::to_value(reason).unwrap(),
+                json!(reason.as_str()),
+                "{reason:?}"
+            );
+        }
     }
 
     #[test]
