@@ -59,9 +59,9 @@ impl PeekingRead {
         let fd = self.half.as_ref().as_raw_fd();
         while self.peeked > 0 {
             let left = self.peeked.min(PEEK_AT_MOST);
-            self.scratch.resize(left, 0);
+            let scratch = self.scratch(left);
             // The bytes are in the socket already: this never waits.
-            match recv(fd, &mut self.scratch[..left], MsgFlags::MSG_DONTWAIT) {
+            match recv(fd, scratch, MsgFlags::MSG_DONTWAIT) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -76,6 +76,15 @@ impl PeekingRead {
         Ok(())
     }
 
+    /// The first `len` bytes of the scratch space, grown (never shrunk, so never filled
+    /// again) as needed.
+    fn scratch(&mut self, len: usize) -> &mut [u8] {
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        &mut self.scratch[..len]
+    }
+
     /// Peeks bytes that follow those handed out into `buf`: how many, or `None` when there
     /// are none yet (or the stream has ended).
     fn poll_peek(
@@ -85,10 +94,12 @@ impl PeekingRead {
     ) -> Poll<io::Result<Option<usize>>> {
         let stream = self.half.as_ref();
         let fd = stream.as_raw_fd();
-        let want = self.peeked + buf.remaining();
+        let want = self.peeked + buf.remaining().min(PEEK_AT_MOST);
+        if self.scratch.len() < want {
+            self.scratch.resize(want, 0);
+        }
         loop {
             ready!(stream.poll_read_ready(cx))?;
-            self.scratch.resize(want, 0);
             let scratch = &mut self.scratch[..want];
             match stream.try_io(Interest::READABLE, || {
                 recv(fd, scratch, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT)
