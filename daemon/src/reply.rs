@@ -159,7 +159,8 @@ fn push_option(out: &mut Vec<u8>, text: Option<&str>) {
 
 /// `text` as a JSON string. One with nothing to escape (no quote, backslash or control
 /// character: the daemon's sentences and names) is copied whole, found so by a scan
-/// without branches, which the compiler vectorizes; any other is left to serde_json.
+/// without a branch per byte; any other is left to serde_json. (A scan of eight bytes at a
+/// time was tried: callgrind counted the same instructions, which go to copying.)
 fn push_str(out: &mut Vec<u8>, text: &str) {
     let plain = text.bytes().fold(true, |plain, byte| {
         plain & (byte >= 0x20) & (byte != b'"') & (byte != b'\\')
