@@ -70,14 +70,16 @@ impl Reply {
 
     /// The reply's line, newline included.
     pub(crate) fn line(&self) -> Vec<u8> {
-        if let Reply::One(Response {
-            id,
-            result: Some(EncodedResult::Authz(answer)),
-            error: None,
-            ..
-        }) = self
+        if let Reply::One(
+            response @ Response {
+                id,
+                result: Some(EncodedResult::Authz(answer)),
+                error: None,
+                ..
+            },
+        ) = self
         {
-            return authz_line(id, answer);
+            return authz_line(id, answer, response.result_len());
         }
         let results = match self {
             Reply::One(response) => response.result_len(),
@@ -91,15 +93,10 @@ impl Reply {
 /// The line of `authz.check`'s answer, written straight from its decisions: the bytes
 /// serde_json writes for the same [`Response`], with no serializer between. (The decisions
 /// are the read path's hot answer; serde_json escapes every string byte by byte, most of
-/// what writing a decision cost.)
-fn authz_line(id: &Id, answer: &AuthzAnswer) -> Vec<u8> {
-    /// About one decision: its members' names and a sentence.
-    const DECISION_BYTES: usize = 384;
-    let decisions = match answer {
-        AuthzAnswer::One(_) => 1,
-        AuthzAnswer::Many { decisions } => decisions.len(),
-    };
-    let mut line = Vec::with_capacity(64 + decisions * DECISION_BYTES);
+/// what writing a decision cost.) `result_len` sizes the line, as [`Response::result_len`]
+/// says.
+fn authz_line(id: &Id, answer: &AuthzAnswer, result_len: usize) -> Vec<u8> {
+    let mut line = Vec::with_capacity(64 + result_len);
     line.extend_from_slice(b"{\"jsonrpc\":");
     push_str(&mut line, JSONRPC);
     line.extend_from_slice(b",\"id\":");
@@ -235,9 +232,9 @@ mod tests {
         ) {
             let id = id(&id_text);
             let one = AuthzAnswer::One(one);
-            prop_assert_eq!(authz_line(&id, &one), by_serde(&id, &one));
+            prop_assert_eq!(authz_line(&id, &one, 0), by_serde(&id, &one));
             let many = AuthzAnswer::Many { decisions: many };
-            prop_assert_eq!(authz_line(&id, &many), by_serde(&id, &many));
+            prop_assert_eq!(authz_line(&id, &many, 0), by_serde(&id, &many));
         }
     }
 
