@@ -216,6 +216,9 @@ fn a_subscriber_comes_back(daemon: &InProcess) {
             let mut last = 0;
             let mut round = 0;
             loop {
+                // Read before subscribing: writers done before this subscription are all in
+                // its head (read after, a last commit could land between the two).
+                let finished = done.load(Ordering::SeqCst);
                 let client = Client::connect(&socket).unwrap();
                 let mut feed = client
                     .subscribe(EventsSubscribeParams {
@@ -225,7 +228,7 @@ fn a_subscriber_comes_back(daemon: &InProcess) {
                     .unwrap();
                 let head = feed.subscribed.head;
                 if last == head {
-                    if done.load(Ordering::SeqCst) {
+                    if finished {
                         return seen;
                     }
                     // Caught up while the writers write: come back for more.
