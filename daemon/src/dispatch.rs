@@ -16,7 +16,7 @@ use std::pin::Pin;
 
 use compartmentctl::wire::{
     methods, AuthzAnswer, AuthzCheckParams, Check, Decision, Handle, MemberList, Method,
-    MetricsText, Pong, Request, Role, RoleInfo, RoleList, Visit,
+    MetricsText, Pong, Request, Role, RoleInfo, RoleList, Visit, WhoAmI,
 };
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -435,6 +435,20 @@ impl Serve for methods::Whoami {
     ) -> Result<Self::Result, RuleError> {
         let snapshot = ctx.snapshot_for(&caller, None)?;
         identity::whoami(&snapshot, &caller, ctx.now())
+    }
+
+    /// Straight from the struct, its members in the order it declares them: through a
+    /// `Value` (a map per object, a string per permission, each freed after) it was half
+    /// the instructions of a `whoami`. It names no organization and nobody for the log.
+    fn encode(who: WhoAmI) -> Result<Answer, RuleError> {
+        Ok(Answer {
+            result: EncodedResult::Json(
+                serde_json::value::to_raw_value(&who).map_err(|_| not_serialized())?,
+            ),
+            org: None,
+            about: About::default(),
+            takeover: None,
+        })
     }
 }
 
@@ -862,6 +876,104 @@ impl Serve for methods::AdminMetrics {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic)]
+
+    /// `whoami`'s answer, written straight from its struct, holds what the default
+    /// encoding (through a `Value`) gives, and names the same organization and person for
+    /// the log: none.
+    #[test]
+    fn whoami_is_encoded_as_through_a_value() {
+        use compartmentctl::wire::OrgMembership;
+        use compartmentctl::wire::{AccountInfo, AccountStatus, MemberBlock, MemberStatus};
+        let member = |org: &str| OrgMembership {
+            org: org.to_owned(),
+            role: Role::Deployer,
+            status: MemberStatus::Active,
+            usable: None,
+            blocked: None,
+            group: None,
+        };
+        let everything = WhoAmI {
+            uid: 1001,
+            gid: 1001,
+            pid: Some(42),
+            superuser: false,
+            unix_user: Some("alice \"the\" admin".to_owned()),
+            binding_problem: Some("the user was deleted".to_owned()),
+            account: Some(AccountInfo {
+                email: "alice@example.com".to_owned(),
+                status: AccountStatus::Active,
+            }),
+            current_org: Some("acme".to_owned()),
+            memberships: vec![
+                member("acme"),
+                OrgMembership {
+                    usable: Some(false),
+                    blocked: Some(MemberBlock {
+                        reason: "laptop stolen\n".to_owned(),
+                        by: "admin@example.com".to_owned(),
+                        at: "2026-12-07T10:00:00Z".to_owned(),
+                        until: Some("2026-12-09T10:00:00Z".to_owned()),
+                    }),
+                    group: Some("ops".to_owned()),
+                    ..member("beta")
+                },
+            ],
+            permissions: Permission::ALL.to_vec(),
+        };
+        let nothing = WhoAmI {
+            uid: 0,
+            gid: 0,
+            pid: None,
+            superuser: true,
+            unix_user: None,
+            binding_problem: None,
+            account: None,
+            current_org: None,
+            memberships: Vec::new(),
+            permissions: Vec::new(),
+        };
+        for who in [everything, nothing] {
+            let direct = <methods::Whoami as Serve>::encode(who.clone()).unwrap();
+            let by_default = default_encode(who.clone());
+            let text = |answer: &Answer| match &answer.result {
+                EncodedResult::Json(text) => serde_json::from_str::<Value>(text.get()).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(text(&direct), text(&by_default), "{who:?}");
+            assert_eq!(text(&direct), serde_json::to_value(&who).unwrap());
+            assert_eq!(direct.org, by_default.org);
+            assert_eq!(direct.about.email, by_default.about.email);
+            assert_eq!(direct.about.role, by_default.about.role);
+        }
+    }
+
+    /// What [`Serve::encode`] gives by default, for a method that overrides it.
+    fn default_encode(who: WhoAmI) -> Answer {
+        struct ByDefault;
+        impl Method for ByDefault {
+            const NAME: &'static str = "whoami";
+            const KIND: compartmentctl::wire::Kind = <methods::Whoami as Method>::KIND;
+            const PERMISSION: Option<Permission> = None;
+            const SHAPES: &'static [&'static [&'static str]] = &[];
+            const ERRORS: &'static [compartmentctl::wire::ErrorKind] = &[];
+            type Access = <methods::Whoami as Method>::Access;
+            type Params = <methods::Whoami as Method>::Params;
+            type Result = WhoAmI;
+            fn request(_: Self::Params) -> Request {
+                Request::Whoami
+            }
+        }
+        impl Serve for ByDefault {
+            async fn serve(
+                _: ReadContext<'_>,
+                _: Caller,
+                _: Self::Params,
+            ) -> Result<WhoAmI, RuleError> {
+                Err(RuleError::Internal("not served"))
+            }
+        }
+        ByDefault::encode(who).unwrap()
+    }
 
     use compartmentctl::wire::{Decision, Permission, Reason, Role};
 

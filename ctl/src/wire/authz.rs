@@ -92,6 +92,72 @@ impl Params for AuthzCheckParams {
             .all(Check::names_one_subject_at_most)
             .then_some(params)
     }
+
+    /// Either form in the envelope's pass, as [`AuthzCheckParams::from_text`] reads it
+    /// from the text: a batch of a thousand checks is not read twice.
+    fn read<'de, D: serde::Deserializer<'de>>(object: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let members = EitherForm::deserialize(object)?;
+        let params = match members {
+            EitherForm {
+                checks: Some(checks),
+                permission: None,
+                org: None,
+                uid: None,
+                user: None,
+                email: None,
+            } if (1..=MAX_CHECKS).contains(&checks.len()) => AuthzCheckParams::Many(checks),
+            EitherForm {
+                checks: None,
+                permission: Some(permission),
+                org,
+                uid,
+                user,
+                email,
+            } => AuthzCheckParams::One(Check {
+                permission,
+                org: org.flatten(),
+                uid: uid.flatten(),
+                user: user.flatten(),
+                email: email.flatten(),
+            }),
+            _ => return Err(D::Error::custom("neither form")),
+        };
+        let checks = match &params {
+            AuthzCheckParams::One(check) => std::slice::from_ref(check),
+            AuthzCheckParams::Many(checks) => checks.as_slice(),
+        };
+        if !checks.iter().all(Check::names_one_subject_at_most) {
+            return Err(D::Error::custom("more than one subject"));
+        }
+        Ok(params)
+    }
+}
+
+/// The members of either form, each as there or not (`null` is there): a [`Check`]'s, or
+/// `checks`, which only [`AuthzCheckParams::read`] tells apart.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EitherForm {
+    #[serde(default, deserialize_with = "there")]
+    permission: Option<Permission>,
+    #[serde(default, deserialize_with = "there")]
+    org: Option<Option<String>>,
+    #[serde(default, deserialize_with = "there")]
+    uid: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "there")]
+    user: Option<Option<String>>,
+    #[serde(default, deserialize_with = "there")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "there")]
+    checks: Option<Vec<Check>>,
+}
+
+/// A member that is there, whatever its value.
+fn there<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 #[derive(Serialize, Deserialize, schemars::JsonSchema)]

@@ -6,7 +6,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -200,16 +201,21 @@ pub enum Incoming {
 
 /// Decodes one request line.
 pub fn decode(line: &[u8]) -> Incoming {
-    // The usual line, one request object, read in one pass straight into its members. Any
-    // other line, or one that does not read so, is read again below, which says why.
+    // The usual line, one request object, read in one pass (see `OnePass`). Any other line,
+    // or one that does not read so, is read again below, which says why.
     if let Ok(text) = std::str::from_utf8(line) {
         let json_whitespace = [' ', '\t', '\n', '\r'];
         if text.trim_start_matches(json_whitespace).starts_with('{') {
-            if let Ok(members) = serde_json::from_str::<Members>(text) {
-                return Incoming::Single(members.call());
+            if let Ok(OnePass(call)) = serde_json::from_str::<OnePass>(text) {
+                return Incoming::Single(call);
             }
         }
     }
+    decode_the_long_way(line)
+}
+
+/// Decodes any line: raw text first, then what it holds.
+pub(super) fn decode_the_long_way(line: &[u8]) -> Incoming {
     // Borrowed raw text: the whole line is checked as JSON here (nesting depth included),
     // but nothing is converted until the envelope has been looked at.
     let raw: &RawValue = match serde_json::from_slice(line) {
@@ -252,6 +258,94 @@ pub fn decode_request(line: &[u8]) -> (Option<Id>, Result<Request, RpcError>) {
                 "a batch where one request was expected",
             )),
         ),
+    }
+}
+
+/// A request object read in one pass, as clients write it: the envelope's members, and
+/// the params read straight into the method's type when `method` comes before them,
+/// without their text being looked at twice. Anything unusual fails this reading (an
+/// escaped name, a member named twice, an envelope member that is not right, params the
+/// method's type refuses), and the line is then read the long way, which says what is
+/// wrong: so whatever this reading gives, the long way gives too.
+pub(super) struct OnePass(pub(super) Call);
+
+/// What [`OnePass`] read of `params`.
+enum ParamsRead<'a> {
+    /// The request, read in the pass; `None` for an unknown method.
+    Request(Option<Request>),
+    /// The raw text, when `params` came before `method`.
+    Raw(&'a RawValue),
+}
+
+impl<'de> Deserialize<'de> for OnePass {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<OnePass, D::Error> {
+        deserializer.deserialize_map(OnePassVisitor)
+    }
+}
+
+struct OnePassVisitor;
+
+impl<'de> Visitor<'de> for OnePassVisitor {
+    type Value = OnePass;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a request object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OnePass, A::Error> {
+        let mut jsonrpc = false;
+        let mut id: Option<Id> = None;
+        let mut method: Option<&'de str> = None;
+        let mut params: Option<ParamsRead<'de>> = None;
+        while let Some(key) = map.next_key::<&'de str>()? {
+            match key {
+                "jsonrpc" if !jsonrpc => {
+                    if map.next_value::<&'de str>()? != JSONRPC {
+                        return Err(A::Error::custom("not JSON-RPC 2.0"));
+                    }
+                    jsonrpc = true;
+                }
+                "id" if id.is_none() => {
+                    let raw = map.next_value::<&'de RawValue>()?;
+                    id = Some(Id::from_member(raw).ok_or_else(|| A::Error::custom("no id"))?);
+                }
+                "method" if method.is_none() => method = Some(map.next_value()?),
+                "params" if params.is_none() => {
+                    params = Some(match method {
+                        Some(method) => ParamsRead::Request(map.next_value_seed(ParamsOf(method))?),
+                        None => ParamsRead::Raw(map.next_value()?),
+                    })
+                }
+                "jsonrpc" | "id" | "method" | "params" => {
+                    return Err(A::Error::custom("a member named twice"))
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let (true, Some(method)) = (jsonrpc, method) else {
+            return Err(A::Error::custom("no jsonrpc or method"));
+        };
+        let request = match params {
+            Some(ParamsRead::Request(Some(request))) => Ok(request),
+            // An unknown method's error, whatever its params.
+            Some(ParamsRead::Request(None)) => Request::parse(method, None),
+            Some(ParamsRead::Raw(raw)) => Request::parse(method, Some(raw)),
+            None => Request::parse(method, None),
+        };
+        Ok(OnePass(Call { id, request }))
+    }
+}
+
+/// Reads `params` as the params of method `.0`.
+struct ParamsOf<'a>(&'a str);
+
+impl<'de> DeserializeSeed<'de> for ParamsOf<'_> {
+    type Value = Option<Request>;
+
+    fn deserialize<D: Deserializer<'de>>(self, params: D) -> Result<Option<Request>, D::Error> {
+        Request::read(self.0, params)
     }
 }
 

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::de::{DeserializeOwned, Visitor};
+use serde::{Deserializer, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -175,6 +175,40 @@ pub trait Params:
     /// reads the same through a `Value`.
     fn from_text(text: &str) -> Option<Self> {
         serde_json::from_str(text).ok()
+    }
+
+    /// Reads the params from an object being parsed, in the envelope's own pass (see
+    /// [`decode`](super::decode)): what [`Params::from_text`] would read of the object's
+    /// text, or an error, after which the line is read again the long way. By default the
+    /// params' own `Deserialize`.
+    fn read<'de, D: Deserializer<'de>>(object: D) -> Result<Self, D::Error> {
+        Self::deserialize(object)
+    }
+}
+
+/// The request of method `M` with its params read from an object being parsed; an error
+/// when what is there is no object (an array, `null`), which only the long way reads right.
+pub(super) fn read_params<'de, M: Method, D: Deserializer<'de>>(
+    params: D,
+) -> Result<Request, D::Error> {
+    M::Params::read(ObjectOnly(params)).map(M::request)
+}
+
+/// A deserializer that reads an object, and refuses anything else (serde_json would read
+/// a struct from an array too, by position, where the params' rules want an object).
+struct ObjectOnly<D>(D);
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        self.0.deserialize_map(visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
     }
 }
 
@@ -414,6 +448,16 @@ macro_rules! declare_methods {
                 match method {
                     $($name => $crate::wire::method::parse_params::<methods::$variant>(params),)*
                     _ => Err($crate::wire::RpcError::unknown_method(method)),
+                }
+            }
+
+            /// Reads the params of `method` from an object being parsed (the envelope's one
+            /// pass): `None` for a method the protocol does not have, whose params are
+            /// skipped.
+            pub(crate) fn read<'de, D: serde::Deserializer<'de>>(method: &str, params: D) -> Result<Option<Request>, D::Error> {
+                match method {
+                    $($name => $crate::wire::method::read_params::<methods::$variant, D>(params).map(Some),)*
+                    _ => <serde::de::IgnoredAny as serde::Deserialize>::deserialize(params).map(|_| None),
                 }
             }
 

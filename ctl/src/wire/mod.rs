@@ -953,6 +953,125 @@ mod tests {
             }
         }
 
+        /// A request line around `method` and `params`: its envelope's members in any
+        /// order, some left out, some not right, now and then one twice or a stranger.
+        fn line() -> impl Strategy<Value = String> {
+            // `authz.check`'s members mixed, as its two forms' reading tells them apart.
+            let authz_member = |key: &'static str| {
+                let values: &'static [&'static str] = match key {
+                    "checks" => &[
+                        r#"[{"permission":"project.read"}]"#,
+                        "[]",
+                        "null",
+                        r#"[{"permission":"project.read","uid":1,"user":"a"}]"#,
+                    ],
+                    "permission" => &[r#""deployment.create""#, "null"],
+                    _ => &[r#""acme""#, "7", "null"],
+                };
+                proptest::sample::select(values)
+                    .prop_map(move |value| format!(r#""{key}":{value}"#))
+            };
+            let authz = proptest::sample::subsequence(
+                vec!["permission", "org", "uid", "user", "email", "checks"],
+                0..=6,
+            )
+            .prop_shuffle()
+            .prop_flat_map(move |keys| keys.into_iter().map(authz_member).collect::<Vec<_>>())
+            .prop_map(|members| format!("{{{}}}", members.join(",")));
+            let method = prop_oneof![
+                8 => method_and_params()
+                    .prop_map(|(method, params)| (format!(r#""{method}""#), params)),
+                3 => authz.prop_map(|params| (r#""authz.check""#.to_owned(), params)),
+                1 => Just((r#""no.such""#.to_owned(), r#"{"org":"acme"}"#.to_owned())),
+            ];
+            // Mostly right, as clients send them; now and then not.
+            let id = prop_oneof![
+                4 => proptest::sample::select(vec!["1", "\"req-1\"", "null"]),
+                1 => proptest::sample::select(vec!["1e400", "{}", "18446744073709551616"]),
+            ];
+            let jsonrpc = prop_oneof![
+                6 => Just(r#""2.0""#),
+                1 => proptest::sample::select(vec![r#""1.0""#, "2", r#""2\u002e0""#]),
+            ];
+            let extra = proptest::sample::select(vec![
+                r#""x":1"#,
+                r#""method":"ping""#,
+                r#""id":2"#,
+                r#""params":{}"#,
+                r#""jsonrpc":"2.0""#,
+                r#""\u006dethod":"ping""#,
+            ]);
+            (
+                method,
+                id,
+                jsonrpc,
+                proptest::option::weighted(0.15, extra),
+                prop_oneof![3 => Just(0u8), 1 => proptest::bits::u8::masked(0b111)],
+                any::<proptest::sample::Index>(),
+            )
+                .prop_map(|((method, params), id, jsonrpc, extra, left_out, order)| {
+                    let mut members = vec![
+                        (0u8, format!(r#""jsonrpc":{jsonrpc}"#)),
+                        (1, format!(r#""id":{id}"#)),
+                        (2, format!(r#""method":{method}"#)),
+                        (3, format!(r#""params":{params}"#)),
+                    ];
+                    // Now and then without a jsonrpc, an id or params (the method stays, or
+                    // every line would fail alike).
+                    let bit = |n: u8| match n {
+                        0 => 1,
+                        1 => 2,
+                        3 => 4,
+                        _ => 0,
+                    };
+                    members.retain(|(n, _)| left_out & bit(*n) == 0);
+                    let mut members: Vec<String> = members.into_iter().map(|(_, m)| m).collect();
+                    members.extend(extra.map(str::to_owned));
+                    // Mostly as clients write them (method before params); otherwise turned.
+                    let turn = order.index(members.len() * 2);
+                    if turn < members.len() {
+                        members.rotate_left(turn);
+                    }
+                    format!("{{{}}}", members.join(","))
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 4096,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// The one pass that reads the usual line gives what the long way gives, which
+            /// the wire's other properties pin down.
+            #[test]
+            fn one_pass_reads_a_line_as_the_long_way_does(line in line()) {
+                prop_assert_eq!(
+                    decode(line.as_bytes()),
+                    envelope::decode_the_long_way(line.as_bytes()),
+                    "{}", line
+                );
+            }
+        }
+
+        /// The usual lines do not all fall back to the long way: the one pass reads them.
+        #[test]
+        fn one_pass_reads_the_usual_lines() {
+            for line in [
+                r#"{"jsonrpc":"2.0","id":1,"method":"authz.check","params":{"permission":"deployment.create","org":"acme","uid":0}}"#,
+                r#"{"jsonrpc":"2.0","id":"a","method":"whoami"}"#,
+                r#"{"method":"user.list","params":{"org":"acme"},"jsonrpc":"2.0","id":null}"#,
+            ] {
+                let one_pass: envelope::OnePass = serde_json::from_str(line).unwrap();
+                assert_eq!(
+                    Incoming::Single(one_pass.0),
+                    decode(line.as_bytes()),
+                    "{line}"
+                );
+            }
+        }
+
         #[test]
         fn the_fast_reading_is_the_one_that_answers() {
             // A check read straight from its text, and one whose member comes twice (which
