@@ -64,12 +64,23 @@ pub(crate) fn needed(role: Role) -> Needed {
 /// [`needed`]'s words, written where they are shown.
 pub(crate) struct Needed(Role);
 
+impl Needed {
+    /// Writes the words into `out`, piece by piece (no `format_args!` between).
+    pub(crate) fn put(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        match self.0 {
+            Role::Admin => out.write_str("the admin role"),
+            other => {
+                out.write_str("the ")?;
+                out.write_str(other.as_str())?;
+                out.write_str(" role or above")
+            }
+        }
+    }
+}
+
 impl fmt::Display for Needed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Role::Admin => f.write_str("the admin role"),
-            other => write!(f, "the {other} role or above"),
-        }
+        self.put(f)
     }
 }
 
