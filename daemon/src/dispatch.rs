@@ -295,20 +295,21 @@ impl Serve for methods::AuthzCheck {
         let snapshot = ctx.snapshot()?;
         let now = ctx.now();
         // Who each subject is, resolved and authenticated once for all the checks about
-        // it (a batch is mostly one subject's questions about many permissions and orgs).
+        // it (a batch is mostly one subject's questions about many permissions and orgs),
+        // and how it stands in each organization, read once for all the checks there.
         type SubjectKey<'a> = (Option<u32>, Option<&'a str>, Option<&'a str>);
-        type Known = (Subject, Option<Result<Actor, Unbound>>);
+        type Known = (Subject, Option<Result<Actor, Unbound>>, authz::Standings);
         let mut subjects: HashMap<SubjectKey<'_>, Known, foldhash::fast::RandomState> =
             HashMap::default();
         let mut answers = Vec::with_capacity(distinct.len());
         for check in &distinct {
             let key = (check.uid, check.user.as_deref(), check.email.as_deref());
-            let (subject, authenticated) = match subjects.entry(key) {
+            let (subject, authenticated, standings) = match subjects.entry(key) {
                 std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                 std::collections::hash_map::Entry::Vacant(vacant) => {
                     let subject = ctx.subject(&caller, check, service, &snapshot).await?;
                     let authenticated = authz::authenticate(&snapshot, &subject)?;
-                    vacant.insert((subject, authenticated))
+                    vacant.insert((subject, authenticated, authz::Standings::default()))
                 }
             };
             answers.push(authz::decide_as(
@@ -317,6 +318,7 @@ impl Serve for methods::AuthzCheck {
                 authenticated,
                 check.permission,
                 check.org.as_deref(),
+                Some(standings),
                 now,
             )?);
         }
@@ -1162,6 +1164,47 @@ mod tests {
             assert_eq!(err.kind(), compartmentctl::wire::ErrorKind::Forbidden);
             assert!(matches!(err, RuleError::NotAService), "{err:?}");
             assert_eq!(users.lookups(), before, "NSS was asked");
+        });
+    }
+
+    /// A batch reads how its subject stands in an organization once for all the checks
+    /// there: every answer is still the one that check gets alone, whatever organization
+    /// each names (one, none, one that does not exist) and in whatever order.
+    #[test]
+    fn a_batch_answers_each_check_as_it_is_answered_alone() {
+        let users = crate::users::FakeUsers::new(&[(1001, "alice"), (1002, "bob")]);
+        let (ctx, _dir) = context(users, None);
+        runtime().block_on(async {
+            let alice = acme(&ctx).await;
+            let mut checks = Vec::new();
+            for (i, permission) in Permission::ALL.iter().enumerate() {
+                for org in [Some("acme"), None, Some("nowhere")] {
+                    let mut asked = check(*permission);
+                    asked.org = org.map(str::to_owned);
+                    checks.push(asked);
+                }
+                // Alice again, named by her uid: a subject of its own to the batch.
+                if i % 3 == 0 {
+                    let mut by_uid = check(*permission);
+                    by_uid.uid = Some(1001);
+                    checks.push(by_uid);
+                }
+            }
+            let batched = ask(&ctx, &alice, checks.clone()).await.unwrap();
+            assert_eq!(batched.len(), checks.len());
+            for (asked, answered) in checks.into_iter().zip(batched) {
+                let alone = dispatch(
+                    &ctx,
+                    alice.clone(),
+                    Request::AuthzCheck(AuthzCheckParams::One(asked.clone())),
+                )
+                .await;
+                let alone: Decision = match alone {
+                    Ok(answer) => serde_json::from_str(&text(&answer)).unwrap(),
+                    Err(err) => panic!("{asked:?}: {err:?}"),
+                };
+                assert_eq!(answered, alone, "{asked:?}");
+            }
         });
     }
 

@@ -4,6 +4,7 @@
 //! ([`identity::resolve_org`]), its role ([`identity::Standing::role`]) and the permission
 //! table ([`Role::permits`]); where one says no, the answer says which and why.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use compartmentctl::wire::{Decision, MemberStatus, Permission, Reason, Role};
@@ -52,7 +53,45 @@ pub fn decide(
     now: Millis,
 ) -> Result<Decision, RuleError> {
     let authenticated = authenticate(reader, subject)?;
-    decide_as(reader, subject, &authenticated, permission, org, now)
+    decide_as(reader, subject, &authenticated, permission, org, None, now)
+}
+
+/// How one subject stands in each organization a batch's checks name, read once for all
+/// the checks there (a batch mostly asks one subject's permissions in a few
+/// organizations), on one snapshot at one instant: what [`identity::resolve_org`] gives.
+#[derive(Default)]
+pub struct Standings {
+    named: HashMap<String, (String, Standing), foldhash::fast::RandomState>,
+    /// Where the subject acts when a check names no organization.
+    unnamed: Option<(String, Standing)>,
+}
+
+impl Standings {
+    fn resolve(
+        &mut self,
+        reader: &impl Reader,
+        actor: &Actor,
+        requested: Option<&str>,
+        now: Millis,
+    ) -> Result<(&str, &Standing), RuleError> {
+        let found = match requested {
+            Some(name) => {
+                if !self.named.contains_key(name) {
+                    let resolved = identity::resolve_org(reader, actor, requested, now)?;
+                    self.named.insert(name.to_owned(), resolved);
+                }
+                self.named.get(name)
+            }
+            None => {
+                if self.unnamed.is_none() {
+                    self.unnamed = Some(identity::resolve_org(reader, actor, None, now)?);
+                }
+                self.unnamed.as_ref()
+            }
+        };
+        let (org, here) = found.ok_or(RuleError::Internal("a standing just read is gone"))?;
+        Ok((org.as_str(), here))
+    }
 }
 
 /// Who `subject` is to the rules, read once for every check about it (a batch's): its
@@ -86,6 +125,7 @@ pub fn decide_as(
     authenticated: &Option<Result<Actor, Unbound>>,
     permission: Permission,
     org: Option<&str>,
+    standings: Option<&mut Standings>,
     now: Millis,
 ) -> Result<Decision, RuleError> {
     let mut decision = Decision {
@@ -165,7 +205,14 @@ pub fn decide_as(
         uid: uid_label,
     };
 
-    let (org, here) = identity::resolve_org(reader, actor, org, now)?;
+    let resolved;
+    let (org, here) = match standings {
+        Some(standings) => standings.resolve(reader, actor, org, now)?,
+        None => {
+            resolved = identity::resolve_org(reader, actor, org, now)?;
+            (resolved.0.as_str(), &resolved.1)
+        }
+    };
 
     let Some(role) = here.role(actor.caller.uid, now) else {
         let (reason, message) = match here.barred(actor.caller.uid, now) {
@@ -184,22 +231,22 @@ pub fn decide_as(
                 Reason::AccessEnded,
                 format!("{who}'s access to {org} ended at {}", rfc3339(at)),
             ),
-            None => why_not_in(&here, &who, &org, now),
+            None => why_not_in(here, &who, org, now),
         };
-        decision.org = Some(org);
+        decision.org = Some(org.to_owned());
         return Ok(refuse(decision, reason, message));
     };
     decision.role = Some(role);
     decision.allowed = role.permits(permission);
     let needs = Needs(permission);
     let group = here.through_group(actor.caller.uid, now);
-    decision.reason = match (&here, decision.allowed) {
+    decision.reason = match (here, decision.allowed) {
         (Standing::Superuser, _) => Reason::Superuser,
         (_, true) if group.is_some() => Reason::Group,
         (_, true) => Reason::Role,
         (_, false) => Reason::RoleTooLow,
     };
-    decision.message = match (&here, group) {
+    decision.message = match (here, group) {
         (Standing::Superuser, _) => sentence![
             who,
             " is a superuser, with admin power in every organization, and ",
@@ -260,7 +307,7 @@ pub fn decide_as(
             sentence![who, " is ", role, " in ", org, ", and ", needs]
         }
     };
-    decision.org = Some(org);
+    decision.org = Some(org.to_owned());
     Ok(decision)
 }
 
