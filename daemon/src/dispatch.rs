@@ -52,24 +52,7 @@ pub trait Serve: Method {
     /// sorted; a method whose results are large (`user.list`) keeps its result as it is, to
     /// be written once, straight into the reply's line.
     fn encode(result: Self::Result) -> Result<Answer, RuleError> {
-        let value = serde_json::to_value(&result).map_err(|_| not_serialized())?;
-        let org = value.get("org").and_then(Value::as_str).map(str::to_owned);
-        // Whom a change was about, and the role it left them with: a result names them at
-        // its top, or (`org.create`) as its first admin.
-        let about = value.get("admin").unwrap_or(&value);
-        let field = |name| about.get(name).and_then(Value::as_str).map(str::to_owned);
-        let about = About {
-            email: field("email"),
-            role: field("role"),
-        };
-        Ok(Answer {
-            result: EncodedResult::Json(
-                serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
-            ),
-            org,
-            about,
-            takeover: None,
-        })
+        through_a_value(&result)
     }
 
     /// Serves and encodes: the request's answer. A method that does more with its
@@ -81,6 +64,29 @@ pub trait Serve: Method {
     ) -> impl Future<Output = Result<Answer, RuleError>> + Send {
         async move { Self::encode(Self::serve(ctx, caller, params).await?) }
     }
+}
+
+/// [`Serve::encode`]'s default: the result's JSON text made through a `serde_json::Value`
+/// (its object keys sorted), and the organization and person its members name.
+fn through_a_value(result: &impl serde::Serialize) -> Result<Answer, RuleError> {
+    let value = serde_json::to_value(result).map_err(|_| not_serialized())?;
+    let org = value.get("org").and_then(Value::as_str).map(str::to_owned);
+    // Whom a change was about, and the role it left them with: a result names them at
+    // its top, or (`org.create`) as its first admin.
+    let about = value.get("admin").unwrap_or(&value);
+    let field = |name| about.get(name).and_then(Value::as_str).map(str::to_owned);
+    let about = About {
+        email: field("email"),
+        role: field("role"),
+    };
+    Ok(Answer {
+        result: EncodedResult::Json(
+            serde_json::value::to_raw_value(&value).map_err(|_| not_serialized())?,
+        ),
+        org,
+        about,
+        takeover: None,
+    })
 }
 
 /// What serving a request gives: its result ready for the reply, and the organization it
@@ -936,7 +942,7 @@ mod tests {
         };
         for who in [everything, nothing] {
             let direct = <methods::Whoami as Serve>::encode(who.clone()).unwrap();
-            let by_default = default_encode(who.clone());
+            let by_default = through_a_value(&who).unwrap();
             let text = |answer: &Answer| match &answer.result {
                 EncodedResult::Json(text) => serde_json::from_str::<Value>(text.get()).unwrap(),
                 other => panic!("{other:?}"),
@@ -947,34 +953,6 @@ mod tests {
             assert_eq!(direct.about.email, by_default.about.email);
             assert_eq!(direct.about.role, by_default.about.role);
         }
-    }
-
-    /// What [`Serve::encode`] gives by default, for a method that overrides it.
-    fn default_encode(who: WhoAmI) -> Answer {
-        struct ByDefault;
-        impl Method for ByDefault {
-            const NAME: &'static str = "whoami";
-            const KIND: compartmentctl::wire::Kind = <methods::Whoami as Method>::KIND;
-            const PERMISSION: Option<Permission> = None;
-            const SHAPES: &'static [&'static [&'static str]] = &[];
-            const ERRORS: &'static [compartmentctl::wire::ErrorKind] = &[];
-            type Access = <methods::Whoami as Method>::Access;
-            type Params = <methods::Whoami as Method>::Params;
-            type Result = WhoAmI;
-            fn request(_: Self::Params) -> Request {
-                Request::Whoami
-            }
-        }
-        impl Serve for ByDefault {
-            async fn serve(
-                _: ReadContext<'_>,
-                _: Caller,
-                _: Self::Params,
-            ) -> Result<WhoAmI, RuleError> {
-                Err(RuleError::Internal("not served"))
-            }
-        }
-        ByDefault::encode(who).unwrap()
     }
 
     use compartmentctl::wire::{Decision, Permission, Reason, Role};

@@ -329,10 +329,9 @@ impl<'de> Visitor<'de> for OnePassVisitor {
         };
         let request = match params {
             Some(ParamsRead::Request(Some(request))) => Ok(request),
-            // An unknown method's error, whatever its params.
-            Some(ParamsRead::Request(None)) => Request::parse(method, None),
             Some(ParamsRead::Raw(raw)) => Request::parse(method, Some(raw)),
-            None => Request::parse(method, None),
+            // No params, or an unknown method's (its error, whatever they hold).
+            Some(ParamsRead::Request(None)) | None => Request::parse(method, None),
         };
         Ok(OnePass(Call { id, request }))
     }

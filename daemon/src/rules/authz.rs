@@ -118,7 +118,8 @@ fn authenticate_uid(
     }
 }
 
-/// [`decide`], `subject` already authenticated ([`authenticate`]) as `authenticated`.
+/// [`decide`], `subject` already authenticated ([`authenticate`]) as `authenticated`; in a
+/// batch, with how it stands where earlier checks asked kept in `standings`.
 pub fn decide_as(
     reader: &impl Reader,
     subject: &Subject,
